@@ -1,0 +1,6 @@
+//! The `intercept` binary of the tcpclone suite.
+
+fn main() {
+    eprintln!("intercept: not implemented yet");
+    std::process::exit(2);
+}

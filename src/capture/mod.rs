@@ -1,0 +1,118 @@
+//! Packet capture files: pcap and pcapng reading (format detected by content), pcap writing,
+//! and the packet-source / packet-sink traits that live capture, files and senders share.
+//!
+//! This module reads and writes through `std::io::Read`/`Write` only; it never opens sockets.
+//! Readers reuse one buffer, so reading a packet allocates nothing.
+
+use std::fmt;
+
+/// A link-layer header type (pcap LINKTYPE_*); unknown values still parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkType(pub u32);
+
+impl LinkType {
+    /// LINKTYPE_ETHERNET (1).
+    pub const ETHERNET: LinkType = LinkType(1);
+    /// LINKTYPE_RAW (101): raw IPv4 or IPv6.
+    pub const RAW: LinkType = LinkType(101);
+    /// LINKTYPE_LINUX_SLL (113): Linux cooked capture v1 (`tcpdump -i any`, older libpcap).
+    pub const LINUX_SLL: LinkType = LinkType(113);
+    /// LINKTYPE_IPV4 (228): raw IPv4.
+    pub const IPV4: LinkType = LinkType(228);
+    /// LINKTYPE_IPV6 (229): raw IPv6.
+    pub const IPV6: LinkType = LinkType(229);
+    /// LINKTYPE_LINUX_SLL2 (276): Linux cooked capture v2 (`tcpdump -i any`, libpcap ≥ 1.10).
+    pub const LINUX_SLL2: LinkType = LinkType(276);
+}
+
+impl fmt::Display for LinkType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match *self {
+            LinkType::ETHERNET => "EN10MB",
+            LinkType::RAW => "RAW",
+            LinkType::LINUX_SLL => "LINUX_SLL",
+            LinkType::IPV4 => "IPV4",
+            LinkType::IPV6 => "IPV6",
+            LinkType::LINUX_SLL2 => "LINUX_SLL2",
+            _ => return write!(f, "linktype {}", self.0),
+        };
+        f.write_str(name)
+    }
+}
+
+/// Timestamp resolution of a capture file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TsPrecision {
+    /// Microseconds (classic pcap magic 0xa1b2c3d4).
+    Micro,
+    /// Nanoseconds (pcap magic 0xa1b23c4d, or pcapng if_tsresol 9).
+    Nano,
+}
+
+/// A capture timestamp in nanoseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// Builds a timestamp from seconds and nanoseconds.
+    pub const fn from_parts(secs: u64, nanos: u32) -> Self {
+        Timestamp(secs * 1_000_000_000 + nanos as u64)
+    }
+    /// Whole seconds.
+    pub const fn secs(self) -> u64 {
+        self.0 / 1_000_000_000
+    }
+    /// Nanoseconds within the second.
+    pub const fn subsec_nanos(self) -> u32 {
+        (self.0 % 1_000_000_000) as u32
+    }
+}
+
+/// One captured packet, borrowed from the source's buffer until the next call.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<'a> {
+    /// When it was captured.
+    pub ts: Timestamp,
+    /// Length on the wire (may exceed `data.len()` when the capture was snapped).
+    pub orig_len: u32,
+    /// Link-layer type of `data`.
+    pub linktype: LinkType,
+    /// The captured bytes, starting at the link-layer header.
+    pub data: &'a [u8],
+}
+
+/// Anything that yields packets one at a time: capture files, live capture, preloaded stores.
+pub trait PacketSource {
+    /// The error this source reports.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Next packet, or `Ok(None)` at the end of the source (end of file, or stop).
+    fn next_packet(&mut self) -> Result<Option<Packet<'_>>, Self::Error>;
+}
+
+/// What a sink did with one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Accepted (sent, queued in a ring, or written).
+    Sent,
+    /// Refused for a reason that is counted and reported (e.g. larger than the MTU).
+    Failed(FailReason),
+}
+
+/// Why a sink refused a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailReason {
+    /// Frame longer than the interface MTU allows.
+    TooLarge,
+    /// The kernel refused the frame.
+    KernelRefused,
+}
+
+/// Anything that takes packets: interfaces, raw sockets, pcap writers.
+pub trait PacketSink {
+    /// The error this sink reports for failures that stop the run (not per-packet refusals).
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Takes one packet.
+    fn send(&mut self, packet: &Packet<'_>) -> Result<SendOutcome, Self::Error>;
+    /// Pushes out anything batched.
+    fn flush(&mut self) -> Result<(), Self::Error>;
+}

@@ -1,0 +1,14 @@
+//! tcpclone: the shared library of the tcpclone suite.
+//!
+//! Pure code only (STYLE.md rule 1): packet views and in-place rewriting, checksums, pcap/pcapng
+//! reading and writing over `std::io` streams, flows, the tcpcopy–intercept protocol, the pacing
+//! schedule and counters. Nothing here opens a socket or reads a clock by itself; time is passed in.
+
+pub mod capture;
+pub mod flow;
+pub mod pace;
+pub mod proto;
+pub mod rewrite;
+pub mod seq;
+pub mod stats;
+pub mod wire;

@@ -1,0 +1,1 @@
+//! Counters and summaries shared by the binaries.

@@ -1,9 +1,7 @@
 //! The `tcpcopy` binary of the tcpclone suite.
 
-mod engine;
-
 fn main() {
-    let _ = engine::Engine::new(engine::EngineConfig::default());
+    let _ = tcpcopy::engine::Engine::new(tcpcopy::engine::EngineConfig::default());
     eprintln!("tcpcopy: not implemented yet");
     std::process::exit(2);
 }

@@ -1,0 +1,1 @@
+//! Live raw-mode glue: capture, raw sending, the intercept channel, around the engine.

@@ -447,8 +447,9 @@ impl ResponsesBuilder {
 }
 
 /// Checks that `h` is one complete IPv4/IPv6 header followed by one complete TCP header and
-/// nothing else. `base` is added to the offsets in errors.
-pub fn check_header(h: &[u8], index: usize, base: u64) -> Result<(), ProtoError> {
+/// nothing else, and returns the offset of the TCP header. `base` is added to the offsets in
+/// errors; `index` names the entry in them.
+pub fn check_header(h: &[u8], index: usize, base: u64) -> Result<usize, ProtoError> {
     let bad = |reason: &'static str, at: usize| ProtoError::BadHeader {
         index,
         reason,
@@ -522,7 +523,7 @@ pub fn check_header(h: &[u8], index: usize, base: u64) -> Result<(), ProtoError>
             tcp_at + 12,
         ));
     }
-    Ok(())
+    Ok(tcp_at)
 }
 
 /// Incremental frame decoder: feed it the bytes received so far, take whole messages out.

@@ -30,13 +30,13 @@ pub struct Args {
     pub write: Option<PathBuf>,
 
     /// Replay at the capture's timing sped up by this factor.
-    #[arg(short = 'x', long, value_name = "F")]
+    #[arg(short = 'x', long, value_name = "F", allow_negative_numbers = true)]
     pub multiplier: Option<f64>,
     /// Replay at this many packets per second.
-    #[arg(short = 'p', long, value_name = "N")]
+    #[arg(short = 'p', long, value_name = "N", allow_negative_numbers = true)]
     pub pps: Option<f64>,
     /// Replay at this many megabits per second (frame bytes).
-    #[arg(short = 'M', long, value_name = "N")]
+    #[arg(short = 'M', long, value_name = "N", allow_negative_numbers = true)]
     pub mbps: Option<f64>,
     /// Replay as fast as possible.
     #[arg(short = 't', long)]
@@ -48,7 +48,7 @@ pub struct Args {
     #[arg(short = 'L', long, value_name = "N")]
     pub limit: Option<u64>,
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub duration: Option<f64>,
     /// Load the input files into memory before sending.
     #[arg(short = 'K', long = "preload-pcap")]

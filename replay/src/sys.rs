@@ -136,6 +136,9 @@ fn poll_out(fd: &OwnedFd, ms: i32) {
 /// Bytes between the start of a TPACKET_V2 frame and its data, when sending.
 const TX_DATA_OFFSET: usize = libc::TPACKET2_HDRLEN - std::mem::size_of::<libc::sockaddr_ll>();
 
+/// Size of struct virtio_net_hdr.
+const VNET_HDR_LEN: usize = 10;
+
 /// The mmap'ed TX ring.
 struct Ring {
     map: *mut u8,
@@ -143,6 +146,10 @@ struct Ring {
     frame_size: usize,
     frame_nr: usize,
     head: usize,
+    /// Frames start with a virtio_net_hdr whose `hdr_len` covers the whole frame, so the kernel
+    /// copies each frame into the skb instead of attaching ring pages that the veth/bridge receive
+    /// path must then copy again (skb_copy_ubufs, a page allocation per packet).
+    vnet: bool,
 }
 
 impl Ring {
@@ -262,9 +269,13 @@ impl PacketSender {
             libc::PACKET_VERSION,
             &(libc::tpacket_versions::TPACKET_V2 as i32),
         )?;
+        // Must come before the ring; best effort (see `Ring::vnet`).
+        let vnet = setsockopt(fd, libc::SOL_PACKET, libc::PACKET_VNET_HDR, &1i32).is_ok();
         // Frames the kernel cannot send (e.g. malformed) are skipped instead of blocking the ring.
         setsockopt(fd, libc::SOL_PACKET, libc::PACKET_LOSS, &1i32)?;
-        let frame_size = (TX_DATA_OFFSET + largest).next_power_of_two().max(2048);
+        let frame_size = (TX_DATA_OFFSET + VNET_HDR_LEN + largest)
+            .next_power_of_two()
+            .max(2048);
         let block_size = frame_size.max(1 << 16);
         let block_nr = ((4usize << 20) / block_size).max(2);
         let frame_nr = block_nr * (block_size / frame_size);
@@ -296,6 +307,7 @@ impl PacketSender {
             frame_size,
             frame_nr,
             head: 0,
+            vnet,
         })
     }
 
@@ -457,18 +469,25 @@ impl PacketSink for PacketSender {
                 };
                 let frame = ring.head;
                 // SAFETY: the frame is AVAILABLE, so the kernel does not touch it until we set
-                // SEND_REQUEST; the data fits (frame_size ≥ TX_DATA_OFFSET + max_frame + 4 and
+                // SEND_REQUEST; the data fits (frame_size ≥ TX_DATA_OFFSET + VNET_HDR_LEN + max_frame + 4 and
                 // the length was checked above); tpacket2_hdr is 4-byte aligned at the frame start.
                 unsafe {
                     let base = ring.map.add(frame * ring.frame_size);
-                    std::ptr::copy_nonoverlapping(
-                        data.as_ptr(),
-                        base.add(TX_DATA_OFFSET),
-                        data.len(),
-                    );
+                    let mut at = base.add(TX_DATA_OFFSET);
+                    let mut len = data.len();
+                    if ring.vnet {
+                        // virtio_net_hdr: no offload flags, GSO none, hdr_len = the whole frame
+                        // (little-endian, as the kernel reads it on this host).
+                        let mut h = [0u8; VNET_HDR_LEN];
+                        h[2..4].copy_from_slice(&(data.len() as u16).to_le_bytes());
+                        std::ptr::copy_nonoverlapping(h.as_ptr(), at, VNET_HDR_LEN);
+                        at = at.add(VNET_HDR_LEN);
+                        len += VNET_HDR_LEN;
+                    }
+                    std::ptr::copy_nonoverlapping(data.as_ptr(), at, data.len());
                     let hdr = base as *mut libc::tpacket2_hdr;
-                    (*hdr).tp_len = data.len() as u32;
-                    (*hdr).tp_snaplen = data.len() as u32;
+                    (*hdr).tp_len = len as u32;
+                    (*hdr).tp_snaplen = len as u32;
                 }
                 ring.status(frame)
                     .store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);

@@ -338,3 +338,303 @@ where
         end_ns,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tcpclone::capture::Timestamp;
+    use tcpclone::pace::Timing;
+
+    /// Files of frames in memory; `fail_after` makes file 0 fail after that many packets.
+    struct Mem {
+        files: Vec<Vec<Vec<u8>>>,
+        file: usize,
+        next: usize,
+        fail_after: Option<usize>,
+    }
+
+    impl Mem {
+        fn new(files: Vec<Vec<Vec<u8>>>) -> Self {
+            Mem {
+                files,
+                file: 0,
+                next: 0,
+                fail_after: None,
+            }
+        }
+    }
+
+    impl Input for Mem {
+        fn files(&self) -> usize {
+            self.files.len()
+        }
+        fn open(&mut self, index: usize) -> Result<()> {
+            self.file = index;
+            self.next = 0;
+            Ok(())
+        }
+        fn next_packet(&mut self) -> Result<Option<Packet<'_>>> {
+            if self.file == 0 && self.fail_after == Some(self.next) {
+                anyhow::bail!("in.pcap: record cut short at byte 1234");
+            }
+            let i = self.next;
+            self.next += 1;
+            Ok(self.files[self.file].get(i).map(|f| Packet {
+                ts: Timestamp(1_000_000 * i as u64),
+                orig_len: f.len() as u32,
+                linktype: LinkType::ETHERNET,
+                data: f,
+            }))
+        }
+    }
+
+    /// Keeps what it was sent; refuses frames over `max` bytes.
+    struct Keep {
+        sent: Vec<(u64, Vec<u8>)>,
+        max: usize,
+        clock: std::rc::Rc<std::cell::Cell<u64>>,
+    }
+
+    impl PacketSink for Keep {
+        type Error = std::io::Error;
+        fn send(&mut self, p: &Packet<'_>) -> std::io::Result<SendOutcome> {
+            if p.data.len() > self.max {
+                return Ok(SendOutcome::Failed(FailReason::TooLarge));
+            }
+            self.sent.push((self.clock.get(), p.data.to_vec()));
+            Ok(SendOutcome::Sent)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Output for Keep {}
+
+    struct Virtual(std::rc::Rc<std::cell::Cell<u64>>);
+    impl Clock for Virtual {
+        fn now(&mut self) -> u64 {
+            self.0.get()
+        }
+        fn wait_until(&mut self, due: u64, _stop: &AtomicBool) {
+            self.0.set(self.0.get().max(due));
+        }
+    }
+
+    /// Rewrites frames starting with 1, refuses to parse frames starting with 0xff.
+    struct Marks;
+    impl Editor for Marks {
+        fn edit(&mut self, p: &Packet<'_>, out: &mut Frames) -> Edit {
+            match p.data[0] {
+                0xff => Edit::Unparsed("not IP"),
+                1 => {
+                    out.buf.extend_from_slice(p.data);
+                    out.buf[1] = 0xaa;
+                    Edit::Rewritten
+                }
+                2 => {
+                    // Split in two frames (as --tso-split does).
+                    out.buf.extend_from_slice(p.data);
+                    out.buf.extend_from_slice(p.data);
+                    out.ends.extend([p.data.len(), 2 * p.data.len()]);
+                    Edit::Rewritten
+                }
+                _ => Edit::Unchanged,
+            }
+        }
+    }
+
+    fn go(
+        input: &mut Mem,
+        timing: Timing,
+        limits: Limits,
+        max: usize,
+    ) -> (Result<RunResult>, Keep, ReplayStats) {
+        let t = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut sink = Keep {
+            sent: Vec::new(),
+            max,
+            clock: t.clone(),
+        };
+        let mut stats = ReplayStats::default();
+        let stop = AtomicBool::new(false);
+        let r = run(
+            input,
+            &mut Marks,
+            &mut Pacer::new(timing),
+            &mut sink,
+            &mut Virtual(t),
+            &mut NoReport,
+            &limits,
+            &stop,
+            &mut stats,
+        );
+        (r, sink, stats)
+    }
+
+    fn frame(tag: u8, i: u8, len: usize) -> Vec<u8> {
+        let mut f = vec![i; len];
+        f[0] = tag;
+        f
+    }
+
+    #[test]
+    fn sends_everything_in_order_and_counts_edits() {
+        let files = vec![
+            vec![
+                frame(0, 1, 60),
+                frame(1, 2, 60),
+                frame(0xff, 3, 60),
+                frame(2, 4, 70),
+            ],
+            vec![frame(0, 5, 64)],
+        ];
+        let mut input = Mem::new(files.clone());
+        let (r, sink, stats) = go(&mut input, Timing::TopSpeed, Limits::once(), 1500);
+        assert_eq!(r.unwrap().end, End::Done);
+        let sent: Vec<Vec<u8>> = sink.sent.into_iter().map(|(_, f)| f).collect();
+        let mut rewritten = files[0][1].clone();
+        rewritten[1] = 0xaa;
+        assert_eq!(
+            sent,
+            vec![
+                files[0][0].clone(),
+                rewritten,
+                files[0][2].clone(),
+                files[0][3].clone(),
+                files[0][3].clone(),
+                files[1][0].clone()
+            ]
+        );
+        assert_eq!(stats.packets_sent, 6);
+        assert_eq!(stats.bytes_sent, 60 * 3 + 70 * 2 + 64);
+        assert_eq!(stats.rewritten, 2);
+        assert_eq!(stats.unparsed.get("not IP"), 1);
+    }
+
+    #[test]
+    fn oversize_frames_fail_with_their_reason() {
+        let mut input = Mem::new(vec![vec![
+            frame(0, 1, 60),
+            frame(0, 2, 9000),
+            frame(0, 3, 60),
+        ]]);
+        let (r, sink, stats) = go(&mut input, Timing::TopSpeed, Limits::once(), 1514);
+        r.unwrap();
+        assert_eq!(sink.sent.len(), 2);
+        assert_eq!(stats.failed.get("larger than the interface MTU"), 1);
+    }
+
+    #[test]
+    fn loops_limit_and_duration() {
+        let file: Vec<Vec<u8>> = (0..10).map(|i| frame(0, i, 60)).collect();
+        let mut input = Mem::new(vec![file.clone()]);
+        let (r, sink, _) = go(
+            &mut input,
+            Timing::TopSpeed,
+            Limits {
+                loops: 3,
+                ..Limits::once()
+            },
+            1500,
+        );
+        assert_eq!(r.unwrap().end, End::Done);
+        assert_eq!(sink.sent.len(), 30);
+        assert_eq!(sink.sent[10].1, file[0]);
+
+        let mut input = Mem::new(vec![file.clone()]);
+        let (r, sink, _) = go(
+            &mut input,
+            Timing::TopSpeed,
+            Limits {
+                loops: 0,
+                limit: Some(25),
+                ..Limits::once()
+            },
+            1500,
+        );
+        assert_eq!(r.unwrap().end, End::Limit);
+        assert_eq!(sink.sent.len(), 25);
+
+        // 1,000 pps for 1.5 s, forever: packets due at 0..1499 ms go, the next is not waited for.
+        let mut input = Mem::new(vec![file]);
+        let limits = Limits {
+            loops: 0,
+            duration_ns: Some(1_500_000_000),
+            ..Limits::once()
+        };
+        let (r, sink, _) = go(&mut input, Timing::pps(1000.0).unwrap(), limits, 1500);
+        assert_eq!(r.unwrap().end, End::Duration);
+        assert_eq!(sink.sent.len(), 1500);
+        assert_eq!(sink.sent.last().unwrap().0, 1_499_000_000);
+    }
+
+    #[test]
+    fn capture_timing_restarts_per_loop_and_sends_on_time() {
+        let file: Vec<Vec<u8>> = (0..3).map(|i| frame(0, i, 60)).collect();
+        let mut input = Mem::new(vec![file]);
+        let (r, sink, _) = go(
+            &mut input,
+            Timing::multiplier(2.0).unwrap(),
+            Limits {
+                loops: 2,
+                ..Limits::once()
+            },
+            1500,
+        );
+        r.unwrap();
+        let times: Vec<u64> = sink.sent.iter().map(|(t, _)| *t).collect();
+        assert_eq!(
+            times,
+            vec![0, 500_000, 1_000_000, 1_000_000, 1_500_000, 2_000_000]
+        );
+    }
+
+    #[test]
+    fn input_error_keeps_what_came_before() {
+        let mut input = Mem::new(vec![(0..10).map(|i| frame(0, i, 60)).collect()]);
+        input.fail_after = Some(4);
+        let (r, sink, stats) = go(&mut input, Timing::TopSpeed, Limits::once(), 1500);
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("byte 1234"), "{e}");
+        assert_eq!(sink.sent.len(), 4);
+        assert_eq!(stats.packets_sent, 4);
+    }
+
+    #[test]
+    fn empty_input_with_loop_forever_ends() {
+        let mut input = Mem::new(vec![vec![]]);
+        let (r, sink, _) = go(
+            &mut input,
+            Timing::TopSpeed,
+            Limits {
+                loops: 0,
+                ..Limits::once()
+            },
+            1500,
+        );
+        assert_eq!(r.unwrap().end, End::Done);
+        assert!(sink.sent.is_empty());
+    }
+
+    #[test]
+    fn shards_split_the_input_between_threads() {
+        let file: Vec<Vec<u8>> = (0..10).map(|i| frame(0, i, 60)).collect();
+        let mut all = Vec::new();
+        for i in 0..3 {
+            let mut input = Mem::new(vec![file.clone()]);
+            let (r, sink, _) = go(
+                &mut input,
+                Timing::TopSpeed,
+                Limits {
+                    shard: (i, 3),
+                    ..Limits::once()
+                },
+                1500,
+            );
+            r.unwrap();
+            all.extend(sink.sent.into_iter().map(|(_, f)| f[1]));
+        }
+        all.sort();
+        assert_eq!(all, (0..10).collect::<Vec<u8>>());
+    }
+}

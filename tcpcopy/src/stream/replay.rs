@@ -830,6 +830,8 @@ async fn session(
                     });
                 }
                 let broken = s.broken || s.reset;
+                // Taken before the write: an answer can be read before write_all returns here.
+                let write_at = Instant::now();
                 let ok = !broken && wr.write_all(&bytes).await.is_ok();
                 if !ok {
                     s.broken = true;
@@ -842,7 +844,7 @@ async fn session(
                     if ok {
                         r.bytes_out += bytes.len() as u64;
                     }
-                    r.last_write = Instant::now();
+                    r.last_write = write_at;
                     r.prod_req_last_ts = ts;
                 }
             }

@@ -323,6 +323,7 @@ fn delay_proxy(listen: std::net::TcpListener, upstream: std::net::SocketAddr, de
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);
             let (mut c_rd, mut s_wr) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut s_rd, mut c_wr) = (server, client);
             std::thread::spawn(move || {
                 let mut buf = [0u8; 65536];
                 while let Ok(n) = c_rd.read(&mut buf) {
@@ -332,25 +333,20 @@ fn delay_proxy(listen: std::net::TcpListener, upstream: std::net::SocketAddr, de
                 }
                 let _ = s_wr.shutdown(std::net::Shutdown::Write);
             });
-            let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
-            let mut s_rd = server;
+            // One thread per answer direction: read, hold until read time + delay, write.
+            // (Request/answer traffic has one answer in flight per connection.)
             std::thread::spawn(move || {
                 let mut buf = [0u8; 65536];
                 while let Ok(n) = s_rd.read(&mut buf) {
-                    if n == 0 || tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                    let due = Instant::now() + delay;
+                    if n == 0 {
                         break;
                     }
-                }
-            });
-            let mut c_wr = client;
-            std::thread::spawn(move || {
-                for (at, data) in rx {
-                    let due = at + delay;
                     let now = Instant::now();
                     if due > now {
                         std::thread::sleep(due - now);
                     }
-                    if c_wr.write_all(&data).is_err() {
+                    if c_wr.write_all(&buf[..n]).is_err() {
                         break;
                     }
                 }

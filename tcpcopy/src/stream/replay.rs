@@ -487,6 +487,8 @@ struct Session {
     eof: bool,
     reset: bool,
     broken: bool,
+    /// How late past timers fired, to be taken off later waits.
+    timer_debt: Duration,
 }
 
 impl Session {
@@ -595,8 +597,17 @@ impl Session {
             }
         }
         if let Some(at) = send_at {
-            if at > Instant::now() {
-                self.pump_until(Some(at), |_| false).await;
+            // Timer overshoot (tokio's timer ticks in milliseconds) is paid back on later waits
+            // so that it does not pile up over a session's think times.
+            let now = Instant::now();
+            if at > now {
+                let pay = self.timer_debt.min(at - now);
+                self.timer_debt -= pay;
+                let at = at - pay;
+                if at > now {
+                    self.pump_until(Some(at), |_| false).await;
+                    self.timer_debt += Instant::now().saturating_duration_since(at);
+                }
             }
         }
         self.drain_ready();
@@ -777,6 +788,7 @@ async fn session(
         eof: false,
         reset: false,
         broken: false,
+        timer_debt: Duration::ZERO,
     };
     if let Some(v) = ctx.proxy {
         let hdr = proxy::encode(v, s.plan.key.src, s.plan.key.dst);

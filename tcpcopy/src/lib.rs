@@ -4,4 +4,5 @@
 pub mod engine;
 pub mod live;
 pub mod mapping;
+pub mod report;
 pub mod stream;

@@ -233,6 +233,22 @@ fn real_captures_match_libpcap() {
         if lts.len() <= 1 {
             assert_same(&path);
         }
+        // The same capture as pcapng (editcap) reads the same.
+        if name.ends_with(".pcap") && have("editcap") {
+            let tmp = tempfile::tempdir().unwrap();
+            let ng = tmp.path().join("x.pcapng");
+            let st = Command::new("editcap")
+                .args(["-F", "pcapng"])
+                .arg(&path)
+                .arg(&ng)
+                .status()
+                .unwrap();
+            assert!(st.success());
+            assert_eq!(ours(&ng), (pkts.clone(), None), "{name} as pcapng");
+            if lts.len() <= 1 {
+                assert_same(&ng);
+            }
+        }
         eprintln!("{name}: {} packets, link types {lts:?}", pkts.len());
         n += 1;
     }

@@ -21,7 +21,8 @@
 //!   TCP/UDP/ICMP checksums of every IPv4 packet it writes, whatever the edit; so does this
 //!   rewriter, and it does the same for IPv6 (TCP/UDP/ICMPv6 with the pseudo-header), where
 //!   tcprewrite 4.4.3 only patches the old checksum incrementally unless `-C` is given. L4 checksums
-//!   are only computed when the whole unfragmented datagram was captured; fragments keep theirs.
+//!   are only recomputed when the whole unfragmented datagram was captured; for snapped records
+//!   and fragments the old L4 checksum is patched incrementally (RFC 1624) for the fields changed.
 //!   IPv4 UDP datagrams without a checksum (zero) keep zero.
 
 mod parse;
@@ -576,7 +577,10 @@ impl Rewriter {
 
     /// L3/L4 edits on `buf` described by `layout`: TOS/TTL/traffic class, ports, addresses, ARP.
     fn edit_l3(&self, layout: &Layout, buf: &mut [u8]) {
-        let inc = self.mode == ChecksumMode::Incremental;
+        // Patch checksums incrementally unless asked to keep them; in Full mode the patches are
+        // then overwritten wherever a full recompute is possible, and they stay where it is not
+        // (snapped records, fragments), as tcprewrite does.
+        let inc = self.mode != ChecksumMode::Keep;
         let l3 = layout.l3_offset;
         let Some(ip) = layout.ip else {
             if layout.ethertype == EtherType::ARP {

@@ -16,7 +16,8 @@
 //! - `--ttl` also sets the IPv6 hop limit; `--tos` is IPv4 only (`--tclass` is the IPv6 one).
 //! - `--enet-vlan add` pushes a new outer 802.1Q tag (also on tagged frames); `del` pops one.
 //! - `--mtu-trunc` cuts frames whose wire length exceeds L2 header + MTU to exactly that, and sets
-//!   the IP length field to the MTU (IPv6: payload length MTU − 40).
+//!   the IP length field to the MTU (IPv6: payload length MTU − 40); like tcprewrite it also
+//!   zeroes the UDP checksum of IPv4 first fragments.
 //! - Checksums ([`ChecksumMode::Full`], the default): tcprewrite recomputes the IPv4 header and
 //!   TCP/UDP/ICMP checksums of every IPv4 packet it writes, whatever the edit; so does this
 //!   rewriter, and it does the same for IPv6 (TCP/UDP/ICMPv6 with the pseudo-header), where
@@ -508,6 +509,9 @@ impl Rewriter {
         };
         self.edit_l3(&layout, out);
         // MTU truncation.
+        if self.mtu_trunc {
+            zero_udp_checksum_of_first_fragment(&layout, out);
+        }
         let mut truncated = false;
         let mut layout = layout;
         let limit = layout.l3_offset + self.mtu as usize;
@@ -712,6 +716,22 @@ impl Rewriter {
             if let Some(new) = first_match(map, old) {
                 write_addr(buf, off, new);
             }
+        }
+    }
+}
+
+/// tcprewrite's `--mtu-trunc` zeroes (disables) the UDP checksum of IPv4 first fragments,
+/// whether or not the frame is cut: a cut datagram's checksum could not be right any more.
+fn zero_udp_checksum_of_first_fragment(layout: &Layout, buf: &mut [u8]) {
+    let Some(ip) = layout.ip else {
+        return;
+    };
+    if ip.version != IpVersion::V4 || ip.protocol != IpProtocol::UDP {
+        return;
+    }
+    if let (Some(f), Some(o)) = (ip.fragment, ip.l4_offset) {
+        if f.offset == 0 && f.more && buf.len() >= o + 8 {
+            put16(buf, o + 6, 0);
         }
     }
 }

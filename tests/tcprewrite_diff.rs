@@ -581,9 +581,16 @@ fn synthetic_protocols() {
     frames.push((snapped, f.len() as u32));
     // A UDP datagram of 2000 bytes in two IPv4 fragments (first: UDP header + 1472 bytes, MF).
     f.clear();
-    PacketBuilder::ethernet2(m1, m2).ipv4(a, b, 64).udp(4000, 53).write(&mut f, &[9u8; 2000]).unwrap();
+    PacketBuilder::ethernet2(m1, m2)
+        .ipv4(a, b, 64)
+        .udp(4000, 53)
+        .write(&mut f, &[9u8; 2000])
+        .unwrap();
     let (hdr, dgram) = (f[..34].to_vec(), f[34..].to_vec());
-    for (off, chunk, more) in [(0usize, &dgram[..1480], true), (1480, &dgram[1480..], false)] {
+    for (off, chunk, more) in [
+        (0usize, &dgram[..1480], true),
+        (1480, &dgram[1480..], false),
+    ] {
         let mut fr = hdr.clone();
         fr.extend_from_slice(chunk);
         let total = (20 + chunk.len()) as u16;
@@ -651,7 +658,15 @@ fn synthetic_protocols() {
         let mut d = [0u8; 4];
         s.copy_from_slice(&l3[12..16]);
         d.copy_from_slice(&l3[16..20]);
-        let acc = tcpclone::wire::checksum::pseudo_header_v4(s, d, tcpclone::wire::IpProtocol::UDP, whole.len() as u32);
-        assert!(tcpclone::wire::checksum::verifies(&whole, acc), "synthetic {args:?}: fragmented UDP checksum");
+        let acc = tcpclone::wire::checksum::pseudo_header_v4(
+            s,
+            d,
+            tcpclone::wire::IpProtocol::UDP,
+            whole.len() as u32,
+        );
+        assert!(
+            tcpclone::wire::checksum::verifies(&whole, acc),
+            "synthetic {args:?}: fragmented UDP checksum"
+        );
     }
 }

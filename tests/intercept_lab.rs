@@ -56,7 +56,10 @@ fn fake_tcpcopy_helper() {
     };
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let mut ch = Channel::new(0x7e57, None);
+    let psk = std::fs::read(dir.join("secret"))
+        .ok()
+        .map(|t| tcpclone::proto::secure::Psk::from_hex_text(&t).unwrap());
+    let mut ch = Channel::new(0x7e57, psk);
     ch.connected(Instant::now()).unwrap();
     let target: SocketAddr = format!("{SRV_IP}:6379").parse().unwrap();
     for p in PORT_LO..=PORT_HI {
@@ -144,8 +147,38 @@ fn intercept_lab_redis_headers() {
         "redis-cli",
         "tcpdump"
     );
+    redis_scenario(false);
+}
+
+#[test]
+fn intercept_lab_redis_headers_secure() {
+    require_root!("intercept_lab::intercept_lab_redis_headers_secure");
+    require_programs!(
+        "intercept_lab",
+        "ip",
+        "env",
+        "redis-server",
+        "redis-cli",
+        "tcpdump"
+    );
+    redis_scenario(true);
+}
+
+/// The scenario of the module docs; with `secure`, intercept and the fake tcpcopy share a
+/// secret (`--secret-file`, Noise handshake) and intercept allows only 127.0.0.1.
+fn redis_scenario(secure: bool) {
+    use std::os::unix::fs::PermissionsExt;
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
+    let secret = dir.join("secret");
+    if secure {
+        std::fs::write(
+            &secret,
+            "8c0e5f3a9b7d2e41c6a8f0b3d5e7092a4c6e8f1b3d5a7c9e0f2b4d6a8c0e1f3a\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let mut lab = Lab::new();
     let cli = lab.netns("icli");
     let srv = lab.netns("isrv");
@@ -184,21 +217,26 @@ fn intercept_lab_redis_headers() {
 
     let ilog = dir.join("intercept.log");
     let intercept = bin("intercept");
-    let ipid = lab.spawn(
-        &cli,
-        &[
-            intercept.to_str().unwrap(),
-            "-i",
-            &veth_cli,
-            "-F",
-            "tcp and src port 6379",
-            "-b",
-            "127.0.0.1",
-            "--stats",
-            "1",
-        ],
-        Some(&ilog),
-    );
+    let mut argv = vec![
+        intercept.to_str().unwrap(),
+        "-i",
+        &veth_cli,
+        "-F",
+        "tcp and src port 6379",
+        "-b",
+        "127.0.0.1",
+        "--stats",
+        "1",
+    ];
+    if secure {
+        argv.extend([
+            "--secret-file",
+            secret.to_str().unwrap(),
+            "--allow",
+            "127.0.0.1/32",
+        ]);
+    }
+    let ipid = lab.spawn(&cli, &argv, Some(&ilog));
     let pcap = dir.join("responses.pcap");
     let tpid = lab.spawn(
         &cli,
@@ -344,8 +382,13 @@ fn intercept_lab_redis_headers() {
         .and_then(|s| s.trim().parse().ok())
         .unwrap();
     assert_eq!(routed, delivered.len(), "{summary}");
-    assert!(
-        log.contains("no --secret-file"),
-        "the no-secret warning is printed"
-    );
+    if secure {
+        assert!(!log.contains("no --secret-file"), "{log}");
+        assert!(log.contains("(authenticated)"), "{log}");
+    } else {
+        assert!(
+            log.contains("no --secret-file"),
+            "the no-secret warning is printed"
+        );
+    }
 }

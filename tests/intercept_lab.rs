@@ -392,3 +392,181 @@ fn redis_scenario(secure: bool) {
         );
     }
 }
+
+/// Helper for `intercept_lab_fd_exhaustion`: floods intercept with idle connections past its
+/// open-file limit, then checks that a legitimate tcpcopy is still served. Writes the seconds
+/// the legitimate client needed to `served` in the work directory.
+#[test]
+#[ignore = "helper process for intercept_lab_fd_exhaustion"]
+fn fd_flood_helper() {
+    use tcpclone::proto::client::{Channel, Event};
+    let Ok(dir) = std::env::var(HELPER_ENV) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let addr: SocketAddr = "127.0.0.1:36524".parse().unwrap();
+    let t0 = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "intercept not listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // A hostile client that keeps 150 idle connections open for 5 s, reopening any that
+    // intercept closes: intercept stays at its descriptor limit the whole time.
+    let flooder = std::thread::spawn(move || {
+        let mut conns: Vec<TcpStream> = Vec::new();
+        let mut opened = 0u32;
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            // Still open = a non-blocking read would block.
+            conns.retain(|c| {
+                let mut r: &TcpStream = c;
+                let mut b = [0u8; 1];
+                matches!(r.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            });
+            while conns.len() < 150 && Instant::now() < end {
+                match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                    Ok(c) => {
+                        c.set_nonblocking(true).unwrap();
+                        conns.push(c);
+                        opened += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        opened
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(dir.join("flooded"), b"1\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // A legitimate tcpcopy, queued behind the flood.
+    let t1 = Instant::now();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut ch = Channel::new(1, None);
+    ch.connected(Instant::now()).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(
+            t1.elapsed() < Duration::from_secs(15),
+            "legitimate tcpcopy never served"
+        );
+        while let Some(b) = ch.poll_transmit(Instant::now()) {
+            s.write_all(&b).unwrap();
+        }
+        match s.read(&mut buf) {
+            Ok(0) => panic!("intercept closed the legitimate connection"),
+            Ok(n) => ch.handle_input(Instant::now(), &buf[..n]).unwrap(),
+            Err(_) => {}
+        }
+        if let Some(Event::Ready { .. }) = ch.poll_event() {
+            break;
+        }
+    }
+    let served = t1.elapsed().as_secs_f64();
+    let opened = flooder.join().unwrap();
+    std::fs::write(dir.join("served"), format!("{served:.3}\n")).unwrap();
+    eprintln!("flood opened {opened} connections");
+    assert!(
+        opened > 150,
+        "intercept closed flood connections: {opened} opened"
+    );
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[test]
+fn intercept_lab_fd_exhaustion() {
+    require_root!("intercept_lab::intercept_lab_fd_exhaustion");
+    require_programs!("intercept_lab", "ip", "env", "sh");
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let mut lab = Lab::new();
+    let ns = lab.netns("ifd");
+    let ilog = dir.join("intercept.log");
+    // A hard limit of 48 open files: the flood exhausts it.
+    let cmd = format!(
+        "ulimit -n 48 && exec {} -i lo -F 'tcp and src port 6379' -b 127.0.0.1 --stats 1",
+        bin("intercept").display()
+    );
+    let ipid = lab.spawn(&ns, &["sh", "-c", &cmd], Some(&ilog));
+    let exe = std::env::current_exe().unwrap();
+    let env = format!("{HELPER_ENV}={}", dir.display());
+    let hpid = lab.spawn(
+        &ns,
+        &[
+            "env",
+            &env,
+            exe.to_str().unwrap(),
+            "fd_flood_helper",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ],
+        Some(&dir.join("helper.log")),
+    );
+    let t0 = Instant::now();
+    while !dir.join("flooded").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "flood did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let c0 = cpu_seconds(ipid);
+    std::thread::sleep(Duration::from_secs(3));
+    let spent = cpu_seconds(ipid) - c0;
+    let hst = lab
+        .stop(hpid, "0", Duration::from_secs(20))
+        .expect("helper finishes");
+    let helper_log = std::fs::read_to_string(dir.join("helper.log")).unwrap_or_default();
+    assert!(
+        hst.success(),
+        "helper failed:\n{helper_log}\nintercept log:\n{}",
+        std::fs::read_to_string(&ilog).unwrap_or_default()
+    );
+    let served: f64 = std::fs::read_to_string(dir.join("served"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let st = lab
+        .stop(ipid, "TERM", Duration::from_secs(2))
+        .expect("intercept stops within 2 s of SIGTERM");
+    let log = std::fs::read_to_string(&ilog).unwrap();
+    eprintln!("during fd exhaustion: intercept used {spent:.2} CPU s in 3 s; legitimate tcpcopy served after {served:.2} s");
+    assert!(st.success(), "exit {st}:\n{log}");
+    assert!(
+        spent < 0.5,
+        "intercept spins on EMFILE: {spent:.2} CPU s in 3 s"
+    );
+    assert!(
+        log.contains("accept failed") && log.contains("backing off and closing"),
+        "{log}"
+    );
+    assert!(
+        log.lines().filter(|l| l.contains("accept failed")).count() <= 3,
+        "warnings are rate-limited:\n{log}"
+    );
+    let summary = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("summary:"))
+        .expect("summary");
+    assert!(!summary.contains("accept errors 0"), "{summary}");
+    assert!(served < 12.0);
+}

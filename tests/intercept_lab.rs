@@ -551,7 +551,7 @@ fn intercept_lab_fd_exhaustion() {
     eprintln!("during fd exhaustion: intercept used {spent:.2} CPU s in 3 s; legitimate tcpcopy served after {served:.2} s");
     assert!(st.success(), "exit {st}:\n{log}");
     assert!(
-        spent < 0.5,
+        spent < 1.0,
         "intercept spins on EMFILE: {spent:.2} CPU s in 3 s"
     );
     assert!(

@@ -94,7 +94,7 @@ PY
 }
 capture_run() { # tool-cmd... ; captures on the far end into $W/cap.pcap
     rm -f "$W/cap.pcap"
-    ip netns exec "$RX" tcpdump -i ${TAG}b -n -s 128 -B 65536 --time-stamp-precision nano -Z root -w "$W/cap.pcap" 'ether src 02:00:00:00:00:01' 2>"$W/dump.log" &
+    ip netns exec "$RX" tcpdump -i ${TAG}b -n -s 128 --immediate-mode -B 65536 --time-stamp-precision nano -Z root -w "$W/cap.pcap" 'ether src 02:00:00:00:00:01' 2>"$W/dump.log" &
     DUMP=$!
     for _ in $(seq 100); do grep -q listening "$W/dump.log" 2>/dev/null && break; sleep 0.05; done
     ip netns exec "$TX" "$@" >/dev/null 2>&1

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod clock;
 pub mod edit;
+pub mod input;
 pub mod pipeline;
 pub mod report;
 pub mod sys;

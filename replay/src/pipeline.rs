@@ -204,6 +204,7 @@ where
     let (shard_index, shard_count) = (limits.shard.0, limits.shard.1.max(1));
     let mut processed: u64 = 0; // input packets read in this run
     let mut first_ns = None;
+    let mut origin: Option<u64> = None;
     let mut pass: u64 = 0;
     let end = 'run: loop {
         if limits.loops != 0 && pass >= limits.loops {
@@ -270,9 +271,18 @@ where
                         if limits.duration_ns.is_some_and(|d| due >= d) {
                             return Ok(false);
                         }
-                        clock.wait_until(due, stop);
-                        if stop.load(Ordering::Relaxed) {
-                            return Ok(false);
+                        // Due times count from the first packet, so start-up work (opening the
+                        // socket, reading the first record) does not make it late.
+                        let base = *origin.get_or_insert_with(|| clock.now());
+                        let at = base.saturating_add(due);
+                        if clock.now() < at {
+                            // Nothing else is due before this packet: hand over what is queued
+                            // (when behind schedule, packets stay batched until caught up).
+                            sink.flush().context("sending")?;
+                            clock.wait_until(at, stop);
+                            if stop.load(Ordering::Relaxed) {
+                                return Ok(false);
+                            }
                         }
                     }
                     // A rewritten frame has no snapped part: its wire length is its length.
@@ -296,9 +306,6 @@ where
                         }
                         SendOutcome::Failed(r) => stats.failed.incr(fail_reason(r)),
                     }
-                    if paced {
-                        sink.flush().context("sending")?;
-                    }
                     Ok(true)
                 };
                 let go_on = if use_frames {
@@ -316,7 +323,8 @@ where
                 // Clock checks: every packet when paced (cheap next to the wait), every 256 at top speed.
                 if paced || processed & 255 == 0 {
                     let now = clock.now();
-                    if limits.duration_ns.is_some_and(|d| now >= d) {
+                    // (Paced runs stop on due times above, counted from the first packet.)
+                    if !paced && limits.duration_ns.is_some_and(|d| now >= d) {
                         break 'run End::Duration;
                     }
                     sink.drain_retries(stats);

@@ -3,7 +3,8 @@
 //! be set up; the interface queries (index, MTU, hardware type) it needs; the timer slack.
 //!
 //! Frames are copied into the shared ring and handed to the kernel in batches with one `send()`
-//! kick (at top speed), or one kick per frame (when paced, so each leaves on time). A full ring,
+//! kick: every few hundred frames, and whenever the loop flushes (a paced loop flushes before it
+//! waits, so a packet sent on time is kicked at once, and packets sent late go out in a batch). A full ring,
 //! ENOBUFS or EAGAIN is waited out with `poll` and counted as a retry, never dropped.
 #![allow(unsafe_code)]
 

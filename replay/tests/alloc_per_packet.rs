@@ -2,7 +2,7 @@
 //! allocator measures allocations of whole runs over N and 10·N packets, and the count must not
 //! grow with N.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use replay::pipeline::{run, Clock, Edit, Editor, Frames, Input, Limits, NoReport, Output};
 use tcpclone::capture::{LinkType, Packet, PacketSink, SendOutcome, Timestamp};
@@ -13,10 +13,22 @@ use tcpclone::stats::ReplayStats;
 #[allow(unsafe_code)]
 mod sys {
     use std::alloc::{GlobalAlloc, Layout, System};
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::cell::Cell;
 
-    /// Allocations (and reallocations) made so far by the whole test process.
-    pub static ALLOCS: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        /// Allocations (and reallocations) made so far by this thread (tests run in parallel
+        /// threads; each measures only its own).
+        static COUNT: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// Allocations made so far by the calling thread.
+    pub fn allocs() -> u64 {
+        COUNT.with(Cell::get)
+    }
+
+    fn count() {
+        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+    }
 
     /// Counts every allocation, then forwards it to the system allocator.
     pub struct Counting;
@@ -24,7 +36,7 @@ mod sys {
     // SAFETY: every call is forwarded to the system allocator unchanged.
     unsafe impl GlobalAlloc for Counting {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
+            count();
             // SAFETY: forwarded with the caller's layout.
             unsafe { System.alloc(layout) }
         }
@@ -33,7 +45,7 @@ mod sys {
             unsafe { System.dealloc(ptr, layout) }
         }
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
+            count();
             // SAFETY: forwarded with the caller's arguments.
             unsafe { System.realloc(ptr, layout, new_size) }
         }
@@ -42,7 +54,7 @@ mod sys {
     #[global_allocator]
     static GLOBAL: Counting = Counting;
 }
-use sys::ALLOCS;
+use sys::allocs;
 
 /// Frames held in memory, handed out by reference (like a preloaded capture).
 struct MemInput {
@@ -139,7 +151,7 @@ fn allocs_for(n: usize, timing: Timing, loops: u64) -> (u64, ReplayStats) {
         loops,
         ..Limits::once()
     };
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = allocs();
     run(
         &mut input,
         &mut editor,
@@ -152,7 +164,7 @@ fn allocs_for(n: usize, timing: Timing, loops: u64) -> (u64, ReplayStats) {
         &mut stats,
     )
     .expect("run");
-    let after = ALLOCS.load(Ordering::Relaxed);
+    let after = allocs();
     assert_eq!(sink.bytes, stats.bytes_sent);
     (after - before, stats)
 }
@@ -184,4 +196,63 @@ fn loop_allocations_do_not_grow_with_packet_count() {
     let (ten, s) = allocs_for(1_000, Timing::TopSpeed, 10);
     assert_eq!(s.packets_sent, 10_000);
     assert!(ten <= one, "1 pass: {one} allocations, 10 passes: {ten}");
+}
+
+/// The real thing: a pcap file read by the library reader ([`replay::input::FileInput`], or
+/// preloaded), edited, and written by the library writer to /dev/null, as `replay -w` does.
+fn file_allocs_for(n: usize, preload: bool) -> u64 {
+    use tcpclone::capture::{PcapWriter, TsPrecision};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.pcap");
+    let mut w = PcapWriter::create(&path, LinkType::ETHERNET, TsPrecision::Nano, 65535).unwrap();
+    for (i, f) in frames(n).iter().enumerate() {
+        w.write_packet(Timestamp(1_000 * i as u64), f.len() as u32, f)
+            .unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    let mut sink =
+        PcapWriter::create("/dev/null", LinkType::ETHERNET, TsPrecision::Nano, 65535).unwrap();
+    let mut input: Box<dyn Input> = if preload {
+        Box::new(replay::input::PreloadInput::new(
+            replay::input::preload(std::slice::from_ref(&path)).unwrap(),
+        ))
+    } else {
+        Box::new(replay::input::FileInput::new(vec![path.clone()]))
+    };
+    let mut clock = VirtualClock(0);
+    let stop = AtomicBool::new(false);
+    let mut stats = ReplayStats::default();
+    let before = allocs();
+    run(
+        &mut *input,
+        &mut TouchTtl,
+        &mut Pacer::new(Timing::TopSpeed),
+        &mut sink,
+        &mut clock,
+        &mut NoReport,
+        &Limits::once(),
+        &stop,
+        &mut stats,
+    )
+    .expect("run");
+    let after = allocs();
+    assert_eq!(stats.packets_sent, n as u64);
+    after - before
+}
+
+#[test]
+fn file_reader_and_writer_loop_allocates_nothing_per_packet() {
+    for preload in [false, true] {
+        let small = file_allocs_for(10_000, preload);
+        let large = file_allocs_for(100_000, preload);
+        assert!(
+            large <= small,
+            "preload {preload}: {small} allocations for 10k packets, {large} for 100k"
+        );
+        assert!(
+            small < 50,
+            "preload {preload}: {small} allocations for 10k packets"
+        );
+    }
 }

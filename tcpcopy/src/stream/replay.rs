@@ -582,10 +582,7 @@ impl Session {
         if self.ctx.timed {
             // The original think time, counted from the start of the previous response.
             let think = match self.reqs.back() {
-                Some(r) => r
-                    .prod_resp_first_ts
-                    .zip(r.first_resp)
-                    .map(|(pf, tf)| (pf, tf)),
+                Some(r) => r.prod_resp_first_ts.zip(r.first_resp),
                 None => None,
             };
             if let Some((pf, tf)) = think {
@@ -637,7 +634,7 @@ impl Session {
             }),
             _ => None,
         };
-        let diff = (self.ctx.diff && r.prod_resp_first_ts.is_some()).then(|| DiffInput {
+        let diff = (self.ctx.diff && r.prod_resp_first_ts.is_some()).then_some(DiffInput {
             production: r.prod_resp,
             production_len: r.prod_bytes,
             test: r.resp,
@@ -721,19 +718,17 @@ async fn session(
                         bytes,
                         len,
                         ..
-                    } => {
-                        if new_message || n == 0 {
-                            samples.push(RequestSample {
-                                session: plan.id,
-                                index: n,
-                                sent_at: ctx.start.elapsed(),
-                                outcome: Some(outcome),
-                                bytes_out: len as u64,
-                                request_preview: bytes[..bytes.len().min(PREVIEW)].to_vec(),
-                                ..Default::default()
-                            });
-                            n += 1;
-                        }
+                    } if new_message || n == 0 => {
+                        samples.push(RequestSample {
+                            session: plan.id,
+                            index: n,
+                            sent_at: ctx.start.elapsed(),
+                            outcome: Some(outcome),
+                            bytes_out: len as u64,
+                            request_preview: bytes[..bytes.len().min(PREVIEW)].to_vec(),
+                            ..Default::default()
+                        });
+                        n += 1;
                     }
                     Item::Close => break,
                     _ => {}

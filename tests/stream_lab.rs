@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// `tcpcopy` when it has `--stream`, else the stream test driver (examples/stream).
+/// `tcpcopy` when stream mode is wired into it (its help shows `--topspeed`), else the stream test driver (examples/stream).
 fn stream_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe
@@ -21,7 +21,7 @@ fn stream_bin() -> PathBuf {
     let tcpcopy = dir.join("tcpcopy");
     if tcpcopy.exists() {
         if let Ok(out) = Command::new(&tcpcopy).arg("--help").output() {
-            if String::from_utf8_lossy(&out.stdout).contains("--stream") {
+            if String::from_utf8_lossy(&out.stdout).contains("--topspeed") {
                 return tcpcopy;
             }
         }
@@ -908,4 +908,72 @@ fn edited_captures_with_holes_retransmissions_overlaps_replay_and_count_partial(
     );
     // Only the request cut by each hole may go unanswered.
     assert!(r["test"]["errors"].as_u64().unwrap() <= 3, "{table}");
+}
+
+#[test]
+fn live_stream_from_production_delivers_redis_benchmark() {
+    require_root!("stream_lab::live");
+    require_programs!(
+        "stream_lab::live",
+        "redis-server",
+        "redis-benchmark",
+        "redis-cli"
+    );
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let p = prod_pair(&mut lab);
+    let target = lab.netns("sttg");
+    // The target is an ordinary host next to production: no intercept, no special route.
+    lab.veth(&p.prod, "198.18.51.1/24", &target, "198.18.51.2/24");
+    start_redis(&mut lab, &p.prod, "198.18.50.2", 6379, tmp.path());
+    start_redis(&mut lab, &target, "198.18.51.2", 6379, tmp.path());
+    let log = tmp.path().join("live.log");
+    let bin = stream_bin();
+    let pid = lab.spawn(
+        &p.prod,
+        &[
+            bin.to_str().unwrap(),
+            "--stream",
+            "-x",
+            "6379-198.18.51.2:6379",
+            "-i",
+            &p.prod_if,
+            "--duration",
+            "60",
+        ],
+        Some(&log),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("capturing")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "live stream did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    lab.exec_ok(
+        &p.client,
+        "redis-benchmark -h 198.18.50.2 -p 6379 -n 20000 -c 10 -t set,get -q",
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let st = lab
+        .stop(pid, "INT", Duration::from_secs(30))
+        .expect("stream mode did not stop on SIGINT");
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(st.success(), "exit {st:?}: {out}");
+    let prod = commandstats(&lab, &p.prod, "198.18.50.2", 6379);
+    let got = commandstats(&lab, &target, "198.18.51.2", 6379);
+    for cmd in ["set", "get"] {
+        let (want, have) = (prod[cmd], got.get(cmd).copied().unwrap_or(0));
+        assert!(
+            have as f64 >= 0.999 * want as f64 && have <= want,
+            "{cmd}: {have} of {want} arrived\n{out}"
+        );
+    }
 }

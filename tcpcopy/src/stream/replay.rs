@@ -10,7 +10,7 @@
 use super::decode::decode;
 use super::proxy;
 use super::reassembly::{Reassembler, ReassemblyConfig, SessionId, Side, StreamEvent};
-use super::source::{build_filter, FileSource, LiveSource};
+use super::source::{build_filter, LiveSource};
 use super::{StreamCommon, StreamOptions, StreamSource};
 use crate::mapping::TargetMapping;
 use crate::report::{
@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tcpclone::capture::CaptureReader;
 use tcpclone::capture::PacketSource;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -112,8 +113,12 @@ fn find_target(mappings: &[TargetMapping], dst: SocketAddr) -> Option<SocketAddr
         .map(|m| m.target)
 }
 
-/// Replays according to `common` and `opts` and returns the report.
-pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<Report> {
+/// Replays according to `common` and `opts`. Returns the report and, when the input failed
+/// part-way (a damaged capture, a capture device gone), that error: what was read is replayed.
+pub fn run(
+    common: &StreamCommon,
+    opts: &StreamOptions,
+) -> anyhow::Result<(Report, Option<anyhow::Error>)> {
     anyhow::ensure!(
         !common.mappings.is_empty(),
         "stream mode needs at least one -x mapping"
@@ -138,6 +143,10 @@ pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<Report
     }
     if let Some(r) = opts.max_sessions_per_sec {
         anyhow::ensure!(r > 0.0, "--max-sessions-per-sec must be > 0");
+    }
+    if let StreamSource::Offline(path) = &common.source {
+        // Fail before anything starts when the file cannot be read at all.
+        CaptureReader::open(path)?;
     }
     let collector = Collector::new("stream", opts.diff.then_some(opts.diff_ignore.as_slice()))?;
     let live = matches!(common.source, StreamSource::Live { .. });
@@ -202,7 +211,7 @@ pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<Report
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let mut src = FileSource::open(path)?;
+                    let mut src = CaptureReader::open(path)?;
                     let span = reader.pump(&mut src, cfg.clone(), base, orig_base, &stop)?;
                     base += Duration::from_secs_f64(span.as_secs_f64() / ctx.speedup)
                         + Duration::from_millis(1);
@@ -221,6 +230,7 @@ pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<Report
                     stop.clone(),
                     opts.duration.map(Duration::from_secs_f64),
                 )?;
+                eprintln!("tcpcopy --stream: capturing with filter `{f}`");
                 reader.pump(&mut src, cfg.clone(), ctx.start, Duration::ZERO, &stop)?;
                 let drops = src.kernel_drops.load(Ordering::Relaxed);
                 if drops > 0 {
@@ -242,7 +252,6 @@ pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<Report
             let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
         }
     });
-    result?;
     let mut c = ctx.collector.lock().unwrap_or_else(|e| e.into_inner());
     c.sessions.seen = reader.seen;
     c.sessions.without_syn = reader.without_syn;
@@ -251,7 +260,7 @@ pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<Report
     c.sessions.replayed = reader.replayed;
     c.sessions.dropped = ctx.dropped.load(Ordering::Relaxed);
     c.sessions.connect_failed = ctx.connect_failed.load(Ordering::Relaxed);
-    Ok(c.finish(ctx.start.elapsed()))
+    Ok((c.finish(ctx.start.elapsed()), result.err()))
 }
 
 struct Route {
@@ -286,7 +295,17 @@ impl Reader<'_> {
         let mut r = Reassembler::new(cfg);
         let mut t0: Option<u64> = None;
         let mut last = 0u64;
-        while let Some(p) = src.next_packet()? {
+        let mut read_error = None;
+        loop {
+            let p = match src.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    // Replay what was read before the damage; the run still fails at the end.
+                    read_error = Some(anyhow::Error::new(e));
+                    break;
+                }
+            };
             let ts = p.ts.0;
             let first = *t0.get_or_insert(ts);
             last = last.max(ts);
@@ -317,6 +336,9 @@ impl Reader<'_> {
         let st = r.stats();
         self.without_syn += st.without_syn;
         self.partial += st.partial;
+        if let Some(e) = read_error {
+            return Err(e);
+        }
         Ok(Duration::from_nanos(
             last.saturating_sub(t0.unwrap_or(last)),
         ))

@@ -31,6 +31,11 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 /// How far ahead of the schedule the offline reader reads.
 pub const LOOKAHEAD: Duration = Duration::from_millis(500);
+thread_local! {
+    /// The read buffer of this worker thread, shared by all its connections.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
+}
+
 /// Request bytes kept to name a request in diff examples.
 const PREVIEW: usize = 96;
 /// After the last request of a session that did not end with a FIN: quiet time that ends the response.
@@ -764,29 +769,40 @@ async fn session(
         }
     };
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
     let (etx, erx) = mpsc::unbounded_channel();
     let keep_bytes = ctx.diff;
+    // No buffer per connection (10,000 sessions × 64 KB would be 640 MB): wait for readability,
+    // then read into the worker thread's buffer.
     tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match rd.read(&mut buf).await {
-                Ok(0) => {
-                    let _ = etx.send(ReadEv::Eof);
-                    break;
-                }
-                Ok(n) => {
-                    let at = Instant::now();
-                    let data = if keep_bytes {
+            if rd.readable().await.is_err() {
+                let _ = etx.send(ReadEv::Reset);
+                break;
+            }
+            let res = READ_BUF.with(|b| {
+                let mut buf = b.borrow_mut();
+                rd.try_read(&mut buf[..]).map(|n| {
+                    let data = if keep_bytes && n > 0 {
                         Bytes::copy_from_slice(&buf[..n])
                     } else {
                         Bytes::new()
                     };
+                    (n, data)
+                })
+            });
+            match res {
+                Ok((0, _)) => {
+                    let _ = etx.send(ReadEv::Eof);
+                    break;
+                }
+                Ok((n, data)) => {
+                    let at = Instant::now();
                     if etx.send(ReadEv::Bytes { at, data, len: n }).is_err() {
                         break;
                     }
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(_) => {
                     let _ = etx.send(ReadEv::Reset);
                     break;

@@ -1147,6 +1147,53 @@ mod tests {
     }
 
     #[test]
+    fn loop_sampling_and_session_rate() {
+        let (addr, rx) = line_server();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.pcap");
+        std::fs::write(&path, fixture()).unwrap();
+        let mut common = StreamCommon {
+            mappings: parse_mappings(&format!("7000-{addr}")).unwrap(),
+            percentage: 0,
+            copies: 1,
+            speedup: 1.0,
+            no_wait: false,
+            source: StreamSource::Offline(path),
+        };
+        let (r, _) = run(
+            &common,
+            &StreamOptions {
+                topspeed: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (r.sessions.seen, r.sessions.sampled_out, r.test.requests),
+            (2, 2, 0)
+        );
+        // --loop 3 at 10 sessions/s: 6 sessions, the last starting ≥ 0.5 s after the first.
+        common.percentage = 100;
+        let opts = StreamOptions {
+            topspeed: true,
+            loops: 3,
+            max_sessions_per_sec: Some(10.0),
+            ..Default::default()
+        };
+        let (r, _) = run(&common, &opts).unwrap();
+        assert_eq!(r.sessions.replayed, 6);
+        assert_eq!(r.test.answered, 9);
+        assert!(r.duration_s >= 0.5, "{}", r.duration_s);
+        let got: Vec<Vec<u8>> = (0..6)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        assert_eq!(
+            got.iter().filter(|g| g.as_slice() == b"a1\na2\n").count(),
+            3
+        );
+    }
+
+    #[test]
     fn refused_target_counts_every_request() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

@@ -232,7 +232,8 @@ impl Cli {
             .mapping
             .as_deref()
             .ok_or_else(|| bad("-x/--mapping", "required"))?;
-        let mappings = parse_mappings(mapping).map_err(|e| bad("-x/--mapping", e.to_string()))?;
+        let mappings = parse_mappings(mapping)
+            .map_err(|e| bad("-x/--mapping", e.to_string().trim_start_matches("-x: ").to_string()))?;
         let intercepts = match self.intercept.as_deref() {
             Some(s) => {
                 parse_intercepts(s, self.intercept_port).map_err(|w| bad("-s/--intercept", w))?

@@ -5,4 +5,5 @@ pub mod cli;
 pub mod engine;
 pub mod live;
 pub mod mapping;
+pub mod report;
 pub mod stream;

@@ -108,6 +108,16 @@ pub fn safety_check(settings: &Settings) -> Result<()> {
     ))
 }
 
+/// Reads the shared secret, refusing a file that group or others can read.
+fn read_secret(path: &std::path::Path) -> Result<tcpclone::proto::secure::Psk> {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = || format!("--secret-file {}", path.display());
+    let meta = std::fs::metadata(path).with_context(ctx)?;
+    tcpclone::proto::secure::check_secret_mode(meta.permissions().mode()).with_context(ctx)?;
+    let text = std::fs::read(path).with_context(ctx)?;
+    tcpclone::proto::secure::Psk::from_hex_text(&text).with_context(ctx)
+}
+
 /// Runs raw mode until SIGINT/SIGTERM (or the end of an --offline file) and returns the summary.
 pub fn run(settings: Settings) -> Result<Summary> {
     let started = Instant::now();
@@ -184,10 +194,18 @@ pub fn run(settings: Settings) -> Result<Summary> {
     drop(cap_tx);
 
     let (resp_tx, resp_rx) = crossbeam_channel::unbounded();
+    let psk = match &settings.secret_file {
+        Some(p) => Some(read_secret(p)?),
+        None => {
+            warn!("no --secret-file: the channel to intercept is unauthenticated and unencrypted");
+            None
+        }
+    };
     let channel = channel::spawn(
         settings.intercepts.clone(),
         settings.connections,
         channel::instance_id(),
+        psk,
         resp_tx,
         counters.clone(),
     )?;

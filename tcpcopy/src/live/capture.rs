@@ -113,8 +113,10 @@ pub fn build_filter(mappings: &[TargetMapping], user: Option<&str>) -> String {
         .collect();
     targets.sort();
     targets.dedup();
+    // Loopback sessions on the production host (health checks, admin tools) are not client
+    // traffic and could not be sent anywhere with a 127/8 or ::1 source.
     let mut f = format!(
-        "tcp and ({}) and not ({})",
+        "tcp and ({}) and not ({}) and not src net 127.0.0.0/8 and not src host ::1",
         wanted.join(" or "),
         targets.join(" or ")
     );
@@ -443,8 +445,8 @@ mod tests {
         assert_eq!(
             f,
             "(tcp and ((dst port 6379) or (dst port 80 and dst host 198.18.0.1)) and not \
-             ((dst host 198.18.1.2 and dst port 6380) or (dst host 2001:db8::2 and dst port 80))) \
-             and (not src net 198.18.5.0/24)"
+             ((dst host 198.18.1.2 and dst port 6380) or (dst host 2001:db8::2 and dst port 80)) \
+             and not src net 127.0.0.0/8 and not src host ::1) and (not src net 198.18.5.0/24)"
         );
         // It must compile (IPv4 and IPv6 primitives alike).
         let dead = pcap::Capture::dead(pcap::Linktype(dlt::LINUX_SLL2)).unwrap();

@@ -153,9 +153,11 @@ pub fn fuzz_read_all(data: &[u8]) {
         Err(_) => return,
     };
     let mut written = Vec::new();
+    let mut count = 0usize;
     loop {
         match reader.next_packet() {
             Ok(Some(p)) => {
+                count += 1;
                 assert!(p.data.len() <= MAX_CAPLEN as usize);
                 // Round trip what a nanosecond pcap can hold (32-bit seconds).
                 if p.linktype == linktype && p.ts.secs() <= u64::from(u32::MAX) {
@@ -175,6 +177,11 @@ pub fn fuzz_read_all(data: &[u8]) {
                 break;
             }
         }
+    }
+    // A preload of the same bytes holds the same packets, even when the file ends in an error.
+    if let Ok(mut again) = CaptureReader::from_reader(data, "fuzz") {
+        let (pre, _) = PreloadedCapture::load_partial(&mut again);
+        assert_eq!(pre.len(), count);
     }
     let bytes = match out.finish() {
         Ok(b) => b,

@@ -1,6 +1,6 @@
 //! Reading speed of the capture layer: a synthetic 100,000-packet capture held in memory, read
 //! packet by packet as pcap (µs and ns) and pcapng, and iterated from a preload. Reports packets/s
-//! (criterion's "thrpt" in elements/s).
+//! (criterion's "thrpt" in elements/s), beside libpcap reading the same file.
 //!
 //! Run: `cargo bench -p tcpclone --bench capture_read`
 
@@ -86,6 +86,28 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // The same capture from a file (page cache): ours, then libpcap's pcap_next_ex via the pcap
+    // crate, in the same run so the ratio holds even on a loaded machine.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("imix.pcap");
+    std::fs::write(&path, pcap(TsPrecision::Micro)).unwrap();
+    g.bench_function("pcap_us_imix_file", |b| {
+        b.iter(|| {
+            let mut r = CaptureReader::open(&path).unwrap();
+            assert_eq!(drain(&mut r), PACKETS);
+        })
+    });
+    g.bench_function("libpcap_us_imix_file", |b| {
+        b.iter(|| {
+            let mut cap = pcap::Capture::from_file(&path).unwrap();
+            let mut n = 0;
+            while let Ok(p) = cap.next_packet() {
+                black_box(p.data);
+                n += 1;
+            }
+            assert_eq!(n, PACKETS);
+        })
+    });
     let file = pcap(TsPrecision::Nano);
     let mut pre =
         PreloadedCapture::load(&mut CaptureReader::from_reader(&file[..], "bench").unwrap())

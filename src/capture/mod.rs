@@ -1,8 +1,17 @@
 //! Packet capture files: pcap and pcapng reading (format detected by content), pcap writing,
 //! and the packet-source / packet-sink traits that live capture, files and senders share.
 //!
-//! This module reads and writes through `std::io::Read`/`Write` only; it never opens sockets.
-//! Readers reuse one buffer, so reading a packet allocates nothing.
+//! This module reads and writes through `std::io::BufRead`/`Write` only; it never opens sockets
+//! (files only when asked, by [`CaptureReader::open`] and [`PcapWriter::create`]).
+//!
+//! - [`CaptureReader`]: pcap (both byte orders, µs and ns) and pcapng (sections, interfaces with
+//!   their own link types and `if_tsresol`); no allocation per packet. Errors ([`CaptureError`])
+//!   name the file, what is wrong and the byte offset, on one line. A file cut mid-record gives
+//!   every whole record first; the next call then returns the error, for which
+//!   [`CaptureError::is_truncation`] is true and [`CaptureError::offset`] says where the cut
+//!   record starts ("file X truncated at byte N"). After an error the reader returns `Ok(None)`.
+//! - [`PcapWriter`]: classic pcap, µs or ns; µs timestamps are truncated as libpcap does.
+//! - [`PreloadedCapture`]: a whole capture in one buffer plus a 24-byte-per-packet index.
 
 use std::fmt;
 
@@ -144,9 +153,11 @@ pub fn fuzz_read_all(data: &[u8]) {
         Err(_) => return,
     };
     let mut written = Vec::new();
+    let mut count = 0usize;
     loop {
         match reader.next_packet() {
             Ok(Some(p)) => {
+                count += 1;
                 assert!(p.data.len() <= MAX_CAPLEN as usize);
                 // Round trip what a nanosecond pcap can hold (32-bit seconds).
                 if p.linktype == linktype && p.ts.secs() <= u64::from(u32::MAX) {
@@ -166,6 +177,11 @@ pub fn fuzz_read_all(data: &[u8]) {
                 break;
             }
         }
+    }
+    // A preload of the same bytes holds the same packets, even when the file ends in an error.
+    if let Ok(mut again) = CaptureReader::from_reader(data, "fuzz") {
+        let (pre, _) = PreloadedCapture::load_partial(&mut again);
+        assert_eq!(pre.len(), count);
     }
     let bytes = match out.finish() {
         Ok(b) => b,

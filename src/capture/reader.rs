@@ -6,6 +6,7 @@
 //! enhanced, simple and obsolete packet blocks, skips every other block (name resolution, interface
 //! statistics, decryption secrets, custom, ...), honours `if_tsresol` (power of 10 or of 2) and
 //! `if_tsoffset` per interface, and follows byte-order and interface changes across sections.
+//! Simple packet blocks carry no timestamp; their packets get `Timestamp(0)`.
 //!
 //! Reading allocates nothing per packet. The source is a `BufRead` (a `BufReader<File>` from
 //! [`CaptureReader::open`], or a `&[u8]` for a capture in memory): a record that lies whole in the

@@ -8,7 +8,7 @@ use replay::clock::{SystemClock, DEFAULT_SPIN};
 use replay::edit::build_editor;
 use replay::input::{preload, FileInput, PreloadInput};
 use replay::pipeline::{run, Input, Limits, NoReport, Output, RunResult};
-use replay::report::Reporter;
+use replay::report::{print_summary, Reporter};
 use replay::sys;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -193,13 +193,14 @@ fn replay_main(cfg: Config) -> Result<ExitCode> {
     }
     reporter.finish();
     let (end_ns, error) = match result {
-        Ok(r) => (r.end_ns, None),
+        // As tcpreplay: from the first packet sent to the end of the last.
+        Ok(r) => (r.end_ns - r.first_ns.unwrap_or(0).min(r.end_ns), None),
         Err(e) => (started.elapsed().as_nanos() as u64, Some(e)),
     };
     if cfg.json {
-        println!("{}", serde_json::to_string(&stats.summary(end_ns))?);
+        print_summary(&serde_json::to_string(&stats.summary(end_ns))?);
     } else {
-        println!("{}", stats.summary(end_ns));
+        print_summary(&stats.summary(end_ns));
     }
     if let Some(e) = error {
         eprintln!("replay: {e:#}");

@@ -48,6 +48,12 @@ pub fn open(device: &str, filter: &str) -> anyhow::Result<DeviceCapture> {
 }
 
 impl DeviceCapture {
+    /// A handle that wakes [`run`](Self::run) from another thread (libpcap's immediate mode
+    /// may block without a timeout); set the stop flag, then call `breakloop()` on it.
+    pub fn breaker(&mut self) -> pcap::BreakLoop {
+        self.cap.breakloop_handle()
+    }
+
     /// Captures until `stop` is set or the router's queue closes; blocks when the router is
     /// behind (the kernel then drops, and those drops are counted from pcap stats).
     pub fn run(mut self, tx: mpsc::Sender<Bytes>, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
@@ -80,9 +86,16 @@ impl DeviceCapture {
                     }
                 }
                 Err(pcap::Error::TimeoutExpired) => continue,
+                Err(_) if stop.load(Relaxed) => break,
                 Err(e) => {
+                    // E.g. the device went down: keep trying until it is back or we stop.
                     tracing::error!("capture on {}: {e}; retrying in 1 s", self.device);
-                    std::thread::sleep(Duration::from_secs(1));
+                    for _ in 0..10 {
+                        if stop.load(Relaxed) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                 }
             }
         }

@@ -202,7 +202,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         .context("tokio runtime")?;
     let (tx, rx) = tokio::sync::mpsc::channel(65_536);
     let mut threads = Vec::new();
-    for c in captures {
+    let mut breakers = Vec::new();
+    for mut c in captures {
+        breakers.push(c.breaker());
         let (tx, stats, stop) = (tx.clone(), stats.clone(), stop.clone());
         let name = format!("capture-{}", c.device);
         threads.push(
@@ -239,6 +241,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     stop.store(true, Relaxed);
+    for b in &breakers {
+        b.breakloop();
+    }
     for t in threads {
         let _ = t.join();
     }

@@ -215,7 +215,8 @@ impl Router {
         }
     }
 
-    /// One captured response (IP + TCP header): batched for its owner, or parked.
+    /// One captured response (IP + TCP header): batched for its owner, or parked. `now` must
+    /// not go backwards between calls (parking expires in arrival order).
     pub fn handle_response(&mut self, now: Instant, header: Bytes) {
         self.counters.responses += 1;
         let Some(key) = session_of(&header) else {
@@ -458,6 +459,25 @@ mod tests {
         }
         assert!(r.park_order.len() <= 2 * 100 + 1024 + 1);
         assert_eq!(r.counters().unparked, 5000);
+    }
+
+    #[test]
+    fn ipv6_session_key() {
+        let mut h = vec![0x60, 0, 0, 0, 0, 20, 6, 64];
+        h.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        h.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        h.extend_from_slice(&[
+            0, 80, 0x9c, 0x40, 0, 0, 0, 1, 0, 0, 0, 2, 0x50, 0x12, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
+        let k = session_of(&h).unwrap();
+        assert_eq!(k.client, "[2001:db8::1]:40000".parse().unwrap());
+        assert_eq!(k.target, "[2001:db8::2]:80".parse().unwrap());
+        let mut r = Router::new(RouterConfig::default());
+        r.add_peer(5);
+        r.session_add(5, k);
+        r.handle_response(Instant::now(), Bytes::from(h));
+        r.flush();
+        assert_eq!(r.poll_transmit().map(|(p, _)| p), Some(5));
     }
 
     #[test]

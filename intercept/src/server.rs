@@ -198,14 +198,37 @@ pub async fn serve(
                     e.raw_os_error(),
                     Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
                 );
+                // Out of descriptors: shed the oldest quarter of the connections that have not
+                // authenticated yet (they are what an fd flood is made of), then back off.
+                let mut shed = 0;
+                if fd_limit {
+                    let mut p = pending.lock();
+                    let n = p.len().div_ceil(4);
+                    for _ in 0..n {
+                        if let Some((_, w)) = p.pop_first() {
+                            w.notify_one();
+                            shed += 1;
+                        }
+                    }
+                    stats.rejected_cap.fetch_add(shed, Relaxed);
+                }
                 if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                     tracing::warn!(
                         "accept failed: {e}{}",
-                        if fd_limit { "; backing off 100 ms" } else { "" }
+                        if fd_limit {
+                            "; backing off and closing the oldest unauthenticated connections"
+                        } else {
+                            ""
+                        }
                     );
                     last_warn = Some(Instant::now());
                 }
-                tokio::time::sleep(Duration::from_millis(if fd_limit { 100 } else { 5 })).await;
+                let pause = match (fd_limit, shed) {
+                    (false, _) => 5,
+                    (true, 0) => 100,
+                    (true, _) => 10,
+                };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
                 continue;
             }
         };

@@ -368,3 +368,23 @@ async fn hostile_peers_are_closed_while_a_legitimate_one_is_served() {
     assert!(s.rejected_cap.load(Relaxed) + s.handshake_timeout.load(Relaxed) >= 250);
     eprintln!("stats after the attack: {}", s.line());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_leave_without_waiting_for_a_batch_to_fill() {
+    let srv = start(ServerConfig::default()).await;
+    let mut a = FakeTcpcopy::connect(srv.addr, 1, None).await.unwrap();
+    a.add(1000).await;
+    settle().await;
+    let mut lat = Vec::new();
+    for i in 0..200u32 {
+        let t0 = Instant::now();
+        srv.responses.send(hdr(1000, i)).await.unwrap();
+        a.wait_for(i as usize + 1).await;
+        lat.push(t0.elapsed());
+    }
+    lat.sort();
+    let (p50, p99) = (lat[100], lat[198]);
+    eprintln!("injection → fake tcpcopy over loopback: p50 {p50:?}, p99 {p99:?}");
+    // The batch is flushed as soon as the router's queue is empty: no timer to wait for.
+    assert!(p50 < Duration::from_millis(5), "p50 {p50:?}");
+}

@@ -7,9 +7,12 @@
 //! statistics, decryption secrets, custom, ...), honours `if_tsresol` (power of 10 or of 2) and
 //! `if_tsoffset` per interface, and follows byte-order and interface changes across sections.
 //!
-//! Every packet is read into one buffer owned by the reader and reused, so reading allocates nothing
-//! per packet. The reader never buffers by itself: [`CaptureReader::open`] wraps the file in a
-//! `BufReader`; give `from_reader` a buffered or in-memory reader.
+//! Reading allocates nothing per packet. The source is a `BufRead` (a `BufReader<File>` from
+//! [`CaptureReader::open`], or a `&[u8]` for a capture in memory): a record that lies whole in the
+//! source's buffer is handed out in place, without a copy; one that straddles the end of that
+//! buffer is copied into one buffer owned by the reader and reused. Both paths check the same
+//! things; the in-place path only takes records that are valid, and leaves everything else
+//! (including every error) to the copying path.
 //!
 //! Errors: a malformed file gives a [`CaptureError`] with the byte offset. A file cut off in the
 //! middle of a record first yields every whole record, then the next call returns the error (for
@@ -17,7 +20,7 @@
 //! record starts). After any error the reader is finished: later calls return `Ok(None)`.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 use super::error::{CaptureError, CaptureErrorKind, HexBytes};
@@ -175,14 +178,24 @@ pub fn caplen_limit(snaplen: u32) -> u32 {
         .clamp(ALWAYS_ACCEPTED_CAPLEN, MAX_CAPLEN)
 }
 
-/// What the next pcapng block turned out to be.
+/// Where a packet's bytes are.
+#[derive(Clone, Copy)]
+enum Loc {
+    /// At the start of the reader's own buffer (copied there).
+    Own,
+    /// In the source's `BufRead` buffer at this offset (not copied; consumed on the next call).
+    Source(usize),
+}
+
+/// What the next record or block turned out to be.
 enum Block {
-    /// A packet whose `caplen` bytes sit at the start of the buffer.
+    /// A packet of `caplen` bytes at `loc`.
     Packet {
         ts: Timestamp,
         orig_len: u32,
         linktype: LinkType,
         caplen: usize,
+        loc: Loc,
     },
     /// An interface description was added to the current section.
     Interface,
@@ -205,8 +218,11 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<usize, (usize, io::Er
     Ok(n)
 }
 
-/// A pcap or pcapng file reader that yields packets one by one from a reused buffer.
-pub struct CaptureReader<R: Read> {
+/// A pcap or pcapng file reader that yields packets one by one without allocating.
+///
+/// A record that lies whole in the source's `BufRead` buffer is handed out in place (no copy);
+/// any other record is copied into one reused buffer owned by the reader.
+pub struct CaptureReader<R: BufRead> {
     r: R,
     name: String,
     /// Bytes consumed from the start of the file.
@@ -220,11 +236,13 @@ pub struct CaptureReader<R: Read> {
     interfaces: Vec<Interface>,
     /// The reused packet buffer.
     buf: Vec<u8>,
+    /// Bytes of the source buffer handed out in place by the last call, consumed by the next.
+    pending: usize,
     /// Set after an error: later calls return `Ok(None)`.
     done: bool,
 }
 
-impl<R: Read> std::fmt::Debug for CaptureReader<R> {
+impl<R: BufRead> std::fmt::Debug for CaptureReader<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CaptureReader")
             .field("name", &self.name)
@@ -255,9 +273,9 @@ impl CaptureReader<BufReader<File>> {
     }
 }
 
-impl<R: Read> CaptureReader<R> {
-    /// Reads the file header from `r` (not buffered here) and detects the format; `name` is used
-    /// in error messages.
+impl<R: BufRead> CaptureReader<R> {
+    /// Reads the file header from `r` and detects the format; `name` is used in error messages.
+    /// Give a buffered reader (`BufReader`, or `&[u8]` for bytes in memory).
     pub fn from_reader(r: R, name: impl Into<String>) -> Result<Self, CaptureError> {
         let mut reader = CaptureReader {
             r,
@@ -268,6 +286,7 @@ impl<R: Read> CaptureReader<R> {
             first: None,
             interfaces: Vec::new(),
             buf: Vec::new(),
+            pending: 0,
             done: false,
         };
         reader.read_file_header()?;
@@ -306,8 +325,9 @@ impl<R: Read> CaptureReader<R> {
         self.pos
     }
 
-    /// Gives back the underlying reader.
-    pub fn into_inner(self) -> R {
+    /// Gives back the underlying reader, positioned after the last packet returned.
+    pub fn into_inner(mut self) -> R {
+        self.r.consume(self.pending);
         self.r
     }
 
@@ -389,7 +409,7 @@ impl<R: Read> CaptureReader<R> {
             PCAP_NANO_BE => (Endian::Big, TsPrecision::Nano),
             BT_SHB => {
                 self.format = CaptureFormat::Pcapng;
-                self.buf.resize(INITIAL_BUFFER, 0);
+                self.buf = vec![0; INITIAL_BUFFER];
                 let mut len = [0u8; 4];
                 let n = self.fill_arr(&mut len)?;
                 if n < 4 {
@@ -451,7 +471,8 @@ impl<R: Read> CaptureReader<R> {
             },
             offset_secs: 0,
         });
-        self.buf.resize(caplen_limit(snaplen) as usize, 0);
+        // Made once, zeroed by the allocator (calloc): large zeroed blocks come straight from the OS.
+        self.buf = vec![0; caplen_limit(snaplen) as usize];
         Ok(())
     }
 
@@ -736,6 +757,7 @@ impl<R: Read> CaptureReader<R> {
             orig_len,
             linktype: iface.linktype,
             caplen: caplen as usize,
+            loc: Loc::Own,
         }))
     }
 
@@ -822,11 +844,77 @@ impl<R: Read> CaptureReader<R> {
             orig_len,
             linktype: iface.linktype,
             caplen: caplen as usize,
+            loc: Loc::Own,
         }))
+    }
+
+    /// Fast path: a pcap record that is valid and lies whole in the source buffer is returned in
+    /// place. Anything else (short buffer, absurd caplen, end of file, read error) returns `None`
+    /// without consuming, and the copying path reads it and reports any error.
+    fn peek_pcap(&mut self) -> Option<Block> {
+        let iface = self.first?;
+        let e = self.endian;
+        let avail = self.r.fill_buf().ok()?;
+        if avail.len() < 16 {
+            return None;
+        }
+        let caplen = e.u32(arr(avail, 8));
+        if caplen > caplen_limit(iface.snaplen) || avail.len() - 16 < caplen as usize {
+            return None;
+        }
+        let secs = e.u32(arr(avail, 0));
+        let frac = e.u32(arr(avail, 4));
+        let orig_len = e.u32(arr(avail, 12));
+        let total = 16 + caplen as usize;
+        self.pending = total;
+        self.pos += total as u64;
+        Some(Block::Packet {
+            ts: Timestamp(u64::from(secs) * 1_000_000_000 + iface.scale.to_ns(u64::from(frac))),
+            orig_len,
+            linktype: iface.linktype,
+            caplen: caplen as usize,
+            loc: Loc::Source(16),
+        })
+    }
+
+    /// Fast path for pcapng: an enhanced packet block that is valid in every respect the copying
+    /// path checks and lies whole in the source buffer is returned in place; otherwise `None`.
+    fn peek_epb(&mut self) -> Option<Block> {
+        let e = self.endian;
+        let avail = self.r.fill_buf().ok()?;
+        if avail.len() < 32 || e.u32(arr(avail, 0)) != BT_EPB {
+            return None;
+        }
+        let length = e.u32(arr(avail, 4));
+        if length % 4 != 0 || length < 32 || avail.len() < length as usize {
+            return None;
+        }
+        let iface = *self.interfaces.get(e.u32(arr(avail, 8)) as usize)?;
+        let units = (u64::from(e.u32(arr(avail, 12))) << 32) | u64::from(e.u32(arr(avail, 16)));
+        let caplen = e.u32(arr(avail, 20));
+        let orig_len = e.u32(arr(avail, 24));
+        if caplen > length - 32
+            || caplen > caplen_limit(iface.snaplen)
+            || e.u32(arr(avail, length as usize - 4)) != length
+        {
+            return None;
+        }
+        self.pending = length as usize;
+        self.pos += u64::from(length);
+        Some(Block::Packet {
+            ts: iface.ts(units),
+            orig_len,
+            linktype: iface.linktype,
+            caplen: caplen as usize,
+            loc: Loc::Source(28),
+        })
     }
 
     fn next_pcapng(&mut self) -> Result<Option<Block>, CaptureError> {
         loop {
+            if let Some(b) = self.peek_epb() {
+                return Ok(Some(b));
+            }
             match self.read_block()? {
                 Some(Block::Interface | Block::Other) => {}
                 other => return Ok(other),
@@ -835,7 +923,7 @@ impl<R: Read> CaptureReader<R> {
     }
 }
 
-impl<R: Read> PacketSource for CaptureReader<R> {
+impl<R: BufRead> PacketSource for CaptureReader<R> {
     type Error = CaptureError;
 
     /// Next packet; `Ok(None)` at the end of the file and after an error was returned.
@@ -843,8 +931,15 @@ impl<R: Read> PacketSource for CaptureReader<R> {
         if self.done {
             return Ok(None);
         }
+        if self.pending > 0 {
+            self.r.consume(self.pending);
+            self.pending = 0;
+        }
         let res = match self.format {
-            CaptureFormat::Pcap => self.next_pcap(),
+            CaptureFormat::Pcap => match self.peek_pcap() {
+                Some(b) => Ok(Some(b)),
+                None => self.next_pcap(),
+            },
             CaptureFormat::Pcapng => self.next_pcapng(),
         };
         match res {
@@ -853,12 +948,32 @@ impl<R: Read> PacketSource for CaptureReader<R> {
                 orig_len,
                 linktype,
                 caplen,
-            })) => Ok(Some(Packet {
-                ts,
-                orig_len,
-                linktype,
-                data: &self.buf[..caplen],
-            })),
+                loc,
+            })) => {
+                let data = match loc {
+                    Loc::Own => &self.buf[..caplen],
+                    Loc::Source(off) => {
+                        // The fast path just looked at this buffer and nothing was consumed, so
+                        // the same bytes are there; check anyway rather than trust the source.
+                        let there = matches!(self.r.fill_buf(), Ok(b) if b.len() >= off + caplen);
+                        if !there {
+                            self.done = true;
+                            return Err(self.err(CaptureErrorKind::Read {
+                                offset: self.pos,
+                                source: io::Error::other("source buffer changed between reads"),
+                            }));
+                        }
+                        let b = self.r.fill_buf().ok().unwrap_or_default();
+                        b.get(off..off + caplen).unwrap_or_default()
+                    }
+                };
+                Ok(Some(Packet {
+                    ts,
+                    orig_len,
+                    linktype,
+                    data,
+                }))
+            }
             Ok(_) => Ok(None),
             Err(e) => {
                 self.done = true;
@@ -1457,6 +1572,53 @@ mod tests {
         assert_eq!(r.position(), PCAPNG.len() as u64);
     }
 
+    /// Reads everything through a `BufReader` of the given capacity (records straddle its buffer).
+    fn read_all_buffered(bytes: &[u8], cap: usize) -> (Packets, Option<String>) {
+        let mut r = match CaptureReader::from_reader(io::BufReader::with_capacity(cap, bytes), "t")
+        {
+            Ok(r) => r,
+            Err(e) => return (Vec::new(), Some(e.to_string())),
+        };
+        let mut out = Vec::new();
+        loop {
+            match r.next_packet() {
+                Ok(Some(p)) => out.push((p.ts, p.orig_len, p.linktype, p.data.to_vec())),
+                Ok(None) => return (out, None),
+                Err(e) => return (out, Some(e.to_string())),
+            }
+        }
+    }
+
+    #[test]
+    fn in_place_and_copying_paths_agree() {
+        let files: [&[u8]; 4] = [&PCAP_LE_US, &PCAP_BE_NS, &PCAPNG, &PCAPNG[..286]];
+        for f in files {
+            let whole = read_all_buffered(f, 1 << 16);
+            for cap in [1, 3, 8, 16, 20, 31, 36, 40, 64, 100] {
+                assert_eq!(read_all_buffered(f, cap), whole, "capacity {cap}");
+            }
+            // And at every cut point.
+            for cut in 0..f.len() {
+                let whole = read_all_buffered(&f[..cut], 1 << 16);
+                for cap in [1, 17, 44] {
+                    assert_eq!(
+                        read_all_buffered(&f[..cut], cap),
+                        whole,
+                        "cut {cut} capacity {cap}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn into_inner_is_positioned_after_the_last_packet() {
+        let mut r = CaptureReader::from_reader(&PCAP_LE_US[..], "t").unwrap();
+        assert!(r.next_packet().unwrap().is_some());
+        assert_eq!(r.position(), 44);
+        assert_eq!(r.into_inner(), &PCAP_LE_US[44..]);
+    }
+
     #[test]
     fn read_errors_carry_the_offset() {
         /// Gives `ok` bytes, then fails.
@@ -1472,7 +1634,9 @@ mod tests {
                 Ok(n)
             }
         }
-        let mut r = CaptureReader::from_reader(Failing(&PCAP_LE_US[..50]), "t.pcap").unwrap();
+        let mut r =
+            CaptureReader::from_reader(io::BufReader::new(Failing(&PCAP_LE_US[..50])), "t.pcap")
+                .unwrap();
         assert!(r.next_packet().unwrap().is_some());
         let e = r.next_packet().unwrap_err();
         assert_eq!(e.to_string(), "t.pcap: read error at byte 50: disk on fire");

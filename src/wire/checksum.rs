@@ -98,7 +98,10 @@ pub fn l4_v4(src: [u8; 4], dst: [u8; 4], protocol: IpProtocol, segment: &[u8]) -
     } else {
         pseudo_header_v4(src, dst, protocol, segment.len() as u32)
     };
-    Some(fix_udp_zero(protocol, finish(sum_skipping(segment, off, acc))))
+    Some(fix_udp_zero(
+        protocol,
+        finish(sum_skipping(segment, off, acc)),
+    ))
 }
 
 /// Full L4 checksum of `segment` over IPv6 (TCP, UDP, ICMPv6 all use the pseudo-header).
@@ -108,7 +111,10 @@ pub fn l4_v6(src: [u8; 16], dst: [u8; 16], protocol: IpProtocol, segment: &[u8])
         return None;
     }
     let acc = pseudo_header_v6(src, dst, protocol, segment.len() as u32);
-    Some(fix_udp_zero(protocol, finish(sum_skipping(segment, off, acc))))
+    Some(fix_udp_zero(
+        protocol,
+        finish(sum_skipping(segment, off, acc)),
+    ))
 }
 
 fn fix_udp_zero(protocol: IpProtocol, c: u16) -> u16 {

@@ -31,7 +31,9 @@ impl fmt::Display for MacAddr {
 
 /// Error parsing a MAC address written as six `:`-separated groups of one or two hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a MAC address (expected six hex octets separated by `:`, e.g. 02:00:5e:10:00:01)")]
+#[error(
+    "`{0}` is not a MAC address (expected six hex octets separated by `:`, e.g. 02:00:5e:10:00:01)"
+)]
 pub struct MacParseError(pub String);
 
 impl FromStr for MacAddr {
@@ -69,7 +71,11 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
         let have = buffer.as_ref().len();
         if have < Self::HEADER_LEN {
-            return Err(WireError::truncated(Layer::Ethernet, Self::HEADER_LEN, have));
+            return Err(WireError::truncated(
+                Layer::Ethernet,
+                Self::HEADER_LEN,
+                have,
+            ));
         }
         Ok(EthernetFrame { buffer })
     }
@@ -193,7 +199,10 @@ mod tests {
         assert_eq!(f.src_addr(), MacAddr(hex!("0200c612c801")));
         assert_eq!(f.ethertype(), EtherType::VLAN);
         let v = VlanHeader::new_checked(f.payload()).unwrap();
-        assert_eq!((v.vid(), v.pcp(), v.dei(), v.ethertype()), (100, 0, false, EtherType::IPV4));
+        assert_eq!(
+            (v.vid(), v.pcp(), v.dei(), v.ethertype()),
+            (100, 0, false, EtherType::IPV4)
+        );
     }
 
     #[test]
@@ -213,7 +222,14 @@ mod tests {
     fn short_and_bad() {
         assert!(EthernetFrame::new_checked(&TAGGED[..13]).is_err());
         assert!(VlanHeader::new_checked(&TAGGED[..3]).is_err());
-        for bad in ["", "zz:00:00:00:00:00", "1:2:3:4:5", "1:2:3:4:5:6:7", "02-00-00-00-00-01", "123:0:0:0:0:0"] {
+        for bad in [
+            "",
+            "zz:00:00:00:00:00",
+            "1:2:3:4:5",
+            "1:2:3:4:5:6:7",
+            "02-00-00-00-00-01",
+            "123:0:0:0:0:0",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }

@@ -25,9 +25,17 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
         let b = buffer.as_ref();
         if b.len() < Self::MIN_HEADER_LEN {
-            return Err(WireError::truncated(Layer::Ipv4, Self::MIN_HEADER_LEN, b.len()));
+            return Err(WireError::truncated(
+                Layer::Ipv4,
+                Self::MIN_HEADER_LEN,
+                b.len(),
+            ));
         }
-        let err = |kind| WireError { layer: Layer::Ipv4, offset: 0, kind };
+        let err = |kind| WireError {
+            layer: Layer::Ipv4,
+            offset: 0,
+            kind,
+        };
         if b[0] >> 4 != 4 {
             return Err(err(WireErrorKind::BadVersion(b[0] >> 4)));
         }
@@ -198,7 +206,10 @@ mod tests {
     #[test]
     fn deconstruct() {
         let p = Ipv4Packet::new_checked(&HDR[..]).unwrap();
-        assert_eq!((p.header_len(), p.total_len(), p.ident(), p.ttl()), (20, 60, 0x6574, 64));
+        assert_eq!(
+            (p.header_len(), p.total_len(), p.ident(), p.ttl()),
+            (20, 60, 0x6574, 64)
+        );
         assert_eq!(p.protocol(), IpProtocol::TCP);
         assert!(p.dont_frag() && !p.more_frags() && !p.is_fragment());
         assert_eq!(p.src_addr(), Ipv4Addr::new(198, 18, 200, 1));

@@ -191,12 +191,18 @@ mod tests {
     fn deconstruct() {
         let p = Ipv6Packet::new_checked(&HDR[..]).unwrap();
         assert_eq!((p.traffic_class(), p.flow_label()), (0, 0xcf4c4));
-        assert_eq!((p.payload_len(), p.next_header(), p.hop_limit()), (40, IpProtocol::TCP, 64));
+        assert_eq!(
+            (p.payload_len(), p.next_header(), p.hop_limit()),
+            (40, IpProtocol::TCP, 64)
+        );
         assert_eq!(p.src_addr(), "2001:db8:200::1".parse::<Ipv6Addr>().unwrap());
         assert_eq!(p.dst_addr(), "2001:db8:200::2".parse::<Ipv6Addr>().unwrap());
         assert!(p.payload().is_empty());
         let f = Ipv6FragmentHeader::new_checked(&FRAG[..]).unwrap();
-        assert_eq!((f.next_header(), f.frag_offset(), f.more_frags(), f.ident()), (IpProtocol::UDP, 1480, true, 0x12345678));
+        assert_eq!(
+            (f.next_header(), f.frag_offset(), f.more_frags(), f.ident()),
+            (IpProtocol::UDP, 1480, true, 0x12345678)
+        );
     }
 
     #[test]
@@ -214,7 +220,12 @@ mod tests {
         p.set_dst_addr("2001:db8:200::2".parse().unwrap());
         assert_eq!(b, HDR);
         let mut f = [0u8; 8];
-        Ipv6FragmentHeader::new_checked(&mut f[..]).unwrap().set(IpProtocol::UDP, 1480, true, 0x12345678);
+        Ipv6FragmentHeader::new_checked(&mut f[..]).unwrap().set(
+            IpProtocol::UDP,
+            1480,
+            true,
+            0x12345678,
+        );
         assert_eq!(f, FRAG);
     }
 

@@ -176,7 +176,10 @@ fn parse_ipv6(frame: &[u8], off: usize) -> Result<IpInfo, WireError> {
     // Walk extension headers (RFC 8200 §4) up to the upper-layer header.
     for _ in 0..16 {
         match next {
-            IpProtocol::HOPOPT | IpProtocol::IPV6_ROUTE | IpProtocol::IPV6_OPTS | IpProtocol(135) => {
+            IpProtocol::HOPOPT
+            | IpProtocol::IPV6_ROUTE
+            | IpProtocol::IPV6_OPTS
+            | IpProtocol(135) => {
                 if frame.len() < at + 2 {
                     reachable = false;
                     break;
@@ -328,10 +331,16 @@ mod tests {
     #[test]
     fn vlan_ipv4_tcp() {
         let l = parse_layout(LinkType::ETHERNET, &VLAN_SYN).unwrap();
-        assert_eq!((l.l3_offset, l.vlan_tags, l.ethertype), (18, 1, EtherType::IPV4));
+        assert_eq!(
+            (l.l3_offset, l.vlan_tags, l.ethertype),
+            (18, 1, EtherType::IPV4)
+        );
         assert_eq!(l.ethertype_offset, Some(16));
         let ip = l.ip.unwrap();
-        assert_eq!((ip.header_len, ip.total_len, ip.protocol), (20, 60, IpProtocol::TCP));
+        assert_eq!(
+            (ip.header_len, ip.total_len, ip.protocol),
+            (20, 60, IpProtocol::TCP)
+        );
         assert_eq!(ip.l4_offset, Some(38));
         assert!(ip.complete && ip.l4_checksummable());
         assert_eq!(l.verify_checksums(&VLAN_SYN), (Some(true), Some(true)));
@@ -353,8 +362,17 @@ mod tests {
         f.extend_from_slice(&hex!("0035 0035 0010 0000")); // UDP
         let l = parse_layout(LinkType::RAW, &f).unwrap();
         let ip = l.ip.unwrap();
-        assert_eq!((ip.version, ip.protocol, ip.header_len), (IpVersion::V6, IpProtocol::UDP, 56));
-        assert_eq!(ip.fragment, Some(FragmentInfo { offset: 0, more: true }));
+        assert_eq!(
+            (ip.version, ip.protocol, ip.header_len),
+            (IpVersion::V6, IpProtocol::UDP, 56)
+        );
+        assert_eq!(
+            ip.fragment,
+            Some(FragmentInfo {
+                offset: 0,
+                more: true
+            })
+        );
         assert_eq!((ip.l4_offset, ip.protocol_field), (Some(56), 48));
         assert!(!ip.l4_checksummable());
         // Non-first fragment: no L4 header.
@@ -371,7 +389,13 @@ mod tests {
         f[25] = 0x10; // offset 128
         let ip = parse_layout(LinkType::ETHERNET, &f).unwrap().ip.unwrap();
         assert_eq!(ip.l4_offset, None);
-        assert_eq!(ip.fragment, Some(FragmentInfo { offset: 128, more: false }));
+        assert_eq!(
+            ip.fragment,
+            Some(FragmentInfo {
+                offset: 128,
+                more: false
+            })
+        );
         let e = parse_layout(LinkType::ETHERNET, &VLAN_SYN[..30]).unwrap_err();
         assert_eq!((e.layer, e.offset), (Layer::Ipv4, 18));
         let e = parse_layout(LinkType::ETHERNET, &VLAN_SYN[..16]).unwrap_err();

@@ -16,11 +16,12 @@ mod sll;
 mod tcp;
 mod udp;
 
-pub use ethernet::{EthernetFrame, MacAddr, VlanHeader};
+pub use ethernet::{EthernetFrame, MacAddr, MacParseError, VlanHeader};
 pub use icmp::IcmpPacket;
 pub use ipv4::Ipv4Packet;
 pub use ipv6::{Ipv6FragmentHeader, Ipv6Packet};
 pub use layout::{parse_layout, FragmentInfo, IpInfo, IpVersion, Layout};
+pub(crate) use layout::{v4_addrs as layout_addrs_v4, v6_addrs as layout_addrs_v6};
 pub use sll::{Sll2Header, SllHeader};
 pub use tcp::{TcpFlags, TcpOption, TcpOptions, TcpPacket};
 pub use udp::UdpPacket;
@@ -200,23 +201,25 @@ impl WireError {
     }
 }
 
-/// Reads a big-endian u16 at `off`; callers guarantee the bounds via `new_checked`.
+/// Reads a big-endian u16 at `off` (panics out of bounds: callers check first).
 #[inline]
 pub(crate) fn be16(b: &[u8], off: usize) -> u16 {
     u16::from_be_bytes([b[off], b[off + 1]])
 }
 
-/// Reads a big-endian u32 at `off`; callers guarantee the bounds via `new_checked`.
+/// Reads a big-endian u32 at `off` (panics out of bounds: callers check first).
 #[inline]
 pub(crate) fn be32(b: &[u8], off: usize) -> u32 {
     u32::from_be_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
 }
 
+/// Writes a big-endian u16 at `off` (panics out of bounds: callers check first).
 #[inline]
 pub(crate) fn put16(b: &mut [u8], off: usize, v: u16) {
     b[off..off + 2].copy_from_slice(&v.to_be_bytes());
 }
 
+/// Writes a big-endian u32 at `off` (panics out of bounds: callers check first).
 #[inline]
 pub(crate) fn put32(b: &mut [u8], off: usize, v: u32) {
     b[off..off + 4].copy_from_slice(&v.to_be_bytes());

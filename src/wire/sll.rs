@@ -128,7 +128,10 @@ mod tests {
     #[test]
     fn deconstruct_sll() {
         let h = SllHeader::new_checked(&SLL[..]).unwrap();
-        assert_eq!((h.packet_type(), h.arphrd_type(), h.protocol()), (4, 1, EtherType::IPV4));
+        assert_eq!(
+            (h.packet_type(), h.arphrd_type(), h.protocol()),
+            (4, 1, EtherType::IPV4)
+        );
         assert_eq!(h.addr(), &hex!("0200c612c801"));
         assert!(SllHeader::new_checked(&SLL[..15]).is_err());
     }
@@ -137,14 +140,19 @@ mod tests {
     fn construct_sll() {
         let mut b = SLL;
         b[14] = 0;
-        SllHeader::new_checked(&mut b[..]).unwrap().set_protocol(EtherType::IPV4);
+        SllHeader::new_checked(&mut b[..])
+            .unwrap()
+            .set_protocol(EtherType::IPV4);
         assert_eq!(b, SLL);
     }
 
     #[test]
     fn deconstruct_sll2() {
         let h = Sll2Header::new_checked(&SLL2[..]).unwrap();
-        assert_eq!((h.protocol(), h.ifindex(), h.arphrd_type()), (EtherType::IPV4, 2, 1));
+        assert_eq!(
+            (h.protocol(), h.ifindex(), h.arphrd_type()),
+            (EtherType::IPV4, 2, 1)
+        );
         assert_eq!((h.packet_type(), h.addr()), (4, &hex!("0200c612c801")[..]));
         assert!(Sll2Header::new_checked(&SLL2[..19]).is_err());
     }
@@ -153,7 +161,9 @@ mod tests {
     fn construct_sll2() {
         let mut b = SLL2;
         b[0] = 0;
-        Sll2Header::new_checked(&mut b[..]).unwrap().set_protocol(EtherType::IPV4);
+        Sll2Header::new_checked(&mut b[..])
+            .unwrap()
+            .set_protocol(EtherType::IPV4);
         assert_eq!(b, SLL2);
     }
 }

@@ -126,7 +126,11 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
         let b = buffer.as_ref();
         if b.len() < Self::MIN_HEADER_LEN {
-            return Err(WireError::truncated(Layer::Tcp, Self::MIN_HEADER_LEN, b.len()));
+            return Err(WireError::truncated(
+                Layer::Tcp,
+                Self::MIN_HEADER_LEN,
+                b.len(),
+            ));
         }
         let hl = usize::from(b[12] >> 4) * 4;
         if hl < Self::MIN_HEADER_LEN {
@@ -317,7 +321,10 @@ mod tests {
         let t = TcpPacket::new_checked(&SYN[..]).unwrap();
         assert_eq!((t.src_port(), t.dst_port()), (60182, 80));
         assert_eq!((t.seq(), t.ack()), (SeqNumber(3298535926), SeqNumber(0)));
-        assert_eq!((t.header_len(), t.window(), t.checksum()), (40, 64240, 0x1c58));
+        assert_eq!(
+            (t.header_len(), t.window(), t.checksum()),
+            (40, 64240, 0x1c58)
+        );
         assert!(t.flags().contains(TcpFlags::SYN) && !t.flags().contains(TcpFlags::ACK));
         assert_eq!(t.mss(), Some(1460));
         assert_eq!(t.window_scale(), Some(10));

@@ -85,7 +85,10 @@ mod tests {
     #[test]
     fn deconstruct() {
         let u = UdpPacket::new_checked(&DGRAM[..]).unwrap();
-        assert_eq!((u.src_port(), u.dst_port(), u.len(), u.checksum()), (5353, 53, 20, 0xabcd));
+        assert_eq!(
+            (u.src_port(), u.dst_port(), u.len(), u.checksum()),
+            (5353, 53, 20, 0xabcd)
+        );
         assert_eq!(u.payload(), &hex!("01020304"));
         assert!(!u.is_empty());
         assert!(UdpPacket::new_checked(&DGRAM[..7]).is_err());

@@ -131,6 +131,10 @@ pub struct Cli {
     /// Speed-up of --offline timing (2 = twice as fast).
     #[arg(short = 'a', long = "speedup", value_name = "F", requires = "offline")]
     pub speedup: Option<f64>,
+    /// File holding the secret shared with intercept (64 hex digits, mode 600): authenticates
+    /// and encrypts the channel.
+    #[arg(long = "secret-file", value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
     /// Skip the production-safety checks on the target addresses.
     #[arg(long = "force")]
     pub force: bool,
@@ -206,6 +210,8 @@ pub struct Settings {
     pub stats: Option<Duration>,
     /// --force.
     pub force: bool,
+    /// --secret-file (read when the channel is built).
+    pub secret_file: Option<PathBuf>,
 }
 
 /// A flag that failed validation: one line naming the flag.
@@ -232,7 +238,12 @@ impl Cli {
             .mapping
             .as_deref()
             .ok_or_else(|| bad("-x/--mapping", "required"))?;
-        let mappings = parse_mappings(mapping).map_err(|e| bad("-x/--mapping", e.to_string()))?;
+        let mappings = parse_mappings(mapping).map_err(|e| {
+            bad(
+                "-x/--mapping",
+                e.to_string().trim_start_matches("-x: ").to_string(),
+            )
+        })?;
         let intercepts = match self.intercept.as_deref() {
             Some(s) => {
                 parse_intercepts(s, self.intercept_port).map_err(|w| bad("-s/--intercept", w))?
@@ -373,6 +384,7 @@ impl Cli {
             pid_file: self.pid_file.clone(),
             stats,
             force: self.force,
+            secret_file: self.secret_file.clone(),
         })
     }
 }

@@ -2,6 +2,12 @@
 //! mmap ring sized by -B, a BPF filter built from -x) or a capture file replayed with its own
 //! timing. Both hand the engine thread batches of IP packets over one crossbeam channel.
 //!
+//! Why immediate mode and not TPACKET_V3 with a short timeout: V3 hands over a block only when
+//! it is full or its retire timer fires, and that timer counts in jiffies (4 ms at HZ=250), so
+//! an idle host would hold a segment for up to 4 ms. In immediate mode libpcap uses a
+//! TPACKET_V2 mmap ring (still no copy in the kernel) and wakes us per packet; the engine
+//! thread measures capture-to-send latency and the summary prints its percentiles.
+//!
 //! This module never sends anything and never captures tcpcopy's own output: the filter excludes
 //! every target address and port, and the direction is set to inbound where the device allows.
 
@@ -16,8 +22,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
-/// Snap length: a whole 64 KB GRO/GSO super-segment plus any link header.
-const SNAPLEN: i32 = 262_144;
+/// Snap length: a whole 64 KB GRO/GSO super-segment plus any link header. Not larger: in
+/// immediate mode libpcap uses a TPACKET_V2 ring of fixed-size frames sized from this (on
+/// cooked `any` captures), so every extra byte here costs ring slots.
+const SNAPLEN: i32 = 65_535 + 64;
 /// Packets per batch at most (the batch also goes as soon as the ring is empty).
 const BATCH_PACKETS: usize = 256;
 /// Batches in flight to the engine before the capture thread blocks (the ring then buffers).
@@ -105,8 +113,10 @@ pub fn build_filter(mappings: &[TargetMapping], user: Option<&str>) -> String {
         .collect();
     targets.sort();
     targets.dedup();
+    // Loopback sessions on the production host (health checks, admin tools) are not client
+    // traffic and could not be sent anywhere with a 127/8 or ::1 source.
     let mut f = format!(
-        "tcp and ({}) and not ({})",
+        "tcp and ({}) and not ({}) and not src net 127.0.0.0/8 and not src host ::1",
         wanted.join(" or "),
         targets.join(" or ")
     );
@@ -435,8 +445,8 @@ mod tests {
         assert_eq!(
             f,
             "(tcp and ((dst port 6379) or (dst port 80 and dst host 198.18.0.1)) and not \
-             ((dst host 198.18.1.2 and dst port 6380) or (dst host 2001:db8::2 and dst port 80))) \
-             and (not src net 198.18.5.0/24)"
+             ((dst host 198.18.1.2 and dst port 6380) or (dst host 2001:db8::2 and dst port 80)) \
+             and not src net 127.0.0.0/8 and not src host ::1) and (not src net 198.18.5.0/24)"
         );
         // It must compile (IPv4 and IPv6 primitives alike).
         let dead = pcap::Capture::dead(pcap::Linktype(dlt::LINUX_SLL2)).unwrap();

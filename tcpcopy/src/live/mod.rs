@@ -10,6 +10,7 @@
 pub mod capture;
 pub mod channel;
 pub mod counters;
+mod shim;
 pub mod sys;
 
 use crate::cli::{check_targets, Settings, Source};
@@ -108,6 +109,16 @@ pub fn safety_check(settings: &Settings) -> Result<()> {
     ))
 }
 
+/// Reads the shared secret, refusing a file that group or others can read.
+fn read_secret(path: &std::path::Path) -> Result<tcpclone::proto::secure::Psk> {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = || format!("--secret-file {}", path.display());
+    let meta = std::fs::metadata(path).with_context(ctx)?;
+    tcpclone::proto::secure::check_secret_mode(meta.permissions().mode()).with_context(ctx)?;
+    let text = std::fs::read(path).with_context(ctx)?;
+    tcpclone::proto::secure::Psk::from_hex_text(&text).with_context(ctx)
+}
+
 /// Runs raw mode until SIGINT/SIGTERM (or the end of an --offline file) and returns the summary.
 pub fn run(settings: Settings) -> Result<Summary> {
     let started = Instant::now();
@@ -184,15 +195,28 @@ pub fn run(settings: Settings) -> Result<Summary> {
     drop(cap_tx);
 
     let (resp_tx, resp_rx) = crossbeam_channel::unbounded();
+    let psk = match &settings.secret_file {
+        Some(p) => Some(read_secret(p)?),
+        None => {
+            warn!("no --secret-file: the channel to intercept is unauthenticated and unencrypted");
+            None
+        }
+    };
     let channel = channel::spawn(
         settings.intercepts.clone(),
         settings.connections,
         channel::instance_id(),
+        psk,
         resp_tx,
         counters.clone(),
     )?;
 
-    let engine = Engine::new(engine_config(&settings));
+    let engine: Box<dyn Driven> = if std::env::var_os("TCPCOPY_SHIM_ENGINE").is_some() {
+        warn!("TCPCOPY_SHIM_ENGINE: using the temporary test shim instead of the session engine");
+        Box::new(shim::ShimEngine::new(settings.mappings.clone()))
+    } else {
+        Box::new(Engine::new(engine_config(&settings)))
+    };
     let offline = matches!(settings.source, Source::Offline { .. });
     let mut lp = EngineLoop {
         engine,
@@ -224,9 +248,59 @@ pub fn run(settings: Settings) -> Result<Summary> {
     })
 }
 
+/// The engine as the glue drives it (the sans-IO interface of `crate::engine::Engine`).
+trait Driven {
+    fn handle_captured(&mut self, now: Instant, ip_packet: &[u8]);
+    fn handle_response(&mut self, now: Instant, ip_tcp_headers: &[u8]);
+    fn handle_timeout(&mut self, now: Instant);
+    fn poll_timeout(&self) -> Option<Instant>;
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<crate::engine::Transmit>;
+    fn poll_event(&mut self) -> Option<EngineEvent>;
+}
+
+impl Driven for Engine {
+    fn handle_captured(&mut self, now: Instant, p: &[u8]) {
+        Engine::handle_captured(self, now, p)
+    }
+    fn handle_response(&mut self, now: Instant, h: &[u8]) {
+        Engine::handle_response(self, now, h)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Engine::handle_timeout(self, now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Engine::poll_timeout(self)
+    }
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<crate::engine::Transmit> {
+        Engine::poll_transmit(self, now, buf)
+    }
+    fn poll_event(&mut self) -> Option<EngineEvent> {
+        Engine::poll_event(self)
+    }
+}
+
+impl Driven for shim::ShimEngine {
+    fn handle_captured(&mut self, now: Instant, p: &[u8]) {
+        shim::ShimEngine::handle_captured(self, now, p)
+    }
+    fn handle_response(&mut self, now: Instant, h: &[u8]) {
+        shim::ShimEngine::handle_response(self, now, h)
+    }
+    fn handle_timeout(&mut self, _now: Instant) {}
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<crate::engine::Transmit> {
+        shim::ShimEngine::poll_transmit(self, now, buf)
+    }
+    fn poll_event(&mut self) -> Option<EngineEvent> {
+        shim::ShimEngine::poll_event(self)
+    }
+}
+
 /// The engine thread's state.
 struct EngineLoop {
-    engine: Engine,
+    engine: Box<dyn Driven>,
     raw: sys::RawSender,
     counters: Arc<Counters>,
     channel_tx: tokio::sync::mpsc::UnboundedSender<ToChannel>,

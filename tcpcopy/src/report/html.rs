@@ -58,6 +58,7 @@ fn line_chart(
             .configure_mesh()
             .x_desc(x_desc)
             .y_desc(y_desc)
+            .x_labels(9)
             .x_label_formatter(x_fmt)
             .draw()
             .map_err(|e| e.to_string())?;
@@ -73,6 +74,10 @@ fn line_chart(
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
                 });
+            // Markers, so that a series of one point still shows.
+            chart
+                .draw_series(pts.iter().map(|p| Circle::new(*p, 2, c.filled())))
+                .map_err(|e| e.to_string())?;
         }
         chart
             .configure_series_labels()
@@ -104,17 +109,19 @@ pub fn render_html(r: &Report) -> Result<String, String> {
                 curve_points(&r.latency_curve.production),
             ),
         ],
-        &|x: &f64| format!("{:.4}%", 100.0 * (1.0 - 10f64.powf(-x))).replace(".0000%", "%"),
+        // Labels at whole nines only: 0 %, 90 %, 99 %, 99.9 %, 99.99 %.
+        &|x: &f64| {
+            if (x - x.round()).abs() > 1e-6 {
+                return String::new();
+            }
+            let p = 100.0 * (1.0 - 10f64.powf(-x.round()));
+            format!("{p:.*}%", (x.round() as usize).saturating_sub(2))
+        },
     )?;
     let tp = |v: &[f64]| -> Vec<(f64, f64)> {
         v.iter()
             .enumerate()
-            .map(|(i, c)| {
-                (
-                    (i as f64 + 0.5) * r.throughput.bucket_s,
-                    *c / r.throughput.bucket_s,
-                )
-            })
+            .map(|(i, c)| ((i as f64 + 0.5) * r.throughput.bucket_s, *c))
             .collect()
     };
     let throughput = line_chart(
@@ -125,7 +132,7 @@ pub fn render_html(r: &Report) -> Result<String, String> {
             ("test", TEST_COLOR, tp(&r.throughput.test)),
             ("production", PROD_COLOR, tp(&r.throughput.production)),
         ],
-        &|x: &f64| format!("{x:.0}"),
+        &|x: &f64| format!("{x:.1}"),
     )?;
     let mut h = String::new();
     let _ = write!(

@@ -19,6 +19,17 @@ pub const SCHEMA: &str = "tcpclone.report";
 pub const SCHEMA_VERSION: u32 = 1;
 /// How many differing responses the report keeps as examples.
 pub const MAX_DIFF_EXAMPLES: usize = 10;
+/// Most throughput buckets in a report.
+pub const MAX_POINTS: usize = 300;
+
+/// Merges 100 ms slots `k` at a time into requests per second.
+fn rates(slots: &[u64], k: usize, bucket_s: f64) -> Vec<f64> {
+    slots
+        .chunks(k)
+        .map(|c| c.iter().sum::<u64>() as f64 / bucket_s)
+        .collect()
+}
+
 /// Bytes of a response kept for comparison (longer responses: this prefix plus the length).
 pub const DIFF_CAP: usize = 64 * 1024;
 
@@ -212,7 +223,7 @@ pub struct CurvePoint {
 /// Completed requests per time bucket.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Throughput {
-    /// Bucket width in seconds.
+    /// Bucket width in seconds (a multiple of 0.1 s, chosen for at most 300 buckets).
     pub bucket_s: f64,
     /// Test server: requests per second in each bucket since the start of the run.
     pub test: Vec<f64>,
@@ -333,8 +344,9 @@ impl SideAcc {
     fn at(&mut self, t: Duration) {
         self.first = Some(self.first.map_or(t, |f| f.min(t)));
         self.last = Some(self.last.map_or(t, |l| l.max(t)));
-        let b = t.as_secs() as usize;
-        if b < 1_000_000 {
+        // 100 ms slots (up to 100 hours); merged into at most MAX_POINTS buckets at the end.
+        let b = (t.as_millis() / 100) as usize;
+        if b < 3_600_000 {
             if self.buckets.len() <= b {
                 self.buckets.resize(b + 1, 0);
             }
@@ -511,6 +523,9 @@ impl Collector {
 
     /// Builds the report; `duration` is the run's wall time.
     pub fn finish(&self, duration: Duration) -> Report {
+        let n = self.test.buckets.len().max(self.prod.buckets.len());
+        let k = n.div_ceil(MAX_POINTS).max(1);
+        let bucket_s = 0.1 * k as f64;
         let floor = Duration::from_millis(1);
         let test = self.test.finish(&self.test_lat, &self.test_ttlb, floor);
         let production = (self.prod.requests > 0)
@@ -539,9 +554,9 @@ impl Collector {
                 production: curve(&self.prod_lat),
             },
             throughput: Throughput {
-                bucket_s: 1.0,
-                test: self.test.buckets.iter().map(|&c| c as f64).collect(),
-                production: self.prod.buckets.iter().map(|&c| c as f64).collect(),
+                bucket_s,
+                test: rates(&self.test.buckets, k, bucket_s),
+                production: rates(&self.prod.buckets, k, bucket_s),
             },
         }
     }
@@ -706,7 +721,15 @@ mod tests {
         // 200 requests over 1.99 s (test) and 3.98 s (production).
         assert!((r.test.rps - 200.0 / 1.99).abs() < 0.5, "{}", r.test.rps);
         assert!((p.rps - 200.0 / 3.98).abs() < 0.5);
-        assert_eq!(r.throughput.test.iter().sum::<f64>(), 200.0);
+        let total: f64 = r.throughput.test.iter().sum::<f64>() * r.throughput.bucket_s;
+        assert!((total - 200.0).abs() < 1e-6, "{total}");
+        assert!((r.throughput.bucket_s - 0.1).abs() < 1e-9);
+        // 200 requests 10 ms apart: 10 per 100 ms slot, 100 per second.
+        assert!(
+            r.throughput.test.iter().all(|&v| (v - 100.0).abs() < 1e-6),
+            "{:?}",
+            r.throughput.test
+        );
         assert_eq!(r.latency_curve.test.len(), 81);
         let table = render_table(&r);
         assert!(table.contains("latency p99.9 (ms)"));

@@ -122,7 +122,7 @@ pub struct StreamSummary {
 
 /// Runs stream mode to the end: replays, prints the table, writes the `--report` files.
 pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<StreamSummary> {
-    let report = replay::run(common, opts)?;
+    let (report, input_error) = replay::run(common, opts)?;
     print!("{}", crate::report::render_table(&report));
     for path in &opts.report {
         let text = match path.extension().and_then(|e| e.to_str()) {
@@ -140,6 +140,9 @@ pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<Stream
         };
         std::fs::write(path, text)
             .map_err(|e| anyhow::anyhow!("--report {}: {e}", path.display()))?;
+    }
+    if let Some(e) = input_error {
+        return Err(e);
     }
     Ok(StreamSummary { report })
 }

@@ -174,9 +174,23 @@ struct Direction {
     fin_off: Option<u64>,
     fin_done: bool,
     seen: bool,
+    /// Furthest offset the peer acknowledged (it received bytes up to there).
+    acked_off: Option<u64>,
 }
 
 impl Direction {
+    /// Bytes the peer acknowledged that the capture does not hold (beyond a FIN's sequence slot).
+    fn acked_missing(&self) -> bool {
+        let fin_extra = u64::from(self.fin_off.is_some());
+        self.acked_off
+            .is_some_and(|a| a > self.next_off + fin_extra)
+    }
+
+    /// A gap that the peer has acknowledged past while later data waits: the capture lost bytes.
+    fn holed(&self) -> bool {
+        !self.ooo.is_empty() && self.acked_missing()
+    }
+
     /// Offset of `seq` relative to the next in-order byte's offset.
     fn offset_of(&self, seq: SeqNumber) -> Option<i64> {
         let next = self.next_seq?;
@@ -301,7 +315,7 @@ impl Reassembler {
         } else {
             // A new session starts only on a SYN or on data (stray ACKs, FINs and RSTs of sessions
             // already over must not resurrect them).
-            if !(seg.syn || !seg.payload.is_empty()) || seg.rst {
+            if seg.rst || (!seg.syn && seg.payload.is_empty()) {
                 self.stats.ignored += 1;
                 return;
             }
@@ -473,17 +487,19 @@ impl Reassembler {
             d.fin_done = true;
             self.events.push_back(StreamEvent::Fin { id, side, ts });
         }
-        // An ack beyond what we hold from the other side: the capture missed those bytes.
-        let mut hole = hole_by_size;
+        // An ack beyond what we hold from the other side means the capture missed bytes; it is
+        // a hole once later data waits behind the gap (an ack captured before the data it
+        // acknowledges is only reordering).
         if let Some(ack) = seg.ack {
-            let o = &s.dirs[idx(other(side))];
+            let o = &mut s.dirs[idx(other(side))];
             if let Some(off) = o.offset_of(ack) {
-                let fin_extra = u64::from(o.fin_off.is_some());
-                if off > (o.next_off + fin_extra) as i64 && off - (o.next_off as i64) < (1 << 30) {
-                    hole = true;
+                if off > 0 && off - (o.next_off as i64) < (1 << 30) {
+                    let off = off as u64;
+                    o.acked_off = Some(o.acked_off.map_or(off, |a| a.max(off)));
                 }
             }
         }
+        let hole = hole_by_size || s.dirs.iter().any(Direction::holed);
         if hole {
             self.close(key, ts, EndReason::Hole);
             return;
@@ -504,7 +520,10 @@ impl Reassembler {
         let Some(s) = self.sessions.remove(&key) else {
             return;
         };
-        let partial = reason == EndReason::Hole || s.dirs.iter().any(|d| !d.ooo.is_empty());
+        let partial = reason == EndReason::Hole
+            || s.dirs
+                .iter()
+                .any(|d| !d.ooo.is_empty() || d.acked_missing());
         if partial {
             self.stats.partial += 1;
         }
@@ -845,6 +864,31 @@ mod tests {
         assert!(drain(&mut r).is_empty());
         assert_eq!(r.stats().partial, 1);
         assert_eq!(r.stats().sessions, 1);
+    }
+
+    #[test]
+    fn ack_captured_before_its_data_is_not_a_hole() {
+        let mut r = Reassembler::new(cfg());
+        handshake(&mut r);
+        r.handle_segment(10, &seg(false, SISN + 1, Some(CISN + 4), b""));
+        r.handle_segment(11, &seg(true, CISN + 1, Some(SISN + 1), b"abc"));
+        r.handle_segment(12, &seg(true, CISN + 4, Some(SISN + 1), b"def"));
+        let ev = drain(&mut r);
+        assert_eq!(messages(&ev), vec![(Side::Client, b"abcdef".to_vec())]);
+        assert_eq!(close_of(&ev), None);
+    }
+
+    #[test]
+    fn last_segment_missing_is_partial_at_the_end() {
+        let mut r = Reassembler::new(cfg());
+        handshake(&mut r);
+        r.handle_segment(10, &seg(true, CISN + 1, Some(SISN + 1), b"abc"));
+        r.handle_segment(11, &seg(false, SISN + 1, Some(CISN + 7), b""));
+        r.finish(12);
+        assert_eq!(
+            close_of(&drain(&mut r)),
+            Some((EndReason::EndOfInput, true))
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use super::decode::decode;
 use super::proxy;
 use super::reassembly::{Reassembler, ReassemblyConfig, SessionId, Side, StreamEvent};
-use super::source::{build_filter, FileSource, LiveSource};
+use super::source::{build_filter, LiveSource};
 use super::{StreamCommon, StreamOptions, StreamSource};
 use crate::mapping::TargetMapping;
 use crate::report::{
@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tcpclone::capture::CaptureReader;
 use tcpclone::capture::PacketSource;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -30,6 +31,11 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 /// How far ahead of the schedule the offline reader reads.
 pub const LOOKAHEAD: Duration = Duration::from_millis(500);
+thread_local! {
+    /// The read buffer of this worker thread, shared by all its connections.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
+}
+
 /// Request bytes kept to name a request in diff examples.
 const PREVIEW: usize = 96;
 /// After the last request of a session that did not end with a FIN: quiet time that ends the response.
@@ -52,6 +58,8 @@ struct Ctx {
     idle: Notify,
     connect_failed: AtomicU64,
     dropped: AtomicU64,
+    /// Cancelled on SIGINT/SIGTERM: sessions not started yet are skipped, schedule waits end.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 /// Decrements the active-session count when a session task ends.
@@ -112,8 +120,12 @@ fn find_target(mappings: &[TargetMapping], dst: SocketAddr) -> Option<SocketAddr
         .map(|m| m.target)
 }
 
-/// Replays according to `common` and `opts` and returns the report.
-pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<Report> {
+/// Replays according to `common` and `opts`. Returns the report and, when the input failed
+/// part-way (a damaged capture, a capture device gone), that error: what was read is replayed.
+pub fn run(
+    common: &StreamCommon,
+    opts: &StreamOptions,
+) -> anyhow::Result<(Report, Option<anyhow::Error>)> {
     anyhow::ensure!(
         !common.mappings.is_empty(),
         "stream mode needs at least one -x mapping"
@@ -139,6 +151,10 @@ pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<Report
     if let Some(r) = opts.max_sessions_per_sec {
         anyhow::ensure!(r > 0.0, "--max-sessions-per-sec must be > 0");
     }
+    if let StreamSource::Offline(path) = &common.source {
+        // Fail before anything starts when the file cannot be read at all.
+        CaptureReader::open(path)?;
+    }
     let collector = Collector::new("stream", opts.diff.then_some(opts.diff_ignore.as_slice()))?;
     let live = matches!(common.source, StreamSource::Live { .. });
     let ctx = Arc::new(Ctx {
@@ -159,6 +175,7 @@ pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<Report
         idle: Notify::new(),
         connect_failed: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
+        stopping: tokio_util::sync::CancellationToken::new(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -202,7 +219,7 @@ pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<Report
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let mut src = FileSource::open(path)?;
+                    let mut src = CaptureReader::open(path)?;
                     let span = reader.pump(&mut src, cfg.clone(), base, orig_base, &stop)?;
                     base += Duration::from_secs_f64(span.as_secs_f64() / ctx.speedup)
                         + Duration::from_millis(1);
@@ -221,6 +238,7 @@ pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<Report
                     stop.clone(),
                     opts.duration.map(Duration::from_secs_f64),
                 )?;
+                eprintln!("tcpcopy --stream: capturing with filter `{f}`");
                 reader.pump(&mut src, cfg.clone(), ctx.start, Duration::ZERO, &stop)?;
                 let drops = src.kernel_drops.load(Ordering::Relaxed);
                 if drops > 0 {
@@ -232,6 +250,9 @@ pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<Report
     })();
     // Close every session still routed (interrupted), then wait for the tasks.
     reader.routes.clear();
+    if stop.load(Ordering::Relaxed) {
+        ctx.stopping.cancel();
+    }
     let waited = ctx.clone();
     rt.block_on(async move {
         loop {
@@ -242,7 +263,6 @@ pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<Report
             let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
         }
     });
-    result?;
     let mut c = ctx.collector.lock().unwrap_or_else(|e| e.into_inner());
     c.sessions.seen = reader.seen;
     c.sessions.without_syn = reader.without_syn;
@@ -251,7 +271,7 @@ pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<Report
     c.sessions.replayed = reader.replayed;
     c.sessions.dropped = ctx.dropped.load(Ordering::Relaxed);
     c.sessions.connect_failed = ctx.connect_failed.load(Ordering::Relaxed);
-    Ok(c.finish(ctx.start.elapsed()))
+    Ok((c.finish(ctx.start.elapsed()), result.err()))
 }
 
 struct Route {
@@ -286,7 +306,17 @@ impl Reader<'_> {
         let mut r = Reassembler::new(cfg);
         let mut t0: Option<u64> = None;
         let mut last = 0u64;
-        while let Some(p) = src.next_packet()? {
+        let mut read_error = None;
+        loop {
+            let p = match src.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    // Replay what was read before the damage; the run still fails at the end.
+                    read_error = Some(anyhow::Error::new(e));
+                    break;
+                }
+            };
             let ts = p.ts.0;
             let first = *t0.get_or_insert(ts);
             last = last.max(ts);
@@ -295,9 +325,13 @@ impl Reader<'_> {
                     + Duration::from_secs_f64(
                         ts.saturating_sub(first) as f64 / 1e9 / self.ctx.speedup,
                     );
-                let now = Instant::now();
-                if due > now + LOOKAHEAD {
-                    std::thread::sleep(due - now - LOOKAHEAD);
+                // In slices, so that SIGINT/SIGTERM is seen during long gaps of the capture.
+                loop {
+                    let now = Instant::now();
+                    if due <= now + LOOKAHEAD || stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep((due - now - LOOKAHEAD).min(Duration::from_millis(100)));
                 }
             }
             if let Some(seg) = decode(p.linktype, p.data) {
@@ -317,6 +351,9 @@ impl Reader<'_> {
         let st = r.stats();
         self.without_syn += st.without_syn;
         self.partial += st.partial;
+        if let Some(e) = read_error {
+            return Err(e);
+        }
         Ok(Duration::from_nanos(
             last.saturating_sub(t0.unwrap_or(last)),
         ))
@@ -521,11 +558,14 @@ impl Session {
     }
 
     /// Handles reader events until `cond` holds, the socket ends, or `deadline` passes.
+    /// A stop (SIGINT/SIGTERM) ends `interruptible` waits (schedule, not answers) at once.
     async fn pump_until(
         &mut self,
         deadline: Option<Instant>,
+        interruptible: bool,
         cond: impl Fn(&Session) -> bool,
     ) -> bool {
+        let stopping = self.ctx.stopping.clone();
         loop {
             if cond(self) {
                 return true;
@@ -540,6 +580,7 @@ impl Session {
                 Some(d) => tokio::select! {
                     e = rx.recv() => Some(e),
                     _ = tokio::time::sleep_until(d.into()) => None,
+                    _ = stopping.cancelled(), if interruptible => None,
                 },
                 None => Some(rx.recv().await),
             };
@@ -567,7 +608,7 @@ impl Session {
         if expects && !self.broken {
             let deadline = Instant::now() + self.ctx.response_timeout;
             let begun = self
-                .pump_until(Some(deadline), |s| match s.reqs.back() {
+                .pump_until(Some(deadline), false, |s| match s.reqs.back() {
                     Some(r) => r.first_resp.is_some(),
                     None => s.test_banner_at.is_some(),
                 })
@@ -582,10 +623,7 @@ impl Session {
         if self.ctx.timed {
             // The original think time, counted from the start of the previous response.
             let think = match self.reqs.back() {
-                Some(r) => r
-                    .prod_resp_first_ts
-                    .zip(r.first_resp)
-                    .map(|(pf, tf)| (pf, tf)),
+                Some(r) => r.prod_resp_first_ts.zip(r.first_resp),
                 None => None,
             };
             if let Some((pf, tf)) = think {
@@ -605,7 +643,7 @@ impl Session {
                 self.timer_debt -= pay;
                 let at = at - pay;
                 if at > now {
-                    self.pump_until(Some(at), |_| false).await;
+                    self.pump_until(Some(at), true, |_| false).await;
                     self.timer_debt += Instant::now().saturating_duration_since(at);
                 }
             }
@@ -637,7 +675,7 @@ impl Session {
             }),
             _ => None,
         };
-        let diff = (self.ctx.diff && r.prod_resp_first_ts.is_some()).then(|| DiffInput {
+        let diff = (self.ctx.diff && r.prod_resp_first_ts.is_some()).then_some(DiffInput {
             production: r.prod_resp,
             production_len: r.prod_bytes,
             test: r.resp,
@@ -695,7 +733,11 @@ async fn session(
     _guard: ActiveGuard,
 ) {
     if let Some(at) = plan.sched(&ctx, plan.open_ts) {
-        tokio::time::sleep_until(at.into()).await;
+        // Stopped before its start: the session is not replayed at all.
+        tokio::select! {
+            _ = tokio::time::sleep_until(at.into()) => {}
+            _ = ctx.stopping.cancelled() => return,
+        }
     }
     if let Some(iv) = ctx.session_interval {
         let slot = {
@@ -721,19 +763,17 @@ async fn session(
                         bytes,
                         len,
                         ..
-                    } => {
-                        if new_message || n == 0 {
-                            samples.push(RequestSample {
-                                session: plan.id,
-                                index: n,
-                                sent_at: ctx.start.elapsed(),
-                                outcome: Some(outcome),
-                                bytes_out: len as u64,
-                                request_preview: bytes[..bytes.len().min(PREVIEW)].to_vec(),
-                                ..Default::default()
-                            });
-                            n += 1;
-                        }
+                    } if new_message || n == 0 => {
+                        samples.push(RequestSample {
+                            session: plan.id,
+                            index: n,
+                            sent_at: ctx.start.elapsed(),
+                            outcome: Some(outcome),
+                            bytes_out: len as u64,
+                            request_preview: bytes[..bytes.len().min(PREVIEW)].to_vec(),
+                            ..Default::default()
+                        });
+                        n += 1;
                     }
                     Item::Close => break,
                     _ => {}
@@ -747,29 +787,40 @@ async fn session(
         }
     };
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
     let (etx, erx) = mpsc::unbounded_channel();
     let keep_bytes = ctx.diff;
+    // No buffer per connection (10,000 sessions × 64 KB would be 640 MB): wait for readability,
+    // then read into the worker thread's buffer.
     tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match rd.read(&mut buf).await {
-                Ok(0) => {
-                    let _ = etx.send(ReadEv::Eof);
-                    break;
-                }
-                Ok(n) => {
-                    let at = Instant::now();
-                    let data = if keep_bytes {
+            if rd.readable().await.is_err() {
+                let _ = etx.send(ReadEv::Reset);
+                break;
+            }
+            let res = READ_BUF.with(|b| {
+                let mut buf = b.borrow_mut();
+                rd.try_read(&mut buf[..]).map(|n| {
+                    let data = if keep_bytes && n > 0 {
                         Bytes::copy_from_slice(&buf[..n])
                     } else {
                         Bytes::new()
                     };
+                    (n, data)
+                })
+            });
+            match res {
+                Ok((0, _)) => {
+                    let _ = etx.send(ReadEv::Eof);
+                    break;
+                }
+                Ok((n, data)) => {
+                    let at = Instant::now();
                     if etx.send(ReadEv::Bytes { at, data, len: n }).is_err() {
                         break;
                     }
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(_) => {
                     let _ = etx.send(ReadEv::Reset);
                     break;
@@ -901,7 +952,7 @@ async fn session(
     }
     let deadline = Instant::now() + ctx.response_timeout;
     if client_fin {
-        s.pump_until(Some(deadline), |_| false).await;
+        s.pump_until(Some(deadline), false, |_| false).await;
     } else {
         loop {
             let last = s.reqs.back().and_then(|r| r.last_resp).or(s.test_banner_at);
@@ -910,7 +961,7 @@ async fn session(
                 break;
             }
             let before = s.reqs.back().map(|r| r.bytes_in);
-            s.pump_until(Some(quiet_until), |_| false).await;
+            s.pump_until(Some(quiet_until), false, |_| false).await;
             if s.reqs.back().map(|r| r.bytes_in) == before {
                 break;
             }
@@ -926,5 +977,276 @@ fn refine_expects(s: &mut Session, server_seen_any: bool) {
         if server_seen_any && r.prod_resp_first_ts.is_none() {
             r.expects = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::parse_mappings;
+    use etherparse::PacketBuilder;
+    use std::io::{BufRead, BufReader, Write};
+
+    /// One frame of the fixture capture.
+    struct F {
+        ts_us: u64,
+        from_client: bool,
+        cport: u16,
+        seq: u32,
+        ack: Option<u32>,
+        flags: &'static str,
+        payload: &'static [u8],
+    }
+
+    fn pcap(frames: &[F]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        out.extend_from_slice(&2u16.to_le_bytes());
+        out.extend_from_slice(&4u16.to_le_bytes());
+        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&65535u32.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        for f in frames {
+            let (c, s) = ([198, 18, 0, 1], [198, 18, 1, 1]);
+            let (src, dst, sp, dp) = if f.from_client {
+                (c, s, f.cport, 7000)
+            } else {
+                (s, c, 7000, f.cport)
+            };
+            let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv4(src, dst, 64)
+                .tcp(sp, dp, f.seq, 65535);
+            if f.flags.contains('S') {
+                b = b.syn();
+            }
+            if f.flags.contains('F') {
+                b = b.fin();
+            }
+            if let Some(a) = f.ack {
+                b = b.ack(a);
+            }
+            let mut frame = Vec::new();
+            b.write(&mut frame, f.payload).unwrap();
+            out.extend_from_slice(&((1_700_000_000 + f.ts_us / 1_000_000) as u32).to_le_bytes());
+            out.extend_from_slice(&((f.ts_us % 1_000_000) as u32).to_le_bytes());
+            out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+            out.extend_from_slice(&frame);
+        }
+        out
+    }
+
+    fn fixture() -> Vec<u8> {
+        let f = |ts_us, from_client, cport, seq, ack, flags, payload| F {
+            ts_us,
+            from_client,
+            cport,
+            seq,
+            ack,
+            flags,
+            payload,
+        };
+        pcap(&[
+            // Session A: handshake, two exchanges, close.
+            f(0, true, 40000, 100, None, "S", b""),
+            f(100, false, 40000, 900, Some(101), "S", b""),
+            f(200, true, 40000, 101, Some(901), "", b""),
+            f(1000, true, 40000, 101, Some(901), "", b"a1\n"),
+            f(1300, false, 40000, 901, Some(104), "", b"R:a1\n"),
+            f(20000, true, 40000, 104, Some(906), "", b"a2\n"),
+            f(20500, false, 40000, 906, Some(107), "", b"R:a2\n"),
+            // Session B: no SYN in the capture; its request comes in two segments, one of them
+            // retransmitted.
+            f(21000, true, 40001, 5000, Some(7000), "", b"GET "),
+            f(21050, true, 40001, 5000, Some(7000), "", b"GET "),
+            f(21100, true, 40001, 5004, Some(7000), "", b"1\n"),
+            f(21400, false, 40001, 7000, Some(5006), "", b"R:GET 1\n"),
+            f(30000, true, 40000, 107, Some(911), "F", b""),
+            f(30100, false, 40000, 911, Some(108), "F", b""),
+            f(30200, true, 40001, 5006, Some(7008), "F", b""),
+            f(30300, false, 40001, 7008, Some(5007), "F", b""),
+        ])
+    }
+
+    /// A line server: answers every line with `R:<line>`; returns what each connection sent.
+    fn line_server() -> (SocketAddr, std::sync::mpsc::Receiver<Vec<u8>>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { break };
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let mut w = c.try_clone().unwrap();
+                    let mut got = Vec::new();
+                    let mut r = BufReader::new(c);
+                    let mut line = Vec::new();
+                    while r.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+                        got.extend_from_slice(&line);
+                        let _ = w.write_all(&[b"R:".as_slice(), &line].concat());
+                        line.clear();
+                    }
+                    let _ = tx.send(got);
+                });
+            }
+        });
+        (addr, rx)
+    }
+
+    #[test]
+    fn replays_sessions_in_order_with_copies_and_measures() {
+        let (addr, rx) = line_server();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.pcap");
+        std::fs::write(&path, fixture()).unwrap();
+        let common = StreamCommon {
+            mappings: parse_mappings(&format!("7000-{addr}")).unwrap(),
+            percentage: 100,
+            copies: 2,
+            speedup: 1.0,
+            no_wait: false,
+            source: StreamSource::Offline(path),
+        };
+        let opts = StreamOptions {
+            diff: true,
+            ..Default::default()
+        };
+        let (r, err) = run(&common, &opts).unwrap();
+        assert!(err.is_none());
+        let mut got: Vec<Vec<u8>> = (0..4)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                b"GET 1\n".to_vec(),
+                b"GET 1\n".to_vec(),
+                b"a1\na2\n".to_vec(),
+                b"a1\na2\n".to_vec()
+            ]
+        );
+        assert_eq!(r.test.requests, 6);
+        assert_eq!(r.test.answered, 6);
+        assert_eq!(r.sessions.seen, 2);
+        assert_eq!(r.sessions.replayed, 4);
+        assert_eq!(r.sessions.without_syn, 1);
+        let p = r.production.as_ref().unwrap();
+        assert_eq!(p.requests, 6);
+        // Production latencies: 300 µs, 500 µs, 300 µs.
+        assert!(
+            (p.latency_ms.p50 - 0.3).abs() < 0.01,
+            "{}",
+            p.latency_ms.p50
+        );
+        let d = r.diff.unwrap();
+        assert_eq!((d.compared, d.matched), (6, 6));
+        // Timed: session A's second request is 19 ms after the first; the run lasts ≥ 30 ms.
+        assert!(r.duration_s >= 0.029, "{}", r.duration_s);
+    }
+
+    #[test]
+    fn loop_sampling_and_session_rate() {
+        let (addr, rx) = line_server();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.pcap");
+        std::fs::write(&path, fixture()).unwrap();
+        let mut common = StreamCommon {
+            mappings: parse_mappings(&format!("7000-{addr}")).unwrap(),
+            percentage: 0,
+            copies: 1,
+            speedup: 1.0,
+            no_wait: false,
+            source: StreamSource::Offline(path),
+        };
+        let (r, _) = run(
+            &common,
+            &StreamOptions {
+                topspeed: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (r.sessions.seen, r.sessions.sampled_out, r.test.requests),
+            (2, 2, 0)
+        );
+        // --loop 3 at 10 sessions/s: 6 sessions, the last starting ≥ 0.5 s after the first.
+        common.percentage = 100;
+        let opts = StreamOptions {
+            topspeed: true,
+            loops: 3,
+            max_sessions_per_sec: Some(10.0),
+            ..Default::default()
+        };
+        let (r, _) = run(&common, &opts).unwrap();
+        assert_eq!(r.sessions.replayed, 6);
+        assert_eq!(r.test.answered, 9);
+        assert!(r.duration_s >= 0.5, "{}", r.duration_s);
+        let got: Vec<Vec<u8>> = (0..6)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        assert_eq!(
+            got.iter().filter(|g| g.as_slice() == b"a1\na2\n").count(),
+            3
+        );
+    }
+
+    #[test]
+    fn refused_target_counts_every_request() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.pcap");
+        std::fs::write(&path, fixture()).unwrap();
+        let common = StreamCommon {
+            mappings: parse_mappings(&format!("7000-127.0.0.1:{port}")).unwrap(),
+            percentage: 100,
+            copies: 1,
+            speedup: 1.0,
+            no_wait: false,
+            source: StreamSource::Offline(path),
+        };
+        let (r, _) = run(
+            &common,
+            &StreamOptions {
+                topspeed: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(r.test.requests, 3);
+        assert_eq!(r.test.refused, 3);
+        assert_eq!(r.sessions.connect_failed, 2);
+    }
+
+    #[test]
+    fn bad_inputs_fail_with_one_line() {
+        let common = StreamCommon {
+            mappings: parse_mappings("7000-127.0.0.1:1").unwrap(),
+            percentage: 100,
+            copies: 1,
+            speedup: 1.0,
+            no_wait: false,
+            source: StreamSource::Offline("/nonexistent/x.pcap".into()),
+        };
+        let e = run(&common, &StreamOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/x.pcap"), "{e}");
+        let e = run(
+            &common,
+            &StreamOptions {
+                report: vec!["r.txt".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("must end in .json or .html"), "{e}");
     }
 }

@@ -1,9 +1,8 @@
-//! Packet sources of stream mode: a capture file, or live capture on interfaces (libpcap,
-//! immediate mode, one thread per interface). Both implement [`PacketSource`]; blocking, run on
-//! the reader thread, never on the tokio runtime.
+//! Live capture for stream mode: libpcap on one or more interfaces, one thread per interface,
+//! behind [`PacketSource`] like `tcpclone::capture::CaptureReader` for files. Blocking: it runs
+//! on the reader thread, never on the tokio runtime.
 
 use crate::mapping::TargetMapping;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,56 +19,6 @@ pub enum SourceError {
         /// libpcap's error.
         source: pcap::Error,
     },
-}
-
-/// A pcap or pcapng file read with libpcap.
-pub struct FileSource {
-    cap: pcap::Capture<pcap::Offline>,
-    linktype: LinkType,
-    path: String,
-}
-
-impl FileSource {
-    /// Opens `path` with nanosecond timestamps.
-    pub fn open(path: &Path) -> Result<Self, SourceError> {
-        let cap = pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano).map_err(
-            |source| SourceError::Pcap {
-                what: format!("--offline {}", path.display()),
-                source,
-            },
-        )?;
-        let linktype = LinkType(cap.get_datalink().0 as u32);
-        Ok(FileSource {
-            cap,
-            linktype,
-            path: path.display().to_string(),
-        })
-    }
-}
-
-impl PacketSource for FileSource {
-    type Error = SourceError;
-    fn next_packet(&mut self) -> Result<Option<Packet<'_>>, SourceError> {
-        match self.cap.next_packet() {
-            Ok(p) => {
-                let ts = Timestamp::from_parts(
-                    p.header.ts.tv_sec.max(0) as u64,
-                    p.header.ts.tv_usec.max(0) as u32,
-                );
-                Ok(Some(Packet {
-                    ts,
-                    orig_len: p.header.len,
-                    linktype: self.linktype,
-                    data: p.data,
-                }))
-            }
-            Err(pcap::Error::NoMorePackets) => Ok(None),
-            Err(source) => Err(SourceError::Pcap {
-                what: format!("--offline {}", self.path),
-                source,
-            }),
-        }
-    }
 }
 
 /// One frame captured live, handed from a capture thread to the reader.
@@ -152,10 +101,11 @@ impl LiveSource {
             };
             let mut cap = pcap::Capture::from_device(dev.as_str())
                 .map_err(err)?
-                .immediate_mode(true)
+                // Not immediate mode: with it libpcap ignores the timeout and a quiet interface
+                // would block the thread past a stop. A 10 ms block timeout bounds the delay.
                 .snaplen(262_144)
                 .buffer_size((buffer_mb.max(4) << 20) as i32)
-                .timeout(50)
+                .timeout(10)
                 .precision(pcap::Precision::Nano)
                 .open()
                 .map_err(err)?;
@@ -221,9 +171,13 @@ impl PacketSource for LiveSource {
         loop {
             if self.stopping() {
                 self.stop.store(true, Ordering::Relaxed);
-                for t in self.threads.drain(..) {
-                    let _ = t.join();
+                // The capture threads see the stop within one block timeout; don't hang on one
+                // that does not.
+                let until = Instant::now() + Duration::from_secs(1);
+                while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(5));
                 }
+                self.threads.clear();
                 // Hand over what was captured before the stop.
                 match self.rx.try_recv() {
                     Ok(f) => self.current = Some(f),

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use replay::cli::{Args, Config, Target};
 use replay::clock::{SystemClock, DEFAULT_SPIN};
-use replay::edit::build_editor;
+use replay::edit::{build_editor, output_linktype};
 use replay::input::{preload, FileInput, PreloadInput};
 use replay::pipeline::{run, Input, Limits, NoReport, Output, RunResult};
 use replay::report::{print_summary, Reporter};
@@ -98,7 +98,7 @@ fn replay_main(cfg: Config) -> Result<ExitCode> {
         }
         Target::File(_) => 1500,
     };
-    let first_editor = match build_editor(&cfg.edits, LinkType::ETHERNET, default_mtu) {
+    let first_editor = match build_editor(&cfg.edits, default_mtu) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("replay: {e:#}");
@@ -106,7 +106,13 @@ fn replay_main(cfg: Config) -> Result<ExitCode> {
         }
     };
     let probe = probe(&cfg)?;
-    let out_linktype = first_editor.output_linktype(probe.linktype);
+    let out_linktype = match output_linktype(&cfg.edits, default_mtu, probe.linktype) {
+        Ok(lt) => lt,
+        Err(e) => {
+            eprintln!("replay: {}: {e:#}", cfg.files[0].display());
+            return Ok(ExitCode::from(2));
+        }
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -225,7 +231,7 @@ fn run_threads(
             .map(|i| {
                 let mut input = make_input();
                 s.spawn(move || -> Result<(RunResult, ReplayStats)> {
-                    let mut editor = build_editor(&cfg.edits, LinkType::ETHERNET, iface.mtu)?;
+                    let mut editor = build_editor(&cfg.edits, iface.mtu)?;
                     let mut sink = sys::PacketSender::open(iface, true, cfg.no_tx_ring)?;
                     let mut clock = SystemClock::with_origin(origin, DEFAULT_SPIN);
                     let limits = Limits {

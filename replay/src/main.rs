@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
-use tcpclone::capture::{CaptureReader, LinkType, PcapWriter, TsPrecision};
+use tcpclone::capture::{CaptureFormat, CaptureReader, LinkType, PcapWriter, TsPrecision};
 use tcpclone::pace::{Pacer, Timing};
 use tcpclone::stats::ReplayStats;
 
@@ -62,11 +62,28 @@ struct Probe {
     snaplen: u32,
 }
 
+/// Link types replay can send or rewrite.
+const SUPPORTED_LINKTYPES: [LinkType; 6] = [
+    LinkType::ETHERNET,
+    LinkType::LINUX_SLL,
+    LinkType::LINUX_SLL2,
+    LinkType::RAW,
+    LinkType::IPV4,
+    LinkType::IPV6,
+];
+
 fn probe(cfg: &Config) -> Result<Probe> {
     let mut first = None;
     for path in &cfg.files {
         let r = CaptureReader::open(path)?;
         let lt = r.linktype();
+        if !SUPPORTED_LINKTYPES.contains(&lt) {
+            let at = match r.format() {
+                CaptureFormat::Pcap => "at byte 20 (file header)",
+                _ => "in its first interface description block",
+            };
+            bail!("{}: unknown link type {} {at}; replay handles Ethernet, Linux cooked SLL/SLL2 and raw IP", path.display(), lt.0);
+        }
         match &first {
             None => {
                 first = Some(Probe {

@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
-use tcpclone::capture::{CaptureFormat, CaptureReader, LinkType, PcapWriter, TsPrecision};
+use tcpclone::capture::{
+    CaptureError, CaptureErrorKind, CaptureFormat, CaptureReader, LinkType, PcapWriter, TsPrecision,
+};
 use tcpclone::pace::{Pacer, Timing};
 use tcpclone::stats::ReplayStats;
 
@@ -226,7 +228,13 @@ fn replay_main(cfg: Config) -> Result<ExitCode> {
         print_summary(&stats.summary(end_ns));
     }
     if let Some(e) = error {
-        eprintln!("replay: {e:#}");
+        let hint = match e.downcast_ref::<CaptureError>() {
+            Some(CaptureError { kind: CaptureErrorKind::LinkTypeMismatch { .. }, .. }) => {
+                " (a pcap holds one link type: the first one's; add --dlt enet to convert Linux cooked frames)"
+            }
+            _ => "",
+        };
+        eprintln!("replay: {e:#}{hint}");
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)

@@ -287,7 +287,7 @@ where
                         if clock.now() < at {
                             // Nothing else is due before this packet: hand over what is queued
                             // (when behind schedule, packets stay batched until caught up).
-                            sink.flush().context("sending")?;
+                            sink.flush()?;
                             clock.wait_until(at, stop);
                             if stop.load(Ordering::Relaxed) {
                                 return Ok(false);
@@ -307,7 +307,7 @@ where
                         linktype,
                         data,
                     };
-                    match sink.send(&out).context("sending")? {
+                    match sink.send(&out)? {
                         SendOutcome::Sent => {
                             if first_ns.is_none() {
                                 first_ns = Some(clock.now());

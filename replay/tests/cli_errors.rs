@@ -243,3 +243,54 @@ fn pcapng_input_becomes_pcap() {
     assert_eq!(records(&out), records(&input));
     assert_eq!(records(&out).len(), 5);
 }
+
+/// Appends one pcapng block (little-endian) to `ng`.
+fn ng_block(ng: &mut Vec<u8>, kind: u32, body: &[u8]) {
+    let len = (12 + body.len().div_ceil(4) * 4) as u32;
+    ng.extend_from_slice(&kind.to_le_bytes());
+    ng.extend_from_slice(&len.to_le_bytes());
+    ng.extend_from_slice(body);
+    ng.resize(ng.len() + (4 - body.len() % 4) % 4, 0);
+    ng.extend_from_slice(&len.to_le_bytes());
+}
+
+#[test]
+fn pcapng_with_a_second_linktype_is_refused_clearly_after_the_first_packets() {
+    let mut ng = Vec::new();
+    let mut shb = Vec::new();
+    shb.extend_from_slice(&0x1a2b_3c4du32.to_le_bytes());
+    shb.extend_from_slice(&[1, 0, 0, 0]);
+    shb.extend_from_slice(&u64::MAX.to_le_bytes());
+    ng_block(&mut ng, 0x0a0d_0d0a, &shb);
+    ng_block(&mut ng, 1, &[1, 0, 0, 0, 0, 0, 0, 0]); // interface 0: Ethernet
+    ng_block(&mut ng, 1, &[113, 0, 0, 0, 0, 0, 0, 0]); // interface 1: Linux cooked (SLL)
+    let mut sll = vec![0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 9, 0, 0, 0x08, 0x00, 0x45];
+    sll.resize(36, 0);
+    for (i, (iface, f)) in [(0u32, frame(0)), (0, frame(1)), (1, sll), (0, frame(2))]
+        .iter()
+        .enumerate()
+    {
+        let ts: u64 = 1_700_000_000_000_000 + i as u64;
+        let mut epb = Vec::new();
+        epb.extend_from_slice(&iface.to_le_bytes());
+        epb.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
+        epb.extend_from_slice(&(ts as u32).to_le_bytes());
+        epb.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        epb.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        epb.extend_from_slice(f);
+        ng_block(&mut ng, 6, &epb);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("multi.pcapng");
+    std::fs::write(&input, &ng).unwrap();
+    let out = dir.path().join("out.pcap");
+    let (code, stdout, stderr) = replay(&["-w", out.to_str().unwrap(), input.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    let line = one_line(&stderr);
+    assert!(
+        line.contains("LINUX_SLL") && line.contains("--dlt enet"),
+        "{line}"
+    );
+    assert!(stdout.contains("Actual: 2 packets"), "{stdout}");
+    assert_eq!(records(&out).len(), 2);
+}

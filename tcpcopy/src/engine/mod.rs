@@ -409,6 +409,10 @@ impl Engine {
     }
 
     fn target_for(&self, dst: IpAddr, port: u16) -> Option<SocketAddr> {
+        let to = SocketAddr::new(dst, port);
+        if self.cfg.mappings.iter().any(|m| m.target == to) {
+            return None; // our own output, seen by a capture that matches any address
+        }
         self.cfg
             .mappings
             .iter()

@@ -212,6 +212,29 @@ fn pure_ack_or_fin_of_an_unknown_session_is_ignored() {
 }
 
 #[test]
+fn our_own_output_is_never_cloned() {
+    let same_port = SocketAddr::new(TARGET.ip(), 80);
+    let mut h = H::new(EngineConfig {
+        mappings: vec![TargetMapping {
+            online_ip: None,
+            online_port: 80,
+            target: same_port,
+        }],
+        ..config()
+    });
+    send!(
+        h,
+        Seg {
+            dst: same_port,
+            ..CLIENT_SYN
+        }
+    );
+    expect!(h, []);
+    send!(h, CLIENT_SYN);
+    assert_eq!(h.sent()[0].dst, same_port);
+}
+
+#[test]
 fn unmapped_or_malformed_packets_are_ignored() {
     let mut h = H::new(config());
     send!(

@@ -38,6 +38,8 @@ struct Script {
     isn: u32,
     requests: Vec<(usize, u32, u32)>,
     stream: Vec<u8>,
+    /// A data segment of this conversation was dropped from the capture.
+    capture_lost: bool,
 }
 
 /// The model target's view of one connection.
@@ -68,6 +70,7 @@ struct Sim {
     seq_no: u64,
     scripts: Vec<Script>,
     conns: HashMap<SocketAddr, TConn>,
+    history: Vec<(SocketAddr, TConn)>,
     loss: u64,
     dup: u64,
     jitter_us: u64,
@@ -138,20 +141,38 @@ impl Sim {
         let key = SocketAddr::new(p.src, p.src_port);
         let now = self.h.now;
         if p.has(RST) {
+            let mut challenge = None;
             if let Some(c) = self.conns.get_mut(&key) {
                 if !c.closed && p.seq.value() == c.rcv_nxt {
                     c.closed = true;
                     c.resets += 1;
+                } else if !c.closed {
+                    // RFC 5961 §3.2: not exactly rcv_nxt → challenge ACK.
+                    challenge = Some((c.snd_nxt, c.rcv_nxt));
                 }
+            }
+            if let Some((s, a)) = challenge {
+                self.report(key, s, a, ACK, 0);
             }
             return;
         }
         if p.has(SYN) {
+            if let Some(c) = self.conns.get(&key) {
+                if !c.closed && c.client_isn != p.seq.value() {
+                    // RFC 5961 §4: a SYN on a live connection gets a challenge ACK.
+                    let (s, a) = (c.snd_nxt, c.rcv_nxt);
+                    self.report(key, s, a, ACK, 0);
+                    return;
+                }
+            }
             let fresh = self
                 .conns
                 .get(&key)
                 .is_none_or(|c| c.closed && c.client_isn != p.seq.value());
             if fresh {
+                if let Some(old) = self.conns.remove(&key) {
+                    self.history.push((key, old));
+                }
                 let isn = self.rng.next() as u32;
                 let c = TConn {
                     rcv_nxt: p.seq.value().wrapping_add(1),
@@ -300,6 +321,7 @@ fn make_scripts(
     rng: &mut Rng,
     sessions: usize,
     t0: Instant,
+    cap_loss: u64,
 ) -> (Vec<Script>, Vec<(Instant, Vec<u8>)>) {
     let mut scripts = Vec::new();
     let mut caps = Vec::new();
@@ -388,13 +410,21 @@ fn make_scripts(
             ack = ack.wrapping_add(prod);
             per_request.push(this);
         }
+        let mut capture_lost = false;
+        let nreq = per_request.len();
         for (i, mut r) in per_request.into_iter().enumerate() {
+            // Capture loss, where two more requests follow so the clone can re-establish.
+            if i + 2 < nreq && !capture_lost && rng.chance(cap_loss) {
+                let k = rng.below(r.len() as u64) as usize;
+                r.remove(k);
+                capture_lost = true;
+            }
             // Capture reordering within a request, and duplicates.
             if r.len() > 1 && rng.chance(20) {
                 let k = rng.below(r.len() as u64 - 1) as usize;
                 r.swap(k, k + 1);
             }
-            if rng.chance(10) {
+            if !r.is_empty() && rng.chance(10) {
                 let k = rng.below(r.len() as u64) as usize;
                 let d = r[k].clone();
                 r.push(d);
@@ -427,6 +457,7 @@ fn make_scripts(
             isn,
             requests,
             stream,
+            capture_lost,
         });
     }
     (scripts, caps)
@@ -438,6 +469,7 @@ fn run(
     loss: u64,
     dup: u64,
     jitter_us: u64,
+    cap_loss: u64,
 ) -> super::super::EngineStats {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let cfg = EngineConfig {
@@ -446,7 +478,7 @@ fn run(
     };
     let h = H::new(cfg);
     let t0 = h.t0;
-    let (scripts, caps) = make_scripts(&mut rng, sessions, t0);
+    let (scripts, caps) = make_scripts(&mut rng, sessions, t0, cap_loss);
     let mut sim = Sim {
         h,
         rng,
@@ -455,6 +487,7 @@ fn run(
         seq_no: 0,
         scripts,
         conns: HashMap::new(),
+        history: Vec::new(),
         loss,
         dup,
         jitter_us,
@@ -509,6 +542,28 @@ fn run(
             .conns
             .get(&sc.client)
             .unwrap_or_else(|| panic!("seed {seed}: no connection for {}", sc.client));
+        assert!(
+            c.fin_rcvd,
+            "seed {seed}: {} FIN never arrived; {st:?}",
+            sc.client
+        );
+        if sc.capture_lost {
+            // Re-established at a request boundary: the last connection carries whole
+            // requests k.. to the end, in order.
+            let mut off = 0;
+            let mut ok = false;
+            for &(size, _, _) in &sc.requests {
+                off += size;
+                ok |= off < sc.stream.len() && c.received[..] == sc.stream[off..];
+            }
+            assert!(
+                ok,
+                "seed {seed}: {} after the gap: {} bytes, not whole requests",
+                sc.client,
+                c.received.len()
+            );
+            continue;
+        }
         assert_eq!(
             c.received.len(),
             sc.stream.len(),
@@ -522,8 +577,12 @@ fn run(
             "seed {seed}: {} bytes out of order",
             sc.client
         );
-        assert!(c.fin_rcvd, "seed {seed}: {} FIN never arrived", sc.client);
         assert_eq!(c.resets, 0, "seed {seed}: {} was reset", sc.client);
+        assert!(
+            !sim.history.iter().any(|(k, _)| *k == sc.client),
+            "seed {seed}: {} reconnected",
+            sc.client
+        );
         let _ = sc.isn;
     }
     assert_eq!(
@@ -531,7 +590,9 @@ fn run(
         "seed {seed}: {st:?}"
     );
     assert_eq!(sim.h.e.session_count(), 0, "seed {seed}");
-    assert_eq!(st.gaps, 0, "seed {seed}");
+    let lost = sim.scripts.iter().filter(|s| s.capture_lost).count() as u64;
+    assert_eq!(st.gaps, lost, "seed {seed}: {st:?}");
+    assert_eq!(st.reestablished, lost, "seed {seed}: {st:?}");
     assert_eq!(sim.h.e.memory_used(), 0, "seed {seed}");
     st
 }
@@ -539,7 +600,7 @@ fn run(
 #[test]
 fn clean_paths_deliver_everything_without_retransmitting() {
     for seed in 0..5 {
-        let st = run(seed, 8, 0, 0, 1);
+        let st = run(seed, 8, 0, 0, 1, 0);
         assert_eq!(st.segments_retransmitted, 0, "{st:?}");
         assert!(st.requests_answered > 8, "{st:?}");
     }
@@ -552,7 +613,7 @@ fn lossy_duplicating_reordering_paths_deliver_everything() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(40);
     for seed in 0..seeds {
-        run(1000 + seed, 6, 5, 3, 300);
+        run(1000 + seed, 6, 5, 3, 300, 0);
     }
 }
 
@@ -560,11 +621,21 @@ fn lossy_duplicating_reordering_paths_deliver_everything() {
 fn heavy_loss_still_delivers() {
     let mut rexmit = 0;
     for seed in 0..5 {
-        let st = run(5000 + seed, 4, 20, 5, 500);
+        let st = run(5000 + seed, 4, 20, 5, 500, 0);
         rexmit += st.segments_retransmitted;
         if seed == 0 {
             eprintln!("{st:?}");
         }
     }
     assert!(rexmit > 0, "20 % loss must cause retransmissions");
+}
+
+#[test]
+fn capture_gaps_reset_and_re_establish_without_stalling() {
+    let mut gaps = 0;
+    for seed in 0..30 {
+        let st = run(9000 + seed, 6, 3, 2, 300, 60);
+        gaps += st.gaps;
+    }
+    assert!(gaps >= 10, "the capture loss must produce gaps: {gaps}");
 }

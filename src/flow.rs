@@ -53,7 +53,12 @@ mod tests {
 
     #[test]
     fn reversed_swaps_ends() {
-        let k = FlowKey::new("198.18.0.1".parse().unwrap(), 40000, "198.18.1.1".parse().unwrap(), 80);
+        let k = FlowKey::new(
+            "198.18.0.1".parse().unwrap(),
+            40000,
+            "198.18.1.1".parse().unwrap(),
+            80,
+        );
         assert_eq!(k.reversed().src, k.dst);
         assert_eq!(k.reversed().reversed(), k);
         assert_ne!(k.src_hash(), k.reversed().src_hash());

@@ -1,5 +1,6 @@
 #![no_main]
-// Placeholder until the owner of this target wires it to its library entry point.
+// Packet views and layout parsing over arbitrary bytes: must never panic.
+// First byte picks the link type (see tcpclone::wire::fuzz_views).
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = data;
+    tcpclone::wire::fuzz_views(data);
 });

@@ -1,5 +1,5 @@
+//! Fuzz target: the pcap/pcapng reader (and the pcap writer round trip) must never panic.
 #![no_main]
-// Placeholder until the owner of this target wires it to its library entry point.
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = data;
+    tcpclone::capture::fuzz_read_all(data);
 });

@@ -1,5 +1,6 @@
 #![no_main]
-// Placeholder until the owner of this target wires it to its library entry point.
+// The tcpcopy–intercept protocol decoder: whole and split-stream decoding must agree, and every
+// decoded message must re-encode to a frame that decodes to the same message.
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = data;
+    tcpclone::proto::fuzz_decode(data);
 });

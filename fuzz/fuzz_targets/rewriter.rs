@@ -1,5 +1,7 @@
 #![no_main]
-// Placeholder until the owner of this target wires it to its library entry point.
+// The rewriter over arbitrary frames and edit sets: must never panic, and whatever it marks as
+// rewritten must parse again. First byte picks the link type, second the edits
+// (see tcpclone::rewrite::fuzz_rewrite).
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = data;
+    tcpclone::rewrite::fuzz_rewrite(data);
 });

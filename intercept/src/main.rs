@@ -1,6 +1,260 @@
-//! The `intercept` binary of the tcpclone suite.
+//! The `intercept` binary: capture the target's responses, report their headers to tcpcopy.
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use intercept::server::{serve, ServerConfig, Stats};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tcpclone::proto::secure::{check_secret_mode, Psk};
+
+/// Captures the test server's responses and sends their IP + TCP headers to the tcpcopy
+/// instance that registered each session.
+#[derive(Parser, Debug)]
+#[command(name = "intercept", version)]
+struct Args {
+    /// Capture device(s), comma-separated (e.g. `eth1` or `any`).
+    #[arg(
+        short = 'i',
+        long = "interface",
+        value_delimiter = ',',
+        default_value = "any"
+    )]
+    interface: Vec<String>,
+    /// BPF filter selecting the target's responses (e.g. `tcp and src port 6379`). Required.
+    #[arg(short = 'F', long = "filter")]
+    filter: String,
+    /// TCP port tcpcopy connects to.
+    #[arg(short = 'p', long = "port", default_value_t = tcpclone::proto::DEFAULT_PORT)]
+    port: u16,
+    /// Address to listen on (default: all addresses).
+    #[arg(short = 'b', long = "bind")]
+    bind: Option<IpAddr>,
+    /// Log to this file instead of stderr.
+    #[arg(short = 'l', long = "log")]
+    log: Option<PathBuf>,
+    /// Write the process id to this file.
+    #[arg(short = 'P', long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Print the counters every N seconds.
+    #[arg(long = "stats", value_name = "N")]
+    stats: Option<u64>,
+    /// File holding the shared secret (64 hex digits, mode 600): authenticates and encrypts
+    /// the channel to tcpcopy.
+    #[arg(long = "secret-file")]
+    secret_file: Option<PathBuf>,
+    /// Peer networks allowed to connect, comma-separated CIDRs (default: all).
+    #[arg(long = "allow", value_delimiter = ',')]
+    allow: Vec<String>,
+    /// Most connections still in their opening (a new one evicts the oldest).
+    #[arg(long = "max-pending", default_value_t = 128)]
+    max_pending: usize,
+    /// Most tcpcopy connections.
+    #[arg(long = "max-peers", default_value_t = 1024)]
+    max_peers: usize,
+}
+
+fn parse_allow(list: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    list.iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    anyhow::anyhow!("--allow: {s:?} is not a CIDR (e.g. 198.18.0.0/15) or address")
+                })
+        })
+        .collect()
+}
+
+fn read_secret(path: &PathBuf) -> anyhow::Result<Psk> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("--secret-file {}", path.display()))?;
+    check_secret_mode(meta.permissions().mode())
+        .with_context(|| format!("--secret-file {}", path.display()))?;
+    let text = std::fs::read(path).with_context(|| format!("--secret-file {}", path.display()))?;
+    Psk::from_hex_text(&text).with_context(|| format!("--secret-file {}", path.display()))
+}
+
+fn instance_id() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut x = t.as_nanos() as u64 ^ (u64::from(std::process::id()) << 32);
+    // splitmix64 finaliser
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn init_logging(log: Option<&PathBuf>) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match log {
+        Some(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("-l {}", p.display()))?;
+            b.with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .init();
+        }
+        None => b.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+fn bind(addr: Option<IpAddr>, port: u16) -> anyhow::Result<std::net::TcpListener> {
+    let candidates: Vec<SocketAddr> = match addr {
+        Some(a) => vec![SocketAddr::new(a, port)],
+        // All addresses: dual-stack [::] when IPv6 is available, else 0.0.0.0.
+        None => vec![
+            SocketAddr::new(IpAddr::from([0u16; 8]), port),
+            SocketAddr::new(IpAddr::from([0u8; 4]), port),
+        ],
+    };
+    let mut last = None;
+    for a in candidates {
+        match std::net::TcpListener::bind(a) {
+            Ok(l) => {
+                l.set_nonblocking(true)?;
+                return Ok(l);
+            }
+            Err(e) => last = Some((a, e)),
+        }
+    }
+    let (a, e) = last.expect("at least one candidate");
+    bail!("cannot listen on {a}: {e}")
+}
 
 fn main() {
-    eprintln!("intercept: not implemented yet");
-    std::process::exit(2);
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("intercept: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    if args.filter.trim().is_empty() {
+        bail!("-F/--filter must select the target's responses, e.g. 'tcp and src port 6379'");
+    }
+    let psk = args.secret_file.as_ref().map(read_secret).transpose()?;
+    let allow = parse_allow(&args.allow)?;
+    init_logging(args.log.as_ref())?;
+    match intercept::sys::raise_nofile_limit() {
+        Ok((old, new)) if new > old => {
+            tracing::debug!("open-file limit raised from {old} to {new}")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
+    let mut captures = Vec::new();
+    for dev in &args.interface {
+        captures.push(intercept::capture::open(dev, &args.filter)?);
+    }
+    let listener = bind(args.bind, args.port)?;
+    let local = listener.local_addr()?;
+    if let Some(p) = &args.pid_file {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .with_context(|| format!("-P {}", p.display()))?;
+    }
+    if psk.is_none() {
+        eprintln!(
+            "intercept: warning: no --secret-file: the channel on {local} is unauthenticated and unencrypted; \
+             anyone who can reach it can register sessions and read response headers"
+        );
+    }
+    let cfg = ServerConfig {
+        psk,
+        allow,
+        max_pending: args.max_pending,
+        max_peers: args.max_peers,
+        instance: instance_id(),
+        ..ServerConfig::default()
+    };
+    tracing::info!(
+        "listening on {local}, capturing on {} with filter {:?}{}",
+        args.interface.join(","),
+        args.filter,
+        if cfg.psk.is_some() {
+            ", secret required"
+        } else {
+            ""
+        }
+    );
+
+    let stats = Arc::new(Stats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(65_536);
+    let mut threads = Vec::new();
+    let mut breakers = Vec::new();
+    for mut c in captures {
+        breakers.push(c.breaker());
+        let (tx, stats, stop) = (tx.clone(), stats.clone(), stop.clone());
+        let name = format!("capture-{}", c.device);
+        threads.push(
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || c.run(tx, stats, stop))?,
+        );
+    }
+    drop(tx);
+
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let (sd_tx, sd_rx) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(serve(listener, cfg, rx, stats.clone(), sd_rx));
+        if let Some(n) = args.stats.filter(|&n| n > 0) {
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                let mut iv = tokio::time::interval(Duration::from_secs(n));
+                iv.tick().await;
+                loop {
+                    iv.tick().await;
+                    tracing::info!("stats: {}", stats.line());
+                }
+            });
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        let _ = sd_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_millis(500), server).await;
+        anyhow::Ok(())
+    })?;
+    stop.store(true, Relaxed);
+    for b in &breakers {
+        b.breakloop();
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    rt.shutdown_timeout(Duration::from_millis(200));
+    let line = stats.line();
+    tracing::info!("summary: {line}");
+    if args.log.is_some() {
+        eprintln!("intercept: summary: {line}");
+    }
+    if let Some(p) = &args.pid_file {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
 }

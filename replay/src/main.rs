@@ -1,6 +1,278 @@
-//! The `replay` binary of the tcpclone suite.
+//! The `replay` binary: flags → validated values → source, editor, pacer and sink built in one
+//! place → the one loop of [`replay::pipeline::run`] → the summary.
 
-fn main() {
-    eprintln!("replay: not implemented yet");
-    std::process::exit(2);
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use replay::cli::{Args, Config, Target};
+use replay::clock::{SystemClock, DEFAULT_SPIN};
+use replay::edit::build_editor;
+use replay::input::{preload, FileInput, PreloadInput};
+use replay::pipeline::{run, Input, Limits, NoReport, Output, RunResult};
+use replay::report::Reporter;
+use replay::sys;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+use tcpclone::capture::{CaptureReader, LinkType, PcapWriter, TsPrecision};
+use tcpclone::pace::{Pacer, Timing};
+use tcpclone::stats::ReplayStats;
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line naming the flag, as every other error.
+            let text = e.to_string();
+            let line: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("replay: {}", line.join(" ").trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = match args.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("replay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match replay_main(cfg) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("replay: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// What the input files say about themselves before any packet is read.
+struct Probe {
+    linktype: LinkType,
+    precision: TsPrecision,
+    snaplen: u32,
+}
+
+fn probe(cfg: &Config) -> Result<Probe> {
+    let mut first = None;
+    for path in &cfg.files {
+        let r = CaptureReader::open(path)?;
+        let lt = r.linktype();
+        match &first {
+            None => {
+                first = Some(Probe {
+                    linktype: lt,
+                    precision: r.precision(),
+                    snaplen: r.snaplen(),
+                })
+            }
+            Some(p) if p.linktype != lt && !cfg.edits.dlt_enet() => {
+                bail!(
+                    "{}: link type {lt} differs from the first file's {}; replay them separately",
+                    path.display(),
+                    p.linktype
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    first.context("no input file")
+}
+
+fn replay_main(cfg: Config) -> Result<ExitCode> {
+    // Edits are compiled first: a bad edit flag is reported before any file is opened.
+    let default_mtu = match &cfg.target {
+        Target::Interface(name) => {
+            let iface =
+                sys::interface(name).map_err(|e| anyhow::anyhow!("-i/--intf1 {name}: {e}"))?;
+            iface.mtu
+        }
+        Target::File(_) => 1500,
+    };
+    let first_editor = match build_editor(&cfg.edits, LinkType::ETHERNET, default_mtu) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("replay: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let probe = probe(&cfg)?;
+    let out_linktype = first_editor.output_linktype(probe.linktype);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing the SIGINT handler")?;
+    }
+    let preloaded = if cfg.preload {
+        Some(preload(&cfg.files)?)
+    } else {
+        None
+    };
+    let make_input = || -> Box<dyn Input + Send> {
+        match &preloaded {
+            Some(p) => Box::new(PreloadInput::new(Arc::clone(p))),
+            None => Box::new(FileInput::new(cfg.files.clone())),
+        }
+    };
+
+    let started = Instant::now();
+    let mut stats = ReplayStats::default();
+    let mut reporter = Reporter::new(cfg.stats_every.map(|d| d.as_nanos() as u64), !cfg.json);
+    let result: Result<RunResult>;
+    match &cfg.target {
+        Target::File(path) => {
+            let snaplen = if probe.snaplen == 0 {
+                tcpclone::capture::DEFAULT_SNAPLEN
+            } else {
+                probe.snaplen
+            };
+            let mut sink = PcapWriter::create(path, out_linktype, probe.precision, snaplen)?;
+            let mut input = make_input();
+            let mut editor = first_editor;
+            let mut clock = SystemClock::new(DEFAULT_SPIN);
+            result = run(
+                &mut *input,
+                &mut *editor,
+                &mut Pacer::new(Timing::TopSpeed),
+                &mut sink,
+                &mut clock,
+                &mut reporter,
+                &cfg.limits,
+                &stop,
+                &mut stats,
+            );
+        }
+        Target::Interface(name) => {
+            let iface =
+                sys::interface(name).map_err(|e| anyhow::anyhow!("-i/--intf1 {name}: {e}"))?;
+            if iface.hw_type == sys::ARPHRD_ETHER && out_linktype != LinkType::ETHERNET {
+                bail!(
+                    "{}: a {} capture cannot be sent on Ethernet interface {name}; add --dlt enet to convert it",
+                    cfg.files[0].display(),
+                    probe.linktype
+                );
+            }
+            if !cfg.timing.is_top_speed() {
+                sys::tighten_timer_slack();
+            }
+            let origin = Instant::now();
+            if cfg.threads == 1 {
+                let mut sink =
+                    sys::PacketSender::open(&iface, true, cfg.no_tx_ring).map_err(|e| {
+                        anyhow::anyhow!("-i/--intf1 {name}: cannot open an AF_PACKET socket: {e}")
+                    })?;
+                let mut input = make_input();
+                let mut editor = first_editor;
+                let mut clock = SystemClock::with_origin(origin, DEFAULT_SPIN);
+                result = run(
+                    &mut *input,
+                    &mut *editor,
+                    &mut Pacer::new(cfg.timing),
+                    &mut sink,
+                    &mut clock,
+                    &mut reporter,
+                    &cfg.limits,
+                    &stop,
+                    &mut stats,
+                );
+            } else {
+                drop(first_editor);
+                result = run_threads(&cfg, &iface, origin, &make_input, &stop, &mut stats);
+            }
+        }
+    }
+    reporter.finish();
+    let (end_ns, error) = match result {
+        Ok(r) => (r.end_ns, None),
+        Err(e) => (started.elapsed().as_nanos() as u64, Some(e)),
+    };
+    if cfg.json {
+        println!("{}", serde_json::to_string(&stats.summary(end_ns))?);
+    } else {
+        println!("{}", stats.summary(end_ns));
+    }
+    if let Some(e) = error {
+        eprintln!("replay: {e:#}");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--threads N` at top speed: sender thread `i` sends input packets `i, i+N, i+2N, …` through
+/// its own socket and TX ring; counters are added up at the end.
+fn run_threads(
+    cfg: &Config,
+    iface: &sys::Interface,
+    origin: Instant,
+    make_input: &(dyn Fn() -> Box<dyn Input + Send> + Sync),
+    stop: &AtomicBool,
+    total: &mut ReplayStats,
+) -> Result<RunResult> {
+    let n = cfg.threads as u64;
+    let results: Vec<Result<(RunResult, ReplayStats)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let mut input = make_input();
+                s.spawn(move || -> Result<(RunResult, ReplayStats)> {
+                    let mut editor = build_editor(&cfg.edits, LinkType::ETHERNET, iface.mtu)?;
+                    let mut sink = sys::PacketSender::open(iface, true, cfg.no_tx_ring)?;
+                    let mut clock = SystemClock::with_origin(origin, DEFAULT_SPIN);
+                    let limits = Limits {
+                        shard: (i, n),
+                        ..cfg.limits
+                    };
+                    let mut stats = ReplayStats::default();
+                    let r = run(
+                        &mut *input,
+                        &mut *editor,
+                        &mut Pacer::new(Timing::TopSpeed),
+                        &mut sink,
+                        &mut clock,
+                        &mut NoReport,
+                        &limits,
+                        stop,
+                        &mut stats,
+                    )?;
+                    sink.finish()?;
+                    Ok((r, stats))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("sender thread panicked")))
+            })
+            .collect()
+    });
+    let mut last: Option<RunResult> = None;
+    let mut first_err = None;
+    for r in results {
+        match r {
+            Ok((res, st)) => {
+                total.merge(&st);
+                if last.is_none_or(|l| res.end_ns > l.end_ns) {
+                    last = Some(res);
+                }
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => last.context("no sender thread ran"),
+    }
 }

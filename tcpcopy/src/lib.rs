@@ -1,7 +1,9 @@
 //! tcpcopy's engines: the sans-IO session engine (raw mode), the live glue around it, and stream
 //! mode (replay over ordinary sockets) with its report.
 
+pub mod cli;
 pub mod engine;
 pub mod live;
 pub mod mapping;
+pub mod report;
 pub mod stream;

@@ -16,7 +16,9 @@ pub struct TargetMapping {
 
 /// A malformed `-x` value.
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("-x: bad mapping `{entry}`: {why} (expected [onlineIP:]port-targetIP:port, IPv6 in brackets)")]
+#[error(
+    "-x: bad mapping `{entry}`: {why} (expected [onlineIP:]port-targetIP:port, IPv6 in brackets)"
+)]
 pub struct MappingError {
     /// The entry as written.
     pub entry: String,
@@ -43,17 +45,31 @@ fn parse_host_port(s: &str) -> Option<(Option<IpAddr>, u16)> {
 pub fn parse_mappings(list: &str) -> Result<Vec<TargetMapping>, MappingError> {
     let mut out = Vec::new();
     for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let err = |why| MappingError { entry: entry.to_string(), why };
+        let err = |why| MappingError {
+            entry: entry.to_string(),
+            why,
+        };
         // The separator is the '-' that is followed by the target; IPv6 has no '-', so the
         // first '-' outside brackets splits.
-        let (online, target) = entry.split_once('-').ok_or_else(|| err("missing '-' between online and target"))?;
-        let (online_ip, online_port) = parse_host_port(online).ok_or_else(|| err("bad online address or port"))?;
-        let (tip, tport) = parse_host_port(target).ok_or_else(|| err("bad target address or port"))?;
+        let (online, target) = entry
+            .split_once('-')
+            .ok_or_else(|| err("missing '-' between online and target"))?;
+        let (online_ip, online_port) =
+            parse_host_port(online).ok_or_else(|| err("bad online address or port"))?;
+        let (tip, tport) =
+            parse_host_port(target).ok_or_else(|| err("bad target address or port"))?;
         let tip = tip.ok_or_else(|| err("target needs an address"))?;
-        out.push(TargetMapping { online_ip, online_port, target: SocketAddr::new(tip, tport) });
+        out.push(TargetMapping {
+            online_ip,
+            online_port,
+            target: SocketAddr::new(tip, tport),
+        });
     }
     if out.is_empty() {
-        return Err(MappingError { entry: list.to_string(), why: "no mapping given" });
+        return Err(MappingError {
+            entry: list.to_string(),
+            why: "no mapping given",
+        });
     }
     Ok(out)
 }
@@ -76,7 +92,15 @@ mod tests {
 
     #[test]
     fn rejects_bad() {
-        for bad in ["", "80", "80-1.2.3.4", "0-198.18.0.1:80", "70000-198.18.0.1:80", "80-198.18.0.1:x", "80-:80"] {
+        for bad in [
+            "",
+            "80",
+            "80-1.2.3.4",
+            "0-198.18.0.1:80",
+            "70000-198.18.0.1:80",
+            "80-198.18.0.1:x",
+            "80-:80",
+        ] {
             assert!(parse_mappings(bad).is_err(), "{bad}");
         }
     }

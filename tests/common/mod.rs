@@ -95,7 +95,10 @@ pub fn unique(prefix: &str) -> String {
 
 /// Runs a command in the root namespace; panics with its stderr if it fails.
 pub fn sh(cmd: &str) -> Output {
-    let out = Command::new("sh").args(["-c", cmd]).output().expect("spawn sh");
+    let out = Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .expect("spawn sh");
     assert!(
         out.status.success(),
         "`{cmd}` failed: {}",
@@ -119,7 +122,10 @@ impl Default for Lab {
 impl Lab {
     /// An empty lab.
     pub fn new() -> Self {
-        Lab { namespaces: Vec::new(), children: Vec::new() }
+        Lab {
+            namespaces: Vec::new(),
+            children: Vec::new(),
+        }
     }
 
     /// Creates a namespace with loopback up; returns its (unique) name.
@@ -186,7 +192,9 @@ impl Lab {
     /// if still running. Output goes to the given files (or is discarded). Returns the child's PID.
     pub fn spawn(&mut self, ns: &str, argv: &[&str], log: Option<&std::path::Path>) -> u32 {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns]).args(argv).stdin(Stdio::null());
+        cmd.args(["netns", "exec", ns])
+            .args(argv)
+            .stdin(Stdio::null());
         match log {
             Some(p) => {
                 let f = std::fs::File::create(p).expect("log file");
@@ -196,7 +204,9 @@ impl Lab {
                 cmd.stdout(Stdio::null()).stderr(Stdio::null());
             }
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {argv:?}: {e}"));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {argv:?}: {e}"));
         let pid = child.id();
         self.children.push((argv.join(" "), child));
         pid
@@ -204,9 +214,16 @@ impl Lab {
 
     /// Sends `signal` (e.g. "INT", "TERM") to a child started by [`Lab::spawn`] and waits up to
     /// `timeout` for it to exit. Returns its exit status if it exited.
-    pub fn stop(&mut self, pid: u32, signal: &str, timeout: Duration) -> Option<std::process::ExitStatus> {
+    pub fn stop(
+        &mut self,
+        pid: u32,
+        signal: &str,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
         let idx = self.children.iter().position(|(_, c)| c.id() == pid)?;
-        let _ = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status();
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(st)) = self.children[idx].1.try_wait() {

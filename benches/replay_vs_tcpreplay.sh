@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# replay vs tcpreplay on the same lab veth, in the same run (not a timed test; run as root):
+#   1. --topspeed --preload-pcap on 64-byte and imix captures: packets/s, alternating runs, medians
+#      and the ratio (also replay --threads 2);
+#   2. pacing accuracy at --pps: p99 |actual gap - intended gap| from far-end tcpdump timestamps;
+#   3. CPU use at 1,000 pps (/usr/bin/time).
+# Usage: benches/replay_vs_tcpreplay.sh [PACKETS (default 1000000)] [RUNS (default 5)]
+set -euo pipefail
+N=${1:-1000000}
+RUNS=${2:-5}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+REPLAY=${REPLAY:-$ROOT/target/release/replay}
+[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)"; exit 1; }
+for p in tcpreplay tcpdump python3 /usr/bin/time; do command -v "$p" >/dev/null || { echo "missing $p"; exit 1; }; done
+[ -x "$REPLAY" ] || (cd "$ROOT" && cargo build --release -p replay)
+
+TAG=rb$$
+TX=${TAG}tx RX=${TAG}rx
+W=$(mktemp -d)
+cleanup() {
+    [ -n "${DUMP:-}" ] && kill "$DUMP" 2>/dev/null || true
+    ip netns del "$TX" 2>/dev/null || true
+    ip netns del "$RX" 2>/dev/null || true
+    rm -rf "$W"
+}
+trap cleanup EXIT
+ip netns add "$TX"; ip netns add "$RX"
+ip link add ${TAG}a type veth peer name ${TAG}b
+ip link set ${TAG}a netns "$TX"; ip link set ${TAG}b netns "$RX"
+for ns in "$TX" "$RX"; do
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ip -n "$ns" link set lo up
+done
+ip -n "$TX" link set ${TAG}a up; ip -n "$RX" link set ${TAG}b up
+IF=${TAG}a
+
+# Captures: IPv4/UDP frames 198.18.0.1 -> 198.18.0.2; 64-byte (60 + FCS) and imix 7:4:1 of 64/570/1518.
+python3 - "$W" "$N" <<'PY'
+import struct, sys
+d, n = sys.argv[1], int(sys.argv[2])
+def frame(length, i):
+    ip_len = length - 14
+    ip = bytearray(struct.pack('!BBHHHBBH4s4s', 0x45, 0, ip_len, i & 0xffff, 0, 64, 17, 0, bytes([198,18,0,1]), bytes([198,18,0,2])))
+    s = sum(struct.unpack('!10H', ip)); s = (s & 0xffff) + (s >> 16); s = (s & 0xffff) + (s >> 16)
+    ip[10:12] = struct.pack('!H', ~s & 0xffff)
+    udp = struct.pack('!HHHH', 40000, 9, ip_len - 20, 0)
+    eth = bytes([2,0,0,0,0,2, 2,0,0,0,0,1, 8,0])
+    return eth + bytes(ip) + udp + struct.pack('!I', i) + bytes(length - 46)
+def write(name, sizes, gap_ns):
+    with open(f'{d}/{name}', 'wb') as f:
+        f.write(struct.pack('<IHHiIII', 0xa1b23c4d, 2, 4, 0, 0, 65535, 1))
+        for i in range(n):
+            fr = frame(sizes[i % len(sizes)], i)
+            t = 1_700_000_000_000_000_000 + i * gap_ns
+            f.write(struct.pack('<IIII', t // 10**9, t % 10**9, len(fr), len(fr))); f.write(fr)
+write('64.pcap', [60], 1000)
+write('imix.pcap', [60]*7 + [566]*4 + [1514], 1000)
+PY
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+pps_of() { grep -o 'Rated: .*' | sed -E 's/.* ([0-9.]+) pps.*/\1/'; }
+
+echo "== top speed, preloaded, $N packets, $RUNS alternating runs each (veth, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg))"
+printf '%-6s %14s %14s %14s %8s %8s\n' capture tcpreplay replay "replay -T2" ratio "ratio-T2"
+for cap in 64 imix; do
+    : > "$W/t" ; : > "$W/r" ; : > "$W/r2"
+    for i in $(seq "$RUNS"); do
+        ip netns exec "$TX" tcpreplay -q -i $IF --topspeed -K "$W/$cap.pcap" 2>&1 | pps_of >> "$W/t"
+        ip netns exec "$TX" "$REPLAY" -i $IF --topspeed -K "$W/$cap.pcap" 2>&1 | pps_of >> "$W/r"
+        ip netns exec "$TX" "$REPLAY" -i $IF --topspeed -K --threads 2 "$W/$cap.pcap" 2>&1 | pps_of >> "$W/r2"
+    done
+    t=$(median < "$W/t"); r=$(median < "$W/r"); r2=$(median < "$W/r2")
+    printf '%-6s %14.0f %14.0f %14.0f %7.2fx %7.2fx\n' "$cap" "$t" "$r" "$r2" "$(echo "$r/$t" | bc -l)" "$(echo "$r2/$t" | bc -l)"
+    echo "   runs: tcpreplay $(tr '\n' ' ' < "$W/t")| replay $(tr '\n' ' ' < "$W/r")| replay -T2 $(tr '\n' ' ' < "$W/r2")"
+done
+
+# Pacing accuracy: the far end's tcpdump timestamps, gap error against 1/pps.
+gap_p99() {
+    python3 - "$1" "$2" <<'PY'
+import struct, sys
+path, pps = sys.argv[1], float(sys.argv[2])
+data = open(path, 'rb').read()
+nano = struct.unpack('<I', data[:4])[0] == 0xa1b23c4d
+ts, off = [], 24
+while off + 16 <= len(data):
+    s, frac, incl, orig = struct.unpack('<IIII', data[off:off+16])
+    ts.append(s * 10**9 + (frac if nano else frac * 1000)); off += 16 + incl
+want = 1e9 / pps
+errs = sorted(abs((b - a) - want) for a, b in zip(ts, ts[1:]))
+p = lambda q: errs[min(len(errs) - 1, int(q * len(errs)))] / 1000
+rate = (len(ts) - 1) / ((ts[-1] - ts[0]) / 1e9)
+print(f"{len(ts):7d} pkts  rate {rate:10.2f} pps  |gap err| p50 {p(.5):6.2f} us  p99 {p(.99):7.2f} us  max {errs[-1]/1000:8.1f} us")
+PY
+}
+capture_run() { # tool-cmd... ; captures on the far end into $W/cap.pcap
+    rm -f "$W/cap.pcap"
+    ip netns exec "$RX" tcpdump -i ${TAG}b -n -s 128 --immediate-mode -B 65536 --time-stamp-precision nano -Z root -w "$W/cap.pcap" 'ether src 02:00:00:00:00:01' 2>"$W/dump.log" &
+    DUMP=$!
+    for _ in $(seq 100); do grep -q listening "$W/dump.log" 2>/dev/null && break; sleep 0.05; done
+    ip netns exec "$TX" "$@" >/dev/null 2>&1
+    sleep 0.3; kill -INT $DUMP; wait $DUMP 2>/dev/null || true; DUMP=
+}
+echo
+echo "== pacing accuracy (3 s at each rate, 64-byte frames)"
+for pps in 1000 10000 100000; do
+    L=$((pps * 3))
+    capture_run tcpreplay -q -i $IF --pps $pps -L $L "$W/64.pcap"; echo "pps $pps tcpreplay: $(gap_p99 "$W/cap.pcap" $pps)"
+    capture_run "$REPLAY" -i $IF --pps $pps -L $L "$W/64.pcap";   echo "pps $pps replay   : $(gap_p99 "$W/cap.pcap" $pps)"
+done
+
+echo
+echo "== CPU at 1,000 pps for 5 s (/usr/bin/time: user+sys over wall)"
+for tool in tcpreplay replay; do
+    if [ $tool = tcpreplay ]; then cmd=(tcpreplay -q -i $IF --pps 1000 -L 5000 "$W/64.pcap"); else cmd=("$REPLAY" -i $IF --pps 1000 -L 5000 "$W/64.pcap"); fi
+    ip netns exec "$TX" /usr/bin/time -f "$tool: %P CPU, %U s user, %S s sys, %e s wall" "${cmd[@]}" 2>&1 >/dev/null | tail -1
+done

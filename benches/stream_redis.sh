@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Benchmark (not a timed test): stream mode at --topspeed against redis-benchmark, same run.
+#
+# 1. Captures redis-benchmark SET/GET traffic with CONNS connections (tcpdump, production netns).
+# 2. In a target netns: redis-benchmark's own rate against a fresh redis (CONNS connections,
+#    loopback), then the capture replayed at --topspeed against another fresh redis (loopback).
+# Prints both rates and their ratio (goal: replay ≥ 0.8 × redis-benchmark).
+# Usage: sudo benches/stream_redis.sh [REQUESTS (per test, default 100000)] [CONNS (default 50)]
+set -euo pipefail
+REQUESTS=${1:-100000}
+CONNS=${2:-50}
+if ! [[ $REQUESTS =~ ^[0-9]+$ && $CONNS =~ ^[0-9]+$ ]] || ((REQUESTS < 1000 || REQUESTS > 1000000 || CONNS < 1 || CONNS > 1000)); then
+    echo "usage: $0 [REQUESTS 1000..1000000] [CONNS 1..1000]" >&2
+    exit 2
+fi
+source "$(dirname "$0")/stream_common.sh"
+
+mkns "${TAG}c"; mkns "${TAG}p"; mkns "${TAG}t"
+veth "${TAG}c" 198.18.70.1/24 "${TAG}p" 198.18.70.2/24 "${TAG}v"
+redis "${TAG}p" 198.18.70.2 6379
+inns "${TAG}p" tcpdump -i "${TAG}vb" -s 4096 -B 65536 --immediate-mode -U -n -w "$WORK/cap.pcap" tcp port 6379 2>"$WORK/tcpdump.log" &
+TD=$!
+for _ in $(seq 100); do grep -q "listening on" "$WORK/tcpdump.log" 2>/dev/null && break; sleep 0.05; done
+inns "${TAG}c" redis-benchmark -h 198.18.70.2 -n "$REQUESTS" -c "$CONNS" -t set,get -q >/dev/null
+sleep 1; kill -INT $TD; wait $TD || true
+grep -E "captured|dropped" "$WORK/tcpdump.log" | sed 's/^/capture: /'
+
+redis "${TAG}t" 127.0.0.1 6390
+redis "${TAG}t" 127.0.0.1 6391
+BENCH=$(inns "${TAG}t" redis-benchmark -h 127.0.0.1 -p 6390 -n "$REQUESTS" -c "$CONNS" -t set,get -q | tr '\r' '\n' | grep "requests per second")
+echo "$BENCH" | sed 's/^/redis-benchmark: /'
+BENCH_RPS=$(echo "$BENCH" | awk -v n="$REQUESTS" '{for(i=1;i<=NF;i++) if($(i+1)=="requests") r[NR]=$i} END{t=0; for(k in r) t+=n/r[k]; print 2*n/t}')
+/usr/bin/time -f "%e s wall, %U s user, %S s sys, %M KB max RSS" -o "$WORK/time" \
+    ip netns exec "${TAG}t" "${STREAM[@]}" -x 6379-127.0.0.1:6391 --offline "$WORK/cap.pcap" --topspeed --report "$WORK/r.json" >"$WORK/table"
+cat "$WORK/table"
+echo "stream mode: $(cat "$WORK/time")"
+REPLAY_RPS=$(json_get "$WORK/r.json" test.rps)
+CMDS=$(inns "${TAG}t" redis-cli -p 6391 info commandstats | grep -E "cmdstat_(set|get):" | sed 's/,usec=.*//' | tr '\n' ' ')
+echo "target redis: $CMDS"
+python3 - "$BENCH_RPS" "$REPLAY_RPS" <<'PY'
+import sys
+b, r = float(sys.argv[1]), float(sys.argv[2])
+print(f"redis-benchmark: {b:,.0f} req/s   stream --topspeed: {r:,.0f} req/s   ratio {r / b:.2f} (goal >= 0.80)")
+PY

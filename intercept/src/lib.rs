@@ -1,0 +1,13 @@
+//! intercept: captures the target's responses and reports their IP + TCP headers to the
+//! tcpcopy instance that owns each session.
+//!
+//! Library + binary so tests can run the server with a fake response source (no pcap, no
+//! root): [`server::serve`] takes the responses from an `mpsc` channel that the capture
+//! threads ([`capture`]) or a test feed.
+
+pub mod capture;
+pub mod codec;
+pub mod linklayer;
+pub mod router;
+pub mod server;
+pub mod sys;

@@ -1,0 +1,508 @@
+//! The session registry: which tcpcopy connection owns which session, parking of responses
+//! that arrive before their registration, and per-connection `Responses` batches.
+//!
+//! Pure code: time comes in as an argument, frames go out through [`Router::poll_transmit`].
+//!
+//! Rules (documented for users in the README's protocol section):
+//! - A session is `(client, target)` as tcpcopy registers it; a captured response belongs to it
+//!   when the response's (destination, source) equals it.
+//! - Several connections registering the same session: the last `SessionAdd` wins; a
+//!   `SessionRemove` from a connection that no longer owns the session is ignored. When a
+//!   connection goes away, all its sessions are forgotten.
+//! - A response with no owner is parked for [`RouterConfig::park_timeout`] (5 s by default,
+//!   TCPCopy parks 30 s): long enough to cover the race between tcpcopy's `SessionAdd` and the
+//!   target's SYN-ACK and tcpcopy's first reconnect attempts after an intercept restart, short
+//!   enough that stale headers do not pile up. At most [`RouterConfig::park_max`] headers are
+//!   parked in total (the oldest is dropped first) and [`RouterConfig::park_max_per_session`]
+//!   per session (later ones dropped), so memory stays bounded (~20 MB at the defaults).
+//! - Parked responses are delivered in capture order on registration; expired or evicted ones
+//!   are counted as "dropped unknown".
+
+use bytes::Bytes;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+use tcpclone::proto::{check_header, ResponsesBuilder};
+
+/// Identifies one tcpcopy connection.
+pub type PeerId = u64;
+
+/// A session as tcpcopy registers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    /// The client address as the target sees it.
+    pub client: SocketAddr,
+    /// The target address.
+    pub target: SocketAddr,
+}
+
+/// Limits and timings of the router.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// How long an unowned response waits for its registration.
+    pub park_timeout: Duration,
+    /// Most parked responses in total.
+    pub park_max: usize,
+    /// Most parked responses per session.
+    pub park_max_per_session: usize,
+    /// Most registered sessions in total; more `SessionAdd`s are refused and counted.
+    pub max_sessions: usize,
+    /// Largest `Responses` frame built.
+    pub max_frame_len: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            park_timeout: Duration::from_secs(5),
+            park_max: 65_536,
+            park_max_per_session: 256,
+            max_sessions: 1_000_000,
+            max_frame_len: 256 * 1024,
+        }
+    }
+}
+
+/// What the router counted (monotonic, except `sessions` and `parked_now`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouterCounters {
+    /// Responses handed to the router.
+    pub responses: u64,
+    /// Responses put in a batch for their owner (directly or after parking).
+    pub routed: u64,
+    /// Responses parked because no connection owned their session yet.
+    pub parked: u64,
+    /// Parked responses later delivered to their owner.
+    pub unparked: u64,
+    /// Parked responses that expired or were evicted: no owner ever appeared.
+    pub dropped_unknown: u64,
+    /// Responses that were not a valid IP + TCP header.
+    pub malformed: u64,
+    /// `SessionAdd`s refused because `max_sessions` was reached.
+    pub sessions_refused: u64,
+    /// Sessions registered now.
+    pub sessions: u64,
+    /// Responses parked now.
+    pub parked_now: u64,
+}
+
+#[derive(Debug, Default)]
+struct Peer {
+    batch: Option<ResponsesBuilder>,
+    sessions: HashSet<SessionKey>,
+}
+
+/// The registry plus batches (see the module docs).
+#[derive(Debug)]
+pub struct Router {
+    cfg: RouterConfig,
+    sessions: HashMap<SessionKey, PeerId>,
+    peers: HashMap<PeerId, Peer>,
+    parked: HashMap<SessionKey, VecDeque<(u64, Bytes)>>,
+    park_order: VecDeque<(Instant, SessionKey, u64)>,
+    parked_len: usize,
+    park_seq: u64,
+    ready: VecDeque<(PeerId, Bytes)>,
+    counters: RouterCounters,
+}
+
+/// The (client, target) session a response belongs to: its (destination, source).
+/// `None` unless `h` is a valid IP + TCP header.
+pub fn session_of(h: &[u8]) -> Option<SessionKey> {
+    let tcp = check_header(h, 0, 0).ok()?;
+    let (src, dst): (IpAddr, IpAddr) = if h[0] >> 4 == 4 {
+        (
+            Ipv4Addr::new(h[12], h[13], h[14], h[15]).into(),
+            Ipv4Addr::new(h[16], h[17], h[18], h[19]).into(),
+        )
+    } else {
+        let mut s = [0u8; 16];
+        let mut d = [0u8; 16];
+        s.copy_from_slice(&h[8..24]);
+        d.copy_from_slice(&h[24..40]);
+        (Ipv6Addr::from(s).into(), Ipv6Addr::from(d).into())
+    };
+    let sport = u16::from_be_bytes([h[tcp], h[tcp + 1]]);
+    let dport = u16::from_be_bytes([h[tcp + 2], h[tcp + 3]]);
+    Some(SessionKey {
+        client: SocketAddr::new(dst, dport),
+        target: SocketAddr::new(src, sport),
+    })
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new(cfg: RouterConfig) -> Self {
+        Router {
+            cfg,
+            sessions: HashMap::new(),
+            peers: HashMap::new(),
+            parked: HashMap::new(),
+            park_order: VecDeque::new(),
+            parked_len: 0,
+            park_seq: 0,
+            ready: VecDeque::new(),
+            counters: RouterCounters::default(),
+        }
+    }
+
+    /// Current counters.
+    pub fn counters(&self) -> RouterCounters {
+        let mut c = self.counters;
+        c.sessions = self.sessions.len() as u64;
+        c.parked_now = self.parked_len as u64;
+        c
+    }
+
+    /// Owner of a session, if any.
+    pub fn owner(&self, key: &SessionKey) -> Option<PeerId> {
+        self.sessions.get(key).copied()
+    }
+
+    /// A tcpcopy connection finished its opening.
+    pub fn add_peer(&mut self, peer: PeerId) {
+        self.peers.entry(peer).or_default();
+    }
+
+    /// A tcpcopy connection went away: its sessions and its unsent batch are forgotten.
+    pub fn remove_peer(&mut self, peer: PeerId) {
+        if let Some(p) = self.peers.remove(&peer) {
+            for k in p.sessions {
+                if self.sessions.get(&k) == Some(&peer) {
+                    self.sessions.remove(&k);
+                }
+            }
+        }
+        self.ready.retain(|(p, _)| *p != peer);
+    }
+
+    /// `SessionAdd` from `peer`: it owns `key` from now on (last wins); parked responses of
+    /// that session go into its batch.
+    pub fn session_add(&mut self, peer: PeerId, key: SessionKey) {
+        if !self.peers.contains_key(&peer) {
+            return;
+        }
+        let prev = self.sessions.get(&key).copied();
+        if prev.is_none() && self.sessions.len() >= self.cfg.max_sessions {
+            self.counters.sessions_refused += 1;
+            return;
+        }
+        self.sessions.insert(key, peer);
+        if let Some(old) = prev.filter(|&o| o != peer) {
+            if let Some(p) = self.peers.get_mut(&old) {
+                p.sessions.remove(&key);
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.sessions.insert(key);
+        }
+        if let Some(q) = self.parked.remove(&key) {
+            self.parked_len -= q.len();
+            for (_, h) in q {
+                self.counters.unparked += 1;
+                self.route(peer, &h);
+            }
+        }
+    }
+
+    /// `SessionRemove` from `peer`: ignored unless `peer` owns `key`.
+    pub fn session_remove(&mut self, peer: PeerId, key: SessionKey) {
+        if self.sessions.get(&key) == Some(&peer) {
+            self.sessions.remove(&key);
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.sessions.remove(&key);
+            }
+        }
+    }
+
+    /// One captured response (IP + TCP header): batched for its owner, or parked. `now` must
+    /// not go backwards between calls (parking expires in arrival order).
+    pub fn handle_response(&mut self, now: Instant, header: Bytes) {
+        self.counters.responses += 1;
+        let Some(key) = session_of(&header) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        if let Some(&peer) = self.sessions.get(&key) {
+            self.route(peer, &header);
+            return;
+        }
+        self.expire(now);
+        let q = self.parked.entry(key).or_default();
+        if q.len() >= self.cfg.park_max_per_session {
+            self.counters.dropped_unknown += 1;
+            return;
+        }
+        if self.parked_len >= self.cfg.park_max {
+            // Evict the oldest parked response to make room.
+            self.pop_oldest(None);
+        }
+        self.park_seq += 1;
+        let q = self.parked.entry(key).or_default();
+        q.push_back((self.park_seq, header));
+        self.park_order.push_back((now, key, self.park_seq));
+        self.parked_len += 1;
+        self.counters.parked += 1;
+        if self.park_order.len() > 2 * self.cfg.park_max + 1024 {
+            // Drop stale order entries (released on registration) so the index stays bounded.
+            let parked = &self.parked;
+            self.park_order
+                .retain(|(_, k, s)| parked.get(k).is_some_and(|q| q.iter().any(|(x, _)| x == s)));
+        }
+    }
+
+    /// Removes the oldest live parked entry; with `before`, only if parked before that instant.
+    /// Returns false when there is none (or it is not old enough).
+    fn pop_oldest(&mut self, before: Option<Instant>) -> bool {
+        while let Some(&(t, key, seq)) = self.park_order.front() {
+            if before.is_some_and(|b| t > b) {
+                return false;
+            }
+            self.park_order.pop_front();
+            let Some(q) = self.parked.get_mut(&key) else {
+                continue;
+            };
+            if q.front().map(|(s, _)| *s) != Some(seq) {
+                continue; // stale: already delivered
+            }
+            q.pop_front();
+            if q.is_empty() {
+                self.parked.remove(&key);
+            }
+            self.parked_len -= 1;
+            self.counters.dropped_unknown += 1;
+            return true;
+        }
+        false
+    }
+
+    /// Drops parked responses older than the park timeout.
+    pub fn expire(&mut self, now: Instant) {
+        if let Some(limit) = now.checked_sub(self.cfg.park_timeout) {
+            while self.pop_oldest(Some(limit)) {}
+        }
+    }
+
+    /// When [`expire`](Self::expire) next has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.park_order
+            .front()
+            .map(|(t, _, _)| *t + self.cfg.park_timeout)
+    }
+
+    fn route(&mut self, peer: PeerId, h: &[u8]) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let max = self.cfg.max_frame_len;
+        let b = p
+            .batch
+            .get_or_insert_with(|| ResponsesBuilder::with_max_frame_len(max));
+        match b.push(h) {
+            Ok(true) => {}
+            Ok(false) => {
+                if let Some(f) = b.finish() {
+                    self.ready.push_back((peer, f));
+                }
+                if b.push(h).unwrap_or(false) {
+                    self.counters.routed += 1;
+                }
+                return;
+            }
+            Err(_) => {
+                self.counters.malformed += 1;
+                return;
+            }
+        }
+        self.counters.routed += 1;
+    }
+
+    /// Closes every non-empty batch (call when the input queue is drained).
+    pub fn flush(&mut self) {
+        for (&id, p) in self.peers.iter_mut() {
+            if let Some(f) = p.batch.as_mut().and_then(|b| b.finish()) {
+                self.ready.push_back((id, f));
+            }
+        }
+    }
+
+    /// The next finished `Responses` frame and the connection it is for.
+    pub fn poll_transmit(&mut self) -> Option<(PeerId, Bytes)> {
+        self.ready.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use tcpclone::proto::{Decoder, Message};
+
+    fn hdr(client_port: u16, seq: u32) -> Bytes {
+        let mut h = vec![
+            0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1, //
+            0x18, 0xeb, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0,
+        ];
+        h[22..24].copy_from_slice(&client_port.to_be_bytes());
+        h[24..28].copy_from_slice(&seq.to_be_bytes());
+        Bytes::from(h)
+    }
+
+    fn key(client_port: u16) -> SessionKey {
+        SessionKey {
+            client: SocketAddr::new([198, 18, 0, 1].into(), client_port),
+            target: "198.18.0.2:6379".parse().unwrap(),
+        }
+    }
+
+    /// All frames ready, decoded: (peer, seqs of the headers).
+    fn drain(r: &mut Router) -> Vec<(PeerId, Vec<u32>)> {
+        r.flush();
+        let mut v = Vec::new();
+        while let Some((p, f)) = r.poll_transmit() {
+            let mut b = BytesMut::from(&f[..]);
+            let Some(Message::Responses { headers }) = Decoder::new().decode(&mut b).unwrap()
+            else {
+                panic!()
+            };
+            v.push((
+                p,
+                headers
+                    .iter()
+                    .map(|h| u32::from_be_bytes([h[24], h[25], h[26], h[27]]))
+                    .collect(),
+            ));
+        }
+        v
+    }
+
+    #[test]
+    fn routes_to_owner_and_last_add_wins() {
+        let t = Instant::now();
+        let mut r = Router::new(RouterConfig::default());
+        r.add_peer(1);
+        r.add_peer(2);
+        r.session_add(1, key(1000));
+        r.session_add(2, key(2000));
+        assert_eq!(session_of(&hdr(1000, 0)), Some(key(1000)));
+        r.handle_response(t, hdr(1000, 1));
+        r.handle_response(t, hdr(2000, 2));
+        r.handle_response(t, hdr(1000, 3));
+        let mut got = drain(&mut r);
+        got.sort();
+        assert_eq!(got, vec![(1, vec![1, 3]), (2, vec![2])]);
+        // Peer 2 takes over session 1000; a late remove from peer 1 is ignored.
+        r.session_add(2, key(1000));
+        r.session_remove(1, key(1000));
+        r.handle_response(t, hdr(1000, 4));
+        assert_eq!(drain(&mut r), vec![(2, vec![4])]);
+        r.session_remove(2, key(1000));
+        assert_eq!(r.owner(&key(1000)), None);
+        // Peer gone: its sessions too.
+        r.remove_peer(2);
+        assert_eq!(r.owner(&key(2000)), None);
+        assert_eq!(r.counters().routed, 4);
+    }
+
+    #[test]
+    fn parks_until_registered_then_expires() {
+        let t = Instant::now();
+        let mut r = Router::new(RouterConfig::default());
+        r.add_peer(1);
+        r.handle_response(t, hdr(1000, 1));
+        r.handle_response(t + Duration::from_millis(10), hdr(1000, 2));
+        r.handle_response(t + Duration::from_millis(20), hdr(3000, 9));
+        assert!(drain(&mut r).is_empty());
+        assert_eq!(r.counters().parked_now, 3);
+        r.session_add(1, key(1000));
+        assert_eq!(drain(&mut r), vec![(1, vec![1, 2])]);
+        assert_eq!(r.poll_timeout(), Some(t + Duration::from_secs(5)));
+        r.expire(t + Duration::from_millis(5019));
+        assert_eq!(r.counters().dropped_unknown, 0);
+        r.expire(t + Duration::from_millis(5020));
+        let c = r.counters();
+        assert_eq!(
+            (c.parked, c.unparked, c.dropped_unknown, c.parked_now),
+            (3, 2, 1, 0)
+        );
+        assert_eq!(r.poll_timeout(), None);
+        r.session_add(1, key(3000));
+        assert!(drain(&mut r).is_empty());
+    }
+
+    #[test]
+    fn parking_is_bounded() {
+        let t = Instant::now();
+        let cfg = RouterConfig {
+            park_max: 100,
+            park_max_per_session: 10,
+            ..Default::default()
+        };
+        let mut r = Router::new(cfg);
+        for port in 1..=50u16 {
+            for s in 0..20 {
+                r.handle_response(t, hdr(port, s));
+            }
+        }
+        let c = r.counters();
+        assert_eq!(c.parked_now, 100);
+        assert_eq!(c.responses, 1000);
+        assert_eq!(c.parked + 500, 1000); // 10 per session accepted
+        assert_eq!(c.dropped_unknown, 500 + 400);
+        // Register and release parks many times: the order index stays bounded.
+        r.add_peer(1);
+        for round in 0..5000u32 {
+            let port = 60_000 + (round % 100) as u16;
+            r.handle_response(t, hdr(port, round));
+            r.session_add(1, key(port));
+            r.session_remove(1, key(port));
+        }
+        assert!(r.park_order.len() <= 2 * 100 + 1024 + 1);
+        assert_eq!(r.counters().unparked, 5000);
+    }
+
+    #[test]
+    fn ipv6_session_key() {
+        let mut h = vec![0x60, 0, 0, 0, 0, 20, 6, 64];
+        h.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        h.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        h.extend_from_slice(&[
+            0, 80, 0x9c, 0x40, 0, 0, 0, 1, 0, 0, 0, 2, 0x50, 0x12, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
+        let k = session_of(&h).unwrap();
+        assert_eq!(k.client, "[2001:db8::1]:40000".parse().unwrap());
+        assert_eq!(k.target, "[2001:db8::2]:80".parse().unwrap());
+        let mut r = Router::new(RouterConfig::default());
+        r.add_peer(5);
+        r.session_add(5, k);
+        r.handle_response(Instant::now(), Bytes::from(h));
+        r.flush();
+        assert_eq!(r.poll_transmit().map(|(p, _)| p), Some(5));
+    }
+
+    #[test]
+    fn malformed_headers_counted() {
+        let mut r = Router::new(RouterConfig::default());
+        r.handle_response(Instant::now(), Bytes::from_static(b"garbage"));
+        assert_eq!(r.counters().malformed, 1);
+    }
+
+    #[test]
+    fn full_batches_split() {
+        let t = Instant::now();
+        let cfg = RouterConfig {
+            max_frame_len: 1000,
+            ..Default::default()
+        };
+        let mut r = Router::new(cfg);
+        r.add_peer(1);
+        r.session_add(1, key(1000));
+        for s in 0..100 {
+            r.handle_response(t, hdr(1000, s));
+        }
+        let got = drain(&mut r);
+        assert!(got.len() > 1);
+        let all: Vec<u32> = got.into_iter().flat_map(|(_, v)| v).collect();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
+    }
+}

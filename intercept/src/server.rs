@@ -1,0 +1,541 @@
+//! intercept's TCP server: accepts tcpcopy connections, runs the opening (secure handshake and
+//! `Hello`), feeds registrations to the router task and streams `Responses` batches back.
+//!
+//! Defences, each counted in [`Stats`]: an allow-list of peer networks checked before any
+//! byte is read; at most `max_pending` connections that have not finished their opening (a
+//! new one evicts the oldest); the opening must finish within `handshake_timeout`; a frame
+//! once started must complete within `frame_timeout`; an established peer silent for
+//! `idle_timeout` is closed; a peer that does not read its responses for `write_timeout` is
+//! closed, and batches it cannot take meanwhile are dropped and counted; EMFILE on accept backs
+//! off instead of spinning. A malformed frame closes that connection with one log line.
+
+use crate::router::{PeerId, Router, RouterConfig, SessionKey};
+use bytes::{Bytes, BytesMut};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tcpclone::proto::secure::{Psk, SecureChannel};
+use tcpclone::proto::{encode, Decoder, Message, Role, VERSION};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::{sleep_until, timeout, Instant};
+
+/// Largest frame intercept accepts from tcpcopy (it never receives `Responses`).
+pub const MAX_INBOUND_FRAME: usize = 4096;
+
+/// Server limits and timings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Pre-shared key: when set, every connection must complete the Noise handshake.
+    pub psk: Option<Psk>,
+    /// Peer networks allowed to connect (empty: all).
+    pub allow: Vec<ipnet::IpNet>,
+    /// Time allowed from accept to a valid `Hello` (secure handshake included).
+    pub handshake_timeout: Duration,
+    /// Time allowed for a frame (or secure record) to arrive once its first byte has.
+    pub frame_timeout: Duration,
+    /// An established peer silent this long is closed.
+    pub idle_timeout: Duration,
+    /// A peer not taking our bytes for this long is closed.
+    pub write_timeout: Duration,
+    /// Most connections still in their opening; a new one evicts the oldest.
+    pub max_pending: usize,
+    /// Most established tcpcopy connections.
+    pub max_peers: usize,
+    /// `Responses` frames queued per connection before batches are dropped.
+    pub peer_queue: usize,
+    /// Router limits.
+    pub router: RouterConfig,
+    /// This intercept's instance id (sent in `Hello`).
+    pub instance: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            psk: None,
+            allow: Vec::new(),
+            handshake_timeout: tcpclone::proto::client::HANDSHAKE_TIMEOUT,
+            frame_timeout: Duration::from_secs(5),
+            idle_timeout: 2 * tcpclone::proto::client::PEER_TIMEOUT,
+            write_timeout: Duration::from_secs(10),
+            max_pending: 128,
+            max_peers: 1024,
+            peer_queue: 1024,
+            router: RouterConfig::default(),
+            instance: 0,
+        }
+    }
+}
+
+/// Counters shared by the capture threads, the router and the connections.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Packets delivered by the capture (all devices).
+    pub captured: AtomicU64,
+    /// Captured packets that were not a complete IP + TCP header.
+    pub not_tcp: AtomicU64,
+    /// Packets the kernel dropped before capture (pcap stats).
+    pub kernel_drops: AtomicU64,
+    /// Responses the router refused as malformed (not a valid IP + TCP header).
+    pub malformed: AtomicU64,
+    /// Responses routed to their owner.
+    pub routed: AtomicU64,
+    /// Responses parked (no owner yet).
+    pub parked: AtomicU64,
+    /// Parked responses later delivered.
+    pub unparked: AtomicU64,
+    /// Responses dropped: no owner appeared in time, or parking was full.
+    pub dropped_unknown: AtomicU64,
+    /// Responses dropped because their connection was not reading fast enough.
+    pub dropped_slow_peer: AtomicU64,
+    /// Sessions registered now.
+    pub sessions: AtomicU64,
+    /// Registrations refused (session limit).
+    pub sessions_refused: AtomicU64,
+    /// tcpcopy connections established now.
+    pub peers_now: AtomicU64,
+    /// tcpcopy connections established since start.
+    pub peers_total: AtomicU64,
+    /// Connections refused by the allow-list.
+    pub rejected_not_allowed: AtomicU64,
+    /// Connections closed because the pending cap was reached (oldest evicted) or max peers.
+    pub rejected_cap: AtomicU64,
+    /// Openings that failed authentication or sent a bad `Hello`.
+    pub handshake_failed: AtomicU64,
+    /// Openings that did not finish in time.
+    pub handshake_timeout: AtomicU64,
+    /// Established connections closed for a malformed or out-of-place frame, or a stalled one.
+    pub protocol_errors: AtomicU64,
+    /// accept() failures (EMFILE and friends).
+    pub accept_errors: AtomicU64,
+}
+
+impl Stats {
+    /// One line with every counter, for `--stats` and the final summary.
+    pub fn line(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Relaxed);
+        format!(
+            "captured {} (not tcp {}, malformed {}, kernel drops {}), routed {}, parked {} (delivered later {}), \
+             dropped unknown {}, dropped slow peer {}, sessions {} (refused {}), peers {} now / {} total, \
+             rejected: not allowed {}, over cap {}, auth/hello failed {}, handshake timeout {}, \
+             protocol errors {}, accept errors {}",
+            g(&self.captured),
+            g(&self.not_tcp),
+            g(&self.malformed),
+            g(&self.kernel_drops),
+            g(&self.routed),
+            g(&self.parked),
+            g(&self.unparked),
+            g(&self.dropped_unknown),
+            g(&self.dropped_slow_peer),
+            g(&self.sessions),
+            g(&self.sessions_refused),
+            g(&self.peers_now),
+            g(&self.peers_total),
+            g(&self.rejected_not_allowed),
+            g(&self.rejected_cap),
+            g(&self.handshake_failed),
+            g(&self.handshake_timeout),
+            g(&self.protocol_errors),
+            g(&self.accept_errors),
+        )
+    }
+}
+
+enum Control {
+    Up(PeerId, mpsc::Sender<Bytes>),
+    Down(PeerId),
+    Add(PeerId, SessionKey),
+    Remove(PeerId, SessionKey),
+}
+
+/// Connections still in their opening, oldest first, so a new one can evict the oldest.
+#[derive(Default)]
+struct Pending {
+    conns: Mutex<BTreeMap<u64, Arc<Notify>>>,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Notify>>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Serves tcpcopy connections on `listener` until `shutdown` turns true. Responses (IP + TCP
+/// headers) come from `responses` (the capture threads, or a test).
+pub async fn serve(
+    listener: TcpListener,
+    cfg: ServerConfig,
+    responses: mpsc::Receiver<Bytes>,
+    stats: Arc<Stats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let cfg = Arc::new(cfg);
+    let (ctl_tx, ctl_rx) = mpsc::channel::<Control>(65_536);
+    let router = tokio::spawn(router_task(
+        cfg.router.clone(),
+        responses,
+        ctl_rx,
+        stats.clone(),
+    ));
+    let pending = Arc::new(Pending::default());
+    let mut next_id: u64 = 1;
+    let mut last_warn: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, addr) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                stats.accept_errors.fetch_add(1, Relaxed);
+                let fd_limit = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                );
+                // Out of descriptors: shed the oldest quarter of the connections that have not
+                // authenticated yet (they are what an fd flood is made of), then back off.
+                let mut shed = 0;
+                if fd_limit {
+                    let mut p = pending.lock();
+                    let n = p.len().div_ceil(4);
+                    for _ in 0..n {
+                        if let Some((_, w)) = p.pop_first() {
+                            w.notify_one();
+                            shed += 1;
+                        }
+                    }
+                    stats.rejected_cap.fetch_add(shed, Relaxed);
+                }
+                if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!(
+                        "accept failed: {e}{}",
+                        if fd_limit {
+                            "; backing off and closing the oldest unauthenticated connections"
+                        } else {
+                            ""
+                        }
+                    );
+                    last_warn = Some(Instant::now());
+                }
+                let pause = match (fd_limit, shed) {
+                    (false, _) => 5,
+                    (true, 0) => 100,
+                    (true, _) => 10,
+                };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                continue;
+            }
+        };
+        let ip = addr.ip().to_canonical();
+        if !cfg.allow.is_empty() && !cfg.allow.iter().any(|n| n.contains(&ip)) {
+            stats.rejected_not_allowed.fetch_add(1, Relaxed);
+            tracing::debug!("{addr}: not in --allow, closed");
+            continue;
+        }
+        let id = next_id;
+        next_id += 1;
+        let evict = Arc::new(Notify::new());
+        {
+            let mut p = pending.lock();
+            while p.len() >= cfg.max_pending.max(1) {
+                if let Some((_, n)) = p.pop_first() {
+                    n.notify_one();
+                    stats.rejected_cap.fetch_add(1, Relaxed);
+                }
+            }
+            p.insert(id, evict.clone());
+        }
+        let _ = stream.set_nodelay(true);
+        let conn = PeerConn {
+            id,
+            addr,
+            stream,
+            cfg: cfg.clone(),
+            ctl: ctl_tx.clone(),
+            stats: stats.clone(),
+            pending: pending.clone(),
+        };
+        let sd = shutdown.clone();
+        tokio::spawn(async move { conn.run(evict, sd).await });
+    }
+    drop(ctl_tx);
+    router.abort();
+}
+
+async fn router_task(
+    cfg: RouterConfig,
+    mut responses: mpsc::Receiver<Bytes>,
+    mut ctl: mpsc::Receiver<Control>,
+    stats: Arc<Stats>,
+) {
+    let mut router = Router::new(cfg);
+    let mut peers: HashMap<PeerId, mpsc::Sender<Bytes>> = HashMap::new();
+    let mut capture_open = true;
+    let apply = |router: &mut Router,
+                 peers: &mut HashMap<PeerId, mpsc::Sender<Bytes>>,
+                 c: Control| match c {
+        Control::Up(id, tx) => {
+            router.add_peer(id);
+            peers.insert(id, tx);
+        }
+        Control::Down(id) => {
+            router.remove_peer(id);
+            peers.remove(&id);
+        }
+        Control::Add(id, k) => router.session_add(id, k),
+        Control::Remove(id, k) => router.session_remove(id, k),
+    };
+    loop {
+        let deadline = router.poll_timeout();
+        tokio::select! {
+            c = ctl.recv() => {
+                let Some(c) = c else { break };
+                apply(&mut router, &mut peers, c);
+                for _ in 0..1024 {
+                    match ctl.try_recv() {
+                        Ok(c) => apply(&mut router, &mut peers, c),
+                        Err(_) => break,
+                    }
+                }
+            }
+            r = responses.recv(), if capture_open => {
+                match r {
+                    None => capture_open = false,
+                    Some(h) => {
+                        let now = std::time::Instant::now();
+                        router.handle_response(now, h);
+                        for _ in 0..1024 {
+                            match responses.try_recv() {
+                                Ok(h) => router.handle_response(now, h),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+            }
+            _ = sleep_until(deadline.map(Instant::from_std).unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                router.expire(std::time::Instant::now());
+            }
+        }
+        // Batches close as soon as the input queue is drained: under load they fill up, when
+        // idle a response leaves at once (well under the 1 ms budget).
+        router.flush();
+        while let Some((peer, frame)) = router.poll_transmit() {
+            if let Some(tx) = peers.get(&peer) {
+                if let Err(mpsc::error::TrySendError::Full(f)) = tx.try_send(frame) {
+                    let n = u16::from_be_bytes([f[5], f[6]]);
+                    stats.dropped_slow_peer.fetch_add(u64::from(n), Relaxed);
+                }
+            }
+        }
+        let c = router.counters();
+        stats.routed.store(c.routed, Relaxed);
+        stats.parked.store(c.parked, Relaxed);
+        stats.unparked.store(c.unparked, Relaxed);
+        stats.dropped_unknown.store(c.dropped_unknown, Relaxed);
+        stats.sessions.store(c.sessions, Relaxed);
+        stats.sessions_refused.store(c.sessions_refused, Relaxed);
+        stats.malformed.store(c.malformed, Relaxed);
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum End {
+    Eof,
+    Shutdown,
+    Evicted,
+    Timeout(&'static str),
+    Io(std::io::Error),
+    Bad(String),
+}
+
+struct PeerConn {
+    id: PeerId,
+    addr: SocketAddr,
+    stream: TcpStream,
+    cfg: Arc<ServerConfig>,
+    ctl: mpsc::Sender<Control>,
+    stats: Arc<Stats>,
+    pending: Arc<Pending>,
+}
+
+impl PeerConn {
+    async fn run(mut self, evict: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(self.cfg.peer_queue.max(1));
+        let mut secure = match &self.cfg.psk {
+            Some(p) => match SecureChannel::responder(p) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!("{}: cannot start the secure channel: {e}", self.addr);
+                    return;
+                }
+            },
+            None => None,
+        };
+        let mut decoder = Decoder::with_max_frame_len(MAX_INBOUND_FRAME);
+        let mut input = BytesMut::with_capacity(4096);
+        let mut plain = BytesMut::new();
+        let mut out = BytesMut::new();
+        let opened = Instant::now();
+        let mut ready = false;
+        let mut peer_instance = 0u64;
+        let mut last_rx = opened;
+        let mut partial_since: Option<Instant> = None;
+        let mut evict_fut = Box::pin(evict.notified());
+        let (mut rd, mut wr) = self.stream.split();
+
+        let end: End = 'conn: loop {
+            let deadline = if ready {
+                let idle = last_rx + self.cfg.idle_timeout;
+                partial_since.map_or(idle, |t| idle.min(t + self.cfg.frame_timeout))
+            } else {
+                opened + self.cfg.handshake_timeout
+            };
+            input.reserve(8192);
+            tokio::select! {
+                _ = shutdown.changed() => break End::Shutdown,
+                _ = &mut evict_fut, if !ready => break End::Evicted,
+                _ = sleep_until(deadline) => {
+                    break End::Timeout(if !ready { "opening" } else if partial_since.is_some_and(|t| t + self.cfg.frame_timeout <= Instant::now()) { "frame" } else { "idle" });
+                }
+                f = out_rx.recv(), if ready => {
+                    let Some(f) = f else { break End::Shutdown };
+                    let mut frames = vec![f];
+                    while let Ok(f) = out_rx.try_recv() {
+                        frames.push(f);
+                        if frames.len() >= 64 { break; }
+                    }
+                    for f in frames {
+                        match &mut secure {
+                            None => out.extend_from_slice(&f),
+                            Some(s) => if let Err(e) = s.write(&f, &mut out) { break 'conn End::Bad(e.to_string()) },
+                        }
+                    }
+                }
+                r = rd.read_buf(&mut input) => {
+                    match r {
+                        Ok(0) => break End::Eof,
+                        Err(e) => break End::Io(e),
+                        Ok(_) => {}
+                    }
+                    let now = Instant::now();
+                    last_rx = now;
+                    match &mut secure {
+                        None => plain.unsplit(input.split()),
+                        Some(s) => if let Err(e) = s.read(&mut input, &mut plain, &mut out) {
+                            break End::Bad(e.to_string());
+                        },
+                    }
+                    loop {
+                        let m = match decoder.decode(&mut plain) {
+                            Ok(Some(m)) => m,
+                            Ok(None) => break,
+                            Err(e) => break 'conn End::Bad(e.to_string()),
+                        };
+                        if !ready {
+                            match m {
+                                Message::Hello { version: VERSION, role: Role::Tcpcopy, instance } => {
+                                    if secure.as_ref().is_some_and(|s| !s.is_established()) {
+                                        break 'conn End::Bad("Hello before the secure handshake".into());
+                                    }
+                                    if self.stats.peers_now.load(Relaxed) >= self.cfg.max_peers as u64 {
+                                        self.stats.rejected_cap.fetch_add(1, Relaxed);
+                                        break 'conn End::Bad("too many tcpcopy connections".into());
+                                    }
+                                    let hello = Message::Hello { version: VERSION, role: Role::Intercept, instance: self.cfg.instance };
+                                    let mut f = BytesMut::new();
+                                    if encode(&hello, &mut f).is_err() { break 'conn End::Bad("encode".into()) }
+                                    match &mut secure {
+                                        None => out.extend_from_slice(&f),
+                                        Some(s) => if let Err(e) = s.write(&f, &mut out) { break 'conn End::Bad(e.to_string()) },
+                                    }
+                                    if self.ctl.send(Control::Up(self.id, out_tx.clone())).await.is_err() {
+                                        break 'conn End::Shutdown;
+                                    }
+                                    self.pending.lock().remove(&self.id);
+                                    ready = true;
+                                    peer_instance = instance;
+                                    self.stats.peers_now.fetch_add(1, Relaxed);
+                                    self.stats.peers_total.fetch_add(1, Relaxed);
+                                    tracing::info!("{}: tcpcopy {instance:016x} connected{}", self.addr, if secure.is_some() { " (authenticated)" } else { "" });
+                                }
+                                Message::Hello { version, role: Role::Tcpcopy, .. } => {
+                                    break 'conn End::Bad(format!("protocol version {version}, we speak {VERSION}"));
+                                }
+                                other => break 'conn End::Bad(format!("{} before Hello", other.name())),
+                            }
+                            continue;
+                        }
+                        let c = match m {
+                            Message::SessionAdd { client, target } => Control::Add(self.id, SessionKey { client, target }),
+                            Message::SessionRemove { client, target } => Control::Remove(self.id, SessionKey { client, target }),
+                            Message::Ping => {
+                                let mut f = BytesMut::new();
+                                let _ = encode(&Message::Pong, &mut f);
+                                match &mut secure {
+                                    None => out.extend_from_slice(&f),
+                                    Some(s) => if let Err(e) = s.write(&f, &mut out) { break 'conn End::Bad(e.to_string()) },
+                                }
+                                continue;
+                            }
+                            Message::Pong => continue,
+                            other => break 'conn End::Bad(format!("unexpected {} from tcpcopy", other.name())),
+                        };
+                        if self.ctl.send(c).await.is_err() {
+                            break 'conn End::Shutdown;
+                        }
+                    }
+                    let partial = !plain.is_empty() || !input.is_empty();
+                    partial_since = if partial { partial_since.or(Some(now)) } else { None };
+                }
+            }
+            if !out.is_empty() {
+                match timeout(self.cfg.write_timeout, wr.write_all(&out)).await {
+                    Ok(Ok(())) => out.clear(),
+                    Ok(Err(e)) => break End::Io(e),
+                    Err(_) => break End::Timeout("write"),
+                }
+            }
+        };
+
+        self.pending.lock().remove(&self.id);
+        if ready {
+            self.stats.peers_now.fetch_sub(1, Relaxed);
+            let _ = self.ctl.send(Control::Down(self.id)).await;
+        }
+        let who = if ready {
+            format!("tcpcopy {peer_instance:016x} at {}", self.addr)
+        } else {
+            format!("{} (not authenticated)", self.addr)
+        };
+        match end {
+            End::Eof => tracing::info!("{who}: closed by peer"),
+            End::Shutdown => {}
+            End::Evicted => tracing::debug!("{who}: evicted (too many pending connections)"),
+            End::Timeout(what) => {
+                if !ready {
+                    self.stats.handshake_timeout.fetch_add(1, Relaxed);
+                } else {
+                    self.stats.protocol_errors.fetch_add(1, Relaxed);
+                }
+                tracing::warn!("{who}: closed: {what} timeout");
+            }
+            End::Io(e) => tracing::info!("{who}: connection error: {e}"),
+            End::Bad(why) => {
+                if ready {
+                    self.stats.protocol_errors.fetch_add(1, Relaxed);
+                } else {
+                    self.stats.handshake_failed.fetch_add(1, Relaxed);
+                }
+                tracing::warn!("{who}: closed: {why}");
+            }
+        }
+    }
+}

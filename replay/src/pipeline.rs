@@ -1,0 +1,648 @@
+//! The one replay loop: read → edit → pace → send, over traits so tests can drive it with fake
+//! inputs, sinks and a virtual clock.
+//!
+//! Nothing here allocates per packet: the edit step writes into one reused [`Frames`] buffer, the
+//! packet handed to the sink borrows it, counters have fixed reason slots. The loop never reads
+//! the system clock itself; the [`Clock`] it is given does.
+
+use anyhow::{Context, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+use tcpclone::capture::{FailReason, LinkType, Packet, PacketSink, SendOutcome};
+use tcpclone::pace::Pacer;
+use tcpclone::stats::ReplayStats;
+
+/// The input files of a run, each readable from its start again (for `--loop`).
+pub trait Input {
+    /// How many files one pass goes through.
+    fn files(&self) -> usize;
+    /// Positions the input at the start of file `index` (0-based).
+    fn open(&mut self, index: usize) -> Result<()>;
+    /// Next packet of the open file; `Ok(None)` at its end. Errors name the file and byte offset.
+    fn next_packet(&mut self) -> Result<Option<Packet<'_>>>;
+}
+
+/// What the edit step did with one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edit {
+    /// Send the input bytes as they are (no edit asked, or none applied).
+    Unchanged,
+    /// The packet did not parse: the input bytes go out unchanged, and this is counted.
+    Unparsed(&'static str),
+    /// Changed: send the frame(s) in the [`Frames`] buffer.
+    Rewritten,
+    /// Changed and cut short (e.g. `--mtu-trunc`): send the frame(s) in the buffer.
+    Truncated(&'static str),
+    /// Not to be sent at all (counted as failed with this reason).
+    Dropped(&'static str),
+}
+
+/// One or more output frames built by the edit step, in one reused buffer.
+#[derive(Debug, Default)]
+pub struct Frames {
+    /// The frames' bytes, back to back.
+    pub buf: Vec<u8>,
+    /// End offset in `buf` of each frame (one entry per frame; empty = one frame, all of `buf`).
+    pub ends: Vec<usize>,
+}
+
+impl Frames {
+    /// Empties the buffer, keeping its capacity.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+    }
+    /// Calls `f` on each frame in order.
+    fn each(&self, mut f: impl FnMut(&[u8]) -> Result<bool>) -> Result<bool> {
+        if self.ends.is_empty() {
+            return f(&self.buf);
+        }
+        let mut start = 0;
+        for &end in &self.ends {
+            if !f(&self.buf[start..end])? {
+                return Ok(false);
+            }
+            start = end;
+        }
+        Ok(true)
+    }
+}
+
+/// The edit step (tcprewrite's edits), applied the same way whether sending or writing.
+pub trait Editor {
+    /// Link type of the frames this editor emits for input of `input` link type.
+    fn output_linktype(&self, input: LinkType) -> LinkType {
+        input
+    }
+    /// Edits `packet`; for [`Edit::Rewritten`] and [`Edit::Truncated`] the frames to send are in
+    /// `out` (cleared by the caller).
+    fn edit(&mut self, packet: &Packet<'_>, out: &mut Frames) -> Edit;
+}
+
+/// The editor that changes nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoEdit;
+
+impl Editor for NoEdit {
+    fn edit(&mut self, _packet: &Packet<'_>, _out: &mut Frames) -> Edit {
+        Edit::Unchanged
+    }
+}
+
+/// A time source for the loop: nanoseconds since the start of the run, and a way to wait.
+pub trait Clock {
+    /// Nanoseconds since the run started.
+    fn now(&mut self) -> u64;
+    /// Returns once `now() >= due`, or early when `stop` is set.
+    fn wait_until(&mut self, due: u64, stop: &AtomicBool);
+}
+
+/// A sink that may also report sends it had to retry (ring full, ENOBUFS).
+pub trait Output: PacketSink {
+    /// Retries since the last call, by reason, added into `stats` (then forgotten here).
+    fn drain_retries(&mut self, _stats: &mut ReplayStats) {}
+    /// Pushes out everything and waits until it has left (end of run); defaults to `flush`.
+    fn finish(&mut self) -> Result<(), Self::Error> {
+        self.flush()
+    }
+}
+
+/// Receives the counters now and then (progress bar, `--stats N`).
+pub trait Report {
+    /// Called every so often with the counters so far and the clock.
+    fn tick(&mut self, stats: &ReplayStats, now_ns: u64);
+}
+
+/// A report that does nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoReport;
+
+impl Report for NoReport {
+    fn tick(&mut self, _stats: &ReplayStats, _now_ns: u64) {}
+}
+
+/// When the loop stops by itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Passes over the inputs (`--loop`); 0 = forever.
+    pub loops: u64,
+    /// Input packets to process at most (`--limit`).
+    pub limit: Option<u64>,
+    /// Nanoseconds to run at most (`--duration`).
+    pub duration_ns: Option<u64>,
+    /// Send only input packets whose index ≡ `shard.0` (mod `shard.1`) (`--threads`).
+    pub shard: (u64, u64),
+}
+
+impl Limits {
+    /// One pass, no limit, no shard.
+    pub fn once() -> Self {
+        Limits {
+            loops: 1,
+            limit: None,
+            duration_ns: None,
+            shard: (0, 1),
+        }
+    }
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Every pass over every input was done.
+    Done,
+    /// `--limit` packets were processed.
+    Limit,
+    /// `--duration` was reached.
+    Duration,
+    /// The stop flag was raised (SIGINT).
+    Interrupted,
+}
+
+/// What ended the run, and how long it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunResult {
+    /// Why the loop ended.
+    pub end: End,
+    /// Clock reading at the first packet sent (None when nothing was sent).
+    pub first_ns: Option<u64>,
+    /// Clock reading when the loop ended (after the final flush).
+    pub end_ns: u64,
+}
+
+/// Maps a sink refusal to the reason printed in the summary.
+pub fn fail_reason(r: FailReason) -> &'static str {
+    match r {
+        FailReason::TooLarge => "larger than the interface MTU",
+        FailReason::KernelRefused => "refused by the kernel",
+    }
+}
+
+/// Runs the replay: every packet of every pass is read, edited, paced and sent, with counts in
+/// `stats`. On an input error, everything before it has been sent and the sink flushed, and the
+/// error is returned (the counters stay valid for the summary).
+#[allow(clippy::too_many_arguments)]
+pub fn run<I, E, S, C, R>(
+    input: &mut I,
+    editor: &mut E,
+    pacer: &mut Pacer,
+    sink: &mut S,
+    clock: &mut C,
+    report: &mut R,
+    limits: &Limits,
+    stop: &AtomicBool,
+    stats: &mut ReplayStats,
+) -> Result<RunResult>
+where
+    I: Input + ?Sized,
+    E: Editor + ?Sized,
+    S: Output + ?Sized,
+    C: Clock + ?Sized,
+    R: Report + ?Sized,
+{
+    let mut frames = Frames::default();
+    let paced = !pacer.timing().is_top_speed();
+    let (shard_index, shard_count) = (limits.shard.0, limits.shard.1.max(1));
+    let mut processed: u64 = 0; // input packets read in this run
+    let mut first_ns = None;
+    let mut origin: Option<u64> = None;
+    let mut pass: u64 = 0;
+    let end = 'run: loop {
+        if limits.loops != 0 && pass >= limits.loops {
+            break End::Done;
+        }
+        pass += 1;
+        let before_pass = processed;
+        for file in 0..input.files() {
+            input.open(file)?;
+            pacer.new_segment();
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    break 'run End::Interrupted;
+                }
+                if limits.limit.is_some_and(|l| processed >= l) {
+                    break 'run End::Limit;
+                }
+                let packet = match input.next_packet() {
+                    Ok(Some(p)) => p,
+                    Ok(None) => break,
+                    Err(e) => {
+                        sink.finish()
+                            .context("flushing output after an input error")?;
+                        sink.drain_retries(stats);
+                        return Err(e);
+                    }
+                };
+                let index = processed;
+                processed += 1;
+                if index % shard_count != shard_index {
+                    continue;
+                }
+                frames.clear();
+                let edit = editor.edit(&packet, &mut frames);
+                let use_frames = match edit {
+                    Edit::Unchanged => false,
+                    Edit::Unparsed(why) => {
+                        stats.unparsed.incr(why);
+                        false
+                    }
+                    Edit::Rewritten => {
+                        stats.rewritten += 1;
+                        true
+                    }
+                    Edit::Truncated(why) => {
+                        stats.rewritten += 1;
+                        stats.truncated.incr(why);
+                        true
+                    }
+                    Edit::Dropped(why) => {
+                        stats.failed.incr(why);
+                        continue;
+                    }
+                };
+                let linktype = if use_frames {
+                    editor.output_linktype(packet.linktype)
+                } else {
+                    packet.linktype
+                };
+                let ts = packet.ts;
+                let orig_len = packet.orig_len;
+                let mut send_one = |data: &[u8]| -> Result<bool> {
+                    if let Some(due) = pacer.schedule(ts, data.len()) {
+                        if limits.duration_ns.is_some_and(|d| due >= d) {
+                            return Ok(false);
+                        }
+                        // Due times count from the first packet, so start-up work (opening the
+                        // socket, reading the first record) does not make it late.
+                        let base = *origin.get_or_insert_with(|| clock.now());
+                        let at = base.saturating_add(due);
+                        if clock.now() < at {
+                            // Nothing else is due before this packet: hand over what is queued
+                            // (when behind schedule, packets stay batched until caught up).
+                            sink.flush().context("sending")?;
+                            clock.wait_until(at, stop);
+                            if stop.load(Ordering::Relaxed) {
+                                return Ok(false);
+                            }
+                        }
+                    }
+                    // A rewritten frame has no snapped part: its wire length is its length.
+                    let orig_len = if use_frames {
+                        data.len() as u32
+                    } else {
+                        orig_len
+                    };
+                    let out = Packet {
+                        ts,
+                        orig_len,
+                        linktype,
+                        data,
+                    };
+                    match sink.send(&out).context("sending")? {
+                        SendOutcome::Sent => {
+                            if first_ns.is_none() {
+                                first_ns = Some(clock.now());
+                            }
+                            stats.sent(data.len());
+                        }
+                        SendOutcome::Failed(r) => stats.failed.incr(fail_reason(r)),
+                    }
+                    Ok(true)
+                };
+                let go_on = if use_frames {
+                    frames.each(&mut send_one)?
+                } else {
+                    send_one(packet.data)?
+                };
+                if !go_on {
+                    break 'run if stop.load(Ordering::Relaxed) {
+                        End::Interrupted
+                    } else {
+                        End::Duration
+                    };
+                }
+                // Clock checks: every packet when paced (cheap next to the wait), every 256 at top speed.
+                if paced || processed & 255 == 0 {
+                    let now = clock.now();
+                    // (Paced runs stop on due times above, counted from the first packet.)
+                    if !paced && limits.duration_ns.is_some_and(|d| now >= d) {
+                        break 'run End::Duration;
+                    }
+                    sink.drain_retries(stats);
+                    report.tick(stats, now);
+                }
+            }
+        }
+        if processed == before_pass {
+            // An empty input would make `--loop 0` spin forever.
+            break End::Done;
+        }
+    };
+    sink.finish().context("flushing output")?;
+    sink.drain_retries(stats);
+    let end_ns = clock.now();
+    Ok(RunResult {
+        end,
+        first_ns,
+        end_ns,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tcpclone::capture::Timestamp;
+    use tcpclone::pace::Timing;
+
+    /// Files of frames in memory; `fail_after` makes file 0 fail after that many packets.
+    struct Mem {
+        files: Vec<Vec<Vec<u8>>>,
+        file: usize,
+        next: usize,
+        fail_after: Option<usize>,
+    }
+
+    impl Mem {
+        fn new(files: Vec<Vec<Vec<u8>>>) -> Self {
+            Mem {
+                files,
+                file: 0,
+                next: 0,
+                fail_after: None,
+            }
+        }
+    }
+
+    impl Input for Mem {
+        fn files(&self) -> usize {
+            self.files.len()
+        }
+        fn open(&mut self, index: usize) -> Result<()> {
+            self.file = index;
+            self.next = 0;
+            Ok(())
+        }
+        fn next_packet(&mut self) -> Result<Option<Packet<'_>>> {
+            if self.file == 0 && self.fail_after == Some(self.next) {
+                anyhow::bail!("in.pcap: record cut short at byte 1234");
+            }
+            let i = self.next;
+            self.next += 1;
+            Ok(self.files[self.file].get(i).map(|f| Packet {
+                ts: Timestamp(1_000_000 * i as u64),
+                orig_len: f.len() as u32,
+                linktype: LinkType::ETHERNET,
+                data: f,
+            }))
+        }
+    }
+
+    /// Keeps what it was sent; refuses frames over `max` bytes.
+    struct Keep {
+        sent: Vec<(u64, Vec<u8>)>,
+        max: usize,
+        clock: std::rc::Rc<std::cell::Cell<u64>>,
+    }
+
+    impl PacketSink for Keep {
+        type Error = std::io::Error;
+        fn send(&mut self, p: &Packet<'_>) -> std::io::Result<SendOutcome> {
+            if p.data.len() > self.max {
+                return Ok(SendOutcome::Failed(FailReason::TooLarge));
+            }
+            self.sent.push((self.clock.get(), p.data.to_vec()));
+            Ok(SendOutcome::Sent)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Output for Keep {}
+
+    struct Virtual(std::rc::Rc<std::cell::Cell<u64>>);
+    impl Clock for Virtual {
+        fn now(&mut self) -> u64 {
+            self.0.get()
+        }
+        fn wait_until(&mut self, due: u64, _stop: &AtomicBool) {
+            self.0.set(self.0.get().max(due));
+        }
+    }
+
+    /// Rewrites frames starting with 1, refuses to parse frames starting with 0xff.
+    struct Marks;
+    impl Editor for Marks {
+        fn edit(&mut self, p: &Packet<'_>, out: &mut Frames) -> Edit {
+            match p.data[0] {
+                0xff => Edit::Unparsed("not IP"),
+                1 => {
+                    out.buf.extend_from_slice(p.data);
+                    out.buf[1] = 0xaa;
+                    Edit::Rewritten
+                }
+                2 => {
+                    // Split in two frames (as --tso-split does).
+                    out.buf.extend_from_slice(p.data);
+                    out.buf.extend_from_slice(p.data);
+                    out.ends.extend([p.data.len(), 2 * p.data.len()]);
+                    Edit::Rewritten
+                }
+                _ => Edit::Unchanged,
+            }
+        }
+    }
+
+    fn go(
+        input: &mut Mem,
+        timing: Timing,
+        limits: Limits,
+        max: usize,
+    ) -> (Result<RunResult>, Keep, ReplayStats) {
+        let t = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut sink = Keep {
+            sent: Vec::new(),
+            max,
+            clock: t.clone(),
+        };
+        let mut stats = ReplayStats::default();
+        let stop = AtomicBool::new(false);
+        let r = run(
+            input,
+            &mut Marks,
+            &mut Pacer::new(timing),
+            &mut sink,
+            &mut Virtual(t),
+            &mut NoReport,
+            &limits,
+            &stop,
+            &mut stats,
+        );
+        (r, sink, stats)
+    }
+
+    fn frame(tag: u8, i: u8, len: usize) -> Vec<u8> {
+        let mut f = vec![i; len];
+        f[0] = tag;
+        f
+    }
+
+    #[test]
+    fn sends_everything_in_order_and_counts_edits() {
+        let files = vec![
+            vec![
+                frame(0, 1, 60),
+                frame(1, 2, 60),
+                frame(0xff, 3, 60),
+                frame(2, 4, 70),
+            ],
+            vec![frame(0, 5, 64)],
+        ];
+        let mut input = Mem::new(files.clone());
+        let (r, sink, stats) = go(&mut input, Timing::TopSpeed, Limits::once(), 1500);
+        assert_eq!(r.unwrap().end, End::Done);
+        let sent: Vec<Vec<u8>> = sink.sent.into_iter().map(|(_, f)| f).collect();
+        let mut rewritten = files[0][1].clone();
+        rewritten[1] = 0xaa;
+        assert_eq!(
+            sent,
+            vec![
+                files[0][0].clone(),
+                rewritten,
+                files[0][2].clone(),
+                files[0][3].clone(),
+                files[0][3].clone(),
+                files[1][0].clone()
+            ]
+        );
+        assert_eq!(stats.packets_sent, 6);
+        assert_eq!(stats.bytes_sent, 60 * 3 + 70 * 2 + 64);
+        assert_eq!(stats.rewritten, 2);
+        assert_eq!(stats.unparsed.get("not IP"), 1);
+    }
+
+    #[test]
+    fn oversize_frames_fail_with_their_reason() {
+        let mut input = Mem::new(vec![vec![
+            frame(0, 1, 60),
+            frame(0, 2, 9000),
+            frame(0, 3, 60),
+        ]]);
+        let (r, sink, stats) = go(&mut input, Timing::TopSpeed, Limits::once(), 1514);
+        r.unwrap();
+        assert_eq!(sink.sent.len(), 2);
+        assert_eq!(stats.failed.get("larger than the interface MTU"), 1);
+    }
+
+    #[test]
+    fn loops_limit_and_duration() {
+        let file: Vec<Vec<u8>> = (0..10).map(|i| frame(0, i, 60)).collect();
+        let mut input = Mem::new(vec![file.clone()]);
+        let (r, sink, _) = go(
+            &mut input,
+            Timing::TopSpeed,
+            Limits {
+                loops: 3,
+                ..Limits::once()
+            },
+            1500,
+        );
+        assert_eq!(r.unwrap().end, End::Done);
+        assert_eq!(sink.sent.len(), 30);
+        assert_eq!(sink.sent[10].1, file[0]);
+
+        let mut input = Mem::new(vec![file.clone()]);
+        let (r, sink, _) = go(
+            &mut input,
+            Timing::TopSpeed,
+            Limits {
+                loops: 0,
+                limit: Some(25),
+                ..Limits::once()
+            },
+            1500,
+        );
+        assert_eq!(r.unwrap().end, End::Limit);
+        assert_eq!(sink.sent.len(), 25);
+
+        // 1,000 pps for 1.5 s, forever: packets due at 0..1499 ms go, the next is not waited for.
+        let mut input = Mem::new(vec![file]);
+        let limits = Limits {
+            loops: 0,
+            duration_ns: Some(1_500_000_000),
+            ..Limits::once()
+        };
+        let (r, sink, _) = go(&mut input, Timing::pps(1000.0).unwrap(), limits, 1500);
+        assert_eq!(r.unwrap().end, End::Duration);
+        assert_eq!(sink.sent.len(), 1500);
+        assert_eq!(sink.sent.last().unwrap().0, 1_499_000_000);
+    }
+
+    #[test]
+    fn capture_timing_restarts_per_loop_and_sends_on_time() {
+        let file: Vec<Vec<u8>> = (0..3).map(|i| frame(0, i, 60)).collect();
+        let mut input = Mem::new(vec![file]);
+        let (r, sink, _) = go(
+            &mut input,
+            Timing::multiplier(2.0).unwrap(),
+            Limits {
+                loops: 2,
+                ..Limits::once()
+            },
+            1500,
+        );
+        r.unwrap();
+        let times: Vec<u64> = sink.sent.iter().map(|(t, _)| *t).collect();
+        assert_eq!(
+            times,
+            vec![0, 500_000, 1_000_000, 1_000_000, 1_500_000, 2_000_000]
+        );
+    }
+
+    #[test]
+    fn input_error_keeps_what_came_before() {
+        let mut input = Mem::new(vec![(0..10).map(|i| frame(0, i, 60)).collect()]);
+        input.fail_after = Some(4);
+        let (r, sink, stats) = go(&mut input, Timing::TopSpeed, Limits::once(), 1500);
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("byte 1234"), "{e}");
+        assert_eq!(sink.sent.len(), 4);
+        assert_eq!(stats.packets_sent, 4);
+    }
+
+    #[test]
+    fn empty_input_with_loop_forever_ends() {
+        let mut input = Mem::new(vec![vec![]]);
+        let (r, sink, _) = go(
+            &mut input,
+            Timing::TopSpeed,
+            Limits {
+                loops: 0,
+                ..Limits::once()
+            },
+            1500,
+        );
+        assert_eq!(r.unwrap().end, End::Done);
+        assert!(sink.sent.is_empty());
+    }
+
+    #[test]
+    fn shards_split_the_input_between_threads() {
+        let file: Vec<Vec<u8>> = (0..10).map(|i| frame(0, i, 60)).collect();
+        let mut all = Vec::new();
+        for i in 0..3 {
+            let mut input = Mem::new(vec![file.clone()]);
+            let (r, sink, _) = go(
+                &mut input,
+                Timing::TopSpeed,
+                Limits {
+                    shard: (i, 3),
+                    ..Limits::once()
+                },
+                1500,
+            );
+            r.unwrap();
+            all.extend(sink.sent.into_iter().map(|(_, f)| f[1]));
+        }
+        all.sort();
+        assert_eq!(all, (0..10).collect::<Vec<u8>>());
+    }
+}

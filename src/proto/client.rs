@@ -1,0 +1,582 @@
+//! The tcpcopy end of the channel to one intercept, as pure code.
+//!
+//! [`Channel`] keeps the set of sessions registered with that intercept across reconnects,
+//! runs the optional [`secure`](super::secure) handshake, sends `Hello`, replays every
+//! registration after a reconnect, pings when idle, and turns received frames into
+//! [`Event`]s. It never touches a socket or a clock: the glue (tcpcopy's `live` module) owns
+//! the TCP stream and passes `now` in.
+//!
+//! Glue loop, per intercept address:
+//! 1. connect (with a timeout); on success `channel.connected(now)`, on failure wait
+//!    `channel.disconnected(now)` and retry;
+//! 2. write whatever [`Channel::poll_transmit`] returns; feed every read to
+//!    [`Channel::handle_input`] and drain [`Channel::poll_event`];
+//! 3. wake at [`Channel::poll_timeout`] and call [`Channel::handle_timeout`];
+//! 4. on any error, EOF or write failure: `let delay = channel.disconnected(now)`, sleep
+//!    `delay`, go to 1. Registrations made meanwhile (`session_add` / `session_remove`) are
+//!    kept and sent after the next `connected`.
+
+use super::secure::{Psk, SecureChannel, SecureError};
+use super::{encode, Decoder, Message, ProtoError, Role, VERSION};
+use bytes::{Bytes, BytesMut};
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// How long the whole opening (secure handshake + `Hello` answer) may take, both ends.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// tcpcopy pings after this much silence from intercept.
+pub const PING_INTERVAL: Duration = Duration::from_secs(10);
+/// A peer silent this long (no frame at all, a `Pong` included) is considered gone. intercept
+/// uses the same bound for tcpcopy connections, so tcpcopy must send something (a `Ping` at
+/// least) more often than this.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the channel must be dropped and reconnected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// A frame from intercept was malformed.
+    #[error("protocol: {0}")]
+    Proto(#[from] ProtoError),
+    /// The secure layer failed (wrong secret, tampered record).
+    #[error("secure channel: {0}")]
+    Secure(#[from] SecureError),
+    /// intercept sent something out of place (e.g. a non-`Hello` first frame, `SessionAdd`).
+    #[error("unexpected {0} from intercept")]
+    Unexpected(&'static str),
+    /// intercept speaks another protocol version.
+    #[error("intercept speaks protocol version {0}, we speak {VERSION}")]
+    Version(u16),
+    /// The opening did not finish within [`HANDSHAKE_TIMEOUT`].
+    #[error("handshake not finished within {HANDSHAKE_TIMEOUT:?}")]
+    HandshakeTimeout,
+    /// Nothing heard for [`PEER_TIMEOUT`].
+    #[error("intercept silent for {PEER_TIMEOUT:?}")]
+    PeerTimeout,
+    /// `handle_input` or `handle_timeout` was called while disconnected.
+    #[error("not connected")]
+    NotConnected,
+}
+
+/// Something that came from intercept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// intercept answered `Hello`: the channel is up and every registration has been sent.
+    Ready {
+        /// intercept's protocol version.
+        version: u16,
+        /// intercept's instance id.
+        instance: u64,
+    },
+    /// A batch of the target's responses: each an IP header + TCP header (checked).
+    Responses(Vec<Bytes>),
+}
+
+/// Exponential reconnect backoff: 100 ms doubling to 5 s, with ±25 % jitter from a seed.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    base: Duration,
+    max: Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    /// A backoff between `base` and `max`; `seed` drives the jitter (e.g. the instance id).
+    pub fn new(base: Duration, max: Duration, seed: u64) -> Self {
+        Backoff {
+            next: base,
+            base,
+            max,
+            rng: seed | 1,
+        }
+    }
+
+    /// The delay before the next attempt; doubles the one after it.
+    pub fn next_delay(&mut self) -> Duration {
+        // xorshift64: jitter only, not security.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let quarter = d.as_micros() as u64 / 4;
+        let jitter = if quarter == 0 {
+            0
+        } else {
+            self.rng % (2 * quarter)
+        };
+        Duration::from_micros(d.as_micros() as u64 - quarter + jitter)
+    }
+
+    /// Back to the base delay (after a successful connection).
+    pub fn reset(&mut self) {
+        self.next = self.base;
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    Disconnected,
+    /// TCP up, waiting for the secure handshake and/or intercept's `Hello`.
+    Opening,
+    Ready,
+}
+
+/// tcpcopy's end of one intercept connection (see the module docs for the glue loop).
+#[derive(Debug)]
+pub struct Channel {
+    instance: u64,
+    psk: Option<Psk>,
+    sessions: HashSet<(SocketAddr, SocketAddr)>,
+    phase: Phase,
+    secure: Option<SecureChannel>,
+    decoder: Decoder,
+    /// Ciphertext (or plain frames without a secret) ready for the socket.
+    out: BytesMut,
+    /// Plain frames waiting for the secure handshake to finish.
+    pending: BytesMut,
+    input: BytesMut,
+    plain: BytesMut,
+    events: VecDeque<Event>,
+    opened_at: Option<Instant>,
+    last_rx: Option<Instant>,
+    last_tx: Option<Instant>,
+    backoff: Backoff,
+}
+
+impl Channel {
+    /// A disconnected channel for tcpcopy instance `instance`; `psk` enables the secure layer.
+    pub fn new(instance: u64, psk: Option<Psk>) -> Self {
+        Channel {
+            instance,
+            psk,
+            sessions: HashSet::new(),
+            phase: Phase::Disconnected,
+            secure: None,
+            decoder: Decoder::new(),
+            out: BytesMut::new(),
+            pending: BytesMut::new(),
+            input: BytesMut::new(),
+            plain: BytesMut::new(),
+            events: VecDeque::new(),
+            opened_at: None,
+            last_rx: None,
+            last_tx: None,
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5), instance),
+        }
+    }
+
+    /// True once intercept has answered `Hello`.
+    pub fn is_ready(&self) -> bool {
+        self.phase == Phase::Ready
+    }
+
+    /// Sessions currently registered (sent or to be sent after the next connect).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The TCP connection is up: starts the opening and queues `Hello` plus a `SessionAdd` for
+    /// every registered session.
+    pub fn connected(&mut self, now: Instant) -> Result<(), ChannelError> {
+        self.reset_conn();
+        self.phase = Phase::Opening;
+        self.opened_at = Some(now);
+        self.last_rx = Some(now);
+        self.last_tx = Some(now);
+        if let Some(psk) = &self.psk {
+            self.secure = Some(SecureChannel::initiator(psk, &mut self.out)?);
+        }
+        self.send(&Message::Hello {
+            version: VERSION,
+            role: Role::Tcpcopy,
+            instance: self.instance,
+        })?;
+        let regs: Vec<_> = self.sessions.iter().copied().collect();
+        for (client, target) in regs {
+            self.send(&Message::SessionAdd { client, target })?;
+        }
+        Ok(())
+    }
+
+    /// The connection failed or closed: drops its state (registrations are kept) and returns
+    /// how long to wait before reconnecting.
+    pub fn disconnected(&mut self, _now: Instant) -> Duration {
+        self.reset_conn();
+        self.backoff.next_delay()
+    }
+
+    fn reset_conn(&mut self) {
+        self.phase = Phase::Disconnected;
+        self.secure = None;
+        self.decoder = Decoder::new();
+        self.out.clear();
+        self.pending.clear();
+        self.input.clear();
+        self.plain.clear();
+        self.opened_at = None;
+    }
+
+    /// Registers a session with this intercept (sent now if connected, else after connecting).
+    pub fn session_add(
+        &mut self,
+        client: SocketAddr,
+        target: SocketAddr,
+    ) -> Result<(), ChannelError> {
+        let m = Message::SessionAdd { client, target };
+        // Validate first so a bad address is never remembered for replay.
+        encode(&m, &mut BytesMut::new())?;
+        if self.sessions.insert((client, target)) && self.phase != Phase::Disconnected {
+            self.send(&m)?;
+        }
+        Ok(())
+    }
+
+    /// Unregisters a session (sent if connected; forgotten either way).
+    pub fn session_remove(
+        &mut self,
+        client: SocketAddr,
+        target: SocketAddr,
+    ) -> Result<(), ChannelError> {
+        if self.sessions.remove(&(client, target)) && self.phase != Phase::Disconnected {
+            self.send(&Message::SessionRemove { client, target })?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, m: &Message) -> Result<(), ChannelError> {
+        match &mut self.secure {
+            None => encode(m, &mut self.out)?,
+            Some(s) if s.is_established() => {
+                self.pending.clear();
+                encode(m, &mut self.pending)?;
+                s.write(&self.pending, &mut self.out)?;
+                self.pending.clear();
+            }
+            Some(_) => encode(m, &mut self.pending)?,
+        }
+        Ok(())
+    }
+
+    /// Bytes to write to the socket now, if any. Write them all before the next call.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
+        if self.out.is_empty() {
+            return None;
+        }
+        self.last_tx = Some(now);
+        Some(self.out.split().freeze())
+    }
+
+    /// Feeds bytes read from the socket. An error means: drop the connection (call
+    /// [`disconnected`](Self::disconnected)).
+    pub fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), ChannelError> {
+        if self.phase == Phase::Disconnected {
+            return Err(ChannelError::NotConnected);
+        }
+        self.last_rx = Some(now);
+        match &mut self.secure {
+            None => self.plain.extend_from_slice(data),
+            Some(s) => {
+                self.input.extend_from_slice(data);
+                let was = s.is_established();
+                s.read(&mut self.input, &mut self.plain, &mut self.out)?;
+                if !was && s.is_established() && !self.pending.is_empty() {
+                    let p = self.pending.split();
+                    s.write(&p, &mut self.out)?;
+                }
+            }
+        }
+        while let Some(m) = self.decoder.decode(&mut self.plain)? {
+            match (m, &self.phase) {
+                (
+                    Message::Hello {
+                        version,
+                        role: Role::Intercept,
+                        instance,
+                    },
+                    Phase::Opening,
+                ) => {
+                    if version != VERSION {
+                        return Err(ChannelError::Version(version));
+                    }
+                    self.phase = Phase::Ready;
+                    self.backoff.reset();
+                    self.events.push_back(Event::Ready { version, instance });
+                }
+                (_, Phase::Opening) => {
+                    return Err(ChannelError::Unexpected(
+                        "first frame other than an intercept Hello",
+                    ))
+                }
+                (Message::Responses { headers }, _) => {
+                    self.events.push_back(Event::Responses(headers))
+                }
+                (Message::Ping, _) => self.send(&Message::Pong)?,
+                (Message::Pong, _) => {}
+                (m, _) => return Err(ChannelError::Unexpected(m.name())),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next event from intercept.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called (None when disconnected).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Disconnected => None,
+            Phase::Opening => self.opened_at.map(|t| t + HANDSHAKE_TIMEOUT),
+            Phase::Ready => {
+                let rx = self.last_rx? + PEER_TIMEOUT;
+                let ping = self.last_rx?.max(self.last_tx?) + PING_INTERVAL;
+                Some(rx.min(ping))
+            }
+        }
+    }
+
+    /// Handles timers: the opening deadline, the idle ping and the peer timeout.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ChannelError> {
+        match self.phase {
+            Phase::Disconnected => Ok(()),
+            Phase::Opening => match self.opened_at {
+                Some(t) if now >= t + HANDSHAKE_TIMEOUT => Err(ChannelError::HandshakeTimeout),
+                _ => Ok(()),
+            },
+            Phase::Ready => {
+                let last_rx = self.last_rx.unwrap_or(now);
+                if now >= last_rx + PEER_TIMEOUT {
+                    return Err(ChannelError::PeerTimeout);
+                }
+                let last = last_rx.max(self.last_tx.unwrap_or(now));
+                if now >= last + PING_INTERVAL && self.out.is_empty() {
+                    self.send(&Message::Ping)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::secure::SecureChannel;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn psk() -> Psk {
+        Psk::from_hex_text(b"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
+            .unwrap()
+    }
+
+    /// A fake intercept end: decodes what the channel sent, optionally through Noise.
+    struct FakeIntercept {
+        secure: Option<SecureChannel>,
+        input: BytesMut,
+        plain: BytesMut,
+        dec: Decoder,
+    }
+
+    impl FakeIntercept {
+        fn new(psk: Option<&Psk>) -> Self {
+            FakeIntercept {
+                secure: psk.map(|p| SecureChannel::responder(p).unwrap()),
+                input: BytesMut::new(),
+                plain: BytesMut::new(),
+                dec: Decoder::new(),
+            }
+        }
+        /// Feeds bytes from tcpcopy; returns (messages, bytes to send back).
+        fn feed(&mut self, b: &[u8]) -> (Vec<Message>, BytesMut) {
+            let mut back = BytesMut::new();
+            match &mut self.secure {
+                None => self.plain.extend_from_slice(b),
+                Some(s) => {
+                    self.input.extend_from_slice(b);
+                    s.read(&mut self.input, &mut self.plain, &mut back).unwrap();
+                }
+            }
+            let mut v = Vec::new();
+            while let Some(m) = self.dec.decode(&mut self.plain).unwrap() {
+                v.push(m);
+            }
+            (v, back)
+        }
+        fn send(&mut self, m: &Message, back: &mut BytesMut) {
+            let mut f = BytesMut::new();
+            encode(m, &mut f).unwrap();
+            match &mut self.secure {
+                None => back.extend_from_slice(&f),
+                Some(s) => s.write(&f, back).unwrap(),
+            }
+        }
+    }
+
+    const HDR: [u8; 40] = [
+        0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1, // IPv4
+        0x18, 0xeb, 0x9c, 0x40, 0, 0, 0, 1, 0, 0, 0, 2, 0x50, 0x12, 0xff, 0xff, 0, 0, 0,
+        0, // TCP
+    ];
+
+    fn run(psk: Option<Psk>) {
+        let t0 = Instant::now();
+        let mut ch = Channel::new(7, psk.clone());
+        ch.session_add(a("198.18.0.1:40000"), a("198.18.0.2:6379"))
+            .unwrap();
+        assert!(
+            ch.poll_transmit(t0).is_none(),
+            "nothing sent while disconnected"
+        );
+        ch.connected(t0).unwrap();
+        let mut fi = FakeIntercept::new(psk.as_ref());
+        let (msgs, mut back) = fi.feed(&ch.poll_transmit(t0).unwrap());
+        if psk.is_some() {
+            assert!(msgs.is_empty(), "frames wait for the handshake");
+            ch.handle_input(t0, &back.split()).unwrap();
+            let (msgs, b2) = fi.feed(&ch.poll_transmit(t0).unwrap());
+            back = b2;
+            assert_eq!(msgs.len(), 2);
+            assert!(matches!(
+                msgs[0],
+                Message::Hello {
+                    role: Role::Tcpcopy,
+                    instance: 7,
+                    ..
+                }
+            ));
+        } else {
+            assert_eq!(msgs.len(), 2);
+            assert!(matches!(msgs[1], Message::SessionAdd { .. }));
+        }
+        assert!(!ch.is_ready());
+        fi.send(
+            &Message::Hello {
+                version: VERSION,
+                role: Role::Intercept,
+                instance: 9,
+            },
+            &mut back,
+        );
+        fi.send(
+            &Message::Responses {
+                headers: vec![Bytes::copy_from_slice(&HDR)],
+            },
+            &mut back,
+        );
+        fi.send(&Message::Ping, &mut back);
+        ch.handle_input(t0, &back).unwrap();
+        assert_eq!(
+            ch.poll_event(),
+            Some(Event::Ready {
+                version: VERSION,
+                instance: 9
+            })
+        );
+        assert_eq!(
+            ch.poll_event(),
+            Some(Event::Responses(vec![Bytes::copy_from_slice(&HDR)]))
+        );
+        assert_eq!(ch.poll_event(), None);
+        ch.session_add(a("198.18.0.1:40001"), a("198.18.0.2:6379"))
+            .unwrap();
+        ch.session_remove(a("198.18.0.1:40000"), a("198.18.0.2:6379"))
+            .unwrap();
+        let (msgs, _) = fi.feed(&ch.poll_transmit(t0).unwrap());
+        assert_eq!(msgs[0], Message::Pong);
+        assert!(matches!(msgs[1], Message::SessionAdd { .. }));
+        assert!(matches!(msgs[2], Message::SessionRemove { .. }));
+
+        // Idle: ping, then peer timeout.
+        let t1 = ch.poll_timeout().unwrap();
+        assert_eq!(t1, t0 + PING_INTERVAL);
+        ch.handle_timeout(t1).unwrap();
+        let (msgs, _) = fi.feed(&ch.poll_transmit(t1).unwrap());
+        assert_eq!(msgs, vec![Message::Ping]);
+        assert_eq!(
+            ch.handle_timeout(t0 + PEER_TIMEOUT),
+            Err(ChannelError::PeerTimeout)
+        );
+
+        // Reconnect replays the one live registration.
+        let d = ch.disconnected(t1);
+        assert!(
+            d >= Duration::from_millis(75) && d <= Duration::from_millis(125),
+            "{d:?}"
+        );
+        ch.connected(t1).unwrap();
+        let mut fi = FakeIntercept::new(psk.as_ref());
+        let (mut msgs, back) = fi.feed(&ch.poll_transmit(t1).unwrap());
+        if psk.is_some() {
+            ch.handle_input(t1, &back).unwrap();
+            msgs = fi.feed(&ch.poll_transmit(t1).unwrap()).0;
+        }
+        assert_eq!(
+            msgs[1],
+            Message::SessionAdd {
+                client: a("198.18.0.1:40001"),
+                target: a("198.18.0.2:6379")
+            }
+        );
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(
+            ch.handle_timeout(t1 + HANDSHAKE_TIMEOUT),
+            Err(ChannelError::HandshakeTimeout)
+        );
+    }
+
+    #[test]
+    fn plain_channel_conversation() {
+        run(None);
+    }
+
+    #[test]
+    fn secure_channel_conversation() {
+        run(Some(psk()));
+    }
+
+    #[test]
+    fn unexpected_frames_close() {
+        let t0 = Instant::now();
+        let mut ch = Channel::new(1, None);
+        ch.connected(t0).unwrap();
+        let mut f = BytesMut::new();
+        encode(&Message::Ping, &mut f).unwrap();
+        assert!(matches!(
+            ch.handle_input(t0, &f),
+            Err(ChannelError::Unexpected(_))
+        ));
+        ch.disconnected(t0);
+        ch.connected(t0).unwrap();
+        let mut f = BytesMut::new();
+        encode(
+            &Message::Hello {
+                version: 2,
+                role: Role::Intercept,
+                instance: 1,
+            },
+            &mut f,
+        )
+        .unwrap();
+        assert_eq!(ch.handle_input(t0, &f), Err(ChannelError::Version(2)));
+        assert!(ch
+            .session_add(a("198.18.0.1:0"), a("198.18.0.2:1"))
+            .is_err());
+        assert_eq!(ch.session_count(), 0);
+    }
+
+    #[test]
+    fn backoff_grows_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(5), 42);
+        let v: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
+        assert!(v[9] <= Duration::from_millis(6250) && v[9] >= Duration::from_millis(3750));
+        assert!(v[3] > v[0]);
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(125));
+    }
+}

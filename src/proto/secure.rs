@@ -1,0 +1,455 @@
+//! The secured tcpcopy–intercept channel: a Noise handshake with a pre-shared key, then every
+//! byte both ways in authenticated, encrypted, replay-protected records.
+//!
+//! Pure state machine over byte buffers (no sockets, no files, no clocks; the only outside
+//! input is the system random source snow uses for ephemeral keys). tcpcopy's glue and
+//! intercept use the same code. The secured channel is a transparent byte stream: the protocol
+//! frames of [`super`] go through it unchanged and may span records.
+//!
+//! # Wire format
+//!
+//! Before any protocol frame, the two ends run `Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s` with the
+//! prologue [`PROLOGUE`]: the initiator (tcpcopy) sends `-> psk, e`, the responder (intercept)
+//! answers `<- e, ee`. Both messages carry an AEAD tag keyed by the PSK, so each end proves it
+//! knows the secret before any session data flows; a wrong secret fails the first message
+//! the other end reads. Every record, handshake or transport, is `len: u16 BE` (1..=65535)
+//! followed by `len` bytes of Noise message. Transport records carry at most
+//! [`MAX_PLAINTEXT`] bytes each; Noise's per-direction nonce makes a replayed, dropped or
+//! reordered record fail authentication, which ends the channel.
+
+use bytes::{BufMut, BytesMut};
+
+/// The Noise protocol name (Noise spec rev 34, §9 PSK modes).
+pub const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
+/// Prologue both ends mix into the handshake: binds it to this protocol and version.
+pub const PROLOGUE: &[u8] = b"tcpclone proto v1";
+/// Largest Noise message (Noise spec §3).
+pub const MAX_RECORD: usize = 65535;
+/// AEAD tag length (ChaChaPoly).
+pub const TAG_LEN: usize = 16;
+/// Largest plaintext per transport record.
+pub const MAX_PLAINTEXT: usize = MAX_RECORD - TAG_LEN;
+/// Largest handshake record accepted (both NNpsk0 messages are 48 bytes with empty payloads).
+pub const MAX_HANDSHAKE_RECORD: usize = 256;
+/// Length of the pre-shared key.
+pub const PSK_LEN: usize = 32;
+
+/// Errors of the secured channel. Offsets count ciphertext bytes received on this connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecureError {
+    /// The secret is not 64 hexadecimal digits.
+    #[error("secret: {0}")]
+    BadSecret(&'static str),
+    /// The secret file's permissions let other users read it.
+    #[error("secret file mode {mode:o} lets group or others access it (chmod 600)")]
+    SecretMode {
+        /// The file's permission bits.
+        mode: u32,
+    },
+    /// A record length is 0 or too large for the current phase.
+    #[error("bad record length {len} at byte {offset}")]
+    BadRecord {
+        /// Length found.
+        len: usize,
+        /// Offset of the record's length prefix.
+        offset: u64,
+    },
+    /// The handshake failed: the peer does not know the secret (or is not speaking Noise).
+    #[error("handshake failed at byte {offset}: peer not authenticated (wrong secret?)")]
+    Handshake {
+        /// Offset of the failing record.
+        offset: u64,
+    },
+    /// A transport record failed authentication (tampered, replayed or reordered).
+    #[error("record at byte {offset} failed authentication")]
+    Auth {
+        /// Offset of the failing record.
+        offset: u64,
+    },
+    /// Data was offered for sending before the handshake finished.
+    #[error("channel not established yet")]
+    NotEstablished,
+    /// The channel already failed; it must be dropped.
+    #[error("channel failed earlier")]
+    Failed,
+    /// snow refused an operation (a bug or an impossible parameter).
+    #[error("noise: {0}")]
+    Noise(String),
+}
+
+/// A 32-byte pre-shared key. Its `Debug` does not show the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Psk([u8; PSK_LEN]);
+
+impl std::fmt::Debug for Psk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Psk(..)")
+    }
+}
+
+impl Psk {
+    /// A key from its 32 bytes.
+    pub fn from_bytes(b: [u8; PSK_LEN]) -> Self {
+        Psk(b)
+    }
+
+    /// Parses a secret file's contents: exactly 64 hexadecimal digits (surrounding whitespace
+    /// ignored), e.g. the output of `openssl rand -hex 32`.
+    pub fn from_hex_text(text: &[u8]) -> Result<Self, SecureError> {
+        let t = text.trim_ascii();
+        if t.len() != 2 * PSK_LEN {
+            return Err(SecureError::BadSecret(
+                "must be exactly 64 hexadecimal digits (openssl rand -hex 32)",
+            ));
+        }
+        let mut k = [0u8; PSK_LEN];
+        for (i, pair) in t.chunks_exact(2).enumerate() {
+            let hi = hex_val(pair[0]);
+            let lo = hex_val(pair[1]);
+            match (hi, lo) {
+                (Some(h), Some(l)) => k[i] = h << 4 | l,
+                _ => {
+                    return Err(SecureError::BadSecret(
+                        "contains a character that is not a hexadecimal digit",
+                    ))
+                }
+            }
+        }
+        if k.iter().all(|&b| b == k[0]) {
+            return Err(SecureError::BadSecret(
+                "is one repeated byte; generate it with openssl rand -hex 32",
+            ));
+        }
+        Ok(Psk(k))
+    }
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Checks a secret file's permission bits (`st_mode`): no access for group or others.
+pub fn check_secret_mode(mode: u32) -> Result<(), SecureError> {
+    if mode & 0o077 != 0 {
+        return Err(SecureError::SecretMode {
+            mode: mode & 0o7777,
+        });
+    }
+    Ok(())
+}
+
+enum State {
+    Handshake(Box<snow::HandshakeState>),
+    Transport(Box<snow::TransportState>),
+    Failed,
+}
+
+/// One end of a secured channel.
+///
+/// Feed received bytes to [`read`](Self::read), which writes handshake replies to `out` and
+/// decrypted bytes to `plain`; send with [`write`](Self::write) once
+/// [`is_established`](Self::is_established).
+pub struct SecureChannel {
+    state: State,
+    received: u64,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for SecureChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self.state {
+            State::Handshake(_) => "handshake",
+            State::Transport(_) => "established",
+            State::Failed => "failed",
+        };
+        f.debug_struct("SecureChannel")
+            .field("state", &s)
+            .field("received", &self.received)
+            .finish()
+    }
+}
+
+fn noise_err(e: snow::Error) -> SecureError {
+    SecureError::Noise(e.to_string())
+}
+
+fn builder(psk: &Psk) -> Result<snow::Builder<'_>, SecureError> {
+    let params: snow::params::NoiseParams = NOISE_PARAMS.parse().map_err(noise_err)?;
+    snow::Builder::new(params)
+        .psk(0, &psk.0)
+        .map_err(noise_err)?
+        .prologue(PROLOGUE)
+        .map_err(noise_err)
+}
+
+impl SecureChannel {
+    /// The connecting end (tcpcopy): writes the first handshake record to `out`.
+    pub fn initiator(psk: &Psk, out: &mut BytesMut) -> Result<Self, SecureError> {
+        let mut hs = builder(psk)?.build_initiator().map_err(noise_err)?;
+        let mut msg = [0u8; MAX_HANDSHAKE_RECORD];
+        let n = hs.write_message(&[], &mut msg).map_err(noise_err)?;
+        out.put_u16(n as u16);
+        out.put_slice(&msg[..n]);
+        Ok(SecureChannel {
+            state: State::Handshake(Box::new(hs)),
+            received: 0,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The accepting end (intercept): waits for the initiator's first record.
+    pub fn responder(psk: &Psk) -> Result<Self, SecureError> {
+        let hs = builder(psk)?.build_responder().map_err(noise_err)?;
+        Ok(SecureChannel {
+            state: State::Handshake(Box::new(hs)),
+            received: 0,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// True once the handshake finished: both ends proved they hold the secret.
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, State::Transport(_))
+    }
+
+    /// Consumes every whole record in `input`: handshake records advance the handshake (a reply
+    /// goes to `out`), transport records are authenticated and their plaintext appended to
+    /// `plain`. A partial record stays in `input`. After an error the channel is dead.
+    pub fn read(
+        &mut self,
+        input: &mut BytesMut,
+        plain: &mut BytesMut,
+        out: &mut BytesMut,
+    ) -> Result<(), SecureError> {
+        let r = self.read_inner(input, plain, out);
+        if r.is_err() {
+            self.state = State::Failed;
+        }
+        r
+    }
+
+    fn read_inner(
+        &mut self,
+        input: &mut BytesMut,
+        plain: &mut BytesMut,
+        out: &mut BytesMut,
+    ) -> Result<(), SecureError> {
+        loop {
+            if matches!(self.state, State::Failed) {
+                return Err(SecureError::Failed);
+            }
+            if input.len() < 2 {
+                return Ok(());
+            }
+            let at = self.received;
+            let len = usize::from(u16::from_be_bytes([input[0], input[1]]));
+            let max = if self.is_established() {
+                MAX_RECORD
+            } else {
+                MAX_HANDSHAKE_RECORD
+            };
+            if len == 0 || len > max || (self.is_established() && len < TAG_LEN) {
+                return Err(SecureError::BadRecord { len, offset: at });
+            }
+            if input.len() < 2 + len {
+                input.reserve(2 + len - input.len());
+                return Ok(());
+            }
+            let rec = input.split_to(2 + len);
+            self.received += (2 + len) as u64;
+            let body = &rec[2..];
+            match &mut self.state {
+                State::Handshake(hs) => {
+                    let mut payload = [0u8; MAX_HANDSHAKE_RECORD];
+                    hs.read_message(body, &mut payload)
+                        .map_err(|_| SecureError::Handshake { offset: at })?;
+                    if !hs.is_handshake_finished() && hs.is_my_turn() {
+                        let mut msg = [0u8; MAX_HANDSHAKE_RECORD];
+                        let n = hs.write_message(&[], &mut msg).map_err(noise_err)?;
+                        out.put_u16(n as u16);
+                        out.put_slice(&msg[..n]);
+                    }
+                    if hs.is_handshake_finished() {
+                        let State::Handshake(hs) =
+                            std::mem::replace(&mut self.state, State::Failed)
+                        else {
+                            unreachable!("matched above")
+                        };
+                        let ts = hs.into_transport_mode().map_err(noise_err)?;
+                        self.state = State::Transport(Box::new(ts));
+                    }
+                }
+                State::Transport(ts) => {
+                    let start = plain.len();
+                    plain.resize(start + len, 0);
+                    match ts.read_message(body, &mut plain[start..]) {
+                        Ok(n) => plain.truncate(start + n),
+                        Err(_) => {
+                            plain.truncate(start);
+                            return Err(SecureError::Auth { offset: at });
+                        }
+                    }
+                }
+                State::Failed => return Err(SecureError::Failed),
+            }
+        }
+    }
+
+    /// Encrypts `plain` into as many records as needed, appended to `out`.
+    pub fn write(&mut self, plain: &[u8], out: &mut BytesMut) -> Result<(), SecureError> {
+        let State::Transport(ts) = &mut self.state else {
+            return Err(if matches!(self.state, State::Failed) {
+                SecureError::Failed
+            } else {
+                SecureError::NotEstablished
+            });
+        };
+        if self.scratch.len() < MAX_RECORD {
+            self.scratch.resize(MAX_RECORD, 0);
+        }
+        out.reserve(plain.len() + (plain.len() / MAX_PLAINTEXT + 1) * (2 + TAG_LEN));
+        for chunk in plain.chunks(MAX_PLAINTEXT) {
+            let n = ts
+                .write_message(chunk, &mut self.scratch)
+                .map_err(noise_err)?;
+            out.put_u16(n as u16);
+            out.put_slice(&self.scratch[..n]);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn psk(b: u8) -> Psk {
+        let mut k = [0u8; PSK_LEN];
+        for (i, x) in k.iter_mut().enumerate() {
+            *x = b.wrapping_add(i as u8);
+        }
+        Psk::from_bytes(k)
+    }
+
+    /// Runs the handshake between two ends, returns both established.
+    fn pair(a: &Psk, b: &Psk) -> Result<(SecureChannel, SecureChannel), SecureError> {
+        let mut to_resp = BytesMut::new();
+        let mut to_init = BytesMut::new();
+        let mut plain = BytesMut::new();
+        let mut init = SecureChannel::initiator(a, &mut to_resp)?;
+        let mut resp = SecureChannel::responder(b)?;
+        resp.read(&mut to_resp, &mut plain, &mut to_init)?;
+        assert!(resp.is_established());
+        let mut none = BytesMut::new();
+        init.read(&mut to_init, &mut plain, &mut none)?;
+        assert!(init.is_established());
+        assert!(plain.is_empty() && none.is_empty());
+        Ok((init, resp))
+    }
+
+    #[test]
+    fn handshake_and_both_directions() {
+        let (mut i, mut r) = pair(&psk(1), &psk(1)).unwrap();
+        let big: Vec<u8> = (0..200_000u32).map(|x| x as u8).collect();
+        let mut wire = BytesMut::new();
+        i.write(&big, &mut wire).unwrap();
+        i.write(b"hello", &mut wire).unwrap();
+        assert_eq!(wire.len(), big.len() + 5 + 5 * (2 + TAG_LEN));
+        // Dribble it in 7-byte pieces.
+        let mut input = BytesMut::new();
+        let mut plain = BytesMut::new();
+        let mut out = BytesMut::new();
+        for c in wire.chunks(7) {
+            input.extend_from_slice(c);
+            r.read(&mut input, &mut plain, &mut out).unwrap();
+        }
+        assert!(input.is_empty() && out.is_empty());
+        assert_eq!(&plain[..big.len()], &big[..]);
+        assert_eq!(&plain[big.len()..], b"hello");
+        let mut back = BytesMut::new();
+        r.write(b"pong", &mut back).unwrap();
+        let mut p2 = BytesMut::new();
+        i.read(&mut back, &mut p2, &mut out).unwrap();
+        assert_eq!(&p2[..], b"pong");
+    }
+
+    #[test]
+    fn wrong_secret_fails_at_responder() {
+        let e = pair(&psk(1), &psk(2)).unwrap_err();
+        assert_eq!(e, SecureError::Handshake { offset: 0 });
+    }
+
+    #[test]
+    fn tampered_replayed_and_garbage_records_fail() {
+        let (mut i, mut r) = pair(&psk(3), &psk(3)).unwrap();
+        let mut rec = BytesMut::new();
+        i.write(b"abc", &mut rec).unwrap();
+        let saved = rec.clone();
+        let (mut plain, mut out) = (BytesMut::new(), BytesMut::new());
+        r.read(&mut rec, &mut plain, &mut out).unwrap();
+        // Replay of the same record.
+        let mut replay = saved.clone();
+        // Offsets count the 50-byte handshake record too.
+        assert_eq!(
+            r.read(&mut replay, &mut plain, &mut out),
+            Err(SecureError::Auth {
+                offset: 50 + saved.len() as u64
+            })
+        );
+        assert_eq!(r.write(b"x", &mut out), Err(SecureError::Failed));
+
+        let (mut i, mut r) = pair(&psk(3), &psk(3)).unwrap();
+        let mut rec = BytesMut::new();
+        i.write(b"abc", &mut rec).unwrap();
+        let last = rec.len() - 1;
+        rec[last] ^= 1;
+        assert!(matches!(
+            r.read(&mut rec, &mut plain, &mut out),
+            Err(SecureError::Auth { .. })
+        ));
+
+        // Garbage instead of a handshake.
+        let mut r = SecureChannel::responder(&psk(3)).unwrap();
+        let mut g = BytesMut::from(&b"GET / HTTP/1.1\r\n\r\n"[..]);
+        assert!(matches!(
+            r.read(&mut g, &mut plain, &mut out),
+            Err(SecureError::BadRecord { .. })
+        ));
+        let mut r = SecureChannel::responder(&psk(3)).unwrap();
+        let mut g = BytesMut::from(&[0u8, 48][..]);
+        g.extend_from_slice(&[7u8; 48]);
+        assert!(matches!(
+            r.read(&mut g, &mut plain, &mut out),
+            Err(SecureError::Handshake { .. })
+        ));
+    }
+
+    #[test]
+    fn write_before_established_is_refused() {
+        let mut out = BytesMut::new();
+        let mut i = SecureChannel::initiator(&psk(1), &mut out).unwrap();
+        assert_eq!(i.write(b"x", &mut out), Err(SecureError::NotEstablished));
+    }
+
+    #[test]
+    fn secret_parsing_and_mode() {
+        let hex = b"00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF\n";
+        assert!(Psk::from_hex_text(hex).is_ok());
+        assert!(Psk::from_hex_text(b"0011").is_err());
+        assert!(Psk::from_hex_text(&[b'z'; 64]).is_err());
+        assert!(Psk::from_hex_text(&[b'0'; 64]).is_err());
+        assert!(check_secret_mode(0o100600).is_ok());
+        assert!(check_secret_mode(0o100400).is_ok());
+        assert_eq!(
+            check_secret_mode(0o100640),
+            Err(SecureError::SecretMode { mode: 0o640 })
+        );
+        assert!(check_secret_mode(0o100604).is_err());
+        assert_eq!(format!("{:?}", Psk::from_hex_text(hex).unwrap()), "Psk(..)");
+    }
+}

@@ -1,0 +1,645 @@
+//! tcpcopy's command line: TCPCopy's letters plus long names, parsed into plain values and
+//! validated here; the real objects (capture, raw sockets, engine, channel) are built from
+//! [`Settings`] in one place (`live::run`). This module never opens a socket or a file.
+
+use crate::mapping::{parse_mappings, TargetMapping};
+use clap::Parser;
+use ipnet::IpNet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+use tcpclone::proto::DEFAULT_PORT;
+
+/// Largest number of client addresses a `-c` list may expand to.
+const MAX_CLIENT_IPS: usize = 1 << 16;
+
+/// The flags as typed (TCPCopy's letters, long names).
+#[derive(Debug, Parser)]
+#[command(
+    name = "tcpcopy",
+    version,
+    about = "Clone live TCP sessions from a production host to a test server",
+    long_about = "Clone live TCP sessions from a production host to a test server.\n\n\
+        tcpcopy captures client->service segments, rewrites the destination (and the client \
+        address with -c) and sends them through a raw IP socket to the target; intercept, on the \
+        host the target routes the client networks to, reports the target's responses back."
+)]
+pub struct Cli {
+    /// Mappings `[onlineIP:]port-targetIP:port[,...]` (IPv6 addresses in brackets).
+    #[arg(short = 'x', long = "mapping", value_name = "MAPPINGS")]
+    pub mapping: Option<String>,
+    /// intercept addresses `ip[:port][,...]` (the port defaults to -p).
+    #[arg(short = 's', long = "intercept", value_name = "ADDRS")]
+    pub intercept: Option<String>,
+    /// Capture devices `DEV[,DEV]` (default: all, the `any` device).
+    #[arg(
+        short = 'i',
+        long = "interface",
+        value_name = "DEVS",
+        default_value = "any"
+    )]
+    pub interface: String,
+    /// pcap filter expression ANDed with the one built from -x.
+    #[arg(short = 'F', long = "filter", value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Client address rewrite list (`198.18.100.x` means .1–.254; CIDRs and single addresses too).
+    #[arg(short = 'c', long = "client-ip", value_name = "LIST")]
+    pub client_ip: Option<String>,
+    /// Copies of every session sent to the target.
+    #[arg(short = 'n', long = "copies", value_name = "N", default_value_t = 1)]
+    pub copies: u32,
+    /// Port-shift factor for the copies' client ports.
+    #[arg(
+        short = 'f',
+        long = "port-shift",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub port_shift: u16,
+    /// Percentage of sessions copied (by a hash of client address and port).
+    #[arg(
+        short = 'r',
+        long = "percentage",
+        value_name = "P",
+        default_value_t = 100
+    )]
+    pub percentage: u32,
+    /// Memory budget in MB; over it new sessions are refused and counted (never an exit).
+    #[arg(
+        short = 'm',
+        long = "max-memory",
+        value_name = "MB",
+        default_value_t = 1024
+    )]
+    pub max_memory: u64,
+    /// Session timeout in seconds (idle sessions end after it).
+    #[arg(
+        short = 't',
+        long = "session-timeout",
+        value_name = "S",
+        default_value_t = 600
+    )]
+    pub session_timeout: u64,
+    /// Keep-alive timeout in seconds (idle sessions with nothing outstanding end after it).
+    #[arg(
+        short = 'k',
+        long = "keepalive-timeout",
+        value_name = "S",
+        default_value_t = 60
+    )]
+    pub keepalive_timeout: u64,
+    /// MTU towards the target: segments are split to fit.
+    #[arg(
+        short = 'M',
+        long = "mtu",
+        value_name = "BYTES",
+        default_value_t = 1500
+    )]
+    pub mtu: u32,
+    /// MSS towards the target (default: from the MTU).
+    #[arg(short = 'D', long = "mss", value_name = "BYTES")]
+    pub mss: Option<u32>,
+    /// Capture ring per device in MB (counts against -m).
+    #[arg(short = 'B', long = "buffer", value_name = "MB", default_value_t = 64)]
+    pub buffer: u64,
+    /// Don't hold a request until the previous response (pipelined protocols).
+    #[arg(short = 'W', long = "no-wait")]
+    pub no_wait: bool,
+    /// Connections to each intercept.
+    #[arg(
+        short = 'C',
+        long = "connections",
+        value_name = "N",
+        default_value_t = 2
+    )]
+    pub connections: u32,
+    /// intercept's default port.
+    #[arg(short = 'p', long = "intercept-port", value_name = "PORT", default_value_t = DEFAULT_PORT)]
+    pub intercept_port: u16,
+    /// Log file (default: standard error).
+    #[arg(short = 'l', long = "log", value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// PID file, written at start and removed at exit.
+    #[arg(short = 'P', long = "pid-file", value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Print counters every N seconds.
+    #[arg(long = "stats", value_name = "N")]
+    pub stats: Option<u64>,
+    /// Feed the engine from a capture file (pcap or pcapng) instead of an interface.
+    #[arg(long = "offline", value_name = "FILE")]
+    pub offline: Option<PathBuf>,
+    /// Speed-up of --offline timing (2 = twice as fast).
+    #[arg(short = 'a', long = "speedup", value_name = "F", requires = "offline")]
+    pub speedup: Option<f64>,
+    /// File holding the secret shared with intercept (64 hex digits, mode 600): authenticates
+    /// and encrypts the channel.
+    #[arg(long = "secret-file", value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Skip the production-safety checks on the target addresses.
+    #[arg(long = "force")]
+    pub force: bool,
+    /// Stream mode: replay the captured client streams over kernel TCP sockets instead of
+    /// raw IP (no intercept needed).
+    // Stream mode lives in `crate::stream`; its own options (a clap `StreamOptions`) are
+    // flattened here by the lead when it lands, and `main` dispatches on this flag.
+    #[arg(long = "stream")]
+    pub stream: bool,
+}
+
+/// Where the captured segments come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// Live capture on these devices (`any` = all).
+    Live {
+        /// Device names.
+        interfaces: Vec<String>,
+    },
+    /// A capture file replayed with its own timing divided by `speedup`.
+    Offline {
+        /// The file.
+        path: PathBuf,
+        /// Timing divisor (> 0).
+        speedup: f64,
+    },
+}
+
+/// Validated settings: plain values, nothing opened yet.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The -x mappings.
+    pub mappings: Vec<TargetMapping>,
+    /// intercept addresses.
+    pub intercepts: Vec<SocketAddr>,
+    /// Where segments come from.
+    pub source: Source,
+    /// The user's -F expression.
+    pub user_filter: Option<String>,
+    /// Client address pool for -c (empty: keep the client's own address).
+    pub client_ips: Vec<IpAddr>,
+    /// The ranges -c named, for the safety check and messages.
+    pub client_nets: Vec<IpNet>,
+    /// -n.
+    pub copies: u32,
+    /// -f.
+    pub port_shift: u16,
+    /// -r, 1..=100.
+    pub percentage: u8,
+    /// -m in bytes (whole budget).
+    pub max_memory: u64,
+    /// -m minus the capture rings: what the engine may use.
+    pub engine_memory: u64,
+    /// -t.
+    pub session_timeout: Duration,
+    /// -k.
+    pub keepalive_timeout: Duration,
+    /// -M.
+    pub mtu: u16,
+    /// -D (or derived from -M).
+    pub mss: u16,
+    /// -B in bytes, per device.
+    pub capture_buffer: usize,
+    /// -W.
+    pub no_wait: bool,
+    /// -C.
+    pub connections: u32,
+    /// -l.
+    pub log: Option<PathBuf>,
+    /// -P.
+    pub pid_file: Option<PathBuf>,
+    /// --stats.
+    pub stats: Option<Duration>,
+    /// --force.
+    pub force: bool,
+    /// --secret-file (read when the channel is built).
+    pub secret_file: Option<PathBuf>,
+}
+
+/// A flag that failed validation: one line naming the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag}: {why}")]
+pub struct FlagError {
+    /// The flag, as `-x/--mapping`.
+    pub flag: &'static str,
+    /// What is wrong.
+    pub why: String,
+}
+
+fn bad(flag: &'static str, why: impl Into<String>) -> FlagError {
+    FlagError {
+        flag,
+        why: why.into(),
+    }
+}
+
+impl Cli {
+    /// Validates the flags into [`Settings`].
+    pub fn validate(&self) -> Result<Settings, FlagError> {
+        let mapping = self
+            .mapping
+            .as_deref()
+            .ok_or_else(|| bad("-x/--mapping", "required"))?;
+        let mappings = parse_mappings(mapping).map_err(|e| {
+            bad(
+                "-x/--mapping",
+                e.to_string().trim_start_matches("-x: ").to_string(),
+            )
+        })?;
+        let intercepts = match self.intercept.as_deref() {
+            Some(s) => {
+                parse_intercepts(s, self.intercept_port).map_err(|w| bad("-s/--intercept", w))?
+            }
+            None => return Err(bad("-s/--intercept", "required (where intercept runs)")),
+        };
+        let source = match &self.offline {
+            Some(path) => {
+                let speedup = self.speedup.unwrap_or(1.0);
+                if !(speedup.is_finite() && speedup > 0.0 && speedup <= 1e6) {
+                    return Err(bad(
+                        "-a/--speedup",
+                        format!("must be a positive number, got {speedup}"),
+                    ));
+                }
+                Source::Offline {
+                    path: path.clone(),
+                    speedup,
+                }
+            }
+            None => {
+                let interfaces: Vec<String> = self
+                    .interface
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
+                if interfaces.is_empty() {
+                    return Err(bad("-i/--interface", "no device named"));
+                }
+                if interfaces.len() > 1 && interfaces.iter().any(|i| i == "any") {
+                    return Err(bad(
+                        "-i/--interface",
+                        "`any` already means all devices; name it alone",
+                    ));
+                }
+                Source::Live { interfaces }
+            }
+        };
+        let (client_ips, client_nets) = match self.client_ip.as_deref() {
+            Some(s) => parse_client_ips(s).map_err(|w| bad("-c/--client-ip", w))?,
+            None => (Vec::new(), Vec::new()),
+        };
+        if self.copies == 0 || self.copies > 1000 {
+            return Err(bad(
+                "-n/--copies",
+                format!("must be 1..=1000, got {}", self.copies),
+            ));
+        }
+        if !(1..=100).contains(&self.percentage) {
+            return Err(bad(
+                "-r/--percentage",
+                format!("must be 1..=100, got {}", self.percentage),
+            ));
+        }
+        if self.session_timeout == 0 || self.session_timeout > 86_400 {
+            return Err(bad("-t/--session-timeout", "must be 1..=86400 seconds"));
+        }
+        if self.keepalive_timeout == 0 || self.keepalive_timeout > 86_400 {
+            return Err(bad("-k/--keepalive-timeout", "must be 1..=86400 seconds"));
+        }
+        if !(576..=65_535).contains(&self.mtu) {
+            return Err(bad(
+                "-M/--mtu",
+                format!("must be 576..=65535, got {}", self.mtu),
+            ));
+        }
+        // Largest header overhead: IPv6 (40) + TCP with options (60).
+        let mss = match self.mss {
+            Some(m) if !(88..=65_495).contains(&m) => {
+                return Err(bad("-D/--mss", format!("must be 88..=65495, got {m}")));
+            }
+            Some(m) if m + 40 > self.mtu => {
+                return Err(bad(
+                    "-D/--mss",
+                    format!("{m} plus headers exceeds the MTU {}", self.mtu),
+                ));
+            }
+            Some(m) => m,
+            None => self.mtu - 60,
+        };
+        if self.buffer == 0 || self.buffer > 4096 {
+            return Err(bad("-B/--buffer", "must be 1..=4096 MB"));
+        }
+        if self.max_memory == 0 || self.max_memory > 1 << 20 {
+            return Err(bad("-m/--max-memory", "must be 1..=1048576 MB"));
+        }
+        let rings = match &source {
+            Source::Live { interfaces } => self.buffer * interfaces.len() as u64,
+            Source::Offline { .. } => 0,
+        };
+        if rings >= self.max_memory {
+            return Err(bad(
+                "-B/--buffer",
+                format!(
+                    "capture rings ({rings} MB) leave nothing of -m {} MB for sessions",
+                    self.max_memory
+                ),
+            ));
+        }
+        if self.connections == 0 || self.connections > 64 {
+            return Err(bad("-C/--connections", "must be 1..=64"));
+        }
+        if self.intercept_port == 0 {
+            return Err(bad("-p/--intercept-port", "must not be 0"));
+        }
+        let stats = match self.stats {
+            Some(0) => return Err(bad("--stats", "must be at least 1 second")),
+            Some(n) => Some(Duration::from_secs(n)),
+            None => None,
+        };
+        if let Some(f) = &self.filter {
+            if f.trim().is_empty() {
+                return Err(bad("-F/--filter", "empty expression"));
+            }
+        }
+        Ok(Settings {
+            mappings,
+            intercepts,
+            source,
+            user_filter: self.filter.clone(),
+            client_ips,
+            client_nets,
+            copies: self.copies,
+            port_shift: self.port_shift,
+            percentage: self.percentage as u8,
+            max_memory: self.max_memory << 20,
+            engine_memory: (self.max_memory - rings) << 20,
+            session_timeout: Duration::from_secs(self.session_timeout),
+            keepalive_timeout: Duration::from_secs(self.keepalive_timeout),
+            mtu: self.mtu as u16,
+            mss: mss as u16,
+            capture_buffer: (self.buffer << 20) as usize,
+            no_wait: self.no_wait,
+            connections: self.connections,
+            log: self.log.clone(),
+            pid_file: self.pid_file.clone(),
+            stats,
+            force: self.force,
+            secret_file: self.secret_file.clone(),
+        })
+    }
+}
+
+/// Parses `-s ip[:port][,...]` (IPv6 in brackets when a port is given; host names resolve).
+pub fn parse_intercepts(list: &str, default_port: u16) -> Result<Vec<SocketAddr>, String> {
+    let mut out = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if let Ok(sa) = entry.parse::<SocketAddr>() {
+            out.push(sa);
+            continue;
+        }
+        let bare = entry
+            .strip_prefix('[')
+            .and_then(|e| e.strip_suffix(']'))
+            .unwrap_or(entry);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            out.push(SocketAddr::new(ip, default_port));
+            continue;
+        }
+        let with_port = if entry.contains(':') {
+            entry.to_string()
+        } else {
+            format!("{entry}:{default_port}")
+        };
+        let resolved = with_port
+            .to_socket_addrs()
+            .map_err(|e| format!("bad intercept address `{entry}`: {e}"))?
+            .next()
+            .ok_or_else(|| format!("`{entry}` resolves to no address"))?;
+        if resolved.port() == 0 {
+            return Err(format!("bad port in `{entry}`"));
+        }
+        out.push(resolved);
+    }
+    if out.is_empty() {
+        return Err("no intercept address given".into());
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Parses `-c`: `a.b.c.x` (hosts .1–.254), CIDRs (their hosts), single IPv4/IPv6 addresses.
+pub fn parse_client_ips(list: &str) -> Result<(Vec<IpAddr>, Vec<IpNet>), String> {
+    let mut ips = Vec::new();
+    let mut nets = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if let Some(prefix) = entry
+            .strip_suffix(".x")
+            .or_else(|| entry.strip_suffix(".X"))
+        {
+            let base: Ipv4Addr = format!("{prefix}.0")
+                .parse()
+                .map_err(|_| format!("bad client address pattern `{entry}`"))?;
+            let o = base.octets();
+            for last in 1..=254u8 {
+                ips.push(IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], last)));
+            }
+            nets.push(IpNet::new(IpAddr::V4(base), 24).expect("valid /24"));
+        } else if entry.contains('/') {
+            let net: IpNet = entry
+                .parse()
+                .map_err(|_| format!("bad client network `{entry}`"))?;
+            let hosts = net.hosts();
+            for ip in hosts {
+                ips.push(ip);
+                if ips.len() > MAX_CLIENT_IPS {
+                    return Err(format!(
+                        "`{entry}` has more than {MAX_CLIENT_IPS} addresses"
+                    ));
+                }
+            }
+            nets.push(net);
+        } else {
+            let ip: IpAddr = entry
+                .parse()
+                .map_err(|_| format!("bad client address `{entry}`"))?;
+            ips.push(ip);
+            nets.push(IpNet::from(ip));
+        }
+        if ips.len() > MAX_CLIENT_IPS {
+            return Err(format!("more than {MAX_CLIENT_IPS} client addresses"));
+        }
+    }
+    if ips.is_empty() {
+        return Err("no client address given".into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    ips.retain(|ip| seen.insert(*ip));
+    Ok((ips, nets))
+}
+
+/// Production safety (issue 5): a target must not be a local address of this host, an online
+/// address named in -x, or inside a -c range. Returns one line per refused target.
+pub fn check_targets(settings: &Settings, local_addrs: &[IpAddr]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for m in &settings.mappings {
+        let t = m.target.ip();
+        if t.is_unspecified() || t.is_multicast() {
+            problems.push(format!("target {t} is not a unicast address"));
+        }
+        if t.is_loopback() || local_addrs.contains(&t) {
+            problems.push(format!(
+                "target {t} is an address of this (production) host"
+            ));
+        }
+        if settings.mappings.iter().any(|o| o.online_ip == Some(t)) {
+            problems.push(format!(
+                "target {t} is an online (production) address named in -x"
+            ));
+        }
+        if let Some(net) = settings.client_nets.iter().find(|n| n.contains(&t)) {
+            problems.push(format!("target {t} is inside the -c range {net}"));
+        }
+    }
+    problems.sort();
+    problems.dedup();
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tcpcopy").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn full_command_line_validates() {
+        let c = cli(&[
+            "-x",
+            "6379-198.18.1.2:6380",
+            "-s",
+            "198.18.1.3,[2001:db8::3]:4000",
+            "-c",
+            "198.18.100.x",
+            "-n",
+            "2",
+            "-f",
+            "3",
+            "-r",
+            "50",
+            "-m",
+            "512",
+            "-B",
+            "16",
+            "-W",
+            "-C",
+            "4",
+            "--stats",
+            "5",
+            "-i",
+            "eth0,eth1",
+            "-F",
+            "not port 22",
+            "-D",
+            "1400",
+        ])
+        .unwrap();
+        let s = c.validate().unwrap();
+        assert_eq!(s.intercepts[0], "198.18.1.3:36524".parse().unwrap());
+        assert_eq!(s.intercepts[1], "[2001:db8::3]:4000".parse().unwrap());
+        assert_eq!(s.client_ips.len(), 254);
+        assert_eq!(s.client_ips[0], "198.18.100.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            s.client_ips[253],
+            "198.18.100.254".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            s.source,
+            Source::Live {
+                interfaces: vec!["eth0".into(), "eth1".into()]
+            }
+        );
+        assert_eq!(s.engine_memory, (512 - 32) << 20);
+        assert_eq!(
+            (s.copies, s.port_shift, s.percentage, s.mss, s.connections),
+            (2, 3, 50, 1400, 4)
+        );
+        assert!(s.no_wait);
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        let base = ["-x", "80-198.18.1.2:80", "-s", "198.18.1.3"];
+        let cases: &[(&[&str], &str)] = &[
+            (&["-r", "0"], "-r/--percentage"),
+            (&["-r", "101"], "-r/--percentage"),
+            (&["-n", "0"], "-n/--copies"),
+            (&["-c", "198.18.1000.x"], "-c/--client-ip"),
+            (&["-M", "100"], "-M/--mtu"),
+            (&["-D", "1480"], "-D/--mss"),
+            (&["-B", "2000", "-m", "1024"], "-B/--buffer"),
+            (&["-C", "0"], "-C/--connections"),
+            (&["--stats", "0"], "--stats"),
+            (&["--offline", "f.pcap", "-a", "0"], "-a/--speedup"),
+        ];
+        for (extra, flag) in cases {
+            let mut args: Vec<&str> = base.to_vec();
+            args.extend_from_slice(extra);
+            let err = cli(&args).unwrap().validate().unwrap_err();
+            assert_eq!(err.flag, *flag, "{extra:?}: {err}");
+            assert!(!err.to_string().contains('\n'));
+        }
+        assert_eq!(
+            cli(&["-s", "198.18.1.3"])
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .flag,
+            "-x/--mapping"
+        );
+        assert_eq!(
+            cli(&["-x", "80-198.18.1.2:80"])
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .flag,
+            "-s/--intercept"
+        );
+        assert!(cli(&["-n", "abc"]).is_err());
+    }
+
+    #[test]
+    fn client_ip_forms() {
+        let (ips, nets) = parse_client_ips("198.18.20.0/30,2001:db8::7").unwrap();
+        assert_eq!(ips.len(), 3);
+        assert_eq!(nets.len(), 2);
+        assert!(parse_client_ips("").is_err());
+        assert!(parse_client_ips("198.18.0.0/8").is_err());
+    }
+
+    #[test]
+    fn safety_refuses_local_online_and_client_range() {
+        let c = cli(&[
+            "-x",
+            "198.18.0.1:80-198.18.0.1:80,80-198.18.100.7:80,80-198.18.1.9:80",
+            "-s",
+            "198.18.1.3",
+            "-c",
+            "198.18.100.x",
+        ])
+        .unwrap();
+        let s = c.validate().unwrap();
+        let p = check_targets(&s, &["198.18.1.9".parse().unwrap()]);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p.iter().any(|l| l.contains("online")));
+        assert!(p.iter().any(|l| l.contains("-c range")));
+        assert!(p.iter().any(|l| l.contains("this (production) host")));
+        let ok = cli(&["-x", "80-198.18.1.2:80", "-s", "198.18.1.3"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(check_targets(&ok, &["198.18.1.1".parse().unwrap()]).is_empty());
+    }
+}

@@ -1,0 +1,521 @@
+//! Where captured client segments come from: live devices through libpcap (immediate mode, an
+//! mmap ring sized by -B, a BPF filter built from -x) or a capture file replayed with its own
+//! timing. Both hand the engine thread batches of IP packets over one crossbeam channel.
+//!
+//! Why immediate mode and not TPACKET_V3 with a short timeout: V3 hands over a block only when
+//! it is full or its retire timer fires, and that timer counts in jiffies (4 ms at HZ=250), so
+//! an idle host would hold a segment for up to 4 ms. In immediate mode libpcap uses a
+//! TPACKET_V2 mmap ring (still no copy in the kernel) and wakes us per packet; the engine
+//! thread measures capture-to-send latency and the summary prints its percentiles.
+//!
+//! This module never sends anything and never captures tcpcopy's own output: the filter excludes
+//! every target address and port, and the direction is set to inbound where the device allows.
+
+use super::counters::Counters;
+use super::sys;
+use crate::mapping::TargetMapping;
+use anyhow::{anyhow, Context, Result};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// Snap length: a whole 64 KB GRO/GSO super-segment plus any link header. Not larger: in
+/// immediate mode libpcap uses a TPACKET_V2 ring of fixed-size frames sized from this (on
+/// cooked `any` captures), so every extra byte here costs ring slots.
+const SNAPLEN: i32 = 65_535 + 64;
+/// Packets per batch at most (the batch also goes as soon as the ring is empty).
+const BATCH_PACKETS: usize = 256;
+/// Batches in flight to the engine before the capture thread blocks (the ring then buffers).
+pub const CHANNEL_BATCHES: usize = 1024;
+/// How often a capture thread reads pcap's kernel drop counters.
+const STATS_EVERY: Duration = Duration::from_millis(500);
+
+/// Captured IP packets, copied out of the ring into one buffer.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Packet bytes back to back.
+    pub data: Vec<u8>,
+    /// Per packet: end offset in `data` and capture time in ns since the Unix epoch.
+    pub packets: Vec<(usize, u64)>,
+}
+
+impl Batch {
+    /// Iterates over (capture time ns, IP packet).
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let mut start = 0;
+        self.packets.iter().map(move |&(end, ts)| {
+            let p = &self.data[start..end];
+            start = end;
+            (ts, p)
+        })
+    }
+
+    fn push(&mut self, ts_ns: u64, ip: &[u8]) {
+        self.data.extend_from_slice(ip);
+        self.packets.push((self.data.len(), ts_ns));
+    }
+
+    fn clear(&mut self) {
+        self.data.clear();
+        self.packets.clear();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+}
+
+/// Empty batches handed back by the engine thread for reuse, so steady state allocates nothing.
+#[derive(Debug, Clone)]
+pub struct BatchPool {
+    tx: Sender<Batch>,
+    rx: Receiver<Batch>,
+}
+
+impl BatchPool {
+    /// A pool holding at most `n` spare batches.
+    pub fn new(n: usize) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(n);
+        BatchPool { tx, rx }
+    }
+    fn take(&self) -> Batch {
+        self.rx.try_recv().unwrap_or_default()
+    }
+    /// Returns a used batch.
+    pub fn give(&self, mut b: Batch) {
+        b.clear();
+        let _ = self.tx.try_send(b);
+    }
+}
+
+/// The BPF filter: `tcp and dst port P [and dst host IP]` OR'ed across the mappings, minus
+/// anything addressed to a target (our own output), ANDed with the user's `-F`.
+pub fn build_filter(mappings: &[TargetMapping], user: Option<&str>) -> String {
+    let wanted: Vec<String> = mappings
+        .iter()
+        .map(|m| match m.online_ip {
+            Some(ip) => format!("(dst port {} and dst host {ip})", m.online_port),
+            None => format!("(dst port {})", m.online_port),
+        })
+        .collect();
+    let mut targets: Vec<String> = mappings
+        .iter()
+        .map(|m| {
+            format!(
+                "(dst host {} and dst port {})",
+                m.target.ip(),
+                m.target.port()
+            )
+        })
+        .collect();
+    targets.sort();
+    targets.dedup();
+    // Loopback sessions on the production host (health checks, admin tools) are not client
+    // traffic and could not be sent anywhere with a 127/8 or ::1 source.
+    let mut f = format!(
+        "tcp and ({}) and not ({}) and not src net 127.0.0.0/8 and not src host ::1",
+        wanted.join(" or "),
+        targets.join(" or ")
+    );
+    if let Some(u) = user {
+        f = format!("({f}) and ({u})");
+    }
+    f
+}
+
+/// pcap `DLT_*` values handled (what `pcap_datalink` returns, also for files).
+mod dlt {
+    pub const NULL: i32 = 0;
+    pub const EN10MB: i32 = 1;
+    pub const RAW_LINUX: i32 = 12;
+    pub const RAW_BSD: i32 = 14;
+    pub const RAW: i32 = 101;
+    pub const LOOP: i32 = 108;
+    pub const LINUX_SLL: i32 = 113;
+    pub const IPV4: i32 = 228;
+    pub const IPV6: i32 = 229;
+    pub const LINUX_SLL2: i32 = 276;
+}
+
+/// `PACKET_OUTGOING` in the cooked headers' packet type (linux/if_packet.h).
+const PACKET_OUTGOING: u16 = 4;
+
+fn ip_version_ok(p: &[u8]) -> bool {
+    matches!(p.first().map(|b| b >> 4), Some(4) | Some(6))
+}
+
+fn is_ip_ethertype(t: u16) -> bool {
+    t == 0x0800 || t == 0x86dd
+}
+
+/// Strips the link layer: the IP packet inside a frame, or `None` when the frame is not IP, is
+/// one of this host's outgoing frames (cooked captures say so), or is too short.
+pub fn strip_link(dlt: i32, frame: &[u8]) -> Option<&[u8]> {
+    let be16 = |o: usize| -> Option<u16> {
+        Some(u16::from_be_bytes([*frame.get(o)?, *frame.get(o + 1)?]))
+    };
+    let ip = match dlt {
+        dlt::EN10MB => {
+            let mut off = 12;
+            let mut ethertype = be16(off)?;
+            // 802.1Q / 802.1ad tags, at most two.
+            for _ in 0..2 {
+                if ethertype == 0x8100 || ethertype == 0x88a8 {
+                    off += 4;
+                    ethertype = be16(off)?;
+                }
+            }
+            if !is_ip_ethertype(ethertype) {
+                return None;
+            }
+            frame.get(off + 2..)?
+        }
+        dlt::LINUX_SLL => {
+            if be16(0)? == PACKET_OUTGOING || !is_ip_ethertype(be16(14)?) {
+                return None;
+            }
+            frame.get(16..)?
+        }
+        dlt::LINUX_SLL2 => {
+            if u16::from(*frame.get(10)?) == PACKET_OUTGOING || !is_ip_ethertype(be16(0)?) {
+                return None;
+            }
+            frame.get(20..)?
+        }
+        dlt::NULL | dlt::LOOP => frame.get(4..)?,
+        dlt::RAW | dlt::RAW_LINUX | dlt::RAW_BSD | dlt::IPV4 | dlt::IPV6 => frame,
+        _ => return None,
+    };
+    ip_version_ok(ip).then_some(ip)
+}
+
+/// Whether a device's link type is one we can strip.
+fn supported_dlt(d: i32) -> bool {
+    use dlt::*;
+    [
+        NULL, EN10MB, RAW_LINUX, RAW_BSD, RAW, LOOP, LINUX_SLL, IPV4, IPV6, LINUX_SLL2,
+    ]
+    .contains(&d)
+}
+
+fn ts_ns(h: &pcap::PacketHeader, nano: bool) -> u64 {
+    let sub = h.ts.tv_usec as u64;
+    (h.ts.tv_sec as u64) * 1_000_000_000 + if nano { sub } else { sub * 1000 }
+}
+
+/// One opened live device, ready for its thread.
+pub struct LiveCapture {
+    name: String,
+    cap: pcap::Capture<pcap::Active>,
+    dlt: i32,
+}
+
+/// Opens every device with the filter; any failure names the device.
+pub fn open_live(devices: &[String], filter: &str, ring_bytes: usize) -> Result<Vec<LiveCapture>> {
+    let mut out = Vec::new();
+    for dev in devices {
+        let cap = pcap::Capture::from_device(dev.as_str())
+            .and_then(|c| {
+                c.immediate_mode(true)
+                    .snaplen(SNAPLEN)
+                    .buffer_size(ring_bytes.min(i32::MAX as usize) as i32)
+                    .promisc(false)
+                    .precision(pcap::Precision::Nano)
+                    .timeout(100)
+                    .open()
+            })
+            .with_context(|| format!("-i/--interface: cannot capture on `{dev}`"))?;
+        let mut cap = cap;
+        let dlt = cap.get_datalink().0;
+        if !supported_dlt(dlt) {
+            return Err(anyhow!(
+                "-i/--interface: `{dev}` has link type {dlt}, which tcpcopy cannot read"
+            ));
+        }
+        cap.filter(filter, true)
+            .with_context(|| format!("-F/--filter: bad filter `{filter}` on `{dev}`"))?;
+        match cap.direction(pcap::Direction::In) {
+            Ok(()) => debug!(device = %dev, "capturing inbound only"),
+            Err(e) => {
+                info!(device = %dev, error = %e, "device cannot filter by direction; the BPF filter alone excludes our output")
+            }
+        }
+        let cap = cap
+            .setnonblock()
+            .with_context(|| format!("cannot make capture on `{dev}` non-blocking"))?;
+        out.push(LiveCapture {
+            name: dev.clone(),
+            cap,
+            dlt,
+        });
+    }
+    Ok(out)
+}
+
+/// Sends a full batch; if the engine is behind, blocks (the kernel ring buffers meanwhile).
+fn ship(tx: &Sender<Batch>, pool: &BatchPool, batch: &mut Batch) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    let full = std::mem::replace(batch, pool.take());
+    match tx.try_send(full) {
+        Ok(()) => true,
+        Err(TrySendError::Full(b)) => tx.send(b).is_ok(),
+        Err(TrySendError::Disconnected(_)) => false,
+    }
+}
+
+/// Runs one live capture until `stop` is set or the engine goes away.
+pub fn run_live(
+    mut lc: LiveCapture,
+    tx: Sender<Batch>,
+    pool: BatchPool,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+) {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&lc.cap);
+    let mut batch = pool.take();
+    let mut last_stats = Instant::now();
+    let (mut drop_seen, mut ifdrop_seen) = (0u32, 0u32);
+    while !stop.load(Ordering::Relaxed) {
+        match lc.cap.next_packet() {
+            Ok(p) => {
+                counters.add(&counters.captured_frames, 1);
+                if p.header.caplen < p.header.len {
+                    counters.add(&counters.truncated, 1);
+                    continue;
+                }
+                match strip_link(lc.dlt, p.data) {
+                    Some(ip) => {
+                        counters.add(&counters.captured_bytes, ip.len() as u64);
+                        batch.push(ts_ns(p.header, true), ip);
+                        if batch.packets.len() >= BATCH_PACKETS && !ship(&tx, &pool, &mut batch) {
+                            return;
+                        }
+                    }
+                    None => counters.add(&counters.not_ip, 1),
+                }
+            }
+            Err(pcap::Error::TimeoutExpired) => {
+                // Ring empty: hand over what we have now (this is what keeps latency low),
+                // then sleep in poll until the kernel has more.
+                if !ship(&tx, &pool, &mut batch) {
+                    return;
+                }
+                if last_stats.elapsed() >= STATS_EVERY {
+                    last_stats = Instant::now();
+                    read_drops(&mut lc, &counters, &mut drop_seen, &mut ifdrop_seen);
+                }
+                if let Err(e) = sys::poll_readable(fd, Duration::from_millis(100)) {
+                    warn!(device = %lc.name, error = %e, "poll on capture failed");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            Err(e) => {
+                // The device went down or away: count, wait, keep trying (issue 5).
+                counters.add(&counters.capture_errors, 1);
+                warn!(device = %lc.name, error = %e, "capture error; retrying");
+                let _ = ship(&tx, &pool, &mut batch);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    read_drops(&mut lc, &counters, &mut drop_seen, &mut ifdrop_seen);
+    let _ = ship(&tx, &pool, &mut batch);
+}
+
+fn read_drops(
+    lc: &mut LiveCapture,
+    counters: &Counters,
+    drop_seen: &mut u32,
+    ifdrop_seen: &mut u32,
+) {
+    if let Ok(s) = lc.cap.stats() {
+        counters.add(
+            &counters.kernel_drops,
+            u64::from(s.dropped.wrapping_sub(*drop_seen)),
+        );
+        counters.add(
+            &counters.if_drops,
+            u64::from(s.if_dropped.wrapping_sub(*ifdrop_seen)),
+        );
+        *drop_seen = s.dropped;
+        *ifdrop_seen = s.if_dropped;
+    }
+}
+
+/// Replays a capture file into the engine with its own timing divided by `speedup`; packets
+/// go through the same BPF filter as a live capture. Returns when the file ends or on `stop`.
+pub fn run_offline(
+    path: &Path,
+    filter: &str,
+    speedup: f64,
+    tx: Sender<Batch>,
+    pool: BatchPool,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let mut cap = pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano)
+        .with_context(|| format!("--offline: cannot read `{}`", path.display()))?;
+    let dlt = cap.get_datalink().0;
+    if !supported_dlt(dlt) {
+        return Err(anyhow!(
+            "--offline: `{}` has link type {dlt}, which tcpcopy cannot read",
+            path.display()
+        ));
+    }
+    cap.filter(filter, true)
+        .with_context(|| format!("-F/--filter: bad filter `{filter}`"))?;
+    let mut batch = pool.take();
+    let mut origin: Option<(u64, Instant)> = None;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let p = match cap.next_packet() {
+            Ok(p) => p,
+            Err(pcap::Error::NoMorePackets) => break,
+            Err(e) => {
+                let _ = ship(&tx, &pool, &mut batch);
+                return Err(anyhow!("--offline: `{}`: {e}", path.display()));
+            }
+        };
+        counters.add(&counters.captured_frames, 1);
+        if p.header.caplen < p.header.len {
+            counters.add(&counters.truncated, 1);
+            continue;
+        }
+        let ts = ts_ns(p.header, true);
+        let Some(ip) = strip_link(dlt, p.data) else {
+            counters.add(&counters.not_ip, 1);
+            continue;
+        };
+        let (ts0, t0) = *origin.get_or_insert((ts, Instant::now()));
+        let due = t0 + Duration::from_nanos((ts.saturating_sub(ts0) as f64 / speedup) as u64);
+        let now = Instant::now();
+        if due > now {
+            // Hand over what is due before sleeping until this packet's time.
+            if !ship(&tx, &pool, &mut batch) {
+                return Ok(());
+            }
+            sleep_until(due, &stop);
+        }
+        counters.add(&counters.captured_bytes, ip.len() as u64);
+        // Live time, so the engine's latency figures stay meaningful.
+        batch.push(wall_ns(), ip);
+        if batch.packets.len() >= BATCH_PACKETS && !ship(&tx, &pool, &mut batch) {
+            return Ok(());
+        }
+    }
+    let _ = ship(&tx, &pool, &mut batch);
+    info!(file = %path.display(), "end of capture file");
+    Ok(())
+}
+
+fn sleep_until(due: Instant, stop: &AtomicBool) {
+    loop {
+        let now = Instant::now();
+        if now >= due || stop.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep((due - now).min(Duration::from_millis(50)));
+    }
+}
+
+/// Wall clock in ns since the Unix epoch (the timebase of capture timestamps).
+pub fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::parse_mappings;
+
+    #[test]
+    fn filter_from_mappings() {
+        let m = parse_mappings("6379-198.18.1.2:6380,198.18.0.1:80-[2001:db8::2]:80").unwrap();
+        let f = build_filter(&m, Some("not src net 198.18.5.0/24"));
+        assert_eq!(
+            f,
+            "(tcp and ((dst port 6379) or (dst port 80 and dst host 198.18.0.1)) and not \
+             ((dst host 198.18.1.2 and dst port 6380) or (dst host 2001:db8::2 and dst port 80)) \
+             and not src net 127.0.0.0/8 and not src host ::1) and (not src net 198.18.5.0/24)"
+        );
+        // It must compile (IPv4 and IPv6 primitives alike).
+        let dead = pcap::Capture::dead(pcap::Linktype(dlt::LINUX_SLL2)).unwrap();
+        dead.compile(&f, true).unwrap();
+    }
+
+    #[test]
+    fn filter_excludes_our_output() {
+        let m = parse_mappings("6379-198.18.1.2:6379").unwrap();
+        let dead = pcap::Capture::dead(pcap::Linktype(dlt::RAW_LINUX)).unwrap();
+        let prog = dead.compile(&build_filter(&m, None), true).unwrap();
+        let mut to_prod = ipv4_tcp([198, 18, 10, 2], [198, 18, 10, 1], 6379);
+        assert!(prog.filter(&to_prod));
+        to_prod[16..20].copy_from_slice(&[198, 18, 1, 2]);
+        assert!(
+            !prog.filter(&to_prod),
+            "a packet to the target must not be captured"
+        );
+    }
+
+    fn ipv4_tcp(src: [u8; 4], dst: [u8; 4], dport: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&40u16.to_be_bytes());
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        p[20..22].copy_from_slice(&40000u16.to_be_bytes());
+        p[22..24].copy_from_slice(&dport.to_be_bytes());
+        p[32] = 0x50;
+        p
+    }
+
+    #[test]
+    fn strips_link_layers() {
+        let ip = ipv4_tcp([198, 18, 10, 2], [198, 18, 10, 1], 80);
+        let mut eth = vec![0u8; 12];
+        eth.extend_from_slice(&[0x81, 0x00, 0, 5, 0x08, 0x00]);
+        eth.extend_from_slice(&ip);
+        assert_eq!(strip_link(dlt::EN10MB, &eth), Some(&ip[..]));
+        let mut sll2 = vec![
+            0x08, 0x00, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        sll2.extend_from_slice(&ip);
+        assert_eq!(strip_link(dlt::LINUX_SLL2, &sll2), Some(&ip[..]));
+        sll2[10] = PACKET_OUTGOING as u8;
+        assert_eq!(
+            strip_link(dlt::LINUX_SLL2, &sll2),
+            None,
+            "our own outgoing frames are skipped"
+        );
+        let mut sll = vec![0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0x86, 0xdd];
+        let mut v6 = vec![0x60u8];
+        v6.extend_from_slice(&[0; 39]);
+        sll.extend_from_slice(&v6);
+        assert_eq!(strip_link(dlt::LINUX_SLL, &sll), Some(&v6[..]));
+        assert_eq!(strip_link(dlt::RAW_LINUX, &ip), Some(&ip[..]));
+        assert_eq!(strip_link(dlt::EN10MB, &[0u8; 13]), None);
+        assert_eq!(strip_link(dlt::EN10MB, &[0u8; 20]), None, "not IP");
+        assert_eq!(strip_link(dlt::RAW, &[0x30u8; 20]), None, "bad version");
+    }
+
+    #[test]
+    fn batch_iterates_in_order() {
+        let mut b = Batch::default();
+        b.push(1, b"ab");
+        b.push(2, b"cde");
+        let v: Vec<_> = b.iter().collect();
+        assert_eq!(v, vec![(1, &b"ab"[..]), (2, &b"cde"[..])]);
+    }
+}

@@ -1,0 +1,361 @@
+//! The channel to intercept (tokio, on its own thread): `-C` connections to every `-s` address,
+//! each driven by the sans-IO [`tcpclone::proto::client::Channel`] (hello, optional secure
+//! handshake, pings, registrations replayed after a reconnect, backoff). Session registrations
+//! come from the engine's events; response headers go back to the engine thread.
+//!
+//! Each session is registered on one connection per intercept (chosen by a hash of the
+//! session), so intercept routes each response once. This module never touches the engine:
+//! it talks to the engine thread through channels only.
+
+use super::counters::Counters;
+use bytes::Bytes;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tcpclone::proto::client::{Channel, Event};
+use tcpclone::proto::secure::Psk;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// Connect timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Commands batched into one pass before the socket is written.
+const CMD_BATCH: usize = 4096;
+
+/// What the engine thread tells the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToChannel {
+    /// Register a session (client as the target sees it, target).
+    Add(SocketAddr, SocketAddr),
+    /// Unregister it.
+    Remove(SocketAddr, SocketAddr),
+}
+
+/// The engine thread's handle on the channel thread.
+pub struct ChannelHandle {
+    /// Commands to the channel; dropping it shuts the channel down.
+    pub tx: mpsc::UnboundedSender<ToChannel>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ChannelHandle {
+    /// Closes every connection and waits (briefly) for the thread.
+    pub fn shutdown(self) {
+        drop(self.tx);
+        let _ = self.thread.join();
+    }
+}
+
+/// A random-enough instance id for `Hello` (no RNG crate: the std hasher is randomly keyed).
+pub fn instance_id() -> u64 {
+    use std::hash::BuildHasher;
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    std::process::id().hash(&mut h);
+    std::time::SystemTime::now().hash(&mut h);
+    h.finish()
+}
+
+/// Starts the channel thread.
+pub fn spawn(
+    intercepts: Vec<SocketAddr>,
+    connections: u32,
+    instance: u64,
+    psk: Option<Psk>,
+    responses: crossbeam_channel::Sender<Vec<Bytes>>,
+    counters: Arc<Counters>,
+) -> std::io::Result<ChannelHandle> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let thread = std::thread::Builder::new()
+        .name("intercept-channel".into())
+        .spawn(move || {
+            rt.block_on(route(
+                intercepts,
+                connections as usize,
+                instance,
+                psk,
+                rx,
+                responses,
+                counters,
+            ));
+            rt.shutdown_timeout(Duration::from_millis(200));
+        })?;
+    Ok(ChannelHandle { tx, thread })
+}
+
+fn conn_of(client: &SocketAddr, target: &SocketAddr, connections: usize) -> usize {
+    let mut h = DefaultHasher::new();
+    (client, target).hash(&mut h);
+    (h.finish() % connections as u64) as usize
+}
+
+/// Fans the engine's registrations out to one connection per intercept.
+async fn route(
+    intercepts: Vec<SocketAddr>,
+    c: usize,
+    instance: u64,
+    psk: Option<Psk>,
+    mut rx: mpsc::UnboundedReceiver<ToChannel>,
+    responses: crossbeam_channel::Sender<Vec<Bytes>>,
+    counters: Arc<Counters>,
+) {
+    let mut conns: Vec<Vec<mpsc::UnboundedSender<ToChannel>>> = Vec::new();
+    let mut tasks = Vec::new();
+    for addr in &intercepts {
+        let mut row = Vec::new();
+        for j in 0..c {
+            let (tx, crx) = mpsc::unbounded_channel();
+            row.push(tx);
+            let ch = Channel::new(instance, psk.clone());
+            tasks.push(tokio::spawn(connection(
+                j,
+                *addr,
+                ch,
+                crx,
+                responses.clone(),
+                counters.clone(),
+            )));
+        }
+        conns.push(row);
+    }
+    while let Some(cmd) = rx.recv().await {
+        let (ToChannel::Add(cl, t) | ToChannel::Remove(cl, t)) = cmd;
+        let j = conn_of(&cl, &t, c);
+        for row in &conns {
+            let _ = row[j].send(cmd);
+        }
+    }
+    for t in tasks {
+        t.abort();
+    }
+}
+
+/// Applies one registration command to the channel.
+fn apply(ch: &mut Channel, cmd: ToChannel, counters: &Counters) {
+    let r = match cmd {
+        ToChannel::Add(cl, t) => ch.session_add(cl, t),
+        ToChannel::Remove(cl, t) => ch.session_remove(cl, t),
+    };
+    if let Err(e) = r {
+        counters.add(&counters.registrations_lost, 1);
+        warn!(error = %e, "registration refused");
+    }
+}
+
+/// One connection to one intercept, for the life of the process.
+async fn connection(
+    j: usize,
+    addr: SocketAddr,
+    mut ch: Channel,
+    mut cmds: mpsc::UnboundedReceiver<ToChannel>,
+    responses: crossbeam_channel::Sender<Vec<Bytes>>,
+    counters: Arc<Counters>,
+) {
+    let mut warned = false;
+    loop {
+        // Connect, still taking registrations (they are sent once connected).
+        let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr));
+        tokio::pin!(connect);
+        let stream = loop {
+            tokio::select! {
+                r = &mut connect => break r,
+                cmd = cmds.recv() => match cmd {
+                    Some(cmd) => apply(&mut ch, cmd, &counters),
+                    None => return,
+                },
+            }
+        };
+        let why = match stream {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                warned = false;
+                serve(j, addr, stream, &mut ch, &mut cmds, &responses, &counters).await
+            }
+            Ok(Err(e)) => format!("cannot connect: {e}"),
+            Err(_) => "connect timed out".to_string(),
+        };
+        if why.is_empty() {
+            return; // shutting down
+        }
+        counters.add(&counters.channel_failures, 1);
+        let delay = ch.disconnected(std::time::Instant::now());
+        if !warned {
+            warn!(intercept = %addr, conn = j, reason = %why, retry_in = ?delay, "intercept connection down; reconnecting");
+            warned = true;
+        }
+        let until = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                cmd = cmds.recv() => match cmd {
+                    Some(cmd) => apply(&mut ch, cmd, &counters),
+                    None => return,
+                },
+            }
+        }
+    }
+}
+
+/// Runs one established connection until it fails; returns why ("" on shutdown).
+async fn serve(
+    j: usize,
+    addr: SocketAddr,
+    stream: TcpStream,
+    ch: &mut Channel,
+    cmds: &mut mpsc::UnboundedReceiver<ToChannel>,
+    responses: &crossbeam_channel::Sender<Vec<Bytes>>,
+    counters: &Counters,
+) -> String {
+    let (mut rd, mut wr) = stream.into_split();
+    if let Err(e) = ch.connected(std::time::Instant::now()) {
+        return e.to_string();
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // Write everything the channel has for the socket.
+        while let Some(out) = ch.poll_transmit(std::time::Instant::now()) {
+            if let Err(e) = wr.write_all(&out).await {
+                return format!("write: {e}");
+            }
+        }
+        while let Some(ev) = ch.poll_event() {
+            match ev {
+                Event::Ready { version, instance } => {
+                    counters.add(&counters.channel_connects, 1);
+                    info!(intercept = %addr, conn = j, version, peer = format_args!("{instance:016x}"), sessions = ch.session_count(), "connected to intercept");
+                }
+                Event::Responses(headers) => {
+                    counters.add(&counters.responses, headers.len() as u64);
+                    if responses.send(headers).is_err() {
+                        return String::new();
+                    }
+                }
+            }
+        }
+        let deadline = ch
+            .poll_timeout()
+            .map(Instant::from_std)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            n = rd.read(&mut buf) => match n {
+                Ok(0) => return "closed by intercept".into(),
+                Err(e) => return format!("read: {e}"),
+                Ok(n) => if let Err(e) = ch.handle_input(std::time::Instant::now(), &buf[..n]) {
+                    return e.to_string();
+                },
+            },
+            cmd = cmds.recv() => {
+                let Some(cmd) = cmd else { return String::new() };
+                apply(ch, cmd, counters);
+                for _ in 0..CMD_BATCH {
+                    match cmds.try_recv() {
+                        Ok(cmd) => apply(ch, cmd, counters),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                if let Err(e) = ch.handle_timeout(std::time::Instant::now()) {
+                    return e.to_string();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use tcpclone::proto::{encode, Decoder, Message, Role, VERSION};
+    use tokio::net::TcpListener;
+
+    /// A fake intercept: answers the hello, records registrations, answers each SessionAdd
+    /// with one response header, and drops the first connection after its first add.
+    async fn fake_intercept(l: TcpListener, adds: mpsc::UnboundedSender<Message>) {
+        let mut first = true;
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut w = BytesMut::new();
+            encode(
+                &Message::Hello {
+                    version: VERSION,
+                    role: Role::Intercept,
+                    instance: 7,
+                },
+                &mut w,
+            )
+            .unwrap();
+            s.write_all(&w).await.unwrap();
+            let mut dec = Decoder::new();
+            let mut r = BytesMut::new();
+            'conn: while s.read_buf(&mut r).await.unwrap() > 0 {
+                while let Some(m) = dec.decode(&mut r).unwrap() {
+                    if let Message::SessionAdd { .. } = m {
+                        adds.send(m.clone()).unwrap();
+                        // A real IPv4+TCP header (the decoder checks it).
+                        let mut h = vec![0u8; 40];
+                        h[0] = 0x45;
+                        h[2..4].copy_from_slice(&40u16.to_be_bytes());
+                        h[9] = 6;
+                        h[32] = 0x50;
+                        let mut w = BytesMut::new();
+                        encode(
+                            &Message::Responses {
+                                headers: vec![Bytes::from(h)],
+                            },
+                            &mut w,
+                        )
+                        .unwrap();
+                        s.write_all(&w).await.unwrap();
+                        if first {
+                            first = false;
+                            break 'conn;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn registers_and_re_registers_after_reconnect() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let l = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = l.local_addr().unwrap();
+        let (add_tx, mut add_rx) = mpsc::unbounded_channel();
+        std::thread::spawn(move || rt.block_on(fake_intercept(l, add_tx)));
+        let counters = Arc::new(Counters::default());
+        let (resp_tx, resp_rx) = crossbeam_channel::unbounded();
+        let h = spawn(vec![addr], 1, 1, None, resp_tx, counters.clone()).unwrap();
+        let cl: SocketAddr = "198.18.10.2:40000".parse().unwrap();
+        let t: SocketAddr = "198.18.1.2:6379".parse().unwrap();
+        h.tx.send(ToChannel::Add(cl, t)).unwrap();
+        let first = add_rx.blocking_recv().unwrap();
+        assert_eq!(
+            first,
+            Message::SessionAdd {
+                client: cl,
+                target: t
+            }
+        );
+        let r = resp_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(r.len(), 1);
+        // The fake dropped the connection: the live session must be registered again.
+        let again = add_rx.blocking_recv().unwrap();
+        assert_eq!(again, first);
+        assert!(resp_rx.recv_timeout(Duration::from_secs(5)).is_ok());
+        assert!(Counters::get(&counters.channel_connects) >= 2);
+        h.shutdown();
+    }
+}

@@ -1,0 +1,93 @@
+//! The glue's counters (capture, raw send, intercept channel), shared between threads as
+//! relaxed atomics. The engine's own session counters are reported beside them.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters bumped by the capture threads, the engine thread and the channel.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Frames the capture delivered (after the BPF filter).
+    pub captured_frames: AtomicU64,
+    /// Bytes of IP packets handed to the engine.
+    pub captured_bytes: AtomicU64,
+    /// Frames that were not IP (or our own outgoing ones) and were skipped.
+    pub not_ip: AtomicU64,
+    /// Frames cut short by the snap length (skipped).
+    pub truncated: AtomicU64,
+    /// Packets the kernel dropped because the capture ring was full (pcap `ps_drop`).
+    pub kernel_drops: AtomicU64,
+    /// Packets the interface dropped (pcap `ps_ifdrop`).
+    pub if_drops: AtomicU64,
+    /// Capture read errors (device down, ...), retried.
+    pub capture_errors: AtomicU64,
+    /// Packets sent to the target.
+    pub sent_packets: AtomicU64,
+    /// Bytes sent to the target (IP packets).
+    pub sent_bytes: AtomicU64,
+    /// Packets dropped after EAGAIN/ENOBUFS retries.
+    pub send_busy: AtomicU64,
+    /// Packets refused as larger than the route MTU.
+    pub send_too_large: AtomicU64,
+    /// Packets refused for another reason.
+    pub send_refused: AtomicU64,
+    /// Response headers received from intercept.
+    pub responses: AtomicU64,
+    /// Sessions the engine registered.
+    pub sessions_added: AtomicU64,
+    /// Sessions the engine unregistered.
+    pub sessions_removed: AtomicU64,
+    /// Connections established to intercepts (first ones and reconnects).
+    pub channel_connects: AtomicU64,
+    /// Channel connections lost or failed.
+    pub channel_failures: AtomicU64,
+    /// Registrations that could not be delivered because no intercept connection was up.
+    pub registrations_lost: AtomicU64,
+}
+
+impl Counters {
+    /// Adds `n` to one counter.
+    pub fn add(&self, c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads one counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    /// The counters as `name=value` pairs, in a fixed order.
+    pub fn pairs(&self) -> Vec<(&'static str, u64)> {
+        let g = Self::get;
+        vec![
+            ("captured", g(&self.captured_frames)),
+            ("captured_bytes", g(&self.captured_bytes)),
+            ("skipped_not_ip", g(&self.not_ip)),
+            ("truncated", g(&self.truncated)),
+            ("kernel_drops", g(&self.kernel_drops)),
+            ("if_drops", g(&self.if_drops)),
+            ("capture_errors", g(&self.capture_errors)),
+            ("sent", g(&self.sent_packets)),
+            ("sent_bytes", g(&self.sent_bytes)),
+            ("send_busy_dropped", g(&self.send_busy)),
+            ("send_too_large", g(&self.send_too_large)),
+            ("send_refused", g(&self.send_refused)),
+            ("responses", g(&self.responses)),
+            ("sessions_added", g(&self.sessions_added)),
+            ("sessions_removed", g(&self.sessions_removed)),
+            ("intercept_connects", g(&self.channel_connects)),
+            ("intercept_failures", g(&self.channel_failures)),
+            ("registrations_lost", g(&self.registrations_lost)),
+        ]
+    }
+
+    /// One line `name=value ...`.
+    pub fn line(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in self.pairs() {
+            let _ = write!(s, "{k}={v} ");
+        }
+        s.pop();
+        s
+    }
+}

@@ -1,0 +1,277 @@
+//! The HTML report: one self-contained page (inline CSS, inline SVG drawn with plotters, no
+//! JavaScript, nothing fetched) with the latency percentile curves (test vs production), the
+//! throughput over time and the figures of the table.
+
+use super::{escape, CurvePoint, Report};
+use plotters::prelude::*;
+use std::fmt::Write as _;
+
+const TEST_COLOR: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
+const PROD_COLOR: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+
+/// Percentile → position on the "nines" axis (0 → 0, 90 → 1, 99 → 2, 99.9 → 3, …).
+fn nines(p: f64) -> f64 {
+    let rest = (1.0 - p / 100.0).max(1e-6);
+    -rest.log10()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+
+/// Draws one line chart to an SVG string.
+fn line_chart(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series<'_>],
+    x_fmt: &dyn Fn(&f64) -> String,
+) -> Result<String, String> {
+    let mut svg = String::new();
+    let xmax = series
+        .iter()
+        .flat_map(|s| s.2.iter().map(|p| p.0))
+        .fold(0.0f64, f64::max)
+        .max(1e-3);
+    let ymax = series
+        .iter()
+        .flat_map(|s| s.2.iter().map(|p| p.1))
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.1;
+    {
+        let root = SVGBackend::with_string(&mut svg, (860, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .x_labels(9)
+            .x_label_formatter(x_fmt)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (name, color, pts) in series {
+            if pts.is_empty() {
+                continue;
+            }
+            let c = *color;
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(*name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
+            // Markers, so that a series of one point still shows.
+            chart
+                .draw_series(pts.iter().map(|p| Circle::new(*p, 2, c.filled())))
+                .map_err(|e| e.to_string())?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+fn curve_points(c: &[CurvePoint]) -> Vec<(f64, f64)> {
+    c.iter().map(|p| (nines(p.percentile), p.ms)).collect()
+}
+
+/// Renders the whole page.
+pub fn render_html(r: &Report) -> Result<String, String> {
+    let latency = line_chart(
+        "Latency by percentile (first response byte − last request byte)",
+        "percentile",
+        "latency (ms)",
+        &[
+            ("test", TEST_COLOR, curve_points(&r.latency_curve.test)),
+            (
+                "production",
+                PROD_COLOR,
+                curve_points(&r.latency_curve.production),
+            ),
+        ],
+        // Labels at whole nines only: 0 %, 90 %, 99 %, 99.9 %, 99.99 %.
+        &|x: &f64| {
+            if (x - x.round()).abs() > 1e-6 {
+                return String::new();
+            }
+            let p = 100.0 * (1.0 - 10f64.powf(-x.round()));
+            format!("{p:.*}%", (x.round() as usize).saturating_sub(2))
+        },
+    )?;
+    let tp = |v: &[f64]| -> Vec<(f64, f64)> {
+        v.iter()
+            .enumerate()
+            .map(|(i, c)| ((i as f64 + 0.5) * r.throughput.bucket_s, *c))
+            .collect()
+    };
+    let throughput = line_chart(
+        "Throughput over time",
+        "seconds since start (test: run; production: capture)",
+        "requests/s",
+        &[
+            ("test", TEST_COLOR, tp(&r.throughput.test)),
+            ("production", PROD_COLOR, tp(&r.throughput.production)),
+        ],
+        &|x: &f64| format!("{x:.1}"),
+    )?;
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>tcpclone report</title>\n<style>\
+body{{font-family:sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}\
+td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}th:first-child,td:first-child{{text-align:left}}\
+pre{{background:#f6f6f6;padding:8px;overflow:auto}}figure{{margin:1em 0}}</style></head><body>\n\
+<h1>tcpclone {} report</h1>\n<p>schema {} v{} · duration {:.3} s</p>\n",
+        html_escape(&r.mode),
+        super::SCHEMA,
+        r.version,
+        r.duration_s
+    );
+    h.push_str("<table><tr><th></th><th>test</th><th>production</th></tr>\n");
+    let p = r.production.as_ref();
+    let t = &r.test;
+    let mut row = |name: &str, tv: String, pv: Option<String>| {
+        let _ = writeln!(
+            h,
+            "<tr><td>{name}</td><td>{tv}</td><td>{}</td></tr>",
+            pv.unwrap_or_else(|| "–".into())
+        );
+    };
+    row(
+        "requests",
+        t.requests.to_string(),
+        p.map(|p| p.requests.to_string()),
+    );
+    row(
+        "errors",
+        t.errors.to_string(),
+        p.map(|p| p.errors.to_string()),
+    );
+    row(
+        "requests/s",
+        format!("{:.1}", t.rps),
+        p.map(|p| format!("{:.1}", p.rps)),
+    );
+    row(
+        "latency p50 (ms)",
+        format!("{:.3}", t.latency_ms.p50),
+        p.map(|p| format!("{:.3}", p.latency_ms.p50)),
+    );
+    row(
+        "latency p90 (ms)",
+        format!("{:.3}", t.latency_ms.p90),
+        p.map(|p| format!("{:.3}", p.latency_ms.p90)),
+    );
+    row(
+        "latency p99 (ms)",
+        format!("{:.3}", t.latency_ms.p99),
+        p.map(|p| format!("{:.3}", p.latency_ms.p99)),
+    );
+    row(
+        "latency p99.9 (ms)",
+        format!("{:.3}", t.latency_ms.p999),
+        p.map(|p| format!("{:.3}", p.latency_ms.p999)),
+    );
+    row(
+        "latency max (ms)",
+        format!("{:.3}", t.latency_ms.max),
+        p.map(|p| format!("{:.3}", p.latency_ms.max)),
+    );
+    h.push_str("</table>\n");
+    let _ = writeln!(
+        h,
+        "<p>reset {} · refused {} · timed out {} · closed {} · sessions {} replayed, {} partial, {} dropped</p>",
+        t.reset, t.refused, t.timed_out, t.closed, r.sessions.replayed, r.sessions.partial, r.sessions.dropped
+    );
+    let _ = writeln!(h, "<figure id=\"latency\">{latency}</figure>");
+    let _ = writeln!(h, "<figure id=\"throughput\">{throughput}</figure>");
+    if let Some(d) = &r.diff {
+        let _ = writeln!(
+            h,
+            "<h2>Response comparison</h2><p>{}/{} match ({:.1} %)</p>",
+            d.matched,
+            d.compared,
+            d.match_rate * 100.0
+        );
+        for e in &d.examples {
+            let _ = writeln!(
+                h,
+                "<pre>session {} request {}: {}\nproduction ({} B): {}\ntest ({} B):       {}</pre>",
+                e.session,
+                e.index,
+                html_escape(&e.request),
+                e.production_len,
+                html_escape(&e.production_excerpt),
+                e.test_len,
+                html_escape(&e.test_excerpt)
+            );
+        }
+    }
+    let _ = writeln!(
+        h,
+        "<p><small>{}</small></p></body></html>",
+        html_escape(&escape(b"generated by tcpcopy", 64))
+    );
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn page_has_two_charts_with_points() {
+        let mut c = Collector::new("stream", None).unwrap();
+        for i in 0..500u32 {
+            c.record(RequestSample {
+                index: i,
+                sent_at: Duration::from_millis(u64::from(i) * 7),
+                latency: Some(Duration::from_micros(200 + u64::from(i))),
+                outcome: Some(Outcome::Answered),
+                production: Some(ProductionSample {
+                    latency: Duration::from_micros(100 + u64::from(i) / 2),
+                    ttlb: Duration::from_micros(150),
+                    bytes_in: 1,
+                    at: Duration::from_millis(u64::from(i) * 7),
+                }),
+                ..Default::default()
+            });
+        }
+        let page = html::render_html(&c.finish(Duration::from_secs(4))).unwrap();
+        assert!(!page.contains("<script"));
+        assert_eq!(page.matches("<svg").count(), 2);
+        // Two curves on each chart (plus legend samples): every data line has many points.
+        let lines: Vec<&str> = page.split("<polyline").skip(1).collect();
+        let long = lines
+            .iter()
+            .filter(|l| {
+                l.split("points=\"")
+                    .nth(1)
+                    .is_some_and(|p| p.split('"').next().unwrap_or("").split(' ').count() >= 4)
+            })
+            .count();
+        assert!(long >= 4, "{long} long polylines");
+        assert!(super::nines(99.0) > 1.99 && super::nines(99.0) < 2.01);
+    }
+}

@@ -1,0 +1,1252 @@
+//! The replayer: a reader thread (capture → decode → reassembly → dispatch) and one tokio task
+//! per replayed session (copy) that connects to the target, sends the client's bytes on the
+//! original schedule (scaled, or at top speed), gated on the target's responses, and measures
+//! every request for the report.
+//!
+//! Memory: queued replay data is bounded by a byte semaphore (`--queue-mb`); offline, the reader
+//! waits for room (and, when timed, stays at most [`LOOKAHEAD`] ahead of the schedule); live,
+//! a session that does not fit is dropped whole and counted.
+
+use super::decode::decode;
+use super::proxy;
+use super::reassembly::{Reassembler, ReassemblyConfig, SessionId, Side, StreamEvent};
+use super::source::{build_filter, LiveSource};
+use super::{StreamCommon, StreamOptions, StreamSource};
+use crate::mapping::TargetMapping;
+use crate::report::{
+    Collector, DiffInput, Outcome, ProductionSample, Report, RequestSample, DIFF_CAP,
+};
+use anyhow::Context as _;
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tcpclone::capture::CaptureReader;
+use tcpclone::capture::PacketSource;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+
+/// How far ahead of the schedule the offline reader reads.
+pub const LOOKAHEAD: Duration = Duration::from_millis(500);
+thread_local! {
+    /// The read buffer of this worker thread, shared by all its connections.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
+}
+
+/// Request bytes kept to name a request in diff examples.
+const PREVIEW: usize = 96;
+/// After the last request of a session that did not end with a FIN: quiet time that ends the response.
+const QUIET: Duration = Duration::from_millis(100);
+
+/// Shared state of a run.
+struct Ctx {
+    start: Instant,
+    speedup: f64,
+    timed: bool,
+    no_wait: bool,
+    diff: bool,
+    proxy: Option<proxy::ProxyVersion>,
+    response_timeout: Duration,
+    connect_timeout: Duration,
+    session_interval: Option<Duration>,
+    next_slot: Mutex<Option<Instant>>,
+    collector: Mutex<Collector>,
+    active: AtomicUsize,
+    idle: Notify,
+    connect_failed: AtomicU64,
+    dropped: AtomicU64,
+    /// Cancelled on SIGINT/SIGTERM: sessions not started yet are skipped, schedule waits end.
+    stopping: tokio_util::sync::CancellationToken,
+}
+
+/// Decrements the active-session count when a session task ends.
+struct ActiveGuard(Arc<Ctx>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// What the reader hands to a session task.
+enum Item {
+    Data {
+        side: Side,
+        ts: u64,
+        bytes: Bytes,
+        len: usize,
+        new_message: bool,
+        server_seen: bool,
+        _permit: Option<OwnedSemaphorePermit>,
+    },
+    Fin {
+        side: Side,
+        ts: u64,
+    },
+    Close,
+}
+
+/// One replayed session copy.
+struct Plan {
+    id: u64,
+    key: tcpclone::flow::FlowKey,
+    target: SocketAddr,
+    open_ts: u64,
+    /// Capture time of the loop's first packet, and the instant it maps to.
+    t0: u64,
+    base: Instant,
+    /// Original-time offset of this loop (production throughput axis).
+    orig_base: Duration,
+}
+
+impl Plan {
+    fn sched(&self, ctx: &Ctx, ts: u64) -> Option<Instant> {
+        ctx.timed.then(|| {
+            self.base
+                + Duration::from_secs_f64(ts.saturating_sub(self.t0) as f64 / 1e9 / ctx.speedup)
+        })
+    }
+}
+
+fn find_target(mappings: &[TargetMapping], dst: SocketAddr) -> Option<SocketAddr> {
+    mappings
+        .iter()
+        .find(|m| m.online_port == dst.port() && m.online_ip.is_none_or(|ip| ip == dst.ip()))
+        .map(|m| m.target)
+}
+
+/// Replays according to `common` and `opts`. Returns the report and, when the input failed
+/// part-way (a damaged capture, a capture device gone), that error: what was read is replayed.
+pub fn run(
+    common: &StreamCommon,
+    opts: &StreamOptions,
+) -> anyhow::Result<(Report, Option<anyhow::Error>)> {
+    anyhow::ensure!(
+        !common.mappings.is_empty(),
+        "stream mode needs at least one -x mapping"
+    );
+    anyhow::ensure!(
+        common.speedup > 0.0 && common.speedup.is_finite(),
+        "-a/--speedup must be > 0"
+    );
+    anyhow::ensure!(common.copies >= 1, "-n/--copies must be at least 1");
+    anyhow::ensure!(common.percentage <= 100, "-r/--percentage must be 0..100");
+    anyhow::ensure!(opts.loops >= 1, "--loop must be at least 1");
+    for p in &opts.report {
+        let ok = matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("json" | "html" | "htm")
+        );
+        anyhow::ensure!(
+            ok,
+            "--report {}: the file name must end in .json or .html",
+            p.display()
+        );
+    }
+    if let Some(r) = opts.max_sessions_per_sec {
+        anyhow::ensure!(r > 0.0, "--max-sessions-per-sec must be > 0");
+    }
+    if let StreamSource::Offline(path) = &common.source {
+        // Fail before anything starts when the file cannot be read at all.
+        CaptureReader::open(path)?;
+    }
+    let collector = Collector::new("stream", opts.diff.then_some(opts.diff_ignore.as_slice()))?;
+    let live = matches!(common.source, StreamSource::Live { .. });
+    let ctx = Arc::new(Ctx {
+        start: Instant::now(),
+        speedup: common.speedup,
+        timed: !opts.topspeed && !live,
+        no_wait: common.no_wait,
+        diff: opts.diff,
+        proxy: opts.proxy_protocol,
+        response_timeout: Duration::from_secs_f64(opts.response_timeout.max(0.001)),
+        connect_timeout: Duration::from_secs_f64(opts.connect_timeout.max(0.001)),
+        session_interval: opts
+            .max_sessions_per_sec
+            .map(|r| Duration::from_secs_f64(1.0 / r)),
+        next_slot: Mutex::new(None),
+        collector: Mutex::new(collector),
+        active: AtomicUsize::new(0),
+        idle: Notify::new(),
+        connect_failed: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+        stopping: tokio_util::sync::CancellationToken::new(),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, stop.clone());
+    }
+    let budget = Arc::new(Semaphore::new(opts.queue_mb.max(1) << 20));
+    let mut reader = Reader {
+        ctx: ctx.clone(),
+        handle: rt.handle().clone(),
+        common,
+        budget,
+        budget_total: opts.queue_mb.max(1) << 20,
+        live,
+        routes: HashMap::new(),
+        seen: 0,
+        without_syn: 0,
+        partial: 0,
+        sampled_out: 0,
+        replayed: 0,
+    };
+    let cfg = ReassemblyConfig {
+        servers: common
+            .mappings
+            .iter()
+            .map(|m| (m.online_ip, m.online_port))
+            .collect(),
+        idle_timeout_ns: opts.stream_idle_timeout.saturating_mul(1_000_000_000),
+        ..Default::default()
+    };
+    let result: anyhow::Result<()> = (|| {
+        match &common.source {
+            StreamSource::Offline(path) => {
+                let mut base = ctx.start;
+                let mut orig_base = Duration::ZERO;
+                for _ in 0..opts.loops {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let mut src = CaptureReader::open(path)?;
+                    let span = reader.pump(&mut src, cfg.clone(), base, orig_base, &stop)?;
+                    base += Duration::from_secs_f64(span.as_secs_f64() / ctx.speedup)
+                        + Duration::from_millis(1);
+                    orig_base += span + Duration::from_millis(1);
+                    if !ctx.timed {
+                        base = Instant::now();
+                    }
+                }
+            }
+            StreamSource::Live { interfaces, filter } => {
+                let f = build_filter(&common.mappings, opts.with_responses, filter.as_deref());
+                let mut src = LiveSource::open(
+                    interfaces,
+                    &f,
+                    opts.queue_mb,
+                    stop.clone(),
+                    opts.duration.map(Duration::from_secs_f64),
+                )?;
+                eprintln!("tcpcopy --stream: capturing with filter `{f}`");
+                reader.pump(&mut src, cfg.clone(), ctx.start, Duration::ZERO, &stop)?;
+                let drops = src.kernel_drops.load(Ordering::Relaxed);
+                if drops > 0 {
+                    eprintln!("tcpcopy: the kernel dropped {drops} captured packets");
+                }
+            }
+        }
+        Ok(())
+    })();
+    // Close every session still routed (interrupted), then wait for the tasks.
+    reader.routes.clear();
+    if stop.load(Ordering::Relaxed) {
+        ctx.stopping.cancel();
+    }
+    let waited = ctx.clone();
+    rt.block_on(async move {
+        loop {
+            let notified = waited.idle.notified();
+            if waited.active.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+        }
+    });
+    let mut c = ctx.collector.lock().unwrap_or_else(|e| e.into_inner());
+    c.sessions.seen = reader.seen;
+    c.sessions.without_syn = reader.without_syn;
+    c.sessions.partial = reader.partial;
+    c.sessions.sampled_out = reader.sampled_out;
+    c.sessions.replayed = reader.replayed;
+    c.sessions.dropped = ctx.dropped.load(Ordering::Relaxed);
+    c.sessions.connect_failed = ctx.connect_failed.load(Ordering::Relaxed);
+    Ok((c.finish(ctx.start.elapsed()), result.err()))
+}
+
+struct Route {
+    txs: Vec<mpsc::UnboundedSender<Item>>,
+}
+
+struct Reader<'a> {
+    ctx: Arc<Ctx>,
+    handle: tokio::runtime::Handle,
+    common: &'a StreamCommon,
+    budget: Arc<Semaphore>,
+    budget_total: usize,
+    live: bool,
+    routes: HashMap<SessionId, Route>,
+    seen: u64,
+    without_syn: u64,
+    partial: u64,
+    sampled_out: u64,
+    replayed: u64,
+}
+
+impl Reader<'_> {
+    /// Reads `src` to its end through a fresh reassembler; returns the capture's time span.
+    fn pump<S: PacketSource>(
+        &mut self,
+        src: &mut S,
+        cfg: ReassemblyConfig,
+        base: Instant,
+        orig_base: Duration,
+        stop: &AtomicBool,
+    ) -> anyhow::Result<Duration> {
+        let mut r = Reassembler::new(cfg);
+        let mut t0: Option<u64> = None;
+        let mut last = 0u64;
+        let mut read_error = None;
+        loop {
+            let p = match src.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    // Replay what was read before the damage; the run still fails at the end.
+                    read_error = Some(anyhow::Error::new(e));
+                    break;
+                }
+            };
+            let ts = p.ts.0;
+            let first = *t0.get_or_insert(ts);
+            last = last.max(ts);
+            if self.ctx.timed {
+                let due = base
+                    + Duration::from_secs_f64(
+                        ts.saturating_sub(first) as f64 / 1e9 / self.ctx.speedup,
+                    );
+                // In slices, so that SIGINT/SIGTERM is seen during long gaps of the capture.
+                loop {
+                    let now = Instant::now();
+                    if due <= now + LOOKAHEAD || stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep((due - now - LOOKAHEAD).min(Duration::from_millis(100)));
+                }
+            }
+            if let Some(seg) = decode(p.linktype, p.data) {
+                r.handle_segment(ts, &seg);
+            }
+            while let Some(ev) = r.poll_event() {
+                self.dispatch(ev, first, base, orig_base);
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        r.finish(last);
+        while let Some(ev) = r.poll_event() {
+            self.dispatch(ev, t0.unwrap_or(0), base, orig_base);
+        }
+        let st = r.stats();
+        self.without_syn += st.without_syn;
+        self.partial += st.partial;
+        if let Some(e) = read_error {
+            return Err(e);
+        }
+        Ok(Duration::from_nanos(
+            last.saturating_sub(t0.unwrap_or(last)),
+        ))
+    }
+
+    fn drop_session(&mut self, id: SessionId) {
+        if let Some(route) = self.routes.remove(&id) {
+            self.ctx
+                .dropped
+                .fetch_add(route.txs.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn dispatch(&mut self, ev: StreamEvent, t0: u64, base: Instant, orig_base: Duration) {
+        match ev {
+            StreamEvent::Open { id, key, ts, .. } => {
+                self.seen += 1;
+                if self.common.percentage < 100
+                    && key.src_hash() % 100 >= u64::from(self.common.percentage)
+                {
+                    self.sampled_out += 1;
+                    return;
+                }
+                // Never replay our own replays (live capture seeing the target connections).
+                if self.common.mappings.iter().any(|m| m.target == key.dst) {
+                    return;
+                }
+                let Some(target) = find_target(&self.common.mappings, key.dst) else {
+                    return;
+                };
+                if self.live && self.budget.available_permits() == 0 {
+                    self.ctx
+                        .dropped
+                        .fetch_add(u64::from(self.common.copies), Ordering::Relaxed);
+                    return;
+                }
+                let mut txs = Vec::new();
+                for copy in 0..self.common.copies {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let plan = Plan {
+                        id: id * u64::from(self.common.copies) + u64::from(copy),
+                        key,
+                        target,
+                        open_ts: ts,
+                        t0,
+                        base,
+                        orig_base,
+                    };
+                    self.ctx.active.fetch_add(1, Ordering::SeqCst);
+                    let guard = ActiveGuard(self.ctx.clone());
+                    self.handle
+                        .spawn(session(self.ctx.clone(), plan, rx, guard));
+                    txs.push(tx);
+                    self.replayed += 1;
+                }
+                self.routes.insert(id, Route { txs });
+            }
+            StreamEvent::Data {
+                id,
+                side,
+                ts,
+                bytes,
+                new_message,
+                server_seen,
+            } => {
+                if !self.routes.contains_key(&id) {
+                    return;
+                }
+                let len = bytes.len();
+                let bytes = if side == Side::Server && !self.ctx.diff {
+                    Bytes::new()
+                } else {
+                    bytes
+                };
+                let need = bytes.len().min(self.budget_total) as u32;
+                let copies = self.routes[&id].txs.len();
+                let mut permits = Vec::with_capacity(copies);
+                for _ in 0..copies {
+                    let p = if need == 0 {
+                        None
+                    } else if self.live {
+                        match self.budget.clone().try_acquire_many_owned(need) {
+                            Ok(p) => Some(p),
+                            Err(_) => {
+                                self.drop_session(id);
+                                return;
+                            }
+                        }
+                    } else {
+                        self.handle
+                            .block_on(self.budget.clone().acquire_many_owned(need))
+                            .ok()
+                    };
+                    permits.push(p);
+                }
+                let route = &self.routes[&id];
+                for (tx, p) in route.txs.iter().zip(permits) {
+                    let _ = tx.send(Item::Data {
+                        side,
+                        ts,
+                        bytes: bytes.clone(),
+                        len,
+                        new_message,
+                        server_seen,
+                        _permit: p,
+                    });
+                }
+            }
+            StreamEvent::Fin { id, side, ts } => {
+                if let Some(route) = self.routes.get(&id) {
+                    for tx in &route.txs {
+                        let _ = tx.send(Item::Fin { side, ts });
+                    }
+                }
+            }
+            StreamEvent::Close { id, .. } => {
+                if let Some(route) = self.routes.remove(&id) {
+                    for tx in &route.txs {
+                        let _ = tx.send(Item::Close);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the socket reader task reports.
+enum ReadEv {
+    Bytes {
+        at: Instant,
+        data: Bytes,
+        len: usize,
+    },
+    Eof,
+    Reset,
+}
+
+/// One request being measured.
+struct Req {
+    index: u32,
+    preview: Vec<u8>,
+    bytes_out: u64,
+    last_write: Instant,
+    slip: Option<Duration>,
+    prod_req_last_ts: u64,
+    prod_resp_first_ts: Option<u64>,
+    prod_resp_last_ts: Option<u64>,
+    prod_bytes: u64,
+    prod_resp: Vec<u8>,
+    first_resp: Option<Instant>,
+    last_resp: Option<Instant>,
+    bytes_in: u64,
+    resp: Vec<u8>,
+    timed_out: bool,
+    expects: bool,
+}
+
+/// The state of one session copy.
+struct Session {
+    ctx: Arc<Ctx>,
+    plan: Plan,
+    ev: Option<mpsc::UnboundedReceiver<ReadEv>>,
+    reqs: VecDeque<Req>,
+    next_index: u32,
+    /// Production spoke before the first request.
+    prod_banner: bool,
+    test_banner_at: Option<Instant>,
+    eof: bool,
+    reset: bool,
+    broken: bool,
+    /// How late past timers fired, to be taken off later waits.
+    timer_debt: Duration,
+}
+
+impl Session {
+    fn on_read(&mut self, ev: ReadEv) {
+        match ev {
+            ReadEv::Bytes { at, data, len } => {
+                // The latest request whose last byte went out before these bytes came in.
+                let target = self.reqs.iter_mut().rev().find(|r| r.last_write <= at);
+                match target {
+                    Some(r) => {
+                        r.first_resp.get_or_insert(at);
+                        r.last_resp = Some(at);
+                        r.bytes_in += len as u64;
+                        if self.ctx.diff && r.resp.len() < DIFF_CAP {
+                            let n = (DIFF_CAP - r.resp.len()).min(data.len());
+                            r.resp.extend_from_slice(&data[..n]);
+                        }
+                    }
+                    None => {
+                        self.test_banner_at.get_or_insert(at);
+                    }
+                }
+            }
+            ReadEv::Eof => self.eof = true,
+            ReadEv::Reset => {
+                self.eof = true;
+                self.reset = true;
+            }
+        }
+    }
+
+    /// Handles reader events until `cond` holds, the socket ends, or `deadline` passes.
+    /// A stop (SIGINT/SIGTERM) ends `interruptible` waits (schedule, not answers) at once.
+    async fn pump_until(
+        &mut self,
+        deadline: Option<Instant>,
+        interruptible: bool,
+        cond: impl Fn(&Session) -> bool,
+    ) -> bool {
+        let stopping = self.ctx.stopping.clone();
+        loop {
+            if cond(self) {
+                return true;
+            }
+            if self.eof {
+                return false;
+            }
+            let Some(rx) = self.ev.as_mut() else {
+                return false;
+            };
+            let ev = match deadline {
+                Some(d) => tokio::select! {
+                    e = rx.recv() => Some(e),
+                    _ = tokio::time::sleep_until(d.into()) => None,
+                    _ = stopping.cancelled(), if interruptible => None,
+                },
+                None => Some(rx.recv().await),
+            };
+            match ev {
+                Some(Some(e)) => self.on_read(e),
+                Some(None) => self.eof = true,
+                None => return cond(self),
+            }
+        }
+    }
+
+    fn drain_ready(&mut self) {
+        while let Some(e) = self.ev.as_mut().and_then(|rx| rx.try_recv().ok()) {
+            self.on_read(e);
+        }
+    }
+
+    /// Waits until the previous request may be followed (its response has begun, and the
+    /// original think time has passed), then until `ts`'s place in the schedule.
+    async fn gate(&mut self, ts: u64) {
+        let expects = match self.reqs.back() {
+            Some(prev) => prev.expects,
+            None => self.prod_banner && !self.ctx.no_wait,
+        };
+        if expects && !self.broken {
+            let deadline = Instant::now() + self.ctx.response_timeout;
+            let begun = self
+                .pump_until(Some(deadline), false, |s| match s.reqs.back() {
+                    Some(r) => r.first_resp.is_some(),
+                    None => s.test_banner_at.is_some(),
+                })
+                .await;
+            if !begun && !self.eof {
+                if let Some(r) = self.reqs.back_mut() {
+                    r.timed_out = true;
+                }
+            }
+        }
+        let mut send_at = self.plan.sched(&self.ctx, ts);
+        if self.ctx.timed {
+            // The original think time, counted from the start of the previous response.
+            let think = match self.reqs.back() {
+                Some(r) => r.prod_resp_first_ts.zip(r.first_resp),
+                None => None,
+            };
+            if let Some((pf, tf)) = think {
+                let t = tf
+                    + Duration::from_secs_f64(
+                        ts.saturating_sub(pf) as f64 / 1e9 / self.ctx.speedup,
+                    );
+                send_at = Some(send_at.map_or(t, |s| s.max(t)));
+            }
+        }
+        if let Some(at) = send_at {
+            // Timer overshoot (tokio's timer ticks in milliseconds) is paid back on later waits
+            // so that it does not pile up over a session's think times.
+            let now = Instant::now();
+            if at > now {
+                let pay = self.timer_debt.min(at - now);
+                self.timer_debt -= pay;
+                let at = at - pay;
+                if at > now {
+                    self.pump_until(Some(at), true, |_| false).await;
+                    self.timer_debt += Instant::now().saturating_duration_since(at);
+                }
+            }
+        }
+        self.drain_ready();
+    }
+
+    fn finish_req(&mut self, r: Req) -> RequestSample {
+        let outcome = if r.bytes_in > 0 {
+            Outcome::Answered
+        } else if self.reset {
+            Outcome::Reset
+        } else if r.timed_out {
+            Outcome::TimedOut
+        } else if self.eof {
+            Outcome::Closed
+        } else if !r.expects {
+            Outcome::Unanswered
+        } else {
+            Outcome::TimedOut
+        };
+        let production = match (r.prod_resp_first_ts, r.prod_resp_last_ts) {
+            (Some(f), Some(l)) => Some(ProductionSample {
+                latency: Duration::from_nanos(f.saturating_sub(r.prod_req_last_ts)),
+                ttlb: Duration::from_nanos(l.saturating_sub(r.prod_req_last_ts)),
+                bytes_in: r.prod_bytes,
+                at: self.plan.orig_base
+                    + Duration::from_nanos(r.prod_req_last_ts.saturating_sub(self.plan.t0)),
+            }),
+            _ => None,
+        };
+        let diff = (self.ctx.diff && r.prod_resp_first_ts.is_some()).then_some(DiffInput {
+            production: r.prod_resp,
+            production_len: r.prod_bytes,
+            test: r.resp,
+            test_len: r.bytes_in,
+        });
+        RequestSample {
+            session: self.plan.id,
+            index: r.index,
+            sent_at: r.last_write.saturating_duration_since(self.ctx.start),
+            latency: r
+                .first_resp
+                .map(|f| f.saturating_duration_since(r.last_write)),
+            ttlb: r
+                .last_resp
+                .map(|l| l.saturating_duration_since(r.last_write)),
+            bytes_out: r.bytes_out,
+            bytes_in: r.bytes_in,
+            outcome: Some(outcome),
+            slip: r.slip,
+            production,
+            request_preview: r.preview,
+            diff,
+        }
+    }
+
+    fn flush_all(&mut self, keep: usize) {
+        let mut out = Vec::new();
+        while self.reqs.len() > keep {
+            if let Some(r) = self.reqs.pop_front() {
+                out.push(self.finish_req(r));
+            }
+        }
+        if !out.is_empty() {
+            let mut c = self.ctx.collector.lock().unwrap_or_else(|e| e.into_inner());
+            for s in out {
+                c.record(s);
+            }
+        }
+    }
+}
+
+async fn connect(ctx: &Ctx, plan: &Plan) -> Result<TcpStream, Outcome> {
+    match tokio::time::timeout(ctx.connect_timeout, TcpStream::connect(plan.target)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(Outcome::Refused),
+        Ok(Err(_)) => Err(Outcome::Refused),
+        Err(_) => Err(Outcome::TimedOut),
+    }
+}
+
+async fn session(
+    ctx: Arc<Ctx>,
+    plan: Plan,
+    mut items: mpsc::UnboundedReceiver<Item>,
+    _guard: ActiveGuard,
+) {
+    if let Some(at) = plan.sched(&ctx, plan.open_ts) {
+        // Stopped before its start: the session is not replayed at all.
+        tokio::select! {
+            _ = tokio::time::sleep_until(at.into()) => {}
+            _ = ctx.stopping.cancelled() => return,
+        }
+    }
+    if let Some(iv) = ctx.session_interval {
+        let slot = {
+            let mut next = ctx.next_slot.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let slot = next.map_or(now, |n| n.max(now));
+            *next = Some(slot + iv);
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
+    }
+    let stream = match connect(&ctx, &plan).await {
+        Ok(s) => s,
+        Err(outcome) => {
+            ctx.connect_failed.fetch_add(1, Ordering::Relaxed);
+            let mut n = 0u32;
+            let mut samples = Vec::new();
+            while let Some(item) = items.recv().await {
+                match item {
+                    Item::Data {
+                        side: Side::Client,
+                        new_message,
+                        bytes,
+                        len,
+                        ..
+                    } if new_message || n == 0 => {
+                        samples.push(RequestSample {
+                            session: plan.id,
+                            index: n,
+                            sent_at: ctx.start.elapsed(),
+                            outcome: Some(outcome),
+                            bytes_out: len as u64,
+                            request_preview: bytes[..bytes.len().min(PREVIEW)].to_vec(),
+                            ..Default::default()
+                        });
+                        n += 1;
+                    }
+                    Item::Close => break,
+                    _ => {}
+                }
+            }
+            let mut c = ctx.collector.lock().unwrap_or_else(|e| e.into_inner());
+            for s in samples {
+                c.record(s);
+            }
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (rd, mut wr) = stream.into_split();
+    let (etx, erx) = mpsc::unbounded_channel();
+    let keep_bytes = ctx.diff;
+    // No buffer per connection (10,000 sessions × 64 KB would be 640 MB): wait for readability,
+    // then read into the worker thread's buffer.
+    tokio::spawn(async move {
+        loop {
+            if rd.readable().await.is_err() {
+                let _ = etx.send(ReadEv::Reset);
+                break;
+            }
+            let res = READ_BUF.with(|b| {
+                let mut buf = b.borrow_mut();
+                rd.try_read(&mut buf[..]).map(|n| {
+                    let data = if keep_bytes && n > 0 {
+                        Bytes::copy_from_slice(&buf[..n])
+                    } else {
+                        Bytes::new()
+                    };
+                    (n, data)
+                })
+            });
+            match res {
+                Ok((0, _)) => {
+                    let _ = etx.send(ReadEv::Eof);
+                    break;
+                }
+                Ok((n, data)) => {
+                    let at = Instant::now();
+                    if etx.send(ReadEv::Bytes { at, data, len: n }).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => {
+                    let _ = etx.send(ReadEv::Reset);
+                    break;
+                }
+            }
+        }
+    });
+    let mut s = Session {
+        ctx: ctx.clone(),
+        plan,
+        ev: Some(erx),
+        reqs: VecDeque::new(),
+        next_index: 0,
+        prod_banner: false,
+        test_banner_at: None,
+        eof: false,
+        reset: false,
+        broken: false,
+        timer_debt: Duration::ZERO,
+    };
+    if let Some(v) = ctx.proxy {
+        let hdr = proxy::encode(v, s.plan.key.src, s.plan.key.dst);
+        if wr.write_all(&hdr).await.is_err() {
+            s.broken = true;
+        }
+    }
+    let mut client_fin = false;
+    let mut server_seen_any = false;
+    while let Some(item) = items.recv().await {
+        match item {
+            Item::Data {
+                side: Side::Client,
+                ts,
+                bytes,
+                new_message,
+                server_seen,
+                ..
+            } => {
+                server_seen_any |= server_seen;
+                if new_message || s.reqs.is_empty() {
+                    // Production's answer (or its absence) to the previous request is known now.
+                    refine_expects(&mut s, server_seen_any);
+                    s.gate(ts).await;
+                    s.flush_all(1);
+                    let slip = s
+                        .plan
+                        .sched(&ctx, ts)
+                        .map(|due| Instant::now().saturating_duration_since(due));
+                    let index = s.next_index;
+                    s.next_index += 1;
+                    s.reqs.push_back(Req {
+                        index,
+                        preview: Vec::new(),
+                        bytes_out: 0,
+                        last_write: Instant::now(),
+                        slip,
+                        prod_req_last_ts: ts,
+                        prod_resp_first_ts: None,
+                        prod_resp_last_ts: None,
+                        prod_bytes: 0,
+                        prod_resp: Vec::new(),
+                        first_resp: None,
+                        last_resp: None,
+                        bytes_in: 0,
+                        resp: Vec::new(),
+                        timed_out: false,
+                        // Refined when the next request comes: production answered, or no
+                        // server packets are in the capture at all.
+                        expects: !ctx.no_wait,
+                    });
+                }
+                let broken = s.broken || s.reset;
+                // Taken before the write: an answer can be read before write_all returns here.
+                let write_at = Instant::now();
+                let ok = !broken && wr.write_all(&bytes).await.is_ok();
+                if !ok {
+                    s.broken = true;
+                }
+                if let Some(r) = s.reqs.back_mut() {
+                    if r.preview.len() < PREVIEW {
+                        let n = (PREVIEW - r.preview.len()).min(bytes.len());
+                        r.preview.extend_from_slice(&bytes[..n]);
+                    }
+                    if ok {
+                        r.bytes_out += bytes.len() as u64;
+                    }
+                    r.last_write = write_at;
+                    r.prod_req_last_ts = ts;
+                }
+            }
+            Item::Data {
+                side: Side::Server,
+                ts,
+                bytes,
+                len,
+                ..
+            } => {
+                server_seen_any = true;
+                match s.reqs.back_mut() {
+                    Some(r) => {
+                        r.prod_resp_first_ts.get_or_insert(ts);
+                        r.prod_resp_last_ts = Some(ts);
+                        r.prod_bytes += len as u64;
+                        if r.prod_resp.len() < DIFF_CAP && !bytes.is_empty() {
+                            let n = (DIFF_CAP - r.prod_resp.len()).min(bytes.len());
+                            r.prod_resp.extend_from_slice(&bytes[..n]);
+                        }
+                    }
+                    None => s.prod_banner = true,
+                }
+            }
+            Item::Fin {
+                side: Side::Client,
+                ts,
+            } => {
+                refine_expects(&mut s, server_seen_any);
+                s.gate(ts).await;
+                let _ = wr.shutdown().await;
+                client_fin = true;
+            }
+            Item::Fin { .. } => {}
+            Item::Close => break,
+        }
+    }
+    // The end: wait for the last answer, then for the end of it.
+    refine_expects(&mut s, server_seen_any);
+    if !client_fin {
+        s.gate(0).await;
+    }
+    let deadline = Instant::now() + ctx.response_timeout;
+    if client_fin {
+        s.pump_until(Some(deadline), false, |_| false).await;
+    } else {
+        loop {
+            let last = s.reqs.back().and_then(|r| r.last_resp).or(s.test_banner_at);
+            let quiet_until = last.map_or(Instant::now(), |l| l + QUIET).min(deadline);
+            if quiet_until <= Instant::now() || s.eof {
+                break;
+            }
+            let before = s.reqs.back().map(|r| r.bytes_in);
+            s.pump_until(Some(quiet_until), false, |_| false).await;
+            if s.reqs.back().map(|r| r.bytes_in) == before {
+                break;
+            }
+        }
+    }
+    s.drain_ready();
+    s.flush_all(0);
+}
+
+/// Without production's answer in a capture that has server packets, the last request expects none.
+fn refine_expects(s: &mut Session, server_seen_any: bool) {
+    if let Some(r) = s.reqs.back_mut() {
+        if server_seen_any && r.prod_resp_first_ts.is_none() {
+            r.expects = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::parse_mappings;
+    use etherparse::PacketBuilder;
+    use std::io::{BufRead, BufReader, Write};
+
+    /// One frame of the fixture capture.
+    struct F {
+        ts_us: u64,
+        from_client: bool,
+        cport: u16,
+        seq: u32,
+        ack: Option<u32>,
+        flags: &'static str,
+        payload: &'static [u8],
+    }
+
+    fn pcap(frames: &[F]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        out.extend_from_slice(&2u16.to_le_bytes());
+        out.extend_from_slice(&4u16.to_le_bytes());
+        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&65535u32.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        for f in frames {
+            let (c, s) = ([198, 18, 0, 1], [198, 18, 1, 1]);
+            let (src, dst, sp, dp) = if f.from_client {
+                (c, s, f.cport, 7000)
+            } else {
+                (s, c, 7000, f.cport)
+            };
+            let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv4(src, dst, 64)
+                .tcp(sp, dp, f.seq, 65535);
+            if f.flags.contains('S') {
+                b = b.syn();
+            }
+            if f.flags.contains('F') {
+                b = b.fin();
+            }
+            if let Some(a) = f.ack {
+                b = b.ack(a);
+            }
+            let mut frame = Vec::new();
+            b.write(&mut frame, f.payload).unwrap();
+            out.extend_from_slice(&((1_700_000_000 + f.ts_us / 1_000_000) as u32).to_le_bytes());
+            out.extend_from_slice(&((f.ts_us % 1_000_000) as u32).to_le_bytes());
+            out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+            out.extend_from_slice(&frame);
+        }
+        out
+    }
+
+    fn fixture() -> Vec<u8> {
+        let f = |ts_us, from_client, cport, seq, ack, flags, payload| F {
+            ts_us,
+            from_client,
+            cport,
+            seq,
+            ack,
+            flags,
+            payload,
+        };
+        pcap(&[
+            // Session A: handshake, two exchanges, close.
+            f(0, true, 40000, 100, None, "S", b""),
+            f(100, false, 40000, 900, Some(101), "S", b""),
+            f(200, true, 40000, 101, Some(901), "", b""),
+            f(1000, true, 40000, 101, Some(901), "", b"a1\n"),
+            f(1300, false, 40000, 901, Some(104), "", b"R:a1\n"),
+            f(20000, true, 40000, 104, Some(906), "", b"a2\n"),
+            f(20500, false, 40000, 906, Some(107), "", b"R:a2\n"),
+            // Session B: no SYN in the capture; its request comes in two segments, one of them
+            // retransmitted.
+            f(21000, true, 40001, 5000, Some(7000), "", b"GET "),
+            f(21050, true, 40001, 5000, Some(7000), "", b"GET "),
+            f(21100, true, 40001, 5004, Some(7000), "", b"1\n"),
+            f(21400, false, 40001, 7000, Some(5006), "", b"R:GET 1\n"),
+            f(30000, true, 40000, 107, Some(911), "F", b""),
+            f(30100, false, 40000, 911, Some(108), "F", b""),
+            f(30200, true, 40001, 5006, Some(7008), "F", b""),
+            f(30300, false, 40001, 7008, Some(5007), "F", b""),
+        ])
+    }
+
+    /// A line server: answers every line with `R:<line>`; returns what each connection sent.
+    fn line_server() -> (SocketAddr, std::sync::mpsc::Receiver<Vec<u8>>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { break };
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let mut w = c.try_clone().unwrap();
+                    let mut got = Vec::new();
+                    let mut r = BufReader::new(c);
+                    let mut line = Vec::new();
+                    while r.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+                        got.extend_from_slice(&line);
+                        let _ = w.write_all(&[b"R:".as_slice(), &line].concat());
+                        line.clear();
+                    }
+                    let _ = tx.send(got);
+                });
+            }
+        });
+        (addr, rx)
+    }
+
+    #[test]
+    fn replays_sessions_in_order_with_copies_and_measures() {
+        let (addr, rx) = line_server();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.pcap");
+        std::fs::write(&path, fixture()).unwrap();
+        let common = StreamCommon {
+            mappings: parse_mappings(&format!("7000-{addr}")).unwrap(),
+            percentage: 100,
+            copies: 2,
+            speedup: 1.0,
+            no_wait: false,
+            source: StreamSource::Offline(path),
+        };
+        let opts = StreamOptions {
+            diff: true,
+            ..Default::default()
+        };
+        let (r, err) = run(&common, &opts).unwrap();
+        assert!(err.is_none());
+        let mut got: Vec<Vec<u8>> = (0..4)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                b"GET 1\n".to_vec(),
+                b"GET 1\n".to_vec(),
+                b"a1\na2\n".to_vec(),
+                b"a1\na2\n".to_vec()
+            ]
+        );
+        assert_eq!(r.test.requests, 6);
+        assert_eq!(r.test.answered, 6);
+        assert_eq!(r.sessions.seen, 2);
+        assert_eq!(r.sessions.replayed, 4);
+        assert_eq!(r.sessions.without_syn, 1);
+        let p = r.production.as_ref().unwrap();
+        assert_eq!(p.requests, 6);
+        // Production latencies: 300 µs, 500 µs, 300 µs.
+        assert!(
+            (p.latency_ms.p50 - 0.3).abs() < 0.01,
+            "{}",
+            p.latency_ms.p50
+        );
+        let d = r.diff.unwrap();
+        assert_eq!((d.compared, d.matched), (6, 6));
+        // Timed: session A's second request is 19 ms after the first; the run lasts ≥ 30 ms.
+        assert!(r.duration_s >= 0.029, "{}", r.duration_s);
+    }
+
+    #[test]
+    fn loop_sampling_and_session_rate() {
+        let (addr, rx) = line_server();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.pcap");
+        std::fs::write(&path, fixture()).unwrap();
+        let mut common = StreamCommon {
+            mappings: parse_mappings(&format!("7000-{addr}")).unwrap(),
+            percentage: 0,
+            copies: 1,
+            speedup: 1.0,
+            no_wait: false,
+            source: StreamSource::Offline(path),
+        };
+        let (r, _) = run(
+            &common,
+            &StreamOptions {
+                topspeed: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (r.sessions.seen, r.sessions.sampled_out, r.test.requests),
+            (2, 2, 0)
+        );
+        // --loop 3 at 10 sessions/s: 6 sessions, the last starting ≥ 0.5 s after the first.
+        common.percentage = 100;
+        let opts = StreamOptions {
+            topspeed: true,
+            loops: 3,
+            max_sessions_per_sec: Some(10.0),
+            ..Default::default()
+        };
+        let (r, _) = run(&common, &opts).unwrap();
+        assert_eq!(r.sessions.replayed, 6);
+        assert_eq!(r.test.answered, 9);
+        assert!(r.duration_s >= 0.5, "{}", r.duration_s);
+        let got: Vec<Vec<u8>> = (0..6)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        assert_eq!(
+            got.iter().filter(|g| g.as_slice() == b"a1\na2\n").count(),
+            3
+        );
+    }
+
+    #[test]
+    fn refused_target_counts_every_request() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.pcap");
+        std::fs::write(&path, fixture()).unwrap();
+        let common = StreamCommon {
+            mappings: parse_mappings(&format!("7000-127.0.0.1:{port}")).unwrap(),
+            percentage: 100,
+            copies: 1,
+            speedup: 1.0,
+            no_wait: false,
+            source: StreamSource::Offline(path),
+        };
+        let (r, _) = run(
+            &common,
+            &StreamOptions {
+                topspeed: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(r.test.requests, 3);
+        assert_eq!(r.test.refused, 3);
+        assert_eq!(r.sessions.connect_failed, 2);
+    }
+
+    #[test]
+    fn bad_inputs_fail_with_one_line() {
+        let common = StreamCommon {
+            mappings: parse_mappings("7000-127.0.0.1:1").unwrap(),
+            percentage: 100,
+            copies: 1,
+            speedup: 1.0,
+            no_wait: false,
+            source: StreamSource::Offline("/nonexistent/x.pcap".into()),
+        };
+        let e = run(&common, &StreamOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/x.pcap"), "{e}");
+        let e = run(
+            &common,
+            &StreamOptions {
+                report: vec!["r.txt".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("must end in .json or .html"), "{e}");
+    }
+}

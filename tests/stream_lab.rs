@@ -1,0 +1,979 @@
+//! Stream mode in the lab: real captures (tcpdump in namespaces) of real clients (redis-benchmark,
+//! wrk, a scripted client) replayed with `tcpcopy --stream` to real servers (redis, nginx).
+//!
+//! Build first, same profile: `cargo build --release --workspace --all-targets`.
+mod common;
+use common::*;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// `tcpcopy` when stream mode is wired into it (its help shows `--topspeed`), else the stream test driver (examples/stream).
+fn stream_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .to_path_buf();
+    let tcpcopy = dir.join("tcpcopy");
+    if tcpcopy.exists() {
+        if let Ok(out) = Command::new(&tcpcopy).arg("--help").output() {
+            if String::from_utf8_lossy(&out.stdout).contains("--topspeed") {
+                return tcpcopy;
+            }
+        }
+    }
+    let ex = dir.join("examples").join("stream");
+    assert!(
+        ex.exists(),
+        "neither tcpcopy --stream nor {} found: build with --all-targets first",
+        ex.display()
+    );
+    ex
+}
+
+/// The lab tests of this file run one at a time: they measure time and latency.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn tmpdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("stream_lab")
+        .tempdir()
+        .expect("tempdir")
+}
+
+/// Client and production namespaces joined by a veth: client 198.18.50.1, production 198.18.50.2.
+struct Prod {
+    client: String,
+    prod: String,
+    prod_if: String,
+}
+
+fn prod_pair(lab: &mut Lab) -> Prod {
+    let client = lab.netns("stcl");
+    let prod = lab.netns("stpr");
+    let (_, prod_if) = lab.veth(&client, "198.18.50.1/24", &prod, "198.18.50.2/24");
+    Prod {
+        client,
+        prod,
+        prod_if,
+    }
+}
+
+fn start_redis(lab: &mut Lab, ns: &str, bind: &str, port: u16, dir: &Path) {
+    let p = port.to_string();
+    lab.spawn(
+        ns,
+        &[
+            "redis-server",
+            "--bind",
+            bind,
+            "--port",
+            &p,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        lab.wait_for(
+            ns,
+            &format!("redis-cli -h {bind} -p {port} ping"),
+            Duration::from_secs(10)
+        ),
+        "redis did not start"
+    );
+    lab.exec_ok(
+        ns,
+        &format!("redis-cli -h {bind} -p {port} config resetstat"),
+    );
+}
+
+/// Starts tcpdump writing `file`; returns its pid once it listens.
+fn start_tcpdump(lab: &mut Lab, ns: &str, ifc: &str, filter: &str, file: &Path) -> u32 {
+    let log = file.with_extension("tcpdump.log");
+    let pid = lab.spawn(
+        ns,
+        &[
+            "tcpdump",
+            "-i",
+            ifc,
+            "-s",
+            "4096",
+            "-B",
+            "32768",
+            "--immediate-mode",
+            "-U",
+            "-n",
+            "-w",
+            file.to_str().unwrap(),
+            filter,
+        ],
+        Some(&log),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            std::thread::sleep(Duration::from_millis(100));
+            return pid;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "tcpdump did not start: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+/// Stops tcpdump once its file stopped growing; panics if the kernel dropped packets.
+fn stop_tcpdump(lab: &mut Lab, pid: u32, file: &Path) {
+    let mut last = 0;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    lab.stop(pid, "INT", Duration::from_secs(5))
+        .expect("tcpdump did not stop");
+    let log = std::fs::read_to_string(file.with_extension("tcpdump.log")).unwrap_or_default();
+    let n = |what: &str| {
+        log.lines()
+            .find(|l| l.ends_with(what))
+            .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+    };
+    assert!(
+        n("packets dropped by kernel") == Some(0)
+            && n("packets captured") == n("packets received by filter"),
+        "capture incomplete: {log}"
+    );
+}
+
+/// `INFO commandstats` as command → calls (INFO itself left out).
+fn commandstats(lab: &Lab, ns: &str, host: &str, port: u16) -> HashMap<String, u64> {
+    let out = lab.exec_ok(
+        ns,
+        &format!("redis-cli -h {host} -p {port} info commandstats"),
+    );
+    let mut m = HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(rest) = line.strip_prefix("cmdstat_") {
+            let (name, stats) = rest.split_once(':').unwrap_or((rest, ""));
+            if name == "info" || name == "config|resetstat" {
+                continue;
+            }
+            let calls = stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            m.insert(name.to_string(), calls);
+        }
+    }
+    m
+}
+
+/// Runs the replayer in `ns`; panics unless it exits 0. Returns (stdout, wall time).
+fn replay(lab: &Lab, ns: &str, args: &str) -> (String, Duration) {
+    let cmd = format!("{} --stream {args}", stream_bin().display());
+    let t = Instant::now();
+    let out = lab.exec(ns, &cmd);
+    let took = t.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (stdout, took)
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("report file")).expect("report JSON")
+}
+
+/// A capture of redis-benchmark against production redis; returns production's command counts.
+fn redis_benchmark_capture(
+    lab: &mut Lab,
+    p: &Prod,
+    dir: &Path,
+    bench: &str,
+    cap: &Path,
+) -> HashMap<String, u64> {
+    start_redis(lab, &p.prod, "198.18.50.2", 6379, dir);
+    let td = start_tcpdump(lab, &p.prod, &p.prod_if, "tcp port 6379", cap);
+    lab.exec_ok(
+        &p.client,
+        &format!("redis-benchmark -h 198.18.50.2 -p 6379 {bench} -q"),
+    );
+    stop_tcpdump(lab, td, cap);
+    commandstats(lab, &p.prod, "198.18.50.2", 6379)
+}
+
+#[test]
+fn redis_offline_replays_exactly_the_captured_commands_and_copies() {
+    require_root!("stream_lab::redis_offline");
+    require_programs!(
+        "stream_lab::redis_offline",
+        "redis-server",
+        "redis-benchmark",
+        "redis-cli",
+        "tcpdump"
+    );
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let p = prod_pair(&mut lab);
+    let cap = tmp.path().join("redis.pcap");
+    let prod = redis_benchmark_capture(&mut lab, &p, tmp.path(), "-n 5000 -c 10 -t set,get", &cap);
+    assert!(
+        prod.get("set").copied().unwrap_or(0) >= 5000,
+        "production: {prod:?}"
+    );
+
+    // A target namespace with its own redis; the replay runs there (no route to production needed).
+    let target = lab.netns("sttg");
+    start_redis(&mut lab, &target, "127.0.0.1", 6390, tmp.path());
+    let json_path = tmp.path().join("r.json");
+    let html_path = tmp.path().join("r.html");
+    let (table, _) = replay(
+        &lab,
+        &target,
+        &format!(
+            "-x 6379-127.0.0.1:6390 --offline {} --report {} --report {}",
+            cap.display(),
+            json_path.display(),
+            html_path.display()
+        ),
+    );
+    let got = commandstats(&lab, &target, "127.0.0.1", 6390);
+    assert_eq!(
+        got, prod,
+        "test redis ran other commands than production\n{table}"
+    );
+    let r = json(&json_path);
+    assert_eq!(r["schema"], "tcpclone.report");
+    assert_eq!(r["version"], 1);
+    assert_eq!(r["test"]["errors"], 0, "{table}");
+    assert!(
+        r["production"]["latency_ms"]["p50"].as_f64().unwrap() > 0.0,
+        "{table}"
+    );
+
+    // The HTML page: both charts, each with test and production curves carrying data points.
+    let page = std::fs::read_to_string(&html_path).unwrap();
+    assert!(!page.contains("<script"));
+    for id in ["latency", "throughput"] {
+        let fig = page
+            .split(&format!("<figure id=\"{id}\">"))
+            .nth(1)
+            .expect("figure")
+            .split("</figure>")
+            .next()
+            .unwrap();
+        assert!(fig.contains("<svg"), "{id}: no svg");
+        let curves = fig
+            .split("<polyline")
+            .skip(1)
+            .filter(|l| {
+                let pts = l
+                    .split("points=\"")
+                    .nth(1)
+                    .and_then(|p| p.split('"').next())
+                    .unwrap_or("");
+                pts.split_whitespace().count() >= 2
+                    && pts.split_whitespace().all(|xy| xy.split(',').count() == 2)
+            })
+            .count();
+        assert!(curves >= 2, "{id}: {curves} curves with data points");
+    }
+
+    // -n 3: three times as many.
+    lab.exec_ok(&target, "redis-cli -h 127.0.0.1 -p 6390 config resetstat");
+    replay(
+        &lab,
+        &target,
+        &format!(
+            "-x 6379-127.0.0.1:6390 --offline {} --topspeed -n 3",
+            cap.display()
+        ),
+    );
+    let got3 = commandstats(&lab, &target, "127.0.0.1", 6390);
+    for (cmd, n) in &prod {
+        assert_eq!(
+            got3.get(cmd).copied().unwrap_or(0),
+            3 * n,
+            "{cmd} with -n 3: {got3:?}"
+        );
+    }
+}
+
+#[test]
+fn think_time_scales_with_speedup() {
+    require_root!("stream_lab::think_time");
+    require_programs!(
+        "stream_lab::think_time",
+        "redis-server",
+        "redis-cli",
+        "tcpdump",
+        "bash"
+    );
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let p = prod_pair(&mut lab);
+    start_redis(&mut lab, &p.prod, "198.18.50.2", 6379, tmp.path());
+    let cap = tmp.path().join("think.pcap");
+    let td = start_tcpdump(&mut lab, &p.prod, &p.prod_if, "tcp port 6379", &cap);
+    // One connection, 80 PINGs, 20 ms of thinking after each answer.
+    lab.exec_ok(
+        &p.client,
+        "bash -c 'exec 3<>/dev/tcp/198.18.50.2/6379; for i in $(seq 80); do printf \"PING\\r\\n\" >&3; read -r l <&3; sleep 0.02; done; exec 3<&-'",
+    );
+    stop_tcpdump(&mut lab, td, &cap);
+    // The capture's span: first to last packet.
+    let out = Command::new("tcpdump")
+        .args(["-r", cap.to_str().unwrap(), "-n", "-tt"])
+        .output()
+        .unwrap();
+    let ts: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    let span = ts.last().unwrap() - ts.first().unwrap();
+    assert!(span > 1.6, "capture span {span}");
+    let target = lab.netns("sttg");
+    start_redis(&mut lab, &target, "127.0.0.1", 6390, tmp.path());
+    let json_path = tmp.path().join("t.json");
+    replay(
+        &lab,
+        &target,
+        &format!(
+            "-x 6379-127.0.0.1:6390 --offline {} -a 2 --report {}",
+            cap.display(),
+            json_path.display()
+        ),
+    );
+    let took = json(&json_path)["duration_s"].as_f64().unwrap();
+    let want = span / 2.0;
+    assert!(
+        (took - want).abs() <= 0.05 * want,
+        "replay took {took:.3} s, want {want:.3} s ± 5 %"
+    );
+    assert_eq!(
+        commandstats(&lab, &target, "127.0.0.1", 6390).get("ping"),
+        Some(&80)
+    );
+}
+
+const NGINX_CONF: &str = r#"
+worker_processes 1;
+pid PIDFILE;
+error_log ERRLOG;
+events { worker_connections 1024; }
+http {
+    log_format pp '$proxy_protocol_addr:$proxy_protocol_port $remote_addr "$request" $status';
+    access_log ACCESSLOG pp;
+    client_body_temp_path TMP;
+    proxy_temp_path TMP;
+    fastcgi_temp_path TMP;
+    uwsgi_temp_path TMP;
+    scgi_temp_path TMP;
+    server {
+        listen LISTEN;
+        location / { return 200 "hello\n"; }
+    }
+}
+"#;
+
+/// Starts nginx in `ns` listening on `listen` (nginx syntax); returns the access log path.
+fn start_nginx(lab: &mut Lab, ns: &str, dir: &Path, name: &str, listen: &str) -> PathBuf {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let access = d.join("access.log");
+    let conf = NGINX_CONF
+        .replace("PIDFILE", d.join("nginx.pid").to_str().unwrap())
+        .replace("ERRLOG", d.join("error.log").to_str().unwrap())
+        .replace("ACCESSLOG", access.to_str().unwrap())
+        .replace("TMP", d.to_str().unwrap())
+        .replace("LISTEN", listen);
+    let conf_path = d.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    lab.spawn(
+        ns,
+        &[
+            "nginx",
+            "-g",
+            "daemon off;",
+            "-c",
+            conf_path.to_str().unwrap(),
+            "-p",
+            d.to_str().unwrap(),
+        ],
+        None,
+    );
+    let addr = listen.split_whitespace().next().unwrap().to_string();
+    assert!(
+        lab.wait_for(
+            ns,
+            &format!("ss -ltn | grep -q '{addr} '"),
+            Duration::from_secs(10)
+        ),
+        "nginx did not start"
+    );
+    access
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn nginx_keepalive_and_close_every_request_arrives_and_proxy_v2() {
+    require_root!("stream_lab::nginx");
+    require_programs!("stream_lab::nginx", "nginx", "wrk", "tcpdump", "ss");
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let p = prod_pair(&mut lab);
+    let prod_log = start_nginx(&mut lab, &p.prod, tmp.path(), "prod", "198.18.50.2:80");
+    let target = lab.netns("sttg");
+    for (name, header) in [("keepalive", ""), ("close", "-H 'Connection: close'")] {
+        let cap = tmp.path().join(format!("{name}.pcap"));
+        let before = lines(&prod_log).len();
+        let td = start_tcpdump(&mut lab, &p.prod, &p.prod_if, "tcp port 80", &cap);
+        lab.exec_ok(
+            &p.client,
+            &format!("wrk -t 1 -c 4 -d 1 {header} http://198.18.50.2/"),
+        );
+        stop_tcpdump(&mut lab, td, &cap);
+        let sent = lines(&prod_log).len() - before;
+        assert!(sent > 100, "{name}: only {sent} requests at production");
+        let tlog = start_nginx(
+            &mut lab,
+            &target,
+            tmp.path(),
+            &format!("t{name}"),
+            &format!("127.0.0.{}:8080", if name == "close" { 2 } else { 1 }),
+        );
+        let t_ip = if name == "close" {
+            "127.0.0.2"
+        } else {
+            "127.0.0.1"
+        };
+        let (table, _) = replay(
+            &lab,
+            &target,
+            &format!("-x 80-{t_ip}:8080 --offline {} --topspeed", cap.display()),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let got = lines(&tlog).len();
+        assert_eq!(
+            got, sent,
+            "{name}: {got} of {sent} requests arrived\n{table}"
+        );
+
+        if name == "keepalive" {
+            // PROXY v2 against nginx with proxy_protocol on: the original client address is logged.
+            let plog = start_nginx(
+                &mut lab,
+                &target,
+                tmp.path(),
+                "proxy",
+                "127.0.0.3:8080 proxy_protocol",
+            );
+            replay(
+                &lab,
+                &target,
+                &format!(
+                    "-x 80-127.0.0.3:8080 --offline {} --topspeed --proxy-protocol v2",
+                    cap.display()
+                ),
+            );
+            std::thread::sleep(Duration::from_millis(300));
+            let pl = lines(&plog);
+            assert_eq!(pl.len(), sent);
+            assert!(
+                pl.iter().all(|l| l.starts_with("198.18.50.1:")),
+                "proxy log: {:?}",
+                &pl[..pl.len().min(3)]
+            );
+        }
+    }
+}
+
+/// A delay proxy: forwards `listen` → `upstream`, holding every answer chunk for `delay`.
+fn delay_proxy(listen: std::net::TcpListener, upstream: std::net::SocketAddr, delay: Duration) {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        for conn in listen.incoming() {
+            let Ok(client) = conn else { break };
+            let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                continue;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let (mut c_rd, mut s_wr) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut s_rd, mut c_wr) = (server, client);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = c_rd.read(&mut buf) {
+                    if n == 0 || s_wr.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = s_wr.shutdown(std::net::Shutdown::Write);
+            });
+            // One thread per answer direction: read, hold until read time + delay, write.
+            // (Request/answer traffic has one answer in flight per connection.)
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = s_rd.read(&mut buf) {
+                    let due = Instant::now() + delay;
+                    if n == 0 {
+                        break;
+                    }
+                    // Sleep, then spin the last 300 µs: sleep wake-ups are late by that much
+                    // on a busy machine, and the test measures this delay to 0.5 ms.
+                    let now = Instant::now();
+                    if due > now + Duration::from_micros(300) {
+                        std::thread::sleep(due - now - Duration::from_micros(300));
+                    }
+                    while Instant::now() < due {
+                        std::hint::spin_loop();
+                    }
+                    if c_wr.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = c_wr.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+}
+
+#[test]
+fn latency_through_a_5ms_delay_proxy_and_diff() {
+    require_root!("stream_lab::latency_diff");
+    require_programs!(
+        "stream_lab::latency_diff",
+        "redis-server",
+        "redis-cli",
+        "tcpdump",
+        "bash"
+    );
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let p = prod_pair(&mut lab);
+    start_redis(&mut lab, &p.prod, "198.18.50.2", 6379, tmp.path());
+    // Keys key:0..99; the test redis (reachable from the root namespace) has other values for
+    // one key in ten.
+    let fill: String = (0..100)
+        .map(|i| format!("SET key:{i} value{i}\r\n"))
+        .collect();
+    std::fs::write(tmp.path().join("fill"), &fill).unwrap();
+    lab.exec_ok(
+        &p.prod,
+        &format!(
+            "redis-cli -h 198.18.50.2 < {}",
+            tmp.path().join("fill").display()
+        ),
+    );
+    let cap = tmp.path().join("get.pcap");
+    let td = start_tcpdump(&mut lab, &p.prod, &p.prod_if, "tcp port 6379", &cap);
+    // 4 connections × 100 GETs (one per key), each waiting for its answer.
+    lab.exec_ok(
+        &p.client,
+        "for c in 1 2 3 4; do bash -c 'exec 3<>/dev/tcp/198.18.50.2/6379; for i in $(seq 0 99); do printf \"GET key:$i\\r\\n\" >&3; read -r l <&3; read -r l <&3; done; exec 3<&-' & done; wait",
+    );
+    stop_tcpdump(&mut lab, td, &cap);
+    // For latency: one connection, 150 GETs 5 ms apart (requests do not queue behind each other).
+    let lat_cap = tmp.path().join("lat.pcap");
+    let td = start_tcpdump(&mut lab, &p.prod, &p.prod_if, "tcp port 6379", &lat_cap);
+    lab.exec_ok(
+        &p.client,
+        "bash -c 'exec 3<>/dev/tcp/198.18.50.2/6379; for i in $(seq 0 149); do printf \"GET key:$((i % 100))\\r\\n\" >&3; read -r l <&3; read -r l <&3; sleep 0.005; done; exec 3<&-'",
+    );
+    stop_tcpdump(&mut lab, td, &lat_cap);
+
+    let target = lab.netns("sttg");
+    start_redis(&mut lab, &target, "127.0.0.1", 6390, tmp.path());
+    let fill_t: String = (0..100)
+        .map(|i| {
+            if i % 10 == 7 {
+                format!("SET key:{i} other{i}\r\n")
+            } else {
+                format!("SET key:{i} value{i}\r\n")
+            }
+        })
+        .collect();
+    std::fs::write(tmp.path().join("fill_t"), &fill_t).unwrap();
+    lab.exec_ok(
+        &target,
+        &format!(
+            "redis-cli -h 127.0.0.1 -p 6390 < {}",
+            tmp.path().join("fill_t").display()
+        ),
+    );
+
+    // --diff straight against the test redis.
+    let dj = tmp.path().join("diff.json");
+    let (table, _) = replay(
+        &lab,
+        &target,
+        &format!(
+            "-x 6379-127.0.0.1:6390 --offline {} --diff --report {}",
+            cap.display(),
+            dj.display()
+        ),
+    );
+    let d = json(&dj);
+    let rate = d["diff"]["match_rate"].as_f64().unwrap();
+    assert_eq!(d["diff"]["compared"], 400, "{table}");
+    assert!((rate - 0.90).abs() <= 0.02, "match rate {rate}\n{table}");
+    let ex = d["diff"]["examples"].as_array().unwrap();
+    assert!(!ex.is_empty());
+    for e in ex {
+        let req = e["request"].as_str().unwrap();
+        let key: u32 = req
+            .trim_start_matches("GET key:")
+            .split('\\')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or(999);
+        assert_eq!(
+            key % 10,
+            7,
+            "example names a key that answers the same: {req}"
+        );
+    }
+
+    // Latency through a 5 ms delay proxy, run inside the target namespace by a helper process:
+    // the proxy lives in this test process, so it listens in the root namespace on loopback and
+    // the replay runs in the root namespace too (offline replay needs no namespace).
+    let upstream_ns_port = {
+        // Expose the target redis to the root namespace with a veth.
+        let root_addr = "198.18.52.1/24";
+        let (a, _b) = (unique("vr"), unique("vt"));
+        sh(&format!("ip link add {a} type veth peer name {}", _b));
+        sh(&format!("ip link set {} netns {target}", _b));
+        sh(&format!(
+            "ip addr add {root_addr} dev {a} && ip link set {a} up"
+        ));
+        lab.exec_ok(
+            &target,
+            &format!(
+                "ip addr add 198.18.52.2/24 dev {} && ip link set {} up",
+                _b, _b
+            ),
+        );
+        lab.exec_ok(
+            &target,
+            "redis-cli -h 127.0.0.1 -p 6390 config set bind '127.0.0.1 198.18.52.2'",
+        );
+        (
+            a,
+            "198.18.52.2:6390".parse::<std::net::SocketAddr>().unwrap(),
+        )
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = listener.local_addr().unwrap();
+    delay_proxy(listener, upstream_ns_port.1, Duration::from_millis(5));
+    let lj = tmp.path().join("lat.json");
+    let out = Command::new(stream_bin())
+        .args([
+            "--stream",
+            "-x",
+            &format!("6379-{proxy_addr}"),
+            "--offline",
+            lat_cap.to_str().unwrap(),
+            "--report",
+            lj.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let _ = Command::new("ip")
+        .args(["link", "del", &upstream_ns_port.0])
+        .status();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l = json(&lj);
+    let test_p50 = l["test"]["latency_ms"]["p50"].as_f64().unwrap();
+    let prod_p50 = l["production"]["latency_ms"]["p50"].as_f64().unwrap();
+    eprintln!("latency p50: test {test_p50:.3} ms, production {prod_p50:.3} ms (+5 ms expected)");
+    assert!(
+        (test_p50 - (prod_p50 + 5.0)).abs() <= 0.5,
+        "test p50 {test_p50} ms, production p50 {prod_p50} ms\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A classic pcap file as (header, records).
+fn read_pcap(path: &Path) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(
+        &b[..4],
+        &[0xd4, 0xc3, 0xb2, 0xa1],
+        "expected a little-endian microsecond pcap"
+    );
+    let mut recs = Vec::new();
+    let mut at = 24;
+    while at + 16 <= b.len() {
+        let incl = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
+        recs.push(b[at..at + 16 + incl].to_vec());
+        at += 16 + incl;
+    }
+    (b[..24].to_vec(), recs)
+}
+
+fn write_pcap(path: &Path, hdr: &[u8], recs: &[Vec<u8>]) {
+    let mut out = hdr.to_vec();
+    for r in recs {
+        out.extend_from_slice(r);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// (client port, seq, payload offset in the record) of a client→6379 data segment.
+fn client_data(rec: &[u8]) -> Option<(u16, u32, usize)> {
+    let f = &rec[16..];
+    if f.len() < 14 + 20 || f[12..14] != [0x08, 0x00] || f[23] != 6 {
+        return None;
+    }
+    let ihl = usize::from(f[14] & 0x0f) * 4;
+    let tcp = 14 + ihl;
+    let dport = u16::from_be_bytes([f[tcp + 2], f[tcp + 3]]);
+    let doff = usize::from(f[tcp + 12] >> 4) * 4;
+    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+    if dport != 6379 || total <= ihl + doff {
+        return None;
+    }
+    let sport = u16::from_be_bytes([f[tcp], f[tcp + 1]]);
+    let seq = u32::from_be_bytes(f[tcp + 4..tcp + 8].try_into().unwrap());
+    Some((sport, seq, 16 + tcp + doff))
+}
+
+/// A copy of data record `rec` carrying `payload` at sequence `seq`.
+fn with_payload(rec: &[u8], seq: u32, payload: &[u8]) -> Vec<u8> {
+    let (_, _, off) = client_data(rec).unwrap();
+    let mut r = rec[..off].to_vec();
+    r.extend_from_slice(payload);
+    let f = 16;
+    let ihl = usize::from(r[f + 14] & 0x0f) * 4;
+    let tcp = f + 14 + ihl;
+    r[tcp + 4..tcp + 8].copy_from_slice(&seq.to_be_bytes());
+    let ip_total = (r.len() - f - 14) as u16;
+    r[f + 16..f + 18].copy_from_slice(&ip_total.to_be_bytes());
+    let len = (r.len() - 16) as u32;
+    r[8..12].copy_from_slice(&len.to_le_bytes());
+    r[12..16].copy_from_slice(&len.to_le_bytes());
+    r
+}
+
+#[test]
+fn edited_captures_with_holes_retransmissions_overlaps_replay_and_count_partial() {
+    require_root!("stream_lab::edited_captures");
+    require_programs!(
+        "stream_lab::edited_captures",
+        "redis-server",
+        "redis-benchmark",
+        "redis-cli",
+        "tcpdump"
+    );
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let p = prod_pair(&mut lab);
+    let cap = tmp.path().join("orig.pcap");
+    let prod = redis_benchmark_capture(&mut lab, &p, tmp.path(), "-n 3000 -c 6 -t set", &cap);
+    let (hdr, recs) = read_pcap(&cap);
+    let data: Vec<usize> = (0..recs.len())
+        .filter(|&i| client_data(&recs[i]).is_some())
+        .collect();
+    assert!(data.len() >= 3000);
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let holes: Vec<usize> = [data.len() / 4, data.len() / 2, 3 * data.len() / 4]
+        .iter()
+        .map(|&k| data[k])
+        .collect();
+    let (mut dup, mut swapped, mut overlap) = (0, 0, 0);
+    let mut i = 0;
+    while i < recs.len() {
+        if holes.contains(&i) {
+            i += 1;
+            continue;
+        }
+        let rank = data.binary_search(&i).ok();
+        match rank {
+            // Out of order: this segment after the next record.
+            Some(k) if k % 70 == 5 && i + 1 < recs.len() && !holes.contains(&(i + 1)) => {
+                out.push(recs[i + 1].clone());
+                out.push(recs[i].clone());
+                swapped += 1;
+                i += 2;
+                continue;
+            }
+            // Retransmission: the same segment twice.
+            Some(k) if k % 50 == 7 => {
+                out.push(recs[i].clone());
+                out.push(recs[i].clone());
+                dup += 1;
+            }
+            // Overlap: a segment covering the second half of this one and the first half of the
+            // next one of the same connection, sent in between.
+            Some(k) if k % 90 == 11 => {
+                out.push(recs[i].clone());
+                let (port, seq, off) = client_data(&recs[i]).unwrap();
+                let next = data[k + 1..]
+                    .iter()
+                    .take(40)
+                    .find(|&&j| !holes.contains(&j) && client_data(&recs[j]).unwrap().0 == port);
+                if let Some(&j) = next {
+                    let (_, nseq, noff) = client_data(&recs[j]).unwrap();
+                    let a = &recs[i][off..];
+                    let b = &recs[j][noff..];
+                    if seq.wrapping_add(a.len() as u32) == nseq {
+                        let mut pl = a[a.len() / 2..].to_vec();
+                        pl.extend_from_slice(&b[..b.len() / 2]);
+                        out.push(with_payload(
+                            &recs[i],
+                            seq.wrapping_add((a.len() / 2) as u32),
+                            &pl,
+                        ));
+                        overlap += 1;
+                    }
+                }
+            }
+            _ => out.push(recs[i].clone()),
+        }
+        i += 1;
+    }
+    assert!(
+        dup > 10 && swapped > 10 && overlap > 5,
+        "edits: {dup} dup, {swapped} swapped, {overlap} overlaps"
+    );
+    let edited = tmp.path().join("edited.pcap");
+    write_pcap(&edited, &hdr, &out);
+
+    let target = lab.netns("sttg");
+    start_redis(&mut lab, &target, "127.0.0.1", 6390, tmp.path());
+    let rj = tmp.path().join("e.json");
+    let (table, _) = replay(
+        &lab,
+        &target,
+        &format!(
+            "-x 6379-127.0.0.1:6390 --offline {} --topspeed --report {}",
+            edited.display(),
+            rj.display()
+        ),
+    );
+    let r = json(&rj);
+    assert_eq!(r["sessions"]["partial"], 3, "{table}");
+    let sets = commandstats(&lab, &target, "127.0.0.1", 6390)
+        .get("set")
+        .copied()
+        .unwrap_or(0);
+    let prod_sets = prod["set"];
+    // Each holed session stops at its hole: at most 3 sessions' tails are missing, nothing else.
+    assert!(
+        sets < prod_sets && sets >= prod_sets / 2,
+        "{sets} of {prod_sets} SETs\n{table}"
+    );
+    // Only the request cut by each hole may go unanswered.
+    assert!(r["test"]["errors"].as_u64().unwrap() <= 3, "{table}");
+}
+
+#[test]
+fn live_stream_from_production_delivers_redis_benchmark() {
+    require_root!("stream_lab::live");
+    require_programs!(
+        "stream_lab::live",
+        "redis-server",
+        "redis-benchmark",
+        "redis-cli"
+    );
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let p = prod_pair(&mut lab);
+    let target = lab.netns("sttg");
+    // The target is an ordinary host next to production: no intercept, no special route.
+    lab.veth(&p.prod, "198.18.51.1/24", &target, "198.18.51.2/24");
+    start_redis(&mut lab, &p.prod, "198.18.50.2", 6379, tmp.path());
+    start_redis(&mut lab, &target, "198.18.51.2", 6379, tmp.path());
+    let log = tmp.path().join("live.log");
+    let bin = stream_bin();
+    let pid = lab.spawn(
+        &p.prod,
+        &[
+            bin.to_str().unwrap(),
+            "--stream",
+            "-x",
+            "6379-198.18.51.2:6379",
+            "-i",
+            &p.prod_if,
+            "--duration",
+            "60",
+        ],
+        Some(&log),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("capturing")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "live stream did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    lab.exec_ok(
+        &p.client,
+        "redis-benchmark -h 198.18.50.2 -p 6379 -n 20000 -c 10 -t set,get -q",
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let st = lab
+        .stop(pid, "INT", Duration::from_secs(30))
+        .expect("stream mode did not stop on SIGINT");
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(st.success(), "exit {st:?}: {out}");
+    let prod = commandstats(&lab, &p.prod, "198.18.50.2", 6379);
+    let got = commandstats(&lab, &target, "198.18.51.2", 6379);
+    for cmd in ["set", "get"] {
+        let (want, have) = (prod[cmd], got.get(cmd).copied().unwrap_or(0));
+        assert!(
+            have as f64 >= 0.999 * want as f64 && have <= want,
+            "{cmd}: {have} of {want} arrived\n{out}"
+        );
+    }
+}

@@ -1,10 +1,12 @@
 //! Minimal IPv4/IPv6 + TCP parsing and building for the engine, with full checksums.
 //!
 //! Parsing tolerates unfinished (offloaded) checksums and GRO/GSO super-segments; building always
-//! computes every checksum in full. Never panics on malformed input; never logs.
+//! computes every checksum in full (with `tcpclone::wire::checksum`). Never panics on malformed
+//! input; never logs.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use tcpclone::seq::SeqNumber;
+use tcpclone::wire::{checksum, IpProtocol};
 
 /// TCP flag bits (RFC 9293 §3.1).
 pub(crate) const FIN: u8 = 0x01;
@@ -267,8 +269,8 @@ pub(crate) fn build(seg: &OutSegment<'_>, buf: &mut [u8]) -> Option<usize> {
             h[10..12].fill(0);
             h[12..16].copy_from_slice(&s.octets());
             h[16..20].copy_from_slice(&d.octets());
-            let c = fold(sum(h, 0));
-            h[10..12].copy_from_slice(&(!c).to_be_bytes());
+            let c = checksum::ipv4_header(h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             let plen = u16::try_from(tcp_len).ok()?;
@@ -296,51 +298,23 @@ pub(crate) fn build(seg: &OutSegment<'_>, buf: &mut [u8]) -> Option<usize> {
     let p1 = p0 + seg.payload.0.len();
     t[p0..p1].copy_from_slice(seg.payload.0);
     t[p1..].copy_from_slice(seg.payload.1);
-    let c = fold(sum(t, pseudo_sum(seg.src, seg.dst, tcp_len)));
-    t[16..18].copy_from_slice(&(!c).to_be_bytes());
+    let c = checksum::finish(checksum::sum(t, pseudo_sum(seg.src, seg.dst, tcp_len)));
+    t[16..18].copy_from_slice(&c.to_be_bytes());
     Some(total)
 }
 
 /// Ones'-complement partial sum of the TCP pseudo-header (RFC 9293 §3.1, RFC 8200 §8.1).
-pub(crate) fn pseudo_sum(src: IpAddr, dst: IpAddr, tcp_len: usize) -> u64 {
-    let mut acc = 6u64 + tcp_len as u64;
+fn pseudo_sum(src: IpAddr, dst: IpAddr, tcp_len: usize) -> u32 {
+    let len = u32::try_from(tcp_len).unwrap_or(u32::MAX);
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            acc = sum(&s.octets(), acc);
-            acc = sum(&d.octets(), acc);
+            checksum::pseudo_header_v4(s.octets(), d.octets(), IpProtocol::TCP, len)
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            acc = sum(&s.octets(), acc);
-            acc = sum(&d.octets(), acc);
+            checksum::pseudo_header_v6(s.octets(), d.octets(), IpProtocol::TCP, len)
         }
-        _ => {}
+        _ => 0,
     }
-    acc
-}
-
-/// Adds `data` (taken as big-endian 16-bit words from an even offset) to a running sum.
-pub(crate) fn sum(data: &[u8], mut acc: u64) -> u64 {
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let v = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        acc += (v >> 32) + (v & 0xffff_ffff);
-    }
-    let mut rest = chunks.remainder().chunks_exact(2);
-    for w in &mut rest {
-        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [b] = rest.remainder() {
-        acc += u64::from(*b) << 8;
-    }
-    acc
-}
-
-/// Folds a running sum to 16 bits.
-pub(crate) fn fold(mut acc: u64) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
 }
 
 /// True when the IP header checksum (IPv4) and the TCP checksum of a whole packet verify.
@@ -351,7 +325,7 @@ pub fn checksums_ok(pkt: &[u8]) -> bool {
     let ip_len = match seg.src {
         IpAddr::V4(_) => {
             let ihl = usize::from(pkt[0] & 0x0f) * 4;
-            if fold(sum(&pkt[..ihl], 0)) != 0xffff {
+            if checksum::fold(checksum::sum(&pkt[..ihl], 0)) != 0xffff {
                 return false;
             }
             ihl
@@ -359,5 +333,5 @@ pub fn checksums_ok(pkt: &[u8]) -> bool {
         IpAddr::V6(_) => 40,
     };
     let tcp = &pkt[ip_len..];
-    fold(sum(tcp, pseudo_sum(seg.src, seg.dst, tcp.len()))) == 0xffff
+    checksum::fold(checksum::sum(tcp, pseudo_sum(seg.src, seg.dst, tcp.len()))) == 0xffff
 }

@@ -224,6 +224,8 @@ pub struct EngineStats {
     pub responses: u64,
     /// Of those, for no known session (answered with RST when they carry an ACK).
     pub responses_unmatched: u64,
+    /// Of those, segments of an earlier connection on the same 4-tuple (ignored).
+    pub responses_stale: u64,
     /// Target payload bytes reported.
     pub response_bytes: u64,
     /// Requests sent.
@@ -257,6 +259,55 @@ impl EngineStats {
             + self.aborted_retransmits
             + self.aborted_replaced
             + self.aborted_gap
+    }
+}
+
+impl std::fmt::Display for EngineStats {
+    /// One line for the final summary and `--stats`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sessions cloned={} active={} completed={} client_reset={} aborted={} (target_reset={} timeout={} \
+             handshake={} retransmits={} replaced={} gap={}) refused memory={} ports={} family={} sampled_out={}; \
+             segments in={} sent={} retransmitted={} (rto={} fast={}); gaps={} resets_sent={} reestablished={} \
+             overflows={}; bytes captured={} sent={} acked={}; responses={} unmatched={} stale={}; \
+             requests sent={} answered={} pacing_timeouts={} mean_latency_us={}; memory={}",
+            self.sessions_cloned,
+            self.sessions_active,
+            self.sessions_completed,
+            self.sessions_client_reset,
+            self.aborted(),
+            self.aborted_target_reset,
+            self.aborted_timeout,
+            self.aborted_handshake,
+            self.aborted_retransmits,
+            self.aborted_replaced,
+            self.aborted_gap,
+            self.refused_memory,
+            self.refused_ports,
+            self.refused_family,
+            self.sampled_out,
+            self.segments_in,
+            self.segments_sent,
+            self.segments_retransmitted,
+            self.rto_expirations,
+            self.fast_retransmits,
+            self.gaps,
+            self.resets_sent,
+            self.reestablished,
+            self.buffer_overflows,
+            self.bytes_captured,
+            self.bytes_sent,
+            self.bytes_acked,
+            self.responses,
+            self.responses_unmatched,
+            self.responses_stale,
+            self.requests_sent,
+            self.requests_answered,
+            self.pacing_timeouts,
+            self.latency_us_sum.checked_div(self.requests_answered).unwrap_or(0),
+            self.memory_bytes,
+        )
     }
 }
 

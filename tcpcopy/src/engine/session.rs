@@ -696,6 +696,13 @@ impl Session {
 
     fn established_response(&mut self, cx: &mut Ctx<'_>, seg: &Segment<'_>) {
         let now = cx.now;
+        // A late segment of an earlier connection on this 4-tuple (port reuse, re-establishment)
+        // carries sequence numbers far from ours: never let it move rcv_nxt or end the session.
+        let d = seg.seq.diff(self.rcv_nxt);
+        if !(-(1 << 24)..(1 << 26)).contains(&d) {
+            cx.stats.responses_stale += 1;
+            return;
+        }
         if seg.has(RST) {
             tracing::debug!(parent: &self.span, "target reset");
             self.state = State::Dead;

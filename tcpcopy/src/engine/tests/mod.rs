@@ -321,3 +321,4 @@ pub(crate) fn ip(s: &str) -> IpAddr {
 // After the macros: textual scope makes them visible there.
 mod scripted;
 mod sim;
+mod fuzz_smoke;

@@ -1197,6 +1197,38 @@ fn target_closing_first_is_acknowledged_then_the_client_fin_follows() {
 }
 
 #[test]
+fn late_segments_of_an_earlier_connection_are_ignored() {
+    let mut h = session_established();
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN.wrapping_add(1 << 30),
+            len: 100,
+            ..RESP
+        }
+    );
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN.wrapping_add(1 << 30),
+            flags: RST,
+            ..RESP
+        }
+    );
+    expect!(h, []);
+    respond!(h, Seg { len: 5, ..RESP });
+    expect!(
+        h,
+        [Want {
+            ack: TARGET_ISN + 6,
+            flags: ACK,
+            ..WANT
+        }]
+    );
+    assert_eq!(h.e.stats().responses_stale, 2);
+}
+
+#[test]
 fn target_reset_ends_the_session() {
     let mut h = session_established();
     respond!(h, Seg { flags: RST, ..RESP });

@@ -334,23 +334,28 @@ impl Topo {
             .count()
     }
 
-    /// Waits (up to 8 s) for the target's half-closed sockets to fall back to `baseline`.
-    fn assert_no_half_closed(&self, baseline: usize) {
+    /// Waits (up to 8 s) for the target's half-closed sockets to fall back to `baseline`;
+    /// returns a report (printed too) when they do not.
+    fn half_closed_report(&self, baseline: usize) -> Option<String> {
         let deadline = Instant::now() + Duration::from_secs(8);
         let mut n = self.half_closed();
         while n > baseline && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(200));
             n = self.half_closed();
         }
+        if n <= baseline {
+            return None;
+        }
         let detail = self.lab.exec(
             &self.target,
-            "ss -Htan state last-ack state fin-wait-1 state fin-wait-2 state closing",
+            "ss -Htan state last-ack state fin-wait-1 state fin-wait-2 state closing | head -5",
         );
-        assert!(
-            n <= baseline,
-            "target has {n} sockets in LAST_ACK/FIN_WAIT/CLOSING (baseline {baseline}):\n{}",
+        let r = format!(
+            "target has {n} sockets in LAST_ACK/FIN_WAIT/CLOSING (baseline {baseline}), e.g.:\n{}",
             String::from_utf8_lossy(&detail.stdout)
         );
+        println!("{r}");
+        Some(r)
     }
 
     fn client(&self, cmd: &str) -> String {
@@ -454,7 +459,7 @@ fn redis_delivery(
         ok &= prod > 0 && r >= min && got <= prod * factor;
     }
     println!("{what}: {}", report.join("; "));
-    t.assert_no_half_closed(baseline);
+    let sockets = t.half_closed_report(baseline);
     let summary = t.stop_tcpcopy(pid);
     assert!(
         ok,
@@ -462,6 +467,7 @@ fn redis_delivery(
         100.0 * min,
         report.join("; ")
     );
+    assert!(sockets.is_none(), "{}", sockets.unwrap_or_default());
 }
 
 #[test]
@@ -617,13 +623,14 @@ fn percentage_r50_samples_sessions() {
         "-r 50: production {prod} sessions (one SET each), target {got} ({:.2} %)",
         100.0 * r
     );
-    t.assert_no_half_closed(baseline);
+    let sockets = t.half_closed_report(baseline);
     let summary = t.stop_tcpcopy(pid);
     assert!(
         prod >= 2000 && (0.47..=0.53).contains(&r),
         "-r 50 gave {:.2} % of {prod}\n{summary}",
         100.0 * r
     );
+    assert!(sockets.is_none(), "{}", sockets.unwrap_or_default());
 }
 
 fn nginx_lab(extra: &[&str]) -> (Topo, u32, PathBuf, PathBuf) {
@@ -657,7 +664,7 @@ fn nginx_delivery(close: bool, min: f64) {
         "{what}: production {prod} requests, target {got} ({:.3} %)",
         100.0 * r
     );
-    t.assert_no_half_closed(baseline);
+    let sockets = t.half_closed_report(baseline);
     let summary = t.stop_tcpcopy(pid);
     assert!(
         prod > 1000 && r >= min && got <= prod,
@@ -665,6 +672,7 @@ fn nginx_delivery(close: bool, min: f64) {
         100.0 * r,
         100.0 * min
     );
+    assert!(sockets.is_none(), "{}", sockets.unwrap_or_default());
 }
 
 #[test]
@@ -703,13 +711,14 @@ fn client_ip_rewrite_c() {
     println!(
         "-c 198.18.20.x: production {prod}, target {got}; client addresses at target: {addrs:?}"
     );
-    t.assert_no_half_closed(baseline);
+    let sockets = t.half_closed_report(baseline);
     let summary = t.stop_tcpcopy(pid);
     assert!(
         !addrs.is_empty() && addrs.iter().all(|a| a.starts_with("198.18.20.")),
         "addresses at target: {addrs:?}\n{summary}"
     );
     assert!(ratio(got, prod) >= 0.99, "-c: {got} of {prod}\n{summary}");
+    assert!(sockets.is_none(), "{}", sockets.unwrap_or_default());
 }
 
 #[test]
@@ -761,12 +770,13 @@ fn connection_open_before_start() {
         "open before start: production {prod_after} requests after start, target {got} ({:.2} %)",
         100.0 * r
     );
-    t.assert_no_half_closed(baseline);
+    let sockets = t.half_closed_report(baseline);
     let summary = t.stop_tcpcopy(pid);
     assert!(
         prod_after == 400 && r >= 0.99 && got <= prod_after,
         "{got} of {prod_after}\n{summary}"
     );
+    assert!(sockets.is_none(), "{}", sockets.unwrap_or_default());
 }
 
 /// Records client→production redis traffic with tcpdump in production while `client_cmd`
@@ -804,7 +814,8 @@ fn record(t: &mut Topo, client_cmd: &str, name: &str) -> (PathBuf, u64) {
         .expect("tcpdump stops");
     let log = std::fs::read_to_string(t.path("tcpdump.log")).unwrap_or_default();
     assert!(
-        log.contains(" 0 packets dropped by kernel"),
+        log.lines()
+            .any(|l| l.trim() == "0 packets dropped by kernel"),
         "tcpdump dropped packets: {log}"
     );
     (pcap.clone(), redis_calls(&t.lab, &p, REDIS_PROD, "set"))
@@ -873,11 +884,12 @@ fn offline_delivers_every_request() {
         redis_calls(&t.lab, &tg, REDIS_TARGET, "set")
     });
     println!("--offline: capture holds {prod} SETs, target got {got}");
-    t.assert_no_half_closed(baseline);
+    let sockets = t.half_closed_report(baseline);
     assert!(
         prod == 2000 && got == prod,
         "--offline delivered {got} of {prod}\n{text}"
     );
+    assert!(sockets.is_none(), "{}", sockets.unwrap_or_default());
 }
 
 /// First-to-last timestamp of data segments matching `filter` in a capture (tcpdump -tt).
@@ -949,6 +961,7 @@ fn offline_speedup_halves_duration() {
         Duration::from_secs(5)
     ));
     std::thread::sleep(Duration::from_millis(300));
+    let baseline = t.half_closed();
     let (_took, text) = run_offline(&mut t, &pcap, &["-a", "2"]);
     let got = settle(prod, Duration::from_secs(5), || {
         redis_calls(&t.lab, &tg, REDIS_TARGET, "set")
@@ -961,9 +974,11 @@ fn offline_speedup_halves_duration() {
         "-a 2: capture spans {span_orig:.3}s ({n_orig} data segments), target saw {span_copy:.3}s ({n_copy}); \
          ratio to half = {r:.3}; target SETs {got} of {prod}"
     );
+    let sockets = t.half_closed_report(baseline);
     assert!(got == prod, "-a 2 delivered {got} of {prod}\n{text}");
     assert!(
         (0.9..=1.1).contains(&r),
         "-a 2 took {span_copy:.3}s for a {span_orig:.3}s capture (ratio {r:.3})\n{text}"
     );
+    assert!(sockets.is_none(), "{}", sockets.unwrap_or_default());
 }

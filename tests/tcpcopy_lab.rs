@@ -893,18 +893,32 @@ fn offline_delivers_every_request() {
 }
 
 /// First-to-last timestamp of data segments matching `filter` in a capture (tcpdump -tt).
-fn data_span(pcap: &Path, filter: &str) -> (f64, usize) {
+/// Also returns the first and last three matching lines, for failure messages.
+fn data_span(pcap: &Path, filter: &str) -> (f64, usize, String) {
     let out = sh(&format!(
         "tcpdump -nn -tt -r {} '{filter}' 2>/dev/null",
         pcap.display()
     ));
-    let ts: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Retransmissions (same sequence range again) do not count: first sight of each range only.
+    let mut seen = std::collections::HashSet::new();
+    let all: Vec<&str> = text
         .lines()
+        .filter(|l| {
+            let seq = l.split(", ").find(|f| f.starts_with("seq ")).unwrap_or(l);
+            seen.insert(seq.to_string())
+        })
+        .collect();
+    let ts: Vec<f64> = all
+        .iter()
         .filter_map(|l| l.split_whitespace().next()?.parse().ok())
         .collect();
+    let mut excerpt: Vec<&str> = all.iter().take(3).copied().collect();
+    excerpt.push("...");
+    excerpt.extend(all.iter().skip(all.len().saturating_sub(3)));
     match (ts.first(), ts.last()) {
-        (Some(a), Some(b)) => (b - a, ts.len()),
-        _ => (0.0, 0),
+        (Some(a), Some(b)) => (b - a, ts.len(), excerpt.join("\n")),
+        _ => (0.0, 0, String::new()),
     }
 }
 
@@ -935,7 +949,8 @@ fn offline_speedup_halves_duration() {
     let cmd = format!("timeout 30 bash {}", t.path("think.sh").display());
     let (pcap, prod) = record(&mut t, &cmd, "think.pcap");
     let payload = "(ip[2:2] - ((ip[0]&0xf)<<2) - ((tcp[12]&0xf0)>>2)) > 0";
-    let (span_orig, n_orig) = data_span(&pcap, &format!("tcp dst port 6379 and {payload}"));
+    let (span_orig, n_orig, ex_orig) =
+        data_span(&pcap, &format!("tcp dst port 6379 and {payload}"));
     // Watch what the target receives.
     let seen = t.path("target.pcap");
     let tcpdump = t.lab.spawn(
@@ -968,7 +983,8 @@ fn offline_speedup_halves_duration() {
     });
     std::thread::sleep(Duration::from_millis(300));
     t.lab.stop(tcpdump, "INT", Duration::from_secs(5));
-    let (span_copy, n_copy) = data_span(&seen, &format!("tcp dst port 6380 and {payload}"));
+    let (span_copy, n_copy, ex_copy) =
+        data_span(&seen, &format!("tcp dst port 6380 and {payload}"));
     let r = span_copy / (span_orig / 2.0);
     println!(
         "-a 2: capture spans {span_orig:.3}s ({n_orig} data segments), target saw {span_copy:.3}s ({n_copy}); \
@@ -978,7 +994,8 @@ fn offline_speedup_halves_duration() {
     assert!(got == prod, "-a 2 delivered {got} of {prod}\n{text}");
     assert!(
         (0.9..=1.1).contains(&r),
-        "-a 2 took {span_copy:.3}s for a {span_orig:.3}s capture (ratio {r:.3})\n{text}"
+        "-a 2 took {span_copy:.3}s for a {span_orig:.3}s capture (ratio {r:.3})\n\
+         capture:\n{ex_orig}\nat target:\n{ex_copy}\n{text}"
     );
     assert!(sockets.is_none(), "{}", sockets.unwrap_or_default());
 }

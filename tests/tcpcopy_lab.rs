@@ -438,7 +438,7 @@ fn redis_delivery(
     factor: u64,
     min: f64,
     what: &str,
-) {
+) -> Vec<String> {
     let baseline = t.half_closed();
     let (p, tg) = (t.prod.clone(), t.target.clone());
     t.client(&format!(
@@ -461,13 +461,16 @@ fn redis_delivery(
     println!("{what}: {}", report.join("; "));
     let sockets = t.half_closed_report(baseline);
     let summary = t.stop_tcpcopy(pid);
-    assert!(
-        ok,
-        "{what}: delivery below {:.1} % (or above 100 %): {}\n{summary}",
-        100.0 * min,
-        report.join("; ")
-    );
-    assert!(sockets.is_none(), "{}", sockets.unwrap_or_default());
+    let mut failures = Vec::new();
+    if !ok {
+        failures.push(format!(
+            "{what}: delivery below {:.1} % (or above 100 %): {}\n{summary}",
+            100.0 * min,
+            report.join("; ")
+        ));
+    }
+    failures.extend(sockets);
+    failures
 }
 
 #[test]
@@ -478,11 +481,42 @@ fn redis_set_get_20k_10conns() {
         "redis-server",
         "redis-benchmark",
         "redis-cli",
-        "ss"
+        "ss",
+        "tcpdump"
     );
     let _g = guard();
     let (mut t, pid) = redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &[]);
-    redis_delivery(
+    // Production safety (issue 5): watch everything production sends during the run. Any
+    // packet with a client source that does not go to the target, anything to a client that
+    // is not the service answering, and anything to production's own addresses is a leak.
+    let leaks = t.path("leaks.pcap");
+    let p = t.prod.clone();
+    let watch = t.lab.spawn(
+        &p,
+        &[
+            "tcpdump",
+            "-i",
+            "any",
+            "-nn",
+            "-Q",
+            "out",
+            "-Z",
+            "root",
+            "-U",
+            "-w",
+            leaks.to_str().unwrap(),
+            "(src host 198.18.10.2 and not dst host 198.18.1.2) or \
+             (dst net 198.18.10.0/24 and not src port 6379) or \
+             (dst host 198.18.10.1 or dst host 198.18.1.1)",
+        ],
+        Some(&t.path("leaks.log")),
+    );
+    assert!(t.lab.wait_for(
+        &p,
+        &format!("test -s {}", leaks.display()),
+        Duration::from_secs(5)
+    ));
+    let failures = redis_delivery(
         &mut t,
         pid,
         PROD4,
@@ -491,6 +525,21 @@ fn redis_set_get_20k_10conns() {
         1,
         0.999,
         "redis SET/GET 20k x 10",
+    );
+    t.lab.stop(watch, "INT", Duration::from_secs(5));
+    let out = sh(&format!(
+        "tcpdump -nn -r {} 2>/dev/null | head -5",
+        leaks.display()
+    ));
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!(
+        "packets from production to a client or production address not from the service: {}\n{text}",
+        text.lines().count()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        text.trim().is_empty(),
+        "tcpcopy sent packets where it must not:\n{text}"
     );
 }
 
@@ -506,7 +555,7 @@ fn redis_set_64k_values() {
     );
     let _g = guard();
     let (mut t, pid) = redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &[]);
-    redis_delivery(
+    let failures = redis_delivery(
         &mut t,
         pid,
         PROD4,
@@ -516,6 +565,7 @@ fn redis_set_64k_values() {
         0.999,
         "redis SET 64 KB x 3000 x 5",
     );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
@@ -536,7 +586,7 @@ fn redis_ipv6_set_get() {
     t.start_redis(&tg, REDIS_TARGET, "redis-target");
     t.start_intercept("tcp and src port 6380");
     let pid = t.start_tcpcopy(&["-x", &mapping]);
-    redis_delivery(
+    let failures = redis_delivery(
         &mut t,
         pid,
         PROD6,
@@ -546,6 +596,7 @@ fn redis_ipv6_set_get() {
         0.999,
         "redis IPv6 SET/GET 10k x 10",
     );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
@@ -560,7 +611,7 @@ fn redis_intercept_on_target() {
     );
     let _g = guard();
     let (mut t, pid) = redis_lab(Layout::OnTarget, "6379-198.18.1.2:6380", &[]);
-    redis_delivery(
+    let failures = redis_delivery(
         &mut t,
         pid,
         PROD4,
@@ -570,6 +621,7 @@ fn redis_intercept_on_target() {
         0.999,
         "redis, intercept on target",
     );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
@@ -584,7 +636,7 @@ fn copies_n2_doubles() {
     );
     let _g = guard();
     let (mut t, pid) = redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &["-n", "2"]);
-    redis_delivery(
+    let failures = redis_delivery(
         &mut t,
         pid,
         PROD4,
@@ -594,6 +646,7 @@ fn copies_n2_doubles() {
         0.999,
         "redis -n 2",
     );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]

@@ -386,11 +386,8 @@ impl EngineLoop {
             }
             if let Some(t) = next_stats {
                 if t <= now {
-                    eprintln!(
-                        "tcpcopy stats: {} | engine: {:?}",
-                        self.counters.line(),
-                        self.engine_report()
-                    );
+                    // Through the log: standard error, or the -l file.
+                    info!(target: "tcpcopy::stats", "{} | engine: {}", self.counters.line(), self.engine_report());
                     next_stats = Some(now + stats.unwrap_or(Duration::from_secs(1)));
                 }
             }

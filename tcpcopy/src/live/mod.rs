@@ -79,7 +79,7 @@ pub fn engine_config(s: &Settings) -> EngineConfig {
         port_shift: s.port_shift,
         percentage: s.percentage,
         mtu: s.mtu,
-        mss: Some(s.mss).filter(|m| *m > 0),
+        mss: s.mss.filter(|m| *m > 0),
         no_wait: s.no_wait,
         session_timeout: s.session_timeout,
         keepalive_timeout: s.keepalive_timeout,

@@ -69,7 +69,8 @@ pub struct EngineConfig {
     pub reorder_window: Duration,
     /// Lower bound of the retransmission timeout.
     pub min_rto: Duration,
-    /// Retransmission timeout before the first RTT sample.
+    /// Retransmission timeout before the first RTT sample (the target is on a LAN, and a SYN-ACK
+    /// that reaches intercept before our registration is worth retrying soon).
     pub initial_rto: Duration,
     /// Upper bound of the retransmission timeout.
     pub max_rto: Duration,
@@ -103,7 +104,7 @@ impl Default for EngineConfig {
             gap_timeout: Duration::from_millis(500),
             reorder_window: Duration::from_millis(10),
             min_rto: Duration::from_millis(20),
-            initial_rto: Duration::from_millis(200),
+            initial_rto: Duration::from_millis(60),
             max_rto: Duration::from_secs(2),
             max_syn_retries: 6,
             max_retransmits: 12,

@@ -87,7 +87,7 @@ fn data_before_the_handshake_is_held_in_order() {
 #[test]
 fn syn_is_retransmitted_then_given_up() {
     let mut h = session_syn_sent(config());
-    h.advance(ms(199));
+    h.advance(ms(59));
     expect!(h, []);
     h.advance(ms(1));
     expect!(

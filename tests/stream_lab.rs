@@ -10,29 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// `tcpcopy` when stream mode is wired into it (its help shows `--topspeed`), else the stream test driver (examples/stream).
+/// The `tcpcopy` binary (stream mode is `tcpcopy --stream`).
 fn stream_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .to_path_buf();
-    let tcpcopy = dir.join("tcpcopy");
-    if tcpcopy.exists() {
-        if let Ok(out) = Command::new(&tcpcopy).arg("--help").output() {
-            if String::from_utf8_lossy(&out.stdout).contains("--topspeed") {
-                return tcpcopy;
-            }
-        }
-    }
-    let ex = dir.join("examples").join("stream");
-    assert!(
-        ex.exists(),
-        "neither tcpcopy --stream nor {} found: build with --all-targets first",
-        ex.display()
-    );
-    ex
+    bin("tcpcopy")
 }
 
 /// The lab tests of this file run one at a time: they measure time and latency.

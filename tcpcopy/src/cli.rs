@@ -140,10 +140,13 @@ pub struct Cli {
     pub force: bool,
     /// Stream mode: replay the captured client streams over kernel TCP sockets instead of
     /// raw IP (no intercept needed).
-    // Stream mode lives in `crate::stream`; its own options (a clap `StreamOptions`) are
-    // flattened here by the lead when it lands, and `main` dispatches on this flag.
+    /// Stream mode: replay each captured session over an ordinary kernel TCP connection (no raw
+    /// sockets, no intercept, no routes).
     #[arg(long = "stream")]
     pub stream: bool,
+    /// Flags of stream mode only.
+    #[command(flatten, next_help_heading = "Stream mode (--stream)")]
+    pub stream_opts: crate::stream::StreamOptions,
 }
 
 /// Where the captured segments come from.
@@ -233,6 +236,58 @@ fn bad(flag: &'static str, why: impl Into<String>) -> FlagError {
 
 impl Cli {
     /// Validates the flags into [`Settings`].
+    /// Checks the flags stream mode shares with raw mode (no intercept needed there).
+    pub fn validate_stream(&self) -> Result<crate::stream::StreamCommon, FlagError> {
+        let mapping = self
+            .mapping
+            .as_deref()
+            .ok_or_else(|| bad("-x/--mapping", "required"))?;
+        let mappings = parse_mappings(mapping).map_err(|e| {
+            bad(
+                "-x/--mapping",
+                e.to_string().trim_start_matches("-x: ").to_string(),
+            )
+        })?;
+        if !(1..=100).contains(&self.percentage) {
+            return Err(bad(
+                "-r/--percentage",
+                format!("must be 1..=100, got {}", self.percentage),
+            ));
+        }
+        if self.copies == 0 {
+            return Err(bad("-n/--copies", "must be at least 1"));
+        }
+        let speedup = self.speedup.unwrap_or(1.0);
+        if !(speedup.is_finite() && speedup > 0.0 && speedup <= 1e6) {
+            return Err(bad(
+                "-a/--speedup",
+                format!("must be a positive number, got {speedup}"),
+            ));
+        }
+        let source = match &self.offline {
+            Some(path) => crate::stream::StreamSource::Offline(path.clone()),
+            None => crate::stream::StreamSource::Live {
+                interfaces: self
+                    .interface
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty() && *d != "any")
+                    .map(String::from)
+                    .collect(),
+                filter: self.filter.clone(),
+            },
+        };
+        Ok(crate::stream::StreamCommon {
+            mappings,
+            percentage: self.percentage,
+            copies: self.copies,
+            speedup,
+            no_wait: self.no_wait,
+            source,
+        })
+    }
+
+    /// Checks the raw-mode flags and turns them into plain settings.
     pub fn validate(&self) -> Result<Settings, FlagError> {
         let mapping = self
             .mapping

@@ -21,9 +21,20 @@ fn main() -> ExitCode {
         }
     };
     if cli.stream {
-        // Stream mode (crate::stream) is wired here by the lead: `tcpcopy::stream::run(...)`.
-        eprintln!("tcpcopy: --stream: stream mode is not built into this binary yet");
-        return ExitCode::from(2);
+        let common = match cli.validate_stream() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("tcpcopy: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        return match tcpcopy::stream::run(&common, &cli.stream_opts) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tcpcopy: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let settings = match cli.validate() {
         Ok(s) => s,

@@ -196,6 +196,8 @@ pub struct EngineStats {
     pub aborted_replaced: u64,
     /// Ended: the client finished while the clone was waiting to re-establish after a gap.
     pub aborted_gap: u64,
+    /// Clones whose target closed and whose client never did within `linger`: we sent the FIN.
+    pub half_closed_timeouts: u64,
     /// Handshakes completed with the target.
     pub handshakes: u64,
     /// Handshakes the target refused with RST.

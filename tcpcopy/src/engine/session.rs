@@ -908,11 +908,24 @@ impl Session {
         take(self.linger_until);
         take(self.rto_at);
         take(self.gap_at);
+        if self.half_closed_idle() {
+            take(Some(self.last_activity + cfg.linger));
+        }
         take(self.pacing_deadline(cfg));
         if self.outstanding() {
             take(Some(self.last_progress + cfg.keepalive_timeout));
         }
         Some(d)
+    }
+
+    /// The target closed, everything we had is delivered, and the client has not closed yet.
+    fn half_closed_idle(&self) -> bool {
+        self.state == State::Established
+            && self.target_fin
+            && self.client_fin.is_none()
+            && !self.client_rst
+            && self.snd_una == self.cap_nxt
+            && self.boundaries.is_empty()
     }
 
     fn outstanding(&self) -> bool {
@@ -940,6 +953,14 @@ impl Session {
         }
         if self.outstanding() && now >= self.last_progress + cx.cfg.keepalive_timeout {
             self.abort(cx, EndReason::Timeout);
+            return;
+        }
+        if self.half_closed_idle() && now >= self.last_activity + cx.cfg.linger {
+            // The target closed and the client's FIN never showed up (missed by the capture, or
+            // the client lingers): close our side so the target does not sit in FIN_WAIT_2.
+            tracing::debug!(parent: &self.span, "closing a half-closed clone");
+            cx.stats.half_closed_timeouts += 1;
+            self.client_fin = Some(self.cap_nxt);
             return;
         }
         if self.gap_at.is_some_and(|t| now >= t) {

@@ -1703,3 +1703,47 @@ fn ipv6_client_to_ipv4_target_is_refused() {
     expect!(h, []);
     assert_eq!(h.e.stats().refused_family, 1);
 }
+
+#[test]
+fn target_closed_and_client_silent_gets_our_fin_after_linger() {
+    let mut h = session_established();
+    respond!(
+        h,
+        Seg {
+            len: 10,
+            flags: FIN | ACK,
+            ..RESP
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            ack: TARGET_ISN + 12,
+            flags: ACK,
+            ..WANT
+        }]
+    );
+    h.advance(Duration::from_millis(1999));
+    expect!(h, []);
+    h.advance(Duration::from_millis(1));
+    expect!(
+        h,
+        [Want {
+            ack: TARGET_ISN + 12,
+            flags: FIN | ACK,
+            ..WANT
+        }]
+    );
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 12,
+            ack: CLIENT_ISN + 2,
+            ..RESP
+        }
+    );
+    h.advance(Duration::from_secs(3));
+    let st = h.e.stats();
+    assert_eq!((st.half_closed_timeouts, st.sessions_completed), (1, 1));
+    assert_eq!(h.e.session_count(), 0);
+}

@@ -61,17 +61,30 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 pps_of() { grep -o 'Rated: .*' | sed -E 's/.* ([0-9.]+) pps.*/\1/'; }
 
 echo "== top speed, preloaded, $N packets, $RUNS alternating runs each (veth, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg))"
-printf '%-6s %14s %14s %14s %8s %8s\n' capture tcpreplay replay "replay -T2" ratio "ratio-T2"
+echo "   pps = the tool's own Rated pps (wall clock); pps/CPU = packets per CPU-second (user+sys),"
+echo "   which stays meaningful when other work shares the cores"
+# run NAME CMD...: appends "pps pps_per_cpu_second" to $W/NAME
+run() {
+    local name=$1; shift
+    local pps
+    pps=$(ip netns exec "$TX" /usr/bin/time -f "%U %S" -o "$W/time" "$@" 2>&1 | pps_of)
+    echo "$pps $(awk -v n="$N" '{print n / ($1 + $2)}' "$W/time")" >> "$W/$name"
+}
+printf '%-6s %-12s %12s %12s %9s %9s\n' capture tool pps pps/CPU ratio ratio/CPU
 for cap in 64 imix; do
     : > "$W/t" ; : > "$W/r" ; : > "$W/r2"
     for i in $(seq "$RUNS"); do
-        ip netns exec "$TX" tcpreplay -q -i $IF --topspeed -K "$W/$cap.pcap" 2>&1 | pps_of >> "$W/t"
-        ip netns exec "$TX" "$REPLAY" -i $IF --topspeed -K "$W/$cap.pcap" 2>&1 | pps_of >> "$W/r"
-        ip netns exec "$TX" "$REPLAY" -i $IF --topspeed -K --threads 2 "$W/$cap.pcap" 2>&1 | pps_of >> "$W/r2"
+        run t tcpreplay -q -i $IF --topspeed -K "$W/$cap.pcap"
+        run r "$REPLAY" -i $IF --topspeed -K "$W/$cap.pcap"
+        run r2 "$REPLAY" -i $IF --topspeed -K --threads 2 "$W/$cap.pcap"
     done
-    t=$(median < "$W/t"); r=$(median < "$W/r"); r2=$(median < "$W/r2")
-    printf '%-6s %14.0f %14.0f %14.0f %7.2fx %7.2fx\n' "$cap" "$t" "$r" "$r2" "$(echo "$r/$t" | bc -l)" "$(echo "$r2/$t" | bc -l)"
-    echo "   runs: tcpreplay $(tr '\n' ' ' < "$W/t")| replay $(tr '\n' ' ' < "$W/r")| replay -T2 $(tr '\n' ' ' < "$W/r2")"
+    t=$(cut -d' ' -f1 "$W/t" | median); tc=$(cut -d' ' -f2 "$W/t" | median)
+    for name in t r r2; do
+        label=$( [ $name = t ] && echo tcpreplay || { [ $name = r ] && echo replay || echo "replay -T2"; } )
+        p=$(cut -d' ' -f1 "$W/$name" | median); c=$(cut -d' ' -f2 "$W/$name" | median)
+        printf '%-6s %-12s %12.0f %12.0f %8.2fx %8.2fx   runs: %s\n' "$cap" "$label" "$p" "$c" \
+            "$(echo "$p/$t" | bc -l)" "$(echo "$c/$tc" | bc -l)" "$(cut -d' ' -f1 "$W/$name" | tr '\n' ' ')"
+    done
 done
 
 # Pacing accuracy: the far end's tcpdump timestamps, gap error against 1/pps.

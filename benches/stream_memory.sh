@@ -56,10 +56,13 @@ PY
 mkns "${TAG}t"
 inns "${TAG}t" sysctl -qw net.core.somaxconn=65535
 inns "${TAG}t" sysctl -qw net.ipv4.tcp_max_syn_backlog=65535
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"
+if (( $(ulimit -n) < SESSIONS + 100 )); then
+    echo "stream_memory.sh: the open-files limit ($(ulimit -n)) is too low for $SESSIONS sessions" >&2; exit 2
+fi
 redis "${TAG}t" 127.0.0.1 6390 --maxclients 30000 --tcp-backlog 65535
 /usr/bin/time -f "%e s wall, %U s user, %S s sys, %M KB max RSS" -o "$WORK/time" \
-    ip netns exec "${TAG}t" "${STREAM[@]}" -x 6379-127.0.0.1:6390 --offline "$WORK/big.pcap" --topspeed --report "$WORK/m.json" >"$WORK/table"
+    ip netns exec "${TAG}t" "${STREAM[@]}" -x 6379-127.0.0.1:6390 --offline "$WORK/big.pcap" --topspeed --report "$WORK/m.json" ${STREAM_ARGS:-} >"$WORK/table"
 cat "$WORK/table"
 echo "stream mode: $(cat "$WORK/time")"
 echo "target redis: $(inns "${TAG}t" redis-cli -p 6390 info commandstats | grep cmdstat_set | sed 's/,usec=.*//')"

@@ -18,7 +18,7 @@ source "$(dirname "$0")/stream_common.sh"
 mkns "${TAG}c"; mkns "${TAG}p"; mkns "${TAG}t"
 veth "${TAG}c" 198.18.70.1/24 "${TAG}p" 198.18.70.2/24 "${TAG}v"
 redis "${TAG}p" 198.18.70.2 6379
-inns "${TAG}p" tcpdump -i "${TAG}vb" -s 4096 -B 65536 --immediate-mode -U -n -w "$WORK/cap.pcap" tcp port 6379 2>"$WORK/tcpdump.log" &
+ip netns exec "${TAG}p" tcpdump -i "${TAG}vb" -s 4096 -B 65536 --immediate-mode -U -n -w "$WORK/cap.pcap" tcp port 6379 2>"$WORK/tcpdump.log" &
 TD=$!
 for _ in $(seq 100); do grep -q "listening on" "$WORK/tcpdump.log" 2>/dev/null && break; sleep 0.05; done
 inns "${TAG}c" redis-benchmark -h 198.18.70.2 -n "$REQUESTS" -c "$CONNS" -t set,get -q >/dev/null

@@ -65,7 +65,7 @@ redis() {
 }
 redis "$NS_PROD" 6379 prod
 redis "$NS_TARGET" 6380 target
-inns "$NS_ASSIST" "$BIN/intercept" -i "${TAG}sa" -F 'tcp and src port 6380' -b 198.18.1.3 >"$WORK/intercept.log" 2>&1 &
+ip netns exec "$NS_ASSIST" "$BIN/intercept" -i "${TAG}sa" -F 'tcp and src port 6380' -b 198.18.1.3 >"$WORK/intercept.log" 2>&1 &
 INTERCEPT=$!
 PIDS+=($INTERCEPT)
 for _ in $(seq 50); do inns "$NS_ASSIST" ss -Hltn 'sport = :36524' | grep -q LISTEN && break; sleep 0.1; done
@@ -86,7 +86,7 @@ bench() { # -> requests per second (mean of SET and GET)
 echo "== without tcpcopy: redis-benchmark -n $REQUESTS -c $CONNS -t set,get"
 RPS0=$(bench)
 
-inns "$NS_PROD" "$BIN/tcpcopy" -x 6379-198.18.1.2:6380 -s 198.18.1.3 >"$WORK/tcpcopy.log" 2>&1 &
+ip netns exec "$NS_PROD" "$BIN/tcpcopy" -x 6379-198.18.1.2:6380 -s 198.18.1.3 >"$WORK/tcpcopy.log" 2>&1 &
 TCPCOPY=$!
 PIDS+=($TCPCOPY)
 for _ in $(seq 100); do grep -q "connected to intercept" "$WORK/tcpcopy.log" && break; sleep 0.1; done

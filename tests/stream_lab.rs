@@ -819,10 +819,16 @@ fn edited_captures_with_holes_retransmissions_overlaps_replay_and_count_partial(
         .collect();
     assert!(data.len() >= 3000);
     let mut out: Vec<Vec<u8>> = Vec::new();
-    let holes: Vec<usize> = [data.len() / 4, data.len() / 2, 3 * data.len() / 4]
-        .iter()
-        .map(|&k| data[k])
-        .collect();
+    // One hole in each of three different sessions.
+    let mut holes: Vec<usize> = Vec::new();
+    let mut holed_ports = Vec::new();
+    for start in [data.len() / 4, data.len() / 2, 3 * data.len() / 4] {
+        let k = (start..data.len())
+            .find(|&k| !holed_ports.contains(&client_data(&recs[data[k]]).unwrap().0))
+            .expect("a data segment of another session");
+        holed_ports.push(client_data(&recs[data[k]]).unwrap().0);
+        holes.push(data[k]);
+    }
     let (mut dup, mut swapped, mut overlap) = (0, 0, 0);
     let mut i = 0;
     while i < recs.len() {

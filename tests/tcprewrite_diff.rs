@@ -451,6 +451,18 @@ fn ipv6_edits() {
         &["--tclass", "184"],
         &["-m", "1000", "--mtu-trunc"],
         &[
+            "--enet-vlan",
+            "add",
+            "--enet-vlan-tag",
+            "9",
+            "--enet-vlan-pri",
+            "0",
+            "--enet-vlan-cfi",
+            "0",
+            "--ttl",
+            "+1",
+        ],
+        &[
             "--enet-dmac",
             "02:00:5e:00:00:09",
             "-N",

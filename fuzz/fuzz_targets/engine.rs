@@ -1,5 +1,5 @@
 #![no_main]
-// Placeholder until the owner of this target wires it to its library entry point.
+// The session engine fed arbitrary captured segments, target reports and clock steps.
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = data;
+    tcpcopy::engine::fuzz_engine(data);
 });

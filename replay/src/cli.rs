@@ -55,17 +55,17 @@ pub struct Args {
     pub preload: bool,
 
     /// Source IP map `CIDR:CIDR,...` (IPv6 as `[2001:db8::/64]:[...]`).
-    #[arg(short = 'S', long, value_name = "MAP", conflicts_with = "pnat")]
-    pub srcipmap: Option<String>,
+    #[arg(short = 'S', long, value_name = "MAP", conflicts_with = "pnat", action = clap::ArgAction::Append)]
+    pub srcipmap: Vec<String>,
     /// Destination IP map `CIDR:CIDR,...`.
-    #[arg(short = 'D', long, value_name = "MAP", conflicts_with = "pnat")]
-    pub dstipmap: Option<String>,
+    #[arg(short = 'D', long, value_name = "MAP", conflicts_with = "pnat", action = clap::ArgAction::Append)]
+    pub dstipmap: Vec<String>,
     /// Source and destination IP map `CIDR:CIDR,...`.
-    #[arg(short = 'N', long, value_name = "MAP")]
-    pub pnat: Option<String>,
+    #[arg(short = 'N', long, value_name = "MAP", action = clap::ArgAction::Append)]
+    pub pnat: Vec<String>,
     /// Port map `80:8080,6379:16379`.
-    #[arg(short = 'r', long, value_name = "MAP")]
-    pub portmap: Option<String>,
+    #[arg(short = 'r', long, value_name = "MAP", action = clap::ArgAction::Append)]
+    pub portmap: Vec<String>,
     /// Set the destination MAC address.
     #[arg(long = "enet-dmac", value_name = "MAC")]
     pub enet_dmac: Option<String>,
@@ -77,10 +77,16 @@ pub struct Args {
     pub enet_vlan: Option<String>,
     /// VLAN id for `--enet-vlan add`.
     #[arg(long = "enet-vlan-tag", value_name = "N")]
-    pub enet_vlan_tag: Option<String>,
+    pub enet_vlan_tag: Option<u16>,
+    /// 802.1Q priority for `--enet-vlan add` (0-7).
+    #[arg(long = "enet-vlan-pri", value_name = "N")]
+    pub enet_vlan_pri: Option<u8>,
+    /// 802.1Q CFI bit for `--enet-vlan add` (0-1).
+    #[arg(long = "enet-vlan-cfi", value_name = "N")]
+    pub enet_vlan_cfi: Option<u8>,
     /// MTU for `--mtu-trunc` (default: the interface's, or 1500 when writing).
     #[arg(short = 'm', long, value_name = "N")]
-    pub mtu: Option<String>,
+    pub mtu: Option<u32>,
     /// Truncate frames larger than the MTU.
     #[arg(long = "mtu-trunc", conflicts_with = "tso_split")]
     pub mtu_trunc: bool,
@@ -92,7 +98,10 @@ pub struct Args {
     pub ttl: Option<String>,
     /// Set the IPv4 TOS / IPv6 traffic class.
     #[arg(long, value_name = "N")]
-    pub tos: Option<String>,
+    pub tos: Option<u8>,
+    /// Set the IPv6 traffic class.
+    #[arg(long, value_name = "N")]
+    pub tclass: Option<u8>,
     /// Recompute checksums of every packet.
     #[arg(short = 'C', long)]
     pub fixcsum: bool,
@@ -222,11 +231,14 @@ impl Args {
             enet_smac: self.enet_smac,
             enet_vlan: self.enet_vlan,
             enet_vlan_tag: self.enet_vlan_tag,
+            enet_vlan_pri: self.enet_vlan_pri,
+            enet_vlan_cfi: self.enet_vlan_cfi,
             mtu: self.mtu,
             mtu_trunc: self.mtu_trunc,
             tso_split: self.tso_split,
             ttl: self.ttl,
             tos: self.tos,
+            tclass: self.tclass,
             fixcsum: self.fixcsum,
             dlt: self.dlt,
         };
@@ -358,7 +370,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.edits.ttl.as_deref(), Some("-3"));
-        assert!(c.edits.srcipmap.is_some());
+        assert_eq!(c.edits.srcipmap.len(), 1);
         let e = parse(&[
             "-w",
             "o",

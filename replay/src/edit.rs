@@ -1,23 +1,24 @@
-//! The edit step: tcprewrite's flags, kept as the strings the user typed, handed to the rewrite
-//! module's parsers (`tcpclone::rewrite`), and the compiled rewriter behind the pipeline's
-//! [`Editor`] trait.
+//! The edit step: tcprewrite's flags as the user typed them, compiled by the library's rewriter
+//! (`tcpclone::rewrite`, whose parsers validate them and name the flag), plus `--tso-split`,
+//! behind the pipeline's [`Editor`] trait.
 
-use crate::pipeline::Editor;
-use crate::pipeline::NoEdit;
-use anyhow::{bail, Result};
-use tcpclone::capture::LinkType;
+use crate::pipeline::{Edit, Editor, Frames, NoEdit};
+use anyhow::Result;
+use tcpclone::capture::{LinkType, Packet};
+use tcpclone::rewrite::{tso_split, Outcome, RewriteFailure, RewriteOptions, Rewriter, TsoError};
+use tcpclone::wire::{Layer, WireError};
 
 /// tcprewrite's edit flags as given on the command line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EditFlags {
-    /// `-S/--srcipmap`.
-    pub srcipmap: Option<String>,
-    /// `-D/--dstipmap`.
-    pub dstipmap: Option<String>,
-    /// `-N/--pnat`.
-    pub pnat: Option<String>,
-    /// `-r/--portmap`.
-    pub portmap: Option<String>,
+    /// `-S/--srcipmap` (repeatable).
+    pub srcipmap: Vec<String>,
+    /// `-D/--dstipmap` (repeatable).
+    pub dstipmap: Vec<String>,
+    /// `-N/--pnat` (at most twice: sources, then destinations).
+    pub pnat: Vec<String>,
+    /// `-r/--portmap` (repeatable).
+    pub portmap: Vec<String>,
     /// `--enet-dmac`.
     pub enet_dmac: Option<String>,
     /// `--enet-smac`.
@@ -25,9 +26,13 @@ pub struct EditFlags {
     /// `--enet-vlan`.
     pub enet_vlan: Option<String>,
     /// `--enet-vlan-tag`.
-    pub enet_vlan_tag: Option<String>,
+    pub enet_vlan_tag: Option<u16>,
+    /// `--enet-vlan-pri`.
+    pub enet_vlan_pri: Option<u8>,
+    /// `--enet-vlan-cfi`.
+    pub enet_vlan_cfi: Option<u8>,
     /// `-m/--mtu`.
-    pub mtu: Option<String>,
+    pub mtu: Option<u32>,
     /// `--mtu-trunc`.
     pub mtu_trunc: bool,
     /// `--tso-split`.
@@ -35,7 +40,9 @@ pub struct EditFlags {
     /// `--ttl`.
     pub ttl: Option<String>,
     /// `--tos`.
-    pub tos: Option<String>,
+    pub tos: Option<u8>,
+    /// `--tclass`.
+    pub tclass: Option<u8>,
     /// `-C/--fixcsum`.
     pub fixcsum: bool,
     /// `--dlt`.
@@ -51,22 +58,180 @@ impl EditFlags {
     pub fn dlt_enet(&self) -> bool {
         self.dlt.as_deref() == Some("enet")
     }
-}
-
-/// Builds the editor for `flags` (input link type `input`, MTU for `--mtu-trunc`/`--tso-split`
-/// when `-m` is not given). Errors name the flag.
-pub fn build_editor(
-    flags: &EditFlags,
-    _input: LinkType,
-    _default_mtu: u32,
-) -> Result<Box<dyn Editor + Send>> {
-    if let Some(d) = &flags.dlt {
-        if d != "enet" {
-            bail!("--dlt: unknown link type `{d}` (only `enet` is supported)");
+    /// The rewriter's options; `default_mtu` (the interface's) stands in when `-m` is not given.
+    pub fn options(&self, default_mtu: u32) -> RewriteOptions {
+        RewriteOptions {
+            srcipmap: self.srcipmap.clone(),
+            dstipmap: self.dstipmap.clone(),
+            pnat: self.pnat.clone(),
+            portmap: self.portmap.clone(),
+            enet_dmac: self.enet_dmac.clone(),
+            enet_smac: self.enet_smac.clone(),
+            enet_vlan: self.enet_vlan.clone(),
+            enet_vlan_tag: self.enet_vlan_tag,
+            enet_vlan_pri: self.enet_vlan_pri,
+            enet_vlan_cfi: self.enet_vlan_cfi,
+            mtu: Some(self.mtu.unwrap_or(default_mtu)),
+            mtu_trunc: self.mtu_trunc,
+            ttl: self.ttl.clone(),
+            tos: self.tos,
+            tclass: self.tclass,
+            fixcsum: self.fixcsum,
+            dlt: self.dlt.clone(),
+            ..RewriteOptions::default()
         }
     }
+}
+
+/// The compiled rewriter plus `--tso-split`, with the buffers they reuse.
+pub struct RewriteEditor {
+    rewriter: Rewriter,
+    /// Apply the rewriter at all (false when only `--tso-split` was asked: frames stay as they are).
+    rewrite: bool,
+    /// Split TCP frames whose IP packet exceeds this many bytes (`--tso-split`).
+    tso_mtu: Option<usize>,
+    whole: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+/// A reason for counting, without allocating, for a header that did not parse.
+fn unparsed_reason(e: &WireError) -> &'static str {
+    match e.layer {
+        Layer::Ethernet => "bad Ethernet header",
+        Layer::Vlan => "bad 802.1Q tag",
+        Layer::Sll => "bad Linux cooked (SLL) header",
+        Layer::Sll2 => "bad Linux cooked v2 (SLL2) header",
+        Layer::Ipv4 => "bad IPv4 header",
+        Layer::Ipv6 => "bad IPv6 header",
+        Layer::Tcp => "bad TCP header",
+        Layer::Udp => "bad UDP header",
+        Layer::Icmp => "bad ICMP header",
+        Layer::Link => "link type not decoded",
+    }
+}
+
+fn failure_reason(f: &RewriteFailure) -> &'static str {
+    match f {
+        RewriteFailure::NotEthernet(_) => "Ethernet edit on a non-Ethernet frame",
+        RewriteFailure::NoEtherType(_) => "--dlt enet: cooked protocol is not an EtherType",
+        RewriteFailure::NoSourceMac => "--dlt enet: no source MAC (give --enet-smac)",
+        RewriteFailure::LengthChange => "edit changes the frame length",
+    }
+}
+
+fn tso_reason(e: &TsoError) -> &'static str {
+    match e {
+        TsoError::Unparsed(_) => "--tso-split: headers do not parse",
+        TsoError::NotTcp => "--tso-split: larger than the MTU and not TCP",
+        TsoError::Incomplete => "--tso-split: larger than the MTU and snapped or fragmented",
+        TsoError::MtuTooSmall { .. } => "--tso-split: MTU leaves no room for payload",
+    }
+}
+
+impl Editor for RewriteEditor {
+    fn output_linktype(&self, input: LinkType) -> LinkType {
+        if self.rewrite {
+            self.rewriter.output_linktype(input).unwrap_or(input)
+        } else {
+            input
+        }
+    }
+
+    fn edit(&mut self, packet: &Packet<'_>, out: &mut Frames) -> Edit {
+        let (edit, linktype) = if self.rewrite {
+            let r =
+                self.rewriter
+                    .apply(packet.linktype, packet.data, packet.orig_len, &mut out.buf);
+            out.orig_len = Some(r.orig_len);
+            let edit = match r.outcome {
+                Outcome::Changed => Edit::Rewritten,
+                Outcome::Unchanged => Edit::Unchanged,
+                Outcome::Truncated => Edit::Truncated("cut to the MTU (--mtu-trunc)"),
+                Outcome::Unparsed(e) => Edit::Unparsed(unparsed_reason(&e)),
+                Outcome::Failed(f) => return Edit::Dropped(failure_reason(&f)),
+            };
+            (edit, r.linktype)
+        } else {
+            (Edit::Unchanged, packet.linktype)
+        };
+        let Some(mtu) = self.tso_mtu else { return edit };
+        // The frame as it stands now: the rewritten one, or the input.
+        let frame_len = if matches!(edit, Edit::Unchanged | Edit::Unparsed(_)) {
+            packet.data.len()
+        } else {
+            out.buf.len()
+        };
+        // Cheap pre-check: only frames that could hold an IP packet over the MTU are parsed.
+        if frame_len <= mtu + 14 {
+            return edit;
+        }
+        self.whole.clear();
+        if matches!(edit, Edit::Unchanged | Edit::Unparsed(_)) {
+            self.whole.extend_from_slice(packet.data);
+        } else {
+            std::mem::swap(&mut self.whole, &mut out.buf);
+        }
+        out.clear();
+        let buf = &mut out.buf;
+        let ends = &mut out.ends;
+        match tso_split(linktype, &self.whole, mtu, &mut self.scratch, |seg| {
+            buf.extend_from_slice(seg);
+            ends.push(buf.len());
+        }) {
+            Ok(1) => {
+                // It fits after all: send it as the rewrite left it (or the input as it was).
+                if matches!(edit, Edit::Unchanged | Edit::Unparsed(_)) {
+                    out.clear();
+                }
+                edit
+            }
+            Ok(_) => {
+                out.orig_len = None;
+                Edit::Rewritten
+            }
+            // Larger than the MTU and not splittable: counted as failed, with the reason.
+            Err(e) => Edit::Dropped(tso_reason(&e)),
+        }
+    }
+}
+
+/// Builds the editor for `flags`; `default_mtu` (the interface's MTU, or 1500 when writing a file)
+/// is used when `-m` is not given. Errors name the flag.
+pub fn build_editor(flags: &EditFlags, default_mtu: u32) -> Result<Box<dyn Editor + Send>> {
     if flags.is_empty() {
         return Ok(Box::new(NoEdit));
     }
-    bail!("rewriting flags need the rewrite module, which is not in this build yet")
+    let rewriter = Rewriter::compile(&flags.options(default_mtu))?;
+    let only_tso = EditFlags {
+        tso_split: false,
+        mtu: None,
+        ..flags.clone()
+    }
+    .is_empty();
+    Ok(Box::new(RewriteEditor {
+        rewriter,
+        rewrite: !only_tso,
+        tso_mtu: flags
+            .tso_split
+            .then(|| flags.mtu.unwrap_or(default_mtu) as usize),
+        whole: Vec::new(),
+        scratch: Vec::new(),
+    }))
+}
+
+/// The link type the edits produce from a capture of `input`, or an error naming the flag that
+/// cannot apply to it (e.g. `--enet-dmac` on a Linux cooked capture without `--dlt enet`).
+pub fn output_linktype(flags: &EditFlags, default_mtu: u32, input: LinkType) -> Result<LinkType> {
+    if flags.is_empty()
+        || (flags.tso_split
+            && EditFlags {
+                tso_split: false,
+                mtu: None,
+                ..flags.clone()
+            }
+            .is_empty())
+    {
+        return Ok(input);
+    }
+    Ok(Rewriter::compile(&flags.options(default_mtu))?.output_linktype(input)?)
 }

@@ -5,16 +5,18 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use replay::cli::{Args, Config, Target};
 use replay::clock::{SystemClock, DEFAULT_SPIN};
-use replay::edit::build_editor;
+use replay::edit::{build_editor, output_linktype};
 use replay::input::{preload, FileInput, PreloadInput};
 use replay::pipeline::{run, Input, Limits, NoReport, Output, RunResult};
-use replay::report::Reporter;
+use replay::report::{print_summary, Reporter};
 use replay::sys;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
-use tcpclone::capture::{CaptureReader, LinkType, PcapWriter, TsPrecision};
+use tcpclone::capture::{
+    CaptureError, CaptureErrorKind, CaptureFormat, CaptureReader, LinkType, PcapWriter, TsPrecision,
+};
 use tcpclone::pace::{Pacer, Timing};
 use tcpclone::stats::ReplayStats;
 
@@ -62,11 +64,28 @@ struct Probe {
     snaplen: u32,
 }
 
+/// Link types replay can send or rewrite.
+const SUPPORTED_LINKTYPES: [LinkType; 6] = [
+    LinkType::ETHERNET,
+    LinkType::LINUX_SLL,
+    LinkType::LINUX_SLL2,
+    LinkType::RAW,
+    LinkType::IPV4,
+    LinkType::IPV6,
+];
+
 fn probe(cfg: &Config) -> Result<Probe> {
     let mut first = None;
     for path in &cfg.files {
         let r = CaptureReader::open(path)?;
         let lt = r.linktype();
+        if !SUPPORTED_LINKTYPES.contains(&lt) {
+            let at = match r.format() {
+                CaptureFormat::Pcap => "at byte 20 (file header)",
+                _ => "in its first interface description block",
+            };
+            bail!("{}: unknown link type {} {at}; replay handles Ethernet, Linux cooked SLL/SLL2 and raw IP", path.display(), lt.0);
+        }
         match &first {
             None => {
                 first = Some(Probe {
@@ -98,7 +117,7 @@ fn replay_main(cfg: Config) -> Result<ExitCode> {
         }
         Target::File(_) => 1500,
     };
-    let first_editor = match build_editor(&cfg.edits, LinkType::ETHERNET, default_mtu) {
+    let first_editor = match build_editor(&cfg.edits, default_mtu) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("replay: {e:#}");
@@ -106,7 +125,13 @@ fn replay_main(cfg: Config) -> Result<ExitCode> {
         }
     };
     let probe = probe(&cfg)?;
-    let out_linktype = first_editor.output_linktype(probe.linktype);
+    let out_linktype = match output_linktype(&cfg.edits, default_mtu, probe.linktype) {
+        Ok(lt) => lt,
+        Err(e) => {
+            eprintln!("replay: {}: {e:#}", cfg.files[0].display());
+            return Ok(ExitCode::from(2));
+        }
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -193,16 +218,23 @@ fn replay_main(cfg: Config) -> Result<ExitCode> {
     }
     reporter.finish();
     let (end_ns, error) = match result {
-        Ok(r) => (r.end_ns, None),
+        // As tcpreplay: from the first packet sent to the end of the last.
+        Ok(r) => (r.end_ns - r.first_ns.unwrap_or(0).min(r.end_ns), None),
         Err(e) => (started.elapsed().as_nanos() as u64, Some(e)),
     };
     if cfg.json {
-        println!("{}", serde_json::to_string(&stats.summary(end_ns))?);
+        print_summary(&serde_json::to_string(&stats.summary(end_ns))?);
     } else {
-        println!("{}", stats.summary(end_ns));
+        print_summary(&stats.summary(end_ns));
     }
     if let Some(e) = error {
-        eprintln!("replay: {e:#}");
+        let hint = match e.downcast_ref::<CaptureError>() {
+            Some(CaptureError { kind: CaptureErrorKind::LinkTypeMismatch { .. }, .. }) => {
+                " (a pcap holds one link type: the first one's; add --dlt enet to convert Linux cooked frames)"
+            }
+            _ => "",
+        };
+        eprintln!("replay: {e:#}{hint}");
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
@@ -224,7 +256,7 @@ fn run_threads(
             .map(|i| {
                 let mut input = make_input();
                 s.spawn(move || -> Result<(RunResult, ReplayStats)> {
-                    let mut editor = build_editor(&cfg.edits, LinkType::ETHERNET, iface.mtu)?;
+                    let mut editor = build_editor(&cfg.edits, iface.mtu)?;
                     let mut sink = sys::PacketSender::open(iface, true, cfg.no_tx_ring)?;
                     let mut clock = SystemClock::with_origin(origin, DEFAULT_SPIN);
                     let limits = Limits {

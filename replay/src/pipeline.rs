@@ -43,6 +43,9 @@ pub struct Frames {
     pub buf: Vec<u8>,
     /// End offset in `buf` of each frame (one entry per frame; empty = one frame, all of `buf`).
     pub ends: Vec<usize>,
+    /// Wire length of a single output frame when it differs from its captured length (snapped
+    /// records); `None` = the frame's length.
+    pub orig_len: Option<u32>,
 }
 
 impl Frames {
@@ -50,6 +53,7 @@ impl Frames {
     pub fn clear(&mut self) {
         self.buf.clear();
         self.ends.clear();
+        self.orig_len = None;
     }
     /// Calls `f` on each frame in order.
     fn each(&self, mut f: impl FnMut(&[u8]) -> Result<bool>) -> Result<bool> {
@@ -266,6 +270,11 @@ where
                 };
                 let ts = packet.ts;
                 let orig_len = packet.orig_len;
+                let frames_orig_len = if frames.ends.len() > 1 {
+                    None
+                } else {
+                    frames.orig_len
+                };
                 let mut send_one = |data: &[u8]| -> Result<bool> {
                     if let Some(due) = pacer.schedule(ts, data.len()) {
                         if limits.duration_ns.is_some_and(|d| due >= d) {
@@ -278,16 +287,17 @@ where
                         if clock.now() < at {
                             // Nothing else is due before this packet: hand over what is queued
                             // (when behind schedule, packets stay batched until caught up).
-                            sink.flush().context("sending")?;
+                            sink.flush()?;
                             clock.wait_until(at, stop);
                             if stop.load(Ordering::Relaxed) {
                                 return Ok(false);
                             }
                         }
                     }
-                    // A rewritten frame has no snapped part: its wire length is its length.
                     let orig_len = if use_frames {
-                        data.len() as u32
+                        frames_orig_len
+                            .unwrap_or(data.len() as u32)
+                            .max(data.len() as u32)
                     } else {
                         orig_len
                     };
@@ -297,7 +307,7 @@ where
                         linktype,
                         data,
                     };
-                    match sink.send(&out).context("sending")? {
+                    match sink.send(&out)? {
                         SendOutcome::Sent => {
                             if first_ns.is_none() {
                                 first_ns = Some(clock.now());

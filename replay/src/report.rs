@@ -54,11 +54,17 @@ impl Report for Reporter {
         }
         if now_ns >= self.next_stats_ns {
             if let Some(b) = &self.bar {
-                b.suspend(|| println!("{}", stats.summary(now_ns)));
+                b.suspend(|| print_summary(&stats.summary(now_ns)));
             } else {
-                println!("{}", stats.summary(now_ns));
+                print_summary(&stats.summary(now_ns));
             }
             self.next_stats_ns = now_ns + self.stats_every_ns.unwrap_or(u64::MAX);
         }
     }
+}
+
+/// Prints to stdout, ignoring a closed pipe (`replay ... | head` must not panic).
+pub fn print_summary(text: &dyn std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }

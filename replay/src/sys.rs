@@ -363,7 +363,12 @@ impl PacketSender {
                         self.retried_eagain += 1;
                         poll_out(&self.fd, 10);
                     }
-                    _ => return Err(e),
+                    _ => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("AF_PACKET send failed: {e}"),
+                        ))
+                    }
                 }
             },
             Mode::Mmsg(b) => {
@@ -411,7 +416,12 @@ impl PacketSender {
                             self.retried_eagain += 1;
                             poll_out(&self.fd, 10);
                         }
-                        _ => return Err(e),
+                        _ => {
+                            return Err(io::Error::new(
+                                e.kind(),
+                                format!("AF_PACKET send failed: {e}"),
+                            ))
+                        }
                     }
                 }
                 b.lens.clear();

@@ -127,9 +127,18 @@ fn frames(n: usize) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {
             let mut f = vec![0u8; 60 + (i % 7) * 100];
-            f[12] = 0x08; // IPv4 ethertype
+            // Ethernet / IPv4 / UDP to port 9, lengths consistent.
+            let len = f.len();
+            f[12] = 0x08;
             f[14] = 0x45;
+            f[16..18].copy_from_slice(&((len - 14) as u16).to_be_bytes());
             f[22] = 64;
+            f[23] = 17;
+            f[26..30].copy_from_slice(&[198, 18, 0, 1]);
+            f[30..34].copy_from_slice(&[198, 18, 0, 2]);
+            f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+            f[36..38].copy_from_slice(&9u16.to_be_bytes());
+            f[38..40].copy_from_slice(&((len - 34) as u16).to_be_bytes());
             f
         })
         .collect()
@@ -200,7 +209,7 @@ fn loop_allocations_do_not_grow_with_packet_count() {
 
 /// The real thing: a pcap file read by the library reader ([`replay::input::FileInput`], or
 /// preloaded), edited, and written by the library writer to /dev/null, as `replay -w` does.
-fn file_allocs_for(n: usize, preload: bool) -> u64 {
+fn file_allocs_for(n: usize, preload: bool, rewrite: bool) -> u64 {
     use tcpclone::capture::{PcapWriter, TsPrecision};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("in.pcap");
@@ -223,10 +232,23 @@ fn file_allocs_for(n: usize, preload: bool) -> u64 {
     let mut clock = VirtualClock(0);
     let stop = AtomicBool::new(false);
     let mut stats = ReplayStats::default();
+    // The library rewriter with tcprewrite edits (maps, MAC, TTL, checksums), or the test editor.
+    let mut editor: Box<dyn Editor> = if rewrite {
+        let flags = replay::edit::EditFlags {
+            srcipmap: vec!["0.0.0.0/0:198.18.0.0/16".into()],
+            enet_dmac: Some("02:00:00:00:00:aa".into()),
+            ttl: Some("-1".into()),
+            portmap: vec!["9:99".into()],
+            ..Default::default()
+        };
+        replay::edit::build_editor(&flags, 1500).expect("edits")
+    } else {
+        Box::new(TouchTtl)
+    };
     let before = allocs();
     run(
         &mut *input,
-        &mut TouchTtl,
+        &mut *editor,
         &mut Pacer::new(Timing::TopSpeed),
         &mut sink,
         &mut clock,
@@ -238,21 +260,24 @@ fn file_allocs_for(n: usize, preload: bool) -> u64 {
     .expect("run");
     let after = allocs();
     assert_eq!(stats.packets_sent, n as u64);
+    assert_eq!(
+        stats.rewritten, n as u64,
+        "every packet rewritten: {stats:?}"
+    );
+    assert_eq!(stats.unparsed.total(), 0);
     after - before
 }
 
 #[test]
 fn file_reader_and_writer_loop_allocates_nothing_per_packet() {
-    for preload in [false, true] {
-        let small = file_allocs_for(10_000, preload);
-        let large = file_allocs_for(100_000, preload);
+    for (preload, rewrite) in [(false, false), (true, false), (false, true), (true, true)] {
+        let small = file_allocs_for(10_000, preload, rewrite);
+        let large = file_allocs_for(100_000, preload, rewrite);
+        let what = format!("preload {preload}, rewrite {rewrite}");
         assert!(
             large <= small,
-            "preload {preload}: {small} allocations for 10k packets, {large} for 100k"
+            "{what}: {small} allocations for 10k packets, {large} for 100k"
         );
-        assert!(
-            small < 50,
-            "preload {preload}: {small} allocations for 10k packets"
-        );
+        assert!(small < 50, "{what}: {small} allocations for 10k packets");
     }
 }

@@ -40,7 +40,6 @@ use crate::wire::{
     be16, parse_layout, put16, EtherType, IpProtocol, IpVersion, Layout, MacAddr, Sll2Header,
     SllHeader, WireError,
 };
-use std::net::IpAddr;
 
 /// The rewrite flags as the CLI parsed them: plain values, validated by [`Rewriter::compile`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -190,10 +189,10 @@ enum VlanEdit {
 /// Compiled rewrite rules; cheap to share by reference between threads.
 #[derive(Debug, Clone)]
 pub struct Rewriter {
-    srcipmap: Vec<CidrMapEntry>,
-    dstipmap: Vec<CidrMapEntry>,
-    pnat_src: Vec<CidrMapEntry>,
-    pnat_dst: Vec<CidrMapEntry>,
+    srcipmap: CompiledMap,
+    dstipmap: CompiledMap,
+    pnat_src: CompiledMap,
+    pnat_dst: CompiledMap,
     portmap: Vec<PortMapEntry>,
     dmac: Option<MacAddr>,
     smac: Option<MacAddr>,
@@ -208,16 +207,69 @@ pub struct Rewriter {
     mode: ChecksumMode,
 }
 
-fn maps(flag: &'static str, values: &[String]) -> Result<Vec<CidrMapEntry>, RewriteError> {
+fn maps(flag: &'static str, values: &[String]) -> Result<CompiledMap, RewriteError> {
     let mut v = Vec::new();
     for s in values {
         v.extend(parse_cidr_map(flag, s)?);
     }
-    Ok(v)
+    Ok(CompiledMap::new(&v))
 }
 
-fn first_match(map: &[CidrMapEntry], a: IpAddr) -> Option<IpAddr> {
-    map.iter().find_map(|e| e.map(a))
+/// A CIDR map compiled to masks per family: `[from_net, from_mask, to_net, to_mask]`.
+#[derive(Debug, Clone, Default)]
+struct CompiledMap {
+    v4: Vec<[u32; 4]>,
+    v6: Vec<[u128; 4]>,
+}
+
+impl CompiledMap {
+    fn new(entries: &[CidrMapEntry]) -> Self {
+        let mut m = CompiledMap::default();
+        for e in entries {
+            match (e.from, e.to) {
+                (ipnet::IpNet::V4(f), ipnet::IpNet::V4(t)) => {
+                    let (fm, tm) = (u32::from(f.netmask()), u32::from(t.netmask()));
+                    m.v4.push([
+                        u32::from(f.network()) & fm,
+                        fm,
+                        u32::from(t.network()) & tm,
+                        tm,
+                    ]);
+                }
+                (ipnet::IpNet::V6(f), ipnet::IpNet::V6(t)) => {
+                    let (fm, tm) = (u128::from(f.netmask()), u128::from(t.netmask()));
+                    m.v6.push([
+                        u128::from(f.network()) & fm,
+                        fm,
+                        u128::from(t.network()) & tm,
+                        tm,
+                    ]);
+                }
+                // parse_cidr_map refuses mixed families.
+                _ => {}
+            }
+        }
+        m
+    }
+
+    fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+
+    /// First matching entry: network bits of its TO block, host bits of `a`.
+    fn map4(&self, a: u32) -> Option<u32> {
+        self.v4
+            .iter()
+            .find(|e| a & e[1] == e[0])
+            .map(|e| e[2] | (a & !e[3]))
+    }
+
+    fn map6(&self, a: u128) -> Option<u128> {
+        self.v6
+            .iter()
+            .find(|e| a & e[1] == e[0])
+            .map(|e| e[2] | (a & !e[3]))
+    }
 }
 
 impl Rewriter {
@@ -236,12 +288,9 @@ impl Rewriter {
                 reason: "may be given at most twice (sources, then destinations)".into(),
             });
         }
-        let pnat_src = match o.pnat.first() {
-            Some(s) => parse_cidr_map("-N/--pnat", s)?,
-            None => Vec::new(),
-        };
+        let pnat_src = maps("-N/--pnat", &o.pnat[..o.pnat.len().min(1)])?;
         let pnat_dst = match o.pnat.get(1) {
-            Some(s) => parse_cidr_map("-N/--pnat", s)?,
+            Some(s) => maps("-N/--pnat", std::slice::from_ref(s))?,
             None => pnat_src.clone(),
         };
         let mut portmap = Vec::new();
@@ -433,9 +482,10 @@ impl Rewriter {
                 orig_len,
             }
         };
-        if let Err(e) = parse_layout(linktype, input) {
-            return passthrough(out, Outcome::Unparsed(e));
-        }
+        let in_layout = match parse_layout(linktype, input) {
+            Ok(l) => l,
+            Err(e) => return passthrough(out, Outcome::Unparsed(e)),
+        };
         // Layer 2: cooked -> Ethernet, MACs, VLAN.
         let mut lt = linktype;
         let mut delta: i64 = 0;
@@ -503,9 +553,14 @@ impl Rewriter {
             return passthrough(out, Outcome::Failed(RewriteFailure::NotEthernet(linktype)));
         }
         let mut orig_len = (i64::from(orig_len) + delta).max(out.len() as i64) as u32;
-        let layout = match parse_layout(lt, out) {
-            Ok(l) => l,
-            Err(e) => return passthrough(out, Outcome::Unparsed(e)),
+        // Same link type and length: the input's layout describes the output too.
+        let layout = if lt == linktype && delta == 0 {
+            in_layout
+        } else {
+            match parse_layout(lt, out) {
+                Ok(l) => l,
+                Err(e) => return passthrough(out, Outcome::Unparsed(e)),
+            }
         };
         self.edit_l3(&layout, out);
         // MTU truncation.
@@ -581,10 +636,10 @@ impl Rewriter {
 
     /// L3/L4 edits on `buf` described by `layout`: TOS/TTL/traffic class, ports, addresses, ARP.
     fn edit_l3(&self, layout: &Layout, buf: &mut [u8]) {
-        // Patch checksums incrementally unless asked to keep them; in Full mode the patches are
-        // then overwritten wherever a full recompute is possible, and they stay where it is not
-        // (snapped records, fragments), as tcprewrite does.
-        let inc = self.mode != ChecksumMode::Keep;
+        // Incremental mode patches every checksum (RFC 1624). Full mode recomputes afterwards, so
+        // it only patches the L4 checksum where a full recompute is impossible (snapped records,
+        // fragments), as tcprewrite does. Keep patches nothing.
+        let inc_ip = self.mode == ChecksumMode::Incremental;
         let l3 = layout.l3_offset;
         let Some(ip) = layout.ip else {
             if layout.ethertype == EtherType::ARP {
@@ -592,6 +647,7 @@ impl Rewriter {
             }
             return;
         };
+        let inc = inc_ip || (self.mode == ChecksumMode::Full && !ip.l4_checksummable());
         // Where the L4 checksum lives, if we may patch it (TCP/UDP header captured).
         let l4 = ip.l4_offset;
         let ip_end = layout.ip_end(buf.len());
@@ -612,14 +668,14 @@ impl Rewriter {
                 if let Some(tos) = self.tos {
                     let old = be16(buf, l3);
                     buf[l3 + 1] = tos;
-                    if inc {
+                    if inc_ip {
                         patch16(buf, l3 + 10, old, be16(buf, l3), false);
                     }
                 }
                 if let Some(t) = self.ttl {
                     let old = be16(buf, l3 + 8);
                     buf[l3 + 8] = t.apply(buf[l3 + 8]);
-                    if inc {
+                    if inc_ip {
                         patch16(buf, l3 + 10, old, be16(buf, l3 + 8), false);
                     }
                 }
@@ -659,34 +715,42 @@ impl Rewriter {
         if self.srcipmap.is_empty() && self.dstipmap.is_empty() && self.pnat_src.is_empty() {
             return;
         }
-        let (alen, src_off) = match ip.version {
-            IpVersion::V4 => (4, l3 + 12),
-            IpVersion::V6 => (16, l3 + 8),
-        };
         // ICMPv4 has no pseudo-header; its checksum does not cover the addresses.
         let pseudo = l4_csum.filter(|_| ip.protocol != IpProtocol::ICMP);
+        let v4 = ip.version == IpVersion::V4;
+        let (alen, src_off) = if v4 { (4, l3 + 12) } else { (16, l3 + 8) };
         for (off, is_src) in [(src_off, true), (src_off + alen, false)] {
-            let old = read_addr(buf, off, alen);
             let (first, pnat) = if is_src {
                 (&self.srcipmap, &self.pnat_src)
             } else {
                 (&self.dstipmap, &self.pnat_dst)
             };
-            let mut new = first_match(first, old).unwrap_or(old);
-            new = first_match(pnat, new).unwrap_or(new);
-            if new == old {
-                continue;
-            }
             let mut ob = [0u8; 16];
             ob[..alen].copy_from_slice(&buf[off..off + alen]);
-            write_addr(buf, off, new);
-            if inc {
-                let mut nb = [0u8; 16];
-                nb[..alen].copy_from_slice(&buf[off..off + alen]);
-                if ip.version == IpVersion::V4 {
-                    let c = checksum::update_bytes(be16(buf, l3 + 10), &ob[..alen], &nb[..alen]);
-                    put16(buf, l3 + 10, c);
+            let mut nb = [0u8; 16];
+            if v4 {
+                let old = u32::from_be_bytes([ob[0], ob[1], ob[2], ob[3]]);
+                let mut new = first.map4(old).unwrap_or(old);
+                new = pnat.map4(new).unwrap_or(new);
+                if new == old {
+                    continue;
                 }
+                nb[..4].copy_from_slice(&new.to_be_bytes());
+            } else {
+                let old = u128::from_be_bytes(ob);
+                let mut new = first.map6(old).unwrap_or(old);
+                new = pnat.map6(new).unwrap_or(new);
+                if new == old {
+                    continue;
+                }
+                nb = new.to_be_bytes();
+            }
+            buf[off..off + alen].copy_from_slice(&nb[..alen]);
+            if inc_ip && v4 {
+                let c = checksum::update_bytes(be16(buf, l3 + 10), &ob[..4], &nb[..4]);
+                put16(buf, l3 + 10, c);
+            }
+            if inc {
                 if let Some((c, udp)) = pseudo {
                     patch_bytes(buf, c, &ob[..alen], &nb[..alen], udp);
                 }
@@ -712,9 +776,9 @@ impl Rewriter {
             _ => return,
         };
         for (off, map) in [(l3 + 14, sender_map), (l3 + 24, target_map)] {
-            let old = read_addr(buf, off, 4);
-            if let Some(new) = first_match(map, old) {
-                write_addr(buf, off, new);
+            let old = u32::from_be_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]);
+            if let Some(new) = map.map4(old) {
+                buf[off..off + 4].copy_from_slice(&new.to_be_bytes());
             }
         }
     }
@@ -733,23 +797,6 @@ fn zero_udp_checksum_of_first_fragment(layout: &Layout, buf: &mut [u8]) {
         if f.offset == 0 && f.more && buf.len() >= o + 8 {
             put16(buf, o + 6, 0);
         }
-    }
-}
-
-fn read_addr(buf: &[u8], off: usize, len: usize) -> IpAddr {
-    if len == 4 {
-        IpAddr::from([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]])
-    } else {
-        let mut a = [0u8; 16];
-        a.copy_from_slice(&buf[off..off + 16]);
-        IpAddr::from(a)
-    }
-}
-
-fn write_addr(buf: &mut [u8], off: usize, a: IpAddr) {
-    match a {
-        IpAddr::V4(a) => buf[off..off + 4].copy_from_slice(&a.octets()),
-        IpAddr::V6(a) => buf[off..off + 16].copy_from_slice(&a.octets()),
     }
 }
 

@@ -11,11 +11,10 @@ pub fn sum(data: &[u8], acc: u32) -> u32 {
     let mut acc = u64::from(acc);
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        // Four 16-bit words at a time; a u64 cannot overflow for any frame size we handle.
-        acc += u64::from(u16::from_be_bytes([c[0], c[1]]))
-            + u64::from(u16::from_be_bytes([c[2], c[3]]))
-            + u64::from(u16::from_be_bytes([c[4], c[5]]))
-            + u64::from(u16::from_be_bytes([c[6], c[7]]));
+        // Two big-endian 32-bit words at a time: 2^16 ≡ 1 (mod 0xffff), so summing 32-bit
+        // words and folding later gives the same one's complement sum as 16-bit words.
+        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        acc += (w >> 32) + (w & 0xffff_ffff);
     }
     let rest = chunks.remainder();
     let mut words = rest.chunks_exact(2);

@@ -7,7 +7,10 @@ use super::{
     be16, EtherType, EthernetFrame, IpProtocol, Ipv4Packet, Ipv6FragmentHeader, Ipv6Packet, Layer,
     Sll2Header, SllHeader, VlanHeader, WireError, WireErrorKind,
 };
+use super::{TcpPacket, UdpPacket};
 use crate::capture::LinkType;
+use crate::flow::FlowKey;
+use std::net::IpAddr;
 
 /// IP version of the L3 header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -256,6 +259,48 @@ impl Layout {
         frame.get(start..end)
     }
 
+    /// The TCP view of `frame`'s L4 bytes, when L4 is TCP and its header is all there.
+    pub fn tcp<'a>(&self, frame: &'a [u8]) -> Option<TcpPacket<&'a [u8]>> {
+        if self.ip?.protocol != IpProtocol::TCP {
+            return None;
+        }
+        TcpPacket::new_checked(self.l4(frame)?).ok()
+    }
+
+    /// The UDP view of `frame`'s L4 bytes, when L4 is UDP and its header is all there.
+    pub fn udp<'a>(&self, frame: &'a [u8]) -> Option<UdpPacket<&'a [u8]>> {
+        if self.ip?.protocol != IpProtocol::UDP {
+            return None;
+        }
+        UdpPacket::new_checked(self.l4(frame)?).ok()
+    }
+
+    /// Source and destination IP addresses of `frame`, when L3 is IP.
+    pub fn addrs(&self, frame: &[u8]) -> Option<(IpAddr, IpAddr)> {
+        let l3 = self.l3(frame);
+        match self.ip?.version {
+            IpVersion::V4 => {
+                let (s, d) = v4_addrs(l3);
+                Some((IpAddr::from(s), IpAddr::from(d)))
+            }
+            IpVersion::V6 => {
+                let (s, d) = v6_addrs(l3);
+                Some((IpAddr::from(s), IpAddr::from(d)))
+            }
+        }
+    }
+
+    /// The directed TCP/UDP 4-tuple of `frame`, when its L4 header is there.
+    pub fn flow_key(&self, frame: &[u8]) -> Option<FlowKey> {
+        let (s, d) = self.addrs(frame)?;
+        let (sp, dp) = match (self.tcp(frame), self.udp(frame)) {
+            (Some(t), _) => (t.src_port(), t.dst_port()),
+            (_, Some(u)) => (u.src_port(), u.dst_port()),
+            _ => return None,
+        };
+        Some(FlowKey::new(s, sp, d, dp))
+    }
+
     /// Verifies the checksums of `frame` described by this layout: `(ipv4 header, l4)`, each
     /// `None` when it does not apply or cannot be computed (fragment, cut short, no checksum).
     pub fn verify_checksums(&self, frame: &[u8]) -> (Option<bool>, Option<bool>) {
@@ -344,6 +389,13 @@ mod tests {
         assert_eq!(ip.l4_offset, Some(38));
         assert!(ip.complete && ip.l4_checksummable());
         assert_eq!(l.verify_checksums(&VLAN_SYN), (Some(true), Some(true)));
+        let k = l.flow_key(&VLAN_SYN).unwrap();
+        assert_eq!(
+            (k.src.to_string(), k.dst.to_string()),
+            ("198.18.200.1:60182".into(), "198.18.200.2:80".into())
+        );
+        assert_eq!(l.tcp(&VLAN_SYN).unwrap().mss(), Some(1460));
+        assert!(l.udp(&VLAN_SYN).is_none());
         // Snapped: not complete, L4 not checksummable.
         let l = parse_layout(LinkType::ETHERNET, &VLAN_SYN[..60]).unwrap();
         assert!(!l.ip.unwrap().complete);

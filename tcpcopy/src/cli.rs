@@ -194,8 +194,8 @@ pub struct Settings {
     pub keepalive_timeout: Duration,
     /// -M.
     pub mtu: u16,
-    /// -D (or derived from -M).
-    pub mss: u16,
+    /// -D (`None`: derived from -M by the engine).
+    pub mss: Option<u16>,
     /// -B in bytes, per device.
     pub capture_buffer: usize,
     /// -W.
@@ -323,8 +323,8 @@ impl Cli {
                     format!("{m} plus headers exceeds the MTU {}", self.mtu),
                 ));
             }
-            Some(m) => m,
-            None => self.mtu - 60,
+            Some(m) => Some(m as u16),
+            None => None,
         };
         if self.buffer == 0 || self.buffer > 4096 {
             return Err(bad("-B/--buffer", "must be 1..=4096 MB"));
@@ -376,7 +376,7 @@ impl Cli {
             session_timeout: Duration::from_secs(self.session_timeout),
             keepalive_timeout: Duration::from_secs(self.keepalive_timeout),
             mtu: self.mtu as u16,
-            mss: mss as u16,
+            mss,
             capture_buffer: (self.buffer << 20) as usize,
             no_wait: self.no_wait,
             connections: self.connections,
@@ -564,7 +564,7 @@ mod tests {
         assert_eq!(s.engine_memory, (512 - 32) << 20);
         assert_eq!(
             (s.copies, s.port_shift, s.percentage, s.mss, s.connections),
-            (2, 3, 50, 1400, 4)
+            (2, 3, 50, Some(1400), 4)
         );
         assert!(s.no_wait);
     }

@@ -47,13 +47,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let log_to_file = settings.log.is_some();
     let result = tcpcopy::live::run(settings);
     if let Some(p) = &pid_file {
         let _ = std::fs::remove_file(p);
     }
     match result {
         Ok(summary) => {
-            tracing::info!("{summary}");
+            if log_to_file {
+                tracing::info!("{summary}");
+            }
             eprintln!("{summary}");
             ExitCode::SUCCESS
         }

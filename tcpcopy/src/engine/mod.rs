@@ -2,14 +2,115 @@
 //!
 //! Captured client segments and intercept's reports of the target's responses come in with the
 //! time as an argument; segments to send to the target come out of `poll_transmit`. No sockets,
-//! no clocks, no files here (STYLE.md rules 1–2).
+//! no clocks, no files here (STYLE.md rules 1–2): `now` is always the caller's.
+//!
+//! One [`Engine`] holds every cloned session of a tcpcopy worker, keyed by the captured 4-tuple
+//! (client, service) and, for the target's responses, by the 4-tuple the target sees
+//! (client after `-c`/`-n`, target).
 
-use std::net::IpAddr;
-use std::time::Instant;
+mod fuzz;
+mod packet;
+mod session;
+#[cfg(test)]
+mod tests;
+
+pub use fuzz::fuzz_engine;
+pub use packet::checksums_ok;
+
+use crate::mapping::TargetMapping;
+use packet::{parse, OutSegment, Segment, TcpOpts, ACK, RST, SYN};
+use session::{Ctx, Session};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use tcpclone::flow::FlowKey;
+use tcpclone::seq::SeqNumber;
 
 /// Configuration of the engine, built by the CLI layer from validated flags.
-#[derive(Debug, Clone, Default)]
-pub struct EngineConfig {}
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// `-x`: which services are copied and where to.
+    pub mappings: Vec<TargetMapping>,
+    /// `-c`: client addresses to use towards the target (empty: keep the client's own).
+    pub client_ips: Vec<IpAddr>,
+    /// `-n`: copies of each session (at least 1).
+    pub copies: u16,
+    /// `-f`: client port shift between copies and collision retries (0 means 1).
+    pub port_shift: u16,
+    /// `-r`: percentage of sessions cloned (1–100), sampled by a hash of client address and port.
+    pub percentage: u8,
+    /// `-M`: MTU of the path to the target (IP packet size limit).
+    pub mtu: u16,
+    /// `-D`: MSS limit towards the target.
+    pub mss: Option<u16>,
+    /// `-W`: don't hold a request until the previous one was answered.
+    pub no_wait: bool,
+    /// `-t`: a session with no captured segment and no response for this long ends.
+    pub session_timeout: Duration,
+    /// `-k`: a session whose target makes no progress (handshake or data unacknowledged) for this
+    /// long ends.
+    pub keepalive_timeout: Duration,
+    /// `-m` in bytes: over it new sessions are refused and buffering stops (0: unlimited).
+    pub max_memory: usize,
+    /// Largest number of client bytes one session may buffer; beyond it the clone is reset and
+    /// re-established at the next request.
+    pub max_session_buffer: usize,
+    /// A request is released once the target went quiet this long after answering.
+    pub idle_gap: Duration,
+    /// A request is released after this long even when the target did not answer the previous one.
+    pub response_timeout: Duration,
+    /// A hole in the captured client stream that persists this long is a missed segment.
+    pub gap_timeout: Duration,
+    /// A hole followed by a request boundary (proof of a missed segment) waits only this long
+    /// for a reordered segment.
+    pub reorder_window: Duration,
+    /// Lower bound of the retransmission timeout.
+    pub min_rto: Duration,
+    /// Retransmission timeout before the first RTT sample.
+    pub initial_rto: Duration,
+    /// Upper bound of the retransmission timeout.
+    pub max_rto: Duration,
+    /// SYN retransmissions before the session is given up.
+    pub max_syn_retries: u8,
+    /// Consecutive data retransmission timeouts before the session is given up.
+    pub max_retransmits: u8,
+    /// How long a finished session lingers to re-acknowledge a retransmitted target FIN.
+    pub linger: Duration,
+    /// Emit [`EngineEvent::RequestTiming`] per answered request.
+    pub request_timing_events: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            mappings: Vec::new(),
+            client_ips: Vec::new(),
+            copies: 1,
+            port_shift: 0,
+            percentage: 100,
+            mtu: 1500,
+            mss: None,
+            no_wait: false,
+            session_timeout: Duration::from_secs(600),
+            keepalive_timeout: Duration::from_secs(60),
+            max_memory: 0,
+            max_session_buffer: 4 << 20,
+            idle_gap: Duration::from_millis(3),
+            response_timeout: Duration::from_millis(500),
+            gap_timeout: Duration::from_millis(500),
+            reorder_window: Duration::from_millis(10),
+            min_rto: Duration::from_millis(20),
+            initial_rto: Duration::from_millis(200),
+            max_rto: Duration::from_secs(2),
+            max_syn_retries: 6,
+            max_retransmits: 12,
+            linger: Duration::from_secs(2),
+            request_timing_events: false,
+        }
+    }
+}
 
 /// A packet ready for the raw socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,53 +127,696 @@ pub enum EngineEvent {
     /// Register this session with intercept (`proto::Message::SessionAdd`).
     SessionAdded {
         /// Client address as the target sees it.
-        client: std::net::SocketAddr,
+        client: SocketAddr,
         /// Target address.
-        target: std::net::SocketAddr,
+        target: SocketAddr,
     },
     /// Unregister it (`proto::Message::SessionRemove`).
     SessionRemoved {
         /// Client address as the target sees it.
-        client: std::net::SocketAddr,
+        client: SocketAddr,
         /// Target address.
-        target: std::net::SocketAddr,
+        target: SocketAddr,
+    },
+    /// A request went out and the target's first answer was reported (only with
+    /// [`EngineConfig::request_timing_events`]).
+    RequestTiming {
+        /// Client address as the target sees it.
+        client: SocketAddr,
+        /// Target address.
+        target: SocketAddr,
+        /// When the request's first byte was sent.
+        sent: Instant,
+        /// When the target's first answer was reported.
+        answered: Instant,
     },
 }
 
+/// Number of log2 buckets in [`EngineStats::latency_us_log2`].
+pub const LATENCY_BUCKETS: usize = 24;
+
+/// Counters of one engine (plain values; the glue sums and prints them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// IP packets handed to `handle_captured`.
+    pub packets_captured: u64,
+    /// Of those, not TCP, malformed, fragments, or not to a mapped service.
+    pub packets_ignored: u64,
+    /// TCP segments of mapped services.
+    pub segments_in: u64,
+    /// Client payload bytes captured.
+    pub bytes_captured: u64,
+    /// Sessions (clones, one per copy) created.
+    pub sessions_cloned: u64,
+    /// Sessions alive now.
+    pub sessions_active: u64,
+    /// Sessions ended by FIN in both directions.
+    pub sessions_completed: u64,
+    /// Sessions ended by the client's RST (carried through).
+    pub sessions_client_reset: u64,
+    /// Sessions refused: memory budget.
+    pub refused_memory: u64,
+    /// Sessions refused: no free client port/address for a copy.
+    pub refused_ports: u64,
+    /// Sessions refused: client address family cannot reach the target.
+    pub refused_family: u64,
+    /// Sessions left out by `-r`.
+    pub sampled_out: u64,
+    /// Ended: the target reset the connection.
+    pub aborted_target_reset: u64,
+    /// Ended: idle (`-t`) or stalled (`-k`) timeout.
+    pub aborted_timeout: u64,
+    /// Ended: the target never completed the handshake.
+    pub aborted_handshake: u64,
+    /// Ended: too many retransmission timeouts.
+    pub aborted_retransmits: u64,
+    /// Ended: replaced by a new connection on the same client port.
+    pub aborted_replaced: u64,
+    /// Ended: the client finished while the clone was waiting to re-establish after a gap.
+    pub aborted_gap: u64,
+    /// Handshakes completed with the target.
+    pub handshakes: u64,
+    /// Handshakes the target refused with RST.
+    pub handshakes_refused: u64,
+    /// Target RSTs on established clones.
+    pub target_resets: u64,
+    /// Segments written by `poll_transmit` (all kinds).
+    pub segments_sent: u64,
+    /// Of those, retransmissions (RTO, fast retransmit, SYN retries).
+    pub segments_retransmitted: u64,
+    /// Retransmission timeouts.
+    pub rto_expirations: u64,
+    /// Fast retransmits (three duplicate acks).
+    pub fast_retransmits: u64,
+    /// New client payload bytes sent to the target.
+    pub bytes_sent: u64,
+    /// Client payload bytes the target acknowledged.
+    pub bytes_acked: u64,
+    /// Gaps in the captured client stream (missed segments).
+    pub gaps: u64,
+    /// RSTs we sent to the target (gaps, aborts, stale connections).
+    pub resets_sent: u64,
+    /// Clones re-established after a gap.
+    pub reestablished: u64,
+    /// Buffers that hit the per-session or total limit.
+    pub buffer_overflows: u64,
+    /// Target reports handed to `handle_response`.
+    pub responses: u64,
+    /// Of those, for no known session (answered with RST when they carry an ACK).
+    pub responses_unmatched: u64,
+    /// Of those, segments of an earlier connection on the same 4-tuple (ignored).
+    pub responses_stale: u64,
+    /// Target payload bytes reported.
+    pub response_bytes: u64,
+    /// Requests sent.
+    pub requests_sent: u64,
+    /// Requests whose answer was reported.
+    pub requests_answered: u64,
+    /// Requests released by the response timeout rather than an answer.
+    pub pacing_timeouts: u64,
+    /// Sum of request latencies in microseconds.
+    pub latency_us_sum: u64,
+    /// Request latency histogram: bucket i counts latencies in [2^i, 2^(i+1)) µs.
+    pub latency_us_log2: [u64; LATENCY_BUCKETS],
+    /// Bytes accounted against the memory budget now.
+    pub memory_bytes: u64,
+}
+
+impl EngineStats {
+    fn record_latency(&mut self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.requests_answered += 1;
+        self.latency_us_sum = self.latency_us_sum.saturating_add(us);
+        let b = (63 - us.max(1).leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
+        self.latency_us_log2[b] += 1;
+    }
+
+    /// Sessions ended for any reason other than a normal close.
+    pub fn aborted(&self) -> u64 {
+        self.aborted_target_reset
+            + self.aborted_timeout
+            + self.aborted_handshake
+            + self.aborted_retransmits
+            + self.aborted_replaced
+            + self.aborted_gap
+    }
+}
+
+impl std::fmt::Display for EngineStats {
+    /// One line for the final summary and `--stats`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sessions cloned={} active={} completed={} client_reset={} aborted={} (target_reset={} timeout={} \
+             handshake={} retransmits={} replaced={} gap={}) refused memory={} ports={} family={} sampled_out={}; \
+             segments in={} sent={} retransmitted={} (rto={} fast={}); gaps={} resets_sent={} reestablished={} \
+             overflows={}; bytes captured={} sent={} acked={}; responses={} unmatched={} stale={}; \
+             requests sent={} answered={} pacing_timeouts={} mean_latency_us={}; memory={}",
+            self.sessions_cloned,
+            self.sessions_active,
+            self.sessions_completed,
+            self.sessions_client_reset,
+            self.aborted(),
+            self.aborted_target_reset,
+            self.aborted_timeout,
+            self.aborted_handshake,
+            self.aborted_retransmits,
+            self.aborted_replaced,
+            self.aborted_gap,
+            self.refused_memory,
+            self.refused_ports,
+            self.refused_family,
+            self.sampled_out,
+            self.segments_in,
+            self.segments_sent,
+            self.segments_retransmitted,
+            self.rto_expirations,
+            self.fast_retransmits,
+            self.gaps,
+            self.resets_sent,
+            self.reestablished,
+            self.buffer_overflows,
+            self.bytes_captured,
+            self.bytes_sent,
+            self.bytes_acked,
+            self.responses,
+            self.responses_unmatched,
+            self.responses_stale,
+            self.requests_sent,
+            self.requests_answered,
+            self.pacing_timeouts,
+            self.latency_us_sum.checked_div(self.requests_answered).unwrap_or(0),
+            self.memory_bytes,
+        )
+    }
+}
+
+/// FxHash-style hasher: the maps are keyed by addresses we saw, not by attacker-chosen strings
+/// worth SipHash, and this is the per-packet hot path.
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// The clones of one captured connection (one per `-n` copy).
+#[derive(Debug, Clone)]
+enum Ids {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl Ids {
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Ids::One(i) => std::slice::from_ref(i),
+            Ids::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    gen: u32,
+    session: Option<Session>,
+}
+
+/// A reset for a connection we hold no session for (a late answer of a finished one).
+#[derive(Debug, Clone, Copy)]
+struct StrayReset {
+    client: SocketAddr,
+    target: SocketAddr,
+    seq: SeqNumber,
+}
+
+/// Bytes charged per session against the memory budget besides its buffers.
+pub const SESSION_OVERHEAD: usize = std::mem::size_of::<Session>() + 160;
+
 /// The engine: all cloned sessions of one tcpcopy worker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Engine {
-    _cfg: EngineConfig,
+    cfg: EngineConfig,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    by_capture: FastMap<FlowKey, Ids>,
+    by_target: FastMap<(SocketAddr, SocketAddr), u32>,
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    ready: VecDeque<(u32, u32)>,
+    strays: VecDeque<StrayReset>,
+    events: VecDeque<EngineEvent>,
+    stats: EngineStats,
+    mem: usize,
+    ip_id: u16,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new(EngineConfig::default())
+    }
+}
+
+macro_rules! ctx {
+    ($self:ident, $now:expr) => {
+        Ctx {
+            cfg: &$self.cfg,
+            stats: &mut $self.stats,
+            events: &mut $self.events,
+            mem: &mut $self.mem,
+            ip_id: &mut $self.ip_id,
+            now: $now,
+        }
+    };
 }
 
 impl Engine {
     /// A new engine.
-    pub fn new(cfg: EngineConfig) -> Self {
-        Engine { _cfg: cfg }
+    pub fn new(mut cfg: EngineConfig) -> Self {
+        cfg.copies = cfg.copies.max(1);
+        cfg.percentage = cfg.percentage.clamp(1, 100);
+        cfg.mtu = cfg.mtu.max(576);
+        Engine {
+            cfg,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_capture: FastMap::default(),
+            by_target: FastMap::default(),
+            timers: BinaryHeap::new(),
+            ready: VecDeque::new(),
+            strays: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: EngineStats::default(),
+            mem: 0,
+            ip_id: 0,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> EngineStats {
+        let mut s = self.stats.clone();
+        s.memory_bytes = self.mem as u64;
+        s
+    }
+
+    /// Sessions alive now.
+    pub fn session_count(&self) -> usize {
+        self.by_target.len()
+    }
+
+    /// Bytes accounted against the memory budget now (session overhead plus buffers).
+    pub fn memory_used(&self) -> usize {
+        self.mem
+    }
+
+    fn target_for(&self, dst: IpAddr, port: u16) -> Option<SocketAddr> {
+        let to = SocketAddr::new(dst, port);
+        if self.cfg.mappings.iter().any(|m| m.target == to) {
+            return None; // our own output, seen by a capture that matches any address
+        }
+        self.cfg
+            .mappings
+            .iter()
+            .find(|m| m.online_port == port && m.online_ip.is_none_or(|ip| ip == dst))
+            .map(|m| m.target)
     }
 
     /// A captured client→service IP packet (IPv4 or IPv6 header first; may be a GSO/GRO
     /// super-segment with an unfinished checksum).
-    pub fn handle_captured(&mut self, _now: Instant, _ip_packet: &[u8]) {}
+    pub fn handle_captured(&mut self, now: Instant, ip_packet: &[u8]) {
+        self.stats.packets_captured += 1;
+        let Some(seg) = parse(ip_packet, false) else {
+            self.stats.packets_ignored += 1;
+            return;
+        };
+        let Some(target) = self.target_for(seg.dst, seg.dst_port) else {
+            self.stats.packets_ignored += 1;
+            return;
+        };
+        self.stats.segments_in += 1;
+        self.stats.bytes_captured += seg.payload.len() as u64;
+        let key = FlowKey::new(seg.src, seg.src_port, seg.dst, seg.dst_port);
+        let is_syn = seg.has(SYN) && !seg.has(ACK) && !seg.has(RST);
+        if let Some(ids) = self.by_capture.get(&key) {
+            let ids = ids.clone();
+            for &id in ids.as_slice() {
+                let gen = self.slots[id as usize].gen;
+                let Some(s) = self.slots[id as usize].session.as_mut() else {
+                    continue;
+                };
+                if is_syn && seg.seq != s.client_isn {
+                    self.replace(now, id, &seg);
+                } else {
+                    let mut cx = ctx!(self, now);
+                    s.on_captured(&mut cx, &seg);
+                }
+                self.after(id, gen, true);
+            }
+            return;
+        }
+        if is_syn {
+            self.create(now, key, target, &seg, false);
+        } else if !seg.payload.is_empty() && !seg.has(RST) && !seg.has(SYN) {
+            self.create(now, key, target, &seg, true);
+        }
+    }
 
-    /// The IP+TCP headers of one target response, as intercept reported them.
-    pub fn handle_response(&mut self, _now: Instant, _ip_tcp_headers: &[u8]) {}
+    fn sampled_in(&self, key: &FlowKey) -> bool {
+        self.cfg.percentage >= 100 || key.src_hash() % 100 < u64::from(self.cfg.percentage)
+    }
 
-    /// Runs timers due at `now` (retransmission, request release, session timeouts).
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+    fn create(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        target: SocketAddr,
+        seg: &Segment<'_>,
+        fake: bool,
+    ) {
+        if !self.sampled_in(&key) {
+            if !fake {
+                self.stats.sampled_out += 1;
+            }
+            return;
+        }
+        let copies = usize::from(self.cfg.copies);
+        if self.cfg.max_memory > 0 && self.mem + SESSION_OVERHEAD * copies > self.cfg.max_memory {
+            self.stats.refused_memory += 1;
+            return;
+        }
+        let mut ids = Vec::with_capacity(copies);
+        for k in 0..copies {
+            let Some(client) = self.allocate(&key, k, target) else {
+                continue;
+            };
+            let mut cx = ctx!(self, now);
+            let s = Session::new(&mut cx, key, client, target, seg, fake, None);
+            let id = self.insert(s);
+            self.events
+                .push_back(EngineEvent::SessionAdded { client, target });
+            self.stats.sessions_cloned += 1;
+            ids.push(id);
+        }
+        let gens: Vec<(u32, u32)> = ids
+            .iter()
+            .map(|&i| (i, self.slots[i as usize].gen))
+            .collect();
+        match ids.len() {
+            0 => return,
+            1 => self.by_capture.insert(key, Ids::One(ids[0])),
+            _ => self.by_capture.insert(key, Ids::Many(ids)),
+        };
+        for (id, gen) in gens {
+            self.after(id, gen, true);
+        }
+    }
 
-    /// When `handle_timeout` should next be called.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// Picks the client address the target will see for copy `k`, free among live sessions.
+    fn allocate(&mut self, key: &FlowKey, k: usize, target: SocketAddr) -> Option<SocketAddr> {
+        let base = key.src.port();
+        let shift = usize::from(self.cfg.port_shift.max(1));
+        let copies = usize::from(self.cfg.copies);
+        let wrap = |off: usize| -> u16 {
+            if off == 0 {
+                return base;
+            }
+            // Shifted ports stay in 1024..=65535.
+            let span = 65536 - 1024;
+            let p = (usize::from(base.max(1024)) - 1024 + off) % span + 1024;
+            p as u16
+        };
+        let ips = &self.cfg.client_ips;
+        let ip_hash = FlowKey::new(key.src.ip(), 0, key.src.ip(), 0).src_hash() as usize;
+        let mut family_ok = false;
+        for attempt in 0..256usize {
+            let cand = if ips.is_empty() {
+                SocketAddr::new(key.src.ip(), wrap((k + attempt * copies) * shift))
+            } else {
+                let n = ips.len();
+                let i = (ip_hash % n + k + attempt) % n;
+                SocketAddr::new(ips[i], wrap(((k + attempt) / n) * shift))
+            };
+            if cand.is_ipv4() != target.is_ipv4() {
+                if ips.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            family_ok = true;
+            if !self.by_target.contains_key(&(cand, target)) {
+                return Some(cand);
+            }
+        }
+        if family_ok {
+            self.stats.refused_ports += 1;
+        } else {
+            self.stats.refused_family += 1;
+        }
         None
     }
 
+    fn insert(&mut self, s: Session) -> u32 {
+        self.mem += SESSION_OVERHEAD;
+        self.stats.sessions_active += 1;
+        let key = (s.client, s.target);
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize].session = Some(s);
+                id
+            }
+            None => {
+                self.slots.push(Slot {
+                    gen: 0,
+                    session: Some(s),
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.by_target.insert(key, id);
+        id
+    }
+
+    /// A new SYN on a client port that still has a session: end the old clone cleanly and start
+    /// a new one on the same target-side 4-tuple with TSval still rising.
+    fn replace(&mut self, now: Instant, id: u32, seg: &Segment<'_>) {
+        let Some(mut old) = self.slots[id as usize].session.take() else {
+            return;
+        };
+        let reason = if old.state == session::State::TimeWait {
+            session::EndReason::Completed
+        } else {
+            session::EndReason::Replaced
+        };
+        let mut cx = ctx!(self, now);
+        let mut s = Session::new(
+            &mut cx,
+            old.capture,
+            old.client,
+            old.target,
+            seg,
+            false,
+            Some(old.last_ts()),
+        );
+        s.inherit_reset(&old);
+        old.finish(&mut cx, reason);
+        self.stats.sessions_cloned += 1;
+        self.slots[id as usize].session = Some(s);
+    }
+
+    fn remove(&mut self, id: u32) {
+        let slot = &mut self.slots[id as usize];
+        let Some(s) = slot.session.take() else { return };
+        slot.gen = slot.gen.wrapping_add(1);
+        self.free.push(id);
+        self.mem = self.mem.saturating_sub(SESSION_OVERHEAD + s.buffered());
+        self.stats.sessions_active = self.stats.sessions_active.saturating_sub(1);
+        self.by_target.remove(&(s.client, s.target));
+        if let Some(ids) = self.by_capture.get_mut(&s.capture) {
+            match ids {
+                Ids::One(i) if *i == id => {
+                    self.by_capture.remove(&s.capture);
+                }
+                Ids::Many(v) => {
+                    v.retain(|i| *i != id);
+                    if v.is_empty() {
+                        self.by_capture.remove(&s.capture);
+                    }
+                }
+                Ids::One(_) => {}
+            }
+        }
+        self.events.push_back(EngineEvent::SessionRemoved {
+            client: s.client,
+            target: s.target,
+        });
+    }
+
+    /// Bookkeeping after a session was touched: removal, ready queue, timer.
+    fn after(&mut self, id: u32, gen: u32, may_queue: bool) {
+        let slot = &mut self.slots[id as usize];
+        if slot.gen != gen {
+            return;
+        }
+        let Some(s) = slot.session.as_mut() else {
+            return;
+        };
+        let wants = s.wants_transmit();
+        if s.end.is_some() && !wants {
+            self.remove(id);
+            return;
+        }
+        if wants && may_queue && !s.queued {
+            s.queued = true;
+            self.ready.push_back((id, gen));
+        }
+        if let Some(d) = s.next_deadline(&self.cfg) {
+            if s.timer_at.is_none_or(|t| d < t) {
+                s.timer_at = Some(d);
+                self.timers.push(Reverse((d, id, gen)));
+            }
+        }
+    }
+
+    /// The IP+TCP headers of one target response, as intercept reported them.
+    pub fn handle_response(&mut self, now: Instant, ip_tcp_headers: &[u8]) {
+        self.stats.responses += 1;
+        let Some(seg) = parse(ip_tcp_headers, true) else {
+            self.stats.responses_unmatched += 1;
+            return;
+        };
+        let client = SocketAddr::new(seg.dst, seg.dst_port);
+        let target = SocketAddr::new(seg.src, seg.src_port);
+        let Some(&id) = self.by_target.get(&(client, target)) else {
+            self.stats.responses_unmatched += 1;
+            // No socket here: answer like a TCP stack would (RFC 9293 §3.10.7.1), so the
+            // target does not keep the connection in LAST_ACK or ESTABLISHED.
+            if seg.has(ACK) && !seg.has(RST) && self.strays.len() < 1024 {
+                self.strays.push_back(StrayReset {
+                    client,
+                    target,
+                    seq: seg.ack,
+                });
+            }
+            return;
+        };
+        let gen = self.slots[id as usize].gen;
+        if let Some(s) = self.slots[id as usize].session.as_mut() {
+            let mut cx = ctx!(self, now);
+            s.on_response(&mut cx, &seg);
+        }
+        self.after(id, gen, true);
+    }
+
+    /// Runs timers due at `now` (retransmission, request release, session timeouts).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        // Bounded: a deadline a handler re-arms at or before `now` waits for the next call.
+        let mut budget = self.timers.len();
+        while let Some(&Reverse((t, id, gen))) = self.timers.peek() {
+            if t > now || budget == 0 {
+                break;
+            }
+            budget -= 1;
+            self.timers.pop();
+            let slot = &mut self.slots[id as usize];
+            if slot.gen != gen {
+                continue;
+            }
+            let Some(s) = slot.session.as_mut() else {
+                continue;
+            };
+            if s.timer_at != Some(t) {
+                continue;
+            }
+            s.timer_at = None;
+            let mut cx = ctx!(self, now);
+            s.on_timeout(&mut cx);
+            self.after(id, gen, true);
+        }
+    }
+
+    /// When `handle_timeout` should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|r| r.0 .0)
+    }
+
     /// Writes the next packet to send into `buf` (at least 65,535 bytes).
-    pub fn poll_transmit(&mut self, _now: Instant, _buf: &mut [u8]) -> Option<Transmit> {
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some(r) = self.strays.pop_front() {
+            self.ip_id = self.ip_id.wrapping_add(1);
+            let seg = OutSegment {
+                src: r.client.ip(),
+                dst: r.target.ip(),
+                src_port: r.client.port(),
+                dst_port: r.target.port(),
+                seq: r.seq,
+                ack: SeqNumber(0),
+                flags: RST,
+                window: 0,
+                opts: TcpOpts::default(),
+                payload: (&[], &[]),
+                ip_id: self.ip_id,
+            };
+            if let Some(len) = packet::build(&seg, buf) {
+                self.stats.segments_sent += 1;
+                self.stats.resets_sent += 1;
+                return Some(Transmit {
+                    len,
+                    dst: r.target.ip(),
+                });
+            }
+        }
+        while let Some((id, gen)) = self.ready.pop_front() {
+            let slot = &mut self.slots[id as usize];
+            if slot.gen != gen {
+                continue;
+            }
+            let Some(s) = slot.session.as_mut() else {
+                continue;
+            };
+            s.queued = false;
+            let dst = s.target.ip();
+            let mut cx = ctx!(self, now);
+            let out = s.transmit(&mut cx, buf);
+            self.after(id, gen, out.is_some());
+            if let Some(len) = out {
+                return Some(Transmit { len, dst });
+            }
+        }
         None
     }
 
     /// Next event for the glue.
     pub fn poll_event(&mut self) -> Option<EngineEvent> {
-        None
+        self.events.pop_front()
     }
 }

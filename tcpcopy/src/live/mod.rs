@@ -71,10 +71,21 @@ impl std::fmt::Display for Summary {
 }
 
 /// The engine's configuration from the validated flags.
-pub fn engine_config(_s: &Settings) -> EngineConfig {
-    // The engine's configuration fields land with helper "engine"'s work; until then the
-    // defaults are all there is.
-    EngineConfig::default()
+pub fn engine_config(s: &Settings) -> EngineConfig {
+    EngineConfig {
+        mappings: s.mappings.clone(),
+        client_ips: s.client_ips.clone(),
+        copies: u16::try_from(s.copies).unwrap_or(u16::MAX).max(1),
+        port_shift: s.port_shift,
+        percentage: s.percentage,
+        mtu: s.mtu,
+        mss: Some(s.mss).filter(|m| *m > 0),
+        no_wait: s.no_wait,
+        session_timeout: s.session_timeout,
+        keepalive_timeout: s.keepalive_timeout,
+        max_memory: usize::try_from(s.engine_memory).unwrap_or(usize::MAX),
+        ..EngineConfig::default()
+    }
 }
 
 /// This host's addresses, for the production-safety check.
@@ -375,11 +386,8 @@ impl EngineLoop {
             }
             if let Some(t) = next_stats {
                 if t <= now {
-                    eprintln!(
-                        "tcpcopy stats: {} | engine: {:?}",
-                        self.counters.line(),
-                        self.engine_report()
-                    );
+                    // Through the log: standard error, or the -l file.
+                    info!(target: "tcpcopy::stats", "{} | engine: {}", self.counters.line(), self.engine_report());
                     next_stats = Some(now + stats.unwrap_or(Duration::from_secs(1)));
                 }
             }
@@ -436,6 +444,7 @@ impl EngineLoop {
                     self.counters.add(&self.counters.sessions_removed, 1);
                     ToChannel::Remove(client, target)
                 }
+                EngineEvent::RequestTiming { .. } => continue,
             };
             let _ = self.channel_tx.send(cmd);
         }

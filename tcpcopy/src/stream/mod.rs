@@ -77,7 +77,7 @@ pub struct StreamOptions {
     #[arg(long, value_name = "FILE")]
     pub report: Vec<PathBuf>,
     /// Bound on queued replay data in MB (offline: the reader waits; live: sessions are dropped).
-    #[arg(long, value_name = "MB", default_value_t = 64)]
+    #[arg(long, value_name = "MB", default_value_t = 32)]
     pub queue_mb: usize,
     /// Seconds to wait for a response before counting it timed out.
     #[arg(long, value_name = "S", default_value_t = 5.0)]
@@ -104,7 +104,7 @@ impl Default for StreamOptions {
             diff: false,
             diff_ignore: Vec::new(),
             report: Vec::new(),
-            queue_mb: 64,
+            queue_mb: 32,
             response_timeout: 5.0,
             connect_timeout: 5.0,
             stream_idle_timeout: 120,

@@ -27,7 +27,7 @@ use tcpclone::capture::CaptureReader;
 use tcpclone::capture::PacketSource;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// How far ahead of the schedule the offline reader reads.
 pub const LOOKAHEAD: Duration = Duration::from_millis(500);
@@ -275,7 +275,7 @@ pub fn run(
 }
 
 struct Route {
-    txs: Vec<mpsc::UnboundedSender<Item>>,
+    txs: Vec<InboxTx>,
 }
 
 struct Reader<'a> {
@@ -392,7 +392,7 @@ impl Reader<'_> {
                 }
                 let mut txs = Vec::new();
                 for copy in 0..self.common.copies {
-                    let (tx, rx) = mpsc::unbounded_channel();
+                    let (tx, rx) = Inbox::new();
                     let plan = Plan {
                         id: id * u64::from(self.common.copies) + u64::from(copy),
                         key,
@@ -451,7 +451,7 @@ impl Reader<'_> {
                 }
                 let route = &self.routes[&id];
                 for (tx, p) in route.txs.iter().zip(permits) {
-                    let _ = tx.send(Item::Data {
+                    tx.send(Item::Data {
                         side,
                         ts,
                         bytes: bytes.clone(),
@@ -465,14 +465,14 @@ impl Reader<'_> {
             StreamEvent::Fin { id, side, ts } => {
                 if let Some(route) = self.routes.get(&id) {
                     for tx in &route.txs {
-                        let _ = tx.send(Item::Fin { side, ts });
+                        tx.send(Item::Fin { side, ts });
                     }
                 }
             }
             StreamEvent::Close { id, .. } => {
                 if let Some(route) = self.routes.remove(&id) {
                     for tx in &route.txs {
-                        let _ = tx.send(Item::Close);
+                        tx.send(Item::Close);
                     }
                 }
             }
@@ -480,15 +480,62 @@ impl Reader<'_> {
     }
 }
 
-/// What the socket reader task reports.
-enum ReadEv {
-    Bytes {
-        at: Instant,
-        data: Bytes,
-        len: usize,
-    },
-    Eof,
-    Reset,
+/// A session's queue of items: a deque that grows with what is queued (a tokio channel would
+/// allocate a block of 32 items per session up front; 10,000 sessions make that count).
+struct Inbox {
+    q: Mutex<VecDeque<Item>>,
+    notify: Notify,
+    closed: AtomicBool,
+}
+
+/// The reader's end of an [`Inbox`]; dropping it closes the inbox.
+struct InboxTx(Arc<Inbox>);
+
+impl InboxTx {
+    fn send(&self, item: Item) {
+        self.0
+            .q
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(item);
+        self.0.notify.notify_one();
+    }
+}
+
+impl Drop for InboxTx {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::SeqCst);
+        self.0.notify.notify_one();
+    }
+}
+
+impl Inbox {
+    fn new() -> (InboxTx, Arc<Inbox>) {
+        let inbox = Arc::new(Inbox {
+            q: Mutex::new(VecDeque::new()),
+            notify: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        (InboxTx(inbox.clone()), inbox)
+    }
+
+    fn pop(&self) -> Option<Item> {
+        self.q.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+    }
+
+    /// Next item; `None` once the sender is gone and the queue is empty.
+    async fn recv(&self) -> Option<Item> {
+        loop {
+            if let Some(i) = self.pop() {
+                return Some(i);
+            }
+            if self.closed.load(Ordering::SeqCst) {
+                return self.pop();
+            }
+            // notify_one leaves a permit when nobody waits: no wake-up is lost.
+            self.notify.notified().await;
+        }
+    }
 }
 
 /// One request being measured.
@@ -515,7 +562,7 @@ struct Req {
 struct Session {
     ctx: Arc<Ctx>,
     plan: Plan,
-    ev: Option<mpsc::UnboundedReceiver<ReadEv>>,
+    stream: TcpStream,
     reqs: VecDeque<Req>,
     next_index: u32,
     /// Production spoke before the first request.
@@ -529,35 +576,54 @@ struct Session {
 }
 
 impl Session {
-    fn on_read(&mut self, ev: ReadEv) {
-        match ev {
-            ReadEv::Bytes { at, data, len } => {
-                // The latest request whose last byte went out before these bytes came in.
-                let target = self.reqs.iter_mut().rev().find(|r| r.last_write <= at);
-                match target {
-                    Some(r) => {
-                        r.first_resp.get_or_insert(at);
-                        r.last_resp = Some(at);
-                        r.bytes_in += len as u64;
-                        if self.ctx.diff && r.resp.len() < DIFF_CAP {
-                            let n = (DIFF_CAP - r.resp.len()).min(data.len());
-                            r.resp.extend_from_slice(&data[..n]);
-                        }
-                    }
-                    None => {
-                        self.test_banner_at.get_or_insert(at);
-                    }
+    fn on_read(&mut self, at: Instant, data: &[u8]) {
+        // The latest request whose last byte went out before these bytes came in.
+        match self.reqs.iter_mut().rev().find(|r| r.last_write <= at) {
+            Some(r) => {
+                r.first_resp.get_or_insert(at);
+                r.last_resp = Some(at);
+                r.bytes_in += data.len() as u64;
+                if self.ctx.diff && r.resp.len() < DIFF_CAP {
+                    let n = (DIFF_CAP - r.resp.len()).min(data.len());
+                    r.resp.extend_from_slice(&data[..n]);
                 }
             }
-            ReadEv::Eof => self.eof = true,
-            ReadEv::Reset => {
-                self.eof = true;
-                self.reset = true;
+            None => {
+                self.test_banner_at.get_or_insert(at);
             }
         }
     }
 
-    /// Handles reader events until `cond` holds, the socket ends, or `deadline` passes.
+    /// Reads what the socket holds, without waiting (into the worker thread's buffer: no buffer
+    /// per connection).
+    fn drain_ready(&mut self) {
+        while !self.eof {
+            let res = READ_BUF.with(|b| {
+                let mut buf = b.borrow_mut();
+                let r = self.stream.try_read(&mut buf[..]);
+                let at = Instant::now();
+                match r {
+                    Ok(0) => Ok(None),
+                    Ok(n) => {
+                        self.on_read(at, &buf[..n]);
+                        Ok(Some(()))
+                    }
+                    Err(e) => Err(e),
+                }
+            });
+            match res {
+                Ok(Some(())) => {}
+                Ok(None) => self.eof = true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.eof = true;
+                    self.reset = true;
+                }
+            }
+        }
+    }
+
+    /// Reads the socket until `cond` holds, the socket ends, or `deadline` passes.
     /// A stop (SIGINT/SIGTERM) ends `interruptible` waits (schedule, not answers) at once.
     async fn pump_until(
         &mut self,
@@ -566,6 +632,8 @@ impl Session {
         cond: impl Fn(&Session) -> bool,
     ) -> bool {
         let stopping = self.ctx.stopping.clone();
+        let timed = deadline.is_some();
+        let at = deadline.unwrap_or_else(Instant::now);
         loop {
             if cond(self) {
                 return true;
@@ -573,29 +641,43 @@ impl Session {
             if self.eof {
                 return false;
             }
-            let Some(rx) = self.ev.as_mut() else {
-                return false;
+            let ready = tokio::select! {
+                r = self.stream.readable() => Some(r.is_ok()),
+                _ = tokio::time::sleep_until(at.into()), if timed => None,
+                _ = stopping.cancelled(), if interruptible => None,
             };
-            let ev = match deadline {
-                Some(d) => tokio::select! {
-                    e = rx.recv() => Some(e),
-                    _ = tokio::time::sleep_until(d.into()) => None,
-                    _ = stopping.cancelled(), if interruptible => None,
-                },
-                None => Some(rx.recv().await),
-            };
-            match ev {
-                Some(Some(e)) => self.on_read(e),
-                Some(None) => self.eof = true,
+            match ready {
+                Some(true) => self.drain_ready(),
+                Some(false) => {
+                    self.eof = true;
+                    self.reset = true;
+                }
                 None => return cond(self),
             }
         }
     }
 
-    fn drain_ready(&mut self) {
-        while let Some(e) = self.ev.as_mut().and_then(|rx| rx.try_recv().ok()) {
-            self.on_read(e);
+    /// Writes all of `bytes`, reading whatever arrives meanwhile (a server that answers while
+    /// we write must never block us). False when the connection failed.
+    async fn send(&mut self, bytes: &[u8]) -> bool {
+        let mut off = 0;
+        while off < bytes.len() {
+            match self.stream.try_write(&bytes[off..]) {
+                Ok(n) => off += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let eof = self.eof;
+                    let readable = tokio::select! {
+                        r = self.stream.writable() => if r.is_err() { return false } else { false },
+                        r = self.stream.readable(), if !eof => r.is_ok(),
+                    };
+                    if readable {
+                        self.drain_ready();
+                    }
+                }
+                Err(_) => return false,
+            }
         }
+        true
     }
 
     /// Waits until the previous request may be followed (its response has begun, and the
@@ -726,12 +808,7 @@ async fn connect(ctx: &Ctx, plan: &Plan) -> Result<TcpStream, Outcome> {
     }
 }
 
-async fn session(
-    ctx: Arc<Ctx>,
-    plan: Plan,
-    mut items: mpsc::UnboundedReceiver<Item>,
-    _guard: ActiveGuard,
-) {
+async fn session(ctx: Arc<Ctx>, plan: Plan, items: Arc<Inbox>, _guard: ActiveGuard) {
     if let Some(at) = plan.sched(&ctx, plan.open_ts) {
         // Stopped before its start: the session is not replayed at all.
         tokio::select! {
@@ -787,51 +864,10 @@ async fn session(
         }
     };
     let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = stream.into_split();
-    let (etx, erx) = mpsc::unbounded_channel();
-    let keep_bytes = ctx.diff;
-    // No buffer per connection (10,000 sessions × 64 KB would be 640 MB): wait for readability,
-    // then read into the worker thread's buffer.
-    tokio::spawn(async move {
-        loop {
-            if rd.readable().await.is_err() {
-                let _ = etx.send(ReadEv::Reset);
-                break;
-            }
-            let res = READ_BUF.with(|b| {
-                let mut buf = b.borrow_mut();
-                rd.try_read(&mut buf[..]).map(|n| {
-                    let data = if keep_bytes && n > 0 {
-                        Bytes::copy_from_slice(&buf[..n])
-                    } else {
-                        Bytes::new()
-                    };
-                    (n, data)
-                })
-            });
-            match res {
-                Ok((0, _)) => {
-                    let _ = etx.send(ReadEv::Eof);
-                    break;
-                }
-                Ok((n, data)) => {
-                    let at = Instant::now();
-                    if etx.send(ReadEv::Bytes { at, data, len: n }).is_err() {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(_) => {
-                    let _ = etx.send(ReadEv::Reset);
-                    break;
-                }
-            }
-        }
-    });
     let mut s = Session {
         ctx: ctx.clone(),
         plan,
-        ev: Some(erx),
+        stream,
         reqs: VecDeque::new(),
         next_index: 0,
         prod_banner: false,
@@ -843,7 +879,7 @@ async fn session(
     };
     if let Some(v) = ctx.proxy {
         let hdr = proxy::encode(v, s.plan.key.src, s.plan.key.dst);
-        if wr.write_all(&hdr).await.is_err() {
+        if !s.send(&hdr).await {
             s.broken = true;
         }
     }
@@ -895,7 +931,7 @@ async fn session(
                 let broken = s.broken || s.reset;
                 // Taken before the write: an answer can be read before write_all returns here.
                 let write_at = Instant::now();
-                let ok = !broken && wr.write_all(&bytes).await.is_ok();
+                let ok = !broken && s.send(&bytes).await;
                 if !ok {
                     s.broken = true;
                 }
@@ -938,7 +974,7 @@ async fn session(
             } => {
                 refine_expects(&mut s, server_seen_any);
                 s.gate(ts).await;
-                let _ = wr.shutdown().await;
+                let _ = s.stream.shutdown().await;
                 client_fin = true;
             }
             Item::Fin { .. } => {}

@@ -1,0 +1,134 @@
+//! The engine alone, no I/O: captured request segments in, segments to the target out, with the
+//! target's answers fed back (goal: ≥ 1 M captured segments per second per core).
+//!
+//! `cargo bench -p tcpcopy --bench engine`
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::time::{Duration, Instant};
+use tcpcopy::engine::{Engine, EngineConfig};
+use tcpcopy::mapping::TargetMapping;
+
+const SESSIONS: u32 = 1000;
+const REQUESTS: u32 = 50;
+const REQ: &[u8] = b"*3\r\n$3\r\nSET\r\n$5\r\nkey:1\r\n$10\r\nxxxxxxxxxx\r\n";
+const RESP_LEN: u32 = 5;
+
+/// IPv4+TCP packet; `len` payload bytes announced, `payload` carried (may be empty for reports).
+fn packet(
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &[u8],
+    len: usize,
+) -> Vec<u8> {
+    let total = 40 + len;
+    let mut p = vec![0u8; 40 + payload.len()];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&src.0);
+    p[16..20].copy_from_slice(&dst.0);
+    p[20..22].copy_from_slice(&src.1.to_be_bytes());
+    p[22..24].copy_from_slice(&dst.1.to_be_bytes());
+    p[24..28].copy_from_slice(&seq.to_be_bytes());
+    p[28..32].copy_from_slice(&ack.to_be_bytes());
+    p[32] = 5 << 4;
+    p[33] = flags;
+    p[34..36].copy_from_slice(&65535u16.to_be_bytes());
+    p[40..].copy_from_slice(payload);
+    p
+}
+
+/// Captured request and the target's answer to it, per step.
+type Script = Vec<(Vec<u8>, Vec<u8>)>;
+
+const SERVICE: ([u8; 4], u16) = ([198, 18, 0, 1], 6379);
+const TARGET: ([u8; 4], u16) = ([198, 18, 1, 2], 6379);
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const PSH: u8 = 0x08;
+
+fn client(i: u32) -> ([u8; 4], u16) {
+    ([198, 19, (i >> 8) as u8, i as u8], 20_000)
+}
+
+/// An engine with `SESSIONS` established clones, and the script of captured requests and the
+/// target's answers to run through it.
+fn setup() -> (Engine, Instant, Script) {
+    let cfg = EngineConfig {
+        mappings: vec![TargetMapping {
+            online_ip: None,
+            online_port: 6379,
+            target: "198.18.1.2:6379".parse().unwrap(),
+        }],
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(cfg);
+    let now = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    for i in 0..SESSIONS {
+        e.handle_captured(now, &packet(client(i), SERVICE, 1000, 0, SYN, &[], 0));
+        e.handle_response(
+            now,
+            &packet(TARGET, client(i), 5000, 1001, SYN | ACK, &[], 0),
+        );
+        while e.poll_transmit(now, &mut buf).is_some() {}
+        while e.poll_event().is_some() {}
+    }
+    let mut script = Vec::new();
+    let n = REQ.len() as u32;
+    for r in 0..REQUESTS {
+        for i in 0..SESSIONS {
+            let seq = 1001 + r * n;
+            let prod_ack = 1 + r * RESP_LEN;
+            let req = packet(client(i), SERVICE, seq, prod_ack, ACK | PSH, REQ, REQ.len());
+            let resp = packet(
+                TARGET,
+                client(i),
+                5001 + r * RESP_LEN,
+                seq + n,
+                ACK | PSH,
+                &[],
+                RESP_LEN as usize,
+            );
+            script.push((req, resp));
+        }
+    }
+    (e, now, script)
+}
+
+/// Returns the script so that freeing it is not measured.
+fn run(mut e: Engine, now: Instant, script: Script) -> (Engine, Script, u64) {
+    let mut buf = vec![0u8; 65536];
+    let mut sent = 0u64;
+    let t = now + Duration::from_millis(1);
+    for (req, resp) in &script {
+        e.handle_captured(t, req);
+        while let Some(tx) = e.poll_transmit(t, &mut buf) {
+            sent += tx.len as u64;
+        }
+        e.handle_response(t, resp);
+        while let Some(tx) = e.poll_transmit(t, &mut buf) {
+            sent += tx.len as u64;
+        }
+    }
+    assert!(e.stats().bytes_acked >= u64::from(SESSIONS * (REQUESTS - 1)) * REQ.len() as u64);
+    (e, script, sent)
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("engine");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(u64::from(SESSIONS * REQUESTS)));
+    g.bench_function("request_response_segments", |b| {
+        b.iter_batched(setup, |(e, now, s)| run(e, now, s), BatchSize::PerIteration)
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -84,11 +84,11 @@ sleep 1
 nsx $CLI redis-cli -h 198.18.10.1 ping >/dev/null
 : >"$WORK/nginx80/access.log"; : >"$WORK/nginx8080/access.log"
 
-nsx $AST "$INTERCEPT" -i ${ID}a -F 'tcp and (src port 6380 or src port 8080)' -b 198.18.1.3 \
+ip netns exec $AST "$INTERCEPT" -i ${ID}aa -F 'tcp and (src port 6380 or src port 8080)' -b 198.18.1.3 \
     --stats 30 >"$WORK/intercept.log" 2>&1 &
 PIDS+=($!); IPID=$!
 sleep 1
-nsx $PROD "$TCPCOPY" -x 6379-198.18.1.2:6380,80-198.18.1.2:8080 -s 198.18.1.3 -n 2 \
+ip netns exec $PROD "$TCPCOPY" -x 6379-198.18.1.2:6380,80-198.18.1.2:8080 -s 198.18.1.3 -n 2 \
     --stats 30 >"$WORK/tcpcopy.log" 2>&1 &
 PIDS+=($!); TPID=$!
 for _ in $(seq 100); do grep -q "connected to intercept" "$WORK/tcpcopy.log" && break; sleep 0.1; done
@@ -96,7 +96,9 @@ grep -q "connected to intercept" "$WORK/tcpcopy.log" || { echo "soak: tcpcopy di
 
 rss() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
 fds() { ls /proc/$1/fd | wc -l; }
-socks() { nsx $TGT ss -Htan | wc -l; }
+# TIME-WAIT comes and goes with the short connections; what must not pile up is the rest
+# (ESTABLISHED, LAST-ACK, FIN-WAIT, CLOSE-WAIT...).
+socks() { nsx $TGT ss -Htan exclude time-wait | wc -l; }
 sample() { echo "$(rss $TPID) $(fds $TPID) $(rss $IPID) $(fds $IPID) $(socks)"; }
 
 START=$(date +%s)
@@ -106,10 +108,12 @@ FIRST=""
 round=0
 while (( $(date +%s) < END )); do
     round=$((round + 1))
-    nsx $CLI timeout 60 redis-benchmark -h 198.18.10.1 -p 6379 -n 5000 -c 10 -t set,get -q >/dev/null
-    nsx $CLI timeout 60 redis-benchmark -h 198.18.10.1 -p 6379 -n 500 -c 5 -k 0 -t set -q >/dev/null
-    nsx $CLI timeout 30 wrk -t1 -c10 -d2s http://198.18.10.1/ >/dev/null
-    nsx $CLI timeout 30 wrk -t1 -c10 -d2s -H 'Connection: close' http://198.18.10.1/ >/dev/null
+    # A steady, moderate mix (a soak looks for leaks, not for the saturation point).
+    nsx $CLI timeout 60 redis-benchmark -h 198.18.10.1 -p 6379 -n 2000 -c 5 -t set,get -q >/dev/null 2>&1
+    nsx $CLI timeout 60 redis-benchmark -h 198.18.10.1 -p 6379 -n 300 -c 3 -k 0 -t set -q >/dev/null 2>&1
+    nsx $CLI timeout 30 wrk -t1 -c4 -d1s http://198.18.10.1/ >/dev/null
+    nsx $CLI timeout 30 wrk -t1 -c4 -d1s -H 'Connection: close' http://198.18.10.1/ >/dev/null
+    sleep 1
     if [[ -z $FIRST ]] && (( $(date +%s) >= SAMPLE_AT )); then
         sleep 2; FIRST=$(sample)
         echo "soak: sample at $(( $(date +%s) - START )) s: $FIRST (tcpcopy rss kB, fds; intercept rss kB, fds; target sockets)"

@@ -101,6 +101,9 @@ fds() { ls /proc/$1/fd | wc -l; }
 socks() { nsx $TGT ss -Htan exclude time-wait | wc -l; }
 sample() { echo "$(rss $TPID) $(fds $TPID) $(rss $IPID) $(fds $IPID) $(socks)"; }
 
+for p in $TPID $IPID; do
+    echo "soak: $(tr '\0' ' ' </proc/$p/cmdline | cut -c1-60)... runs as uid $(awk '/^Uid/ {print $2}' /proc/$p/status), CapEff $(awk '/^CapEff/ {print $2}' /proc/$p/status)"
+done
 START=$(date +%s)
 END=$((START + MINUTES * 60))
 SAMPLE_AT=$((START + (MINUTES >= 4 ? 120 : MINUTES * 30)))

@@ -6,7 +6,9 @@
 //! registers every client port of a fixed range. Responses reach it; intercept is then killed
 //! (SIGKILL) and restarted: the client reconnects, re-registers and receives the next responses;
 //! the veth goes down and comes back: intercept reopens its capture and the next responses
-//! arrive too; SIGTERM stops it within 2 s with its summary.
+//! arrive too; the veth is deleted and re-created under the same name: intercept reopens its
+//! dead capture (counted) and the next responses arrive; SIGTERM stops it within 2 s with its
+//! summary.
 //!
 //! `intercept_thousand_idle_connections`: 1,000 idle connections (a python3 process in the
 //! namespace) while a legitimate client connects: it is served, and intercept closes every idle
@@ -277,6 +279,38 @@ fn intercept_restart_and_link_flap() {
         std::thread::sleep(Duration::from_millis(300));
     }
     eprintln!("capture resumed {:?} after link up", t0.elapsed());
+    let before_del = read_u64(&responses);
+
+    // The capture interface disappears and a new one with the same name appears: the old
+    // pcap handle is dead for good, intercept must reopen it.
+    lab.exec_ok(&cli, &format!("ip link del {veth}"));
+    std::thread::sleep(Duration::from_millis(1000));
+    let peer = format!("{veth}p");
+    lab.exec_ok(
+        &cli,
+        &format!(
+            "ip link add {veth} type veth peer name {peer} && ip link set {peer} netns {srv} && \
+             ip addr add {CLI_IP}/24 dev {veth} && ip link set {veth} up"
+        ),
+    );
+    lab.exec_ok(
+        &srv,
+        &format!("ip addr add {SRV_IP}/24 dev {peer} && ip link set {peer} up"),
+    );
+    let t0 = Instant::now();
+    while read_u64(&responses) < before_del + 5 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "capture did not resume on the re-created interface; log:\n{}",
+            std::fs::read_to_string(&log2).unwrap_or_default()
+        );
+        knock(&lab, &cli, 5);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    eprintln!(
+        "capture resumed {:?} after the interface was re-created",
+        t0.elapsed()
+    );
 
     std::fs::write(dir.join("stop"), b"").unwrap();
     let hst = lab
@@ -296,9 +330,14 @@ fn intercept_restart_and_link_flap() {
         .find(|l| l.contains("summary:"))
         .unwrap_or_else(|| panic!("no summary:\n{log}"));
     eprintln!("{summary}");
-    if !summary.contains("capture errors 0 ") {
-        assert!(log.contains("reopened"), "{log}");
-    }
+    assert!(
+        !summary.contains("capture errors 0 ") && !summary.contains("(reopened 0)"),
+        "the dead capture was not counted and reopened: {summary}"
+    );
+    assert!(
+        log.contains("capture on") && log.contains("reopened"),
+        "{log}"
+    );
 }
 
 /// Opens 1,000 idle connections to intercept, signals `flooded`, then watches them: prints how

@@ -49,16 +49,14 @@ pub fn finish(acc: u32) -> u16 {
 
 /// Sum of the IPv4 pseudo-header (RFC 793 §3.1, RFC 768): addresses, protocol, L4 length.
 pub fn pseudo_header_v4(src: [u8; 4], dst: [u8; 4], protocol: IpProtocol, l4_len: u32) -> u32 {
-    let mut acc = sum(&src, 0);
-    acc = sum(&dst, acc);
-    acc + u32::from(protocol.0) + (l4_len & 0xffff) + (l4_len >> 16)
+    let acc = u64::from(sum(&src, 0)) + u64::from(sum(&dst, 0));
+    fold64(acc + u64::from(protocol.0) + u64::from(l4_len & 0xffff) + u64::from(l4_len >> 16))
 }
 
 /// Sum of the IPv6 pseudo-header (RFC 8200 §8.1): addresses, upper-layer length, next header.
 pub fn pseudo_header_v6(src: [u8; 16], dst: [u8; 16], protocol: IpProtocol, l4_len: u32) -> u32 {
-    let mut acc = sum(&src, 0);
-    acc = sum(&dst, acc);
-    acc + u32::from(protocol.0) + (l4_len & 0xffff) + (l4_len >> 16)
+    let acc = u64::from(sum(&src, 0)) + u64::from(sum(&dst, 0));
+    fold64(acc + u64::from(protocol.0) + u64::from(l4_len & 0xffff) + u64::from(l4_len >> 16))
 }
 
 /// Sum of `data` with the two bytes at `skip` (a checksum field) taken as zero.

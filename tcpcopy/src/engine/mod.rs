@@ -54,8 +54,9 @@ pub struct EngineConfig {
     pub keepalive_timeout: Duration,
     /// `-m` in bytes: over it new sessions are refused and buffering stops (0: unlimited).
     pub max_memory: usize,
-    /// Largest number of client bytes one session may buffer; beyond it the clone is reset and
-    /// re-established at the next request.
+    /// Largest number of client bytes one session may buffer (a clone paced by a slower target
+    /// falls behind production); beyond it the clone is reset and re-established at the next
+    /// request.
     pub max_session_buffer: usize,
     /// A request is released once the target went quiet this long after answering.
     pub idle_gap: Duration,
@@ -68,7 +69,8 @@ pub struct EngineConfig {
     pub reorder_window: Duration,
     /// Lower bound of the retransmission timeout.
     pub min_rto: Duration,
-    /// Retransmission timeout before the first RTT sample.
+    /// Retransmission timeout before the first RTT sample (the target is on a LAN, and a SYN-ACK
+    /// that reaches intercept before our registration is worth retrying soon).
     pub initial_rto: Duration,
     /// Upper bound of the retransmission timeout.
     pub max_rto: Duration,
@@ -96,13 +98,13 @@ impl Default for EngineConfig {
             session_timeout: Duration::from_secs(600),
             keepalive_timeout: Duration::from_secs(60),
             max_memory: 0,
-            max_session_buffer: 4 << 20,
+            max_session_buffer: 64 << 20,
             idle_gap: Duration::from_millis(3),
             response_timeout: Duration::from_millis(500),
             gap_timeout: Duration::from_millis(500),
             reorder_window: Duration::from_millis(10),
             min_rto: Duration::from_millis(20),
-            initial_rto: Duration::from_millis(200),
+            initial_rto: Duration::from_millis(60),
             max_rto: Duration::from_secs(2),
             max_syn_retries: 6,
             max_retransmits: 12,
@@ -394,6 +396,14 @@ pub struct Engine {
     stats: EngineStats,
     mem: usize,
     ip_id: u16,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.stats.packets_captured > 0 {
+            tracing::info!("engine final counters: {}", self.stats());
+        }
+    }
 }
 
 impl Default for Engine {

@@ -740,6 +740,12 @@ impl Session {
             self.snd_wnd = wnd;
             if wnd > 0 {
                 self.probe = false;
+            } else if self.rto_at.is_none()
+                && self.snd_una == self.snd_max
+                && self.cap_nxt > self.snd_nxt
+            {
+                // Persist timer (RFC 9293 §3.8.6.1): a lost window update must not stall us.
+                self.rto_at = Some(now + self.rto);
             }
         }
         let len = seg.payload_len;

@@ -28,6 +28,11 @@ use tracing::{debug, info, warn};
 const SNAPLEN: i32 = 65_535 + 64;
 /// Packets per batch at most (the batch also goes as soon as the ring is empty).
 const BATCH_PACKETS: usize = 256;
+/// Bytes per batch at most: 64 KB super-segments would otherwise make a batch of 16 MB.
+const BATCH_BYTES: usize = 256 * 1024;
+/// Oldest packet in a batch at most: under a steady load the ring is never empty, and a batch
+/// must not sit here collecting packets while the engine waits.
+const BATCH_AGE: Duration = Duration::from_micros(200);
 /// Batches in flight to the engine before the capture thread blocks (the ring then buffers).
 pub const CHANNEL_BATCHES: usize = 1024;
 /// How often a capture thread reads pcap's kernel drop counters.
@@ -40,6 +45,8 @@ pub struct Batch {
     pub data: Vec<u8>,
     /// Per packet: end offset in `data` and capture time in ns since the Unix epoch.
     pub packets: Vec<(usize, u64)>,
+    /// When the first packet went in.
+    opened: Option<Instant>,
 }
 
 impl Batch {
@@ -54,6 +61,9 @@ impl Batch {
     }
 
     fn push(&mut self, ts_ns: u64, ip: &[u8]) {
+        if self.packets.is_empty() {
+            self.opened = Some(Instant::now());
+        }
         self.data.extend_from_slice(ip);
         self.packets.push((self.data.len(), ts_ns));
     }
@@ -61,6 +71,14 @@ impl Batch {
     fn clear(&mut self) {
         self.data.clear();
         self.packets.clear();
+        self.opened = None;
+    }
+
+    /// Whether the batch should go now (full, big, or old enough).
+    fn due(&self) -> bool {
+        self.packets.len() >= BATCH_PACKETS
+            || self.data.len() >= BATCH_BYTES
+            || self.opened.is_some_and(|t| t.elapsed() >= BATCH_AGE)
     }
 
     fn is_empty(&self) -> bool {
@@ -292,7 +310,7 @@ pub fn run_live(
                     Some(ip) => {
                         counters.add(&counters.captured_bytes, ip.len() as u64);
                         batch.push(ts_ns(p.header, true), ip);
-                        if batch.packets.len() >= BATCH_PACKETS && !ship(&tx, &pool, &mut batch) {
+                        if batch.due() && !ship(&tx, &pool, &mut batch) {
                             return;
                         }
                     }
@@ -406,7 +424,7 @@ pub fn run_offline(
         counters.add(&counters.captured_bytes, ip.len() as u64);
         // Live time, so the engine's latency figures stay meaningful.
         batch.push(wall_ns(), ip);
-        if batch.packets.len() >= BATCH_PACKETS && !ship(&tx, &pool, &mut batch) {
+        if batch.due() && !ship(&tx, &pool, &mut batch) {
             return Ok(());
         }
     }

@@ -10,7 +10,6 @@
 pub mod capture;
 pub mod channel;
 pub mod counters;
-mod shim;
 pub mod sys;
 
 use crate::cli::{check_targets, Settings, Source};
@@ -79,7 +78,7 @@ pub fn engine_config(s: &Settings) -> EngineConfig {
         port_shift: s.port_shift,
         percentage: s.percentage,
         mtu: s.mtu,
-        mss: Some(s.mss).filter(|m| *m > 0),
+        mss: s.mss,
         no_wait: s.no_wait,
         session_timeout: s.session_timeout,
         keepalive_timeout: s.keepalive_timeout,
@@ -222,12 +221,7 @@ pub fn run(settings: Settings) -> Result<Summary> {
         counters.clone(),
     )?;
 
-    let engine: Box<dyn Driven> = if std::env::var_os("TCPCOPY_SHIM_ENGINE").is_some() {
-        warn!("TCPCOPY_SHIM_ENGINE: using the temporary test shim instead of the session engine");
-        Box::new(shim::ShimEngine::new(settings.mappings.clone()))
-    } else {
-        Box::new(Engine::new(engine_config(&settings)))
-    };
+    let engine = Engine::new(engine_config(&settings));
     let offline = matches!(settings.source, Source::Offline { .. });
     let mut lp = EngineLoop {
         engine,
@@ -244,7 +238,7 @@ pub fn run(settings: Settings) -> Result<Summary> {
     // Shutdown: stop capture, close the channel, and report.
     stop.store(true, Ordering::Relaxed);
     sig_handle.close();
-    let engine_report = format!("{:?}", lp.engine_report());
+    let engine_report = lp.engine_report();
     drop(lp);
     channel.shutdown();
     for t in capture_threads {
@@ -259,59 +253,9 @@ pub fn run(settings: Settings) -> Result<Summary> {
     })
 }
 
-/// The engine as the glue drives it (the sans-IO interface of `crate::engine::Engine`).
-trait Driven {
-    fn handle_captured(&mut self, now: Instant, ip_packet: &[u8]);
-    fn handle_response(&mut self, now: Instant, ip_tcp_headers: &[u8]);
-    fn handle_timeout(&mut self, now: Instant);
-    fn poll_timeout(&self) -> Option<Instant>;
-    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<crate::engine::Transmit>;
-    fn poll_event(&mut self) -> Option<EngineEvent>;
-}
-
-impl Driven for Engine {
-    fn handle_captured(&mut self, now: Instant, p: &[u8]) {
-        Engine::handle_captured(self, now, p)
-    }
-    fn handle_response(&mut self, now: Instant, h: &[u8]) {
-        Engine::handle_response(self, now, h)
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        Engine::handle_timeout(self, now)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        Engine::poll_timeout(self)
-    }
-    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<crate::engine::Transmit> {
-        Engine::poll_transmit(self, now, buf)
-    }
-    fn poll_event(&mut self) -> Option<EngineEvent> {
-        Engine::poll_event(self)
-    }
-}
-
-impl Driven for shim::ShimEngine {
-    fn handle_captured(&mut self, now: Instant, p: &[u8]) {
-        shim::ShimEngine::handle_captured(self, now, p)
-    }
-    fn handle_response(&mut self, now: Instant, h: &[u8]) {
-        shim::ShimEngine::handle_response(self, now, h)
-    }
-    fn handle_timeout(&mut self, _now: Instant) {}
-    fn poll_timeout(&self) -> Option<Instant> {
-        None
-    }
-    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<crate::engine::Transmit> {
-        shim::ShimEngine::poll_transmit(self, now, buf)
-    }
-    fn poll_event(&mut self) -> Option<EngineEvent> {
-        shim::ShimEngine::poll_event(self)
-    }
-}
-
 /// The engine thread's state.
 struct EngineLoop {
-    engine: Box<dyn Driven>,
+    engine: Engine,
     raw: sys::RawSender,
     counters: Arc<Counters>,
     channel_tx: tokio::sync::mpsc::UnboundedSender<ToChannel>,
@@ -450,8 +394,8 @@ impl EngineLoop {
         }
     }
 
-    /// The engine's counters, once it exposes them.
-    fn engine_report(&self) -> &'static str {
-        "(engine counters not exposed yet)"
+    /// The engine's counters, one line.
+    fn engine_report(&self) -> String {
+        self.engine.stats().to_string()
     }
 }

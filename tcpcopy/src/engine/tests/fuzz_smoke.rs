@@ -22,7 +22,10 @@ fn mutated_corpus_never_panics() {
         x ^= x << 17;
         x
     };
-    let rounds = std::env::var("ENGINE_FUZZ_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);
+    let rounds = std::env::var("ENGINE_FUZZ_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3000);
     for _ in 0..rounds {
         let mut d = seeds[(next() as usize) % seeds.len()].clone();
         for _ in 0..1 + next() % 8 {

@@ -319,6 +319,6 @@ pub(crate) fn ip(s: &str) -> IpAddr {
 }
 
 // After the macros: textual scope makes them visible there.
+mod fuzz_smoke;
 mod scripted;
 mod sim;
-mod fuzz_smoke;

@@ -87,7 +87,7 @@ fn data_before_the_handshake_is_held_in_order() {
 #[test]
 fn syn_is_retransmitted_then_given_up() {
     let mut h = session_syn_sent(config());
-    h.advance(ms(199));
+    h.advance(ms(59));
     expect!(h, []);
     h.advance(ms(1));
     expect!(
@@ -881,6 +881,32 @@ fn zero_window_is_probed() {
         }
     );
     expect!(h, []);
+    // The window update is lost: the persist timer probes with one byte.
+    respond!(h, Seg { win: 0, ..RESP });
+    h.advance(ms(20));
+    expect!(
+        h,
+        [Want {
+            payload: b"d",
+            ..WANT
+        }]
+    );
+    respond!(
+        h,
+        Seg {
+            ack: CLIENT_ISN + 2,
+            win: 100,
+            ..RESP
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            seq: CLIENT_ISN + 2,
+            payload: b"ata",
+            ..WANT
+        }]
+    );
 }
 
 // ---------------------------------------------------------------- gaps

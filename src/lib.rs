@@ -2,7 +2,8 @@
 //!
 //! Pure code only (STYLE.md rule 1): packet views and in-place rewriting, checksums, pcap/pcapng
 //! reading and writing over `std::io` streams, flows, the tcpcopy–intercept protocol, the pacing
-//! schedule and counters. Nothing here opens a socket or reads a clock by itself; time is passed in.
+//! schedule and counters. Nothing here opens a socket or reads a clock by itself; time is passed in. The one
+//! exception is [`sys`]: dropping privileges and reopenable log files for the binaries.
 
 pub mod capture;
 pub mod flow;
@@ -11,4 +12,5 @@ pub mod proto;
 pub mod rewrite;
 pub mod seq;
 pub mod stats;
+pub mod sys;
 pub mod wire;

@@ -6,7 +6,7 @@ use crate::server::Stats;
 use anyhow::Context;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tcpclone::capture::LinkType;
 use tokio::sync::mpsc;
@@ -15,7 +15,9 @@ use tokio::sync::mpsc;
 pub struct DeviceCapture {
     /// Device name.
     pub device: String,
+    filter: String,
     cap: pcap::Capture<pcap::Active>,
+    breaker: Arc<Mutex<pcap::BreakLoop>>,
 }
 
 /// Opens `device` in immediate mode with a snap length covering link + IP + TCP headers, and
@@ -41,32 +43,36 @@ pub fn open(device: &str, filter: &str) -> anyhow::Result<DeviceCapture> {
             cap.get_datalink().0
         );
     }
+    let breaker = Arc::new(Mutex::new(cap.breakloop_handle()));
     Ok(DeviceCapture {
         device: device.to_string(),
+        filter: filter.to_string(),
         cap,
+        breaker,
     })
 }
 
 impl DeviceCapture {
     /// A handle that wakes [`run`](Self::run) from another thread (libpcap's immediate mode
     /// may block without a timeout); set the stop flag, then call `breakloop()` on it.
-    pub fn breaker(&mut self) -> pcap::BreakLoop {
-        self.cap.breakloop_handle()
+    /// The handle follows reopens of the capture.
+    pub fn breaker(&mut self) -> Arc<Mutex<pcap::BreakLoop>> {
+        self.breaker.clone()
     }
 
     /// Captures until `stop` is set or the router's queue closes; blocks when the router is
     /// behind (the kernel then drops, and those drops are counted from pcap stats).
     pub fn run(mut self, tx: mpsc::Sender<Bytes>, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
         let lt = LinkType(self.cap.get_datalink().0 as u32);
-        let mut last_drops = 0u64;
+        let last_drops = std::cell::Cell::new(0u64);
         let mut last_stats = Instant::now();
-        let mut update_drops = |cap: &mut pcap::Capture<pcap::Active>| {
+        let update_drops = |cap: &mut pcap::Capture<pcap::Active>| {
             if let Ok(s) = cap.stats() {
                 let d = u64::from(s.dropped) + u64::from(s.if_dropped);
                 stats
                     .kernel_drops
-                    .fetch_add(d.saturating_sub(last_drops), Relaxed);
-                last_drops = d;
+                    .fetch_add(d.saturating_sub(last_drops.get()), Relaxed);
+                last_drops.set(d);
             }
         };
         while !stop.load(Relaxed) {
@@ -88,13 +94,37 @@ impl DeviceCapture {
                 Err(pcap::Error::TimeoutExpired) => continue,
                 Err(_) if stop.load(Relaxed) => break,
                 Err(e) => {
-                    // E.g. the device went down: keep trying until it is back or we stop.
-                    tracing::error!("capture on {}: {e}; retrying in 1 s", self.device);
-                    for _ in 0..10 {
-                        if stop.load(Relaxed) {
-                            break;
+                    // E.g. the device went down (ENETDOWN) or was deleted and re-created: the
+                    // handle may be dead for good, so reopen it, with backoff, until it works
+                    // or we stop.
+                    stats.capture_errors.fetch_add(1, Relaxed);
+                    tracing::error!("capture on {}: {e}; reopening", self.device);
+                    update_drops(&mut self.cap);
+                    let mut delay = Duration::from_millis(100);
+                    loop {
+                        let until = Instant::now() + delay;
+                        while Instant::now() < until && !stop.load(Relaxed) {
+                            std::thread::sleep(Duration::from_millis(20));
                         }
-                        std::thread::sleep(Duration::from_millis(100));
+                        if stop.load(Relaxed) {
+                            return;
+                        }
+                        match open(&self.device, &self.filter) {
+                            Ok(c) => {
+                                self.cap = c.cap;
+                                last_drops.set(0);
+                                if let Ok(mut b) = self.breaker.lock() {
+                                    *b = self.cap.breakloop_handle();
+                                }
+                                stats.capture_reopens.fetch_add(1, Relaxed);
+                                tracing::info!("capture on {} reopened", self.device);
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::debug!("reopening capture on {}: {e:#}", self.device);
+                                delay = (delay * 2).min(Duration::from_secs(2));
+                            }
+                        }
                     }
                 }
             }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 use tcpclone::proto::secure::{check_secret_mode, Psk};
+use tcpclone::sys::LogFile;
 
 /// Captures the test server's responses and sends their IP + TCP headers to the tcpcopy
 /// instance that registered each session.
@@ -39,6 +40,10 @@ struct Args {
     /// Write the process id to this file.
     #[arg(short = 'P', long = "pid-file")]
     pid_file: Option<PathBuf>,
+    /// After opening capture, socket, log and pid files, switch to this user keeping only
+    /// CAP_NET_RAW (when started as root; otherwise only the capabilities are trimmed).
+    #[arg(long = "user", default_value = "nobody")]
+    user: String,
     /// Print the counters every N seconds.
     #[arg(long = "stats", value_name = "N")]
     stats: Option<u64>,
@@ -91,7 +96,8 @@ fn instance_id() -> u64 {
     x ^ (x >> 31)
 }
 
-fn init_logging(log: Option<&PathBuf>) -> anyhow::Result<()> {
+/// Sets up logging to stderr or to `-l FILE`; returns the file, for SIGHUP to reopen.
+fn init_logging(log: Option<&PathBuf>) -> anyhow::Result<Option<LogFile>> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
@@ -99,18 +105,16 @@ fn init_logging(log: Option<&PathBuf>) -> anyhow::Result<()> {
         .with_target(false);
     match log {
         Some(p) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("-l {}", p.display()))?;
-            b.with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
-                .init();
+            let f = LogFile::open(p).with_context(|| format!("-l {}", p.display()))?;
+            let w = f.clone();
+            b.with_ansi(false).with_writer(move || w.clone()).init();
+            Ok(Some(f))
         }
-        None => b.with_writer(std::io::stderr).init(),
+        None => {
+            b.with_writer(std::io::stderr).init();
+            Ok(None)
+        }
     }
-    Ok(())
 }
 
 fn bind(addr: Option<IpAddr>, port: u16) -> anyhow::Result<std::net::TcpListener> {
@@ -150,7 +154,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let psk = args.secret_file.as_ref().map(read_secret).transpose()?;
     let allow = parse_allow(&args.allow)?;
-    init_logging(args.log.as_ref())?;
+    let logfile = init_logging(args.log.as_ref())?;
     match intercept::sys::raise_nofile_limit() {
         Ok((old, new)) if new > old => {
             tracing::debug!("open-file limit raised from {old} to {new}")
@@ -168,6 +172,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .with_context(|| format!("-P {}", p.display()))?;
     }
+    // Everything privileged is open: become --user, keeping only CAP_NET_RAW (to reopen a
+    // capture whose interface went down). Before any thread starts: capset is per thread.
+    if let Some(p) = &args.log {
+        tcpclone::sys::chown_to_user(p, &args.user)?;
+    }
+    tcpclone::sys::drop_privileges(&args.user, true).context("dropping privileges")?;
     if psk.is_none() {
         eprintln!(
             "intercept: warning: no --secret-file: the channel on {local} is unauthenticated and unencrypted; \
@@ -232,9 +242,19 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break }
+                _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break }
+                _ = hup.recv() => match &logfile {
+                    Some(f) => match f.reopen() {
+                        Ok(()) => tracing::info!("SIGHUP: log file {} reopened", f.path().display()),
+                        Err(e) => tracing::warn!("SIGHUP: cannot reopen {}: {e}; still writing to the old file", f.path().display()),
+                    },
+                    None => tracing::info!("SIGHUP: no log file to reopen"),
+                },
+            }
         }
         let _ = sd_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_millis(500), server).await;
@@ -242,7 +262,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     })?;
     stop.store(true, Relaxed);
     for b in &breakers {
-        b.breakloop();
+        if let Ok(b) = b.lock() {
+            b.breakloop();
+        }
     }
     for t in threads {
         let _ = t.join();

@@ -112,6 +112,10 @@ pub struct Stats {
     pub protocol_errors: AtomicU64,
     /// accept() failures (EMFILE and friends).
     pub accept_errors: AtomicU64,
+    /// Capture read errors (e.g. the interface went down).
+    pub capture_errors: AtomicU64,
+    /// Capture handles reopened after an error.
+    pub capture_reopens: AtomicU64,
 }
 
 impl Stats {
@@ -122,7 +126,7 @@ impl Stats {
             "captured {} (not tcp {}, malformed {}, kernel drops {}), routed {}, parked {} (delivered later {}), \
              dropped unknown {}, dropped slow peer {}, sessions {} (refused {}), peers {} now / {} total, \
              rejected: not allowed {}, over cap {}, auth/hello failed {}, handshake timeout {}, \
-             protocol errors {}, accept errors {}",
+             protocol errors {}, accept errors {}, capture errors {} (reopened {})",
             g(&self.captured),
             g(&self.not_tcp),
             g(&self.malformed),
@@ -142,6 +146,8 @@ impl Stats {
             g(&self.handshake_timeout),
             g(&self.protocol_errors),
             g(&self.accept_errors),
+            g(&self.capture_errors),
+            g(&self.capture_reopens),
         )
     }
 }

@@ -135,6 +135,10 @@ pub struct Cli {
     /// and encrypts the channel.
     #[arg(long = "secret-file", value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
+    /// After opening capture, raw sockets, log and pid files, switch to this user keeping only
+    /// CAP_NET_RAW (when started as root; otherwise only the capabilities are trimmed).
+    #[arg(long = "user", value_name = "USER", default_value = "nobody")]
+    pub user: String,
     /// Skip the production-safety checks on the target addresses.
     #[arg(long = "force")]
     pub force: bool,

@@ -43,10 +43,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = init_logging(settings.log.as_deref()) {
-        eprintln!("tcpcopy: -l/--log: {e}");
-        return ExitCode::from(2);
-    }
+    let logfile = match init_logging(settings.log.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("tcpcopy: -l/--log: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = tcpcopy::live::safety_check(&settings) {
         eprintln!("tcpcopy: {e}");
         return ExitCode::from(2);
@@ -57,6 +60,23 @@ fn main() -> ExitCode {
             eprintln!("tcpcopy: -P/--pid-file: cannot write {}: {e}", p.display());
             return ExitCode::from(2);
         }
+    }
+    // Least privilege: become --user keeping only CAP_NET_RAW (enough to open the capture and
+    // raw sockets that live::run opens next), before any thread starts (capset is per thread).
+    // The log file is handed to the user first so that SIGHUP can reopen it.
+    if let Some(p) = &settings.log {
+        if let Err(e) = tcpclone::sys::chown_to_user(p, &cli.user) {
+            eprintln!("tcpcopy: --user: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if let Err(e) = tcpclone::sys::drop_privileges(&cli.user, true) {
+        eprintln!("tcpcopy: --user: dropping privileges: {e}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = reopen_on_sighup(logfile) {
+        eprintln!("tcpcopy: cannot install the SIGHUP handler: {e}");
+        return ExitCode::from(2);
     }
     let log_to_file = settings.log.is_some();
     let result = tcpcopy::live::run(settings);
@@ -79,28 +99,53 @@ fn main() -> ExitCode {
 }
 
 /// Logs to the -l file (appending) or to standard error; `RUST_LOG` overrides the level.
-fn init_logging(file: Option<&std::path::Path>) -> std::io::Result<()> {
+/// Returns the file, for SIGHUP to reopen.
+fn init_logging(file: Option<&std::path::Path>) -> std::io::Result<Option<tcpclone::sys::LogFile>> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     match file {
         Some(p) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("cannot open {}: {e}", p.display()))
-                })?;
+            let f = tcpclone::sys::LogFile::open(p).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot open {}: {e}", p.display()))
+            })?;
+            let w = f.clone();
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
+                .with_writer(move || w.clone())
                 .init();
+            Ok(Some(f))
         }
-        None => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init(),
+        None => {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+            Ok(None)
+        }
     }
+}
+
+/// Reopens the -l file on every SIGHUP (after logrotate moved it), on a small thread; without
+/// one, SIGHUP is only logged (it must not kill tcpcopy).
+fn reopen_on_sighup(log: Option<tcpclone::sys::LogFile>) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new()
+        .name("sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                let Some(log) = &log else {
+                    tracing::info!("SIGHUP: no log file to reopen");
+                    continue;
+                };
+                match log.reopen() {
+                    Ok(()) => tracing::info!("SIGHUP: log file {} reopened", log.path().display()),
+                    Err(e) => tracing::warn!(
+                        "SIGHUP: cannot reopen {}: {e}; still writing to the old file",
+                        log.path().display()
+                    ),
+                }
+            }
+        })?;
     Ok(())
 }

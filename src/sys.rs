@@ -1,0 +1,373 @@
+//! Least privilege and log files for the tcpclone binaries: the library's one module that makes
+//! system calls.
+//!
+//! tcpcopy and intercept open what needs privileges first (capture handles, raw sockets, the
+//! listening socket, log and pid files), then call [`drop_privileges`]: the process switches to
+//! an unprivileged user and keeps only `CAP_NET_RAW`, which a capture handle needs to be reopened
+//! after its interface went down. [`LogFile`] is a log writer that SIGHUP handlers reopen (for
+//! logrotate); [`chown_to_user`] hands a file created as root to that user first.
+//!
+//! Must never: run after the caller has started threads (`capset` changes only the calling
+//! thread, so the other threads would keep every capability), or log per packet.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// `CAP_NET_RAW` (linux/capability.h): raw and packet sockets.
+pub const CAP_NET_RAW: u32 = 13;
+/// `_LINUX_CAPABILITY_VERSION_3` (linux/capability.h): 64-bit capability sets in two words.
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// Errors from [`drop_privileges`] and friends: what failed and on what.
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    /// No such user in the password database.
+    #[error("--user {0:?}: no such user")]
+    NoSuchUser(String),
+    /// A system call failed.
+    #[error("{call}: {source}")]
+    Call {
+        /// The call (and its argument) that failed.
+        call: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// After the switch the process could still become root again.
+    #[error("privileges not dropped: setuid(0) still succeeds")]
+    StillRoot,
+}
+
+fn call_err(call: impl Into<String>) -> SysError {
+    SysError::Call {
+        call: call.into(),
+        source: io::Error::last_os_error(),
+    }
+}
+
+/// A user's ids from the password database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserIds {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+}
+
+/// What [`drop_privileges`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Switched from root to this user.
+    Switched(UserIds),
+    /// Not root: nothing to switch; capabilities other than `CAP_NET_RAW` (if kept) were cleared.
+    NotRoot,
+}
+
+/// Looks `name` up in the password database (numeric ids are accepted as `uid` or `uid:gid`).
+pub fn lookup_user(name: &str) -> Result<UserIds, SysError> {
+    if let Some((u, g)) = name.split_once(':') {
+        if let (Ok(uid), Ok(gid)) = (u.parse(), g.parse()) {
+            return Ok(UserIds { uid, gid });
+        }
+    }
+    let cname = CString::new(name).map_err(|_| SysError::NoSuchUser(name.to_string()))?;
+    let mut pwd: libc::passwd = {
+        // SAFETY: passwd is a plain C struct of integers and pointers; all-zero is a valid value
+        // that getpwnam_r overwrites.
+        unsafe { std::mem::zeroed() }
+    };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the duration of the call; `buf` is writable for its
+    // length; getpwnam_r writes only into `pwd`, `buf` and `result`.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        if let Ok(uid) = name.parse::<u32>() {
+            return Ok(UserIds { uid, gid: uid });
+        }
+        return Err(SysError::NoSuchUser(name.to_string()));
+    }
+    Ok(UserIds {
+        uid: pwd.pw_uid,
+        gid: pwd.pw_gid,
+    })
+}
+
+/// Gives `path` to `user` (so that the user can reopen it after [`drop_privileges`]). A no-op
+/// when not root.
+pub fn chown_to_user(path: &Path, user: &str) -> Result<(), SysError> {
+    if !is_root() {
+        return Ok(());
+    }
+    let ids = lookup_user(user)?;
+    std::os::unix::fs::chown(path, Some(ids.uid), Some(ids.gid)).map_err(|e| SysError::Call {
+        call: format!("chown {}", path.display()),
+        source: e,
+    })
+}
+
+/// Whether the effective user is root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Sets this thread's effective and permitted capabilities to `mask` (bit n = capability n),
+/// inheritable to none.
+fn capset(mask: u64) -> Result<(), SysError> {
+    let mut hdr = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let lo = mask as u32;
+    let hi = (mask >> 32) as u32;
+    let data = [
+        CapData {
+            effective: lo,
+            permitted: lo,
+            inheritable: 0,
+        },
+        CapData {
+            effective: hi,
+            permitted: hi,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset reads one header and two data words (version 3), all valid and live.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
+    if rc != 0 {
+        return Err(call_err(format!("capset({mask:#x})")));
+    }
+    Ok(())
+}
+
+/// This thread's permitted capabilities (bit n = capability n).
+pub fn permitted_capabilities() -> Result<u64, SysError> {
+    let mut hdr = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget writes two data words (version 3) into `data`, which is valid and writable.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut hdr as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(call_err("capget"));
+    }
+    Ok(u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32))
+}
+
+fn prctl(option: libc::c_int, arg: libc::c_ulong, what: &str) -> Result<(), SysError> {
+    // SAFETY: the prctl options used here take integer arguments only.
+    let rc = unsafe { libc::prctl(option, arg, 0 as libc::c_ulong, 0 as libc::c_ulong, 0) };
+    if rc != 0 {
+        return Err(call_err(what));
+    }
+    Ok(())
+}
+
+/// Switches the process to `user` keeping only `CAP_NET_RAW` (when `keep_net_raw`), in
+/// permitted and effective; also drops every other capability from the bounding set and sets
+/// no-new-privileges. Call it once all privileged opens are done and BEFORE starting threads.
+///
+/// When not started as root (e.g. a user given `cap_net_raw+ep` with setcap), there is no user
+/// to switch: it clears every capability except `CAP_NET_RAW` (if kept) and logs one line.
+pub fn drop_privileges(user: &str, keep_net_raw: bool) -> Result<Dropped, SysError> {
+    let keep: u64 = if keep_net_raw { 1 << CAP_NET_RAW } else { 0 };
+    if !is_root() {
+        // Keep what we were given of CAP_NET_RAW, nothing else.
+        let have = permitted_capabilities()?;
+        capset(have & keep)?;
+        tracing::info!(
+            "not root: running as uid {} (no --user switch){}",
+            // SAFETY: getuid has no arguments and cannot fail.
+            unsafe { libc::getuid() },
+            if have & keep != 0 {
+                ", keeping CAP_NET_RAW"
+            } else {
+                ""
+            }
+        );
+        return Ok(Dropped::NotRoot);
+    }
+    let ids = lookup_user(user)?;
+    // Bounding set: nothing but what we keep can ever come back (needs CAP_SETPCAP: do it first).
+    for cap in 0..64u32 {
+        if keep & (1 << cap) != 0 {
+            continue;
+        }
+        // SAFETY: PR_CAPBSET_READ takes an integer; it returns 1, 0, or -1 (EINVAL past the
+        // last capability the kernel knows).
+        let known = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) };
+        if known < 0 {
+            break;
+        }
+        if known == 1 {
+            prctl(
+                libc::PR_CAPBSET_DROP,
+                cap as libc::c_ulong,
+                &format!("prctl(PR_CAPBSET_DROP, {cap})"),
+            )?;
+        }
+    }
+    prctl(libc::PR_SET_KEEPCAPS, 1, "prctl(PR_SET_KEEPCAPS)")?;
+    let groups = [ids.gid as libc::gid_t];
+    // SAFETY: `groups` is a valid array of one gid.
+    if unsafe { libc::setgroups(1, groups.as_ptr()) } != 0 {
+        return Err(call_err(format!("setgroups([{}])", ids.gid)));
+    }
+    // SAFETY: setgid/setuid take plain integers. glibc applies them to every thread.
+    if unsafe { libc::setgid(ids.gid) } != 0 {
+        return Err(call_err(format!("setgid({})", ids.gid)));
+    }
+    // SAFETY: as above.
+    if unsafe { libc::setuid(ids.uid) } != 0 {
+        return Err(call_err(format!("setuid({})", ids.uid)));
+    }
+    // KEEPCAPS kept the permitted set across setuid but cleared the effective one: keep only
+    // CAP_NET_RAW in both.
+    capset(keep)?;
+    prctl(libc::PR_SET_KEEPCAPS, 0, "prctl(PR_SET_KEEPCAPS, 0)")?;
+    prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "prctl(PR_SET_NO_NEW_PRIVS)")?;
+    if ids.uid != 0 {
+        // SAFETY: setuid takes an integer; it must fail now.
+        if unsafe { libc::setuid(0) } == 0 {
+            return Err(SysError::StillRoot);
+        }
+    }
+    tracing::info!(
+        "privileges dropped to {user} (uid {}, gid {}){}",
+        ids.uid,
+        ids.gid,
+        if keep_net_raw {
+            ", keeping only CAP_NET_RAW"
+        } else {
+            ""
+        }
+    );
+    Ok(Dropped::Switched(ids))
+}
+
+/// An append-mode log file that [`reopen`](LogFile::reopen) replaces with a fresh open of the
+/// same path (call it on SIGHUP, after logrotate moved the file). Cheap to clone; all clones
+/// write to the current file. Use it with tracing-subscriber as
+/// `.with_writer(move || log.clone())`.
+#[derive(Clone, Debug)]
+pub struct LogFile {
+    path: PathBuf,
+    file: Arc<Mutex<File>>,
+}
+
+impl LogFile {
+    /// Opens (creating) `path` for appending.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let f = Self::open_file(path)?;
+        Ok(LogFile {
+            path: path.to_path_buf(),
+            file: Arc::new(Mutex::new(f)),
+        })
+    }
+
+    fn open_file(path: &Path) -> io::Result<File> {
+        OpenOptions::new().create(true).append(true).open(path)
+    }
+
+    /// The path this log writes to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reopens the path; on failure the old file stays in use and the error is returned.
+    pub fn reopen(&self) -> io::Result<()> {
+        let f = Self::open_file(&self.path)?;
+        let mut cur = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = cur.flush();
+        *cur = f;
+        Ok(())
+    }
+}
+
+impl Write for LogFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.lock().unwrap_or_else(|p| p.into_inner()).flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_root_and_numeric() {
+        assert_eq!(lookup_user("root").unwrap(), UserIds { uid: 0, gid: 0 });
+        assert_eq!(
+            lookup_user("123:456").unwrap(),
+            UserIds { uid: 123, gid: 456 }
+        );
+        assert!(matches!(
+            lookup_user("no-such-user-tcpclone"),
+            Err(SysError::NoSuchUser(_))
+        ));
+    }
+
+    #[test]
+    fn log_file_reopens_after_rename() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("log");
+        let mut log = LogFile::open(&p).unwrap();
+        writeln!(log, "one").unwrap();
+        std::fs::rename(&p, d.path().join("log.1")).unwrap();
+        writeln!(log, "two").unwrap();
+        log.reopen().unwrap();
+        writeln!(log.clone(), "three").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("log.1")).unwrap(),
+            "one\ntwo\n"
+        );
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "three\n");
+    }
+}

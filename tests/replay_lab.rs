@@ -241,10 +241,15 @@ impl Wire {
     }
 }
 
+/// The lab tests of this file run one at a time: the rate measurements must not share the two
+/// cores with another replay + tcpdump pair.
+static LAB_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 macro_rules! lab_prelude {
     ($name:expr) => {
         require_root!($name);
         require_programs!($name, "tcpdump", "ip", "timeout");
+        let _serial = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     };
 }
 

@@ -267,6 +267,14 @@ impl Session {
         self.ts_out
     }
 
+    /// Captured client data not yet acknowledged by the target: a new SYN on this client port
+    /// must not reset this clone, it finishes delivering on its own 4-tuple.
+    pub fn still_delivering(&self) -> bool {
+        self.end.is_none()
+            && matches!(self.state, State::SynSent | State::Established)
+            && self.cap_nxt > self.snd_una.max(self.iss + 1)
+    }
+
     /// Hands the reset of the old connection over to its replacement (port reuse).
     pub fn inherit_reset(&mut self, old: &Session) {
         if matches!(old.state, State::SynSent | State::Established) && old.end.is_none() {

@@ -1441,6 +1441,45 @@ fn new_syn_on_a_busy_port_replaces_the_session() {
 }
 
 #[test]
+fn port_reuse_while_the_clone_still_delivers_moves_the_new_one() {
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            payload: b"GET / HTTP/1.1\r\n\r\n",
+            ..TEMPLATE
+        }
+    );
+    let out = h.sent();
+    assert_eq!(out.len(), 1, "{out:?}");
+    // The target has not acknowledged the request yet when the client reuses its port.
+    send!(
+        h,
+        Seg {
+            seq: 2_000_000,
+            ..CLIENT_SYN
+        }
+    );
+    let out = h.sent();
+    assert!(out.iter().all(|o| o.flags & RST == 0), "no reset: {out:?}");
+    let syn = out.iter().find(|o| o.flags == SYN).expect("new SYN");
+    assert_eq!(syn.seq, 2_000_000);
+    assert_ne!(syn.src, CLIENT, "the new clone takes another client port");
+    assert_eq!(h.e.session_count(), 2);
+    let st = h.e.stats();
+    assert_eq!((st.reuse_detached, st.aborted_replaced), (1, 0));
+    // The old clone still retransmits its request on its own 4-tuple.
+    h.now += Duration::from_secs(5);
+    h.e.handle_timeout(h.now);
+    let out = h.sent();
+    assert!(
+        out.iter()
+            .any(|o| o.src == CLIENT && o.payload.starts_with(b"GET")),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn port_reuse_after_a_clean_close_counts_as_completed() {
     let mut h = session_established();
     send!(

@@ -124,6 +124,8 @@ pub(crate) struct Session {
     req_sent_at: Option<Instant>,
     // --- pending output and bookkeeping ---
     pending_syn: bool,
+    /// rcv_nxt of a SYN-ACK replaced by a newer one: the target's RST at it is not for us.
+    abandoned_rcv: Option<SeqNumber>,
     pending_ack: bool,
     pending_rst: [Option<SeqNumber>; 2],
     pub last_activity: Instant,
@@ -241,6 +243,7 @@ impl Session {
             timing_seq: None,
             req_sent_at: None,
             pending_syn: true,
+            abandoned_rcv: None,
             pending_ack: false,
             pending_rst: [None, None],
             last_activity: now,
@@ -704,10 +707,34 @@ impl Session {
 
     fn established_response(&mut self, cx: &mut Ctx<'_>, seg: &Segment<'_>) {
         let now = cx.now;
+        // The target answered our retransmitted SYN with a new ISN: its first request socket is
+        // gone and only the newest SYN-ACK is live (an ACK of the old one gets a RST). While the
+        // target has acknowledged none of our data, adopt it and resend with the new ack.
+        if seg.has(SYN)
+            && seg.has(ACK)
+            && !seg.has(RST)
+            && seg.ack == self.iss + 1
+            && seg.seq + 1 != self.rcv_nxt
+            && self.snd_una == self.iss + 1
+            && !self.target_fin
+        {
+            cx.stats.syn_ack_adopted += 1;
+            self.abandoned_rcv = Some(self.rcv_nxt);
+            self.rcv_nxt = seg.seq + 1;
+            self.snd_nxt = self.snd_una;
+            self.dupacks = 0;
+            self.pending_ack = true;
+            return;
+        }
         // A late segment of an earlier connection on this 4-tuple (port reuse, re-establishment)
         // carries sequence numbers far from ours: never let it move rcv_nxt or end the session.
         let d = seg.seq.diff(self.rcv_nxt);
         if !(-(1 << 24)..(1 << 26)).contains(&d) {
+            cx.stats.responses_stale += 1;
+            return;
+        }
+        if seg.has(RST) && self.abandoned_rcv == Some(seg.seq) {
+            // The target's answer to our ACK of the SYN-ACK we abandoned.
             cx.stats.responses_stale += 1;
             return;
         }

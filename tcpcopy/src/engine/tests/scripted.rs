@@ -1786,3 +1786,43 @@ fn target_closed_and_client_silent_gets_our_fin_after_linger() {
     assert_eq!((st.half_closed_timeouts, st.sessions_completed), (1, 1));
     assert_eq!(h.e.session_count(), 0);
 }
+
+#[test]
+fn a_syn_ack_with_a_new_isn_before_any_ack_of_data_is_adopted() {
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            payload: b"GET / HTTP/1.1\r\n\r\n",
+            ..TEMPLATE
+        }
+    );
+    assert_eq!(h.sent()[0].ack, TARGET_ISN + 1);
+    // The target answers our retransmitted SYN from a new request socket.
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 100_000,
+            ..SYN_ACK
+        }
+    );
+    let out = h.sent();
+    assert!(
+        out.iter()
+            .any(|o| o.ack == TARGET_ISN + 100_001 && o.payload.starts_with(b"GET")),
+        "request resent with the new ack: {out:?}"
+    );
+    assert_eq!(h.e.stats().syn_ack_adopted, 1);
+    // The target's RST for our ACK of the old ISN is stale now: the clone lives on.
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 1,
+            flags: RST,
+            ..RESP
+        }
+    );
+    let st = h.e.stats();
+    assert_eq!((st.aborted(), st.target_resets), (0, 0));
+    assert_eq!(h.e.session_count(), 1);
+}

@@ -203,6 +203,8 @@ pub struct EngineStats {
     pub reuse_detached: u64,
     /// SYN-ACKs with a new ISN (answering a retransmitted SYN) adopted before any data was acked.
     pub syn_ack_adopted: u64,
+    /// Handshakes done again after a target RST before any data was acked.
+    pub handshakes_redone: u64,
     /// Handshakes completed with the target.
     pub handshakes: u64,
     /// Handshakes the target refused with RST.
@@ -277,7 +279,7 @@ impl std::fmt::Display for EngineStats {
         write!(
             f,
             "sessions cloned={} active={} completed={} client_reset={} aborted={} (target_reset={} timeout={} \
-             handshake={} retransmits={} replaced={} gap={}) reuse_detached={} syn_ack_adopted={} handshakes={} handshakes_refused={} target_resets={} refused memory={} ports={} family={} sampled_out={}; \
+             handshake={} retransmits={} replaced={} gap={}) reuse_detached={} syn_ack_adopted={} handshakes_redone={} handshakes={} handshakes_refused={} target_resets={} refused memory={} ports={} family={} sampled_out={}; \
              segments in={} sent={} retransmitted={} (rto={} fast={}); gaps={} resets_sent={} reestablished={} \
              overflows={}; bytes captured={} sent={} acked={}; responses={} unmatched={} stale={}; \
              requests sent={} answered={} pacing_timeouts={} mean_latency_us={}; memory={}",
@@ -294,6 +296,7 @@ impl std::fmt::Display for EngineStats {
             self.aborted_gap,
             self.reuse_detached,
             self.syn_ack_adopted,
+            self.handshakes_redone,
             self.handshakes,
             self.handshakes_refused,
             self.target_resets,

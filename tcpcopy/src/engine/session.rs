@@ -126,6 +126,8 @@ pub(crate) struct Session {
     pending_syn: bool,
     /// rcv_nxt of a SYN-ACK replaced by a newer one: the target's RST at it is not for us.
     abandoned_rcv: Option<SeqNumber>,
+    /// Handshakes done again after a RST that came before any data was acked.
+    redone_handshakes: u8,
     pending_ack: bool,
     pending_rst: [Option<SeqNumber>; 2],
     pub last_activity: Instant,
@@ -244,6 +246,7 @@ impl Session {
             req_sent_at: None,
             pending_syn: true,
             abandoned_rcv: None,
+            redone_handshakes: 0,
             pending_ack: false,
             pending_rst: [None, None],
             last_activity: now,
@@ -270,12 +273,16 @@ impl Session {
         self.ts_out
     }
 
-    /// Captured client data not yet acknowledged by the target: a new SYN on this client port
-    /// must not reset this clone, it finishes delivering on its own 4-tuple.
+    /// Captured client data not yet acknowledged by the target, or sent and not yet answered with
+    /// the target's FIN: a new SYN on this client port must not reset this clone, it finishes
+    /// on its own 4-tuple.
     pub fn still_delivering(&self) -> bool {
         self.end.is_none()
             && matches!(self.state, State::SynSent | State::Established)
-            && self.cap_nxt > self.snd_una.max(self.iss + 1)
+            && (self.cap_nxt > self.snd_una.max(self.iss + 1)
+                || self.state == State::Established
+                    && self.cap_nxt > self.iss + 1
+                    && !self.target_fin)
     }
 
     /// Hands the reset of the old connection over to its replacement (port reuse).
@@ -736,6 +743,27 @@ impl Session {
         if seg.has(RST) && self.abandoned_rcv == Some(seg.seq) {
             // The target's answer to our ACK of the SYN-ACK we abandoned.
             cx.stats.responses_stale += 1;
+            return;
+        }
+        if seg.has(RST)
+            && seg.seq == self.rcv_nxt
+            && self.snd_una == self.iss + 1
+            && self.snd_max > self.iss + 1
+            && !self.target_fin
+            && self.redone_handshakes < 2
+        {
+            // Reset before any of our data was acked: the target dropped the request socket our
+            // ACK was for (a newer SYN-ACK of a retransmitted SYN is on its way or lost). Do the
+            // handshake again with the same ISN instead of losing the request.
+            cx.stats.handshakes_redone += 1;
+            self.redone_handshakes += 1;
+            self.state = State::SynSent;
+            self.snd_nxt = self.iss;
+            self.snd_una = self.iss;
+            self.dupacks = 0;
+            self.fast_rexmit = false;
+            self.rto_at = None;
+            self.pending_syn = true;
             return;
         }
         if seg.has(RST) {

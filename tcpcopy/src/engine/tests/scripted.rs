@@ -1826,3 +1826,45 @@ fn a_syn_ack_with_a_new_isn_before_any_ack_of_data_is_adopted() {
     assert_eq!((st.aborted(), st.target_resets), (0, 0));
     assert_eq!(h.e.session_count(), 1);
 }
+
+#[test]
+fn a_reset_before_any_data_is_acked_redoes_the_handshake() {
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            payload: b"GET / HTTP/1.1\r\n\r\n",
+            ..TEMPLATE
+        }
+    );
+    h.sent();
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 1,
+            flags: RST,
+            ..RESP
+        }
+    );
+    let out = h.sent();
+    assert_eq!(
+        (out.len(), out[0].flags, out[0].seq),
+        (1, SYN, CLIENT_ISN),
+        "{out:?}"
+    );
+    respond!(
+        h,
+        Seg {
+            seq: 60_000,
+            ..SYN_ACK
+        }
+    );
+    let out = h.sent();
+    assert!(
+        out.iter()
+            .any(|o| o.ack == 60_001 && o.payload.starts_with(b"GET")),
+        "{out:?}"
+    );
+    let st = h.e.stats();
+    assert_eq!((st.handshakes_redone, st.target_resets), (1, 0));
+}

@@ -198,6 +198,13 @@ pub struct EngineStats {
     pub aborted_gap: u64,
     /// Clones whose target closed and whose client never did within `linger`: we sent the FIN.
     pub half_closed_timeouts: u64,
+    /// New SYNs on a client port whose clone was still delivering: the old clone kept its
+    /// 4-tuple and the new one got another port (no reset).
+    pub reuse_detached: u64,
+    /// SYN-ACKs with a new ISN (answering a retransmitted SYN) adopted before any data was acked.
+    pub syn_ack_adopted: u64,
+    /// Handshakes done again after a target RST before any data was acked.
+    pub handshakes_redone: u64,
     /// Handshakes completed with the target.
     pub handshakes: u64,
     /// Handshakes the target refused with RST.
@@ -272,7 +279,7 @@ impl std::fmt::Display for EngineStats {
         write!(
             f,
             "sessions cloned={} active={} completed={} client_reset={} aborted={} (target_reset={} timeout={} \
-             handshake={} retransmits={} replaced={} gap={}) refused memory={} ports={} family={} sampled_out={}; \
+             handshake={} retransmits={} replaced={} gap={}) reuse_detached={} syn_ack_adopted={} handshakes_redone={} handshakes={} handshakes_refused={} target_resets={} refused memory={} ports={} family={} sampled_out={}; \
              segments in={} sent={} retransmitted={} (rto={} fast={}); gaps={} resets_sent={} reestablished={} \
              overflows={}; bytes captured={} sent={} acked={}; responses={} unmatched={} stale={}; \
              requests sent={} answered={} pacing_timeouts={} mean_latency_us={}; memory={}",
@@ -287,6 +294,12 @@ impl std::fmt::Display for EngineStats {
             self.aborted_retransmits,
             self.aborted_replaced,
             self.aborted_gap,
+            self.reuse_detached,
+            self.syn_ack_adopted,
+            self.handshakes_redone,
+            self.handshakes,
+            self.handshakes_refused,
+            self.target_resets,
             self.refused_memory,
             self.refused_ports,
             self.refused_family,
@@ -501,6 +514,15 @@ impl Engine {
         let is_syn = seg.has(SYN) && !seg.has(ACK) && !seg.has(RST);
         if let Some(ids) = self.by_capture.get(&key) {
             let ids = ids.clone();
+            if is_syn && self.reuse_would_cut(&ids, seg.seq) {
+                // The client reused its port while our clone still holds data the target has
+                // not acknowledged: let that clone finish on its own 4-tuple and clone the new
+                // connection on another client port (allocate skips ports in use).
+                self.stats.reuse_detached += 1;
+                self.by_capture.remove(&key);
+                self.create(now, key, target, &seg, false);
+                return;
+            }
             for &id in ids.as_slice() {
                 let gen = self.slots[id as usize].gen;
                 let Some(s) = self.slots[id as usize].session.as_mut() else {
@@ -521,6 +543,16 @@ impl Engine {
         } else if !seg.payload.is_empty() && !seg.has(RST) && !seg.has(SYN) {
             self.create(now, key, target, &seg, true);
         }
+    }
+
+    /// A SYN with a new ISN would replace (reset) a clone that is still delivering.
+    fn reuse_would_cut(&self, ids: &Ids, isn: SeqNumber) -> bool {
+        ids.as_slice().iter().any(|&id| {
+            self.slots[id as usize]
+                .session
+                .as_ref()
+                .is_some_and(|s| s.client_isn != isn && s.still_delivering())
+        })
     }
 
     fn sampled_in(&self, key: &FlowKey) -> bool {

@@ -124,6 +124,10 @@ pub(crate) struct Session {
     req_sent_at: Option<Instant>,
     // --- pending output and bookkeeping ---
     pending_syn: bool,
+    /// rcv_nxt of a SYN-ACK replaced by a newer one: the target's RST at it is not for us.
+    abandoned_rcv: Option<SeqNumber>,
+    /// Handshakes done again after a RST that came before any data was acked.
+    redone_handshakes: u8,
     pending_ack: bool,
     pending_rst: [Option<SeqNumber>; 2],
     pub last_activity: Instant,
@@ -241,6 +245,8 @@ impl Session {
             timing_seq: None,
             req_sent_at: None,
             pending_syn: true,
+            abandoned_rcv: None,
+            redone_handshakes: 0,
             pending_ack: false,
             pending_rst: [None, None],
             last_activity: now,
@@ -265,6 +271,18 @@ impl Session {
     /// Our last TSval, for a session that replaces this one on the same 4-tuple.
     pub fn last_ts(&self) -> SeqNumber {
         self.ts_out
+    }
+
+    /// Captured client data not yet acknowledged by the target, or sent and not yet answered with
+    /// the target's FIN: a new SYN on this client port must not reset this clone, it finishes
+    /// on its own 4-tuple.
+    pub fn still_delivering(&self) -> bool {
+        self.end.is_none()
+            && matches!(self.state, State::SynSent | State::Established)
+            && (self.cap_nxt > self.snd_una.max(self.iss + 1)
+                || self.state == State::Established
+                    && self.cap_nxt > self.iss + 1
+                    && !self.target_fin)
     }
 
     /// Hands the reset of the old connection over to its replacement (port reuse).
@@ -696,11 +714,56 @@ impl Session {
 
     fn established_response(&mut self, cx: &mut Ctx<'_>, seg: &Segment<'_>) {
         let now = cx.now;
+        // The target answered our retransmitted SYN with a new ISN: its first request socket is
+        // gone and only the newest SYN-ACK is live (an ACK of the old one gets a RST). While the
+        // target has acknowledged none of our data, adopt it and resend with the new ack.
+        if seg.has(SYN)
+            && seg.has(ACK)
+            && !seg.has(RST)
+            && seg.ack == self.iss + 1
+            && seg.seq + 1 != self.rcv_nxt
+            && self.snd_una == self.iss + 1
+            && !self.target_fin
+        {
+            cx.stats.syn_ack_adopted += 1;
+            self.abandoned_rcv = Some(self.rcv_nxt);
+            self.rcv_nxt = seg.seq + 1;
+            self.snd_nxt = self.snd_una;
+            self.dupacks = 0;
+            self.pending_ack = true;
+            return;
+        }
         // A late segment of an earlier connection on this 4-tuple (port reuse, re-establishment)
         // carries sequence numbers far from ours: never let it move rcv_nxt or end the session.
         let d = seg.seq.diff(self.rcv_nxt);
         if !(-(1 << 24)..(1 << 26)).contains(&d) {
             cx.stats.responses_stale += 1;
+            return;
+        }
+        if seg.has(RST) && self.abandoned_rcv == Some(seg.seq) {
+            // The target's answer to our ACK of the SYN-ACK we abandoned.
+            cx.stats.responses_stale += 1;
+            return;
+        }
+        if seg.has(RST)
+            && seg.seq == self.rcv_nxt
+            && self.snd_una == self.iss + 1
+            && self.snd_max > self.iss + 1
+            && !self.target_fin
+            && self.redone_handshakes < 2
+        {
+            // Reset before any of our data was acked: the target dropped the request socket our
+            // ACK was for (a newer SYN-ACK of a retransmitted SYN is on its way or lost). Do the
+            // handshake again with the same ISN instead of losing the request.
+            cx.stats.handshakes_redone += 1;
+            self.redone_handshakes += 1;
+            self.state = State::SynSent;
+            self.snd_nxt = self.iss;
+            self.snd_una = self.iss;
+            self.dupacks = 0;
+            self.fast_rexmit = false;
+            self.rto_at = None;
+            self.pending_syn = true;
             return;
         }
         if seg.has(RST) {

@@ -359,6 +359,9 @@ impl EngineLoop {
 
     /// Sends everything the engine has ready and forwards its events.
     fn flush(&mut self, now: Instant) {
+        // Registrations first: intercept must know a clone before its SYN reaches the target,
+        // or the SYN-ACK arrives unowned (parked at best, dropped at worst).
+        self.forward_events();
         while let Some(t) = self.engine.poll_transmit(now, &mut self.buf) {
             self.last_activity = now;
             let pkt = &self.buf[..t.len];
@@ -378,6 +381,11 @@ impl EngineLoop {
                 }
             }
         }
+        self.forward_events();
+    }
+
+    /// Forwards the engine's session events to the intercept channel.
+    fn forward_events(&mut self) {
         while let Some(ev) = self.engine.poll_event() {
             let cmd = match ev {
                 EngineEvent::SessionAdded { client, target } => {

@@ -1441,6 +1441,45 @@ fn new_syn_on_a_busy_port_replaces_the_session() {
 }
 
 #[test]
+fn port_reuse_while_the_clone_still_delivers_moves_the_new_one() {
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            payload: b"GET / HTTP/1.1\r\n\r\n",
+            ..TEMPLATE
+        }
+    );
+    let out = h.sent();
+    assert_eq!(out.len(), 1, "{out:?}");
+    // The target has not acknowledged the request yet when the client reuses its port.
+    send!(
+        h,
+        Seg {
+            seq: 2_000_000,
+            ..CLIENT_SYN
+        }
+    );
+    let out = h.sent();
+    assert!(out.iter().all(|o| o.flags & RST == 0), "no reset: {out:?}");
+    let syn = out.iter().find(|o| o.flags == SYN).expect("new SYN");
+    assert_eq!(syn.seq, 2_000_000);
+    assert_ne!(syn.src, CLIENT, "the new clone takes another client port");
+    assert_eq!(h.e.session_count(), 2);
+    let st = h.e.stats();
+    assert_eq!((st.reuse_detached, st.aborted_replaced), (1, 0));
+    // The old clone still retransmits its request on its own 4-tuple.
+    h.now += Duration::from_secs(5);
+    h.e.handle_timeout(h.now);
+    let out = h.sent();
+    assert!(
+        out.iter()
+            .any(|o| o.src == CLIENT && o.payload.starts_with(b"GET")),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn port_reuse_after_a_clean_close_counts_as_completed() {
     let mut h = session_established();
     send!(
@@ -1746,4 +1785,86 @@ fn target_closed_and_client_silent_gets_our_fin_after_linger() {
     let st = h.e.stats();
     assert_eq!((st.half_closed_timeouts, st.sessions_completed), (1, 1));
     assert_eq!(h.e.session_count(), 0);
+}
+
+#[test]
+fn a_syn_ack_with_a_new_isn_before_any_ack_of_data_is_adopted() {
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            payload: b"GET / HTTP/1.1\r\n\r\n",
+            ..TEMPLATE
+        }
+    );
+    assert_eq!(h.sent()[0].ack, TARGET_ISN + 1);
+    // The target answers our retransmitted SYN from a new request socket.
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 100_000,
+            ..SYN_ACK
+        }
+    );
+    let out = h.sent();
+    assert!(
+        out.iter()
+            .any(|o| o.ack == TARGET_ISN + 100_001 && o.payload.starts_with(b"GET")),
+        "request resent with the new ack: {out:?}"
+    );
+    assert_eq!(h.e.stats().syn_ack_adopted, 1);
+    // The target's RST for our ACK of the old ISN is stale now: the clone lives on.
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 1,
+            flags: RST,
+            ..RESP
+        }
+    );
+    let st = h.e.stats();
+    assert_eq!((st.aborted(), st.target_resets), (0, 0));
+    assert_eq!(h.e.session_count(), 1);
+}
+
+#[test]
+fn a_reset_before_any_data_is_acked_redoes_the_handshake() {
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            payload: b"GET / HTTP/1.1\r\n\r\n",
+            ..TEMPLATE
+        }
+    );
+    h.sent();
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 1,
+            flags: RST,
+            ..RESP
+        }
+    );
+    let out = h.sent();
+    assert_eq!(
+        (out.len(), out[0].flags, out[0].seq),
+        (1, SYN, CLIENT_ISN),
+        "{out:?}"
+    );
+    respond!(
+        h,
+        Seg {
+            seq: 60_000,
+            ..SYN_ACK
+        }
+    );
+    let out = h.sent();
+    assert!(
+        out.iter()
+            .any(|o| o.ack == 60_001 && o.payload.starts_with(b"GET")),
+        "{out:?}"
+    );
+    let st = h.e.stats();
+    assert_eq!((st.handshakes_redone, st.target_resets), (1, 0));
 }

@@ -720,8 +720,18 @@ fn nginx_delivery(close: bool, min: f64) {
     );
     let sockets = t.half_closed_report(baseline);
     let summary = t.stop_tcpcopy(pid);
+    let ok = prod > 1000 && r >= min && got <= prod;
+    if let (false, Ok(keep)) = (ok, std::env::var("TCPCLONE_KEEP_LOGS")) {
+        // For a post-mortem: both access logs and tcpcopy's log.
+        let dir = PathBuf::from(keep).join(format!("nginx-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::copy(&prod_log, dir.join("prod.log"));
+        let _ = std::fs::copy(&target_log, dir.join("target.log"));
+        let _ = std::fs::copy(t.path("tcpcopy.log"), dir.join("tcpcopy.log"));
+        println!("logs kept in {}", dir.display());
+    }
     assert!(
-        prod > 1000 && r >= min && got <= prod,
+        ok,
         "{what}: {:.3} % delivered (want ≥ {:.1} %)\n{out}\n{summary}",
         100.0 * r,
         100.0 * min

@@ -297,7 +297,9 @@ pub fn run_live(
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
 ) {
-    if nice != 0 {
+    // Inherited from the thread that started us when it could (see main), else set here (a
+    // non-root user needs RLIMIT_NICE for that, e.g. systemd's LimitNICE).
+    if nice != 0 && tcpclone::sys::thread_nice() != nice {
         match tcpclone::sys::set_thread_nice(nice) {
             Ok(()) => debug!(device = %lc.name, nice, "capture thread priority set"),
             Err(e) => warn!(

@@ -174,11 +174,11 @@ pub fn run(settings: Settings) -> Result<Summary> {
             for lc in capture::open_live(interfaces, &filter, settings.capture_buffer)? {
                 let (tx, pool, c, s) =
                     (cap_tx.clone(), pool.clone(), counters.clone(), stop.clone());
-                let nice = settings.capture_nice;
+                let (nice, backlog) = (settings.capture_nice, settings.capture_buffer);
                 capture_threads.push(
                     std::thread::Builder::new()
                         .name("capture".into())
-                        .spawn(move || capture::run_live(lc, nice, tx, pool, c, s))?,
+                        .spawn(move || capture::run_live(lc, nice, backlog, tx, pool, c, s))?,
                 );
             }
             // The capture threads inherited --capture-nice from this thread (see main); the

@@ -585,38 +585,29 @@ mod tests {
     }
 
     #[test]
-    fn link_packet_type() {
-        let mut sll = hex!("0004 0001 0006 0200c612c8010000 0800").to_vec();
-        sll.extend_from_slice(&VLAN_SYN[18..]);
-        let l = parse_link(LinkType::LINUX_SLL, &sll).unwrap();
-        assert_eq!((l.l3_offset, l.packet_type), (16, Some(4)));
-        let mut sll2 = hex!("86dd 0000 00000002 0001 00 06 0200c612c8010000").to_vec();
-        let l = parse_link(LinkType::LINUX_SLL2, &sll2).unwrap();
-        assert_eq!(
-            (l.l3_offset, l.packet_type, l.ethertype),
-            (20, Some(0), EtherType::IPV6)
-        );
-        sll2[10] = 4;
-        assert_eq!(
-            parse_link(LinkType::LINUX_SLL2, &sll2).unwrap().packet_type,
-            Some(4)
-        );
-        let e = parse_link(LinkType::LINUX_SLL2, &sll2[..19]).unwrap_err();
-        assert_eq!(e.layer, Layer::Sll2);
-        assert!(EtherType::IPV6.is_ip() && EtherType::IPV4.is_ip() && !EtherType::ARP.is_ip());
-    }
-
-    #[test]
     fn sll_and_sll2() {
         let mut sll = hex!("0004 0001 0006 0200c612c8010000 0800").to_vec();
         sll.extend_from_slice(&VLAN_SYN[18..]);
         let l = parse_layout(LinkType::LINUX_SLL, &sll).unwrap();
         assert_eq!((l.l3_offset, l.ethertype_offset), (16, Some(14)));
         assert_eq!(l.ip.unwrap().l4_offset, Some(36));
+        // The cooked packet type (4: sent by this host) comes with the link part.
+        let link = parse_link(LinkType::LINUX_SLL, &sll).unwrap();
+        assert_eq!((link.l3_offset, link.packet_type), (16, Some(4)));
         let mut sll2 = hex!("0800 0000 00000002 0001 04 06 0200c612c8010000").to_vec();
         sll2.extend_from_slice(&VLAN_SYN[18..]);
         let l = parse_layout(LinkType::LINUX_SLL2, &sll2).unwrap();
         assert_eq!((l.l3_offset, l.ethertype_offset), (20, Some(0)));
         assert_eq!(l.verify_checksums(&sll2), (Some(true), Some(true)));
+        sll2[10] = 0;
+        sll2[..2].copy_from_slice(&[0x86, 0xdd]);
+        let link = parse_link(LinkType::LINUX_SLL2, &sll2).unwrap();
+        assert_eq!(
+            (link.l3_offset, link.packet_type, link.ethertype),
+            (20, Some(0), EtherType::IPV6)
+        );
+        let e = parse_link(LinkType::LINUX_SLL2, &sll2[..19]).unwrap_err();
+        assert_eq!(e.layer, Layer::Sll2);
+        assert!(EtherType::IPV6.is_ip() && EtherType::IPV4.is_ip() && !EtherType::ARP.is_ip());
     }
 }

@@ -236,19 +236,11 @@ pub(crate) fn put32(b: &mut [u8], off: usize, v: u32) {
 /// panic. Used by `fuzz/fuzz_targets/packet_views.rs` and the corpus replay test.
 #[doc(hidden)]
 pub fn fuzz_views(data: &[u8]) {
-    use crate::capture::LinkType;
     let (sel, frame) = match data.split_first() {
         Some((s, f)) => (*s, f),
         None => return,
     };
-    let lt = match sel % 6 {
-        0 => LinkType::ETHERNET,
-        1 => LinkType::LINUX_SLL,
-        2 => LinkType::LINUX_SLL2,
-        3 => LinkType::RAW,
-        4 => LinkType::IPV4,
-        _ => LinkType::IPV6,
-    };
+    let lt = LINK_TYPES[usize::from(sel) % LINK_TYPES.len()];
     let Ok(layout) = parse_layout(lt, frame) else {
         return;
     };

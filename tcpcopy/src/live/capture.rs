@@ -523,11 +523,7 @@ mod tests {
         sll.extend_from_slice(&ip);
         assert_eq!(strip_link(dlt::LINUX_SLL, &sll), Some(&ip[..]));
         sll[1] = PACKET_OUTGOING as u8;
-        assert_eq!(
-            strip_link(dlt::LINUX_SLL, &sll),
-            None,
-            "our own outgoing frames are skipped"
-        );
+        assert_eq!(strip_link(dlt::LINUX_SLL, &sll), None, "outgoing: skipped");
         assert_eq!(strip_link(dlt::LINUX_SLL, &sll[..15]), None);
         // SLL2 truncated.
         let mut sll2 = vec![0x86, 0xdd, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6];

@@ -20,6 +20,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tcpclone::capture::LinkType;
+use tcpclone::wire::parse_link;
 use tracing::{debug, info, warn};
 
 /// Snap length: a whole 64 KB GRO/GSO super-segment plus any link header. Not larger: in
@@ -169,48 +171,19 @@ fn ip_version_ok(p: &[u8]) -> bool {
     matches!(p.first().map(|b| b >> 4), Some(4) | Some(6))
 }
 
-fn is_ip_ethertype(t: u16) -> bool {
-    t == 0x0800 || t == 0x86dd
-}
-
 /// Strips the link layer: the IP packet inside a frame, or `None` when the frame is not IP, is
 /// one of this host's outgoing frames (cooked captures say so), or is too short.
 pub fn strip_link(dlt: i32, frame: &[u8]) -> Option<&[u8]> {
-    let be16 = |o: usize| -> Option<u16> {
-        Some(u16::from_be_bytes([*frame.get(o)?, *frame.get(o + 1)?]))
+    let (linktype, frame) = match dlt {
+        // BSD loopback: a 4-byte address family, then the IP packet.
+        dlt::NULL | dlt::LOOP => (LinkType::RAW, frame.get(4..)?),
+        d => (LinkType::from_dlt(d), frame),
     };
-    let ip = match dlt {
-        dlt::EN10MB => {
-            let mut off = 12;
-            let mut ethertype = be16(off)?;
-            // 802.1Q / 802.1ad tags, at most two.
-            for _ in 0..2 {
-                if ethertype == 0x8100 || ethertype == 0x88a8 {
-                    off += 4;
-                    ethertype = be16(off)?;
-                }
-            }
-            if !is_ip_ethertype(ethertype) {
-                return None;
-            }
-            frame.get(off + 2..)?
-        }
-        dlt::LINUX_SLL => {
-            if be16(0)? == PACKET_OUTGOING || !is_ip_ethertype(be16(14)?) {
-                return None;
-            }
-            frame.get(16..)?
-        }
-        dlt::LINUX_SLL2 => {
-            if u16::from(*frame.get(10)?) == PACKET_OUTGOING || !is_ip_ethertype(be16(0)?) {
-                return None;
-            }
-            frame.get(20..)?
-        }
-        dlt::NULL | dlt::LOOP => frame.get(4..)?,
-        dlt::RAW | dlt::RAW_LINUX | dlt::RAW_BSD | dlt::IPV4 | dlt::IPV6 => frame,
-        _ => return None,
-    };
+    let link = parse_link(linktype, frame).ok()?;
+    if link.packet_type == Some(PACKET_OUTGOING) || !link.ethertype.is_ip() {
+        return None;
+    }
+    let ip = frame.get(link.l3_offset..)?;
     ip_version_ok(ip).then_some(ip)
 }
 
@@ -558,6 +531,65 @@ mod tests {
         assert_eq!(strip_link(dlt::EN10MB, &[0u8; 13]), None);
         assert_eq!(strip_link(dlt::EN10MB, &[0u8; 20]), None, "not IP");
         assert_eq!(strip_link(dlt::RAW, &[0x30u8; 20]), None, "bad version");
+    }
+
+    #[test]
+    fn strips_qinq_cooked_raw_and_loopback() {
+        let ip = ipv4_tcp([198, 18, 10, 2], [198, 18, 10, 1], 80);
+        // 802.1ad outer tag + 802.1Q inner tag.
+        let mut qinq = vec![0u8; 12];
+        qinq.extend_from_slice(&[0x88, 0xa8, 0, 200, 0x81, 0x00, 0, 5, 0x08, 0x00]);
+        qinq.extend_from_slice(&ip);
+        assert_eq!(strip_link(dlt::EN10MB, &qinq), Some(&ip[..]));
+        // Truncated inside the second tag, and a tag hiding something that is not IP.
+        assert_eq!(strip_link(dlt::EN10MB, &qinq[..20]), None);
+        qinq[20..22].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(strip_link(dlt::EN10MB, &qinq), None, "ARP inside tags");
+        // Ethertype IPv4, but the header behind it is not IP (version 0).
+        let mut eth = vec![0u8; 12];
+        eth.extend_from_slice(&[0x08, 0x00]);
+        eth.extend_from_slice(&[0u8; 40]);
+        assert_eq!(strip_link(dlt::EN10MB, &eth), None, "bad version");
+        // SLL: incoming is kept, outgoing skipped, truncated header refused.
+        let mut sll = vec![0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x00];
+        sll.extend_from_slice(&ip);
+        assert_eq!(strip_link(dlt::LINUX_SLL, &sll), Some(&ip[..]));
+        sll[1] = PACKET_OUTGOING as u8;
+        assert_eq!(strip_link(dlt::LINUX_SLL, &sll), None, "outgoing: skipped");
+        assert_eq!(strip_link(dlt::LINUX_SLL, &sll[..15]), None);
+        // SLL2 truncated.
+        let mut sll2 = vec![0x86, 0xdd, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6];
+        sll2.extend_from_slice(&[0; 7]);
+        assert_eq!(strip_link(dlt::LINUX_SLL2, &sll2), None);
+        // Raw IP under every DLT that means it; an empty frame.
+        for d in [dlt::RAW, dlt::RAW_LINUX, dlt::RAW_BSD, dlt::IPV4] {
+            assert_eq!(strip_link(d, &ip), Some(&ip[..]), "DLT {d}");
+        }
+        assert_eq!(strip_link(dlt::RAW_LINUX, &[]), None);
+        // BSD loopback: 4-byte address family first.
+        let mut null = vec![2, 0, 0, 0];
+        null.extend_from_slice(&ip);
+        assert_eq!(strip_link(dlt::NULL, &null), Some(&ip[..]));
+        assert_eq!(strip_link(dlt::LOOP, &null), Some(&ip[..]));
+        assert_eq!(strip_link(dlt::NULL, &null[..3]), None);
+        // A link type we do not read.
+        assert_eq!(strip_link(147, &ip), None);
+    }
+
+    #[test]
+    fn supported_dlts_are_the_ones_stripped() {
+        let ip = ipv4_tcp([198, 18, 10, 2], [198, 18, 10, 1], 80);
+        for d in -1..300 {
+            // A frame of that DLT carrying `ip`, where we know how to build one.
+            let frame: Vec<u8> = match d {
+                dlt::EN10MB => [&[0u8; 12][..], &[0x08, 0x00], &ip].concat(),
+                dlt::LINUX_SLL => [&[0u8; 14][..], &[0x08, 0x00], &ip].concat(),
+                dlt::LINUX_SLL2 => [&[0x08, 0x00][..], &[0u8; 18], &ip].concat(),
+                dlt::NULL | dlt::LOOP => [&[2u8, 0, 0, 0][..], &ip].concat(),
+                _ => ip.clone(),
+            };
+            assert_eq!(strip_link(d, &frame).is_some(), supported_dlt(d), "DLT {d}");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::mapping::TargetMapping;
 use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tcpclone::capture::LinkType;
@@ -35,8 +35,11 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// Oldest packet in a batch at most: under a steady load the ring is never empty, and a batch
 /// must not sit here collecting packets while the engine waits.
 const BATCH_AGE: Duration = Duration::from_micros(200);
-/// Batches in flight to the engine before the capture thread blocks (the ring then buffers).
+/// Batches in flight to the engine before the capture thread stops handing over (the ring then
+/// buffers); the bytes in flight are bounded separately (see [`ship`]).
 pub const CHANNEL_BATCHES: usize = 1024;
+/// Spare batches kept for reuse.
+pub const POOL_BATCHES: usize = 64;
 /// How often a capture thread reads pcap's kernel drop counters.
 const STATS_EVERY: Duration = Duration::from_millis(500);
 
@@ -88,25 +91,37 @@ impl Batch {
     }
 }
 
-/// Empty batches handed back by the engine thread for reuse, so steady state allocates nothing.
+/// Empty batches handed back by the engine thread for reuse, so steady state allocates nothing;
+/// it also counts the bytes of the batches handed over and not yet given back (what the
+/// capture side holds in user space, bounded by -B per device).
 #[derive(Debug, Clone)]
 pub struct BatchPool {
     tx: Sender<Batch>,
     rx: Receiver<Batch>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl BatchPool {
     /// A pool holding at most `n` spare batches.
     pub fn new(n: usize) -> Self {
         let (tx, rx) = crossbeam_channel::bounded(n);
-        BatchPool { tx, rx }
+        BatchPool {
+            tx,
+            rx,
+            queued: Arc::default(),
+        }
     }
     fn take(&self) -> Batch {
         self.rx.try_recv().unwrap_or_default()
     }
+    /// Bytes handed to the engine and not yet given back.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
     /// Returns a used batch. One that grew while the engine was behind is freed instead, so
     /// the pool never keeps a backlog's worth of memory.
     pub fn give(&self, mut b: Batch) {
+        self.queued.fetch_sub(b.data.len(), Ordering::Relaxed);
         if b.data.capacity() > 2 * BATCH_BYTES || b.packets.capacity() > 2 * BATCH_PACKETS {
             return;
         }
@@ -250,39 +265,64 @@ pub fn open_live(devices: &[String], filter: &str, ring_bytes: usize) -> Result<
     Ok(out)
 }
 
-/// Hands the batch to the engine. When the engine is behind and the channel is full, a live
-/// capture keeps the batch and goes on appending to it (compact, unlike the kernel ring, whose
-/// slots are sized for 64 KB super-segments) until it holds `backlog` bytes; only then does it
-/// wait, and the kernel ring buffers meanwhile. `backlog` 0 waits at once (files, final flush).
-/// Returns false when the engine is gone.
-fn ship(tx: &Sender<Batch>, pool: &BatchPool, batch: &mut Batch, backlog: usize) -> bool {
-    if batch.is_empty() {
-        return true;
-    }
-    match tx.try_send(std::mem::take(batch)) {
-        Ok(()) => {
-            *batch = pool.take();
-            true
+/// Hands the batch to the engine. When the engine is behind (its channel full, or `limit`
+/// bytes already handed over and not processed), a live capture keeps the batch and goes on
+/// appending to it — compact, unlike the kernel ring, whose slots are sized for 64 KB
+/// super-segments — as long as everything it holds stays within `limit`; at the limit it waits
+/// for the engine, and the kernel ring buffers meanwhile (and drops, counted, when full).
+/// `limit` 0 always waits (files, the final flush). Returns false when the engine is gone or
+/// `stop` is set while waiting.
+fn ship(
+    tx: &Sender<Batch>,
+    pool: &BatchPool,
+    batch: &mut Batch,
+    limit: usize,
+    stop: &AtomicBool,
+) -> bool {
+    loop {
+        if batch.is_empty() {
+            return true;
         }
-        Err(TrySendError::Full(b)) => {
-            *batch = b;
-            if batch.data.len() < backlog {
-                return true;
+        let len = batch.data.len();
+        let queued = pool.queued();
+        if limit == 0 || queued == 0 || queued + len <= limit {
+            // Counted before the engine can give it back.
+            pool.queued.fetch_add(len, Ordering::Relaxed);
+            match tx.try_send(std::mem::take(batch)) {
+                Ok(()) => {
+                    *batch = pool.take();
+                    return true;
+                }
+                Err(TrySendError::Full(b)) => {
+                    pool.queued.fetch_sub(len, Ordering::Relaxed);
+                    *batch = b;
+                }
+                Err(TrySendError::Disconnected(_)) => return false,
             }
-            let full = std::mem::replace(batch, pool.take());
-            tx.send(full).is_ok()
+            if limit == 0 {
+                pool.queued.fetch_add(len, Ordering::Relaxed);
+                let full = std::mem::replace(batch, pool.take());
+                return tx.send(full).is_ok();
+            }
         }
-        Err(TrySendError::Disconnected(_)) => false,
+        if pool.queued() + len < limit {
+            return true; // keep collecting
+        }
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(500));
     }
 }
 
 /// Runs one live capture until `stop` is set or the engine goes away. The thread first sets
 /// its nice value to `nice` (0: left alone): under load it must drain the kernel ring before
-/// anything else on the host, or segments are lost for good.
+/// anything else on the host, or segments are lost for good. What it hands to the engine and
+/// the engine has not processed yet stays within `limit` bytes (see [`ship`]).
 pub fn run_live(
     mut lc: LiveCapture,
     nice: i32,
-    backlog: usize,
+    limit: usize,
     tx: Sender<Batch>,
     pool: BatchPool,
     counters: Arc<Counters>,
@@ -315,7 +355,7 @@ pub fn run_live(
                     Some(ip) => {
                         counters.add(&counters.captured_bytes, ip.len() as u64);
                         batch.push(ts_ns(p.header, true), ip);
-                        if batch.due() && !ship(&tx, &pool, &mut batch, backlog) {
+                        if batch.due() && !ship(&tx, &pool, &mut batch, limit, &stop) {
                             return;
                         }
                     }
@@ -325,7 +365,7 @@ pub fn run_live(
             Err(pcap::Error::TimeoutExpired) => {
                 // Ring empty: hand over what we have now (this is what keeps latency low),
                 // then sleep in poll until the kernel has more.
-                if !ship(&tx, &pool, &mut batch, backlog) {
+                if !ship(&tx, &pool, &mut batch, limit, &stop) {
                     return;
                 }
                 if last_stats.elapsed() >= STATS_EVERY {
@@ -341,13 +381,13 @@ pub fn run_live(
                 // The device went down or away: count, wait, keep trying (issue 5).
                 counters.add(&counters.capture_errors, 1);
                 warn!(device = %lc.name, error = %e, "capture error; retrying");
-                let _ = ship(&tx, &pool, &mut batch, backlog);
+                let _ = ship(&tx, &pool, &mut batch, limit, &stop);
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
     }
     read_drops(&mut lc, &counters, &mut drop_seen, &mut ifdrop_seen);
-    let _ = ship(&tx, &pool, &mut batch, 0);
+    let _ = ship(&tx, &pool, &mut batch, 0, &stop);
 }
 
 fn read_drops(
@@ -402,7 +442,7 @@ pub fn run_offline(
             Ok(p) => p,
             Err(pcap::Error::NoMorePackets) => break,
             Err(e) => {
-                let _ = ship(&tx, &pool, &mut batch, 0);
+                let _ = ship(&tx, &pool, &mut batch, 0, &stop);
                 return Err(anyhow!("--offline: `{}`: {e}", path.display()));
             }
         };
@@ -421,7 +461,7 @@ pub fn run_offline(
         let now = Instant::now();
         if due > now {
             // Hand over what is due before sleeping until this packet's time.
-            if !ship(&tx, &pool, &mut batch, 0) {
+            if !ship(&tx, &pool, &mut batch, 0, &stop) {
                 return Ok(());
             }
             sleep_until(due, &stop);
@@ -429,11 +469,11 @@ pub fn run_offline(
         counters.add(&counters.captured_bytes, ip.len() as u64);
         // Live time, so the engine's latency figures stay meaningful.
         batch.push(wall_ns(), ip);
-        if batch.due() && !ship(&tx, &pool, &mut batch, 0) {
+        if batch.due() && !ship(&tx, &pool, &mut batch, 0, &stop) {
             return Ok(());
         }
     }
-    let _ = ship(&tx, &pool, &mut batch, 0);
+    let _ = ship(&tx, &pool, &mut batch, 0, &stop);
     info!(file = %path.display(), "end of capture file");
     Ok(())
 }
@@ -590,6 +630,32 @@ mod tests {
             };
             assert_eq!(strip_link(d, &frame).is_some(), supported_dlt(d), "DLT {d}");
         }
+    }
+
+    #[test]
+    fn ship_keeps_collecting_while_the_engine_is_behind_within_the_limit() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let pool = BatchPool::new(4);
+        let stop = AtomicBool::new(false);
+        let mut b = Batch::default();
+        b.push(1, &[0u8; 100]);
+        assert!(ship(&tx, &pool, &mut b, 1000, &stop));
+        assert!(b.is_empty());
+        assert_eq!(pool.queued(), 100);
+        // The channel is full: the batch is kept, nothing counted twice.
+        b.push(2, &[0u8; 100]);
+        assert!(ship(&tx, &pool, &mut b, 1000, &stop));
+        assert_eq!((b.packets.len(), pool.queued()), (1, 100));
+        // The engine is done with the first: the kept one goes.
+        pool.give(rx.recv().unwrap());
+        assert_eq!(pool.queued(), 0);
+        assert!(ship(&tx, &pool, &mut b, 1000, &stop));
+        assert_eq!((b.is_empty(), pool.queued()), (true, 100));
+        // Over the limit it waits for the engine; a stop ends the wait.
+        b.push(3, &[0u8; 950]);
+        stop.store(true, Ordering::Relaxed);
+        assert!(!ship(&tx, &pool, &mut b, 1000, &stop));
+        assert_eq!(b.packets.len(), 1, "nothing lost from the batch");
     }
 
     #[test]

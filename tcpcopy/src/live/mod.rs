@@ -15,7 +15,7 @@ pub mod sys;
 use crate::cli::{check_targets, Settings, Source};
 use crate::engine::{Engine, EngineConfig, EngineEvent};
 use anyhow::{anyhow, Context, Result};
-use capture::{Batch, BatchPool, CHANNEL_BATCHES};
+use capture::{Batch, BatchPool, CHANNEL_BATCHES, POOL_BATCHES};
 use channel::ToChannel;
 use counters::Counters;
 use crossbeam_channel::{select, Receiver};
@@ -166,7 +166,7 @@ pub fn run(settings: Settings) -> Result<Summary> {
             }
         })?;
 
-    let pool = BatchPool::new(CHANNEL_BATCHES);
+    let pool = BatchPool::new(POOL_BATCHES);
     let (cap_tx, cap_rx) = crossbeam_channel::bounded::<Batch>(CHANNEL_BATCHES);
     let mut capture_threads = Vec::new();
     match &settings.source {
@@ -174,11 +174,14 @@ pub fn run(settings: Settings) -> Result<Summary> {
             for lc in capture::open_live(interfaces, &filter, settings.capture_buffer)? {
                 let (tx, pool, c, s) =
                     (cap_tx.clone(), pool.clone(), counters.clone(), stop.clone());
-                let (nice, backlog) = (settings.capture_nice, settings.capture_buffer);
+                // -B per device for the ring, and as much again for what the engine has yet to
+                // process (the devices' threads share one channel, so one shared limit).
+                let limit = settings.capture_buffer * interfaces.len();
+                let nice = settings.capture_nice;
                 capture_threads.push(
                     std::thread::Builder::new()
                         .name("capture".into())
-                        .spawn(move || capture::run_live(lc, nice, backlog, tx, pool, c, s))?,
+                        .spawn(move || capture::run_live(lc, nice, limit, tx, pool, c, s))?,
                 );
             }
             // The capture threads inherited --capture-nice from this thread (see main); the

@@ -99,8 +99,9 @@ pub struct Cli {
     /// MSS towards the target (default: from the MTU).
     #[arg(short = 'D', long = "mss", value_name = "BYTES")]
     pub mss: Option<u32>,
-    /// Capture ring per device in MB; it and a backlog of the same size count against -m.
-    #[arg(short = 'B', long = "buffer", value_name = "MB", default_value_t = 64)]
+    /// Capture ring per device in MB (1,024 packets of any size per 64 MB); it and a backlog of
+    /// the same size count against -m.
+    #[arg(short = 'B', long = "buffer", value_name = "MB", default_value_t = 128)]
     pub buffer: u64,
     /// Nice value of the capture threads (-20..=19; 0 leaves them alone). By default they run
     /// ahead of the rest of the host, so that the kernel's capture ring is drained even when
@@ -424,7 +425,7 @@ impl Cli {
         if self.max_memory == 0 || self.max_memory > 1 << 20 {
             return Err(bad("-m/--max-memory", "must be 1..=1048576 MB"));
         }
-        // Per device: the kernel ring, and as much again of backlog the capture thread may hold
+        // Per device: the kernel ring, and as much again of backlog the capture side may hold
         // while the engine is behind.
         let rings = match &source {
             Source::Live { interfaces } => 2 * self.buffer * interfaces.len() as u64,

@@ -24,10 +24,16 @@ use tcpclone::capture::LinkType;
 use tcpclone::wire::parse_link;
 use tracing::{debug, info, warn};
 
-/// Snap length: a whole 64 KB GRO/GSO super-segment plus any link header. Not larger: in
-/// immediate mode libpcap uses a TPACKET_V2 ring of fixed-size frames sized from this (on
-/// cooked `any` captures), so every extra byte here costs ring slots.
-const SNAPLEN: i32 = 65_535 + 64;
+/// Snap length: a whole GRO/GSO super-segment plus its link header, and not one byte more. In
+/// immediate mode libpcap uses a TPACKET_V2 ring of fixed-size slots: `snaplen` plus its slot
+/// header (68 bytes on Ethernet, 84 on cooked `any` captures) rounded up to 16, in blocks of a
+/// power-of-two number of pages. At 65,440 a slot fits a 64 KiB block, so -B MB hold -B × 16
+/// slots; a few bytes more and every slot takes a 128 KiB block, half of it unused (the ring
+/// then costs twice -B). Super-segments stay below this: GRO and GSO stop at 64 KiB less the
+/// headers (45 × 1,448-byte segments make a 65,226-byte frame).
+const SNAPLEN: i32 = 65_440;
+/// On loopback a single segment can be 65,535 bytes of IP (its MTU is 64 KiB): keep it whole.
+const SNAPLEN_LOOPBACK: i32 = 65_535 + 64;
 /// Packets per batch at most (the batch also goes as soon as the ring is empty).
 const BATCH_PACKETS: usize = 256;
 /// Bytes per batch at most: 64 KB super-segments would otherwise make a batch of 16 MB.
@@ -230,7 +236,11 @@ pub fn open_live(devices: &[String], filter: &str, ring_bytes: usize) -> Result<
         let cap = pcap::Capture::from_device(dev.as_str())
             .and_then(|c| {
                 c.immediate_mode(true)
-                    .snaplen(SNAPLEN)
+                    .snaplen(if dev == "lo" {
+                        SNAPLEN_LOOPBACK
+                    } else {
+                        SNAPLEN
+                    })
                     .buffer_size(ring_bytes.min(i32::MAX as usize) as i32)
                     .promisc(false)
                     .precision(pcap::Precision::Nano)

@@ -4,7 +4,7 @@
 //! computes every checksum in full (with `tcpclone::wire::checksum`). Never panics on malformed
 //! input; never logs.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tcpclone::seq::SeqNumber;
 use tcpclone::wire::{checksum, IpProtocol};
 
@@ -225,12 +225,62 @@ pub(crate) fn write_opts(o: &TcpOpts, out: &mut [u8; 40]) -> usize {
     n
 }
 
+/// The fixed part of every packet of one connection to the target: the IP header template
+/// with both addresses, the ports, and the one's complement sums of the words that never change
+/// (so a segment's checksums only add what varies: lengths, IP ID and the TCP bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Path {
+    /// IPv4 header (20 bytes used) or IPv6 header (40), lengths, ID and checksum still zero.
+    hdr: [u8; 40],
+    ip_len: usize,
+    src_port: u16,
+    dst_port: u16,
+    /// IPv4 only: sum of the header words that are the same in every packet.
+    ip_sum: u32,
+    /// Sum of the pseudo-header without its length (addresses and protocol).
+    pseudo: u32,
+}
+
+impl Path {
+    /// The path from `src` to `dst`, or `None` when their address families differ.
+    pub fn new(src: SocketAddr, dst: SocketAddr) -> Option<Path> {
+        let mut hdr = [0u8; 40];
+        let (ip_len, ip_sum, pseudo) = match (src.ip(), dst.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                hdr[0] = 0x45;
+                hdr[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
+                hdr[8] = 64;
+                hdr[9] = 6;
+                hdr[12..16].copy_from_slice(&s.octets());
+                hdr[16..20].copy_from_slice(&d.octets());
+                let pseudo = checksum::pseudo_header_v4(s.octets(), d.octets(), IpProtocol::TCP, 0);
+                (20, checksum::sum(&hdr[..20], 0), pseudo)
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                hdr[0] = 0x60;
+                hdr[6] = 6;
+                hdr[7] = 64;
+                hdr[8..24].copy_from_slice(&s.octets());
+                hdr[24..40].copy_from_slice(&d.octets());
+                let pseudo = checksum::pseudo_header_v6(s.octets(), d.octets(), IpProtocol::TCP, 0);
+                (40, 0, pseudo)
+            }
+            _ => return None,
+        };
+        Some(Path {
+            hdr,
+            ip_len,
+            src_port: src.port(),
+            dst_port: dst.port(),
+            ip_sum,
+            pseudo,
+        })
+    }
+}
+
 /// Everything needed to build one outgoing TCP segment.
 pub(crate) struct OutSegment<'a> {
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub src_port: u16,
-    pub dst_port: u16,
+    pub path: Path,
     pub seq: SeqNumber,
     pub ack: SeqNumber,
     pub flags: u8,
@@ -241,64 +291,58 @@ pub(crate) struct OutSegment<'a> {
     pub ip_id: u16,
 }
 
-/// Writes a whole IP packet into `buf`; returns its length, or `None` when `buf` is too small or
-/// the address families differ.
+/// Writes a whole IP packet into `buf`; returns its length, or `None` when `buf` is too small.
+/// Every checksum is complete: the IPv4 header's and the TCP checksum over the pseudo-header,
+/// header, options and payload (the fixed words' sums come from the [`Path`]).
 pub(crate) fn build(seg: &OutSegment<'_>, buf: &mut [u8]) -> Option<usize> {
+    let path = &seg.path;
     let mut optbuf = [0u8; 40];
     let olen = write_opts(&seg.opts, &mut optbuf);
     let tcp_len = 20 + olen + seg.payload.0.len() + seg.payload.1.len();
-    let ip_len = match seg.src {
-        IpAddr::V4(_) => 20,
-        IpAddr::V6(_) => 40,
-    };
+    let ip_len = path.ip_len;
     let total = ip_len + tcp_len;
     if buf.len() < total || total > 65535 + 40 {
         return None;
     }
-    match (seg.src, seg.dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let total16 = u16::try_from(total).ok()?;
-            let h = &mut buf[..20];
-            h[0] = 0x45;
-            h[1] = 0;
-            h[2..4].copy_from_slice(&total16.to_be_bytes());
-            h[4..6].copy_from_slice(&seg.ip_id.to_be_bytes());
-            h[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
-            h[8] = 64;
-            h[9] = 6;
-            h[10..12].fill(0);
-            h[12..16].copy_from_slice(&s.octets());
-            h[16..20].copy_from_slice(&d.octets());
-            let c = checksum::ipv4_header(h);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let plen = u16::try_from(tcp_len).ok()?;
-            let h = &mut buf[..40];
-            h[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
-            h[4..6].copy_from_slice(&plen.to_be_bytes());
-            h[6] = 6;
-            h[7] = 64;
-            h[8..24].copy_from_slice(&s.octets());
-            h[24..40].copy_from_slice(&d.octets());
-        }
-        _ => return None,
+    let (h, t) = buf[..total].split_at_mut(ip_len);
+    // Constant lengths: a few moves rather than a call to memcpy.
+    if ip_len == 20 {
+        h.copy_from_slice(&path.hdr[..20]);
+    } else {
+        h.copy_from_slice(&path.hdr);
     }
-    let t = &mut buf[ip_len..total];
-    t[0..2].copy_from_slice(&seg.src_port.to_be_bytes());
-    t[2..4].copy_from_slice(&seg.dst_port.to_be_bytes());
+    if ip_len == 20 {
+        let total16 = u16::try_from(total).ok()?;
+        h[2..4].copy_from_slice(&total16.to_be_bytes());
+        h[4..6].copy_from_slice(&seg.ip_id.to_be_bytes());
+        let c = checksum::finish(path.ip_sum + u32::from(total16) + u32::from(seg.ip_id));
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+    } else {
+        let plen = u16::try_from(tcp_len).ok()?;
+        h[4..6].copy_from_slice(&plen.to_be_bytes());
+    }
+    t[0..2].copy_from_slice(&path.src_port.to_be_bytes());
+    t[2..4].copy_from_slice(&path.dst_port.to_be_bytes());
     t[4..8].copy_from_slice(&seg.seq.value().to_be_bytes());
     t[8..12].copy_from_slice(&seg.ack.value().to_be_bytes());
     t[12] = (((20 + olen) / 4) as u8) << 4;
     t[13] = seg.flags;
     t[14..16].copy_from_slice(&seg.window.to_be_bytes());
     t[16..20].fill(0);
-    t[20..20 + olen].copy_from_slice(&optbuf[..olen]);
+    for (d, o) in t[20..20 + olen]
+        .chunks_exact_mut(4)
+        .zip(optbuf.chunks_exact(4))
+    {
+        d.copy_from_slice(o);
+    }
     let p0 = 20 + olen;
     let p1 = p0 + seg.payload.0.len();
     t[p0..p1].copy_from_slice(seg.payload.0);
     t[p1..].copy_from_slice(seg.payload.1);
-    let c = checksum::finish(checksum::sum(t, pseudo_sum(seg.src, seg.dst, tcp_len)));
+    // tcp_len < 2^17: its two 16-bit halves go into the pseudo-header sum.
+    let len = tcp_len as u32;
+    let pseudo = path.pseudo + (len & 0xffff) + (len >> 16);
+    let c = checksum::finish(checksum::sum(t, pseudo));
     t[16..18].copy_from_slice(&c.to_be_bytes());
     Some(total)
 }

@@ -3,7 +3,7 @@
 //!
 //! Sans-IO like the rest of the engine: time comes in through [`Ctx::now`].
 
-use super::packet::{self, OutSegment, Path, Segment, TcpOpts, ACK, FIN, PSH, RST, SYN};
+use super::packet::{self, OutSegment, Path, PathSums, Segment, TcpOpts, ACK, FIN, PSH, RST, SYN};
 use super::{EngineConfig, EngineEvent, EngineStats};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -213,9 +213,9 @@ pub(crate) struct Session {
     pub timer_at: Option<Instant>,
     /// In the engine's ready queue.
     pub queued: bool,
-    /// Addresses and ports of every segment to the target (`None`: families differ, nothing
-    /// can be sent; the engine never pairs them).
-    path: Option<Path>,
+    /// Checksum sums of the fixed header words towards the target (`None`: address families
+    /// differ, nothing can be sent; the engine never pairs them).
+    sums: Option<PathSums>,
     span: tracing::Span,
 }
 
@@ -332,7 +332,7 @@ impl Session {
             end: None,
             timer_at: None,
             queued: false,
-            path: Path::new(client, target),
+            sums: PathSums::new(client.ip(), target.ip()),
             span,
         };
         tracing::trace!(parent: &s.span, fake, iss = iss.value(), "new session");
@@ -1211,7 +1211,11 @@ impl Session {
         ip_id: u16,
     ) -> Option<OutSegment<'static>> {
         Some(OutSegment {
-            path: self.path?,
+            path: Path {
+                src: self.client,
+                dst: self.target,
+                sums: self.sums?,
+            },
             seq,
             ack,
             flags,

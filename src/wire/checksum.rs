@@ -7,17 +7,52 @@
 use super::IpProtocol;
 
 /// Adds the big-endian 16-bit words of `data` to `acc` (an odd last byte is padded with zero).
+///
+/// The words are summed eight bytes at a time in the machine's byte order with the carries
+/// added back (end-around carry), then folded to 16 bits and swapped once: the one's complement
+/// sum does not depend on byte order (RFC 1071 §2(B)), so this is the same sum as adding the
+/// big-endian words one by one, without a byte swap per word.
 pub fn sum(data: &[u8], acc: u32) -> u32 {
-    let mut acc = u64::from(acc);
+    let mut s = 0u64;
+    let mut add = |w: u64| {
+        let (r, carry) = s.overflowing_add(w);
+        s = r + u64::from(carry);
+    };
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        // Two big-endian 32-bit words at a time: 2^16 ≡ 1 (mod 0xffff), so summing 32-bit
-        // words and folding later gives the same one's complement sum as 16-bit words.
-        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        acc += (w >> 32) + (w & 0xffff_ffff);
+        add(u64::from_ne_bytes([
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+        ]));
     }
-    let rest = chunks.remainder();
-    let mut words = rest.chunks_exact(2);
+    // The remainder starts at a multiple of 8: its 16-bit words keep their alignment, and where
+    // a word sits inside the 64-bit accumulator does not matter (all lanes are folded together).
+    let mut rest = chunks.remainder();
+    if let [a, b, c, d, tail @ ..] = rest {
+        add(u64::from(u32::from_ne_bytes([*a, *b, *c, *d])));
+        rest = tail;
+    }
+    if let [a, b, tail @ ..] = rest {
+        add(u64::from(u16::from_ne_bytes([*a, *b])));
+        rest = tail;
+    }
+    if let [a] = rest {
+        // An odd last byte is the high half of a big-endian word padded with zero.
+        add(u64::from(u16::from_ne_bytes([*a, 0])));
+    }
+    let mut x = (s & 0xffff_ffff) + (s >> 32);
+    x = (x & 0xffff_ffff) + (x >> 32);
+    x = (x & 0xffff) + (x >> 16);
+    x = (x & 0xffff) + (x >> 16);
+    x = (x & 0xffff) + (x >> 16);
+    let folded = u16::from_be(x as u16);
+    fold64(u64::from(acc) + u64::from(folded))
+}
+
+/// The reference of [`sum`]: one big-endian 16-bit word at a time (RFC 1071 §4.1).
+#[cfg(test)]
+fn sum_words(data: &[u8], acc: u32) -> u32 {
+    let mut acc = u64::from(acc);
+    let mut words = data.chunks_exact(2);
     for w in &mut words {
         acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
     }
@@ -49,7 +84,11 @@ pub fn finish(acc: u32) -> u16 {
 
 /// Sum of the IPv4 pseudo-header (RFC 793 §3.1, RFC 768): addresses, protocol, L4 length.
 pub fn pseudo_header_v4(src: [u8; 4], dst: [u8; 4], protocol: IpProtocol, l4_len: u32) -> u32 {
-    let acc = u64::from(sum(&src, 0)) + u64::from(sum(&dst, 0));
+    let words = |a: [u8; 4]| {
+        let w = u32::from_be_bytes(a);
+        u64::from(w >> 16) + u64::from(w & 0xffff)
+    };
+    let acc = words(src) + words(dst);
     fold64(acc + u64::from(protocol.0) + u64::from(l4_len & 0xffff) + u64::from(l4_len >> 16))
 }
 
@@ -194,6 +233,46 @@ mod tests {
         let new = u16::from_be_bytes([h[8], h[9]]);
         let inc = update_u16(0xb91e, old, new);
         assert_eq!(inc, ipv4_header(&h));
+    }
+
+    #[test]
+    fn wide_sum_equals_word_by_word_sum() {
+        // Every length up to 70 (all remainders), every start offset, carries from 0xff bytes,
+        // and a nonzero accumulator: the folded sums agree.
+        let mut data = [0u8; 80];
+        let mut x = 0x9e37_79b9u32;
+        for b in data.iter_mut() {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *b = (x >> 24) as u8;
+        }
+        for fill in [None, Some(0xffu8), Some(0u8)] {
+            let mut d = data;
+            if let Some(f) = fill {
+                d.fill(f);
+            }
+            for start in 0..8 {
+                for len in 0..70 {
+                    let s = &d[start..start + len];
+                    for acc in [0u32, 1, 0xffff, 0x1_2345, 0xffff_ffff] {
+                        assert_eq!(fold(sum(s, acc)), fold(sum_words(s, acc)), "{start} {len}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pseudo_header_v4_equals_word_sum() {
+        let (s, d) = ([198, 18, 0xff, 0xfe], [0xff, 0xff, 1, 2]);
+        for len in [0u32, 20, 0xffff, 0x1_0010] {
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(&s);
+            bytes.extend_from_slice(&d);
+            bytes.extend_from_slice(&[0, 6]);
+            let want = sum_words(&bytes, (len & 0xffff) + (len >> 16));
+            let got = pseudo_header_v4(s, d, IpProtocol::TCP, len);
+            assert_eq!(fold(got), fold(want));
+        }
     }
 
     #[test]

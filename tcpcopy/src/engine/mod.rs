@@ -18,11 +18,11 @@ pub use fuzz::fuzz_engine;
 pub use packet::checksums_ok;
 
 use crate::mapping::TargetMapping;
-use packet::{parse, OutSegment, Segment, TcpOpts, ACK, RST, SYN};
+use packet::{parse, OutSegment, Path, Segment, TcpOpts, ACK, RST, SYN};
 use session::{Ctx, Session};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use tcpclone::flow::FlowKey;
@@ -335,7 +335,10 @@ struct FastHasher(u64);
 
 impl Hasher for FastHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // The multiply-xor rounds leave the low bits (hashbrown's bucket index) depending on the
+        // low input bits only; fold the full 128-bit product so every input bit reaches them.
+        let m = u128::from(self.0) * 0x9e37_79b9_7f4a_7c15;
+        (m as u64) ^ ((m >> 64) as u64)
     }
     fn write(&mut self, bytes: &[u8]) {
         for c in bytes.chunks(8) {
@@ -362,6 +365,40 @@ impl Hasher for FastHasher {
 }
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// A map key of two socket addresses (a captured flow, or client and target), hashed as two or
+/// five packed words instead of field by field (`derive(Hash)` on `SocketAddr` writes the
+/// variant, the octets with their length, and the port separately: six to ten hasher rounds
+/// per address on every packet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AddrPair(SocketAddr, SocketAddr);
+
+impl AddrPair {
+    fn of_flow(k: &FlowKey) -> Self {
+        AddrPair(k.src, k.dst)
+    }
+}
+
+fn hash_addr<H: Hasher>(a: &SocketAddr, h: &mut H) {
+    match a {
+        SocketAddr::V4(a) => {
+            h.write_u64(u64::from(a.ip().to_bits()) << 16 | u64::from(a.port()));
+        }
+        SocketAddr::V6(a) => {
+            let ip = a.ip().to_bits();
+            h.write_u64(ip as u64);
+            h.write_u64((ip >> 64) as u64);
+            h.write_u64(1 << 32 | u64::from(a.port()));
+        }
+    }
+}
+
+impl Hash for AddrPair {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        hash_addr(&self.0, h);
+        hash_addr(&self.1, h);
+    }
+}
 
 /// The clones of one captured connection (one per `-n` copy).
 #[derive(Debug, Clone)]
@@ -402,8 +439,8 @@ pub struct Engine {
     cfg: EngineConfig,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    by_capture: FastMap<FlowKey, Ids>,
-    by_target: FastMap<(SocketAddr, SocketAddr), u32>,
+    by_capture: FastMap<AddrPair, Ids>,
+    by_target: FastMap<AddrPair, u32>,
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     ready: VecDeque<(u32, u32)>,
     strays: VecDeque<StrayReset>,
@@ -516,14 +553,14 @@ impl Engine {
         self.stats.bytes_captured += seg.payload.len() as u64;
         let key = FlowKey::new(seg.src, seg.src_port, seg.dst, seg.dst_port);
         let is_syn = seg.has(SYN) && !seg.has(ACK) && !seg.has(RST);
-        if let Some(ids) = self.by_capture.get(&key) {
+        if let Some(ids) = self.by_capture.get(&AddrPair::of_flow(&key)) {
             let ids = ids.clone();
             if is_syn && self.reuse_would_cut(&ids, seg.seq) {
                 // The client reused its port while our clone still holds data the target has
                 // not acknowledged: let that clone finish on its own 4-tuple and clone the new
                 // connection on another client port (allocate skips ports in use).
                 self.stats.reuse_detached += 1;
-                self.by_capture.remove(&key);
+                self.by_capture.remove(&AddrPair::of_flow(&key));
                 self.create(now, key, target, &seg, false);
                 return;
             }
@@ -601,8 +638,12 @@ impl Engine {
             .collect();
         match ids.len() {
             0 => return,
-            1 => self.by_capture.insert(key, Ids::One(ids[0])),
-            _ => self.by_capture.insert(key, Ids::Many(ids)),
+            1 => self
+                .by_capture
+                .insert(AddrPair::of_flow(&key), Ids::One(ids[0])),
+            _ => self
+                .by_capture
+                .insert(AddrPair::of_flow(&key), Ids::Many(ids)),
         };
         for (id, gen) in gens {
             self.after(id, gen, true);
@@ -641,7 +682,7 @@ impl Engine {
                 continue;
             }
             family_ok = true;
-            if !self.by_target.contains_key(&(cand, target)) {
+            if !self.by_target.contains_key(&AddrPair(cand, target)) {
                 return Some(cand);
             }
         }
@@ -656,7 +697,7 @@ impl Engine {
     fn insert(&mut self, s: Session) -> u32 {
         self.mem += SESSION_OVERHEAD;
         self.stats.sessions_active += 1;
-        let key = (s.client, s.target);
+        let key = AddrPair(s.client, s.target);
         let id = match self.free.pop() {
             Some(id) => {
                 self.slots[id as usize].session = Some(s);
@@ -708,16 +749,17 @@ impl Engine {
         self.free.push(id);
         self.mem = self.mem.saturating_sub(SESSION_OVERHEAD + s.buffered());
         self.stats.sessions_active = self.stats.sessions_active.saturating_sub(1);
-        self.by_target.remove(&(s.client, s.target));
-        if let Some(ids) = self.by_capture.get_mut(&s.capture) {
+        self.by_target.remove(&AddrPair(s.client, s.target));
+        let cap = AddrPair::of_flow(&s.capture);
+        if let Some(ids) = self.by_capture.get_mut(&cap) {
             match ids {
                 Ids::One(i) if *i == id => {
-                    self.by_capture.remove(&s.capture);
+                    self.by_capture.remove(&cap);
                 }
                 Ids::Many(v) => {
                     v.retain(|i| *i != id);
                     if v.is_empty() {
-                        self.by_capture.remove(&s.capture);
+                        self.by_capture.remove(&cap);
                     }
                 }
                 Ids::One(_) => {}
@@ -764,7 +806,7 @@ impl Engine {
         };
         let client = SocketAddr::new(seg.dst, seg.dst_port);
         let target = SocketAddr::new(seg.src, seg.src_port);
-        let Some(&id) = self.by_target.get(&(client, target)) else {
+        let Some(&id) = self.by_target.get(&AddrPair(client, target)) else {
             self.stats.responses_unmatched += 1;
             // No socket here: answer like a TCP stack would (RFC 9293 §3.10.7.1), so the
             // target does not keep the connection in LAST_ACK or ESTABLISHED.
@@ -821,11 +863,9 @@ impl Engine {
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         if let Some(r) = self.strays.pop_front() {
             self.ip_id = self.ip_id.wrapping_add(1);
-            let seg = OutSegment {
-                src: r.client.ip(),
-                dst: r.target.ip(),
-                src_port: r.client.port(),
-                dst_port: r.target.port(),
+            let path = Path::new(r.client, r.target);
+            if let Some(seg) = path.map(|path| OutSegment {
+                path,
                 seq: r.seq,
                 ack: SeqNumber(0),
                 flags: RST,
@@ -833,14 +873,15 @@ impl Engine {
                 opts: TcpOpts::default(),
                 payload: (&[], &[]),
                 ip_id: self.ip_id,
-            };
-            if let Some(len) = packet::build(&seg, buf) {
-                self.stats.segments_sent += 1;
-                self.stats.resets_sent += 1;
-                return Some(Transmit {
-                    len,
-                    dst: r.target.ip(),
-                });
+            }) {
+                if let Some(len) = packet::build(&seg, buf) {
+                    self.stats.segments_sent += 1;
+                    self.stats.resets_sent += 1;
+                    return Some(Transmit {
+                        len,
+                        dst: r.target.ip(),
+                    });
+                }
             }
         }
         while let Some((id, gen)) = self.ready.pop_front() {

@@ -3,9 +3,9 @@
 //!
 //! Sans-IO like the rest of the engine: time comes in through [`Ctx::now`].
 
-use super::packet::{self, OutSegment, Segment, TcpOpts, ACK, FIN, PSH, RST, SYN};
+use super::packet::{self, OutSegment, Path, PathSums, Segment, TcpOpts, ACK, FIN, PSH, RST, SYN};
 use super::{EngineConfig, EngineEvent, EngineStats};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use tcpclone::flow::FlowKey;
@@ -26,43 +26,73 @@ pub(crate) struct Ctx<'a> {
 /// new session starts with what earlier ones measured (Linux keeps the same per destination in
 /// tcp_metrics). Without it every short connection would start from the fixed initial RTO:
 /// too long when a SYN is lost, too short when the target is busy (each SYN sent twice).
-pub(crate) type PathRtts = HashMap<IpAddr, PathRtt>;
+///
+/// A short list searched in order: it holds at most one entry per `-x` target address (a
+/// handful), and it is touched on every RTT sample, where hashing an `IpAddr` with SipHash cost
+/// more than the rest of the sample.
+#[derive(Debug, Default)]
+pub(crate) struct PathRtts(Vec<(IpAddr, PathRtt)>);
 
-/// Smoothed RTT and its variation (RFC 6298 §2) towards one target address.
+impl PathRtts {
+    fn get(&self, to: IpAddr) -> Option<&PathRtt> {
+        self.0.iter().find(|(a, _)| *a == to).map(|(_, p)| p)
+    }
+}
+
+/// Smoothed RTT and its variation (RFC 6298 §2) towards one target address, in nanoseconds.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PathRtt {
-    srtt: Duration,
-    rttvar: Duration,
+    srtt: u64,
+    rttvar: u64,
 }
 
 impl Ctx<'_> {
     /// The RTO a new (or re-established) session towards `to` starts with: the path's when one
     /// was measured, else the configured initial RTO.
     pub fn initial_rto(&self, to: IpAddr) -> Duration {
-        match self.paths.get(&to) {
+        match self.paths.get(to) {
             Some(p) => rto_of(self.cfg, p.srtt, p.rttvar),
             None => self.cfg.initial_rto,
         }
     }
 
     /// Folds one session's RTT sample into the path's estimate (RFC 6298 §2, gains 1/8, 1/4).
-    pub fn learn_rtt(&mut self, to: IpAddr, r: Duration) {
-        self.paths
-            .entry(to)
-            .and_modify(|p| {
-                p.rttvar = (p.rttvar * 3 + p.srtt.abs_diff(r)) / 4;
-                p.srtt = (p.srtt * 7 + r) / 8;
-            })
-            .or_insert(PathRtt {
-                srtt: r,
-                rttvar: r / 2,
-            });
+    pub fn learn_rtt(&mut self, to: IpAddr, r: u64) {
+        match self.paths.0.iter_mut().find(|(a, _)| *a == to) {
+            Some((_, p)) => {
+                p.rttvar = smooth(p.rttvar, 3, p.srtt.abs_diff(r), 4);
+                p.srtt = smooth(p.srtt, 7, r, 8);
+            }
+            None => self.paths.0.push((
+                to,
+                PathRtt {
+                    srtt: r,
+                    rttvar: r / 2,
+                },
+            )),
+        }
     }
 }
 
 /// RTO = SRTT + max(G, 4·RTTVAR), clamped to the configured bounds (RFC 6298 §2.3).
-fn rto_of(cfg: &EngineConfig, srtt: Duration, rttvar: Duration) -> Duration {
-    (srtt + (rttvar * 4).max(Duration::from_millis(1))).clamp(cfg.min_rto, cfg.max_rto)
+///
+/// RTT arithmetic is done on nanoseconds in a `u64` (584 years): the same exact integer
+/// arithmetic as on `Duration` (whose division also rounds down to the nanosecond), without
+/// splitting seconds and nanoseconds at every step.
+fn rto_of(cfg: &EngineConfig, srtt: u64, rttvar: u64) -> Duration {
+    let g = 1_000_000; // clock granularity G: 1 ms
+    Duration::from_nanos(srtt.saturating_add(rttvar.saturating_mul(4).max(g)))
+        .clamp(cfg.min_rto, cfg.max_rto)
+}
+
+/// `(old · keep + new) / div`: the RFC 6298 gains (7/8, 3/4), rounding down.
+fn smooth(old: u64, keep: u64, new: u64, div: u64) -> u64 {
+    old.saturating_mul(keep).saturating_add(new) / div
+}
+
+/// A duration in nanoseconds, saturating.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Where a session stands towards the target.
@@ -143,8 +173,9 @@ pub(crate) struct Session {
     snd_shift: u8,
     seg_max: usize,
     rto: Duration,
-    srtt: Option<Duration>,
-    rttvar: Duration,
+    /// Smoothed RTT and its variation in nanoseconds.
+    srtt: Option<u64>,
+    rttvar: u64,
     rtt_probe: Option<(SeqNumber, Instant)>,
     rto_at: Option<Instant>,
     retries: u8,
@@ -182,6 +213,9 @@ pub(crate) struct Session {
     pub timer_at: Option<Instant>,
     /// In the engine's ready queue.
     pub queued: bool,
+    /// Checksum sums of the fixed header words towards the target (`None`: address families
+    /// differ, nothing can be sent; the engine never pairs them).
+    sums: Option<PathSums>,
     span: tracing::Span,
 }
 
@@ -268,7 +302,7 @@ impl Session {
             seg_max: 536,
             rto: cx.initial_rto(target.ip()),
             srtt: None,
-            rttvar: Duration::ZERO,
+            rttvar: 0,
             rtt_probe: None,
             rto_at: None,
             retries: 0,
@@ -298,6 +332,7 @@ impl Session {
             end: None,
             timer_at: None,
             queued: false,
+            sums: PathSums::new(client.ip(), target.ip()),
             span,
         };
         tracing::trace!(parent: &s.span, fake, iss = iss.value(), "new session");
@@ -305,6 +340,12 @@ impl Session {
             s.on_captured(cx, seg);
         }
         s
+    }
+
+    /// Enters the session's span for one input; nothing to clone or enter when it is disabled
+    /// (the usual case outside debugging: `debug_span!` under an `info` filter).
+    fn enter_span(&self) -> Option<tracing::span::EnteredSpan> {
+        (!self.span.is_disabled()).then(|| self.span.clone().entered())
     }
 
     /// Bytes this session holds in buffers (for the memory budget).
@@ -394,7 +435,7 @@ impl Session {
 
     /// A captured client segment of this session (not a port-reusing SYN: the engine handles those).
     pub fn on_captured(&mut self, cx: &mut Ctx<'_>, seg: &Segment<'_>) {
-        let _g = self.span.clone().entered();
+        let _g = self.enter_span();
         self.last_activity = cx.now;
         self.note_client_ts(seg);
         if seg.has(SYN) {
@@ -681,7 +722,7 @@ impl Session {
 
     /// The IP+TCP headers of one target segment (payload length from the IP header).
     pub fn on_response(&mut self, cx: &mut Ctx<'_>, seg: &Segment<'_>) {
-        let _g = self.span.clone().entered();
+        let _g = self.enter_span();
         self.last_activity = cx.now;
         if let Some((v, _)) = seg.opts.ts {
             self.ts_recent = self.ts_recent.max(SeqNumber(v));
@@ -933,15 +974,15 @@ impl Session {
 
     /// RFC 6298 §2 RTT estimation.
     fn rtt_sample(&mut self, cx: &mut Ctx<'_>, r: Duration) {
+        let r = nanos(r);
         match self.srtt {
             None => {
                 self.srtt = Some(r);
                 self.rttvar = r / 2;
             }
             Some(s) => {
-                let diff = s.abs_diff(r);
-                self.rttvar = (self.rttvar * 3 + diff) / 4;
-                self.srtt = Some((s * 7 + r) / 8);
+                self.rttvar = smooth(self.rttvar, 3, s.abs_diff(r), 4);
+                self.srtt = Some(smooth(s, 7, r, 8));
             }
         }
         let s = self.srtt.unwrap_or(r);
@@ -1049,7 +1090,7 @@ impl Session {
 
     /// Runs whatever is due at `cx.now`.
     pub fn on_timeout(&mut self, cx: &mut Ctx<'_>) {
-        let _g = self.span.clone().entered();
+        let _g = self.enter_span();
         let now = cx.now;
         if self.linger_until.is_some_and(|t| now >= t) {
             self.finish(cx, EndReason::Completed);
@@ -1168,12 +1209,13 @@ impl Session {
         flags: u8,
         opts: TcpOpts,
         ip_id: u16,
-    ) -> OutSegment<'static> {
-        OutSegment {
-            src: self.client.ip(),
-            dst: self.target.ip(),
-            src_port: self.client.port(),
-            dst_port: self.target.port(),
+    ) -> Option<OutSegment<'static>> {
+        Some(OutSegment {
+            path: Path {
+                src: self.client,
+                dst: self.target,
+                sums: self.sums?,
+            },
             seq,
             ack,
             flags,
@@ -1181,7 +1223,7 @@ impl Session {
             opts,
             payload: (&[], &[]),
             ip_id,
-        }
+        })
     }
 
     /// Writes the next segment for the target into `buf`.
@@ -1196,7 +1238,7 @@ impl Session {
             } else {
                 RST | ACK
             };
-            let seg = self.out(seq, self.rcv_nxt, flags, TcpOpts::default(), id);
+            let seg = self.out(seq, self.rcv_nxt, flags, TcpOpts::default(), id)?;
             return self.emit(cx, &seg, buf);
         }
         if self.end.is_none() && self.pending_syn {
@@ -1206,7 +1248,7 @@ impl Session {
                 self.ts_out = self.ts_out.max(self.ts_client);
                 opts.ts = Some((self.ts_out.value(), 0));
             }
-            let seg = self.out(self.iss, SeqNumber(0), SYN, opts, id);
+            let seg = self.out(self.iss, SeqNumber(0), SYN, opts, id)?;
             self.snd_nxt = self.iss + 1;
             self.snd_max = self.snd_max.max(self.snd_nxt);
             self.last_new_data_at = now;
@@ -1239,7 +1281,7 @@ impl Session {
                     ts: self.ts_opt(),
                     ..TcpOpts::default()
                 };
-                let seg = self.out(f, self.rcv_nxt, FIN | ACK, opts, id);
+                let seg = self.out(f, self.rcv_nxt, FIN | ACK, opts, id)?;
                 if f < self.snd_max {
                     cx.stats.segments_retransmitted += 1;
                 }
@@ -1264,7 +1306,7 @@ impl Session {
                 ts: self.ts_opt(),
                 ..TcpOpts::default()
             };
-            let seg = self.out(seq, self.rcv_nxt, ACK, opts, id);
+            let seg = self.out(seq, self.rcv_nxt, ACK, opts, id)?;
             return self.emit(cx, &seg, buf);
         }
         None
@@ -1288,7 +1330,7 @@ impl Session {
             ts: self.ts_opt(),
             ..TcpOpts::default()
         };
-        let mut seg = self.out(seq, self.rcv_nxt, ACK | PSH, opts, id);
+        let mut seg = self.out(seq, self.rcv_nxt, ACK | PSH, opts, id)?;
         let (a, b) = self.buf.as_slices();
         seg.payload = if off + len <= a.len() {
             (&a[off..off + len], &[][..])

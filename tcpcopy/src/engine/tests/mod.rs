@@ -1,7 +1,7 @@
 //! Scripted state-machine tests of the engine (STYLE.md rule 13): a constructor per session
 //! state, segments built from `TEMPLATE` / `RESP` with `..`, and `send!` / `expect!` helpers.
 
-use super::packet::{self, OutSegment, TcpOpts, ACK, FIN, PSH, RST, SYN};
+use super::packet::{self, OutSegment, Path, TcpOpts, ACK, FIN, PSH, RST, SYN};
 use super::{Engine, EngineConfig, EngineEvent};
 use crate::mapping::TargetMapping;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -131,10 +131,7 @@ pub(crate) fn build(s: &Seg, with_payload: bool) -> Vec<u8> {
         s.payload
     };
     let seg = OutSegment {
-        src: s.src.ip(),
-        dst: s.dst.ip(),
-        src_port: s.src.port(),
-        dst_port: s.dst.port(),
+        path: Path::new(s.src, s.dst).expect("fixture addresses of one family"),
         seq: SeqNumber(s.seq),
         ack: SeqNumber(s.ack),
         flags: s.flags,

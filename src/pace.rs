@@ -180,6 +180,73 @@ pub fn wait_step(now: u64, due: u64, spin_ns: u64) -> WaitStep {
     }
 }
 
+/// The spin window, learned from how late the sender's sleeps wake up.
+///
+/// A sleep asked to end at `t` ends at `t + oversleep`: tens of microseconds on a quiet machine,
+/// milliseconds when the thread waits for a busy core. The window tracks a high quantile of the
+/// oversleeps seen (a streaming estimate, so no history is kept) and spins that long plus a
+/// margin, so most wake-ups land before the due time; it is capped by a CPU budget, a share of
+/// each wait, so a slow rate never turns into busy waiting. A wait shorter than the window is
+/// spun whole (at high rates a sleep would only make the packet late).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpinWindow {
+    /// Current estimate of the tracked oversleep quantile, in ns.
+    estimate_ns: f64,
+    /// Smallest window, in ns.
+    min_ns: u64,
+    /// Largest window, in ns.
+    max_ns: u64,
+    /// Largest share of a wait that may be spun (0..=1).
+    budget: f64,
+}
+
+/// Quantile of the oversleeps that the window covers.
+const SPIN_QUANTILE: f64 = 0.99;
+/// Step of the quantile estimate when a sample falls below it, in ns (a sample above moves it up
+/// by `q/(1-q)` times this, so the estimate settles where a share `q` of the samples lie below).
+const SPIN_STEP_NS: f64 = 100.0;
+/// Added to the estimate: the clock read and the send after the spin.
+const SPIN_MARGIN_NS: u64 = 10_000;
+
+impl SpinWindow {
+    /// A window starting at `initial_ns`, kept within `min_ns..=max_ns`, and spinning at most a
+    /// share `budget` (0..=1) of any wait longer than the window.
+    pub fn new(initial_ns: u64, min_ns: u64, max_ns: u64, budget: f64) -> Self {
+        let max_ns = max_ns.max(min_ns);
+        SpinWindow {
+            estimate_ns: initial_ns.saturating_sub(SPIN_MARGIN_NS) as f64,
+            min_ns,
+            max_ns,
+            budget: budget.clamp(0.0, 1.0),
+        }
+    }
+
+    /// The window learned so far (before the CPU budget of a given wait), in ns.
+    pub fn window_ns(&self) -> u64 {
+        (self.estimate_ns as u64 + SPIN_MARGIN_NS).clamp(self.min_ns, self.max_ns)
+    }
+
+    /// How long to spin before a due time that is `wait_ns` away: the learned window, cut to the
+    /// CPU budget of this wait but never below the smallest window.
+    pub fn spin_for(&self, wait_ns: u64) -> u64 {
+        let cap = ((wait_ns as f64 * self.budget) as u64).max(self.min_ns);
+        self.window_ns().min(cap)
+    }
+
+    /// Learns from one sleep that was asked to end at some time and ended `oversleep_ns` later.
+    pub fn observe(&mut self, oversleep_ns: u64) {
+        let x = oversleep_ns as f64;
+        if x > self.estimate_ns {
+            self.estimate_ns += SPIN_STEP_NS * SPIN_QUANTILE / (1.0 - SPIN_QUANTILE);
+        } else {
+            self.estimate_ns = (self.estimate_ns - SPIN_STEP_NS).max(0.0);
+        }
+        // Never further out than the window can reach, so a burst of very late wake-ups (the
+        // machine was busy) is forgotten as quickly as it came.
+        self.estimate_ns = self.estimate_ns.min(self.max_ns as f64);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,5 +444,41 @@ mod tests {
         let busy = clock.spun as f64 / clock.now as f64;
         assert!(busy < 0.10, "spinning {:.1} % of the time", busy * 100.0);
         assert!(clock.slept > clock.spun * 5);
+    }
+
+    /// The window settles near the 99th percentile of the oversleeps, stays within its bounds
+    /// and within the CPU budget of each wait.
+    #[test]
+    fn spin_window_learns_the_oversleep_tail() {
+        let mut w = SpinWindow::new(100_000, 20_000, 500_000, 0.1);
+        assert_eq!(w.window_ns(), 100_000);
+        // Oversleeps spread evenly over 0..40 µs with 0.5 % at 150 µs: p99 ≈ 40 µs.
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..200_000u64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let x = if i % 200 == 0 { 150_000 } else { rng % 40_000 };
+            w.observe(x);
+        }
+        let win = w.window_ns();
+        assert!((40_000..=65_000).contains(&win), "window {win} ns");
+        // A 1 ms wait may spin 10 %: the learned window fits. A 300 µs wait: capped at 30 µs,
+        // but never below the 20 µs floor; a 50 µs wait (high rate) spins whole.
+        assert_eq!(w.spin_for(1_000_000), win);
+        assert_eq!(w.spin_for(300_000), 30_000);
+        assert_eq!(w.spin_for(100_000), 20_000);
+        assert!(w.spin_for(50_000) >= 20_000);
+
+        // A quiet machine (oversleep ~5 µs) shrinks it to the floor; a busy one grows it to the cap.
+        for _ in 0..10_000 {
+            w.observe(5_000);
+        }
+        assert_eq!(w.window_ns(), 20_000);
+        for _ in 0..10_000 {
+            w.observe(3_000_000);
+        }
+        assert_eq!(w.window_ns(), 500_000);
+        assert_eq!(w.spin_for(1_000_000), 100_000);
     }
 }

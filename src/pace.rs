@@ -185,18 +185,21 @@ pub fn wait_step(now: u64, due: u64, spin_ns: u64) -> WaitStep {
 /// A sleep asked to end at `t` ends at `t + oversleep`: tens of microseconds on a quiet machine,
 /// milliseconds when the thread waits for a busy core. The window tracks a high quantile of the
 /// oversleeps seen (a streaming estimate, so no history is kept) and spins that long plus a
-/// margin, so most wake-ups land before the due time; it is capped by a CPU budget, a share of
-/// each wait, so a slow rate never turns into busy waiting. A wait shorter than the window is
-/// spun whole (at high rates a sleep would only make the packet late).
+/// margin, so most wake-ups land before the due time. A CPU budget, a share of each wait, caps
+/// it, so a slow rate never turns into busy waiting; the cap never goes below the window the run
+/// started with, so a wait shorter than that is spun whole, as before any learning (at high
+/// rates a sleep would only make the packet late).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SpinWindow {
     /// Current estimate of the tracked oversleep quantile, in ns.
     estimate_ns: f64,
+    /// The window the run started with, in ns: also the smallest budget cap.
+    initial_ns: u64,
     /// Smallest window, in ns.
     min_ns: u64,
     /// Largest window, in ns.
     max_ns: u64,
-    /// Largest share of a wait that may be spun (0..=1).
+    /// Largest share of a wait that may be spun (0..=1), when above `initial_ns`.
     budget: f64,
 }
 
@@ -210,11 +213,12 @@ const SPIN_MARGIN_NS: u64 = 10_000;
 
 impl SpinWindow {
     /// A window starting at `initial_ns`, kept within `min_ns..=max_ns`, and spinning at most a
-    /// share `budget` (0..=1) of any wait longer than the window.
+    /// share `budget` (0..=1) of a wait, or `initial_ns` if that is more.
     pub fn new(initial_ns: u64, min_ns: u64, max_ns: u64, budget: f64) -> Self {
         let max_ns = max_ns.max(min_ns);
         SpinWindow {
             estimate_ns: initial_ns.saturating_sub(SPIN_MARGIN_NS) as f64,
+            initial_ns,
             min_ns,
             max_ns,
             budget: budget.clamp(0.0, 1.0),
@@ -227,9 +231,9 @@ impl SpinWindow {
     }
 
     /// How long to spin before a due time that is `wait_ns` away: the learned window, cut to the
-    /// CPU budget of this wait but never below the smallest window.
+    /// CPU budget of this wait (but not below the initial window).
     pub fn spin_for(&self, wait_ns: u64) -> u64 {
-        let cap = ((wait_ns as f64 * self.budget) as u64).max(self.min_ns);
+        let cap = ((wait_ns as f64 * self.budget) as u64).max(self.initial_ns);
         self.window_ns().min(cap)
     }
 
@@ -463,22 +467,24 @@ mod tests {
         }
         let win = w.window_ns();
         assert!((40_000..=65_000).contains(&win), "window {win} ns");
-        // A 1 ms wait may spin 10 %: the learned window fits. A 300 µs wait: capped at 30 µs,
-        // but never below the 20 µs floor; a 50 µs wait (high rate) spins whole.
+        // Waits of any length get the learned window (it is within every budget cap here).
         assert_eq!(w.spin_for(1_000_000), win);
-        assert_eq!(w.spin_for(300_000), 30_000);
-        assert_eq!(w.spin_for(100_000), 20_000);
-        assert!(w.spin_for(50_000) >= 20_000);
+        assert_eq!(w.spin_for(80_000), win);
 
-        // A quiet machine (oversleep ~5 µs) shrinks it to the floor; a busy one grows it to the cap.
+        // A quiet machine (oversleep ~5 µs) shrinks it to the floor.
         for _ in 0..10_000 {
             w.observe(5_000);
         }
         assert_eq!(w.window_ns(), 20_000);
+        // A busy one grows it to the largest window; the budget then caps what one wait spins:
+        // 10 % of a 1 ms wait or of a 4 ms wait, but never less than the initial 100 µs, so a
+        // 90 µs wait (10,000 pps) is spun whole as before.
         for _ in 0..10_000 {
             w.observe(3_000_000);
         }
         assert_eq!(w.window_ns(), 500_000);
         assert_eq!(w.spin_for(1_000_000), 100_000);
+        assert_eq!(w.spin_for(4_000_000), 400_000);
+        assert_eq!(w.spin_for(90_000), 100_000);
     }
 }

@@ -21,8 +21,8 @@ const MIN_SPIN: Duration = Duration::from_micros(20);
 /// Largest spin window.
 const MAX_SPIN: Duration = Duration::from_micros(500);
 
-/// Share of a wait that may be spun: caps the CPU a slow paced replay uses (1,000 pps: 10 % of
-/// each 1 ms gap at most).
+/// Share of a wait that may be spun beyond [`DEFAULT_SPIN`]: caps the CPU a slow paced replay
+/// uses (1,000 pps: 100 µs of each 1 ms gap at most; 100 pps: 500 µs of 10 ms).
 const SPIN_BUDGET: f64 = 0.10;
 
 /// Longest single sleep, so SIGINT is noticed quickly during long capture gaps.

@@ -21,9 +21,11 @@ const MIN_SPIN: Duration = Duration::from_micros(20);
 /// Largest spin window.
 const MAX_SPIN: Duration = Duration::from_micros(500);
 
-/// Share of a wait that may be spun beyond [`DEFAULT_SPIN`]: caps the CPU a slow paced replay
-/// uses (1,000 pps: 100 µs of each 1 ms gap at most; 100 pps: 500 µs of 10 ms).
-const SPIN_BUDGET: f64 = 0.10;
+/// Share of a wait longer than [`DEFAULT_SPIN`] that may be spun, and the spin that share may
+/// always reach: caps the CPU a slow paced replay uses whatever the wake-ups do (1,000 pps: 80 µs
+/// of each 1 ms gap at most, so well under 10 % of a core; 100 pps: 400 µs of 10 ms).
+const SPIN_BUDGET: f64 = 0.08;
+const SPIN_BUDGET_FLOOR: Duration = Duration::from_micros(80);
 
 /// Longest single sleep, so SIGINT is noticed quickly during long capture gaps.
 const MAX_SLEEP_NS: u64 = 50_000_000;
@@ -50,8 +52,8 @@ impl SystemClock {
                 spin.as_nanos() as u64,
                 MIN_SPIN.as_nanos() as u64,
                 MAX_SPIN.as_nanos() as u64,
-                SPIN_BUDGET,
-            ),
+            )
+            .with_budget(SPIN_BUDGET, SPIN_BUDGET_FLOOR.as_nanos() as u64),
         }
     }
     /// The spin window learned so far.

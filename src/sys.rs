@@ -196,6 +196,28 @@ fn prctl(option: libc::c_int, arg: libc::c_ulong, what: &str) -> Result<(), SysE
     Ok(())
 }
 
+/// Sets the nice value of the calling thread only (Linux applies `setpriority` with a thread
+/// id to that thread, and threads it creates later start with it). Lowering it needs
+/// `CAP_SYS_NICE` or a high enough `RLIMIT_NICE`; raising it needs nothing.
+pub fn set_thread_nice(nice: i32) -> Result<(), SysError> {
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+    // SAFETY: setpriority takes plain integers.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) } != 0 {
+        return Err(call_err(format!("setpriority(thread {tid}, {nice})")));
+    }
+    Ok(())
+}
+
+/// The nice value of the calling thread.
+pub fn thread_nice() -> i32 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+    // SAFETY: getpriority takes plain integers (-1 is a valid answer; errors cannot happen
+    // for our own thread id).
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) }
+}
+
 /// Switches the process to `user` keeping only `CAP_NET_RAW` (when `keep_net_raw`), in
 /// permitted and effective; also drops every other capability from the bounding set and sets
 /// no-new-privileges. Call it once all privileged opens are done and BEFORE starting threads.
@@ -352,6 +374,30 @@ mod tests {
             lookup_user("no-such-user-tcpclone"),
             Err(SysError::NoSuchUser(_))
         ));
+    }
+
+    fn nice_of(tid: libc::id_t) -> i32 {
+        // SAFETY: getpriority takes plain integers.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) }
+    }
+
+    #[test]
+    fn thread_nice_is_per_thread() {
+        let main_tid = std::process::id() as libc::id_t;
+        let before = nice_of(main_tid);
+        let (tid, nice) = std::thread::spawn(|| {
+            // Raising the nice value needs no privilege.
+            set_thread_nice(7).unwrap();
+            // SAFETY: gettid has no arguments.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+            assert_eq!(thread_nice(), nice_of(tid));
+            (tid, nice_of(tid))
+        })
+        .join()
+        .unwrap();
+        assert_ne!(tid, main_tid);
+        assert_eq!(nice, 7);
+        assert_eq!(nice_of(main_tid), before, "other threads keep theirs");
     }
 
     #[test]

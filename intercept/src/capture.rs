@@ -34,10 +34,7 @@ pub fn open(device: &str, filter: &str) -> anyhow::Result<DeviceCapture> {
     let mut cap = cap;
     cap.filter(filter, true)
         .with_context(|| format!("bad filter -F {filter:?}"))?;
-    let lt = LinkType(cap.get_datalink().0 as u32);
-    if crate::linklayer::ip_payload(lt, &[0u8; 64])
-        == Err(crate::linklayer::LinkError::Unsupported(lt.0))
-    {
+    if !crate::linklayer::supported(LinkType::from_dlt(cap.get_datalink().0)) {
         anyhow::bail!(
             "device {device}: unsupported link type {}",
             cap.get_datalink().0
@@ -63,7 +60,7 @@ impl DeviceCapture {
     /// Captures until `stop` is set or the router's queue closes; blocks when the router is
     /// behind (the kernel then drops, and those drops are counted from pcap stats).
     pub fn run(mut self, tx: mpsc::Sender<Bytes>, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
-        let lt = LinkType(self.cap.get_datalink().0 as u32);
+        let lt = LinkType::from_dlt(self.cap.get_datalink().0);
         let last_drops = std::cell::Cell::new(0u64);
         let mut last_stats = Instant::now();
         let update_drops = |cap: &mut pcap::Capture<pcap::Active>| {

@@ -3,16 +3,12 @@
 //! Pure parsing over borrowed bytes (no I/O, no allocation, no panics on any input).
 
 use tcpclone::capture::LinkType;
+use tcpclone::wire::{parse_link, WireErrorKind, LINK_TYPES};
 
 /// Link-layer header bytes to add to the IP + TCP header room when choosing the snap length.
 pub const MAX_LINK_HEADER: usize = 14 + 2 * 4; // Ethernet with two VLAN tags; SLL 16, SLL2 20
 /// Snap length: link header + the largest IP + TCP header carried (256).
 pub const SNAPLEN: i32 = (MAX_LINK_HEADER + tcpclone::proto::MAX_HEADER_LEN) as i32;
-
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
 
 /// Why a frame yields no IP + TCP header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -26,47 +22,29 @@ pub enum LinkError {
     /// The link header names a protocol other than IPv4/IPv6.
     #[error("not IP (ethertype {0:#06x})")]
     NotIp(u16),
+    /// A raw-IP frame whose version is neither 4 nor 6.
+    #[error("raw IP frame with version {0}")]
+    BadVersion(u8),
 }
 
-/// Returns the bytes from the start of the IP header (the rest of the captured frame).
+/// Whether intercept parses frames of `linktype` (map a libpcap DLT with
+/// [`LinkType::from_dlt`] first).
+pub fn supported(linktype: LinkType) -> bool {
+    LINK_TYPES.contains(&linktype)
+}
+
+/// Returns the bytes from the start of the IP header (the rest of the captured frame). Only
+/// the link header is read, so a frame cut by the snap length anywhere after it is fine.
 pub fn ip_payload(linktype: LinkType, frame: &[u8]) -> Result<&[u8], LinkError> {
-    let (proto, at) = match linktype {
-        LinkType::ETHERNET => {
-            if frame.len() < 14 {
-                return Err(LinkError::Truncated);
-            }
-            let mut at = 12;
-            let mut ty = u16::from_be_bytes([frame[12], frame[13]]);
-            while ty == ETHERTYPE_VLAN || ty == ETHERTYPE_QINQ {
-                at += 4;
-                if frame.len() < at + 2 {
-                    return Err(LinkError::Truncated);
-                }
-                ty = u16::from_be_bytes([frame[at], frame[at + 1]]);
-            }
-            (ty, at + 2)
-        }
-        LinkType::LINUX_SLL => {
-            if frame.len() < 16 {
-                return Err(LinkError::Truncated);
-            }
-            (u16::from_be_bytes([frame[14], frame[15]]), 16)
-        }
-        LinkType::LINUX_SLL2 => {
-            if frame.len() < 20 {
-                return Err(LinkError::Truncated);
-            }
-            (u16::from_be_bytes([frame[0], frame[1]]), 20)
-        }
-        LinkType::RAW | LinkType::IPV4 | LinkType::IPV6 | LinkType(12) | LinkType(14) => {
-            return Ok(frame)
-        }
-        other => return Err(LinkError::Unsupported(other.0)),
-    };
-    if proto != ETHERTYPE_IPV4 && proto != ETHERTYPE_IPV6 {
-        return Err(LinkError::NotIp(proto));
+    let link = parse_link(linktype, frame).map_err(|e| match e.kind {
+        WireErrorKind::UnsupportedLinkType(t) => LinkError::Unsupported(t),
+        WireErrorKind::BadVersion(v) => LinkError::BadVersion(v),
+        _ => LinkError::Truncated,
+    })?;
+    if !link.ethertype.is_ip() {
+        return Err(LinkError::NotIp(link.ethertype.0));
     }
-    Ok(&frame[at..])
+    frame.get(link.l3_offset..).ok_or(LinkError::Truncated)
 }
 
 /// Returns the IP + TCP header (options included, payload cut) of a captured frame, or
@@ -169,6 +147,62 @@ mod tests {
         );
         for n in 0..IP_TCP.len() {
             let _ = ip_tcp_header(LinkType::LINUX_SLL2, &IP_TCP[..n]);
+        }
+    }
+
+    #[test]
+    fn qinq_snapped_and_truncated() {
+        // 802.1ad + 802.1Q, a 1,400-byte segment cut at SNAPLEN: total length > bytes captured.
+        let mut f = vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0x88, 0xa8, 0, 200];
+        f.extend_from_slice(&[0x81, 0, 0, 5, 0x08, 0]);
+        let ip_at = f.len();
+        f.extend_from_slice(&IP_TCP);
+        f[ip_at + 2..ip_at + 4].copy_from_slice(&1440u16.to_be_bytes());
+        f.resize(SNAPLEN as usize, b'x');
+        let h = ip_tcp_header(LinkType::ETHERNET, &f).unwrap();
+        assert_eq!(
+            (&h[..2], &h[4..], h.len()),
+            (&[0x45, 0][..], &IP_TCP[4..], 40)
+        );
+        assert_eq!(
+            ip_payload(LinkType::ETHERNET, &f).unwrap().len(),
+            SNAPLEN as usize - 22
+        );
+        // Cut inside the inner tag, inside the cooked headers, and an empty raw frame.
+        assert_eq!(
+            ip_payload(LinkType::ETHERNET, &f[..19]),
+            Err(LinkError::Truncated)
+        );
+        assert_eq!(
+            ip_payload(LinkType::LINUX_SLL, &[0; 15]),
+            Err(LinkError::Truncated)
+        );
+        assert_eq!(
+            ip_payload(LinkType::LINUX_SLL2, &[8, 0]),
+            Err(LinkError::Truncated)
+        );
+        assert_eq!(ip_payload(LinkType::RAW, &[]), Err(LinkError::Truncated));
+        assert_eq!(
+            ip_payload(LinkType::RAW, &[0x30; 40]),
+            Err(LinkError::BadVersion(3))
+        );
+        // Cooked frames are reported whatever their packet type (responses leave the target).
+        let mut sll2 = [0u8; 20];
+        sll2[..2].copy_from_slice(&[0x08, 0x00]);
+        sll2[10] = 4;
+        assert_eq!(
+            ip_tcp_header(LinkType::LINUX_SLL2, &with_payload(&sll2)),
+            Some(&IP_TCP[..])
+        );
+    }
+
+    #[test]
+    fn supported_link_types() {
+        for d in [1, 12, 14, 101, 113, 228, 229, 276] {
+            assert!(supported(LinkType::from_dlt(d)), "DLT {d}");
+        }
+        for d in [0, 108, 147] {
+            assert!(!supported(LinkType::from_dlt(d)), "DLT {d}");
         }
     }
 

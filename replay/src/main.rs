@@ -64,15 +64,8 @@ struct Probe {
     snaplen: u32,
 }
 
-/// Link types replay can send or rewrite.
-const SUPPORTED_LINKTYPES: [LinkType; 6] = [
-    LinkType::ETHERNET,
-    LinkType::LINUX_SLL,
-    LinkType::LINUX_SLL2,
-    LinkType::RAW,
-    LinkType::IPV4,
-    LinkType::IPV6,
-];
+/// Link types replay can send or rewrite: those the packet layouts parse.
+const SUPPORTED_LINKTYPES: [LinkType; 6] = tcpclone::wire::LINK_TYPES;
 
 fn probe(cfg: &Config) -> Result<Probe> {
     let mut first = None;

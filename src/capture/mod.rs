@@ -32,6 +32,16 @@ impl LinkType {
     pub const IPV6: LinkType = LinkType(229);
     /// LINKTYPE_LINUX_SLL2 (276): Linux cooked capture v2 (`tcpdump -i any`, libpcap ≥ 1.10).
     pub const LINUX_SLL2: LinkType = LinkType(276);
+
+    /// The link type of a libpcap `DLT_*` value (what `pcap_datalink` returns for devices and
+    /// files): DLT_RAW, 12 on Linux and 14 on OpenBSD, is [`LinkType::RAW`]; the other values
+    /// handled here are the same number in both. A negative value is an unknown link type.
+    pub fn from_dlt(dlt: i32) -> LinkType {
+        match dlt {
+            12 | 14 => LinkType::RAW,
+            d => LinkType(u32::try_from(d).unwrap_or(u32::MAX)),
+        }
+    }
 }
 
 impl fmt::Display for LinkType {
@@ -196,4 +206,18 @@ pub fn fuzz_read_all(data: &[u8]) {
         assert_eq!((p.ts, p.orig_len, p.data.len()), (ts, orig_len, caplen));
     }
     assert!(back.next_packet().expect("own pcap reads back").is_none());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LinkType;
+
+    #[test]
+    fn link_type_from_dlt() {
+        assert_eq!(LinkType::from_dlt(12), LinkType::RAW);
+        assert_eq!(LinkType::from_dlt(14), LinkType::RAW);
+        assert_eq!(LinkType::from_dlt(1), LinkType::ETHERNET);
+        assert_eq!(LinkType::from_dlt(276), LinkType::LINUX_SLL2);
+        assert_eq!(LinkType::from_dlt(-1), LinkType(u32::MAX));
+    }
 }

@@ -38,7 +38,7 @@ use crate::capture::LinkType;
 use crate::wire::checksum;
 use crate::wire::{
     be16, parse_layout, put16, EtherType, IpProtocol, IpVersion, Layout, MacAddr, Sll2Header,
-    SllHeader, WireError,
+    SllHeader, WireError, LINK_TYPES,
 };
 
 /// The rewrite flags as the CLI parsed them: plain values, validated by [`Rewriter::compile`].
@@ -870,14 +870,7 @@ pub fn fuzz_rewrite(data: &[u8]) {
     let [sel, edits, frame @ ..] = data else {
         return;
     };
-    let lt = [
-        LinkType::ETHERNET,
-        LinkType::LINUX_SLL,
-        LinkType::LINUX_SLL2,
-        LinkType::RAW,
-        LinkType::IPV4,
-        LinkType::IPV6,
-    ][usize::from(*sel) % 6];
+    let lt = LINK_TYPES[usize::from(*sel) % LINK_TYPES.len()];
     let mut o = RewriteOptions {
         portmap: vec!["80:8080,1000-2000:3000".into()],
         ttl: Some(["7", "+3", "-3"][usize::from(edits % 3)].into()),

@@ -79,24 +79,59 @@ pub struct Layout {
     pub ip: Option<IpInfo>,
 }
 
+/// Where L3 starts in a frame and what it is: the link header and VLAN tags only, nothing of
+/// L3 itself is read (beyond the version nibble for raw-IP link types), so it works on frames
+/// cut short anywhere after the link header (a small snap length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkLayout {
+    /// Offset of the L3 header (= length of the link header including VLAN tags).
+    pub l3_offset: usize,
+    /// Number of 802.1Q/802.1ad tags walked.
+    pub vlan_tags: u8,
+    /// Offset of the EtherType field naming L3 (the innermost one), if the link type has one.
+    pub ethertype_offset: Option<usize>,
+    /// The L3 protocol (synthesised from the IP version for raw-IP link types).
+    pub ethertype: EtherType,
+    /// Packet type of a Linux cooked header (0 to us, ..., 4 sent by us; see
+    /// [`SllHeader::packet_type`]), `None` for other link types.
+    pub packet_type: Option<u16>,
+}
+
+/// Link types [`parse_link`] and [`parse_layout`] decode.
+pub const LINK_TYPES: [LinkType; 6] = [
+    LinkType::ETHERNET,
+    LinkType::LINUX_SLL,
+    LinkType::LINUX_SLL2,
+    LinkType::RAW,
+    LinkType::IPV4,
+    LinkType::IPV6,
+];
+
 /// Most VLAN tags walked before giving up on finding L3.
 const MAX_TAGS: u8 = 4;
 
-/// Parses the link header of `frame` (of `linktype`) and, when it carries IP, the IP headers.
-/// Errors name the layer and the byte offset within `frame`.
-pub fn parse_layout(linktype: LinkType, frame: &[u8]) -> Result<Layout, WireError> {
-    let (mut off, mut ethertype, mut et_off) = match linktype {
+/// Parses the link header of `frame` (of `linktype`) and its VLAN tags: where L3 starts and
+/// which protocol it is. Errors name the layer and the byte offset within `frame`.
+pub fn parse_link(linktype: LinkType, frame: &[u8]) -> Result<LinkLayout, WireError> {
+    let (mut off, mut ethertype, mut et_off, packet_type) = match linktype {
         LinkType::ETHERNET => {
             let f = EthernetFrame::new_checked(frame)?;
-            (EthernetFrame::<&[u8]>::HEADER_LEN, f.ethertype(), Some(12))
+            (
+                EthernetFrame::<&[u8]>::HEADER_LEN,
+                f.ethertype(),
+                Some(12),
+                None,
+            )
         }
         LinkType::LINUX_SLL => {
             let h = SllHeader::new_checked(frame)?;
-            (SllHeader::<&[u8]>::HEADER_LEN, h.protocol(), Some(14))
+            let pt = Some(h.packet_type());
+            (SllHeader::<&[u8]>::HEADER_LEN, h.protocol(), Some(14), pt)
         }
         LinkType::LINUX_SLL2 => {
             let h = Sll2Header::new_checked(frame)?;
-            (Sll2Header::<&[u8]>::HEADER_LEN, h.protocol(), Some(0))
+            let pt = Some(u16::from(h.packet_type()));
+            (Sll2Header::<&[u8]>::HEADER_LEN, h.protocol(), Some(0), pt)
         }
         LinkType::RAW => {
             let v = frame.first().map(|b| b >> 4);
@@ -112,10 +147,10 @@ pub fn parse_layout(linktype: LinkType, frame: &[u8]) -> Result<Layout, WireErro
                 }
                 None => return Err(WireError::truncated(Layer::Ipv4, 1, 0)),
             };
-            (0, et, None)
+            (0, et, None, None)
         }
-        LinkType::IPV4 => (0, EtherType::IPV4, None),
-        LinkType::IPV6 => (0, EtherType::IPV6, None),
+        LinkType::IPV4 => (0, EtherType::IPV4, None, None),
+        LinkType::IPV6 => (0, EtherType::IPV6, None, None),
         other => {
             return Err(WireError {
                 layer: Layer::Link,
@@ -132,7 +167,23 @@ pub fn parse_layout(linktype: LinkType, frame: &[u8]) -> Result<Layout, WireErro
         off += VlanHeader::<&[u8]>::HEADER_LEN;
         tags += 1;
     }
-    let ip = match ethertype {
+    Ok(LinkLayout {
+        l3_offset: off,
+        vlan_tags: tags,
+        ethertype_offset: et_off,
+        ethertype,
+        packet_type,
+    })
+}
+
+/// Parses the link header of `frame` (of `linktype`) and, when it carries IP, the IP headers.
+/// Errors name the layer and the byte offset within `frame`. The IP header must be all there,
+/// the rest of the packet need not be: a frame cut by the snap length parses, with
+/// [`IpInfo::complete`] false.
+pub fn parse_layout(linktype: LinkType, frame: &[u8]) -> Result<Layout, WireError> {
+    let link = parse_link(linktype, frame)?;
+    let off = link.l3_offset;
+    let ip = match link.ethertype {
         EtherType::IPV4 => Some(parse_ipv4(frame, off)?),
         EtherType::IPV6 => Some(parse_ipv6(frame, off)?),
         _ => None,
@@ -140,9 +191,9 @@ pub fn parse_layout(linktype: LinkType, frame: &[u8]) -> Result<Layout, WireErro
     Ok(Layout {
         linktype,
         l3_offset: off,
-        vlan_tags: tags,
-        ethertype_offset: et_off,
-        ethertype,
+        vlan_tags: link.vlan_tags,
+        ethertype_offset: link.ethertype_offset,
+        ethertype: link.ethertype,
         ip,
     })
 }
@@ -460,6 +511,79 @@ mod tests {
         assert!(parse_layout(LinkType::ETHERNET, &arp).unwrap().ip.is_none());
     }
 
+    /// A 1,400-byte TCP segment behind Ethernet + 802.1ad + 802.1Q, cut at intercept's snap
+    /// length (278): the IP total length is far beyond the bytes captured.
+    fn qinq_snapped() -> Vec<u8> {
+        let mut f = hex!("0200c612c802 0200c612c801 88a8 00c8 8100 0064 0800").to_vec();
+        f.extend_from_slice(&VLAN_SYN[18..]);
+        f[24..26].copy_from_slice(&1440u16.to_be_bytes()); // IPv4 total length
+        f.resize(278, 0x61);
+        f
+    }
+
+    #[test]
+    fn link_only() {
+        let l = parse_link(LinkType::ETHERNET, &VLAN_SYN).unwrap();
+        assert_eq!(
+            l,
+            LinkLayout {
+                l3_offset: 18,
+                vlan_tags: 1,
+                ethertype_offset: Some(16),
+                ethertype: EtherType::IPV4,
+                packet_type: None,
+            }
+        );
+        // QinQ, snapped: the link part and the IP header parse; the packet is not complete.
+        let f = qinq_snapped();
+        let l = parse_link(LinkType::ETHERNET, &f).unwrap();
+        assert_eq!(
+            (l.l3_offset, l.vlan_tags, l.ethertype),
+            (22, 2, EtherType::IPV4)
+        );
+        let full = parse_layout(LinkType::ETHERNET, &f).unwrap();
+        let ip = full.ip.unwrap();
+        assert_eq!(
+            (full.l3_offset, ip.total_len, ip.complete),
+            (22, 1440, false)
+        );
+        assert_eq!(ip.l4_offset, Some(42));
+        assert!(full.tcp(&f).is_some());
+        // Only the link header is needed: an IP header cut short still gives L3's offset.
+        let l = parse_link(LinkType::ETHERNET, &f[..30]).unwrap();
+        assert_eq!(l.l3_offset, 22);
+        assert!(parse_layout(LinkType::ETHERNET, &f[..30]).is_err());
+        // Truncated link header or tag, unknown link type, raw IP with a bad version.
+        let e = parse_link(LinkType::ETHERNET, &f[..13]).unwrap_err();
+        assert_eq!((e.layer, e.offset), (Layer::Ethernet, 0));
+        let e = parse_link(LinkType::ETHERNET, &f[..20]).unwrap_err();
+        assert_eq!((e.layer, e.offset), (Layer::Vlan, 18));
+        let e = parse_link(LinkType(147), &f).unwrap_err();
+        assert_eq!(e.kind, WireErrorKind::UnsupportedLinkType(147));
+        let e = parse_link(LinkType::RAW, &[0x30; 20]).unwrap_err();
+        assert_eq!(e.kind, WireErrorKind::BadVersion(3));
+        assert!(parse_link(LinkType::RAW, &[]).is_err());
+        let l = parse_link(LinkType::RAW, &VLAN_SYN[18..]).unwrap();
+        assert_eq!((l.l3_offset, l.ethertype), (0, EtherType::IPV4));
+        let l = parse_link(LinkType::IPV6, &[]).unwrap();
+        assert_eq!((l.l3_offset, l.ethertype), (0, EtherType::IPV6));
+        // Agrees with parse_layout wherever both parse.
+        for (lt, frame) in [
+            (LinkType::ETHERNET, &VLAN_SYN[..]),
+            (LinkType::ETHERNET, &f[..]),
+            (LinkType::RAW, &VLAN_SYN[18..]),
+        ] {
+            let (a, b) = (
+                parse_link(lt, frame).unwrap(),
+                parse_layout(lt, frame).unwrap(),
+            );
+            assert_eq!(
+                (a.l3_offset, a.vlan_tags, a.ethertype_offset, a.ethertype),
+                (b.l3_offset, b.vlan_tags, b.ethertype_offset, b.ethertype)
+            );
+        }
+    }
+
     #[test]
     fn sll_and_sll2() {
         let mut sll = hex!("0004 0001 0006 0200c612c8010000 0800").to_vec();
@@ -467,10 +591,23 @@ mod tests {
         let l = parse_layout(LinkType::LINUX_SLL, &sll).unwrap();
         assert_eq!((l.l3_offset, l.ethertype_offset), (16, Some(14)));
         assert_eq!(l.ip.unwrap().l4_offset, Some(36));
+        // The cooked packet type (4: sent by this host) comes with the link part.
+        let link = parse_link(LinkType::LINUX_SLL, &sll).unwrap();
+        assert_eq!((link.l3_offset, link.packet_type), (16, Some(4)));
         let mut sll2 = hex!("0800 0000 00000002 0001 04 06 0200c612c8010000").to_vec();
         sll2.extend_from_slice(&VLAN_SYN[18..]);
         let l = parse_layout(LinkType::LINUX_SLL2, &sll2).unwrap();
         assert_eq!((l.l3_offset, l.ethertype_offset), (20, Some(0)));
         assert_eq!(l.verify_checksums(&sll2), (Some(true), Some(true)));
+        sll2[10] = 0;
+        sll2[..2].copy_from_slice(&[0x86, 0xdd]);
+        let link = parse_link(LinkType::LINUX_SLL2, &sll2).unwrap();
+        assert_eq!(
+            (link.l3_offset, link.packet_type, link.ethertype),
+            (20, Some(0), EtherType::IPV6)
+        );
+        let e = parse_link(LinkType::LINUX_SLL2, &sll2[..19]).unwrap_err();
+        assert_eq!(e.layer, Layer::Sll2);
+        assert!(EtherType::IPV6.is_ip() && EtherType::IPV4.is_ip() && !EtherType::ARP.is_ip());
     }
 }

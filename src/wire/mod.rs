@@ -20,7 +20,9 @@ pub use ethernet::{EthernetFrame, MacAddr, MacParseError, VlanHeader};
 pub use icmp::IcmpPacket;
 pub use ipv4::Ipv4Packet;
 pub use ipv6::{Ipv6FragmentHeader, Ipv6Packet};
-pub use layout::{parse_layout, FragmentInfo, IpInfo, IpVersion, Layout};
+pub use layout::{
+    parse_layout, parse_link, FragmentInfo, IpInfo, IpVersion, Layout, LinkLayout, LINK_TYPES,
+};
 pub(crate) use layout::{v4_addrs as layout_addrs_v4, v6_addrs as layout_addrs_v6};
 pub use sll::{Sll2Header, SllHeader};
 pub use tcp::{TcpFlags, TcpOption, TcpOptions, TcpPacket};
@@ -47,6 +49,11 @@ impl EtherType {
     /// True for the tag protocol identifiers of 802.1Q and 802.1ad.
     pub const fn is_vlan(self) -> bool {
         self.0 == 0x8100 || self.0 == 0x88a8 || self.0 == 0x9100
+    }
+
+    /// True for IPv4 and IPv6.
+    pub const fn is_ip(self) -> bool {
+        self.0 == Self::IPV4.0 || self.0 == Self::IPV6.0
     }
 }
 
@@ -229,19 +236,11 @@ pub(crate) fn put32(b: &mut [u8], off: usize, v: u32) {
 /// panic. Used by `fuzz/fuzz_targets/packet_views.rs` and the corpus replay test.
 #[doc(hidden)]
 pub fn fuzz_views(data: &[u8]) {
-    use crate::capture::LinkType;
     let (sel, frame) = match data.split_first() {
         Some((s, f)) => (*s, f),
         None => return,
     };
-    let lt = match sel % 6 {
-        0 => LinkType::ETHERNET,
-        1 => LinkType::LINUX_SLL,
-        2 => LinkType::LINUX_SLL2,
-        3 => LinkType::RAW,
-        4 => LinkType::IPV4,
-        _ => LinkType::IPV6,
-    };
+    let lt = LINK_TYPES[usize::from(sel) % LINK_TYPES.len()];
     let Ok(layout) = parse_layout(lt, frame) else {
         return;
     };

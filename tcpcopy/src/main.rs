@@ -70,6 +70,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // --capture-nice: lowering a nice value needs CAP_SYS_NICE, which is about to go. This
+    // thread takes the capture threads' value now, they inherit it when live::run starts them,
+    // and live::run puts this thread back to 0 right after.
+    if settings.capture_nice < 0 && matches!(settings.source, tcpcopy::cli::Source::Live { .. }) {
+        if let Err(e) = tcpclone::sys::set_thread_nice(settings.capture_nice) {
+            tracing::debug!("--capture-nice before dropping privileges: {e}");
+        }
+    }
     if let Err(e) = tcpclone::sys::drop_privileges(&cli.user, true) {
         eprintln!("tcpcopy: --user: dropping privileges: {e}");
         return ExitCode::from(2);
@@ -133,6 +141,8 @@ fn reopen_on_sighup(log: Option<tcpclone::sys::LogFile>) -> std::io::Result<()> 
     std::thread::Builder::new()
         .name("sighup".into())
         .spawn(move || {
+            // Not a capture thread: back to the ordinary priority (see --capture-nice).
+            let _ = tcpclone::sys::set_thread_nice(0);
             for _ in signals.forever() {
                 let Some(log) = &log else {
                     tracing::info!("SIGHUP: no log file to reopen");

@@ -17,9 +17,11 @@ use crate::mapping::TargetMapping;
 use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tcpclone::capture::LinkType;
+use tcpclone::wire::parse_link;
 use tracing::{debug, info, warn};
 
 /// Snap length: a whole 64 KB GRO/GSO super-segment plus any link header. Not larger: in
@@ -33,8 +35,11 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// Oldest packet in a batch at most: under a steady load the ring is never empty, and a batch
 /// must not sit here collecting packets while the engine waits.
 const BATCH_AGE: Duration = Duration::from_micros(200);
-/// Batches in flight to the engine before the capture thread blocks (the ring then buffers).
+/// Batches in flight to the engine before the capture thread stops handing over (the ring then
+/// buffers); the bytes in flight are bounded separately (see [`ship`]).
 pub const CHANNEL_BATCHES: usize = 1024;
+/// Spare batches kept for reuse.
+pub const POOL_BATCHES: usize = 64;
 /// How often a capture thread reads pcap's kernel drop counters.
 const STATS_EVERY: Duration = Duration::from_millis(500);
 
@@ -86,24 +91,40 @@ impl Batch {
     }
 }
 
-/// Empty batches handed back by the engine thread for reuse, so steady state allocates nothing.
+/// Empty batches handed back by the engine thread for reuse, so steady state allocates nothing;
+/// it also counts the bytes of the batches handed over and not yet given back (what the
+/// capture side holds in user space, bounded by -B per device).
 #[derive(Debug, Clone)]
 pub struct BatchPool {
     tx: Sender<Batch>,
     rx: Receiver<Batch>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl BatchPool {
     /// A pool holding at most `n` spare batches.
     pub fn new(n: usize) -> Self {
         let (tx, rx) = crossbeam_channel::bounded(n);
-        BatchPool { tx, rx }
+        BatchPool {
+            tx,
+            rx,
+            queued: Arc::default(),
+        }
     }
     fn take(&self) -> Batch {
         self.rx.try_recv().unwrap_or_default()
     }
-    /// Returns a used batch.
+    /// Bytes handed to the engine and not yet given back.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+    /// Returns a used batch. One that grew while the engine was behind is freed instead, so
+    /// the pool never keeps a backlog's worth of memory.
     pub fn give(&self, mut b: Batch) {
+        self.queued.fetch_sub(b.data.len(), Ordering::Relaxed);
+        if b.data.capacity() > 2 * BATCH_BYTES || b.packets.capacity() > 2 * BATCH_PACKETS {
+            return;
+        }
         b.clear();
         let _ = self.tx.try_send(b);
     }
@@ -165,48 +186,19 @@ fn ip_version_ok(p: &[u8]) -> bool {
     matches!(p.first().map(|b| b >> 4), Some(4) | Some(6))
 }
 
-fn is_ip_ethertype(t: u16) -> bool {
-    t == 0x0800 || t == 0x86dd
-}
-
 /// Strips the link layer: the IP packet inside a frame, or `None` when the frame is not IP, is
 /// one of this host's outgoing frames (cooked captures say so), or is too short.
 pub fn strip_link(dlt: i32, frame: &[u8]) -> Option<&[u8]> {
-    let be16 = |o: usize| -> Option<u16> {
-        Some(u16::from_be_bytes([*frame.get(o)?, *frame.get(o + 1)?]))
+    let (linktype, frame) = match dlt {
+        // BSD loopback: a 4-byte address family, then the IP packet.
+        dlt::NULL | dlt::LOOP => (LinkType::RAW, frame.get(4..)?),
+        d => (LinkType::from_dlt(d), frame),
     };
-    let ip = match dlt {
-        dlt::EN10MB => {
-            let mut off = 12;
-            let mut ethertype = be16(off)?;
-            // 802.1Q / 802.1ad tags, at most two.
-            for _ in 0..2 {
-                if ethertype == 0x8100 || ethertype == 0x88a8 {
-                    off += 4;
-                    ethertype = be16(off)?;
-                }
-            }
-            if !is_ip_ethertype(ethertype) {
-                return None;
-            }
-            frame.get(off + 2..)?
-        }
-        dlt::LINUX_SLL => {
-            if be16(0)? == PACKET_OUTGOING || !is_ip_ethertype(be16(14)?) {
-                return None;
-            }
-            frame.get(16..)?
-        }
-        dlt::LINUX_SLL2 => {
-            if u16::from(*frame.get(10)?) == PACKET_OUTGOING || !is_ip_ethertype(be16(0)?) {
-                return None;
-            }
-            frame.get(20..)?
-        }
-        dlt::NULL | dlt::LOOP => frame.get(4..)?,
-        dlt::RAW | dlt::RAW_LINUX | dlt::RAW_BSD | dlt::IPV4 | dlt::IPV6 => frame,
-        _ => return None,
-    };
+    let link = parse_link(linktype, frame).ok()?;
+    if link.packet_type == Some(PACKET_OUTGOING) || !link.ethertype.is_ip() {
+        return None;
+    }
+    let ip = frame.get(link.l3_offset..)?;
     ip_version_ok(ip).then_some(ip)
 }
 
@@ -273,27 +265,80 @@ pub fn open_live(devices: &[String], filter: &str, ring_bytes: usize) -> Result<
     Ok(out)
 }
 
-/// Sends a full batch; if the engine is behind, blocks (the kernel ring buffers meanwhile).
-fn ship(tx: &Sender<Batch>, pool: &BatchPool, batch: &mut Batch) -> bool {
-    if batch.is_empty() {
-        return true;
-    }
-    let full = std::mem::replace(batch, pool.take());
-    match tx.try_send(full) {
-        Ok(()) => true,
-        Err(TrySendError::Full(b)) => tx.send(b).is_ok(),
-        Err(TrySendError::Disconnected(_)) => false,
+/// Hands the batch to the engine. When the engine is behind (its channel full, or `limit`
+/// bytes already handed over and not processed), a live capture keeps the batch and goes on
+/// appending to it — compact, unlike the kernel ring, whose slots are sized for 64 KB
+/// super-segments — as long as everything it holds stays within `limit`; at the limit it waits
+/// for the engine, and the kernel ring buffers meanwhile (and drops, counted, when full).
+/// `limit` 0 always waits (files, the final flush). Returns false when the engine is gone or
+/// `stop` is set while waiting.
+fn ship(
+    tx: &Sender<Batch>,
+    pool: &BatchPool,
+    batch: &mut Batch,
+    limit: usize,
+    stop: &AtomicBool,
+) -> bool {
+    loop {
+        if batch.is_empty() {
+            return true;
+        }
+        let len = batch.data.len();
+        let queued = pool.queued();
+        if limit == 0 || queued == 0 || queued + len <= limit {
+            // Counted before the engine can give it back.
+            pool.queued.fetch_add(len, Ordering::Relaxed);
+            match tx.try_send(std::mem::take(batch)) {
+                Ok(()) => {
+                    *batch = pool.take();
+                    return true;
+                }
+                Err(TrySendError::Full(b)) => {
+                    pool.queued.fetch_sub(len, Ordering::Relaxed);
+                    *batch = b;
+                }
+                Err(TrySendError::Disconnected(_)) => return false,
+            }
+            if limit == 0 {
+                pool.queued.fetch_add(len, Ordering::Relaxed);
+                let full = std::mem::replace(batch, pool.take());
+                return tx.send(full).is_ok();
+            }
+        }
+        if pool.queued() + len < limit {
+            return true; // keep collecting
+        }
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(500));
     }
 }
 
-/// Runs one live capture until `stop` is set or the engine goes away.
+/// Runs one live capture until `stop` is set or the engine goes away. The thread first sets
+/// its nice value to `nice` (0: left alone): under load it must drain the kernel ring before
+/// anything else on the host, or segments are lost for good. What it hands to the engine and
+/// the engine has not processed yet stays within `limit` bytes (see [`ship`]).
 pub fn run_live(
     mut lc: LiveCapture,
+    nice: i32,
+    limit: usize,
     tx: Sender<Batch>,
     pool: BatchPool,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
 ) {
+    // Inherited from the thread that started us when it could (see main), else set here (a
+    // non-root user needs RLIMIT_NICE for that, e.g. systemd's LimitNICE).
+    if nice != 0 && tcpclone::sys::thread_nice() != nice {
+        match tcpclone::sys::set_thread_nice(nice) {
+            Ok(()) => debug!(device = %lc.name, nice, "capture thread priority set"),
+            Err(e) => warn!(
+                device = %lc.name,
+                "--capture-nice {nice}: {e}; kernel capture drops are more likely under load"
+            ),
+        }
+    }
     let fd = std::os::fd::AsRawFd::as_raw_fd(&lc.cap);
     let mut batch = pool.take();
     let mut last_stats = Instant::now();
@@ -310,7 +355,7 @@ pub fn run_live(
                     Some(ip) => {
                         counters.add(&counters.captured_bytes, ip.len() as u64);
                         batch.push(ts_ns(p.header, true), ip);
-                        if batch.due() && !ship(&tx, &pool, &mut batch) {
+                        if batch.due() && !ship(&tx, &pool, &mut batch, limit, &stop) {
                             return;
                         }
                     }
@@ -320,7 +365,7 @@ pub fn run_live(
             Err(pcap::Error::TimeoutExpired) => {
                 // Ring empty: hand over what we have now (this is what keeps latency low),
                 // then sleep in poll until the kernel has more.
-                if !ship(&tx, &pool, &mut batch) {
+                if !ship(&tx, &pool, &mut batch, limit, &stop) {
                     return;
                 }
                 if last_stats.elapsed() >= STATS_EVERY {
@@ -336,13 +381,13 @@ pub fn run_live(
                 // The device went down or away: count, wait, keep trying (issue 5).
                 counters.add(&counters.capture_errors, 1);
                 warn!(device = %lc.name, error = %e, "capture error; retrying");
-                let _ = ship(&tx, &pool, &mut batch);
+                let _ = ship(&tx, &pool, &mut batch, limit, &stop);
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
     }
     read_drops(&mut lc, &counters, &mut drop_seen, &mut ifdrop_seen);
-    let _ = ship(&tx, &pool, &mut batch);
+    let _ = ship(&tx, &pool, &mut batch, 0, &stop);
 }
 
 fn read_drops(
@@ -397,7 +442,7 @@ pub fn run_offline(
             Ok(p) => p,
             Err(pcap::Error::NoMorePackets) => break,
             Err(e) => {
-                let _ = ship(&tx, &pool, &mut batch);
+                let _ = ship(&tx, &pool, &mut batch, 0, &stop);
                 return Err(anyhow!("--offline: `{}`: {e}", path.display()));
             }
         };
@@ -416,7 +461,7 @@ pub fn run_offline(
         let now = Instant::now();
         if due > now {
             // Hand over what is due before sleeping until this packet's time.
-            if !ship(&tx, &pool, &mut batch) {
+            if !ship(&tx, &pool, &mut batch, 0, &stop) {
                 return Ok(());
             }
             sleep_until(due, &stop);
@@ -424,11 +469,11 @@ pub fn run_offline(
         counters.add(&counters.captured_bytes, ip.len() as u64);
         // Live time, so the engine's latency figures stay meaningful.
         batch.push(wall_ns(), ip);
-        if batch.due() && !ship(&tx, &pool, &mut batch) {
+        if batch.due() && !ship(&tx, &pool, &mut batch, 0, &stop) {
             return Ok(());
         }
     }
-    let _ = ship(&tx, &pool, &mut batch);
+    let _ = ship(&tx, &pool, &mut batch, 0, &stop);
     info!(file = %path.display(), "end of capture file");
     Ok(())
 }
@@ -526,6 +571,91 @@ mod tests {
         assert_eq!(strip_link(dlt::EN10MB, &[0u8; 13]), None);
         assert_eq!(strip_link(dlt::EN10MB, &[0u8; 20]), None, "not IP");
         assert_eq!(strip_link(dlt::RAW, &[0x30u8; 20]), None, "bad version");
+    }
+
+    #[test]
+    fn strips_qinq_cooked_raw_and_loopback() {
+        let ip = ipv4_tcp([198, 18, 10, 2], [198, 18, 10, 1], 80);
+        // 802.1ad outer tag + 802.1Q inner tag.
+        let mut qinq = vec![0u8; 12];
+        qinq.extend_from_slice(&[0x88, 0xa8, 0, 200, 0x81, 0x00, 0, 5, 0x08, 0x00]);
+        qinq.extend_from_slice(&ip);
+        assert_eq!(strip_link(dlt::EN10MB, &qinq), Some(&ip[..]));
+        // Truncated inside the second tag, and a tag hiding something that is not IP.
+        assert_eq!(strip_link(dlt::EN10MB, &qinq[..20]), None);
+        qinq[20..22].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(strip_link(dlt::EN10MB, &qinq), None, "ARP inside tags");
+        // Ethertype IPv4, but the header behind it is not IP (version 0).
+        let mut eth = vec![0u8; 12];
+        eth.extend_from_slice(&[0x08, 0x00]);
+        eth.extend_from_slice(&[0u8; 40]);
+        assert_eq!(strip_link(dlt::EN10MB, &eth), None, "bad version");
+        // SLL: incoming is kept, outgoing skipped, truncated header refused.
+        let mut sll = vec![0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x00];
+        sll.extend_from_slice(&ip);
+        assert_eq!(strip_link(dlt::LINUX_SLL, &sll), Some(&ip[..]));
+        sll[1] = PACKET_OUTGOING as u8;
+        assert_eq!(strip_link(dlt::LINUX_SLL, &sll), None, "outgoing: skipped");
+        assert_eq!(strip_link(dlt::LINUX_SLL, &sll[..15]), None);
+        // SLL2 truncated.
+        let mut sll2 = vec![0x86, 0xdd, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6];
+        sll2.extend_from_slice(&[0; 7]);
+        assert_eq!(strip_link(dlt::LINUX_SLL2, &sll2), None);
+        // Raw IP under every DLT that means it; an empty frame.
+        for d in [dlt::RAW, dlt::RAW_LINUX, dlt::RAW_BSD, dlt::IPV4] {
+            assert_eq!(strip_link(d, &ip), Some(&ip[..]), "DLT {d}");
+        }
+        assert_eq!(strip_link(dlt::RAW_LINUX, &[]), None);
+        // BSD loopback: 4-byte address family first.
+        let mut null = vec![2, 0, 0, 0];
+        null.extend_from_slice(&ip);
+        assert_eq!(strip_link(dlt::NULL, &null), Some(&ip[..]));
+        assert_eq!(strip_link(dlt::LOOP, &null), Some(&ip[..]));
+        assert_eq!(strip_link(dlt::NULL, &null[..3]), None);
+        // A link type we do not read.
+        assert_eq!(strip_link(147, &ip), None);
+    }
+
+    #[test]
+    fn supported_dlts_are_the_ones_stripped() {
+        let ip = ipv4_tcp([198, 18, 10, 2], [198, 18, 10, 1], 80);
+        for d in -1..300 {
+            // A frame of that DLT carrying `ip`, where we know how to build one.
+            let frame: Vec<u8> = match d {
+                dlt::EN10MB => [&[0u8; 12][..], &[0x08, 0x00], &ip].concat(),
+                dlt::LINUX_SLL => [&[0u8; 14][..], &[0x08, 0x00], &ip].concat(),
+                dlt::LINUX_SLL2 => [&[0x08, 0x00][..], &[0u8; 18], &ip].concat(),
+                dlt::NULL | dlt::LOOP => [&[2u8, 0, 0, 0][..], &ip].concat(),
+                _ => ip.clone(),
+            };
+            assert_eq!(strip_link(d, &frame).is_some(), supported_dlt(d), "DLT {d}");
+        }
+    }
+
+    #[test]
+    fn ship_keeps_collecting_while_the_engine_is_behind_within_the_limit() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let pool = BatchPool::new(4);
+        let stop = AtomicBool::new(false);
+        let mut b = Batch::default();
+        b.push(1, &[0u8; 100]);
+        assert!(ship(&tx, &pool, &mut b, 1000, &stop));
+        assert!(b.is_empty());
+        assert_eq!(pool.queued(), 100);
+        // The channel is full: the batch is kept, nothing counted twice.
+        b.push(2, &[0u8; 100]);
+        assert!(ship(&tx, &pool, &mut b, 1000, &stop));
+        assert_eq!((b.packets.len(), pool.queued()), (1, 100));
+        // The engine is done with the first: the kept one goes.
+        pool.give(rx.recv().unwrap());
+        assert_eq!(pool.queued(), 0);
+        assert!(ship(&tx, &pool, &mut b, 1000, &stop));
+        assert_eq!((b.is_empty(), pool.queued()), (true, 100));
+        // Over the limit it waits for the engine; a stop ends the wait.
+        b.push(3, &[0u8; 950]);
+        stop.store(true, Ordering::Relaxed);
+        assert!(!ship(&tx, &pool, &mut b, 1000, &stop));
+        assert_eq!(b.packets.len(), 1, "nothing lost from the batch");
     }
 
     #[test]

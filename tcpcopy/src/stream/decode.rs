@@ -1,31 +1,29 @@
-//! Captured frames to [`Segment`]s: strips the link layer (Ethernet/802.1Q, Linux cooked v1/v2,
-//! raw IP) and parses IPv4/IPv6 and TCP with etherparse. Pure; non-TCP or malformed frames give
-//! `None` (they are counted by the caller, never fatal).
+//! Captured frames to [`Segment`]s: strips the link layer (Ethernet with 802.1Q/802.1ad tags,
+//! Linux cooked v1/v2, raw IP, BSD loopback) with the library's [`parse_link`] and parses
+//! IPv4/IPv6 and TCP with etherparse. Pure; non-TCP or malformed frames give `None` (they are
+//! counted by the caller, never fatal).
 
 use super::reassembly::Segment;
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use std::net::{IpAddr, SocketAddr};
 use tcpclone::capture::LinkType;
 use tcpclone::seq::SeqNumber;
+use tcpclone::wire::parse_link;
 
 /// Parses one captured frame into a TCP segment, or `None` when it is not a whole TCP segment.
 pub fn decode(linktype: LinkType, data: &[u8]) -> Option<Segment<'_>> {
-    let sliced = match linktype {
-        LinkType::ETHERNET => SlicedPacket::from_ethernet(data).ok()?,
-        LinkType::RAW | LinkType::IPV4 | LinkType::IPV6 => SlicedPacket::from_ip(data).ok()?,
-        LinkType::LINUX_SLL => SlicedPacket::from_linux_sll(data).ok()?,
-        // SLL2: 20-byte header, protocol type in its first two bytes.
-        LinkType::LINUX_SLL2 => {
-            if data.len() < 20 || !matches!(u16::from_be_bytes([data[0], data[1]]), 0x0800 | 0x86dd)
-            {
-                return None;
-            }
-            SlicedPacket::from_ip(&data[20..]).ok()?
-        }
-        // BSD loopback (DLT_NULL, 0): 4-byte family header.
-        LinkType(0) => SlicedPacket::from_ip(data.get(4..)?).ok()?,
-        _ => return None,
+    let (linktype, data) = match linktype {
+        // BSD loopback (LINKTYPE_NULL, 0): a 4-byte address family, then IP.
+        LinkType(0) => (LinkType::RAW, data.get(4..)?),
+        lt => (lt, data),
     };
+    let link = parse_link(linktype, data).ok()?;
+    if !link.ethertype.is_ip() {
+        return None;
+    }
+    // The ethertype says which IP version to expect (a mismatch is not decoded).
+    let ether_type = etherparse::EtherType(link.ethertype.0);
+    let sliced = SlicedPacket::from_ether_type(ether_type, data.get(link.l3_offset..)?).ok()?;
     let (src_ip, dst_ip): (IpAddr, IpAddr) = match sliced.net.as_ref()? {
         NetSlice::Ipv4(v4) => (
             v4.header().source_addr().into(),
@@ -82,9 +80,56 @@ mod tests {
     }
 
     #[test]
+    fn decodes_every_link_layer() {
+        let ip = &PING[14..];
+        let framed = |link: &[u8]| [link, ip].concat();
+        let cases: [(LinkType, Vec<u8>); 6] = [
+            // 802.1ad + 802.1Q.
+            (
+                LinkType::ETHERNET,
+                framed(&hex!("020000000002 020000000001 88a8 00c8 8100 0005 0800")),
+            ),
+            (
+                LinkType::LINUX_SLL,
+                framed(&hex!("0000 0001 0006 0200000000010000 0800")),
+            ),
+            // SLL2, outgoing: stream mode keeps both directions.
+            (
+                LinkType::LINUX_SLL2,
+                framed(&hex!("0800 0000 00000002 0001 04 06 0200000000010000")),
+            ),
+            (LinkType::IPV4, ip.to_vec()),
+            (LinkType(0), framed(&[2, 0, 0, 0])),
+            (LinkType::RAW, ip.to_vec()),
+        ];
+        for (lt, frame) in cases {
+            let s = decode(lt, &frame).unwrap_or_else(|| panic!("{lt}"));
+            assert_eq!(
+                (s.payload, s.seq),
+                (&b"PING\r\n"[..], SeqNumber(1000)),
+                "{lt}"
+            );
+        }
+    }
+
+    #[test]
     fn rejects_garbage() {
         assert!(decode(LinkType::ETHERNET, &PING[..30]).is_none());
         assert!(decode(LinkType::LINUX_SLL2, &[0u8; 10]).is_none());
         assert!(decode(LinkType(147), &PING).is_none());
+        // Cut short: inside a tag, and inside the TCP payload (a snapped capture).
+        let mut vlan = hex!("020000000002 020000000001 8100 0005 0800").to_vec();
+        vlan.extend_from_slice(&PING[14..]);
+        assert!(decode(LinkType::ETHERNET, &vlan).is_some());
+        assert!(decode(LinkType::ETHERNET, &vlan[..16]).is_none());
+        assert!(decode(LinkType::ETHERNET, &PING[..56]).is_none());
+        // Not IP, and an IPv4 ethertype in front of an IPv6 version nibble.
+        let mut arp = PING;
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(decode(LinkType::ETHERNET, &arp).is_none());
+        let mut v6 = PING;
+        v6[14] = 0x65;
+        assert!(decode(LinkType::ETHERNET, &v6).is_none());
+        assert!(decode(LinkType(0), &[2, 0, 0]).is_none());
     }
 }

@@ -1,0 +1,147 @@
+# shellcheck shell=bash
+# The network-namespace lab shared by scripts/demo.sh and the benches: sourced, not run.
+#
+#   source "$(dirname "$0")/../scripts/lab.sh"
+#   lab_init PREFIX PROGRAM...   root and the programs checked; $TAG (PREFIX + pid, the prefix of
+#                                every namespace and link name), $WORK (a temporary directory)
+#                                and a trap that cleans up on exit, error, Ctrl-C and SIGTERM.
+#   lab_build CARGO_ARGS...      cargo build --release in the workspace; binaries in $BIN.
+#   mkns NS / inns NS CMD...     create a namespace (loopback up) / run CMD in it.
+#   veth NS_A ADDR_A NS_B ADDR_B NAME    veth NAMEa in NS_A, NAMEb in NS_B; addresses optional.
+#   lab_bg CMD...                run CMD in the background; its pid in $LAB_PID.
+#   redis NS BIND PORT [ARGS...] a redis-server in NS, once it answers.
+#   redis_calls NS PORT CMD      how often CMD ran (INFO commandstats); redis_setget: SET + GET.
+#   lab_clone_topology           the tcpcopy lab: client $NS_CLIENT 198.18.10.2 -> production
+#                                $NS_PROD 198.18.10.1 | bridge $NS_BR joining production
+#                                198.18.1.1, target $NS_TARGET 198.18.1.2 and assistant
+#                                $NS_ASSIST 198.18.1.3 (forwarding off; the target routes the
+#                                client network to it, so responses die there).
+#   lab_intercept FILTER         intercept on the assistant, once it listens; pid in $INTERCEPT.
+#   lab_tcpcopy ARGS...          tcpcopy on production, once connected to intercept; pid in
+#                                $TCPCOPY. lab_stop_tcpcopy: SIGINT, then waits up to 3 s for
+#                                it to print its summary and exit.
+#
+# The cleanup kills the processes started here, then whatever is left in the namespaces made
+# here, deletes those namespaces and any veth still in this namespace, and removes $WORK. It
+# touches nothing it did not create. Addresses are from 198.18.0.0/15 only.
+
+LAB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LAB_NAME=$(basename "$0")
+LAB_PIDS=()
+LAB_NSS=()
+LAB_LINKS=()
+
+lab_init() {
+    local prefix=$1 p
+    shift
+    if [[ $(id -u) != 0 ]]; then
+        echo "$LAB_NAME: needs root (network namespaces, raw sockets); try: sudo $0" >&2
+        exit 2
+    fi
+    for p in ip "$@"; do
+        command -v "$p" >/dev/null || { echo "$LAB_NAME: \`$p\` is not installed" >&2; exit 2; }
+    done
+    TAG=$prefix$$
+    WORK=$(mktemp -d "/tmp/tcpclone-${LAB_NAME%.sh}.XXXXXX")
+    trap lab_cleanup EXIT
+    trap 'lab_cleanup; exit 130' INT
+    trap 'lab_cleanup; exit 143' TERM
+}
+
+lab_cleanup() {
+    [[ -z ${LAB_CLEANED:-} ]] || return 0
+    LAB_CLEANED=1
+    set +e
+    local pid ns link
+    for pid in "${LAB_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    ((${#LAB_PIDS[@]} == 0)) || sleep 0.3
+    for ns in "${LAB_NSS[@]}"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
+        ip netns del "$ns" 2>/dev/null
+    done
+    # A veth whose ends never reached a namespace (failure half-way through veth()).
+    for link in "${LAB_LINKS[@]}"; do ip link del "$link" 2>/dev/null; done
+    [[ -z ${WORK:-} ]] || rm -rf "$WORK"
+}
+
+lab_build() {
+    cargo build --release --manifest-path "$LAB_ROOT/Cargo.toml" -q "$@"
+    BIN=$LAB_ROOT/target/release
+}
+
+inns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+mkns() { ip netns add "$1"; LAB_NSS+=("$1"); inns "$1" ip link set lo up; }
+
+veth() {
+    ip link add "$5a" type veth peer name "$5b"
+    LAB_LINKS+=("$5a")
+    ip link set "$5a" netns "$1"; ip link set "$5b" netns "$3"
+    [[ -z $2 ]] || inns "$1" ip addr add "$2" dev "$5a"
+    [[ -z $4 ]] || inns "$3" ip addr add "$4" dev "$5b"
+    inns "$1" ip link set "$5a" up; inns "$3" ip link set "$5b" up
+}
+
+lab_bg() { "$@" & LAB_PID=$!; LAB_PIDS+=("$LAB_PID"); }
+
+redis() {
+    local ns=$1 bind=$2 port=$3 host dir
+    shift 3
+    dir=$WORK/redis-$ns-$port
+    host=$bind
+    [[ $host != 0.0.0.0 ]] || host=127.0.0.1
+    mkdir -p "$dir"
+    lab_bg ip netns exec "$ns" redis-server --bind "$bind" --port "$port" --dir "$dir" --save '' --appendonly no \
+        --protected-mode no --daemonize no --logfile "$dir/redis.log" "$@" >"$dir/stdout" 2>&1
+    for _ in $(seq 100); do inns "$ns" redis-cli -h "$host" -p "$port" ping >/dev/null 2>&1 && return; sleep 0.05; done
+    echo "$LAB_NAME: redis on $bind:$port in $ns did not start (see $dir/redis.log)" >&2
+    exit 1
+}
+
+redis_calls() {
+    local n
+    n=$(inns "$1" redis-cli -p "$2" info commandstats | sed -n "s/^cmdstat_$3:calls=\([0-9]*\).*/\1/p" | tr -d '\r')
+    echo "${n:-0}"
+}
+
+redis_setget() { echo $(( $(redis_calls "$1" "$2" set) + $(redis_calls "$1" "$2" get) )); }
+
+lab_clone_topology() {
+    NS_CLIENT=${TAG}cl NS_PROD=${TAG}pr NS_BR=${TAG}br NS_TARGET=${TAG}tg NS_ASSIST=${TAG}as
+    local ns v
+    for ns in "$NS_CLIENT" "$NS_PROD" "$NS_BR" "$NS_TARGET" "$NS_ASSIST"; do mkns "$ns"; done
+    veth "$NS_CLIENT" 198.18.10.2/24 "$NS_PROD" 198.18.10.1/24 "${TAG}c"
+    inns "$NS_BR" ip link add br0 type bridge; inns "$NS_BR" ip link set br0 up
+    veth "$NS_PROD" 198.18.1.1/24 "$NS_BR" "" "${TAG}p"
+    veth "$NS_TARGET" 198.18.1.2/24 "$NS_BR" "" "${TAG}t"
+    veth "$NS_ASSIST" 198.18.1.3/24 "$NS_BR" "" "${TAG}s"
+    for v in "${TAG}pb" "${TAG}tb" "${TAG}sb"; do inns "$NS_BR" ip link set "$v" master br0; done
+    inns "$NS_TARGET" ip route add 198.18.10.0/24 via 198.18.1.3
+    inns "$NS_ASSIST" sysctl -qw net.ipv4.ip_forward=0
+}
+
+lab_intercept() {
+    lab_bg ip netns exec "$NS_ASSIST" "$BIN/intercept" -i "${TAG}sa" -F "$1" -b 198.18.1.3 >"$WORK/intercept.log" 2>&1
+    INTERCEPT=$LAB_PID
+    for _ in $(seq 50); do inns "$NS_ASSIST" ss -Hltn 'sport = :36524' | grep -q LISTEN && return; sleep 0.1; done
+    cat "$WORK/intercept.log" >&2
+    echo "$LAB_NAME: intercept did not start listening" >&2
+    exit 1
+}
+
+lab_tcpcopy() {
+    lab_bg ip netns exec "$NS_PROD" "$BIN/tcpcopy" "$@" >"$WORK/tcpcopy.log" 2>&1
+    TCPCOPY=$LAB_PID
+    for _ in $(seq 100); do grep -q "connected to intercept" "$WORK/tcpcopy.log" && break; sleep 0.1; done
+    grep -q "connected to intercept" "$WORK/tcpcopy.log" || {
+        cat "$WORK/tcpcopy.log" >&2
+        echo "$LAB_NAME: tcpcopy did not connect" >&2
+        exit 1
+    }
+    sleep 0.3
+}
+
+lab_stop_tcpcopy() {
+    kill -INT "$TCPCOPY"
+    for _ in $(seq 30); do kill -0 "$TCPCOPY" 2>/dev/null || break; sleep 0.1; done
+}

@@ -2,9 +2,12 @@
 # replay vs tcpreplay on the same lab veth, in the same run (not a timed test; run as root):
 #   1. --topspeed --preload-pcap on 64-byte and imix captures: packets/s, alternating runs, medians
 #      and the ratio (also replay --threads 2);
-#   2. pacing accuracy at --pps: p99 |actual gap - intended gap| from far-end tcpdump timestamps;
-#   3. CPU use at 1,000 pps (/usr/bin/time).
+#   2. pacing accuracy at --pps 1,000 / 10,000 / 100,000: p99 |actual gap - intended gap| from
+#      far-end tcpdump timestamps, alternating runs (tcpreplay, replay, replay --rt-priority),
+#      medians and the ratio to tcpreplay, with each sender's CPU use (user+sys over wall).
 # Usage: benches/replay_vs_tcpreplay.sh [PACKETS (default 1000000)] [RUNS (default 5)]
+#   PACING_ONLY=1 skips part 1 (PACKETS must stay >= 300000: 3 s at 100,000 pps); RT=N sets the
+#   --rt-priority of the third pacing row; PACE_ARGS="..." adds replay flags to the pacing rows.
 set -euo pipefail
 N=${1:-1000000}
 RUNS=${2:-5}
@@ -60,32 +63,34 @@ PY
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 pps_of() { grep -o 'Rated: .*' | sed -E 's/.* ([0-9.]+) pps.*/\1/'; }
 
-echo "== top speed, preloaded, $N packets, $RUNS alternating runs each (veth, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg))"
-echo "   pps = the tool's own Rated pps (wall clock); pps/CPU = packets per CPU-second (user+sys),"
-echo "   which stays meaningful when other work shares the cores"
-# run NAME CMD...: appends "pps pps_per_cpu_second" to $W/NAME
-run() {
-    local name=$1; shift
-    local pps
-    pps=$(ip netns exec "$TX" /usr/bin/time -f "%U %S" -o "$W/time" "$@" 2>&1 | pps_of)
-    echo "$pps $(awk -v n="$N" '{print n / ($1 + $2)}' "$W/time")" >> "$W/$name"
-}
-printf '%-6s %-12s %12s %12s %9s %9s\n' capture tool pps pps/CPU ratio ratio/CPU
-for cap in 64 imix; do
-    : > "$W/t" ; : > "$W/r" ; : > "$W/r2"
-    for i in $(seq "$RUNS"); do
-        run t tcpreplay -q -i $IF --topspeed -K "$W/$cap.pcap"
-        run r "$REPLAY" -i $IF --topspeed -K "$W/$cap.pcap"
-        run r2 "$REPLAY" -i $IF --topspeed -K --threads 2 "$W/$cap.pcap"
+if [ "${PACING_ONLY:-0}" != 1 ]; then
+    echo "== top speed, preloaded, $N packets, $RUNS alternating runs each (veth, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg))"
+    echo "   pps = the tool's own Rated pps (wall clock); pps/CPU = packets per CPU-second (user+sys),"
+    echo "   which stays meaningful when other work shares the cores"
+    # run NAME CMD...: appends "pps pps_per_cpu_second" to $W/NAME
+    run() {
+        local name=$1; shift
+        local pps
+        pps=$(ip netns exec "$TX" /usr/bin/time -f "%U %S" -o "$W/time" "$@" 2>&1 | pps_of)
+        echo "$pps $(awk -v n="$N" '{print n / ($1 + $2)}' "$W/time")" >> "$W/$name"
+    }
+    printf '%-6s %-12s %12s %12s %9s %9s\n' capture tool pps pps/CPU ratio ratio/CPU
+    for cap in 64 imix; do
+        : > "$W/t" ; : > "$W/r" ; : > "$W/r2"
+        for i in $(seq "$RUNS"); do
+            run t tcpreplay -q -i $IF --topspeed -K "$W/$cap.pcap"
+            run r "$REPLAY" -i $IF --topspeed -K "$W/$cap.pcap"
+            run r2 "$REPLAY" -i $IF --topspeed -K --threads 2 "$W/$cap.pcap"
+        done
+        t=$(cut -d' ' -f1 "$W/t" | median); tc=$(cut -d' ' -f2 "$W/t" | median)
+        for name in t r r2; do
+            label=$( [ $name = t ] && echo tcpreplay || { [ $name = r ] && echo replay || echo "replay -T2"; } )
+            p=$(cut -d' ' -f1 "$W/$name" | median); c=$(cut -d' ' -f2 "$W/$name" | median)
+            printf '%-6s %-12s %12.0f %12.0f %8.2fx %8.2fx   runs: %s\n' "$cap" "$label" "$p" "$c" \
+                "$(echo "$p/$t" | bc -l)" "$(echo "$c/$tc" | bc -l)" "$(cut -d' ' -f1 "$W/$name" | tr '\n' ' ')"
+        done
     done
-    t=$(cut -d' ' -f1 "$W/t" | median); tc=$(cut -d' ' -f2 "$W/t" | median)
-    for name in t r r2; do
-        label=$( [ $name = t ] && echo tcpreplay || { [ $name = r ] && echo replay || echo "replay -T2"; } )
-        p=$(cut -d' ' -f1 "$W/$name" | median); c=$(cut -d' ' -f2 "$W/$name" | median)
-        printf '%-6s %-12s %12.0f %12.0f %8.2fx %8.2fx   runs: %s\n' "$cap" "$label" "$p" "$c" \
-            "$(echo "$p/$t" | bc -l)" "$(echo "$c/$tc" | bc -l)" "$(cut -d' ' -f1 "$W/$name" | tr '\n' ' ')"
-    done
-done
+fi
 
 # Pacing accuracy: the far end's tcpdump timestamps, gap error against 1/pps.
 gap_p99() {
@@ -105,25 +110,43 @@ rate = (len(ts) - 1) / ((ts[-1] - ts[0]) / 1e9)
 print(f"{len(ts):7d} pkts  rate {rate:10.2f} pps  |gap err| p50 {p(.5):6.2f} us  p99 {p(.99):7.2f} us  max {errs[-1]/1000:8.1f} us")
 PY
 }
-capture_run() { # tool-cmd... ; captures on the far end into $W/cap.pcap
+capture_run() { # tool-cmd... ; captures on the far end into $W/cap.pcap, CPU % of the sender into $W/cpu
     rm -f "$W/cap.pcap"
     ip netns exec "$RX" tcpdump -i ${TAG}b -n -s 128 --immediate-mode -B 65536 --time-stamp-precision nano -Z root -w "$W/cap.pcap" 'ether src 02:00:00:00:00:01' 2>"$W/dump.log" &
     DUMP=$!
     for _ in $(seq 100); do grep -q listening "$W/dump.log" 2>/dev/null && break; sleep 0.05; done
-    ip netns exec "$TX" "$@" >/dev/null 2>&1
+    ip netns exec "$TX" /usr/bin/time -f "%U %S %e" -o "$W/time" "$@" >/dev/null 2>&1
+    awk '{printf "%.1f\n", ($1 + $2) / $3 * 100}' "$W/time" > "$W/cpu"
     sleep 0.3; kill -INT $DUMP; wait $DUMP 2>/dev/null || true; DUMP=
 }
+# replay paces by sleeping, then spinning the last stretch; by default it stays an ordinary task,
+# so on a busy machine a wake-up can wait for a core. `--rt-priority N` (SCHED_FIFO, opt-in) is
+# measured beside it. PACE_ARGS="..." adds replay flags to both rows.
+PACE_ARGS=${PACE_ARGS:-}
+RT=${RT:-10}
 echo
-echo "== pacing accuracy (3 s at each rate, 64-byte frames)"
+echo "== pacing accuracy: p99 |gap error| at the far end, 3 s at each rate, 64-byte frames,"
+echo "   $RUNS alternating runs per tool, medians (load $(cut -d' ' -f1 /proc/loadavg)); CPU = user+sys over wall"
+printf '%-7s %-18s %10s %8s %7s   %s\n' pps tool 'p99 us' ratio 'CPU %' 'runs: p99 us (CPU %)'
 for pps in 1000 10000 100000; do
     L=$((pps * 3))
-    capture_run tcpreplay -q -i $IF --pps $pps -L $L "$W/64.pcap"; echo "pps $pps tcpreplay: $(gap_p99 "$W/cap.pcap" $pps)"
-    capture_run "$REPLAY" -i $IF --pps $pps -L $L "$W/64.pcap";   echo "pps $pps replay   : $(gap_p99 "$W/cap.pcap" $pps)"
+    : > "$W/pt"; : > "$W/pr"; : > "$W/prt"
+    for _ in $(seq "$RUNS"); do
+        capture_run tcpreplay -q -i $IF --pps $pps -L $L "$W/64.pcap"
+        echo "$(gap_p99 "$W/cap.pcap" $pps | sed -E 's/.*p99 +([0-9.]+) us.*/\1/') $(cat "$W/cpu")" >> "$W/pt"
+        # shellcheck disable=SC2086
+        capture_run "$REPLAY" -i $IF --pps $pps -L $L $PACE_ARGS "$W/64.pcap"
+        echo "$(gap_p99 "$W/cap.pcap" $pps | sed -E 's/.*p99 +([0-9.]+) us.*/\1/') $(cat "$W/cpu")" >> "$W/pr"
+        # shellcheck disable=SC2086
+        capture_run "$REPLAY" -i $IF --pps $pps -L $L --rt-priority "$RT" $PACE_ARGS "$W/64.pcap"
+        echo "$(gap_p99 "$W/cap.pcap" $pps | sed -E 's/.*p99 +([0-9.]+) us.*/\1/') $(cat "$W/cpu")" >> "$W/prt"
+    done
+    t=$(cut -d' ' -f1 "$W/pt" | median)
+    for name in pt pr prt; do
+        case $name in pt) label=tcpreplay ;; pr) label=replay ;; *) label="replay --rt-prio $RT" ;; esac
+        p=$(cut -d' ' -f1 "$W/$name" | median); c=$(cut -d' ' -f2 "$W/$name" | median)
+        printf '%-7s %-18s %10.1f %7.2fx %7.1f   %s\n' "$pps" "$label" "$p" "$(echo "$p/$t" | bc -l)" "$c" \
+            "$(awk '{printf "%s (%s) ", $1, $2}' "$W/$name")"
+    done
 done
-
-echo
-echo "== CPU at 1,000 pps for 5 s (/usr/bin/time: user+sys over wall)"
-for tool in tcpreplay replay; do
-    if [ $tool = tcpreplay ]; then cmd=(tcpreplay -q -i $IF --pps 1000 -L 5000 "$W/64.pcap"); else cmd=("$REPLAY" -i $IF --pps 1000 -L 5000 "$W/64.pcap"); fi
-    ip netns exec "$TX" /usr/bin/time -f "$tool: %P CPU, %U s user, %S s sys, %e s wall" "${cmd[@]}" 2>&1 >/dev/null | tail -1
-done
+echo "(load at the end $(cut -d' ' -f1 /proc/loadavg))"

@@ -180,6 +180,92 @@ pub fn wait_step(now: u64, due: u64, spin_ns: u64) -> WaitStep {
     }
 }
 
+/// The spin window, learned from how late the sender's sleeps wake up.
+///
+/// A sleep asked to end at `t` ends at `t + oversleep`: tens of microseconds on a quiet machine,
+/// milliseconds when the thread waits for a busy core. The window tracks a high quantile of the
+/// oversleeps seen (a streaming estimate, so no history is kept) and spins that long plus a
+/// margin, so most wake-ups land before the due time. A wait no longer than the starting window
+/// is spun whole (at high rates a sleep would only make the packet late); a longer one spins at
+/// most a CPU budget, a share of the wait but at least a floor, so a slow rate never turns into
+/// busy waiting however late the wake-ups are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpinWindow {
+    /// Current estimate of the tracked oversleep quantile, in ns.
+    estimate_ns: f64,
+    /// The window the run started with, in ns: waits up to this long are spun whole.
+    initial_ns: u64,
+    /// Smallest window, in ns.
+    min_ns: u64,
+    /// Largest window, in ns.
+    max_ns: u64,
+    /// Largest share of a longer wait that may be spun (0..=1)…
+    budget: f64,
+    /// …unless that is less than this many ns.
+    budget_floor_ns: u64,
+}
+
+/// Quantile of the oversleeps that the window covers.
+const SPIN_QUANTILE: f64 = 0.99;
+/// Step of the quantile estimate when a sample falls below it, in ns (a sample above moves it up
+/// by `q/(1-q)` times this, so the estimate settles where a share `q` of the samples lie below).
+const SPIN_STEP_NS: f64 = 100.0;
+/// Added to the estimate: the clock read and the send after the spin.
+const SPIN_MARGIN_NS: u64 = 10_000;
+
+impl SpinWindow {
+    /// A window starting at `initial_ns`, kept within `min_ns..=max_ns`, with no CPU budget.
+    pub fn new(initial_ns: u64, min_ns: u64, max_ns: u64) -> Self {
+        let max_ns = max_ns.max(min_ns);
+        SpinWindow {
+            estimate_ns: initial_ns.saturating_sub(SPIN_MARGIN_NS) as f64,
+            initial_ns,
+            min_ns,
+            max_ns,
+            budget: 1.0,
+            budget_floor_ns: 0,
+        }
+    }
+
+    /// The same window spinning at most a share `budget` (0..=1) of a wait longer than the
+    /// starting window, or `floor_ns` if that is more.
+    pub fn with_budget(self, budget: f64, floor_ns: u64) -> Self {
+        SpinWindow {
+            budget: budget.clamp(0.0, 1.0),
+            budget_floor_ns: floor_ns,
+            ..self
+        }
+    }
+
+    /// The window learned so far (before the CPU budget of a given wait), in ns.
+    pub fn window_ns(&self) -> u64 {
+        (self.estimate_ns as u64 + SPIN_MARGIN_NS).clamp(self.min_ns, self.max_ns)
+    }
+
+    /// How long to spin before a due time that is `wait_ns` away: all of it up to the starting
+    /// window, otherwise the learned window cut to the CPU budget of this wait.
+    pub fn spin_for(&self, wait_ns: u64) -> u64 {
+        if wait_ns <= self.initial_ns {
+            return wait_ns;
+        }
+        let cap = ((wait_ns as f64 * self.budget) as u64).max(self.budget_floor_ns);
+        self.window_ns().min(cap)
+    }
+
+    /// Learns from one sleep that was asked to end at some time and ended `oversleep_ns` later.
+    pub fn observe(&mut self, oversleep_ns: u64) {
+        let x = oversleep_ns as f64;
+        if x > self.estimate_ns {
+            self.estimate_ns += SPIN_STEP_NS * SPIN_QUANTILE / (1.0 - SPIN_QUANTILE);
+        } else {
+            self.estimate_ns = (self.estimate_ns - SPIN_STEP_NS).max(0.0);
+        }
+        // Never further out than the window can reach, so a burst of very late wake-ups (the
+        // machine was busy) is forgotten as quickly as it came.
+        self.estimate_ns = self.estimate_ns.min(self.max_ns as f64);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,5 +463,51 @@ mod tests {
         let busy = clock.spun as f64 / clock.now as f64;
         assert!(busy < 0.10, "spinning {:.1} % of the time", busy * 100.0);
         assert!(clock.slept > clock.spun * 5);
+    }
+
+    /// The window settles near the 99th percentile of the oversleeps, stays within its bounds
+    /// and within the CPU budget of each wait.
+    #[test]
+    fn spin_window_learns_the_oversleep_tail() {
+        let mut w = SpinWindow::new(100_000, 20_000, 500_000).with_budget(0.08, 80_000);
+        assert_eq!(w.window_ns(), 100_000);
+        // Oversleeps spread evenly over 0..40 µs with 0.5 % at 150 µs: p99 ≈ 40 µs.
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..200_000u64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let x = if i % 200 == 0 { 150_000 } else { rng % 40_000 };
+            w.observe(x);
+        }
+        let win = w.window_ns();
+        assert!((40_000..=65_000).contains(&win), "window {win} ns");
+        // Longer waits get the learned window (within every budget cap here); waits up to the
+        // starting 100 µs (10,000 pps and up) are spun whole.
+        assert_eq!(w.spin_for(1_000_000), win);
+        assert_eq!(w.spin_for(150_000), win);
+        assert_eq!(w.spin_for(90_000), 90_000);
+
+        // A quiet machine (oversleep ~5 µs) shrinks it to the floor.
+        for _ in 0..10_000 {
+            w.observe(5_000);
+        }
+        assert_eq!(w.window_ns(), 20_000);
+        // A busy one grows it to the largest window; the budget then caps what one wait spins:
+        // 8 % of a 4 ms wait, and 80 µs of a 1 ms wait (8 % would be less).
+        for _ in 0..10_000 {
+            w.observe(3_000_000);
+        }
+        assert_eq!(w.window_ns(), 500_000);
+        assert_eq!(w.spin_for(4_000_000), 320_000);
+        assert_eq!(w.spin_for(1_000_000), 80_000);
+        assert_eq!(w.spin_for(200_000), 80_000);
+        assert_eq!(w.spin_for(100_000), 100_000);
+        // Without a budget the learned window is spun whatever the wait.
+        let mut free = SpinWindow::new(100_000, 20_000, 500_000);
+        for _ in 0..10_000 {
+            free.observe(3_000_000);
+        }
+        assert_eq!(free.spin_for(1_000_000), 500_000);
     }
 }

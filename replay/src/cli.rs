@@ -121,6 +121,10 @@ pub struct Args {
     /// Send with sendmmsg batches instead of the TX ring (for comparison).
     #[arg(long = "no-tx-ring", hide = true)]
     pub no_tx_ring: bool,
+    /// Paced sending under SCHED_FIFO at priority N (1-99), so other tasks on a busy machine
+    /// cannot delay a packet's wake-up; needs CAP_SYS_NICE (warns and goes on without it).
+    #[arg(long = "rt-priority", value_name = "N")]
+    pub rt_priority: Option<i32>,
 }
 
 /// Where the packets go.
@@ -155,6 +159,8 @@ pub struct Config {
     pub threads: usize,
     /// Use sendmmsg instead of the TX ring.
     pub no_tx_ring: bool,
+    /// SCHED_FIFO priority for the paced sender (opt-in).
+    pub rt_priority: Option<i32>,
 }
 
 /// A flag value that cannot be used; its message names the flag.
@@ -219,6 +225,18 @@ impl Args {
                 "--threads: more than one sender thread needs -t/--topspeed and -i",
             ));
         }
+        if let Some(p) = self.rt_priority {
+            if !(1..=99).contains(&p) {
+                return Err(flag_err(format!(
+                    "--rt-priority: {p} is not between 1 and 99"
+                )));
+            }
+            if timing.is_top_speed() || !matches!(target, Target::Interface(_)) {
+                return Err(flag_err(
+                    "--rt-priority: only for paced sending on -i (not -t/--topspeed or -w)",
+                ));
+            }
+        }
         if self.stats == Some(0) {
             return Err(flag_err("--stats: must be at least 1 second"));
         }
@@ -258,6 +276,7 @@ impl Args {
             json: self.json,
             threads: self.threads,
             no_tx_ring: self.no_tx_ring,
+            rt_priority: self.rt_priority,
         })
     }
 }
@@ -285,6 +304,26 @@ mod tests {
             parse(&["-w", "o.pcap", "a.pcap"]).unwrap().target,
             Target::File("o.pcap".into())
         );
+    }
+
+    #[test]
+    fn rt_priority_is_checked() {
+        assert_eq!(parse(&["-i", "e", "a"]).unwrap().rt_priority, None);
+        assert_eq!(
+            parse(&["-i", "e", "--rt-priority", "20", "a"])
+                .unwrap()
+                .rt_priority,
+            Some(20)
+        );
+        for bad in [
+            &["-i", "e", "--rt-priority", "0", "a"][..],
+            &["-i", "e", "--rt-priority", "100", "a"],
+            &["-i", "e", "-t", "--rt-priority", "10", "a"],
+            &["-w", "o", "--rt-priority", "10", "a"],
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.starts_with("--rt-priority:"), "{e}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use replay::sys;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tcpclone::capture::{
     CaptureError, CaptureErrorKind, CaptureFormat, CaptureReader, LinkType, PcapWriter, TsPrecision,
 };
@@ -181,7 +181,14 @@ fn replay_main(cfg: Config) -> Result<ExitCode> {
                 );
             }
             if !cfg.timing.is_top_speed() {
+                // The paced sender sleeps between packets: make its wake-ups precise and prompt.
                 sys::tighten_timer_slack();
+                sys::request_short_slice(Duration::from_micros(100));
+                if let Some(p) = cfg.rt_priority {
+                    if let Err(e) = sys::set_fifo(p) {
+                        eprintln!("replay: --rt-priority {p}: {e}; pacing without it");
+                    }
+                }
             }
             let origin = Instant::now();
             if cfg.threads == 1 {

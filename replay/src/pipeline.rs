@@ -276,6 +276,7 @@ where
                     frames.orig_len
                 };
                 let mut send_one = |data: &[u8]| -> Result<bool> {
+                    let mut on_time = false;
                     if let Some(due) = pacer.schedule(ts, data.len()) {
                         if limits.duration_ns.is_some_and(|d| due >= d) {
                             return Ok(false);
@@ -292,6 +293,7 @@ where
                             if stop.load(Ordering::Relaxed) {
                                 return Ok(false);
                             }
+                            on_time = true;
                         }
                     }
                     let orig_len = if use_frames {
@@ -309,6 +311,10 @@ where
                     };
                     match sink.send(&out)? {
                         SendOutcome::Sent => {
+                            if on_time {
+                                // Waited for: it leaves now, not when the next one is queued.
+                                sink.flush()?;
+                            }
                             if first_ns.is_none() {
                                 first_ns = Some(clock.now());
                             }
@@ -654,5 +660,62 @@ mod tests {
         }
         all.sort();
         assert_eq!(all, (0..10).collect::<Vec<u8>>());
+    }
+
+    /// A sink and an input writing into one event log.
+    type Log = std::rc::Rc<std::cell::RefCell<Vec<String>>>;
+    struct LogInput(Mem, Log);
+    impl Input for LogInput {
+        fn files(&self) -> usize {
+            self.0.files()
+        }
+        fn open(&mut self, index: usize) -> Result<()> {
+            self.0.open(index)
+        }
+        fn next_packet(&mut self) -> Result<Option<Packet<'_>>> {
+            self.1.borrow_mut().push("read".into());
+            self.0.next_packet()
+        }
+    }
+    struct LogSink(Log);
+    impl PacketSink for LogSink {
+        type Error = std::io::Error;
+        fn send(&mut self, p: &Packet<'_>) -> std::io::Result<SendOutcome> {
+            self.0.borrow_mut().push(format!("send {}", p.data[1]));
+            Ok(SendOutcome::Sent)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.0.borrow_mut().push("flush".into());
+            Ok(())
+        }
+    }
+    impl Output for LogSink {}
+
+    /// A paced packet that was waited for is handed to the kernel right after it is queued,
+    /// before the next packet is even read (reading may block on the file).
+    #[test]
+    fn on_time_packets_are_flushed_at_once() {
+        let log: Log = Default::default();
+        let file: Vec<Vec<u8>> = (0..3).map(|i| frame(0, i, 60)).collect();
+        let mut input = LogInput(Mem::new(vec![file]), log.clone());
+        let mut sink = LogSink(log.clone());
+        let stop = AtomicBool::new(false);
+        run(
+            &mut input,
+            &mut NoEdit,
+            &mut Pacer::new(Timing::pps(1000.0).unwrap()),
+            &mut sink,
+            &mut Virtual(Default::default()),
+            &mut NoReport,
+            &Limits::once(),
+            &stop,
+            &mut ReplayStats::default(),
+        )
+        .unwrap();
+        let log = log.borrow();
+        for i in 1..3 {
+            let at = log.iter().position(|e| *e == format!("send {i}")).unwrap();
+            assert_eq!(log[at + 1], "flush", "{log:?}");
+        }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod capture;
 pub mod flow;
+pub mod limit;
 pub mod pace;
 pub mod proto;
 pub mod rewrite;

@@ -196,6 +196,47 @@ fn prctl(option: libc::c_int, arg: libc::c_ulong, what: &str) -> Result<(), SysE
     Ok(())
 }
 
+/// Lets this process's threads lower their nice value down to `nice` later without
+/// `CAP_SYS_NICE`, by raising `RLIMIT_NICE` (whose limit is `20 - nice`). Call it while still
+/// privileged, before [`drop_privileges`]: tcpcopy's capture threads use it to run ahead of the
+/// rest of the host so that the kernel's capture ring does not overflow under load. Never lowers
+/// a limit that is already higher.
+pub fn allow_nice(nice: i32) -> Result<(), SysError> {
+    let want = (20 - nice.clamp(-20, 19)) as libc::rlim_t;
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the pointer we pass, a valid local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NICE, &mut cur) } != 0 {
+        return Err(call_err("getrlimit(RLIMIT_NICE)"));
+    }
+    if cur.rlim_cur >= want {
+        return Ok(());
+    }
+    let new = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: want.max(cur.rlim_max),
+    };
+    // SAFETY: setrlimit reads one rlimit from the pointer we pass, a valid local.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NICE, &new) } != 0 {
+        return Err(call_err(format!("setrlimit(RLIMIT_NICE, {want})")));
+    }
+    Ok(())
+}
+
+/// Sets the nice value of the calling thread only (Linux applies `setpriority` with a thread
+/// id to that thread). Lowering it needs `CAP_SYS_NICE` or an [`allow_nice`] done earlier.
+pub fn set_thread_nice(nice: i32) -> Result<(), SysError> {
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+    // SAFETY: setpriority takes plain integers.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) } != 0 {
+        return Err(call_err(format!("setpriority(thread {tid}, {nice})")));
+    }
+    Ok(())
+}
+
 /// Switches the process to `user` keeping only `CAP_NET_RAW` (when `keep_net_raw`), in
 /// permitted and effective; also drops every other capability from the bounding set and sets
 /// no-new-privileges. Call it once all privileged opens are done and BEFORE starting threads.
@@ -352,6 +393,29 @@ mod tests {
             lookup_user("no-such-user-tcpclone"),
             Err(SysError::NoSuchUser(_))
         ));
+    }
+
+    fn nice_of(tid: libc::id_t) -> i32 {
+        // SAFETY: getpriority takes plain integers.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) }
+    }
+
+    #[test]
+    fn thread_nice_is_per_thread() {
+        let main_tid = std::process::id() as libc::id_t;
+        let before = nice_of(main_tid);
+        let (tid, nice) = std::thread::spawn(|| {
+            // Raising the nice value needs no privilege.
+            set_thread_nice(7).unwrap();
+            // SAFETY: gettid has no arguments.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+            (tid, nice_of(tid))
+        })
+        .join()
+        .unwrap();
+        assert_ne!(tid, main_tid);
+        assert_eq!(nice, 7);
+        assert_eq!(nice_of(main_tid), before, "other threads keep theirs");
     }
 
     #[test]

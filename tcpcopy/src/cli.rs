@@ -102,6 +102,22 @@ pub struct Cli {
     /// Capture ring per device in MB (counts against -m).
     #[arg(short = 'B', long = "buffer", value_name = "MB", default_value_t = 64)]
     pub buffer: u64,
+    /// Nice value of the capture threads (-20..=19; 0 leaves them alone). By default they run
+    /// ahead of the rest of the host, so that the kernel's capture ring is drained even when
+    /// the host is busy: a segment dropped there is one no clone can ever get back.
+    #[arg(
+        long = "capture-nice",
+        value_name = "N",
+        default_value_t = -10,
+        allow_hyphen_values = true
+    )]
+    pub capture_nice: i32,
+    /// Cap on packets per second sent to the targets (packets are held, never dropped).
+    #[arg(long = "max-pps", value_name = "N")]
+    pub max_pps: Option<f64>,
+    /// Cap on megabits per second sent to the targets (IP bytes; held, never dropped).
+    #[arg(long = "max-mbps", value_name = "N")]
+    pub max_mbps: Option<f64>,
     /// Don't hold a request until the previous response (pipelined protocols).
     #[arg(short = 'W', long = "no-wait")]
     pub no_wait: bool,
@@ -205,6 +221,12 @@ pub struct Settings {
     pub mss: Option<u16>,
     /// -B in bytes, per device.
     pub capture_buffer: usize,
+    /// --capture-nice.
+    pub capture_nice: i32,
+    /// --max-pps.
+    pub max_pps: Option<f64>,
+    /// --max-mbps.
+    pub max_mbps: Option<f64>,
     /// -W.
     pub no_wait: bool,
     /// -C.
@@ -260,6 +282,17 @@ impl Cli {
         }
         if self.copies == 0 {
             return Err(bad("-n/--copies", "must be at least 1"));
+        }
+        if self.max_pps.is_some() || self.max_mbps.is_some() {
+            let flag = if self.max_pps.is_some() {
+                "--max-pps"
+            } else {
+                "--max-mbps"
+            };
+            return Err(bad(
+                flag,
+                "caps raw mode's packets; stream mode uses --max-sessions-per-sec",
+            ));
         }
         let speedup = self.speedup.unwrap_or(1.0);
         if !(speedup.is_finite() && speedup > 0.0 && speedup <= 1e6) {
@@ -404,6 +437,18 @@ impl Cli {
                 ),
             ));
         }
+        if !(-20..=19).contains(&self.capture_nice) {
+            return Err(bad("--capture-nice", "must be -20..=19"));
+        }
+        if let Err(e) = tcpclone::limit::RateCap::new(self.max_pps, self.max_mbps) {
+            let flag = match e {
+                tcpclone::limit::CapError::NotPositive {
+                    what: "max pps", ..
+                } => "--max-pps",
+                _ => "--max-mbps",
+            };
+            return Err(bad(flag, "must be a positive number"));
+        }
         if self.connections == 0 || self.connections > 64 {
             return Err(bad("-C/--connections", "must be 1..=64"));
         }
@@ -437,6 +482,9 @@ impl Cli {
             mtu: self.mtu as u16,
             mss,
             capture_buffer: (self.buffer << 20) as usize,
+            capture_nice: self.capture_nice,
+            max_pps: self.max_pps,
+            max_mbps: self.max_mbps,
             no_wait: self.no_wait,
             connections: self.connections,
             log: self.log.clone(),
@@ -641,6 +689,10 @@ mod tests {
             (&["-B", "2000", "-m", "1024"], "-B/--buffer"),
             (&["-C", "0"], "-C/--connections"),
             (&["--stats", "0"], "--stats"),
+            (&["--max-pps", "0"], "--max-pps"),
+            (&["--max-mbps", "0"], "--max-mbps"),
+            (&["--max-pps", "100", "--max-mbps", "nan"], "--max-mbps"),
+            (&["--capture-nice", "-21"], "--capture-nice"),
             (&["--offline", "f.pcap", "-a", "0"], "-a/--speedup"),
         ];
         for (extra, flag) in cases {

@@ -70,6 +70,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // The capture threads lower their nice value after the drop (--capture-nice): allow it now.
+    if settings.capture_nice < 0 && tcpclone::sys::is_root() {
+        if let Err(e) = tcpclone::sys::allow_nice(settings.capture_nice) {
+            tracing::warn!("--capture-nice: {e}");
+        }
+    }
     if let Err(e) = tcpclone::sys::drop_privileges(&cli.user, true) {
         eprintln!("tcpcopy: --user: dropping privileges: {e}");
         return ExitCode::from(2);

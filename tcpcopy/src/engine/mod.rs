@@ -69,8 +69,8 @@ pub struct EngineConfig {
     pub reorder_window: Duration,
     /// Lower bound of the retransmission timeout.
     pub min_rto: Duration,
-    /// Retransmission timeout before the first RTT sample (the target is on a LAN, and a SYN-ACK
-    /// that reaches intercept before our registration is worth retrying soon).
+    /// Retransmission timeout before any RTT was measured towards a target (RFC 6298: 1 s).
+    /// Later sessions start from the RTT their target's earlier sessions measured.
     pub initial_rto: Duration,
     /// Upper bound of the retransmission timeout.
     pub max_rto: Duration,
@@ -104,7 +104,7 @@ impl Default for EngineConfig {
             gap_timeout: Duration::from_millis(500),
             reorder_window: Duration::from_millis(10),
             min_rto: Duration::from_millis(20),
-            initial_rto: Duration::from_millis(60),
+            initial_rto: Duration::from_secs(1),
             max_rto: Duration::from_secs(2),
             max_syn_retries: 6,
             max_retransmits: 12,
@@ -411,6 +411,8 @@ pub struct Engine {
     stats: EngineStats,
     mem: usize,
     ip_id: u16,
+    /// Per target address: the RTT its sessions measured (bounded by the -x targets).
+    paths: session::PathRtts,
 }
 
 impl Drop for Engine {
@@ -435,6 +437,7 @@ macro_rules! ctx {
             events: &mut $self.events,
             mem: &mut $self.mem,
             ip_id: &mut $self.ip_id,
+            paths: &mut $self.paths,
             now: $now,
         }
     };
@@ -459,6 +462,7 @@ impl Engine {
             stats: EngineStats::default(),
             mem: 0,
             ip_id: 0,
+            paths: Default::default(),
         }
     }
 

@@ -5,8 +5,8 @@
 
 use super::packet::{self, OutSegment, Segment, TcpOpts, ACK, FIN, PSH, RST, SYN};
 use super::{EngineConfig, EngineEvent, EngineStats};
-use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use tcpclone::flow::FlowKey;
 use tcpclone::seq::SeqNumber;
@@ -18,7 +18,51 @@ pub(crate) struct Ctx<'a> {
     pub events: &'a mut VecDeque<EngineEvent>,
     pub mem: &'a mut usize,
     pub ip_id: &'a mut u16,
+    pub paths: &'a mut PathRtts,
     pub now: Instant,
+}
+
+/// Round-trip time towards each target address, learnt from every session's samples, so that a
+/// new session starts with what earlier ones measured (Linux keeps the same per destination in
+/// tcp_metrics). Without it every short connection would start from the fixed initial RTO:
+/// too long when a SYN is lost, too short when the target is busy (each SYN sent twice).
+pub(crate) type PathRtts = HashMap<IpAddr, PathRtt>;
+
+/// Smoothed RTT and its variation (RFC 6298 §2) towards one target address.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PathRtt {
+    srtt: Duration,
+    rttvar: Duration,
+}
+
+impl Ctx<'_> {
+    /// The RTO a new (or re-established) session towards `to` starts with: the path's when one
+    /// was measured, else the configured initial RTO.
+    pub fn initial_rto(&self, to: IpAddr) -> Duration {
+        match self.paths.get(&to) {
+            Some(p) => rto_of(self.cfg, p.srtt, p.rttvar),
+            None => self.cfg.initial_rto,
+        }
+    }
+
+    /// Folds one session's RTT sample into the path's estimate (RFC 6298 §2, gains 1/8, 1/4).
+    pub fn learn_rtt(&mut self, to: IpAddr, r: Duration) {
+        self.paths
+            .entry(to)
+            .and_modify(|p| {
+                p.rttvar = (p.rttvar * 3 + p.srtt.abs_diff(r)) / 4;
+                p.srtt = (p.srtt * 7 + r) / 8;
+            })
+            .or_insert(PathRtt {
+                srtt: r,
+                rttvar: r / 2,
+            });
+    }
+}
+
+/// RTO = SRTT + max(G, 4·RTTVAR), clamped to the configured bounds (RFC 6298 §2.3).
+fn rto_of(cfg: &EngineConfig, srtt: Duration, rttvar: Duration) -> Duration {
+    (srtt + (rttvar * 4).max(Duration::from_millis(1))).clamp(cfg.min_rto, cfg.max_rto)
 }
 
 /// Where a session stands towards the target.
@@ -222,7 +266,7 @@ impl Session {
             snd_wnd: 0,
             snd_shift: 0,
             seg_max: 536,
-            rto: cx.cfg.initial_rto,
+            rto: cx.initial_rto(target.ip()),
             srtt: None,
             rttvar: Duration::ZERO,
             rtt_probe: None,
@@ -610,7 +654,7 @@ impl Session {
         self.snd_nxt = iss;
         self.snd_max = iss;
         self.snd_wnd = 0;
-        self.rto = cx.cfg.initial_rto;
+        self.rto = cx.initial_rto(self.target.ip());
         self.rtt_probe = None;
         self.retries = 0;
         self.dupacks = 0;
@@ -750,11 +794,15 @@ impl Session {
             && self.snd_una == self.iss + 1
             && self.snd_max > self.iss + 1
             && !self.target_fin
+            && self.retries == 0
             && self.redone_handshakes < 2
         {
             // Reset before any of our data was acked: the target dropped the request socket our
             // ACK was for (a newer SYN-ACK of a retransmitted SYN is on its way or lost). Do the
-            // handshake again with the same ISN instead of losing the request.
+            // handshake again with the same ISN instead of losing the request. Only as the answer
+            // to our first transmission: after a retransmission timeout the target may have
+            // answered (reports lost) and since dropped the connection, and a new handshake
+            // would deliver the request twice.
             cx.stats.handshakes_redone += 1;
             self.redone_handshakes += 1;
             self.state = State::SynSent;
@@ -897,8 +945,8 @@ impl Session {
             }
         }
         let s = self.srtt.unwrap_or(r);
-        self.rto = (s + (self.rttvar * 4).max(Duration::from_millis(1)))
-            .clamp(cx.cfg.min_rto, cx.cfg.max_rto);
+        self.rto = rto_of(cx.cfg, s, self.rttvar);
+        cx.learn_rtt(self.target.ip(), r);
     }
 
     fn check_done(&mut self, cx: &mut Ctx<'_>) {

@@ -286,14 +286,26 @@ fn ship(tx: &Sender<Batch>, pool: &BatchPool, batch: &mut Batch) -> bool {
     }
 }
 
-/// Runs one live capture until `stop` is set or the engine goes away.
+/// Runs one live capture until `stop` is set or the engine goes away. The thread first sets
+/// its nice value to `nice` (0: left alone): under load it must drain the kernel ring before
+/// anything else on the host, or segments are lost for good.
 pub fn run_live(
     mut lc: LiveCapture,
+    nice: i32,
     tx: Sender<Batch>,
     pool: BatchPool,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
 ) {
+    if nice != 0 {
+        match tcpclone::sys::set_thread_nice(nice) {
+            Ok(()) => debug!(device = %lc.name, nice, "capture thread priority set"),
+            Err(e) => warn!(
+                device = %lc.name,
+                "--capture-nice {nice}: {e}; kernel capture drops are more likely under load"
+            ),
+        }
+    }
     let fd = std::os::fd::AsRawFd::as_raw_fd(&lc.cap);
     let mut batch = pool.take();
     let mut last_stats = Instant::now();

@@ -31,6 +31,8 @@ pub struct Counters {
     pub send_too_large: AtomicU64,
     /// Packets refused for another reason.
     pub send_refused: AtomicU64,
+    /// Times --max-pps/--max-mbps held packets back (they went later, none was dropped).
+    pub rate_held: AtomicU64,
     /// Response headers received from intercept.
     pub responses: AtomicU64,
     /// Sessions the engine registered.
@@ -72,6 +74,7 @@ impl Counters {
             ("send_busy_dropped", g(&self.send_busy)),
             ("send_too_large", g(&self.send_too_large)),
             ("send_refused", g(&self.send_refused)),
+            ("rate_held", g(&self.rate_held)),
             ("responses", g(&self.responses)),
             ("sessions_added", g(&self.sessions_added)),
             ("sessions_removed", g(&self.sessions_removed)),

@@ -172,10 +172,11 @@ pub fn run(settings: Settings) -> Result<Summary> {
             for lc in capture::open_live(interfaces, &filter, settings.capture_buffer)? {
                 let (tx, pool, c, s) =
                     (cap_tx.clone(), pool.clone(), counters.clone(), stop.clone());
+                let nice = settings.capture_nice;
                 capture_threads.push(
                     std::thread::Builder::new()
                         .name("capture".into())
-                        .spawn(move || capture::run_live(lc, tx, pool, c, s))?,
+                        .spawn(move || capture::run_live(lc, nice, tx, pool, c, s))?,
                 );
             }
             info!(devices = ?interfaces, ring_mb = settings.capture_buffer >> 20, "capturing");
@@ -232,6 +233,10 @@ pub fn run(settings: Settings) -> Result<Summary> {
         latency: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
             .expect("histogram bounds"),
         last_activity: Instant::now(),
+        cap: tcpclone::limit::RateCap::new(settings.max_pps, settings.max_mbps)
+            .context("--max-pps/--max-mbps")?,
+        origin: Instant::now(),
+        held_until: None,
     };
     let latency_us = lp.run(cap_rx, &resp_rx, &sig_rx, &pool, settings.stats, offline);
 
@@ -262,6 +267,11 @@ struct EngineLoop {
     buf: Vec<u8>,
     latency: hdrhistogram::Histogram<u64>,
     last_activity: Instant,
+    /// --max-pps/--max-mbps, in ns since `origin`.
+    cap: Option<tcpclone::limit::RateCap>,
+    origin: Instant,
+    /// Packets are waiting for the cap until then.
+    held_until: Option<Instant>,
 }
 
 impl EngineLoop {
@@ -284,6 +294,9 @@ impl EngineLoop {
                 deadline = deadline.min(t);
             }
             if let Some(t) = next_stats {
+                deadline = deadline.min(t);
+            }
+            if let Some(t) = self.held_until {
                 deadline = deadline.min(t);
             }
             select! {
@@ -327,6 +340,8 @@ impl EngineLoop {
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.engine.handle_timeout(now);
                 self.flush(now);
+            } else if self.held_until.is_some_and(|t| t <= now) {
+                self.flush(now);
             }
             if let Some(t) = next_stats {
                 if t <= now {
@@ -362,9 +377,26 @@ impl EngineLoop {
         // Registrations first: intercept must know a clone before its SYN reaches the target,
         // or the SYN-ACK arrives unowned (parked at best, dropped at worst).
         self.forward_events();
-        while let Some(t) = self.engine.poll_transmit(now, &mut self.buf) {
+        let now_ns = now.saturating_duration_since(self.origin).as_nanos() as u64;
+        self.held_until = None;
+        loop {
+            if let Some(cap) = self.cap.as_mut() {
+                let at = cap.ready_at(now_ns);
+                if at > now_ns {
+                    // Over the cap: what is left stays in the sessions until then.
+                    self.held_until = Some(self.origin + Duration::from_nanos(at));
+                    self.counters.add(&self.counters.rate_held, 1);
+                    break;
+                }
+            }
+            let Some(t) = self.engine.poll_transmit(now, &mut self.buf) else {
+                break;
+            };
             self.last_activity = now;
             let pkt = &self.buf[..t.len];
+            if let Some(cap) = self.cap.as_mut() {
+                cap.charge(now_ns, t.len);
+            }
             match self.raw.send(pkt, t.dst) {
                 Ok(()) => {
                     self.counters.add(&self.counters.sent_packets, 1);

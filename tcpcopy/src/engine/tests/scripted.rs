@@ -87,7 +87,8 @@ fn data_before_the_handshake_is_held_in_order() {
 #[test]
 fn syn_is_retransmitted_then_given_up() {
     let mut h = session_syn_sent(config());
-    h.advance(ms(59));
+    // No RTT measured towards this target yet: RFC 6298's initial RTO of 1 s.
+    h.advance(ms(999));
     expect!(h, []);
     h.advance(ms(1));
     expect!(
@@ -110,6 +111,32 @@ fn syn_is_retransmitted_then_given_up() {
         client: CLIENT,
         target: TARGET
     }));
+}
+
+#[test]
+fn new_sessions_start_from_the_rtt_earlier_ones_measured() {
+    let mut h = session_syn_sent(config());
+    h.advance(ms(30));
+    respond!(h, SYN_ACK);
+    h.sent();
+    // A second connection from another client port, to the same target: its SYN is retried
+    // after SRTT + 4·RTTVAR = 30 + 4·15 = 90 ms, not after the initial 1 s.
+    let other = SocketAddr::new(CLIENT.ip(), CLIENT.port() + 1);
+    send!(
+        h,
+        Seg {
+            src: other,
+            ..CLIENT_SYN
+        }
+    );
+    let first = h.sent();
+    assert_eq!((first.len(), first[0].flags), (1, SYN));
+    h.advance(ms(89));
+    assert!(h.sent().is_empty());
+    h.advance(ms(1));
+    let again = h.sent();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!((again[0].src, again[0].flags), (other, SYN));
 }
 
 #[test]
@@ -1867,4 +1894,37 @@ fn a_reset_before_any_data_is_acked_redoes_the_handshake() {
     );
     let st = h.e.stats();
     assert_eq!((st.handshakes_redone, st.target_resets), (1, 0));
+}
+
+#[test]
+fn a_reset_after_the_request_was_retransmitted_does_not_send_it_again() {
+    // The target may well have answered (its reports were lost) and dropped the connection
+    // since: its late reset must not make us deliver the request a second time.
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            payload: b"GET / HTTP/1.1\r\n\r\n",
+            ..TEMPLATE
+        }
+    );
+    h.sent();
+    h.advance(Duration::from_secs(3));
+    let again = h.sent();
+    assert!(
+        again.iter().any(|o| o.payload.starts_with(b"GET")),
+        "no retransmission: {again:?}"
+    );
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 1,
+            flags: RST,
+            ..RESP
+        }
+    );
+    let out = h.sent();
+    assert!(out.iter().all(|o| o.flags & SYN == 0), "{out:?}");
+    let st = h.e.stats();
+    assert_eq!((st.handshakes_redone, st.target_resets), (0, 1));
 }

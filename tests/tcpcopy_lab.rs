@@ -701,10 +701,10 @@ fn max_pps_holds_packets_without_loss() {
         "redis-cli",
         "ss"
     );
-    let _g = guard();
+    let _g = serial();
     const CAP: u64 = 1000;
     const SETS: u64 = 2000;
-    let (mut t, pid) = redis_lab(
+    let (mut t, pid) = Topo::redis_lab(
         Layout::Assistant,
         "6379-198.18.1.2:6380",
         &["--max-pps", &CAP.to_string()],

@@ -196,37 +196,9 @@ fn prctl(option: libc::c_int, arg: libc::c_ulong, what: &str) -> Result<(), SysE
     Ok(())
 }
 
-/// Lets this process's threads lower their nice value down to `nice` later without
-/// `CAP_SYS_NICE`, by raising `RLIMIT_NICE` (whose limit is `20 - nice`). Call it while still
-/// privileged, before [`drop_privileges`]: tcpcopy's capture threads use it to run ahead of the
-/// rest of the host so that the kernel's capture ring does not overflow under load. Never lowers
-/// a limit that is already higher.
-pub fn allow_nice(nice: i32) -> Result<(), SysError> {
-    let want = (20 - nice.clamp(-20, 19)) as libc::rlim_t;
-    let mut cur = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the pointer we pass, a valid local.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NICE, &mut cur) } != 0 {
-        return Err(call_err("getrlimit(RLIMIT_NICE)"));
-    }
-    if cur.rlim_cur >= want {
-        return Ok(());
-    }
-    let new = libc::rlimit {
-        rlim_cur: want,
-        rlim_max: want.max(cur.rlim_max),
-    };
-    // SAFETY: setrlimit reads one rlimit from the pointer we pass, a valid local.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NICE, &new) } != 0 {
-        return Err(call_err(format!("setrlimit(RLIMIT_NICE, {want})")));
-    }
-    Ok(())
-}
-
 /// Sets the nice value of the calling thread only (Linux applies `setpriority` with a thread
-/// id to that thread). Lowering it needs `CAP_SYS_NICE` or an [`allow_nice`] done earlier.
+/// id to that thread, and threads it creates later start with it). Lowering it needs
+/// `CAP_SYS_NICE` or a high enough `RLIMIT_NICE`; raising it needs nothing.
 pub fn set_thread_nice(nice: i32) -> Result<(), SysError> {
     // SAFETY: gettid has no arguments and cannot fail.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
@@ -235,6 +207,15 @@ pub fn set_thread_nice(nice: i32) -> Result<(), SysError> {
         return Err(call_err(format!("setpriority(thread {tid}, {nice})")));
     }
     Ok(())
+}
+
+/// The nice value of the calling thread.
+pub fn thread_nice() -> i32 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+    // SAFETY: getpriority takes plain integers (-1 is a valid answer; errors cannot happen
+    // for our own thread id).
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) }
 }
 
 /// Switches the process to `user` keeping only `CAP_NET_RAW` (when `keep_net_raw`), in
@@ -409,6 +390,7 @@ mod tests {
             set_thread_nice(7).unwrap();
             // SAFETY: gettid has no arguments.
             let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+            assert_eq!(thread_nice(), nice_of(tid));
             (tid, nice_of(tid))
         })
         .join()

@@ -308,9 +308,6 @@ fn nginx_keepalive_wrk() {
 }
 
 #[test]
-#[ignore = "flaky under CPU load: 88.8-100 % delivery across runs (kernel capture drops, port-reuse \
-            replacements); issue 3 stays open until it holds >= 99.5 %. Run it with \
-            `cargo test --release --test tcpcopy_lab -- --ignored nginx_connection_close_wrk`"]
 fn nginx_connection_close_wrk() {
     require_root!("tcpcopy_lab::nginx_connection_close_wrk");
     require_programs!("tcpcopy_lab", "nginx", "wrk", "curl", "ss");

@@ -99,7 +99,7 @@ pub struct Cli {
     /// MSS towards the target (default: from the MTU).
     #[arg(short = 'D', long = "mss", value_name = "BYTES")]
     pub mss: Option<u32>,
-    /// Capture ring per device in MB (counts against -m).
+    /// Capture ring per device in MB; it and a backlog of the same size count against -m.
     #[arg(short = 'B', long = "buffer", value_name = "MB", default_value_t = 64)]
     pub buffer: u64,
     /// Nice value of the capture threads (-20..=19; 0 leaves them alone). By default they run
@@ -424,15 +424,18 @@ impl Cli {
         if self.max_memory == 0 || self.max_memory > 1 << 20 {
             return Err(bad("-m/--max-memory", "must be 1..=1048576 MB"));
         }
+        // Per device: the kernel ring, and as much again of backlog the capture thread may hold
+        // while the engine is behind.
         let rings = match &source {
-            Source::Live { interfaces } => self.buffer * interfaces.len() as u64,
+            Source::Live { interfaces } => 2 * self.buffer * interfaces.len() as u64,
             Source::Offline { .. } => 0,
         };
         if rings >= self.max_memory {
             return Err(bad(
                 "-B/--buffer",
                 format!(
-                    "capture rings ({rings} MB) leave nothing of -m {} MB for sessions",
+                    "capture rings and their backlog (2 x -B per device = {rings} MB) leave \
+                     nothing of -m {} MB for sessions",
                     self.max_memory
                 ),
             ));
@@ -668,7 +671,7 @@ mod tests {
                 interfaces: vec!["eth0".into(), "eth1".into()]
             }
         );
-        assert_eq!(s.engine_memory, (512 - 32) << 20);
+        assert_eq!(s.engine_memory, (512 - 2 * 32) << 20, "rings and backlogs");
         assert_eq!(
             (s.copies, s.port_shift, s.percentage, s.mss, s.connections),
             (2, 3, 50, Some(1400), 4)

@@ -70,10 +70,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    // The capture threads lower their nice value after the drop (--capture-nice): allow it now.
-    if settings.capture_nice < 0 && tcpclone::sys::is_root() {
-        if let Err(e) = tcpclone::sys::allow_nice(settings.capture_nice) {
-            tracing::warn!("--capture-nice: {e}");
+    // --capture-nice: lowering a nice value needs CAP_SYS_NICE, which is about to go. This
+    // thread takes the capture threads' value now, they inherit it when live::run starts them,
+    // and live::run puts this thread back to 0 right after.
+    if settings.capture_nice < 0 && matches!(settings.source, tcpcopy::cli::Source::Live { .. }) {
+        if let Err(e) = tcpclone::sys::set_thread_nice(settings.capture_nice) {
+            tracing::debug!("--capture-nice before dropping privileges: {e}");
         }
     }
     if let Err(e) = tcpclone::sys::drop_privileges(&cli.user, true) {
@@ -139,6 +141,8 @@ fn reopen_on_sighup(log: Option<tcpclone::sys::LogFile>) -> std::io::Result<()> 
     std::thread::Builder::new()
         .name("sighup".into())
         .spawn(move || {
+            // Not a capture thread: back to the ordinary priority (see --capture-nice).
+            let _ = tcpclone::sys::set_thread_nice(0);
             for _ in signals.forever() {
                 let Some(log) = &log else {
                     tracing::info!("SIGHUP: no log file to reopen");

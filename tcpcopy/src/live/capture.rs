@@ -102,8 +102,12 @@ impl BatchPool {
     fn take(&self) -> Batch {
         self.rx.try_recv().unwrap_or_default()
     }
-    /// Returns a used batch.
+    /// Returns a used batch. One that grew while the engine was behind is freed instead, so
+    /// the pool never keeps a backlog's worth of memory.
     pub fn give(&self, mut b: Batch) {
+        if b.data.capacity() > 2 * BATCH_BYTES || b.packets.capacity() > 2 * BATCH_PACKETS {
+            return;
+        }
         b.clear();
         let _ = self.tx.try_send(b);
     }
@@ -273,15 +277,28 @@ pub fn open_live(devices: &[String], filter: &str, ring_bytes: usize) -> Result<
     Ok(out)
 }
 
-/// Sends a full batch; if the engine is behind, blocks (the kernel ring buffers meanwhile).
-fn ship(tx: &Sender<Batch>, pool: &BatchPool, batch: &mut Batch) -> bool {
+/// Hands the batch to the engine. When the engine is behind and the channel is full, a live
+/// capture keeps the batch and goes on appending to it (compact, unlike the kernel ring, whose
+/// slots are sized for 64 KB super-segments) until it holds `backlog` bytes; only then does it
+/// wait, and the kernel ring buffers meanwhile. `backlog` 0 waits at once (files, final flush).
+/// Returns false when the engine is gone.
+fn ship(tx: &Sender<Batch>, pool: &BatchPool, batch: &mut Batch, backlog: usize) -> bool {
     if batch.is_empty() {
         return true;
     }
-    let full = std::mem::replace(batch, pool.take());
-    match tx.try_send(full) {
-        Ok(()) => true,
-        Err(TrySendError::Full(b)) => tx.send(b).is_ok(),
+    match tx.try_send(std::mem::take(batch)) {
+        Ok(()) => {
+            *batch = pool.take();
+            true
+        }
+        Err(TrySendError::Full(b)) => {
+            *batch = b;
+            if batch.data.len() < backlog {
+                return true;
+            }
+            let full = std::mem::replace(batch, pool.take());
+            tx.send(full).is_ok()
+        }
         Err(TrySendError::Disconnected(_)) => false,
     }
 }
@@ -292,12 +309,15 @@ fn ship(tx: &Sender<Batch>, pool: &BatchPool, batch: &mut Batch) -> bool {
 pub fn run_live(
     mut lc: LiveCapture,
     nice: i32,
+    backlog: usize,
     tx: Sender<Batch>,
     pool: BatchPool,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
 ) {
-    if nice != 0 {
+    // Inherited from the thread that started us when it could (see main), else set here (a
+    // non-root user needs RLIMIT_NICE for that, e.g. systemd's LimitNICE).
+    if nice != 0 && tcpclone::sys::thread_nice() != nice {
         match tcpclone::sys::set_thread_nice(nice) {
             Ok(()) => debug!(device = %lc.name, nice, "capture thread priority set"),
             Err(e) => warn!(
@@ -322,7 +342,7 @@ pub fn run_live(
                     Some(ip) => {
                         counters.add(&counters.captured_bytes, ip.len() as u64);
                         batch.push(ts_ns(p.header, true), ip);
-                        if batch.due() && !ship(&tx, &pool, &mut batch) {
+                        if batch.due() && !ship(&tx, &pool, &mut batch, backlog) {
                             return;
                         }
                     }
@@ -332,7 +352,7 @@ pub fn run_live(
             Err(pcap::Error::TimeoutExpired) => {
                 // Ring empty: hand over what we have now (this is what keeps latency low),
                 // then sleep in poll until the kernel has more.
-                if !ship(&tx, &pool, &mut batch) {
+                if !ship(&tx, &pool, &mut batch, backlog) {
                     return;
                 }
                 if last_stats.elapsed() >= STATS_EVERY {
@@ -348,13 +368,13 @@ pub fn run_live(
                 // The device went down or away: count, wait, keep trying (issue 5).
                 counters.add(&counters.capture_errors, 1);
                 warn!(device = %lc.name, error = %e, "capture error; retrying");
-                let _ = ship(&tx, &pool, &mut batch);
+                let _ = ship(&tx, &pool, &mut batch, backlog);
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
     }
     read_drops(&mut lc, &counters, &mut drop_seen, &mut ifdrop_seen);
-    let _ = ship(&tx, &pool, &mut batch);
+    let _ = ship(&tx, &pool, &mut batch, 0);
 }
 
 fn read_drops(
@@ -409,7 +429,7 @@ pub fn run_offline(
             Ok(p) => p,
             Err(pcap::Error::NoMorePackets) => break,
             Err(e) => {
-                let _ = ship(&tx, &pool, &mut batch);
+                let _ = ship(&tx, &pool, &mut batch, 0);
                 return Err(anyhow!("--offline: `{}`: {e}", path.display()));
             }
         };
@@ -428,7 +448,7 @@ pub fn run_offline(
         let now = Instant::now();
         if due > now {
             // Hand over what is due before sleeping until this packet's time.
-            if !ship(&tx, &pool, &mut batch) {
+            if !ship(&tx, &pool, &mut batch, 0) {
                 return Ok(());
             }
             sleep_until(due, &stop);
@@ -436,11 +456,11 @@ pub fn run_offline(
         counters.add(&counters.captured_bytes, ip.len() as u64);
         // Live time, so the engine's latency figures stay meaningful.
         batch.push(wall_ns(), ip);
-        if batch.due() && !ship(&tx, &pool, &mut batch) {
+        if batch.due() && !ship(&tx, &pool, &mut batch, 0) {
             return Ok(());
         }
     }
-    let _ = ship(&tx, &pool, &mut batch);
+    let _ = ship(&tx, &pool, &mut batch, 0);
     info!(file = %path.display(), "end of capture file");
     Ok(())
 }

@@ -153,6 +153,8 @@ pub fn run(settings: Settings) -> Result<Summary> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            // Not a capture thread: back to the ordinary priority (see --capture-nice).
+            let _ = tcpclone::sys::set_thread_nice(0);
             let mut seen = 0;
             for sig in signals.forever() {
                 seen += 1;
@@ -172,12 +174,19 @@ pub fn run(settings: Settings) -> Result<Summary> {
             for lc in capture::open_live(interfaces, &filter, settings.capture_buffer)? {
                 let (tx, pool, c, s) =
                     (cap_tx.clone(), pool.clone(), counters.clone(), stop.clone());
-                let nice = settings.capture_nice;
+                let (nice, backlog) = (settings.capture_nice, settings.capture_buffer);
                 capture_threads.push(
                     std::thread::Builder::new()
                         .name("capture".into())
-                        .spawn(move || capture::run_live(lc, nice, tx, pool, c, s))?,
+                        .spawn(move || capture::run_live(lc, nice, backlog, tx, pool, c, s))?,
                 );
+            }
+            // The capture threads inherited --capture-nice from this thread (see main); the
+            // engine and the channel run at the ordinary priority.
+            if tcpclone::sys::thread_nice() != 0 {
+                if let Err(e) = tcpclone::sys::set_thread_nice(0) {
+                    warn!("cannot put the engine thread back to nice 0: {e}");
+                }
             }
             info!(devices = ?interfaces, ring_mb = settings.capture_buffer >> 20, "capturing");
         }

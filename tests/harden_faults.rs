@@ -120,39 +120,9 @@ fn harden_fake_tcpcopy() {
     assert!(!legit, "legitimate client never served");
 }
 
-fn read_u64(p: &Path) -> u64 {
-    std::fs::read_to_string(p)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool, logs: &[&Path]) {
-    let t0 = Instant::now();
-    while !f() {
-        if t0.elapsed() > timeout {
-            let mut msg = format!("timed out waiting for {what}");
-            for l in logs {
-                msg += &format!(
-                    "\n--- {}:\n{}",
-                    l.display(),
-                    std::fs::read_to_string(l).unwrap_or_default()
-                );
-            }
-            panic!("{msg}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// `n` connections from `ns` to the closed port 6379: each draws a RST from source port 6379.
 fn knock(lab: &Lab, ns: &str, n: u32) {
-    lab.exec(
-        ns,
-        &format!(
-            "for i in $(seq {n}); do bash -c 'exec 3<>/dev/tcp/{SRV_IP}/6379' 2>/dev/null; done; true"
-        ),
-    );
+    common::knock(lab, ns, SRV_IP, 6379, n);
 }
 
 fn spawn_intercept(lab: &mut Lab, ns: &str, dev: &str, log: &Path) -> u32 {

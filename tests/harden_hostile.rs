@@ -163,15 +163,6 @@ fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
     std::fs::write(path, d).unwrap();
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    st.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap()
-}
-
 fn counter(line: &str, name: &str) -> u64 {
     line.split(&format!("{name} "))
         .nth(1)
@@ -234,9 +225,9 @@ fn intercept_hostile_capture_traffic() {
         std::thread::sleep(Duration::from_millis(1500));
     };
     round(&lab);
-    let rss1 = rss_kb(ipid);
+    let rss1 = rss_kb(ipid).unwrap();
     round(&lab);
-    let rss2 = rss_kb(ipid);
+    let rss2 = rss_kb(ipid).unwrap();
     let st = lab
         .stop(ipid, "TERM", Duration::from_secs(2))
         .expect("intercept stops within 2 s of SIGTERM");

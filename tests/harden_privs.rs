@@ -13,7 +13,6 @@ mod common;
 use common::*;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const CLI_IP: &str = "198.18.211.1";
@@ -41,27 +40,10 @@ fn status_field(status: &str, name: &str) -> String {
         .to_string()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool, log: &Path) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < timeout,
-            "timed out waiting for {what}; log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Opens `n` connections from `ns` to the closed port 6379 on the server: each draws a RST
 /// with source port 6379, which intercept's filter captures.
 fn knock(lab: &Lab, ns: &str, n: u32) {
-    lab.exec(
-        ns,
-        &format!(
-            "for i in $(seq {n}); do bash -c 'exec 3<>/dev/tcp/{SRV_IP}/6379' 2>/dev/null; done; true"
-        ),
-    );
+    common::knock(lab, ns, SRV_IP, 6379, n);
 }
 
 /// A work directory that the dropped user can enter, with a `logs` subdirectory it owns.
@@ -117,14 +99,14 @@ fn intercept_drops_to_nobody() {
                 .unwrap_or_default()
                 .contains("privileges dropped to nobody")
         },
-        &out,
+        &[&out],
     );
     // Let the runtime and capture threads start, then inspect every thread.
     wait_until(
         "a stats line",
         Duration::from_secs(5),
         || last_captured(&std::fs::read_to_string(&log).unwrap_or_default()).is_some(),
-        &log,
+        &[&log],
     );
     let status = std::fs::read_to_string(format!("/proc/{ipid}/status")).unwrap();
     assert_eq!(status_field(&status, "Uid"), "65534\t65534\t65534\t65534");
@@ -153,7 +135,7 @@ fn intercept_drops_to_nobody() {
         "5 captured resets",
         Duration::from_secs(5),
         || last_captured(&std::fs::read_to_string(&log).unwrap_or_default()) >= Some(5),
-        &log,
+        &[&log],
     );
 
     // SIGHUP after logrotate's rename: a new file, owned by nobody, gets the next lines.
@@ -167,7 +149,7 @@ fn intercept_drops_to_nobody() {
                 .map(|s| s.contains("SIGHUP: log file") && last_captured(&s).is_some())
                 .unwrap_or(false)
         },
-        &dir.join("logs/intercept.log.1"),
+        &[&dir.join("logs/intercept.log.1")],
     );
     assert_eq!(std::fs::metadata(&log).unwrap().uid(), NOBODY);
     let old = std::fs::read_to_string(dir.join("logs/intercept.log.1")).unwrap();
@@ -177,7 +159,7 @@ fn intercept_drops_to_nobody() {
         "3 more captured resets",
         Duration::from_secs(5),
         || last_captured(&std::fs::read_to_string(&log).unwrap_or_default()) >= Some(8),
-        &log,
+        &[&log],
     );
 
     let t0 = Instant::now();
@@ -234,7 +216,7 @@ fn intercept_runs_as_user_with_setcap() {
         "a stats line",
         Duration::from_secs(10),
         || last_captured(&std::fs::read_to_string(&log).unwrap_or_default()).is_some(),
-        &dir.join("stderr.log"),
+        &[&dir.join("stderr.log")],
     );
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("not root"), "{text}");
@@ -246,7 +228,7 @@ fn intercept_runs_as_user_with_setcap() {
         "4 captured resets",
         Duration::from_secs(5),
         || last_captured(&std::fs::read_to_string(&log).unwrap_or_default()) >= Some(4),
-        &log,
+        &[&log],
     );
     let st = lab
         .stop(ipid, "TERM", Duration::from_secs(2))

@@ -184,21 +184,13 @@ fn redis_scenario(secure: bool) {
     let srv = lab.netns("isrv");
     let (veth_cli, _) = lab.veth(&cli, &format!("{CLI_IP}/24"), &srv, &format!("{SRV_IP}/24"));
 
-    lab.spawn(
+    start_redis(
+        &mut lab,
         &srv,
-        &[
-            "redis-server",
-            "--bind",
-            SRV_IP,
-            "--port",
-            "6379",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-        ],
+        &[SRV_IP],
+        6379,
+        dir,
+        &[],
         Some(&dir.join("redis.log")),
     );
     assert!(

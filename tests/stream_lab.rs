@@ -15,13 +15,6 @@ fn stream_bin() -> PathBuf {
     bin("tcpcopy")
 }
 
-/// The lab tests of this file run one at a time: they measure time and latency.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn tmpdir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("stream_lab")
@@ -47,128 +40,13 @@ fn prod_pair(lab: &mut Lab) -> Prod {
     }
 }
 
+/// redis on `bind`:`port` in `ns`, its statistics reset.
 fn start_redis(lab: &mut Lab, ns: &str, bind: &str, port: u16, dir: &Path) {
-    let p = port.to_string();
-    lab.spawn(
-        ns,
-        &[
-            "redis-server",
-            "--bind",
-            bind,
-            "--port",
-            &p,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-            "--dir",
-            dir.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert!(
-        lab.wait_for(
-            ns,
-            &format!("redis-cli -h {bind} -p {port} ping"),
-            Duration::from_secs(10)
-        ),
-        "redis did not start"
-    );
+    common::start_redis(lab, ns, &[bind], port, dir, &[], None);
     lab.exec_ok(
         ns,
         &format!("redis-cli -h {bind} -p {port} config resetstat"),
     );
-}
-
-/// Starts tcpdump writing `file`; returns its pid once it listens.
-fn start_tcpdump(lab: &mut Lab, ns: &str, ifc: &str, filter: &str, file: &Path) -> u32 {
-    let log = file.with_extension("tcpdump.log");
-    let pid = lab.spawn(
-        ns,
-        &[
-            "tcpdump",
-            "-i",
-            ifc,
-            "-s",
-            "4096",
-            "-B",
-            "32768",
-            "--immediate-mode",
-            "-U",
-            "-n",
-            "-w",
-            file.to_str().unwrap(),
-            filter,
-        ],
-        Some(&log),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("listening on")
-        {
-            std::thread::sleep(Duration::from_millis(100));
-            return pid;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!(
-        "tcpdump did not start: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-}
-
-/// Stops tcpdump once its file stopped growing; panics if the kernel dropped packets.
-fn stop_tcpdump(lab: &mut Lab, pid: u32, file: &Path) {
-    let mut last = 0;
-    for _ in 0..50 {
-        std::thread::sleep(Duration::from_millis(200));
-        let now = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-        if now == last {
-            break;
-        }
-        last = now;
-    }
-    lab.stop(pid, "INT", Duration::from_secs(5))
-        .expect("tcpdump did not stop");
-    let log = std::fs::read_to_string(file.with_extension("tcpdump.log")).unwrap_or_default();
-    let n = |what: &str| {
-        log.lines()
-            .find(|l| l.ends_with(what))
-            .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-    };
-    assert!(
-        n("packets dropped by kernel") == Some(0)
-            && n("packets captured") == n("packets received by filter"),
-        "capture incomplete: {log}"
-    );
-}
-
-/// `INFO commandstats` as command → calls (INFO itself left out).
-fn commandstats(lab: &Lab, ns: &str, host: &str, port: u16) -> HashMap<String, u64> {
-    let out = lab.exec_ok(
-        ns,
-        &format!("redis-cli -h {host} -p {port} info commandstats"),
-    );
-    let mut m = HashMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if let Some(rest) = line.strip_prefix("cmdstat_") {
-            let (name, stats) = rest.split_once(':').unwrap_or((rest, ""));
-            if name == "info" || name == "config|resetstat" {
-                continue;
-            }
-            let calls = stats
-                .split(',')
-                .find_map(|kv| kv.strip_prefix("calls="))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            m.insert(name.to_string(), calls);
-        }
-    }
-    m
 }
 
 /// Runs the replayer in `ns`; panics unless it exits 0. Returns (stdout, wall time).
@@ -364,70 +242,17 @@ fn think_time_scales_with_speedup() {
     );
 }
 
-const NGINX_CONF: &str = r#"
-worker_processes 1;
-pid PIDFILE;
-error_log ERRLOG;
-events { worker_connections 1024; }
-http {
-    log_format pp '$proxy_protocol_addr:$proxy_protocol_port $remote_addr "$request" $status';
-    access_log ACCESSLOG pp;
-    client_body_temp_path TMP;
-    proxy_temp_path TMP;
-    fastcgi_temp_path TMP;
-    uwsgi_temp_path TMP;
-    scgi_temp_path TMP;
-    server {
-        listen LISTEN;
-        location / { return 200 "hello\n"; }
-    }
-}
-"#;
-
-/// Starts nginx in `ns` listening on `listen` (nginx syntax); returns the access log path.
+/// nginx in `ns` on `listen` (nginx syntax) logging the PROXY-protocol address, the peer and
+/// the request; returns the access log path.
 fn start_nginx(lab: &mut Lab, ns: &str, dir: &Path, name: &str, listen: &str) -> PathBuf {
-    let d = dir.join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    let access = d.join("access.log");
-    let conf = NGINX_CONF
-        .replace("PIDFILE", d.join("nginx.pid").to_str().unwrap())
-        .replace("ERRLOG", d.join("error.log").to_str().unwrap())
-        .replace("ACCESSLOG", access.to_str().unwrap())
-        .replace("TMP", d.to_str().unwrap())
-        .replace("LISTEN", listen);
-    let conf_path = d.join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    lab.spawn(
+    common::start_nginx(
+        lab,
         ns,
-        &[
-            "nginx",
-            "-g",
-            "daemon off;",
-            "-c",
-            conf_path.to_str().unwrap(),
-            "-p",
-            d.to_str().unwrap(),
-        ],
-        None,
-    );
-    let addr = listen.split_whitespace().next().unwrap().to_string();
-    assert!(
-        lab.wait_for(
-            ns,
-            &format!("ss -ltn | grep -q '{addr} '"),
-            Duration::from_secs(10)
-        ),
-        "nginx did not start"
-    );
-    access
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
+        dir,
+        name,
+        &[listen],
+        "$proxy_protocol_addr:$proxy_protocol_port $remote_addr \"$request\" $status",
+    )
 }
 
 #[test]
@@ -442,14 +267,14 @@ fn nginx_keepalive_and_close_every_request_arrives_and_proxy_v2() {
     let target = lab.netns("sttg");
     for (name, header) in [("keepalive", ""), ("close", "-H 'Connection: close'")] {
         let cap = tmp.path().join(format!("{name}.pcap"));
-        let before = lines(&prod_log).len();
+        let before = read_lines(&prod_log).len();
         let td = start_tcpdump(&mut lab, &p.prod, &p.prod_if, "tcp port 80", &cap);
         lab.exec_ok(
             &p.client,
             &format!("wrk -t 1 -c 4 -d 1 {header} http://198.18.50.2/"),
         );
         stop_tcpdump(&mut lab, td, &cap);
-        let sent = lines(&prod_log).len() - before;
+        let sent = read_lines(&prod_log).len() - before;
         assert!(sent > 100, "{name}: only {sent} requests at production");
         let tlog = start_nginx(
             &mut lab,
@@ -469,7 +294,7 @@ fn nginx_keepalive_and_close_every_request_arrives_and_proxy_v2() {
             &format!("-x 80-{t_ip}:8080 --offline {} --topspeed", cap.display()),
         );
         std::thread::sleep(Duration::from_millis(300));
-        let got = lines(&tlog).len();
+        let got = read_lines(&tlog).len();
         assert_eq!(
             got, sent,
             "{name}: {got} of {sent} requests arrived\n{table}"
@@ -493,7 +318,7 @@ fn nginx_keepalive_and_close_every_request_arrives_and_proxy_v2() {
                 ),
             );
             std::thread::sleep(Duration::from_millis(300));
-            let pl = lines(&plog);
+            let pl = read_lines(&plog);
             assert_eq!(pl.len(), sent);
             assert!(
                 pl.iter().all(|l| l.starts_with("198.18.50.1:")),

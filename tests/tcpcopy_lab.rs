@@ -20,411 +20,10 @@
 //! Build first: `cargo build --release --workspace && cargo test --release --test tcpcopy_lab`.
 
 mod common;
+use common::topo::*;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-const PROD4: &str = "198.18.10.1";
-const CLIENT4: &str = "198.18.10.2";
-const TARGET4: &str = "198.18.1.2";
-const ASSIST4: &str = "198.18.1.3";
-const PROD6: &str = "2001:db8:10::1";
-const TARGET6: &str = "2001:db8:1::2";
-const ASSIST6: &str = "2001:db8:1::3";
-const REDIS_PROD: u16 = 6379;
-const REDIS_TARGET: u16 = 6380;
-const HTTP_PROD: u16 = 80;
-const HTTP_TARGET: u16 = 8080;
-
-/// Where intercept runs.
-#[derive(Clone, Copy, PartialEq)]
-enum Layout {
-    /// On an assistant host with forwarding off (the classic layout).
-    Assistant,
-    /// On the target itself; responses leave through a veth into an isolated namespace.
-    OnTarget,
-}
-
-struct Topo {
-    lab: Lab,
-    dir: tempfile::TempDir,
-    client: String,
-    prod: String,
-    target: String,
-    /// Where intercept runs (assistant, or the target itself).
-    icpt_ns: String,
-    /// Device intercept captures on.
-    icpt_dev: String,
-    /// Address tcpcopy reaches intercept at.
-    icpt_addr: String,
-}
-
-impl Topo {
-    fn new(layout: Layout) -> Topo {
-        let mut lab = Lab::new();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let client = lab.netns("tcc");
-        let prod = lab.netns("tcp");
-        let bridge = lab.netns("tcb");
-        let target = lab.netns("tct");
-        lab.bridge(&bridge);
-        let (c_if, p_if) = lab.veth(
-            &client,
-            &format!("{CLIENT4}/24"),
-            &prod,
-            &format!("{PROD4}/24"),
-        );
-        lab.exec_ok(
-            &client,
-            &format!("ip addr add 2001:db8:10::2/64 dev {c_if} nodad"),
-        );
-        lab.exec_ok(&prod, &format!("ip addr add {PROD6}/64 dev {p_if} nodad"));
-        let pb = lab.attach(&bridge, &prod, "198.18.1.1/24");
-        lab.exec_ok(
-            &prod,
-            &format!("ip addr add 2001:db8:1::1/64 dev {pb} nodad"),
-        );
-        let tb = lab.attach(&bridge, &target, &format!("{TARGET4}/24"));
-        lab.exec_ok(&target, &format!("ip addr add {TARGET6}/64 dev {tb} nodad"));
-        let (icpt_ns, icpt_dev, icpt_addr, via4, via6) = match layout {
-            Layout::Assistant => {
-                let assist = lab.netns("tca");
-                let ab = lab.attach(&bridge, &assist, &format!("{ASSIST4}/24"));
-                lab.exec_ok(&assist, &format!("ip addr add {ASSIST6}/64 dev {ab} nodad"));
-                lab.exec_ok(
-                    &assist,
-                    "sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0",
-                );
-                (
-                    assist,
-                    ab,
-                    ASSIST4.to_string(),
-                    ASSIST4.to_string(),
-                    ASSIST6.to_string(),
-                )
-            }
-            Layout::OnTarget => {
-                // A veth into an isolated namespace with forwarding off: responses really leave
-                // the target through it (and die on the other side); intercept captures there.
-                let sink = lab.netns("tcs");
-                let (t_if, _s_if) = lab.veth(&target, "198.18.30.1/24", &sink, "198.18.30.2/24");
-                lab.exec_ok(
-                    &target,
-                    &format!("ip addr add 2001:db8:30::1/64 dev {t_if} nodad"),
-                );
-                lab.exec_ok(
-                    &sink,
-                    &format!("ip addr add 2001:db8:30::2/64 dev {_s_if} nodad"),
-                );
-                lab.exec_ok(
-                    &sink,
-                    "sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0",
-                );
-                (
-                    target.clone(),
-                    t_if,
-                    TARGET4.to_string(),
-                    "198.18.30.2".to_string(),
-                    "2001:db8:30::2".to_string(),
-                )
-            }
-        };
-        for net in ["198.18.10.0/24", "198.18.20.0/24"] {
-            lab.exec_ok(&target, &format!("ip route add {net} via {via4}"));
-        }
-        lab.exec_ok(
-            &target,
-            &format!("ip -6 route add 2001:db8:10::/64 via {via6}"),
-        );
-        let t = Topo {
-            lab,
-            dir,
-            client,
-            prod,
-            target,
-            icpt_ns,
-            icpt_dev,
-            icpt_addr,
-        };
-        assert!(t.lab.wait_for(
-            &t.client,
-            &format!("ping -c1 -W1 {PROD4}"),
-            Duration::from_secs(5)
-        ));
-        assert!(t.lab.wait_for(
-            &t.prod,
-            &format!("ping -c1 -W1 {TARGET4}"),
-            Duration::from_secs(5)
-        ));
-        t
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn start_redis(&mut self, ns: &str, port: u16, name: &str) {
-        let d = self.path(name);
-        std::fs::create_dir_all(&d).unwrap();
-        let (ns, ds, ps) = (
-            ns.to_string(),
-            d.to_str().unwrap().to_string(),
-            port.to_string(),
-        );
-        self.lab.spawn(
-            &ns,
-            &[
-                "redis-server",
-                "--port",
-                &ps,
-                "--bind",
-                "0.0.0.0",
-                "::",
-                "--dir",
-                &ds,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "no",
-                "--daemonize",
-                "no",
-                "--maxclients",
-                "10000",
-            ],
-            Some(&d.join("redis.log")),
-        );
-        assert!(
-            self.lab.wait_for(
-                &ns,
-                &format!("redis-cli -p {port} ping | grep -q PONG"),
-                Duration::from_secs(10)
-            ),
-            "redis in {ns} did not start"
-        );
-    }
-
-    fn start_nginx(&mut self, ns: &str, port: u16, name: &str) -> PathBuf {
-        let d = self.path(name);
-        std::fs::create_dir_all(&d).unwrap();
-        let ds = d.to_str().unwrap();
-        let conf = format!(
-            "daemon off; master_process on; worker_processes 1; user root; pid {ds}/nginx.pid;\n\
-             error_log {ds}/error.log warn;\n\
-             events {{ worker_connections 4096; }}\n\
-             http {{\n\
-               log_format t '$msec $remote_addr:$remote_port $request';\n\
-               access_log {ds}/access.log t;\n\
-               client_body_temp_path {ds}/body; proxy_temp_path {ds}/proxy; fastcgi_temp_path {ds}/fcgi;\n\
-               uwsgi_temp_path {ds}/uwsgi; scgi_temp_path {ds}/scgi;\n\
-               server {{ listen {port} reuseport; listen [::]:{port} reuseport; location / {{ return 200 \"ok\\n\"; }} }}\n\
-             }}\n"
-        );
-        std::fs::write(d.join("nginx.conf"), conf).unwrap();
-        let c = d.join("nginx.conf");
-        let ns = ns.to_string();
-        self.lab.spawn(
-            &ns,
-            &["nginx", "-c", c.to_str().unwrap(), "-p", ds],
-            Some(&d.join("stderr.log")),
-        );
-        assert!(
-            self.lab.wait_for(
-                &ns,
-                &format!("curl -s -o /dev/null http://127.0.0.1:{port}/"),
-                Duration::from_secs(10)
-            ),
-            "nginx in {ns} did not start"
-        );
-        // Forget the readiness probe.
-        std::fs::write(d.join("access.log"), "").unwrap();
-        d.join("access.log")
-    }
-
-    fn start_intercept(&mut self, filter: &str) {
-        let log = self.path("intercept.log");
-        let (ns, dev, bind) = (
-            self.icpt_ns.clone(),
-            self.icpt_dev.clone(),
-            self.icpt_addr.clone(),
-        );
-        self.lab.spawn(
-            &ns,
-            &[
-                bin("intercept").to_str().unwrap(),
-                "-i",
-                &dev,
-                "-F",
-                filter,
-                "-b",
-                &bind,
-            ],
-            Some(&log),
-        );
-        assert!(
-            self.lab.wait_for(
-                &ns,
-                "ss -Hltn 'sport = :36524' | grep -q LISTEN",
-                Duration::from_secs(10)
-            ),
-            "intercept did not start listening: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-
-    /// Starts tcpcopy in production and waits until it is connected to intercept.
-    fn start_tcpcopy(&mut self, args: &[&str]) -> u32 {
-        let log = self.path("tcpcopy.log");
-        let prod = self.prod.clone();
-        let tcpcopy = bin("tcpcopy");
-        let mut argv: Vec<&str> = vec![tcpcopy.to_str().unwrap()];
-        argv.extend_from_slice(args);
-        let icpt = self.icpt_addr.clone();
-        argv.extend_from_slice(&["-s", &icpt]);
-        let pid = self.lab.spawn(&prod, &argv, Some(&log));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("connected to intercept") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tcpcopy did not connect to intercept:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        pid
-    }
-
-    /// SIGINT; it must exit within 2 s with a summary. Returns the summary text.
-    fn stop_tcpcopy(&mut self, pid: u32) -> String {
-        let t0 = Instant::now();
-        let st = self.lab.stop(pid, "INT", Duration::from_secs(3));
-        let took = t0.elapsed();
-        let text = std::fs::read_to_string(self.path("tcpcopy.log")).unwrap_or_default();
-        let summary: String = text
-            .lines()
-            .skip_while(|l| !l.starts_with("tcpcopy summary"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        assert!(
-            st.is_some() && took <= Duration::from_millis(2_500),
-            "tcpcopy did not stop within 2 s of SIGINT ({took:?})"
-        );
-        assert!(!summary.is_empty(), "no summary printed:\n{text}");
-        println!("{summary}");
-        summary
-    }
-
-    /// Sockets on the target in LAST_ACK / FIN_WAIT / CLOSING.
-    fn half_closed(&self) -> usize {
-        let out = self.lab.exec(
-            &self.target,
-            "ss -Htan state last-ack state fin-wait-1 state fin-wait-2 state closing",
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .count()
-    }
-
-    /// Waits (up to 8 s) for the target's half-closed sockets to fall back to `baseline`;
-    /// returns a report (printed too) when they do not.
-    fn half_closed_report(&self, baseline: usize) -> Option<String> {
-        let deadline = Instant::now() + Duration::from_secs(8);
-        let mut n = self.half_closed();
-        while n > baseline && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(200));
-            n = self.half_closed();
-        }
-        if n <= baseline {
-            return None;
-        }
-        let detail = self.lab.exec(
-            &self.target,
-            "ss -Htan state last-ack state fin-wait-1 state fin-wait-2 state closing | head -5",
-        );
-        let r = format!(
-            "target has {n} sockets in LAST_ACK/FIN_WAIT/CLOSING (baseline {baseline}), e.g.:\n{}",
-            String::from_utf8_lossy(&detail.stdout)
-        );
-        println!("{r}");
-        Some(r)
-    }
-
-    fn client(&self, cmd: &str) -> String {
-        let out = self.lab.exec_ok(&self.client, cmd);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-/// `calls` of a redis command from INFO commandstats.
-fn redis_calls(lab: &Lab, ns: &str, port: u16, cmd: &str) -> u64 {
-    let out = lab.exec(ns, &format!("redis-cli -p {port} info commandstats"));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let key = format!("cmdstat_{cmd}:calls=");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn lines(p: &Path) -> u64 {
-    std::fs::read_to_string(p)
-        .map(|t| t.lines().count() as u64)
-        .unwrap_or(0)
-}
-
-/// Polls `f` until it reaches `want` or stops changing for 2 s (at most `max`).
-fn settle(want: u64, max: Duration, mut f: impl FnMut() -> u64) -> u64 {
-    let deadline = Instant::now() + max;
-    let mut last = f();
-    let mut changed = Instant::now();
-    while last < want && Instant::now() < deadline && changed.elapsed() < Duration::from_secs(2) {
-        std::thread::sleep(Duration::from_millis(200));
-        let now = f();
-        if now != last {
-            last = now;
-            changed = Instant::now();
-        }
-    }
-    last
-}
-
-fn ratio(got: u64, of: u64) -> f64 {
-    if of == 0 {
-        0.0
-    } else {
-        got as f64 / of as f64
-    }
-}
-
-fn guard() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-const REDIS_FILTER: &str = "tcp and src port 6380";
-const HTTP_FILTER: &str = "tcp and src port 8080";
-
-/// redis lab with tcpcopy started with `extra` args; returns the topology and tcpcopy's pid.
-fn redis_lab(layout: Layout, mapping: &str, extra: &[&str]) -> (Topo, u32) {
-    let mut t = Topo::new(layout);
-    let (p, tg) = (t.prod.clone(), t.target.clone());
-    t.start_redis(&p, REDIS_PROD, "redis-prod");
-    t.start_redis(&tg, REDIS_TARGET, "redis-target");
-    t.start_intercept(REDIS_FILTER);
-    let mut args = vec!["-x", mapping];
-    args.extend_from_slice(extra);
-    let pid = t.start_tcpcopy(&args);
-    (t, pid)
-}
 
 /// Runs redis-benchmark and checks that the target got ≥ `min` of each command production got.
 // Each argument is one knob of the scenario table in issue 3; a struct would only rename them.
@@ -484,39 +83,17 @@ fn redis_set_get_20k_10conns() {
         "ss",
         "tcpdump"
     );
-    let _g = guard();
-    let (mut t, pid) = redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &[]);
+    let _g = serial();
+    let (mut t, pid) = Topo::redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &[]);
     // Production safety (issue 5): watch everything production sends during the run. Any
     // packet with a client source that does not go to the target, anything to a client that
     // is not the service answering, and anything to production's own addresses is a leak.
-    let leaks = t.path("leaks.pcap");
-    let p = t.prod.clone();
-    let watch = t.lab.spawn(
-        &p,
-        &[
-            "tcpdump",
-            "-i",
-            "any",
-            "-nn",
-            "-Q",
-            "out",
-            "-Z",
-            "root",
-            "-U",
-            "--immediate-mode",
-            "-w",
-            leaks.to_str().unwrap(),
-            "(src host 198.18.10.2 and not dst host 198.18.1.2) or \
-             (dst net 198.18.10.0/24 and not src port 6379) or \
-             (dst host 198.18.10.1 or dst host 198.18.1.1)",
-        ],
-        Some(&t.path("leaks.log")),
+    let (watch, leaks) = t.start_leak_watch(
+        "(src host 198.18.10.2 and not dst host 198.18.1.2) or \
+         (dst net 198.18.10.0/24 and not src port 6379) or \
+         (dst host 198.18.10.1 or dst host 198.18.1.1)",
+        "leaks.pcap",
     );
-    assert!(t.lab.wait_for(
-        &p,
-        &format!("test -s {}", leaks.display()),
-        Duration::from_secs(5)
-    ));
     let failures = redis_delivery(
         &mut t,
         pid,
@@ -527,12 +104,7 @@ fn redis_set_get_20k_10conns() {
         0.999,
         "redis SET/GET 20k x 10",
     );
-    t.lab.stop(watch, "INT", Duration::from_secs(5));
-    let out = sh(&format!(
-        "tcpdump -nn -r {} 2>/dev/null | head -5",
-        leaks.display()
-    ));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = t.leak_report(watch, &leaks);
     println!(
         "packets from production to a client or production address not from the service: {}\n{text}",
         text.lines().count()
@@ -554,8 +126,8 @@ fn redis_set_64k_values() {
         "redis-cli",
         "ss"
     );
-    let _g = guard();
-    let (mut t, pid) = redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &[]);
+    let _g = serial();
+    let (mut t, pid) = Topo::redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &[]);
     let failures = redis_delivery(
         &mut t,
         pid,
@@ -579,7 +151,7 @@ fn redis_ipv6_set_get() {
         "redis-cli",
         "ss"
     );
-    let _g = guard();
+    let _g = serial();
     let mapping = format!("[{PROD6}]:6379-[{TARGET6}]:6380");
     let mut t = Topo::new(Layout::Assistant);
     let (p, tg) = (t.prod.clone(), t.target.clone());
@@ -610,8 +182,8 @@ fn redis_intercept_on_target() {
         "redis-cli",
         "ss"
     );
-    let _g = guard();
-    let (mut t, pid) = redis_lab(Layout::OnTarget, "6379-198.18.1.2:6380", &[]);
+    let _g = serial();
+    let (mut t, pid) = Topo::redis_lab(Layout::OnTarget, "6379-198.18.1.2:6380", &[]);
     let failures = redis_delivery(
         &mut t,
         pid,
@@ -635,8 +207,8 @@ fn copies_n2_doubles() {
         "redis-cli",
         "ss"
     );
-    let _g = guard();
-    let (mut t, pid) = redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &["-n", "2"]);
+    let _g = serial();
+    let (mut t, pid) = Topo::redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &["-n", "2"]);
     let failures = redis_delivery(
         &mut t,
         pid,
@@ -660,8 +232,8 @@ fn percentage_r50_samples_sessions() {
         "redis-cli",
         "ss"
     );
-    let _g = guard();
-    let (mut t, pid) = redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &["-r", "50"]);
+    let _g = serial();
+    let (mut t, pid) = Topo::redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &["-r", "50"]);
     let baseline = t.half_closed();
     // -k 0: a new connection per request, so 3,000 sessions.
     t.client(&format!(
@@ -687,20 +259,8 @@ fn percentage_r50_samples_sessions() {
     assert!(sockets.is_none(), "{}", sockets.unwrap_or_default());
 }
 
-fn nginx_lab(extra: &[&str]) -> (Topo, u32, PathBuf, PathBuf) {
-    let mut t = Topo::new(Layout::Assistant);
-    let (p, tg) = (t.prod.clone(), t.target.clone());
-    let prod_log = t.start_nginx(&p, HTTP_PROD, "nginx-prod");
-    let target_log = t.start_nginx(&tg, HTTP_TARGET, "nginx-target");
-    t.start_intercept(HTTP_FILTER);
-    let mut args = vec!["-x", "80-198.18.1.2:8080"];
-    args.extend_from_slice(extra);
-    let pid = t.start_tcpcopy(&args);
-    (t, pid, prod_log, target_log)
-}
-
 fn nginx_delivery(close: bool, min: f64) {
-    let (mut t, pid, prod_log, target_log) = nginx_lab(&[]);
+    let (mut t, pid, prod_log, target_log) = Topo::nginx_lab(&[]);
     let baseline = t.half_closed();
     let hdr = if close { "-H 'Connection: close'" } else { "" };
     let out = t.client(&format!(
@@ -708,8 +268,8 @@ fn nginx_delivery(close: bool, min: f64) {
     ));
     // nginx logs a request once it is answered: the last ones in flight when wrk stopped can
     // land a moment later (counted too early, the target seemed to get more than production).
-    let prod = settle(u64::MAX, Duration::from_secs(3), || lines(&prod_log));
-    let got = settle(prod, Duration::from_secs(20), || lines(&target_log));
+    let prod = settle(u64::MAX, Duration::from_secs(3), || line_count(&prod_log));
+    let got = settle(prod, Duration::from_secs(20), || line_count(&target_log));
     let r = ratio(got, prod);
     let what = if close {
         "wrk Connection: close"
@@ -745,7 +305,7 @@ fn nginx_delivery(close: bool, min: f64) {
 fn nginx_keepalive_wrk() {
     require_root!("tcpcopy_lab::nginx_keepalive_wrk");
     require_programs!("tcpcopy_lab", "nginx", "wrk", "curl", "ss");
-    let _g = guard();
+    let _g = serial();
     nginx_delivery(false, 0.999);
 }
 
@@ -753,7 +313,7 @@ fn nginx_keepalive_wrk() {
 fn nginx_connection_close_wrk() {
     require_root!("tcpcopy_lab::nginx_connection_close_wrk");
     require_programs!("tcpcopy_lab", "nginx", "wrk", "curl", "ss");
-    let _g = guard();
+    let _g = serial();
     nginx_delivery(true, 0.995);
 }
 
@@ -761,12 +321,12 @@ fn nginx_connection_close_wrk() {
 fn client_ip_rewrite_c() {
     require_root!("tcpcopy_lab::client_ip_rewrite_c");
     require_programs!("tcpcopy_lab", "nginx", "wrk", "curl", "ss");
-    let _g = guard();
-    let (mut t, pid, prod_log, target_log) = nginx_lab(&["-c", "198.18.20.x"]);
+    let _g = serial();
+    let (mut t, pid, prod_log, target_log) = Topo::nginx_lab(&["-c", "198.18.20.x"]);
     let baseline = t.half_closed();
     t.client(&format!("timeout 30 wrk -t2 -c10 -d1s http://{PROD4}/"));
-    let prod = lines(&prod_log);
-    let got = settle(prod, Duration::from_secs(15), || lines(&target_log));
+    let prod = line_count(&prod_log);
+    let got = settle(prod, Duration::from_secs(15), || line_count(&target_log));
     let text = std::fs::read_to_string(&target_log).unwrap();
     let addrs: std::collections::BTreeSet<&str> = text
         .lines()
@@ -791,7 +351,7 @@ fn client_ip_rewrite_c() {
 fn connection_open_before_start() {
     require_root!("tcpcopy_lab::connection_open_before_start");
     require_programs!("tcpcopy_lab", "redis-server", "redis-cli", "bash", "ss");
-    let _g = guard();
+    let _g = serial();
     let mut t = Topo::new(Layout::Assistant);
     let (p, tg) = (t.prod.clone(), t.target.clone());
     t.start_redis(&p, REDIS_PROD, "redis-prod");
@@ -949,7 +509,7 @@ fn offline_delivers_every_request() {
         "tcpdump",
         "ss"
     );
-    let _g = guard();
+    let _g = serial();
     let mut t = Topo::new(Layout::Assistant);
     let (p, tg) = (t.prod.clone(), t.target.clone());
     t.start_redis(&p, REDIS_PROD, "redis-prod");
@@ -1020,7 +580,7 @@ fn offline_speedup_halves_duration() {
         "bash",
         "ss"
     );
-    let _g = guard();
+    let _g = serial();
     let mut t = Topo::new(Layout::Assistant);
     let (p, tg) = (t.prod.clone(), t.target.clone());
     t.start_redis(&p, REDIS_PROD, "redis-prod");
@@ -1098,8 +658,8 @@ fn offline_speedup_halves_duration() {
 fn capture_to_send_latency_idle() {
     require_root!("tcpcopy_lab::capture_to_send_latency_idle");
     require_programs!("tcpcopy_lab", "redis-server", "redis-cli", "bash", "ss");
-    let _g = guard();
-    let (mut t, pid) = redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &[]);
+    let _g = serial();
+    let (mut t, pid) = Topo::redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &[]);
     let script = format!(
         "exec 3<>/dev/tcp/{PROD4}/{REDIS_PROD}\n\
          for i in $(seq 1 200); do printf 'PING\\r\\n' >&3; read -r l <&3; sleep 0.01; done\n"
@@ -1140,10 +700,10 @@ fn max_pps_holds_packets_without_loss() {
         "redis-cli",
         "ss"
     );
-    let _g = guard();
+    let _g = serial();
     const CAP: u64 = 1000;
     const SETS: u64 = 2000;
-    let (mut t, pid) = redis_lab(
+    let (mut t, pid) = Topo::redis_lab(
         Layout::Assistant,
         "6379-198.18.1.2:6380",
         &["--max-pps", &CAP.to_string()],

@@ -6,6 +6,11 @@
 //! are killed, by PID. Addresses come from 198.18.0.0/15 and 2001:db8::/32 only.
 #![allow(dead_code)]
 
+pub mod servers;
+pub mod topo;
+#[allow(unused_imports)]
+pub use servers::*;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

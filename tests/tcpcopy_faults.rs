@@ -531,15 +531,6 @@ fn target_slow_production_unaffected() {
 }
 
 #[test]
-#[ignore = "fails most runs: after the slow phase (a 100 MB burst while the target is stopped), \
-            a light phase of 3,000 keep-alive INCRs on 10 new connections loses segments to kernel \
-            capture drops even with -B 8, and each missed segment costs a clone a gap reset and \
-            dozens of requests. Before main's capture backlog (e40ddb2): 73.4, 90.3, 98.7, 100, \
-            100 %; after it: 100, 66.8, 97.5, 79.8, 90.2 % delivered (kernel_drops +17..+119 in \
-            that phase; 17 drops cost 293 of 3,000 requests). Without the burst (the other tests' \
-            recovery phases) delivery is 100 %. tcpcopy/src/live capture side and the engine's \
-            gap recovery. Run with \
-            `cargo test --release --test tcpcopy_faults -- --ignored target_slow_full_recovery`"]
 fn target_slow_full_recovery() {
     require_root!("tcpcopy_faults::target_slow_full_recovery");
     require_programs!(
@@ -553,15 +544,11 @@ fn target_slow_full_recovery() {
 }
 
 #[test]
-#[ignore = "fails: tcpcopy's RSS is not bounded by -m. Same scenario as \
-            target_slow_production_unaffected (-m 24 -B 8, limit 48 MB): RSS idle 24 MB, peak \
-            80-128 MB and still 65-100 MB after the burst, while the engine accounted at most \
-            14-17 MB in its --stats samples; after main's capture backlog (e40ddb2) peak 58-92 MB, \
-            engine at most 8.4 MB. A build with CHANNEL_BATCHES = 16 (not committed) peaked at \
-            59 MB: the capture->engine channel (1024 batches of up to BATCH_BYTES = 256 KB) and the \
-            spare-batch pool (up to 1024 batches keeping their capacity) are not counted by -m, and \
-            the rest is likely allocation beyond the engine's accounting (capacity, fragmentation). \
-            tcpcopy/src/live/capture.rs, live/mod.rs. Run with \
+#[ignore = "margin too thin for CI: since the capture side is bounded (ring slots of 64 KiB, \
+            backlog <= -B counted in -m) the peak RSS with -m 24 -B 8 was 43.6, 46.1, 46.1 and \
+            48.5 MB in four runs against the 48 MB this test allows (-m plus 24 MB of binary, \
+            threads and allocator slack); the engine's own peak stays 7-8 MB. Before that fix: \
+            80-128 MB. Run with \
             `cargo test --release --test tcpcopy_faults -- --ignored target_slow_rss`"]
 fn target_slow_rss_within_memory_budget() {
     require_root!("tcpcopy_faults::target_slow_rss_within_memory_budget");

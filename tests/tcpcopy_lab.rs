@@ -652,38 +652,50 @@ fn offline_speedup_halves_duration() {
 
 /// Capture-to-engine latency on a quiet host: one small request every 10 ms. tcpcopy's summary
 /// reports the percentiles from capture timestamps (kernel receive time) to the moment the
-/// engine has handled the segment and its transmits went out. The median must be ≤ 1 ms; the
-/// tail is printed (on a shared 2-core machine it is dominated by scheduling).
+/// engine has handled the segment and its transmits went out. The tail is printed (on a shared
+/// 2-core machine it is dominated by scheduling).
+/// - `--immediate` (a wake-up per packet): the median must be ≤ 1 ms.
+/// - The default block mode (TPACKET_V3, --capture-timeout 1): a block waits up to the timeout,
+///   which the kernel rounds up to its timer tick where it has no high-resolution block timer
+///   (4 ms at HZ=250), so the median must be ≤ 5 ms (0.8 ms on this lab's 6.18 kernel).
 #[test]
 fn capture_to_send_latency_idle() {
     require_root!("tcpcopy_lab::capture_to_send_latency_idle");
     require_programs!("tcpcopy_lab", "redis-server", "redis-cli", "bash", "ss");
     let _g = serial();
-    let (mut t, pid) = Topo::redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &[]);
-    let script = format!(
-        "exec 3<>/dev/tcp/{PROD4}/{REDIS_PROD}\n\
-         for i in $(seq 1 200); do printf 'PING\\r\\n' >&3; read -r l <&3; sleep 0.01; done\n"
-    );
-    std::fs::write(t.path("ping.sh"), script).unwrap();
-    t.client(&format!("timeout 30 bash {}", t.path("ping.sh").display()));
-    let summary = t.stop_tcpcopy(pid);
-    let line = summary
-        .lines()
-        .find(|l| l.contains("latency_us:"))
-        .unwrap_or_default()
-        .to_string();
-    let field = |k: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|f| f.strip_prefix(k))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(u64::MAX)
-    };
-    let (p50, p99) = (field("p50="), field("p99="));
-    println!("idle capture->engine latency: p50 {p50} us, p99 {p99} us");
-    assert!(
-        p50 <= 1000,
-        "median capture-to-send latency {p50} us > 1 ms\n{summary}"
-    );
+    let mut failures = Vec::new();
+    for (mode, extra, bound_us) in [
+        ("--immediate", &["--immediate"][..], 1000),
+        ("block mode", &[][..], 5000),
+    ] {
+        let (mut t, pid) = Topo::redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", extra);
+        let script = format!(
+            "exec 3<>/dev/tcp/{PROD4}/{REDIS_PROD}\n\
+             for i in $(seq 1 200); do printf 'PING\\r\\n' >&3; read -r l <&3; sleep 0.01; done\n"
+        );
+        std::fs::write(t.path("ping.sh"), script).unwrap();
+        t.client(&format!("timeout 30 bash {}", t.path("ping.sh").display()));
+        let summary = t.stop_tcpcopy(pid);
+        let line = summary
+            .lines()
+            .find(|l| l.contains("latency_us:"))
+            .unwrap_or_default()
+            .to_string();
+        let field = |k: &str| -> u64 {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(k))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(u64::MAX)
+        };
+        let (p50, p99) = (field("p50="), field("p99="));
+        println!("idle capture->engine latency, {mode}: p50 {p50} us, p99 {p99} us");
+        if p50 > bound_us {
+            failures.push(format!(
+                "{mode}: median capture-to-send latency {p50} us > {bound_us} us\n{summary}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// `--max-pps`: a burst of redis SETs from production (over the cap for a moment) reaches the

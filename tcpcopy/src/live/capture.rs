@@ -1,12 +1,16 @@
-//! Where captured client segments come from: live devices through libpcap (immediate mode, an
-//! mmap ring sized by -B, a BPF filter built from -x) or a capture file replayed with its own
-//! timing. Both hand the engine thread batches of IP packets over one crossbeam channel.
+//! Where captured client segments come from: live devices through libpcap (an mmap ring sized
+//! by -B, a BPF filter built from -x) or a capture file replayed with its own timing. Both hand
+//! the engine thread batches of IP packets over one crossbeam channel.
 //!
-//! Why immediate mode and not TPACKET_V3 with a short timeout: V3 hands over a block only when
-//! it is full or its retire timer fires, and that timer counts in jiffies (4 ms at HZ=250), so
-//! an idle host would hold a segment for up to 4 ms. In immediate mode libpcap uses a
-//! TPACKET_V2 mmap ring (still no copy in the kernel) and wakes us per packet; the engine
-//! thread measures capture-to-send latency and the summary prints its percentiles.
+//! The ring: by default libpcap's TPACKET_V3, whose blocks hold packets back to back, so an
+//! 8 MB ring holds some 80,000 small segments, and a block is handed over when it is full or
+//! --capture-timeout ms after its first packet (the kernel rounds that up to its timer tick,
+//! 4 ms at HZ=250, or uses a high-resolution timer on newer kernels). With --immediate libpcap
+//! uses TPACKET_V2 instead and wakes us per packet, but every packet takes a fixed slot sized
+//! for the largest one (64 KiB), so the same 8 MB hold only 128 packets: a capture thread kept
+//! off the CPU for a few milliseconds on a busy host is enough for the kernel to drop segments,
+//! and each one costs a clone. Neither copies in the kernel; the engine thread measures
+//! capture-to-send latency and the summary prints its percentiles.
 //!
 //! This module never sends anything and never captures tcpcopy's own output: the filter excludes
 //! every target address and port, and the direction is set to inbound where the device allows.
@@ -25,7 +29,7 @@ use tcpclone::wire::parse_link;
 use tracing::{debug, info, warn};
 
 /// Snap length: a whole GRO/GSO super-segment plus its link header, and not one byte more. In
-/// immediate mode libpcap uses a TPACKET_V2 ring of fixed-size slots: `snaplen` plus its slot
+/// immediate mode (--immediate) libpcap uses a TPACKET_V2 ring of fixed-size slots: `snaplen` plus its slot
 /// header (68 bytes on Ethernet, 84 on cooked `any` captures) rounded up to 16, in blocks of a
 /// power-of-two number of pages. At 65,440 a slot fits a 64 KiB block, so -B MB hold -B × 16
 /// slots; a few bytes more and every slot takes a 128 KiB block, half of it unused (the ring
@@ -229,13 +233,19 @@ pub struct LiveCapture {
     dlt: i32,
 }
 
-/// Opens every device with the filter; any failure names the device.
-pub fn open_live(devices: &[String], filter: &str, ring_bytes: usize) -> Result<Vec<LiveCapture>> {
+/// Opens every device with the filter; any failure names the device. `block_ms`: hand packets
+/// over in blocks held at most that long (TPACKET_V3); `None`: immediate mode (TPACKET_V2).
+pub fn open_live(
+    devices: &[String],
+    filter: &str,
+    ring_bytes: usize,
+    block_ms: Option<u32>,
+) -> Result<Vec<LiveCapture>> {
     let mut out = Vec::new();
     for dev in devices {
         let cap = pcap::Capture::from_device(dev.as_str())
             .and_then(|c| {
-                c.immediate_mode(true)
+                c.immediate_mode(block_ms.is_none())
                     .snaplen(if dev == "lo" {
                         SNAPLEN_LOOPBACK
                     } else {
@@ -244,7 +254,9 @@ pub fn open_live(devices: &[String], filter: &str, ring_bytes: usize) -> Result<
                     .buffer_size(ring_bytes.min(i32::MAX as usize) as i32)
                     .promisc(false)
                     .precision(pcap::Precision::Nano)
-                    .timeout(100)
+                    // In block mode the block retire timeout; in immediate mode unused (the
+                    // handle is non-blocking and we poll).
+                    .timeout(block_ms.map_or(100, |ms| ms as i32))
                     .open()
             })
             .with_context(|| format!("-i/--interface: cannot capture on `{dev}`"))?;
@@ -277,7 +289,7 @@ pub fn open_live(devices: &[String], filter: &str, ring_bytes: usize) -> Result<
 
 /// Hands the batch to the engine. When the engine is behind (its channel full, or `limit`
 /// bytes already handed over and not processed), a live capture keeps the batch and goes on
-/// appending to it — compact, unlike the kernel ring, whose slots are sized for 64 KB
+/// appending to it — compact, unlike an immediate-mode kernel ring, whose slots are sized for 64 KB
 /// super-segments — as long as everything it holds stays within `limit`; at the limit it waits
 /// for the engine, and the kernel ring buffers meanwhile (and drops, counted, when full).
 /// `limit` 0 always waits (files, the final flush). Returns false when the engine is gone or

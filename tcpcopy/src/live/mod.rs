@@ -171,7 +171,12 @@ pub fn run(settings: Settings) -> Result<Summary> {
     let mut capture_threads = Vec::new();
     match &settings.source {
         Source::Live { interfaces } => {
-            for lc in capture::open_live(interfaces, &filter, settings.capture_buffer)? {
+            for lc in capture::open_live(
+                interfaces,
+                &filter,
+                settings.capture_buffer,
+                settings.capture_block_ms,
+            )? {
                 let (tx, pool, c, s) =
                     (cap_tx.clone(), pool.clone(), counters.clone(), stop.clone());
                 // -B per device for the ring, and as much again for what the engine has yet to

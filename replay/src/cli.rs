@@ -7,6 +7,7 @@ use clap::{ArgGroup, Parser};
 use std::path::PathBuf;
 use std::time::Duration;
 use tcpclone::pace::Timing;
+use tcpclone::rewrite::RewriteOptions;
 
 /// `replay`: tcpreplay and tcprewrite in one tool.
 #[derive(Debug, Parser)]
@@ -241,24 +242,27 @@ impl Args {
             return Err(flag_err("--stats: must be at least 1 second"));
         }
         let edits = EditFlags {
-            srcipmap: self.srcipmap,
-            dstipmap: self.dstipmap,
-            pnat: self.pnat,
-            portmap: self.portmap,
-            enet_dmac: self.enet_dmac,
-            enet_smac: self.enet_smac,
-            enet_vlan: self.enet_vlan,
-            enet_vlan_tag: self.enet_vlan_tag,
-            enet_vlan_pri: self.enet_vlan_pri,
-            enet_vlan_cfi: self.enet_vlan_cfi,
-            mtu: self.mtu,
-            mtu_trunc: self.mtu_trunc,
+            rewrite: RewriteOptions {
+                srcipmap: self.srcipmap,
+                dstipmap: self.dstipmap,
+                pnat: self.pnat,
+                portmap: self.portmap,
+                enet_dmac: self.enet_dmac,
+                enet_smac: self.enet_smac,
+                enet_vlan: self.enet_vlan,
+                enet_vlan_tag: self.enet_vlan_tag,
+                enet_vlan_pri: self.enet_vlan_pri,
+                enet_vlan_cfi: self.enet_vlan_cfi,
+                mtu: self.mtu,
+                mtu_trunc: self.mtu_trunc,
+                ttl: self.ttl,
+                tos: self.tos,
+                tclass: self.tclass,
+                fixcsum: self.fixcsum,
+                dlt: self.dlt,
+                ..RewriteOptions::default()
+            },
             tso_split: self.tso_split,
-            ttl: self.ttl,
-            tos: self.tos,
-            tclass: self.tclass,
-            fixcsum: self.fixcsum,
-            dlt: self.dlt,
         };
         Ok(Config {
             files: self.files,
@@ -408,8 +412,8 @@ mod tests {
             "a",
         ])
         .unwrap();
-        assert_eq!(c.edits.ttl.as_deref(), Some("-3"));
-        assert_eq!(c.edits.srcipmap.len(), 1);
+        assert_eq!(c.edits.rewrite.ttl.as_deref(), Some("-3"));
+        assert_eq!(c.edits.rewrite.srcipmap.len(), 1);
         let e = parse(&[
             "-w",
             "o",

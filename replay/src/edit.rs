@@ -8,45 +8,13 @@ use tcpclone::capture::{LinkType, Packet};
 use tcpclone::rewrite::{tso_split, Outcome, RewriteFailure, RewriteOptions, Rewriter, TsoError};
 use tcpclone::wire::{Layer, WireError};
 
-/// tcprewrite's edit flags as given on the command line.
+/// tcprewrite's edit flags as given on the command line, plus `--tso-split`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EditFlags {
-    /// `-S/--srcipmap` (repeatable).
-    pub srcipmap: Vec<String>,
-    /// `-D/--dstipmap` (repeatable).
-    pub dstipmap: Vec<String>,
-    /// `-N/--pnat` (at most twice: sources, then destinations).
-    pub pnat: Vec<String>,
-    /// `-r/--portmap` (repeatable).
-    pub portmap: Vec<String>,
-    /// `--enet-dmac`.
-    pub enet_dmac: Option<String>,
-    /// `--enet-smac`.
-    pub enet_smac: Option<String>,
-    /// `--enet-vlan`.
-    pub enet_vlan: Option<String>,
-    /// `--enet-vlan-tag`.
-    pub enet_vlan_tag: Option<u16>,
-    /// `--enet-vlan-pri`.
-    pub enet_vlan_pri: Option<u8>,
-    /// `--enet-vlan-cfi`.
-    pub enet_vlan_cfi: Option<u8>,
-    /// `-m/--mtu`.
-    pub mtu: Option<u32>,
-    /// `--mtu-trunc`.
-    pub mtu_trunc: bool,
+    /// The rewriter's flags; `mtu` is `-m/--mtu` as given (`None`: the interface's MTU).
+    pub rewrite: RewriteOptions,
     /// `--tso-split`.
     pub tso_split: bool,
-    /// `--ttl`.
-    pub ttl: Option<String>,
-    /// `--tos`.
-    pub tos: Option<u8>,
-    /// `--tclass`.
-    pub tclass: Option<u8>,
-    /// `-C/--fixcsum`.
-    pub fixcsum: bool,
-    /// `--dlt`.
-    pub dlt: Option<String>,
 }
 
 impl EditFlags {
@@ -54,31 +22,24 @@ impl EditFlags {
     pub fn is_empty(&self) -> bool {
         *self == EditFlags::default()
     }
+    /// True when the only edit asked for is `--tso-split` (with or without `-m`): frames are
+    /// split but not rewritten.
+    fn only_tso_split(&self) -> bool {
+        self.tso_split
+            && RewriteOptions {
+                mtu: None,
+                ..self.rewrite.clone()
+            } == RewriteOptions::default()
+    }
     /// True when `--dlt enet` was given.
     pub fn dlt_enet(&self) -> bool {
-        self.dlt.as_deref() == Some("enet")
+        self.rewrite.dlt.as_deref() == Some("enet")
     }
     /// The rewriter's options; `default_mtu` (the interface's) stands in when `-m` is not given.
     pub fn options(&self, default_mtu: u32) -> RewriteOptions {
         RewriteOptions {
-            srcipmap: self.srcipmap.clone(),
-            dstipmap: self.dstipmap.clone(),
-            pnat: self.pnat.clone(),
-            portmap: self.portmap.clone(),
-            enet_dmac: self.enet_dmac.clone(),
-            enet_smac: self.enet_smac.clone(),
-            enet_vlan: self.enet_vlan.clone(),
-            enet_vlan_tag: self.enet_vlan_tag,
-            enet_vlan_pri: self.enet_vlan_pri,
-            enet_vlan_cfi: self.enet_vlan_cfi,
-            mtu: Some(self.mtu.unwrap_or(default_mtu)),
-            mtu_trunc: self.mtu_trunc,
-            ttl: self.ttl.clone(),
-            tos: self.tos,
-            tclass: self.tclass,
-            fixcsum: self.fixcsum,
-            dlt: self.dlt.clone(),
-            ..RewriteOptions::default()
+            mtu: Some(self.rewrite.mtu.unwrap_or(default_mtu)),
+            ..self.rewrite.clone()
         }
     }
 }
@@ -202,18 +163,12 @@ pub fn build_editor(flags: &EditFlags, default_mtu: u32) -> Result<Box<dyn Edito
         return Ok(Box::new(NoEdit));
     }
     let rewriter = Rewriter::compile(&flags.options(default_mtu))?;
-    let only_tso = EditFlags {
-        tso_split: false,
-        mtu: None,
-        ..flags.clone()
-    }
-    .is_empty();
     Ok(Box::new(RewriteEditor {
         rewriter,
-        rewrite: !only_tso,
+        rewrite: !flags.only_tso_split(),
         tso_mtu: flags
             .tso_split
-            .then(|| flags.mtu.unwrap_or(default_mtu) as usize),
+            .then(|| flags.rewrite.mtu.unwrap_or(default_mtu) as usize),
         whole: Vec::new(),
         scratch: Vec::new(),
     }))
@@ -222,15 +177,7 @@ pub fn build_editor(flags: &EditFlags, default_mtu: u32) -> Result<Box<dyn Edito
 /// The link type the edits produce from a capture of `input`, or an error naming the flag that
 /// cannot apply to it (e.g. `--enet-dmac` on a Linux cooked capture without `--dlt enet`).
 pub fn output_linktype(flags: &EditFlags, default_mtu: u32, input: LinkType) -> Result<LinkType> {
-    if flags.is_empty()
-        || (flags.tso_split
-            && EditFlags {
-                tso_split: false,
-                mtu: None,
-                ..flags.clone()
-            }
-            .is_empty())
-    {
+    if flags.is_empty() || flags.only_tso_split() {
         return Ok(input);
     }
     Ok(Rewriter::compile(&flags.options(default_mtu))?.output_linktype(input)?)

@@ -235,11 +235,14 @@ fn file_allocs_for(n: usize, preload: bool, rewrite: bool) -> u64 {
     // The library rewriter with tcprewrite edits (maps, MAC, TTL, checksums), or the test editor.
     let mut editor: Box<dyn Editor> = if rewrite {
         let flags = replay::edit::EditFlags {
-            srcipmap: vec!["0.0.0.0/0:198.18.0.0/16".into()],
-            enet_dmac: Some("02:00:00:00:00:aa".into()),
-            ttl: Some("-1".into()),
-            portmap: vec!["9:99".into()],
-            ..Default::default()
+            rewrite: tcpclone::rewrite::RewriteOptions {
+                srcipmap: vec!["0.0.0.0/0:198.18.0.0/16".into()],
+                enet_dmac: Some("02:00:00:00:00:aa".into()),
+                ttl: Some("-1".into()),
+                portmap: vec!["9:99".into()],
+                ..Default::default()
+            },
+            tso_split: false,
         };
         replay::edit::build_editor(&flags, 1500).expect("edits")
     } else {

@@ -1248,6 +1248,63 @@ mod tests {
     }
 
     #[test]
+    fn server_that_speaks_first_is_waited_for() {
+        // Production sent a banner before the client's first request; the test server sends
+        // its banner 150 ms after accepting. The request must not go out before it (the
+        // server checks that nothing has arrived when it sends the banner), even at top speed.
+        let f = |ts_us, from_client, seq, ack, flags, payload| F {
+            ts_us,
+            from_client,
+            cport: 40000,
+            seq,
+            ack,
+            flags,
+            payload,
+        };
+        let cap = pcap(&[
+            f(0, true, 100, None, "S", b""),
+            f(100, false, 900, Some(101), "S", b""),
+            f(200, true, 101, Some(901), "", b""),
+            f(500, false, 901, Some(101), "", b"HI\n"),
+            f(1000, true, 101, Some(904), "", b"a1\n"),
+            f(1300, false, 904, Some(104), "", b"R:a1\n"),
+            f(2000, true, 104, Some(909), "F", b""),
+            f(2100, false, 909, Some(105), "F", b""),
+        ]);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (c, _) = l.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(150));
+            c.set_nonblocking(true).unwrap();
+            let early = c.peek(&mut [0u8; 8]).is_ok();
+            c.set_nonblocking(false).unwrap();
+            let mut w = c.try_clone().unwrap();
+            w.write_all(b"HI\n").unwrap();
+            let mut r = BufReader::new(c);
+            let mut line = Vec::new();
+            r.read_until(b'\n', &mut line).unwrap();
+            w.write_all(b"R:a1\n").unwrap();
+            let _ = tx.send((early, line));
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("banner.pcap");
+        std::fs::write(&path, cap).unwrap();
+        let opts = StreamOptions {
+            topspeed: true,
+            ..Default::default()
+        };
+        let (r, _) = run(&common_for(addr, path), &opts).unwrap();
+        let (early, line) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(!early, "the request went out before the server's banner");
+        assert_eq!(line, b"a1\n");
+        assert_eq!((r.test.requests, r.test.answered), (1, 1), "{r:?}");
+        // Measured from the request, not from the connection: the banner wait is not latency.
+        assert!(r.test.latency_ms.max < 100.0, "{:?}", r.test.latency_ms);
+    }
+
+    #[test]
     fn loop_sampling_and_session_rate() {
         let (addr, rx) = line_server();
         let dir = tempfile::tempdir().unwrap();

@@ -291,7 +291,7 @@ fn start_nginx(lab: &mut Lab, ns: &str, dir: &Path, name: &str, listen: &str) ->
 }
 
 #[test]
-fn nginx_keepalive_and_close_every_request_arrives_and_proxy_v2() {
+fn nginx_keepalive_and_close_every_request_arrives_and_proxy_v2_v1() {
     require_root!("stream_lab::nginx");
     require_programs!("stream_lab::nginx", "nginx", "wrk", "tcpdump", "ss");
     let _serial = serial();
@@ -328,45 +328,48 @@ fn nginx_keepalive_and_close_every_request_arrives_and_proxy_v2() {
             &target,
             &format!("-x 80-{t_ip}:8080 --offline {} --topspeed", cap.display()),
         );
-        std::thread::sleep(Duration::from_millis(300));
-        let got = read_lines(&tlog).len();
+        let got = settle(sent as u64, Duration::from_secs(10), || line_count(&tlog)) as usize;
         eprintln!("nginx {name}: {got} of {sent} requests arrived");
         assert_eq!(
             got, sent,
             "{name}: {got} of {sent} requests arrived\n{table}"
         );
 
-        if name == "keepalive" {
-            // PROXY v2 against nginx with proxy_protocol on: the original client address is logged.
-            let plog = start_nginx(
-                &mut lab,
-                &target,
-                tmp.path(),
-                "proxy",
-                "127.0.0.3:8080 proxy_protocol",
-            );
-            replay(
-                &lab,
-                &target,
-                &format!(
-                    "-x 80-127.0.0.3:8080 --offline {} --topspeed --proxy-protocol v2",
-                    cap.display()
-                ),
-            );
-            std::thread::sleep(Duration::from_millis(300));
-            let pl = read_lines(&plog);
-            eprintln!(
-                "proxy v2: {} of {sent} logged, first: {:?}",
-                pl.len(),
-                pl.first()
-            );
-            assert_eq!(pl.len(), sent);
-            assert!(
-                pl.iter().all(|l| l.starts_with("198.18.50.1:")),
-                "proxy log: {:?}",
-                &pl[..pl.len().min(3)]
-            );
-        }
+        // PROXY v2 (keep-alive capture) and v1 (Connection: close capture) against nginx with
+        // proxy_protocol on: the original client address is logged for every request.
+        let (version, listen) = if name == "keepalive" {
+            ("v2", "127.0.0.3:8080")
+        } else {
+            ("v1", "127.0.0.4:8080")
+        };
+        let plog = start_nginx(
+            &mut lab,
+            &target,
+            tmp.path(),
+            &format!("proxy{version}"),
+            &format!("{listen} proxy_protocol"),
+        );
+        replay(
+            &lab,
+            &target,
+            &format!(
+                "-x 80-{listen} --offline {} --topspeed --proxy-protocol {version}",
+                cap.display()
+            ),
+        );
+        settle(sent as u64, Duration::from_secs(10), || line_count(&plog));
+        let pl = read_lines(&plog);
+        eprintln!(
+            "proxy {version} ({name}): {} of {sent} logged, first: {:?}",
+            pl.len(),
+            pl.first()
+        );
+        assert_eq!(pl.len(), sent, "proxy {version}");
+        assert!(
+            pl.iter().all(|l| l.starts_with("198.18.50.1:")),
+            "proxy {version} log: {:?}",
+            &pl[..pl.len().min(3)]
+        );
     }
 }
 

@@ -170,8 +170,6 @@ pub struct Cli {
     /// Skip the production-safety checks on the target addresses.
     #[arg(long = "force")]
     pub force: bool,
-    /// Stream mode: replay the captured client streams over kernel TCP sockets instead of
-    /// raw IP (no intercept needed).
     /// Stream mode: replay each captured session over an ordinary kernel TCP connection (no raw
     /// sockets, no intercept, no routes).
     #[arg(long = "stream")]
@@ -275,7 +273,6 @@ fn bad(flag: &'static str, why: impl Into<String>) -> FlagError {
 }
 
 impl Cli {
-    /// Validates the flags into [`Settings`].
     /// Checks the flags stream mode shares with raw mode (no intercept needed there).
     pub fn validate_stream(&self) -> Result<crate::stream::StreamCommon, FlagError> {
         let mapping = self

@@ -132,7 +132,19 @@ pub fn render_html(r: &Report) -> Result<String, String> {
             ("test", TEST_COLOR, tp(&r.throughput.test)),
             ("production", PROD_COLOR, tp(&r.throughput.production)),
         ],
-        &|x: &f64| format!("{x:.1}"),
+        // Enough decimals that the labels of a short run differ (0.00 … 0.05, not 0.0 … 0.1).
+        &|x: &f64| {
+            let span = r.throughput.test.len().max(r.throughput.production.len()) as f64
+                * r.throughput.bucket_s;
+            let decimals = if span < 1.0 {
+                2
+            } else if span < 10.0 {
+                1
+            } else {
+                0
+            };
+            format!("{x:.decimals$}")
+        },
     )?;
     let mut h = String::new();
     let _ = write!(

@@ -1106,6 +1106,14 @@ mod tests {
 
     /// A line server: answers every line with `R:<line>`; returns what each connection sent.
     fn line_server() -> (SocketAddr, std::sync::mpsc::Receiver<Vec<u8>>) {
+        line_server_with(Some(Duration::ZERO))
+    }
+
+    /// A line server that answers every line after `delay`, or never (`None`: it only reads,
+    /// and closes when the client does); returns what each connection sent.
+    fn line_server_with(
+        delay: Option<Duration>,
+    ) -> (SocketAddr, std::sync::mpsc::Receiver<Vec<u8>>) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -1120,7 +1128,10 @@ mod tests {
                     let mut line = Vec::new();
                     while r.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
                         got.extend_from_slice(&line);
-                        let _ = w.write_all(&[b"R:".as_slice(), &line].concat());
+                        if let Some(d) = delay {
+                            std::thread::sleep(d);
+                            let _ = w.write_all(&[b"R:".as_slice(), &line].concat());
+                        }
                         line.clear();
                     }
                     let _ = tx.send(got);
@@ -1180,6 +1191,117 @@ mod tests {
         assert_eq!((d.compared, d.matched), (6, 6));
         // Timed: session A's second request is 19 ms after the first; the run lasts ≥ 30 ms.
         assert!(r.duration_s >= 0.029, "{}", r.duration_s);
+    }
+
+    fn common_for(addr: SocketAddr, path: std::path::PathBuf) -> StreamCommon {
+        StreamCommon {
+            mappings: parse_mappings(&format!("7000-{addr}")).unwrap(),
+            percentage: 100,
+            copies: 1,
+            speedup: 1.0,
+            no_wait: false,
+            source: StreamSource::Offline(path),
+        }
+    }
+
+    #[test]
+    fn no_wait_pipelines_without_waiting_for_answers() {
+        // A server that never answers: without -W every request would wait the response
+        // timeout (3 s) before the next one; with -W all of them go out at once.
+        let (addr, rx) = line_server_with(None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.pcap");
+        std::fs::write(&path, fixture()).unwrap();
+        let common = StreamCommon {
+            no_wait: true,
+            ..common_for(addr, path)
+        };
+        let opts = StreamOptions {
+            topspeed: true,
+            response_timeout: 3.0,
+            ..Default::default()
+        };
+        let (r, _) = run(&common, &opts).unwrap();
+        let mut got: Vec<Vec<u8>> = (0..2)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got, vec![b"GET 1\n".to_vec(), b"a1\na2\n".to_vec()]);
+        assert_eq!(r.test.requests, 3);
+        assert_eq!(r.test.timed_out, 0, "{r:?}");
+        assert!(r.duration_s < 2.0, "-W waited: {} s", r.duration_s);
+    }
+
+    #[test]
+    fn slow_target_is_waited_for_and_the_slip_reported() {
+        // Answers 60 ms late: session A's second request (19 ms after production's answer in
+        // the capture) goes out ≥ 60 ms behind its place in the schedule, and is still sent.
+        let (addr, _rx) = line_server_with(Some(Duration::from_millis(60)));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.pcap");
+        std::fs::write(&path, fixture()).unwrap();
+        let (r, _) = run(&common_for(addr, path), &StreamOptions::default()).unwrap();
+        assert_eq!((r.test.requests, r.test.answered), (3, 3), "{r:?}");
+        assert!(r.slip_ms.max >= 50.0, "slip {:?}", r.slip_ms);
+        assert!(r.test.latency_ms.p50 >= 59.0, "{:?}", r.test.latency_ms);
+        assert!(crate::report::render_table(&r).contains("slip behind schedule"));
+    }
+
+    #[test]
+    fn server_that_speaks_first_is_waited_for() {
+        // Production sent a banner before the client's first request; the test server sends
+        // its banner 150 ms after accepting. The request must not go out before it (the
+        // server checks that nothing has arrived when it sends the banner), even at top speed.
+        let f = |ts_us, from_client, seq, ack, flags, payload| F {
+            ts_us,
+            from_client,
+            cport: 40000,
+            seq,
+            ack,
+            flags,
+            payload,
+        };
+        let cap = pcap(&[
+            f(0, true, 100, None, "S", b""),
+            f(100, false, 900, Some(101), "S", b""),
+            f(200, true, 101, Some(901), "", b""),
+            f(500, false, 901, Some(101), "", b"HI\n"),
+            f(1000, true, 101, Some(904), "", b"a1\n"),
+            f(1300, false, 904, Some(104), "", b"R:a1\n"),
+            f(2000, true, 104, Some(909), "F", b""),
+            f(2100, false, 909, Some(105), "F", b""),
+        ]);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (c, _) = l.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(150));
+            c.set_nonblocking(true).unwrap();
+            let early = c.peek(&mut [0u8; 8]).is_ok();
+            c.set_nonblocking(false).unwrap();
+            let mut w = c.try_clone().unwrap();
+            w.write_all(b"HI\n").unwrap();
+            let mut r = BufReader::new(c);
+            let mut line = Vec::new();
+            r.read_until(b'\n', &mut line).unwrap();
+            w.write_all(b"R:a1\n").unwrap();
+            let _ = tx.send((early, line));
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("banner.pcap");
+        std::fs::write(&path, cap).unwrap();
+        let opts = StreamOptions {
+            topspeed: true,
+            ..Default::default()
+        };
+        let (r, _) = run(&common_for(addr, path), &opts).unwrap();
+        let (early, line) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(!early, "the request went out before the server's banner");
+        assert_eq!(line, b"a1\n");
+        assert_eq!((r.test.requests, r.test.answered), (1, 1), "{r:?}");
+        // Measured from the request, not from the connection: the banner wait is not latency.
+        assert!(r.test.latency_ms.max < 100.0, "{:?}", r.test.latency_ms);
     }
 
     #[test]

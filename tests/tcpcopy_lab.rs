@@ -222,6 +222,90 @@ fn copies_n2_doubles() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Raw mode's `--report`: the same JSON and HTML report as stream mode's, from the requests the
+/// engine sent and the answers intercept reported. The files are created before tcpcopy drops
+/// to `nobody` and written at the end.
+#[test]
+fn raw_mode_report_json_and_html() {
+    require_root!("tcpcopy_lab::raw_mode_report_json_and_html");
+    require_programs!(
+        "tcpcopy_lab",
+        "redis-server",
+        "redis-benchmark",
+        "redis-cli",
+        "ss"
+    );
+    let _g = serial();
+    let base = std::env::temp_dir().join(format!("tcpclone-raw-report-{}", std::process::id()));
+    let (json, html) = (base.with_extension("json"), base.with_extension("html"));
+    let (js, hs) = (json.display().to_string(), html.display().to_string());
+    let (mut t, pid) = Topo::redis_lab(
+        Layout::Assistant,
+        "6379-198.18.1.2:6380",
+        &["--report", &js, "--report", &hs],
+    );
+    let failures = redis_delivery(
+        &mut t,
+        pid,
+        PROD4,
+        "-n 4000 -c 10 -t set",
+        &["set"],
+        1,
+        0.999,
+        "redis with --report",
+    );
+    let text = std::fs::read_to_string(&json).unwrap_or_default();
+    let page = std::fs::read_to_string(&html).unwrap_or_default();
+    let _ = std::fs::remove_file(&json);
+    let _ = std::fs::remove_file(&html);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let r: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("--report {js} is not JSON ({e}):\n{text}"));
+    let test = &r["test"];
+    let (requests, answered) = (
+        test["requests"].as_u64().unwrap_or(0),
+        test["answered"].as_u64().unwrap_or(0),
+    );
+    let p50 = test["latency_ms"]["p50"].as_f64().unwrap_or(0.0);
+    let p99 = test["latency_ms"]["p99"].as_f64().unwrap_or(0.0);
+    println!(
+        "raw --report: mode {}, requests {requests}, answered {answered}, latency p50 {p50:.3} ms p99 {p99:.3} ms, rps {:.0}, sessions {}",
+        r["mode"], test["rps"], r["sessions"]
+    );
+    assert_eq!(r["schema"], "tcpclone.report");
+    assert_eq!(r["mode"], "raw");
+    // redis-benchmark's 4,000 SETs, plus its CONFIG GET on one more connection.
+    assert!(
+        (4000..=4010).contains(&requests),
+        "requests {requests}, want 4,000 SETs (+ CONFIG GET)\n{text}"
+    );
+    assert!(
+        answered as f64 >= 0.999 * requests as f64,
+        "answered {answered} of {requests}\n{text}"
+    );
+    // The target is a redis on a veth in the same machine: well under a second, above zero.
+    assert!(p50 > 0.0 && p50 < 1000.0, "latency p50 {p50} ms\n{text}");
+    assert!(
+        r["sessions"]["replayed"].as_u64().unwrap_or(0) >= 10,
+        "{text}"
+    );
+    // Both charts (latency percentiles, throughput), each with a test curve of several points.
+    let curves = page
+        .split("<polyline")
+        .skip(1)
+        .filter(|l| {
+            l.split("points=\"")
+                .nth(1)
+                .is_some_and(|p| p.split('"').next().unwrap_or("").split(' ').count() >= 4)
+        })
+        .count();
+    assert!(
+        page.matches("<svg").count() == 2 && curves >= 2,
+        "--report {hs}: {} charts, {curves} curves with data points:\n{page:.2000}",
+        page.matches("<svg").count()
+    );
+}
+
 #[test]
 fn percentage_r50_samples_sessions() {
     require_root!("tcpcopy_lab::percentage_r50_samples_sessions");

@@ -253,6 +253,9 @@ pub struct Settings {
     pub force: bool,
     /// --secret-file (read when the channel is built).
     pub secret_file: Option<PathBuf>,
+    /// --report files (.json / .html): the same report as stream mode's, from the requests the
+    /// engine sent and the answers intercept reported.
+    pub report: Vec<PathBuf>,
 }
 
 /// A flag that failed validation: one line naming the flag.
@@ -457,6 +460,31 @@ impl Cli {
         if !(1..=1000).contains(&self.capture_timeout) {
             return Err(bad("--capture-timeout", "must be 1..=1000 ms"));
         }
+        if let Some(p) = self
+            .stream_opts
+            .report
+            .iter()
+            .find(|p| !crate::report::known_extension(p))
+        {
+            return Err(bad(
+                "--report",
+                format!("{}: the file name must end in .json or .html", p.display()),
+            ));
+        }
+        let so = &self.stream_opts;
+        let stream_only = [
+            (so.topspeed, "--topspeed"),
+            (so.max_sessions_per_sec.is_some(), "--max-sessions-per-sec"),
+            (so.loops != 1, "--loop"),
+            (so.proxy_protocol.is_some(), "--proxy-protocol"),
+            (so.with_responses, "--with-responses"),
+            (so.diff, "--diff"),
+            (!so.diff_ignore.is_empty(), "--diff-ignore"),
+            (so.duration.is_some(), "--duration"),
+        ];
+        if let Some((_, flag)) = stream_only.iter().find(|(given, _)| *given) {
+            return Err(bad(flag, "only with --stream"));
+        }
         if let Err(e) = tcpclone::limit::RateCap::new(self.max_pps, self.max_mbps) {
             let flag = match e {
                 tcpclone::limit::CapError::NotPositive {
@@ -510,6 +538,7 @@ impl Cli {
             stats,
             force: self.force,
             secret_file: self.secret_file.clone(),
+            report: self.stream_opts.report.clone(),
         })
     }
 }
@@ -713,6 +742,11 @@ mod tests {
             (&["--capture-nice", "-21"], "--capture-nice"),
             (&["--capture-timeout", "0"], "--capture-timeout"),
             (&["--capture-timeout", "1001"], "--capture-timeout"),
+            (&["--report", "r.txt"], "--report"),
+            (&["--diff"], "--diff"),
+            (&["--topspeed"], "--topspeed"),
+            (&["--loop", "2"], "--loop"),
+            (&["--proxy-protocol", "v2"], "--proxy-protocol"),
             (&["--offline", "f.pcap", "-a", "0"], "-a/--speedup"),
         ];
         for (extra, flag) in cases {

@@ -70,6 +70,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // --report files are written at the end, as --user: create them now (a path that cannot be
+    // written fails here, before anything runs) and hand them to that user.
+    for p in &settings.report {
+        if let Err(e) = std::fs::File::create(p) {
+            eprintln!("tcpcopy: --report {}: cannot create: {e}", p.display());
+            return ExitCode::from(2);
+        }
+        if let Err(e) = tcpclone::sys::chown_to_user(p, &cli.user) {
+            eprintln!("tcpcopy: --user: {e}");
+            return ExitCode::from(2);
+        }
+    }
     // --capture-nice: lowering a nice value needs CAP_SYS_NICE, which is about to go. This
     // thread takes the capture threads' value now, they inherit it when live::run starts them,
     // and live::run puts this thread back to 0 right after.

@@ -1345,6 +1345,11 @@ impl Session {
             cx.stats.segments_retransmitted += 1;
         } else {
             cx.stats.bytes_sent += len as u64;
+            // Latency counts from the request's last byte: while its answer is awaited (the
+            // next request is held meanwhile), each later segment of it moves the start.
+            if !cx.cfg.no_wait && self.req_sent_at.is_some() && len > 0 {
+                self.req_sent_at = Some(now);
+            }
         }
         if let Some(t) = self.timing_seq {
             if t >= seq && t < end {

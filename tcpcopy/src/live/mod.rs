@@ -83,6 +83,7 @@ pub fn engine_config(s: &Settings) -> EngineConfig {
         session_timeout: s.session_timeout,
         keepalive_timeout: s.keepalive_timeout,
         max_memory: usize::try_from(s.engine_memory).unwrap_or(usize::MAX),
+        request_timing_events: !s.report.is_empty(),
         ..EngineConfig::default()
     }
 }
@@ -254,6 +255,10 @@ pub fn run(settings: Settings) -> Result<Summary> {
             .context("--max-pps/--max-mbps")?,
         origin: Instant::now(),
         held_until: None,
+        report: match settings.report.is_empty() {
+            true => None,
+            false => Some(crate::report::Collector::new("raw", None)?),
+        },
     };
     let latency_us = lp.run(cap_rx, &resp_rx, &sig_rx, &pool, settings.stats, offline);
 
@@ -261,10 +266,18 @@ pub fn run(settings: Settings) -> Result<Summary> {
     stop.store(true, Ordering::Relaxed);
     sig_handle.close();
     let engine_report = lp.engine_report();
+    let report = lp
+        .report
+        .take()
+        .map(|c| raw_report(c, &lp.engine.stats(), settings.copies, started.elapsed()));
     drop(lp);
     channel.shutdown();
     for t in capture_threads {
         let _ = t.join();
+    }
+    if let Some(r) = &report {
+        print!("{}", crate::report::render_table(r));
+        crate::report::write_files(r, &settings.report)?;
     }
     Ok(Summary {
         counters: counters.pairs(),
@@ -289,6 +302,34 @@ struct EngineLoop {
     origin: Instant,
     /// Packets are waiting for the cap until then.
     held_until: Option<Instant>,
+    /// --report: every answered request's timing.
+    report: Option<crate::report::Collector>,
+}
+
+/// The end-of-run report of raw mode: the answered requests' samples already in `c`, plus the
+/// engine's totals (requests never answered, bytes, sessions).
+fn raw_report(
+    mut c: crate::report::Collector,
+    st: &crate::engine::EngineStats,
+    copies: u32,
+    elapsed: Duration,
+) -> crate::report::Report {
+    c.add_raw_totals(
+        st.requests_sent.saturating_sub(st.requests_answered),
+        st.bytes_sent,
+        st.response_bytes,
+    );
+    c.sessions = crate::report::SessionCounts {
+        seen: st.sessions_cloned.div_ceil(u64::from(copies.max(1))) + st.sampled_out,
+        replayed: st.sessions_cloned,
+        sampled_out: st.sampled_out,
+        without_syn: 0,
+        // Sessions that lost captured bytes and were reset at the hole.
+        partial: st.aborted_gap,
+        dropped: st.refused_memory + st.refused_ports + st.refused_family,
+        connect_failed: st.aborted_handshake,
+    };
+    c.finish(elapsed)
 }
 
 impl EngineLoop {
@@ -445,7 +486,25 @@ impl EngineLoop {
                     self.counters.add(&self.counters.sessions_removed, 1);
                     ToChannel::Remove(client, target)
                 }
-                EngineEvent::RequestTiming { .. } => continue,
+                EngineEvent::RequestTiming {
+                    client,
+                    target,
+                    sent,
+                    answered,
+                } => {
+                    if let Some(c) = self.report.as_mut() {
+                        use std::hash::{BuildHasher, BuildHasherDefault};
+                        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+                        c.record(crate::report::RequestSample {
+                            session: h.hash_one((client, target)),
+                            sent_at: sent.saturating_duration_since(self.origin),
+                            latency: Some(answered.saturating_duration_since(sent)),
+                            outcome: Some(crate::report::Outcome::Answered),
+                            ..Default::default()
+                        });
+                    }
+                    continue;
+                }
             };
             let _ = self.channel_tx.send(cmd);
         }

@@ -2,8 +2,8 @@
 //! (latency and time-to-last-byte histograms for the test server and production, outcomes, rates,
 //! throughput over time, response comparison), rendered as a table, versioned JSON or HTML.
 //!
-//! Pure: samples carry durations measured by the caller; nothing here reads a clock or a socket.
-//! Writing files is left to the caller (`render_*` return strings).
+//! Pure but for [`write_files`]: samples carry durations measured by the caller; nothing here
+//! reads a clock or a socket, and `render_*` return strings.
 
 pub mod html;
 
@@ -521,6 +521,16 @@ impl Collector {
         }
     }
 
+    /// Raw mode: adds `n` requests that went out but whose answer intercept never reported
+    /// (counted as unanswered; no timing), and the byte totals the engine counted, which its
+    /// per-request samples do not carry.
+    pub fn add_raw_totals(&mut self, n: u64, bytes_sent: u64, bytes_received: u64) {
+        self.test.requests += n;
+        self.test.outcomes[5] += n;
+        self.test.bytes_sent += bytes_sent;
+        self.test.bytes_received += bytes_received;
+    }
+
     /// Builds the report; `duration` is the run's wall time.
     pub fn finish(&self, duration: Duration) -> Report {
         let n = self.test.buckets.len().max(self.prod.buckets.len());
@@ -565,6 +575,37 @@ impl Collector {
 /// Serializes a report as pretty JSON.
 pub fn render_json(r: &Report) -> String {
     serde_json::to_string_pretty(r).unwrap_or_default()
+}
+
+/// Writes `report` to each path: `.json` as JSON, `.html`/`.htm` as the HTML page; any other
+/// extension, or a failed write, is an error naming the path.
+pub fn write_files(report: &Report, paths: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    for path in paths {
+        let text = match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => render_json(report),
+            Some("html" | "htm") => html::render_html(report).map_err(|e| {
+                anyhow::anyhow!(
+                    "--report {}: drawing the charts failed: {e}",
+                    path.display()
+                )
+            })?,
+            _ => anyhow::bail!(
+                "--report {}: the file name must end in .json or .html",
+                path.display()
+            ),
+        };
+        std::fs::write(path, text)
+            .map_err(|e| anyhow::anyhow!("--report {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// True when `path` names a report format (`.json`, `.html`, `.htm`).
+pub fn known_extension(path: &std::path::Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("json" | "html" | "htm")
+    )
 }
 
 /// The human-readable table printed at the end of a run.

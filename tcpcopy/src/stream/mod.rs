@@ -73,7 +73,8 @@ pub struct StreamOptions {
     /// Mask what matches REGEX in both responses before comparing (repeatable).
     #[arg(long, value_name = "REGEX")]
     pub diff_ignore: Vec<String>,
-    /// Write the report to FILE.json and/or FILE.html (repeatable).
+    /// Write the report to FILE.json and/or FILE.html (repeatable). Raw mode too: there it is
+    /// built from the requests the engine sent and the answers intercept reported.
     #[arg(long, value_name = "FILE")]
     pub report: Vec<PathBuf>,
     /// Bound on queued replay data in MB (offline: the reader waits; live: sessions are dropped).
@@ -124,23 +125,7 @@ pub struct StreamSummary {
 pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<StreamSummary> {
     let (report, input_error) = replay::run(common, opts)?;
     print!("{}", crate::report::render_table(&report));
-    for path in &opts.report {
-        let text = match path.extension().and_then(|e| e.to_str()) {
-            Some("json") => crate::report::render_json(&report),
-            Some("html" | "htm") => crate::report::html::render_html(&report).map_err(|e| {
-                anyhow::anyhow!(
-                    "--report {}: drawing the charts failed: {e}",
-                    path.display()
-                )
-            })?,
-            _ => anyhow::bail!(
-                "--report {}: the file name must end in .json or .html",
-                path.display()
-            ),
-        };
-        std::fs::write(path, text)
-            .map_err(|e| anyhow::anyhow!("--report {}: {e}", path.display()))?;
-    }
+    crate::report::write_files(&report, &opts.report)?;
     if let Some(e) = input_error {
         return Err(e);
     }

@@ -1928,3 +1928,53 @@ fn a_reset_after_the_request_was_retransmitted_does_not_send_it_again() {
     let st = h.e.stats();
     assert_eq!((st.handshakes_redone, st.target_resets), (0, 1));
 }
+
+#[test]
+fn request_timing_counts_from_the_requests_last_byte() {
+    let mut h = session_established_with(EngineConfig {
+        request_timing_events: true,
+        ..config()
+    });
+    h.events();
+    // One request in two segments, the second 10 ms after the first; the answer 5 ms later.
+    send!(
+        h,
+        Seg {
+            payload: b"GET /",
+            ..TEMPLATE
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            payload: b"GET /",
+            ..WANT
+        }]
+    );
+    h.advance(ms(10));
+    send!(
+        h,
+        Seg {
+            seq: CLIENT_ISN + 6,
+            payload: b" x\r\n",
+            ..TEMPLATE
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            seq: CLIENT_ISN + 6,
+            payload: b" x\r\n",
+            ..WANT
+        }]
+    );
+    let last_byte_sent = h.now;
+    h.advance(ms(5));
+    respond!(h, Seg { len: 10, ..RESP });
+    let timing = h.events().into_iter().find_map(|e| match e {
+        EngineEvent::RequestTiming { sent, answered, .. } => Some((sent, answered)),
+        _ => None,
+    });
+    assert_eq!(timing, Some((last_byte_sent, h.now)));
+    assert_eq!(h.e.stats().requests_answered, 1);
+}

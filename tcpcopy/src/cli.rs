@@ -297,6 +297,20 @@ impl Cli {
         if self.copies == 0 {
             return Err(bad("-n/--copies", "must be at least 1"));
         }
+        // Stream mode connects from this host's own addresses and needs no intercept.
+        if self.intercept.is_some() {
+            return Err(bad(
+                "-s/--intercept",
+                "raw mode only (stream mode needs no intercept)",
+            ));
+        }
+        if self.client_ip.is_some() {
+            return Err(bad(
+                "-c/--client-ip",
+                "raw mode only (stream mode connects from this host's addresses; \
+                 --proxy-protocol passes the original client on)",
+            ));
+        }
         if self.max_pps.is_some() || self.max_mbps.is_some() {
             let flag = if self.max_pps.is_some() {
                 "--max-pps"
@@ -773,6 +787,42 @@ mod tests {
             "-s/--intercept"
         );
         assert!(cli(&["-n", "abc"]).is_err());
+    }
+
+    #[test]
+    fn flags_of_the_other_mode_are_refused() {
+        let stream = |extra: &[&str]| {
+            let mut args = vec!["--stream", "-x", "80-198.18.1.2:80", "--offline", "f.pcap"];
+            args.extend_from_slice(extra);
+            cli(&args).unwrap().validate_stream().map(|_| ())
+        };
+        assert!(stream(&[]).is_ok());
+        assert_eq!(
+            stream(&["-s", "198.18.1.3"]).unwrap_err().flag,
+            "-s/--intercept"
+        );
+        assert_eq!(
+            stream(&["-c", "198.18.9.x"]).unwrap_err().flag,
+            "-c/--client-ip"
+        );
+        assert_eq!(stream(&["--max-pps", "10"]).unwrap_err().flag, "--max-pps");
+        // Raw mode takes --report (its own report) but not the replay-only flags.
+        let raw = |extra: &[&str]| {
+            let mut args = vec!["-x", "80-198.18.1.2:80", "-s", "198.18.1.3"];
+            args.extend_from_slice(extra);
+            cli(&args).unwrap().validate()
+        };
+        assert_eq!(
+            raw(&["--report", "r.json", "--report", "r.html"])
+                .unwrap()
+                .report
+                .len(),
+            2
+        );
+        assert_eq!(
+            raw(&["--with-responses"]).unwrap_err().flag,
+            "--with-responses"
+        );
     }
 
     #[test]

@@ -31,6 +31,8 @@ const TX_BUF: usize = 65_536;
 const OFFLINE_IDLE: Duration = Duration::from_secs(3);
 /// Longest the engine thread sleeps without looking at stop flags and stats.
 const MAX_SLEEP: Duration = Duration::from_millis(250);
+/// How often the engine gives back memory a past peak of sessions left ([`Engine::compact`]).
+const COMPACT_EVERY: Duration = Duration::from_secs(5);
 
 /// What a run did, printed at exit.
 #[derive(Debug)]
@@ -304,6 +306,7 @@ impl EngineLoop {
         let mut cap_rx = cap_rx;
         let mut eof = false;
         let mut next_stats = stats.map(|d| Instant::now() + d);
+        let mut next_compact = Instant::now() + COMPACT_EVERY;
         loop {
             let now = Instant::now();
             let mut deadline = now + MAX_SLEEP;
@@ -366,6 +369,10 @@ impl EngineLoop {
                     info!(target: "tcpcopy::stats", "{} | engine: {}", self.counters.line(), self.engine_report());
                     next_stats = Some(now + stats.unwrap_or(Duration::from_secs(1)));
                 }
+            }
+            if now >= next_compact {
+                self.engine.compact();
+                next_compact = now + COMPACT_EVERY;
             }
             if offline && eof {
                 let live = Counters::get(&self.counters.sessions_added)

@@ -31,7 +31,8 @@ const TX_BUF: usize = 65_536;
 const OFFLINE_IDLE: Duration = Duration::from_secs(3);
 /// Longest the engine thread sleeps without looking at stop flags and stats.
 const MAX_SLEEP: Duration = Duration::from_millis(250);
-/// How often the engine gives back memory a past peak of sessions left ([`Engine::compact`]).
+/// How often the engine gives back memory a past peak of sessions left ([`Engine::compact`])
+/// and the allocator's free pages go back to the kernel ([`sys::release_free_memory`]).
 const COMPACT_EVERY: Duration = Duration::from_secs(5);
 
 /// What a run did, printed at exit.
@@ -297,7 +298,7 @@ impl EngineLoop {
     fn run(
         &mut self,
         cap_rx: Receiver<Batch>,
-        resp_rx: &Receiver<Vec<bytes::Bytes>>,
+        resp_rx: &Receiver<channel::ResponseBatch>,
         sig_rx: &Receiver<i32>,
         pool: &BatchPool,
         stats: Option<Duration>,
@@ -342,7 +343,7 @@ impl EngineLoop {
                 },
                 recv(resp_rx) -> r => if let Ok(headers) = r {
                     let now = Instant::now();
-                    for h in &headers {
+                    for h in headers.iter() {
                         self.engine.handle_response(now, h);
                     }
                     if !headers.is_empty() {
@@ -372,6 +373,7 @@ impl EngineLoop {
             }
             if now >= next_compact {
                 self.engine.compact();
+                sys::release_free_memory();
                 next_compact = now + COMPACT_EVERY;
             }
             if offline && eof {

@@ -346,6 +346,7 @@ impl EngineLoop {
                     for h in headers.iter() {
                         self.engine.handle_response(now, h);
                     }
+                    self.counters.sub(&self.counters.responses_queued, headers.bytes());
                     if !headers.is_empty() {
                         self.last_activity = now;
                     }

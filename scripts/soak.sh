@@ -7,7 +7,8 @@
 # ip_forward=0 running intercept) driven by mixed traffic in rounds (redis-benchmark keep-alive
 # and one connection per request, wrk keep-alive and `Connection: close`). It samples RSS and
 # open fds of tcpcopy and intercept and the target's TCP sockets at minute 2 (half-way for runs
-# under 4 minutes) and at the end, and prints delivery (target count / (2 x production count)).
+# under 4 minutes) and at the end, prints their memory (VmRSS, RssAnon, RssFile, RssShmem) every
+# minute, and prints delivery (target count / (2 x production count)).
 # Exit status 0 when delivery >= 99.9 % and RSS/fds grew <= 5 % and the target's sockets stayed
 # flat; non-zero otherwise. Needs root, redis, nginx, wrk, curl. SOAK_NO_BUILD=1 skips the build.
 # On a shared machine take the lab lock around it: flock /tmp/lab.lock scripts/soak.sh 10

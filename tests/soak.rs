@@ -7,7 +7,8 @@
 //! `tcpcopy -n 2` copying both. Mixed traffic runs in rounds until the time is up: redis-benchmark
 //! keep-alive and one connection per request, wrk keep-alive and `Connection: close`, each
 //! bounded. tcpcopy's and intercept's RSS and open file descriptors and the target's TCP sockets
-//! (TIME-WAIT aside) are sampled at minute 2 (half-way for runs under 4 minutes) and at the end.
+//! (TIME-WAIT aside) are sampled at minute 2 (half-way for runs under 4 minutes) and at the end;
+//! their memory (VmRSS and its anonymous, file and shared parts) is also printed every minute.
 //!
 //! Passes when delivery (target count / 2 x production count) is ≥ 99.9 % for redis commands and
 //! for nginx requests, RSS and fds grew ≤ 5 % between the samples, and the target's sockets
@@ -37,6 +38,22 @@ fn loadavg() -> String {
         .unwrap_or_default()
         .split_whitespace()
         .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `VmRSS RssAnon RssFile RssShmem` of a process in kB, one string (empty once it is gone): the
+/// per-minute memory line shows which kind of memory moves.
+fn rss_parts(pid: u32) -> String {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    ["VmRSS:", "RssAnon:", "RssFile:", "RssShmem:"]
+        .iter()
+        .filter_map(|k| {
+            st.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.split_whitespace().next())
+                .map(|v| format!("{}={v}", k.trim_end_matches(':')))
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -119,6 +136,7 @@ fn soak() {
     let sample_at = Duration::from_secs(if secs >= 240 { 120 } else { secs / 2 });
     let mut first: Option<(Duration, Sample)> = None;
     let mut rounds = 0u64;
+    let mut next_minute = 1u64;
     while Instant::now() < end {
         rounds += 1;
         // A steady, moderate mix (a soak looks for leaks, not for the saturation point).
@@ -139,6 +157,16 @@ fn soak() {
             std::fs::read_to_string(t.path("tcpcopy.log")).unwrap_or_default(),
             std::fs::read_to_string(t.path("intercept.log")).unwrap_or_default()
         );
+        if start.elapsed() >= Duration::from_secs(60 * next_minute) {
+            println!(
+                "soak: minute {next_minute}: tcpcopy {} kB, fds {}; intercept {} kB, fds {}",
+                rss_parts(tcpcopy),
+                fd_count(tcpcopy).unwrap_or(0),
+                rss_parts(icpt),
+                fd_count(icpt).unwrap_or(0)
+            );
+            next_minute = start.elapsed().as_secs() / 60 + 1;
+        }
         if first.is_none() && start.elapsed() >= sample_at {
             std::thread::sleep(Duration::from_secs(2));
             let s = sample(&t, tcpcopy, icpt);

@@ -24,6 +24,17 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use tcpclone::proto::{check_header, ResponsesBuilder};
 
+/// A map or queue is shrunk by [`Router::shrink`] once its capacity exceeds this many times
+/// its length (plus [`SHRINK_SLACK`]), down to twice its length.
+const SHRINK_FACTOR: usize = 4;
+/// Capacity (in elements) any map or queue keeps without being shrunk.
+const SHRINK_SLACK: usize = 1024;
+
+/// Whether a collection of `len` elements with room for `cap` should give memory back.
+fn oversized(cap: usize, len: usize) -> bool {
+    cap > SHRINK_FACTOR * len + SHRINK_SLACK
+}
+
 /// Identifies one tcpcopy connection.
 pub type PeerId = u64;
 
@@ -326,6 +337,30 @@ impl Router {
         }
     }
 
+    /// Gives back the memory a past peak left behind: maps and queues whose capacity is far
+    /// above what they hold now (a map sized for a peak of sessions otherwise stays resident,
+    /// e.g. 2.4 MB for 16,384 sessions). Call it every few seconds; it does nothing when
+    /// nothing is oversized.
+    pub fn shrink(&mut self) {
+        if oversized(self.sessions.capacity(), self.sessions.len()) {
+            self.sessions.shrink_to(2 * self.sessions.len());
+        }
+        for p in self.peers.values_mut() {
+            if oversized(p.sessions.capacity(), p.sessions.len()) {
+                p.sessions.shrink_to(2 * p.sessions.len());
+            }
+        }
+        if oversized(self.parked.capacity(), self.parked.len()) {
+            self.parked.shrink_to(2 * self.parked.len());
+        }
+        if oversized(self.park_order.capacity(), self.park_order.len()) {
+            self.park_order.shrink_to(2 * self.park_order.len());
+        }
+        if oversized(self.ready.capacity(), self.ready.len()) {
+            self.ready.shrink_to(2 * self.ready.len());
+        }
+    }
+
     /// The next finished `Responses` frame and the connection it is for.
     pub fn poll_transmit(&mut self) -> Option<(PeerId, Bytes)> {
         self.ready.pop_front()
@@ -374,6 +409,35 @@ mod tests {
             ));
         }
         v
+    }
+
+    #[test]
+    fn shrink_gives_back_a_past_peak_and_keeps_what_is_live() {
+        let t = Instant::now();
+        let mut r = Router::new(RouterConfig::default());
+        r.add_peer(1);
+        for p in 1000..21_000 {
+            r.session_add(1, key(p));
+        }
+        for p in 1000..20_999 {
+            r.session_remove(1, key(p));
+        }
+        let peak = r.sessions.capacity();
+        assert!(peak >= 20_000, "{peak}");
+        r.shrink();
+        assert!(
+            r.sessions.capacity() <= SHRINK_SLACK + 2 && r.peers[&1].sessions.capacity() <= 2048,
+            "capacity after shrink: {} / {}",
+            r.sessions.capacity(),
+            r.peers[&1].sessions.capacity()
+        );
+        // The session still registered is routed as before.
+        r.handle_response(t, hdr(20_999, 7));
+        assert_eq!(drain(&mut r), vec![(1, vec![7])]);
+        // Nothing oversized: nothing changes.
+        let cap = r.sessions.capacity();
+        r.shrink();
+        assert_eq!(r.sessions.capacity(), cap);
     }
 
     #[test]

@@ -297,9 +297,17 @@ async fn router_task(
         Control::Add(id, k) => router.session_add(id, k),
         Control::Remove(id, k) => router.session_remove(id, k),
     };
+    // Memory a past peak of sessions left in the router's maps, and the allocator's free
+    // pages, go back now and then.
+    let mut shrink = tokio::time::interval(Duration::from_secs(5));
+    shrink.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = router.poll_timeout();
         tokio::select! {
+            _ = shrink.tick() => {
+                router.shrink();
+                crate::sys::release_free_memory();
+            }
             c = ctl.recv() => {
                 let Some(c) = c else { break };
                 apply(&mut router, &mut peers, c);

@@ -366,6 +366,29 @@ impl Hasher for FastHasher {
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
+/// Whether a collection of `len` elements with room for `cap` should give memory back.
+fn oversized(cap: usize, len: usize) -> bool {
+    cap > SHRINK_FACTOR * len + SHRINK_SLACK
+}
+
+fn shrink_vec<T>(v: &mut Vec<T>) {
+    if oversized(v.capacity(), v.len()) {
+        v.shrink_to(2 * v.len());
+    }
+}
+
+fn shrink_deque<T>(v: &mut VecDeque<T>) {
+    if oversized(v.capacity(), v.len()) {
+        v.shrink_to(2 * v.len());
+    }
+}
+
+fn shrink_map<K: Eq + Hash, V>(m: &mut FastMap<K, V>) {
+    if oversized(m.capacity(), m.len()) {
+        m.shrink_to(2 * m.len());
+    }
+}
+
 /// A map key of two socket addresses (a captured flow, or client and target), hashed as two or
 /// five packed words instead of field by field (`derive(Hash)` on `SocketAddr` writes the
 /// variant, the octets with their length, and the port separately: six to ten hasher rounds
@@ -430,6 +453,16 @@ struct StrayReset {
     seq: SeqNumber,
 }
 
+/// Stale entries the timer heap may hold before it is compacted, at the least: below this the
+/// heap is small and compacting would cost more than it saves.
+const TIMERS_COMPACT_MIN: usize = 4096;
+/// A collection is shrunk by [`Engine::compact`] once its capacity exceeds this many times
+/// its length (plus [`SHRINK_SLACK`]), down to twice its length: the hysteresis keeps a load
+/// that comes and goes from reallocating back and forth.
+const SHRINK_FACTOR: usize = 4;
+/// Capacity (in elements) any collection keeps without being shrunk.
+const SHRINK_SLACK: usize = 1024;
+
 /// Bytes charged per session against the memory budget besides its buffers.
 pub const SESSION_OVERHEAD: usize = std::mem::size_of::<Session>() + 160;
 
@@ -441,7 +474,13 @@ pub struct Engine {
     free: Vec<u32>,
     by_capture: FastMap<AddrPair, Ids>,
     by_target: FastMap<AddrPair, u32>,
+    /// Deadlines (time, slot, generation). An entry goes stale when its session ends or sets
+    /// an earlier deadline; stale ones are skipped when they come due, and dropped by
+    /// [`Engine::compact_timers`] once they outnumber the live ones (the session timeout is
+    /// 10 minutes by default, so otherwise they would pile up for that long).
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    /// `timers` is compacted when it grows past this length.
+    timers_compact_at: usize,
     ready: VecDeque<(u32, u32)>,
     strays: VecDeque<StrayReset>,
     events: VecDeque<EngineEvent>,
@@ -493,6 +532,7 @@ impl Engine {
             by_capture: FastMap::default(),
             by_target: FastMap::default(),
             timers: BinaryHeap::new(),
+            timers_compact_at: TIMERS_COMPACT_MIN,
             ready: VecDeque::new(),
             strays: VecDeque::new(),
             events: VecDeque::new(),
@@ -793,8 +833,59 @@ impl Engine {
             if s.timer_at.is_none_or(|t| d < t) {
                 s.timer_at = Some(d);
                 self.timers.push(Reverse((d, id, gen)));
+                if self.timers.len() > self.timers_compact_at {
+                    self.compact_timers();
+                }
             }
         }
+    }
+
+    /// Whether a timer entry still stands for its session's deadline (what `handle_timeout`
+    /// checks before acting on one).
+    fn timer_live(slots: &[Slot], t: Instant, id: u32, gen: u32) -> bool {
+        slots.get(id as usize).is_some_and(|slot| {
+            slot.gen == gen && slot.session.as_ref().is_some_and(|s| s.timer_at == Some(t))
+        })
+    }
+
+    /// Drops the stale entries of the timer heap (O(n), run when the heap has doubled since the
+    /// last time, so O(1) per deadline set) and gives back the capacity they held.
+    fn compact_timers(&mut self) {
+        let slots = &self.slots;
+        let mut v = std::mem::take(&mut self.timers).into_vec();
+        v.retain(|Reverse((t, id, gen))| Self::timer_live(slots, *t, *id, *gen));
+        shrink_vec(&mut v);
+        self.timers = BinaryHeap::from(v);
+        self.timers_compact_at = (2 * self.timers.len()).max(TIMERS_COMPACT_MIN);
+    }
+
+    /// Gives back memory that a past peak of sessions left behind: stale timers, capacity of
+    /// the maps and queues far above what they hold now, empty session slots at the end of the
+    /// slot table. Call it every few seconds between `handle_*`/`poll_*` calls; it does nothing
+    /// when nothing is oversized. (The allocator can only return what the engine frees: a map
+    /// sized for yesterday's peak stays resident as long as it exists.)
+    pub fn compact(&mut self) {
+        // Empty slots at the end go (their ids leave the free list; stale references to them
+        // in the ready queue and the timers are dropped below, so a slot created again at the
+        // same index cannot be mistaken for the old one).
+        let live_end = self
+            .slots
+            .iter()
+            .rposition(|s| s.session.is_some())
+            .map_or(0, |i| i + 1);
+        if live_end < self.slots.len() {
+            self.slots.truncate(live_end);
+            self.free.retain(|&id| (id as usize) < live_end);
+            self.ready.retain(|&(id, _)| (id as usize) < live_end);
+        }
+        self.compact_timers();
+        shrink_vec(&mut self.slots);
+        shrink_vec(&mut self.free);
+        shrink_deque(&mut self.ready);
+        shrink_deque(&mut self.strays);
+        shrink_deque(&mut self.events);
+        shrink_map(&mut self.by_capture);
+        shrink_map(&mut self.by_target);
     }
 
     /// The IP+TCP headers of one target response, as intercept reported them.

@@ -45,12 +45,24 @@ pub struct Counters {
     pub channel_failures: AtomicU64,
     /// Registrations that could not be delivered because no intercept connection was up.
     pub registrations_lost: AtomicU64,
+    /// Bytes of response headers handed to the engine thread and not processed yet (a gauge;
+    /// the channel stops reading from intercept while it is at [`RESPONSE_BACKLOG`]).
+    ///
+    /// [`RESPONSE_BACKLOG`]: super::channel::RESPONSE_BACKLOG
+    pub responses_queued: AtomicU64,
+    /// Times a channel connection stopped reading because the engine was that far behind.
+    pub response_pauses: AtomicU64,
 }
 
 impl Counters {
     /// Adds `n` to one counter.
     pub fn add(&self, c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Subtracts `n` from a gauge.
+    pub fn sub(&self, c: &AtomicU64, n: u64) {
+        c.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// Reads one counter.
@@ -81,6 +93,8 @@ impl Counters {
             ("intercept_connects", g(&self.channel_connects)),
             ("intercept_failures", g(&self.channel_failures)),
             ("registrations_lost", g(&self.registrations_lost)),
+            ("responses_queued_bytes", g(&self.responses_queued)),
+            ("response_pauses", g(&self.response_pauses)),
         ]
     }
 

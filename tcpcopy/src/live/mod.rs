@@ -31,6 +31,9 @@ const TX_BUF: usize = 65_536;
 const OFFLINE_IDLE: Duration = Duration::from_secs(3);
 /// Longest the engine thread sleeps without looking at stop flags and stats.
 const MAX_SLEEP: Duration = Duration::from_millis(250);
+/// How often the engine gives back memory a past peak of sessions left ([`Engine::compact`])
+/// and the allocator's free pages go back to the kernel ([`sys::release_free_memory`]).
+const COMPACT_EVERY: Duration = Duration::from_secs(5);
 
 /// What a run did, printed at exit.
 #[derive(Debug)]
@@ -336,7 +339,7 @@ impl EngineLoop {
     fn run(
         &mut self,
         cap_rx: Receiver<Batch>,
-        resp_rx: &Receiver<Vec<bytes::Bytes>>,
+        resp_rx: &Receiver<channel::ResponseBatch>,
         sig_rx: &Receiver<i32>,
         pool: &BatchPool,
         stats: Option<Duration>,
@@ -345,6 +348,7 @@ impl EngineLoop {
         let mut cap_rx = cap_rx;
         let mut eof = false;
         let mut next_stats = stats.map(|d| Instant::now() + d);
+        let mut next_compact = Instant::now() + COMPACT_EVERY;
         loop {
             let now = Instant::now();
             let mut deadline = now + MAX_SLEEP;
@@ -380,9 +384,10 @@ impl EngineLoop {
                 },
                 recv(resp_rx) -> r => if let Ok(headers) = r {
                     let now = Instant::now();
-                    for h in &headers {
+                    for h in headers.iter() {
                         self.engine.handle_response(now, h);
                     }
+                    self.counters.sub(&self.counters.responses_queued, headers.bytes());
                     if !headers.is_empty() {
                         self.last_activity = now;
                     }
@@ -407,6 +412,11 @@ impl EngineLoop {
                     info!(target: "tcpcopy::stats", "{} | engine: {}", self.counters.line(), self.engine_report());
                     next_stats = Some(now + stats.unwrap_or(Duration::from_secs(1)));
                 }
+            }
+            if now >= next_compact {
+                self.engine.compact();
+                sys::release_free_memory();
+                next_compact = now + COMPACT_EVERY;
             }
             if offline && eof {
                 let live = Counters::get(&self.counters.sessions_added)

@@ -103,14 +103,18 @@ fn soak() {
     let prod_log = t.start_nginx(&p, HTTP_PROD, "nginx-prod");
     let target_log = t.start_nginx(&tg, HTTP_TARGET, "nginx-target");
     let icpt = t.start_intercept("tcp and (src port 6380 or src port 8080)");
-    let tcpcopy = t.start_tcpcopy(&[
+    // TCPCLONE_SOAK_TCPCOPY_ARGS: more tcpcopy flags, space-separated (e.g. `--immediate`).
+    let extra = std::env::var("TCPCLONE_SOAK_TCPCOPY_ARGS").unwrap_or_default();
+    let mut args = vec![
         "-x",
         "6379-198.18.1.2:6380,80-198.18.1.2:8080",
         "-n",
         "2",
         "--stats",
         "30",
-    ]);
+    ];
+    args.extend(extra.split_whitespace());
+    let tcpcopy = t.start_tcpcopy(&args);
     for (name, pid) in [("tcpcopy", tcpcopy), ("intercept", icpt)] {
         let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let field = |k: &str| {

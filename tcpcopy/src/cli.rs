@@ -99,21 +99,17 @@ pub struct Cli {
     /// MSS towards the target (default: from the MTU).
     #[arg(short = 'D', long = "mss", value_name = "BYTES")]
     pub mss: Option<u32>,
-    /// Capture ring per device in MB; it and a backlog of the same size count against -m. By
-    /// default packets are packed into it back to back (TPACKET_V3 blocks: 1 MB holds ~10,000
-    /// small segments); with --immediate each packet takes a 64 KiB slot (16 per MB).
+    /// Capture ring per device in MB; it and a backlog of the same size count against -m. In
+    /// the default immediate mode each packet takes a 64 KiB slot (16 per MB); with
+    /// --capture-block packets are packed back to back (1 MB holds ~10,000 small segments).
     #[arg(short = 'B', long = "buffer", value_name = "MB", default_value_t = 128)]
     pub buffer: u64,
-    /// Wake the capture thread for every packet (TPACKET_V2 ring of 64 KiB slots) instead of
-    /// per block of packets handed over at most --capture-timeout ms after its first packet:
-    /// lower latency on an idle host, but the ring holds far fewer packets, so bursts are more
-    /// likely to be dropped by the kernel.
-    #[arg(long = "immediate")]
-    pub immediate: bool,
-    /// How long the kernel may hold a block of captured packets before handing it over, in
-    /// ms (block mode; rounded up to the kernel's timer tick).
-    #[arg(long = "capture-timeout", value_name = "MS", default_value_t = 1)]
-    pub capture_timeout: u32,
+    /// Capture in blocks (TPACKET_V3) handed over at most MS ms after their first packet,
+    /// instead of waking per packet (immediate mode, TPACKET_V2 slots of 64 KiB). The ring
+    /// then holds far more small packets, which a small -B needs; but segments reach the
+    /// engine, and the target, in bursts (MS is rounded up to the kernel's timer tick).
+    #[arg(long = "capture-block", value_name = "MS")]
+    pub capture_block: Option<u32>,
     /// Nice value of the capture threads (-20..=19; 0 leaves them alone). By default they run
     /// ahead of the rest of the host, so that the kernel's capture ring is drained even when
     /// the host is busy: a segment dropped there is one no clone can ever get back.
@@ -233,7 +229,7 @@ pub struct Settings {
     pub capture_buffer: usize,
     /// --capture-nice.
     pub capture_nice: i32,
-    /// --immediate: `None`; else the block timeout of --capture-timeout in ms.
+    /// --capture-block: block mode with this timeout in ms; `None`: immediate mode.
     pub capture_block_ms: Option<u32>,
     /// --max-pps.
     pub max_pps: Option<f64>,
@@ -471,8 +467,11 @@ impl Cli {
         if !(-20..=19).contains(&self.capture_nice) {
             return Err(bad("--capture-nice", "must be -20..=19"));
         }
-        if !(1..=1000).contains(&self.capture_timeout) {
-            return Err(bad("--capture-timeout", "must be 1..=1000 ms"));
+        if self
+            .capture_block
+            .is_some_and(|ms| !(1..=1000).contains(&ms))
+        {
+            return Err(bad("--capture-block", "must be 1..=1000 ms"));
         }
         if let Some(p) = self
             .stream_opts
@@ -542,7 +541,7 @@ impl Cli {
             mss,
             capture_buffer: (self.buffer << 20) as usize,
             capture_nice: self.capture_nice,
-            capture_block_ms: (!self.immediate).then_some(self.capture_timeout),
+            capture_block_ms: self.capture_block,
             max_pps: self.max_pps,
             max_mbps: self.max_mbps,
             no_wait: self.no_wait,
@@ -754,8 +753,8 @@ mod tests {
             (&["--max-mbps", "0"], "--max-mbps"),
             (&["--max-pps", "100", "--max-mbps", "nan"], "--max-mbps"),
             (&["--capture-nice", "-21"], "--capture-nice"),
-            (&["--capture-timeout", "0"], "--capture-timeout"),
-            (&["--capture-timeout", "1001"], "--capture-timeout"),
+            (&["--capture-block", "0"], "--capture-block"),
+            (&["--capture-block", "1001"], "--capture-block"),
             (&["--report", "r.txt"], "--report"),
             (&["--diff"], "--diff"),
             (&["--topspeed"], "--topspeed"),
@@ -826,16 +825,15 @@ mod tests {
     }
 
     #[test]
-    fn capture_mode_defaults_to_blocks_of_one_ms() {
+    fn capture_mode_defaults_to_immediate() {
         let base = ["-x", "80-198.18.1.2:80", "-s", "198.18.1.3"];
         let block = |extra: &[&str]| {
             let mut args = base.to_vec();
             args.extend_from_slice(extra);
             cli(&args).unwrap().validate().unwrap().capture_block_ms
         };
-        assert_eq!(block(&[]), Some(1));
-        assert_eq!(block(&["--capture-timeout", "5"]), Some(5));
-        assert_eq!(block(&["--immediate"]), None);
+        assert_eq!(block(&[]), None);
+        assert_eq!(block(&["--capture-block", "1"]), Some(1));
     }
 
     #[test]

@@ -880,11 +880,7 @@ fn live_stream_from_production_delivers_redis_benchmark() {
         "redis-benchmark -h 198.18.50.2 -p 6379 -n 20000 -c 10 -t set,get -q",
     );
     std::thread::sleep(Duration::from_secs(1));
-    let st = lab
-        .stop(pid, "INT", Duration::from_secs(30))
-        .expect("stream mode did not stop on SIGINT");
-    let out = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(st.success(), "exit {st:?}: {out}");
+    let out = stop_live(&mut lab, pid, &log);
     let prod = commandstats(&lab, &p.prod, "198.18.50.2", 6379);
     let got = commandstats(&lab, &target, "198.18.51.2", 6379);
     eprintln!("live: production {prod:?}, target {got:?}");
@@ -895,6 +891,16 @@ fn live_stream_from_production_delivers_redis_benchmark() {
             "{cmd}: {have} of {want} arrived\n{out}"
         );
     }
+}
+
+/// Stops live stream mode with SIGINT; it must exit successfully within 30 s. Returns its log.
+fn stop_live(lab: &mut Lab, pid: u32, log: &Path) -> String {
+    let st = lab
+        .stop(pid, "INT", Duration::from_secs(30))
+        .expect("stream mode did not stop on SIGINT");
+    let out = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(st.success(), "exit {st:?}: {out}");
+    out
 }
 
 /// Starts live stream mode in `ns` with `args`; returns its PID once it is capturing.
@@ -971,11 +977,7 @@ fn live_with_responses_reports_production_and_a_full_queue_drops_whole_sessions(
         "redis-benchmark -h 198.18.50.2 -p 6379 -n 2000 -c 4 -t set,get -q",
     );
     std::thread::sleep(Duration::from_secs(1));
-    let st = lab
-        .stop(pid, "INT", Duration::from_secs(30))
-        .expect("stream mode did not stop on SIGINT");
-    let out = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(st.success(), "exit {st:?}: {out}");
+    let out = stop_live(&mut lab, pid, &log);
     let prod = commandstats(&lab, &p.prod, "198.18.50.2", 6379);
     let prod_cmds: u64 = prod.values().sum();
     let r = json(&rj);
@@ -1031,11 +1033,7 @@ fn live_with_responses_reports_production_and_a_full_queue_drops_whole_sessions(
     lab.exec_ok(&target, &format!("kill -CONT {target_pid}"));
     assert!(bench.status.success(), "redis-benchmark failed");
     std::thread::sleep(Duration::from_secs(2));
-    let st = lab
-        .stop(pid, "INT", Duration::from_secs(30))
-        .expect("stream mode did not stop on SIGINT");
-    let out = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(st.success(), "exit {st:?}: {out}");
+    let out = stop_live(&mut lab, pid, &log);
     let q = json(&qj);
     let sets = commandstats(&lab, &target, "198.18.51.2", 6379)
         .get("set")

@@ -415,19 +415,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn stops_reading_while_the_engine_is_a_backlog_behind() {
+    /// A channel (one connection) to a [`fake_intercept`] on its own thread: the handle, the
+    /// registrations the fake saw, the responses for the engine, and the counters.
+    fn channel_to_fake_intercept() -> (
+        ChannelHandle,
+        mpsc::UnboundedReceiver<Message>,
+        crossbeam_channel::Receiver<ResponseBatch>,
+        Arc<Counters>,
+    ) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let l = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = l.local_addr().unwrap();
-        let (add_tx, mut add_rx) = mpsc::unbounded_channel();
+        let (add_tx, add_rx) = mpsc::unbounded_channel();
         std::thread::spawn(move || rt.block_on(fake_intercept(l, add_tx)));
         let counters = Arc::new(Counters::default());
         let (resp_tx, resp_rx) = crossbeam_channel::unbounded();
         let h = spawn(vec![addr], 1, 1, None, resp_tx, counters.clone()).unwrap();
+        (h, add_rx, resp_rx, counters)
+    }
+
+    #[test]
+    fn stops_reading_while_the_engine_is_a_backlog_behind() {
+        let (h, mut add_rx, resp_rx, counters) = channel_to_fake_intercept();
         let cl: SocketAddr = "198.18.10.2:40000".parse().unwrap();
         let t: SocketAddr = "198.18.1.2:6379".parse().unwrap();
         h.tx.send(ToChannel::Add(cl, t)).unwrap();
@@ -450,17 +462,7 @@ mod tests {
 
     #[test]
     fn registers_and_re_registers_after_reconnect() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let l = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
-        let addr = l.local_addr().unwrap();
-        let (add_tx, mut add_rx) = mpsc::unbounded_channel();
-        std::thread::spawn(move || rt.block_on(fake_intercept(l, add_tx)));
-        let counters = Arc::new(Counters::default());
-        let (resp_tx, resp_rx) = crossbeam_channel::unbounded();
-        let h = spawn(vec![addr], 1, 1, None, resp_tx, counters.clone()).unwrap();
+        let (h, mut add_rx, resp_rx, counters) = channel_to_fake_intercept();
         let cl: SocketAddr = "198.18.10.2:40000".parse().unwrap();
         let t: SocketAddr = "198.18.1.2:6379".parse().unwrap();
         h.tx.send(ToChannel::Add(cl, t)).unwrap();

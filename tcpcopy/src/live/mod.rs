@@ -258,9 +258,10 @@ pub fn run(settings: Settings) -> Result<Summary> {
             .context("--max-pps/--max-mbps")?,
         origin: Instant::now(),
         held_until: None,
-        report: match settings.report.is_empty() {
-            true => None,
-            false => Some(crate::report::Collector::new("raw", None)?),
+        report: if settings.report.is_empty() {
+            None
+        } else {
+            Some(crate::report::Collector::new("raw", None)?)
         },
     };
     let latency_us = lp.run(cap_rx, &resp_rx, &sig_rx, &pool, settings.stats, offline);

@@ -64,7 +64,8 @@ pub struct Cli {
         default_value_t = 100
     )]
     pub percentage: u32,
-    /// Memory budget in MB; over it new sessions are refused and counted (never an exit).
+    /// Memory budget in MB (capture rings and backlog, response queue, session buffers); over
+    /// it new sessions are refused and counted (never an exit).
     #[arg(
         short = 'm',
         long = "max-memory",
@@ -215,7 +216,8 @@ pub struct Settings {
     pub percentage: u8,
     /// -m in bytes (whole budget).
     pub max_memory: u64,
-    /// -m minus the capture rings: what the engine may use.
+    /// -m minus the capture rings, their backlog and the response queue: what the engine's
+    /// sessions may use.
     pub engine_memory: u64,
     /// -t.
     pub session_timeout: Duration,
@@ -454,12 +456,14 @@ impl Cli {
             Source::Live { interfaces } => 2 * self.buffer * interfaces.len() as u64,
             Source::Offline { .. } => 0,
         };
-        if rings >= self.max_memory {
+        // And the response headers queued between the intercept channel and the engine.
+        let responses = crate::live::channel::RESPONSE_BACKLOG >> 20;
+        if rings + responses >= self.max_memory {
             return Err(bad(
                 "-B/--buffer",
                 format!(
-                    "capture rings and their backlog (2 x -B per device = {rings} MB) leave \
-                     nothing of -m {} MB for sessions",
+                    "capture rings and their backlog (2 x -B per device = {rings} MB) and the \
+                     response queue ({responses} MB) leave nothing of -m {} MB for sessions",
                     self.max_memory
                 ),
             ));
@@ -534,7 +538,7 @@ impl Cli {
             port_shift: self.port_shift,
             percentage: self.percentage as u8,
             max_memory: self.max_memory << 20,
-            engine_memory: (self.max_memory - rings) << 20,
+            engine_memory: (self.max_memory - rings - responses) << 20,
             session_timeout: Duration::from_secs(self.session_timeout),
             keepalive_timeout: Duration::from_secs(self.keepalive_timeout),
             mtu: self.mtu as u16,
@@ -728,7 +732,11 @@ mod tests {
                 interfaces: vec!["eth0".into(), "eth1".into()]
             }
         );
-        assert_eq!(s.engine_memory, (512 - 2 * 32) << 20, "rings and backlogs");
+        assert_eq!(
+            s.engine_memory,
+            (512 - 2 * 32 - 4) << 20,
+            "rings, backlogs and the response queue"
+        );
         assert_eq!(
             (s.copies, s.port_shift, s.percentage, s.mss, s.connections),
             (2, 3, 50, Some(1400), 4)

@@ -565,6 +565,17 @@ impl Engine {
         self.mem
     }
 
+    /// The budget's bytes counted afresh from the live sessions; tests check that the running
+    /// count `memory_used` never drifts from it.
+    #[cfg(test)]
+    pub(crate) fn memory_recount(&self) -> usize {
+        self.slots
+            .iter()
+            .filter_map(|s| s.session.as_ref())
+            .map(|s| SESSION_OVERHEAD + s.buffered())
+            .sum()
+    }
+
     fn target_for(&self, dst: IpAddr, port: u16) -> Option<SocketAddr> {
         let to = SocketAddr::new(dst, port);
         if self.cfg.mappings.iter().any(|m| m.target == to) {

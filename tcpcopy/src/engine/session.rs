@@ -348,9 +348,10 @@ impl Session {
         (!self.span.is_disabled()).then(|| self.span.clone().entered())
     }
 
-    /// Bytes this session holds in buffers (for the memory budget).
+    /// Bytes this session holds in buffers (for the memory budget): the stream buffer's
+    /// allocated capacity, not just the bytes in it, and the out-of-order segments.
     pub fn buffered(&self) -> usize {
-        self.buf.len() + self.ooo_bytes
+        self.buf.capacity() + self.ooo_bytes
     }
 
     /// Our last TSval, for a session that replaces this one on the same 4-tuple.
@@ -516,14 +517,24 @@ impl Session {
             let skip = self.cap_nxt.diff(seq) as usize;
             let new = &data[skip.min(data.len())..];
             if !new.is_empty() {
-                if self.buf.len() + new.len() > cx.cfg.max_session_buffer
-                    || !self.fits(cx, new.len())
-                {
+                let need = self.buf.len() + new.len();
+                let cap = self.buf.capacity();
+                // Grow by doubling (amortised), never past the per-session cap; what is
+                // allocated is what counts against the budget.
+                let grow = if need <= cap {
+                    0
+                } else {
+                    need.max(cap * 2).min(cx.cfg.max_session_buffer.max(need)) - cap
+                };
+                if need > cx.cfg.max_session_buffer || !self.fits(cx, grow) {
                     cx.stats.buffer_overflows += 1;
                     self.gap(cx);
                     return;
                 }
-                *cx.mem += new.len();
+                if grow > 0 {
+                    self.buf.reserve_exact(cap + grow - self.buf.len());
+                    *cx.mem += self.buf.capacity() - cap;
+                }
                 if let Some(a) = ack {
                     self.note_request(cx, a);
                 }
@@ -623,7 +634,7 @@ impl Session {
         self.fast_rexmit = false;
         self.rto_at = None;
         self.gap_at = None;
-        *cx.mem = cx.mem.saturating_sub(self.buf.len());
+        *cx.mem = cx.mem.saturating_sub(self.buf.capacity());
         self.buf = VecDeque::new();
         self.boundaries.clear();
         self.client_fin = None;
@@ -947,11 +958,16 @@ impl Session {
         if drop > 0 {
             self.buf.drain(..drop);
             self.buf_seq = self.buf_seq + drop as u32;
-            *cx.mem = cx.mem.saturating_sub(drop);
             cx.stats.bytes_acked += drop as u64;
-            if self.buf.is_empty() && self.buf.capacity() > 16 * 1024 {
+            // Give back what a past burst left allocated: all of it once empty, down to twice
+            // the bytes held once under a quarter of it is used.
+            let cap = self.buf.capacity();
+            if self.buf.is_empty() && cap > 16 * 1024 {
                 self.buf = VecDeque::new();
+            } else if cap > 64 * 1024 && self.buf.len() < cap / 4 {
+                self.buf.shrink_to(self.buf.len() * 2);
             }
+            *cx.mem = cx.mem.saturating_sub(cap - self.buf.capacity());
         }
         self.snd_una = ack;
         if self.snd_nxt < ack {

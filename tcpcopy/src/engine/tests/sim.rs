@@ -535,6 +535,11 @@ fn run(
         }
         sim.h.e.handle_timeout(sim.h.now);
         sim.drain();
+        assert_eq!(
+            sim.h.e.memory_used(),
+            sim.h.e.memory_recount(),
+            "seed {seed}: the memory count drifted from the sessions' buffers"
+        );
     }
     let st = sim.h.e.stats();
     for sc in &sim.scripts {

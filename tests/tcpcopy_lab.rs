@@ -494,38 +494,20 @@ fn connection_open_before_start() {
 fn record(t: &mut Topo, client_cmd: &str, name: &str) -> (PathBuf, u64) {
     let pcap = t.path(name);
     let p = t.prod.clone();
-    let pid = t.lab.spawn(
+    let pid = start_tcpdump_opts(
+        &mut t.lab,
         &p,
-        &[
-            "tcpdump",
-            "-i",
-            "any",
-            "-s",
-            "2048",
-            "-B",
-            "65536",
-            "-Z",
-            "root",
-            "-U",
-            "--immediate-mode",
-            "-w",
-            pcap.to_str().unwrap(),
-            "tcp port 6379",
-        ],
-        Some(&t.path("tcpdump.log")),
+        &["-i", "any", "-s", "2048", "-B", "65536", "-Z", "root"],
+        "tcp port 6379",
+        &pcap,
     );
-    assert!(t.lab.wait_for(
-        &p,
-        &format!("test -s {}", pcap.display()),
-        Duration::from_secs(5)
-    ));
     std::thread::sleep(Duration::from_millis(300));
     t.client(client_cmd);
     std::thread::sleep(Duration::from_millis(300));
     t.lab
         .stop(pid, "INT", Duration::from_secs(5))
         .expect("tcpdump stops");
-    let log = std::fs::read_to_string(t.path("tcpdump.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(pcap.with_extension("tcpdump.log")).unwrap_or_default();
     // Every packet the filter took must be in the file (without --immediate-mode, tcpdump
     // loses the last unfinished TPACKET_V3 block at exit: counted as received, never written).
     let count = |what: &str| {
@@ -684,29 +666,13 @@ fn offline_speedup_halves_duration() {
         data_span(&pcap, &format!("tcp dst port 6379 and {payload}"));
     // Watch what the target receives.
     let seen = t.path("target.pcap");
-    let tcpdump = t.lab.spawn(
+    let tcpdump = start_tcpdump_opts(
+        &mut t.lab,
         &tg,
-        &[
-            "tcpdump",
-            "-i",
-            "any",
-            "-s",
-            "128",
-            "-Z",
-            "root",
-            "-U",
-            "--immediate-mode",
-            "-w",
-            seen.to_str().unwrap(),
-            "tcp dst port 6380 and src host 198.18.10.2",
-        ],
-        Some(&t.path("tcpdump-target.log")),
+        &["-i", "any", "-s", "128", "-Z", "root"],
+        "tcp dst port 6380 and src host 198.18.10.2",
+        &seen,
     );
-    assert!(t.lab.wait_for(
-        &tg,
-        &format!("test -s {}", seen.display()),
-        Duration::from_secs(5)
-    ));
     std::thread::sleep(Duration::from_millis(300));
     let baseline = t.half_closed();
     let (_took, text) = run_offline(&mut t, &pcap, &["-a", "2"]);

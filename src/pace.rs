@@ -176,7 +176,7 @@ fn ns_from_secs(secs: f64) -> u64 {
 ///
 /// Due times never move (see [`Pacer`]), so a packet that leaves late (the sender's core was
 /// taken away) puts the sender behind by that much. Sending the next packets back to back until
-/// caught up, as tcpreplay does, turns one stall into two wrong gaps: the late one and one or more
+/// caught up, as tcpreplay does, turns one stall into two or more wrong gaps: the late one and
 /// almost-zero ones (each off by nearly a whole interval). Instead, while behind by at most a
 /// bound, each gap is shortened by at most a share of the intended gap, so the debt is repaid a
 /// little per packet: one stall costs one late gap and some gaps that are off by that share only,
@@ -191,38 +191,35 @@ fn ns_from_secs(secs: f64) -> u64 {
 pub struct CatchUp {
     /// Largest share (0..=1) of an intended gap that a gap is shortened by while behind.
     share: f64,
-    /// Debt, in intended gaps of the packet at hand, above which the rest goes back to back.
-    max_debt_gaps: f64,
+    /// Debt in ns above which the rest goes back to back.
+    max_debt_ns: u64,
     /// Due and send time of the previous packet.
     prev: Option<(u64, u64)>,
 }
 
 /// Share of the intended gap that a gap may be shortened by while catching up (see [`CatchUp`]).
 pub const CATCH_UP_SHARE: f64 = 0.5;
-/// Debt, in intended gaps, above which [`CatchUp`] sends back to back down to it.
-pub const CATCH_UP_MAX_DEBT_GAPS: f64 = 20.0;
+/// Debt in ns (10 ms) above which [`CatchUp`] sends back to back down to it: a run stays within
+/// 10 ms of its schedule once a stall is over, so rates over seconds stay exact.
+pub const CATCH_UP_MAX_DEBT_NS: u64 = 10_000_000;
 
 impl Default for CatchUp {
     fn default() -> Self {
-        CatchUp::new(CATCH_UP_SHARE, CATCH_UP_MAX_DEBT_GAPS)
+        CatchUp::new(CATCH_UP_SHARE, CATCH_UP_MAX_DEBT_NS)
     }
 }
 
 impl CatchUp {
     /// Catching up by at most `share` (0..=1) of each gap while the debt is at most
-    /// `max_debt_gaps` gaps. `share` 1 (or a bound of 0) is tcpreplay's back-to-back catch-up.
-    pub fn new(share: f64, max_debt_gaps: f64) -> Self {
+    /// `max_debt_ns`. `share` 1 (or a bound of 0) is tcpreplay's back-to-back catch-up.
+    pub fn new(share: f64, max_debt_ns: u64) -> Self {
         CatchUp {
             share: if share.is_nan() {
                 1.0
             } else {
                 share.clamp(0.0, 1.0)
             },
-            max_debt_gaps: if max_debt_gaps.is_nan() {
-                0.0
-            } else {
-                max_debt_gaps.max(0.0)
-            },
+            max_debt_ns,
             prev: None,
         }
     }
@@ -235,7 +232,7 @@ impl CatchUp {
         };
         let debt = prev_sent.saturating_sub(prev_due);
         let gap = due.saturating_sub(prev_due);
-        if debt == 0 || gap == 0 || debt as f64 > self.max_debt_gaps * gap as f64 {
+        if debt == 0 || gap == 0 || debt > self.max_debt_ns {
             return due;
         }
         let min_gap = (gap as f64 * (1.0 - self.share)).round() as u64;
@@ -585,7 +582,7 @@ mod tests {
 
     #[test]
     fn catch_up_release_arithmetic() {
-        let mut c = CatchUp::new(0.5, 20.0);
+        let mut c = CatchUp::new(0.5, 2_000_000);
         // Nothing sent yet, or the previous packet on time: the due time.
         assert_eq!(c.release(1_000), 1_000);
         c.sent(0, 0);
@@ -597,7 +594,8 @@ mod tests {
         c.sent(100_000, 180_000);
         assert_eq!(c.release(200_000), 230_000);
         assert_eq!(c.debt_ns(), 80_000);
-        // 2 ms late is within 20 gaps; 2.1 ms is not: back to back (the due time, long past).
+        // 2 ms late is within a 2 ms bound; a ns more is not: back to back (the due time, long
+        // past).
         c.sent(100_000, 2_100_000);
         assert_eq!(c.release(200_000), 2_150_000);
         c.sent(100_000, 2_100_001);
@@ -606,7 +604,7 @@ mod tests {
         c.sent(100_000, 180_000);
         assert_eq!(c.release(100_000), 100_000);
         // Share 1 is back to back at once.
-        let mut b2b = CatchUp::new(1.0, 20.0);
+        let mut b2b = CatchUp::new(1.0, 2_000_000);
         b2b.sent(100_000, 180_000);
         assert_eq!(b2b.release(200_000), 200_000);
     }
@@ -625,13 +623,13 @@ mod tests {
         };
         let bad = |g: &[u64], tol: u64| g.iter().filter(|&&g| g.abs_diff(t) > tol).count();
 
-        let burst = run(CatchUp::new(1.0, 0.0));
+        let burst = run(CatchUp::new(1.0, 0));
         let g = gaps(&burst);
         assert_eq!(g[99], t + 730_000, "the late gap");
         assert_eq!(&g[100..107], &[1_000; 7], "then back to back");
         assert_eq!(bad(&g, t / 2), 8);
 
-        let smooth = run(CatchUp::new(0.5, 20.0));
+        let smooth = run(CatchUp::default());
         let g = gaps(&smooth);
         assert_eq!(g[99], t + 730_000, "the same late gap");
         // Then no gap is off by more than half an interval: one bad gap instead of eight.
@@ -648,25 +646,30 @@ mod tests {
             .all(|&(d, s)| s >= d && s - d <= 730_000 + 10_000));
     }
 
-    /// A stall longer than the bound (10 ms = 100 gaps at 10,000 pps) is sent back to back down
-    /// to the bound, then repaid at the bounded share, so the sender trails for a bounded time.
+    /// A stall longer than the bound (30 ms = 300 gaps at 10,000 pps, bound 10 ms) is sent back
+    /// to back down to the bound, then repaid at the bounded share, so the sender trails for a
+    /// bounded time.
     #[test]
     fn a_long_stall_is_burst_down_to_the_bound() {
         let t = 100_000u64;
         let mut p = Pacer::new(Timing::pps(10_000.0).unwrap());
-        let mut c = CatchUp::new(0.5, 20.0);
-        let sent = scripted(&mut p, &mut c, 400, |_| 0, &[(50 * t, 150 * t)]);
+        let mut c = CatchUp::default();
+        let sent = scripted(&mut p, &mut c, 1_000, |_| 0, &[(50 * t, 350 * t)]);
         let g = gaps(&sent);
-        // The debt after each send: above 20 gaps only while bursting, then shrinking by 50 µs.
+        // The debt after each send: above 10 ms only while bursting, then shrinking by 50 µs.
         let debts: Vec<u64> = sent.iter().map(|&(d, s)| s - d).collect();
-        let burst_end = debts.iter().rposition(|&d| d > 20 * t).unwrap();
+        let burst_end = debts
+            .iter()
+            .rposition(|&d| d > CATCH_UP_MAX_DEBT_NS)
+            .unwrap();
         assert!(g[50..burst_end].iter().all(|&g| g == 1_000), "back to back");
         for w in debts[burst_end + 1..].windows(2) {
             assert!(w[1] == 0 || w[1] + t / 2 == w[0], "{w:?}");
         }
         let on_time = debts.iter().rposition(|&d| d > 0).unwrap() + 1;
-        // ~80 packets at 1 µs, then 20 gaps of debt at 50 µs a packet: 40 packets.
-        assert!(on_time <= 50 + 81 + 41, "on time from packet {on_time}");
+        // ~200 packets at 1 µs, then 10 ms of debt at 50 µs a packet: 200 packets.
+        assert!(burst_end <= 50 + 202, "burst until packet {burst_end}");
+        assert!(on_time <= 50 + 202 + 201, "on time from packet {on_time}");
         assert!(sent[on_time..].iter().all(|&(d, s)| s == d));
     }
 
@@ -715,7 +718,7 @@ mod tests {
                 "{timing:?}: {off} ns off over {want}"
             );
             // Most of the time on schedule, and never a gap shorter than half the interval
-            // unless bursting (more than 20 gaps behind, which 1 ms stalls never reach at 10 kpps).
+            // unless bursting (more than 10 ms behind, which 1 ms stalls never reach).
             let on_time = sent.iter().filter(|&&(d, s)| s == d).count() as f64 / n as f64;
             assert!(on_time > 0.5, "{timing:?}: on time {on_time}");
             if gap == 100_000 {

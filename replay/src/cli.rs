@@ -6,7 +6,7 @@ use crate::pipeline::Limits;
 use clap::{ArgGroup, Parser};
 use std::path::PathBuf;
 use std::time::Duration;
-use tcpclone::pace::{CatchUp, Timing, CATCH_UP_MAX_DEBT_GAPS, CATCH_UP_SHARE};
+use tcpclone::pace::{CatchUp, Timing, CATCH_UP_MAX_DEBT_NS, CATCH_UP_SHARE};
 use tcpclone::rewrite::RewriteOptions;
 
 /// `replay`: tcpreplay and tcprewrite in one tool.
@@ -129,7 +129,7 @@ pub struct Args {
     /// When a paced sender falls behind (its CPU was taken away), shorten each following gap by
     /// at most this share of it until back on schedule, so a stall costs one late gap and not
     /// also back-to-back ones (above 0, at most 1; 1 = back to back, as tcpreplay does). A debt of more than
-    /// 20 gaps is sent back to back down to 20.
+    /// 10 ms is sent back to back down to 10 ms.
     #[arg(long = "catch-up", value_name = "SHARE", default_value_t = CATCH_UP_SHARE, allow_negative_numbers = true)]
     pub catch_up: f64,
 }
@@ -295,7 +295,7 @@ impl Args {
             threads: self.threads,
             no_tx_ring: self.no_tx_ring,
             rt_priority: self.rt_priority,
-            catch_up: CatchUp::new(self.catch_up, CATCH_UP_MAX_DEBT_GAPS),
+            catch_up: CatchUp::new(self.catch_up, CATCH_UP_MAX_DEBT_NS),
         })
     }
 }
@@ -348,11 +348,11 @@ mod tests {
     #[test]
     fn catch_up_share_is_checked() {
         let c = parse(&["-i", "e", "a"]).unwrap().catch_up;
-        assert_eq!(c, CatchUp::new(CATCH_UP_SHARE, CATCH_UP_MAX_DEBT_GAPS));
+        assert_eq!(c, CatchUp::new(CATCH_UP_SHARE, CATCH_UP_MAX_DEBT_NS));
         let c = parse(&["-i", "e", "--catch-up", "1", "a"])
             .unwrap()
             .catch_up;
-        assert_eq!(c, CatchUp::new(1.0, CATCH_UP_MAX_DEBT_GAPS));
+        assert_eq!(c, CatchUp::new(1.0, CATCH_UP_MAX_DEBT_NS));
         for bad in ["0", "-0.5", "1.5", "nan"] {
             let e = parse(&["-i", "e", "--catch-up", bad, "a"]).unwrap_err();
             assert!(e.starts_with("--catch-up:"), "{bad}: {e}");

@@ -731,7 +731,7 @@ mod tests {
             vec![0, 10, 20, 30, 40, 72, 77, 82, 87, 92, 100, 110]
         );
         assert_eq!(
-            times(pps.with_catch_up(tcpclone::pace::CatchUp::new(1.0, 20.0))),
+            times(pps.with_catch_up(tcpclone::pace::CatchUp::new(1.0, 10_000_000))),
             vec![0, 10, 20, 30, 40, 72, 72, 72, 80, 90, 100, 110]
         );
     }

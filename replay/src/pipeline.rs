@@ -694,7 +694,7 @@ mod tests {
     /// to back, as tcpreplay does. Either way the schedule itself does not move.
     #[test]
     fn a_late_packet_is_caught_up_at_a_bounded_share() {
-        let file: Vec<Vec<u8>> = (0..12).map(|i| frame(0, i, 60)).collect();
+        let file: Vec<Vec<u8>> = (0..16).map(|i| frame(0, i, 60)).collect();
         let times = |pacer: Pacer| {
             let t = std::rc::Rc::new(std::cell::Cell::new(0));
             let mut sink = Keep {
@@ -725,14 +725,25 @@ mod tests {
                 .collect::<Vec<u64>>()
         };
         let pps = Pacer::new(Timing::pps(1000.0).unwrap());
-        // In 0.1 ms: packet 5 leaves at 7.2 ms, then every 0.5 ms until packet 10 is on time.
+        // In 0.1 ms: packet 5 leaves at 7.2 ms, then with a share of 0.5 every 0.5 ms until
+        // packet 10 is on time; with the default 0.25 every 0.75 ms, on time again at packet 14.
         assert_eq!(
-            times(pps.clone()),
-            vec![0, 10, 20, 30, 40, 72, 77, 82, 87, 92, 100, 110]
+            times(
+                pps.clone()
+                    .with_catch_up(tcpclone::pace::CatchUp::new(0.5, 10_000_000))
+            ),
+            vec![0, 10, 20, 30, 40, 72, 77, 82, 87, 92, 100, 110, 120, 130, 140, 150]
         );
         assert_eq!(
-            times(pps.with_catch_up(tcpclone::pace::CatchUp::new(1.0, 10_000_000))),
-            vec![0, 10, 20, 30, 40, 72, 72, 72, 80, 90, 100, 110]
+            times(
+                pps.clone()
+                    .with_catch_up(tcpclone::pace::CatchUp::new(1.0, 10_000_000))
+            ),
+            vec![0, 10, 20, 30, 40, 72, 72, 72, 80, 90, 100, 110, 120, 130, 140, 150]
+        );
+        assert_eq!(
+            times(pps),
+            vec![0, 10, 20, 30, 40, 72, 79, 87, 94, 102, 109, 117, 124, 132, 140, 150]
         );
     }
 

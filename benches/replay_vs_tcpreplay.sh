@@ -8,9 +8,10 @@
 # Usage: benches/replay_vs_tcpreplay.sh [PACKETS (default 1000000)] [RUNS (default 5)]
 #   PACING_ONLY=1 skips part 1 (PACKETS must stay >= 300000: 3 s at 100,000 pps); RT=N sets the
 #   --rt-priority of the third pacing row (RT=off drops that row); PACE_ARGS="..." adds replay flags
-#   to the pacing rows; RATES="10000" picks the pacing rates; REPLAY_B=PATH adds a row for another
-#   replay binary, alternating with the others (an A/B in the same run); KEEP=DIR keeps every
-#   pacing capture there as RATE-ROW-RUN.pcap.
+#   to the pacing rows; RATES="10000" picks the pacing rates; REPLAY_B=PATH and/or B_ARGS="..."
+#   add a row "replay (B)" running that binary (default: the same one) with those flags instead
+#   of PACE_ARGS, alternating with the others (an A/B in the same run, e.g. B_ARGS="--catch-up 1");
+#   KEEP=DIR keeps every pacing capture there as RATE-ROW-RUN.pcap.
 set -euo pipefail
 N=${1:-1000000}
 RUNS=${2:-5}
@@ -133,11 +134,12 @@ PACE_ARGS=${PACE_ARGS:-}
 RT=${RT:-10}
 RATES=${RATES:-1000 10000 100000}
 REPLAY_B=${REPLAY_B:-}
+B_ARGS=${B_ARGS:-}
 KEEP=${KEEP:-}
 [ -z "$KEEP" ] || mkdir -p "$KEEP"
 ROWS="pt pr"
 [ "$RT" = off ] || ROWS="$ROWS prt"
-[ -z "$REPLAY_B" ] || ROWS="$ROWS pb"
+[ -z "$REPLAY_B$B_ARGS" ] || { ROWS="$ROWS pb"; REPLAY_B=${REPLAY_B:-$REPLAY}; }
 # pace_run ROW PPS RUN: one capture_run of that row's tool, its figures appended to $W/ROW
 pace_run() {
     local row=$1 pps=$2 run=$3 L=$(($2 * 3))
@@ -148,7 +150,7 @@ pace_run() {
         # shellcheck disable=SC2086
         prt) capture_run "$REPLAY" -i $IF --pps "$pps" -L $L --rt-priority "$RT" $PACE_ARGS "$W/64.pcap" ;;
         # shellcheck disable=SC2086
-        pb) capture_run "$REPLAY_B" -i $IF --pps "$pps" -L $L $PACE_ARGS "$W/64.pcap" ;;
+        pb) capture_run "$REPLAY_B" -i $IF --pps "$pps" -L $L $B_ARGS "$W/64.pcap" ;;
     esac
     echo "$(gap_p99 "$W/cap.pcap" "$pps" | sed -E 's/.*p99 +([0-9.]+) us.* late ([0-9.]+) %.*/\1 \2/') $(cat "$W/cpu")" >> "$W/$row"
     [ -z "$KEEP" ] || cp "$W/cap.pcap" "$KEEP/$pps-$row-$run.pcap"
@@ -165,7 +167,7 @@ for pps in $RATES; do
     done
     t=$(cut -d' ' -f1 "$W/pt" | median)
     for name in $ROWS; do
-        case $name in pt) label=tcpreplay ;; pr) label=replay ;; pb) label="replay (B)" ;; *) label="replay --rt-prio $RT" ;; esac
+        case $name in pt) label=tcpreplay ;; pr) label=replay ;; pb) label="replay (B) $B_ARGS" ;; *) label="replay --rt-prio $RT" ;; esac
         p=$(cut -d' ' -f1 "$W/$name" | median); l=$(cut -d' ' -f2 "$W/$name" | median)
         c=$(cut -d' ' -f3 "$W/$name" | median)
         printf '%-7s %-18s %10.1f %7.2fx %7.1f %8.3f   %s\n' "$pps" "$label" "$p" "$(echo "$p/$t" | bc -l)" "$c" "$l" \

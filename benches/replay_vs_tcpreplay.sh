@@ -159,7 +159,7 @@ echo
 echo "== pacing accuracy: p99 |gap error| at the far end, 3 s at each rate, 64-byte frames,"
 echo "   $RUNS alternating runs per tool, medians (load $(cut -d' ' -f1 /proc/loadavg)); CPU = user+sys over wall;"
 echo "   late % = gaps off by half an interval or more (over 1 % of them pin the p99 near one interval)"
-printf '%-7s %-18s %10s %8s %7s %8s   %s\n' pps tool 'p99 us' ratio 'CPU %' 'late %' 'runs: p99 us (CPU %) late %'
+printf '%-7s %-24s %10s %8s %7s %8s   %s\n' pps tool 'p99 us' ratio 'CPU %' 'late %' 'runs: p99 us (CPU %) late %'
 for pps in $RATES; do
     for row in $ROWS; do : > "$W/$row"; done
     for run in $(seq "$RUNS"); do
@@ -170,7 +170,7 @@ for pps in $RATES; do
         case $name in pt) label=tcpreplay ;; pr) label=replay ;; pb) label="replay (B) $B_ARGS" ;; *) label="replay --rt-prio $RT" ;; esac
         p=$(cut -d' ' -f1 "$W/$name" | median); l=$(cut -d' ' -f2 "$W/$name" | median)
         c=$(cut -d' ' -f3 "$W/$name" | median)
-        printf '%-7s %-18s %10.1f %7.2fx %7.1f %8.3f   %s\n' "$pps" "$label" "$p" "$(echo "$p/$t" | bc -l)" "$c" "$l" \
+        printf '%-7s %-24s %10.1f %7.2fx %7.1f %8.3f   %s\n' "$pps" "$label" "$p" "$(echo "$p/$t" | bc -l)" "$c" "$l" \
             "$(awk '{printf "%s (%s) %s, ", $1, $3, $2}' "$W/$name")"
     done
 done

@@ -7,7 +7,11 @@
 #      medians and the ratio to tcpreplay, with each sender's CPU use (user+sys over wall).
 # Usage: benches/replay_vs_tcpreplay.sh [PACKETS (default 1000000)] [RUNS (default 5)]
 #   PACING_ONLY=1 skips part 1 (PACKETS must stay >= 300000: 3 s at 100,000 pps); RT=N sets the
-#   --rt-priority of the third pacing row; PACE_ARGS="..." adds replay flags to the pacing rows.
+#   --rt-priority of the third pacing row (RT=off drops that row); PACE_ARGS="..." adds replay flags
+#   to the pacing rows; RATES="10000" picks the pacing rates; REPLAY_B=PATH and/or B_ARGS="..."
+#   add a row "replay (B)" running that binary (default: the same one) with those flags instead
+#   of PACE_ARGS, alternating with the others (an A/B in the same run, e.g. B_ARGS="--catch-up 1");
+#   KEEP=DIR keeps every pacing capture there as RATE-ROW-RUN.pcap.
 set -euo pipefail
 N=${1:-1000000}
 RUNS=${2:-5}
@@ -128,30 +132,45 @@ capture_run() { # tool-cmd... ; captures on the far end into $W/cap.pcap, CPU % 
 # measured beside it. PACE_ARGS="..." adds replay flags to both rows.
 PACE_ARGS=${PACE_ARGS:-}
 RT=${RT:-10}
+RATES=${RATES:-1000 10000 100000}
+REPLAY_B=${REPLAY_B:-}
+B_ARGS=${B_ARGS:-}
+KEEP=${KEEP:-}
+[ -z "$KEEP" ] || mkdir -p "$KEEP"
+ROWS="pt pr"
+[ "$RT" = off ] || ROWS="$ROWS prt"
+[ -z "$REPLAY_B$B_ARGS" ] || { ROWS="$ROWS pb"; REPLAY_B=${REPLAY_B:-$REPLAY}; }
+# pace_run ROW PPS RUN: one capture_run of that row's tool, its figures appended to $W/ROW
+pace_run() {
+    local row=$1 pps=$2 run=$3 L=$(($2 * 3))
+    case $row in
+        pt) capture_run tcpreplay -q -i $IF --pps "$pps" -L $L "$W/64.pcap" ;;
+        # shellcheck disable=SC2086
+        pr) capture_run "$REPLAY" -i $IF --pps "$pps" -L $L $PACE_ARGS "$W/64.pcap" ;;
+        # shellcheck disable=SC2086
+        prt) capture_run "$REPLAY" -i $IF --pps "$pps" -L $L --rt-priority "$RT" $PACE_ARGS "$W/64.pcap" ;;
+        # shellcheck disable=SC2086
+        pb) capture_run "$REPLAY_B" -i $IF --pps "$pps" -L $L $B_ARGS "$W/64.pcap" ;;
+    esac
+    echo "$(gap_p99 "$W/cap.pcap" "$pps" | sed -E 's/.*p99 +([0-9.]+) us.* late ([0-9.]+) %.*/\1 \2/') $(cat "$W/cpu")" >> "$W/$row"
+    [ -z "$KEEP" ] || cp "$W/cap.pcap" "$KEEP/$pps-$row-$run.pcap"
+}
 echo
 echo "== pacing accuracy: p99 |gap error| at the far end, 3 s at each rate, 64-byte frames,"
 echo "   $RUNS alternating runs per tool, medians (load $(cut -d' ' -f1 /proc/loadavg)); CPU = user+sys over wall;"
 echo "   late % = gaps off by half an interval or more (over 1 % of them pin the p99 near one interval)"
-printf '%-7s %-18s %10s %8s %7s %8s   %s\n' pps tool 'p99 us' ratio 'CPU %' 'late %' 'runs: p99 us (CPU %) late %'
-for pps in 1000 10000 100000; do
-    L=$((pps * 3))
-    : > "$W/pt"; : > "$W/pr"; : > "$W/prt"
-    for _ in $(seq "$RUNS"); do
-        capture_run tcpreplay -q -i $IF --pps $pps -L $L "$W/64.pcap"
-        echo "$(gap_p99 "$W/cap.pcap" $pps | sed -E 's/.*p99 +([0-9.]+) us.* late ([0-9.]+) %.*/\1 \2/') $(cat "$W/cpu")" >> "$W/pt"
-        # shellcheck disable=SC2086
-        capture_run "$REPLAY" -i $IF --pps $pps -L $L $PACE_ARGS "$W/64.pcap"
-        echo "$(gap_p99 "$W/cap.pcap" $pps | sed -E 's/.*p99 +([0-9.]+) us.* late ([0-9.]+) %.*/\1 \2/') $(cat "$W/cpu")" >> "$W/pr"
-        # shellcheck disable=SC2086
-        capture_run "$REPLAY" -i $IF --pps $pps -L $L --rt-priority "$RT" $PACE_ARGS "$W/64.pcap"
-        echo "$(gap_p99 "$W/cap.pcap" $pps | sed -E 's/.*p99 +([0-9.]+) us.* late ([0-9.]+) %.*/\1 \2/') $(cat "$W/cpu")" >> "$W/prt"
+printf '%-7s %-24s %10s %8s %7s %8s   %s\n' pps tool 'p99 us' ratio 'CPU %' 'late %' 'runs: p99 us (CPU %) late %'
+for pps in $RATES; do
+    for row in $ROWS; do : > "$W/$row"; done
+    for run in $(seq "$RUNS"); do
+        for row in $ROWS; do pace_run "$row" "$pps" "$run"; done
     done
     t=$(cut -d' ' -f1 "$W/pt" | median)
-    for name in pt pr prt; do
-        case $name in pt) label=tcpreplay ;; pr) label=replay ;; *) label="replay --rt-prio $RT" ;; esac
+    for name in $ROWS; do
+        case $name in pt) label=tcpreplay ;; pr) label=replay ;; pb) label="replay (B) $B_ARGS" ;; *) label="replay --rt-prio $RT" ;; esac
         p=$(cut -d' ' -f1 "$W/$name" | median); l=$(cut -d' ' -f2 "$W/$name" | median)
         c=$(cut -d' ' -f3 "$W/$name" | median)
-        printf '%-7s %-18s %10.1f %7.2fx %7.1f %8.3f   %s\n' "$pps" "$label" "$p" "$(echo "$p/$t" | bc -l)" "$c" "$l" \
+        printf '%-7s %-24s %10.1f %7.2fx %7.1f %8.3f   %s\n' "$pps" "$label" "$p" "$(echo "$p/$t" | bc -l)" "$c" "$l" \
             "$(awk '{printf "%s (%s) %s, ", $1, $3, $2}' "$W/$name")"
     done
 done

@@ -88,6 +88,8 @@ pub struct Pacer {
     segment_max_offset: u64,
     /// Due time returned last.
     last_due: u64,
+    /// How a sender that fell behind gets back on the schedule.
+    catch_up: CatchUp,
 }
 
 impl Pacer {
@@ -101,12 +103,26 @@ impl Pacer {
             segment_first_ts: None,
             segment_max_offset: 0,
             last_due: 0,
+            catch_up: CatchUp::default(),
         }
+    }
+
+    /// The same pacer with another catch-up policy (see [`CatchUp`]).
+    pub fn with_catch_up(self, catch_up: CatchUp) -> Self {
+        Pacer { catch_up, ..self }
     }
 
     /// The timing this pacer follows.
     pub fn timing(&self) -> Timing {
         self.timing
+    }
+
+    /// The catch-up policy senders of this schedule follow, fresh (nothing sent yet).
+    pub fn catch_up(&self) -> CatchUp {
+        CatchUp {
+            prev: None,
+            ..self.catch_up
+        }
     }
 
     /// Starts a new segment (next file, next loop): under capture timing its first packet is due
@@ -153,6 +169,84 @@ fn ns_from_secs(secs: f64) -> u64 {
         u64::MAX
     } else {
         ns as u64
+    }
+}
+
+/// How a sender that fell behind the schedule gets back on it.
+///
+/// Due times never move (see [`Pacer`]), so a packet that leaves late (the sender's core was
+/// taken away) puts the sender behind by that much. Sending the next packets back to back until
+/// caught up, as tcpreplay does, turns one stall into two or more wrong gaps: the late one and
+/// almost-zero ones (each off by nearly a whole interval). Instead, while behind by at most a
+/// bound, each gap is shortened by at most a share of the intended gap, so the debt is repaid a
+/// little per packet: one stall costs one late gap and some gaps that are off by that share only,
+/// and the sender is back on the absolute schedule after `debt / (share × gap)` packets, so the
+/// long-run rate stays exact. A debt above the bound (a long stall) is sent back to back down to
+/// the bound, as tcpreplay does, so the run never trails its schedule by more than the bound for
+/// long. Gaps the schedule itself makes zero (equal capture timestamps) stay zero.
+///
+/// Feed it every paced packet in order: [`CatchUp::release`] gives the time a packet may leave,
+/// [`CatchUp::sent`] records when it did. Times are ns on any one clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CatchUp {
+    /// Largest share (0..=1) of an intended gap that a gap is shortened by while behind.
+    share: f64,
+    /// Debt in ns above which the rest goes back to back.
+    max_debt_ns: u64,
+    /// Due and send time of the previous packet.
+    prev: Option<(u64, u64)>,
+}
+
+/// Share of the intended gap that a gap may be shortened by while catching up (see [`CatchUp`]).
+pub const CATCH_UP_SHARE: f64 = 0.25;
+/// Debt in ns (10 ms) above which [`CatchUp`] sends back to back down to it: a run stays within
+/// 10 ms of its schedule once a stall is over, so rates over seconds stay exact.
+pub const CATCH_UP_MAX_DEBT_NS: u64 = 10_000_000;
+
+impl Default for CatchUp {
+    fn default() -> Self {
+        CatchUp::new(CATCH_UP_SHARE, CATCH_UP_MAX_DEBT_NS)
+    }
+}
+
+impl CatchUp {
+    /// Catching up by at most `share` (0..=1) of each gap while the debt is at most
+    /// `max_debt_ns`. `share` 1 (or a bound of 0) is tcpreplay's back-to-back catch-up.
+    pub fn new(share: f64, max_debt_ns: u64) -> Self {
+        CatchUp {
+            share: if share.is_nan() {
+                1.0
+            } else {
+                share.clamp(0.0, 1.0)
+            },
+            max_debt_ns,
+            prev: None,
+        }
+    }
+
+    /// The earliest time the packet due at `due` may leave: its due time, or, while the previous
+    /// packet left late by no more than the bound, the previous send time plus the shortened gap.
+    pub fn release(&self, due: u64) -> u64 {
+        let Some((prev_due, prev_sent)) = self.prev else {
+            return due;
+        };
+        let debt = prev_sent.saturating_sub(prev_due);
+        let gap = due.saturating_sub(prev_due);
+        if debt == 0 || gap == 0 || debt > self.max_debt_ns {
+            return due;
+        }
+        let min_gap = (gap as f64 * (1.0 - self.share)).round() as u64;
+        due.max(prev_sent.saturating_add(min_gap))
+    }
+
+    /// Records that the packet due at `due` left at `sent`.
+    pub fn sent(&mut self, due: u64, sent: u64) {
+        self.prev = Some((due, sent));
+    }
+
+    /// How far behind its due time the last packet left, in ns (0 when on time).
+    pub fn debt_ns(&self) -> u64 {
+        self.prev.map_or(0, |(due, sent)| sent.saturating_sub(due))
     }
 }
 
@@ -448,6 +542,189 @@ mod tests {
                 worst_err <= 1_000,
                 "{timing:?}: worst gap error {worst_err} ns"
             );
+        }
+    }
+
+    /// Sends `n` packets of `pacer` through `catch_up` on a scripted clock: the sender cannot run
+    /// during the `stalls` (start, end) ns, and each send takes 1 µs. Returns (due, sent) times.
+    fn scripted(
+        pacer: &mut Pacer,
+        catch_up: &mut CatchUp,
+        n: u64,
+        gaps_ns: impl Fn(u64) -> u64,
+        stalls: &[(u64, u64)],
+    ) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut now = 0u64;
+        let mut capture = 0u64;
+        let mut stall = 0;
+        for i in 0..n {
+            capture += gaps_ns(i);
+            let due = pacer.schedule(ts(capture), 100).unwrap();
+            let mut at = now.max(catch_up.release(due));
+            // `stalls` are in order and apart: skip those that ended, wait out the one under way.
+            while stalls.get(stall).is_some_and(|&(_, end)| end <= at) {
+                stall += 1;
+            }
+            if let Some(&(_, end)) = stalls.get(stall).filter(|&&(start, _)| start <= at) {
+                at = end;
+            }
+            catch_up.sent(due, at);
+            out.push((due, at));
+            now = at + 1_000;
+        }
+        out
+    }
+
+    fn gaps(sent: &[(u64, u64)]) -> Vec<u64> {
+        sent.windows(2).map(|w| w[1].1 - w[0].1).collect()
+    }
+
+    #[test]
+    fn catch_up_release_arithmetic() {
+        let mut c = CatchUp::new(0.5, 2_000_000);
+        // Nothing sent yet, or the previous packet on time: the due time.
+        assert_eq!(c.release(1_000), 1_000);
+        c.sent(0, 0);
+        assert_eq!(c.release(100_000), 100_000);
+        // 30 µs late at 100 µs gaps: at least 50 µs after it, not before its own due time.
+        c.sent(100_000, 130_000);
+        assert_eq!(c.release(200_000), 200_000);
+        // 80 µs late: 50 µs after it (due 200 µs, released at 230 µs).
+        c.sent(100_000, 180_000);
+        assert_eq!(c.release(200_000), 230_000);
+        assert_eq!(c.debt_ns(), 80_000);
+        // 2 ms late is within a 2 ms bound; a ns more is not: back to back (the due time, long
+        // past).
+        c.sent(100_000, 2_100_000);
+        assert_eq!(c.release(200_000), 2_150_000);
+        c.sent(100_000, 2_100_001);
+        assert_eq!(c.release(200_000), 200_000);
+        // A zero gap in the schedule stays zero.
+        c.sent(100_000, 180_000);
+        assert_eq!(c.release(100_000), 100_000);
+        // Share 1 is back to back at once.
+        let mut b2b = CatchUp::new(1.0, 2_000_000);
+        b2b.sent(100_000, 180_000);
+        assert_eq!(b2b.release(200_000), 200_000);
+    }
+
+    /// A 730 µs stall at 10,000 pps: back-to-back catch-up makes the late gap and then seven
+    /// gaps of ~1 µs (each off by ~99 µs); bounded catch-up makes the late gap and then gaps of
+    /// 50 µs only (off by 50 µs) until back on the schedule 15 packets later, and every gap after
+    /// that is exact again.
+    #[test]
+    fn a_stall_costs_one_late_gap_and_is_repaid_within_a_bound() {
+        let t = 100_000u64;
+        let stall = [(100 * t - 10_000, 100 * t + 730_000)];
+        let run = |mut c: CatchUp| {
+            let mut p = Pacer::new(Timing::pps(10_000.0).unwrap());
+            scripted(&mut p, &mut c, 300, |_| 0, &stall)
+        };
+        let bad = |g: &[u64], tol: u64| g.iter().filter(|&&g| g.abs_diff(t) > tol).count();
+
+        let burst = run(CatchUp::new(1.0, 0));
+        let g = gaps(&burst);
+        assert_eq!(g[99], t + 730_000, "the late gap");
+        assert_eq!(&g[100..107], &[1_000; 7], "then back to back");
+        assert_eq!(bad(&g, t / 2), 8);
+
+        let smooth = run(CatchUp::new(0.5, CATCH_UP_MAX_DEBT_NS));
+        let g = gaps(&smooth);
+        assert_eq!(g[99], t + 730_000, "the same late gap");
+        // Then no gap is off by more than half an interval: one bad gap instead of eight.
+        assert_eq!(bad(&g, t / 2), 1);
+        assert!(g[100..].iter().all(|&g| g >= t / 2), "{:?}", &g[99..120]);
+        // The debt (730 µs) is repaid at 50 µs a packet: on time from packet 100 + 15 on.
+        let on_time = smooth.iter().position(|&(d, s)| s == d && d > 100 * t);
+        assert_eq!(on_time, Some(115));
+        assert!(smooth[115..].iter().all(|&(d, s)| s == d));
+        assert!(g[115..].iter().all(|&g| g == t));
+        // Never early, never behind by more than the stall.
+        assert!(smooth
+            .iter()
+            .all(|&(d, s)| s >= d && s - d <= 730_000 + 10_000));
+    }
+
+    /// A stall longer than the bound (30 ms = 300 gaps at 10,000 pps, bound 10 ms) is sent back
+    /// to back down to the bound, then repaid at the bounded share, so the sender trails for a
+    /// bounded time.
+    #[test]
+    fn a_long_stall_is_burst_down_to_the_bound() {
+        let t = 100_000u64;
+        let mut p = Pacer::new(Timing::pps(10_000.0).unwrap());
+        let mut c = CatchUp::new(0.5, CATCH_UP_MAX_DEBT_NS);
+        let sent = scripted(&mut p, &mut c, 1_000, |_| 0, &[(50 * t, 350 * t)]);
+        let g = gaps(&sent);
+        // The debt after each send: above 10 ms only while bursting, then shrinking by 50 µs.
+        let debts: Vec<u64> = sent.iter().map(|&(d, s)| s - d).collect();
+        let burst_end = debts
+            .iter()
+            .rposition(|&d| d > CATCH_UP_MAX_DEBT_NS)
+            .unwrap();
+        assert!(g[50..burst_end].iter().all(|&g| g == 1_000), "back to back");
+        for w in debts[burst_end + 1..].windows(2) {
+            assert!(w[1] == 0 || w[1] + t / 2 == w[0], "{w:?}");
+        }
+        let on_time = debts.iter().rposition(|&d| d > 0).unwrap() + 1;
+        // ~200 packets at 1 µs, then 10 ms of debt at 50 µs a packet: 200 packets.
+        assert!(burst_end <= 50 + 202, "burst until packet {burst_end}");
+        assert!(on_time <= 50 + 202 + 201, "on time from packet {on_time}");
+        assert!(sent[on_time..].iter().all(|&(d, s)| s == d));
+    }
+
+    /// Over 200,000 packets with a stall of 0–1 ms every ~50 packets (random), the rate from the
+    /// first to the last packet is the asked one: debts are repaid, not dropped or carried.
+    #[test]
+    fn catch_up_keeps_the_long_run_rate_exact() {
+        let mut rng = 0x853c_49e6_748f_ea9bu64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for (timing, gap) in [
+            (Timing::pps(10_000.0).unwrap(), 100_000),
+            (Timing::pps(1_000.0).unwrap(), 1_000_000),
+            // Capture gaps of 200 µs at ×2 (10,000 pps), so the multiplier path is covered too.
+            (Timing::multiplier(2.0).unwrap(), 100_000),
+        ] {
+            let n = 200_000u64;
+            let mut stalls = Vec::new();
+            let mut at = 0u64;
+            while at < n * gap {
+                at += next() % (100 * gap) + 1;
+                let len = next() % 1_000_000;
+                stalls.push((at, at + len));
+                at += len;
+            }
+            let mut p = Pacer::new(timing);
+            let mut c = CatchUp::default();
+            let sent = scripted(
+                &mut p,
+                &mut c,
+                n,
+                |i| if i == 0 { 0 } else { 200_000 },
+                &stalls,
+            );
+            assert!(sent.iter().all(|&(d, s)| s >= d), "{timing:?}: early");
+            let (first, last) = (sent[0].1, sent[n as usize - 1].1);
+            let want = (n - 1) * gap;
+            // Off by at most the last packet's debt, which the bound keeps small.
+            let off = (last - first).abs_diff(want);
+            assert!(
+                off <= 1_000_000 + 10_000,
+                "{timing:?}: {off} ns off over {want}"
+            );
+            // Most of the time on schedule, and never a gap shorter than half the interval
+            // unless bursting (more than 10 ms behind, which 1 ms stalls never reach).
+            let on_time = sent.iter().filter(|&&(d, s)| s == d).count() as f64 / n as f64;
+            assert!(on_time > 0.5, "{timing:?}: on time {on_time}");
+            if gap == 100_000 {
+                let least = (gap as f64 * (1.0 - CATCH_UP_SHARE)) as u64;
+                assert!(gaps(&sent).iter().all(|&g| g >= least), "{timing:?}");
+            }
         }
     }
 

@@ -6,7 +6,7 @@ use crate::pipeline::Limits;
 use clap::{ArgGroup, Parser};
 use std::path::PathBuf;
 use std::time::Duration;
-use tcpclone::pace::Timing;
+use tcpclone::pace::{CatchUp, Timing, CATCH_UP_MAX_DEBT_NS, CATCH_UP_SHARE};
 use tcpclone::rewrite::RewriteOptions;
 
 /// `replay`: tcpreplay and tcprewrite in one tool.
@@ -126,6 +126,12 @@ pub struct Args {
     /// cannot delay a packet's wake-up; needs CAP_SYS_NICE (warns and goes on without it).
     #[arg(long = "rt-priority", value_name = "N")]
     pub rt_priority: Option<i32>,
+    /// When a paced sender falls behind (its CPU was taken away), shorten each following gap by
+    /// at most this share of it until back on schedule, so a stall costs one late gap and not
+    /// also back-to-back ones (above 0, at most 1; 1 = back to back, as tcpreplay does). A debt of more than
+    /// 10 ms is sent back to back down to 10 ms.
+    #[arg(long = "catch-up", value_name = "SHARE", default_value_t = CATCH_UP_SHARE, allow_negative_numbers = true)]
+    pub catch_up: f64,
 }
 
 /// Where the packets go.
@@ -162,6 +168,8 @@ pub struct Config {
     pub no_tx_ring: bool,
     /// SCHED_FIFO priority for the paced sender (opt-in).
     pub rt_priority: Option<i32>,
+    /// How a paced sender that fell behind gets back on schedule.
+    pub catch_up: CatchUp,
 }
 
 /// A flag value that cannot be used; its message names the flag.
@@ -238,6 +246,12 @@ impl Args {
                 ));
             }
         }
+        if !(self.catch_up > 0.0 && self.catch_up <= 1.0) {
+            return Err(flag_err(format!(
+                "--catch-up: {} is not a share above 0 and at most 1",
+                self.catch_up
+            )));
+        }
         if self.stats == Some(0) {
             return Err(flag_err("--stats: must be at least 1 second"));
         }
@@ -281,6 +295,7 @@ impl Args {
             threads: self.threads,
             no_tx_ring: self.no_tx_ring,
             rt_priority: self.rt_priority,
+            catch_up: CatchUp::new(self.catch_up, CATCH_UP_MAX_DEBT_NS),
         })
     }
 }
@@ -327,6 +342,20 @@ mod tests {
         ] {
             let e = parse(bad).unwrap_err();
             assert!(e.starts_with("--rt-priority:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn catch_up_share_is_checked() {
+        let c = parse(&["-i", "e", "a"]).unwrap().catch_up;
+        assert_eq!(c, CatchUp::new(CATCH_UP_SHARE, CATCH_UP_MAX_DEBT_NS));
+        let c = parse(&["-i", "e", "--catch-up", "1", "a"])
+            .unwrap()
+            .catch_up;
+        assert_eq!(c, CatchUp::new(1.0, CATCH_UP_MAX_DEBT_NS));
+        for bad in ["0", "-0.5", "1.5", "nan"] {
+            let e = parse(&["-i", "e", "--catch-up", bad, "a"]).unwrap_err();
+            assert!(e.starts_with("--catch-up:"), "{bad}: {e}");
         }
     }
 

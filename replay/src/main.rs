@@ -202,7 +202,7 @@ fn replay_main(cfg: Config) -> Result<ExitCode> {
                 result = run(
                     &mut *input,
                     &mut *editor,
-                    &mut Pacer::new(cfg.timing),
+                    &mut Pacer::new(cfg.timing).with_catch_up(cfg.catch_up),
                     &mut sink,
                     &mut clock,
                     &mut reporter,

@@ -209,6 +209,7 @@ where
     let mut processed: u64 = 0; // input packets read in this run
     let mut first_ns = None;
     let mut origin: Option<u64> = None;
+    let mut catch_up = pacer.catch_up();
     let mut pass: u64 = 0;
     let end = 'run: loop {
         if limits.loops != 0 && pass >= limits.loops {
@@ -285,16 +286,22 @@ where
                         // socket, reading the first record) does not make it late.
                         let base = *origin.get_or_insert_with(|| clock.now());
                         let at = base.saturating_add(due);
-                        if clock.now() < at {
+                        // Behind schedule, gaps shrink by a bounded share until caught up
+                        // (see `CatchUp`), so one stall does not also make a back-to-back gap.
+                        let release = catch_up.release(at);
+                        let mut now = clock.now();
+                        if now < release {
                             // Nothing else is due before this packet: hand over what is queued
-                            // (when behind schedule, packets stay batched until caught up).
+                            // (when far behind schedule, packets stay batched until caught up).
                             sink.flush()?;
-                            clock.wait_until(at, stop);
+                            clock.wait_until(release, stop);
                             if stop.load(Ordering::Relaxed) {
                                 return Ok(false);
                             }
                             on_time = true;
+                            now = clock.now();
                         }
+                        catch_up.sent(at, now);
                     }
                     let orig_len = if use_frames {
                         frames_orig_len
@@ -660,6 +667,84 @@ mod tests {
         }
         all.sort();
         assert_eq!(all, (0..10).collect::<Vec<u8>>());
+    }
+
+    /// A clock whose first wait for a due time at or after `stall_at` ends `stall_ns` late (the
+    /// sender's CPU was taken away).
+    struct Stalling {
+        t: std::rc::Rc<std::cell::Cell<u64>>,
+        stall_at: u64,
+        stall_ns: u64,
+    }
+    impl Clock for Stalling {
+        fn now(&mut self) -> u64 {
+            self.t.get()
+        }
+        fn wait_until(&mut self, due: u64, _stop: &AtomicBool) {
+            let mut at = self.t.get().max(due);
+            if due >= self.stall_at && self.stall_ns > 0 {
+                at += std::mem::take(&mut self.stall_ns);
+            }
+            self.t.set(at);
+        }
+    }
+
+    /// A 2.2 ms stall at 1,000 pps: with the default catch-up the next gaps are 0.5 ms (half an
+    /// interval shorter) until back on schedule; with `--catch-up 1` the sender catches up back
+    /// to back, as tcpreplay does. Either way the schedule itself does not move.
+    #[test]
+    fn a_late_packet_is_caught_up_at_a_bounded_share() {
+        let file: Vec<Vec<u8>> = (0..16).map(|i| frame(0, i, 60)).collect();
+        let times = |pacer: Pacer| {
+            let t = std::rc::Rc::new(std::cell::Cell::new(0));
+            let mut sink = Keep {
+                sent: Vec::new(),
+                max: 1500,
+                clock: t.clone(),
+            };
+            let mut clock = Stalling {
+                t,
+                stall_at: 5_000_000,
+                stall_ns: 2_200_000,
+            };
+            run(
+                &mut Mem::new(vec![file.clone()]),
+                &mut NoEdit,
+                &mut pacer.clone(),
+                &mut sink,
+                &mut clock,
+                &mut NoReport,
+                &Limits::once(),
+                &AtomicBool::new(false),
+                &mut ReplayStats::default(),
+            )
+            .unwrap();
+            sink.sent
+                .iter()
+                .map(|(t, _)| t / 100_000)
+                .collect::<Vec<u64>>()
+        };
+        let pps = Pacer::new(Timing::pps(1000.0).unwrap());
+        // In 0.1 ms: packet 5 leaves at 7.2 ms, then with a share of 0.5 every 0.5 ms until
+        // packet 10 is on time; with the default 0.25 every 0.75 ms, on time again at packet 14.
+        assert_eq!(
+            times(
+                pps.clone()
+                    .with_catch_up(tcpclone::pace::CatchUp::new(0.5, 10_000_000))
+            ),
+            vec![0, 10, 20, 30, 40, 72, 77, 82, 87, 92, 100, 110, 120, 130, 140, 150]
+        );
+        assert_eq!(
+            times(
+                pps.clone()
+                    .with_catch_up(tcpclone::pace::CatchUp::new(1.0, 10_000_000))
+            ),
+            vec![0, 10, 20, 30, 40, 72, 72, 72, 80, 90, 100, 110, 120, 130, 140, 150]
+        );
+        assert_eq!(
+            times(pps),
+            vec![0, 10, 20, 30, 40, 72, 79, 87, 94, 102, 109, 117, 124, 132, 140, 150]
+        );
     }
 
     /// A sink and an input writing into one event log.

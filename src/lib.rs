@@ -3,7 +3,8 @@
 //! Pure code only (STYLE.md rule 1): packet views and in-place rewriting, checksums, pcap/pcapng
 //! reading and writing over `std::io` streams, flows, the tcpcopy–intercept protocol, the pacing
 //! schedule and counters. Nothing here opens a socket or reads a clock by itself; time is passed in. The one
-//! exception is [`sys`]: dropping privileges and reopenable log files for the binaries.
+//! exception is [`sys`]: dropping privileges, reopenable log files and giving free heap back
+//! to the kernel, for the binaries.
 
 pub mod capture;
 pub mod flow;
@@ -12,6 +13,7 @@ pub mod pace;
 pub mod proto;
 pub mod rewrite;
 pub mod seq;
+pub mod shrink;
 pub mod stats;
 pub mod sys;
 pub mod wire;

@@ -196,6 +196,19 @@ fn prctl(option: libc::c_int, arg: libc::c_ulong, what: &str) -> Result<(), SysE
     Ok(())
 }
 
+/// Hands the free pages of every malloc arena back to the kernel (glibc's `malloc_trim`); a
+/// no-op elsewhere. glibc returns memory on its own only from the top of the main heap: pages
+/// freed inside a heap, and in the per-thread arenas (capture threads, tokio workers), stay
+/// resident after a peak (tcpcopy's soak saw 13 MB of them come back on one call under load).
+/// It walks the free chunks of each arena under that arena's lock, so call it every few
+/// seconds, not per packet.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only reads and updates the allocator's own state, under its locks; it
+    // is safe to call at any time from any thread.
+    let _ = unsafe { libc::malloc_trim(0) };
+}
+
 /// Sets the nice value of the calling thread only (Linux applies `setpriority` with a thread
 /// id to that thread, and threads it creates later start with it). Lowering it needs
 /// `CAP_SYS_NICE` or a high enough `RLIMIT_NICE`; raising it needs nothing.

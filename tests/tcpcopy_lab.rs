@@ -25,6 +25,21 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The first line of a redis-benchmark scenario: skips it, loudly, unless root with redis and
+/// ss installed.
+macro_rules! require_redis_lab {
+    ($name:literal) => {
+        require_root!(concat!("tcpcopy_lab::", $name));
+        require_programs!(
+            "tcpcopy_lab",
+            "redis-server",
+            "redis-benchmark",
+            "redis-cli",
+            "ss"
+        );
+    };
+}
+
 /// Runs redis-benchmark and checks that the target got ≥ `min` of each command production got.
 // Each argument is one knob of the scenario table in issue 3; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
@@ -118,14 +133,7 @@ fn redis_set_get_20k_10conns() {
 
 #[test]
 fn redis_set_64k_values() {
-    require_root!("tcpcopy_lab::redis_set_64k_values");
-    require_programs!(
-        "tcpcopy_lab",
-        "redis-server",
-        "redis-benchmark",
-        "redis-cli",
-        "ss"
-    );
+    require_redis_lab!("redis_set_64k_values");
     let _g = serial();
     let (mut t, pid) = Topo::redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &[]);
     let failures = redis_delivery(
@@ -143,14 +151,7 @@ fn redis_set_64k_values() {
 
 #[test]
 fn redis_ipv6_set_get() {
-    require_root!("tcpcopy_lab::redis_ipv6_set_get");
-    require_programs!(
-        "tcpcopy_lab",
-        "redis-server",
-        "redis-benchmark",
-        "redis-cli",
-        "ss"
-    );
+    require_redis_lab!("redis_ipv6_set_get");
     let _g = serial();
     let mapping = format!("[{PROD6}]:6379-[{TARGET6}]:6380");
     let mut t = Topo::new(Layout::Assistant);
@@ -174,14 +175,7 @@ fn redis_ipv6_set_get() {
 
 #[test]
 fn redis_intercept_on_target() {
-    require_root!("tcpcopy_lab::redis_intercept_on_target");
-    require_programs!(
-        "tcpcopy_lab",
-        "redis-server",
-        "redis-benchmark",
-        "redis-cli",
-        "ss"
-    );
+    require_redis_lab!("redis_intercept_on_target");
     let _g = serial();
     let (mut t, pid) = Topo::redis_lab(Layout::OnTarget, "6379-198.18.1.2:6380", &[]);
     let failures = redis_delivery(
@@ -199,14 +193,7 @@ fn redis_intercept_on_target() {
 
 #[test]
 fn copies_n2_doubles() {
-    require_root!("tcpcopy_lab::copies_n2_doubles");
-    require_programs!(
-        "tcpcopy_lab",
-        "redis-server",
-        "redis-benchmark",
-        "redis-cli",
-        "ss"
-    );
+    require_redis_lab!("copies_n2_doubles");
     let _g = serial();
     let (mut t, pid) = Topo::redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &["-n", "2"]);
     let failures = redis_delivery(
@@ -227,14 +214,7 @@ fn copies_n2_doubles() {
 /// to `nobody` and written at the end.
 #[test]
 fn raw_mode_report_json_and_html() {
-    require_root!("tcpcopy_lab::raw_mode_report_json_and_html");
-    require_programs!(
-        "tcpcopy_lab",
-        "redis-server",
-        "redis-benchmark",
-        "redis-cli",
-        "ss"
-    );
+    require_redis_lab!("raw_mode_report_json_and_html");
     let _g = serial();
     let base = std::env::temp_dir().join(format!("tcpclone-raw-report-{}", std::process::id()));
     let (json, html) = (base.with_extension("json"), base.with_extension("html"));
@@ -308,14 +288,7 @@ fn raw_mode_report_json_and_html() {
 
 #[test]
 fn percentage_r50_samples_sessions() {
-    require_root!("tcpcopy_lab::percentage_r50_samples_sessions");
-    require_programs!(
-        "tcpcopy_lab",
-        "redis-server",
-        "redis-benchmark",
-        "redis-cli",
-        "ss"
-    );
+    require_redis_lab!("percentage_r50_samples_sessions");
     let _g = serial();
     let (mut t, pid) = Topo::redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &["-r", "50"]);
     let baseline = t.half_closed();
@@ -754,14 +727,7 @@ fn capture_to_send_latency_idle() {
 /// serves the burst in a fraction of that.
 #[test]
 fn max_pps_holds_packets_without_loss() {
-    require_root!("tcpcopy_lab::max_pps_holds_packets_without_loss");
-    require_programs!(
-        "tcpcopy_lab",
-        "redis-server",
-        "redis-benchmark",
-        "redis-cli",
-        "ss"
-    );
+    require_redis_lab!("max_pps_holds_packets_without_loss");
     let _g = serial();
     const CAP: u64 = 1000;
     const SETS: u64 = 2000;

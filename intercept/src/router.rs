@@ -23,17 +23,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use tcpclone::proto::{check_header, ResponsesBuilder};
-
-/// A map or queue is shrunk by [`Router::shrink`] once its capacity exceeds this many times
-/// its length (plus [`SHRINK_SLACK`]), down to twice its length.
-const SHRINK_FACTOR: usize = 4;
-/// Capacity (in elements) any map or queue keeps without being shrunk.
-const SHRINK_SLACK: usize = 1024;
-
-/// Whether a collection of `len` elements with room for `cap` should give memory back.
-fn oversized(cap: usize, len: usize) -> bool {
-    cap > SHRINK_FACTOR * len + SHRINK_SLACK
-}
+use tcpclone::shrink::Shrink;
 
 /// Identifies one tcpcopy connection.
 pub type PeerId = u64;
@@ -342,23 +332,13 @@ impl Router {
     /// e.g. 2.4 MB for 16,384 sessions). Call it every few seconds; it does nothing when
     /// nothing is oversized.
     pub fn shrink(&mut self) {
-        if oversized(self.sessions.capacity(), self.sessions.len()) {
-            self.sessions.shrink_to(2 * self.sessions.len());
-        }
+        self.sessions.shrink_if_oversized();
         for p in self.peers.values_mut() {
-            if oversized(p.sessions.capacity(), p.sessions.len()) {
-                p.sessions.shrink_to(2 * p.sessions.len());
-            }
+            p.sessions.shrink_if_oversized();
         }
-        if oversized(self.parked.capacity(), self.parked.len()) {
-            self.parked.shrink_to(2 * self.parked.len());
-        }
-        if oversized(self.park_order.capacity(), self.park_order.len()) {
-            self.park_order.shrink_to(2 * self.park_order.len());
-        }
-        if oversized(self.ready.capacity(), self.ready.len()) {
-            self.ready.shrink_to(2 * self.ready.len());
-        }
+        self.parked.shrink_if_oversized();
+        self.park_order.shrink_if_oversized();
+        self.ready.shrink_if_oversized();
     }
 
     /// The next finished `Responses` frame and the connection it is for.
@@ -426,7 +406,8 @@ mod tests {
         assert!(peak >= 20_000, "{peak}");
         r.shrink();
         assert!(
-            r.sessions.capacity() <= SHRINK_SLACK + 2 && r.peers[&1].sessions.capacity() <= 2048,
+            r.sessions.capacity() <= tcpclone::shrink::SHRINK_SLACK + 2
+                && r.peers[&1].sessions.capacity() <= 2048,
             "capacity after shrink: {} / {}",
             r.sessions.capacity(),
             r.peers[&1].sessions.capacity()

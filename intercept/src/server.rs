@@ -306,7 +306,7 @@ async fn router_task(
         tokio::select! {
             _ = shrink.tick() => {
                 router.shrink();
-                crate::sys::release_free_memory();
+                tcpclone::sys::release_free_memory();
             }
             c = ctl.recv() => {
                 let Some(c) = c else { break };

@@ -27,6 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use tcpclone::flow::FlowKey;
 use tcpclone::seq::SeqNumber;
+use tcpclone::shrink::Shrink;
 
 /// Configuration of the engine, built by the CLI layer from validated flags.
 #[derive(Debug, Clone)]
@@ -366,29 +367,6 @@ impl Hasher for FastHasher {
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
-/// Whether a collection of `len` elements with room for `cap` should give memory back.
-fn oversized(cap: usize, len: usize) -> bool {
-    cap > SHRINK_FACTOR * len + SHRINK_SLACK
-}
-
-fn shrink_vec<T>(v: &mut Vec<T>) {
-    if oversized(v.capacity(), v.len()) {
-        v.shrink_to(2 * v.len());
-    }
-}
-
-fn shrink_deque<T>(v: &mut VecDeque<T>) {
-    if oversized(v.capacity(), v.len()) {
-        v.shrink_to(2 * v.len());
-    }
-}
-
-fn shrink_map<K: Eq + Hash, V>(m: &mut FastMap<K, V>) {
-    if oversized(m.capacity(), m.len()) {
-        m.shrink_to(2 * m.len());
-    }
-}
-
 /// A map key of two socket addresses (a captured flow, or client and target), hashed as two or
 /// five packed words instead of field by field (`derive(Hash)` on `SocketAddr` writes the
 /// variant, the octets with their length, and the port separately: six to ten hasher rounds
@@ -456,13 +434,6 @@ struct StrayReset {
 /// Stale entries the timer heap may hold before it is compacted, at the least: below this the
 /// heap is small and compacting would cost more than it saves.
 const TIMERS_COMPACT_MIN: usize = 4096;
-/// A collection is shrunk by [`Engine::compact`] once its capacity exceeds this many times
-/// its length (plus [`SHRINK_SLACK`]), down to twice its length: the hysteresis keeps a load
-/// that comes and goes from reallocating back and forth.
-const SHRINK_FACTOR: usize = 4;
-/// Capacity (in elements) any collection keeps without being shrunk.
-const SHRINK_SLACK: usize = 1024;
-
 /// Bytes charged per session against the memory budget besides its buffers.
 pub const SESSION_OVERHEAD: usize = std::mem::size_of::<Session>() + 160;
 
@@ -865,7 +836,7 @@ impl Engine {
         let slots = &self.slots;
         let mut v = std::mem::take(&mut self.timers).into_vec();
         v.retain(|Reverse((t, id, gen))| Self::timer_live(slots, *t, *id, *gen));
-        shrink_vec(&mut v);
+        v.shrink_if_oversized();
         self.timers = BinaryHeap::from(v);
         self.timers_compact_at = (2 * self.timers.len()).max(TIMERS_COMPACT_MIN);
     }
@@ -890,13 +861,13 @@ impl Engine {
             self.ready.retain(|&(id, _)| (id as usize) < live_end);
         }
         self.compact_timers();
-        shrink_vec(&mut self.slots);
-        shrink_vec(&mut self.free);
-        shrink_deque(&mut self.ready);
-        shrink_deque(&mut self.strays);
-        shrink_deque(&mut self.events);
-        shrink_map(&mut self.by_capture);
-        shrink_map(&mut self.by_target);
+        self.slots.shrink_if_oversized();
+        self.free.shrink_if_oversized();
+        self.ready.shrink_if_oversized();
+        self.strays.shrink_if_oversized();
+        self.events.shrink_if_oversized();
+        self.by_capture.shrink_if_oversized();
+        self.by_target.shrink_if_oversized();
     }
 
     /// The IP+TCP headers of one target response, as intercept reported them.

@@ -524,7 +524,9 @@ impl Session {
                 let grow = if need <= cap {
                     0
                 } else {
-                    need.max(cap * 2).min(cx.cfg.max_session_buffer.max(need)) - cap
+                    need.max(cap * 2)
+                        .min(cx.cfg.max_session_buffer)
+                        .saturating_sub(cap)
                 };
                 if need > cx.cfg.max_session_buffer || !self.fits(cx, grow) {
                     cx.stats.buffer_overflows += 1;

@@ -32,7 +32,7 @@ const OFFLINE_IDLE: Duration = Duration::from_secs(3);
 /// Longest the engine thread sleeps without looking at stop flags and stats.
 const MAX_SLEEP: Duration = Duration::from_millis(250);
 /// How often the engine gives back memory a past peak of sessions left ([`Engine::compact`])
-/// and the allocator's free pages go back to the kernel ([`sys::release_free_memory`]).
+/// and the allocator's free pages go back to the kernel ([`tcpclone::sys::release_free_memory`]).
 const COMPACT_EVERY: Duration = Duration::from_secs(5);
 /// Most response batches taken from the queue before due timers run (bounds the time timers
 /// wait while intercept keeps sending).
@@ -420,7 +420,7 @@ impl EngineLoop {
             }
             if now >= next_compact {
                 self.engine.compact();
-                sys::release_free_memory();
+                tcpclone::sys::release_free_memory();
                 next_compact = now + COMPACT_EVERY;
             }
             if offline && eof {

@@ -131,15 +131,3 @@ pub fn cpu_time() -> Duration {
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
-
-/// Hands the free pages of every malloc arena back to the kernel (glibc's `malloc_trim`); a
-/// no-op elsewhere. glibc returns memory on its own only from the top of the main heap: pages
-/// freed inside a heap, and in the per-thread arenas, stay resident after a peak (the soak saw
-/// 13 MB of them come back on one call under load). It walks the free chunks of each arena
-/// under that arena's lock, so call it every few seconds, not per packet.
-pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only reads and updates the allocator's own state, under its locks; it
-    // is safe to call at any time from any thread.
-    let _ = unsafe { libc::malloc_trim(0) };
-}

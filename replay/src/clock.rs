@@ -30,18 +30,37 @@ const SPIN_BUDGET_FLOOR: Duration = Duration::from_micros(80);
 /// Longest single sleep, so SIGINT is noticed quickly during long capture gaps.
 const MAX_SLEEP_NS: u64 = 50_000_000;
 
+/// How a paced sender waits for a packet's due time (`-T/--timer`, tcpreplay's flag; its
+/// `select` and `ioport` timers have no counterpart here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Timer {
+    /// Sleep, then spin the last stretch (the learned spin window, within a CPU budget).
+    #[default]
+    Hybrid,
+    /// Spin on the clock for the whole wait, as tcpreplay's default `gtod` timer does: a core
+    /// busy at any rate, and no wake-up to wait for.
+    Gtod,
+    /// Sleep for the whole wait (`clock_nanosleep` to the due time), no spin.
+    Nano,
+}
+
 /// Monotonic clock started at construction.
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
     /// CLOCK_MONOTONIC reading (ns) of time 0.
     origin_ns: u64,
     spin: SpinWindow,
+    timer: Timer,
 }
 
 impl SystemClock {
     /// A clock reading 0 now, starting with a spin window of `spin`.
     pub fn new(spin: Duration) -> Self {
         Self::with_origin(Instant::now(), spin)
+    }
+    /// The same clock waiting with `timer` (default [`Timer::Hybrid`]).
+    pub fn with_timer(self, timer: Timer) -> Self {
+        SystemClock { timer, ..self }
     }
     /// A clock sharing another clock's origin (for sender threads).
     pub fn with_origin(start: Instant, spin: Duration) -> Self {
@@ -54,6 +73,7 @@ impl SystemClock {
                 MAX_SPIN.as_nanos() as u64,
             )
             .with_budget(SPIN_BUDGET, SPIN_BUDGET_FLOOR.as_nanos() as u64),
+            timer: Timer::Hybrid,
         }
     }
     /// The spin window learned so far.
@@ -69,7 +89,12 @@ impl Clock for SystemClock {
 
     fn wait_until(&mut self, due: u64, stop: &AtomicBool) {
         let now = self.now();
-        let spin = self.spin.spin_for(due.saturating_sub(now));
+        let wait = due.saturating_sub(now);
+        let spin = match self.timer {
+            Timer::Hybrid => self.spin.spin_for(wait),
+            Timer::Gtod => wait,
+            Timer::Nano => 0,
+        };
         let mut now = now;
         loop {
             match wait_step(now, due, spin) {
@@ -87,6 +112,9 @@ impl Clock for SystemClock {
                     }
                 }
                 WaitStep::Spin => {
+                    if self.timer == Timer::Gtod && stop.load(Ordering::Relaxed) {
+                        return;
+                    }
                     std::hint::spin_loop();
                     now = self.now();
                 }
@@ -113,6 +141,25 @@ mod tests {
         assert!(w >= MIN_SPIN && w <= MAX_SPIN, "{w:?}");
         // A raised stop flag ends a long wait at once.
         stop.store(true, Ordering::Relaxed);
+        let t = Instant::now();
+        let far = c.now() + 10_000_000_000;
+        c.wait_until(far, &stop);
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn every_timer_waits_until_due_and_gtod_notices_stop() {
+        for timer in [Timer::Hybrid, Timer::Gtod, Timer::Nano] {
+            let mut c = SystemClock::new(DEFAULT_SPIN).with_timer(timer);
+            let stop = AtomicBool::new(false);
+            for due in [c.now() + 50_000, c.now() + 300_000, c.now() + 3_000_000] {
+                c.wait_until(due, &stop);
+                assert!(c.now() >= due, "{timer:?}");
+            }
+        }
+        // Spinning the whole wait still ends at once when asked to stop.
+        let mut c = SystemClock::new(DEFAULT_SPIN).with_timer(Timer::Gtod);
+        let stop = AtomicBool::new(true);
         let t = Instant::now();
         let far = c.now() + 10_000_000_000;
         c.wait_until(far, &stop);

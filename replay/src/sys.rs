@@ -158,6 +158,22 @@ pub fn set_fifo(priority: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// The kernel's RT throttling as (runtime, period) in microseconds: SCHED_FIFO tasks of a CPU
+/// may run `runtime` of every `period`, then stop until the period ends. None when it is off
+/// (runtime -1) or cannot be read.
+pub fn rt_throttling() -> Option<(u64, u64)> {
+    let read = |name: &str| -> Option<i64> {
+        std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let runtime = u64::try_from(read("sched_rt_runtime_us")?).ok()?;
+    let period = u64::try_from(read("sched_rt_period_us")?).ok()?;
+    (runtime < period).then_some((runtime, period))
+}
+
 /// CLOCK_MONOTONIC now, in nanoseconds (the clock `Instant` reads on Linux).
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {

@@ -3,11 +3,13 @@
 #   1. --topspeed --preload-pcap on 64-byte and imix captures: packets/s, alternating runs, medians
 #      and the ratio (also replay --threads 2);
 #   2. pacing accuracy at --pps 1,000 / 10,000 / 100,000: p99 |actual gap - intended gap| from
-#      far-end tcpdump timestamps, alternating runs (tcpreplay, replay, replay --rt-priority),
-#      medians and the ratio to tcpreplay, with each sender's CPU use (user+sys over wall).
+#      far-end tcpdump timestamps, alternating runs (tcpreplay, replay, replay -T gtod, replay
+#      --rt-priority), medians and the ratio to tcpreplay, with each sender's CPU use (user+sys
+#      over wall); first, how late this machine wakes a thread that sleeps 1 ms (what sets the
+#      p99 of a sender that sleeps between packets).
 # Usage: benches/replay_vs_tcpreplay.sh [PACKETS (default 1000000)] [RUNS (default 5)]
 #   PACING_ONLY=1 skips part 1 (PACKETS must stay >= 300000: 3 s at 100,000 pps); RT=N sets the
-#   --rt-priority of the third pacing row (RT=off drops that row); PACE_ARGS="..." adds replay flags
+#   --rt-priority of its pacing row (RT=off drops that row); GTOD=off drops the -T gtod row; PACE_ARGS="..." adds replay flags
 #   to the pacing rows; RATES="10000" picks the pacing rates; REPLAY_B=PATH and/or B_ARGS="..."
 #   add a row "replay (B)" running that binary (default: the same one) with those flags instead
 #   of PACE_ARGS, alternating with the others (an A/B in the same run, e.g. B_ARGS="--catch-up 1");
@@ -148,6 +150,7 @@ B_ARGS=${B_ARGS:-}
 KEEP=${KEEP:-}
 [ -z "$KEEP" ] || mkdir -p "$KEEP"
 ROWS="pt pr"
+[ "${GTOD:-on}" = off ] || ROWS="$ROWS pg"
 [ "$RT" = off ] || ROWS="$ROWS prt"
 [ -z "$REPLAY_B$B_ARGS" ] || { ROWS="$ROWS pb"; REPLAY_B=${REPLAY_B:-$REPLAY}; }
 # pace_run ROW PPS RUN: one capture_run of that row's tool, its figures appended to $W/ROW
@@ -158,6 +161,8 @@ pace_run() {
         # shellcheck disable=SC2086
         pr) capture_run "$REPLAY" -i $IF --pps "$pps" -L $L $PACE_ARGS "$W/64.pcap" ;;
         # shellcheck disable=SC2086
+        pg) capture_run "$REPLAY" -i $IF --pps "$pps" -L $L -T gtod $PACE_ARGS "$W/64.pcap" ;;
+        # shellcheck disable=SC2086
         prt) capture_run "$REPLAY" -i $IF --pps "$pps" -L $L --rt-priority "$RT" $PACE_ARGS "$W/64.pcap" ;;
         # shellcheck disable=SC2086
         pb) capture_run "$REPLAY_B" -i $IF --pps "$pps" -L $L $B_ARGS "$W/64.pcap" ;;
@@ -167,6 +172,27 @@ pace_run() {
     echo "$(echo "$line" | sed -E 's/.*p99 +([0-9.]+) us.* late ([0-9.]+) %.*/\1 \2/') $(cat "$W/cpu")" >> "$W/$row"
     [ -z "$KEEP" ] || cp "$W/cap.pcap" "$KEEP/$pps-$row-$run.pcap"
 }
+echo
+# A thread that sleeps to an absolute time 2,000 times, 1 ms apart: how late it wakes. On a
+# guest whose host is slow to run an idle vCPU again this is hundreds of microseconds to
+# milliseconds at the 99th percentile, and no sender that sleeps can beat one that spins.
+echo "== wake-up lateness of a 1 ms absolute sleep on this machine (clock_nanosleep, 2,000 sleeps):"
+python3 - <<'PY'
+import ctypes, time
+libc = ctypes.CDLL(None, use_errno=True)
+class TS(ctypes.Structure):
+    _fields_ = [('s', ctypes.c_long), ('ns', ctypes.c_long)]
+MONO, ABS = 1, 1
+libc.prctl(29, ctypes.c_ulong(1), 0, 0, 0)  # PR_SET_TIMERSLACK: 1 ns, as replay sets it
+late, t0 = [], time.monotonic_ns()
+for i in range(1, 2001):
+    due = t0 + i * 1_000_000
+    libc.clock_nanosleep(MONO, ABS, ctypes.byref(TS(due // 10**9, due % 10**9)), None)
+    late.append(time.monotonic_ns() - due)
+late.sort()
+q = lambda x: late[min(len(late) - 1, int(x * len(late)))] / 1000
+print(f"   p50 {q(.5):.0f} us, p90 {q(.9):.0f} us, p99 {q(.99):.0f} us, max {late[-1] / 1000:.0f} us")
+PY
 echo
 echo "== pacing accuracy: p99 |gap error| at the far end, 3 s at each rate, 64-byte frames,"
 echo "   $RUNS alternating runs per tool, medians (load $(cut -d' ' -f1 /proc/loadavg)); CPU = user+sys over wall;"
@@ -179,7 +205,7 @@ for pps in $RATES; do
     done
     t=$(cut -d' ' -f1 "$W/pt" | median)
     for name in $ROWS; do
-        case $name in pt) label=tcpreplay ;; pr) label=replay ;; pb) label="replay (B) $B_ARGS" ;; *) label="replay --rt-prio $RT" ;; esac
+        case $name in pt) label=tcpreplay ;; pr) label=replay ;; pg) label="replay -T gtod" ;; pb) label="replay (B) $B_ARGS" ;; *) label="replay --rt-prio $RT" ;; esac
         p=$(cut -d' ' -f1 "$W/$name" | median); l=$(cut -d' ' -f2 "$W/$name" | median)
         c=$(cut -d' ' -f3 "$W/$name" | median)
         printf '%-7s %-24s %10.1f %7.2fx %7.1f %8.3f   %s\n' "$pps" "$label" "$p" "$(echo "$p/$t" | bc -l)" "$c" "$l" \

@@ -452,6 +452,17 @@ fn rates_at_the_far_end_are_within_half_a_percent() {
             args: format!("--pps 100000 {dur} {small}"),
             want: 100_000.0,
         },
+        // The other two timers (-T): spinning whole gaps, and sleeping them whole.
+        RateCase {
+            name: "pps 1000 gtod",
+            args: format!("--pps 1000 -T gtod {dur} {small}"),
+            want: 1000.0,
+        },
+        RateCase {
+            name: "pps 1000 nano",
+            args: format!("--pps 1000 -T nano {dur} {small}"),
+            want: 1000.0,
+        },
         RateCase {
             name: "mbps 10",
             args: format!("--mbps 10 {dur} {big}"),

@@ -127,10 +127,11 @@ pub struct Args {
     /// cannot delay a packet's wake-up; needs CAP_SYS_NICE (warns and goes on without it).
     #[arg(long = "rt-priority", value_name = "N")]
     pub rt_priority: Option<i32>,
-    /// When a paced sender falls behind (its CPU was taken away), shorten each following gap by
-    /// at most this share of it until back on schedule, so a stall costs one late gap and not
-    /// also back-to-back ones (above 0, at most 1; 1 = back to back, as tcpreplay does). A debt of more than
-    /// 10 ms is sent back to back down to 10 ms.
+    /// When a paced sender falls behind (its CPU was taken away), each following gap repays
+    /// 1/32 of the delay, and never more than this share of the gap, until back on schedule,
+    /// so a stall costs one late gap and not also back-to-back ones (above 0, at most 1; 1 =
+    /// back to back, as tcpreplay does). A delay of more than 10 ms is sent back to back down
+    /// to 10 ms.
     #[arg(long = "catch-up", value_name = "SHARE", default_value_t = CATCH_UP_SHARE, allow_negative_numbers = true)]
     pub catch_up: f64,
     /// How a paced sender waits between packets: hybrid sleeps, then spins the last stretch

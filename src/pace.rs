@@ -264,6 +264,17 @@ impl CatchUp {
         due.saturating_add(debt - repay)
     }
 
+    /// Whether the packet due at `due`, leaving at `now`, is late by half its intended gap or
+    /// more past the time [`CatchUp::release`] gave it: its gap will be off by that much (the
+    /// sender's CPU was taken away, or it woke up late). The first packet is never late.
+    pub fn is_late(&self, due: u64, now: u64) -> bool {
+        let Some((prev_due, _)) = self.prev else {
+            return false;
+        };
+        let gap = due.saturating_sub(prev_due);
+        gap > 0 && now.saturating_sub(self.release(due)) >= gap.div_ceil(2)
+    }
+
     /// Records that the packet due at `due` left at `sent`.
     pub fn sent(&mut self, due: u64, sent: u64) {
         self.prev = Some((due, sent));
@@ -640,6 +651,17 @@ mod tests {
         assert_eq!(c.release(200_000), 200_000);
         c.sent(100_000, 2_100_000); // 2 ms behind: 62.5 µs is over the share, so 50 µs
         assert_eq!(c.release(200_000), 2_150_000);
+
+        // Late: half the gap or more past the release time (not the due time: a packet that
+        // keeps to the repayment is not late).
+        let mut c = CatchUp::new(0.5, 2_000_000);
+        assert!(!c.is_late(100_000, 10_000_000), "the first packet");
+        c.sent(100_000, 180_000); // released at 277.5 µs
+        assert!(!c.is_late(200_000, 327_499));
+        assert!(c.is_late(200_000, 327_500));
+        c.sent(100_000, 100_000);
+        assert!(!c.is_late(100_000, 900_000), "a zero gap");
+        assert!(c.is_late(200_000, 250_000));
 
         // Share 1 is back to back at once, whatever the spread.
         let mut b2b = CatchUp::new(1.0, 2_000_000);

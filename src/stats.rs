@@ -121,6 +121,9 @@ pub struct ReplayStats {
     pub failed: ReasonCounts,
     /// Sends that had to be tried again (e.g. ENOBUFS, EAGAIN: ring or queue full), by reason.
     pub retried: ReasonCounts,
+    /// Paced packets that left half their gap or more after their time, as the sender saw it
+    /// (its CPU was taken away, or it woke up late).
+    pub late: u64,
 }
 
 impl ReplayStats {
@@ -139,6 +142,7 @@ impl ReplayStats {
         self.truncated.merge(&other.truncated);
         self.failed.merge(&other.failed);
         self.retried.merge(&other.retried);
+        self.late += other.late;
     }
 
     /// The summary after `elapsed_ns` nanoseconds, printable as text or JSON.
@@ -205,14 +209,15 @@ impl fmt::Display for Summary<'_> {
         writeln!(f, "Passed through unparsed:    {}", s.unparsed)?;
         writeln!(f, "Truncated packets:          {}", s.truncated)?;
         writeln!(f, "Failed packets:             {}", s.failed)?;
-        write!(f, "Retried packets:            {}", s.retried)
+        writeln!(f, "Retried packets:            {}", s.retried)?;
+        write!(f, "Late packets:               {}", s.late)
     }
 }
 
 impl Serialize for Summary<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let st = self.stats;
-        let mut m = s.serialize_struct("Summary", 12)?;
+        let mut m = s.serialize_struct("Summary", 13)?;
         m.serialize_field("packets_sent", &st.packets_sent)?;
         m.serialize_field("bytes_sent", &st.bytes_sent)?;
         m.serialize_field("seconds", &self.seconds())?;
@@ -224,6 +229,7 @@ impl Serialize for Summary<'_> {
         m.serialize_field("truncated", &st.truncated)?;
         m.serialize_field("failed", &st.failed)?;
         m.serialize_field("retried", &st.retried)?;
+        m.serialize_field("late", &st.late)?;
         m.end()
     }
 }
@@ -242,6 +248,7 @@ mod tests {
         s.failed.add("larger than MTU 1500", 3);
         s.failed.incr("kernel refused");
         s.retried.add("ENOBUFS", 7);
+        s.late = 2;
         s
     }
 
@@ -263,6 +270,8 @@ mod tests {
             lines[5]
         );
         assert!(lines[6].ends_with("7 (ENOBUFS: 7)"), "{}", lines[6]);
+        assert_eq!(lines[7], "Late packets:               2");
+        assert_eq!(lines.len(), 8);
     }
 
     #[test]
@@ -276,6 +285,7 @@ mod tests {
         assert_eq!(v["failed"]["reasons"]["larger than MTU 1500"], 3);
         assert_eq!(v["retried"]["reasons"]["ENOBUFS"], 7);
         assert_eq!(v["truncated"]["total"], 0);
+        assert_eq!(v["late"], 2);
         let line = serde_json::to_string(&s.summary(1)).unwrap();
         assert!(!line.contains('\n'));
     }

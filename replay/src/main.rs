@@ -242,6 +242,9 @@ fn replay_main(cfg: Config) -> Result<ExitCode> {
     } else {
         print_summary(&stats.summary(end_ns));
     }
+    if let Some(note) = late_note(&cfg, &stats) {
+        eprintln!("{note}");
+    }
     if let Some(e) = error {
         let hint = match e.downcast_ref::<CaptureError>() {
             Some(CaptureError { kind: CaptureErrorKind::LinkTypeMismatch { .. }, .. }) => {
@@ -333,5 +336,64 @@ fn spins_every_gap(cfg: &Config) -> bool {
         (Timer::Gtod, _) => true,
         (Timer::Hybrid, Timing::Pps(pps)) => 1e9 / pps <= DEFAULT_SPIN.as_nanos() as f64,
         _ => false,
+    }
+}
+
+/// A note for a paced run whose sleeping sender left more than 1 % of its packets late: the
+/// machine is slow to give a sleeping thread its CPU back, and `-T gtod` does not sleep.
+fn late_note(cfg: &Config, stats: &ReplayStats) -> Option<String> {
+    let sent = stats.packets_sent;
+    let slow = !cfg.timing.is_top_speed()
+        && cfg.timer != Timer::Gtod
+        && sent >= 100
+        && stats.late * 100 > sent;
+    slow.then(|| {
+        format!(
+            "replay: note: {} of {sent} packets ({:.1} %) left half a gap or more late: this \
+             machine is slow to run the sender again after a sleep (a busy host, or a VM); \
+             -T gtod spins instead of sleeping, as tcpreplay does (a whole core)",
+            stats.late,
+            stats.late as f64 * 100.0 / sent as f64
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        Args::try_parse_from(std::iter::once("replay").chain(args.iter().copied()))
+            .unwrap()
+            .validate()
+            .unwrap()
+    }
+
+    #[test]
+    fn late_note_only_for_a_sleeping_sender_over_one_percent_late() {
+        let mut stats = ReplayStats::default();
+        for _ in 0..1000 {
+            stats.sent(60);
+        }
+        stats.late = 10;
+        let paced = config(&["-i", "e", "--pps", "1000", "a"]);
+        assert!(late_note(&paced, &stats).is_none(), "1 % is not over 1 %");
+        stats.late = 11;
+        let note = late_note(&paced, &stats).unwrap();
+        assert!(
+            note.contains("11 of 1000 packets (1.1 %)") && note.contains("-T gtod"),
+            "{note}"
+        );
+        assert!(late_note(
+            &config(&["-i", "e", "--pps", "1000", "-T", "nano", "a"]),
+            &stats
+        )
+        .is_some());
+        assert!(late_note(
+            &config(&["-i", "e", "--pps", "1000", "-T", "gtod", "a"]),
+            &stats
+        )
+        .is_none());
+        assert!(late_note(&config(&["-i", "e", "-t", "a"]), &stats).is_none());
     }
 }

@@ -109,6 +109,8 @@ ts, off = [], 24
 while off + 16 <= len(data):
     s, frac, incl, orig = struct.unpack('<IIII', data[off:off+16])
     ts.append(s * 10**9 + (frac if nano else frac * 1000)); off += 16 + incl
+if len(ts) < 2 or ts[-1] == ts[0]:
+    print(f"{len(ts):7d} pkts  (too few to measure gaps)  p99 nan us  late nan %"); sys.exit()
 want = 1e9 / pps
 errs = sorted(abs((b - a) - want) for a, b in zip(ts, ts[1:]))
 p = lambda q: errs[min(len(errs) - 1, int(q * len(errs)))] / 1000
@@ -167,13 +169,14 @@ pace_run() {
         # shellcheck disable=SC2086
         pb) capture_run "$REPLAY_B" -i $IF --pps "$pps" -L $L $B_ARGS "$W/64.pcap" ;;
     esac
-    local line; line=$(gap_p99 "$W/cap.pcap" "$pps")
+    local line; line=$(gap_p99 "$W/cap.pcap" "$pps") || line="0 pkts (capture unreadable) p99 nan us late nan %"
     [ "$(echo "$line" | awk '{print $1}')" = "$L" ] || echo "warning: $row at $pps pps: the far end saw $line, not $L frames" >&2
-    echo "$(echo "$line" | sed -E 's/.*p99 +([0-9.]+) us.* late ([0-9.]+) %.*/\1 \2/') $(cat "$W/cpu")" >> "$W/$row"
+    echo "$(echo "$line" | sed -E 's/.*p99 +([0-9.]+|nan) us.* late ([0-9.]+|nan) %.*/\1 \2/') $(cat "$W/cpu")" >> "$W/$row"
     [ -z "$KEEP" ] || cp "$W/cap.pcap" "$KEEP/$pps-$row-$run.pcap"
 }
 echo
-# A thread that sleeps to an absolute time 2,000 times, 1 ms apart: how late it wakes. On a
+# A thread that sleeps 2,000 times to an absolute time 1 ms after it asks (each from its own
+# wake-up, so one long stall is one sample, not several): how late it wakes. On a
 # guest whose host is slow to run an idle vCPU again this is hundreds of microseconds to
 # milliseconds at the 99th percentile, and no sender that sleeps can beat one that spins.
 echo "== wake-up lateness of a 1 ms absolute sleep on this machine (clock_nanosleep, 2,000 sleeps):"
@@ -184,9 +187,9 @@ class TS(ctypes.Structure):
     _fields_ = [('s', ctypes.c_long), ('ns', ctypes.c_long)]
 MONO, ABS = 1, 1
 libc.prctl(29, ctypes.c_ulong(1), 0, 0, 0)  # PR_SET_TIMERSLACK: 1 ns, as replay sets it
-late, t0 = [], time.monotonic_ns()
-for i in range(1, 2001):
-    due = t0 + i * 1_000_000
+late = []
+for i in range(2000):
+    due = time.monotonic_ns() + 1_000_000
     libc.clock_nanosleep(MONO, ABS, ctypes.byref(TS(due // 10**9, due % 10**9)), None)
     late.append(time.monotonic_ns() - due)
 late.sort()

@@ -10,7 +10,8 @@
 # Usage: benches/replay_vs_tcpreplay.sh [PACKETS (default 1000000)] [RUNS (default 5)]
 #   PACING_ONLY=1 skips part 1 (PACKETS must stay >= 300000: 3 s at 100,000 pps); RT=N sets the
 #   --rt-priority of its pacing row (RT=off drops that row); GTOD=off drops the -T gtod row; PACE_ARGS="..." adds replay flags
-#   to the pacing rows; RATES="10000" picks the pacing rates; REPLAY_B=PATH and/or B_ARGS="..."
+#   to the pacing rows; RATES="10000" picks the pacing rates; MBPS=1 paces every row with
+#   --mbps at the same packet rate instead (60-byte frames: 10,000 pps = --mbps 4.8); REPLAY_B=PATH and/or B_ARGS="..."
 #   add a row "replay (B)" running that binary (default: the same one) with those flags instead
 #   of PACE_ARGS, alternating with the others (an A/B in the same run, e.g. B_ARGS="--catch-up 1");
 #   KEEP=DIR keeps every pacing capture there as RATE-ROW-RUN.pcap.
@@ -158,16 +159,18 @@ ROWS="pt pr"
 # pace_run ROW PPS RUN: one capture_run of that row's tool, its figures appended to $W/ROW
 pace_run() {
     local row=$1 pps=$2 run=$3 L=$(($2 * 3))
+    local rate=(--pps "$pps")
+    [ "${MBPS:-0}" != 1 ] || rate=(--mbps "$(echo "$pps * 60 * 8 / 1000000" | bc -l | sed 's/0*$//; s/\.$//; s/^\./0./')")
     case $row in
-        pt) capture_run tcpreplay -q -i $IF --pps "$pps" -L $L "$W/64.pcap" ;;
+        pt) capture_run tcpreplay -q -i $IF "${rate[@]}" -L $L "$W/64.pcap" ;;
         # shellcheck disable=SC2086
-        pr) capture_run "$REPLAY" -i $IF --pps "$pps" -L $L $PACE_ARGS "$W/64.pcap" ;;
+        pr) capture_run "$REPLAY" -i $IF "${rate[@]}" -L $L $PACE_ARGS "$W/64.pcap" ;;
         # shellcheck disable=SC2086
-        pg) capture_run "$REPLAY" -i $IF --pps "$pps" -L $L -T gtod $PACE_ARGS "$W/64.pcap" ;;
+        pg) capture_run "$REPLAY" -i $IF "${rate[@]}" -L $L -T gtod $PACE_ARGS "$W/64.pcap" ;;
         # shellcheck disable=SC2086
-        prt) capture_run "$REPLAY" -i $IF --pps "$pps" -L $L --rt-priority "$RT" $PACE_ARGS "$W/64.pcap" ;;
+        prt) capture_run "$REPLAY" -i $IF "${rate[@]}" -L $L --rt-priority "$RT" $PACE_ARGS "$W/64.pcap" ;;
         # shellcheck disable=SC2086
-        pb) capture_run "$REPLAY_B" -i $IF --pps "$pps" -L $L $B_ARGS "$W/64.pcap" ;;
+        pb) capture_run "$REPLAY_B" -i $IF "${rate[@]}" -L $L $B_ARGS "$W/64.pcap" ;;
     esac
     local line; line=$(gap_p99 "$W/cap.pcap" "$pps") || line="0 pkts (capture unreadable) p99 nan us late nan %"
     [ "$(echo "$line" | awk '{print $1}')" = "$L" ] || echo "warning: $row at $pps pps: the far end saw $line, not $L frames" >&2

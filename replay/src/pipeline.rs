@@ -301,6 +301,14 @@ where
                             on_time = true;
                             now = clock.now();
                         }
+                        // Behind schedule (a stall not yet repaid), a packet due before the end
+                        // may come up after it: --duration is wall time, as in tcpreplay.
+                        if limits
+                            .duration_ns
+                            .is_some_and(|d| now.saturating_sub(base) >= d)
+                        {
+                            return Ok(false);
+                        }
                         // Late from a wait that woke up late, or from getting here late.
                         if catch_up.is_late(at, now) {
                             stats.late += 1;
@@ -754,6 +762,45 @@ mod tests {
             times(pps),
             vec![0, 10, 20, 30, 40, 72, 81, 90, 100, 109, 118, 128, 137, 147, 156, 166]
         );
+    }
+
+    /// `--duration` is wall time: a sender still repaying a stall stops at the end even though
+    /// packets due before it are left (10 ms at 1,000 pps with a 2.2 ms stall at 5 ms: the
+    /// packets due at 0-7 ms leave by 9.9 ms; the one due at 8 ms would leave after 10 ms).
+    #[test]
+    fn duration_stops_on_wall_time_while_behind() {
+        let file: Vec<Vec<u8>> = (0..16).map(|i| frame(0, i, 60)).collect();
+        let t = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut sink = Keep {
+            sent: Vec::new(),
+            max: 1500,
+            clock: t.clone(),
+        };
+        let mut clock = Stalling {
+            t,
+            stall_at: 5_000_000,
+            stall_ns: 2_200_000,
+        };
+        let limits = Limits {
+            duration_ns: Some(10_000_000),
+            ..Limits::once()
+        };
+        let end = run(
+            &mut Mem::new(vec![file]),
+            &mut NoEdit,
+            &mut Pacer::new(Timing::pps(1000.0).unwrap()),
+            &mut sink,
+            &mut clock,
+            &mut NoReport,
+            &limits,
+            &AtomicBool::new(false),
+            &mut ReplayStats::default(),
+        )
+        .unwrap()
+        .end;
+        assert_eq!(end, End::Duration);
+        let times: Vec<u64> = sink.sent.iter().map(|(t, _)| t / 100_000).collect();
+        assert_eq!(times, vec![0, 10, 20, 30, 40, 72, 81, 90]);
     }
 
     /// A sink and an input writing into one event log.

@@ -645,14 +645,16 @@ mod tests {
 
         // The default spread: a gap repays 1/32 of the debt, at least 1 µs, at most the share.
         let mut c = CatchUp::new(0.5, 2_000_000);
-        c.sent(100_000, 180_000); // 80 µs behind: repays 2.5 µs
-        assert_eq!(c.release(200_000), 277_500);
-        c.sent(100_000, 130_000); // 30 µs behind: 1/32 is under 1 µs, so 1 µs
-        assert_eq!(c.release(200_000), 229_000);
-        c.sent(100_000, 100_400); // 400 ns behind: all of it
-        assert_eq!(c.release(200_000), 200_000);
-        c.sent(100_000, 2_100_000); // 2 ms behind: 62.5 µs is over the share, so 50 µs
-        assert_eq!(c.release(200_000), 2_150_000);
+        // (sent, release of the next packet) with 100 µs gaps, the previous due at 100 µs:
+        for (sent, release) in [
+            (180_000, 277_500),     // 80 µs behind: repays 2.5 µs
+            (130_000, 229_000),     // 30 µs behind: 1/32 is under 1 µs, so 1 µs
+            (100_400, 200_000),     // 400 ns behind: all of it
+            (2_100_000, 2_150_000), // 2 ms behind: 62.5 µs is over the share, so 50 µs
+        ] {
+            c.sent(100_000, sent);
+            assert_eq!(c.release(200_000), release, "sent at {sent}");
+        }
 
         // Late: half the gap or more past the release time (not the due time: a packet that
         // keeps to the repayment is not late).

@@ -701,44 +701,50 @@ mod tests {
         }
     }
 
+    /// Runs 16 packets paced by `pacer` against a clock that stalls 2.2 ms at 5 ms: the send
+    /// times in 0.1 ms, the counters and how the run ended.
+    fn stalled_run(pacer: Pacer, limits: Limits) -> (Vec<u64>, ReplayStats, End) {
+        let file: Vec<Vec<u8>> = (0..16).map(|i| frame(0, i, 60)).collect();
+        let t = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut sink = Keep {
+            sent: Vec::new(),
+            max: 1500,
+            clock: t.clone(),
+        };
+        let mut clock = Stalling {
+            t,
+            stall_at: 5_000_000,
+            stall_ns: 2_200_000,
+        };
+        let mut stats = ReplayStats::default();
+        let end = run(
+            &mut Mem::new(vec![file]),
+            &mut NoEdit,
+            &mut pacer.clone(),
+            &mut sink,
+            &mut clock,
+            &mut NoReport,
+            &limits,
+            &AtomicBool::new(false),
+            &mut stats,
+        )
+        .unwrap()
+        .end;
+        let times = sink.sent.iter().map(|(t, _)| t / 100_000).collect();
+        (times, stats, end)
+    }
+
     /// A 2.2 ms stall at 1,000 pps: with the default catch-up the next gaps are a little short
     /// until back on schedule; with `--catch-up 1` the sender catches up back to back, as
     /// tcpreplay does. Either way the schedule itself does not move, and the one late packet
     /// is counted.
     #[test]
     fn a_late_packet_is_caught_up_at_a_bounded_share() {
-        let file: Vec<Vec<u8>> = (0..16).map(|i| frame(0, i, 60)).collect();
         let times = |pacer: Pacer| {
-            let t = std::rc::Rc::new(std::cell::Cell::new(0));
-            let mut sink = Keep {
-                sent: Vec::new(),
-                max: 1500,
-                clock: t.clone(),
-            };
-            let mut clock = Stalling {
-                t,
-                stall_at: 5_000_000,
-                stall_ns: 2_200_000,
-            };
-            let mut stats = ReplayStats::default();
-            run(
-                &mut Mem::new(vec![file.clone()]),
-                &mut NoEdit,
-                &mut pacer.clone(),
-                &mut sink,
-                &mut clock,
-                &mut NoReport,
-                &Limits::once(),
-                &AtomicBool::new(false),
-                &mut stats,
-            )
-            .unwrap();
+            let (times, stats, _) = stalled_run(pacer, Limits::once());
             // The stalled packet is the one late packet, whatever the catch-up.
             assert_eq!(stats.late, 1);
-            sink.sent
-                .iter()
-                .map(|(t, _)| t / 100_000)
-                .collect::<Vec<u64>>()
+            times
         };
         let pps = Pacer::new(Timing::pps(1000.0).unwrap());
         // In 0.1 ms: packet 5 leaves at 7.2 ms. Repaying all a share of 0.5 allows, every 0.5 ms
@@ -769,37 +775,12 @@ mod tests {
     /// packets due at 0-7 ms leave by 9.9 ms; the one due at 8 ms would leave after 10 ms).
     #[test]
     fn duration_stops_on_wall_time_while_behind() {
-        let file: Vec<Vec<u8>> = (0..16).map(|i| frame(0, i, 60)).collect();
-        let t = std::rc::Rc::new(std::cell::Cell::new(0));
-        let mut sink = Keep {
-            sent: Vec::new(),
-            max: 1500,
-            clock: t.clone(),
-        };
-        let mut clock = Stalling {
-            t,
-            stall_at: 5_000_000,
-            stall_ns: 2_200_000,
-        };
         let limits = Limits {
             duration_ns: Some(10_000_000),
             ..Limits::once()
         };
-        let end = run(
-            &mut Mem::new(vec![file]),
-            &mut NoEdit,
-            &mut Pacer::new(Timing::pps(1000.0).unwrap()),
-            &mut sink,
-            &mut clock,
-            &mut NoReport,
-            &limits,
-            &AtomicBool::new(false),
-            &mut ReplayStats::default(),
-        )
-        .unwrap()
-        .end;
+        let (times, _, end) = stalled_run(Pacer::new(Timing::pps(1000.0).unwrap()), limits);
         assert_eq!(end, End::Duration);
-        let times: Vec<u64> = sink.sent.iter().map(|(t, _)| t / 100_000).collect();
         assert_eq!(times, vec![0, 10, 20, 30, 40, 72, 81, 90]);
     }
 

@@ -139,6 +139,7 @@ pub trait PacketSink {
 mod error;
 mod preload;
 mod reader;
+pub mod tpacket;
 mod writer;
 
 pub use error::{CaptureError, CaptureErrorKind, HexBytes};

@@ -11,6 +11,8 @@
 //! thread, so the other threads would keep every capability), or log per packet.
 #![allow(unsafe_code)]
 
+pub mod ring;
+
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

@@ -1,0 +1,460 @@
+//! A `TPACKET_V3` capture ring on an `AF_PACKET` socket of our own: the kernel fills blocks
+//! of frames in memory shared with us, and we read them in place and hand each block back.
+//! One wake-up per retired block (full, or `retire_ms` after its first frame), no copy.
+//!
+//! The socket is `SOCK_DGRAM`: the kernel strips the link header, so every device (Ethernet,
+//! `any`, tun, loopback) gives frames that start at the network header, and the BPF filter is
+//! compiled for raw IP. Several sockets can share the traffic of a device through a
+//! `PACKET_FANOUT` group (by symmetric flow hash: one TCP connection, both directions, one
+//! socket).
+//!
+//! Must never: give out a block the kernel still owns, or a view of a block after it went
+//! back. [`RingBlock`] borrows the ring mutably, so a second block cannot be taken while one
+//! is held, and its drop returns the block.
+
+use super::SysError;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// `SOL_PACKET` (linux/socket.h).
+const SOL_PACKET: libc::c_int = 263;
+/// Socket options of `SOL_PACKET` (linux/if_packet.h).
+const PACKET_RX_RING: libc::c_int = 5;
+const PACKET_STATISTICS: libc::c_int = 6;
+const PACKET_VERSION: libc::c_int = 10;
+const PACKET_FANOUT: libc::c_int = 18;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+/// `TPACKET_V3` (enum tpacket_versions).
+const TPACKET_V3: libc::c_int = 2;
+/// `PACKET_FANOUT_HASH`: spread by the kernel's symmetric flow hash.
+const PACKET_FANOUT_HASH: u32 = 0;
+/// `PACKET_FANOUT_FLAG_DEFRAG`: reassemble IP fragments before choosing a socket.
+const PACKET_FANOUT_FLAG_DEFRAG: u32 = 0x8000;
+/// `ETH_P_ALL` (linux/if_ether.h).
+const ETH_P_ALL: u16 = 0x0003;
+/// Offset of `block_status` in `struct tpacket_block_desc`.
+const BLOCK_STATUS_AT: usize = 8;
+
+/// One classic BPF instruction (`struct sock_filter`), e.g. from libpcap's compiler.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SockFilter {
+    /// Opcode.
+    pub code: u16,
+    /// Jump if true.
+    pub jt: u8,
+    /// Jump if false.
+    pub jf: u8,
+    /// Constant.
+    pub k: u32,
+}
+
+#[repr(C)]
+struct SockFprog {
+    len: libc::c_ushort,
+    filter: *const SockFilter,
+}
+
+#[repr(C)]
+struct TpacketReq3 {
+    block_size: u32,
+    block_nr: u32,
+    frame_size: u32,
+    frame_nr: u32,
+    retire_blk_tov: u32,
+    sizeof_priv: u32,
+    feature_req_word: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct TpacketStatsV3 {
+    packets: u32,
+    drops: u32,
+    freeze_q_cnt: u32,
+}
+
+/// How to open a ring.
+#[derive(Debug, Clone)]
+pub struct RingConfig<'a> {
+    /// Device index (0: every device, like `-i any`).
+    pub ifindex: u32,
+    /// Bytes per block: a power of two, at least a page, and larger than the largest frame.
+    pub block_size: usize,
+    /// Number of blocks.
+    pub block_count: usize,
+    /// A block with frames goes to user space at most this long after it was opened (ms).
+    pub retire_ms: u32,
+    /// The BPF program, compiled for raw IP (empty: everything).
+    pub filter: &'a [SockFilter],
+    /// Join this `PACKET_FANOUT` group (by flow hash) with the other sockets that name it.
+    pub fanout_group: Option<u16>,
+    /// Ask the kernel not to deliver frames this host sends (Linux 4.20+; older kernels
+    /// deliver them and the reader must skip `PACKET_OUTGOING`).
+    pub ignore_outgoing: bool,
+}
+
+/// Kernel counters of a ring since the last read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RingStats {
+    /// Frames that passed the filter (including dropped ones).
+    pub packets: u32,
+    /// Frames dropped because no block was free.
+    pub drops: u32,
+}
+
+/// A mapped `TPACKET_V3` receive ring.
+#[derive(Debug)]
+pub struct PacketRing {
+    fd: OwnedFd,
+    map: *mut u8,
+    map_len: usize,
+    block_size: usize,
+    block_count: usize,
+    next: usize,
+    /// Whether the kernel accepted `PACKET_IGNORE_OUTGOING`.
+    pub ignores_outgoing: bool,
+}
+
+// SAFETY: the mapping is owned by this value alone (no other handle to it exists in the
+// process), so moving it to another thread is as safe as moving a Vec.
+unsafe impl Send for PacketRing {}
+
+fn last(call: &str) -> SysError {
+    SysError::Call {
+        call: call.to_string(),
+        source: io::Error::last_os_error(),
+    }
+}
+
+fn setsockopt<T>(fd: RawFd, opt: libc::c_int, val: &T, name: &str) -> Result<(), SysError> {
+    // SAFETY: `val` points to a live `T` for the duration of the call and the length passed is
+    // exactly its size; the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            SOL_PACKET,
+            opt,
+            (val as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(last(name));
+    }
+    Ok(())
+}
+
+/// The index of device `name` (`if_nametoindex`).
+pub fn interface_index(name: &str) -> Result<u32, SysError> {
+    let c = std::ffi::CString::new(name).map_err(|_| SysError::Call {
+        call: format!("if_nametoindex({name:?})"),
+        source: io::Error::from(io::ErrorKind::InvalidInput),
+    })?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        return Err(last(&format!("if_nametoindex({name:?})")));
+    }
+    Ok(i)
+}
+
+impl PacketRing {
+    /// Opens, filters, maps and binds the ring (needs `CAP_NET_RAW`).
+    pub fn open(cfg: &RingConfig<'_>) -> Result<PacketRing, SysError> {
+        // Protocol 0 until bind: no frame is queued before the filter is in place.
+        // SAFETY: plain integer arguments.
+        let raw =
+            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(last("socket(AF_PACKET, SOCK_DGRAM)"));
+        }
+        // SAFETY: `raw` is a descriptor we just opened and own alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let s = fd.as_raw_fd();
+        if !cfg.filter.is_empty() {
+            let prog = SockFprog {
+                len: cfg.filter.len().min(usize::from(u16::MAX)) as libc::c_ushort,
+                filter: cfg.filter.as_ptr(),
+            };
+            // SAFETY: `prog` points to `len` instructions that live across the call; the kernel
+            // copies them.
+            let rc = unsafe {
+                libc::setsockopt(
+                    s,
+                    libc::SOL_SOCKET,
+                    libc::SO_ATTACH_FILTER,
+                    (&prog as *const SockFprog).cast(),
+                    std::mem::size_of::<SockFprog>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(last("setsockopt(SO_ATTACH_FILTER)"));
+            }
+        }
+        setsockopt(
+            s,
+            PACKET_VERSION,
+            &TPACKET_V3,
+            "setsockopt(PACKET_VERSION, TPACKET_V3)",
+        )?;
+        let ignores_outgoing = cfg.ignore_outgoing
+            && setsockopt(s, PACKET_IGNORE_OUTGOING, &1 as &libc::c_int, "").is_ok();
+        let frame_size = 2048u32;
+        let req = TpacketReq3 {
+            block_size: cfg.block_size as u32,
+            block_nr: cfg.block_count as u32,
+            frame_size,
+            frame_nr: (cfg.block_size as u32 / frame_size) * cfg.block_count as u32,
+            retire_blk_tov: cfg.retire_ms.max(1),
+            sizeof_priv: 0,
+            feature_req_word: 0,
+        };
+        setsockopt(s, PACKET_RX_RING, &req, "setsockopt(PACKET_RX_RING)")?;
+        let map_len = cfg.block_size * cfg.block_count;
+        // SAFETY: a new shared mapping of the ring the kernel just allocated for `s`; no
+        // address hint, so it cannot overlap anything of ours.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                s,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(last("mmap(packet ring)"));
+        }
+        let ring = PacketRing {
+            fd,
+            map: map.cast(),
+            map_len,
+            block_size: cfg.block_size,
+            block_count: cfg.block_count,
+            next: 0,
+            ignores_outgoing,
+        };
+        // SAFETY: sockaddr_ll is plain integers; all-zero is valid before we fill it.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_ALL.to_be();
+        sll.sll_ifindex = cfg.ifindex as i32;
+        // SAFETY: `sll` is a valid sockaddr_ll and we pass its exact size.
+        let rc = unsafe {
+            libc::bind(
+                s,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(last("bind(AF_PACKET)"));
+        }
+        if let Some(group) = cfg.fanout_group {
+            let val = u32::from(group) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16);
+            setsockopt(s, PACKET_FANOUT, &val, "setsockopt(PACKET_FANOUT)")?;
+        }
+        Ok(ring)
+    }
+
+    /// The socket, to wait on with `poll` (readable when a block is ready).
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn status(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: block `i` < block_count lies inside the mapping, whose start is page-aligned,
+        // so `block_status` (offset 8) is 4-byte aligned; the kernel and we access it as one
+        // 32-bit word, which is what AtomicU32 is.
+        unsafe { &*(self.map.add(i * self.block_size + BLOCK_STATUS_AT) as *const AtomicU32) }
+    }
+
+    /// The next block the kernel has handed over, if any. The frames it holds are valid until
+    /// the returned value is dropped, which gives the block back.
+    pub fn next_block(&mut self) -> Option<RingBlock<'_>> {
+        let i = self.next;
+        // Acquire: the frames' bytes were written before the kernel set the status.
+        if self.status(i).load(Ordering::Acquire) & crate::capture::tpacket::TP_STATUS_USER == 0 {
+            return None;
+        }
+        // SAFETY: the block is ours (TP_STATUS_USER) until we set it back to TP_STATUS_KERNEL
+        // in RingBlock's drop; the slice covers block `i` only, inside the mapping.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(self.map.add(i * self.block_size), self.block_size)
+        };
+        Some(RingBlock {
+            ring: self,
+            bytes,
+            index: i,
+        })
+    }
+
+    /// Kernel counters since the last call (reading resets them).
+    pub fn stats(&self) -> io::Result<RingStats> {
+        let mut st = TpacketStatsV3::default();
+        let mut len = std::mem::size_of::<TpacketStatsV3>() as libc::socklen_t;
+        // SAFETY: `st` is writable for `len` bytes and `len` is passed by pointer as required.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd(),
+                SOL_PACKET,
+                PACKET_STATISTICS,
+                (&mut st as *mut TpacketStatsV3).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(RingStats {
+            packets: st.packets,
+            drops: st.drops,
+        })
+    }
+
+    /// Bytes of the mapping (what `-B` pays for).
+    pub fn mapped_bytes(&self) -> usize {
+        self.map_len
+    }
+}
+
+impl Drop for PacketRing {
+    fn drop(&mut self) {
+        // SAFETY: `map`/`map_len` are exactly what mmap returned; no RingBlock can be alive
+        // (it borrows the ring).
+        unsafe {
+            libc::munmap(self.map.cast(), self.map_len);
+        }
+    }
+}
+
+/// A block handed over by the kernel; dropping it gives it back.
+#[derive(Debug)]
+pub struct RingBlock<'a> {
+    ring: &'a mut PacketRing,
+    bytes: &'a [u8],
+    index: usize,
+}
+
+impl RingBlock<'_> {
+    /// The block's bytes (read them with [`crate::capture::tpacket::BlockView`]).
+    pub fn bytes(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+impl Drop for RingBlock<'_> {
+    fn drop(&mut self) {
+        // Release: our reads of the block happen before the kernel may write it again.
+        self.ring
+            .status(self.index)
+            .store(crate::capture::tpacket::TP_STATUS_KERNEL, Ordering::Release);
+        self.ring.next = (self.index + 1) % self.ring.block_count;
+    }
+}
+
+/// An `eventfd` that wakes a thread sleeping in `poll`, written only when that thread said it
+/// is about to sleep (so a busy thread costs its producers no system call).
+#[derive(Debug)]
+pub struct Wake {
+    fd: OwnedFd,
+    parked: std::sync::atomic::AtomicBool,
+}
+
+impl Wake {
+    /// A new non-blocking eventfd.
+    pub fn new() -> Result<Wake, SysError> {
+        // SAFETY: plain integer arguments.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(last("eventfd"));
+        }
+        Ok(Wake {
+            // SAFETY: a descriptor we just opened and own alone.
+            fd: unsafe { OwnedFd::from_raw_fd(raw) },
+            parked: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// The descriptor to `poll` (readable after [`Wake::notify`] of a parked thread).
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Producers: call after queueing work.
+    pub fn notify(&self) {
+        if self.parked.swap(false, Ordering::SeqCst) {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a live u64; an eventfd takes exactly that. A full
+            // counter (EAGAIN) still leaves the fd readable, which is all we need.
+            unsafe {
+                libc::write(self.fd(), (&one as *const u64).cast(), 8);
+            }
+        }
+    }
+
+    /// The consumer, before it checks its queues one last time and sleeps.
+    pub fn park(&self) {
+        self.parked.store(true, Ordering::SeqCst);
+    }
+
+    /// The consumer, after waking (or deciding not to sleep): clears the flag and the counter.
+    pub fn unpark(&self) {
+        self.parked.store(false, Ordering::SeqCst);
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64; EAGAIN (nothing to read) is fine.
+        unsafe {
+            libc::read(self.fd(), (&mut v as *mut u64).cast(), 8);
+        }
+    }
+}
+
+/// Waits until one of `fds` is readable or `timeout_ms` passes (-1: no limit); returns the
+/// readable ones' `revents` in `ready` (same order). EINTR counts as a timeout.
+pub fn poll_many(fds: &[RawFd], timeout_ms: i32, ready: &mut Vec<bool>) -> io::Result<()> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `pfds` is a valid array of exactly `len` pollfds living across the call.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    ready.clear();
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        ready.resize(fds.len(), false);
+        if e.raw_os_error() == Some(libc::EINTR) {
+            return Ok(());
+        }
+        return Err(e);
+    }
+    ready.extend(pfds.iter().map(|p| p.revents != 0));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wake_is_readable_only_when_parked() {
+        let w = Wake::new().unwrap();
+        let mut ready = Vec::new();
+        w.notify();
+        poll_many(&[w.fd()], 0, &mut ready).unwrap();
+        assert_eq!(ready, vec![false], "a busy consumer is not woken");
+        w.park();
+        w.notify();
+        poll_many(&[w.fd()], 0, &mut ready).unwrap();
+        assert_eq!(ready, vec![true]);
+        w.unpark();
+        poll_many(&[w.fd()], 0, &mut ready).unwrap();
+        assert_eq!(ready, vec![false], "unpark clears the counter");
+    }
+}

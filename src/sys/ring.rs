@@ -31,6 +31,8 @@ const TPACKET_V3: libc::c_int = 2;
 const PACKET_FANOUT_HASH: u32 = 0;
 /// `PACKET_FANOUT_FLAG_DEFRAG`: reassemble IP fragments before choosing a socket.
 const PACKET_FANOUT_FLAG_DEFRAG: u32 = 0x8000;
+/// `PACKET_FANOUT_FLAG_UNIQUEID`: the kernel picks a group id no other socket uses.
+const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
 /// `ETH_P_ALL` (linux/if_ether.h).
 const ETH_P_ALL: u16 = 0x0003;
 /// Offset of `block_status` in `struct tpacket_block_desc`.
@@ -88,11 +90,21 @@ pub struct RingConfig<'a> {
     pub retire_ms: u32,
     /// The BPF program, compiled for raw IP (empty: everything).
     pub filter: &'a [SockFilter],
-    /// Join this `PACKET_FANOUT` group (by flow hash) with the other sockets that name it.
-    pub fanout_group: Option<u16>,
+    /// Share the device's traffic with other rings by flow hash (`PACKET_FANOUT`).
+    pub fanout: Option<Fanout>,
     /// Ask the kernel not to deliver frames this host sends (Linux 4.20+; older kernels
     /// deliver them and the reader must skip `PACKET_OUTGOING`).
     pub ignore_outgoing: bool,
+}
+
+/// A `PACKET_FANOUT` membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fanout {
+    /// Start a group under an id the kernel picks unused (so another process's group is never
+    /// joined by accident); [`PacketRing::fanout_id`] tells it to the other members.
+    New,
+    /// Join the group with this id.
+    Join(u16),
 }
 
 /// Kernel counters of a ring since the last read.
@@ -115,6 +127,7 @@ pub struct PacketRing {
     next: usize,
     /// Whether the kernel accepted `PACKET_IGNORE_OUTGOING`.
     pub ignores_outgoing: bool,
+    fanout_id: Option<u16>,
 }
 
 // SAFETY: the mapping is owned by this value alone (no other handle to it exists in the
@@ -236,6 +249,7 @@ impl PacketRing {
             block_count: cfg.block_count,
             next: 0,
             ignores_outgoing,
+            fanout_id: None,
         };
         // SAFETY: sockaddr_ll is plain integers; all-zero is valid before we fill it.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -253,9 +267,30 @@ impl PacketRing {
         if rc != 0 {
             return Err(last("bind(AF_PACKET)"));
         }
-        if let Some(group) = cfg.fanout_group {
-            let val = u32::from(group) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16);
+        let mut ring = ring;
+        if let Some(f) = cfg.fanout {
+            let mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG;
+            let val = match f {
+                Fanout::New => (mode | PACKET_FANOUT_FLAG_UNIQUEID) << 16,
+                Fanout::Join(id) => u32::from(id) | (mode << 16),
+            };
             setsockopt(s, PACKET_FANOUT, &val, "setsockopt(PACKET_FANOUT)")?;
+            let mut got: u32 = 0;
+            let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+            // SAFETY: `got` is writable for `len` bytes and `len` is passed by pointer.
+            let rc = unsafe {
+                libc::getsockopt(
+                    s,
+                    SOL_PACKET,
+                    PACKET_FANOUT,
+                    (&mut got as *mut u32).cast(),
+                    &mut len,
+                )
+            };
+            if rc != 0 {
+                return Err(last("getsockopt(PACKET_FANOUT)"));
+            }
+            ring.fanout_id = Some(got as u16);
         }
         Ok(ring)
     }
@@ -270,6 +305,12 @@ impl PacketRing {
         // so `block_status` (offset 8) is 4-byte aligned; the kernel and we access it as one
         // 32-bit word, which is what AtomicU32 is.
         unsafe { &*(self.map.add(i * self.block_size + BLOCK_STATUS_AT) as *const AtomicU32) }
+    }
+
+    /// Whether the kernel has handed the next block over (without taking it).
+    pub fn has_block(&self) -> bool {
+        self.status(self.next).load(Ordering::Acquire) & crate::capture::tpacket::TP_STATUS_USER
+            != 0
     }
 
     /// The next block the kernel has handed over, if any. The frames it holds are valid until
@@ -313,6 +354,11 @@ impl PacketRing {
             packets: st.packets,
             drops: st.drops,
         })
+    }
+
+    /// The fanout group this ring is in, for the other members to join.
+    pub fn fanout_id(&self) -> Option<u16> {
+        self.fanout_id
     }
 
     /// Bytes of the mapping (what `-B` pays for).

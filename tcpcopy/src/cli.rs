@@ -100,17 +100,29 @@ pub struct Cli {
     /// MSS towards the target (default: from the MTU).
     #[arg(short = 'D', long = "mss", value_name = "BYTES")]
     pub mss: Option<u32>,
-    /// Capture ring per device in MB; it and a backlog of the same size count against -m. In
-    /// the default immediate mode each packet takes a 64 KiB slot (16 per MB); with
-    /// --capture-block packets are packed back to back (1 MB holds ~10,000 small segments).
+    /// Capture ring per device in MB, shared by the workers; it counts against -m. The ring
+    /// holds packets back to back in blocks (1 MB holds ~10,000 small segments); with
+    /// `--capture pcap` each packet takes a 64 KiB slot (16 per MB) and as much again of
+    /// backlog counts against -m.
     #[arg(short = 'B', long = "buffer", value_name = "MB", default_value_t = 128)]
     pub buffer: u64,
-    /// Capture in blocks (TPACKET_V3) handed over at most MS ms after their first packet,
-    /// instead of waking per packet (immediate mode, TPACKET_V2 slots of 64 KiB). The ring
-    /// then holds far more small packets, which a small -B needs; but segments reach the
-    /// engine, and the target, in bursts (MS is rounded up to the kernel's timer tick).
+    /// A capture block goes to the worker at most MS ms after its first packet (or as soon as
+    /// it is full). Kernels before 6.18 round it up to their timer tick (4 ms at HZ=250).
+    /// With `--capture pcap`: libpcap's block mode instead of waking per packet.
     #[arg(long = "capture-block", value_name = "MS")]
     pub capture_block: Option<u32>,
+    /// Capture engine: `ring` (default) reads the kernel's TPACKET_V3 ring in place on the
+    /// workers' own threads; `pcap` is libpcap on a thread of its own (one worker only), for
+    /// kernels or devices where the ring cannot be opened.
+    #[arg(long = "capture", value_name = "ring|pcap", default_value = "ring")]
+    pub capture: String,
+    /// Worker threads, each with its share of the capture (PACKET_FANOUT by flow hash), its
+    /// own sessions, timers and sender (default: 1 on hosts of up to 4 CPUs, else a quarter of
+    /// them, at most 8). Split among workers: -B, -m, --max-pps, --max-mbps. Shared: the
+    /// client addresses of -c and -n (never the same one twice), the intercept channel,
+    /// --stats, --report and the summary, which add up every worker.
+    #[arg(long = "workers", value_name = "N")]
+    pub workers: Option<u32>,
     /// Nice value of the capture threads (-20..=19; 0 leaves them alone). By default they run
     /// ahead of the rest of the host, so that the kernel's capture ring is drained even when
     /// the host is busy: a segment dropped there is one no clone can ever get back.
@@ -193,6 +205,18 @@ pub enum Source {
     },
 }
 
+/// Workers when --workers is not given: the service being cloned needs the host's CPUs
+/// more than tcpcopy does, so one on small hosts and a quarter of the CPUs (at most 8) on
+/// larger ones.
+pub fn default_workers() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus <= 4 {
+        1
+    } else {
+        (cpus / 4).clamp(1, 8)
+    }
+}
+
 /// Validated settings: plain values, nothing opened yet.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -231,8 +255,13 @@ pub struct Settings {
     pub capture_buffer: usize,
     /// --capture-nice.
     pub capture_nice: i32,
-    /// --capture-block: block mode with this timeout in ms; `None`: immediate mode.
+    /// --capture-block: the ring's block timeout in ms (`None`: the default, 1 ms); with
+    /// --capture pcap, libpcap's block mode (`None`: immediate mode).
     pub capture_block_ms: Option<u32>,
+    /// --capture pcap: libpcap on its own thread instead of rings read by the workers.
+    pub capture_pcap: bool,
+    /// --workers.
+    pub workers: usize,
     /// --max-pps.
     pub max_pps: Option<f64>,
     /// --max-mbps.
@@ -450,10 +479,38 @@ impl Cli {
         if self.max_memory == 0 || self.max_memory > 1 << 20 {
             return Err(bad("-m/--max-memory", "must be 1..=1048576 MB"));
         }
-        // Per device: the kernel ring, and as much again of backlog the capture side may hold
+        let capture_pcap = match self.capture.as_str() {
+            "ring" => false,
+            "pcap" => true,
+            other => {
+                return Err(bad(
+                    "--capture",
+                    format!("`{other}`: must be `ring` or `pcap`"),
+                ))
+            }
+        };
+        let workers = match self.workers {
+            Some(0) | Some(65..) => return Err(bad("--workers", "must be 1..=64")),
+            Some(n) => n as usize,
+            None => default_workers(),
+        };
+        let workers = match &source {
+            Source::Offline { .. } => 1,
+            Source::Live { .. } if capture_pcap => {
+                if self.workers.is_some_and(|n| n > 1) {
+                    return Err(bad("--workers", "more than 1 needs --capture ring"));
+                }
+                1
+            }
+            Source::Live { .. } => workers,
+        };
+        // Per device: the kernel ring; libpcap's thread may hold as much again of backlog
         // while the engine is behind.
         let rings = match &source {
-            Source::Live { interfaces } => 2 * self.buffer * interfaces.len() as u64,
+            Source::Live { interfaces } if capture_pcap => {
+                2 * self.buffer * interfaces.len() as u64
+            }
+            Source::Live { interfaces } => self.buffer * interfaces.len() as u64,
             Source::Offline { .. } => 0,
         };
         // And the response headers queued between the intercept channel and the engine.
@@ -462,7 +519,7 @@ impl Cli {
             return Err(bad(
                 "-B/--buffer",
                 format!(
-                    "capture rings and their backlog (2 x -B per device = {rings} MB) and the \
+                    "capture rings (and with --capture pcap their backlog) ({rings} MB) and the \
                      response queue ({responses} MB) leave nothing of -m {} MB for sessions",
                     self.max_memory
                 ),
@@ -546,6 +603,8 @@ impl Cli {
             capture_buffer: (self.buffer << 20) as usize,
             capture_nice: self.capture_nice,
             capture_block_ms: self.capture_block,
+            capture_pcap,
+            workers,
             max_pps: self.max_pps,
             max_mbps: self.max_mbps,
             no_wait: self.no_wait,

@@ -11,6 +11,7 @@
 mod fuzz;
 mod packet;
 mod session;
+pub mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -28,6 +29,16 @@ use std::time::{Duration, Instant};
 use tcpclone::flow::FlowKey;
 use tcpclone::seq::SeqNumber;
 use tcpclone::shrink::Shrink;
+
+/// The target-side 4-tuple (client as the target sees it, target) a response reported by
+/// intercept belongs to: how the glue finds the worker whose engine owns the session.
+pub fn response_owner_key(ip_tcp_headers: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
+    let seg = parse(ip_tcp_headers, true)?;
+    Some((
+        SocketAddr::new(seg.dst, seg.dst_port),
+        SocketAddr::new(seg.src, seg.src_port),
+    ))
+}
 
 /// Configuration of the engine, built by the CLI layer from validated flags.
 #[derive(Debug, Clone)]
@@ -83,6 +94,9 @@ pub struct EngineConfig {
     pub linger: Duration,
     /// Emit [`EngineEvent::RequestTiming`] per answered request.
     pub request_timing_events: bool,
+    /// With several workers: the table of client addresses all their engines draw from
+    /// (`None`: this engine is alone and its own table suffices).
+    pub shared_clients: Option<shared::SharedClients>,
 }
 
 impl Default for EngineConfig {
@@ -111,6 +125,7 @@ impl Default for EngineConfig {
             max_retransmits: 12,
             linger: Duration::from_secs(2),
             request_timing_events: false,
+            shared_clients: None,
         }
     }
 }
@@ -255,6 +270,62 @@ pub struct EngineStats {
 }
 
 impl EngineStats {
+    /// Adds another engine's counters (the workers' totals; gauges add up too: each worker's
+    /// sessions and memory are its own).
+    pub fn merge(&mut self, o: &EngineStats) {
+        self.packets_captured += o.packets_captured;
+        self.packets_ignored += o.packets_ignored;
+        self.segments_in += o.segments_in;
+        self.bytes_captured += o.bytes_captured;
+        self.sessions_cloned += o.sessions_cloned;
+        self.sessions_active += o.sessions_active;
+        self.sessions_completed += o.sessions_completed;
+        self.sessions_client_reset += o.sessions_client_reset;
+        self.refused_memory += o.refused_memory;
+        self.refused_ports += o.refused_ports;
+        self.refused_family += o.refused_family;
+        self.sampled_out += o.sampled_out;
+        self.aborted_target_reset += o.aborted_target_reset;
+        self.aborted_timeout += o.aborted_timeout;
+        self.aborted_handshake += o.aborted_handshake;
+        self.aborted_retransmits += o.aborted_retransmits;
+        self.aborted_replaced += o.aborted_replaced;
+        self.aborted_gap += o.aborted_gap;
+        self.half_closed_timeouts += o.half_closed_timeouts;
+        self.reuse_detached += o.reuse_detached;
+        self.syn_ack_adopted += o.syn_ack_adopted;
+        self.handshakes_redone += o.handshakes_redone;
+        self.handshakes += o.handshakes;
+        self.handshakes_refused += o.handshakes_refused;
+        self.target_resets += o.target_resets;
+        self.segments_sent += o.segments_sent;
+        self.segments_retransmitted += o.segments_retransmitted;
+        self.rto_expirations += o.rto_expirations;
+        self.fast_retransmits += o.fast_retransmits;
+        self.bytes_sent += o.bytes_sent;
+        self.bytes_acked += o.bytes_acked;
+        self.gaps += o.gaps;
+        self.resets_sent += o.resets_sent;
+        self.reestablished += o.reestablished;
+        self.buffer_overflows += o.buffer_overflows;
+        self.responses += o.responses;
+        self.responses_unmatched += o.responses_unmatched;
+        self.responses_stale += o.responses_stale;
+        self.response_bytes += o.response_bytes;
+        self.requests_sent += o.requests_sent;
+        self.requests_answered += o.requests_answered;
+        self.pacing_timeouts += o.pacing_timeouts;
+        self.latency_us_sum += o.latency_us_sum;
+        self.memory_bytes += o.memory_bytes;
+        for (a, b) in self
+            .latency_us_log2
+            .iter_mut()
+            .zip(o.latency_us_log2.iter())
+        {
+            *a += b;
+        }
+    }
+
     fn record_latency(&mut self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.requests_answered += 1;
@@ -704,7 +775,13 @@ impl Engine {
                 continue;
             }
             family_ok = true;
-            if !self.by_target.contains_key(&AddrPair(cand, target)) {
+            if !self.by_target.contains_key(&AddrPair(cand, target))
+                && self
+                    .cfg
+                    .shared_clients
+                    .as_ref()
+                    .is_none_or(|sh| sh.claim(cand, target))
+            {
                 return Some(cand);
             }
         }
@@ -772,6 +849,9 @@ impl Engine {
         self.mem = self.mem.saturating_sub(SESSION_OVERHEAD + s.buffered());
         self.stats.sessions_active = self.stats.sessions_active.saturating_sub(1);
         self.by_target.remove(&AddrPair(s.client, s.target));
+        if let Some(sh) = &self.cfg.shared_clients {
+            sh.release(s.client, s.target);
+        }
         let cap = AddrPair::of_flow(&s.capture);
         if let Some(ids) = self.by_capture.get_mut(&cap) {
             match ids {

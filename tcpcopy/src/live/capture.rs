@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tcpclone::capture::LinkType;
+use tcpclone::sys::ring::Wake;
 use tcpclone::wire::parse_link;
 use tracing::{debug, info, warn};
 
@@ -229,6 +230,129 @@ fn ts_ns(h: &pcap::PacketHeader, nano: bool) -> u64 {
     (h.ts.tv_sec as u64) * 1_000_000_000 + if nano { sub } else { sub * 1000 }
 }
 
+/// The BPF program of `filter` compiled for frames that start at the IP header (what a
+/// `SOCK_DGRAM` packet ring sees on every device), as the kernel takes it.
+pub fn compile_for_ring(filter: &str) -> Result<Vec<tcpclone::sys::ring::SockFilter>> {
+    let dead = pcap::Capture::dead(pcap::Linktype(dlt::RAW_LINUX))
+        .map_err(|e| anyhow!("cannot set up the BPF compiler: {e}"))?;
+    let prog = dead
+        .compile(filter, true)
+        .with_context(|| format!("-F/--filter: bad filter `{filter}`"))?;
+    // libpcap prints an instruction as "code jt jf k", the fields of `struct sock_filter`.
+    prog.get_instructions()
+        .iter()
+        .map(|i| {
+            let text = i.to_string();
+            let f: Vec<u32> = text
+                .split_whitespace()
+                .map(|w| w.parse::<u32>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| anyhow!("unexpected BPF instruction `{text}`"))?;
+            match f[..] {
+                [code, jt, jf, k] => Ok(tcpclone::sys::ring::SockFilter {
+                    code: code as u16,
+                    jt: jt as u8,
+                    jf: jf as u8,
+                    k,
+                }),
+                _ => Err(anyhow!("unexpected BPF instruction `{text}`")),
+            }
+        })
+        .collect()
+}
+
+/// One device's ring of one worker.
+pub struct LiveRing {
+    /// Device name as given to -i.
+    pub name: String,
+    /// The ring.
+    pub ring: tcpclone::sys::ring::PacketRing,
+}
+
+/// Block size for a ring of `bytes`: a power of two from 128 KiB (a 64 KiB GRO frame and its
+/// headers must fit) to 1 MiB, small enough that the ring has at least 32 blocks where it can
+/// (a block is handed over whole: fewer, larger blocks leave the kernel fewer to fill while
+/// the worker reads one).
+pub fn ring_block_size(bytes: usize) -> usize {
+    let per = (bytes / 32).max(1);
+    let pow = if per.is_power_of_two() {
+        per
+    } else {
+        per.next_power_of_two() / 2
+    };
+    pow.clamp(128 << 10, 1 << 20)
+}
+
+/// Opens `workers` rings on every device, each device's rings in one fanout group, `ring_bytes`
+/// per device shared among the workers. Returns the rings per worker.
+pub fn open_rings(
+    devices: &[String],
+    filter: &str,
+    ring_bytes: usize,
+    workers: usize,
+    retire_ms: u32,
+) -> Result<Vec<Vec<LiveRing>>> {
+    use tcpclone::sys::ring::{interface_index, Fanout, PacketRing, RingConfig};
+    let prog = compile_for_ring(filter)?;
+    let per_worker = (ring_bytes / workers.max(1)).max(128 << 10);
+    let block_size = ring_block_size(per_worker);
+    let block_count = (per_worker / block_size).max(2);
+    let mut out: Vec<Vec<LiveRing>> = (0..workers).map(|_| Vec::new()).collect();
+    for dev in devices {
+        let ifindex = if dev == "any" {
+            0
+        } else {
+            interface_index(dev).with_context(|| format!("-i/--interface: `{dev}`"))?
+        };
+        let mut group = None;
+        for rings in out.iter_mut() {
+            let fanout = match (workers, group) {
+                (1, _) => None,
+                (_, None) => Some(Fanout::New),
+                (_, Some(id)) => Some(Fanout::Join(id)),
+            };
+            let ring = PacketRing::open(&RingConfig {
+                ifindex,
+                block_size,
+                block_count,
+                retire_ms,
+                filter: &prog,
+                fanout,
+                ignore_outgoing: true,
+            })
+            .with_context(|| format!("-i/--interface: cannot capture on `{dev}`"))?;
+            group = group.or(ring.fanout_id());
+            rings.push(LiveRing {
+                name: dev.clone(),
+                ring,
+            });
+        }
+        debug!(device = %dev, workers, block_size, block_count, "capture rings open");
+    }
+    Ok(out)
+}
+
+/// The IP packet of a ring frame, or why it is skipped.
+pub fn ring_ip<'a>(f: &tcpclone::capture::tpacket::RingFrame<'a>) -> Result<&'a [u8], Skip> {
+    use tcpclone::capture::tpacket::PACKET_OUTGOING;
+    if f.pkt_type == PACKET_OUTGOING || !f.protocol.is_ip() || !ip_version_ok(f.data) {
+        return Err(Skip::NotIp);
+    }
+    if f.truncated() {
+        return Err(Skip::Truncated);
+    }
+    Ok(f.data)
+}
+
+/// Why a captured frame does not reach the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Not IP, or this host's own output.
+    NotIp,
+    /// Cut short by the ring.
+    Truncated,
+}
+
 /// One opened live device, ready for its thread.
 pub struct LiveCapture {
     name: String,
@@ -299,6 +423,7 @@ pub fn open_live(
 /// `stop` is set while waiting.
 fn ship(
     tx: &Sender<Batch>,
+    wake: &Wake,
     pool: &BatchPool,
     batch: &mut Batch,
     limit: usize,
@@ -316,6 +441,7 @@ fn ship(
             match tx.try_send(std::mem::take(batch)) {
                 Ok(()) => {
                     *batch = pool.take();
+                    wake.notify();
                     return true;
                 }
                 Err(TrySendError::Full(b)) => {
@@ -327,7 +453,9 @@ fn ship(
             if limit == 0 {
                 pool.queued.fetch_add(len, Ordering::Relaxed);
                 let full = std::mem::replace(batch, pool.take());
-                return tx.send(full).is_ok();
+                let ok = tx.send(full).is_ok();
+                wake.notify();
+                return ok;
             }
         }
         if pool.queued() + len < limit {
@@ -344,11 +472,15 @@ fn ship(
 /// its nice value to `nice` (0: left alone): under load it must drain the kernel ring before
 /// anything else on the host, or segments are lost for good. What it hands to the engine and
 /// the engine has not processed yet stays within `limit` bytes (see [`ship`]).
+// The producer side of the worker's batch channel (tx, wake, pool, counters, stop) is passed
+// as it is; bundling it would only rename the same five things.
+#[allow(clippy::too_many_arguments)]
 pub fn run_live(
     mut lc: LiveCapture,
     nice: i32,
     limit: usize,
     tx: Sender<Batch>,
+    wake: Arc<Wake>,
     pool: BatchPool,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
@@ -380,7 +512,7 @@ pub fn run_live(
                     Some(ip) => {
                         counters.add(&counters.captured_bytes, ip.len() as u64);
                         batch.push(ts_ns(p.header, true), ip);
-                        if batch.due() && !ship(&tx, &pool, &mut batch, limit, &stop) {
+                        if batch.due() && !ship(&tx, &wake, &pool, &mut batch, limit, &stop) {
                             return;
                         }
                     }
@@ -390,7 +522,7 @@ pub fn run_live(
             Err(pcap::Error::TimeoutExpired) => {
                 // Ring empty: hand over what we have now (this is what keeps latency low),
                 // then sleep in poll until the kernel has more.
-                if !ship(&tx, &pool, &mut batch, limit, &stop) {
+                if !ship(&tx, &wake, &pool, &mut batch, limit, &stop) {
                     return;
                 }
                 if last_stats.elapsed() >= STATS_EVERY {
@@ -406,13 +538,13 @@ pub fn run_live(
                 // The device went down or away: count, wait, keep trying (issue 5).
                 counters.add(&counters.capture_errors, 1);
                 warn!(device = %lc.name, error = %e, "capture error; retrying");
-                let _ = ship(&tx, &pool, &mut batch, limit, &stop);
+                let _ = ship(&tx, &wake, &pool, &mut batch, limit, &stop);
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
     }
     read_drops(&mut lc, &counters, &mut drop_seen, &mut ifdrop_seen);
-    let _ = ship(&tx, &pool, &mut batch, 0, &stop);
+    let _ = ship(&tx, &wake, &pool, &mut batch, 0, &stop);
 }
 
 fn read_drops(
@@ -437,11 +569,13 @@ fn read_drops(
 
 /// Replays a capture file into the engine with its own timing divided by `speedup`; packets
 /// go through the same BPF filter as a live capture. Returns when the file ends or on `stop`.
+#[allow(clippy::too_many_arguments)]
 pub fn run_offline(
     path: &Path,
     filter: &str,
     speedup: f64,
     tx: Sender<Batch>,
+    wake: Arc<Wake>,
     pool: BatchPool,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
@@ -467,7 +601,7 @@ pub fn run_offline(
             Ok(p) => p,
             Err(pcap::Error::NoMorePackets) => break,
             Err(e) => {
-                let _ = ship(&tx, &pool, &mut batch, 0, &stop);
+                let _ = ship(&tx, &wake, &pool, &mut batch, 0, &stop);
                 return Err(anyhow!("--offline: `{}`: {e}", path.display()));
             }
         };
@@ -486,7 +620,7 @@ pub fn run_offline(
         let now = Instant::now();
         if due > now {
             // Hand over what is due before sleeping until this packet's time.
-            if !ship(&tx, &pool, &mut batch, 0, &stop) {
+            if !ship(&tx, &wake, &pool, &mut batch, 0, &stop) {
                 return Ok(());
             }
             sleep_until(due, &stop);
@@ -494,11 +628,11 @@ pub fn run_offline(
         counters.add(&counters.captured_bytes, ip.len() as u64);
         // Live time, so the engine's latency figures stay meaningful.
         batch.push(wall_ns(), ip);
-        if batch.due() && !ship(&tx, &pool, &mut batch, 0, &stop) {
+        if batch.due() && !ship(&tx, &wake, &pool, &mut batch, 0, &stop) {
             return Ok(());
         }
     }
-    let _ = ship(&tx, &pool, &mut batch, 0, &stop);
+    let _ = ship(&tx, &wake, &pool, &mut batch, 0, &stop);
     info!(file = %path.display(), "end of capture file");
     Ok(())
 }
@@ -662,24 +796,25 @@ mod tests {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let pool = BatchPool::new(4);
         let stop = AtomicBool::new(false);
+        let wake = Wake::new().unwrap();
         let mut b = Batch::default();
         b.push(1, &[0u8; 100]);
-        assert!(ship(&tx, &pool, &mut b, 1000, &stop));
+        assert!(ship(&tx, &wake, &pool, &mut b, 1000, &stop));
         assert!(b.is_empty());
         assert_eq!(pool.queued(), 100);
         // The channel is full: the batch is kept, nothing counted twice.
         b.push(2, &[0u8; 100]);
-        assert!(ship(&tx, &pool, &mut b, 1000, &stop));
+        assert!(ship(&tx, &wake, &pool, &mut b, 1000, &stop));
         assert_eq!((b.packets.len(), pool.queued()), (1, 100));
         // The engine is done with the first: the kept one goes.
         pool.give(rx.recv().unwrap());
         assert_eq!(pool.queued(), 0);
-        assert!(ship(&tx, &pool, &mut b, 1000, &stop));
+        assert!(ship(&tx, &wake, &pool, &mut b, 1000, &stop));
         assert_eq!((b.is_empty(), pool.queued()), (true, 100));
         // Over the limit it waits for the engine; a stop ends the wait.
         b.push(3, &[0u8; 950]);
         stop.store(true, Ordering::Relaxed);
-        assert!(!ship(&tx, &pool, &mut b, 1000, &stop));
+        assert!(!ship(&tx, &wake, &pool, &mut b, 1000, &stop));
         assert_eq!(b.packets.len(), 1, "nothing lost from the batch");
     }
 

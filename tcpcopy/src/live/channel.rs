@@ -88,6 +88,87 @@ impl ResponseBatch {
     }
 }
 
+impl ResponseBatch {
+    fn push(&mut self, h: &[u8]) {
+        self.data.extend_from_slice(h);
+        self.ends.push(self.data.len() as u32);
+    }
+}
+
+/// One worker's inbox of responses.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    /// The queue.
+    pub tx: crossbeam_channel::Sender<ResponseBatch>,
+    /// Rung after a batch is queued (the worker may be asleep in `poll`).
+    pub wake: Option<Arc<tcpclone::sys::ring::Wake>>,
+}
+
+/// Where the channel puts what intercept reports: one inbox per worker, the one whose engine
+/// owns the response's session (responses of unknown sessions go to worker 0, whose engine
+/// counts them and answers them with a reset).
+#[derive(Debug, Clone)]
+pub struct Responses {
+    inboxes: Arc<Vec<Inbox>>,
+    owners: Option<crate::engine::shared::ClientOwners>,
+}
+
+impl Responses {
+    /// Everything to one inbox.
+    pub fn single(inbox: Inbox) -> Responses {
+        Responses {
+            inboxes: Arc::new(vec![inbox]),
+            owners: None,
+        }
+    }
+
+    /// Spread over `inboxes` by the owners' table.
+    pub fn routed(inboxes: Vec<Inbox>, owners: crate::engine::shared::ClientOwners) -> Responses {
+        Responses {
+            inboxes: Arc::new(inboxes),
+            owners: Some(owners),
+        }
+    }
+
+    /// Queues `headers` for their workers; false when the workers are gone.
+    fn deliver(&self, headers: &[Bytes], counters: &Counters) -> bool {
+        let send = |i: usize, batch: ResponseBatch| -> bool {
+            let inbox = &self.inboxes[i];
+            // Counted before the worker can take it off.
+            counters.add(&counters.responses_queued, batch.bytes());
+            let ok = inbox.tx.send(batch).is_ok();
+            if let Some(w) = &inbox.wake {
+                w.notify();
+            }
+            ok
+        };
+        match &self.owners {
+            Some(owners) if self.inboxes.len() > 1 => {
+                let mut parts: Vec<ResponseBatch> = (0..self.inboxes.len())
+                    .map(|_| ResponseBatch::default())
+                    .collect();
+                owners.with(|owner| {
+                    for h in headers {
+                        let w = crate::engine::response_owner_key(h)
+                            .and_then(|(client, target)| owner(client, target))
+                            .map_or(0, usize::from)
+                            .min(parts.len() - 1);
+                        parts[w].push(h);
+                    }
+                });
+                let mut ok = true;
+                for (i, b) in parts.into_iter().enumerate() {
+                    if !b.is_empty() {
+                        ok &= send(i, b);
+                    }
+                }
+                ok
+            }
+            _ => send(0, ResponseBatch::copy_of(headers)),
+        }
+    }
+}
+
 /// What the engine thread tells the channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ToChannel {
@@ -127,7 +208,7 @@ pub fn spawn(
     connections: u32,
     instance: u64,
     psk: Option<Psk>,
-    responses: crossbeam_channel::Sender<ResponseBatch>,
+    responses: Responses,
     counters: Arc<Counters>,
 ) -> std::io::Result<ChannelHandle> {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -137,6 +218,8 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("intercept-channel".into())
         .spawn(move || {
+            // Not a capture thread: back to the ordinary priority (see --capture-nice).
+            let _ = tcpclone::sys::set_thread_nice(0);
             rt.block_on(route(
                 intercepts,
                 connections as usize,
@@ -164,7 +247,7 @@ async fn route(
     instance: u64,
     psk: Option<Psk>,
     mut rx: mpsc::UnboundedReceiver<ToChannel>,
-    responses: crossbeam_channel::Sender<ResponseBatch>,
+    responses: Responses,
     counters: Arc<Counters>,
 ) {
     let mut conns: Vec<Vec<mpsc::UnboundedSender<ToChannel>>> = Vec::new();
@@ -216,7 +299,7 @@ async fn connection(
     addr: SocketAddr,
     mut ch: Channel,
     mut cmds: mpsc::UnboundedReceiver<ToChannel>,
-    responses: crossbeam_channel::Sender<ResponseBatch>,
+    responses: Responses,
     counters: Arc<Counters>,
 ) {
     let mut warned = false;
@@ -271,7 +354,7 @@ async fn serve(
     stream: TcpStream,
     ch: &mut Channel,
     cmds: &mut mpsc::UnboundedReceiver<ToChannel>,
-    responses: &crossbeam_channel::Sender<ResponseBatch>,
+    responses: &Responses,
     counters: &Counters,
 ) -> String {
     let (mut rd, mut wr) = stream.into_split();
@@ -295,10 +378,7 @@ async fn serve(
                 }
                 Event::Responses(headers) => {
                     counters.add(&counters.responses, headers.len() as u64);
-                    let batch = ResponseBatch::copy_of(&headers);
-                    // Counted before the engine can take it off.
-                    counters.add(&counters.responses_queued, batch.bytes());
-                    if responses.send(batch).is_err() {
+                    if !responses.deliver(&headers, counters) {
                         return String::new();
                     }
                 }
@@ -433,7 +513,18 @@ mod tests {
         std::thread::spawn(move || rt.block_on(fake_intercept(l, add_tx)));
         let counters = Arc::new(Counters::default());
         let (resp_tx, resp_rx) = crossbeam_channel::unbounded();
-        let h = spawn(vec![addr], 1, 1, None, resp_tx, counters.clone()).unwrap();
+        let h = spawn(
+            vec![addr],
+            1,
+            1,
+            None,
+            Responses::single(Inbox {
+                tx: resp_tx,
+                wake: None,
+            }),
+            counters.clone(),
+        )
+        .unwrap();
         (h, add_rx, resp_rx, counters)
     }
 

@@ -25,6 +25,8 @@ pub struct Counters {
     pub sent_packets: AtomicU64,
     /// Bytes sent to the target (IP packets).
     pub sent_bytes: AtomicU64,
+    /// `sendmmsg` calls made (packets sent over calls: the batching achieved).
+    pub send_calls: AtomicU64,
     /// Packets dropped after EAGAIN/ENOBUFS retries.
     pub send_busy: AtomicU64,
     /// Packets refused as larger than the route MTU.
@@ -83,6 +85,7 @@ impl Counters {
             ("capture_errors", g(&self.capture_errors)),
             ("sent", g(&self.sent_packets)),
             ("sent_bytes", g(&self.sent_bytes)),
+            ("send_calls", g(&self.send_calls)),
             ("send_busy_dropped", g(&self.send_busy)),
             ("send_too_large", g(&self.send_too_large)),
             ("send_refused", g(&self.send_refused)),

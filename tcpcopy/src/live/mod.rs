@@ -11,32 +11,26 @@ pub mod capture;
 pub mod channel;
 pub mod counters;
 pub mod sys;
+pub mod worker;
 
 use crate::cli::{check_targets, Settings, Source};
-use crate::engine::{Engine, EngineConfig, EngineEvent};
+use crate::engine::shared::SharedClients;
+use crate::engine::EngineStats;
+use crate::engine::{Engine, EngineConfig};
 use anyhow::{anyhow, Context, Result};
 use capture::{Batch, BatchPool, CHANNEL_BATCHES, POOL_BATCHES};
-use channel::ToChannel;
 use counters::Counters;
-use crossbeam_channel::{select, Receiver};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tcpclone::sys::ring::Wake;
 use tracing::{error, info, warn};
+use worker::{Feed, Worker};
 
-/// Buffer for one outgoing packet (`poll_transmit` needs at least 65,535 bytes).
-const TX_BUF: usize = 65_536;
-/// After the end of an --offline file: stop once nothing was sent or received for this long.
-const OFFLINE_IDLE: Duration = Duration::from_secs(3);
-/// Longest the engine thread sleeps without looking at stop flags and stats.
-const MAX_SLEEP: Duration = Duration::from_millis(250);
-/// How often the engine gives back memory a past peak of sessions left ([`Engine::compact`])
-/// and the allocator's free pages go back to the kernel ([`tcpclone::sys::release_free_memory`]).
-const COMPACT_EVERY: Duration = Duration::from_secs(5);
-/// Most response batches taken from the queue before due timers run (bounds the time timers
-/// wait while intercept keeps sending).
-const RESPONSE_DRAIN: usize = 64;
+/// The ring's block timeout without --capture-block: a segment waits at most about this long
+/// in a block before its worker sees it.
+const DEFAULT_BLOCK_MS: u32 = 1;
 
 /// What a run did, printed at exit.
 #[derive(Debug)]
@@ -146,7 +140,10 @@ pub fn run(settings: Settings) -> Result<Summary> {
 
     let need_v4 = settings.mappings.iter().any(|m| m.target.is_ipv4());
     let need_v6 = settings.mappings.iter().any(|m| m.target.is_ipv6());
-    let raw = sys::RawSender::open(need_v4, need_v6)
+    // One pair of raw sockets per worker, opened before anything runs.
+    let mut raws = (0..settings.workers.max(1))
+        .map(|_| sys::RawSender::open(need_v4, need_v6))
+        .collect::<Result<Vec<_>, _>>()
         .context("cannot open raw IP sockets (root or CAP_NET_RAW needed)")?;
 
     // Signals first, so a SIGTERM during start-up is not lost.
@@ -173,10 +170,27 @@ pub fn run(settings: Settings) -> Result<Summary> {
             }
         })?;
 
+    let workers = settings.workers.max(1);
     let pool = BatchPool::new(POOL_BATCHES);
     let (cap_tx, cap_rx) = crossbeam_channel::bounded::<Batch>(CHANNEL_BATCHES);
+    let wakes: Vec<Arc<Wake>> = (0..workers)
+        .map(|_| Wake::new().map(Arc::new))
+        .collect::<Result<_, _>>()
+        .context("cannot create the workers' wake-up eventfds")?;
     let mut capture_threads = Vec::new();
+    let mut feeds: Vec<Feed> = Vec::new();
     match &settings.source {
+        Source::Live { interfaces } if !settings.capture_pcap => {
+            let rings = capture::open_rings(
+                interfaces,
+                &filter,
+                settings.capture_buffer,
+                workers,
+                settings.capture_block_ms.unwrap_or(DEFAULT_BLOCK_MS),
+            )?;
+            feeds.extend(rings.into_iter().map(Feed::Rings));
+            info!(devices = ?interfaces, ring_mb = settings.capture_buffer >> 20, workers, "capturing");
+        }
         Source::Live { interfaces } => {
             for lc in capture::open_live(
                 interfaces,
@@ -184,8 +198,13 @@ pub fn run(settings: Settings) -> Result<Summary> {
                 settings.capture_buffer,
                 settings.capture_block_ms,
             )? {
-                let (tx, pool, c, s) =
-                    (cap_tx.clone(), pool.clone(), counters.clone(), stop.clone());
+                let (tx, wake, p, c, s) = (
+                    cap_tx.clone(),
+                    wakes[0].clone(),
+                    pool.clone(),
+                    counters.clone(),
+                    stop.clone(),
+                );
                 // -B per device for the ring, and as much again for what the engine has yet to
                 // process (the devices' threads share one channel, so one shared limit).
                 let limit = settings.capture_buffer * interfaces.len();
@@ -193,23 +212,22 @@ pub fn run(settings: Settings) -> Result<Summary> {
                 capture_threads.push(
                     std::thread::Builder::new()
                         .name("capture".into())
-                        .spawn(move || capture::run_live(lc, nice, limit, tx, pool, c, s))?,
+                        .spawn(move || capture::run_live(lc, nice, limit, tx, wake, p, c, s))?,
                 );
             }
-            // The capture threads inherited --capture-nice from this thread (see main); the
-            // engine and the channel run at the ordinary priority.
-            if tcpclone::sys::thread_nice() != 0 {
-                if let Err(e) = tcpclone::sys::set_thread_nice(0) {
-                    warn!("cannot put the engine thread back to nice 0: {e}");
-                }
-            }
-            info!(devices = ?interfaces, ring_mb = settings.capture_buffer >> 20, "capturing");
+            feeds.push(Feed::Batches {
+                rx: cap_rx.clone(),
+                pool: pool.clone(),
+                offline: false,
+            });
+            info!(devices = ?interfaces, ring_mb = settings.capture_buffer >> 20, "capturing with libpcap");
         }
         Source::Offline { path, speedup } => {
-            let (path, speedup, tx, pool, c, s, f) = (
+            let (path, speedup, tx, wake, p, c, s, f) = (
                 path.clone(),
                 *speedup,
                 cap_tx.clone(),
+                wakes[0].clone(),
                 pool.clone(),
                 counters.clone(),
                 stop.clone(),
@@ -220,16 +238,21 @@ pub fn run(settings: Settings) -> Result<Summary> {
                 .with_context(|| format!("--offline: cannot read `{}`", path.display()))?;
             capture_threads.push(std::thread::Builder::new().name("offline".into()).spawn(
                 move || {
-                    if let Err(e) = capture::run_offline(&path, &f, speedup, tx, pool, c, s) {
+                    if let Err(e) = capture::run_offline(&path, &f, speedup, tx, wake, p, c, s) {
                         error!("{e:#}");
                     }
                 },
             )?);
+            feeds.push(Feed::Batches {
+                rx: cap_rx.clone(),
+                pool: pool.clone(),
+                offline: true,
+            });
         }
     }
     drop(cap_tx);
+    drop(cap_rx);
 
-    let (resp_tx, resp_rx) = crossbeam_channel::unbounded();
     let psk = match &settings.secret_file {
         Some(p) => Some(read_secret(p)?),
         None => {
@@ -237,47 +260,146 @@ pub fn run(settings: Settings) -> Result<Summary> {
             None
         }
     };
+    let (shared_clients, owners) = SharedClients::group(workers);
+    let mut inboxes = Vec::new();
+    let mut inbox_rx = Vec::new();
+    for w in &wakes {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        inboxes.push(channel::Inbox {
+            tx,
+            wake: Some(w.clone()),
+        });
+        inbox_rx.push(rx);
+    }
+    let responses = if workers > 1 {
+        channel::Responses::routed(inboxes, owners)
+    } else {
+        channel::Responses::single(inboxes.remove(0))
+    };
     let channel = channel::spawn(
         settings.intercepts.clone(),
         settings.connections,
         channel::instance_id(),
         psk,
-        resp_tx,
+        responses,
         counters.clone(),
     )?;
 
-    let engine = Engine::new(engine_config(&settings));
-    let offline = matches!(settings.source, Source::Offline { .. });
-    let mut lp = EngineLoop {
-        engine,
-        raw,
-        counters: counters.clone(),
-        channel_tx: channel.tx.clone(),
-        buf: vec![0u8; TX_BUF],
-        latency: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
-            .expect("histogram bounds"),
-        last_activity: Instant::now(),
-        cap: tcpclone::limit::RateCap::new(settings.max_pps, settings.max_mbps)
-            .context("--max-pps/--max-mbps")?,
-        origin: Instant::now(),
-        held_until: None,
-        report: if settings.report.is_empty() {
-            None
-        } else {
-            Some(crate::report::Collector::new("raw", None)?)
-        },
+    let origin = Instant::now();
+    let engine_stats = Arc::new(Mutex::new(vec![EngineStats::default(); workers]));
+    let report = if settings.report.is_empty() {
+        None
+    } else {
+        Some(Arc::new(Mutex::new(crate::report::Collector::new(
+            "raw", None,
+        )?)))
     };
-    let latency_us = lp.run(cap_rx, &resp_rx, &sig_rx, &pool, settings.stats, offline);
+    // Limits split among the workers (see --workers).
+    let share = |v: Option<f64>| v.map(|x| x / workers as f64);
+    let mut handles = Vec::new();
+    for (index, ((feed, rx), clients)) in feeds
+        .into_iter()
+        .zip(inbox_rx)
+        .zip(shared_clients)
+        .enumerate()
+    {
+        let mut cfg = engine_config(&settings);
+        cfg.max_memory /= workers;
+        if workers > 1 {
+            cfg.shared_clients = Some(clients);
+        }
+        let raw = raws.pop().context("a raw socket pair per worker")?;
+        let worker = Worker::new(
+            index,
+            feed,
+            rx,
+            wakes[index].clone(),
+            Engine::new(cfg),
+            sys::TxQueue::new(raw),
+            tcpclone::limit::RateCap::new(share(settings.max_pps), share(settings.max_mbps))
+                .context("--max-pps/--max-mbps")?,
+            worker::Shared {
+                counters: counters.clone(),
+                stop: stop.clone(),
+                channel_tx: channel.tx.clone(),
+                engine_stats: engine_stats.clone(),
+                report: report.clone(),
+                origin,
+            },
+        );
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{index}"))
+                .spawn(move || worker.run())?,
+        );
+    }
+    // The workers inherited --capture-nice from this thread (see main): they drain the rings.
+    // This thread only waits for signals and prints --stats.
+    if tcpclone::sys::thread_nice() != 0 {
+        if let Err(e) = tcpclone::sys::set_thread_nice(0) {
+            warn!("cannot put the main thread back to nice 0: {e}");
+        }
+    }
+    let total_stats = || {
+        let t = engine_stats.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sum = EngineStats::default();
+        for s in t.iter() {
+            sum.merge(s);
+        }
+        sum
+    };
+    let stats = settings.stats;
+    let mut next_stats = stats.map(|d| Instant::now() + d);
+    loop {
+        if handles.iter().any(|h| h.is_finished()) {
+            break; // the end of an --offline file (or a worker that failed)
+        }
+        let now = Instant::now();
+        let mut wait = Duration::from_millis(100);
+        if let Some(t) = next_stats {
+            wait = wait.min(t.saturating_duration_since(now));
+        }
+        match sig_rx.recv_timeout(wait) {
+            Ok(sig) => {
+                info!(signal = sig, "stopping");
+                break;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        }
+        if let Some(t) = next_stats {
+            if t <= Instant::now() {
+                // Through the log: standard error, or the -l file.
+                info!(target: "tcpcopy::stats", "{} | engine: {}", counters.line(), total_stats());
+                next_stats = Some(Instant::now() + stats.unwrap_or(Duration::from_secs(1)));
+            }
+        }
+    }
 
-    // Shutdown: stop capture, close the channel, and report.
+    // Shutdown: stop the workers and the capture, close the channel, and report.
     stop.store(true, Ordering::Relaxed);
+    for w in &wakes {
+        w.park();
+        w.notify();
+    }
     sig_handle.close();
-    let engine_report = lp.engine_report();
-    let report = lp
-        .report
-        .take()
-        .map(|c| raw_report(c, &lp.engine.stats(), settings.copies, started.elapsed()));
-    drop(lp);
+    let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .expect("histogram bounds");
+    let mut final_stats = EngineStats::default();
+    for h in handles {
+        match h.join() {
+            Ok(end) => {
+                let _ = latency.add(&end.latency);
+                final_stats.merge(&end.stats);
+            }
+            Err(_) => error!("a worker panicked"),
+        }
+    }
+    // Every worker has ended, so the collector has no other owner left.
+    let report = report
+        .and_then(|c| Arc::try_unwrap(c).ok())
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .map(|c| raw_report(c, &final_stats, settings.copies, started.elapsed()));
     channel.shutdown();
     for t in capture_threads {
         let _ = t.join();
@@ -286,31 +408,20 @@ pub fn run(settings: Settings) -> Result<Summary> {
         print!("{}", crate::report::render_table(r));
         crate::report::write_files(r, &settings.report)?;
     }
+    let h = &latency;
     Ok(Summary {
         counters: counters.pairs(),
-        engine: engine_report,
-        latency_us,
+        engine: final_stats.to_string(),
+        latency_us: (
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max(),
+            h.len(),
+        ),
         elapsed: started.elapsed(),
         cpu: sys::cpu_time(),
     })
-}
-
-/// The engine thread's state.
-struct EngineLoop {
-    engine: Engine,
-    raw: sys::RawSender,
-    counters: Arc<Counters>,
-    channel_tx: tokio::sync::mpsc::UnboundedSender<ToChannel>,
-    buf: Vec<u8>,
-    latency: hdrhistogram::Histogram<u64>,
-    last_activity: Instant,
-    /// --max-pps/--max-mbps, in ns since `origin`.
-    cap: Option<tcpclone::limit::RateCap>,
-    origin: Instant,
-    /// Packets are waiting for the cap until then.
-    held_until: Option<Instant>,
-    /// --report: every answered request's timing.
-    report: Option<crate::report::Collector>,
 }
 
 /// The end-of-run report of raw mode: the answered requests' samples already in `c`, plus the
@@ -337,211 +448,4 @@ fn raw_report(
         connect_failed: st.aborted_handshake,
     };
     c.finish(elapsed)
-}
-
-impl EngineLoop {
-    fn run(
-        &mut self,
-        cap_rx: Receiver<Batch>,
-        resp_rx: &Receiver<channel::ResponseBatch>,
-        sig_rx: &Receiver<i32>,
-        pool: &BatchPool,
-        stats: Option<Duration>,
-        offline: bool,
-    ) -> (u64, u64, u64, u64, u64) {
-        let mut cap_rx = cap_rx;
-        let mut eof = false;
-        let mut next_stats = stats.map(|d| Instant::now() + d);
-        let mut next_compact = Instant::now() + COMPACT_EVERY;
-        loop {
-            let now = Instant::now();
-            let mut deadline = now + MAX_SLEEP;
-            if let Some(t) = self.engine.poll_timeout() {
-                deadline = deadline.min(t);
-            }
-            if let Some(t) = next_stats {
-                deadline = deadline.min(t);
-            }
-            if let Some(t) = self.held_until {
-                deadline = deadline.min(t);
-            }
-            select! {
-                recv(cap_rx) -> b => match b {
-                    Ok(batch) => {
-                        let now = Instant::now();
-                        for (_, ip) in batch.iter() {
-                            self.engine.handle_captured(now, ip);
-                        }
-                        self.flush(now);
-                        let wall = capture::wall_ns();
-                        for (ts, _) in batch.iter() {
-                            let _ = self.latency.record((wall.saturating_sub(ts) / 1000).max(1));
-                        }
-                        pool.give(batch);
-                    }
-                    Err(_) => {
-                        // All capture threads ended: the --offline file is done.
-                        cap_rx = crossbeam_channel::never();
-                        eof = true;
-                        self.last_activity = Instant::now();
-                    }
-                },
-                recv(resp_rx) -> r => if let Ok(headers) = r {
-                    self.take_responses(&headers);
-                },
-                recv(sig_rx) -> s => {
-                    info!(signal = s.unwrap_or(0), "stopping");
-                    break;
-                },
-                default(deadline.saturating_duration_since(now)) => {},
-            }
-            // Responses before timers: when the engine runs behind, a retransmission timer
-            // that is due may be answered by a response already queued; firing it first would
-            // resend for nothing and put more load on an engine that is already late.
-            for _ in 0..RESPONSE_DRAIN {
-                match resp_rx.try_recv() {
-                    Ok(headers) => self.take_responses(&headers),
-                    Err(_) => break,
-                }
-            }
-            let now = Instant::now();
-            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
-                self.engine.handle_timeout(now);
-                self.flush(now);
-            } else if self.held_until.is_some_and(|t| t <= now) {
-                self.flush(now);
-            }
-            if let Some(t) = next_stats {
-                if t <= now {
-                    // Through the log: standard error, or the -l file.
-                    info!(target: "tcpcopy::stats", "{} | engine: {}", self.counters.line(), self.engine_report());
-                    next_stats = Some(now + stats.unwrap_or(Duration::from_secs(1)));
-                }
-            }
-            if now >= next_compact {
-                self.engine.compact();
-                tcpclone::sys::release_free_memory();
-                next_compact = now + COMPACT_EVERY;
-            }
-            if offline && eof {
-                let live = Counters::get(&self.counters.sessions_added)
-                    .saturating_sub(Counters::get(&self.counters.sessions_removed));
-                if live == 0 || self.last_activity.elapsed() >= OFFLINE_IDLE {
-                    info!(
-                        live_sessions = live,
-                        "capture file done and sessions drained; stopping"
-                    );
-                    break;
-                }
-            }
-        }
-        let h = &self.latency;
-        (
-            h.value_at_quantile(0.5),
-            h.value_at_quantile(0.99),
-            h.value_at_quantile(0.999),
-            h.max(),
-            h.len(),
-        )
-    }
-
-    /// Hands one batch of response headers from intercept to the engine, then sends what they
-    /// released.
-    fn take_responses(&mut self, headers: &channel::ResponseBatch) {
-        let now = Instant::now();
-        for h in headers.iter() {
-            self.engine.handle_response(now, h);
-        }
-        self.counters
-            .sub(&self.counters.responses_queued, headers.bytes());
-        if !headers.is_empty() {
-            self.last_activity = now;
-        }
-        self.flush(now);
-    }
-
-    /// Sends everything the engine has ready and forwards its events.
-    fn flush(&mut self, now: Instant) {
-        // Registrations first: intercept must know a clone before its SYN reaches the target,
-        // or the SYN-ACK arrives unowned (parked at best, dropped at worst).
-        self.forward_events();
-        let now_ns = now.saturating_duration_since(self.origin).as_nanos() as u64;
-        self.held_until = None;
-        loop {
-            if let Some(cap) = self.cap.as_mut() {
-                let at = cap.ready_at(now_ns);
-                if at > now_ns {
-                    // Over the cap: what is left stays in the sessions until then.
-                    self.held_until = Some(self.origin + Duration::from_nanos(at));
-                    self.counters.add(&self.counters.rate_held, 1);
-                    break;
-                }
-            }
-            let Some(t) = self.engine.poll_transmit(now, &mut self.buf) else {
-                break;
-            };
-            self.last_activity = now;
-            let pkt = &self.buf[..t.len];
-            if let Some(cap) = self.cap.as_mut() {
-                cap.charge(now_ns, t.len);
-            }
-            match self.raw.send(pkt, t.dst) {
-                Ok(()) => {
-                    self.counters.add(&self.counters.sent_packets, 1);
-                    self.counters.add(&self.counters.sent_bytes, t.len as u64);
-                }
-                Err(e) => {
-                    let c = &self.counters;
-                    let counter = match e {
-                        sys::SendError::Busy => &c.send_busy,
-                        sys::SendError::TooLarge => &c.send_too_large,
-                        sys::SendError::NoSocket | sys::SendError::Refused => &c.send_refused,
-                    };
-                    c.add(counter, 1);
-                }
-            }
-        }
-        self.forward_events();
-    }
-
-    /// Forwards the engine's session events to the intercept channel.
-    fn forward_events(&mut self) {
-        while let Some(ev) = self.engine.poll_event() {
-            let cmd = match ev {
-                EngineEvent::SessionAdded { client, target } => {
-                    self.counters.add(&self.counters.sessions_added, 1);
-                    ToChannel::Add(client, target)
-                }
-                EngineEvent::SessionRemoved { client, target } => {
-                    self.counters.add(&self.counters.sessions_removed, 1);
-                    ToChannel::Remove(client, target)
-                }
-                EngineEvent::RequestTiming {
-                    client,
-                    target,
-                    sent,
-                    answered,
-                } => {
-                    if let Some(c) = self.report.as_mut() {
-                        use std::hash::{BuildHasher, BuildHasherDefault};
-                        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
-                        c.record(crate::report::RequestSample {
-                            session: h.hash_one((client, target)),
-                            sent_at: sent.saturating_duration_since(self.origin),
-                            latency: Some(answered.saturating_duration_since(sent)),
-                            outcome: Some(crate::report::Outcome::Answered),
-                            ..Default::default()
-                        });
-                    }
-                    continue;
-                }
-            };
-            let _ = self.channel_tx.send(cmd);
-        }
-    }
-
-    /// The engine's counters, one line.
-    fn engine_report(&self) -> String {
-        self.engine.stats().to_string()
-    }
 }

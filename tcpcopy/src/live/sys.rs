@@ -8,7 +8,7 @@
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 /// `IPPROTO_RAW` (RFC 791 protocol 255): on Linux a raw socket of this protocol sends packets
@@ -90,6 +90,175 @@ impl RawSender {
                     Some(libc::EMSGSIZE) => return Err(SendError::TooLarge),
                     _ => return Err(SendError::Refused),
                 },
+            }
+        }
+    }
+}
+
+/// Most packets one `sendmmsg` carries.
+pub const TX_BATCH: usize = 64;
+/// Room a packet may need (`Engine::poll_transmit` wants at least 65,535 bytes).
+pub const TX_SLOT: usize = 65_536;
+/// Bytes of the queue's buffer: a full batch of MTU-sized packets plus one slot of room.
+const TX_ARENA: usize = TX_BATCH * 1536 + TX_SLOT;
+
+/// Outcome of one [`TxQueue::flush`]: packets and bytes sent, and the failures by kind.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Flushed {
+    /// Packets the kernel took.
+    pub sent: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Dropped after EAGAIN/ENOBUFS retries.
+    pub busy: u64,
+    /// Refused as larger than the route's MTU.
+    pub too_large: u64,
+    /// Refused for another reason (or no socket for the family).
+    pub refused: u64,
+    /// System calls made.
+    pub calls: u64,
+}
+
+/// Packets written in place by the engine and sent together with `sendmmsg`, one call per run
+/// of packets of one address family.
+#[derive(Debug)]
+pub struct TxQueue {
+    raw: RawSender,
+    arena: Vec<u8>,
+    used: usize,
+    /// (offset, length, destination) per queued packet.
+    queued: Vec<(usize, usize, IpAddr)>,
+}
+
+impl TxQueue {
+    /// A queue over `raw`'s sockets.
+    pub fn new(raw: RawSender) -> TxQueue {
+        TxQueue {
+            raw,
+            arena: vec![0u8; TX_ARENA],
+            used: 0,
+            queued: Vec::with_capacity(TX_BATCH),
+        }
+    }
+
+    /// Whether the next packet must wait for a flush (no room, or a full batch).
+    pub fn is_full(&self) -> bool {
+        self.queued.len() >= TX_BATCH || self.arena.len() - self.used < TX_SLOT
+    }
+
+    /// Packets queued and not sent yet.
+    pub fn len(&self) -> usize {
+        self.queued.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queued.is_empty()
+    }
+
+    /// Room for the next packet (at least [`TX_SLOT`] bytes; call [`TxQueue::is_full`] first).
+    pub fn slot(&mut self) -> &mut [u8] {
+        &mut self.arena[self.used..]
+    }
+
+    /// Queues the `len` bytes just written into [`TxQueue::slot`].
+    pub fn push(&mut self, len: usize, dst: IpAddr) {
+        self.queued.push((self.used, len, dst));
+        // 16-byte aligned starts keep the IP headers aligned for the kernel's copy.
+        self.used = (self.used + len).next_multiple_of(16).min(self.arena.len());
+    }
+
+    /// Sends everything queued; never fails as a whole (failures are counted per packet).
+    pub fn flush(&mut self) -> Flushed {
+        let mut out = Flushed::default();
+        let mut i = 0;
+        while i < self.queued.len() {
+            let v4 = self.queued[i].2.is_ipv4();
+            let mut end = i + 1;
+            while end < self.queued.len() && self.queued[end].2.is_ipv4() == v4 {
+                end += 1;
+            }
+            let sock = if v4 {
+                self.raw.v4.as_ref()
+            } else {
+                self.raw.v6.as_ref()
+            };
+            match sock {
+                Some(sock) => self.send_run(sock.as_raw_fd(), i, end, &mut out),
+                None => out.refused += (end - i) as u64,
+            }
+            i = end;
+        }
+        self.queued.clear();
+        self.used = 0;
+        out
+    }
+
+    /// Sends queued[from..to] (one family) with as few `sendmmsg` calls as the kernel allows.
+    fn send_run(&self, fd: RawFd, from: usize, to: usize, out: &mut Flushed) {
+        let n = to - from;
+        let mut addrs: Vec<SockAddr> = Vec::with_capacity(n);
+        let mut iovs: Vec<libc::iovec> = Vec::with_capacity(n);
+        for &(off, len, dst) in &self.queued[from..to] {
+            addrs.push(SockAddr::from(SocketAddr::new(dst, 0)));
+            iovs.push(libc::iovec {
+                iov_base: self.arena[off..].as_ptr() as *mut libc::c_void,
+                iov_len: len,
+            });
+        }
+        let mut msgs: Vec<libc::mmsghdr> = (0..n)
+            .map(|k| {
+                // SAFETY: msghdr is plain integers and pointers; all-zero is a valid value.
+                let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+                h.msg_name = addrs[k].as_ptr() as *mut libc::c_void;
+                h.msg_namelen = addrs[k].len();
+                h.msg_iov = &iovs[k] as *const libc::iovec as *mut libc::iovec;
+                h.msg_iovlen = 1;
+                libc::mmsghdr {
+                    msg_hdr: h,
+                    msg_len: 0,
+                }
+            })
+            .collect();
+        let mut k = 0;
+        let mut busy = 0;
+        while k < n {
+            out.calls += 1;
+            // SAFETY: msgs[k..] are initialised mmsghdrs whose name, iovec and data pointers
+            // point into `addrs`, `iovs` and `self.arena`, all alive and unmoved for the call;
+            // the kernel only reads them (and writes msg_len).
+            let rc =
+                unsafe { libc::sendmmsg(fd, msgs[k..].as_mut_ptr(), (n - k) as libc::c_uint, 0) };
+            if rc > 0 {
+                for m in &msgs[k..k + rc as usize] {
+                    out.sent += 1;
+                    out.bytes += u64::from(m.msg_len);
+                }
+                k += rc as usize;
+                busy = 0;
+                continue;
+            }
+            // Message k failed: the same policy as [`RawSender::send`].
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
+                    busy += 1;
+                    if busy >= BUSY_TRIES {
+                        out.busy += 1;
+                        k += 1;
+                        busy = 0;
+                    } else {
+                        std::thread::sleep(Duration::from_micros(50 << busy));
+                    }
+                }
+                Some(libc::EMSGSIZE) => {
+                    out.too_large += 1;
+                    k += 1;
+                }
+                _ => {
+                    out.refused += 1;
+                    k += 1;
+                }
             }
         }
     }

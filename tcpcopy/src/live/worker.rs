@@ -1,0 +1,471 @@
+//! One raw-mode worker: its share of the capture (rings read in place), its own engine shard,
+//! timers and sender, on one thread that sleeps in one `poll`.
+//!
+//! A wake-up takes every block the kernel has handed over, feeds the frames to the engine
+//! straight from the ring (no copy, no hand-off to another thread), gives the blocks back,
+//! takes the responses intercept reported for this worker's sessions, runs due timers, and
+//! sends everything the engine produced with as few `sendmmsg` calls as the batch allows.
+//! Files (`--offline`) and the libpcap fallback (`--capture pcap`) feed the same loop through
+//! a channel of copied batches instead of rings.
+//!
+//! Nothing here decides anything about TCP: that is the engine's job.
+
+use super::capture::{self, Batch, BatchPool, LiveRing, Skip};
+use super::channel::{ResponseBatch, ToChannel};
+use super::counters::Counters;
+use super::sys::{Flushed, TxQueue};
+use crate::engine::{Engine, EngineEvent, EngineStats};
+use crossbeam_channel::Receiver;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tcpclone::capture::tpacket::BlockView;
+use tcpclone::sys::ring::{poll_many, Wake};
+use tracing::{info, warn};
+
+/// Longest a worker sleeps without looking at its stop flag and publishing its counters.
+const MAX_SLEEP: Duration = Duration::from_millis(250);
+/// How often a worker gives back memory a past peak of sessions left ([`Engine::compact`]).
+const COMPACT_EVERY: Duration = Duration::from_secs(5);
+/// How often a worker publishes its engine's counters for `--stats` and the summary.
+const PUBLISH_EVERY: Duration = Duration::from_millis(200);
+/// Most response batches taken per wake-up before captured blocks get their turn again.
+const RESPONSE_DRAIN: usize = 64;
+/// Most blocks taken from one ring per round, so that responses and timers are not starved
+/// by a ring that refills as fast as it is read.
+const BLOCKS_PER_ROUND: usize = 8;
+/// After the end of an --offline file: stop once nothing was sent or received for this long.
+const OFFLINE_IDLE: Duration = Duration::from_secs(3);
+
+/// What a worker is fed from.
+pub enum Feed {
+    /// Rings read in place, one per device.
+    Rings(Vec<LiveRing>),
+    /// Copied batches from a file or the libpcap fallback.
+    Batches {
+        /// The batches; disconnected when the producer is done.
+        rx: Receiver<Batch>,
+        /// Where used batches go back.
+        pool: BatchPool,
+        /// Whether the end of the feed ends the run (a file).
+        offline: bool,
+    },
+}
+
+/// Everything a worker shares with the rest of the process.
+pub struct Shared {
+    /// Glue counters (atomics).
+    pub counters: Arc<Counters>,
+    /// Set to stop every worker.
+    pub stop: Arc<AtomicBool>,
+    /// Commands to the intercept channel.
+    pub channel_tx: tokio::sync::mpsc::UnboundedSender<ToChannel>,
+    /// Each worker's latest engine counters, by worker index.
+    pub engine_stats: Arc<Mutex<Vec<EngineStats>>>,
+    /// --report: every answered request's timing.
+    pub report: Option<Arc<Mutex<crate::report::Collector>>>,
+    /// Time zero of the report's samples and of the rate cap.
+    pub origin: Instant,
+}
+
+/// One worker's state.
+pub struct Worker {
+    /// Index (0-based), also in the engine-stats table.
+    pub index: usize,
+    feed: Feed,
+    responses: Receiver<ResponseBatch>,
+    wake: Arc<Wake>,
+    core: Core,
+}
+
+/// A worker's engine and what surrounds it: the sender, the limits, the figures.
+struct Core {
+    engine: Engine,
+    tx: TxQueue,
+    shared: Shared,
+    latency: hdrhistogram::Histogram<u64>,
+    last_activity: Instant,
+    /// --max-pps/--max-mbps (this worker's share), in ns since `origin`.
+    cap: Option<tcpclone::limit::RateCap>,
+    /// Packets are waiting for the cap until then.
+    held_until: Option<Instant>,
+}
+
+/// What a worker hands back when it ends.
+pub struct WorkerEnd {
+    /// Capture-to-engine latency, µs.
+    pub latency: hdrhistogram::Histogram<u64>,
+    /// The engine's final counters.
+    pub stats: EngineStats,
+}
+
+impl Worker {
+    /// A worker over `feed`, taking responses from `responses` (with `wake` rung by their
+    /// producer and by anyone who sets the stop flag).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        index: usize,
+        feed: Feed,
+        responses: Receiver<ResponseBatch>,
+        wake: Arc<Wake>,
+        engine: Engine,
+        tx: TxQueue,
+        cap: Option<tcpclone::limit::RateCap>,
+        shared: Shared,
+    ) -> Worker {
+        Worker {
+            index,
+            feed,
+            responses,
+            wake,
+            core: Core {
+                engine,
+                tx,
+                shared,
+                latency: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
+                    .expect("histogram bounds"),
+                last_activity: Instant::now(),
+                cap,
+                held_until: None,
+            },
+        }
+    }
+
+    /// Runs until the stop flag is set (or the end of an --offline file has drained).
+    pub fn run(mut self) -> WorkerEnd {
+        let mut next_compact = Instant::now() + COMPACT_EVERY;
+        let mut next_publish = Instant::now();
+        let mut eof = false;
+        let mut fds = Vec::new();
+        let mut ready = Vec::new();
+        loop {
+            if self.core.shared.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let mut busy = self.read_feed(&mut eof);
+            // Responses before timers: when the worker runs behind, a retransmission timer
+            // that is due may be answered by a response already queued; firing it first would
+            // resend for nothing and load a worker that is already late.
+            for _ in 0..RESPONSE_DRAIN {
+                match self.responses.try_recv() {
+                    Ok(headers) => {
+                        self.core.take_responses(&headers);
+                        busy = true;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let now = Instant::now();
+            if self.core.engine.poll_timeout().is_some_and(|t| t <= now)
+                || self.core.held_until.is_some_and(|t| t <= now)
+            {
+                self.core.engine.handle_timeout(now);
+            }
+            self.core.flush(now);
+            if now >= next_publish {
+                self.publish();
+                next_publish = now + PUBLISH_EVERY;
+            }
+            if now >= next_compact {
+                self.core.engine.compact();
+                tcpclone::sys::release_free_memory();
+                next_compact = now + COMPACT_EVERY;
+            }
+            if eof {
+                let live = self.core.engine.stats().sessions_active;
+                if live == 0 || self.core.last_activity.elapsed() >= OFFLINE_IDLE {
+                    info!(
+                        live_sessions = live,
+                        "capture file done and sessions drained; stopping"
+                    );
+                    break;
+                }
+            }
+            if busy {
+                continue;
+            }
+            // Nothing to do: sleep until a block, a response, the stop flag or a deadline.
+            self.wake.park();
+            if !self.responses.is_empty() || self.feed_ready() {
+                self.wake.unpark();
+                continue;
+            }
+            let mut deadline = now + MAX_SLEEP;
+            if let Some(t) = self.core.engine.poll_timeout() {
+                deadline = deadline.min(t);
+            }
+            if let Some(t) = self.core.held_until {
+                deadline = deadline.min(t);
+            }
+            if eof {
+                deadline = deadline.min(now + Duration::from_millis(50));
+            }
+            fds.clear();
+            fds.push(self.wake.fd());
+            if let Feed::Rings(rings) = &self.feed {
+                fds.extend(rings.iter().map(|r| r.ring.fd()));
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            // Round up: a poll that returns a few µs before a timer is due would spin.
+            let ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            if let Err(e) = poll_many(&fds, ms, &mut ready) {
+                warn!(worker = self.index, error = %e, "poll failed");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            self.wake.unpark();
+        }
+        self.publish();
+        WorkerEnd {
+            stats: self.core.engine.stats(),
+            latency: self.core.latency,
+        }
+    }
+
+    /// Whether the feed has something to read right now.
+    fn feed_ready(&mut self) -> bool {
+        match &mut self.feed {
+            Feed::Rings(rings) => rings.iter().any(|r| r.ring.has_block()),
+            Feed::Batches { rx, .. } => !rx.is_empty(),
+        }
+    }
+
+    /// Feeds what the capture has to the engine; returns whether there was anything.
+    fn read_feed(&mut self, eof: &mut bool) -> bool {
+        let mut any = false;
+        match &mut self.feed {
+            Feed::Rings(rings) => {
+                let c = self.core.shared.counters.clone();
+                for r in rings.iter_mut() {
+                    for _ in 0..BLOCKS_PER_ROUND {
+                        let Some(block) = r.ring.next_block() else {
+                            break;
+                        };
+                        any = true;
+                        let now = Instant::now();
+                        let (mut frames, mut bytes, mut not_ip, mut cut) = (0u64, 0u64, 0, 0);
+                        let mut stamps = [0u64; 64];
+                        let mut n_stamps = 0;
+                        match BlockView::new_checked(block.bytes()) {
+                            Ok(view) => {
+                                for f in view.frames() {
+                                    let f = match f {
+                                        Ok(f) => f,
+                                        Err(e) => {
+                                            c.add(&c.capture_errors, 1);
+                                            warn!(device = %r.name, "{e}");
+                                            break;
+                                        }
+                                    };
+                                    frames += 1;
+                                    match capture::ring_ip(&f) {
+                                        Ok(ip) => {
+                                            bytes += ip.len() as u64;
+                                            self.core.engine.handle_captured(now, ip);
+                                            if n_stamps < stamps.len() {
+                                                stamps[n_stamps] = f.ts_ns;
+                                                n_stamps += 1;
+                                            }
+                                        }
+                                        Err(Skip::NotIp) => not_ip += 1,
+                                        Err(Skip::Truncated) => cut += 1,
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                c.add(&c.capture_errors, 1);
+                                warn!(device = %r.name, "{e}");
+                            }
+                        }
+                        // The frames were read in place; the kernel may fill the block again.
+                        drop(block);
+                        c.add(&c.captured_frames, frames);
+                        c.add(&c.captured_bytes, bytes);
+                        if not_ip > 0 {
+                            c.add(&c.not_ip, not_ip);
+                        }
+                        if cut > 0 {
+                            c.add(&c.truncated, cut);
+                        }
+                        let wall = capture::wall_ns();
+                        for &ts in &stamps[..n_stamps] {
+                            let _ = self
+                                .core
+                                .latency
+                                .record((wall.saturating_sub(ts) / 1000).max(1));
+                        }
+                        // Send what this block produced before reading the next one: the
+                        // target sees segments as soon as the engine has them.
+                        self.core.flush(now);
+                    }
+                }
+            }
+            Feed::Batches { rx, pool, offline } => {
+                for _ in 0..BLOCKS_PER_ROUND {
+                    match rx.try_recv() {
+                        Ok(batch) => {
+                            any = true;
+                            let now = Instant::now();
+                            for (_, ip) in batch.iter() {
+                                self.core.engine.handle_captured(now, ip);
+                            }
+                            let wall = capture::wall_ns();
+                            for (ts, _) in batch.iter() {
+                                let _ = self
+                                    .core
+                                    .latency
+                                    .record((wall.saturating_sub(ts) / 1000).max(1));
+                            }
+                            pool.give(batch);
+                            self.core.flush(now);
+                        }
+                        Err(crossbeam_channel::TryRecvError::Empty) => break,
+                        Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                            if *offline && !*eof {
+                                *eof = true;
+                                self.core.last_activity = Instant::now();
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        any
+    }
+}
+
+impl Core {
+    /// Hands one batch of response headers from intercept to the engine.
+    fn take_responses(&mut self, headers: &ResponseBatch) {
+        let now = Instant::now();
+        for h in headers.iter() {
+            self.engine.handle_response(now, h);
+        }
+        let c = &self.shared.counters;
+        c.sub(&c.responses_queued, headers.bytes());
+        if !headers.is_empty() {
+            self.last_activity = now;
+        }
+    }
+
+    /// Sends everything the engine has ready (within the rate cap) and forwards its events.
+    fn flush(&mut self, now: Instant) {
+        // Registrations first: intercept must know a clone before its SYN reaches the target,
+        // or the SYN-ACK arrives unowned (parked at best, dropped at worst).
+        self.forward_events();
+        let now_ns = now.saturating_duration_since(self.shared.origin).as_nanos() as u64;
+        self.held_until = None;
+        loop {
+            if let Some(cap) = self.cap.as_mut() {
+                let at = cap.ready_at(now_ns);
+                if at > now_ns {
+                    // Over the cap: what is left stays in the sessions until then.
+                    self.held_until = Some(self.shared.origin + Duration::from_nanos(at));
+                    let c = &self.shared.counters;
+                    c.add(&c.rate_held, 1);
+                    break;
+                }
+            }
+            if self.tx.is_full() {
+                self.send_queued();
+            }
+            let Some(t) = self.engine.poll_transmit(now, self.tx.slot()) else {
+                break;
+            };
+            self.last_activity = now;
+            if let Some(cap) = self.cap.as_mut() {
+                cap.charge(now_ns, t.len);
+            }
+            self.tx.push(t.len, t.dst);
+        }
+        self.forward_events();
+        self.send_queued();
+    }
+
+    fn send_queued(&mut self) {
+        if self.tx.is_empty() {
+            return;
+        }
+        let f: Flushed = self.tx.flush();
+        let c = &self.shared.counters;
+        c.add(&c.sent_packets, f.sent);
+        c.add(&c.sent_bytes, f.bytes);
+        c.add(&c.send_calls, f.calls);
+        if f.busy > 0 {
+            c.add(&c.send_busy, f.busy);
+        }
+        if f.too_large > 0 {
+            c.add(&c.send_too_large, f.too_large);
+        }
+        if f.refused > 0 {
+            c.add(&c.send_refused, f.refused);
+        }
+    }
+
+    /// Forwards the engine's session events to the intercept channel.
+    fn forward_events(&mut self) {
+        while let Some(ev) = self.engine.poll_event() {
+            let c = &self.shared.counters;
+            let cmd = match ev {
+                EngineEvent::SessionAdded { client, target } => {
+                    c.add(&c.sessions_added, 1);
+                    ToChannel::Add(client, target)
+                }
+                EngineEvent::SessionRemoved { client, target } => {
+                    c.add(&c.sessions_removed, 1);
+                    ToChannel::Remove(client, target)
+                }
+                EngineEvent::RequestTiming {
+                    client,
+                    target,
+                    sent,
+                    answered,
+                } => {
+                    if let Some(r) = &self.shared.report {
+                        use std::hash::{BuildHasher, BuildHasherDefault};
+                        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+                        let origin = self.shared.origin;
+                        r.lock().unwrap_or_else(|p| p.into_inner()).record(
+                            crate::report::RequestSample {
+                                session: h.hash_one((client, target)),
+                                sent_at: sent.saturating_duration_since(origin),
+                                latency: Some(answered.saturating_duration_since(sent)),
+                                outcome: Some(crate::report::Outcome::Answered),
+                                ..Default::default()
+                            },
+                        );
+                    }
+                    continue;
+                }
+            };
+            let _ = self.shared.channel_tx.send(cmd);
+        }
+    }
+}
+
+impl Worker {
+    fn publish(&self) {
+        if let Feed::Rings(rings) = &self.feed {
+            for r in rings {
+                read_ring_drops(r, &self.core.shared.counters);
+            }
+        }
+        let mut t = self
+            .core
+            .shared
+            .engine_stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = t.get_mut(self.index) {
+            *slot = self.core.engine.stats();
+        }
+    }
+}
+
+/// Adds a ring's kernel drop counter (read and reset) to the counters.
+pub fn read_ring_drops(r: &LiveRing, counters: &Counters) {
+    match r.ring.stats() {
+        Ok(s) => counters.add(&counters.kernel_drops, u64::from(s.drops)),
+        Err(e) => warn!(device = %r.name, error = %e, "cannot read capture drop counters"),
+    }
+}

@@ -33,6 +33,9 @@ const PACKET_FANOUT_HASH: u32 = 0;
 const PACKET_FANOUT_FLAG_DEFRAG: u32 = 0x8000;
 /// `PACKET_FANOUT_FLAG_UNIQUEID`: the kernel picks a group id no other socket uses.
 const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
+/// `PACKET_FANOUT_FLAG_IGNORE_OUTGOING` (Linux 5.0+): a fanout group delivers through a hook
+/// of its own, which ignores `PACKET_IGNORE_OUTGOING` on the member sockets.
+const PACKET_FANOUT_FLAG_IGNORE_OUTGOING: u32 = 0x4000;
 /// `ETH_P_ALL` (linux/if_ether.h).
 const ETH_P_ALL: u16 = 0x0003;
 /// Offset of `block_status` in `struct tpacket_block_desc`.
@@ -50,6 +53,24 @@ pub struct SockFilter {
     pub jf: u8,
     /// Constant.
     pub k: u32,
+}
+
+impl SockFilter {
+    /// An instruction from its text `code jt jf k` (how libpcap's compiled programs print
+    /// one, e.g. `pcap::BpfInstruction`'s `Display`); `None` when the text is not that.
+    pub fn from_text(text: &str) -> Option<SockFilter> {
+        let mut w = text.split_whitespace().map(|w| w.parse::<u32>().ok());
+        let (code, jt, jf, k) = (w.next()??, w.next()??, w.next()??, w.next()??);
+        if w.next().is_some() {
+            return None;
+        }
+        Some(SockFilter {
+            code: u16::try_from(code).ok()?,
+            jt: u8::try_from(jt).ok()?,
+            jf: u8::try_from(jf).ok()?,
+            k,
+        })
+    }
 }
 
 #[repr(C)]
@@ -269,7 +290,10 @@ impl PacketRing {
         }
         let mut ring = ring;
         if let Some(f) = cfg.fanout {
-            let mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG;
+            let mut mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG;
+            if ring.ignores_outgoing {
+                mode |= PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+            }
             let val = match f {
                 Fanout::New => (mode | PACKET_FANOUT_FLAG_UNIQUEID) << 16,
                 Fanout::Join(id) => u32::from(id) | (mode << 16),
@@ -487,6 +511,38 @@ pub fn poll_many(fds: &[RawFd], timeout_ms: i32, ready: &mut Vec<bool>) -> io::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filter_instructions_from_text() {
+        assert_eq!(
+            SockFilter::from_text("48 0 0 0"),
+            Some(SockFilter {
+                code: 48,
+                jt: 0,
+                jf: 0,
+                k: 0
+            })
+        );
+        assert_eq!(
+            SockFilter::from_text("21 0 5 4294967295"),
+            Some(SockFilter {
+                code: 21,
+                jt: 0,
+                jf: 5,
+                k: u32::MAX
+            })
+        );
+        for bad in [
+            "",
+            "1 2 3",
+            "1 2 3 4 5",
+            "70000 0 0 0",
+            "1 300 0 0",
+            "a b c d",
+        ] {
+            assert_eq!(SockFilter::from_text(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn wake_is_readable_only_when_parked() {

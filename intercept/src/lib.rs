@@ -2,9 +2,10 @@
 //! tcpcopy instance that owns each session.
 //!
 //! Library + binary so tests can run the server with a fake response source (no pcap, no
-//! root): [`server::serve`] takes the responses from an `mpsc` channel that the capture
-//! threads ([`capture`]) or a test feed.
+//! root): [`server::serve`] takes the responses, in [`batch::HeaderBatch`]es, from an `mpsc`
+//! channel that the capture threads ([`capture`]) or a test feed.
 
+pub mod batch;
 pub mod capture;
 pub mod codec;
 pub mod linklayer;

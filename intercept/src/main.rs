@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use intercept::capture::Backend;
 use intercept::server::{serve, ServerConfig, Stats};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
@@ -60,6 +61,21 @@ struct Args {
     /// Most tcpcopy connections.
     #[arg(long = "max-peers", default_value_t = 1024)]
     max_peers: usize,
+    /// Capture back end: `ring` (a TPACKET_V3 ring read in place, one hand-off per block of
+    /// packets) or `pcap` (libpcap in immediate mode, one hand-off per packet).
+    #[arg(long = "capture", value_enum, default_value_t = CaptureArg::Ring)]
+    capture: CaptureArg,
+    /// Capture threads per device (`--capture ring`): the device's traffic is spread over
+    /// that many rings by flow.
+    #[arg(long = "workers", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    workers: u16,
+}
+
+/// `--capture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CaptureArg {
+    Ring,
+    Pcap,
 }
 
 fn parse_allow(list: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
@@ -152,6 +168,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.filter.trim().is_empty() {
         bail!("-F/--filter must select the target's responses, e.g. 'tcp and src port 6379'");
     }
+    let backend = match args.capture {
+        CaptureArg::Ring => Backend::Ring,
+        CaptureArg::Pcap => Backend::Pcap,
+    };
+    let workers = usize::from(args.workers);
+    if backend == Backend::Pcap && workers > 1 {
+        bail!("--workers {workers} needs --capture ring (libpcap captures with one thread per device)");
+    }
     let psk = args.secret_file.as_ref().map(read_secret).transpose()?;
     let allow = parse_allow(&args.allow)?;
     let logfile = init_logging(args.log.as_ref())?;
@@ -164,7 +188,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut captures = Vec::new();
     for dev in &args.interface {
-        captures.push(intercept::capture::open(dev, &args.filter)?);
+        captures.extend(intercept::capture::open(
+            dev,
+            &args.filter,
+            backend,
+            workers,
+        )?);
     }
     let listener = bind(args.bind, args.port)?;
     let local = listener.local_addr()?;
@@ -193,9 +222,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         ..ServerConfig::default()
     };
     tracing::info!(
-        "listening on {local}, capturing on {} with filter {:?}{}",
+        "listening on {local}, capturing on {} with filter {:?} ({}){}",
         args.interface.join(","),
         args.filter,
+        match backend {
+            Backend::Ring => format!("ring, {workers} per device"),
+            Backend::Pcap => "libpcap".to_string(),
+        },
         if cfg.psk.is_some() {
             ", secret required"
         } else {
@@ -210,13 +243,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let (tx, rx) = tokio::sync::mpsc::channel(65_536);
+    let (tx, rx) = tokio::sync::mpsc::channel(intercept::capture::queue_len(backend));
     let mut threads = Vec::new();
     let mut breakers = Vec::new();
     for mut c in captures {
-        breakers.push(c.breaker());
+        breakers.extend(c.breaker());
         let (tx, stats, stop) = (tx.clone(), stats.clone(), stop.clone());
-        let name = format!("capture-{}", c.device);
+        let name = c.thread_name();
         threads.push(
             std::thread::Builder::new()
                 .name(name)

@@ -18,6 +18,7 @@
 //! - Parked responses are delivered in capture order on registration; expired or evicted ones
 //!   are counted as "dropped unknown".
 
+use crate::batch::HeaderBatch;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -219,13 +220,27 @@ impl Router {
     /// One captured response (IP + TCP header): batched for its owner, or parked. `now` must
     /// not go backwards between calls (parking expires in arrival order).
     pub fn handle_response(&mut self, now: Instant, header: Bytes) {
+        let h: &[u8] = &header;
+        self.handle(now, h, Some(&header));
+    }
+
+    /// The responses of one capture batch, in order: each exactly as
+    /// [`handle_response`](Self::handle_response) would take it.
+    pub fn handle_responses(&mut self, now: Instant, batch: &HeaderBatch) {
+        for h in batch {
+            self.handle(now, h, None);
+        }
+    }
+
+    /// `owned`: `header` as `Bytes` when the caller has it, so parking need not copy it.
+    fn handle(&mut self, now: Instant, header: &[u8], owned: Option<&Bytes>) {
         self.counters.responses += 1;
-        let Some(key) = session_of(&header) else {
+        let Some(key) = session_of(header) else {
             self.counters.malformed += 1;
             return;
         };
         if let Some(&peer) = self.sessions.get(&key) {
-            self.route(peer, &header);
+            self.route(peer, header);
             return;
         }
         self.expire(now);
@@ -239,6 +254,10 @@ impl Router {
             self.pop_oldest(None);
         }
         self.park_seq += 1;
+        // A header from a batch is only borrowed (the batch goes once read): parking copies it.
+        let header = owned
+            .cloned()
+            .unwrap_or_else(|| Bytes::copy_from_slice(header));
         let q = self.parked.entry(key).or_default();
         q.push_back((self.park_seq, header));
         self.park_order.push_back((now, key, self.park_seq));
@@ -523,6 +542,45 @@ mod tests {
         r.handle_response(Instant::now(), Bytes::from(h));
         r.flush();
         assert_eq!(r.poll_transmit().map(|(p, _)| p), Some(5));
+    }
+
+    #[test]
+    fn a_batch_routes_and_parks_like_its_headers_one_by_one() {
+        let t = Instant::now();
+        let feed = [
+            hdr(1000, 1),
+            hdr(3000, 2),
+            Bytes::from_static(b"garbage"),
+            hdr(1000, 3),
+            hdr(3000, 4),
+        ];
+        let run = |batched: bool| {
+            let mut r = Router::new(RouterConfig::default());
+            r.add_peer(1);
+            r.session_add(1, key(1000));
+            if batched {
+                let mut b = HeaderBatch::with_capacity(0);
+                for h in &feed {
+                    b.push(h);
+                }
+                r.handle_responses(t, &b);
+            } else {
+                for h in &feed {
+                    r.handle_response(t, h.clone());
+                }
+            }
+            let before = drain(&mut r);
+            r.session_add(1, key(3000));
+            (before, drain(&mut r), r.counters())
+        };
+        let (before, after, c) = run(true);
+        assert_eq!(before, vec![(1, vec![1, 3])]);
+        assert_eq!(after, vec![(1, vec![2, 4])], "parked in capture order");
+        assert_eq!(
+            (c.responses, c.malformed, c.parked, c.unparked),
+            (5, 1, 2, 2)
+        );
+        assert_eq!(run(false), (before, after, c));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! closed, and batches it cannot take meanwhile are dropped and counted; EMFILE on accept backs
 //! off instead of spinning. A malformed frame closes that connection with one log line.
 
+use crate::batch::HeaderBatch;
 use crate::router::{PeerId, Router, RouterConfig, SessionKey};
 use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, HashMap};
@@ -78,7 +79,7 @@ pub struct Stats {
     pub captured: AtomicU64,
     /// Captured packets that were not a complete IP + TCP header.
     pub not_tcp: AtomicU64,
-    /// Packets the kernel dropped before capture (pcap stats).
+    /// Packets the kernel dropped before capture (ring or pcap stats).
     pub kernel_drops: AtomicU64,
     /// Responses the router refused as malformed (not a valid IP + TCP header).
     pub malformed: AtomicU64,
@@ -171,12 +172,16 @@ impl Pending {
     }
 }
 
-/// Serves tcpcopy connections on `listener` until `shutdown` turns true. Responses (IP + TCP
-/// headers) come from `responses` (the capture threads, or a test).
+/// Most responses the router takes from its queue before it flushes and looks at
+/// registrations again.
+const RESPONSES_PER_ROUND: usize = 1024;
+
+/// Serves tcpcopy connections on `listener` until `shutdown` turns true. Responses (batches of
+/// IP + TCP headers) come from `responses` (the capture threads, or a test).
 pub async fn serve(
     listener: TcpListener,
     cfg: ServerConfig,
-    responses: mpsc::Receiver<Bytes>,
+    responses: mpsc::Receiver<HeaderBatch>,
     stats: Arc<Stats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -276,7 +281,7 @@ pub async fn serve(
 
 async fn router_task(
     cfg: RouterConfig,
-    mut responses: mpsc::Receiver<Bytes>,
+    mut responses: mpsc::Receiver<HeaderBatch>,
     mut ctl: mpsc::Receiver<Control>,
     stats: Arc<Stats>,
 ) {
@@ -321,12 +326,18 @@ async fn router_task(
             r = responses.recv(), if capture_open => {
                 match r {
                     None => capture_open = false,
-                    Some(h) => {
+                    Some(b) => {
                         let now = std::time::Instant::now();
-                        router.handle_response(now, h);
-                        for _ in 0..1024 {
+                        router.handle_responses(now, &b);
+                        // Counted in headers, not batches: a round stays as long as it was
+                        // when every header came alone.
+                        let mut taken = b.len();
+                        while taken < RESPONSES_PER_ROUND {
                             match responses.try_recv() {
-                                Ok(h) => router.handle_response(now, h),
+                                Ok(b) => {
+                                    router.handle_responses(now, &b);
+                                    taken += b.len().max(1);
+                                }
                                 Err(_) => break,
                             }
                         }

@@ -65,3 +65,17 @@ fn filter_is_required_and_allow_is_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn capture_backend_and_workers_are_checked() {
+    let (code, err) = run(&["-F", "tcp", "--capture", "bpf"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--capture") && err.contains("ring"), "{err}");
+    let (code, err) = run(&["-F", "tcp", "--workers", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--workers"), "{err}");
+    let (code, err) = run(&["-F", "tcp", "--capture", "pcap", "--workers", "2"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("--capture ring"), "{err}");
+}

@@ -4,7 +4,7 @@
 //! The fake tcpcopy clients use the library's pure client (`tcpclone::proto::client::Channel`),
 //! the same code tcpcopy's glue uses.
 
-use bytes::Bytes;
+use intercept::batch::HeaderBatch;
 use intercept::server::{serve, ServerConfig, Stats};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -19,15 +19,16 @@ use tokio::time::{timeout, Instant};
 
 const TARGET: &str = "198.18.0.2:6379";
 
-/// A response from the target 198.18.0.2:6379 to client 198.18.0.1:`port`, tagged by `seq`.
-fn hdr(port: u16, seq: u32) -> Bytes {
+/// A response from the target 198.18.0.2:6379 to client 198.18.0.1:`port`, tagged by `seq`,
+/// as a batch of one.
+fn hdr(port: u16, seq: u32) -> HeaderBatch {
     let mut h = vec![
         0x45, 0, 0, 45, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1, //
         0x18, 0xeb, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0,
     ];
     h[22..24].copy_from_slice(&port.to_be_bytes());
     h[24..28].copy_from_slice(&seq.to_be_bytes());
-    Bytes::from(h)
+    HeaderBatch::one(&h)
 }
 
 fn seq_of(h: &[u8]) -> (u16, u32) {
@@ -43,7 +44,7 @@ fn client(port: u16) -> SocketAddr {
 
 struct Server {
     addr: SocketAddr,
-    responses: mpsc::Sender<Bytes>,
+    responses: mpsc::Sender<HeaderBatch>,
     stats: Arc<Stats>,
     _shutdown: watch::Sender<bool>,
 }
@@ -387,4 +388,43 @@ async fn responses_leave_without_waiting_for_a_batch_to_fill() {
     eprintln!("injection → fake tcpcopy over loopback: p50 {p50:?}, p99 {p99:?}");
     // The batch is flushed as soon as the router's queue is empty: no timer to wait for.
     assert!(p50 < Duration::from_millis(5), "p50 {p50:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_batch_is_split_by_session_and_early_ones_parked() {
+    let srv = start(ServerConfig::default()).await;
+    let mut a = FakeTcpcopy::connect(srv.addr, 1, None).await.unwrap();
+    let mut b = FakeTcpcopy::connect(srv.addr, 2, None).await.unwrap();
+    a.add(1000).await;
+    b.add(2000).await;
+    settle().await;
+    // One capture block's worth: both owners interleaved and a session nobody registered yet.
+    let mut batch = HeaderBatch::default();
+    for i in 0..100u32 {
+        let port = [1000, 2000, 3000][i as usize % 3];
+        for h in &hdr(port, i) {
+            batch.push(h);
+        }
+    }
+    srv.responses.send(batch).await.unwrap();
+    a.wait_for(34).await;
+    b.wait_for(33).await;
+    assert_eq!(
+        a.got,
+        (0..100).step_by(3).map(|i| (1000, i)).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        b.got,
+        (1..100).step_by(3).map(|i| (2000, i)).collect::<Vec<_>>()
+    );
+    b.add(3000).await;
+    b.wait_for(66).await;
+    assert_eq!(
+        b.got[33..],
+        (2..100).step_by(3).map(|i| (3000, i)).collect::<Vec<_>>()[..],
+        "parked in capture order"
+    );
+    let s = &srv.stats;
+    assert_eq!(s.routed.load(Relaxed), 100);
+    assert_eq!((s.parked.load(Relaxed), s.unparked.load(Relaxed)), (33, 33));
 }

@@ -1,18 +1,19 @@
-//! Live capture of the target's responses with libpcap: one thread per device, each sending
-//! the IP + TCP header of every captured packet to the router.
+//! The libpcap back end (`--capture pcap`): one thread per device in immediate mode, sending
+//! the IP + TCP header of every captured packet to the router as a batch of one.
 
+use super::{reopen_with_backoff, DEVICE_BUFFER};
+use crate::batch::HeaderBatch;
 use crate::linklayer::{ip_tcp_header, SNAPLEN};
 use crate::server::Stats;
 use anyhow::Context;
-use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tcpclone::capture::LinkType;
 use tokio::sync::mpsc;
 
-/// An opened capture on one device.
-pub struct DeviceCapture {
+/// An opened libpcap capture on one device.
+pub struct PcapCapture {
     /// Device name.
     pub device: String,
     filter: String,
@@ -22,13 +23,13 @@ pub struct DeviceCapture {
 
 /// Opens `device` in immediate mode with a snap length covering link + IP + TCP headers, and
 /// applies the BPF `filter`.
-pub fn open(device: &str, filter: &str) -> anyhow::Result<DeviceCapture> {
+pub fn open(device: &str, filter: &str) -> anyhow::Result<PcapCapture> {
     let cap = pcap::Capture::from_device(device)
         .with_context(|| format!("capture device {device}"))?
         .immediate_mode(true)
         .snaplen(SNAPLEN)
         .timeout(100)
-        .buffer_size(8 << 20)
+        .buffer_size(DEVICE_BUFFER as i32)
         .open()
         .with_context(|| format!("cannot capture on {device} (root or CAP_NET_RAW needed)"))?;
     let mut cap = cap;
@@ -41,7 +42,7 @@ pub fn open(device: &str, filter: &str) -> anyhow::Result<DeviceCapture> {
         );
     }
     let breaker = Arc::new(Mutex::new(cap.breakloop_handle()));
-    Ok(DeviceCapture {
+    Ok(PcapCapture {
         device: device.to_string(),
         filter: filter.to_string(),
         cap,
@@ -49,7 +50,7 @@ pub fn open(device: &str, filter: &str) -> anyhow::Result<DeviceCapture> {
     })
 }
 
-impl DeviceCapture {
+impl PcapCapture {
     /// A handle that wakes [`run`](Self::run) from another thread (libpcap's immediate mode
     /// may block without a timeout); set the stop flag, then call `breakloop()` on it.
     /// The handle follows reopens of the capture.
@@ -59,7 +60,7 @@ impl DeviceCapture {
 
     /// Captures until `stop` is set or the router's queue closes; blocks when the router is
     /// behind (the kernel then drops, and those drops are counted from pcap stats).
-    pub fn run(mut self, tx: mpsc::Sender<Bytes>, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
+    pub fn run(mut self, tx: mpsc::Sender<HeaderBatch>, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
         let lt = LinkType::from_dlt(self.cap.get_datalink().0);
         let last_drops = std::cell::Cell::new(0u64);
         let mut last_stats = Instant::now();
@@ -84,7 +85,7 @@ impl DeviceCapture {
                         stats.not_tcp.fetch_add(1, Relaxed);
                         continue;
                     };
-                    if tx.blocking_send(Bytes::copy_from_slice(h)).is_err() {
+                    if tx.blocking_send(HeaderBatch::one(h)).is_err() {
                         break;
                     }
                 }
@@ -97,32 +98,18 @@ impl DeviceCapture {
                     stats.capture_errors.fetch_add(1, Relaxed);
                     tracing::error!("capture on {}: {e}; reopening", self.device);
                     update_drops(&mut self.cap);
-                    let mut delay = Duration::from_millis(100);
-                    loop {
-                        let until = Instant::now() + delay;
-                        while Instant::now() < until && !stop.load(Relaxed) {
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        if stop.load(Relaxed) {
-                            return;
-                        }
-                        match open(&self.device, &self.filter) {
-                            Ok(c) => {
-                                self.cap = c.cap;
-                                last_drops.set(0);
-                                if let Ok(mut b) = self.breaker.lock() {
-                                    *b = self.cap.breakloop_handle();
-                                }
-                                stats.capture_reopens.fetch_add(1, Relaxed);
-                                tracing::info!("capture on {} reopened", self.device);
-                                break;
-                            }
-                            Err(e) => {
-                                tracing::debug!("reopening capture on {}: {e:#}", self.device);
-                                delay = (delay * 2).min(Duration::from_secs(2));
-                            }
-                        }
+                    let Some(c) = reopen_with_backoff(&self.device, &stop, || {
+                        open(&self.device, &self.filter)
+                    }) else {
+                        return;
+                    };
+                    self.cap = c.cap;
+                    last_drops.set(0);
+                    if let Ok(mut b) = self.breaker.lock() {
+                        *b = self.cap.breakloop_handle();
                     }
+                    stats.capture_reopens.fetch_add(1, Relaxed);
+                    tracing::info!("capture on {} reopened", self.device);
                 }
             }
         }

@@ -1,0 +1,179 @@
+//! Live capture of the target's responses, one thread per capture, each handing the router
+//! batches of IP + TCP headers.
+//!
+//! Two back ends: by default the library's `TPACKET_V3` ring ([`ring`]), read in place, one
+//! batch per kernel block, optionally several rings per device in a fanout group; or libpcap
+//! in immediate mode ([`libpcap`], `--capture pcap`), one batch per packet, as intercept always
+//! did. Both reopen a capture whose device went down or away, with the same backoff, and count
+//! it in the same [`Stats`] counters.
+//!
+//! Never sends anything, and never decides where a response goes (that is the router's job).
+
+pub mod bpf;
+pub mod libpcap;
+pub mod ring;
+
+use crate::batch::HeaderBatch;
+use crate::server::Stats;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Which capture back end to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The library's `TPACKET_V3` ring, read in place.
+    Ring,
+    /// libpcap in immediate mode.
+    Pcap,
+}
+
+/// Kernel buffer per device (the ring, or libpcap's buffer), shared by the device's rings.
+pub const DEVICE_BUFFER: usize = 8 << 20;
+
+/// The router's queue: in batches (a ring block each) or, with libpcap, in headers.
+pub fn queue_len(backend: Backend) -> usize {
+    match backend {
+        // A block holds at most ~500 headers: 1,024 blocks bound the queue to ~30 MB.
+        Backend::Ring => 1024,
+        Backend::Pcap => 65_536,
+    }
+}
+
+/// One opened capture, ready for its thread.
+pub enum DeviceCapture {
+    /// One ring of a device (one of `--workers`).
+    Ring(ring::RingCapture),
+    /// A libpcap handle on a device.
+    Pcap(libpcap::PcapCapture),
+}
+
+/// Opens the captures of `device`: `workers` rings in one fanout group, or one libpcap handle
+/// (`workers` must then be 1).
+pub fn open(
+    device: &str,
+    filter: &str,
+    backend: Backend,
+    workers: usize,
+) -> anyhow::Result<Vec<DeviceCapture>> {
+    Ok(match backend {
+        Backend::Ring => ring::open(device, filter, workers)?
+            .into_iter()
+            .map(DeviceCapture::Ring)
+            .collect(),
+        Backend::Pcap => {
+            anyhow::ensure!(workers == 1, "--workers {workers} needs --capture ring");
+            vec![DeviceCapture::Pcap(libpcap::open(device, filter)?)]
+        }
+    })
+}
+
+impl DeviceCapture {
+    /// A name for the capture's thread.
+    pub fn thread_name(&self) -> String {
+        match self {
+            DeviceCapture::Ring(r) => format!("capture-{}-{}", r.device(), r.index()),
+            DeviceCapture::Pcap(p) => format!("capture-{}", p.device),
+        }
+    }
+
+    /// A handle that wakes a libpcap capture blocked in the library: set the stop flag, then
+    /// call `breakloop()` on it. Rings look at the stop flag at least every 100 ms.
+    pub fn breaker(&mut self) -> Option<Arc<Mutex<pcap::BreakLoop>>> {
+        match self {
+            DeviceCapture::Ring(_) => None,
+            DeviceCapture::Pcap(p) => Some(p.breaker()),
+        }
+    }
+
+    /// Captures until `stop` is set or the router's queue closes.
+    pub fn run(self, tx: mpsc::Sender<HeaderBatch>, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
+        match self {
+            DeviceCapture::Ring(r) => r.run(tx, stats, stop),
+            DeviceCapture::Pcap(p) => p.run(tx, stats, stop),
+        }
+    }
+}
+
+/// Waits between attempts to reopen a dead capture: 100 ms, doubling up to 2 s.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (d * 2).min(Duration::from_secs(2));
+        d
+    }
+}
+
+/// Calls `open` until it succeeds, waiting as [`Backoff`] says before each attempt; `None`
+/// when `stop` is set first. Failures are logged at debug level only (the caller logged the
+/// error that started this, and a device down for minutes must not flood the log).
+pub fn reopen_with_backoff<T>(
+    device: &str,
+    stop: &AtomicBool,
+    mut open: impl FnMut() -> anyhow::Result<T>,
+) -> Option<T> {
+    let mut backoff = Backoff::default();
+    loop {
+        let until = Instant::now() + backoff.next_delay();
+        while Instant::now() < until && !stop.load(Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if stop.load(Relaxed) {
+            return None;
+        }
+        match open() {
+            Ok(t) => return Some(t),
+            Err(e) => tracing::debug!("reopening capture on {device}: {e:#}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_two_seconds() {
+        let mut b = Backoff::default();
+        let ms: Vec<u128> = (0..7).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(ms, vec![100, 200, 400, 800, 1600, 2000, 2000]);
+    }
+
+    #[test]
+    fn reopen_retries_until_open_works_or_stop() {
+        let stop = AtomicBool::new(false);
+        let mut tries = 0;
+        let got = reopen_with_backoff("test0", &stop, || {
+            tries += 1;
+            if tries < 2 {
+                anyhow::bail!("device down")
+            }
+            Ok(tries)
+        });
+        assert_eq!(got, Some(2));
+        stop.store(true, Relaxed);
+        let got: Option<()> = reopen_with_backoff("test0", &stop, || unreachable!());
+        assert_eq!(got, None);
+    }
+
+    #[test]
+    fn pcap_takes_one_worker() {
+        let e = open("lo", "tcp", Backend::Pcap, 2).err().unwrap();
+        assert!(e.to_string().contains("--capture ring"), "{e}");
+    }
+}

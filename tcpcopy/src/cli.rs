@@ -123,9 +123,10 @@ pub struct Cli {
     /// --stats, --report and the summary, which add up every worker.
     #[arg(long = "workers", value_name = "N")]
     pub workers: Option<u32>,
-    /// Nice value of the capture threads (-20..=19; 0 leaves them alone). By default they run
-    /// ahead of the rest of the host, so that the kernel's capture ring is drained even when
-    /// the host is busy: a segment dropped there is one no clone can ever get back.
+    /// Nice value of libpcap's capture threads with `--capture pcap` (-20..=19; 0 leaves them
+    /// alone). By default they run ahead of the rest of the host, so that its ring of 64 KiB
+    /// slots is drained even when the host is busy. The workers of the default ring capture
+    /// run at the ordinary priority: their ring holds far more.
     #[arg(
         long = "capture-nice",
         value_name = "N",

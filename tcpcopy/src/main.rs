@@ -85,7 +85,14 @@ fn main() -> ExitCode {
     // --capture-nice: lowering a nice value needs CAP_SYS_NICE, which is about to go. This
     // thread takes the capture threads' value now, they inherit it when live::run starts them,
     // and live::run puts this thread back to 0 right after.
-    if settings.capture_nice < 0 && matches!(settings.source, tcpcopy::cli::Source::Live { .. }) {
+    // Only libpcap's capture thread (--capture pcap) needs it: it copies out of a ring of
+    // 64 KiB slots that overflows in a few ms. The workers that read the block ring run at the
+    // ordinary priority: the ring holds far more, and a worker ahead of everything else would
+    // starve the intercept channel that feeds it responses (and the service it clones).
+    if settings.capture_nice < 0
+        && settings.capture_pcap
+        && matches!(settings.source, tcpcopy::cli::Source::Live { .. })
+    {
         if let Err(e) = tcpclone::sys::set_thread_nice(settings.capture_nice) {
             tracing::debug!("--capture-nice before dropping privileges: {e}");
         }

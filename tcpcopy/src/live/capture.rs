@@ -238,25 +238,12 @@ pub fn compile_for_ring(filter: &str) -> Result<Vec<tcpclone::sys::ring::SockFil
     let prog = dead
         .compile(filter, true)
         .with_context(|| format!("-F/--filter: bad filter `{filter}`"))?;
-    // libpcap prints an instruction as "code jt jf k", the fields of `struct sock_filter`.
     prog.get_instructions()
         .iter()
         .map(|i| {
             let text = i.to_string();
-            let f: Vec<u32> = text
-                .split_whitespace()
-                .map(|w| w.parse::<u32>())
-                .collect::<Result<_, _>>()
-                .map_err(|_| anyhow!("unexpected BPF instruction `{text}`"))?;
-            match f[..] {
-                [code, jt, jf, k] => Ok(tcpclone::sys::ring::SockFilter {
-                    code: code as u16,
-                    jt: jt as u8,
-                    jf: jf as u8,
-                    k,
-                }),
-                _ => Err(anyhow!("unexpected BPF instruction `{text}`")),
-            }
+            tcpclone::sys::ring::SockFilter::from_text(&text)
+                .ok_or_else(|| anyhow!("unexpected BPF instruction `{text}`"))
         })
         .collect()
 }
@@ -270,11 +257,12 @@ pub struct LiveRing {
 }
 
 /// Block size for a ring of `bytes`: a power of two from 128 KiB (a 64 KiB GRO frame and its
-/// headers must fit) to 1 MiB, small enough that the ring has at least 32 blocks where it can
-/// (a block is handed over whole: fewer, larger blocks leave the kernel fewer to fill while
-/// the worker reads one).
+/// headers must fit) to 1 MiB, small enough that the ring has some 1,000 blocks where it can.
+/// Under a steady trickle the kernel retires a block per timeout however little it holds, so
+/// the number of blocks, not their size, sets how long a worker may fall behind before the
+/// kernel drops: 1,024 blocks of 1 ms are a second.
 pub fn ring_block_size(bytes: usize) -> usize {
-    let per = (bytes / 32).max(1);
+    let per = (bytes / 1024).max(1);
     let pow = if per.is_power_of_two() {
         per
     } else {

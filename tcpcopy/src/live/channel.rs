@@ -445,6 +445,87 @@ mod tests {
     }
     use bytes::BytesMut;
     use tcpclone::proto::{encode, Decoder, Message, Role, VERSION};
+
+    /// IPv4 + TCP headers of a response from `target` to `client` (ACK).
+    fn response(client: SocketAddr, target: SocketAddr) -> Bytes {
+        let (SocketAddr::V4(c), SocketAddr::V4(t)) = (client, target) else {
+            unreachable!()
+        };
+        let mut h = vec![0u8; 40];
+        h[0] = 0x45;
+        h[2..4].copy_from_slice(&40u16.to_be_bytes());
+        h[8] = 64;
+        h[9] = 6;
+        h[12..16].copy_from_slice(&t.ip().octets());
+        h[16..20].copy_from_slice(&c.ip().octets());
+        h[20..22].copy_from_slice(&t.port().to_be_bytes());
+        h[22..24].copy_from_slice(&c.port().to_be_bytes());
+        h[32] = 0x50;
+        h[33] = 0x10;
+        Bytes::from(h)
+    }
+
+    #[test]
+    fn responses_reach_the_worker_that_owns_the_session() {
+        let (workers, owners) = crate::engine::shared::SharedClients::group(3);
+        let target: SocketAddr = "198.18.1.2:6380".parse().unwrap();
+        let clients: Vec<SocketAddr> = (0..3)
+            .map(|i| format!("198.18.10.2:{}", 40000 + i).parse().unwrap())
+            .collect();
+        // Client i is owned by worker 2 - i.
+        for (i, c) in clients.iter().enumerate() {
+            assert!(workers[2 - i].claim(*c, target));
+        }
+        let wakes: Vec<_> = (0..3)
+            .map(|_| Arc::new(tcpclone::sys::ring::Wake::new().unwrap()))
+            .collect();
+        let mut rxs = Vec::new();
+        let inboxes = wakes
+            .iter()
+            .map(|w| {
+                let (tx, rx) = crossbeam_channel::unbounded();
+                rxs.push(rx);
+                Inbox {
+                    tx,
+                    wake: Some(w.clone()),
+                }
+            })
+            .collect();
+        let r = Responses::routed(inboxes, owners);
+        let stranger: SocketAddr = "198.18.10.9:1234".parse().unwrap();
+        let headers = vec![
+            response(clients[0], target),
+            response(clients[1], target),
+            response(stranger, target),
+            response(clients[0], target),
+        ];
+        let counters = Counters::default();
+        wakes[1].park();
+        assert!(r.deliver(&headers, &counters));
+        let got: Vec<Vec<Vec<u8>>> = rxs
+            .iter()
+            .map(|rx| {
+                rx.try_iter()
+                    .flat_map(|b| b.iter().map(<[u8]>::to_vec).collect::<Vec<_>>())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(got[2], vec![headers[0].to_vec(), headers[3].to_vec()]);
+        assert_eq!(got[1], vec![headers[1].to_vec()]);
+        assert_eq!(
+            got[0],
+            vec![headers[2].to_vec()],
+            "unknown sessions: worker 0"
+        );
+        let mut ready = Vec::new();
+        tcpclone::sys::ring::poll_many(&[wakes[1].fd()], 0, &mut ready).unwrap();
+        assert_eq!(ready, vec![true], "the parked worker was woken");
+        assert_eq!(
+            Counters::get(&counters.responses_queued),
+            40 * 4,
+            "queued bytes counted for the backlog limit"
+        );
+    }
     use tokio::net::TcpListener;
 
     /// A fake intercept: answers the hello, records registrations, answers each SessionAdd

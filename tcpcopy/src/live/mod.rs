@@ -333,8 +333,9 @@ pub fn run(settings: Settings) -> Result<Summary> {
                 .spawn(move || worker.run())?,
         );
     }
-    // The workers inherited --capture-nice from this thread (see main): they drain the rings.
-    // This thread only waits for signals and prints --stats.
+    // libpcap's capture threads inherited --capture-nice from this thread (see main); the
+    // workers set themselves to 0, and so does this thread, which only waits for signals and
+    // prints --stats.
     if tcpclone::sys::thread_nice() != 0 {
         if let Err(e) = tcpclone::sys::set_thread_nice(0) {
             warn!("cannot put the main thread back to nice 0: {e}");

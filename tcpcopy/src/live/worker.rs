@@ -133,6 +133,13 @@ impl Worker {
 
     /// Runs until the stop flag is set (or the end of an --offline file has drained).
     pub fn run(mut self) -> WorkerEnd {
+        // Ordinary priority, whatever the thread that started us had (--capture-nice is for
+        // libpcap's capture threads only; see main).
+        if tcpclone::sys::thread_nice() != 0 {
+            if let Err(e) = tcpclone::sys::set_thread_nice(0) {
+                warn!(worker = self.index, "cannot run at nice 0: {e}");
+            }
+        }
         let mut next_compact = Instant::now() + COMPACT_EVERY;
         let mut next_publish = Instant::now();
         let mut eof = false;

@@ -145,3 +145,104 @@ lab_stop_tcpcopy() {
     kill -INT "$TCPCOPY"
     for _ in $(seq 30); do kill -0 "$TCPCOPY" 2>/dev/null || break; sleep 0.1; done
 }
+
+# Helpers added for benches/tcpcopy_cost.sh and scripts/demo.sh (the functions above are unchanged):
+#   lab_cpu PID...               CPU time so far of the processes, all threads (utime + stime from
+#                                /proc/PID/stat), in clock ticks: $LAB_TCK per second. Right after
+#                                redis() or lab_nginx(), $LAB_PID is the server's own pid (ip netns
+#                                exec execs it).
+#   lab_nginx NS ADDR PORT NAME  an nginx in NS on ADDR:PORT, once it listens; files in
+#                                $WORK/nginx-NAME, master's pid in $LAB_PID. It serves a 612-byte
+#                                /index.html and POST /upload (bodies up to 1 MB), which it answers
+#                                200 only after reading the whole body. $LAB_NGINX_WORKERS workers (1).
+#   lab_nginx_pids NAME          the pids of that nginx's master and workers.
+#   lab_nginx_ok NAME [MINLEN]   requests it answered 200 so far, of at least MINLEN bytes
+#                                (request line, headers and body), from its access log.
+#   lab_stop PID                 SIGTERM, up to 3 s to exit, then SIGKILL; reaps it and drops it
+#                                from the cleanup's list.
+
+# shellcheck disable=SC2034 # for the scripts that source this file
+LAB_TCK=$(getconf CLK_TCK)
+
+lab_cpu() {
+    local pid t=0 f
+    for pid in "$@"; do
+        # The fields after the ")" closing the command name: state is 1, utime 12, stime 13.
+        f=$(sed 's/^.*) //' "/proc/$pid/stat") || return 1
+        t=$(awk -v t="$t" '{ print t + $12 + $13 }' <<<"$f")
+    done
+    echo "$t"
+}
+
+lab_nginx() {
+    local ns=$1 addr=$2 port=$3 name=$4 dir
+    dir=$WORK/nginx-$name
+    mkdir -p "$dir/html" "$dir/tmp"
+    head -c 612 /dev/zero | tr '\0' x >"$dir/html/index.html"
+    : >"$dir/html/upload"
+    cat >"$dir/nginx.conf" <<CONF
+daemon off;
+master_process on;
+user root;
+worker_processes ${LAB_NGINX_WORKERS:-1};
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    log_format lab '\$status \$request_length';
+    access_log $dir/access.log lab;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    default_type application/octet-stream;
+    keepalive_requests 1000000;
+    server {
+        listen $addr:$port backlog=4096;
+        root $dir/html;
+        location / { }
+        # A POST to a static file is answered 405 (turned into a 200 with /index.html) without
+        # waiting for the body; the mirror reads the whole body first (mirror_request_body on),
+        # so a 200 here means every byte arrived.
+        location = /upload {
+            client_max_body_size 1m;
+            client_body_buffer_size 1m;
+            mirror /_body;
+            error_page 405 =200 /index.html;
+        }
+        location = /_body { internal; return 204; }
+    }
+}
+CONF
+    lab_bg ip netns exec "$ns" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$dir/stdout" 2>&1
+    echo "$LAB_PID" >"$dir/master"
+    for _ in $(seq 100); do
+        inns "$ns" ss -Hltn "sport = :$port" | grep -q LISTEN && pgrep -P "$LAB_PID" >/dev/null && return
+        sleep 0.05
+    done
+    cat "$dir/error.log" >&2
+    echo "$LAB_NAME: nginx on $addr:$port in $ns did not start" >&2
+    exit 1
+}
+
+lab_nginx_pids() {
+    local master
+    master=$(cat "$WORK/nginx-$1/master")
+    echo "$master"
+    pgrep -P "$master"
+}
+
+lab_nginx_ok() {
+    awk -v m="${2:-0}" '$1 == 200 && $2 >= m { n++ } END { print n + 0 }' "$WORK/nginx-$1/access.log" 2>/dev/null || echo 0
+}
+
+lab_stop() {
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 30); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    local pid keep=()
+    for pid in "${LAB_PIDS[@]}"; do [[ $pid == "$1" ]] || keep+=("$pid"); done
+    LAB_PIDS=("${keep[@]}") # so that the cleanup never signals a recycled pid
+}

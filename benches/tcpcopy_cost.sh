@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# Benchmark (not a timed test): what cloning with tcpcopy costs production.
+#
+# One lab (scripts/lab.sh's clone topology: client -> production | bridge: production, target,
+# assistant). Per scenario and round, alternating (the order rotates from round to round):
+#   none      the load against production, nothing cloning;
+#   tcpclone  the same with our tcpcopy cloning to the target (intercept on the assistant);
+#   TCPCopy   the same with TCPCopy 1.x's tcpcopy and intercept 1.0, when TCPCOPY and INTERCEPT
+#             name their binaries (built outside this repository).
+# Per run: the client's rate (req/s; with cloning also against the round's `none` run), the
+# production server's CPU seconds during the load (redis-server, or nginx master + workers),
+# tcpcopy's CPU seconds (whole process, all threads, from its start of the load until the target
+# has received the copies) and its ratio to the server's, % of production's requests the target
+# answered, tcpcopy's kernel_drops and intercept's CPU seconds. Then medians over the rounds.
+#
+# Scenarios (SCENARIOS, default all, space- or comma-separated):
+#   redis        redis-benchmark -t set,get -n REQUESTS (each; default 40,000) -c 10, full speed,
+#                against redis 198.18.10.1:6379, cloned to 198.18.1.2:6380
+#   nginx-ka     wrk -t2 -c20 -d DURATION (3 s), keep-alive, a 612-byte file from nginx
+#                198.18.10.1:80, cloned to 198.18.1.2:8080
+#   nginx-close  the same with "Connection: close" (one connection per request)
+#   nginx-post   wrk -t2 -c8: 256 KB POST bodies that nginx reads in full before answering
+#
+# Usage: sudo benches/tcpcopy_cost.sh [ROUNDS]        (1..20, default 3)
+#   env: SCENARIOS, REQUESTS (1000..2000000), DURATION (1..60 s), TCPCOPY_ARGS (extra flags for
+#   our tcpcopy, e.g. "-C 1"), TCPCOPY=/path/tcpcopy INTERCEPT=/path/intercept (TCPCopy 1.x, both
+#   or neither), WAIT (1..60 s, default 10: how long the target may take after the load to get
+#   the last copies), RESULTS=FILE (keep the per-run table, tab-separated), LOGS=DIR (keep each
+#   run's client output and tcpcopy log), NO_BUILD=1 (use target/release/ as it is).
+# Bounded: each load has a timeout; the target gets at most WAIT s after each load.
+set -euo pipefail
+
+ROUNDS=${1:-3}
+REQUESTS=${REQUESTS:-40000}
+DURATION=${DURATION:-3}
+WAIT=${WAIT:-10}
+SCENARIOS=${SCENARIOS:-redis nginx-ka nginx-close nginx-post}
+read -ra SCENS <<<"${SCENARIOS//,/ }"
+read -ra EXTRA <<<"${TCPCOPY_ARGS:-}"
+usage() { echo "usage: $0 [ROUNDS 1..20]; env SCENARIOS (redis nginx-ka nginx-close nginx-post), REQUESTS 1000..2000000, DURATION 1..60, WAIT 1..60, TCPCOPY_ARGS, TCPCOPY+INTERCEPT, RESULTS, LOGS, NO_BUILD" >&2; exit 2; }
+[[ $ROUNDS =~ ^[0-9]+$ && $REQUESTS =~ ^[0-9]+$ && $DURATION =~ ^[0-9]+$ && $WAIT =~ ^[0-9]+$ ]] || usage
+((ROUNDS >= 1 && ROUNDS <= 20 && REQUESTS >= 1000 && REQUESTS <= 2000000 && DURATION >= 1 && DURATION <= 60)) || usage
+((WAIT >= 1 && WAIT <= 60)) || usage
+[[ -z ${LOGS:-} ]] || mkdir -p "$LOGS"
+((${#SCENS[@]} > 0)) || usage
+for s in "${SCENS[@]}"; do [[ $s =~ ^(redis|nginx-ka|nginx-close|nginx-post)$ ]] || usage; done
+
+# TCPCOPY and INTERCEPT name TCPCopy 1.x's binaries; scripts/lab.sh uses these names for pids.
+EXT_TCPCOPY=${TCPCOPY:-} EXT_INTERCEPT=${INTERCEPT:-}
+unset TCPCOPY INTERCEPT
+MODES=(none tcpclone)
+if [[ -n $EXT_TCPCOPY || -n $EXT_INTERCEPT ]]; then
+    [[ -x $EXT_TCPCOPY && -x $EXT_INTERCEPT ]] || { echo "$0: TCPCOPY and INTERCEPT must both name executables" >&2; exit 2; }
+    EXT_TCPCOPY=$(realpath "$EXT_TCPCOPY") EXT_INTERCEPT=$(realpath "$EXT_INTERCEPT")
+    MODES+=(TCPCopy)
+fi
+
+# shellcheck source=scripts/lab.sh
+source "$(dirname "$0")/../scripts/lab.sh"
+lab_init k redis-server redis-benchmark redis-cli nginx wrk ss pgrep cargo
+if [[ -n ${NO_BUILD:-} ]]; then
+    BIN=$LAB_ROOT/target/release
+else
+    echo "== building tcpcopy and intercept (release)"
+    lab_build -p tcpcopy -p intercept
+fi
+# Copies, so that a build in the work tree while this runs doesn't swap the binaries under it.
+mkdir "$WORK/bin"
+cp "$BIN/tcpcopy" "$BIN/intercept" "$WORK/bin/"
+BIN=$WORK/bin
+lab_clone_topology
+# One client address opening ~30,000 connections a second (nginx-close) holds every even
+# ephemeral port in TIME_WAIT within a second or two; connect() then scans them all on every
+# call (ms each) and the client, not the server, sets the rate. Let the load generator reuse
+# them, as busy clients do; production, target and cloners are left as they are.
+inns "$NS_CLIENT" sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1
+RESULTS_TSV=$WORK/results.tsv
+: >"$RESULTS_TSV"
+
+need_redis=0 need_nginx=0
+for s in "${SCENS[@]}"; do if [[ $s == redis ]]; then need_redis=1; else need_nginx=1; fi; done
+if ((need_redis)); then
+    redis "$NS_PROD" 0.0.0.0 6379
+    REDIS_PROD=$LAB_PID
+    redis "$NS_TARGET" 0.0.0.0 6380
+fi
+if ((need_nginx)); then
+    lab_nginx "$NS_PROD" 198.18.10.1 80 prod
+    lab_nginx "$NS_TARGET" 198.18.1.2 8080 target
+    mapfile -t NGINX_PROD < <(lab_nginx_pids prod)
+    head -c 262144 /dev/zero | tr '\0' x >"$WORK/body"
+    cat >"$WORK/post.lua" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/octet-stream"
+local f = io.open("$WORK/body", "rb")
+wrk.body = f:read("*a")
+f:close()
+EOF
+fi
+
+# Per scenario: ports, the production server's pids, request counters and the load.
+scenario() {
+    SCEN=$1
+    case $SCEN in
+        redis) PORT=6379 TPORT=6380 SERVER=("$REDIS_PROD") ;;
+        *) PORT=80 TPORT=8080 SERVER=("${NGINX_PROD[@]}") MINLEN=0 ;;
+    esac
+    [[ $SCEN != nginx-post ]] || MINLEN=262144
+}
+prod_count() { if [[ $SCEN == redis ]]; then redis_setget "$NS_PROD" 6379; else lab_nginx_ok prod "$MINLEN"; fi; }
+target_count() { if [[ $SCEN == redis ]]; then redis_setget "$NS_TARGET" 6380; else lab_nginx_ok target "$MINLEN"; fi; }
+load() { # -> requests per second; the client's output in $1
+    case $SCEN in
+        redis)
+            inns "$NS_CLIENT" timeout 300 redis-benchmark -h 198.18.10.1 -p 6379 -n "$REQUESTS" -c 10 -t set,get -q >"$1" 2>&1
+            # The overall rate of SET + GET: the harmonic mean of the two.
+            tr '\r' '\n' <"$1" | awk '/requests per second/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+$/) { s += 1 / $i; n++; break } }
+                END { printf "%.0f", s ? n / s : 0 }' ;;
+        nginx-ka) wrk_run "$1" -t2 -c20 http://198.18.10.1/ ;;
+        nginx-close) wrk_run "$1" -t2 -c20 -H "Connection: close" http://198.18.10.1/ ;;
+        nginx-post) wrk_run "$1" -t2 -c8 -s "$WORK/post.lua" http://198.18.10.1/upload ;;
+    esac
+}
+wrk_run() {
+    local out=$1
+    shift
+    inns "$NS_CLIENT" timeout $((DURATION + 30)) wrk -d "${DURATION}s" "$@" >"$out" 2>&1
+    awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out"
+}
+
+# The cloners: start_cloner sets CLONER and ICPT (pids) and LOG; stop_cloner stops both.
+start_cloner() {
+    local port=$1 tport=$2
+    case $MODE in
+        tcpclone)
+            lab_intercept "tcp and src port $tport"
+            ICPT=$INTERCEPT
+            lab_tcpcopy -x "$port-198.18.1.2:$tport" -s 198.18.1.3 "${EXTRA[@]}"
+            CLONER=$TCPCOPY LOG=$WORK/tcpcopy.log ;;
+        TCPCopy)
+            lab_bg ip netns exec "$NS_ASSIST" "$EXT_INTERCEPT" -i "${TAG}sa" -F "tcp and src port $tport" -b 198.18.1.3 \
+                -l "$WORK/intercept1.log" >"$WORK/intercept1.out" 2>&1
+            ICPT=$LAB_PID
+            wait_for "intercept 1.0 listening" inns "$NS_ASSIST" ss -Hltn 'sport = :36524'
+            LOG=$WORK/tcpcopy1.log
+            : >"$LOG"
+            lab_bg ip netns exec "$NS_PROD" "$EXT_TCPCOPY" -x "$port-198.18.1.2:$tport" -s 198.18.1.3 -l "$LOG" \
+                >"$WORK/tcpcopy1.out" 2>&1
+            CLONER=$LAB_PID
+            wait_for "TCPCopy's tcpcopy connected" inns "$NS_PROD" ss -Htn state established 'dport = :36524'
+            sleep 0.3 ;;
+    esac
+}
+wait_for() { # WHAT CMD...: up to 10 s for CMD to print something
+    local what=$1
+    shift
+    for _ in $(seq 100); do [[ -n $("$@") ]] && return; sleep 0.1; done
+    echo "$LAB_NAME: timed out waiting for $what" >&2
+    exit 1
+}
+stop_cloner() {
+    kill -INT "$CLONER" 2>/dev/null || true
+    for _ in $(seq 30); do kill -0 "$CLONER" 2>/dev/null || break; sleep 0.1; done
+    lab_stop "$CLONER"
+    lab_stop "$ICPT"
+}
+alive() {
+    kill -0 "$1" 2>/dev/null && return
+    tail -20 "$LOG" >&2
+    echo "$LAB_NAME: $2 exited during the $SCEN run" >&2
+    exit 1
+}
+secs() { awk -v t="$1" -v k="$LAB_TCK" 'BEGIN { printf "%.2f", t / k }'; }
+
+run() { # SCENARIO MODE ROUND -> one row of results.tsv
+    local round=$3 out p0 g0 s0 s1 t0 t1 i0 i1 rate want got last stable drops
+    MODE=$2
+    out=$WORK/$SCEN-$MODE-$round.out
+    [[ $MODE == none ]] || start_cloner "$PORT" "$TPORT"
+    p0=$(prod_count) g0=$(target_count)
+    s0=$(lab_cpu "${SERVER[@]}")
+    if [[ $MODE != none ]]; then t0=$(lab_cpu "$CLONER") i0=$(lab_cpu "$ICPT"); fi
+    rate=$(load "$out")
+    [[ -z ${LOGS:-} ]] || cp "$out" "$LOGS/$SCEN-$MODE-$round.client"
+    s1=$(lab_cpu "${SERVER[@]}")
+    want=$(($(prod_count) - p0))
+    if [[ $MODE == none ]]; then
+        printf '%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\n' "$SCEN" "$MODE" "$round" "$rate" "$(secs $((s1 - s0)))" >>"$RESULTS_TSV"
+        printf '%-11s r%-2s %-8s %7s req/s           server %5ss  (%d requests)\n' "$SCEN" "$round" "$MODE" "$rate" "$(secs $((s1 - s0)))" "$want"
+        return
+    fi
+    # At most WAIT s for the last copies to land; done early once the target's count stops moving
+    # for 3 s (requests cut off when the client stopped may never complete on either side).
+    last=-1 stable=0
+    for _ in $(seq $((WAIT * 10))); do
+        got=$(($(target_count) - g0))
+        ((got < want)) || break
+        if ((got == last)); then ((++stable < 30)) || break; else stable=0 last=$got; fi
+        sleep 0.1
+    done
+    alive "$CLONER" tcpcopy
+    t1=$(lab_cpu "$CLONER") i1=$(lab_cpu "$ICPT")
+    got=$(($(target_count) - g0))
+    stop_cloner
+    [[ -z ${LOGS:-} ]] || cp "$LOG" "$LOGS/$SCEN-$MODE-$round.log"
+    drops=$(grep -o 'kernel_drops=[0-9]*' "$LOG" | tail -1 | cut -d= -f2 || true)
+    [[ $MODE == tcpclone ]] || drops=- # TCPCopy 1.x captures with a raw socket: no such counter
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$SCEN" "$MODE" "$round" "$rate" "$(secs $((s1 - s0)))" \
+        "$(secs $((t1 - t0)))" "$(awk -v g="$got" -v w="$want" 'BEGIN { printf "%.2f", w ? 100 * g / w : 0 }')" \
+        "${drops:-?}" "$(secs $((i1 - i0)))" >>"$RESULTS_TSV"
+    awk -F'\t' -v n="$want" 'END { r = $5 > 0 ? $6 / $5 : 0
+        printf "%-11s r%-2s %-8s %7s req/s           server %5ss  tcpcopy %5ss (%.2fx server)  delivered %s %% of %d  kernel_drops %s  intercept %ss\n",
+            $1, $3, $2, $4, $5, $6, r, $7, n, $8, $9 }' "$RESULTS_TSV"
+}
+
+# Everything here shares the machine's CPUs: anything else running skews every figure.
+busy() { # % of the CPUs busy over 1 s, by /proc/stat
+    local a b
+    a=$(head -1 /proc/stat) && sleep 1 && b=$(head -1 /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { n = split(a, x, " "); split(b, y, " ")
+        for (i = 2; i <= n; i++) { d = y[i] - x[i]; t += d; if (i == 5 || i == 6) idle += d }
+        printf "%.0f", t ? 100 * (t - idle) / t : 0 }'
+}
+cpu_busy=$(busy)
+((cpu_busy < 10)) || echo "$LAB_NAME: warning: the CPUs were ${cpu_busy}% busy before the first run: other work on this machine skews these figures" >&2
+echo "== $ROUNDS round(s) of: ${SCENS[*]}; modes: ${MODES[*]}${EXTRA[*]:+ (our tcpcopy with ${EXTRA[*]})}"
+for scen in "${SCENS[@]}"; do
+    scenario "$scen"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        n=${#MODES[@]}
+        for ((k = 0; k < n; k++)); do run "$scen" "${MODES[$(((k + r - 1) % n))]}" "$r"; done
+    done
+done
+
+# Medians over the rounds. Columns of results.tsv: scenario mode round rate server_cpu
+# tcpcopy_cpu delivered_pct kernel_drops intercept_cpu; the client's rate and tcpcopy/server are
+# taken per round (against that round's `none` run) before the median.
+[[ -z ${RESULTS:-} ]] || cp "$RESULTS_TSV" "$RESULTS"
+echo
+echo "== medians over $ROUNDS round(s) (rate vs none: the client's req/s with cloning / without, same round)"
+awk -F'\t' '
+    function med(key,   n, i, j, t, a) {
+        n = split(vals[key], a, " ")
+        if (n == 0) return "-"
+        for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function add(key, v) { if (v != "-" && v != "?" && v != "") vals[key] = vals[key] (vals[key] == "" ? "" : " ") v }
+    { rows[NR] = $0; if ($2 == "none") base[$1, $3] = $4
+      if (!($1 in seen)) { seen[$1] = 1; order[++ns] = $1 }
+      if (!(($1, $2) in mseen)) { mseen[$1, $2] = 1; modes[$1] = modes[$1] " " $2 } }
+    END {
+        for (i = 1; i <= NR; i++) {
+            split(rows[i], f, "\t"); k = f[1] SUBSEP f[2]
+            add(k SUBSEP "rate", f[4]); add(k SUBSEP "srv", f[5]); add(k SUBSEP "tc", f[6])
+            add(k SUBSEP "del", f[7]); add(k SUBSEP "drops", f[8]); add(k SUBSEP "ic", f[9])
+            if (f[2] != "none" && base[f[1], f[3]] > 0) add(k SUBSEP "rel", f[4] / base[f[1], f[3]])
+            if (f[2] != "none" && f[5] > 0) add(k SUBSEP "ratio", f[6] / f[5])
+        }
+        printf "%-11s %-8s %8s %8s %9s %10s %9s %10s %7s %11s\n", "scenario", "mode", "req/s", "vs none", "server s", "tcpcopy s", "tc/server", "delivered", "drops", "intercept s"
+        for (s = 1; s <= ns; s++) {
+            sc = order[s]; nm = split(modes[sc], ms, " ")
+            for (m = 1; m <= nm; m++) {
+                k = sc SUBSEP ms[m]
+                rel = med(k SUBSEP "rel"); ratio = med(k SUBSEP "ratio"); tc = med(k SUBSEP "tc")
+                del = med(k SUBSEP "del"); ic = med(k SUBSEP "ic")
+                rel = rel == "-" ? "-" : sprintf("%.3fx", rel); ratio = ratio == "-" ? "-" : sprintf("%.2fx", ratio)
+                tc = tc == "-" ? "-" : sprintf("%.2f", tc); del = del == "-" ? "-" : sprintf("%.2f%%", del)
+                ic = ic == "-" ? "-" : sprintf("%.2f", ic)
+                printf "%-11s %-8s %8.0f %8s %9.2f %10s %9s %10s %7s %11s\n", sc, ms[m], med(k SUBSEP "rate"),
+                    rel, med(k SUBSEP "srv"), tc, ratio, del, med(k SUBSEP "drops"), ic
+            }
+            o = sc SUBSEP "tcpclone"; t = sc SUBSEP "TCPCopy"
+            if (vals[t SUBSEP "tc"] != "" && vals[o SUBSEP "tc"] != "") {
+                a = med(o SUBSEP "ratio"); b = med(t SUBSEP "ratio"); c = med(o SUBSEP "rel"); d = med(t SUBSEP "rel")
+                x = med(t SUBSEP "tc"); x = x > 0 ? sprintf("%.2fx", med(o SUBSEP "tc") / x) : "-"
+                a = (a != "-" && b > 0) ? sprintf("%.2fx", a / b) : "-"
+                c = (c != "-" && d > 0) ? sprintf("%.3fx", c / d) : "-"
+                printf "%-11s tcpclone vs TCPCopy: tcpcopy CPU %s (per server CPU %s), client rate %s, delivered %s%% vs %s%%\n",
+                    sc, x, a, c, med(o SUBSEP "del"), med(t SUBSEP "del")
+            }
+        }
+    }' "$RESULTS_TSV"

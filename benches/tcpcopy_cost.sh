@@ -26,7 +26,8 @@
 #   our tcpcopy, e.g. "-C 1"), TCPCOPY=/path/tcpcopy INTERCEPT=/path/intercept (TCPCopy 1.x, both
 #   or neither), WAIT (1..60 s, default 10: how long the target may take after the load to get
 #   the last copies), RESULTS=FILE (keep the per-run table, tab-separated), LOGS=DIR (keep each
-#   run's client output and tcpcopy log), NO_BUILD=1 (use target/release/ as it is).
+#   run's client output and tcpcopy log), NO_BUILD=1 (use target/release/ as it is),
+#   OURS=DIR (take our tcpcopy and intercept from DIR instead, e.g. an older build for an A/B).
 # Bounded: each load has a timeout; the target gets at most WAIT s after each load.
 set -euo pipefail
 
@@ -58,7 +59,10 @@ fi
 # shellcheck source=scripts/lab.sh
 source "$(dirname "$0")/../scripts/lab.sh"
 lab_init k redis-server redis-benchmark redis-cli nginx wrk ss pgrep cargo
-if [[ -n ${NO_BUILD:-} ]]; then
+if [[ -n ${OURS:-} ]]; then
+    [[ -x $OURS/tcpcopy && -x $OURS/intercept ]] || { echo "$0: OURS must hold tcpcopy and intercept" >&2; exit 2; }
+    BIN=$(realpath "$OURS")
+elif [[ -n ${NO_BUILD:-} ]]; then
     BIN=$LAB_ROOT/target/release
 else
     echo "== building tcpcopy and intercept (release)"

@@ -100,11 +100,12 @@ pub struct Cli {
     /// MSS towards the target (default: from the MTU).
     #[arg(short = 'D', long = "mss", value_name = "BYTES")]
     pub mss: Option<u32>,
-    /// Capture ring per device in MB, shared by the workers; it counts against -m. The ring
-    /// holds packets back to back in blocks (1 MB holds ~10,000 small segments); with
-    /// `--capture pcap` each packet takes a 64 KiB slot (16 per MB) and as much again of
-    /// backlog counts against -m.
-    #[arg(short = 'B', long = "buffer", value_name = "MB", default_value_t = 128)]
+    /// Capture ring per device in MB, shared by the workers, allocated by the kernel at start;
+    /// it counts against -m. The ring holds packets back to back in blocks (1 MB holds ~10,000
+    /// small segments; the default holds a 200 MB upload burst that the clones, paced by the
+    /// target's answers, send more slowly than production received it); with `--capture pcap`
+    /// each packet takes a 64 KiB slot (16 per MB) and as much again of backlog counts.
+    #[arg(short = 'B', long = "buffer", value_name = "MB", default_value_t = 256)]
     pub buffer: u64,
     /// A capture block goes to the worker at most MS ms after its first packet (or as soon as
     /// it is full). Kernels before 6.18 round it up to their timer tick (4 ms at HZ=250).
@@ -794,8 +795,8 @@ mod tests {
         );
         assert_eq!(
             s.engine_memory,
-            (512 - 2 * 32 - 4) << 20,
-            "rings, backlogs and the response queue"
+            (512 - 2 * 16 - 4) << 20,
+            "-B 16 on two devices (the ring has no backlog) and the response queue"
         );
         assert_eq!(
             (s.copies, s.port_shift, s.percentage, s.mss, s.connections),

@@ -20,6 +20,9 @@
 #                198.18.10.1:80, cloned to 198.18.1.2:8080
 #   nginx-close  the same with "Connection: close" (one connection per request)
 #   nginx-post   wrk -t2 -c8: 256 KB POST bodies that nginx reads in full before answering
+#   idle         (not in the default set) one redis-cli sending 300 SETs 10 ms apart: an idle
+#                service, where what counts is how late each segment reaches the target; prints
+#                tcpcopy's capture->engine latency (the send follows in the same wake-up)
 #
 # Usage: sudo benches/tcpcopy_cost.sh [ROUNDS]        (1..20, default 3)
 #   env: SCENARIOS, REQUESTS (1000..2000000), DURATION (1..60 s), TCPCOPY_ARGS (extra flags for
@@ -44,7 +47,7 @@ usage() { echo "usage: $0 [ROUNDS 1..20]; env SCENARIOS (redis nginx-ka nginx-cl
 ((WAIT >= 1 && WAIT <= 60)) || usage
 [[ -z ${LOGS:-} ]] || mkdir -p "$LOGS"
 ((${#SCENS[@]} > 0)) || usage
-for s in "${SCENS[@]}"; do [[ $s =~ ^(redis|nginx-ka|nginx-close|nginx-post)$ ]] || usage; done
+for s in "${SCENS[@]}"; do [[ $s =~ ^(redis|nginx-ka|nginx-close|nginx-post|idle)$ ]] || usage; done
 
 # TCPCOPY and INTERCEPT name TCPCopy 1.x's binaries; scripts/lab.sh uses these names for pids.
 EXT_TCPCOPY=${TCPCOPY:-} EXT_INTERCEPT=${INTERCEPT:-}
@@ -82,7 +85,7 @@ RESULTS_TSV=$WORK/results.tsv
 : >"$RESULTS_TSV"
 
 need_redis=0 need_nginx=0
-for s in "${SCENS[@]}"; do if [[ $s == redis ]]; then need_redis=1; else need_nginx=1; fi; done
+for s in "${SCENS[@]}"; do if [[ $s == redis || $s == idle ]]; then need_redis=1; else need_nginx=1; fi; done
 if ((need_redis)); then
     redis "$NS_PROD" 0.0.0.0 6379
     REDIS_PROD=$LAB_PID
@@ -106,13 +109,13 @@ fi
 scenario() {
     SCEN=$1
     case $SCEN in
-        redis) PORT=6379 TPORT=6380 SERVER=("$REDIS_PROD") ;;
+        redis | idle) PORT=6379 TPORT=6380 SERVER=("$REDIS_PROD") ;;
         *) PORT=80 TPORT=8080 SERVER=("${NGINX_PROD[@]}") MINLEN=0 ;;
     esac
     [[ $SCEN != nginx-post ]] || MINLEN=262144
 }
-prod_count() { if [[ $SCEN == redis ]]; then redis_setget "$NS_PROD" 6379; else lab_nginx_ok prod "$MINLEN"; fi; }
-target_count() { if [[ $SCEN == redis ]]; then redis_setget "$NS_TARGET" 6380; else lab_nginx_ok target "$MINLEN"; fi; }
+prod_count() { if [[ $SCEN == redis || $SCEN == idle ]]; then redis_setget "$NS_PROD" 6379; else lab_nginx_ok prod "$MINLEN"; fi; }
+target_count() { if [[ $SCEN == redis || $SCEN == idle ]]; then redis_setget "$NS_TARGET" 6380; else lab_nginx_ok target "$MINLEN"; fi; }
 load() { # -> requests per second; the client's output in $1
     case $SCEN in
         redis)
@@ -120,6 +123,12 @@ load() { # -> requests per second; the client's output in $1
             # The overall rate of SET + GET: the harmonic mean of the two.
             tr '\r' '\n' <"$1" | awk '/requests per second/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+$/) { s += 1 / $i; n++; break } }
                 END { printf "%.0f", s ? n / s : 0 }' ;;
+        idle)
+            local t0 t1
+            t0=$(date +%s%N)
+            inns "$NS_CLIENT" timeout 60 redis-cli -h 198.18.10.1 -p 6379 -r 300 -i 0.01 SET idle v >"$1" 2>&1
+            t1=$(date +%s%N)
+            awk -v t="$((t1 - t0))" 'BEGIN { printf "%.0f", t ? 300 / (t / 1e9) : 0 }' ;;
         nginx-ka) wrk_run "$1" -t2 -c20 http://198.18.10.1/ ;;
         nginx-close) wrk_run "$1" -t2 -c20 -H "Connection: close" http://198.18.10.1/ ;;
         nginx-post) wrk_run "$1" -t2 -c8 -s "$WORK/post.lua" http://198.18.10.1/upload ;;
@@ -209,6 +218,9 @@ run() { # SCENARIO MODE ROUND -> one row of results.tsv
     [[ -z ${LOGS:-} ]] || cp "$LOG" "$LOGS/$SCEN-$MODE-$round.log"
     drops=$(grep -o 'kernel_drops=[0-9]*' "$LOG" | tail -1 | cut -d= -f2 || true)
     [[ $MODE == tcpclone ]] || drops=- # TCPCopy 1.x captures with a raw socket: no such counter
+    if [[ $SCEN == idle && $MODE == tcpclone ]]; then
+        echo "idle        r$round  $(grep -o 'capture->engine latency_us: .*' "$LOG" | tail -1)"
+    fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$SCEN" "$MODE" "$round" "$rate" "$(secs $((s1 - s0)))" \
         "$(secs $((t1 - t0)))" "$(awk -v g="$got" -v w="$want" 'BEGIN { printf "%.2f", w ? 100 * g / w : 0 }')" \
         "${drops:-?}" "$(secs $((i1 - i0)))" >>"$RESULTS_TSV"

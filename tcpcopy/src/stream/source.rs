@@ -114,7 +114,9 @@ impl LiveSource {
                     what: format!("filter `{filter}`"),
                     source,
                 })?;
-            let linktype = LinkType(cap.get_datalink().0 as u32);
+            // A DLT number is not always the LINKTYPE of the same name (DLT_RAW is 12 on Linux,
+            // LINKTYPE_RAW 101): a tun device's frames were parsed as an unknown link type.
+            let linktype = LinkType::from_dlt(cap.get_datalink().0);
             let (tx, stop, drops) = (tx.clone(), stop.clone(), kernel_drops.clone());
             threads.push(std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {

@@ -234,7 +234,7 @@ pub fn run(settings: Settings) -> Result<Summary> {
                 filter.clone(),
             );
             // Open errors surface here, before anything runs.
-            pcap::Capture::from_file(&path)
+            tcpclone::capture::CaptureReader::open(&path)
                 .with_context(|| format!("--offline: cannot read `{}`", path.display()))?;
             capture_threads.push(std::thread::Builder::new().name("offline".into()).spawn(
                 move || {

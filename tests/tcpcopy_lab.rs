@@ -209,6 +209,48 @@ fn copies_n2_doubles() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// `--workers 2`: the fanout shares the sessions between two engines; `-n 2` and `-c` draw
+/// their client addresses from one table, so the four copies of the sessions never collide on
+/// a 4-tuple and every command reaches the target twice; responses reach the worker that owns
+/// the session (a lost response would stall its clone and show as a shortfall).
+#[test]
+fn two_workers_n2_with_client_ips_doubles() {
+    require_redis_lab!("two_workers_n2_with_client_ips_doubles");
+    let _g = serial();
+    let (mut t, pid) = Topo::redis_lab(
+        Layout::Assistant,
+        "6379-198.18.1.2:6380",
+        &["--workers", "2", "-n", "2", "-c", "198.18.20.1,198.18.20.2"],
+    );
+    let failures = redis_delivery(
+        &mut t,
+        pid,
+        PROD4,
+        "-n 10000 -c 20 -t set,get",
+        &["set", "get"],
+        2,
+        0.999,
+        "redis --workers 2 -n 2 -c",
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Both workers had sessions (20 connections hashed over two rings: all on one side is
+    // 2 in a million).
+    let log = std::fs::read_to_string(t.path("tcpcopy.log")).unwrap_or_default();
+    let per: Vec<u64> = log
+        .lines()
+        .find_map(|l| l.split("sessions cloned per worker: ").nth(1))
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        per.len() == 2 && per.iter().all(|&n| n > 0),
+        "sessions per worker {per:?}:\n{log}"
+    );
+}
+
 /// Raw mode's `--report`: the same JSON and HTML report as stream mode's, from the requests the
 /// engine sent and the answers intercept reported. The files are created before tcpcopy drops
 /// to `nobody` and written at the end.

@@ -41,6 +41,8 @@ pub struct Summary {
     pub engine: String,
     /// Capture-to-engine latency percentiles in µs: (p50, p99, p99.9, max, samples).
     pub latency_us: (u64, u64, u64, u64, u64),
+    /// Sessions each worker cloned, by worker index (how the fanout spread them).
+    pub per_worker: Vec<u64>,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// CPU time of the process.
@@ -56,6 +58,15 @@ impl std::fmt::Display for Summary {
             self.cpu.as_secs_f64()
         )?;
         writeln!(f, "  engine: {}", self.engine)?;
+        if self.per_worker.len() > 1 {
+            let v: Vec<String> = self.per_worker.iter().map(u64::to_string).collect();
+            writeln!(
+                f,
+                "  workers: {}, sessions cloned per worker: {}",
+                self.per_worker.len(),
+                v.join(" ")
+            )?;
+        }
         let mut line = String::new();
         for (k, v) in &self.counters {
             line.push_str(&format!("{k}={v} "));
@@ -387,10 +398,12 @@ pub fn run(settings: Settings) -> Result<Summary> {
     let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
         .expect("histogram bounds");
     let mut final_stats = EngineStats::default();
+    let mut per_worker = Vec::new();
     for h in handles {
         match h.join() {
             Ok(end) => {
                 let _ = latency.add(&end.latency);
+                per_worker.push(end.stats.sessions_cloned);
                 final_stats.merge(&end.stats);
             }
             Err(_) => error!("a worker panicked"),
@@ -420,6 +433,7 @@ pub fn run(settings: Settings) -> Result<Summary> {
             h.max(),
             h.len(),
         ),
+        per_worker,
         elapsed: started.elapsed(),
         cpu: sys::cpu_time(),
     })

@@ -21,38 +21,3 @@ pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
     }
     Ok((old, lim.rlim_cur))
 }
-
-/// Reads and clears the pending error of socket `fd` (`SO_ERROR`), e.g. `ENETDOWN` on a
-/// packet socket whose device went down; `None` when there is none.
-pub fn take_socket_error(fd: std::os::fd::RawFd) -> std::io::Result<Option<std::io::Error>> {
-    let mut err: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `err` is writable for `len` bytes and `len` is passed by pointer, as getsockopt
-    // requires; an invalid `fd` makes the call fail, nothing else.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut err as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((err != 0).then(|| std::io::Error::from_raw_os_error(err)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn socket_error_of_a_healthy_socket_and_of_no_socket() {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
-        assert!(take_socket_error(fd).unwrap().is_none());
-        assert!(take_socket_error(-1).is_err());
-    }
-}

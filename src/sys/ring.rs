@@ -482,6 +482,29 @@ impl Wake {
     }
 }
 
+/// Reads and clears the pending error of socket `fd` (`SO_ERROR`), e.g. `ENETDOWN` on a
+/// packet socket whose device went down; `None` when there is none. (A packet socket in error
+/// stays readable for `poll` until the error is taken.)
+pub fn take_socket_error(fd: RawFd) -> io::Result<Option<io::Error>> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `err` is writable for `len` bytes and `len` is passed by pointer, as getsockopt
+    // requires; an invalid `fd` makes the call fail, nothing else.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
+}
+
 /// Waits until one of `fds` is readable or `timeout_ms` passes (-1: no limit); returns the
 /// readable ones' `revents` in `ready` (same order). EINTR counts as a timeout.
 pub fn poll_many(fds: &[RawFd], timeout_ms: i32, ready: &mut Vec<bool>) -> io::Result<()> {
@@ -542,6 +565,16 @@ mod tests {
         ] {
             assert_eq!(SockFilter::from_text(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn socket_error_taken_once() {
+        let w = Wake::new().unwrap();
+        assert!(take_socket_error(w.fd()).is_err(), "not a socket");
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        use std::os::fd::AsRawFd;
+        assert!(take_socket_error(s.as_raw_fd()).unwrap().is_none());
+        assert!(take_socket_error(-1).is_err());
     }
 
     #[test]

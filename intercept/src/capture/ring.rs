@@ -136,7 +136,7 @@ impl DeviceRings {
         .with_context(|| format!("cannot capture on {dev} (root or CAP_NET_RAW needed)"))?;
         // Bound to a device that is down, the socket holds ENETDOWN: not a usable capture
         // (libpcap refuses such a device too).
-        if let Some(e) = crate::sys::take_socket_error(ring.fd())? {
+        if let Some(e) = tcpclone::sys::ring::take_socket_error(ring.fd())? {
             anyhow::bail!("capture device {dev}: {e}");
         }
         if g.id.is_none() {
@@ -266,7 +266,7 @@ impl RingCapture {
                     // Readable without a block: the socket holds an error (ENETDOWN when the
                     // device went down or away).
                     Ok(()) if ready.first() == Some(&true) && !ring.has_block() => {
-                        match crate::sys::take_socket_error(fd) {
+                        match tcpclone::sys::ring::take_socket_error(fd) {
                             Ok(None) => {}
                             Ok(Some(e)) | Err(e) => failed = Some(e.to_string()),
                         }

@@ -220,11 +220,36 @@ impl Worker {
                 std::thread::sleep(Duration::from_millis(10));
             }
             self.wake.unpark();
+            self.take_ring_errors(&ready);
         }
         self.publish();
         WorkerEnd {
             stats: self.core.engine.stats(),
             latency: self.core.latency,
+        }
+    }
+
+    /// A ring that polls readable without a block holds a socket error (ENETDOWN when its
+    /// device went down): take it, or every poll returns at once and the worker spins. The
+    /// ring keeps working when the device comes back up; `-i any` never sees this.
+    fn take_ring_errors(&mut self, ready: &[bool]) {
+        let Feed::Rings(rings) = &self.feed else {
+            return;
+        };
+        // ready[0] is the wake fd; the rings follow in order.
+        for (r, _) in rings
+            .iter()
+            .zip(ready.iter().skip(1))
+            .filter(|(r, &ready)| ready && !r.ring.has_block())
+        {
+            match tcpclone::sys::ring::take_socket_error(r.ring.fd()) {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => {
+                    let c = &self.core.shared.counters;
+                    c.add(&c.capture_errors, 1);
+                    warn!(device = %r.name, error = %e, "capture error; the ring stays open");
+                }
+            }
         }
     }
 

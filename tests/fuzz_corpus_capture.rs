@@ -100,3 +100,29 @@ fn seeds_keep_their_meaning() {
         );
     }
 }
+
+/// The tpacket_block corpus: every block walks without panic, and the seeds are what the kernel
+/// writes (their frames parse whole).
+#[test]
+fn every_tpacket_block_corpus_file_walks_without_panic() {
+    use tcpclone::capture::tpacket::{fuzz_block, BlockView};
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/tpacket_block");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("corpus directory") {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let name = path.display().to_string();
+        assert!(
+            std::panic::catch_unwind(|| fuzz_block(&data)).is_ok(),
+            "fuzz_block panicked on {name}"
+        );
+        n += 1;
+    }
+    assert!(n >= 2, "corpus has only {n} files");
+    let seed = std::fs::read(dir.join("two_frames")).unwrap();
+    let v = BlockView::new_checked(&seed).unwrap();
+    let frames: Vec<_> = v.frames().collect::<Result<_, _>>().unwrap();
+    assert_eq!(frames.len(), 2);
+    assert_eq!(frames[0].data.len(), 40);
+    assert_eq!(frames[1].pkt_type, tcpclone::capture::tpacket::PACKET_OUTGOING);
+}

@@ -136,6 +136,7 @@ pub trait PacketSink {
     fn flush(&mut self) -> Result<(), Self::Error>;
 }
 
+pub mod bpf;
 mod error;
 mod preload;
 mod reader;

@@ -9,7 +9,6 @@
 //!
 //! Never sends anything, and never decides where a response goes (that is the router's job).
 
-pub mod bpf;
 pub mod libpcap;
 pub mod ring;
 

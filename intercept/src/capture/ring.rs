@@ -12,7 +12,7 @@
 //! the libpcap back end. When the rings of a group are reopened, the first one starts a new
 //! group and the others join it (the old group stays bound to the old device).
 
-use super::{bpf, reopen_with_backoff, DEVICE_BUFFER};
+use super::{reopen_with_backoff, DEVICE_BUFFER};
 use crate::batch::HeaderBatch;
 use crate::linklayer::ip_tcp_header;
 use crate::server::Stats;
@@ -77,7 +77,7 @@ pub struct RingCapture {
 /// Opens `workers` rings on `device` (`any`: every device), filtered by `filter`.
 pub fn open(device: &str, filter: &str, workers: usize) -> anyhow::Result<Vec<RingCapture>> {
     anyhow::ensure!(workers >= 1, "--workers must be at least 1");
-    let prog = bpf::compile(filter, SNAP)?;
+    let prog = tcpclone::capture::bpf::compile_for_ring(filter, SNAP).context("-F")?;
     let per_ring = DEVICE_BUFFER / workers;
     let rings = Arc::new(DeviceRings {
         device: device.to_string(),

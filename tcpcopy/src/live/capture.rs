@@ -230,22 +230,10 @@ fn ts_ns(h: &pcap::PacketHeader, nano: bool) -> u64 {
     (h.ts.tv_sec as u64) * 1_000_000_000 + if nano { sub } else { sub * 1000 }
 }
 
-/// The BPF program of `filter` compiled for frames that start at the IP header (what a
-/// `SOCK_DGRAM` packet ring sees on every device), as the kernel takes it.
+/// The BPF program of `filter` for a capture ring (the library's one filter builder), keeping
+/// whole frames.
 pub fn compile_for_ring(filter: &str) -> Result<Vec<tcpclone::sys::ring::SockFilter>> {
-    let dead = pcap::Capture::dead(pcap::Linktype(dlt::RAW_LINUX))
-        .map_err(|e| anyhow!("cannot set up the BPF compiler: {e}"))?;
-    let prog = dead
-        .compile(filter, true)
-        .with_context(|| format!("-F/--filter: bad filter `{filter}`"))?;
-    prog.get_instructions()
-        .iter()
-        .map(|i| {
-            let text = i.to_string();
-            tcpclone::sys::ring::SockFilter::from_text(&text)
-                .ok_or_else(|| anyhow!("unexpected BPF instruction `{text}`"))
-        })
-        .collect()
+    tcpclone::capture::bpf::compile_for_ring(filter, u32::MAX).context("-F/--filter")
 }
 
 /// One device's ring of one worker.

@@ -1,25 +1,21 @@
-//! The `-F` filter as a BPF program for a capture ring's `SOCK_DGRAM` socket.
+//! Capture filters for the packet rings (`crate::sys::ring`): the user's BPF expression,
+//! compiled by libpcap for a Linux cooked capture (`DLT_LINUX_SLL`), then moved to where a
+//! `SOCK_DGRAM` socket finds the same fields, as libpcap does for its own cooked sockets
+//! (`fix_program` in pcap-linux.c): bytes after the 16-byte cooked header move 16 back (the
+//! socket's data starts at the network header), and the cooked header's protocol and packet
+//! type become the kernel's `SKF_AD_PROTOCOL` and `SKF_AD_PKTTYPE`. So `ip`, `ip6` and `tcp` test
+//! the frame's EtherType exactly as under libpcap, rather than the first nibble a raw-IP program
+//! would look at. A filter that needs other link-header bytes is refused. Every accepting `ret`
+//! is capped at a snap length: the kernel copies only that much of each frame into the ring.
 //!
-//! libpcap compiles the filter for a Linux cooked capture (`DLT_LINUX_SLL`), and its loads
-//! are then moved to where a `SOCK_DGRAM` socket finds the same fields, exactly as libpcap
-//! does for its own cooked sockets (`fix_program` in pcap-linux.c): bytes after the 16-byte
-//! cooked header move 16 back (the socket's data starts at the network header), the cooked
-//! header's protocol and packet type become the kernel's `SKF_AD_PROTOCOL` and
-//! `SKF_AD_PKTTYPE`. So `ip`, `ip6` and `tcp` test the frame's EtherType as they do under
-//! `--capture pcap`, rather than the first nibble a raw-IP program would look at (a frame
-//! whose EtherType says IPv4 but whose bytes do not is then still captured and counted "not
-//! tcp", as before). A filter that needs other link-header bytes is refused.
-//!
-//! Every accepting `ret` is also capped at the snap length: the kernel copies only that much of
-//! each frame into the ring, enough for any IP + TCP header, so a block holds many more frames.
-//!
-//! Pure code apart from libpcap's compiler; never touches a socket.
+//! The one filter builder of tcpcopy's and intercept's rings. The rewrite is pure; only
+//! [`compile_for_ring`] (feature `pcap`) calls libpcap's compiler, and nothing here opens a
+//! socket.
 
-use anyhow::{anyhow, Context};
-use tcpclone::sys::ring::SockFilter;
+use crate::sys::ring::SockFilter;
 
 /// `DLT_LINUX_SLL`: what the program is compiled for.
-const DLT_LINUX_SLL: i32 = 113;
+pub const DLT_LINUX_SLL: i32 = 113;
 /// Length of the cooked header the compiled program assumes in front of the network header.
 const SLL_HDR_LEN: u32 = 16;
 /// Offset of the packet type in the cooked header.
@@ -27,11 +23,11 @@ const SLL_PKTTYPE_AT: u32 = 0;
 /// Offset of the protocol (EtherType) in the cooked header.
 const SLL_PROTOCOL_AT: u32 = 14;
 /// `SKF_AD_OFF` (linux/filter.h): loads from here on read the kernel's ancillary data.
-const SKF_AD_OFF: u32 = (-0x1000i32) as u32;
+pub const SKF_AD_OFF: u32 = (-0x1000i32) as u32;
 /// `SKF_AD_PROTOCOL`: the frame's EtherType (`skb->protocol`).
-const SKF_AD_PROTOCOL: u32 = 0;
+pub const SKF_AD_PROTOCOL: u32 = 0;
 /// `SKF_AD_PKTTYPE`: the frame's packet type (`PACKET_HOST`, `PACKET_OUTGOING`, ...).
-const SKF_AD_PKTTYPE: u32 = 4;
+pub const SKF_AD_PKTTYPE: u32 = 4;
 
 /// Classic BPF opcode fields (linux/bpf_common.h).
 const fn class(code: u16) -> u16 {
@@ -49,30 +45,52 @@ const BPF_MSH: u16 = 0xa0;
 /// `BPF_RET | BPF_K`: return a constant.
 const RET_K: u16 = BPF_RET;
 
+/// Why a filter cannot serve a ring.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BpfError {
+    /// libpcap refused the expression (its message).
+    #[error("bad filter {filter:?}: {message} (a capture ring sees no link-layer header: link-layer filters need --capture pcap)")]
+    Syntax {
+        /// The expression.
+        filter: String,
+        /// libpcap's message.
+        message: String,
+    },
+    /// The program reads link-layer header bytes a ring does not see.
+    #[error("filter {filter:?} reads link-layer header fields (instruction {at}), which a capture ring does not see; use --capture pcap")]
+    LinkLayer {
+        /// The expression.
+        filter: String,
+        /// The instruction's index.
+        at: usize,
+    },
+    /// libpcap's compiler could not be set up, or printed an instruction we cannot read.
+    #[error("BPF compiler: {0}")]
+    Compiler(String),
+}
+
 /// Compiles `filter` for a `SOCK_DGRAM` capture ring, keeping at most `snap` bytes of each
 /// frame (from the network header).
-pub fn compile(filter: &str, snap: u32) -> anyhow::Result<Vec<SockFilter>> {
+#[cfg(feature = "pcap")]
+pub fn compile_for_ring(filter: &str, snap: u32) -> Result<Vec<SockFilter>, BpfError> {
     let dead = pcap::Capture::dead(pcap::Linktype(DLT_LINUX_SLL))
-        .map_err(|e| anyhow!("cannot set up the BPF compiler: {e}"))?;
-    let prog = dead.compile(filter, true).with_context(|| {
-        format!(
-            "bad filter -F {filter:?} (a capture ring sees no link-layer header: link-layer \
-                 filters need --capture pcap)"
-        )
+        .map_err(|e| BpfError::Compiler(e.to_string()))?;
+    let prog = dead.compile(filter, true).map_err(|e| BpfError::Syntax {
+        filter: filter.to_string(),
+        message: e.to_string(),
     })?;
     let mut insns = prog
         .get_instructions()
         .iter()
         .map(|i| {
             let text = i.to_string();
-            SockFilter::from_text(&text).ok_or_else(|| anyhow!("unexpected BPF instruction {text}"))
+            SockFilter::from_text(&text)
+                .ok_or_else(|| BpfError::Compiler(format!("unexpected instruction {text}")))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    for_dgram_socket(&mut insns, snap).map_err(|at| {
-        anyhow!(
-            "filter -F {filter:?} reads link-layer header fields (instruction {at}), which a \
-             capture ring does not see; use --capture pcap"
-        )
+        .collect::<Result<Vec<_>, _>>()?;
+    for_dgram_socket(&mut insns, snap).map_err(|at| BpfError::LinkLayer {
+        filter: filter.to_string(),
+        at,
     })?;
     Ok(insns)
 }
@@ -159,9 +177,10 @@ mod tests {
         assert_eq!(for_dgram_socket(&mut p, 256), Err(1));
     }
 
+    #[cfg(feature = "pcap")]
     #[test]
     fn compiled_filters_test_the_ethertype_and_keep_headers_only() {
-        let p = compile("tcp and src port 6379", 256).unwrap();
+        let p = compile_for_ring("tcp and src port 6379", 256).unwrap();
         assert_eq!(p[0].code, 0x28);
         assert_eq!(p[0].k, SKF_AD_OFF + SKF_AD_PROTOCOL, "{p:?}");
         assert!(p.iter().any(|i| i.code == RET_K && i.k == 256), "{p:?}");
@@ -178,15 +197,15 @@ mod tests {
             "inbound and tcp",
             "tcp[tcpflags] & tcp-syn != 0",
         ] {
-            compile(f, 256).unwrap_or_else(|e| panic!("{f}: {e:#}"));
+            compile_for_ring(f, 256).unwrap_or_else(|e| panic!("{f}: {e:#}"));
         }
         for f in [
             "tcp and link[6] = 0",
             "tcp and ether host 02:00:00:00:00:01",
         ] {
-            let e = compile(f, 256).unwrap_err();
+            let e = compile_for_ring(f, 256).unwrap_err();
             assert!(format!("{e:#}").contains("--capture pcap"), "{e:#}");
         }
-        assert!(compile("tcp and", 256).is_err());
+        assert!(compile_for_ring("tcp and", 256).is_err());
     }
 }

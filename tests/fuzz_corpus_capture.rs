@@ -124,5 +124,8 @@ fn every_tpacket_block_corpus_file_walks_without_panic() {
     let frames: Vec<_> = v.frames().collect::<Result<_, _>>().unwrap();
     assert_eq!(frames.len(), 2);
     assert_eq!(frames[0].data.len(), 40);
-    assert_eq!(frames[1].pkt_type, tcpclone::capture::tpacket::PACKET_OUTGOING);
+    assert_eq!(
+        frames[1].pkt_type,
+        tcpclone::capture::tpacket::PACKET_OUTGOING
+    );
 }

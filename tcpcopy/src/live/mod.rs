@@ -362,6 +362,9 @@ pub fn run(settings: Settings) -> Result<Summary> {
     };
     let stats = settings.stats;
     let mut next_stats = stats.map(|d| Instant::now() + d);
+    // The allocator's free pages go back to the kernel from here, once for the process: the
+    // workers compact their own engines, but malloc_trim walks every thread's arena.
+    let mut next_trim = Instant::now() + worker::COMPACT_EVERY;
     loop {
         if handles.iter().any(|h| h.is_finished()) {
             break; // the end of an --offline file (or a worker that failed)
@@ -378,6 +381,10 @@ pub fn run(settings: Settings) -> Result<Summary> {
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        }
+        if next_trim <= Instant::now() {
+            tcpclone::sys::release_free_memory();
+            next_trim = Instant::now() + worker::COMPACT_EVERY;
         }
         if let Some(t) = next_stats {
             if t <= Instant::now() {

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 /// Longest a worker sleeps without looking at its stop flag and publishing its counters.
 const MAX_SLEEP: Duration = Duration::from_millis(250);
 /// How often a worker gives back memory a past peak of sessions left ([`Engine::compact`]).
-const COMPACT_EVERY: Duration = Duration::from_secs(5);
+pub const COMPACT_EVERY: Duration = Duration::from_secs(5);
 /// How often a worker publishes its engine's counters for `--stats` and the summary.
 const PUBLISH_EVERY: Duration = Duration::from_millis(200);
 /// Most response batches taken per wake-up before captured blocks get their turn again.
@@ -175,7 +175,6 @@ impl Worker {
             }
             if now >= next_compact {
                 self.core.engine.compact();
-                tcpclone::sys::release_free_memory();
                 next_compact = now + COMPACT_EVERY;
             }
             if eof {

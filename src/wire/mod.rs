@@ -7,6 +7,7 @@
 //! `Vec<u8>` alike. This module never logs, never allocates per packet and never performs I/O.
 
 pub mod checksum;
+pub mod gso;
 mod ethernet;
 mod icmp;
 mod ipv4;

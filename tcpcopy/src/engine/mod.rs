@@ -94,6 +94,11 @@ pub struct EngineConfig {
     pub linger: Duration,
     /// Emit [`EngineEvent::RequestTiming`] per answered request.
     pub request_timing_events: bool,
+    /// Most payload bytes one [`Transmit`] may carry as a TCP super-segment for the sender (or
+    /// the kernel behind it) to cut into MSS-sized pieces (segmentation offload); a value no
+    /// larger than a session's MSS keeps one segment per transmit. Rounded down to whole MSS
+    /// pieces and kept under 64 KiB of IP packet.
+    pub gso_max: usize,
     /// With several workers: the table of client addresses all their engines draw from
     /// (`None`: this engine is alone and its own table suffices).
     pub shared_clients: Option<shared::SharedClients>,
@@ -125,18 +130,24 @@ impl Default for EngineConfig {
             max_retransmits: 12,
             linger: Duration::from_secs(2),
             request_timing_events: false,
+            gso_max: 0,
             shared_clients: None,
         }
     }
 }
 
-/// A packet ready for the raw socket.
+/// A packet ready for the sender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
-    /// Bytes written into the caller's buffer (a whole IPv4/IPv6 packet, checksums complete).
+    /// Bytes written into the caller's buffer (a whole IPv4/IPv6 packet; checksums complete
+    /// unless `gso_size` is set).
     pub len: usize,
     /// Destination address (for `sendto` on the raw socket).
     pub dst: IpAddr,
+    /// Set for a super-segment (see [`EngineConfig::gso_max`]): the MSS to cut its payload
+    /// into. Its TCP checksum field then holds only the pseudo-header sum, for the kernel to
+    /// finish (`tcpclone::wire::gso`).
+    pub gso_size: Option<u16>,
 }
 
 /// Things the glue must act on besides sending packets.
@@ -1033,6 +1044,7 @@ impl Engine {
                     return Some(Transmit {
                         len,
                         dst: r.target.ip(),
+                        gso_size: None,
                     });
                 }
             }
@@ -1050,8 +1062,12 @@ impl Engine {
             let mut cx = ctx!(self, now);
             let out = s.transmit(&mut cx, buf);
             self.after(id, gen, out.is_some());
-            if let Some(len) = out {
-                return Some(Transmit { len, dst });
+            if let Some(sent) = out {
+                return Some(Transmit {
+                    len: sent.len,
+                    dst,
+                    gso_size: sent.gso_size,
+                });
             }
         }
         None

@@ -291,6 +291,12 @@ pub(crate) struct OutSegment<'a> {
 /// checksum over the pseudo-header, header, options and payload (the fixed words' sums come
 /// from the [`PathSums`]).
 pub(crate) fn build(seg: &OutSegment<'_>, buf: &mut [u8]) -> Option<usize> {
+    build_with(seg, buf, false)
+}
+
+/// [`build`], or with `partial`, the TCP checksum left for segmentation offload to finish: the
+/// field holds the pseudo-header sum only ([`tcpclone::wire::gso::partial_tcp_checksum`]).
+pub(crate) fn build_with(seg: &OutSegment<'_>, buf: &mut [u8], partial: bool) -> Option<usize> {
     let path = &seg.path;
     let mut optbuf = [0u8; 40];
     let olen = write_opts(&seg.opts, &mut optbuf);
@@ -348,8 +354,12 @@ pub(crate) fn build(seg: &OutSegment<'_>, buf: &mut [u8]) -> Option<usize> {
     t[p1..].copy_from_slice(seg.payload.1);
     // tcp_len < 2^17: its two 16-bit halves go into the pseudo-header sum.
     let len = tcp_len as u32;
-    let pseudo = path.sums.pseudo + (len & 0xffff) + (len >> 16);
-    let c = checksum::finish(checksum::sum(t, pseudo));
+    let c = if partial {
+        tcpclone::wire::gso::partial_tcp_checksum(path.sums.pseudo, tcp_len)
+    } else {
+        let pseudo = path.sums.pseudo + (len & 0xffff) + (len >> 16);
+        checksum::finish(checksum::sum(t, pseudo))
+    };
     t[16..18].copy_from_slice(&c.to_be_bytes());
     Some(total)
 }

@@ -1244,8 +1244,19 @@ impl Session {
         })
     }
 
+    /// Most new payload bytes one transmit carries: one MSS, or whole MSS pieces up to
+    /// `gso_max` when segmentation offload is on (and the IP packet stays under 64 KiB).
+    fn burst_max(&self, cfg: &EngineConfig) -> usize {
+        let mss = self.seg_max.max(1);
+        let lim = cfg.gso_max.min(65_535 - 60 - 60);
+        if lim <= mss {
+            return mss;
+        }
+        lim / mss * mss
+    }
+
     /// Writes the next segment for the target into `buf`.
-    pub fn transmit(&mut self, cx: &mut Ctx<'_>, buf: &mut [u8]) -> Option<usize> {
+    pub fn transmit(&mut self, cx: &mut Ctx<'_>, buf: &mut [u8]) -> Option<Sent> {
         *cx.ip_id = cx.ip_id.wrapping_add(1);
         let id = *cx.ip_id;
         let now = cx.now;
@@ -1287,7 +1298,7 @@ impl Session {
             }
             let lim = self.data_limit();
             if self.snd_nxt < lim {
-                let len = (lim.diff(self.snd_nxt) as usize).min(self.seg_max);
+                let len = (lim.diff(self.snd_nxt) as usize).min(self.burst_max(cx.cfg));
                 let seq = self.snd_nxt;
                 let n = self.send_data(cx, seq, len, buf, id);
                 self.probe = false;
@@ -1337,7 +1348,7 @@ impl Session {
         len: usize,
         buf: &mut [u8],
         id: u16,
-    ) -> Option<usize> {
+    ) -> Option<Sent> {
         let now = cx.now;
         let off = seq.diff(self.buf_seq);
         if off < 0 || off as usize + len > self.buf.len() {
@@ -1357,10 +1368,16 @@ impl Session {
         } else {
             (&a[off..], &b[..len - (a.len() - off)])
         };
-        let n = packet::build(&seg, buf)?;
+        // A super-segment leaves its TCP checksum to the kernel (or to the software
+        // segmentation of the fallback path): summing 64 KiB here would be wasted.
+        let gso_size = (len > self.seg_max).then(|| self.seg_max as u16);
+        let n = packet::build_with(&seg, buf, gso_size.is_some())?;
+        let pieces = len.div_ceil(self.seg_max.max(1)).max(1);
+        // The pieces carry consecutive IPv4 identifications (the kernel numbers them).
+        *cx.ip_id = cx.ip_id.wrapping_add((pieces - 1) as u16);
         let end = seq + len as u32;
         if seq < self.snd_max {
-            cx.stats.segments_retransmitted += 1;
+            cx.stats.segments_retransmitted += pieces as u64;
         } else {
             cx.stats.bytes_sent += len as u64;
             // Latency counts from the request's last byte: while its answer is awaited (the
@@ -1388,15 +1405,25 @@ impl Session {
         }
         self.rto_at.get_or_insert(now + self.rto);
         self.pending_ack = false;
-        cx.stats.segments_sent += 1;
+        cx.stats.segments_sent += pieces as u64;
         tracing::trace!(parent: &self.span, seq = seq.value(), len, "data");
-        Some(n)
+        Some(Sent { len: n, gso_size })
     }
 
-    fn emit(&mut self, cx: &mut Ctx<'_>, seg: &OutSegment<'_>, buf: &mut [u8]) -> Option<usize> {
+    fn emit(&mut self, cx: &mut Ctx<'_>, seg: &OutSegment<'_>, buf: &mut [u8]) -> Option<Sent> {
         let n = packet::build(seg, buf)?;
         cx.stats.segments_sent += 1;
         tracing::trace!(parent: &self.span, seq = seg.seq.value(), flags = seg.flags, "control");
-        Some(n)
+        Some(Sent {
+            len: n,
+            gso_size: None,
+        })
     }
+}
+
+/// What [`Session::transmit`] wrote: the packet's length and, for a super-segment, its MSS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sent {
+    pub len: usize,
+    pub gso_size: Option<u16>,
 }

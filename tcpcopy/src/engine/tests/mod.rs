@@ -173,6 +173,8 @@ pub(crate) struct H {
     pub now: Instant,
     pub t0: Instant,
     buf: Vec<u8>,
+    /// Super-segments (segmentation offload) seen by `sent`.
+    pub supers: usize,
 }
 
 impl H {
@@ -183,6 +185,7 @@ impl H {
             now: t0,
             t0,
             buf: vec![0; 70_000],
+            supers: 0,
         }
     }
 
@@ -205,19 +208,36 @@ impl H {
     pub fn sent(&mut self) -> Vec<Out> {
         let mut v = Vec::new();
         while let Some(tx) = self.e.poll_transmit(self.now, &mut self.buf) {
-            let pkt = &self.buf[..tx.len];
-            assert!(packet::checksums_ok(pkt), "bad checksum: {pkt:02x?}");
-            let p = packet::parse(pkt, false).expect("engine output parses");
-            assert_eq!(tx.dst, p.dst);
-            v.push(Out {
-                src: SocketAddr::new(p.src, p.src_port),
-                dst: SocketAddr::new(p.dst, p.dst_port),
-                seq: p.seq.value(),
-                ack: p.ack.value(),
-                flags: p.flags,
-                payload: p.payload.to_vec(),
-                opts: p.opts,
-            });
+            let pkt = self.buf[..tx.len].to_vec();
+            let pieces = match tx.gso_size {
+                // A super-segment: cut it as the kernel would, then check every piece.
+                Some(mss) => {
+                    self.supers += 1;
+                    let mut pieces = Vec::new();
+                    let mut scratch = vec![0u8; 65_536];
+                    tcpclone::wire::gso::segment(&pkt, usize::from(mss), &mut scratch, |p| {
+                        pieces.push(p.to_vec())
+                    })
+                    .expect("a super-segment segments");
+                    assert!(pieces.len() > 1, "a super-segment longer than one MSS");
+                    pieces
+                }
+                None => vec![pkt],
+            };
+            for pkt in &pieces {
+                assert!(packet::checksums_ok(pkt), "bad checksum: {pkt:02x?}");
+                let p = packet::parse(pkt, false).expect("engine output parses");
+                assert_eq!(tx.dst, p.dst);
+                v.push(Out {
+                    src: SocketAddr::new(p.src, p.src_port),
+                    dst: SocketAddr::new(p.dst, p.dst_port),
+                    seq: p.seq.value(),
+                    ack: p.ack.value(),
+                    flags: p.flags,
+                    payload: p.payload.to_vec(),
+                    opts: p.opts,
+                });
+            }
             assert!(v.len() < 10_000, "engine keeps transmitting");
         }
         v
@@ -317,5 +337,6 @@ pub(crate) fn ip(s: &str) -> IpAddr {
 
 // After the macros: textual scope makes them visible there.
 mod fuzz_smoke;
+mod gso;
 mod scripted;
 mod sim;

@@ -78,7 +78,11 @@ impl TcpLayout {
                 {
                     return Err(GsoError::NotTcp);
                 }
-                (false, ihl, usize::from(u16::from_be_bytes([packet[2], packet[3]])))
+                (
+                    false,
+                    ihl,
+                    usize::from(u16::from_be_bytes([packet[2], packet[3]])),
+                )
             }
             6 => {
                 if packet.len() < 40 {
@@ -87,7 +91,11 @@ impl TcpLayout {
                 if packet[6] != IpProtocol::TCP.0 {
                     return Err(GsoError::NotTcp);
                 }
-                (true, 40, 40 + usize::from(u16::from_be_bytes([packet[4], packet[5]])))
+                (
+                    true,
+                    40,
+                    40 + usize::from(u16::from_be_bytes([packet[4], packet[5]])),
+                )
             }
             _ => return Err(GsoError::NotTcp),
         };
@@ -390,7 +398,8 @@ mod tests {
         // complementing: that must give what a full computation gives.
         let mut p = v4(999);
         let full = u16::from_be_bytes([p[36], p[37]]);
-        let pseudo = checksum::pseudo_header_v4([198, 18, 0, 1], [198, 18, 1, 1], IpProtocol::TCP, 0);
+        let pseudo =
+            checksum::pseudo_header_v4([198, 18, 0, 1], [198, 18, 1, 1], IpProtocol::TCP, 0);
         let part = partial_tcp_checksum(pseudo, p.len() - 20);
         p[36..38].copy_from_slice(&part.to_be_bytes());
         let finished = checksum::finish(checksum::sum(&p[20..], 0));
@@ -401,7 +410,10 @@ mod tests {
     fn segments_like_the_kernel() {
         let p = v4(4000);
         let out = pieces(&p, 1448);
-        assert_eq!(out.iter().map(|s| s.len()).collect::<Vec<_>>(), [1500, 1500, 1156]);
+        assert_eq!(
+            out.iter().map(|s| s.len()).collect::<Vec<_>>(),
+            [1500, 1500, 1156]
+        );
         let mut payload = Vec::new();
         for (k, s) in out.iter().enumerate() {
             let ip = Ipv4Packet::new_checked(&s[..]).unwrap();
@@ -413,7 +425,11 @@ mod tests {
             let c = checksum::l4_v4([198, 18, 0, 1], [198, 18, 1, 1], IpProtocol::TCP, &s[20..]);
             assert_eq!(c, Some(tcp.checksum()));
             let last = k == out.len() - 1;
-            assert_eq!(tcp.flags().0 & u16::from(FIN_PSH) != 0, last, "FIN/PSH only on the last piece");
+            assert_eq!(
+                tcp.flags().0 & u16::from(FIN_PSH) != 0,
+                last,
+                "FIN/PSH only on the last piece"
+            );
             assert_eq!(tcp.timestamps(), Some((9, 3)), "options copied");
             payload.extend_from_slice(tcp.payload());
         }
@@ -454,8 +470,14 @@ mod tests {
     fn bad_sizes_and_garbage_are_errors_not_panics() {
         let p = v4(100);
         let mut scratch = [0u8; 60];
-        assert_eq!(segment(&p, 0, &mut scratch, |_| {}), Err(GsoError::BadSize(0)));
-        assert_eq!(segment(&p, 1448, &mut scratch, |_| {}), Err(GsoError::BadSize(1448)));
+        assert_eq!(
+            segment(&p, 0, &mut scratch, |_| {}),
+            Err(GsoError::BadSize(0))
+        );
+        assert_eq!(
+            segment(&p, 1448, &mut scratch, |_| {}),
+            Err(GsoError::BadSize(1448))
+        );
         let mut big = [0u8; 2048];
         for n in 0..80 {
             let mut q = v4(20);

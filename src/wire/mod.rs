@@ -7,8 +7,8 @@
 //! `Vec<u8>` alike. This module never logs, never allocates per packet and never performs I/O.
 
 pub mod checksum;
-pub mod gso;
 mod ethernet;
+pub mod gso;
 mod icmp;
 mod ipv4;
 mod ipv6;

@@ -117,6 +117,15 @@ pub struct Cli {
     /// kernels or devices where the ring cannot be opened.
     #[arg(long = "capture", value_name = "ring|pcap", default_value = "ring")]
     pub capture: String,
+    /// How clones leave: `packet` (default) sends Ethernet frames to the next hop's MAC (from
+    /// the kernel's neighbour table) through a packet socket, bulk data as TCP segments of up
+    /// to 64 KB that the kernel or the NIC cuts to the session's MSS; destinations it cannot
+    /// serve (no neighbour entry yet, loopback, tun and other devices without Ethernet
+    /// headers) take the raw IP socket by themselves. `raw`: always the raw IP socket, one
+    /// segment per packet (it honours the host's routing policy and OUTPUT firewall rules,
+    /// which the packet path bypasses). With --max-pps/--max-mbps every segment is sent alone.
+    #[arg(long = "send", value_name = "packet|raw", default_value = "packet")]
+    pub send: String,
     /// Worker threads, each with its share of the capture (PACKET_FANOUT by flow hash), its
     /// own sessions, timers and sender (default: 1 on hosts of up to 4 CPUs, else a quarter of
     /// them, at most 8). Split among workers: -B, -m, --max-pps, --max-mbps. Shared: the
@@ -262,6 +271,8 @@ pub struct Settings {
     pub capture_block_ms: Option<u32>,
     /// --capture pcap: libpcap on its own thread instead of rings read by the workers.
     pub capture_pcap: bool,
+    /// --send packet: the packet socket with segmentation offload where the next hop allows.
+    pub send_packet: bool,
     /// --workers.
     pub workers: usize,
     /// --max-pps.
@@ -481,6 +492,16 @@ impl Cli {
         if self.max_memory == 0 || self.max_memory > 1 << 20 {
             return Err(bad("-m/--max-memory", "must be 1..=1048576 MB"));
         }
+        let send_packet = match self.send.as_str() {
+            "packet" => true,
+            "raw" => false,
+            other => {
+                return Err(bad(
+                    "--send",
+                    format!("`{other}`: must be `packet` or `raw`"),
+                ))
+            }
+        };
         let capture_pcap = match self.capture.as_str() {
             "ring" => false,
             "pcap" => true,
@@ -606,6 +627,7 @@ impl Cli {
             capture_nice: self.capture_nice,
             capture_block_ms: self.capture_block,
             capture_pcap,
+            send_packet,
             workers,
             max_pps: self.max_pps,
             max_mbps: self.max_mbps,

@@ -1370,7 +1370,7 @@ impl Session {
         };
         // A super-segment leaves its TCP checksum to the kernel (or to the software
         // segmentation of the fallback path): summing 64 KiB here would be wasted.
-        let gso_size = (len > self.seg_max).then(|| self.seg_max as u16);
+        let gso_size = (len > self.seg_max).then_some(self.seg_max as u16);
         let n = packet::build_with(&seg, buf, gso_size.is_some())?;
         let pieces = len.div_ceil(self.seg_max.max(1)).max(1);
         // The pieces carry consecutive IPv4 identifications (the kernel numbers them).

@@ -27,6 +27,16 @@ pub struct Counters {
     pub sent_bytes: AtomicU64,
     /// `sendmmsg` calls made (packets sent over calls: the batching achieved).
     pub send_calls: AtomicU64,
+    /// Of `sent_packets`: those that left through the packet socket (--send packet).
+    pub sent_via_packet: AtomicU64,
+    /// Super-segments handed to the kernel whole, for it or the NIC to cut.
+    pub gso_frames: AtomicU64,
+    /// Super-segments cut in software because their destination took the raw socket.
+    pub gso_soft: AtomicU64,
+    /// Next-hop lookups (route and neighbour, over rtnetlink) made by the packet path.
+    pub hop_lookups: AtomicU64,
+    /// Of those: next hops without a usable neighbour entry (sent raw meanwhile).
+    pub hop_unresolved: AtomicU64,
     /// Packets dropped after EAGAIN/ENOBUFS retries.
     pub send_busy: AtomicU64,
     /// Packets refused as larger than the route MTU.
@@ -86,6 +96,11 @@ impl Counters {
             ("sent", g(&self.sent_packets)),
             ("sent_bytes", g(&self.sent_bytes)),
             ("send_calls", g(&self.send_calls)),
+            ("sent_via_packet", g(&self.sent_via_packet)),
+            ("gso_frames", g(&self.gso_frames)),
+            ("gso_soft", g(&self.gso_soft)),
+            ("hop_lookups", g(&self.hop_lookups)),
+            ("hop_unresolved", g(&self.hop_unresolved)),
             ("send_busy_dropped", g(&self.send_busy)),
             ("send_too_large", g(&self.send_too_large)),
             ("send_refused", g(&self.send_refused)),

@@ -10,6 +10,8 @@
 pub mod capture;
 pub mod channel;
 pub mod counters;
+pub mod netlink;
+pub mod nexthop;
 pub mod sys;
 pub mod worker;
 
@@ -141,6 +143,10 @@ fn read_secret(path: &std::path::Path) -> Result<tcpclone::proto::secure::Psk> {
     tcpclone::proto::secure::Psk::from_hex_text(&text).with_context(ctx)
 }
 
+/// Most payload one super-segment carries (whole MSS pieces of it; the IP packet stays under
+/// the 64 KiB that GSO takes).
+const GSO_MAX: usize = 64_000;
+
 /// Runs raw mode until SIGINT/SIGTERM (or the end of an --offline file) and returns the summary.
 pub fn run(settings: Settings) -> Result<Summary> {
     let started = Instant::now();
@@ -156,6 +162,23 @@ pub fn run(settings: Settings) -> Result<Summary> {
         .map(|_| sys::RawSender::open(need_v4, need_v6))
         .collect::<Result<Vec<_>, _>>()
         .context("cannot open raw IP sockets (root or CAP_NET_RAW needed)")?;
+    // The packet path beside them (--send packet), also opened before the privilege drop.
+    // Without it every clone takes the raw sockets, as with --send raw.
+    let mut packets: Vec<Option<(sys::PacketSender, netlink::Netlink)>> =
+        (0..settings.workers.max(1))
+            .map(|_| {
+                if !settings.send_packet {
+                    return None;
+                }
+                match sys::PacketSender::open().and_then(|p| Ok((p, netlink::Netlink::open()?))) {
+                    Ok(pair) => Some(pair),
+                    Err(e) => {
+                        warn!(error = %e, "packet socket unavailable; sending through raw IP sockets only");
+                        None
+                    }
+                }
+            })
+            .collect();
 
     // Signals first, so a SIGTERM during start-up is not lost.
     let (sig_tx, sig_rx) = crossbeam_channel::bounded::<i32>(4);
@@ -320,13 +343,19 @@ pub fn run(settings: Settings) -> Result<Summary> {
             cfg.shared_clients = Some(clients);
         }
         let raw = raws.pop().context("a raw socket pair per worker")?;
+        let packet = packets.pop().flatten();
+        // Super-segments only where something can carry them whole, and never under a rate cap
+        // (it paces packet by packet).
+        if packet.is_some() && settings.max_pps.is_none() && settings.max_mbps.is_none() {
+            cfg.gso_max = GSO_MAX;
+        }
         let worker = Worker::new(
             index,
             feed,
             rx,
             wakes[index].clone(),
             Engine::new(cfg),
-            sys::TxQueue::new(raw),
+            sys::TxQueue::new(raw, packet),
             tcpclone::limit::RateCap::new(share(settings.max_pps), share(settings.max_mbps))
                 .context("--max-pps/--max-mbps")?,
             worker::Shared {

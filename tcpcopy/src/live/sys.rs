@@ -1,4 +1,5 @@
-//! System calls of the live glue: raw IPv4/IPv6 sockets with the IP header included, and
+//! System calls of the live glue: raw IPv4/IPv6 sockets with the IP header included, the
+//! packet socket with virtio-net headers for segmentation offload, `sendmmsg` over both, and
 //! `poll(2)` on a capture descriptor. The only module of tcpcopy allowed `unsafe`.
 //!
 //! A send error is never fatal here: it is returned as a [`SendError`] kind that the caller
@@ -9,7 +10,11 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tcpclone::wire::gso::{segment, TcpLayout, VnetHeader, VNET_HDR_LEN};
+
+use super::netlink::Netlink;
+use super::nexthop::{Hop, HopStats, NextHops};
 
 /// `IPPROTO_RAW` (RFC 791 protocol 255): on Linux a raw socket of this protocol sends packets
 /// whose IP header the caller wrote (IP_HDRINCL implied; for IPv6 since Linux 4.5).
@@ -95,20 +100,82 @@ impl RawSender {
     }
 }
 
+/// An `AF_PACKET` socket that sends IP packets as Ethernet frames to a next hop's MAC, each
+/// behind a virtio-net header (`PACKET_VNET_HDR`), so that a TCP super-segment goes to the
+/// device in one piece and the kernel (or the NIC) segments it and finishes its checksums.
+/// `SOCK_RAW` (the kernel takes virtio-net headers on those only): each frame's Ethernet header
+/// is ours, a third piece of the message. Its protocol is 0, so it never receives.
+#[derive(Debug)]
+pub struct PacketSender {
+    sock: Socket,
+}
+
+/// Link header bytes the kernel puts before each packet of a [`PacketSender`] (Ethernet; the
+/// packet path serves Ethernet devices only).
+pub const ETHER_HDR_LEN: usize = 14;
+
+impl PacketSender {
+    /// Opens the socket (CAP_NET_RAW needed, like the raw IP sockets).
+    pub fn open() -> io::Result<PacketSender> {
+        let sock = Socket::new(Domain::PACKET, Type::RAW, None)?;
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a pointer to a live c_int;
+        // the descriptor is the socket we own.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_VNET_HDR,
+                &on as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let _ = sock.set_send_buffer_size(SNDBUF);
+        Ok(PacketSender { sock })
+    }
+}
+
+/// `sockaddr_ll` for a frame out of `ifindex` to `mac`, carrying `v6` or IPv4.
+fn link_addr(ifindex: u32, mac: [u8; 6], v6: bool) -> libc::sockaddr_ll {
+    let proto = if v6 { libc::ETH_P_IPV6 } else { libc::ETH_P_IP } as u16;
+    let mut addr = [0u8; 8];
+    addr[..6].copy_from_slice(&mac);
+    libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as u16,
+        sll_protocol: proto.to_be(),
+        sll_ifindex: ifindex as i32,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 6,
+        sll_addr: addr,
+    }
+}
+
 /// Most packets one `sendmmsg` carries.
 pub const TX_BATCH: usize = 64;
 /// Room a packet may need (`Engine::poll_transmit` wants at least 65,535 bytes).
 pub const TX_SLOT: usize = 65_536;
-/// Bytes of the queue's buffer: a full batch of MTU-sized packets plus one slot of room.
-const TX_ARENA: usize = TX_BATCH * 1536 + TX_SLOT;
+/// Bytes of the queue's buffer: a full batch of MTU-sized packets, or a few super-segments,
+/// plus one slot of room.
+const TX_ARENA: usize = TX_BATCH * 1536 + 4 * TX_SLOT;
 
 /// Outcome of one [`TxQueue::flush`]: packets and bytes sent, and the failures by kind.
+/// Packets are counted as they appear on the wire: a super-segment counts its pieces.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Flushed {
     /// Packets the kernel took.
     pub sent: u64,
-    /// Their bytes.
+    /// Their bytes (IP packets, link headers not counted).
     pub bytes: u64,
+    /// Of `sent`: packets that left through the packet socket.
+    pub via_packet: u64,
+    /// Super-segments handed to the kernel whole (each counted by its pieces in `sent`).
+    pub gso_frames: u64,
+    /// Super-segments cut in software because their destination takes the raw path.
+    pub gso_soft: u64,
     /// Dropped after EAGAIN/ENOBUFS retries.
     pub busy: u64,
     /// Refused as larger than the route's MTU.
@@ -119,26 +186,79 @@ pub struct Flushed {
     pub calls: u64,
 }
 
-/// Packets written in place by the engine and sent together with `sendmmsg`, one call per run
-/// of packets of one address family.
+/// A packet waiting in the queue.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    off: usize,
+    len: usize,
+    dst: IpAddr,
+    gso_size: Option<u16>,
+}
+
+/// Which socket a message goes through; a run of one lane is one `sendmmsg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Packet,
+    RawV4,
+    RawV6,
+}
+
+/// One message of a flush: where its bytes are, and how to address it.
+#[derive(Debug, Clone, Copy)]
+struct Planned {
+    lane: Lane,
+    /// In the arena (false) or the software-segmentation buffer (true).
+    soft: bool,
+    off: usize,
+    len: usize,
+    dst: IpAddr,
+    /// Packet lane: device and next hop.
+    hop: (u32, [u8; 6]),
+    /// Packet lane: the Ethernet header.
+    ether: [u8; ETHER_HDR_LEN],
+    /// Packet lane: the virtio-net header.
+    vnet: [u8; VNET_HDR_LEN],
+    /// Packets on the wire.
+    pieces: u64,
+}
+
+/// Packets written in place by the engine and sent together with `sendmmsg`: through the
+/// packet socket where the next hop is an Ethernet neighbour (super-segments whole), else
+/// through the raw IP sockets (super-segments cut in software first). One call per run of one
+/// lane, in the order queued.
 #[derive(Debug)]
 pub struct TxQueue {
     raw: RawSender,
+    packet: Option<(PacketSender, NextHops<Netlink>)>,
     arena: Vec<u8>,
     used: usize,
-    /// (offset, length, destination) per queued packet.
-    queued: Vec<(usize, usize, IpAddr)>,
+    queued: Vec<Queued>,
+    plan: Vec<Planned>,
+    soft: Vec<u8>,
+    scratch: Vec<u8>,
 }
 
 impl TxQueue {
-    /// A queue over `raw`'s sockets.
-    pub fn new(raw: RawSender) -> TxQueue {
+    /// A queue over `raw`'s sockets, and the packet path when `packet` is given.
+    pub fn new(raw: RawSender, packet: Option<(PacketSender, Netlink)>) -> TxQueue {
         TxQueue {
             raw,
+            packet: packet.map(|(p, nl)| (p, NextHops::new(nl))),
             arena: vec![0u8; TX_ARENA],
             used: 0,
             queued: Vec::with_capacity(TX_BATCH),
+            plan: Vec::with_capacity(TX_BATCH),
+            soft: Vec::new(),
+            scratch: Vec::new(),
         }
+    }
+
+    /// Next-hop lookup counters (zero without the packet path).
+    pub fn hop_stats(&self) -> HopStats {
+        self.packet
+            .as_ref()
+            .map(|(_, h)| h.stats)
+            .unwrap_or_default()
     }
 
     /// Whether the next packet must wait for a flush (no room, or a full batch).
@@ -161,59 +281,194 @@ impl TxQueue {
         &mut self.arena[self.used..]
     }
 
-    /// Queues the `len` bytes just written into [`TxQueue::slot`].
-    pub fn push(&mut self, len: usize, dst: IpAddr) {
-        self.queued.push((self.used, len, dst));
+    /// Queues the `len` bytes just written into [`TxQueue::slot`]; `gso_size` marks a
+    /// super-segment (see `engine::Transmit`).
+    pub fn push(&mut self, len: usize, dst: IpAddr, gso_size: Option<u16>) {
+        self.queued.push(Queued {
+            off: self.used,
+            len,
+            dst,
+            gso_size,
+        });
         // 16-byte aligned starts keep the IP headers aligned for the kernel's copy.
         self.used = (self.used + len).next_multiple_of(16).min(self.arena.len());
     }
 
+    /// Chooses each queued packet's lane (cutting super-segments for the raw path).
+    fn plan(&mut self, now: Instant, out: &mut Flushed) {
+        self.plan.clear();
+        let mut soft_used = 0;
+        for i in 0..self.queued.len() {
+            let q = self.queued[i];
+            let raw_lane = if q.dst.is_ipv4() {
+                Lane::RawV4
+            } else {
+                Lane::RawV6
+            };
+            let pkt = &self.arena[q.off..q.off + q.len];
+            let layout = TcpLayout::of(pkt).ok();
+            let hop = match (&mut self.packet, layout) {
+                (Some((_, hops)), Some(_)) => hops.hop(q.dst, now),
+                _ => Hop::Raw,
+            };
+            let gso = q.gso_size.filter(|_| layout.is_some());
+            let pieces = match (gso, layout) {
+                (Some(g), Some(l)) => l.payload_len().div_ceil(usize::from(g).max(1)).max(1),
+                _ => 1,
+            } as u64;
+            match hop {
+                Hop::Packet {
+                    ifindex,
+                    src_mac,
+                    mac,
+                } => {
+                    let mut ether = [0u8; ETHER_HDR_LEN];
+                    ether[..6].copy_from_slice(&mac);
+                    ether[6..12].copy_from_slice(&src_mac);
+                    let proto = if q.dst.is_ipv6() {
+                        libc::ETH_P_IPV6
+                    } else {
+                        libc::ETH_P_IP
+                    };
+                    ether[12..].copy_from_slice(&(proto as u16).to_be_bytes());
+                    let vnet = match layout {
+                        Some(l) if gso.is_some() => VnetHeader::for_tcp(&l, ETHER_HDR_LEN, gso),
+                        _ => VnetHeader::plain(),
+                    };
+                    self.plan.push(Planned {
+                        lane: Lane::Packet,
+                        soft: false,
+                        off: q.off,
+                        len: q.len,
+                        dst: q.dst,
+                        hop: (ifindex, mac),
+                        ether,
+                        vnet: vnet.to_bytes(),
+                        pieces,
+                    });
+                    if pieces > 1 {
+                        out.gso_frames += 1;
+                    }
+                }
+                Hop::Raw if gso.is_none() => self.plan.push(Planned {
+                    lane: raw_lane,
+                    soft: false,
+                    off: q.off,
+                    len: q.len,
+                    dst: q.dst,
+                    hop: (0, [0; 6]),
+                    ether: [0; ETHER_HDR_LEN],
+                    vnet: [0; VNET_HDR_LEN],
+                    pieces: 1,
+                }),
+                Hop::Raw => {
+                    // The raw socket takes whole packets only: cut it here as the kernel would.
+                    let g = usize::from(gso.unwrap_or(1));
+                    let hdr = layout.map_or(0, |l| l.header_len());
+                    let need = q.len + pieces as usize * hdr;
+                    if self.soft.len() < soft_used + need {
+                        self.soft.resize(soft_used + need, 0);
+                    }
+                    if self.scratch.len() < hdr + g {
+                        self.scratch.resize(hdr + g, 0);
+                    }
+                    let (soft, plan) = (&mut self.soft, &mut self.plan);
+                    let res = segment(pkt, g, &mut self.scratch, |piece| {
+                        soft[soft_used..soft_used + piece.len()].copy_from_slice(piece);
+                        plan.push(Planned {
+                            lane: raw_lane,
+                            soft: true,
+                            off: soft_used,
+                            len: piece.len(),
+                            dst: q.dst,
+                            hop: (0, [0; 6]),
+                            ether: [0; ETHER_HDR_LEN],
+                            vnet: [0; VNET_HDR_LEN],
+                            pieces: 1,
+                        });
+                        soft_used = (soft_used + piece.len()).next_multiple_of(16);
+                    });
+                    match res {
+                        Ok(_) => out.gso_soft += 1,
+                        Err(_) => out.refused += pieces,
+                    }
+                }
+            }
+        }
+    }
+
     /// Sends everything queued; never fails as a whole (failures are counted per packet).
-    pub fn flush(&mut self) -> Flushed {
+    pub fn flush(&mut self, now: Instant) -> Flushed {
         let mut out = Flushed::default();
+        self.plan(now, &mut out);
         let mut i = 0;
-        while i < self.queued.len() {
-            let v4 = self.queued[i].2.is_ipv4();
+        while i < self.plan.len() {
+            let lane = self.plan[i].lane;
             let mut end = i + 1;
-            while end < self.queued.len() && self.queued[end].2.is_ipv4() == v4 {
+            while end < self.plan.len() && self.plan[end].lane == lane {
                 end += 1;
             }
-            let sock = if v4 {
-                self.raw.v4.as_ref()
-            } else {
-                self.raw.v6.as_ref()
+            let fd = match lane {
+                Lane::Packet => self.packet.as_ref().map(|(p, _)| p.sock.as_raw_fd()),
+                Lane::RawV4 => self.raw.v4.as_ref().map(|s| s.as_raw_fd()),
+                Lane::RawV6 => self.raw.v6.as_ref().map(|s| s.as_raw_fd()),
             };
-            match sock {
-                Some(sock) => self.send_run(sock.as_raw_fd(), i, end, &mut out),
-                None => out.refused += (end - i) as u64,
+            match fd {
+                Some(fd) => self.send_run(fd, i, end, &mut out),
+                None => out.refused += self.plan[i..end].iter().map(|p| p.pieces).sum::<u64>(),
             }
             i = end;
         }
         self.queued.clear();
+        self.plan.clear();
         self.used = 0;
         out
     }
 
-    /// Sends queued[from..to] (one family) with as few `sendmmsg` calls as the kernel allows.
+    /// Sends plan[from..to] (one lane) with as few `sendmmsg` calls as the kernel allows.
     fn send_run(&self, fd: RawFd, from: usize, to: usize, out: &mut Flushed) {
-        let n = to - from;
-        let mut addrs: Vec<SockAddr> = Vec::with_capacity(n);
-        let mut iovs: Vec<libc::iovec> = Vec::with_capacity(n);
-        for &(off, len, dst) in &self.queued[from..to] {
-            addrs.push(SockAddr::from(SocketAddr::new(dst, 0)));
-            iovs.push(libc::iovec {
-                iov_base: self.arena[off..].as_ptr() as *mut libc::c_void,
-                iov_len: len,
-            });
+        let run = &self.plan[from..to];
+        let n = run.len();
+        let mut ip_addrs: Vec<SockAddr> = Vec::new();
+        let mut ll_addrs: Vec<libc::sockaddr_ll> = Vec::new();
+        let mut iovs: Vec<[libc::iovec; 3]> = Vec::with_capacity(n);
+        for p in run {
+            let bytes = if p.soft { &self.soft } else { &self.arena };
+            let data = libc::iovec {
+                iov_base: bytes[p.off..].as_ptr() as *mut libc::c_void,
+                iov_len: p.len,
+            };
+            if p.lane == Lane::Packet {
+                ll_addrs.push(link_addr(p.hop.0, p.hop.1, p.dst.is_ipv6()));
+                let vnet = libc::iovec {
+                    iov_base: p.vnet.as_ptr() as *mut libc::c_void,
+                    iov_len: VNET_HDR_LEN,
+                };
+                let ether = libc::iovec {
+                    iov_base: p.ether.as_ptr() as *mut libc::c_void,
+                    iov_len: ETHER_HDR_LEN,
+                };
+                iovs.push([vnet, ether, data]);
+            } else {
+                ip_addrs.push(SockAddr::from(SocketAddr::new(p.dst, 0)));
+                iovs.push([data, data, data]);
+            }
         }
         let mut msgs: Vec<libc::mmsghdr> = (0..n)
             .map(|k| {
                 // SAFETY: msghdr is plain integers and pointers; all-zero is a valid value.
                 let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-                h.msg_name = addrs[k].as_ptr() as *mut libc::c_void;
-                h.msg_namelen = addrs[k].len();
-                h.msg_iov = &iovs[k] as *const libc::iovec as *mut libc::iovec;
-                h.msg_iovlen = 1;
+                if run[k].lane == Lane::Packet {
+                    h.msg_name = &ll_addrs[k] as *const libc::sockaddr_ll as *mut libc::c_void;
+                    h.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+                    h.msg_iov = iovs[k].as_ptr() as *mut libc::iovec;
+                    h.msg_iovlen = 3;
+                } else {
+                    h.msg_name = ip_addrs[k].as_ptr() as *mut libc::c_void;
+                    h.msg_namelen = ip_addrs[k].len();
+                    h.msg_iov = iovs[k].as_ptr() as *mut libc::iovec;
+                    h.msg_iovlen = 1;
+                }
                 libc::mmsghdr {
                     msg_hdr: h,
                     msg_len: 0,
@@ -225,26 +480,31 @@ impl TxQueue {
         while k < n {
             out.calls += 1;
             // SAFETY: msgs[k..] are initialised mmsghdrs whose name, iovec and data pointers
-            // point into `addrs`, `iovs` and `self.arena`, all alive and unmoved for the call;
-            // the kernel only reads them (and writes msg_len).
+            // point into `ll_addrs`/`ip_addrs`, `iovs`, `run[..].vnet`/`.ether`, `self.arena` and
+            // `self.soft`, all alive and unmoved for the call; the kernel only reads them (and
+            // writes msg_len).
             let rc =
                 unsafe { libc::sendmmsg(fd, msgs[k..].as_mut_ptr(), (n - k) as libc::c_uint, 0) };
             if rc > 0 {
-                for m in &msgs[k..k + rc as usize] {
-                    out.sent += 1;
-                    out.bytes += u64::from(m.msg_len);
+                for p in &run[k..k + rc as usize] {
+                    out.sent += p.pieces;
+                    out.bytes += p.len as u64;
+                    if p.lane == Lane::Packet {
+                        out.via_packet += p.pieces;
+                    }
                 }
                 k += rc as usize;
                 busy = 0;
                 continue;
             }
             // Message k failed: the same policy as [`RawSender::send`].
+            let pieces = run[k].pieces;
             match io::Error::last_os_error().raw_os_error() {
                 Some(libc::EINTR) => continue,
                 Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
                     busy += 1;
                     if busy >= BUSY_TRIES {
-                        out.busy += 1;
+                        out.busy += pieces;
                         k += 1;
                         busy = 0;
                     } else {
@@ -252,11 +512,11 @@ impl TxQueue {
                     }
                 }
                 Some(libc::EMSGSIZE) => {
-                    out.too_large += 1;
+                    out.too_large += pieces;
                     k += 1;
                 }
                 _ => {
-                    out.refused += 1;
+                    out.refused += pieces;
                     k += 1;
                 }
             }

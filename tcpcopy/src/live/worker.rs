@@ -13,6 +13,7 @@
 use super::capture::{self, Batch, BatchPool, LiveRing, Skip};
 use super::channel::{ResponseBatch, ToChannel};
 use super::counters::Counters;
+use super::nexthop::HopStats;
 use super::sys::{Flushed, TxQueue};
 use crate::engine::{Engine, EngineEvent, EngineStats};
 use crossbeam_channel::Receiver;
@@ -89,6 +90,8 @@ struct Core {
     cap: Option<tcpclone::limit::RateCap>,
     /// Packets are waiting for the cap until then.
     held_until: Option<Instant>,
+    /// Next-hop lookup counts already added to the shared counters.
+    hops_published: HopStats,
 }
 
 /// What a worker hands back when it ends.
@@ -127,6 +130,7 @@ impl Worker {
                 last_activity: Instant::now(),
                 cap,
                 held_until: None,
+                hops_published: HopStats::default(),
             },
         }
     }
@@ -398,7 +402,7 @@ impl Core {
                 }
             }
             if self.tx.is_full() {
-                self.send_queued();
+                self.send_queued(now);
             }
             let Some(t) = self.engine.poll_transmit(now, self.tx.slot()) else {
                 break;
@@ -407,21 +411,26 @@ impl Core {
             if let Some(cap) = self.cap.as_mut() {
                 cap.charge(now_ns, t.len);
             }
-            self.tx.push(t.len, t.dst);
+            self.tx.push(t.len, t.dst, t.gso_size);
         }
         self.forward_events();
-        self.send_queued();
+        self.send_queued(now);
     }
 
-    fn send_queued(&mut self) {
+    fn send_queued(&mut self, now: Instant) {
         if self.tx.is_empty() {
             return;
         }
-        let f: Flushed = self.tx.flush();
+        let f: Flushed = self.tx.flush(now);
         let c = &self.shared.counters;
         c.add(&c.sent_packets, f.sent);
         c.add(&c.sent_bytes, f.bytes);
         c.add(&c.send_calls, f.calls);
+        c.add(&c.sent_via_packet, f.via_packet);
+        c.add(&c.gso_frames, f.gso_frames);
+        if f.gso_soft > 0 {
+            c.add(&c.gso_soft, f.gso_soft);
+        }
         if f.busy > 0 {
             c.add(&c.send_busy, f.busy);
         }
@@ -475,7 +484,18 @@ impl Core {
 }
 
 impl Worker {
-    fn publish(&self) {
+    fn publish(&mut self) {
+        let hops = self.core.tx.hop_stats();
+        let c = &self.core.shared.counters;
+        c.add(
+            &c.hop_lookups,
+            hops.lookups - self.core.hops_published.lookups,
+        );
+        c.add(
+            &c.hop_unresolved,
+            hops.unresolved - self.core.hops_published.unresolved,
+        );
+        self.core.hops_published = hops;
         if let Feed::Rings(rings) = &self.feed {
             for r in rings {
                 read_ring_drops(r, &self.core.shared.counters);

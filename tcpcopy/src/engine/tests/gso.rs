@@ -43,7 +43,10 @@ fn bulk_data_leaves_as_one_super_segment_cut_into_the_same_segments() {
     // Everything captured before the engine is polled: one wake-up's worth of data.
     upload(&mut h, 20_000);
     let pieces = h.sent();
-    assert_eq!(h.supers, 1, "20,000 bytes within the window: one super-segment");
+    assert_eq!(
+        h.supers, 1,
+        "20,000 bytes within the window: one super-segment"
+    );
     assert_eq!(shape(&pieces), shape(&one_by_one));
     assert!(pieces.iter().all(|o| o.payload.len() <= 1460));
     // PSH only on the last piece, as the kernel's segmentation leaves it.
@@ -68,7 +71,10 @@ fn the_window_bounds_a_super_segment_and_acks_release_the_rest() {
     // The SYN-ACK's window (65,535, unscaled) bounds what is in flight.
     assert_eq!(bytes, 65_535);
     assert_eq!(first[0].seq, CLIENT_ISN + 1);
-    assert!(h.supers >= 2, "64,000-byte cap: the window's rest is a second one");
+    assert!(
+        h.supers >= 2,
+        "64,000-byte cap: the window's rest is a second one"
+    );
     // The target acknowledges everything: the rest goes out, still in order.
     respond!(
         h,

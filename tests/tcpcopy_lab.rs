@@ -147,6 +147,63 @@ fn redis_set_64k_values() {
         "redis SET 64 KB x 3000 x 5",
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // --send packet (the default): the uploads left through the packet socket, mostly as
+    // super-segments the kernel cut, not one system call's worth of work per segment.
+    let sum = &t.last_summary;
+    let (sent, via_packet, gso) = (
+        counter(sum, "sent"),
+        counter(sum, "sent_via_packet"),
+        counter(sum, "gso_frames"),
+    );
+    assert!(
+        via_packet * 10 >= sent * 9 && gso >= 1000,
+        "expected nearly every segment through the packet socket in 64 KB frames: sent={sent} \
+         sent_via_packet={via_packet} gso_frames={gso}\n{sum}"
+    );
+}
+
+/// The same uploads with `--send raw`: every segment through the raw IP socket, as before.
+#[test]
+fn redis_set_64k_values_send_raw() {
+    require_redis_lab!("redis_set_64k_values_send_raw");
+    let _g = serial();
+    let (mut t, pid) = Topo::redis_lab(
+        Layout::Assistant,
+        "6379-198.18.1.2:6380",
+        &["--send", "raw"],
+    );
+    let failures = redis_delivery(
+        &mut t,
+        pid,
+        PROD4,
+        "-n 1000 -c 5 -t set -d 65536",
+        &["set"],
+        1,
+        0.999,
+        "redis SET 64 KB x 1000 x 5, --send raw",
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let sum = &t.last_summary;
+    assert_eq!(counter(sum, "sent_via_packet"), 0, "{sum}");
+    assert_eq!(
+        counter(sum, "gso_frames") + counter(sum, "gso_soft"),
+        0,
+        "{sum}"
+    );
+    assert!(counter(sum, "sent") > 45_000, "{sum}");
+}
+
+/// The first `name=N` of the summary's counters line.
+fn counter(summary: &str, name: &str) -> u64 {
+    summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("counters:"))
+        .and_then(|l| {
+            l.split_whitespace()
+                .filter_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+                .find_map(|v| v.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no {name}= in the summary:\n{summary}"))
 }
 
 #[test]

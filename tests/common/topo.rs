@@ -86,6 +86,8 @@ pub struct Topo {
     pub icpt_dev: String,
     /// Address tcpcopy reaches intercept at.
     pub icpt_addr: String,
+    /// The summary the last `stop_tcpcopy` returned.
+    pub last_summary: String,
 }
 
 impl Topo {
@@ -180,6 +182,7 @@ impl Topo {
             icpt_ns,
             icpt_dev,
             icpt_addr,
+            last_summary: String::new(),
         };
         assert!(t.lab.wait_for(
             &t.client,
@@ -302,6 +305,7 @@ impl Topo {
         );
         assert!(!summary.is_empty(), "no summary printed:\n{text}");
         println!("{summary}");
+        self.last_summary = summary.clone();
         summary
     }
 

@@ -3,7 +3,7 @@
 //! Pure parsing over borrowed bytes (no I/O, no allocation, no panics on any input).
 
 use tcpclone::capture::LinkType;
-use tcpclone::wire::{parse_link, WireErrorKind, LINK_TYPES};
+use tcpclone::wire::{parse_layout, parse_link, IpProtocol, TcpPacket, WireErrorKind, LINK_TYPES};
 
 /// Link-layer header bytes to add to the IP + TCP header room when choosing the snap length.
 pub const MAX_LINK_HEADER: usize = 14 + 2 * 4; // Ethernet with two VLAN tags; SLL 16, SLL2 20
@@ -48,45 +48,17 @@ pub fn ip_payload(linktype: LinkType, frame: &[u8]) -> Result<&[u8], LinkError> 
 }
 
 /// Returns the IP + TCP header (options included, payload cut) of a captured frame, or
-/// `None` when it is not a complete, unfragmented TCP header.
+/// `None` when it is not a complete, unfragmented TCP header. The layers are read with the
+/// library's views (`tcpclone::wire`), the one parser of the workspace.
 pub fn ip_tcp_header(linktype: LinkType, frame: &[u8]) -> Option<&[u8]> {
-    let ip = ip_payload(linktype, frame).ok()?;
-    let first = *ip.first()?;
-    let tcp_at = match first >> 4 {
-        4 => {
-            let ihl = usize::from(first & 0x0f) * 4;
-            if ip.len() < 20 || ihl < 20 || ip[9] != 6 {
-                return None;
-            }
-            ihl
-        }
-        6 => {
-            if ip.len() < 40 {
-                return None;
-            }
-            let mut next = ip[6];
-            let mut at = 40;
-            loop {
-                match next {
-                    6 => break at,
-                    0 | 43 | 60 => {
-                        if ip.len() < at + 8 {
-                            return None;
-                        }
-                        next = ip[at];
-                        at += (usize::from(ip[at + 1]) + 1) * 8;
-                    }
-                    _ => return None,
-                }
-            }
-        }
-        _ => return None,
-    };
-    if ip.len() < tcp_at + 20 {
+    let layout = parse_layout(linktype, frame).ok()?;
+    let ip = layout.ip?;
+    if ip.protocol != IpProtocol::TCP || ip.fragment.is_some() {
         return None;
     }
-    let end = tcp_at + usize::from(ip[tcp_at + 12] >> 4) * 4;
-    ip.get(..end)
+    let l4 = ip.l4_offset?;
+    let tcp = TcpPacket::new_checked(frame.get(l4..)?).ok()?;
+    frame.get(layout.l3_offset..l4 + tcp.header_len())
 }
 
 #[cfg(test)]
@@ -204,6 +176,23 @@ mod tests {
         for d in [0, 108, 147] {
             assert!(!supported(LinkType::from_dlt(d)), "DLT {d}");
         }
+    }
+
+    #[test]
+    fn fragments_and_other_protocols_give_no_header() {
+        let mut frag = IP_TCP;
+        frag[6] = 0x20; // more fragments: the TCP header may be whole, the segment is not
+        assert_eq!(ip_tcp_header(LinkType::RAW, &frag), None);
+        let mut later = IP_TCP;
+        later[7] = 0x10; // a later fragment: no TCP header at all
+        assert_eq!(ip_tcp_header(LinkType::RAW, &later), None);
+        let mut udp = IP_TCP;
+        udp[9] = 17;
+        assert_eq!(ip_tcp_header(LinkType::RAW, &udp), None);
+        let mut doff = IP_TCP;
+        doff[32] = 0xf0; // options announced beyond the snap
+        assert_eq!(ip_tcp_header(LinkType::RAW, &doff), None);
+        assert_eq!(ip_tcp_header(LinkType::RAW, &IP_TCP), Some(&IP_TCP[..]));
     }
 
     #[test]

@@ -162,6 +162,33 @@ fn redis_set_64k_values() {
     );
 }
 
+/// Uploads that start while production has no neighbour entry for the target: the first
+/// clones take the raw socket (super-segments cut in software) while the kernel resolves it,
+/// then the packet socket; nothing is lost on the way.
+#[test]
+fn redis_set_64k_values_before_the_neighbour_is_known() {
+    require_redis_lab!("redis_set_64k_values_before_the_neighbour_is_known");
+    let _g = serial();
+    let (mut t, pid) = Topo::redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &[]);
+    let prod = t.prod.clone();
+    t.lab.exec_ok(&prod, "ip neigh flush to 198.18.1.2");
+    let failures = redis_delivery(
+        &mut t,
+        pid,
+        PROD4,
+        "-n 1000 -c 5 -t set -d 65536",
+        &["set"],
+        1,
+        0.999,
+        "redis SET 64 KB x 1000 x 5, neighbour flushed",
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let sum = &t.last_summary;
+    assert!(counter(sum, "hop_unresolved") >= 1, "{sum}");
+    assert!(counter(sum, "sent_via_packet") > 0, "{sum}");
+    assert_eq!(counter(sum, "send_refused"), 0, "{sum}");
+}
+
 /// The same uploads with `--send raw`: every segment through the raw IP socket, as before.
 #[test]
 fn redis_set_64k_values_send_raw() {

@@ -47,7 +47,9 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
             return Err(WireError::truncated(Layer::Ipv4, hl, b.len()));
         }
         let total = usize::from(be16(b, 2));
-        if total < hl {
+        // 0 is what Linux writes in a GSO super-segment longer than 64 KiB (BIG TCP): the
+        // packet is then as long as what was captured (see `packet_len`).
+        if total < hl && total != 0 {
             return Err(err(WireErrorKind::BadTotalLength(total)));
         }
         Ok(Ipv4Packet { buffer })
@@ -71,6 +73,15 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Total length field (header + payload).
     pub fn total_len(&self) -> u16 {
         be16(self.buffer.as_ref(), 2)
+    }
+
+    /// Length of the whole packet: the total-length field, or for a super-segment that carries
+    /// 0 there (BIG TCP, RFC 2675's idea for IPv4 as Linux does it), the buffer's length.
+    pub fn packet_len(&self) -> usize {
+        match usize::from(self.total_len()) {
+            0 => self.buffer.as_ref().len(),
+            n => n,
+        }
     }
 
     /// Identification.
@@ -134,7 +145,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// the buffer if the capture was cut shorter.
     pub fn payload(&self) -> &[u8] {
         let b = self.buffer.as_ref();
-        let end = usize::from(self.total_len()).min(b.len());
+        let end = self.packet_len().min(b.len());
         &b[self.header_len()..end]
     }
 }
@@ -190,7 +201,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// Mutable payload as captured (see [`payload`](Self::payload)).
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let hl = self.header_len();
-        let end = usize::from(self.total_len()).min(self.buffer.as_ref().len());
+        let end = self.packet_len().min(self.buffer.as_ref().len());
         &mut self.buffer.as_mut()[hl..end]
     }
 }
@@ -198,6 +209,18 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zero_total_length_is_a_big_super_segment() {
+        let mut p = vec![0u8; 100];
+        p[0] = 0x45;
+        p[9] = 6;
+        let v = Ipv4Packet::new_checked(&p[..]).unwrap();
+        assert_eq!((v.total_len(), v.packet_len()), (0, 100));
+        assert_eq!(v.payload().len(), 80);
+        p[3] = 10; // 10 < 20: still refused
+        assert!(Ipv4Packet::new_checked(&p[..]).is_err());
+    }
     use hex_literal::hex;
 
     // IPv4 header of the first SYN in pcaps/http_keepalive.pcap.

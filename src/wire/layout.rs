@@ -201,7 +201,7 @@ pub fn parse_layout(linktype: LinkType, frame: &[u8]) -> Result<Layout, WireErro
 fn parse_ipv4(frame: &[u8], off: usize) -> Result<IpInfo, WireError> {
     let p = Ipv4Packet::new_checked(&frame[off..]).map_err(|e| e.at(off))?;
     let hl = p.header_len();
-    let total = usize::from(p.total_len());
+    let total = p.packet_len();
     let fragment = p.is_fragment().then(|| FragmentInfo {
         offset: p.frag_offset(),
         more: p.more_frags(),

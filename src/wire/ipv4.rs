@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn a_zero_total_length_is_a_big_super_segment() {
-        let mut p = vec![0u8; 100];
+        let mut p = [0u8; 100];
         p[0] = 0x45;
         p[9] = 6;
         let v = Ipv4Packet::new_checked(&p[..]).unwrap();

@@ -46,6 +46,10 @@ pub enum SecureError {
         /// The file's permission bits.
         mode: u32,
     },
+    /// The secret file cannot be used: missing, a symlink, not a regular file, owned by
+    /// another user, or unreadable (the text says which).
+    #[error("{0}")]
+    SecretFile(String),
     /// A record length is 0 or too large for the current phase.
     #[error("bad record length {len} at byte {offset}")]
     BadRecord {
@@ -141,6 +145,42 @@ pub fn check_secret_mode(mode: u32) -> Result<(), SecureError> {
         });
     }
     Ok(())
+}
+
+/// Reads the secret file once, safely: opened with `O_NOFOLLOW` (a symlink is refused),
+/// checked through the open descriptor (`fstat`: a regular file, owned by root or by the
+/// effective user, no group or other permission bits), then read from that same descriptor,
+/// so no rename between the check and the read can swap the file. Call it before dropping
+/// privileges: the file then need not be readable by `--user`.
+pub fn read_secret_file(path: &std::path::Path) -> Result<Psk, SecureError> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let bad = |why: String| SecureError::SecretFile(format!("{}: {why}", path.display()));
+    let mut f = crate::sys::open_nofollow(path, false).map_err(|e| bad(e.to_string()))?;
+    let meta = f.metadata().map_err(|e| bad(format!("fstat: {e}")))?;
+    check_secret_owner(meta.mode(), meta.uid(), crate::sys::effective_uid())
+        .map_err(|e| bad(e.to_string()))?;
+    let mut text = Vec::with_capacity(128);
+    // A secret is 64 digits: read a little more than that, never a whole large file.
+    f.by_ref()
+        .take(4096)
+        .read_to_end(&mut text)
+        .map_err(|e| bad(e.to_string()))?;
+    Psk::from_hex_text(&text).map_err(|e| bad(e.to_string()))
+}
+
+/// Checks a secret file's `st_mode` and owner: a regular file, owned by root or `euid`, no
+/// group or other permission bits.
+pub fn check_secret_owner(mode: u32, owner: u32, euid: u32) -> Result<(), SecureError> {
+    if mode & 0o170000 != 0o100000 {
+        return Err(SecureError::SecretFile("not a regular file".into()));
+    }
+    if owner != 0 && owner != euid {
+        return Err(SecureError::SecretFile(format!(
+            "owned by uid {owner}: must be owned by root or by the user running this (uid {euid})"
+        )));
+    }
+    check_secret_mode(mode)
 }
 
 enum State {
@@ -437,6 +477,30 @@ mod tests {
     }
 
     #[test]
+    fn secret_file_read_through_one_checked_descriptor() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("secret");
+        std::fs::write(&p, format!("{}\n", "0123456789abcdef".repeat(4))).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            read_secret_file(&p).unwrap().0[..8],
+            [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef],
+            "a private file owned by us is read"
+        );
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        let e = read_secret_file(&link).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = read_secret_file(&p).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+        let e = read_secret_file(d.path()).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        assert!(read_secret_file(&d.path().join("none")).is_err());
+    }
+
+    #[test]
     fn secret_parsing_and_mode() {
         let hex = b"00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF\n";
         assert!(Psk::from_hex_text(hex).is_ok());
@@ -450,6 +514,14 @@ mod tests {
             Err(SecureError::SecretMode { mode: 0o640 })
         );
         assert!(check_secret_mode(0o100604).is_err());
+        assert!(check_secret_owner(0o100600, 0, 1000).is_ok());
+        assert!(check_secret_owner(0o100600, 1000, 1000).is_ok());
+        assert!(check_secret_owner(0o100600, 1001, 1000).is_err());
+        assert!(check_secret_owner(0o100640, 0, 0).is_err());
+        assert!(
+            check_secret_owner(0o020600, 0, 0).is_err(),
+            "a device is no secret file"
+        );
         assert_eq!(format!("{:?}", Psk::from_hex_text(hex).unwrap()), "Psk(..)");
     }
 }

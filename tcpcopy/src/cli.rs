@@ -174,6 +174,10 @@ pub struct Cli {
     /// and encrypts the channel.
     #[arg(long = "secret-file", value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
+    /// Run the channel to intercept without --secret-file: unauthenticated and in clear text
+    /// (a warning is logged every minute while connected).
+    #[arg(long = "insecure", conflicts_with = "secret_file")]
+    pub insecure: bool,
     /// After opening capture, raw sockets, log and pid files, switch to this user keeping only
     /// CAP_NET_RAW (when started as root; otherwise only the capabilities are trimmed).
     #[arg(long = "user", value_name = "USER", default_value = "nobody")]
@@ -280,8 +284,11 @@ pub struct Settings {
     pub stats: Option<Duration>,
     /// --force.
     pub force: bool,
-    /// --secret-file (read when the channel is built).
+    /// --secret-file (`None` only with --insecure).
     pub secret_file: Option<PathBuf>,
+    /// The secret, read from --secret-file before the privilege drop (the binary does it;
+    /// when `None`, [`crate::live::run`] reads the file itself).
+    pub psk: Option<tcpclone::proto::secure::Psk>,
     /// --report files (.json / .html): the same report as stream mode's, from the requests the
     /// engine sent and the answers intercept reported.
     pub report: Vec<PathBuf>,
@@ -586,6 +593,13 @@ impl Cli {
                 return Err(bad("-F/--filter", "empty expression"));
             }
         }
+        // Last, so that a mistake in another flag is named first.
+        if self.secret_file.is_none() && !self.insecure {
+            return Err(bad(
+                "--secret-file",
+                "required: the same secret as intercept's (openssl rand -hex 32 > secret; chmod 600 secret), or --insecure to run the channel unauthenticated",
+            ));
+        }
         Ok(Settings {
             mappings,
             intercepts,
@@ -616,6 +630,7 @@ impl Cli {
             stats,
             force: self.force,
             secret_file: self.secret_file.clone(),
+            psk: None,
             report: self.stream_opts.report.clone(),
         })
     }
@@ -742,8 +757,47 @@ pub fn check_targets(settings: &Settings, local_addrs: &[IpAddr]) -> Vec<String>
 mod tests {
     use super::*;
 
+    /// Raw-mode command lines get --insecure unless they name a secret (tested apart).
     fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("tcpcopy").chain(args.iter().copied()))
+        let insecure = args.contains(&"-s") && !args.contains(&"--secret-file");
+        Cli::try_parse_from(
+            std::iter::once("tcpcopy")
+                .chain(args.iter().copied())
+                .chain(insecure.then_some("--insecure")),
+        )
+    }
+
+    #[test]
+    fn a_secret_or_insecure_is_required() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("tcpcopy").chain(args.iter().copied()))
+        };
+        let base = ["-x", "80-198.18.1.2:80", "-s", "198.18.1.3"];
+        let err = parse(&base).unwrap().validate().unwrap_err();
+        assert_eq!(err.flag, "--secret-file", "{err}");
+        assert!(err.to_string().contains("--insecure"), "{err}");
+        let with = |extra: &[&str]| {
+            let mut a = base.to_vec();
+            a.extend_from_slice(extra);
+            parse(&a)
+        };
+        let s = with(&["--secret-file", "/etc/tcpclone/secret"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(s.secret_file.is_some() && s.psk.is_none());
+        assert!(with(&["--insecure"]).unwrap().validate().is_ok());
+        assert!(
+            with(&["--insecure", "--secret-file", "s"]).is_err(),
+            "the two contradict each other"
+        );
+        // Stream mode has no channel to intercept: no secret needed.
+        assert!(
+            parse(&["--stream", "-x", "80-198.18.1.2:80", "--offline", "f.pcap"])
+                .unwrap()
+                .validate_stream()
+                .is_ok()
+        );
     }
 
     #[test]

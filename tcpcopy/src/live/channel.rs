@@ -36,6 +36,21 @@ const BACKLOG_POLL: Duration = Duration::from_millis(1);
 /// Commands batched into one pass before the socket is written.
 const CMD_BATCH: usize = 4096;
 
+/// Last --insecure warning (all connections together): one a minute while connected, so the
+/// log says it for as long as it matters.
+static INSECURE_WARNED: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+/// How often the --insecure warning repeats while connected.
+const INSECURE_WARN_EVERY: Duration = Duration::from_secs(60);
+
+fn warn_insecure(addr: SocketAddr) {
+    let now = std::time::Instant::now();
+    let mut last = INSECURE_WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    if last.is_none_or(|t| now.duration_since(t) >= INSECURE_WARN_EVERY) {
+        *last = Some(now);
+        warn!(intercept = %addr, "--insecure: the channel to intercept is unauthenticated and unencrypted; anyone on the path can read or forge registrations and responses");
+    }
+}
+
 /// The response headers of one `Responses` frame, copied out of it back to back.
 ///
 /// The decoder hands them over as slices of the frame, and the frame is a slice of the
@@ -364,6 +379,9 @@ async fn serve(
     let mut buf = vec![0u8; 64 * 1024];
     let mut was_paused = false;
     loop {
+        if ch.is_insecure() && ch.is_ready() {
+            warn_insecure(addr);
+        }
         // Write everything the channel has for the socket.
         while let Some(out) = ch.poll_transmit(std::time::Instant::now()) {
             if let Err(e) = wr.write_all(&out).await {

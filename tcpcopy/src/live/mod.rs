@@ -131,14 +131,9 @@ pub fn safety_check(settings: &Settings) -> Result<()> {
     ))
 }
 
-/// Reads the shared secret, refusing a file that group or others can read.
-fn read_secret(path: &std::path::Path) -> Result<tcpclone::proto::secure::Psk> {
-    use std::os::unix::fs::PermissionsExt;
-    let ctx = || format!("--secret-file {}", path.display());
-    let meta = std::fs::metadata(path).with_context(ctx)?;
-    tcpclone::proto::secure::check_secret_mode(meta.permissions().mode()).with_context(ctx)?;
-    let text = std::fs::read(path).with_context(ctx)?;
-    tcpclone::proto::secure::Psk::from_hex_text(&text).with_context(ctx)
+/// Reads the shared secret once, safely (see [`tcpclone::proto::secure::read_secret_file`]).
+pub fn read_secret(path: &std::path::Path) -> Result<tcpclone::proto::secure::Psk> {
+    tcpclone::proto::secure::read_secret_file(path).context("--secret-file")
 }
 
 /// Runs raw mode until SIGINT/SIGTERM (or the end of an --offline file) and returns the summary.
@@ -264,10 +259,11 @@ pub fn run(settings: Settings) -> Result<Summary> {
     drop(cap_tx);
     drop(cap_rx);
 
-    let psk = match &settings.secret_file {
-        Some(p) => Some(read_secret(p)?),
-        None => {
-            warn!("no --secret-file: the channel to intercept is unauthenticated and unencrypted");
+    let psk = match (&settings.psk, &settings.secret_file) {
+        (Some(k), _) => Some(k.clone()),
+        (None, Some(p)) => Some(read_secret(p)?),
+        (None, None) => {
+            warn!("--insecure: the channel to intercept is unauthenticated and unencrypted");
             None
         }
     };

@@ -315,3 +315,85 @@ fn key_holder_cannot_take_sessions() {
         "{summary}"
     );
 }
+
+/// `Key: value` of /proc/PID/status.
+fn proc_status(pid: u32, key: &str) -> Option<String> {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    st.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.trim_start_matches(':').trim().to_string())
+}
+
+#[test]
+fn live_stream_runs_unprivileged_and_refuses_local_targets() {
+    require_root!("secure_defaults::live_stream_runs_unprivileged_and_refuses_local_targets");
+    require_programs!("secure_defaults", "ip");
+    let mut lab = Lab::new();
+    let ns = lab.netns("sds");
+    let tcpcopy = bin("tcpcopy");
+    let t = tcpcopy.to_str().unwrap();
+    // Local targets, however spelled, are refused in live stream mode as in raw mode.
+    for target in ["127.0.0.1:6380", "[::ffff:127.0.0.1]:6380", "[::1]:6380"] {
+        let out = lab.exec(
+            &ns,
+            &format!("{t} --stream -i lo -x 6379-{target} --user nobody"),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{target}: {err}");
+        assert!(
+            err.contains("refused") && err.contains("this (production) host"),
+            "{target}: {err}"
+        );
+    }
+    // A target elsewhere: it runs, as nobody, with CAP_NET_RAW only.
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("stream.log");
+    let pid = lab.spawn(
+        &ns,
+        &[
+            t,
+            "--stream",
+            "-i",
+            "lo",
+            "-x",
+            "6379-198.18.61.2:6379",
+            "--user",
+            "nobody",
+        ],
+        Some(&log),
+    );
+    let nobody = tcpclone::sys::lookup_user("nobody")
+        .unwrap()
+        .uid
+        .to_string();
+    let t0 = Instant::now();
+    loop {
+        let uid = proc_status(pid, "Uid").unwrap_or_default();
+        if uid.split_whitespace().all(|u| u == nobody) && !uid.is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "still uid {uid:?} after 5 s: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let the capture open, then look again: still running, nothing but CAP_NET_RAW (bit 13).
+    std::thread::sleep(Duration::from_millis(500));
+    for key in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(
+            proc_status(pid, key).as_deref(),
+            Some("0000000000002000"),
+            "{key}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    assert_eq!(proc_status(pid, "NoNewPrivs").as_deref(), Some("1"));
+    let st = lab.stop(pid, "INT", Duration::from_secs(3));
+    assert!(
+        st.is_some(),
+        "live stream mode did not stop on SIGINT: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}

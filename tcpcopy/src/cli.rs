@@ -728,23 +728,38 @@ pub fn parse_client_ips(list: &str) -> Result<(Vec<IpAddr>, Vec<IpNet>), String>
 /// Production safety (issue 5): a target must not be a local address of this host, an online
 /// address named in -x, or inside a -c range. Returns one line per refused target.
 pub fn check_targets(settings: &Settings, local_addrs: &[IpAddr]) -> Vec<String> {
+    check_mapping_targets(&settings.mappings, &settings.client_nets, local_addrs)
+}
+
+/// [`check_targets`] for any mode: the `-x` targets against this host's addresses, the
+/// online addresses of `-x` and the `-c` networks. IPv4-mapped IPv6 addresses are compared as
+/// the IPv4 address they are.
+pub fn check_mapping_targets(
+    mappings: &[TargetMapping],
+    client_nets: &[IpNet],
+    local_addrs: &[IpAddr],
+) -> Vec<String> {
+    let local: Vec<IpAddr> = local_addrs.iter().map(|a| a.to_canonical()).collect();
     let mut problems = Vec::new();
-    for m in &settings.mappings {
-        let t = m.target.ip();
+    for m in mappings {
+        let t = m.target.ip().to_canonical();
         if t.is_unspecified() || t.is_multicast() {
             problems.push(format!("target {t} is not a unicast address"));
         }
-        if t.is_loopback() || local_addrs.contains(&t) {
+        if t.is_loopback() || local.contains(&t) {
             problems.push(format!(
                 "target {t} is an address of this (production) host"
             ));
         }
-        if settings.mappings.iter().any(|o| o.online_ip == Some(t)) {
+        if mappings
+            .iter()
+            .any(|o| o.online_ip.map(|a| a.to_canonical()) == Some(t))
+        {
             problems.push(format!(
                 "target {t} is an online (production) address named in -x"
             ));
         }
-        if let Some(net) = settings.client_nets.iter().find(|n| n.contains(&t)) {
+        if let Some(net) = client_nets.iter().find(|n| n.contains(&t)) {
             problems.push(format!("target {t} is inside the -c range {net}"));
         }
     }
@@ -990,5 +1005,19 @@ mod tests {
             .validate()
             .unwrap();
         assert!(check_targets(&ok, &["198.18.1.1".parse().unwrap()]).is_empty());
+        // IPv4-mapped IPv6, in the target or in the host's address list, is the IPv4 address.
+        let mapped = cli(&["-x", "80-[::ffff:198.18.1.9]:80", "-s", "198.18.1.3"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(mapped.mappings[0].target, "198.18.1.9:80".parse().unwrap());
+        assert_eq!(
+            check_targets(&mapped, &["198.18.1.9".parse().unwrap()]).len(),
+            1
+        );
+        assert_eq!(
+            check_targets(&ok, &["::ffff:198.18.1.2".parse().unwrap()]).len(),
+            1
+        );
     }
 }

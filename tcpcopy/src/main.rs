@@ -28,6 +28,11 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        if matches!(common.source, tcpcopy::stream::StreamSource::Live { .. }) {
+            if let Err(code) = secure_live_stream(&cli, &common) {
+                return code;
+            }
+        }
         return match tcpcopy::stream::run(&common, &cli.stream_opts) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
@@ -141,6 +146,38 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Live stream mode copies production traffic as raw mode does: the same target checks
+/// (a local, loopback or `-x`-online target is refused unless --force), then --report files
+/// created (never through a symlink) and handed to --user, then the drop to --user keeping
+/// only CAP_NET_RAW (the capture opens after it). Before any thread starts.
+fn secure_live_stream(cli: &Cli, common: &tcpcopy::stream::StreamCommon) -> Result<(), ExitCode> {
+    match tcpcopy::live::safety_check_targets(&common.mappings, &[], cli.force) {
+        Ok(overridden) => {
+            for p in overridden {
+                eprintln!("tcpcopy: warning: --force: {p}");
+            }
+        }
+        Err(e) => {
+            eprintln!("tcpcopy: {e}");
+            return Err(ExitCode::from(2));
+        }
+    }
+    for p in &cli.stream_opts.report {
+        let given = tcpclone::sys::create_nofollow(p)
+            .map_err(|e| format!("cannot create: {e}"))
+            .and_then(|f| tcpclone::sys::give_to_user(&f, p, &cli.user).map_err(|e| e.to_string()));
+        if let Err(e) = given {
+            eprintln!("tcpcopy: --report {}: {e}", p.display());
+            return Err(ExitCode::from(2));
+        }
+    }
+    if let Err(e) = tcpclone::sys::drop_privileges(&cli.user, true) {
+        eprintln!("tcpcopy: --user: dropping privileges: {e}");
+        return Err(ExitCode::from(2));
+    }
+    Ok(())
 }
 
 /// Logs to the -l file (appending) or to standard error; `RUST_LOG` overrides the level.

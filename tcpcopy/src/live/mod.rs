@@ -13,7 +13,7 @@ pub mod counters;
 pub mod sys;
 pub mod worker;
 
-use crate::cli::{check_targets, Settings, Source};
+use crate::cli::{Settings, Source};
 use crate::engine::shared::SharedClients;
 use crate::engine::EngineStats;
 use crate::engine::{Engine, EngineConfig};
@@ -100,30 +100,38 @@ pub fn engine_config(s: &Settings) -> EngineConfig {
 }
 
 /// This host's addresses, for the production-safety check.
-fn local_addresses() -> Vec<IpAddr> {
-    match pcap::Device::list() {
-        Ok(devs) => devs
-            .iter()
-            .flat_map(|d| d.addresses.iter().map(|a| a.addr))
-            .collect(),
-        Err(e) => {
-            warn!(error = %e, "cannot list local addresses; the local-target check is skipped");
-            Vec::new()
-        }
-    }
+fn local_addresses() -> Result<Vec<IpAddr>, String> {
+    pcap::Device::list()
+        .map(|devs| {
+            devs.iter()
+                .flat_map(|d| d.addresses.iter().map(|a| a.addr))
+                .collect()
+        })
+        .map_err(|e| format!("cannot list this host's addresses to check the targets ({e})"))
 }
 
 /// Checks the production-safety rules (issue 5); `--force` turns refusals into warnings.
 pub fn safety_check(settings: &Settings) -> Result<()> {
-    let problems = check_targets(settings, &local_addresses());
-    if problems.is_empty() {
-        return Ok(());
+    for p in safety_check_targets(&settings.mappings, &settings.client_nets, settings.force)? {
+        warn!("--force: {p}");
     }
-    if settings.force {
-        for p in &problems {
-            warn!("--force: {p}");
-        }
-        return Ok(());
+    Ok(())
+}
+
+/// The production-safety rules for any mode. Fails closed: when this host's addresses cannot
+/// be listed, the targets are refused too. With `force`, returns the problems overridden (for
+/// the caller to warn about) instead of refusing.
+pub fn safety_check_targets(
+    mappings: &[crate::mapping::TargetMapping],
+    client_nets: &[ipnet::IpNet],
+    force: bool,
+) -> Result<Vec<String>> {
+    let problems = match local_addresses() {
+        Ok(local) => crate::cli::check_mapping_targets(mappings, client_nets, &local),
+        Err(e) => vec![e],
+    };
+    if problems.is_empty() || force {
+        return Ok(problems);
     }
     Err(anyhow!(
         "-x/--mapping: refused: {} (--force overrides)",

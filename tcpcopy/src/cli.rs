@@ -522,14 +522,17 @@ impl Cli {
             Source::Live { interfaces } => self.buffer * interfaces.len() as u64,
             Source::Offline { .. } => 0,
         };
-        // And the response headers queued between the intercept channel and the engine.
-        let responses = crate::live::channel::RESPONSE_BACKLOG >> 20;
+        // And the queues to and from intercept: response headers on their way to the engine,
+        // registrations on their way to intercept.
+        let responses = (crate::live::channel::RESPONSE_BACKLOG
+            + crate::live::channel::COMMAND_BACKLOG)
+            .div_ceil(1 << 20);
         if rings + responses >= self.max_memory {
             return Err(bad(
                 "-B/--buffer",
                 format!(
                     "capture rings (and with --capture pcap their backlog) ({rings} MB) and the \
-                     response queue ({responses} MB) leave nothing of -m {} MB for sessions",
+                     intercept queues ({responses} MB) leave nothing of -m {} MB for sessions",
                     self.max_memory
                 ),
             ));
@@ -864,8 +867,8 @@ mod tests {
         );
         assert_eq!(
             s.engine_memory,
-            (512 - 2 * 16 - 4) << 20,
-            "-B 16 on two devices (the ring has no backlog) and the response queue"
+            (512 - 2 * 16 - 5) << 20,
+            "-B 16 on two devices (the ring has no backlog) and the intercept queues (4 + 1 MB)"
         );
         assert_eq!(
             (s.copies, s.port_shift, s.percentage, s.mss, s.connections),

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tcpclone::proto::client::{Channel, Event};
@@ -35,6 +36,17 @@ pub const RESPONSE_BACKLOG: u64 = 4 << 20;
 const BACKLOG_POLL: Duration = Duration::from_millis(1);
 /// Commands batched into one pass before the socket is written.
 const CMD_BATCH: usize = 4096;
+/// Bytes of registration commands queued for the intercept connections at most, counted in
+/// -m: when intercept stops reading, the connection's writes stall and commands pile up here;
+/// past this they are dropped and counted as registrations lost (the connection is rebuilt
+/// after [`WRITE_TIMEOUT`] and re-sends every registration it holds).
+pub const COMMAND_BACKLOG: u64 = 1 << 20;
+/// What one queued command costs: its queue slot (~72 bytes) and its share of the queue's
+/// blocks, counted high.
+const COMMAND_COST: u64 = 128;
+/// A write to intercept that makes no progress for this long drops the connection (it is
+/// rebuilt, registrations re-sent): an intercept that stops reading must not stall tcpcopy.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Last --insecure warning (all connections together): one a minute while connected, so the
 /// log says it for as long as it matters.
@@ -193,10 +205,37 @@ pub enum ToChannel {
     Remove(SocketAddr, SocketAddr),
 }
 
+/// The engines' end of the command queue to the channel thread, bounded by
+/// [`COMMAND_BACKLOG`]. Dropping every clone shuts the channel down.
+#[derive(Debug, Clone)]
+pub struct CommandSender {
+    tx: mpsc::UnboundedSender<ToChannel>,
+    /// Commands queued anywhere between the engines and the connections.
+    queued: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+}
+
+impl CommandSender {
+    /// Queues `cmd`; when the queue is full (intercept not reading), drops it, counts it as a
+    /// registration lost and gives it back.
+    pub fn send(&self, cmd: ToChannel) -> Result<(), ToChannel> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.queued.load(Relaxed) * COMMAND_COST >= COMMAND_BACKLOG {
+            self.counters.add(&self.counters.registrations_lost, 1);
+            return Err(cmd);
+        }
+        self.queued.fetch_add(1, Relaxed);
+        self.tx.send(cmd).map_err(|e| {
+            self.queued.fetch_sub(1, Relaxed);
+            e.0
+        })
+    }
+}
+
 /// The engine thread's handle on the channel thread.
 pub struct ChannelHandle {
-    /// Commands to the channel; dropping it shuts the channel down.
-    pub tx: mpsc::UnboundedSender<ToChannel>,
+    /// Commands to the channel; dropping it (and its clones) shuts the channel down.
+    pub tx: CommandSender,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -227,6 +266,12 @@ pub fn spawn(
     counters: Arc<Counters>,
 ) -> std::io::Result<ChannelHandle> {
     let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicU64::new(0));
+    let tx = CommandSender {
+        tx,
+        queued: queued.clone(),
+        counters: counters.clone(),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -243,6 +288,7 @@ pub fn spawn(
                 rx,
                 responses,
                 counters,
+                queued,
             ));
             rt.shutdown_timeout(Duration::from_millis(200));
         })?;
@@ -264,6 +310,7 @@ async fn route(
     mut rx: mpsc::UnboundedReceiver<ToChannel>,
     responses: Responses,
     counters: Arc<Counters>,
+    queued: Arc<AtomicU64>,
 ) {
     let mut conns: Vec<Vec<mpsc::UnboundedSender<ToChannel>>> = Vec::new();
     let mut tasks = Vec::new();
@@ -280,6 +327,7 @@ async fn route(
                 crx,
                 responses.clone(),
                 counters.clone(),
+                queued.clone(),
             )));
         }
         conns.push(row);
@@ -287,8 +335,13 @@ async fn route(
     while let Some(cmd) = rx.recv().await {
         let (ToChannel::Add(cl, t) | ToChannel::Remove(cl, t)) = cmd;
         let j = conn_of(&cl, &t, c);
+        // One command in, one copy per intercept out: each is counted until applied.
+        queued.fetch_add(conns.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         for row in &conns {
-            let _ = row[j].send(cmd);
+            if row[j].send(cmd).is_err() {
+                queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
     for t in tasks {
@@ -296,8 +349,9 @@ async fn route(
     }
 }
 
-/// Applies one registration command to the channel.
-fn apply(ch: &mut Channel, cmd: ToChannel, counters: &Counters) {
+/// Applies one registration command to the channel (it leaves the bounded queue).
+fn apply(ch: &mut Channel, cmd: ToChannel, counters: &Counters, queued: &AtomicU64) {
+    queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     let r = match cmd {
         ToChannel::Add(cl, t) => ch.session_add(cl, t),
         ToChannel::Remove(cl, t) => ch.session_remove(cl, t),
@@ -316,6 +370,7 @@ async fn connection(
     mut cmds: mpsc::UnboundedReceiver<ToChannel>,
     responses: Responses,
     counters: Arc<Counters>,
+    queued: Arc<AtomicU64>,
 ) {
     let mut warned = false;
     loop {
@@ -326,7 +381,7 @@ async fn connection(
             tokio::select! {
                 r = &mut connect => break r,
                 cmd = cmds.recv() => match cmd {
-                    Some(cmd) => apply(&mut ch, cmd, &counters),
+                    Some(cmd) => apply(&mut ch, cmd, &counters, &queued),
                     None => return,
                 },
             }
@@ -335,7 +390,10 @@ async fn connection(
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 warned = false;
-                serve(j, addr, stream, &mut ch, &mut cmds, &responses, &counters).await
+                serve(
+                    j, addr, stream, &mut ch, &mut cmds, &responses, &counters, &queued,
+                )
+                .await
             }
             Ok(Err(e)) => format!("cannot connect: {e}"),
             Err(_) => "connect timed out".to_string(),
@@ -354,7 +412,7 @@ async fn connection(
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => break,
                 cmd = cmds.recv() => match cmd {
-                    Some(cmd) => apply(&mut ch, cmd, &counters),
+                    Some(cmd) => apply(&mut ch, cmd, &counters, &queued),
                     None => return,
                 },
             }
@@ -371,6 +429,7 @@ async fn serve(
     cmds: &mut mpsc::UnboundedReceiver<ToChannel>,
     responses: &Responses,
     counters: &Counters,
+    queued: &AtomicU64,
 ) -> String {
     let (mut rd, mut wr) = stream.into_split();
     if let Err(e) = ch.connected(std::time::Instant::now()) {
@@ -384,8 +443,15 @@ async fn serve(
         }
         // Write everything the channel has for the socket.
         while let Some(out) = ch.poll_transmit(std::time::Instant::now()) {
-            if let Err(e) = wr.write_all(&out).await {
-                return format!("write: {e}");
+            match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&out)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return format!("write: {e}"),
+                Err(_) => {
+                    return format!(
+                        "write: intercept took nothing for {} s",
+                        WRITE_TIMEOUT.as_secs()
+                    )
+                }
             }
         }
         while let Some(ev) = ch.poll_event() {
@@ -423,10 +489,10 @@ async fn serve(
             },
             cmd = cmds.recv() => {
                 let Some(cmd) = cmd else { return String::new() };
-                apply(ch, cmd, counters);
+                apply(ch, cmd, counters, queued);
                 for _ in 0..CMD_BATCH {
                     match cmds.try_recv() {
-                        Ok(cmd) => apply(ch, cmd, counters),
+                        Ok(cmd) => apply(ch, cmd, counters, queued),
                         Err(_) => break,
                     }
                 }
@@ -443,6 +509,39 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_queue_is_bounded_and_counts_what_it_drops() {
+        let counters = Arc::new(Counters::default());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicU64::new(0));
+        let s = CommandSender {
+            tx,
+            queued: queued.clone(),
+            counters: counters.clone(),
+        };
+        let cmd = |p: u16| {
+            ToChannel::Add(
+                SocketAddr::from(([198, 18, 0, 1], p)),
+                "198.18.0.2:80".parse().unwrap(),
+            )
+        };
+        let cap = COMMAND_BACKLOG / COMMAND_COST;
+        // Nobody takes them (intercept stopped reading): ten times the bound is offered.
+        let sent = (0..10 * cap as u32)
+            .filter(|&i| s.clone().send(cmd(i as u16)).is_ok())
+            .count() as u64;
+        assert_eq!(sent, cap);
+        assert_eq!(Counters::get(&counters.registrations_lost), 9 * cap);
+        // Applied commands leave the queue and make room again.
+        let mut ch = Channel::new(1, None);
+        for _ in 0..10 {
+            let c = rx.try_recv().unwrap();
+            apply(&mut ch, c, &counters, &queued);
+        }
+        assert_eq!(queued.load(std::sync::atomic::Ordering::Relaxed), cap - 10);
+        assert!(s.send(cmd(1)).is_ok());
+    }
 
     #[test]
     fn response_batch_is_a_compact_copy_in_order() {

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tcpclone::proto::client::{Channel, Event};
@@ -210,8 +209,6 @@ pub enum ToChannel {
 #[derive(Debug, Clone)]
 pub struct CommandSender {
     tx: mpsc::UnboundedSender<ToChannel>,
-    /// Commands queued anywhere between the engines and the connections.
-    queued: Arc<AtomicU64>,
     counters: Arc<Counters>,
 }
 
@@ -220,13 +217,14 @@ impl CommandSender {
     /// registration lost and gives it back.
     pub fn send(&self, cmd: ToChannel) -> Result<(), ToChannel> {
         use std::sync::atomic::Ordering::Relaxed;
-        if self.queued.load(Relaxed) * COMMAND_COST >= COMMAND_BACKLOG {
+        let queued = &self.counters.commands_queued;
+        if queued.load(Relaxed) * COMMAND_COST >= COMMAND_BACKLOG {
             self.counters.add(&self.counters.registrations_lost, 1);
             return Err(cmd);
         }
-        self.queued.fetch_add(1, Relaxed);
+        queued.fetch_add(1, Relaxed);
         self.tx.send(cmd).map_err(|e| {
-            self.queued.fetch_sub(1, Relaxed);
+            queued.fetch_sub(1, Relaxed);
             e.0
         })
     }
@@ -266,10 +264,8 @@ pub fn spawn(
     counters: Arc<Counters>,
 ) -> std::io::Result<ChannelHandle> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let queued = Arc::new(AtomicU64::new(0));
     let tx = CommandSender {
         tx,
-        queued: queued.clone(),
         counters: counters.clone(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -288,7 +284,6 @@ pub fn spawn(
                 rx,
                 responses,
                 counters,
-                queued,
             ));
             rt.shutdown_timeout(Duration::from_millis(200));
         })?;
@@ -310,8 +305,8 @@ async fn route(
     mut rx: mpsc::UnboundedReceiver<ToChannel>,
     responses: Responses,
     counters: Arc<Counters>,
-    queued: Arc<AtomicU64>,
 ) {
+    let queued = &counters.commands_queued;
     let mut conns: Vec<Vec<mpsc::UnboundedSender<ToChannel>>> = Vec::new();
     let mut tasks = Vec::new();
     for addr in &intercepts {
@@ -327,7 +322,6 @@ async fn route(
                 crx,
                 responses.clone(),
                 counters.clone(),
-                queued.clone(),
             )));
         }
         conns.push(row);
@@ -350,8 +344,10 @@ async fn route(
 }
 
 /// Applies one registration command to the channel (it leaves the bounded queue).
-fn apply(ch: &mut Channel, cmd: ToChannel, counters: &Counters, queued: &AtomicU64) {
-    queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+fn apply(ch: &mut Channel, cmd: ToChannel, counters: &Counters) {
+    counters
+        .commands_queued
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     let r = match cmd {
         ToChannel::Add(cl, t) => ch.session_add(cl, t),
         ToChannel::Remove(cl, t) => ch.session_remove(cl, t),
@@ -370,7 +366,6 @@ async fn connection(
     mut cmds: mpsc::UnboundedReceiver<ToChannel>,
     responses: Responses,
     counters: Arc<Counters>,
-    queued: Arc<AtomicU64>,
 ) {
     let mut warned = false;
     loop {
@@ -381,7 +376,7 @@ async fn connection(
             tokio::select! {
                 r = &mut connect => break r,
                 cmd = cmds.recv() => match cmd {
-                    Some(cmd) => apply(&mut ch, cmd, &counters, &queued),
+                    Some(cmd) => apply(&mut ch, cmd, &counters),
                     None => return,
                 },
             }
@@ -390,10 +385,7 @@ async fn connection(
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 warned = false;
-                serve(
-                    j, addr, stream, &mut ch, &mut cmds, &responses, &counters, &queued,
-                )
-                .await
+                serve(j, addr, stream, &mut ch, &mut cmds, &responses, &counters).await
             }
             Ok(Err(e)) => format!("cannot connect: {e}"),
             Err(_) => "connect timed out".to_string(),
@@ -412,7 +404,7 @@ async fn connection(
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => break,
                 cmd = cmds.recv() => match cmd {
-                    Some(cmd) => apply(&mut ch, cmd, &counters, &queued),
+                    Some(cmd) => apply(&mut ch, cmd, &counters),
                     None => return,
                 },
             }
@@ -429,7 +421,6 @@ async fn serve(
     cmds: &mut mpsc::UnboundedReceiver<ToChannel>,
     responses: &Responses,
     counters: &Counters,
-    queued: &AtomicU64,
 ) -> String {
     let (mut rd, mut wr) = stream.into_split();
     if let Err(e) = ch.connected(std::time::Instant::now()) {
@@ -489,10 +480,10 @@ async fn serve(
             },
             cmd = cmds.recv() => {
                 let Some(cmd) = cmd else { return String::new() };
-                apply(ch, cmd, counters, queued);
+                apply(ch, cmd, counters);
                 for _ in 0..CMD_BATCH {
                     match cmds.try_recv() {
-                        Ok(cmd) => apply(ch, cmd, counters, queued),
+                        Ok(cmd) => apply(ch, cmd, counters),
                         Err(_) => break,
                     }
                 }
@@ -514,10 +505,8 @@ mod tests {
     fn command_queue_is_bounded_and_counts_what_it_drops() {
         let counters = Arc::new(Counters::default());
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicU64::new(0));
         let s = CommandSender {
             tx,
-            queued: queued.clone(),
             counters: counters.clone(),
         };
         let cmd = |p: u16| {
@@ -537,9 +526,9 @@ mod tests {
         let mut ch = Channel::new(1, None);
         for _ in 0..10 {
             let c = rx.try_recv().unwrap();
-            apply(&mut ch, c, &counters, &queued);
+            apply(&mut ch, c, &counters);
         }
-        assert_eq!(queued.load(std::sync::atomic::Ordering::Relaxed), cap - 10);
+        assert_eq!(Counters::get(&counters.commands_queued), cap - 10);
         assert!(s.send(cmd(1)).is_ok());
     }
 

@@ -317,5 +317,6 @@ pub(crate) fn ip(s: &str) -> IpAddr {
 
 // After the macros: textual scope makes them visible there.
 mod fuzz_smoke;
+mod ooo;
 mod scripted;
 mod sim;

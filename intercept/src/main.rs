@@ -199,10 +199,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     if backend == Backend::Pcap && workers > 1 {
         bail!("--workers {workers} needs --capture ring (libpcap captures with one thread per device)");
     }
+    let allow = parse_allow(&args.allow)?;
     check_exposure(&args)?;
     // Read once, as root, before the drop: the file need not be readable by --user.
     let psk = args.secret_file.as_deref().map(read_secret).transpose()?;
-    let allow = parse_allow(&args.allow)?;
     let logfile = init_logging(args.log.as_ref())?;
     match intercept::sys::raise_nofile_limit() {
         Ok((old, new)) if new > old => {

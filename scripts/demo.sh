@@ -34,7 +34,7 @@ redis "$NS_TARGET" 0.0.0.0 6380
 echo "== intercept on the assistant (captures the target's responses)"
 lab_intercept 'tcp and src port 6380'
 
-echo "== tcpcopy on production: -x 6379-198.18.1.2:6380 -s 198.18.1.3"
+echo "== tcpcopy on production: -x 6379-198.18.1.2:6380 -s 198.18.1.3 --secret-file (the secret intercept has)"
 lab_tcpcopy -x 6379-198.18.1.2:6380 -s 198.18.1.3
 
 echo "== client: redis-benchmark -n $REQUESTS -c $CONNS -t set,get against production"

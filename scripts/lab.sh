@@ -120,8 +120,16 @@ lab_clone_topology() {
     inns "$NS_ASSIST" sysctl -qw net.ipv4.ip_forward=0
 }
 
+# The secret tcpcopy and intercept share (both refuse to start without one unless --insecure):
+# made once per run in $WORK, mode 600.
+lab_secret() {
+    [[ -s $WORK/secret ]] && return
+    (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$WORK/secret")
+}
+
 lab_intercept() {
-    lab_bg ip netns exec "$NS_ASSIST" "$BIN/intercept" -i "${TAG}sa" -F "$1" -b 198.18.1.3 >"$WORK/intercept.log" 2>&1
+    lab_secret
+    lab_bg ip netns exec "$NS_ASSIST" "$BIN/intercept" -i "${TAG}sa" -F "$1" -b 198.18.1.3 --secret-file "$WORK/secret" >"$WORK/intercept.log" 2>&1
     INTERCEPT=$LAB_PID
     for _ in $(seq 50); do inns "$NS_ASSIST" ss -Hltn 'sport = :36524' | grep -q LISTEN && return; sleep 0.1; done
     cat "$WORK/intercept.log" >&2
@@ -130,7 +138,8 @@ lab_intercept() {
 }
 
 lab_tcpcopy() {
-    lab_bg ip netns exec "$NS_PROD" "$BIN/tcpcopy" "$@" >"$WORK/tcpcopy.log" 2>&1
+    lab_secret
+    lab_bg ip netns exec "$NS_PROD" "$BIN/tcpcopy" --secret-file "$WORK/secret" "$@" >"$WORK/tcpcopy.log" 2>&1
     TCPCOPY=$LAB_PID
     for _ in $(seq 100); do grep -q "connected to intercept" "$WORK/tcpcopy.log" && break; sleep 0.1; done
     grep -q "connected to intercept" "$WORK/tcpcopy.log" || {

@@ -137,6 +137,7 @@ fn spawn_intercept(lab: &mut Lab, ns: &str, dev: &str, log: &Path) -> u32 {
             "tcp and src port 6379",
             "-b",
             "127.0.0.1",
+            "--insecure",
             "--stats",
             "1",
             "--user",

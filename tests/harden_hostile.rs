@@ -196,6 +196,7 @@ fn intercept_hostile_capture_traffic() {
             "ip or ip6",
             "-b",
             "127.0.0.1",
+            "--insecure",
             "--stats",
             "1",
         ],

@@ -227,6 +227,8 @@ fn redis_scenario(secure: bool) {
             "--allow",
             "127.0.0.1/32",
         ]);
+    } else {
+        argv.push("--insecure");
     }
     let ipid = lab.spawn(&cli, &argv, Some(&ilog));
     let pcap = dir.join("responses.pcap");
@@ -384,11 +386,11 @@ fn redis_scenario(secure: bool) {
         .unwrap();
     assert_eq!(routed, delivered.len(), "{summary}");
     if secure {
-        assert!(!log.contains("no --secret-file"), "{log}");
+        assert!(!log.contains("--insecure"), "{log}");
         assert!(log.contains("(authenticated)"), "{log}");
     } else {
         assert!(
-            log.contains("no --secret-file"),
+            log.contains("--insecure: the channel"),
             "the no-secret warning is printed"
         );
     }
@@ -500,7 +502,7 @@ fn intercept_lab_fd_exhaustion() {
     let ilog = dir.join("intercept.log");
     // A hard limit of 48 open files: the flood exhausts it.
     let cmd = format!(
-        "ulimit -n 48 && exec {} -i lo -F 'tcp and src port 6379' -b 127.0.0.1 --stats 1",
+        "ulimit -n 48 && exec {} -i lo -F 'tcp and src port 6379' -b 127.0.0.1 --insecure --stats 1",
         bin("intercept").display()
     );
     let ipid = lab.spawn(&ns, &["sh", "-c", &cmd], Some(&ilog));

@@ -16,10 +16,14 @@ fn stream_bin() -> PathBuf {
 }
 
 fn tmpdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::Builder::new()
         .prefix("stream_lab")
         .tempdir()
-        .expect("tempdir")
+        .expect("tempdir");
+    // Live stream mode runs as --user (nobody) after start: it writes its --report files here.
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    d
 }
 
 /// Client and production namespaces joined by a veth: client 198.18.50.1, production 198.18.50.2.

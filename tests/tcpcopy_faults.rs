@@ -707,3 +707,88 @@ fn production_safety_capture() {
     }
     assert!(failures.is_empty(), "{}\n{summary}", failures.join("\n"));
 }
+
+/// Issue 16: an intercept that stops reading (SIGSTOP) for 30 s while production is busy
+/// leaves tcpcopy's RSS within -m plus the fixed overhead (its queue of registrations is
+/// bounded, its writes time out and the connection is rebuilt), and once intercept runs again
+/// (SIGCONT) new sessions are delivered in full.
+#[test]
+fn intercept_stopped_then_continued() {
+    require_root!("tcpcopy_faults::intercept_stopped_then_continued");
+    require_programs!(
+        "tcpcopy_faults",
+        "redis-server",
+        "redis-benchmark",
+        "redis-cli",
+        "kill"
+    );
+    let _g = serial();
+    let mut t = Topo::new(Layout::Assistant);
+    let (p, tg) = (t.prod.clone(), t.target.clone());
+    t.start_redis(&p, REDIS_PROD, "redis-prod");
+    t.start_redis(&tg, REDIS_TARGET, "redis-target");
+    let ipid = t.start_intercept(REDIS_FILTER);
+    let budget_mb: u64 = 48;
+    let budget = budget_mb.to_string();
+    let pid = t.start_tcpcopy(&["-x", MAPPING, "-m", &budget, "-B", "8", "--stats", "1"]);
+    let peak = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(kb) = rss_kb(pid) {
+                    peak.fetch_max(kb, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let mut failures = Vec::new();
+    sh(&format!("kill -STOP {ipid}"));
+    let stopped = Instant::now();
+    // Busy production for the 30 s: one connection per request, so every request is a
+    // session registered with (and removed from) the stopped intercept.
+    while stopped.elapsed() < Duration::from_secs(30) {
+        bench(&t, PROD4, "-n 3000 -c 20 -k 0 -t set");
+    }
+    let stats = std::fs::read_to_string(t.path("tcpcopy.log")).unwrap_or_default();
+    let last = stats
+        .lines()
+        .rev()
+        .find(|l| l.contains("stats"))
+        .unwrap_or("");
+    println!("after 30 s of a stopped intercept: {last}");
+    if !alive(pid) {
+        failures.push("tcpcopy died while intercept was stopped".into());
+    }
+    sh(&format!("kill -CONT {ipid}"));
+    // The connection comes back (rebuilt or resumed) and new sessions are delivered in full.
+    let back = t.lab.wait_for(
+        &t.prod,
+        "ss -Htn state established 'dport = :36524' | grep -q .",
+        Duration::from_secs(20),
+    );
+    if !back {
+        failures.push("no connection to intercept 20 s after SIGCONT".into());
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    recovered(
+        "after SIGCONT, GET x 10 keep-alive",
+        phase(&t, PROD4, "get", "-n 5000 -c 10"),
+        5000,
+        &mut failures,
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    let peak_kb = peak.load(Ordering::Relaxed);
+    let limit_kb = (budget_mb + RSS_OVERHEAD_MB) * 1024;
+    println!("tcpcopy RSS peak {peak_kb} kB (limit {limit_kb} kB)");
+    if peak_kb > limit_kb {
+        failures.push(format!(
+            "RSS peaked at {peak_kb} kB > -m {budget_mb} MB + {RSS_OVERHEAD_MB} MB"
+        ));
+    }
+    let summary = t.stop_tcpcopy(pid);
+    assert!(failures.is_empty(), "{}\n{summary}", failures.join("\n"));
+}

@@ -641,7 +641,8 @@ fn run_offline(t: &mut Topo, pcap: &Path, extra: &[&str]) -> (Duration, String) 
     ];
     argv.extend_from_slice(extra);
     let icpt = t.icpt_addr.clone();
-    argv.extend_from_slice(&["-s", &icpt]);
+    let secret = common::secret_file(t.dir.path());
+    argv.extend_from_slice(&["-s", &icpt, "--secret-file", secret.to_str().unwrap()]);
     let p = t.prod.clone();
     let t0 = Instant::now();
     let pid = t.lab.spawn(&p, &argv, Some(&log));

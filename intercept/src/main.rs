@@ -5,12 +5,11 @@ use clap::Parser;
 use intercept::capture::Backend;
 use intercept::server::{serve, ServerConfig, Stats};
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
-use tcpclone::proto::secure::{check_secret_mode, Psk};
+use tcpclone::proto::secure::{read_secret_file, Psk};
 use tcpclone::sys::LogFile;
 
 /// Captures the test server's responses and sends their IP + TCP headers to the tcpcopy
@@ -32,7 +31,7 @@ struct Args {
     /// TCP port tcpcopy connects to.
     #[arg(short = 'p', long = "port", default_value_t = tcpclone::proto::DEFAULT_PORT)]
     port: u16,
-    /// Address to listen on (default: all addresses).
+    /// Address to listen on (default: all addresses, which needs --secret-file or --allow).
     #[arg(short = 'b', long = "bind")]
     bind: Option<IpAddr>,
     /// Log to this file instead of stderr.
@@ -52,6 +51,17 @@ struct Args {
     /// the channel to tcpcopy.
     #[arg(long = "secret-file")]
     secret_file: Option<PathBuf>,
+    /// Run without --secret-file: anyone who can reach the port can register sessions and
+    /// read response headers (a warning is logged every minute while tcpcopy is connected).
+    #[arg(long = "insecure", conflicts_with = "secret_file")]
+    insecure: bool,
+    /// Most sessions one tcpcopy connection may register; more are refused and counted.
+    #[arg(long = "max-sessions-per-peer", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1..))]
+    max_sessions_per_peer: u64,
+    /// Seconds a departed tcpcopy keeps its sessions against other tcpcopy instances (the
+    /// same instance reconnecting takes them back at once).
+    #[arg(long = "owner-grace", value_name = "SECS", default_value_t = 10)]
+    owner_grace: u64,
     /// Peer networks allowed to connect, comma-separated CIDRs (default: all).
     #[arg(long = "allow", value_delimiter = ',')]
     allow: Vec<String>,
@@ -92,13 +102,26 @@ fn parse_allow(list: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
         .collect()
 }
 
-fn read_secret(path: &PathBuf) -> anyhow::Result<Psk> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("--secret-file {}", path.display()))?;
-    check_secret_mode(meta.permissions().mode())
-        .with_context(|| format!("--secret-file {}", path.display()))?;
-    let text = std::fs::read(path).with_context(|| format!("--secret-file {}", path.display()))?;
-    Psk::from_hex_text(&text).with_context(|| format!("--secret-file {}", path.display()))
+fn read_secret(path: &std::path::Path) -> anyhow::Result<Psk> {
+    read_secret_file(path).context("--secret-file")
+}
+
+/// Refuses to serve an open, unauthenticated channel to the whole network by mistake.
+fn check_exposure(args: &Args) -> anyhow::Result<()> {
+    if args.secret_file.is_none() && !args.insecure {
+        bail!(
+            "--secret-file is required: give both tcpcopy and intercept the same secret \
+             (openssl rand -hex 32 > secret; chmod 600 secret), or --insecure to run unauthenticated"
+        );
+    }
+    let wildcard = args.bind.is_none_or(|a| a.is_unspecified());
+    if wildcard && args.secret_file.is_none() && args.allow.is_empty() {
+        bail!(
+            "--insecure on every address: give -b ADDR (the address tcpcopy connects to) or \
+             --allow CIDR, or use --secret-file"
+        );
+    }
+    Ok(())
 }
 
 fn instance_id() -> u64 {
@@ -176,8 +199,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     if backend == Backend::Pcap && workers > 1 {
         bail!("--workers {workers} needs --capture ring (libpcap captures with one thread per device)");
     }
-    let psk = args.secret_file.as_ref().map(read_secret).transpose()?;
     let allow = parse_allow(&args.allow)?;
+    check_exposure(&args)?;
+    // Read once, as root, before the drop: the file need not be readable by --user.
+    let psk = args.secret_file.as_deref().map(read_secret).transpose()?;
     let logfile = init_logging(args.log.as_ref())?;
     match intercept::sys::raise_nofile_limit() {
         Ok((old, new)) if new > old => {
@@ -198,20 +223,22 @@ fn run(args: Args) -> anyhow::Result<()> {
     let listener = bind(args.bind, args.port)?;
     let local = listener.local_addr()?;
     if let Some(p) = &args.pid_file {
-        std::fs::write(p, format!("{}\n", std::process::id()))
-            .with_context(|| format!("-P {}", p.display()))?;
+        let f = tcpclone::sys::write_pid_file(p).with_context(|| format!("-P {}", p.display()))?;
+        // Handed to --user so that it can remove it at exit.
+        tcpclone::sys::give_to_user(&f, p, &args.user)?;
     }
     // Everything privileged is open: become --user, keeping only CAP_NET_RAW (to reopen a
     // capture whose interface went down). Before any thread starts: capset is per thread.
-    if let Some(p) = &args.log {
-        tcpclone::sys::chown_to_user(p, &args.user)?;
+    if let Some(f) = &logfile {
+        f.give_to_user(&args.user)?;
     }
     tcpclone::sys::drop_privileges(&args.user, true).context("dropping privileges")?;
+    let insecure_warning = format!(
+        "--insecure: the channel on {local} is unauthenticated and unencrypted; \
+         anyone who can reach it can register sessions and read response headers"
+    );
     if psk.is_none() {
-        eprintln!(
-            "intercept: warning: no --secret-file: the channel on {local} is unauthenticated and unencrypted; \
-             anyone who can reach it can register sessions and read response headers"
-        );
+        eprintln!("intercept: warning: {insecure_warning}");
     }
     let cfg = ServerConfig {
         psk,
@@ -219,8 +246,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         max_pending: args.max_pending,
         max_peers: args.max_peers,
         instance: instance_id(),
+        router: intercept::router::RouterConfig {
+            max_sessions_per_peer: usize::try_from(args.max_sessions_per_peer)
+                .unwrap_or(usize::MAX),
+            owner_grace: Duration::from_secs(args.owner_grace),
+            ..Default::default()
+        },
         ..ServerConfig::default()
     };
+    let insecure = cfg.psk.is_none();
     tracing::info!(
         "listening on {local}, capturing on {} with filter {:?} ({}){}",
         args.interface.join(","),
@@ -262,6 +296,20 @@ fn run(args: Args) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let (sd_tx, sd_rx) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(serve(listener, cfg, rx, stats.clone(), sd_rx));
+        if insecure {
+            // Once a minute while someone is connected, so the log shows it for as long as
+            // it matters (and not 10,000 times a minute).
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                let mut iv = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    iv.tick().await;
+                    if stats.peers_now.load(Relaxed) > 0 {
+                        tracing::warn!("{insecure_warning}");
+                    }
+                }
+            });
+        }
         if let Some(n) = args.stats.filter(|&n| n > 0) {
             let stats = stats.clone();
             tokio::spawn(async move {

@@ -6,9 +6,16 @@
 //! Rules (documented for users in the README's protocol section):
 //! - A session is `(client, target)` as tcpcopy registers it; a captured response belongs to it
 //!   when the response's (destination, source) equals it.
-//! - Several connections registering the same session: the last `SessionAdd` wins; a
-//!   `SessionRemove` from a connection that no longer owns the session is ignored. When a
-//!   connection goes away, all its sessions are forgotten.
+//! - A session belongs to the connection that registered it. A `SessionAdd` for it from
+//!   another tcpcopy instance (the instance id of its `Hello`) is refused and counted, so a
+//!   peer holding the key cannot take over another's sessions. The same instance (another of
+//!   its `-C` connections, or itself reconnecting) takes it over. A `SessionRemove` from a
+//!   connection that does not own the session is ignored.
+//! - When a connection goes away its sessions stay reserved for its instance for
+//!   [`RouterConfig::owner_grace`]; after that any peer may register them (a restarted
+//!   tcpcopy is a new instance).
+//! - One connection registers at most [`RouterConfig::max_sessions_per_peer`] sessions; more
+//!   are refused and counted, so one peer cannot fill the table for all.
 //! - A response with no owner is parked for [`RouterConfig::park_timeout`] (5 s by default,
 //!   TCPCopy parks 30 s): long enough to cover the race between tcpcopy's `SessionAdd` and the
 //!   target's SYN-ACK and tcpcopy's first reconnect attempts after an intercept restart, short
@@ -49,6 +56,10 @@ pub struct RouterConfig {
     pub park_max_per_session: usize,
     /// Most registered sessions in total; more `SessionAdd`s are refused and counted.
     pub max_sessions: usize,
+    /// Most sessions one connection registers; more `SessionAdd`s are refused and counted.
+    pub max_sessions_per_peer: usize,
+    /// How long the sessions of a departed instance stay reserved for it.
+    pub owner_grace: Duration,
     /// Largest `Responses` frame built.
     pub max_frame_len: usize,
 }
@@ -60,6 +71,8 @@ impl Default for RouterConfig {
             park_max: 65_536,
             park_max_per_session: 256,
             max_sessions: 1_000_000,
+            max_sessions_per_peer: 262_144,
+            owner_grace: Duration::from_secs(10),
             max_frame_len: 256 * 1024,
         }
     }
@@ -82,6 +95,10 @@ pub struct RouterCounters {
     pub malformed: u64,
     /// `SessionAdd`s refused because `max_sessions` was reached.
     pub sessions_refused: u64,
+    /// `SessionAdd`s refused because another instance owns the session.
+    pub sessions_owned_elsewhere: u64,
+    /// `SessionAdd`s refused because the connection holds `max_sessions_per_peer` already.
+    pub sessions_over_peer_cap: u64,
     /// Sessions registered now.
     pub sessions: u64,
     /// Responses parked now.
@@ -90,15 +107,31 @@ pub struct RouterCounters {
 
 #[derive(Debug, Default)]
 struct Peer {
+    /// The tcpcopy instance id its `Hello` gave.
+    instance: u64,
     batch: Option<ResponsesBuilder>,
     sessions: HashSet<SessionKey>,
+}
+
+/// Who a registered session belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// A connected peer.
+    Live(PeerId),
+    /// The peer went away at `since`; the session stays reserved for its instance until the
+    /// grace period ends.
+    Gone { instance: u64, since: Instant },
 }
 
 /// The registry plus batches (see the module docs).
 #[derive(Debug)]
 pub struct Router {
     cfg: RouterConfig,
-    sessions: HashMap<SessionKey, PeerId>,
+    sessions: HashMap<SessionKey, Owner>,
+    /// Entries of `sessions` that are `Owner::Gone`.
+    gone: usize,
+    /// When the next sweep of expired `Owner::Gone` entries is due.
+    next_sweep: Option<Instant>,
     peers: HashMap<PeerId, Peer>,
     parked: HashMap<SessionKey, VecDeque<(u64, Bytes)>>,
     park_order: VecDeque<(Instant, SessionKey, u64)>,
@@ -138,6 +171,8 @@ impl Router {
         Router {
             cfg,
             sessions: HashMap::new(),
+            gone: 0,
+            next_sweep: None,
             peers: HashMap::new(),
             parked: HashMap::new(),
             park_order: VecDeque::new(),
@@ -151,50 +186,90 @@ impl Router {
     /// Current counters.
     pub fn counters(&self) -> RouterCounters {
         let mut c = self.counters;
-        c.sessions = self.sessions.len() as u64;
+        c.sessions = (self.sessions.len() - self.gone) as u64;
         c.parked_now = self.parked_len as u64;
         c
     }
 
-    /// Owner of a session, if any.
+    /// The connected peer that owns a session, if any.
     pub fn owner(&self, key: &SessionKey) -> Option<PeerId> {
-        self.sessions.get(key).copied()
+        match self.sessions.get(key) {
+            Some(Owner::Live(p)) => Some(*p),
+            _ => None,
+        }
     }
 
-    /// A tcpcopy connection finished its opening.
-    pub fn add_peer(&mut self, peer: PeerId) {
-        self.peers.entry(peer).or_default();
+    /// A tcpcopy connection of instance `instance` (its `Hello`) finished its opening.
+    pub fn add_peer(&mut self, peer: PeerId, instance: u64) {
+        self.peers.entry(peer).or_default().instance = instance;
     }
 
-    /// A tcpcopy connection went away: its sessions and its unsent batch are forgotten.
-    pub fn remove_peer(&mut self, peer: PeerId) {
+    /// A tcpcopy connection went away at `now`: its unsent batch is forgotten, its sessions
+    /// stay reserved for its instance for the grace period.
+    pub fn remove_peer(&mut self, now: Instant, peer: PeerId) {
         if let Some(p) = self.peers.remove(&peer) {
             for k in p.sessions {
-                if self.sessions.get(&k) == Some(&peer) {
-                    self.sessions.remove(&k);
+                if let Some(o) = self.sessions.get_mut(&k) {
+                    if *o == Owner::Live(peer) {
+                        *o = Owner::Gone {
+                            instance: p.instance,
+                            since: now,
+                        };
+                        self.gone += 1;
+                    }
                 }
+            }
+            if self.gone > 0 && self.next_sweep.is_none() {
+                self.next_sweep = Some(now + self.cfg.owner_grace);
             }
         }
         self.ready.retain(|(p, _)| *p != peer);
     }
 
-    /// `SessionAdd` from `peer`: it owns `key` from now on (last wins); parked responses of
-    /// that session go into its batch.
-    pub fn session_add(&mut self, peer: PeerId, key: SessionKey) {
-        if !self.peers.contains_key(&peer) {
+    /// `SessionAdd` from `peer` at `now`: it owns `key` from now on unless another instance
+    /// owns it (refused and counted), or the peer is at its cap; parked responses of that
+    /// session go into its batch.
+    pub fn session_add(&mut self, now: Instant, peer: PeerId, key: SessionKey) {
+        let Some(me) = self.peers.get(&peer) else {
             return;
-        }
+        };
+        let instance = me.instance;
         let prev = self.sessions.get(&key).copied();
-        if prev.is_none() && self.sessions.len() >= self.cfg.max_sessions {
-            self.counters.sessions_refused += 1;
-            return;
-        }
-        self.sessions.insert(key, peer);
-        if let Some(old) = prev.filter(|&o| o != peer) {
-            if let Some(p) = self.peers.get_mut(&old) {
-                p.sessions.remove(&key);
+        match prev {
+            Some(Owner::Live(o)) if o == peer => return, // a repeat: nothing changes
+            Some(Owner::Live(o)) => {
+                if self.peers.get(&o).is_some_and(|p| p.instance != instance) {
+                    self.counters.sessions_owned_elsewhere += 1;
+                    return;
+                }
+            }
+            Some(Owner::Gone { instance: i, since }) => {
+                if i != instance && now.saturating_duration_since(since) < self.cfg.owner_grace {
+                    self.counters.sessions_owned_elsewhere += 1;
+                    return;
+                }
+            }
+            None => {
+                if self.sessions.len() >= self.cfg.max_sessions {
+                    self.counters.sessions_refused += 1;
+                    return;
+                }
             }
         }
+        if self.peers[&peer].sessions.len() >= self.cfg.max_sessions_per_peer {
+            self.counters.sessions_over_peer_cap += 1;
+            return;
+        }
+        match prev {
+            Some(Owner::Live(old)) => {
+                if let Some(p) = self.peers.get_mut(&old) {
+                    p.sessions.remove(&key);
+                }
+            }
+            Some(Owner::Gone { .. }) => self.gone -= 1,
+            None => {}
+        }
+        self.sessions.insert(key, Owner::Live(peer));
         if let Some(p) = self.peers.get_mut(&peer) {
             p.sessions.insert(key);
         }
@@ -209,7 +284,7 @@ impl Router {
 
     /// `SessionRemove` from `peer`: ignored unless `peer` owns `key`.
     pub fn session_remove(&mut self, peer: PeerId, key: SessionKey) {
-        if self.sessions.get(&key) == Some(&peer) {
+        if self.sessions.get(&key) == Some(&Owner::Live(peer)) {
             self.sessions.remove(&key);
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.sessions.remove(&key);
@@ -239,7 +314,7 @@ impl Router {
             self.counters.malformed += 1;
             return;
         };
-        if let Some(&peer) = self.sessions.get(&key) {
+        if let Some(&Owner::Live(peer)) = self.sessions.get(&key) {
             self.route(peer, header);
             return;
         }
@@ -296,18 +371,42 @@ impl Router {
         false
     }
 
-    /// Drops parked responses older than the park timeout.
+    /// Drops parked responses older than the park timeout, and the reservations of departed
+    /// instances older than the grace period.
     pub fn expire(&mut self, now: Instant) {
         if let Some(limit) = now.checked_sub(self.cfg.park_timeout) {
             while self.pop_oldest(Some(limit)) {}
+        }
+        if self.next_sweep.is_some_and(|t| t <= now) {
+            // One pass over the table per grace period at most, and only while some
+            // reservation is held.
+            let grace = self.cfg.owner_grace;
+            let mut oldest_kept: Option<Instant> = None;
+            let mut kept = 0;
+            self.sessions.retain(|_, o| match *o {
+                Owner::Gone { since, .. } if now.saturating_duration_since(since) >= grace => false,
+                Owner::Gone { since, .. } => {
+                    oldest_kept = Some(oldest_kept.map_or(since, |t| t.min(since)));
+                    kept += 1;
+                    true
+                }
+                Owner::Live(_) => true,
+            });
+            self.gone = kept;
+            self.next_sweep = oldest_kept.map(|t| t + grace);
         }
     }
 
     /// When [`expire`](Self::expire) next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.park_order
+        let park = self
+            .park_order
             .front()
-            .map(|(t, _, _)| *t + self.cfg.park_timeout)
+            .map(|(t, _, _)| *t + self.cfg.park_timeout);
+        match (park, self.next_sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn route(&mut self, peer: PeerId, h: &[u8]) {
@@ -414,9 +513,9 @@ mod tests {
     fn shrink_gives_back_a_past_peak_and_keeps_what_is_live() {
         let t = Instant::now();
         let mut r = Router::new(RouterConfig::default());
-        r.add_peer(1);
+        r.add_peer(1, 1);
         for p in 1000..21_000 {
-            r.session_add(1, key(p));
+            r.session_add(t, 1, key(p));
         }
         for p in 1000..20_999 {
             r.session_remove(1, key(p));
@@ -441,13 +540,15 @@ mod tests {
     }
 
     #[test]
-    fn routes_to_owner_and_last_add_wins() {
+    fn routes_to_owner_and_same_instance_takes_over() {
         let t = Instant::now();
         let mut r = Router::new(RouterConfig::default());
-        r.add_peer(1);
-        r.add_peer(2);
-        r.session_add(1, key(1000));
-        r.session_add(2, key(2000));
+        // Connections 1 and 3 are one tcpcopy instance (7, with -C 2); connection 2 another (8).
+        r.add_peer(1, 7);
+        r.add_peer(2, 8);
+        r.add_peer(3, 7);
+        r.session_add(t, 1, key(1000));
+        r.session_add(t, 2, key(2000));
         assert_eq!(session_of(&hdr(1000, 0)), Some(key(1000)));
         r.handle_response(t, hdr(1000, 1));
         r.handle_response(t, hdr(2000, 2));
@@ -455,30 +556,118 @@ mod tests {
         let mut got = drain(&mut r);
         got.sort();
         assert_eq!(got, vec![(1, vec![1, 3]), (2, vec![2])]);
-        // Peer 2 takes over session 1000; a late remove from peer 1 is ignored.
-        r.session_add(2, key(1000));
+        // The same instance's other connection takes session 1000; a late remove from the
+        // old connection is ignored.
+        r.session_add(t, 3, key(1000));
         r.session_remove(1, key(1000));
         r.handle_response(t, hdr(1000, 4));
-        assert_eq!(drain(&mut r), vec![(2, vec![4])]);
-        r.session_remove(2, key(1000));
+        assert_eq!(drain(&mut r), vec![(3, vec![4])]);
+        r.session_remove(3, key(1000));
         assert_eq!(r.owner(&key(1000)), None);
-        // Peer gone: its sessions too.
-        r.remove_peer(2);
-        assert_eq!(r.owner(&key(2000)), None);
         assert_eq!(r.counters().routed, 4);
+        assert_eq!(r.counters().sessions_owned_elsewhere, 0);
+    }
+
+    #[test]
+    fn another_instance_cannot_take_a_live_session() {
+        let t = Instant::now();
+        let mut r = Router::new(RouterConfig::default());
+        r.add_peer(1, 7);
+        r.add_peer(2, 8);
+        r.session_add(t, 1, key(1000));
+        // The thief registers the victim's session, then asks to drop it.
+        r.session_add(t, 2, key(1000));
+        r.session_remove(2, key(1000));
+        assert_eq!(r.owner(&key(1000)), Some(1));
+        assert_eq!(r.counters().sessions_owned_elsewhere, 1);
+        r.handle_response(t, hdr(1000, 5));
+        assert_eq!(
+            drain(&mut r),
+            vec![(1, vec![5])],
+            "the owner keeps delivering"
+        );
+        // Parked responses go to the registrant whose add is accepted, not to a refused one.
+        r.handle_response(t, hdr(3000, 6));
+        r.session_add(t, 1, key(3000));
+        r.session_add(t, 2, key(3000));
+        assert_eq!(drain(&mut r), vec![(1, vec![6])]);
+        assert_eq!(r.counters().sessions_owned_elsewhere, 2);
+    }
+
+    #[test]
+    fn a_departed_owner_keeps_its_sessions_for_the_grace_period() {
+        let t = Instant::now();
+        let grace = Duration::from_secs(10);
+        let mut r = Router::new(RouterConfig {
+            owner_grace: grace,
+            ..Default::default()
+        });
+        r.add_peer(1, 7);
+        r.add_peer(2, 8);
+        r.session_add(t, 1, key(1000));
+        r.session_add(t, 1, key(1001));
+        r.remove_peer(t, 1);
+        assert_eq!(r.owner(&key(1000)), None);
+        assert_eq!(
+            r.counters().sessions,
+            0,
+            "reservations are not live sessions"
+        );
+        // Another instance within the grace period: refused.
+        let t1 = t + grace - Duration::from_millis(1);
+        r.session_add(t1, 2, key(1000));
+        assert_eq!(r.owner(&key(1000)), None);
+        assert_eq!(r.counters().sessions_owned_elsewhere, 1);
+        // The same instance reconnecting: at once.
+        r.add_peer(3, 7);
+        r.session_add(t1, 3, key(1001));
+        assert_eq!(r.owner(&key(1001)), Some(3));
+        // After the grace period anyone; the sweep then forgets the rest.
+        assert_eq!(r.poll_timeout(), Some(t + grace));
+        r.session_add(t + grace, 2, key(1000));
+        assert_eq!(r.owner(&key(1000)), Some(2));
+        r.remove_peer(t + grace, 2);
+        r.expire(t + grace);
+        assert_eq!(r.poll_timeout(), Some(t + 2 * grace));
+        r.expire(t + 2 * grace);
+        assert!(r.sessions.len() == 1 && r.gone == 0, "{:?}", r.sessions);
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn one_peer_registers_at_most_its_cap() {
+        let t = Instant::now();
+        let mut r = Router::new(RouterConfig {
+            max_sessions_per_peer: 100,
+            ..Default::default()
+        });
+        r.add_peer(1, 7);
+        r.add_peer(2, 8);
+        for p in 0..1000 {
+            r.session_add(t, 1, key(10_000 + p));
+        }
+        let c = r.counters();
+        assert_eq!((c.sessions, c.sessions_over_peer_cap), (100, 900));
+        // Another peer still registers; a removal makes room again.
+        r.session_add(t, 2, key(1));
+        r.session_remove(1, key(10_000));
+        r.session_add(t, 1, key(20_000));
+        assert_eq!(r.owner(&key(1)), Some(2));
+        assert_eq!(r.owner(&key(20_000)), Some(1));
+        assert_eq!(r.counters().sessions, 101);
     }
 
     #[test]
     fn parks_until_registered_then_expires() {
         let t = Instant::now();
         let mut r = Router::new(RouterConfig::default());
-        r.add_peer(1);
+        r.add_peer(1, 1);
         r.handle_response(t, hdr(1000, 1));
         r.handle_response(t + Duration::from_millis(10), hdr(1000, 2));
         r.handle_response(t + Duration::from_millis(20), hdr(3000, 9));
         assert!(drain(&mut r).is_empty());
         assert_eq!(r.counters().parked_now, 3);
-        r.session_add(1, key(1000));
+        r.session_add(t, 1, key(1000));
         assert_eq!(drain(&mut r), vec![(1, vec![1, 2])]);
         assert_eq!(r.poll_timeout(), Some(t + Duration::from_secs(5)));
         r.expire(t + Duration::from_millis(5019));
@@ -490,7 +679,7 @@ mod tests {
             (3, 2, 1, 0)
         );
         assert_eq!(r.poll_timeout(), None);
-        r.session_add(1, key(3000));
+        r.session_add(t, 1, key(3000));
         assert!(drain(&mut r).is_empty());
     }
 
@@ -514,11 +703,11 @@ mod tests {
         assert_eq!(c.parked + 500, 1000); // 10 per session accepted
         assert_eq!(c.dropped_unknown, 500 + 400);
         // Register and release parks many times: the order index stays bounded.
-        r.add_peer(1);
+        r.add_peer(1, 1);
         for round in 0..5000u32 {
             let port = 60_000 + (round % 100) as u16;
             r.handle_response(t, hdr(port, round));
-            r.session_add(1, key(port));
+            r.session_add(t, 1, key(port));
             r.session_remove(1, key(port));
         }
         assert!(r.park_order.len() <= 2 * 100 + 1024 + 1);
@@ -536,9 +725,10 @@ mod tests {
         let k = session_of(&h).unwrap();
         assert_eq!(k.client, "[2001:db8::1]:40000".parse().unwrap());
         assert_eq!(k.target, "[2001:db8::2]:80".parse().unwrap());
+        let t = Instant::now();
         let mut r = Router::new(RouterConfig::default());
-        r.add_peer(5);
-        r.session_add(5, k);
+        r.add_peer(5, 5);
+        r.session_add(t, 5, k);
         r.handle_response(Instant::now(), Bytes::from(h));
         r.flush();
         assert_eq!(r.poll_transmit().map(|(p, _)| p), Some(5));
@@ -556,8 +746,8 @@ mod tests {
         ];
         let run = |batched: bool| {
             let mut r = Router::new(RouterConfig::default());
-            r.add_peer(1);
-            r.session_add(1, key(1000));
+            r.add_peer(1, 1);
+            r.session_add(t, 1, key(1000));
             if batched {
                 let mut b = HeaderBatch::with_capacity(0);
                 for h in &feed {
@@ -570,7 +760,7 @@ mod tests {
                 }
             }
             let before = drain(&mut r);
-            r.session_add(1, key(3000));
+            r.session_add(t, 1, key(3000));
             (before, drain(&mut r), r.counters())
         };
         let (before, after, c) = run(true);
@@ -598,8 +788,8 @@ mod tests {
             ..Default::default()
         };
         let mut r = Router::new(cfg);
-        r.add_peer(1);
-        r.session_add(1, key(1000));
+        r.add_peer(1, 1);
+        r.session_add(t, 1, key(1000));
         for s in 0..100 {
             r.handle_response(t, hdr(1000, s));
         }

@@ -97,6 +97,10 @@ pub struct Stats {
     pub sessions: AtomicU64,
     /// Registrations refused (session limit).
     pub sessions_refused: AtomicU64,
+    /// Registrations refused because another tcpcopy instance owns the session.
+    pub sessions_owned_elsewhere: AtomicU64,
+    /// Registrations refused because the connection holds `--max-sessions-per-peer` already.
+    pub sessions_over_peer_cap: AtomicU64,
     /// tcpcopy connections established now.
     pub peers_now: AtomicU64,
     /// tcpcopy connections established since start.
@@ -125,7 +129,7 @@ impl Stats {
         let g = |a: &AtomicU64| a.load(Relaxed);
         format!(
             "captured {} (not tcp {}, malformed {}, kernel drops {}), routed {}, parked {} (delivered later {}), \
-             dropped unknown {}, dropped slow peer {}, sessions {} (refused {}), peers {} now / {} total, \
+             dropped unknown {}, dropped slow peer {}, sessions {} (refused {}, owned elsewhere {}, over peer cap {}), peers {} now / {} total, \
              rejected: not allowed {}, over cap {}, auth/hello failed {}, handshake timeout {}, \
              protocol errors {}, accept errors {}, capture errors {} (reopened {})",
             g(&self.captured),
@@ -139,6 +143,8 @@ impl Stats {
             g(&self.dropped_slow_peer),
             g(&self.sessions),
             g(&self.sessions_refused),
+            g(&self.sessions_owned_elsewhere),
+            g(&self.sessions_over_peer_cap),
             g(&self.peers_now),
             g(&self.peers_total),
             g(&self.rejected_not_allowed),
@@ -154,7 +160,7 @@ impl Stats {
 }
 
 enum Control {
-    Up(PeerId, mpsc::Sender<Bytes>),
+    Up(PeerId, u64, mpsc::Sender<Bytes>),
     Down(PeerId),
     Add(PeerId, SessionKey),
     Remove(PeerId, SessionKey),
@@ -291,15 +297,15 @@ async fn router_task(
     let apply = |router: &mut Router,
                  peers: &mut HashMap<PeerId, mpsc::Sender<Bytes>>,
                  c: Control| match c {
-        Control::Up(id, tx) => {
-            router.add_peer(id);
+        Control::Up(id, instance, tx) => {
+            router.add_peer(id, instance);
             peers.insert(id, tx);
         }
         Control::Down(id) => {
-            router.remove_peer(id);
+            router.remove_peer(std::time::Instant::now(), id);
             peers.remove(&id);
         }
-        Control::Add(id, k) => router.session_add(id, k),
+        Control::Add(id, k) => router.session_add(std::time::Instant::now(), id, k),
         Control::Remove(id, k) => router.session_remove(id, k),
     };
     // Memory a past peak of sessions left in the router's maps, and the allocator's free
@@ -366,6 +372,12 @@ async fn router_task(
         stats.dropped_unknown.store(c.dropped_unknown, Relaxed);
         stats.sessions.store(c.sessions, Relaxed);
         stats.sessions_refused.store(c.sessions_refused, Relaxed);
+        stats
+            .sessions_owned_elsewhere
+            .store(c.sessions_owned_elsewhere, Relaxed);
+        stats
+            .sessions_over_peer_cap
+            .store(c.sessions_over_peer_cap, Relaxed);
         stats.malformed.store(c.malformed, Relaxed);
     }
 }
@@ -481,7 +493,7 @@ impl PeerConn {
                                         None => out.extend_from_slice(&f),
                                         Some(s) => if let Err(e) = s.write(&f, &mut out) { break 'conn End::Bad(e.to_string()) },
                                     }
-                                    if self.ctl.send(Control::Up(self.id, out_tx.clone())).await.is_err() {
+                                    if self.ctl.send(Control::Up(self.id, instance, out_tx.clone())).await.is_err() {
                                         break 'conn End::Shutdown;
                                     }
                                     self.pending.lock().remove(&self.id);

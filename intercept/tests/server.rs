@@ -163,18 +163,21 @@ async fn routes_each_response_to_its_owner_and_parks_early_ones() {
     b.add(3000).await;
     b.wait_for(51).await;
     assert_eq!(b.got[50], (3000, 30));
-    // Last SessionAdd wins: a takes 2000 over.
+    // Sessions belong to their registrant: another instance's SessionAdd for 2000 is refused
+    // and counted, and b keeps receiving it.
     a.add(2000).await;
     settle().await;
     srv.responses.send(hdr(2000, 777)).await.unwrap();
-    a.wait_for(51).await;
-    assert_eq!(a.got[50], (2000, 777));
-    // a goes away: its sessions are forgotten, b still served.
+    b.wait_for(52).await;
+    assert_eq!(b.got[51], (2000, 777));
+    assert_eq!(a.got.len(), 50, "{:?}", a.got);
+    assert_eq!(srv.stats.sessions_owned_elsewhere.load(Relaxed), 1);
+    // a goes away: b still served.
     drop(a);
     settle().await;
     srv.responses.send(hdr(3000, 31)).await.unwrap();
-    b.wait_for(52).await;
-    assert_eq!(b.got.len(), 52, "{:?}", b.got);
+    b.wait_for(53).await;
+    assert_eq!(b.got.len(), 53, "{:?}", b.got);
     let s = &srv.stats;
     assert_eq!(s.routed.load(Relaxed), 103, "100 + 777 + 2 of session 3000");
     assert_eq!(s.unparked.load(Relaxed), 1);

@@ -172,6 +172,11 @@ impl Channel {
         self.phase == Phase::Ready
     }
 
+    /// True when the channel runs without a secret (`--insecure`).
+    pub fn is_insecure(&self) -> bool {
+        self.psk.is_none()
+    }
+
     /// Sessions currently registered (sent or to be sent after the next connect).
     pub fn session_count(&self) -> usize {
         self.sessions.len()

@@ -41,6 +41,9 @@ pub enum SysError {
     /// After the switch the process could still become root again.
     #[error("privileges not dropped: setuid(0) still succeeds")]
     StillRoot,
+    /// `--user` names root (uid 0): running as root is what the switch is for.
+    #[error("--user {0:?} is root: name an unprivileged user (e.g. nobody)")]
+    RootUser(String),
 }
 
 fn call_err(call: impl Into<String>) -> SysError {
@@ -107,16 +110,122 @@ pub fn lookup_user(name: &str) -> Result<UserIds, SysError> {
 }
 
 /// Gives `path` to `user` (so that the user can reopen it after [`drop_privileges`]). A no-op
-/// when not root.
+/// when not root. Follows nothing: a symlink at `path` is refused (ELOOP), so a link planted
+/// in a directory another user can write cannot turn this into a chown of any file.
 pub fn chown_to_user(path: &Path, user: &str) -> Result<(), SysError> {
     if !is_root() {
         return Ok(());
     }
+    let f = open_nofollow(path, false).map_err(|e| SysError::Call {
+        call: format!("open {}", path.display()),
+        source: e,
+    })?;
+    give_to_user(&f, path, user)
+}
+
+/// Gives the open file `f` (opened from `path`) to `user` through its descriptor (`fchown`),
+/// so what is chowned is what was opened, not whatever the path names by then. A no-op when
+/// not root.
+pub fn give_to_user(f: &File, path: &Path, user: &str) -> Result<(), SysError> {
+    if !is_root() {
+        return Ok(());
+    }
     let ids = lookup_user(user)?;
-    std::os::unix::fs::chown(path, Some(ids.uid), Some(ids.gid)).map_err(|e| SysError::Call {
-        call: format!("chown {}", path.display()),
+    std::os::unix::fs::fchown(f, Some(ids.uid), Some(ids.gid)).map_err(|e| SysError::Call {
+        call: format!("fchown {}", path.display()),
         source: e,
     })
+}
+
+/// Opens `path` without following a symlink in its last component (`O_NOFOLLOW`: a symlink is
+/// refused with ELOOP): read-only, or for appending (created, mode 0644) with `append`.
+pub fn open_nofollow(path: &Path, append: bool) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = OpenOptions::new();
+    if append {
+        o.create(true).append(true).mode(0o644);
+    } else {
+        o.read(true);
+    }
+    o.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| nofollow_error(path, e))
+}
+
+/// Creates (or truncates) `path` for writing, refusing a symlink (`O_NOFOLLOW`), mode 0644.
+pub fn create_nofollow(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| nofollow_error(path, e))
+}
+
+/// ELOOP from `O_NOFOLLOW` reads as "too many levels of symbolic links": say what it means.
+fn nofollow_error(path: &Path, e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        io::Error::new(
+            e.kind(),
+            format!("{} is a symbolic link: refused", path.display()),
+        )
+    } else {
+        e
+    }
+}
+
+/// Writes this process's id to a new pid file: `O_CREAT|O_EXCL|O_NOFOLLOW`, so neither a
+/// symlink nor another file planted at `path` is written through. A stale pid file (a regular
+/// file naming a process that no longer runs) is removed first; one naming a live process is
+/// refused.
+pub fn write_pid_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+    };
+    let mut f = match create() {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let meta = std::fs::symlink_metadata(path)?;
+            if !meta.file_type().is_file() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} exists and is not a regular file: refused",
+                        path.display()
+                    ),
+                ));
+            }
+            let old = std::fs::read_to_string(path).unwrap_or_default();
+            if let Ok(pid) = old.trim().parse::<u32>() {
+                if pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} names process {pid}, which is running", path.display()),
+                    ));
+                }
+            }
+            std::fs::remove_file(path)?;
+            create()?
+        }
+        Err(e) => return Err(e),
+    };
+    writeln!(f, "{}", std::process::id())?;
+    Ok(f)
+}
+
+/// The effective user id.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 /// Whether the effective user is root.
@@ -241,6 +350,11 @@ pub fn thread_nice() -> i32 {
 /// to switch: it clears every capability except `CAP_NET_RAW` (if kept) and logs one line.
 pub fn drop_privileges(user: &str, keep_net_raw: bool) -> Result<Dropped, SysError> {
     let keep: u64 = if keep_net_raw { 1 << CAP_NET_RAW } else { 0 };
+    // Refused whether or not we are root now: a configuration naming root is a mistake.
+    let ids = lookup_user(user)?;
+    if ids.uid == 0 {
+        return Err(SysError::RootUser(user.to_string()));
+    }
     if !is_root() {
         // Keep what we were given of CAP_NET_RAW, nothing else.
         let have = permitted_capabilities()?;
@@ -257,7 +371,6 @@ pub fn drop_privileges(user: &str, keep_net_raw: bool) -> Result<Dropped, SysErr
         );
         return Ok(Dropped::NotRoot);
     }
-    let ids = lookup_user(user)?;
     // Bounding set: nothing but what we keep can ever come back (needs CAP_SETPCAP: do it first).
     for cap in 0..64u32 {
         if keep & (1 << cap) != 0 {
@@ -336,7 +449,14 @@ impl LogFile {
     }
 
     fn open_file(path: &Path) -> io::Result<File> {
-        OpenOptions::new().create(true).append(true).open(path)
+        // No symlink: as root, a link planted where the log goes would append to any file.
+        open_nofollow(path, true)
+    }
+
+    /// Gives the open log file to `user` through its descriptor (see [`give_to_user`]).
+    pub fn give_to_user(&self, user: &str) -> Result<(), SysError> {
+        let f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        give_to_user(&f, &self.path, user)
     }
 
     /// The path this log writes to.
@@ -413,6 +533,46 @@ mod tests {
         assert_ne!(tid, main_tid);
         assert_eq!(nice, 7);
         assert_eq!(nice_of(main_tid), before, "other threads keep theirs");
+    }
+
+    #[test]
+    fn symlinks_are_refused_and_pid_files_exclusive() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "keep\n").unwrap();
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let e = write_pid_file(&link).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let e = create_nofollow(&link).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert!(LogFile::open(&link).is_err());
+        assert!(chown_to_user(&link, "nobody").is_err() || !is_root());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
+        // A stale pid file is replaced; a live one (ours, from another path's view: pid 1) refused.
+        let pid = d.path().join("pid");
+        std::fs::write(&pid, "999999999\n").unwrap();
+        write_pid_file(&pid).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&pid).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        std::fs::write(&pid, "1\n").unwrap();
+        let e = write_pid_file(&pid).unwrap_err();
+        assert!(e.to_string().contains("running"), "{e}");
+    }
+
+    #[test]
+    fn root_is_no_user_to_drop_to() {
+        if !is_root() {
+            return; // not root: drop_privileges does not switch users
+        }
+        // Refused before anything changes: the test process keeps running as root.
+        assert!(matches!(
+            drop_privileges("root", true),
+            Err(SysError::RootUser(_))
+        ));
+        assert_eq!(effective_uid(), 0);
     }
 
     #[test]

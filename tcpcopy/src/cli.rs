@@ -183,6 +183,10 @@ pub struct Cli {
     /// and encrypts the channel.
     #[arg(long = "secret-file", value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
+    /// Run the channel to intercept without --secret-file: unauthenticated and in clear text
+    /// (a warning is logged every minute while connected).
+    #[arg(long = "insecure", conflicts_with = "secret_file")]
+    pub insecure: bool,
     /// After opening capture, raw sockets, log and pid files, switch to this user keeping only
     /// CAP_NET_RAW (when started as root; otherwise only the capabilities are trimmed).
     #[arg(long = "user", value_name = "USER", default_value = "nobody")]
@@ -291,8 +295,11 @@ pub struct Settings {
     pub stats: Option<Duration>,
     /// --force.
     pub force: bool,
-    /// --secret-file (read when the channel is built).
+    /// --secret-file (`None` only with --insecure).
     pub secret_file: Option<PathBuf>,
+    /// The secret, read from --secret-file before the privilege drop (the binary does it;
+    /// when `None`, [`crate::live::run`] reads the file itself).
+    pub psk: Option<tcpclone::proto::secure::Psk>,
     /// --report files (.json / .html): the same report as stream mode's, from the requests the
     /// engine sent and the answers intercept reported.
     pub report: Vec<PathBuf>,
@@ -536,14 +543,17 @@ impl Cli {
             Source::Live { interfaces } => self.buffer * interfaces.len() as u64,
             Source::Offline { .. } => 0,
         };
-        // And the response headers queued between the intercept channel and the engine.
-        let responses = crate::live::channel::RESPONSE_BACKLOG >> 20;
+        // And the queues to and from intercept: response headers on their way to the engine,
+        // registrations on their way to intercept.
+        let responses = (crate::live::channel::RESPONSE_BACKLOG
+            + crate::live::channel::COMMAND_BACKLOG)
+            .div_ceil(1 << 20);
         if rings + responses >= self.max_memory {
             return Err(bad(
                 "-B/--buffer",
                 format!(
                     "capture rings (and with --capture pcap their backlog) ({rings} MB) and the \
-                     response queue ({responses} MB) leave nothing of -m {} MB for sessions",
+                     intercept queues ({responses} MB) leave nothing of -m {} MB for sessions",
                     self.max_memory
                 ),
             ));
@@ -607,6 +617,13 @@ impl Cli {
                 return Err(bad("-F/--filter", "empty expression"));
             }
         }
+        // Last, so that a mistake in another flag is named first.
+        if self.secret_file.is_none() && !self.insecure {
+            return Err(bad(
+                "--secret-file",
+                "required: the same secret as intercept's (openssl rand -hex 32 > secret; chmod 600 secret), or --insecure to run the channel unauthenticated",
+            ));
+        }
         Ok(Settings {
             mappings,
             intercepts,
@@ -638,6 +655,7 @@ impl Cli {
             stats,
             force: self.force,
             secret_file: self.secret_file.clone(),
+            psk: None,
             report: self.stream_opts.report.clone(),
         })
     }
@@ -735,23 +753,38 @@ pub fn parse_client_ips(list: &str) -> Result<(Vec<IpAddr>, Vec<IpNet>), String>
 /// Production safety (issue 5): a target must not be a local address of this host, an online
 /// address named in -x, or inside a -c range. Returns one line per refused target.
 pub fn check_targets(settings: &Settings, local_addrs: &[IpAddr]) -> Vec<String> {
+    check_mapping_targets(&settings.mappings, &settings.client_nets, local_addrs)
+}
+
+/// [`check_targets`] for any mode: the `-x` targets against this host's addresses, the
+/// online addresses of `-x` and the `-c` networks. IPv4-mapped IPv6 addresses are compared as
+/// the IPv4 address they are.
+pub fn check_mapping_targets(
+    mappings: &[TargetMapping],
+    client_nets: &[IpNet],
+    local_addrs: &[IpAddr],
+) -> Vec<String> {
+    let local: Vec<IpAddr> = local_addrs.iter().map(|a| a.to_canonical()).collect();
     let mut problems = Vec::new();
-    for m in &settings.mappings {
-        let t = m.target.ip();
+    for m in mappings {
+        let t = m.target.ip().to_canonical();
         if t.is_unspecified() || t.is_multicast() {
             problems.push(format!("target {t} is not a unicast address"));
         }
-        if t.is_loopback() || local_addrs.contains(&t) {
+        if t.is_loopback() || local.contains(&t) {
             problems.push(format!(
                 "target {t} is an address of this (production) host"
             ));
         }
-        if settings.mappings.iter().any(|o| o.online_ip == Some(t)) {
+        if mappings
+            .iter()
+            .any(|o| o.online_ip.map(|a| a.to_canonical()) == Some(t))
+        {
             problems.push(format!(
                 "target {t} is an online (production) address named in -x"
             ));
         }
-        if let Some(net) = settings.client_nets.iter().find(|n| n.contains(&t)) {
+        if let Some(net) = client_nets.iter().find(|n| n.contains(&t)) {
             problems.push(format!("target {t} is inside the -c range {net}"));
         }
     }
@@ -764,8 +797,47 @@ pub fn check_targets(settings: &Settings, local_addrs: &[IpAddr]) -> Vec<String>
 mod tests {
     use super::*;
 
+    /// Raw-mode command lines get --insecure unless they name a secret (tested apart).
     fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("tcpcopy").chain(args.iter().copied()))
+        let insecure = args.contains(&"-s") && !args.contains(&"--secret-file");
+        Cli::try_parse_from(
+            std::iter::once("tcpcopy")
+                .chain(args.iter().copied())
+                .chain(insecure.then_some("--insecure")),
+        )
+    }
+
+    #[test]
+    fn a_secret_or_insecure_is_required() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("tcpcopy").chain(args.iter().copied()))
+        };
+        let base = ["-x", "80-198.18.1.2:80", "-s", "198.18.1.3"];
+        let err = parse(&base).unwrap().validate().unwrap_err();
+        assert_eq!(err.flag, "--secret-file", "{err}");
+        assert!(err.to_string().contains("--insecure"), "{err}");
+        let with = |extra: &[&str]| {
+            let mut a = base.to_vec();
+            a.extend_from_slice(extra);
+            parse(&a)
+        };
+        let s = with(&["--secret-file", "/etc/tcpclone/secret"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(s.secret_file.is_some() && s.psk.is_none());
+        assert!(with(&["--insecure"]).unwrap().validate().is_ok());
+        assert!(
+            with(&["--insecure", "--secret-file", "s"]).is_err(),
+            "the two contradict each other"
+        );
+        // Stream mode has no channel to intercept: no secret needed.
+        assert!(
+            parse(&["--stream", "-x", "80-198.18.1.2:80", "--offline", "f.pcap"])
+                .unwrap()
+                .validate_stream()
+                .is_ok()
+        );
     }
 
     #[test]
@@ -817,8 +889,8 @@ mod tests {
         );
         assert_eq!(
             s.engine_memory,
-            (512 - 2 * 16 - 4) << 20,
-            "-B 16 on two devices (the ring has no backlog) and the response queue"
+            (512 - 2 * 16 - 5) << 20,
+            "-B 16 on two devices (the ring has no backlog) and the intercept queues (4 + 1 MB)"
         );
         assert_eq!(
             (s.copies, s.port_shift, s.percentage, s.mss, s.connections),
@@ -958,5 +1030,19 @@ mod tests {
             .validate()
             .unwrap();
         assert!(check_targets(&ok, &["198.18.1.1".parse().unwrap()]).is_empty());
+        // IPv4-mapped IPv6, in the target or in the host's address list, is the IPv4 address.
+        let mapped = cli(&["-x", "80-[::ffff:198.18.1.9]:80", "-s", "198.18.1.3"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(mapped.mappings[0].target, "198.18.1.9:80".parse().unwrap());
+        assert_eq!(
+            check_targets(&mapped, &["198.18.1.9".parse().unwrap()]).len(),
+            1
+        );
+        assert_eq!(
+            check_targets(&ok, &["::ffff:198.18.1.2".parse().unwrap()]).len(),
+            1
+        );
     }
 }

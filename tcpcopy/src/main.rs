@@ -28,6 +28,11 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        if matches!(common.source, tcpcopy::stream::StreamSource::Live { .. }) {
+            if let Err(code) = secure_live_stream(&cli, &common) {
+                return code;
+            }
+        }
         return match tcpcopy::stream::run(&common, &cli.stream_opts) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
@@ -36,7 +41,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let settings = match cli.validate() {
+    let mut settings = match cli.validate() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("tcpcopy: {e}");
@@ -54,30 +59,48 @@ fn main() -> ExitCode {
         eprintln!("tcpcopy: {e}");
         return ExitCode::from(2);
     }
+    // The secret is read once, now, as root: the file need not be readable by --user.
+    if let Some(p) = &settings.secret_file {
+        match tcpcopy::live::read_secret(p) {
+            Ok(k) => settings.psk = Some(k),
+            Err(e) => {
+                eprintln!("tcpcopy: {e:#}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let pid_file = settings.pid_file.clone();
     if let Some(p) = &pid_file {
-        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
-            eprintln!("tcpcopy: -P/--pid-file: cannot write {}: {e}", p.display());
+        // O_EXCL|O_NOFOLLOW, handed to --user through the descriptor (to remove it at exit).
+        let written = tcpclone::sys::write_pid_file(p)
+            .map_err(|e| e.to_string())
+            .and_then(|f| tcpclone::sys::give_to_user(&f, p, &cli.user).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            eprintln!("tcpcopy: -P/--pid-file {}: {e}", p.display());
             return ExitCode::from(2);
         }
     }
     // Least privilege: become --user keeping only CAP_NET_RAW (enough to open the capture and
     // raw sockets that live::run opens next), before any thread starts (capset is per thread).
     // The log file is handed to the user first so that SIGHUP can reopen it.
-    if let Some(p) = &settings.log {
-        if let Err(e) = tcpclone::sys::chown_to_user(p, &cli.user) {
+    if let Some(f) = &logfile {
+        if let Err(e) = f.give_to_user(&cli.user) {
             eprintln!("tcpcopy: --user: {e}");
             return ExitCode::from(2);
         }
     }
     // --report files are written at the end, as --user: create them now (a path that cannot be
     // written fails here, before anything runs) and hand them to that user.
+    // Never through a symlink (O_NOFOLLOW), chowned through the descriptor.
     for p in &settings.report {
-        if let Err(e) = std::fs::File::create(p) {
-            eprintln!("tcpcopy: --report {}: cannot create: {e}", p.display());
-            return ExitCode::from(2);
-        }
-        if let Err(e) = tcpclone::sys::chown_to_user(p, &cli.user) {
+        let f = match tcpclone::sys::create_nofollow(p) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("tcpcopy: --report {}: cannot create: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        };
+        if let Err(e) = tcpclone::sys::give_to_user(&f, p, &cli.user) {
             eprintln!("tcpcopy: --user: {e}");
             return ExitCode::from(2);
         }
@@ -123,6 +146,38 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Live stream mode copies production traffic as raw mode does: the same target checks
+/// (a local, loopback or `-x`-online target is refused unless --force), then --report files
+/// created (never through a symlink) and handed to --user, then the drop to --user keeping
+/// only CAP_NET_RAW (the capture opens after it). Before any thread starts.
+fn secure_live_stream(cli: &Cli, common: &tcpcopy::stream::StreamCommon) -> Result<(), ExitCode> {
+    match tcpcopy::live::safety_check_targets(&common.mappings, &[], cli.force) {
+        Ok(overridden) => {
+            for p in overridden {
+                eprintln!("tcpcopy: warning: --force: {p}");
+            }
+        }
+        Err(e) => {
+            eprintln!("tcpcopy: {e}");
+            return Err(ExitCode::from(2));
+        }
+    }
+    for p in &cli.stream_opts.report {
+        let given = tcpclone::sys::create_nofollow(p)
+            .map_err(|e| format!("cannot create: {e}"))
+            .and_then(|f| tcpclone::sys::give_to_user(&f, p, &cli.user).map_err(|e| e.to_string()));
+        if let Err(e) = given {
+            eprintln!("tcpcopy: --report {}: {e}", p.display());
+            return Err(ExitCode::from(2));
+        }
+    }
+    if let Err(e) = tcpclone::sys::drop_privileges(&cli.user, true) {
+        eprintln!("tcpcopy: --user: dropping privileges: {e}");
+        return Err(ExitCode::from(2));
+    }
+    Ok(())
 }
 
 /// Logs to the -l file (appending) or to standard error; `RUST_LOG` overrides the level.

@@ -59,8 +59,10 @@ pub fn parse_mappings(list: &str) -> Result<Vec<TargetMapping>, MappingError> {
         let (tip, tport) =
             parse_host_port(target).ok_or_else(|| err("bad target address or port"))?;
         let tip = tip.ok_or_else(|| err("target needs an address"))?;
+        // ::ffff:a.b.c.d is a.b.c.d: one spelling, so that every address check sees it.
+        let tip = tip.to_canonical();
         out.push(TargetMapping {
-            online_ip,
+            online_ip: online_ip.map(|a| a.to_canonical()),
             online_port,
             target: SocketAddr::new(tip, tport),
         });

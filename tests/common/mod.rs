@@ -68,6 +68,30 @@ pub fn have_program(prog: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Writes a fresh shared secret (64 hex digits, mode 600) to `dir/secret` unless one is there;
+/// returns its path. tcpcopy and intercept refuse to start without one unless `--insecure`.
+pub fn secret_file(dir: &std::path::Path) -> PathBuf {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let p = dir.join("secret");
+    if p.exists() {
+        return p;
+    }
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .expect("/dev/urandom");
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&p)
+        .expect("create secret");
+    std::io::Write::write_all(&mut f, hex.as_bytes()).expect("write secret");
+    p
+}
+
 /// Path of a workspace binary (`replay`, `tcpcopy`, `intercept`) built in the same profile as
 /// this test. Run `cargo build --workspace` (same profile) before the tests.
 pub fn bin(name: &str) -> PathBuf {

@@ -14,7 +14,7 @@
 //! a veth to an isolated namespace instead and intercept captures on that veth.
 
 use super::servers::{start_nginx, start_redis};
-use super::{bin, Lab};
+use super::{bin, secret_file, Lab};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -232,6 +232,7 @@ impl Topo {
     /// Returns its PID.
     pub fn start_intercept(&mut self, filter: &str) -> u32 {
         let log = self.path("intercept.log");
+        let secret = secret_file(self.dir.path());
         let (ns, dev, bind) = (
             self.icpt_ns.clone(),
             self.icpt_dev.clone(),
@@ -247,6 +248,8 @@ impl Topo {
                 filter,
                 "-b",
                 &bind,
+                "--secret-file",
+                secret.to_str().unwrap(),
             ],
             Some(&log),
         );
@@ -270,7 +273,8 @@ impl Topo {
         let mut argv: Vec<&str> = vec![tcpcopy.to_str().unwrap()];
         argv.extend_from_slice(args);
         let icpt = self.icpt_addr.clone();
-        argv.extend_from_slice(&["-s", &icpt]);
+        let secret = secret_file(self.dir.path());
+        argv.extend_from_slice(&["-s", &icpt, "--secret-file", secret.to_str().unwrap()]);
         let pid = self.lab.spawn(&prod, &argv, Some(&log));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

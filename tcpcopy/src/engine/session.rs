@@ -5,7 +5,7 @@
 
 use super::packet::{self, OutSegment, Path, PathSums, Segment, TcpOpts, ACK, FIN, PSH, RST, SYN};
 use super::{EngineConfig, EngineEvent, EngineStats};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use tcpclone::flow::FlowKey;
@@ -140,6 +140,16 @@ struct Held {
     data: Vec<u8>,
 }
 
+/// What one held segment costs beyond its bytes, counted against the memory budget: its map
+/// entry (key and `Held`) and its share of the B-tree node, counted high. Thousands of tiny
+/// segments cost far more than their payload.
+const HELD_OVERHEAD: usize = std::mem::size_of::<(i32, Held)>() + 16;
+
+/// Memory one held segment of `len` bytes accounts for.
+fn held_cost(len: usize) -> usize {
+    len + HELD_OVERHEAD
+}
+
 /// One cloned connection.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -158,8 +168,16 @@ pub(crate) struct Session {
     cap_nxt: SeqNumber,
     buf: VecDeque<u8>,
     buf_seq: SeqNumber,
-    ooo: Vec<Held>,
+    /// Segments held out of order, by their offset from `ooo_anchor` (sequence numbers wrap,
+    /// offsets within the window do not): finding, inserting and taking the next in order cost
+    /// O(log n) however many are held.
+    ooo: BTreeMap<i32, Held>,
+    /// `cap_nxt` when the first of the held segments arrived.
+    ooo_anchor: SeqNumber,
+    /// Memory the held segments account for ([`held_cost`]).
     ooo_bytes: usize,
+    /// `merge_held` is running (it feeds segments back through `accept`, which calls it).
+    merging: bool,
     boundaries: VecDeque<Boundary>,
     last_data_ack: Option<SeqNumber>,
     client_fin: Option<SeqNumber>,
@@ -287,8 +305,10 @@ impl Session {
             cap_nxt: iss + 1,
             buf: VecDeque::new(),
             buf_seq: iss + 1,
-            ooo: Vec::new(),
+            ooo: BTreeMap::new(),
+            ooo_anchor: iss + 1,
             ooo_bytes: 0,
+            merging: false,
             boundaries: VecDeque::new(),
             last_data_ack: None,
             client_fin: None,
@@ -420,7 +440,7 @@ impl Session {
     fn release_buffers(&mut self, cx: &mut Ctx<'_>) {
         *cx.mem = cx.mem.saturating_sub(self.buffered());
         self.buf = VecDeque::new();
-        self.ooo = Vec::new();
+        self.ooo = BTreeMap::new();
         self.ooo_bytes = 0;
         self.boundaries.clear();
     }
@@ -494,8 +514,8 @@ impl Session {
         let end = seq + len;
         if seq > self.cap_nxt {
             // A hole: hold the segment; a request boundary beyond the hole proves a missed segment.
-            if self.ooo_bytes + data.len() > cx.cfg.max_session_buffer || !self.fits(cx, data.len())
-            {
+            let cost = held_cost(data.len());
+            if self.ooo_bytes + cost > cx.cfg.max_session_buffer || !self.fits(cx, cost) {
                 cx.stats.buffer_overflows += 1;
                 self.gap(cx);
                 return;
@@ -587,36 +607,56 @@ impl Session {
         data: &[u8],
         fin: bool,
     ) {
-        if self
-            .ooo
-            .iter()
-            .any(|h| h.seq == seq && h.data.len() >= data.len())
-        {
-            return;
+        if self.ooo.is_empty() {
+            self.ooo_anchor = self.cap_nxt;
         }
-        self.ooo_bytes += data.len();
-        *cx.mem += data.len();
-        self.ooo.push(Held {
-            seq,
-            ack,
-            fin,
-            data: data.to_vec(),
-        });
+        let key = seq.diff(self.ooo_anchor);
+        if let Some(h) = self.ooo.get(&key) {
+            if h.data.len() >= data.len() {
+                return; // a retransmission of what is held
+            }
+            // A longer segment from the same place supersedes the shorter one.
+            let old = held_cost(h.data.len());
+            self.ooo_bytes -= old;
+            *cx.mem = cx.mem.saturating_sub(old);
+        }
+        let cost = held_cost(data.len());
+        self.ooo_bytes += cost;
+        *cx.mem += cost;
+        self.ooo.insert(
+            key,
+            Held {
+                seq,
+                ack,
+                fin,
+                data: data.to_vec(),
+            },
+        );
     }
 
     fn merge_held(&mut self, cx: &mut Ctx<'_>) {
-        while !self.ooo.is_empty() {
-            let Some(i) = self.ooo.iter().position(|h| h.seq <= self.cap_nxt) else {
+        // `accept` calls back here: the outer call does the work, in a loop, so that a long
+        // run of held segments is not a recursion as deep as the run.
+        if self.merging {
+            return;
+        }
+        self.merging = true;
+        // The held segment with the lowest sequence number is the only candidate.
+        while let Some(first) = self.ooo.first_entry() {
+            if first.get().seq > self.cap_nxt {
                 break;
-            };
-            let h = self.ooo.swap_remove(i);
-            self.ooo_bytes -= h.data.len();
-            *cx.mem = cx.mem.saturating_sub(h.data.len());
+            }
+            let h = first.remove();
+            let cost = held_cost(h.data.len());
+            self.ooo_bytes -= cost;
+            *cx.mem = cx.mem.saturating_sub(cost);
             self.accept(cx, h.seq, h.ack, &h.data, h.fin);
             if self.state == State::Resync || self.end.is_some() {
+                self.merging = false;
                 return;
             }
         }
+        self.merging = false;
         if self.ooo.is_empty() {
             self.gap_at = None;
         }
@@ -640,11 +680,11 @@ impl Session {
         self.buf = VecDeque::new();
         self.boundaries.clear();
         self.client_fin = None;
-        let mut held = std::mem::take(&mut self.ooo);
+        let held = std::mem::take(&mut self.ooo);
         *cx.mem = cx.mem.saturating_sub(self.ooo_bytes);
         self.ooo_bytes = 0;
-        held.sort_by_key(|h| h.seq);
-        for h in held {
+        // In sequence order: the map is.
+        for h in held.into_values() {
             if self.state == State::Resync {
                 self.resync_feed(cx, h.seq, h.ack, &h.data, h.fin);
             } else if self.end.is_none() {

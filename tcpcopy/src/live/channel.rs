@@ -35,6 +35,32 @@ pub const RESPONSE_BACKLOG: u64 = 4 << 20;
 const BACKLOG_POLL: Duration = Duration::from_millis(1);
 /// Commands batched into one pass before the socket is written.
 const CMD_BATCH: usize = 4096;
+/// Bytes of registration commands queued for the intercept connections at most, counted in
+/// -m: when intercept stops reading, the connection's writes stall and commands pile up here;
+/// past this they are dropped and counted as registrations lost (the connection is rebuilt
+/// after [`WRITE_TIMEOUT`] and re-sends every registration it holds).
+pub const COMMAND_BACKLOG: u64 = 1 << 20;
+/// What one queued command costs: its queue slot (~72 bytes) and its share of the queue's
+/// blocks, counted high.
+const COMMAND_COST: u64 = 128;
+/// A write to intercept that makes no progress for this long drops the connection (it is
+/// rebuilt, registrations re-sent): an intercept that stops reading must not stall tcpcopy.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Last --insecure warning (all connections together): one a minute while connected, so the
+/// log says it for as long as it matters.
+static INSECURE_WARNED: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+/// How often the --insecure warning repeats while connected.
+const INSECURE_WARN_EVERY: Duration = Duration::from_secs(60);
+
+fn warn_insecure(addr: SocketAddr) {
+    let now = std::time::Instant::now();
+    let mut last = INSECURE_WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    if last.is_none_or(|t| now.duration_since(t) >= INSECURE_WARN_EVERY) {
+        *last = Some(now);
+        warn!(intercept = %addr, "--insecure: the channel to intercept is unauthenticated and unencrypted; anyone on the path can read or forge registrations and responses");
+    }
+}
 
 /// The response headers of one `Responses` frame, copied out of it back to back.
 ///
@@ -178,10 +204,36 @@ pub enum ToChannel {
     Remove(SocketAddr, SocketAddr),
 }
 
+/// The engines' end of the command queue to the channel thread, bounded by
+/// [`COMMAND_BACKLOG`]. Dropping every clone shuts the channel down.
+#[derive(Debug, Clone)]
+pub struct CommandSender {
+    tx: mpsc::UnboundedSender<ToChannel>,
+    counters: Arc<Counters>,
+}
+
+impl CommandSender {
+    /// Queues `cmd`; when the queue is full (intercept not reading), drops it, counts it as a
+    /// registration lost and gives it back.
+    pub fn send(&self, cmd: ToChannel) -> Result<(), ToChannel> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let queued = &self.counters.commands_queued;
+        if queued.load(Relaxed) * COMMAND_COST >= COMMAND_BACKLOG {
+            self.counters.add(&self.counters.registrations_lost, 1);
+            return Err(cmd);
+        }
+        queued.fetch_add(1, Relaxed);
+        self.tx.send(cmd).map_err(|e| {
+            queued.fetch_sub(1, Relaxed);
+            e.0
+        })
+    }
+}
+
 /// The engine thread's handle on the channel thread.
 pub struct ChannelHandle {
-    /// Commands to the channel; dropping it shuts the channel down.
-    pub tx: mpsc::UnboundedSender<ToChannel>,
+    /// Commands to the channel; dropping it (and its clones) shuts the channel down.
+    pub tx: CommandSender,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -212,6 +264,10 @@ pub fn spawn(
     counters: Arc<Counters>,
 ) -> std::io::Result<ChannelHandle> {
     let (tx, rx) = mpsc::unbounded_channel();
+    let tx = CommandSender {
+        tx,
+        counters: counters.clone(),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -250,6 +306,7 @@ async fn route(
     responses: Responses,
     counters: Arc<Counters>,
 ) {
+    let queued = &counters.commands_queued;
     let mut conns: Vec<Vec<mpsc::UnboundedSender<ToChannel>>> = Vec::new();
     let mut tasks = Vec::new();
     for addr in &intercepts {
@@ -272,8 +329,13 @@ async fn route(
     while let Some(cmd) = rx.recv().await {
         let (ToChannel::Add(cl, t) | ToChannel::Remove(cl, t)) = cmd;
         let j = conn_of(&cl, &t, c);
+        // One command in, one copy per intercept out: each is counted until applied.
+        queued.fetch_add(conns.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         for row in &conns {
-            let _ = row[j].send(cmd);
+            if row[j].send(cmd).is_err() {
+                queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
     for t in tasks {
@@ -281,8 +343,11 @@ async fn route(
     }
 }
 
-/// Applies one registration command to the channel.
+/// Applies one registration command to the channel (it leaves the bounded queue).
 fn apply(ch: &mut Channel, cmd: ToChannel, counters: &Counters) {
+    counters
+        .commands_queued
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     let r = match cmd {
         ToChannel::Add(cl, t) => ch.session_add(cl, t),
         ToChannel::Remove(cl, t) => ch.session_remove(cl, t),
@@ -364,10 +429,20 @@ async fn serve(
     let mut buf = vec![0u8; 64 * 1024];
     let mut was_paused = false;
     loop {
+        if ch.is_insecure() && ch.is_ready() {
+            warn_insecure(addr);
+        }
         // Write everything the channel has for the socket.
         while let Some(out) = ch.poll_transmit(std::time::Instant::now()) {
-            if let Err(e) = wr.write_all(&out).await {
-                return format!("write: {e}");
+            match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&out)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return format!("write: {e}"),
+                Err(_) => {
+                    return format!(
+                        "write: intercept took nothing for {} s",
+                        WRITE_TIMEOUT.as_secs()
+                    )
+                }
             }
         }
         while let Some(ev) = ch.poll_event() {
@@ -425,6 +500,37 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_queue_is_bounded_and_counts_what_it_drops() {
+        let counters = Arc::new(Counters::default());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let s = CommandSender {
+            tx,
+            counters: counters.clone(),
+        };
+        let cmd = |p: u16| {
+            ToChannel::Add(
+                SocketAddr::from(([198, 18, 0, 1], p)),
+                "198.18.0.2:80".parse().unwrap(),
+            )
+        };
+        let cap = COMMAND_BACKLOG / COMMAND_COST;
+        // Nobody takes them (intercept stopped reading): ten times the bound is offered.
+        let sent = (0..10 * cap as u32)
+            .filter(|&i| s.clone().send(cmd(i as u16)).is_ok())
+            .count() as u64;
+        assert_eq!(sent, cap);
+        assert_eq!(Counters::get(&counters.registrations_lost), 9 * cap);
+        // Applied commands leave the queue and make room again.
+        let mut ch = Channel::new(1, None);
+        for _ in 0..10 {
+            let c = rx.try_recv().unwrap();
+            apply(&mut ch, c, &counters);
+        }
+        assert_eq!(Counters::get(&counters.commands_queued), cap - 10);
+        assert!(s.send(cmd(1)).is_ok());
+    }
 
     #[test]
     fn response_batch_is_a_compact_copy_in_order() {

@@ -64,6 +64,11 @@ pub struct Counters {
     pub responses_queued: AtomicU64,
     /// Times a channel connection stopped reading because the engine was that far behind.
     pub response_pauses: AtomicU64,
+    /// Registration commands queued between the engines and the intercept connections now (a
+    /// gauge, bounded by [`COMMAND_BACKLOG`]).
+    ///
+    /// [`COMMAND_BACKLOG`]: super::channel::COMMAND_BACKLOG
+    pub commands_queued: AtomicU64,
 }
 
 impl Counters {

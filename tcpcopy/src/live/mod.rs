@@ -15,7 +15,7 @@ pub mod nexthop;
 pub mod sys;
 pub mod worker;
 
-use crate::cli::{check_targets, Settings, Source};
+use crate::cli::{Settings, Source};
 use crate::engine::shared::SharedClients;
 use crate::engine::EngineStats;
 use crate::engine::{Engine, EngineConfig};
@@ -102,30 +102,38 @@ pub fn engine_config(s: &Settings) -> EngineConfig {
 }
 
 /// This host's addresses, for the production-safety check.
-fn local_addresses() -> Vec<IpAddr> {
-    match pcap::Device::list() {
-        Ok(devs) => devs
-            .iter()
-            .flat_map(|d| d.addresses.iter().map(|a| a.addr))
-            .collect(),
-        Err(e) => {
-            warn!(error = %e, "cannot list local addresses; the local-target check is skipped");
-            Vec::new()
-        }
-    }
+fn local_addresses() -> Result<Vec<IpAddr>, String> {
+    pcap::Device::list()
+        .map(|devs| {
+            devs.iter()
+                .flat_map(|d| d.addresses.iter().map(|a| a.addr))
+                .collect()
+        })
+        .map_err(|e| format!("cannot list this host's addresses to check the targets ({e})"))
 }
 
 /// Checks the production-safety rules (issue 5); `--force` turns refusals into warnings.
 pub fn safety_check(settings: &Settings) -> Result<()> {
-    let problems = check_targets(settings, &local_addresses());
-    if problems.is_empty() {
-        return Ok(());
+    for p in safety_check_targets(&settings.mappings, &settings.client_nets, settings.force)? {
+        warn!("--force: {p}");
     }
-    if settings.force {
-        for p in &problems {
-            warn!("--force: {p}");
-        }
-        return Ok(());
+    Ok(())
+}
+
+/// The production-safety rules for any mode. Fails closed: when this host's addresses cannot
+/// be listed, the targets are refused too. With `force`, returns the problems overridden (for
+/// the caller to warn about) instead of refusing.
+pub fn safety_check_targets(
+    mappings: &[crate::mapping::TargetMapping],
+    client_nets: &[ipnet::IpNet],
+    force: bool,
+) -> Result<Vec<String>> {
+    let problems = match local_addresses() {
+        Ok(local) => crate::cli::check_mapping_targets(mappings, client_nets, &local),
+        Err(e) => vec![e],
+    };
+    if problems.is_empty() || force {
+        return Ok(problems);
     }
     Err(anyhow!(
         "-x/--mapping: refused: {} (--force overrides)",
@@ -133,14 +141,9 @@ pub fn safety_check(settings: &Settings) -> Result<()> {
     ))
 }
 
-/// Reads the shared secret, refusing a file that group or others can read.
-fn read_secret(path: &std::path::Path) -> Result<tcpclone::proto::secure::Psk> {
-    use std::os::unix::fs::PermissionsExt;
-    let ctx = || format!("--secret-file {}", path.display());
-    let meta = std::fs::metadata(path).with_context(ctx)?;
-    tcpclone::proto::secure::check_secret_mode(meta.permissions().mode()).with_context(ctx)?;
-    let text = std::fs::read(path).with_context(ctx)?;
-    tcpclone::proto::secure::Psk::from_hex_text(&text).with_context(ctx)
+/// Reads the shared secret once, safely (see [`tcpclone::proto::secure::read_secret_file`]).
+pub fn read_secret(path: &std::path::Path) -> Result<tcpclone::proto::secure::Psk> {
+    tcpclone::proto::secure::read_secret_file(path).context("--secret-file")
 }
 
 /// Most payload one super-segment carries (whole MSS pieces of it; the IP packet stays under
@@ -287,10 +290,11 @@ pub fn run(settings: Settings) -> Result<Summary> {
     drop(cap_tx);
     drop(cap_rx);
 
-    let psk = match &settings.secret_file {
-        Some(p) => Some(read_secret(p)?),
-        None => {
-            warn!("no --secret-file: the channel to intercept is unauthenticated and unencrypted");
+    let psk = match (&settings.psk, &settings.secret_file) {
+        (Some(k), _) => Some(k.clone()),
+        (None, Some(p)) => Some(read_secret(p)?),
+        (None, None) => {
+            warn!("--insecure: the channel to intercept is unauthenticated and unencrypted");
             None
         }
     };

@@ -60,7 +60,7 @@ pub struct Shared {
     /// Set to stop every worker.
     pub stop: Arc<AtomicBool>,
     /// Commands to the intercept channel.
-    pub channel_tx: tokio::sync::mpsc::UnboundedSender<ToChannel>,
+    pub channel_tx: super::channel::CommandSender,
     /// Each worker's latest engine counters, by worker index.
     pub engine_stats: Arc<Mutex<Vec<EngineStats>>>,
     /// --report: every answered request's timing.

@@ -338,5 +338,6 @@ pub(crate) fn ip(s: &str) -> IpAddr {
 // After the macros: textual scope makes them visible there.
 mod fuzz_smoke;
 mod gso;
+mod ooo;
 mod scripted;
 mod sim;

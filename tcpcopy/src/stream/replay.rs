@@ -11,6 +11,7 @@ use super::decode::decode;
 use super::proxy;
 use super::reassembly::{Reassembler, ReassemblyConfig, SessionId, Side, StreamEvent};
 use super::source::{build_filter, LiveSource};
+use super::tls::{Conn, TargetTls, TlsFilter};
 use super::{StreamCommon, StreamOptions, StreamSource};
 use crate::mapping::TargetMapping;
 use crate::report::{
@@ -25,7 +26,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tcpclone::capture::CaptureReader;
 use tcpclone::capture::PacketSource;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -58,6 +58,10 @@ struct Ctx {
     idle: Notify,
     connect_failed: AtomicU64,
     dropped: AtomicU64,
+    /// `--target-tls` settings.
+    target_tls: Option<TargetTls>,
+    /// TLS handshakes with the target that failed, by rustls's reason.
+    target_tls_failed: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Cancelled on SIGINT/SIGTERM: sessions not started yet are skipped, schedule waits end.
     stopping: tokio_util::sync::CancellationToken,
 }
@@ -102,6 +106,11 @@ struct Plan {
     base: Instant,
     /// Original-time offset of this loop (production throughput axis).
     orig_base: Duration,
+    /// `--target-tls`: the rustls config (ALPN) and server name for this session.
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 }
 
 impl Plan {
@@ -155,6 +164,22 @@ pub fn run(
         // Fail before anything starts when the file cannot be read at all.
         CaptureReader::open(path)?;
     }
+    let t = &opts.tls;
+    if !t.target_tls
+        && (t.target_sni.is_some()
+            || t.target_ca.is_some()
+            || t.target_insecure
+            || t.target_cert.is_some()
+            || t.target_key.is_some()
+            || t.target_alpn.is_some())
+    {
+        anyhow::bail!("--target-sni/-ca/-insecure/-cert/-key/-alpn need --target-tls");
+    }
+    let target_tls = t.target_tls.then(|| TargetTls::new(t)).transpose()?;
+    let tls_filter = match &t.tls_keylog {
+        Some(path) => Some(TlsFilter::new(super::tls::load_keylog(path, common.force)?)),
+        None => None,
+    };
     let collector = Collector::new("stream", opts.diff.then_some(opts.diff_ignore.as_slice()))?;
     let live = matches!(common.source, StreamSource::Live { .. });
     let ctx = Arc::new(Ctx {
@@ -175,6 +200,8 @@ pub fn run(
         idle: Notify::new(),
         connect_failed: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
+        target_tls,
+        target_tls_failed: Mutex::new(Default::default()),
         stopping: tokio_util::sync::CancellationToken::new(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -200,6 +227,7 @@ pub fn run(
         partial: 0,
         sampled_out: 0,
         replayed: 0,
+        tls: tls_filter,
     };
     let cfg = ReassemblyConfig {
         servers: common
@@ -271,6 +299,15 @@ pub fn run(
     c.sessions.replayed = reader.replayed;
     c.sessions.dropped = ctx.dropped.load(Ordering::Relaxed);
     c.sessions.connect_failed = ctx.connect_failed.load(Ordering::Relaxed);
+    if reader.tls.is_some() || ctx.target_tls.is_some() {
+        let mut counts = reader.tls.take().map(|f| f.counts).unwrap_or_default();
+        counts.target_handshake_failed = ctx
+            .target_tls_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        c.tls = Some(counts);
+    }
     Ok((c.finish(ctx.start.elapsed()), result.err()))
 }
 
@@ -291,6 +328,8 @@ struct Reader<'a> {
     partial: u64,
     sampled_out: u64,
     replayed: u64,
+    /// `--tls-keylog`: the decryption stage between reassembly and replay.
+    tls: Option<TlsFilter>,
 }
 
 impl Reader<'_> {
@@ -368,9 +407,28 @@ impl Reader<'_> {
     }
 
     fn dispatch(&mut self, ev: StreamEvent, t0: u64, base: Instant, orig_base: Duration) {
+        match self.tls.as_mut() {
+            Some(f) => {
+                // Sessions are counted when captured; the filter opens them for replay later.
+                if matches!(ev, StreamEvent::Open { .. }) {
+                    self.seen += 1;
+                }
+                let mut evs = Vec::new();
+                f.handle(ev, &mut evs);
+                for ev in evs {
+                    self.dispatch_plain(ev, t0, base, orig_base);
+                }
+            }
+            None => self.dispatch_plain(ev, t0, base, orig_base),
+        }
+    }
+
+    fn dispatch_plain(&mut self, ev: StreamEvent, t0: u64, base: Instant, orig_base: Duration) {
         match ev {
             StreamEvent::Open { id, key, ts, .. } => {
-                self.seen += 1;
+                if self.tls.is_none() {
+                    self.seen += 1;
+                }
                 if self.common.percentage < 100
                     && key.src_hash() % 100 >= u64::from(self.common.percentage)
                 {
@@ -390,6 +448,12 @@ impl Reader<'_> {
                         .fetch_add(u64::from(self.common.copies), Ordering::Relaxed);
                     return;
                 }
+                let captured = self.tls.as_mut().and_then(|f| f.take_captured(id));
+                let tls = self
+                    .ctx
+                    .target_tls
+                    .as_ref()
+                    .map(|t| t.for_session(captured.as_ref(), target));
                 let mut txs = Vec::new();
                 for copy in 0..self.common.copies {
                     let (tx, rx) = Inbox::new();
@@ -401,6 +465,7 @@ impl Reader<'_> {
                         t0,
                         base,
                         orig_base,
+                        tls: tls.clone(),
                     };
                     self.ctx.active.fetch_add(1, Ordering::SeqCst);
                     let guard = ActiveGuard(self.ctx.clone());
@@ -562,7 +627,7 @@ struct Req {
 struct Session {
     ctx: Arc<Ctx>,
     plan: Plan,
-    stream: TcpStream,
+    stream: Conn,
     reqs: VecDeque<Req>,
     next_index: u32,
     /// Production spoke before the first request.
@@ -799,12 +864,30 @@ impl Session {
     }
 }
 
-async fn connect(ctx: &Ctx, plan: &Plan) -> Result<TcpStream, Outcome> {
-    match tokio::time::timeout(ctx.connect_timeout, TcpStream::connect(plan.target)).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(Outcome::Refused),
-        Ok(Err(_)) => Err(Outcome::Refused),
-        Err(_) => Err(Outcome::TimedOut),
+async fn connect(ctx: &Ctx, plan: &Plan) -> Result<Conn, Outcome> {
+    let tcp = match tokio::time::timeout(ctx.connect_timeout, TcpStream::connect(plan.target)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err(Outcome::Refused)
+        }
+        Ok(Err(_)) => return Err(Outcome::Refused),
+        Err(_) => return Err(Outcome::TimedOut),
+    };
+    let _ = tcp.set_nodelay(true);
+    let Some((cfg, name)) = plan.tls.clone() else {
+        return Ok(Conn::Tcp(tcp));
+    };
+    match super::tls::connect(tcp, cfg, name, ctx.connect_timeout).await {
+        Ok(c) => Ok(c),
+        Err(reason) => {
+            *ctx.target_tls_failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(reason)
+                .or_default() += 1;
+            Err(Outcome::Refused)
+        }
     }
 }
 
@@ -863,7 +946,6 @@ async fn session(ctx: Arc<Ctx>, plan: Plan, items: Arc<Inbox>, _guard: ActiveGua
             return;
         }
     };
-    let _ = stream.set_nodelay(true);
     let mut s = Session {
         ctx: ctx.clone(),
         plan,
@@ -1154,6 +1236,7 @@ mod tests {
             speedup: 1.0,
             no_wait: false,
             source: StreamSource::Offline(path),
+            force: false,
         };
         let opts = StreamOptions {
             diff: true,
@@ -1201,6 +1284,7 @@ mod tests {
             speedup: 1.0,
             no_wait: false,
             source: StreamSource::Offline(path),
+            force: false,
         }
     }
 
@@ -1317,6 +1401,7 @@ mod tests {
             speedup: 1.0,
             no_wait: false,
             source: StreamSource::Offline(path),
+            force: false,
         };
         let (r, _) = run(
             &common,
@@ -1368,6 +1453,7 @@ mod tests {
             speedup: 1.0,
             no_wait: false,
             source: StreamSource::Offline(path),
+            force: false,
         };
         let (r, _) = run(
             &common,
@@ -1391,6 +1477,7 @@ mod tests {
             speedup: 1.0,
             no_wait: false,
             source: StreamSource::Offline("/nonexistent/x.pcap".into()),
+            force: false,
         };
         let e = run(&common, &StreamOptions::default())
             .unwrap_err()

@@ -158,6 +158,68 @@ fn requests(log: &Path) -> BTreeMap<String, u64> {
     m
 }
 
+/// Runs curl with every case against production at `prod_ip`: per case one keep-alive
+/// connection (three small requests and a 256 KB upload) and two connections of one request.
+/// Each curl writes its own key log, or all write `shared`. Returns (key log, request tags) per
+/// curl run and the number of TLS sessions.
+fn clients(
+    lab: &Lab,
+    client: &str,
+    prod_ip: &str,
+    dir: &Path,
+    shared: Option<&Path>,
+) -> (Vec<(PathBuf, Vec<String>)>, usize) {
+    // 256 KB of varied bytes, the body of one request per keep-alive session.
+    let body = dir.join("body.bin");
+    let big: Vec<u8> = (0..256 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&body, &big).unwrap();
+    let keys_dir = dir.join("keys");
+    std::fs::create_dir_all(&keys_dir).unwrap();
+    let mut sessions = 0usize;
+    // Each curl run writes its own key log: the "half" key log below is built from them.
+    let mut runs: Vec<(PathBuf, Vec<String>)> = Vec::new();
+    for (i, (flags, _)) in CASES.iter().enumerate() {
+        let base =
+            format!("curl -sS -k --http1.1 --resolve tls.test:443:{prod_ip} {flags} -o /dev/null");
+        // Keep-alive: three small requests and a 256 KB upload on one connection.
+        let k = shared.map_or_else(|| keys_dir.join(format!("ka{i}.log")), Path::to_path_buf);
+        let tags: Vec<String> = (0..3).map(|n| format!("/?ka{i}-{n}")).collect();
+        let urls: String = tags
+            .iter()
+            .map(|t| format!(" https://tls.test{t}"))
+            .collect();
+        lab.exec_ok(
+            client,
+            &format!(
+                "SSLKEYLOGFILE={} {base} {urls} --next {base} --data-binary @{} -H 'Content-Type: application/octet-stream' https://tls.test/up?ka{i}",
+                k.display(),
+                body.display()
+            ),
+        );
+        let mut all = tags.clone();
+        all.push(format!("/up?ka{i}"));
+        runs.push((k, all));
+        sessions += 1;
+        // One connection per request, twice.
+        for n in 0..2 {
+            let k = shared.map_or_else(
+                || keys_dir.join(format!("pr{i}-{n}.log")),
+                Path::to_path_buf,
+            );
+            let tag = format!("/?pr{i}-{n}");
+            lab.exec_ok(
+                client,
+                &format!("SSLKEYLOGFILE={} {base} https://tls.test{tag}", k.display()),
+            );
+            runs.push((k, vec![tag]));
+            sessions += 1;
+        }
+    }
+    (runs, sessions)
+}
+
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("report file")).expect("report JSON")
 }
@@ -202,52 +264,7 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
         &cap,
     );
 
-    // 256 KB of varied bytes, the body of one request per keep-alive session.
-    let body = tmp.path().join("body.bin");
-    let big: Vec<u8> = (0..256 * 1024u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    std::fs::write(&body, &big).unwrap();
-    let keys_dir = tmp.path().join("keys");
-    std::fs::create_dir_all(&keys_dir).unwrap();
-    let mut sessions = 0usize;
-    // Each curl run writes its own key log: the "half" key log below is built from them.
-    let mut runs: Vec<(PathBuf, Vec<String>)> = Vec::new();
-    for (i, (flags, _)) in CASES.iter().enumerate() {
-        let base = format!(
-            "curl -sS -k --http1.1 --resolve tls.test:443:198.18.52.2 {flags} -o /dev/null"
-        );
-        // Keep-alive: three small requests and a 256 KB upload on one connection.
-        let k = keys_dir.join(format!("ka{i}.log"));
-        let tags: Vec<String> = (0..3).map(|n| format!("/?ka{i}-{n}")).collect();
-        let urls: String = tags
-            .iter()
-            .map(|t| format!(" https://tls.test{t}"))
-            .collect();
-        lab.exec_ok(
-            &client,
-            &format!(
-                "SSLKEYLOGFILE={} {base} {urls} --next {base} --data-binary @{} -H 'Content-Type: application/octet-stream' https://tls.test/up?ka{i}",
-                k.display(),
-                body.display()
-            ),
-        );
-        let mut all = tags.clone();
-        all.push(format!("/up?ka{i}"));
-        runs.push((k, all));
-        sessions += 1;
-        // One connection per request, twice.
-        for n in 0..2 {
-            let k = keys_dir.join(format!("pr{i}-{n}.log"));
-            let tag = format!("/?pr{i}-{n}");
-            lab.exec_ok(
-                &client,
-                &format!("SSLKEYLOGFILE={} {base} https://tls.test{tag}", k.display()),
-            );
-            runs.push((k, vec![tag]));
-            sessions += 1;
-        }
-    }
+    let (runs, sessions) = clients(&lab, &client, "198.18.52.2", tmp.path(), None);
     stop_tcpdump(&mut lab, td, &cap);
     let prod_reqs = requests(&prod_log);
     let total: u64 = prod_reqs.values().sum();
@@ -398,4 +415,111 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
         err.contains("lets others read the session secrets"),
         "{err}"
     );
+}
+
+/// Live: tcpcopy captures production while curl runs and writes the key log; every request
+/// reaches the target over TLS, with the same bodies.
+#[test]
+fn live_key_log_written_while_clients_run() {
+    require_root!("tls_lab::live");
+    require_programs!(
+        "tls_lab::live",
+        "nginx",
+        "curl",
+        "openssl",
+        "ss",
+        "sha256sum"
+    );
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let certs = tmp.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    make_certs(&certs);
+    let client = lab.netns("tlcl");
+    let prod = lab.netns("tlpr");
+    let target = lab.netns("tltg");
+    let (_, prod_if) = lab.veth(&client, "198.18.54.1/24", &prod, "198.18.54.2/24");
+    lab.veth(&prod, "198.18.55.1/24", &target, "198.18.55.2/24");
+    let (prod_log, prod_bodies) = start_tls_nginx(
+        &mut lab,
+        &prod,
+        tmp.path(),
+        &certs,
+        "prod",
+        "198.18.54.2:443",
+        8081,
+    );
+    let (t_log, t_bodies) = start_tls_nginx(
+        &mut lab,
+        &target,
+        tmp.path(),
+        &certs,
+        "target",
+        "198.18.55.2:8443",
+        8082,
+    );
+    let keys = tmp.path().join("live.keys");
+    std::fs::write(&keys, "").unwrap();
+    sh(&format!("chmod 600 {}", keys.display()));
+    let log = tmp.path().join("live.log");
+    let report = tmp.path().join("live.json");
+    let tcpcopy = bin("tcpcopy");
+    let pid = lab.spawn(
+        &prod,
+        &[
+            tcpcopy.to_str().unwrap(),
+            "--stream",
+            "-x",
+            "443-198.18.55.2:8443",
+            "-i",
+            &prod_if,
+            "--tls-keylog",
+            keys.to_str().unwrap(),
+            "--target-tls",
+            "--target-insecure",
+            "--with-responses",
+            "--duration",
+            "60",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        Some(&log),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("capturing")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "live stream did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, sessions) = clients(&lab, &client, "198.18.54.2", tmp.path(), Some(&keys));
+    let prod_reqs = requests(&prod_log);
+    let total: u64 = prod_reqs.values().sum();
+    settle(total, Duration::from_secs(10), || line_count(&t_log));
+    let st = lab
+        .stop(pid, "INT", Duration::from_secs(30))
+        .expect("live stream mode did not stop on SIGINT");
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(st.success(), "exit {st:?}: {out}");
+    eprintln!("{out}");
+    assert_eq!(
+        requests(&t_log),
+        prod_reqs,
+        "requests at the target differ from production's\n{out}"
+    );
+    assert_eq!(
+        body_digests(&lab, &target, &t_bodies),
+        body_digests(&lab, &prod, &prod_bodies),
+        "{out}"
+    );
+    let tls = json(&report)["tls"].clone();
+    assert_eq!(tls["decrypted"], sessions as u64, "{tls}");
+    assert_eq!(tls["without_keys"], 0, "{tls}");
 }

@@ -11,7 +11,7 @@ use super::decode::decode;
 use super::proxy;
 use super::reassembly::{Reassembler, ReassemblyConfig, SessionId, Side, StreamEvent};
 use super::source::{build_filter, LiveSource};
-use super::tls::{Conn, TargetTls, TlsFilter};
+use super::tls::{Conn, KeyLogFollower, TargetTls, TlsFilter};
 use super::{StreamCommon, StreamOptions, StreamSource};
 use crate::mapping::TargetMapping;
 use crate::report::{
@@ -176,12 +176,30 @@ pub fn run(
         anyhow::bail!("--target-sni/-ca/-insecure/-cert/-key/-alpn need --target-tls");
     }
     let target_tls = t.target_tls.then(|| TargetTls::new(t)).transpose()?;
-    let tls_filter = match &t.tls_keylog {
-        Some(path) => Some(TlsFilter::new(super::tls::load_keylog(path, common.force)?)),
-        None => None,
+    let live = matches!(common.source, StreamSource::Live { .. });
+    anyhow::ensure!(
+        t.tls_key_wait.is_finite() && t.tls_key_wait >= 0.0,
+        "--tls-key-wait must be a number of seconds >= 0"
+    );
+    let (tls_filter, follower) = match &t.tls_keylog {
+        Some(path) => {
+            let (keys, offset, lines) = super::tls::load_keylog_at(path, common.force)?;
+            if live {
+                // Live: the key log grows while sessions are captured; records wait for their
+                // secrets within --tls-key-wait and half the queue bound.
+                let wait = (t.tls_key_wait * 1e9) as u64;
+                let max_held = (opts.queue_mb.max(1) << 20) / 2;
+                (
+                    Some(TlsFilter::with_wait(keys, true, wait, max_held)),
+                    Some(KeyLogFollower::new(path, offset, lines)),
+                )
+            } else {
+                (Some(TlsFilter::new(keys)), None)
+            }
+        }
+        None => (None, None),
     };
     let collector = Collector::new("stream", opts.diff.then_some(opts.diff_ignore.as_slice()))?;
-    let live = matches!(common.source, StreamSource::Live { .. });
     let ctx = Arc::new(Ctx {
         start: Instant::now(),
         speedup: common.speedup,
@@ -228,6 +246,9 @@ pub fn run(
         sampled_out: 0,
         replayed: 0,
         tls: tls_filter,
+        follower,
+        followed_at: Instant::now(),
+        polled_ts: 0,
     };
     let cfg = ReassemblyConfig {
         servers: common
@@ -330,6 +351,12 @@ struct Reader<'a> {
     replayed: u64,
     /// `--tls-keylog`: the decryption stage between reassembly and replay.
     tls: Option<TlsFilter>,
+    /// Live `--tls-keylog`: reads the key log's new lines.
+    follower: Option<KeyLogFollower>,
+    /// When the key log was last read (wall time: it is a file, not the capture).
+    followed_at: Instant,
+    /// Capture time of the last retry of the sessions waiting for secrets.
+    polled_ts: u64,
 }
 
 impl Reader<'_> {
@@ -379,6 +406,7 @@ impl Reader<'_> {
             while let Some(ev) = r.poll_event() {
                 self.dispatch(ev, first, base, orig_base);
             }
+            self.follow_keys(ts, false, first, base, orig_base);
             if stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -387,6 +415,7 @@ impl Reader<'_> {
         while let Some(ev) = r.poll_event() {
             self.dispatch(ev, t0.unwrap_or(0), base, orig_base);
         }
+        self.follow_keys(last, true, t0.unwrap_or(0), base, orig_base);
         let st = r.stats();
         self.without_syn += st.without_syn;
         self.partial += st.partial;
@@ -396,6 +425,29 @@ impl Reader<'_> {
         Ok(Duration::from_nanos(
             last.saturating_sub(t0.unwrap_or(last)),
         ))
+    }
+
+    /// Live `--tls-keylog`: reads new key log lines (at most every 50 ms) and retries the
+    /// sessions waiting for their secrets (on new lines, and every 100 ms of capture time for
+    /// the wait bound); `end`: last chance for every waiting session.
+    fn follow_keys(&mut self, ts: u64, end: bool, t0: u64, base: Instant, orig_base: Duration) {
+        let (Some(f), Some(filter)) = (self.follower.as_mut(), self.tls.as_mut()) else {
+            return;
+        };
+        let mut fresh = 0;
+        if end || self.followed_at.elapsed() >= Duration::from_millis(50) {
+            self.followed_at = Instant::now();
+            fresh = f.read_new(filter.keys_mut());
+        }
+        if !end && fresh == 0 && ts.saturating_sub(self.polled_ts) < 100_000_000 {
+            return;
+        }
+        self.polled_ts = ts;
+        let mut evs = Vec::new();
+        filter.poll(ts, end, &mut evs);
+        for ev in evs {
+            self.dispatch_plain(ev, t0, base, orig_base);
+        }
     }
 
     fn drop_session(&mut self, id: SessionId) {

@@ -26,7 +26,7 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{TcpStream, UnixStream};
 
 /// The TLS flags of stream mode.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct TlsOptions {
     /// Decrypt captured TLS sessions with this NSS key log (SSLKEYLOGFILE) and replay their
     /// plaintext; sessions whose secrets are not in it are counted and skipped.
@@ -53,6 +53,25 @@ pub struct TlsOptions {
     /// ALPN protocols offered to the target, comma-separated (default: the captured ones).
     #[arg(long, value_name = "PROTO[,PROTO]")]
     pub target_alpn: Option<String>,
+    /// Live: seconds a session's records wait for its secrets to appear in the key log.
+    #[arg(long, value_name = "S", default_value_t = 5.0)]
+    pub tls_key_wait: f64,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        TlsOptions {
+            tls_keylog: None,
+            target_tls: false,
+            target_sni: None,
+            target_ca: None,
+            target_insecure: false,
+            target_cert: None,
+            target_key: None,
+            target_alpn: None,
+            tls_key_wait: 5.0,
+        }
+    }
 }
 
 impl TlsOptions {
@@ -66,12 +85,19 @@ impl TlsOptions {
             || self.target_cert.is_some()
             || self.target_key.is_some()
             || self.target_alpn.is_some()
+            || self.tls_key_wait != 5.0
     }
 }
 
 /// Reads the key log at `path`. Refuses a file that group or others may read unless `force`
 /// (it holds every session's secrets); bad lines are reported (file:line) and skipped.
 pub fn load_keylog(path: &Path, force: bool) -> anyhow::Result<KeyLog> {
+    load_keylog_at(path, force).map(|(k, _, _)| k)
+}
+
+/// [`load_keylog`], also returning the bytes and lines read up to the last whole line (where
+/// live mode's [`KeyLogFollower`] goes on).
+pub fn load_keylog_at(path: &Path, force: bool) -> anyhow::Result<(KeyLog, u64, usize)> {
     use std::os::unix::fs::MetadataExt as _;
     let name = path.display().to_string();
     let meta = std::fs::metadata(path).with_context(|| format!("--tls-keylog {name}"))?;
@@ -81,7 +107,9 @@ pub fn load_keylog(path: &Path, force: bool) -> anyhow::Result<KeyLog> {
             meta.mode() & 0o7777
         );
     }
-    let bytes = std::fs::read(path).with_context(|| format!("--tls-keylog {name}"))?;
+    let mut bytes = std::fs::read(path).with_context(|| format!("--tls-keylog {name}"))?;
+    // A line being written is left to the follower.
+    bytes.truncate(bytes.iter().rposition(|&b| b == b'\n').map_or(0, |e| e + 1));
     let text = String::from_utf8_lossy(&bytes);
     let (log, bad) =
         KeyLog::parse(&text, &name).map_err(|e| anyhow::anyhow!("--tls-keylog {e}"))?;
@@ -94,7 +122,7 @@ pub fn load_keylog(path: &Path, force: bool) -> anyhow::Result<KeyLog> {
             bad.len() - 10
         );
     }
-    Ok(log)
+    Ok((log, bytes.len() as u64, text.lines().count()))
 }
 
 /// What the capture's handshake said about a decrypted session (the target TLS defaults).
@@ -114,11 +142,19 @@ struct Pending {
     /// A client chunk that began a new request produced no plaintext (handshake records):
     /// the next client plaintext begins it.
     carry_new: bool,
+    /// Capture time when the session began to wait for its secrets.
+    waiting_since: Option<u64>,
+    /// Live: Fin and Close events of a session waiting for its secrets.
+    held: Vec<StreamEvent>,
 }
 
 /// The decryption stage between reassembly and replay. Pure.
 pub struct TlsFilter {
     keys: KeyLog,
+    /// Live: sessions wait for their secrets (the key log grows); offline: no secrets, no wait.
+    live: bool,
+    key_wait_ns: u64,
+    max_held: usize,
     sessions: HashMap<SessionId, Pending>,
     captured: HashMap<SessionId, Captured>,
     /// Counters for the report.
@@ -137,15 +173,29 @@ fn side_of(d: Direction) -> Side {
 }
 
 impl TlsFilter {
-    /// A filter decrypting with `keys`.
+    /// A filter decrypting with `keys` (offline: what is not in it is counted at once).
     pub fn new(keys: KeyLog) -> Self {
+        Self::with_wait(keys, false, 0, 0)
+    }
+
+    /// Live: sessions wait for their secrets up to `key_wait_ns` of capture time, holding at
+    /// most `max_held` bytes in all (the longest-waiting session goes first).
+    pub fn with_wait(keys: KeyLog, live: bool, key_wait_ns: u64, max_held: usize) -> Self {
         TlsFilter {
             keys,
+            live,
+            key_wait_ns,
+            max_held,
             sessions: HashMap::new(),
             captured: HashMap::new(),
             counts: TlsCounts::default(),
             messages: 0,
         }
+    }
+
+    /// The key log, to add the lines that live mode reads as the file grows.
+    pub fn keys_mut(&mut self) -> &mut KeyLog {
+        &mut self.keys
     }
 
     /// The captured SNI/ALPN of a session whose Open event was just emitted.
@@ -192,6 +242,8 @@ impl TlsFilter {
                         tls: TlsSession::new(),
                         opened: false,
                         carry_new: false,
+                        waiting_since: None,
+                        held: Vec::new(),
                     },
                 );
             }
@@ -215,107 +267,263 @@ impl TlsFilter {
                 if side == Side::Client && new_message {
                     p.carry_new = true;
                 }
-                let status = p.tls.status().clone();
                 if let Err(e) = r {
-                    let open = p.open.clone();
-                    let opened = p.opened;
-                    self.count_failure(&e);
-                    self.say(&open, &e.to_string());
-                    self.sessions.remove(&id);
-                    if opened {
-                        out.push(StreamEvent::Close {
-                            id,
-                            ts,
-                            reason: super::reassembly::EndReason::Hole,
-                            partial: true,
-                        });
-                    }
+                    self.fail_session(id, ts, &e, out);
                     return;
                 }
-                if !p.opened
-                    && matches!(status, SessionStatus::Decrypting | SessionStatus::Plaintext)
-                {
-                    p.opened = true;
-                    if status == SessionStatus::Decrypting {
-                        self.counts.decrypted += 1;
-                        let info = p.tls.info();
-                        let name = format!(
-                            "{} {}",
-                            info.version_name(),
-                            info.suite_name().unwrap_or_default()
-                        );
-                        *self.counts.suites.entry(name).or_default() += 1;
-                        if let Some(a) = &info.alpn {
-                            *self
-                                .counts
-                                .alpn
-                                .entry(String::from_utf8_lossy(a).into_owned())
-                                .or_default() += 1;
-                        }
-                        self.counts.resumed += u64::from(info.resumed);
-                        self.captured.insert(
-                            id,
-                            Captured {
-                                sni: info.sni.clone(),
-                                alpn: info.alpn_offered.clone(),
-                            },
-                        );
-                    } else {
-                        self.counts.plaintext += 1;
-                    }
-                    out.push(p.open.clone());
-                }
-                for (d, data) in plain {
-                    let side = side_of(d);
-                    let new_message = side == Side::Client && std::mem::take(&mut p.carry_new);
-                    out.push(StreamEvent::Data {
-                        id,
-                        side,
-                        ts,
-                        bytes: Bytes::from(data),
-                        new_message,
-                        server_seen,
-                    });
-                }
+                self.emit(id, ts, server_seen, plain, out);
             }
-            StreamEvent::Fin { id, .. } => {
-                if self.sessions.get(&id).is_some_and(|p| p.opened) {
-                    out.push(ev);
-                }
-            }
-            StreamEvent::Close { id, .. } => {
-                let Some(mut p) = self.sessions.remove(&id) else {
+            StreamEvent::Fin { id, .. } | StreamEvent::Close { id, .. } => {
+                let Some(p) = self.sessions.get_mut(&id) else {
                     return;
                 };
-                let status = p.tls.status().clone();
-                let early = p.tls.counters().early_rejected;
-                self.counts.auth_failures += p.tls.counters().auth_failures;
-                self.counts.early_rejected += early;
-                if let Some(e) = p.tls.finish() {
-                    self.count_failure(&e);
-                    self.say(&p.open, &e.to_string());
-                }
-                match status {
-                    SessionStatus::AwaitingKeys => {
-                        self.counts.without_keys += 1;
-                        let random = p
-                            .tls
-                            .client_random()
-                            .map(|r| r.iter().map(|b| format!("{b:02x}")).collect::<String>());
-                        let msg = format!(
-                            "no secrets in the key log for client random {}",
-                            random.unwrap_or_default()
-                        );
-                        self.say(&p.open, &msg);
-                    }
-                    SessionStatus::Hello => self.counts.incomplete += 1,
-                    _ => {}
-                }
                 if p.opened {
-                    out.push(ev);
+                    if matches!(ev, StreamEvent::Close { .. }) {
+                        self.close(id, Some(ev), out);
+                    } else {
+                        out.push(ev);
+                    }
+                    return;
+                }
+                // Live: a session waiting for its secrets keeps its end for when they come.
+                if self.live && *p.tls.status() == SessionStatus::AwaitingKeys {
+                    p.held.push(ev);
+                    return;
+                }
+                if matches!(ev, StreamEvent::Close { .. }) {
+                    self.close(id, None, out);
                 }
             }
         }
+    }
+
+    /// Emits a session's Open (the first time it has keys or is known not to be TLS) and its
+    /// plaintext.
+    fn emit(
+        &mut self,
+        id: SessionId,
+        ts: u64,
+        server_seen: bool,
+        plain: Output,
+        out: &mut Vec<StreamEvent>,
+    ) {
+        let Some(p) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let status = p.tls.status().clone();
+        if status == SessionStatus::AwaitingKeys && p.waiting_since.is_none() {
+            p.waiting_since = Some(ts);
+        }
+        if !p.opened && matches!(status, SessionStatus::Decrypting | SessionStatus::Plaintext) {
+            p.opened = true;
+            if status == SessionStatus::Decrypting {
+                self.counts.decrypted += 1;
+                let info = p.tls.info();
+                let name = format!(
+                    "{} {}",
+                    info.version_name(),
+                    info.suite_name().unwrap_or_default()
+                );
+                *self.counts.suites.entry(name).or_default() += 1;
+                if let Some(a) = &info.alpn {
+                    *self
+                        .counts
+                        .alpn
+                        .entry(String::from_utf8_lossy(a).into_owned())
+                        .or_default() += 1;
+                }
+                self.counts.resumed += u64::from(info.resumed);
+                self.captured.insert(
+                    id,
+                    Captured {
+                        sni: info.sni.clone(),
+                        alpn: info.alpn_offered.clone(),
+                    },
+                );
+            } else {
+                self.counts.plaintext += 1;
+            }
+            out.push(p.open.clone());
+        }
+        for (d, data) in plain {
+            let side = side_of(d);
+            let new_message = side == Side::Client && std::mem::take(&mut p.carry_new);
+            out.push(StreamEvent::Data {
+                id,
+                side,
+                ts,
+                bytes: Bytes::from(data),
+                new_message,
+                server_seen,
+            });
+        }
+    }
+
+    /// A session that cannot be decrypted: counted, named, and closed if it was replaying.
+    fn fail_session(&mut self, id: SessionId, ts: u64, e: &TlsError, out: &mut Vec<StreamEvent>) {
+        let Some(p) = self.sessions.remove(&id) else {
+            return;
+        };
+        self.count_failure(e);
+        self.say(&p.open, &e.to_string());
+        if p.opened {
+            out.push(StreamEvent::Close {
+                id,
+                ts,
+                reason: super::reassembly::EndReason::Hole,
+                partial: true,
+            });
+        }
+    }
+
+    /// The session is over: counters, and its Close when it was replaying.
+    fn close(&mut self, id: SessionId, ev: Option<StreamEvent>, out: &mut Vec<StreamEvent>) {
+        let Some(mut p) = self.sessions.remove(&id) else {
+            return;
+        };
+        let status = p.tls.status().clone();
+        let c = p.tls.counters();
+        self.counts.auth_failures += c.auth_failures;
+        self.counts.early_rejected += c.early_rejected;
+        if let Some(e) = p.tls.finish() {
+            self.count_failure(&e);
+            self.say(&p.open, &e.to_string());
+        }
+        match status {
+            SessionStatus::AwaitingKeys => {
+                self.counts.without_keys += 1;
+                let random = p
+                    .tls
+                    .client_random()
+                    .map(|r| r.iter().map(|b| format!("{b:02x}")).collect::<String>());
+                let msg = format!(
+                    "no secrets in the key log for client random {}",
+                    random.unwrap_or_default()
+                );
+                self.say(&p.open, &msg);
+            }
+            SessionStatus::Hello => self.counts.incomplete += 1,
+            _ => {}
+        }
+        if let (true, Some(ev)) = (p.opened, ev) {
+            out.push(ev);
+        }
+    }
+
+    /// Live: retries the sessions waiting for secrets (after new key log lines), gives up on
+    /// those that waited past the bound or when the held bytes exceed it, and (with `all`, at
+    /// the end of a run) on every one still waiting. `ts` is the capture time now.
+    pub fn poll(&mut self, ts: u64, all: bool, out: &mut Vec<StreamEvent>) {
+        let mut waiting: Vec<(u64, SessionId)> = self
+            .sessions
+            .iter()
+            .filter(|(_, p)| !p.opened && *p.tls.status() == SessionStatus::AwaitingKeys)
+            .map(|(id, p)| (p.waiting_since.unwrap_or(ts), *id))
+            .collect();
+        waiting.sort_unstable();
+        let mut still = Vec::new();
+        for (since, id) in waiting {
+            let Some(p) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            let mut plain = Output::new();
+            if let Err(e) = p.tls.retry(&self.keys, &mut plain) {
+                self.fail_session(id, ts, &e, out);
+                continue;
+            }
+            if *p.tls.status() == SessionStatus::AwaitingKeys {
+                if all || ts.saturating_sub(since) > self.key_wait_ns {
+                    self.close(id, None, out);
+                } else {
+                    still.push((id, p.tls.held_bytes()));
+                }
+                continue;
+            }
+            let held = std::mem::take(&mut p.held);
+            self.emit(id, ts, true, plain, out);
+            for ev in held {
+                match ev {
+                    StreamEvent::Close { .. } => self.close(id, Some(ev), out),
+                    _ => out.push(ev),
+                }
+            }
+        }
+        // The memory bound: the longest-waiting sessions give up first.
+        let mut total: usize = still.iter().map(|(_, n)| n).sum();
+        for (id, n) in still {
+            if total <= self.max_held {
+                break;
+            }
+            total -= n;
+            self.close(id, None, out);
+        }
+    }
+
+    /// Sessions waiting for their secrets.
+    pub fn waiting(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|p| !p.opened && *p.tls.status() == SessionStatus::AwaitingKeys)
+            .count()
+    }
+}
+
+/// Live: reads the lines appended to the key log since the last call.
+pub struct KeyLogFollower {
+    path: PathBuf,
+    name: String,
+    offset: u64,
+    partial: Vec<u8>,
+    line: usize,
+}
+
+impl KeyLogFollower {
+    /// Follows `path` from `offset` (the bytes [`load_keylog_at`] read) on, at line `line`.
+    pub fn new(path: &Path, offset: u64, line: usize) -> Self {
+        KeyLogFollower {
+            path: path.to_path_buf(),
+            name: path.display().to_string(),
+            offset,
+            partial: Vec::new(),
+            line,
+        }
+    }
+
+    /// Adds the whole lines appended since the last call to `keys`; returns how many were read.
+    /// A file that shrank (rotated, truncated) is read again from its start.
+    pub fn read_new(&mut self, keys: &mut KeyLog) -> usize {
+        use std::io::{Read as _, Seek as _};
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
+            return 0;
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < self.offset {
+            self.offset = 0;
+            self.line = 0;
+            self.partial.clear();
+        }
+        if len == self.offset || f.seek(std::io::SeekFrom::Start(self.offset)).is_err() {
+            return 0;
+        }
+        let mut buf = Vec::new();
+        if f.take(len - self.offset).read_to_end(&mut buf).is_err() {
+            return 0;
+        }
+        self.offset += buf.len() as u64;
+        self.partial.extend_from_slice(&buf);
+        let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            return 0;
+        };
+        let whole: Vec<u8> = self.partial.drain(..=end).collect();
+        let mut n = 0;
+        for l in String::from_utf8_lossy(&whole).lines() {
+            self.line += 1;
+            n += 1;
+            if let Err(e) = keys.add_line(l, &self.name, self.line) {
+                eprintln!("tcpcopy: --tls-keylog {e} (line skipped)");
+            }
+        }
+        n
     }
 }
 
@@ -595,6 +803,79 @@ mod tests {
         );
         assert!(out.is_empty());
         assert_eq!((f.counts.incomplete, f.counts.cut_records), (1, 1));
+    }
+
+    /// A TLS 1.3 ClientHello and ServerHello (records), enough to wait for secrets.
+    fn hellos(random: u8) -> (Vec<u8>, Vec<u8>) {
+        let rec = |typ: u8, body: Vec<u8>| {
+            let mut m = vec![typ, 0, 0, body.len() as u8];
+            m.extend(body);
+            let mut r = vec![22, 3, 1, 0, m.len() as u8];
+            r.extend(m);
+            r
+        };
+        let mut ch = vec![3, 3];
+        ch.extend([random; 32]);
+        ch.extend([0, 0, 2, 0x13, 0x01, 1, 0, 0, 7, 0, 43, 0, 3, 2, 3, 4]);
+        let mut sh = vec![3, 3];
+        sh.extend([9; 32]);
+        sh.extend([0, 0x13, 0x01, 0, 0, 6, 0, 43, 0, 2, 3, 4]);
+        (rec(1, ch), rec(2, sh))
+    }
+
+    #[test]
+    fn live_sessions_wait_for_secrets_within_time_and_memory() {
+        let mut f = TlsFilter::with_wait(KeyLog::new(), true, 1_000, 100);
+        let mut out = Vec::new();
+        for id in [1, 2] {
+            let (ch, sh) = hellos(id as u8);
+            f.handle(open(id), &mut out);
+            f.handle(data(id, Side::Client, &ch, true), &mut out);
+            f.handle(data(id, Side::Server, &sh, false), &mut out);
+        }
+        assert!(out.is_empty());
+        assert_eq!(f.waiting(), 2);
+        // Session 2's end is held while it waits.
+        f.handle(
+            StreamEvent::Close {
+                id: 2,
+                ts: 3,
+                reason: super::super::reassembly::EndReason::Fin,
+                partial: false,
+            },
+            &mut out,
+        );
+        assert_eq!((f.waiting(), f.counts.without_keys), (2, 0));
+        // Within the time bound: session 1 is over the memory bound only with its records.
+        f.handle(data(1, Side::Client, &[23, 3, 3, 0, 200], false), &mut out);
+        f.handle(data(1, Side::Client, &[0; 200], false), &mut out);
+        f.poll(500, false, &mut out);
+        assert_eq!((f.waiting(), f.counts.without_keys), (1, 1));
+        // Past the time bound.
+        f.poll(5_000, false, &mut out);
+        assert_eq!((f.waiting(), f.counts.without_keys), (0, 2));
+        assert!(out.is_empty(), "never opened: {out:?}");
+    }
+
+    #[test]
+    fn follower_reads_whole_appended_lines() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("keys");
+        std::fs::write(&p, "").unwrap();
+        let mut fl = KeyLogFollower::new(&p, 0, 0);
+        let mut keys = KeyLog::new();
+        let line = format!("CLIENT_RANDOM {} {}\n", "01".repeat(32), "ab".repeat(48));
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(&line.as_bytes()[..40]).unwrap();
+        assert_eq!(fl.read_new(&mut keys), 0);
+        f.write_all(&line.as_bytes()[40..]).unwrap();
+        f.write_all(b"garbage\n").unwrap();
+        assert_eq!(fl.read_new(&mut keys), 2);
+        assert_eq!(keys.len(), 1);
+        // Truncated (rotated): read again from the start.
+        std::fs::write(&p, &line[..]).unwrap();
+        assert_eq!(fl.read_new(&mut keys), 1);
     }
 
     #[test]

@@ -217,6 +217,25 @@ fn clients(
             sessions += 1;
         }
     }
+    // Python's ssl (keylog_filename), its default TLS 1.3 suite, SNI tls.test: two requests
+    // and an upload.
+    let k = shared.map_or_else(|| keys_dir.join("py.log"), Path::to_path_buf);
+    lab.exec_ok(
+        client,
+        &format!(
+            "python3 -c \"import ssl, http.client\n\
+             c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n\
+             c.keylog_filename = '{}'\n\
+             import socket\n\
+             h = http.client.HTTPConnection('{prod_ip}', 443)\n\
+             h.sock = c.wrap_socket(socket.create_connection(('{prod_ip}', 443)), server_hostname='tls.test')\n\
+             for n in range(2):\n    h.request('GET', '/?py-%d' % n); h.getresponse().read()\n\
+             h.request('POST', '/up?py', body=bytes(range(256)) * 64); h.getresponse().read()\"",
+            k.display()
+        ),
+    );
+    runs.push((k, vec!["/?py-0".into(), "/?py-1".into(), "/up?py".into()]));
+    sessions += 1;
     (runs, sessions)
 }
 
@@ -245,6 +264,15 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
     let client = lab.netns("tlcl");
     let prod = lab.netns("tlpr");
     let (_, prod_if) = lab.veth(&client, "198.18.52.1/24", &prod, "198.18.52.2/24");
+    // Plain HTTP too, for --target-tls with a plaintext capture.
+    let plain_log = start_nginx(
+        &mut lab,
+        &prod,
+        tmp.path(),
+        "plain",
+        &["198.18.52.2:80"],
+        "\"$request\" $status",
+    );
     let (prod_log, prod_bodies) = start_tls_nginx(
         &mut lab,
         &prod,
@@ -260,23 +288,29 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
         &mut lab,
         &prod,
         &["-i", &prod_if, "-s", "0", "-B", "32768"],
-        "tcp port 443",
+        "tcp port 443 or tcp port 80",
         &cap,
     );
 
     let (runs, sessions) = clients(&lab, &client, "198.18.52.2", tmp.path(), None);
+    for n in 0..3 {
+        lab.exec_ok(
+            &client,
+            &format!("curl -sS -o /dev/null http://198.18.52.2/?plain-{n}"),
+        );
+    }
     stop_tcpdump(&mut lab, td, &cap);
     let prod_reqs = requests(&prod_log);
     let total: u64 = prod_reqs.values().sum();
     assert_eq!(
         total as usize,
-        CASES.len() * 6,
+        CASES.len() * 6 + 3,
         "production log: {prod_reqs:?}"
     );
     let prod_digests = body_digests(&lab, &prod, &prod_bodies);
     assert_eq!(
         prod_digests.values().sum::<u64>() as usize,
-        CASES.len(),
+        CASES.len() + 1,
         "{prod_digests:?}"
     );
 
@@ -325,7 +359,10 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
         &lab,
         &keys,
         "127.0.0.1:8443",
-        &format!("--target-ca {}", certs.join("ca.crt").display()),
+        &format!(
+            "--target-ca {} --diff --diff-ignore 'Date: [^\\r]*'",
+            certs.join("ca.crt").display()
+        ),
         &report,
     );
     eprintln!("{out}");
@@ -346,9 +383,19 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
     assert_eq!(tls["without_keys"], 0, "{tls}");
     assert_eq!(tls["auth_failures"], 0, "{tls}");
     for (_, suite) in CASES {
-        assert_eq!(tls["suites"][suite], 3, "{suite}: {tls}");
+        // Three curl sessions each; Python's session adds one to its default suite.
+        let n = tls["suites"][suite].as_u64().unwrap_or(0);
+        assert!(n == 3 || n == 4, "{suite}: {tls}");
     }
-    assert_eq!(tls["alpn"]["http/1.1"], sessions as u64, "{tls}");
+    let all: u64 = tls["suites"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(all, sessions as u64, "{tls}");
+    // curl offers ALPN (nginx picks http/1.1); Python's client offers none.
+    assert_eq!(tls["alpn"]["http/1.1"], sessions as u64 - 1, "{tls}");
     assert!(
         tls["target_handshake_failed"]
             .as_object()
@@ -358,6 +405,68 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
     // Production's responses come from the decrypted server records.
     assert_eq!(r["production"]["requests"], total, "{}", r["production"]);
     assert_eq!(r["test"]["answered"], total, "{}", r["test"]);
+    // --diff: the target's responses equal production's decrypted ones (Date masked).
+    assert_eq!(r["diff"]["compared"], total, "{}", r["diff"]);
+    assert_eq!(r["diff"]["matched"], total, "{}", r["diff"]);
+
+    // 1b. A target whose certificate does not chain to --target-ca: every handshake fails,
+    //     counted with rustls's reason, nothing is sent.
+    sh(&format!(
+        "cd {} && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+           -subj /CN=other-ca -keyout other.key -out other.crt 2>/dev/null",
+        certs.display()
+    ));
+    let before = line_count(&t_log);
+    let report = tmp.path().join("badca.json");
+    let out = replay(
+        &lab,
+        &keys,
+        "127.0.0.1:8443",
+        &format!("--target-ca {}", certs.join("other.crt").display()),
+        &report,
+    );
+    let r = json(&report);
+    let failed = r["tls"]["target_handshake_failed"]
+        .as_object()
+        .unwrap()
+        .clone();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let (reason, n) = failed.iter().next().unwrap();
+    assert!(reason.contains("invalid peer certificate"), "{reason}");
+    assert_eq!(n, sessions as u64);
+    assert_eq!(r["sessions"]["connect_failed"], sessions as u64);
+    assert!(
+        out.contains("tls handshakes with the target failed"),
+        "{out}"
+    );
+    assert_eq!(line_count(&t_log), before);
+
+    // 1c. A plaintext capture (port 80) replayed over TLS to the target.
+    let (p_log, _) = start_tls_nginx(
+        &mut lab,
+        &target,
+        tmp.path(),
+        &certs,
+        "plainto",
+        "127.0.0.3:8443",
+        8084,
+    );
+    let out = lab.exec(
+        &target,
+        &format!(
+            "{} --stream --offline {} --target-tls --target-insecure -x 80-127.0.0.3:8443 --topspeed",
+            tcpcopy.display(),
+            cap.display()
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    settle(3, Duration::from_secs(10), || line_count(&p_log));
+    assert_eq!(requests(&p_log), requests(&plain_log));
+    assert_eq!(requests(&p_log).values().sum::<u64>(), 3);
 
     // 2. A key log with every other run's secrets: that half is replayed, the rest counted.
     let half = tmp.path().join("half.keys");

@@ -85,6 +85,7 @@ fn start_tls_nginx(
     name: &str,
     listen: &str,
     upstream: u16,
+    extra: &str,
 ) -> (PathBuf, PathBuf) {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
@@ -95,7 +96,7 @@ fn start_tls_nginx(
          error_log {ds}/error.log warn;\n\
          events {{ worker_connections 1024; }}\n\
          http {{\n\
-           log_format t '$ssl_protocol $ssl_cipher \"$request\" $status $request_length';\n\
+           log_format t '$ssl_protocol $ssl_cipher \"$request\" $status $request_length $ssl_client_verify';\n\
            access_log {ds}/access.log t;\n\
            client_body_temp_path {ds}/body; proxy_temp_path {ds}/proxy; fastcgi_temp_path {ds}/fcgi;\n\
            uwsgi_temp_path {ds}/uwsgi; scgi_temp_path {ds}/scgi;\n\
@@ -105,7 +106,7 @@ fn start_tls_nginx(
              ssl_certificate {c}/ec.crt; ssl_certificate_key {c}/ec.key;\n\
              ssl_protocols TLSv1.2 TLSv1.3;\n\
              ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305;\n\
-             keepalive_requests 1000;\n\
+             keepalive_requests 1000; {extra}\n\
              location / {{ return 200 \"ok\\n\"; }}\n\
              location /up {{ proxy_pass http://127.0.0.1:{upstream}; }}\n\
            }}\n\
@@ -281,6 +282,7 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
         "prod",
         "198.18.52.2:443",
         8081,
+        "",
     );
     // Whole frames (-s 0): TLS records span segments, and a snapped segment is a hole.
     let cap = tmp.path().join("tls.pcap");
@@ -353,6 +355,7 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
         "target",
         "127.0.0.1:8443",
         8082,
+        "",
     );
     let report = tmp.path().join("all.json");
     let out = replay(
@@ -394,6 +397,7 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
         .map(|v| v.as_u64().unwrap())
         .sum();
     assert_eq!(all, sessions as u64, "{tls}");
+    assert_eq!(tls["sni"]["tls.test"], sessions as u64, "{tls}");
     // curl offers ALPN (nginx picks http/1.1); Python's client offers none.
     assert_eq!(tls["alpn"]["http/1.1"], sessions as u64 - 1, "{tls}");
     assert!(
@@ -450,6 +454,7 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
         "plainto",
         "127.0.0.3:8443",
         8084,
+        "",
     );
     let out = lab.exec(
         &target,
@@ -467,6 +472,47 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
     settle(3, Duration::from_secs(10), || line_count(&p_log));
     assert_eq!(requests(&p_log), requests(&plain_log));
     assert_eq!(requests(&p_log).values().sum::<u64>(), 3);
+
+    // 1d. Mutual TLS: a target that requires a client certificate from the test's CA.
+    sh(&format!(
+        "cd {} && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=tcpcopy \
+           -keyout client.key -out client.csr 2>/dev/null && \
+         printf 'basicConstraints=CA:FALSE\\nextendedKeyUsage=clientAuth\\n' > client.cnf && \
+         openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+           -extfile client.cnf -out client.crt 2>/dev/null",
+        certs.display()
+    ));
+    let (m_log, _) = start_tls_nginx(
+        &mut lab,
+        &target,
+        tmp.path(),
+        &certs,
+        "mtls",
+        "127.0.0.4:8443",
+        8085,
+        &format!(
+            "ssl_verify_client on; ssl_client_certificate {};",
+            certs.join("ca.crt").display()
+        ),
+    );
+    let out = replay(
+        &lab,
+        &keys,
+        "127.0.0.4:8443",
+        &format!(
+            "--target-insecure --target-cert {} --target-key {}",
+            certs.join("client.crt").display(),
+            certs.join("client.key").display()
+        ),
+        &tmp.path().join("mtls.json"),
+    );
+    settle(total, Duration::from_secs(10), || line_count(&m_log));
+    assert_eq!(requests(&m_log), prod_reqs, "mutual TLS\n{out}");
+    assert!(
+        read_lines(&m_log).iter().all(|l| l.ends_with(" SUCCESS")),
+        "client certificate not verified: {:?}",
+        read_lines(&m_log).first()
+    );
 
     // 2. A key log with every other run's secrets: that half is replayed, the rest counted.
     let half = tmp.path().join("half.keys");
@@ -491,6 +537,7 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
         "half",
         "127.0.0.2:8443",
         8083,
+        "",
     );
     let report = tmp.path().join("half.json");
     let out = replay(&lab, &half, "127.0.0.2:8443", "--target-insecure", &report);
@@ -558,6 +605,7 @@ fn live_key_log_written_while_clients_run() {
         "prod",
         "198.18.54.2:443",
         8081,
+        "",
     );
     let (t_log, t_bodies) = start_tls_nginx(
         &mut lab,
@@ -567,6 +615,7 @@ fn live_key_log_written_while_clients_run() {
         "target",
         "198.18.55.2:8443",
         8082,
+        "",
     );
     let keys = tmp.path().join("live.keys");
     std::fs::write(&keys, "").unwrap();

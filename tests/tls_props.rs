@@ -88,6 +88,12 @@ fn ring() -> CryptoProvider {
 }
 
 fn pair(suite_name: &str) -> Pair {
+    pair_kx(suite_name, false)
+}
+
+/// With `retry`, the server accepts only P-256 while the client's first key share is X25519:
+/// a HelloRetryRequest in every TLS 1.3 handshake.
+fn pair_kx(suite_name: &str, retry: bool) -> Pair {
     let suite = provider::ALL_CIPHER_SUITES
         .iter()
         .find(|s| format!("{:?}", s.suite()) == suite_name)
@@ -105,7 +111,15 @@ fn pair(suite_name: &str) -> Pair {
     };
     let cert = rcgen::generate_simple_self_signed(vec!["tls.test".into()]).unwrap();
     let key = PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
-    let mut server = ServerConfig::builder_with_provider(prov.clone())
+    let server_prov = if retry {
+        Arc::new(CryptoProvider {
+            kx_groups: vec![provider::kx_group::SECP256R1],
+            ..(*prov).clone()
+        })
+    } else {
+        prov.clone()
+    };
+    let mut server = ServerConfig::builder_with_provider(server_prov)
         .with_protocol_versions(versions)
         .unwrap()
         .with_no_client_auth()
@@ -345,5 +359,28 @@ fn write_fuzz_seeds() {
             )
             .unwrap();
         }
+    }
+}
+
+/// HelloRetryRequest: the second ServerHello is the real one; every suite of TLS 1.3.
+#[test]
+fn hello_retry_request_sessions_decrypt() {
+    for name in &SUITES[..3] {
+        let p = pair_kx(name, true);
+        let run = converse(
+            &p,
+            &[
+                Op::Client(5000),
+                Op::Server(7000),
+                Op::KeyUpdate(false),
+                Op::Server(10),
+            ],
+            0,
+            5,
+        );
+        let (keys, _) = KeyLog::parse(&p.keys.0.lock().unwrap(), "rustls").unwrap();
+        let (got, t) = decrypt(&run, &keys, 7);
+        assert!(t.info().retry, "{name}: no HelloRetryRequest happened");
+        assert_eq!(got, run.sent, "{name}");
     }
 }

@@ -202,9 +202,15 @@ pub struct TlsCounts {
     pub suites: std::collections::BTreeMap<String, u64>,
     /// Decrypted sessions by negotiated ALPN protocol.
     pub alpn: std::collections::BTreeMap<String, u64>,
+    /// Decrypted sessions by the client's SNI (the first [`MAX_SNI`] names, then `(other)`).
+    #[serde(default)]
+    pub sni: std::collections::BTreeMap<String, u64>,
     /// TLS handshakes with the target that failed, by rustls's reason.
     pub target_handshake_failed: std::collections::BTreeMap<String, u64>,
 }
+
+/// Distinct SNI names kept in [`TlsCounts::sni`].
+pub const MAX_SNI: usize = 50;
 
 /// One differing response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -292,7 +298,8 @@ pub struct Report {
     pub tls: Option<TlsCounts>,
 }
 
-fn render_tls(s: &mut String, t: &TlsCounts) {
+/// The `tls:` lines of the table (also shown in the HTML report).
+pub fn render_tls(s: &mut String, t: &TlsCounts) {
     let list = |m: &std::collections::BTreeMap<String, u64>| {
         m.iter()
             .map(|(k, v)| format!("{k} {v}"))
@@ -309,6 +316,9 @@ fn render_tls(s: &mut String, t: &TlsCounts) {
     }
     if !t.alpn.is_empty() {
         let _ = writeln!(s, "tls alpn: {}", list(&t.alpn));
+    }
+    if !t.sni.is_empty() {
+        let _ = writeln!(s, "tls sni: {}", list(&t.sni));
     }
     if !t.unsupported.is_empty() {
         let _ = writeln!(s, "tls unsupported: {}", list(&t.unsupported));

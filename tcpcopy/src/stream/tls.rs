@@ -333,6 +333,14 @@ impl TlsFilter {
                         .or_default() += 1;
                 }
                 self.counts.resumed += u64::from(info.resumed);
+                let sni = info.sni.clone().unwrap_or_else(|| "(none)".into());
+                let n = self.counts.sni.len();
+                let key = if n < crate::report::MAX_SNI || self.counts.sni.contains_key(&sni) {
+                    sni
+                } else {
+                    "(other)".into()
+                };
+                *self.counts.sni.entry(key).or_default() += 1;
                 self.captured.insert(
                     id,
                     Captured {

@@ -77,6 +77,8 @@ fn make_certs(dir: &Path) {
 /// nginx with TLS 1.2 and 1.3 (RSA and ECDSA certificates) on `listen`: `/` answers, `/up`
 /// reads the request body into a file that is kept (through a proxy to a second server, so
 /// that nginx reads it at all). Returns (access log, body directory).
+// The lab's own arguments (namespace, directories) plus the site's: a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn start_tls_nginx(
     lab: &mut Lab,
     ns: &str,

@@ -78,6 +78,10 @@ pub enum TlsError {
     /// A logged secret that cannot be the suite's (wrong length for its hash).
     #[error("the logged secrets do not fit {0} (wrong length)")]
     BadSecret(&'static str),
+    /// The client sent this much after its hello and no ServerHello came (a capture of the
+    /// client direction only, or of a server that never answered).
+    #[error("no ServerHello in the capture after {0} bytes from the client")]
+    NoServerHello(usize),
     /// The capture ended inside a record (capture loss or a cut capture).
     #[error("{dir:?} stream ends inside a record ({bytes} bytes cut)")]
     Truncated {
@@ -192,6 +196,9 @@ impl Default for TlsSession {
     }
 }
 
+/// Bytes a session holds before its ServerHello is seen.
+pub const MAX_HELLO_HOLD: usize = 1 << 20;
+
 /// Plaintext out of a [`TlsSession`], in the order it was decrypted.
 pub type Output = Vec<(Direction, Vec<u8>)>;
 
@@ -284,7 +291,13 @@ impl TlsSession {
             _ => {}
         }
         self.sides[dir.idx()].records.push(data);
-        self.pump(keys, out)
+        self.pump(keys, out)?;
+        // Client records wait for the ServerHello; not without bound.
+        if self.status == SessionStatus::Hello && self.held_bytes() > MAX_HELLO_HOLD {
+            let held = self.held_bytes();
+            return self.fail(TlsError::NoServerHello(held));
+        }
+        Ok(())
     }
 
     /// Live mode: tries the key log again for a session in [`SessionStatus::AwaitingKeys`].
@@ -798,6 +811,30 @@ mod tests {
                 bytes: 40
             })
         );
+    }
+
+    #[test]
+    fn client_only_capture_is_bounded() {
+        let mut s = TlsSession::new();
+        let mut out = Output::new();
+        let keys = KeyLog::new();
+        s.handle(
+            Direction::Client,
+            &hs_record(1, &RFC8448_CH),
+            &keys,
+            &mut out,
+        )
+        .unwrap();
+        let rec = [&[23u8, 3, 3, 0x40, 0][..], &[0u8; 0x4000]].concat();
+        let mut err = None;
+        for _ in 0..100 {
+            if let Err(e) = s.handle(Direction::Client, &rec, &keys, &mut out) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert!(matches!(err, Some(TlsError::NoServerHello(_))), "{err:?}");
+        assert_eq!(s.held_bytes(), 0);
     }
 
     #[test]

@@ -272,6 +272,15 @@ impl TlsFilter {
                     return;
                 }
                 self.emit(id, ts, server_seen, plain, out);
+                // Offline the key log is whole: a session without secrets is over now (its
+                // bytes are not held to its end).
+                let waiting = self
+                    .sessions
+                    .get(&id)
+                    .is_some_and(|p| *p.tls.status() == SessionStatus::AwaitingKeys);
+                if !self.live && waiting {
+                    self.close(id, None, out);
+                }
             }
             StreamEvent::Fin { id, .. } | StreamEvent::Close { id, .. } => {
                 let Some(p) = self.sessions.get_mut(&id) else {

@@ -3,7 +3,8 @@
 # the `pcap` crate builds against, and the lab's real servers, clients and test oracles.
 set -euo pipefail
 PKGS=(libpcap-dev pkg-config iproute2 iputils-ping procps tcpdump tshark tcpreplay
-      nginx-light redis-server redis-tools wrk curl hyperfine time bc python3 libcap2-bin util-linux)
+      nginx-light redis-server redis-tools wrk curl hyperfine time bc python3 libcap2-bin util-linux
+      openssl)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

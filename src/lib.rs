@@ -16,4 +16,5 @@ pub mod seq;
 pub mod shrink;
 pub mod stats;
 pub mod sys;
+pub mod tls;
 pub mod wire;

@@ -396,6 +396,7 @@ impl Cli {
             speedup,
             no_wait: self.no_wait,
             source,
+            force: self.force,
         })
     }
 
@@ -588,6 +589,7 @@ impl Cli {
             (so.diff, "--diff"),
             (!so.diff_ignore.is_empty(), "--diff-ignore"),
             (so.duration.is_some(), "--duration"),
+            (so.tls.any(), "--tls-keylog/--target-tls"),
         ];
         if let Some((_, flag)) = stream_only.iter().find(|(given, _)| *given) {
             return Err(bad(flag, "only with --stream"));

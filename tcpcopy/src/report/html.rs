@@ -215,6 +215,11 @@ pre{{background:#f6f6f6;padding:8px;overflow:auto}}figure{{margin:1em 0}}</style
         "<p>reset {} · refused {} · timed out {} · closed {} · sessions {} replayed, {} partial, {} dropped</p>",
         t.reset, t.refused, t.timed_out, t.closed, r.sessions.replayed, r.sessions.partial, r.sessions.dropped
     );
+    if let Some(tls) = &r.tls {
+        let mut lines = String::new();
+        super::render_tls(&mut lines, tls);
+        let _ = writeln!(h, "<h2>TLS</h2><pre>{}</pre>", html_escape(&lines));
+    }
     let _ = writeln!(h, "<figure id=\"latency\">{latency}</figure>");
     let _ = writeln!(h, "<figure id=\"throughput\">{throughput}</figure>");
     if let Some(d) = &r.diff {

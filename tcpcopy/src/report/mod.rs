@@ -175,6 +175,43 @@ pub struct SessionCounts {
     pub connect_failed: u64,
 }
 
+/// TLS counters of stream mode (`--tls-keylog`, `--target-tls`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsCounts {
+    /// Captured TLS sessions decrypted (their plaintext replayed).
+    pub decrypted: u64,
+    /// Sessions that were not TLS (replayed as they were).
+    pub plaintext: u64,
+    /// TLS sessions whose secrets are not in the key log (not replayed).
+    pub without_keys: u64,
+    /// TLS sessions that ended before their handshake did.
+    pub incomplete: u64,
+    /// Records that failed authentication (a wrong key, damaged bytes); skipped.
+    pub auth_failures: u64,
+    /// 0-RTT records the server had rejected; skipped as it skipped them.
+    pub early_rejected: u64,
+    /// Sessions whose bytes end inside a record (capture loss, a cut capture).
+    pub cut_records: u64,
+    /// Sessions that failed for another reason (malformed handshake, bad secret).
+    pub failed: u64,
+    /// Resumed sessions among the decrypted ones.
+    pub resumed: u64,
+    /// Unsupported cipher suites (or versions) by name, with their session counts.
+    pub unsupported: std::collections::BTreeMap<String, u64>,
+    /// Decrypted sessions by version and suite.
+    pub suites: std::collections::BTreeMap<String, u64>,
+    /// Decrypted sessions by negotiated ALPN protocol.
+    pub alpn: std::collections::BTreeMap<String, u64>,
+    /// Decrypted sessions by the client's SNI (the first [`MAX_SNI`] names, then `(other)`).
+    #[serde(default)]
+    pub sni: std::collections::BTreeMap<String, u64>,
+    /// TLS handshakes with the target that failed, by rustls's reason.
+    pub target_handshake_failed: std::collections::BTreeMap<String, u64>,
+}
+
+/// Distinct SNI names kept in [`TlsCounts::sni`].
+pub const MAX_SNI: usize = 50;
+
 /// One differing response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiffExample {
@@ -256,6 +293,43 @@ pub struct Report {
     pub latency_curve: Curves,
     /// Throughput over time.
     pub throughput: Throughput,
+    /// TLS counters, when stream mode decrypted or replayed over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsCounts>,
+}
+
+/// The `tls:` lines of the table (also shown in the HTML report).
+pub fn render_tls(s: &mut String, t: &TlsCounts) {
+    let list = |m: &std::collections::BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        s,
+        "tls: {} decrypted ({} resumed), {} without keys, {} plaintext, {} incomplete, {} failed, {} cut records, {} records failed authentication, {} rejected 0-RTT records",
+        t.decrypted, t.resumed, t.without_keys, t.plaintext, t.incomplete, t.failed, t.cut_records, t.auth_failures, t.early_rejected
+    );
+    if !t.suites.is_empty() {
+        let _ = writeln!(s, "tls suites: {}", list(&t.suites));
+    }
+    if !t.alpn.is_empty() {
+        let _ = writeln!(s, "tls alpn: {}", list(&t.alpn));
+    }
+    if !t.sni.is_empty() {
+        let _ = writeln!(s, "tls sni: {}", list(&t.sni));
+    }
+    if !t.unsupported.is_empty() {
+        let _ = writeln!(s, "tls unsupported: {}", list(&t.unsupported));
+    }
+    if !t.target_handshake_failed.is_empty() {
+        let _ = writeln!(
+            s,
+            "tls handshakes with the target failed: {}",
+            list(&t.target_handshake_failed)
+        );
+    }
 }
 
 /// Latency percentile curves of both sides.
@@ -399,6 +473,8 @@ pub struct Collector {
     slip: Histogram<u64>,
     /// Session counters, filled in by the caller.
     pub sessions: SessionCounts,
+    /// TLS counters, filled in by stream mode when TLS flags are given.
+    pub tls: Option<TlsCounts>,
     diff: Option<(Vec<Regex>, DiffReport)>,
 }
 
@@ -447,6 +523,7 @@ impl Collector {
             prod_ttlb: hist(),
             slip: hist(),
             sessions: SessionCounts::default(),
+            tls: None,
             diff,
         })
     }
@@ -568,6 +645,7 @@ impl Collector {
                 test: rates(&self.test.buckets, k, bucket_s),
                 production: rates(&self.prod.buckets, k, bucket_s),
             },
+            tls: self.tls.clone(),
         }
     }
 }
@@ -692,6 +770,9 @@ pub fn render_table(r: &Report) -> String {
         "sessions: {} in capture, {} replayed, {} partial, {} without SYN, {} sampled out, {} dropped, {} connect failed",
         ss.seen, ss.replayed, ss.partial, ss.without_syn, ss.sampled_out, ss.dropped, ss.connect_failed
     );
+    if let Some(t) = &r.tls {
+        render_tls(&mut s, t);
+    }
     let _ = writeln!(
         s,
         "slip behind schedule: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",

@@ -3,7 +3,8 @@
 //!
 //! Layers: [`reassembly`] (pure: segments in, stream events out), [`decode`] (pure: frames to
 //! segments), [`proxy`] (pure: PROXY protocol headers), [`source`] (capture files and live
-//! capture, blocking, on its own thread) and [`replay`] (the tokio glue: scheduling, sockets,
+//! capture, blocking, on its own thread), [`tls`] (decryption with a key log, TLS to the target)
+//! and [`replay`] (the tokio glue: scheduling, sockets,
 //! measuring). The report lives in [`crate::report`].
 
 pub mod decode;
@@ -11,6 +12,7 @@ pub mod proxy;
 pub mod reassembly;
 pub mod replay;
 pub mod source;
+pub mod tls;
 
 use crate::mapping::TargetMapping;
 use crate::report::Report;
@@ -47,6 +49,8 @@ pub struct StreamCommon {
     pub no_wait: bool,
     /// Capture file or interfaces.
     pub source: StreamSource,
+    /// `--force`: also accept a `--tls-keylog` file that others can read.
+    pub force: bool,
 }
 
 /// The flags only stream mode has.
@@ -92,6 +96,9 @@ pub struct StreamOptions {
     /// Live: stop capturing after S seconds (default: until SIGINT/SIGTERM).
     #[arg(long, value_name = "S")]
     pub duration: Option<f64>,
+    /// TLS: decryption with a key log, replay over TLS.
+    #[command(flatten)]
+    pub tls: tls::TlsOptions,
 }
 
 impl Default for StreamOptions {
@@ -110,6 +117,7 @@ impl Default for StreamOptions {
             connect_timeout: 5.0,
             stream_idle_timeout: 120,
             duration: None,
+            tls: tls::TlsOptions::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ use super::decode::decode;
 use super::proxy;
 use super::reassembly::{Reassembler, ReassemblyConfig, SessionId, Side, StreamEvent};
 use super::source::{build_filter, LiveSource};
+use super::tls::{Conn, KeyLogFollower, TargetTls, TlsFilter};
 use super::{StreamCommon, StreamOptions, StreamSource};
 use crate::mapping::TargetMapping;
 use crate::report::{
@@ -25,7 +26,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tcpclone::capture::CaptureReader;
 use tcpclone::capture::PacketSource;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -58,6 +58,10 @@ struct Ctx {
     idle: Notify,
     connect_failed: AtomicU64,
     dropped: AtomicU64,
+    /// `--target-tls` settings.
+    target_tls: Option<TargetTls>,
+    /// TLS handshakes with the target that failed, by rustls's reason.
+    target_tls_failed: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Cancelled on SIGINT/SIGTERM: sessions not started yet are skipped, schedule waits end.
     stopping: tokio_util::sync::CancellationToken,
 }
@@ -102,6 +106,11 @@ struct Plan {
     base: Instant,
     /// Original-time offset of this loop (production throughput axis).
     orig_base: Duration,
+    /// `--target-tls`: the rustls config (ALPN) and server name for this session.
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 }
 
 impl Plan {
@@ -155,8 +164,42 @@ pub fn run(
         // Fail before anything starts when the file cannot be read at all.
         CaptureReader::open(path)?;
     }
-    let collector = Collector::new("stream", opts.diff.then_some(opts.diff_ignore.as_slice()))?;
+    let t = &opts.tls;
+    if !t.target_tls
+        && (t.target_sni.is_some()
+            || t.target_ca.is_some()
+            || t.target_insecure
+            || t.target_cert.is_some()
+            || t.target_key.is_some()
+            || t.target_alpn.is_some())
+    {
+        anyhow::bail!("--target-sni/-ca/-insecure/-cert/-key/-alpn need --target-tls");
+    }
+    let target_tls = t.target_tls.then(|| TargetTls::new(t)).transpose()?;
     let live = matches!(common.source, StreamSource::Live { .. });
+    anyhow::ensure!(
+        t.tls_key_wait.is_finite() && t.tls_key_wait >= 0.0,
+        "--tls-key-wait must be a number of seconds >= 0"
+    );
+    let (tls_filter, follower) = match &t.tls_keylog {
+        Some(path) => {
+            let (keys, offset, lines) = super::tls::load_keylog_at(path, common.force)?;
+            if live {
+                // Live: the key log grows while sessions are captured; records wait for their
+                // secrets within --tls-key-wait and half the queue bound.
+                let wait = (t.tls_key_wait * 1e9) as u64;
+                let max_held = (opts.queue_mb.max(1) << 20) / 2;
+                (
+                    Some(TlsFilter::with_wait(keys, true, wait, max_held)),
+                    Some(KeyLogFollower::new(path, offset, lines)),
+                )
+            } else {
+                (Some(TlsFilter::new(keys)), None)
+            }
+        }
+        None => (None, None),
+    };
+    let collector = Collector::new("stream", opts.diff.then_some(opts.diff_ignore.as_slice()))?;
     let ctx = Arc::new(Ctx {
         start: Instant::now(),
         speedup: common.speedup,
@@ -175,6 +218,8 @@ pub fn run(
         idle: Notify::new(),
         connect_failed: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
+        target_tls,
+        target_tls_failed: Mutex::new(Default::default()),
         stopping: tokio_util::sync::CancellationToken::new(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -200,6 +245,10 @@ pub fn run(
         partial: 0,
         sampled_out: 0,
         replayed: 0,
+        tls: tls_filter,
+        follower,
+        followed_at: Instant::now(),
+        polled_ts: 0,
     };
     let cfg = ReassemblyConfig {
         servers: common
@@ -271,6 +320,15 @@ pub fn run(
     c.sessions.replayed = reader.replayed;
     c.sessions.dropped = ctx.dropped.load(Ordering::Relaxed);
     c.sessions.connect_failed = ctx.connect_failed.load(Ordering::Relaxed);
+    if reader.tls.is_some() || ctx.target_tls.is_some() {
+        let mut counts = reader.tls.take().map(|f| f.counts).unwrap_or_default();
+        counts.target_handshake_failed = ctx
+            .target_tls_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        c.tls = Some(counts);
+    }
     Ok((c.finish(ctx.start.elapsed()), result.err()))
 }
 
@@ -291,6 +349,14 @@ struct Reader<'a> {
     partial: u64,
     sampled_out: u64,
     replayed: u64,
+    /// `--tls-keylog`: the decryption stage between reassembly and replay.
+    tls: Option<TlsFilter>,
+    /// Live `--tls-keylog`: reads the key log's new lines.
+    follower: Option<KeyLogFollower>,
+    /// When the key log was last read (wall time: it is a file, not the capture).
+    followed_at: Instant,
+    /// Capture time of the last retry of the sessions waiting for secrets.
+    polled_ts: u64,
 }
 
 impl Reader<'_> {
@@ -340,6 +406,7 @@ impl Reader<'_> {
             while let Some(ev) = r.poll_event() {
                 self.dispatch(ev, first, base, orig_base);
             }
+            self.follow_keys(ts, false, first, base, orig_base);
             if stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -348,6 +415,7 @@ impl Reader<'_> {
         while let Some(ev) = r.poll_event() {
             self.dispatch(ev, t0.unwrap_or(0), base, orig_base);
         }
+        self.follow_keys(last, true, t0.unwrap_or(0), base, orig_base);
         let st = r.stats();
         self.without_syn += st.without_syn;
         self.partial += st.partial;
@@ -359,6 +427,29 @@ impl Reader<'_> {
         ))
     }
 
+    /// Live `--tls-keylog`: reads new key log lines (at most every 50 ms) and retries the
+    /// sessions waiting for their secrets (on new lines, and every 100 ms of capture time for
+    /// the wait bound); `end`: last chance for every waiting session.
+    fn follow_keys(&mut self, ts: u64, end: bool, t0: u64, base: Instant, orig_base: Duration) {
+        let (Some(f), Some(filter)) = (self.follower.as_mut(), self.tls.as_mut()) else {
+            return;
+        };
+        let mut fresh = 0;
+        if end || self.followed_at.elapsed() >= Duration::from_millis(50) {
+            self.followed_at = Instant::now();
+            fresh = f.read_new(filter.keys_mut());
+        }
+        if !end && fresh == 0 && ts.saturating_sub(self.polled_ts) < 100_000_000 {
+            return;
+        }
+        self.polled_ts = ts;
+        let mut evs = Vec::new();
+        filter.poll(ts, end, &mut evs);
+        for ev in evs {
+            self.dispatch_plain(ev, t0, base, orig_base);
+        }
+    }
+
     fn drop_session(&mut self, id: SessionId) {
         if let Some(route) = self.routes.remove(&id) {
             self.ctx
@@ -368,9 +459,28 @@ impl Reader<'_> {
     }
 
     fn dispatch(&mut self, ev: StreamEvent, t0: u64, base: Instant, orig_base: Duration) {
+        match self.tls.as_mut() {
+            Some(f) => {
+                // Sessions are counted when captured; the filter opens them for replay later.
+                if matches!(ev, StreamEvent::Open { .. }) {
+                    self.seen += 1;
+                }
+                let mut evs = Vec::new();
+                f.handle(ev, &mut evs);
+                for ev in evs {
+                    self.dispatch_plain(ev, t0, base, orig_base);
+                }
+            }
+            None => self.dispatch_plain(ev, t0, base, orig_base),
+        }
+    }
+
+    fn dispatch_plain(&mut self, ev: StreamEvent, t0: u64, base: Instant, orig_base: Duration) {
         match ev {
             StreamEvent::Open { id, key, ts, .. } => {
-                self.seen += 1;
+                if self.tls.is_none() {
+                    self.seen += 1;
+                }
                 if self.common.percentage < 100
                     && key.src_hash() % 100 >= u64::from(self.common.percentage)
                 {
@@ -390,6 +500,12 @@ impl Reader<'_> {
                         .fetch_add(u64::from(self.common.copies), Ordering::Relaxed);
                     return;
                 }
+                let captured = self.tls.as_mut().and_then(|f| f.take_captured(id));
+                let tls = self
+                    .ctx
+                    .target_tls
+                    .as_ref()
+                    .map(|t| t.for_session(captured.as_ref(), target));
                 let mut txs = Vec::new();
                 for copy in 0..self.common.copies {
                     let (tx, rx) = Inbox::new();
@@ -401,6 +517,7 @@ impl Reader<'_> {
                         t0,
                         base,
                         orig_base,
+                        tls: tls.clone(),
                     };
                     self.ctx.active.fetch_add(1, Ordering::SeqCst);
                     let guard = ActiveGuard(self.ctx.clone());
@@ -562,7 +679,7 @@ struct Req {
 struct Session {
     ctx: Arc<Ctx>,
     plan: Plan,
-    stream: TcpStream,
+    stream: Conn,
     reqs: VecDeque<Req>,
     next_index: u32,
     /// Production spoke before the first request.
@@ -799,12 +916,30 @@ impl Session {
     }
 }
 
-async fn connect(ctx: &Ctx, plan: &Plan) -> Result<TcpStream, Outcome> {
-    match tokio::time::timeout(ctx.connect_timeout, TcpStream::connect(plan.target)).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(Outcome::Refused),
-        Ok(Err(_)) => Err(Outcome::Refused),
-        Err(_) => Err(Outcome::TimedOut),
+async fn connect(ctx: &Ctx, plan: &Plan) -> Result<Conn, Outcome> {
+    let tcp = match tokio::time::timeout(ctx.connect_timeout, TcpStream::connect(plan.target)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err(Outcome::Refused)
+        }
+        Ok(Err(_)) => return Err(Outcome::Refused),
+        Err(_) => return Err(Outcome::TimedOut),
+    };
+    let _ = tcp.set_nodelay(true);
+    let Some((cfg, name)) = plan.tls.clone() else {
+        return Ok(Conn::Tcp(tcp));
+    };
+    match super::tls::connect(tcp, cfg, name, ctx.connect_timeout).await {
+        Ok(c) => Ok(c),
+        Err(reason) => {
+            *ctx.target_tls_failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(reason)
+                .or_default() += 1;
+            Err(Outcome::Refused)
+        }
     }
 }
 
@@ -863,7 +998,6 @@ async fn session(ctx: Arc<Ctx>, plan: Plan, items: Arc<Inbox>, _guard: ActiveGua
             return;
         }
     };
-    let _ = stream.set_nodelay(true);
     let mut s = Session {
         ctx: ctx.clone(),
         plan,
@@ -1154,6 +1288,7 @@ mod tests {
             speedup: 1.0,
             no_wait: false,
             source: StreamSource::Offline(path),
+            force: false,
         };
         let opts = StreamOptions {
             diff: true,
@@ -1201,6 +1336,7 @@ mod tests {
             speedup: 1.0,
             no_wait: false,
             source: StreamSource::Offline(path),
+            force: false,
         }
     }
 
@@ -1317,6 +1453,7 @@ mod tests {
             speedup: 1.0,
             no_wait: false,
             source: StreamSource::Offline(path),
+            force: false,
         };
         let (r, _) = run(
             &common,
@@ -1368,6 +1505,7 @@ mod tests {
             speedup: 1.0,
             no_wait: false,
             source: StreamSource::Offline(path),
+            force: false,
         };
         let (r, _) = run(
             &common,
@@ -1391,6 +1529,7 @@ mod tests {
             speedup: 1.0,
             no_wait: false,
             source: StreamSource::Offline("/nonexistent/x.pcap".into()),
+            force: false,
         };
         let e = run(&common, &StreamOptions::default())
             .unwrap_err()

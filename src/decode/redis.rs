@@ -115,20 +115,21 @@ fn find_crlf(buf: &[u8], pos: usize) -> Option<usize> {
     Some(pos + rel)
 }
 
-/// A signed decimal as RESP writes lengths and integers.
+/// A signed decimal as RESP writes lengths and integers (a 64-bit signed value).
 fn parse_int(s: &[u8]) -> Option<i64> {
     let (neg, digits) = match s.split_first() {
         Some((b'-', d)) => (true, d),
         Some((b'+', d)) => (false, d),
         _ => (false, s),
     };
-    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
+    // 19 digits fit in an i128 whatever they are; the range check is the conversion.
     let v = digits
         .iter()
-        .fold(0i64, |a, &d| a * 10 + i64::from(d - b'0'));
-    Some(if neg { -v } else { v })
+        .fold(0i128, |a, &d| a * 10 + i128::from(d - b'0'));
+    i64::try_from(if neg { -v } else { v }).ok()
 }
 
 /// Scans one RESP value starting at `pos`; `depth` is its nesting level.

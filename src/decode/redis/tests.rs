@@ -227,3 +227,12 @@ fn big_value_fed_in_pieces_is_not_rescanned_each_time() {
     assert_eq!(m[0].wire_len, v.len() as u64);
     assert_eq!(m[0].body.len(), v.len());
 }
+
+#[test]
+fn integers_span_the_64_bit_range() {
+    assert_eq!(parse_int(b"9223372036854775807"), Some(i64::MAX));
+    assert_eq!(parse_int(b"-9223372036854775808"), Some(i64::MIN));
+    assert_eq!(parse_int(b"9223372036854775808"), None);
+    assert_eq!(parse_int(b"-"), None);
+    assert_eq!(parse_int(b""), None);
+}

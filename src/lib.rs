@@ -7,6 +7,7 @@
 //! to the kernel, for the binaries.
 
 pub mod capture;
+pub mod decode;
 pub mod flow;
 pub mod limit;
 pub mod pace;

@@ -6,9 +6,12 @@
 //! exception is [`sys`]: dropping privileges, reopenable log files and giving free heap back
 //! to the kernel, for the binaries.
 
+pub mod build;
 pub mod capture;
 pub mod flow;
 pub mod limit;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod pace;
 pub mod proto;
 pub mod rewrite;

@@ -43,7 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let logfile = match init_logging(settings.log.as_deref()) {
+    let logfile = match init_logging(settings.log.as_deref(), cli.log_format == "json") {
         Ok(f) => f,
         Err(e) => {
             eprintln!("tcpcopy: -l/--log: {e}");
@@ -125,32 +125,35 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to the -l file (appending) or to standard error; `RUST_LOG` overrides the level.
-/// Returns the file, for SIGHUP to reopen.
-fn init_logging(file: Option<&std::path::Path>) -> std::io::Result<Option<tcpclone::sys::LogFile>> {
+/// Logs to the -l file (appending) or to standard error, as text or one JSON object per line
+/// (--log-format json); `RUST_LOG` overrides the level. Returns the file, for SIGHUP to reopen.
+fn init_logging(
+    file: Option<&std::path::Path>,
+    json: bool,
+) -> std::io::Result<Option<tcpclone::sys::LogFile>> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    match file {
+    let (writer, f) = match file {
         Some(p) => {
             let f = tcpclone::sys::LogFile::open(p).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot open {}: {e}", p.display()))
             })?;
             let w = f.clone();
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_ansi(false)
-                .with_writer(move || w.clone())
-                .init();
-            Ok(Some(f))
+            (BoxMakeWriter::new(move || w.clone()), Some(f))
         }
-        None => {
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .init();
-            Ok(None)
-        }
+        None => (BoxMakeWriter::new(std::io::stderr), None),
+    };
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(f.is_none() && !json)
+        .with_writer(writer);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
     }
+    Ok(f)
 }
 
 /// Reopens the -l file on every SIGHUP (after logrotate moved it), on a small thread; without

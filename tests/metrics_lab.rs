@@ -3,7 +3,7 @@
 //! the tools' final summaries. `promtool check metrics` accepts both endpoints' text,
 //! `promtool check rules` accepts docs/alerts.yml, Prometheus loads those rules and evaluates
 //! them without error, and every metric docs/grafana-dashboard.json queries is one the tools
-//! serve.
+//! serve. intercept logs with `--log-format json`: every line of its log parses as JSON.
 //!
 //! Topology: the redis lab of tcpcopy_lab (common/topo.rs); tcpcopy serves on the production
 //! host's LAN address, intercept on the assistant's, Prometheus runs in the production
@@ -123,7 +123,10 @@ fn prometheus_scrapes_equal_the_summaries() {
     let (p, tg) = (t.prod.clone(), t.target.clone());
     t.start_redis(&p, REDIS_PROD, "redis-prod");
     t.start_redis(&tg, REDIS_TARGET, "redis-target");
-    let icpt_pid = t.start_intercept_with(REDIS_FILTER, &["--metrics", INTERCEPT_METRICS]);
+    let icpt_pid = t.start_intercept_with(
+        REDIS_FILTER,
+        &["--metrics", INTERCEPT_METRICS, "--log-format", "json"],
+    );
     let pid = t.start_tcpcopy(&[
         "-x",
         "6379-198.18.1.2:6380",
@@ -322,6 +325,18 @@ fn prometheus_scrapes_equal_the_summaries() {
         .unwrap_or_else(|| panic!("no intercept summary:\n{icpt_log}"))
         .to_string();
     println!("intercept {icpt_summary}");
+    // --log-format json: every line of intercept's logger is one JSON object (lines that
+    // start with `intercept: ` are the binary's own messages to the terminal, not the log's).
+    for l in icpt_log
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("intercept: "))
+    {
+        if serde_json::from_str::<serde_json::Value>(l).is_err() {
+            failures.push(format!(
+                "intercept --log-format json wrote a line that is not JSON: {l}"
+            ));
+        }
+    }
     let counters_line = summary
         .lines()
         .find_map(|l| l.trim().strip_prefix("counters: "))

@@ -8,6 +8,8 @@
 
 pub mod build;
 pub mod capture;
+#[cfg(feature = "docgen")]
+pub mod docgen;
 pub mod flow;
 pub mod limit;
 #[cfg(feature = "metrics")]

@@ -100,3 +100,34 @@ fn replay_serves_metrics_while_running() {
         );
     }
 }
+
+/// scripts/gen-docs.sh writes a man page and bash/zsh/fish completions per tool, from the
+/// tools' own flags (a flag added to a parser shows up in both).
+#[test]
+fn gen_docs_writes_man_pages_and_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("bash")
+        .arg(workspace_root().join("scripts/gen-docs.sh"))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gen-docs.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for tool in ["tcpcopy", "intercept", "replay"] {
+        let man = std::fs::read_to_string(dir.path().join(format!("man/{tool}.1"))).unwrap();
+        assert!(man.contains(&format!(".TH {tool} 1")), "{tool}.1:\n{man}");
+        assert!(man.contains("metrics"), "{tool}.1 has no --metrics");
+        let bash = dir.path().join(format!("completions/{tool}.bash"));
+        let text = std::fs::read_to_string(&bash).unwrap();
+        assert!(text.contains("--metrics"), "{tool}.bash has no --metrics");
+        let syntax = Command::new("bash").arg("-n").arg(&bash).output().unwrap();
+        assert!(syntax.status.success(), "{tool}.bash does not parse");
+        for f in [format!("_{tool}"), format!("{tool}.fish")] {
+            let t = std::fs::read_to_string(dir.path().join("completions").join(&f)).unwrap();
+            assert!(t.contains("metrics"), "{f} has no --metrics");
+        }
+    }
+}

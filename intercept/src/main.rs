@@ -170,6 +170,8 @@ fn bind(addr: Option<IpAddr>, port: u16) -> anyhow::Result<std::net::TcpListener
 }
 
 fn main() {
+    // scripts/gen-docs.sh: man page and completions from these flags.
+    tcpclone::docgen::generate_if_asked(<Args as clap::CommandFactory>::command);
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("intercept: error: {e:#}");

@@ -21,6 +21,8 @@ use tcpclone::pace::{Pacer, Timing};
 use tcpclone::stats::ReplayStats;
 
 fn main() -> ExitCode {
+    // scripts/gen-docs.sh: man page and completions from these flags.
+    tcpclone::docgen::generate_if_asked(<Args as clap::CommandFactory>::command);
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use tcpcopy::cli::Cli;
 
 fn main() -> ExitCode {
+    // scripts/gen-docs.sh: man page and completions from these flags.
+    tcpclone::docgen::generate_if_asked(<Cli as clap::CommandFactory>::command);
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -131,3 +131,18 @@ fn gen_docs_writes_man_pages_and_completions() {
         }
     }
 }
+
+/// Stream mode has no metrics yet: `--metrics` there is refused in one line, not ignored.
+#[test]
+fn stream_mode_refuses_metrics() {
+    let out = Command::new(bin("tcpcopy"))
+        .args(["--stream", "-x", "6379-127.0.0.1:1", "--offline"])
+        .arg(workspace_root().join("pcaps/redis.pcap"))
+        .args(["--metrics", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.starts_with("tcpcopy: --metrics:"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -23,6 +23,10 @@ fn main() -> ExitCode {
         }
     };
     if cli.stream {
+        if cli.metrics.is_some() {
+            eprintln!("tcpcopy: --metrics: raw mode only (stream mode has no metrics yet)");
+            return ExitCode::from(2);
+        }
         let common = match cli.validate_stream() {
             Ok(c) => c,
             Err(e) => {

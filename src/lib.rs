@@ -6,10 +6,15 @@
 //! exception is [`sys`]: dropping privileges, reopenable log files and giving free heap back
 //! to the kernel, for the binaries.
 
+pub mod build;
 pub mod capture;
 pub mod decode;
+#[cfg(feature = "docgen")]
+pub mod docgen;
 pub mod flow;
 pub mod limit;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod pace;
 pub mod proto;
 pub mod rewrite;

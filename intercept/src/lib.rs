@@ -9,6 +9,7 @@ pub mod batch;
 pub mod capture;
 pub mod codec;
 pub mod linklayer;
+pub mod metrics;
 pub mod router;
 pub mod server;
 pub mod sys;

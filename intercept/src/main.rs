@@ -15,7 +15,7 @@ use tcpclone::sys::LogFile;
 /// Captures the test server's responses and sends their IP + TCP headers to the tcpcopy
 /// instance that registered each session.
 #[derive(Parser, Debug)]
-#[command(name = "intercept", version)]
+#[command(name = "intercept", version = tcpclone::build::LONG_VERSION)]
 struct Args {
     /// Capture device(s), comma-separated (e.g. `eth1` or `any`).
     #[arg(
@@ -79,6 +79,13 @@ struct Args {
     /// that many rings by flow.
     #[arg(long = "workers", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     workers: u16,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off unless given; binds that
+    /// address only).
+    #[arg(long = "metrics", value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
+    /// Log lines as `text` or `json` (one JSON object per line, for log shippers).
+    #[arg(long = "log-format", value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 /// `--capture`.
@@ -135,25 +142,31 @@ fn instance_id() -> u64 {
     x ^ (x >> 31)
 }
 
-/// Sets up logging to stderr or to `-l FILE`; returns the file, for SIGHUP to reopen.
-fn init_logging(log: Option<&PathBuf>) -> anyhow::Result<Option<LogFile>> {
+/// Sets up logging to stderr or to `-l FILE`, as text or one JSON object per line; returns
+/// the file, for SIGHUP to reopen.
+fn init_logging(log: Option<&PathBuf>, json: bool) -> anyhow::Result<Option<LogFile>> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    match log {
+    let (writer, file) = match log {
         Some(p) => {
             let f = LogFile::open(p).with_context(|| format!("-l {}", p.display()))?;
             let w = f.clone();
-            b.with_ansi(false).with_writer(move || w.clone()).init();
-            Ok(Some(f))
+            (BoxMakeWriter::new(move || w.clone()), Some(f))
         }
-        None => {
-            b.with_writer(std::io::stderr).init();
-            Ok(None)
-        }
+        None => (BoxMakeWriter::new(std::io::stderr), None),
+    };
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(file.is_none() && !json)
+        .with_writer(writer);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
     }
+    Ok(file)
 }
 
 fn bind(addr: Option<IpAddr>, port: u16) -> anyhow::Result<std::net::TcpListener> {
@@ -180,6 +193,8 @@ fn bind(addr: Option<IpAddr>, port: u16) -> anyhow::Result<std::net::TcpListener
 }
 
 fn main() {
+    // scripts/gen-docs.sh: man page and completions from these flags.
+    tcpclone::docgen::generate_if_asked(<Args as clap::CommandFactory>::command);
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("intercept: error: {e:#}");
@@ -203,7 +218,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     check_exposure(&args)?;
     // Read once, as root, before the drop: the file need not be readable by --user.
     let psk = args.secret_file.as_deref().map(read_secret).transpose()?;
-    let logfile = init_logging(args.log.as_ref())?;
+    let logfile = init_logging(args.log.as_ref(), args.log_format == "json")?;
     match intercept::sys::raise_nofile_limit() {
         Ok((old, new)) if new > old => {
             tracing::debug!("open-file limit raised from {old} to {new}")
@@ -290,6 +305,21 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .spawn(move || c.run(tx, stats, stop))?,
         );
     }
+    // --metrics: the queue's depth through a weak handle, so that the router still sees the
+    // queue close when the capture threads end.
+    let _metrics = match args.metrics {
+        Some(addr) => {
+            let weak = tx.downgrade();
+            let depth: intercept::metrics::QueueDepth = Box::new(move || {
+                weak.upgrade()
+                    .map(|t| (t.max_capacity() - t.capacity()) as u64)
+            });
+            let m = intercept::metrics::serve(addr, stats.clone(), depth)?;
+            tracing::info!("serving /metrics on {}", m.local_addr());
+            Some(m)
+        }
+        None => None,
+    };
     drop(tx);
 
     rt.block_on(async {

@@ -14,7 +14,7 @@ use tcpclone::rewrite::RewriteOptions;
 #[derive(Debug, Parser)]
 #[command(
     name = "replay",
-    version,
+    version = tcpclone::build::LONG_VERSION,
     about = "Replay pcap/pcapng captures onto an interface, or rewrite them into a pcap file",
     group(ArgGroup::new("output").required(true).args(["intf1", "write"])),
     group(ArgGroup::new("timing").multiple(false).args(["multiplier", "pps", "mbps", "topspeed"]))
@@ -117,6 +117,10 @@ pub struct Args {
     /// Print the final summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics while replaying (off unless
+    /// given; binds that address only).
+    #[arg(long = "metrics", value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Sender threads for --topspeed (each with its own TX ring).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub threads: usize,
@@ -170,6 +174,8 @@ pub struct Config {
     pub stats_every: Option<Duration>,
     /// JSON summary.
     pub json: bool,
+    /// --metrics.
+    pub metrics: Option<std::net::SocketAddr>,
     /// Sender threads.
     pub threads: usize,
     /// Use sendmmsg instead of the TX ring.
@@ -302,6 +308,7 @@ impl Args {
             edits,
             stats_every: self.stats.map(Duration::from_secs),
             json: self.json,
+            metrics: self.metrics,
             threads: self.threads,
             no_tx_ring: self.no_tx_ring,
             rt_priority: self.rt_priority,

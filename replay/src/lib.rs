@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod edit;
 pub mod input;
+pub mod metrics;
 pub mod pipeline;
 pub mod report;
 pub mod sys;

@@ -21,6 +21,8 @@ use tcpclone::pace::{Pacer, Timing};
 use tcpclone::stats::ReplayStats;
 
 fn main() -> ExitCode {
+    // scripts/gen-docs.sh: man page and completions from these flags.
+    tcpclone::docgen::generate_if_asked(<Args as clap::CommandFactory>::command);
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -145,7 +147,15 @@ fn replay_main(cfg: Config) -> Result<ExitCode> {
 
     let started = Instant::now();
     let mut stats = ReplayStats::default();
-    let mut reporter = Reporter::new(cfg.stats_every.map(|d| d.as_nanos() as u64), !cfg.json);
+    let published = cfg
+        .metrics
+        .map(|_| Arc::new(std::sync::Mutex::new(ReplayStats::default())));
+    let _metrics = match (cfg.metrics, &published) {
+        (Some(addr), Some(p)) => Some(replay::metrics::serve(addr, p.clone())?),
+        _ => None,
+    };
+    let mut reporter = Reporter::new(cfg.stats_every.map(|d| d.as_nanos() as u64), !cfg.json)
+        .with_metrics(published.clone());
     let result: Result<RunResult>;
     match &cfg.target {
         Target::File(path) => {
@@ -232,6 +242,9 @@ fn replay_main(cfg: Config) -> Result<ExitCode> {
         }
     }
     reporter.finish();
+    if let Some(p) = &published {
+        *p.lock().unwrap_or_else(|p| p.into_inner()) = stats;
+    }
     let (end_ns, error) = match result {
         // As tcpreplay: from the first packet sent to the end of the last.
         Ok(r) => (r.end_ns - r.first_ns.unwrap_or(0).min(r.end_ns), None),

@@ -12,6 +12,7 @@ pub struct Reporter {
     stats_every_ns: Option<u64>,
     next_stats_ns: u64,
     next_bar_ns: u64,
+    metrics: Option<crate::metrics::Published>,
 }
 
 impl Reporter {
@@ -31,7 +32,14 @@ impl Reporter {
             stats_every_ns,
             next_stats_ns: stats_every_ns.unwrap_or(u64::MAX),
             next_bar_ns: 0,
+            metrics: None,
         }
+    }
+
+    /// Also publishes the counters for `--metrics` (every 100 ms).
+    pub fn with_metrics(mut self, m: Option<crate::metrics::Published>) -> Self {
+        self.metrics = m;
+        self
     }
 
     /// Removes the bar before the final summary is printed.
@@ -49,6 +57,9 @@ impl Report for Reporter {
                 b.set_position(stats.packets_sent);
                 let secs = (now_ns as f64 / 1e9).max(1e-9);
                 b.set_message(format!("{:.0} pps", stats.packets_sent as f64 / secs));
+            }
+            if let Some(m) = &self.metrics {
+                *m.lock().unwrap_or_else(|p| p.into_inner()) = *stats;
             }
             self.next_bar_ns = now_ns + 100_000_000;
         }

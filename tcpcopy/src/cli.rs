@@ -17,7 +17,7 @@ const MAX_CLIENT_IPS: usize = 1 << 16;
 #[derive(Debug, Parser)]
 #[command(
     name = "tcpcopy",
-    version,
+    version = tcpclone::build::LONG_VERSION,
     about = "Clone live TCP sessions from a production host to a test server",
     long_about = "Clone live TCP sessions from a production host to a test server.\n\n\
         tcpcopy captures client->service segments, rewrites the destination (and the client \
@@ -173,6 +173,13 @@ pub struct Cli {
     /// Print counters every N seconds.
     #[arg(long = "stats", value_name = "N")]
     pub stats: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off unless given; binds that
+    /// address only).
+    #[arg(long = "metrics", value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
+    /// Log lines as `text` or `json` (one JSON object per line, for log shippers).
+    #[arg(long = "log-format", value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     /// Feed the engine from a capture file (pcap or pcapng) instead of an interface.
     #[arg(long = "offline", value_name = "FILE")]
     pub offline: Option<PathBuf>,
@@ -293,6 +300,8 @@ pub struct Settings {
     pub pid_file: Option<PathBuf>,
     /// --stats.
     pub stats: Option<Duration>,
+    /// --metrics.
+    pub metrics: Option<SocketAddr>,
     /// --force.
     pub force: bool,
     /// --secret-file (`None` only with --insecure).
@@ -655,6 +664,7 @@ impl Cli {
             log: self.log.clone(),
             pid_file: self.pid_file.clone(),
             stats,
+            metrics: self.metrics,
             force: self.force,
             secret_file: self.secret_file.clone(),
             psk: None,

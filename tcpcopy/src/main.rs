@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use tcpcopy::cli::Cli;
 
 fn main() -> ExitCode {
+    // scripts/gen-docs.sh: man page and completions from these flags.
+    tcpclone::docgen::generate_if_asked(<Cli as clap::CommandFactory>::command);
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -21,6 +23,10 @@ fn main() -> ExitCode {
         }
     };
     if cli.stream {
+        if cli.metrics.is_some() {
+            eprintln!("tcpcopy: --metrics: raw mode only (stream mode has no metrics yet)");
+            return ExitCode::from(2);
+        }
         let common = match cli.validate_stream() {
             Ok(c) => c,
             Err(e) => {
@@ -48,7 +54,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let logfile = match init_logging(settings.log.as_deref()) {
+    let logfile = match init_logging(settings.log.as_deref(), cli.log_format == "json") {
         Ok(f) => f,
         Err(e) => {
             eprintln!("tcpcopy: -l/--log: {e}");
@@ -180,32 +186,35 @@ fn secure_live_stream(cli: &Cli, common: &tcpcopy::stream::StreamCommon) -> Resu
     Ok(())
 }
 
-/// Logs to the -l file (appending) or to standard error; `RUST_LOG` overrides the level.
-/// Returns the file, for SIGHUP to reopen.
-fn init_logging(file: Option<&std::path::Path>) -> std::io::Result<Option<tcpclone::sys::LogFile>> {
+/// Logs to the -l file (appending) or to standard error, as text or one JSON object per line
+/// (--log-format json); `RUST_LOG` overrides the level. Returns the file, for SIGHUP to reopen.
+fn init_logging(
+    file: Option<&std::path::Path>,
+    json: bool,
+) -> std::io::Result<Option<tcpclone::sys::LogFile>> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    match file {
+    let (writer, f) = match file {
         Some(p) => {
             let f = tcpclone::sys::LogFile::open(p).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot open {}: {e}", p.display()))
             })?;
             let w = f.clone();
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_ansi(false)
-                .with_writer(move || w.clone())
-                .init();
-            Ok(Some(f))
+            (BoxMakeWriter::new(move || w.clone()), Some(f))
         }
-        None => {
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .init();
-            Ok(None)
-        }
+        None => (BoxMakeWriter::new(std::io::stderr), None),
+    };
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(f.is_none() && !json)
+        .with_writer(writer);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
     }
+    Ok(f)
 }
 
 /// Reopens the -l file on every SIGHUP (after logrotate moved it), on a small thread; without

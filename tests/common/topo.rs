@@ -231,6 +231,11 @@ impl Topo {
     /// Starts intercept where the layout puts it, capturing `filter`; waits until it listens.
     /// Returns its PID.
     pub fn start_intercept(&mut self, filter: &str) -> u32 {
+        self.start_intercept_with(filter, &[])
+    }
+
+    /// [`Topo::start_intercept`] with `extra` flags.
+    pub fn start_intercept_with(&mut self, filter: &str, extra: &[&str]) -> u32 {
         let log = self.path("intercept.log");
         let secret = secret_file(self.dir.path());
         let (ns, dev, bind) = (
@@ -238,21 +243,20 @@ impl Topo {
             self.icpt_dev.clone(),
             self.icpt_addr.clone(),
         );
-        let pid = self.lab.spawn(
-            &ns,
-            &[
-                bin("intercept").to_str().unwrap(),
-                "-i",
-                &dev,
-                "-F",
-                filter,
-                "-b",
-                &bind,
-                "--secret-file",
-                secret.to_str().unwrap(),
-            ],
-            Some(&log),
-        );
+        let intercept = bin("intercept");
+        let mut argv = vec![
+            intercept.to_str().unwrap(),
+            "-i",
+            &dev,
+            "-F",
+            filter,
+            "-b",
+            &bind,
+            "--secret-file",
+            secret.to_str().unwrap(),
+        ];
+        argv.extend_from_slice(extra);
+        let pid = self.lab.spawn(&ns, &argv, Some(&log));
         assert!(
             self.lab.wait_for(
                 &ns,

@@ -10,6 +10,7 @@
 pub mod capture;
 pub mod channel;
 pub mod counters;
+pub mod metrics;
 pub mod netlink;
 pub mod nexthop;
 pub mod sys;
@@ -80,6 +81,11 @@ impl std::fmt::Display for Summary {
             "  capture->engine latency_us: p50={p50} p99={p99} p99.9={p999} max={max} samples={n}"
         )
     }
+}
+
+/// A capture-to-engine latency histogram in µs, as the workers keep them.
+fn new_latency_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
 }
 
 /// The engine's configuration from the validated flags.
@@ -325,6 +331,17 @@ pub fn run(settings: Settings) -> Result<Summary> {
 
     let origin = Instant::now();
     let engine_stats = Arc::new(Mutex::new(vec![EngineStats::default(); workers]));
+    let (_metrics, published_latency) = match settings.metrics {
+        Some(addr) => {
+            let l: metrics::PublishedLatency = Arc::new(Mutex::new(
+                (0..workers).map(|_| new_latency_histogram()).collect(),
+            ));
+            let server = metrics::serve(addr, counters.clone(), engine_stats.clone(), l.clone())?;
+            info!(address = %server.local_addr(), "serving /metrics");
+            (Some(server), Some(l))
+        }
+        None => (None, None),
+    };
     let report = if settings.report.is_empty() {
         None
     } else {
@@ -369,6 +386,7 @@ pub fn run(settings: Settings) -> Result<Summary> {
                 engine_stats: engine_stats.clone(),
                 report: report.clone(),
                 origin,
+                latency: published_latency.clone(),
             },
         );
         handles.push(

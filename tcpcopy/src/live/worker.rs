@@ -67,6 +67,8 @@ pub struct Shared {
     pub report: Option<Arc<Mutex<crate::report::Collector>>>,
     /// Time zero of the report's samples and of the rate cap.
     pub origin: Instant,
+    /// --metrics: each worker's capture-to-engine latency, copied at every publish.
+    pub latency: Option<super::metrics::PublishedLatency>,
 }
 
 /// One worker's state.
@@ -509,6 +511,14 @@ impl Worker {
             .unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = t.get_mut(self.index) {
             *slot = self.core.engine.stats();
+        }
+        drop(t);
+        if let Some(l) = &self.core.shared.latency {
+            let mut l = l.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(slot) = l.get_mut(self.index) {
+                slot.reset();
+                let _ = slot.add(&self.core.latency);
+            }
         }
     }
 }

@@ -29,7 +29,12 @@ pub enum Backend {
 }
 
 /// Kernel buffer per device (the ring, or libpcap's buffer), shared by the device's rings.
-pub const DEVICE_BUFFER: usize = 8 << 20;
+/// Under a steady trickle every ring block leaves after 1 ms however little it holds, so the
+/// number of blocks is how long intercept may be kept off the CPU before the kernel drops
+/// headers: 1,024 blocks of 64 KiB, about a second. A target that saturates its host's cores
+/// can keep intercept waiting far longer than the 128 ms that 8 MB gave, and every lost
+/// SYN-ACK or acknowledgement stalls a clone until tcpcopy retransmits.
+pub const DEVICE_BUFFER: usize = 64 << 20;
 
 /// The router's queue: in batches (a ring block each) or, with libpcap, in headers.
 pub fn queue_len(backend: Backend) -> usize {

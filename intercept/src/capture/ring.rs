@@ -26,7 +26,7 @@ use tcpclone::sys::ring::{interface_index, poll_many, Fanout, PacketRing, RingCo
 use tokio::sync::mpsc;
 
 /// Bytes per block. A frame takes at most ~340 bytes of it (ring headers and the snap
-/// length), so a full block holds some 500 small segments; 8 MB per device make 128 blocks.
+/// length), so a full block holds some 500 small segments; 64 MB per device make 1,024 blocks.
 const BLOCK_SIZE: usize = 64 << 10;
 /// Fewest blocks per ring, however many workers share the device's buffer.
 const MIN_BLOCKS: usize = 16;

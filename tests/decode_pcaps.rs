@@ -201,3 +201,96 @@ fn redis_capture_decodes() {
     assert!(classes["simple"] >= 202, "{classes:?}");
     assert_eq!(classes["bulk"], 200, "{classes:?}");
 }
+
+#[test]
+fn http_framing_capture_decodes() {
+    // pcaps/make_decode.sh: curl --next on nginx: HEAD, 304, gzip in chunked coding, chunked and
+    // Content-Length request bodies, 500, 404.
+    let conns = reassemble("decode_http.pcap", 80);
+    let (mut reqs, mut resps) = (Vec::new(), Vec::new());
+    for (c, s) in conns.values() {
+        let q = decode_stream(Protocol::Http, Direction::Request, c, &[], &|_, _| {});
+        let note = |d: &mut dyn tcpclone::decode::Decoder, _: &[OwnedMessage]| {
+            let mut r = Protocol::Http.decoder(Direction::Request, Limits::default());
+            r.feed(&c.data);
+            while let Ok(Some(m)) = r.poll_message() {
+                d.note_request(&m);
+            }
+        };
+        let r = decode_stream(Protocol::Http, Direction::Response, s, &q, &note);
+        assert_eq!(q.len(), r.len());
+        reqs.extend(q);
+        resps.extend(r);
+    }
+    let got: Vec<(&str, u64, &str)> = reqs
+        .iter()
+        .zip(&resps)
+        .map(|(q, r)| {
+            (
+                &q.summary[..],
+                q.body_len,
+                r.summary.rsplit(' ').next().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("req HEAD /", 0, "2xx"),
+            ("req GET /index.html", 0, "3xx"),
+            ("req GET /mid.txt", 0, "2xx"),
+            ("req POST /users/{id}/orders/{id}", 2000, "2xx"),
+            ("req POST /users/{id}", 8, "2xx"),
+            ("req GET /fail", 0, "5xx"),
+            ("req GET /nothere", 0, "4xx"),
+            ("req GET /", 0, "2xx"),
+        ]
+    );
+    // The chunked upload de-chunked: curl's 2000 'z'.
+    assert_eq!(reqs[3].body, vec![b'z'; 2000]);
+    assert_eq!(reqs[4].body, b"name=ann");
+    // HEAD and 304: no body although HEAD's Content-Length says otherwise.
+    assert_eq!((resps[0].body_len, resps[1].body_len), (0, 0));
+    // gzip bodies in chunked coding come out whole: the gzip magic, then more than the chunk
+    // framing would leave.
+    for i in [2, 6, 7] {
+        assert!(resps[i].body.starts_with(&[0x1f, 0x8b]), "{:?}", resps[i]);
+        assert!(resps[i].wire_len > resps[i].body_len + 10);
+    }
+    assert!(resps[5].body.starts_with(b"<html>"));
+}
+
+#[test]
+fn redis_resp3_capture_decodes() {
+    // pcaps/make_decode.sh: redis-cli -3, HELLO 3 then one command per connection.
+    let conns = reassemble("decode_redis3.pcap", 6379);
+    let mut got = Vec::new();
+    for (c, s) in conns.values() {
+        let cmds = decode_stream(Protocol::Redis, Direction::Request, c, &[], &|_, _| {});
+        let replies = decode_stream(Protocol::Redis, Direction::Response, s, &[], &|_, _| {});
+        assert_eq!(cmds.len(), 2);
+        assert_eq!(replies.len(), 2);
+        assert_eq!(cmds[0].summary, "req HELLO");
+        assert!(replies[0].summary.ends_with(" map"), "{:?}", replies[0]);
+        let class = replies[1].summary.rsplit(' ').next().unwrap().to_string();
+        got.push((cmds[1].summary.clone(), class));
+    }
+    // Sorted: which connection came first says nothing about the decoder.
+    got.sort();
+    let want = [
+        ("req EXISTS", "integer"),
+        ("req GET", "bulk"),
+        ("req GET", "null"),
+        ("req HGET", "ERR"),
+        ("req HGETALL", "map"),
+        ("req HSET", "integer"),
+        ("req LPUSH", "WRONGTYPE"),
+        ("req SADD", "integer"),
+        ("req SET", "simple"),
+        ("req SMEMBERS", "set"),
+        ("req ZADD", "integer"),
+        ("req ZSCORE", "double"),
+    ];
+    let got: Vec<(&str, &str)> = got.iter().map(|(a, b)| (&a[..], &b[..])).collect();
+    assert_eq!(got, want);
+}

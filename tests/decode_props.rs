@@ -415,6 +415,7 @@ proptest! {
         for ((m, v), b) in split.iter().zip(&values).zip(&bounds) {
             prop_assert_eq!(m.summary.rsplit(' ').next().unwrap(), v.class());
             prop_assert_eq!(&m.body[..], &data[b.clone()]);
+            prop_assert!(tcpclone::decode::redis::Value::parse(&m.body, 32).is_ok());
         }
     }
 

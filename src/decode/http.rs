@@ -433,9 +433,11 @@ impl HttpDecoder {
         m.status = 0;
         let base = avail.as_ptr() as usize;
         // Where a borrowed piece of the head sits, as offsets from its start.
-        let span = |s: &[u8]| {
-            let a = s.as_ptr() as usize - base;
-            (a, a + s.len())
+        // httparse hands back a static "" for a missing reason phrase: anything outside the
+        // input is an empty span.
+        let span = |s: &[u8]| match (s.as_ptr() as usize).checked_sub(base) {
+            Some(a) if a + s.len() <= avail.len() => (a, a + s.len()),
+            _ => (0, 0),
         };
         let n = match self.dir {
             Direction::Request => {

@@ -425,6 +425,14 @@ pub fn fuzz_decode(protocol: Protocol, dir: Direction, data: &[u8]) {
     }
     let mut split = protocol.decoder(dir, limits);
     let (b, eb) = decode_pieces(split.as_mut(), pieces);
+    // Every whole reply the decoder accepted is one value the diff's tree parser accepts.
+    if protocol == Protocol::Redis && dir == Direction::Response {
+        for m in a.iter().filter(|m| m.body.len() as u64 == m.body_len) {
+            if let Err(e) = redis::Value::parse(&m.body, limits.max_depth) {
+                panic!("decoded reply does not parse as a value: {e}");
+            }
+        }
+    }
     let (a, b) = (join_data(a, limits.max_body), join_data(b, limits.max_body));
     assert_eq!(a, b, "whole and split decoding differ");
     // A head cut by the buffer limit before its bad byte arrived is TooLarge one way and

@@ -237,3 +237,23 @@ fn status_classes() {
     assert!(ResponseClass::Http { status: 404 }.is_error());
     assert!(!ResponseClass::Http { status: 399 }.is_error());
 }
+
+#[test]
+fn status_line_without_reason() {
+    // httparse returns a static "" as the reason here, not a slice of the input.
+    let m = decode_all_splits(
+        Direction::Response,
+        b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 204 \r\n\r\n",
+        &["GET", "GET"],
+    );
+    assert_eq!(m.len(), 2);
+    let mut d = HttpDecoder::new(Direction::Response, limits());
+    d.feed(b"HTTP/1.1 200\r\n\r\n");
+    d.finish();
+    let m = d.poll_message().unwrap().unwrap();
+    let Detail::Http(h) = m.detail else {
+        panic!("{m:?}")
+    };
+    assert_eq!(h.reason, Some(""));
+    assert_eq!(h.status, Some(200));
+}

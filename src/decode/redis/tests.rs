@@ -236,3 +236,49 @@ fn integers_span_the_64_bit_range() {
     assert_eq!(parse_int(b"-"), None);
     assert_eq!(parse_int(b""), None);
 }
+
+#[test]
+fn values_parse_into_trees() {
+    let v = Value::parse(
+        b"|1\r\n+ttl\r\n:3\r\n%2\r\n$4\r\nname\r\n=8\r\ntxt:ann!\r\n+tags\r\n~2\r\n#t\r\n_\r\n",
+        8,
+    )
+    .unwrap();
+    assert_eq!(
+        v,
+        Value::Attributed(
+            vec![(Value::Simple(b"ttl"), Value::Integer(3))],
+            Box::new(Value::Map(vec![
+                (Value::Bulk(b"name"), Value::Verbatim(b"txt", b"ann!")),
+                (
+                    Value::Simple(b"tags"),
+                    Value::Set(vec![Value::Boolean(true), Value::Null])
+                ),
+            ]))
+        )
+    );
+    assert_eq!(
+        Value::parse(b"*3\r\n$-1\r\n,1.5\r\n!3\r\nERR\r\n", 8).unwrap(),
+        Value::Array(vec![
+            Value::Null,
+            Value::Double(b"1.5"),
+            Value::BlobError(b"ERR")
+        ])
+    );
+    assert_eq!(
+        Value::parse(b"-WRONGTYPE x\r\n", 8).unwrap(),
+        Value::Error(b"WRONGTYPE x")
+    );
+    assert!(matches!(
+        Value::parse(b"$5\r\nab", 8),
+        Err(DecodeError::Truncated { .. })
+    ));
+    assert!(matches!(
+        Value::parse(b"+a\r\n+b\r\n", 8),
+        Err(DecodeError::Malformed { .. })
+    ));
+    assert!(matches!(
+        Value::parse(b"*1\r\n*1\r\n:1\r\n", 1),
+        Err(DecodeError::TooDeep { .. })
+    ));
+}

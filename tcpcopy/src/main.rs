@@ -34,12 +34,19 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        let mut stream_opts = cli.stream_opts.clone();
         if matches!(common.source, tcpcopy::stream::StreamSource::Live { .. }) {
+            // The key log and the target's certificate files may be root's alone: read them
+            // before the drop.
+            if let Err(e) = stream_opts.tls.preload() {
+                eprintln!("tcpcopy: {e:#}");
+                return ExitCode::from(2);
+            }
             if let Err(code) = secure_live_stream(&cli, &common) {
                 return code;
             }
         }
-        return match tcpcopy::stream::run(&common, &cli.stream_opts) {
+        return match tcpcopy::stream::run(&common, &stream_opts) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tcpcopy: {e:#}");

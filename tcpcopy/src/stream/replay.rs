@@ -183,7 +183,8 @@ pub fn run(
     );
     let (tls_filter, follower) = match &t.tls_keylog {
         Some(path) => {
-            let (keys, offset, lines) = super::tls::load_keylog_at(path, common.force)?;
+            let file = t.keylog_file();
+            let (keys, offset, lines) = super::tls::load_keylog_from(path, file, common.force)?;
             if live {
                 // Live: the key log grows while sessions are captured; records wait for their
                 // secrets within --tls-key-wait and half the queue bound.
@@ -191,7 +192,12 @@ pub fn run(
                 let max_held = (opts.queue_mb.max(1) << 20) / 2;
                 (
                     Some(TlsFilter::with_wait(keys, true, wait, max_held)),
-                    Some(KeyLogFollower::new(path, offset, lines)),
+                    Some(KeyLogFollower::with_file(
+                        path,
+                        file.and_then(|f| f.try_clone().ok()),
+                        offset,
+                        lines,
+                    )),
                 )
             } else {
                 (Some(TlsFilter::new(keys)), None)

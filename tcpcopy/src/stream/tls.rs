@@ -56,6 +56,21 @@ pub struct TlsOptions {
     /// Live: seconds a session's records wait for its secrets to appear in the key log.
     #[arg(long, value_name = "S", default_value_t = 5.0)]
     pub tls_key_wait: f64,
+    /// The files behind these flags, opened and read before a privilege drop (live mode drops
+    /// to --user before it captures; root-only files stay usable through these).
+    #[arg(skip)]
+    pub preloaded: Option<Arc<Preloaded>>,
+}
+
+/// What [`TlsOptions::preload`] read while the process could still read every file.
+#[derive(Debug)]
+pub struct Preloaded {
+    /// The key log, kept open: live mode follows it through this descriptor.
+    keylog: Option<std::fs::File>,
+    /// `--target-ca`, `--target-cert` and `--target-key` contents.
+    ca: Option<Vec<u8>>,
+    cert: Option<Vec<u8>>,
+    key: Option<Vec<u8>>,
 }
 
 impl Default for TlsOptions {
@@ -70,11 +85,41 @@ impl Default for TlsOptions {
             target_key: None,
             target_alpn: None,
             tls_key_wait: 5.0,
+            preloaded: None,
         }
     }
 }
 
 impl TlsOptions {
+    /// Opens the key log and reads the CA, certificate and key files now, before the privilege
+    /// drop; later steps use what was read here.
+    pub fn preload(&mut self) -> anyhow::Result<()> {
+        let read = |flag: &str, p: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+            p.as_ref()
+                .map(|p| std::fs::read(p).with_context(|| format!("{flag} {}", p.display())))
+                .transpose()
+        };
+        let keylog = self
+            .tls_keylog
+            .as_ref()
+            .map(|p| {
+                std::fs::File::open(p).with_context(|| format!("--tls-keylog {}", p.display()))
+            })
+            .transpose()?;
+        self.preloaded = Some(Arc::new(Preloaded {
+            keylog,
+            ca: read("--target-ca", &self.target_ca)?,
+            cert: read("--target-cert", &self.target_cert)?,
+            key: read("--target-key", &self.target_key)?,
+        }));
+        Ok(())
+    }
+
+    /// The key log opened by [`TlsOptions::preload`], if it ran.
+    pub fn keylog_file(&self) -> Option<&std::fs::File> {
+        self.preloaded.as_ref().and_then(|p| p.keylog.as_ref())
+    }
+
     /// Whether any TLS flag was given (for "only with --stream").
     pub fn any(&self) -> bool {
         self.tls_keylog.is_some()
@@ -98,16 +143,34 @@ pub fn load_keylog(path: &Path, force: bool) -> anyhow::Result<KeyLog> {
 /// [`load_keylog`], also returning the bytes and lines read up to the last whole line (where
 /// live mode's [`KeyLogFollower`] goes on).
 pub fn load_keylog_at(path: &Path, force: bool) -> anyhow::Result<(KeyLog, u64, usize)> {
+    load_keylog_from(path, None, force)
+}
+
+/// [`load_keylog_at`] through `file` when given (opened before a privilege drop): its mode is
+/// checked on the descriptor and its bytes read through it.
+pub fn load_keylog_from(
+    path: &Path,
+    file: Option<&std::fs::File>,
+    force: bool,
+) -> anyhow::Result<(KeyLog, u64, usize)> {
     use std::os::unix::fs::MetadataExt as _;
     let name = path.display().to_string();
-    let meta = std::fs::metadata(path).with_context(|| format!("--tls-keylog {name}"))?;
+    let meta = match file {
+        Some(f) => f.metadata(),
+        None => std::fs::metadata(path),
+    }
+    .with_context(|| format!("--tls-keylog {name}"))?;
     if !force && tcpclone::proto::secure::check_secret_mode(meta.mode()).is_err() {
         anyhow::bail!(
             "--tls-keylog {name}: mode {:04o} lets others read the session secrets; chmod 600 it, or pass --force",
             meta.mode() & 0o7777
         );
     }
-    let mut bytes = std::fs::read(path).with_context(|| format!("--tls-keylog {name}"))?;
+    let mut bytes = match file {
+        Some(f) => read_all_at(f, meta.len()),
+        None => std::fs::read(path),
+    }
+    .with_context(|| format!("--tls-keylog {name}"))?;
     // A line being written is left to the follower.
     bytes.truncate(bytes.iter().rposition(|&b| b == b'\n').map_or(0, |e| e + 1));
     let text = String::from_utf8_lossy(&bytes);
@@ -123,6 +186,21 @@ pub fn load_keylog_at(path: &Path, force: bool) -> anyhow::Result<(KeyLog, u64, 
         );
     }
     Ok((log, bytes.len() as u64, text.lines().count()))
+}
+
+/// The first `len` bytes of `f` (positioned reads: the descriptor's offset is not used).
+fn read_all_at(f: &std::fs::File, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt as _;
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+    let mut at = 0;
+    while at < buf.len() {
+        match f.read_at(&mut buf[at..], at as u64)? {
+            0 => break,
+            n => at += n,
+        }
+    }
+    buf.truncate(at);
+    Ok(buf)
 }
 
 /// What the capture's handshake said about a decrypted session (the target TLS defaults).
@@ -487,6 +565,8 @@ impl TlsFilter {
 
 /// Live: reads the lines appended to the key log since the last call.
 pub struct KeyLogFollower {
+    /// The descriptor opened before a privilege drop; without it the path is opened each time.
+    file: Option<std::fs::File>,
     path: PathBuf,
     name: String,
     offset: u64,
@@ -497,7 +577,13 @@ pub struct KeyLogFollower {
 impl KeyLogFollower {
     /// Follows `path` from `offset` (the bytes [`load_keylog_at`] read) on, at line `line`.
     pub fn new(path: &Path, offset: u64, line: usize) -> Self {
+        Self::with_file(path, None, offset, line)
+    }
+
+    /// [`KeyLogFollower::new`] reading through `file` (a duplicate of the preloaded descriptor).
+    pub fn with_file(path: &Path, file: Option<std::fs::File>, offset: u64, line: usize) -> Self {
         KeyLogFollower {
+            file,
             path: path.to_path_buf(),
             name: path.display().to_string(),
             offset,
@@ -509,9 +595,17 @@ impl KeyLogFollower {
     /// Adds the whole lines appended since the last call to `keys`; returns how many were read.
     /// A file that shrank (rotated, truncated) is read again from its start.
     pub fn read_new(&mut self, keys: &mut KeyLog) -> usize {
-        use std::io::{Read as _, Seek as _};
-        let Ok(mut f) = std::fs::File::open(&self.path) else {
-            return 0;
+        use std::os::unix::fs::FileExt as _;
+        let opened;
+        let f = match &self.file {
+            Some(f) => f,
+            None => match std::fs::File::open(&self.path) {
+                Ok(f) => {
+                    opened = f;
+                    &opened
+                }
+                Err(_) => return 0,
+            },
         };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         if len < self.offset {
@@ -519,13 +613,18 @@ impl KeyLogFollower {
             self.line = 0;
             self.partial.clear();
         }
-        if len == self.offset || f.seek(std::io::SeekFrom::Start(self.offset)).is_err() {
+        if len == self.offset {
             return 0;
         }
-        let mut buf = Vec::new();
-        if f.take(len - self.offset).read_to_end(&mut buf).is_err() {
-            return 0;
+        let mut buf = vec![0u8; usize::try_from(len - self.offset).unwrap_or(0)];
+        let mut got = 0;
+        while got < buf.len() {
+            match f.read_at(&mut buf[got..], self.offset + got as u64) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
         }
+        buf.truncate(got);
         self.offset += buf.len() as u64;
         self.partial.extend_from_slice(&buf);
         let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
@@ -609,8 +708,12 @@ impl TargetTls {
             ),
             (Some(ca), false) => {
                 let mut roots = RootCertStore::empty();
-                let certs = CertificateDer::pem_file_iter(ca)
-                    .with_context(|| format!("--target-ca {}", ca.display()))?;
+                let certs: Vec<_> = match o.preloaded.as_ref().and_then(|p| p.ca.as_deref()) {
+                    Some(bytes) => CertificateDer::pem_slice_iter(bytes).collect(),
+                    None => CertificateDer::pem_file_iter(ca)
+                        .with_context(|| format!("--target-ca {}", ca.display()))?
+                        .collect(),
+                };
                 for c in certs {
                     let c = c.with_context(|| format!("--target-ca {}", ca.display()))?;
                     roots
@@ -626,11 +729,20 @@ impl TargetTls {
         };
         let base = match (&o.target_cert, &o.target_key) {
             (Some(cert), Some(key)) => {
-                let chain = CertificateDer::pem_file_iter(cert)
-                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                    .with_context(|| format!("--target-cert {}", cert.display()))?;
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .with_context(|| format!("--target-key {}", key.display()))?;
+                let pre = o.preloaded.as_deref();
+                let chain = match pre.and_then(|p| p.cert.as_deref()) {
+                    Some(bytes) => {
+                        CertificateDer::pem_slice_iter(bytes).collect::<Result<Vec<_>, _>>()
+                    }
+                    None => CertificateDer::pem_file_iter(cert)
+                        .and_then(|it| it.collect::<Result<Vec<_>, _>>()),
+                }
+                .with_context(|| format!("--target-cert {}", cert.display()))?;
+                let key = match pre.and_then(|p| p.key.as_deref()) {
+                    Some(bytes) => PrivateKeyDer::from_pem_slice(bytes),
+                    None => PrivateKeyDer::from_pem_file(key),
+                }
+                .with_context(|| format!("--target-key {}", key.display()))?;
                 builder
                     .with_client_auth_cert(chain, key)
                     .context("--target-cert/--target-key")?

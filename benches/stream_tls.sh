@@ -83,10 +83,12 @@ capture() {
     ip netns exec "${TAG}p" tcpdump -i "${TAG}vb" -s 0 -B 65536 -U -n -w "$WORK/$name.pcap" tcp 2>"$WORK/tcpdump-$name.log" &
     td=$!
     for _ in $(seq 100); do grep -q "listening on" "$WORK/tcpdump-$name.log" 2>/dev/null && break; sleep 0.05; done
+    local curls=()
     for _ in $(seq "$CONNS"); do
         env "$@" timeout 120 ip netns exec "${TAG}c" curl -sk "$url?[1-$per]" >/dev/null &
+        curls+=($!)
     done
-    wait $(jobs -p | grep -vx "$td") 2>/dev/null || true
+    wait "${curls[@]}" || true
     sleep 1
     kill -INT "$td"; wait "$td" || true
     grep -E "dropped by kernel" "$WORK/tcpdump-$name.log" | sed "s/^/capture $name: /"

@@ -384,6 +384,10 @@ async fn connection(
         let why = match stream {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
+                // The kernel gives up on data intercept has not acknowledged for as long as a
+                // stalled write is tolerated: a peer that vanished without a reset (host down,
+                // path cut) is noticed even while our writes still fit in the socket buffer.
+                let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(WRITE_TIMEOUT));
                 warned = false;
                 serve(j, addr, stream, &mut ch, &mut cmds, &responses, &counters).await
             }

@@ -20,10 +20,16 @@ use std::fmt;
 pub struct LinkType(pub u32);
 
 impl LinkType {
+    /// LINKTYPE_NULL (0): BSD loopback, a 4-byte address family in the host's byte order,
+    /// then IP (captures taken on macOS's or a BSD's `lo0`).
+    pub const NULL: LinkType = LinkType(0);
     /// LINKTYPE_ETHERNET (1).
     pub const ETHERNET: LinkType = LinkType(1);
     /// LINKTYPE_RAW (101): raw IPv4 or IPv6.
     pub const RAW: LinkType = LinkType(101);
+    /// LINKTYPE_LOOP (108): OpenBSD loopback, [`LinkType::NULL`] with the family in network
+    /// byte order.
+    pub const LOOP: LinkType = LinkType(108);
     /// LINKTYPE_LINUX_SLL (113): Linux cooked capture v1 (`tcpdump -i any`, older libpcap).
     pub const LINUX_SLL: LinkType = LinkType(113);
     /// LINKTYPE_IPV4 (228): raw IPv4.
@@ -47,7 +53,9 @@ impl LinkType {
 impl fmt::Display for LinkType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = match *self {
+            LinkType::NULL => "NULL",
             LinkType::ETHERNET => "EN10MB",
+            LinkType::LOOP => "LOOP",
             LinkType::RAW => "RAW",
             LinkType::LINUX_SLL => "LINUX_SLL",
             LinkType::IPV4 => "IPV4",

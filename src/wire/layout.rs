@@ -134,20 +134,17 @@ pub fn parse_link(linktype: LinkType, frame: &[u8]) -> Result<LinkLayout, WireEr
             (Sll2Header::<&[u8]>::HEADER_LEN, h.protocol(), Some(0), pt)
         }
         LinkType::RAW => {
-            let v = frame.first().map(|b| b >> 4);
-            let et = match v {
-                Some(4) => EtherType::IPV4,
-                Some(6) => EtherType::IPV6,
-                Some(v) => {
-                    return Err(WireError {
-                        layer: Layer::Ipv4,
-                        offset: 0,
-                        kind: WireErrorKind::BadVersion(v),
-                    })
-                }
-                None => return Err(WireError::truncated(Layer::Ipv4, 1, 0)),
-            };
+            let et = ip_by_version(frame.first().copied())?;
             (0, et, None, None)
+        }
+        // The 4-byte address family is in the host byte order of whoever captured (NULL):
+        // the IP version nibble after it says the same and cannot be misread.
+        LinkType::NULL | LinkType::LOOP => {
+            if frame.len() < 4 {
+                return Err(WireError::truncated(Layer::Link, 4, frame.len()));
+            }
+            let et = ip_by_version(frame.get(4).copied()).map_err(|e| e.at(4))?;
+            (4, et, None, None)
         }
         LinkType::IPV4 => (0, EtherType::IPV4, None, None),
         LinkType::IPV6 => (0, EtherType::IPV6, None, None),
@@ -174,6 +171,20 @@ pub fn parse_link(linktype: LinkType, frame: &[u8]) -> Result<LinkLayout, WireEr
         ethertype,
         packet_type,
     })
+}
+
+/// The IP ethertype a raw-IP frame's first byte names (its version nibble).
+fn ip_by_version(first: Option<u8>) -> Result<EtherType, WireError> {
+    match first.map(|b| b >> 4) {
+        Some(4) => Ok(EtherType::IPV4),
+        Some(6) => Ok(EtherType::IPV6),
+        Some(v) => Err(WireError {
+            layer: Layer::Ipv4,
+            offset: 0,
+            kind: WireErrorKind::BadVersion(v),
+        }),
+        None => Err(WireError::truncated(Layer::Ipv4, 1, 0)),
+    }
 }
 
 /// Parses the link header of `frame` (of `linktype`) and, when it carries IP, the IP headers.
@@ -423,6 +434,35 @@ mod tests {
         "eb16 0050 c49ba9f6 00000000 a002 faf0 626a 0000"
         "020405b4 0402 080ac1c4b2ba00000000 01 03030a"
     );
+
+    #[test]
+    fn bsd_loopback_headers_of_either_byte_order() {
+        let ip = &VLAN_SYN[18..];
+        for (lt, af) in [
+            (LinkType::NULL, [2u8, 0, 0, 0]),
+            (LinkType::NULL, [0, 0, 0, 2]),
+            (LinkType::LOOP, [0, 0, 0, 2]),
+        ] {
+            let frame = [&af[..], ip].concat();
+            let l = parse_layout(lt, &frame).unwrap();
+            assert_eq!((l.l3_offset, l.ethertype), (4, EtherType::IPV4), "{lt}");
+            assert_eq!(l.tcp(&frame).unwrap().dst_port(), 80);
+        }
+        let v6 = [
+            &[30u8, 0, 0, 0][..],
+            &[0x60, 0, 0, 0, 0, 0, 6, 64],
+            &[0; 32],
+        ]
+        .concat();
+        assert_eq!(
+            parse_link(LinkType::NULL, &v6).unwrap().ethertype,
+            EtherType::IPV6
+        );
+        // Cut inside the family, or a family followed by something that is not IP.
+        assert!(parse_link(LinkType::NULL, &[2, 0, 0]).is_err());
+        let e = parse_link(LinkType::NULL, &[2, 0, 0, 0, 0x15]).unwrap_err();
+        assert_eq!(e.offset, 4);
+    }
 
     #[test]
     fn vlan_ipv4_tcp() {

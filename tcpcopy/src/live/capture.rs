@@ -203,12 +203,7 @@ fn ip_version_ok(p: &[u8]) -> bool {
 /// Strips the link layer: the IP packet inside a frame, or `None` when the frame is not IP, is
 /// one of this host's outgoing frames (cooked captures say so), or is too short.
 pub fn strip_link(dlt: i32, frame: &[u8]) -> Option<&[u8]> {
-    let (linktype, frame) = match dlt {
-        // BSD loopback: a 4-byte address family, then the IP packet.
-        dlt::NULL | dlt::LOOP => (LinkType::RAW, frame.get(4..)?),
-        d => (LinkType::from_dlt(d), frame),
-    };
-    let link = parse_link(linktype, frame).ok()?;
+    let link = parse_link(LinkType::from_dlt(dlt), frame).ok()?;
     if link.packet_type == Some(PACKET_OUTGOING) || !link.ethertype.is_ip() {
         return None;
     }

@@ -1,52 +1,39 @@
-//! Captured frames to [`Segment`]s: strips the link layer (Ethernet with 802.1Q/802.1ad tags,
-//! Linux cooked v1/v2, raw IP, BSD loopback) with the library's [`parse_link`] and parses
-//! IPv4/IPv6 and TCP with etherparse. Pure; non-TCP or malformed frames give `None` (they are
+//! Captured frames to [`Segment`]s through the library's packet views ([`parse_layout`]: the
+//! link layer with 802.1Q/802.1ad tags, Linux cooked v1/v2, raw IP, BSD loopback, then IPv4/IPv6
+//! with extension headers, then TCP): the one parser raw mode's front end, intercept and
+//! replay use too. Pure; non-TCP or malformed frames give `None` (they are
 //! counted by the caller, never fatal).
 
 use super::reassembly::Segment;
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use tcpclone::capture::LinkType;
-use tcpclone::seq::SeqNumber;
-use tcpclone::wire::parse_link;
+use tcpclone::wire::{parse_layout, TcpFlags};
 
-/// Parses one captured frame into a TCP segment, or `None` when it is not a whole TCP segment.
+/// Parses one captured frame into a TCP segment, or `None` when it is not a whole TCP segment
+/// (not IP or not TCP, a fragment, a header cut short, or a packet cut by the snap length:
+/// a segment without all its payload would put a hole in the stream).
 pub fn decode(linktype: LinkType, data: &[u8]) -> Option<Segment<'_>> {
-    let (linktype, data) = match linktype {
-        // BSD loopback (LINKTYPE_NULL, 0): a 4-byte address family, then IP.
-        LinkType(0) => (LinkType::RAW, data.get(4..)?),
-        lt => (lt, data),
-    };
-    let link = parse_link(linktype, data).ok()?;
-    if !link.ethertype.is_ip() {
+    let layout = parse_layout(linktype, data).ok()?;
+    let ip = layout.ip?;
+    if !ip.complete || ip.fragment.is_some() {
         return None;
     }
-    // The ethertype says which IP version to expect (a mismatch is not decoded).
-    let ether_type = etherparse::EtherType(link.ethertype.0);
-    let sliced = SlicedPacket::from_ether_type(ether_type, data.get(link.l3_offset..)?).ok()?;
-    let (src_ip, dst_ip): (IpAddr, IpAddr) = match sliced.net.as_ref()? {
-        NetSlice::Ipv4(v4) => (
-            v4.header().source_addr().into(),
-            v4.header().destination_addr().into(),
-        ),
-        NetSlice::Ipv6(v6) => (
-            v6.header().source_addr().into(),
-            v6.header().destination_addr().into(),
-        ),
-        _ => return None,
-    };
-    let TransportSlice::Tcp(tcp) = sliced.transport? else {
-        return None;
-    };
+    let (src_ip, dst_ip) = layout.addrs(data)?;
+    let tcp = layout.tcp(data)?;
+    let flags = tcp.flags();
+    let (src_port, dst_port, seq, ack) = (tcp.src_port(), tcp.dst_port(), tcp.seq(), tcp.ack());
+    // The payload borrows the frame, not the view.
+    let hl = tcp.header_len();
+    let payload = tcp.into_inner().get(hl..)?;
     Some(Segment {
-        src: SocketAddr::new(src_ip, tcp.source_port()),
-        dst: SocketAddr::new(dst_ip, tcp.destination_port()),
-        seq: SeqNumber(tcp.sequence_number()),
-        ack: tcp.ack().then(|| SeqNumber(tcp.acknowledgment_number())),
-        syn: tcp.syn(),
-        fin: tcp.fin(),
-        rst: tcp.rst(),
-        payload: tcp.payload(),
+        src: SocketAddr::new(src_ip, src_port),
+        dst: SocketAddr::new(dst_ip, dst_port),
+        seq,
+        ack: flags.contains(TcpFlags::ACK).then_some(ack),
+        syn: flags.contains(TcpFlags::SYN),
+        fin: flags.contains(TcpFlags::FIN),
+        rst: flags.contains(TcpFlags::RST),
+        payload,
     })
 }
 
@@ -54,6 +41,7 @@ pub fn decode(linktype: LinkType, data: &[u8]) -> Option<Segment<'_>> {
 mod tests {
     use super::*;
     use hex_literal::hex;
+    use tcpclone::seq::SeqNumber;
 
     /// Ethernet + IPv4 + TCP (PSH|ACK) 198.18.0.1:40000 → 198.18.1.1:6379, payload "PING\r\n".
     const PING: [u8; 60] = hex!(

@@ -22,6 +22,9 @@
 //!   the new sessions after SIGCONT must be delivered ≥ 99 %.
 //! - `target_slow_rss_within_memory_budget`: the same; tcpcopy's RSS must stay within `-m`
 //!   plus a fixed 24 MB overhead.
+//! - `capture_device_recreated`: the client link production captures on (`-i`, two workers)
+//!   is deleted and re-created under the same name: tcpcopy opens its rings again (counted)
+//!   and the sessions started afterwards are delivered.
 //! - `production_safety_capture`: tcpdump on every interface of production, outbound, during a
 //!   run with IPv4 (`-c` client rewriting) and IPv6 mappings: no TCP packet went to a production
 //!   address, to a client address (other than the service's own answers) or from a client or
@@ -243,6 +246,104 @@ fn target_down_then_back() {
     }
     if !alive_at_end {
         failures.push("tcpcopy died".into());
+    }
+    assert!(failures.is_empty(), "{}\n{summary}", failures.join("\n"));
+}
+
+/// The name of the device holding `addr` in `ns`.
+fn device_of(t: &Topo, ns: &str, addr: &str) -> String {
+    let out = t.lab.exec(ns, &format!("ip -o addr show to {addr}"));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no device holds {addr} in {ns}: {text}"))
+        .to_string()
+}
+
+#[test]
+fn capture_device_recreated() {
+    require_root!("tcpcopy_faults::capture_device_recreated");
+    require_programs!(
+        "tcpcopy_faults",
+        "redis-server",
+        "redis-benchmark",
+        "redis-cli",
+        "ping"
+    );
+    let _g = serial();
+    let (mut t, _) = redis_topo();
+    let (prod, client) = (t.prod.clone(), t.client.clone());
+    let dev = device_of(&t, &prod, PROD4);
+    let peer = device_of(&t, &client, CLIENT4);
+    let pid = t.start_tcpcopy(&["-x", MAPPING, "-i", &dev, "--workers", "2"]);
+    let mut failures = Vec::new();
+    recovered(
+        "before, SET x 10 keep-alive",
+        phase(&t, PROD4, "set", "-n 2000 -c 10"),
+        2000,
+        &mut failures,
+    );
+
+    // The client link goes away with both its ends, and comes back under the same names
+    // (a new device index): the old rings are bound to a device that no longer exists.
+    t.lab.exec_ok(&prod, &format!("ip link del {dev}"));
+    std::thread::sleep(Duration::from_millis(500));
+    t.lab.exec_ok(
+        &prod,
+        &format!(
+            "ip link add {dev} type veth peer name {peer} && ip link set {peer} netns {client} && \
+             ip addr add {PROD4}/24 dev {dev} && ip addr add {PROD6}/64 dev {dev} nodad && \
+             ip link set {dev} up"
+        ),
+    );
+    t.lab.exec_ok(
+        &client,
+        &format!(
+            "ip addr add {CLIENT4}/24 dev {peer} && ip addr add {CLIENT6}/64 dev {peer} nodad && \
+             ip link set {peer} up"
+        ),
+    );
+    assert!(
+        t.lab.wait_for(
+            &client,
+            &format!("ping -c1 -W1 {PROD4}"),
+            Duration::from_secs(10)
+        ),
+        "the re-created link does not carry traffic"
+    );
+    // Both workers' rings are opened again within a few of their 1 s checks.
+    let log = t.path("tcpcopy.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches("ring opened again")
+        .count()
+        < 2
+    {
+        if Instant::now() > deadline {
+            failures.push("the rings were not opened again within 10 s".into());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    recovered(
+        "after the device was re-created, GET x 10 keep-alive",
+        phase(&t, PROD4, "get", "-n 2000 -c 10"),
+        2000,
+        &mut failures,
+    );
+    recovered(
+        "after the device was re-created, INCR one connection each",
+        phase(&t, PROD4, "incr", "-n 200 -c 5 -k 0"),
+        200,
+        &mut failures,
+    );
+    let summary = t.stop_tcpcopy(pid);
+    let reopens = summary_value(&summary, "counters:", "capture_reopens");
+    if reopens != 2 {
+        failures.push(format!(
+            "capture_reopens {reopens}, want 2 (one per worker)"
+        ));
     }
     assert!(failures.is_empty(), "{}\n{summary}", failures.join("\n"));
 }

@@ -24,7 +24,7 @@ use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tcpclone::capture::LinkType;
 use tcpclone::sys::ring::Wake;
@@ -237,6 +237,65 @@ pub struct LiveRing {
     pub name: String,
     /// The ring.
     pub ring: tcpclone::sys::ring::PacketRing,
+    /// The device index the ring is bound to (0: every device).
+    pub ifindex: u32,
+    /// How to open it again, shared by the device's rings of every worker.
+    pub spec: Arc<RingSpec>,
+}
+
+/// What a device's rings were opened with, to open them again on a device deleted and
+/// re-created under the same name (a new index: the old rings stay bound to the dead one and
+/// would see nothing for the rest of the run; a device that only went down and up keeps its
+/// index and its rings).
+pub struct RingSpec {
+    filter: Vec<tcpclone::sys::ring::SockFilter>,
+    block_size: usize,
+    block_count: usize,
+    retire_ms: u32,
+    workers: usize,
+    /// The index the newest rings are bound to and their fanout group: the first worker to see
+    /// a new index opens a new group, the others join it (a group's members must share one
+    /// device, so the old group cannot be joined).
+    current: Mutex<(u32, Option<u16>)>,
+}
+
+impl LiveRing {
+    /// Opens this ring again when its device name now names another device index. `Ok(true)`
+    /// when it did; `Ok(false)` when there is nothing to do (same index, `any`, or the device
+    /// is absent for now).
+    pub fn reopen_if_recreated(&mut self) -> Result<bool> {
+        use tcpclone::sys::ring::{interface_index, Fanout, PacketRing, RingConfig};
+        if self.ifindex == 0 {
+            return Ok(false);
+        }
+        let Ok(now) = interface_index(&self.name) else {
+            return Ok(false);
+        };
+        if now == self.ifindex {
+            return Ok(false);
+        }
+        let spec = &self.spec;
+        let mut current = spec.current.lock().unwrap_or_else(|p| p.into_inner());
+        let fanout = match (spec.workers, *current) {
+            (1, _) => None,
+            (_, (i, Some(group))) if i == now => Some(Fanout::Join(group)),
+            _ => Some(Fanout::New),
+        };
+        let ring = PacketRing::open(&RingConfig {
+            ifindex: now,
+            block_size: spec.block_size,
+            block_count: spec.block_count,
+            retire_ms: spec.retire_ms,
+            filter: &spec.filter,
+            fanout,
+            ignore_outgoing: true,
+        })
+        .with_context(|| format!("-i/--interface: cannot capture on `{}` again", self.name))?;
+        *current = (now, ring.fanout_id());
+        self.ring = ring;
+        self.ifindex = now;
+        Ok(true)
+    }
 }
 
 /// Block size for a ring of `bytes`: a power of two from 128 KiB (a 64 KiB GRO frame and its
@@ -276,6 +335,14 @@ pub fn open_rings(
             interface_index(dev).with_context(|| format!("-i/--interface: `{dev}`"))?
         };
         let mut group = None;
+        let spec = Arc::new(RingSpec {
+            filter: prog.clone(),
+            block_size,
+            block_count,
+            retire_ms,
+            workers,
+            current: Mutex::new((ifindex, None)),
+        });
         for rings in out.iter_mut() {
             let fanout = match (workers, group) {
                 (1, _) => None,
@@ -296,8 +363,11 @@ pub fn open_rings(
             rings.push(LiveRing {
                 name: dev.clone(),
                 ring,
+                ifindex,
+                spec: spec.clone(),
             });
         }
+        *spec.current.lock().unwrap_or_else(|p| p.into_inner()) = (ifindex, group);
         debug!(device = %dev, workers, block_size, block_count, "capture rings open");
     }
     Ok(out)

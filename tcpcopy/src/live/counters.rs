@@ -21,6 +21,8 @@ pub struct Counters {
     pub if_drops: AtomicU64,
     /// Capture read errors (device down, ...), retried.
     pub capture_errors: AtomicU64,
+    /// Capture rings opened again on a device deleted and re-created under the same name.
+    pub capture_reopens: AtomicU64,
     /// Packets sent to the target.
     pub sent_packets: AtomicU64,
     /// Bytes sent to the target (IP packets).
@@ -98,6 +100,7 @@ impl Counters {
             ("kernel_drops", g(&self.kernel_drops)),
             ("if_drops", g(&self.if_drops)),
             ("capture_errors", g(&self.capture_errors)),
+            ("capture_reopens", g(&self.capture_reopens)),
             ("sent", g(&self.sent_packets)),
             ("sent_bytes", g(&self.sent_bytes)),
             ("send_calls", g(&self.send_calls)),

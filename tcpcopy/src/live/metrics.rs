@@ -79,6 +79,11 @@ pub fn snapshot(
         "[capture] Capture read errors (device down, ...), retried"
     );
     counter!(
+        capture_reopens,
+        "capture_reopens",
+        "[capture] Capture rings opened again on a device deleted and re-created under its name"
+    );
+    counter!(
         kernel_drops,
         "kernel_dropped_packets",
         "[kernel drops] Packets the kernel dropped because the capture ring was full"

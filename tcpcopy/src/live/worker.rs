@@ -35,6 +35,8 @@ const RESPONSE_DRAIN: usize = 64;
 /// Most blocks taken from one ring per round, so that responses and timers are not starved
 /// by a ring that refills as fast as it is read.
 const BLOCKS_PER_ROUND: usize = 8;
+/// How often a worker looks whether a named capture device was deleted and re-created.
+const RING_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// After the end of an --offline file: stop once nothing was sent or received for this long.
 const OFFLINE_IDLE: Duration = Duration::from_secs(3);
 
@@ -148,6 +150,7 @@ impl Worker {
         }
         let mut next_compact = Instant::now() + COMPACT_EVERY;
         let mut next_publish = Instant::now();
+        let mut next_ring_check = Instant::now() + RING_CHECK_EVERY;
         let mut eof = false;
         let mut fds = Vec::new();
         let mut ready = Vec::new();
@@ -182,6 +185,10 @@ impl Worker {
             if now >= next_compact {
                 self.core.engine.compact();
                 next_compact = now + COMPACT_EVERY;
+            }
+            if now >= next_ring_check {
+                self.reopen_recreated_rings();
+                next_ring_check = now + RING_CHECK_EVERY;
             }
             if eof {
                 let live = self.core.engine.stats().sessions_active;
@@ -253,6 +260,28 @@ impl Worker {
                     let c = &self.core.shared.counters;
                     c.add(&c.capture_errors, 1);
                     warn!(device = %r.name, error = %e, "capture error; the ring stays open");
+                }
+            }
+        }
+    }
+
+    /// Opens again the rings whose named device was deleted and re-created (see
+    /// [`LiveRing::reopen_if_recreated`]); a failure is counted and tried again next time.
+    fn reopen_recreated_rings(&mut self) {
+        let Feed::Rings(rings) = &mut self.feed else {
+            return;
+        };
+        let c = &self.core.shared.counters;
+        for r in rings.iter_mut() {
+            match r.reopen_if_recreated() {
+                Ok(false) => {}
+                Ok(true) => {
+                    c.add(&c.capture_reopens, 1);
+                    info!(worker = self.index, device = %r.name, ifindex = r.ifindex, "capture device re-created; ring opened again");
+                }
+                Err(e) => {
+                    c.add(&c.capture_errors, 1);
+                    warn!(worker = self.index, device = %r.name, "{e:#}");
                 }
             }
         }

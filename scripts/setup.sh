@@ -20,7 +20,7 @@ for svc in nginx redis-server prometheus prometheus-node-exporter; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done
 command -v cargo >/dev/null || { echo "setup: cargo not found (install Rust with rustup)"; exit 1; }
-# The Debian package (scripts/package.sh, tests/package_deb.rs) is built with cargo-deb.
+# The Debian package (scripts/package.sh, lab/tests/package_deb.rs) is built with cargo-deb.
 if ! cargo deb --version >/dev/null 2>&1; then
   echo "setup: installing cargo-deb"
   cargo install cargo-deb --locked --quiet

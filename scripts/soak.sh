@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bounded soak of tcpcopy + intercept (issue 5, "Load held"): scripts/soak.sh MINUTES
 #
-# Runs the ignored lab test tests/soak.rs for MINUTES: the tcpcopy lab of tests/tcpcopy_lab.rs
+# Runs the ignored lab test lab/tests/soak.rs for MINUTES: the tcpcopy lab of lab/tests/tcpcopy_lab.rs
 # (client -> production with redis :6379 and nginx :80 plus tcpcopy -n 2 -> bridge -> target
 # with redis :6380 and nginx :8080, the client network routed via an assistant with
 # ip_forward=0 running intercept) driven by mixed traffic in rounds (redis-benchmark keep-alive
@@ -20,4 +20,4 @@ MINUTES=${1:?usage: scripts/soak.sh MINUTES}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 [[ -n ${SOAK_NO_BUILD:-} ]] || cargo build --release -p tcpcopy -p intercept >&2
-TCPCLONE_SOAK_SECS=$((MINUTES * 60)) exec cargo test --release --test soak -- --ignored --nocapture
+TCPCLONE_SOAK_SECS=$((MINUTES * 60)) exec cargo test --release -p tcpclone-lab --test soak -- --ignored --nocapture

@@ -9,52 +9,9 @@ use tcpclone::capture::{LinkType, Packet, PacketSink, SendOutcome, Timestamp};
 use tcpclone::pace::{Pacer, Timing};
 use tcpclone::stats::ReplayStats;
 
-/// The counting allocator: the only unsafe code of this test (a `GlobalAlloc` must be unsafe).
-#[allow(unsafe_code)]
-mod sys {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    thread_local! {
-        /// Allocations (and reallocations) made so far by this thread (tests run in parallel
-        /// threads; each measures only its own).
-        static COUNT: Cell<u64> = const { Cell::new(0) };
-    }
-
-    /// Allocations made so far by the calling thread.
-    pub fn allocs() -> u64 {
-        COUNT.with(Cell::get)
-    }
-
-    fn count() {
-        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
-    }
-
-    /// Counts every allocation, then forwards it to the system allocator.
-    pub struct Counting;
-
-    // SAFETY: every call is forwarded to the system allocator unchanged.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            count();
-            // SAFETY: forwarded with the caller's layout.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: forwarded with the caller's pointer and layout.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            count();
-            // SAFETY: forwarded with the caller's arguments.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
-
-    #[global_allocator]
-    static GLOBAL: Counting = Counting;
-}
-use sys::allocs;
+#[global_allocator]
+static GLOBAL: tcpclone_lab::sys::Counting = tcpclone_lab::sys::Counting;
+use tcpclone_lab::sys::allocs;
 
 /// Frames held in memory, handed out by reference (like a preloaded capture).
 struct MemInput {

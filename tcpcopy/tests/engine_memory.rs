@@ -1,44 +1,12 @@
 //! 100,000 concurrent sessions must fit in 256 MB: a counting allocator measures what the engine
 //! really allocates per session (struct, maps, one small buffered request each).
 
-use std::sync::atomic::Ordering;
+#[global_allocator]
+static GLOBAL: tcpclone_lab::sys::Counting = tcpclone_lab::sys::Counting;
+
 use std::time::Instant;
 use tcpcopy::engine::{Engine, EngineConfig};
 use tcpcopy::mapping::TargetMapping;
-
-/// The counting allocator: the only unsafe code of this test, in its own module.
-#[allow(unsafe_code)]
-mod sys {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    pub static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-    pub struct Counting;
-
-    // SAFETY: every call is forwarded unchanged to the system allocator; only a counter is added.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-            LIVE.fetch_add(l.size(), Ordering::Relaxed);
-            // SAFETY: the caller upholds `alloc`'s layout contract, passed on as is.
-            unsafe { System.alloc(l) }
-        }
-        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-            LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-            // SAFETY: `p` came from `System.alloc` with layout `l` (we forward every allocation).
-            unsafe { System.dealloc(p, l) }
-        }
-        unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-            LIVE.fetch_add(new, Ordering::Relaxed);
-            LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-            // SAFETY: `p` came from `System` with layout `l`; `new` is the caller's valid size.
-            unsafe { System.realloc(p, l, new) }
-        }
-    }
-
-    #[global_allocator]
-    static GLOBAL: Counting = Counting;
-}
 
 /// An IPv4+TCP packet (checksums left zero: the engine does not need them on input).
 fn packet(src: [u8; 4], sport: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
@@ -71,7 +39,7 @@ fn hundred_thousand_sessions_fit_in_256_mb() {
         }],
         ..EngineConfig::default()
     };
-    let before = sys::LIVE.load(Ordering::Relaxed);
+    let before = tcpclone_lab::sys::total_live_bytes();
     let mut e = Engine::new(cfg);
     let now = Instant::now();
     let mut buf = vec![0u8; 65536];
@@ -88,7 +56,7 @@ fn hundred_thousand_sessions_fit_in_256_mb() {
         while e.poll_event().is_some() {}
     }
     assert_eq!(e.session_count(), n as usize);
-    let used = sys::LIVE.load(Ordering::Relaxed) - before;
+    let used = (tcpclone_lab::sys::total_live_bytes() - before).max(0) as usize;
     let per = used / n as usize;
     println!(
         "engine: {n} sessions use {} MB, {per} bytes/session (budget accounting: {} bytes/session)",

@@ -6,13 +6,12 @@
 //!
 //! Traffic: UDP datagrams from this process to itself on 127.0.0.1, bounded in count.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 use tcpclone::capture::tpacket::BlockView;
 use tcpclone::sys::ring::{interface_index, Fanout, PacketRing, RingConfig, SockFilter};
+use tcpclone_lab::require_root;
 
 /// `filter` compiled for frames that start at the IP header (a SOCK_DGRAM ring).
 fn compile(filter: &str) -> Vec<SockFilter> {

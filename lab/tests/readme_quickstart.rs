@@ -4,10 +4,9 @@
 //! Blocks need no root and no network beyond loopback; redis-server, redis-cli, curl and
 //! tcpdump come from scripts/setup.sh.
 
-mod common;
-use common::*;
 use std::process::Command;
 use std::time::Duration;
+use tcpclone_lab::*;
 
 /// The `sh runnable` blocks of a markdown text, in order.
 fn runnable_blocks(md: &str) -> Vec<String> {

@@ -2,8 +2,7 @@
 //! wrk, a scripted client) replayed with `tcpcopy --stream` to real servers (redis, nginx).
 //!
 //! Build first, same profile: `cargo build --release --workspace --all-targets`.
-mod common;
-use common::*;
+use tcpclone_lab::*;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -46,7 +45,7 @@ fn prod_pair(lab: &mut Lab) -> Prod {
 
 /// redis on `bind`:`port` in `ns`, its statistics reset.
 fn start_redis(lab: &mut Lab, ns: &str, bind: &str, port: u16, dir: &Path) {
-    common::start_redis(lab, ns, &[bind], port, dir, &[], None);
+    tcpclone_lab::start_redis(lab, ns, &[bind], port, dir, &[], None);
     lab.exec_ok(
         ns,
         &format!("redis-cli -h {bind} -p {port} config resetstat"),
@@ -284,7 +283,7 @@ fn think_time_scales_with_speedup() {
 /// nginx in `ns` on `listen` (nginx syntax) logging the PROXY-protocol address, the peer and
 /// the request; returns the access log path.
 fn start_nginx(lab: &mut Lab, ns: &str, dir: &Path, name: &str, listen: &str) -> PathBuf {
-    common::start_nginx(
+    tcpclone_lab::start_nginx(
         lab,
         ns,
         dir,
@@ -946,7 +945,7 @@ fn live_with_responses_reports_production_and_a_full_queue_drops_whole_sessions(
     let target = lab.netns("sttg");
     lab.veth(&p.prod, "198.18.51.1/24", &target, "198.18.51.2/24");
     start_redis(&mut lab, &p.prod, "198.18.50.2", 6379, tmp.path());
-    let target_pid = common::start_redis(
+    let target_pid = tcpclone_lab::start_redis(
         &mut lab,
         &target,
         &["198.18.51.2"],

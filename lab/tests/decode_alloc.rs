@@ -5,56 +5,9 @@
 
 use tcpclone::decode::{Decoder, Direction, Limits, Protocol};
 
-/// The counting allocator: the only unsafe code of this test, kept in its own module.
-#[allow(unsafe_code)]
-mod sys {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    pub struct Counting;
-
-    thread_local! {
-        static ALLOCS: Cell<u64> = const { Cell::new(0) };
-    }
-
-    fn note() {
-        // try_with: the thread-local may already be gone while a thread shuts down.
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-    }
-
-    // SAFETY: every method forwards to the system allocator unchanged; the bookkeeping only
-    // touches a const-initialised thread-local, which never allocates.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            note();
-            // SAFETY: same contract as the caller's.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            note();
-            // SAFETY: same contract as the caller's.
-            unsafe { System.alloc_zeroed(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: same contract as the caller's.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            note();
-            // SAFETY: same contract as the caller's.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
-
-    #[global_allocator]
-    pub static GLOBAL: Counting = Counting;
-
-    pub fn allocs() -> u64 {
-        ALLOCS.with(|c| c.get())
-    }
-}
-
-use sys::allocs;
+#[global_allocator]
+static GLOBAL: tcpclone_lab::sys::Counting = tcpclone_lab::sys::Counting;
+use tcpclone_lab::sys::allocs;
 
 /// Feeds `stream` in `seg`-byte segments, `rounds` times over; messages decoded and, for
 /// requests, passed to `peer` (the response decoder) as the report would.

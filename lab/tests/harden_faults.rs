@@ -14,8 +14,7 @@
 //! namespace) while a legitimate client connects: it is served, and intercept closes every idle
 //! connection within a bounded time (its 5 s opening timeout, plus eviction by the pending cap).
 
-mod common;
-use common::*;
+use tcpclone_lab::*;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -122,7 +121,7 @@ fn harden_fake_tcpcopy() {
 
 /// `n` connections from `ns` to the closed port 6379: each draws a RST from source port 6379.
 fn knock(lab: &Lab, ns: &str, n: u32) {
-    common::knock(lab, ns, SRV_IP, 6379, n);
+    tcpclone_lab::knock(lab, ns, SRV_IP, 6379, n);
 }
 
 fn spawn_intercept(lab: &mut Lab, ns: &str, dev: &str, log: &Path) -> u32 {

@@ -3,7 +3,7 @@
 //! `INFO commandstats` readers, settle loops and /proc readers. Nothing here creates a
 //! namespace or a link; the topologies live in `topo.rs` and in the tests.
 
-use super::Lab;
+use crate::Lab;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};

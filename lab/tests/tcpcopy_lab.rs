@@ -17,13 +17,12 @@
 //!
 //! Counts are taken at the servers: redis `INFO commandstats`, nginx access-log lines. Tests run
 //! one at a time (a lock) so that their loads do not disturb each other on a small machine.
-//! Build first: `cargo build --release --workspace && cargo test --release --test tcpcopy_lab`.
+//! Build first: `cargo build --release --workspace && cargo test --release -p tcpclone-lab --test tcpcopy_lab`.
 
-mod common;
-use common::topo::*;
-use common::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tcpclone_lab::topo::*;
+use tcpclone_lab::*;
 
 /// The first line of a redis-benchmark scenario: skips it, loudly, unless root with redis and
 /// ss installed.
@@ -641,7 +640,7 @@ fn run_offline(t: &mut Topo, pcap: &Path, extra: &[&str]) -> (Duration, String) 
     ];
     argv.extend_from_slice(extra);
     let icpt = t.icpt_addr.clone();
-    let secret = common::secret_file(t.dir.path());
+    let secret = tcpclone_lab::secret_file(t.dir.path());
     argv.extend_from_slice(&["-s", &icpt, "--secret-file", secret.to_str().unwrap()]);
     let p = t.prod.clone();
     let t0 = Instant::now();

@@ -10,8 +10,7 @@
 //! headers tcpdump captured, that they include each connection's SYN-ACK and the 64 KB reply's
 //! payload length, and that intercept's summary counts them.
 
-mod common;
-use common::*;
+use tcpclone_lab::*;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

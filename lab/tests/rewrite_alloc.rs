@@ -2,45 +2,15 @@
 //! allocator watches a second pass over every record of the lab captures, for several edit sets
 //! (incl. VLAN push, `--dlt enet` on cooked captures, truncation) and `tso_split`.
 
-use std::path::Path;
-use std::sync::atomic::Ordering;
 use tcpclone::capture::{CaptureReader, LinkType, PacketSource};
 use tcpclone::rewrite::{tso_split, RewriteOptions, Rewriter};
 
-// The one unsafe place of this test: a global allocator can only be written with `unsafe`.
-#[allow(unsafe_code)]
-mod sys {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    pub struct Counting;
-    pub static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: forwards to the system allocator with the caller's layout.
-            unsafe { System.alloc(l) }
-        }
-        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-            // SAFETY: `p` came from `alloc` above with the same layout.
-            unsafe { System.dealloc(p, l) }
-        }
-        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: `p` came from this allocator with layout `l`.
-            unsafe { System.realloc(p, l, n) }
-        }
-    }
-
-    #[global_allocator]
-    static GLOBAL: Counting = Counting;
-}
-
-use sys::ALLOCS;
+#[global_allocator]
+static GLOBAL: tcpclone_lab::sys::Counting = tcpclone_lab::sys::Counting;
+use tcpclone_lab::sys::total_allocs;
 
 fn load(f: &str) -> Vec<(LinkType, Vec<u8>, u32)> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("pcaps").join(f);
+    let p = tcpclone_lab::workspace_root().join("pcaps").join(f);
     let mut r = CaptureReader::open(p).unwrap();
     let lt = r.linktype();
     let mut v = Vec::new();
@@ -88,14 +58,14 @@ fn no_allocation_per_packet() {
     for o in &edit_sets {
         let rw = Rewriter::compile(o).unwrap();
         for pass in 0..2 {
-            let before = ALLOCS.load(Ordering::Relaxed);
+            let before = total_allocs();
             let mut segs = 0usize;
             for (lt, data, len) in &pkts {
                 let r = rw.apply(*lt, data, *len, &mut out);
                 std::hint::black_box(r);
                 let _ = tso_split(*lt, data, 1500, &mut scratch, |_| segs += 1);
             }
-            let n = ALLOCS.load(Ordering::Relaxed) - before;
+            let n = total_allocs() - before;
             if pass == 0 && std::ptr::eq(o, &edit_sets[0]) {
                 // The first pass grows the buffers: proves the counter sees allocations.
                 assert!(n > 0, "counting allocator saw nothing");

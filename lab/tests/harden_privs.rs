@@ -9,8 +9,7 @@
 //! `intercept_runs_as_user_with_setcap`: a copy of intercept given `cap_net_raw+ep` with setcap,
 //! started as nobody, captures too.
 
-mod common;
-use common::*;
+use tcpclone_lab::*;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
@@ -43,7 +42,7 @@ fn status_field(status: &str, name: &str) -> String {
 /// Opens `n` connections from `ns` to the closed port 6379 on the server: each draws a RST
 /// with source port 6379, which intercept's filter captures.
 fn knock(lab: &Lab, ns: &str, n: u32) {
-    common::knock(lab, ns, SRV_IP, 6379, n);
+    tcpclone_lab::knock(lab, ns, SRV_IP, 6379, n);
 }
 
 /// A work directory that the dropped user can enter, with a `logs` subdirectory it owns.

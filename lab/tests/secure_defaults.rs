@@ -14,8 +14,7 @@
 //! and the rest are counted over the cap, and the resets of the victim's sessions reach the
 //! victim and never the thief.
 
-mod common;
-use common::*;
+use tcpclone_lab::*;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

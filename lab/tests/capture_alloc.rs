@@ -11,63 +11,9 @@ use tcpclone::capture::{
     TsPrecision,
 };
 
-/// The counting allocator: the only unsafe code of this test, kept in its own module.
-#[allow(unsafe_code)]
-mod sys {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    pub struct Counting;
-
-    thread_local! {
-        static ALLOCS: Cell<u64> = const { Cell::new(0) };
-        static LIVE_BYTES: Cell<i64> = const { Cell::new(0) };
-    }
-
-    fn note(allocs: u64, bytes: i64) {
-        // try_with: the thread-locals may already be gone while a thread shuts down.
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + allocs));
-        let _ = LIVE_BYTES.try_with(|c| c.set(c.get() + bytes));
-    }
-
-    // SAFETY: every method forwards to the system allocator unchanged; the bookkeeping only touches
-    // const-initialised thread-locals, which never allocate.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            note(1, layout.size() as i64);
-            // SAFETY: same contract as the caller's.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            note(1, layout.size() as i64);
-            // SAFETY: same contract as the caller's.
-            unsafe { System.alloc_zeroed(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            note(0, -(layout.size() as i64));
-            // SAFETY: same contract as the caller's.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            note(1, new_size as i64 - layout.size() as i64);
-            // SAFETY: same contract as the caller's.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
-
-    #[global_allocator]
-    pub static GLOBAL: Counting = Counting;
-
-    pub fn allocs() -> u64 {
-        ALLOCS.with(|c| c.get())
-    }
-
-    pub fn live_bytes() -> i64 {
-        LIVE_BYTES.with(|c| c.get())
-    }
-}
-
-use sys::{allocs, live_bytes};
+#[global_allocator]
+static GLOBAL: tcpclone_lab::sys::Counting = tcpclone_lab::sys::Counting;
+use tcpclone_lab::sys::{allocs, live_bytes};
 
 /// A pcap with `n` packets of imix-like sizes.
 fn pcap(n: usize, prec: TsPrecision) -> Vec<u8> {

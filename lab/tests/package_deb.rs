@@ -5,10 +5,9 @@
 //! both units. The package is purged at the end (also when a check fails), and the user is
 //! removed again if the test created it.
 
-mod common;
-use common::*;
 use std::path::Path;
 use std::process::Command;
+use tcpclone_lab::*;
 
 /// Purges the package (and the user it created) when the test ends, however it ends.
 struct Installed {

@@ -8,8 +8,7 @@
 //! carries its sequence number, so a frame that tcpdump drops on a busy machine does not bias
 //! the rate: it is (seq_last − seq_first) / (t_last − t_first) over capture timestamps, which is
 //! (N − 1) / (t_last − t_first) when nothing is dropped (drops are also reported).
-mod common;
-use common::*;
+use tcpclone_lab::*;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -1,8 +1,8 @@
 //! The bounded soak of tcpcopy + intercept (issue 5, "Load held"), ignored by default: run it
 //! with `scripts/soak.sh MINUTES` or
-//! `TCPCLONE_SOAK_SECS=600 cargo test --release --test soak -- --ignored --nocapture`.
+//! `TCPCLONE_SOAK_SECS=600 cargo test --release -p tcpclone-lab --test soak -- --ignored --nocapture`.
 //!
-//! The tcpcopy lab of `tests/tcpcopy_lab.rs` (assistant layout) with redis and nginx in
+//! The tcpcopy lab of `lab/tests/tcpcopy_lab.rs` (assistant layout) with redis and nginx in
 //! production (:6379, :80) and on the target (:6380, :8080), intercept capturing both, and
 //! `tcpcopy -n 2` copying both. Mixed traffic runs in rounds until the time is up: redis-benchmark
 //! keep-alive and one connection per request, wrk keep-alive and `Connection: close`, each
@@ -14,10 +14,9 @@
 //! for nginx requests, RSS and fds grew ≤ 5 % between the samples, and the target's sockets
 //! stayed flat (≤ 5 % + 5).
 
-mod common;
-use common::topo::*;
-use common::*;
 use std::time::{Duration, Instant};
+use tcpclone_lab::topo::*;
+use tcpclone_lab::*;
 
 /// Duration of the soak when `TCPCLONE_SOAK_SECS` is not set.
 const DEFAULT_SECS: u64 = 60;

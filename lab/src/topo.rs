@@ -13,8 +13,8 @@
 //! intercept reports them. In the "intercept on the target" layout the target routes them into
 //! a veth to an isolated namespace instead and intercept captures on that veth.
 
-use super::servers::{start_nginx, start_redis};
-use super::{bin, secret_file, Lab};
+use crate::servers::{start_nginx, start_redis};
+use crate::{bin, secret_file, Lab};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

@@ -9,8 +9,7 @@
 //! unknown), keep running, stop cleanly on SIGTERM, and its memory must not grow from the first
 //! round to the second.
 
-mod common;
-use common::*;
+use tcpclone_lab::*;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

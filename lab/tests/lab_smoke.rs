@@ -1,7 +1,6 @@
 //! Checks the lab harness itself: two namespaces joined by a veth can ping, and everything is
 //! removed afterwards.
-mod common;
-use common::*;
+use tcpclone_lab::*;
 
 #[test]
 fn two_namespaces_ping_and_clean_up() {

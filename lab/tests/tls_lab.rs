@@ -6,8 +6,7 @@
 //! the sessions replays that half and counts the rest.
 //!
 //! Build first, same profile: `cargo build --release --workspace --all-targets`.
-mod common;
-use common::*;
+use tcpclone_lab::*;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

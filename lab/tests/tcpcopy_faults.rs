@@ -1,6 +1,6 @@
 //! tcpcopy-side faults (issue 5, "Faults survived" and "Production safety"), end to end with
 //! real redis-server / redis-benchmark in namespaces, in the assistant layout of
-//! `tests/tcpcopy_lab.rs` (see `tests/common/topo.rs`).
+//! `lab/tests/tcpcopy_lab.rs` (see `lab/src/topo.rs`).
 //!
 //! Each fault test runs the production clients in phases, one redis command per phase, so that
 //! what the target counts for a phase (`INFO commandstats`) belongs to that phase alone: a
@@ -30,15 +30,14 @@
 //!   address, to a client address (other than the service's own answers) or from a client or
 //!   `-c` address to anything but the target; a canary packet proves the watch sees leaks.
 //!
-//! Build first: `cargo build --release --workspace && cargo test --release --test tcpcopy_faults`.
+//! Build first: `cargo build --release --workspace && cargo test --release -p tcpclone-lab --test tcpcopy_faults`.
 
-mod common;
-use common::topo::*;
-use common::*;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tcpclone_lab::topo::*;
+use tcpclone_lab::*;
 
 const MAPPING: &str = "6379-198.18.1.2:6380";
 

@@ -4,9 +4,9 @@
 //! clients started inside them. Everything created here is removed by `Drop`, also when a test
 //! fails: namespaces are deleted (their veths go with them) and only processes this lab started
 //! are killed, by PID. Addresses come from 198.18.0.0/15 and 2001:db8::/32 only.
-#![allow(dead_code)]
 
 pub mod servers;
+pub mod sys;
 pub mod topo;
 #[allow(unused_imports)]
 pub use servers::*;
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 #[macro_export]
 macro_rules! require_root {
     ($what:expr) => {
-        if !$crate::common::is_root() {
+        if !$crate::is_root() {
             eprintln!(
                 "\n*** LAB TEST SKIPPED: {} — needs root (network namespaces, raw sockets). Run as root to include it. ***\n",
                 $what
@@ -36,7 +36,7 @@ macro_rules! require_root {
 macro_rules! require_programs {
     ($what:expr, $($prog:expr),+) => {
         for p in [$($prog),+] {
-            if !$crate::common::have_program(p) {
+            if !$crate::have_program(p) {
                 eprintln!("\n*** LAB TEST SKIPPED: {} — program `{}` is not installed (the README's test command installs it). ***\n", $what, p);
                 println!("LAB TEST SKIPPED (missing {}): {}", p, $what);
                 return;
@@ -107,9 +107,10 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// Root of the workspace (for `pcaps/` and scripts).
+/// Root of the workspace (for `pcaps/` and scripts): the parent of this crate's directory.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let lab = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    lab.parent().unwrap_or(lab).to_path_buf()
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

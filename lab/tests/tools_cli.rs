@@ -2,10 +2,9 @@
 //! version and the git commit, and replay's `--metrics` serves its counters while it runs
 //! (text that `promtool check metrics` accepts, when promtool is installed).
 
-mod common;
-use common::*;
 use std::process::Command;
 use std::time::Duration;
+use tcpclone_lab::*;
 
 #[test]
 fn version_names_version_and_commit() {

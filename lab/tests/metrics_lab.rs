@@ -9,11 +9,10 @@
 //! host's LAN address, intercept on the assistant's, Prometheus runs in the production
 //! namespace on its loopback.
 
-mod common;
-use common::topo::*;
-use common::*;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
+use tcpclone_lab::topo::*;
+use tcpclone_lab::*;
 
 const TCPCOPY_METRICS: &str = "198.18.1.1:9101";
 const INTERCEPT_METRICS: &str = "198.18.1.3:9102";

@@ -5,6 +5,7 @@
 //! fails: namespaces are deleted (their veths go with them) and only processes this lab started
 //! are killed, by PID. Addresses come from 198.18.0.0/15 and 2001:db8::/32 only.
 
+pub mod pcap;
 pub mod servers;
 pub mod sys;
 pub mod topo;

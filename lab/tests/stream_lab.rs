@@ -8,6 +8,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use tcpclone::capture::LinkType;
+use tcpclone::seq::SeqNumber;
+use tcpclone::wire::{parse_layout, Ipv4Packet, TcpFlags, TcpPacket};
+use tcpclone_lab::pcap::{read_frames, write_frames, Frame};
 
 /// The `tcpcopy` binary (stream mode is `tcpcopy --stream`).
 fn stream_bin() -> PathBuf {
@@ -592,81 +596,45 @@ fn latency_through_a_5ms_delay_proxy_and_diff() {
     );
 }
 
-/// A classic pcap file as (header, records).
-fn read_pcap(path: &Path) -> (Vec<u8>, Vec<Vec<u8>>) {
-    let b = std::fs::read(path).unwrap();
-    assert_eq!(
-        &b[..4],
-        &[0xd4, 0xc3, 0xb2, 0xa1],
-        "expected a little-endian microsecond pcap"
-    );
-    let mut recs = Vec::new();
-    let mut at = 24;
-    while at + 16 <= b.len() {
-        let incl = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
-        recs.push(b[at..at + 16 + incl].to_vec());
-        at += 16 + incl;
-    }
-    (b[..24].to_vec(), recs)
-}
-
-fn write_pcap(path: &Path, hdr: &[u8], recs: &[Vec<u8>]) {
-    let mut out = hdr.to_vec();
-    for r in recs {
-        out.extend_from_slice(r);
-    }
-    std::fs::write(path, out).unwrap();
-}
-
-/// (client port, seq, payload offset in the record) of a client→6379 data segment.
-fn client_data(rec: &[u8]) -> Option<(u16, u32, usize)> {
-    let f = &rec[16..];
-    if f.len() < 14 + 20 || f[12..14] != [0x08, 0x00] || f[23] != 6 {
+/// (client port, seq, payload offset in the frame) of a client→6379 data segment.
+fn client_data(f: &[u8]) -> Option<(u16, u32, usize)> {
+    let l = parse_layout(LinkType::ETHERNET, f).ok()?;
+    let tcp = l.tcp(f)?;
+    if tcp.dst_port() != 6379 || tcp.payload().is_empty() {
         return None;
     }
-    let ihl = usize::from(f[14] & 0x0f) * 4;
-    let tcp = 14 + ihl;
-    let dport = u16::from_be_bytes([f[tcp + 2], f[tcp + 3]]);
-    let doff = usize::from(f[tcp + 12] >> 4) * 4;
-    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
-    if dport != 6379 || total <= ihl + doff {
-        return None;
-    }
-    let sport = u16::from_be_bytes([f[tcp], f[tcp + 1]]);
-    let seq = u32::from_be_bytes(f[tcp + 4..tcp + 8].try_into().unwrap());
-    Some((sport, seq, 16 + tcp + doff))
+    let off = l.ip?.l4_offset? + tcp.header_len();
+    Some((tcp.src_port(), tcp.seq().0, off))
 }
 
-/// Whether record `rec` is a SYN or SYN-ACK between client port `port` and 6379.
-fn is_syn_of(rec: &[u8], port: u16) -> bool {
-    let f = &rec[16..];
-    if f.len() < 14 + 20 || f[12..14] != [0x08, 0x00] || f[23] != 6 {
+/// Whether frame `f` is a SYN or SYN-ACK between client port `port` and 6379.
+fn is_syn_of(f: &[u8], port: u16) -> bool {
+    let Some(tcp) = parse_layout(LinkType::ETHERNET, f)
+        .ok()
+        .and_then(|l| l.tcp(f))
+    else {
         return false;
-    }
-    let tcp = 14 + usize::from(f[14] & 0x0f) * 4;
-    if f.len() < tcp + 14 {
-        return false;
-    }
-    let sport = u16::from_be_bytes([f[tcp], f[tcp + 1]]);
-    let dport = u16::from_be_bytes([f[tcp + 2], f[tcp + 3]]);
-    f[tcp + 13] & 0x02 != 0 && ((sport, dport) == (port, 6379) || (sport, dport) == (6379, port))
+    };
+    let ports = (tcp.src_port(), tcp.dst_port());
+    tcp.flags().contains(TcpFlags::SYN) && (ports == (port, 6379) || ports == (6379, port))
 }
 
-/// A copy of data record `rec` carrying `payload` at sequence `seq`.
-fn with_payload(rec: &[u8], seq: u32, payload: &[u8]) -> Vec<u8> {
-    let (_, _, off) = client_data(rec).unwrap();
-    let mut r = rec[..off].to_vec();
+/// A copy of data frame `f` carrying `payload` at sequence `seq` (checksums left as they
+/// were: stream mode does not check them).
+fn with_payload(f: &Frame, seq: u32, payload: &[u8]) -> Frame {
+    let (_, _, off) = client_data(&f.data).unwrap();
+    let mut r = f.data[..off].to_vec();
     r.extend_from_slice(payload);
-    let f = 16;
-    let ihl = usize::from(r[f + 14] & 0x0f) * 4;
-    let tcp = f + 14 + ihl;
-    r[tcp + 4..tcp + 8].copy_from_slice(&seq.to_be_bytes());
-    let ip_total = (r.len() - f - 14) as u16;
-    r[f + 16..f + 18].copy_from_slice(&ip_total.to_be_bytes());
-    let len = (r.len() - 16) as u32;
-    r[8..12].copy_from_slice(&len.to_le_bytes());
-    r[12..16].copy_from_slice(&len.to_le_bytes());
-    r
+    let l = parse_layout(LinkType::ETHERNET, &r).unwrap();
+    let (l3, l4) = (l.l3_offset, l.ip.unwrap().l4_offset.unwrap());
+    let ip_total = (r.len() - l3) as u16;
+    Ipv4Packet::new_checked(&mut r[l3..])
+        .unwrap()
+        .set_total_len(ip_total);
+    TcpPacket::new_checked(&mut r[l4..])
+        .unwrap()
+        .set_seq(SeqNumber(seq));
+    Frame { ts: f.ts, data: r }
 }
 
 #[test]
@@ -685,27 +653,29 @@ fn edited_captures_with_holes_retransmissions_overlaps_replay_and_count_partial(
     let p = prod_pair(&mut lab);
     let cap = tmp.path().join("orig.pcap");
     let prod = redis_benchmark_capture(&mut lab, &p, tmp.path(), "-n 3000 -c 6 -t set", &cap);
-    let (hdr, recs) = read_pcap(&cap);
+    let (linktype, recs) = read_frames(&cap);
     let data: Vec<usize> = (0..recs.len())
-        .filter(|&i| client_data(&recs[i]).is_some())
+        .filter(|&i| client_data(&recs[i].data).is_some())
         .collect();
     assert!(data.len() >= 3000);
-    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut out: Vec<Frame> = Vec::new();
     // One hole in each of three different sessions.
     let mut holes: Vec<usize> = Vec::new();
     let mut holed_ports = Vec::new();
     for start in [data.len() / 4, data.len() / 2, 3 * data.len() / 4] {
         let k = (start..data.len())
-            .find(|&k| !holed_ports.contains(&client_data(&recs[data[k]]).unwrap().0))
+            .find(|&k| !holed_ports.contains(&client_data(&recs[data[k]].data).unwrap().0))
             .expect("a data segment of another session");
-        holed_ports.push(client_data(&recs[data[k]]).unwrap().0);
+        holed_ports.push(client_data(&recs[data[k]].data).unwrap().0);
         holes.push(data[k]);
     }
     // One more session (not holed) starts mid-stream: its SYN and SYN-ACK are cut out.
     let no_syn_port = {
         let mut count: HashMap<u16, usize> = HashMap::new();
         for &k in &data {
-            *count.entry(client_data(&recs[k]).unwrap().0).or_default() += 1;
+            *count
+                .entry(client_data(&recs[k].data).unwrap().0)
+                .or_default() += 1;
         }
         count
             .into_iter()
@@ -715,7 +685,7 @@ fn edited_captures_with_holes_retransmissions_overlaps_replay_and_count_partial(
             .0
     };
     let syns: Vec<usize> = (0..recs.len())
-        .filter(|&i| is_syn_of(&recs[i], no_syn_port))
+        .filter(|&i| is_syn_of(&recs[i].data, no_syn_port))
         .collect();
     assert_eq!(syns.len(), 2, "SYN and SYN-ACK of port {no_syn_port}");
     holes.extend_from_slice(&syns);
@@ -746,15 +716,14 @@ fn edited_captures_with_holes_retransmissions_overlaps_replay_and_count_partial(
             // next one of the same connection, sent in between.
             Some(k) if k % 90 == 11 => {
                 out.push(recs[i].clone());
-                let (port, seq, off) = client_data(&recs[i]).unwrap();
-                let next = data[k + 1..]
-                    .iter()
-                    .take(40)
-                    .find(|&&j| !holes.contains(&j) && client_data(&recs[j]).unwrap().0 == port);
+                let (port, seq, off) = client_data(&recs[i].data).unwrap();
+                let next = data[k + 1..].iter().take(40).find(|&&j| {
+                    !holes.contains(&j) && client_data(&recs[j].data).unwrap().0 == port
+                });
                 if let Some(&j) = next {
-                    let (_, nseq, noff) = client_data(&recs[j]).unwrap();
-                    let a = &recs[i][off..];
-                    let b = &recs[j][noff..];
+                    let (_, nseq, noff) = client_data(&recs[j].data).unwrap();
+                    let a = &recs[i].data[off..];
+                    let b = &recs[j].data[noff..];
                     if seq.wrapping_add(a.len() as u32) == nseq {
                         let mut pl = a[a.len() / 2..].to_vec();
                         pl.extend_from_slice(&b[..b.len() / 2]);
@@ -776,7 +745,7 @@ fn edited_captures_with_holes_retransmissions_overlaps_replay_and_count_partial(
         "edits: {dup} dup, {swapped} swapped, {overlap} overlaps"
     );
     let edited = tmp.path().join("edited.pcap");
-    write_pcap(&edited, &hdr, &out);
+    write_frames(&edited, linktype, &out);
 
     let target = lab.netns("sttg");
     start_redis(&mut lab, &target, "127.0.0.1", 6390, tmp.path());
@@ -807,14 +776,14 @@ fn edited_captures_with_holes_retransmissions_overlaps_replay_and_count_partial(
     let before_holes: u64 = data
         .iter()
         .filter(|&&k| {
-            let port = client_data(&recs[k]).unwrap().0;
+            let port = client_data(&recs[k].data).unwrap().0;
             match holed_ports.iter().position(|&p| p == port) {
                 Some(h) => k < holes[h],
                 None => true,
             }
         })
         .map(|&k| {
-            let pl = &recs[k][client_data(&recs[k]).unwrap().2..];
+            let pl = &recs[k].data[client_data(&recs[k].data).unwrap().2..];
             pl.windows(9).filter(|w| w == b"$3\r\nSET\r\n").count() as u64
         })
         .sum();

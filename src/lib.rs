@@ -12,6 +12,7 @@ pub mod decode;
 #[cfg(feature = "docgen")]
 pub mod docgen;
 pub mod flow;
+pub mod fuzz;
 pub mod limit;
 #[cfg(feature = "metrics")]
 pub mod metrics;

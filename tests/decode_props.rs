@@ -462,7 +462,7 @@ proptest! {
     ) {
         for p in [Protocol::Http, Protocol::Redis, Protocol::Tcp] {
             for d in [Direction::Request, Direction::Response] {
-                tcpclone::decode::fuzz_decode(p, d, &data);
+                tcpclone::fuzz::decode(p, d, &data);
             }
         }
     }

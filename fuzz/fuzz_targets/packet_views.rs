@@ -1,6 +1,6 @@
 #![no_main]
 // Packet views and layout parsing over arbitrary bytes: must never panic.
-// First byte picks the link type (see tcpclone::wire::fuzz_views).
+// First byte picks the link type (see tcpclone::fuzz::packet_views).
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    tcpclone::wire::fuzz_views(data);
+    tcpclone::fuzz::packet_views(data);
 });

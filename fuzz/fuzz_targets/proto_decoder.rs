@@ -2,5 +2,5 @@
 // The tcpcopy–intercept protocol decoder: whole and split-stream decoding must agree, and every
 // decoded message must re-encode to a frame that decodes to the same message.
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    tcpclone::proto::fuzz_decode(data);
+    tcpclone::fuzz::proto_decoder(data);
 });

@@ -2,5 +2,5 @@
 // The secured channel (Noise NNpsk0): forged handshakes never yield plaintext, tampered
 // records never decrypt to other bytes, a failed channel stays failed.
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    tcpclone::proto::secure::fuzz_secure(data);
+    tcpclone::fuzz::secure_channel(data);
 });

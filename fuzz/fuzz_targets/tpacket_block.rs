@@ -2,5 +2,5 @@
 // A TPACKET_V3 ring block (as the kernel hands it to a capture worker) of arbitrary bytes:
 // walking its frames must never panic or read outside the block.
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    tcpclone::capture::tpacket::fuzz_block(data);
+    tcpclone::fuzz::tpacket_block(data);
 });

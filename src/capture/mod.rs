@@ -156,68 +156,6 @@ pub use preload::{PreloadError, PreloadedCapture};
 pub use reader::{caplen_limit, CaptureFormat, CaptureReader, MAX_CAPLEN};
 pub use writer::{PcapWriter, DEFAULT_SNAPLEN};
 
-/// Reads every packet of a capture held in `data` and checks what must always hold; never
-/// panics on any input. The fuzz target and the corpus regression test call it.
-#[doc(hidden)]
-pub fn fuzz_read_all(data: &[u8]) {
-    let mut reader = match CaptureReader::from_reader(data, "fuzz") {
-        Ok(r) => r,
-        Err(e) => {
-            assert!(!e.to_string().contains('\n'), "multi-line error: {e}");
-            return;
-        }
-    };
-    let linktype = reader.linktype();
-    let mut out = match PcapWriter::new(Vec::new(), "out", linktype, TsPrecision::Nano, 0) {
-        Ok(w) => w,
-        Err(_) => return,
-    };
-    let mut written = Vec::new();
-    let mut count = 0usize;
-    loop {
-        match reader.next_packet() {
-            Ok(Some(p)) => {
-                count += 1;
-                assert!(p.data.len() <= MAX_CAPLEN as usize);
-                // Round trip what a nanosecond pcap can hold (32-bit seconds).
-                if p.linktype == linktype && p.ts.secs() <= u64::from(u32::MAX) {
-                    written.push((p.ts, p.orig_len, p.data.len()));
-                    if out.write_packet(p.ts, p.orig_len, p.data).is_err() {
-                        return;
-                    }
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                assert!(!e.to_string().contains('\n'), "multi-line error: {e}");
-                assert!(
-                    reader.next_packet().ok().flatten().is_none(),
-                    "reader not fused"
-                );
-                break;
-            }
-        }
-    }
-    // A preload of the same bytes holds the same packets, even when the file ends in an error.
-    if let Ok(mut again) = CaptureReader::from_reader(data, "fuzz") {
-        let (pre, _) = PreloadedCapture::load_partial(&mut again);
-        assert_eq!(pre.len(), count);
-    }
-    let bytes = match out.finish() {
-        Ok(b) => b,
-        Err(_) => return,
-    };
-    let mut back = CaptureReader::from_reader(&bytes[..], "back").expect("own pcap reads back");
-    for (ts, orig_len, caplen) in written {
-        let p = back
-            .next_packet()
-            .expect("own pcap reads back")
-            .expect("same packet count");
-        assert_eq!((p.ts, p.orig_len, p.data.len()), (ts, orig_len, caplen));
-    }
-    assert!(back.next_packet().expect("own pcap reads back").is_none());
-}
-
 #[cfg(test)]
 mod tests {
     use super::LinkType;

@@ -821,48 +821,5 @@ fn parse_frame(frame: Bytes, at: u64) -> Result<Message, ProtoError> {
     Ok(msg)
 }
 
-/// Fuzzing entry point: decodes `data` as a stream fed in uneven pieces, and re-encodes every
-/// message decoded to check that it round-trips. Panics only on a real bug.
-#[doc(hidden)]
-pub fn fuzz_decode(data: &[u8]) {
-    let mut whole = Decoder::new();
-    let mut buf = BytesMut::from(data);
-    let mut msgs = Vec::new();
-    while let Ok(Some(m)) = whole.decode(&mut buf) {
-        msgs.push(m);
-    }
-    // Same bytes, fed in pieces whose sizes come from the data itself.
-    let mut split = Decoder::new();
-    let mut sbuf = BytesMut::new();
-    let mut again = Vec::new();
-    let mut pos = 0;
-    let mut i = 0;
-    'feed: while pos < data.len() {
-        let step = 1 + usize::from(data[i % data.len()]) % 97;
-        i += 1;
-        let end = (pos + step).min(data.len());
-        sbuf.extend_from_slice(&data[pos..end]);
-        pos = end;
-        loop {
-            match split.decode(&mut sbuf) {
-                Ok(Some(m)) => again.push(m),
-                Ok(None) => break,
-                Err(_) => break 'feed,
-            }
-        }
-    }
-    assert_eq!(msgs, again, "split decoding differs from whole decoding");
-    for m in &msgs {
-        let mut out = BytesMut::new();
-        encode(m, &mut out).expect("a decoded message encodes");
-        let back = Decoder::new()
-            .decode(&mut out)
-            .expect("re-decodes")
-            .expect("whole frame");
-        assert_eq!(&back, m);
-        assert!(out.is_empty());
-    }
-}
-
 #[cfg(test)]
 mod tests;

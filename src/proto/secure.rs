@@ -364,97 +364,6 @@ impl SecureChannel {
     }
 }
 
-/// Fuzzing entry point for [`SecureChannel::read`] and the handshake. Panics only on a real
-/// bug. The first byte picks the scenario, the rest is the attacker's bytes:
-/// - `0`: a responder (intercept's end) fed arbitrary bytes in uneven pieces: it never yields
-///   plaintext, since the bytes cannot complete a handshake without the key;
-/// - `1`: an initiator (tcpcopy's end) after its first message, fed arbitrary bytes: the same;
-/// - otherwise: an established pair; the initiator encrypts a message made of the data, the
-///   attacker flips the bytes the data names in the ciphertext, the responder reads it: what it
-///   yields is always a prefix of the message (tampering is detected, never decrypted).
-#[doc(hidden)]
-pub fn fuzz_secure(data: &[u8]) {
-    let psk = Psk::from_bytes(std::array::from_fn(|i| i as u8 + 1));
-    let Some((&mode, rest)) = data.split_first() else {
-        return;
-    };
-    // Feeds `bytes` to `ch` in pieces whose sizes come from the bytes themselves; returns the
-    // plaintext produced and whether an error was seen (after which the channel stays failed).
-    let feed = |ch: &mut SecureChannel, bytes: &[u8]| -> (BytesMut, bool) {
-        let (mut input, mut plain, mut out) = (BytesMut::new(), BytesMut::new(), BytesMut::new());
-        let mut failed = false;
-        let (mut pos, mut i) = (0, 0);
-        while pos < bytes.len() {
-            let step = 1 + usize::from(bytes[i % bytes.len()]) % 61;
-            i += 1;
-            let end = (pos + step).min(bytes.len());
-            input.extend_from_slice(&bytes[pos..end]);
-            pos = end;
-            if ch.read(&mut input, &mut plain, &mut out).is_err() {
-                failed = true;
-                assert!(ch.read(&mut input, &mut plain, &mut out).is_err());
-                assert!(
-                    ch.write(b"x", &mut out).is_err(),
-                    "a failed channel sends nothing"
-                );
-                break;
-            }
-            assert!(
-                input.len() < 2 + MAX_RECORD,
-                "input beyond one record is consumed"
-            );
-        }
-        (plain, failed)
-    };
-    match mode {
-        0 | 1 => {
-            let mut ch = if mode == 0 {
-                SecureChannel::responder(&psk).expect("responder")
-            } else {
-                SecureChannel::initiator(&psk, &mut BytesMut::new()).expect("initiator")
-            };
-            let (plain, _) = feed(&mut ch, rest);
-            assert!(plain.is_empty(), "plaintext from forged bytes");
-        }
-        _ => {
-            let mut hello = BytesMut::new();
-            let mut a = SecureChannel::initiator(&psk, &mut hello).expect("initiator");
-            let mut b = SecureChannel::responder(&psk).expect("responder");
-            let (mut plain, mut reply) = (BytesMut::new(), BytesMut::new());
-            b.read(&mut hello, &mut plain, &mut reply)
-                .expect("handshake 1");
-            a.read(&mut reply, &mut plain, &mut BytesMut::new())
-                .expect("handshake 2");
-            assert!(a.is_established() && b.is_established() && plain.is_empty());
-            // The message: the data repeated up to a size from its first byte (several records
-            // when large); the flips: pairs (position, xor mask) from the data.
-            let n = rest.len().max(1) * (1 + usize::from(rest.first().copied().unwrap_or(0)));
-            let msg: Vec<u8> = rest.iter().copied().cycle().take(n.min(200_000)).collect();
-            let mut wire = BytesMut::new();
-            a.write(&msg, &mut wire).expect("encrypts");
-            let mut tampered = false;
-            for pair in rest.chunks_exact(3) {
-                let at = usize::from(u16::from_be_bytes([pair[0], pair[1]])) % wire.len().max(1);
-                if pair[2] != 0 && !wire.is_empty() {
-                    wire[at] ^= pair[2];
-                    tampered = true;
-                }
-            }
-            let (got, failed) = feed(&mut b, &wire);
-            assert!(
-                msg.starts_with(&got),
-                "tampered ciphertext decrypted to other bytes"
-            );
-            if !tampered {
-                assert!(
-                    !failed && got[..] == msg[..],
-                    "untouched records round-trip"
-                );
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,7 +492,7 @@ mod tests {
             if let Some(m) = data.first_mut() {
                 *m = (i % 3) as u8;
             }
-            fuzz_secure(&data);
+            crate::fuzz::secure_channel(&data);
         }
     }
 

@@ -288,15 +288,15 @@ fn later_hello_version_may_carry_more() {
 
 #[test]
 fn fuzz_decode_smoke() {
-    fuzz_decode(&SESSION_ADD_V4);
-    fuzz_decode(&[0xff; 64]);
-    fuzz_decode(&[]);
+    crate::fuzz::proto_decoder(&SESSION_ADD_V4);
+    crate::fuzz::proto_decoder(&[0xff; 64]);
+    crate::fuzz::proto_decoder(&[]);
     let mut all = frame(&Message::Responses {
         headers: vec![Bytes::from_static(&SYN_ACK_V4)],
     })
     .to_vec();
     all.extend_from_slice(&frame(&Message::Pong));
-    fuzz_decode(&all);
+    crate::fuzz::proto_decoder(&all);
 }
 
 fn ip_strategy(v6: bool) -> BoxedStrategy<IpAddr> {
@@ -427,7 +427,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
-        fuzz_decode(&data);
+        crate::fuzz::proto_decoder(&data);
     }
 
     #[test]
@@ -435,7 +435,7 @@ proptest! {
         let mut f = frame(&m).to_vec();
         let i = at.index(f.len());
         f[i] = v;
-        fuzz_decode(&f);
+        crate::fuzz::proto_decoder(&f);
     }
 }
 

@@ -38,7 +38,7 @@ use crate::capture::LinkType;
 use crate::wire::checksum;
 use crate::wire::{
     be16, parse_layout, put16, EtherType, IpProtocol, IpVersion, Layout, MacAddr, Sll2Header,
-    SllHeader, WireError, LINK_TYPES,
+    SllHeader, WireError,
 };
 
 /// The rewrite flags as the CLI parsed them: plain values, validated by [`Rewriter::compile`].
@@ -859,67 +859,5 @@ pub fn fill_checksums(layout: &Layout, buf: &mut [u8]) {
     };
     if let Some(c) = c {
         put16(buf, o + coff, c);
-    }
-}
-
-/// Fuzz entry: rewrites `data` (first byte picks the link type, second the edit set) with every
-/// checksum mode; must never panic, and Full-mode output must parse again. Used by
-/// `fuzz/fuzz_targets/rewriter.rs` and the corpus replay test.
-#[doc(hidden)]
-pub fn fuzz_rewrite(data: &[u8]) {
-    let [sel, edits, frame @ ..] = data else {
-        return;
-    };
-    let lt = LINK_TYPES[usize::from(*sel) % LINK_TYPES.len()];
-    let mut o = RewriteOptions {
-        portmap: vec!["80:8080,1000-2000:3000".into()],
-        ttl: Some(["7", "+3", "-3"][usize::from(edits % 3)].into()),
-        tos: (edits & 4 != 0).then_some(0x10),
-        tclass: (edits & 4 != 0).then_some(0x20),
-        mtu: Some(u32::from(edits & 0x3f) * 24 + 60),
-        mtu_trunc: edits & 8 != 0,
-        enet_dmac: Some("02:00:00:00:00:02".into()),
-        ..Default::default()
-    };
-    if edits & 16 != 0 {
-        o.pnat = vec!["198.18.0.0/15:198.19.0.0/16,[2001:db8::/32]:[2001:db8:1::/48]".into()];
-    } else {
-        o.srcipmap = vec!["0.0.0.0/0:198.18.0.0/16".into()];
-        o.dstipmap = vec!["[::/0]:[2001:db8::/33]".into()];
-    }
-    if edits & 32 != 0 {
-        o.enet_vlan = Some("add".into());
-        o.enet_vlan_tag = Some(100);
-    } else if edits & 64 != 0 {
-        o.enet_vlan = Some("del".into());
-    }
-    if edits & 128 != 0 {
-        o.dlt = Some("enet".into());
-    }
-    let mut out = Vec::new();
-    for mode in [
-        ChecksumMode::Full,
-        ChecksumMode::Incremental,
-        ChecksumMode::Keep,
-    ] {
-        o.checksums = mode;
-        let Ok(rw) = Rewriter::compile(&o) else {
-            return;
-        };
-        let r = rw.apply(lt, frame, frame.len() as u32, &mut out);
-        if matches!(
-            r.outcome,
-            Outcome::Changed | Outcome::Unchanged | Outcome::Truncated
-        ) {
-            assert!(
-                parse_layout(r.linktype, &out).is_ok(),
-                "rewritten frame must parse"
-            );
-        }
-        let mut copy = frame.to_vec();
-        let _ = rw.apply_in_place(lt, &mut copy);
-        let mut segs = 0usize;
-        let mut scratch = Vec::new();
-        let _ = tso_split(lt, frame, 576, &mut scratch, |_| segs += 1);
     }
 }

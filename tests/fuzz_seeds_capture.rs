@@ -1,29 +1,12 @@
-//! Regression: every file in the pcap_reader fuzz corpus (seeds and committed crash reproducers)
-//! goes through `fuzz_read_all`, which must not panic; and the seeds still mean what they say.
+//! The seeds of the pcap_reader and tpacket_block fuzz corpora still mean what they say (their
+//! replay through the fuzz entry points is in `tests/fuzz_corpora.rs`).
 
 use std::path::PathBuf;
 
-use tcpclone::capture::{fuzz_read_all, CaptureReader, PacketSource};
+use tcpclone::capture::{CaptureReader, PacketSource};
 
 fn corpus() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/pcap_reader")
-}
-
-#[test]
-fn every_corpus_file_reads_without_panic() {
-    let mut n = 0;
-    for entry in std::fs::read_dir(corpus()).expect("corpus directory") {
-        let path = entry.unwrap().path();
-        if !path.is_file() {
-            continue;
-        }
-        let data = std::fs::read(&path).unwrap();
-        let name = path.display().to_string();
-        let result = std::panic::catch_unwind(|| fuzz_read_all(&data));
-        assert!(result.is_ok(), "fuzz_read_all panicked on {name}");
-        n += 1;
-    }
-    assert!(n >= 10, "corpus has only {n} files");
 }
 
 /// Packets read before the first error, and that error's message.
@@ -101,24 +84,11 @@ fn seeds_keep_their_meaning() {
     }
 }
 
-/// The tpacket_block corpus: every block walks without panic, and the seeds are what the kernel
-/// writes (their frames parse whole).
+/// The tpacket_block seeds are what the kernel writes (their frames parse whole).
 #[test]
-fn every_tpacket_block_corpus_file_walks_without_panic() {
-    use tcpclone::capture::tpacket::{fuzz_block, BlockView};
+fn tpacket_block_seed_is_a_kernel_block() {
+    use tcpclone::capture::tpacket::BlockView;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/tpacket_block");
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).expect("corpus directory") {
-        let path = entry.unwrap().path();
-        let data = std::fs::read(&path).unwrap();
-        let name = path.display().to_string();
-        assert!(
-            std::panic::catch_unwind(|| fuzz_block(&data)).is_ok(),
-            "fuzz_block panicked on {name}"
-        );
-        n += 1;
-    }
-    assert!(n >= 2, "corpus has only {n} files");
     let seed = std::fs::read(dir.join("two_frames")).unwrap();
     let v = BlockView::new_checked(&seed).unwrap();
     let frames: Vec<_> = v.frames().collect::<Result<_, _>>().unwrap();

@@ -1,6 +1,5 @@
-//! Replays the committed fuzz corpus of the secured channel as a regression test
-//! (`fuzz/corpus/secure_channel`, plus crash reproducers in `fuzz/artifacts/secure_channel` if
-//! any). `write_secure_channel_seeds` (ignored) made the seeds.
+//! `write_secure_channel_seeds` (ignored) made the seeds of the secured channel's fuzz corpus
+//! (`fuzz/corpus/secure_channel`; replayed by `tests/fuzz_corpora.rs`).
 
 use bytes::BytesMut;
 use std::path::PathBuf;
@@ -8,28 +7,6 @@ use tcpclone::proto::secure::{Psk, SecureChannel};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz")
-}
-
-#[test]
-fn secure_channel_corpus_replays() {
-    let mut n = 0;
-    for dir in ["corpus/secure_channel", "artifacts/secure_channel"] {
-        let Ok(entries) = std::fs::read_dir(root().join(dir)) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.expect("read corpus dir").path();
-            if p.is_file() {
-                let data = std::fs::read(&p).expect("read corpus file");
-                tcpclone::proto::secure::fuzz_secure(&data);
-                n += 1;
-            }
-        }
-    }
-    assert!(
-        n >= 8,
-        "expected the committed seed corpus, found {n} files"
-    );
 }
 
 /// Writes the seeds: forged and genuine first handshake messages (the fuzz target's key),

@@ -68,6 +68,7 @@ write('imix.pcap', [60]*7 + [566]*4 + [1514], 1000)
 PY
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+source "$(dirname "$0")/md_table.sh"
 pps_of() { grep -o 'Rated: .*' | sed -E 's/.* ([0-9.]+) pps.*/\1/'; }
 
 if [ "${PACING_ONLY:-0}" != 1 ]; then
@@ -82,6 +83,8 @@ if [ "${PACING_ONLY:-0}" != 1 ]; then
         echo "$pps $(awk -v n="$N" '{print n / ($1 + $2)}' "$W/time")" >> "$W/$name"
     }
     printf '%-6s %-12s %12s %12s %9s %9s\n' capture tool pps pps/CPU ratio ratio/CPU
+    md_begin "replay: top speed against tcpreplay" "sudo benches/replay_vs_tcpreplay.sh $N $RUNS"
+    md_cols frames tcpreplay replay "replay \`--threads 2\`"
     for cap in 64 imix; do
         : > "$W/t" ; : > "$W/r" ; : > "$W/r2"
         for i in $(seq "$RUNS"); do
@@ -90,12 +93,19 @@ if [ "${PACING_ONLY:-0}" != 1 ]; then
             run r2 "$REPLAY" -i $IF --topspeed -K --threads 2 "$W/$cap.pcap"
         done
         t=$(cut -d' ' -f1 "$W/t" | median); tc=$(cut -d' ' -f2 "$W/t" | median)
+        cells=()
         for name in t r r2; do
             label=$( [ $name = t ] && echo tcpreplay || { [ $name = r ] && echo replay || echo "replay -T2"; } )
             p=$(cut -d' ' -f1 "$W/$name" | median); c=$(cut -d' ' -f2 "$W/$name" | median)
             printf '%-6s %-12s %12.0f %12.0f %8.2fx %8.2fx   runs: %s\n' "$cap" "$label" "$p" "$c" \
                 "$(echo "$p/$t" | bc -l)" "$(echo "$c/$tc" | bc -l)" "$(cut -d' ' -f1 "$W/$name" | tr '\n' ' ')"
+            if [ $name = t ]; then
+                cells+=("$(awk -v p="$p" 'BEGIN {printf "%.2f Mpps", p / 1e6}')")
+            else
+                cells+=("$(awk -v p="$p" -v t="$t" 'BEGIN {printf "%.2f Mpps (%.2f×)", p / 1e6, p / t}')")
+            fi
         done
+        md_row "$( [ $cap = 64 ] && echo "64 bytes" || echo imix )" "${cells[@]}"
     done
 fi
 
@@ -204,18 +214,32 @@ echo "== pacing accuracy: p99 |gap error| at the far end, 3 s at each rate, 64-b
 echo "   $RUNS alternating runs per tool, medians (load $(cut -d' ' -f1 /proc/loadavg)); CPU = user+sys over wall;"
 echo "   late % = gaps off by half an interval or more (over 1 % of them pin the p99 near one interval)"
 printf '%-7s %-24s %10s %8s %7s %8s   %s\n' pps tool 'p99 us' ratio 'CPU %' 'late %' 'runs: p99 us (CPU %) late %'
+md_begin "replay: pacing accuracy (p99 of |gap − 1/pps|, CPU in brackets)" "PACING_ONLY=${PACING_ONLY:-0} sudo benches/replay_vs_tcpreplay.sh $N $RUNS"
+md_labels=()
+for name in $ROWS; do
+    case $name in pt) md_labels+=(tcpreplay) ;; pr) md_labels+=("replay (hybrid)") ;; pg) md_labels+=("replay \`-T gtod\`") ;; pb) md_labels+=("replay (B) $B_ARGS") ;; *) md_labels+=("replay \`--rt-priority $RT\`") ;; esac
+done
+md_cols rate "${md_labels[@]}"
 for pps in $RATES; do
     for row in $ROWS; do : > "$W/$row"; done
     for run in $(seq "$RUNS"); do
         for row in $ROWS; do pace_run "$row" "$pps" "$run"; done
     done
     t=$(cut -d' ' -f1 "$W/pt" | median)
+    cells=()
     for name in $ROWS; do
         case $name in pt) label=tcpreplay ;; pr) label=replay ;; pg) label="replay -T gtod" ;; pb) label="replay (B) $B_ARGS" ;; *) label="replay --rt-prio $RT" ;; esac
         p=$(cut -d' ' -f1 "$W/$name" | median); l=$(cut -d' ' -f2 "$W/$name" | median)
         c=$(cut -d' ' -f3 "$W/$name" | median)
         printf '%-7s %-24s %10.1f %7.2fx %7.1f %8.3f   %s\n' "$pps" "$label" "$p" "$(echo "$p/$t" | bc -l)" "$c" "$l" \
             "$(awk '{printf "%s (%s) %s, ", $1, $3, $2}' "$W/$name")"
+        if [ $name = pt ]; then
+            cells+=("$(awk -v p="$p" -v c="$c" 'BEGIN {printf "%.1f µs (%.1f %% CPU)", p, c}')")
+        else
+            cells+=("$(awk -v p="$p" -v c="$c" -v t="$t" 'BEGIN {printf "%.1f µs, %.2f× (%.1f %%)", p, p / t, c}')")
+        fi
     done
+    md_row "$(md_num "$pps") pps" "${cells[@]}"
 done
 echo "(load at the end $(cut -d' ' -f1 /proc/loadavg))"
+md_end

@@ -47,8 +47,14 @@ printf '%-11s %8.2f %14.0f %9d KB\n' tcprewrite "$tw" "$(echo "$N/$tw" | bc -l)"
 printf '%-11s %8.2f %14.0f %9d KB\n' "replay -w" "$rw" "$(echo "$N/$rw" | bc -l)" "$rm_"
 printf 'ratio: %.2fx packets/s   (runs: tcprewrite %s| replay %s)\n' "$(echo "$tw/$rw" | bc -l)" \
     "$(cut -d' ' -f1 "$W/t" | tr '\n' ' ')" "$(cut -d' ' -f1 "$W/r" | tr '\n' ' ')"
+source "$(dirname "$0")/md_table.sh"
+md_begin "replay: rewriting to a file against tcprewrite" "benches/rewrite_vs_tcprewrite.sh $N $RUNS"
+md_cols tool "packets/s" "peak memory"
+md_row "tcprewrite $(tcprewrite -V 2>&1 | awk '/version/ {print $3; exit}')" "1×" "$((tm / 1000)) MB"
+md_row "replay \`-w\`" "$(printf '%.1f×' "$(echo "$tw/$rw" | bc -l)")" "$((rm_ / 1000)) MB"
 if cmp -s <(tail -c +25 "$W/ref.pcap") <(tail -c +25 "$W/out.pcap"); then
     echo "outputs: identical records"
 else
     echo "outputs: DIFFER (compare with tshark/tcpdump -r)"
 fi
+md_end

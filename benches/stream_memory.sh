@@ -68,3 +68,9 @@ echo "stream mode: $(cat "$WORK/time")"
 echo "target redis: $(inns "${TAG}t" redis-cli -p 6390 info commandstats | grep cmdstat_set | sed 's/,usec=.*//')"
 RSS_KB=$(sed -E 's/.* ([0-9]+) KB max RSS/\1/' "$WORK/time")
 echo "max RSS: $((RSS_KB / 1024)) MB (goal <= 100 MB)"
+source "$(dirname "$0")/md_table.sh"
+md_begin "Stream mode: memory on a large capture" "sudo benches/stream_memory.sh $SIZE_MB $SESSIONS"
+md_cols capture "concurrent sessions" "max RSS" goal
+md_row "$(md_num "$(( $(stat -c %s "$WORK/big.pcap") / 1000000 ))") MB" "$(md_num "$SESSIONS")" \
+    "$(awk -v k="$RSS_KB" 'BEGIN {printf "%.1f MB", k / 1024}')" "≤ 100 MB"
+md_end

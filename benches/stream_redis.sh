@@ -57,3 +57,9 @@ import sys
 b, r = float(sys.argv[1]), float(sys.argv[2])
 print(f"redis-benchmark: {b:,.0f} req/s   stream --topspeed: {r:,.0f} req/s   ratio {r / b:.2f} (goal >= 0.80)")
 PY
+source "$(dirname "$0")/md_table.sh"
+md_begin "Stream mode: --topspeed against redis-benchmark" "sudo benches/stream_redis.sh $REQUESTS $CONNS"
+md_cols "requests per test" connections "redis-benchmark req/s" "stream --topspeed req/s" ratio
+md_row "$(md_num "$REQUESTS")" "$CONNS" "$(md_num "$(printf '%.0f' "$BENCH_RPS")")" "$(md_num "$(printf '%.0f' "$REPLAY_RPS")")" \
+    "$(awk -v b="$BENCH_RPS" -v r="$REPLAY_RPS" 'BEGIN {printf "%.2f×", r / b}')"
+md_end

@@ -131,3 +131,8 @@ done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 MT=$(median "${CPU_TLS[@]}"); MP=$(median "${CPU_PLAIN[@]}")
 echo "medians over $ROUNDS round(s): TLS ${MT}s, plaintext ${MP}s, ratio $(awk -v a="$MT" -v b="$MP" 'BEGIN{printf "%.2f", a/b}')x (goal <= 2x)"
+source "$(dirname "$0")/md_table.sh"
+md_begin "Stream mode over TLS: what decrypting and re-encrypting costs" "bash benches/stream_tls.sh $*"
+md_cols requests "TLS (decrypt + rustls to the target)" plaintext ratio
+md_row "$(md_num "$REQUESTS")" "$MT s" "$MP s" "$(awk -v a="$MT" -v b="$MP" 'BEGIN{printf "%.2f×", a/b}')"
+md_end

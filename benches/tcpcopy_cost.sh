@@ -285,6 +285,8 @@ awk -F'\t' '
                 ic = ic == "-" ? "-" : sprintf("%.2f", ic)
                 printf "%-11s %-8s %8.0f %8s %9.2f %10s %9s %10s %7s %11s\n", sc, ms[m], med(k SUBSEP "rate"),
                     rel, med(k SUBSEP "srv"), tc, ratio, del, med(k SUBSEP "drops"), ic
+                md = md sprintf("| %s | %s | %.0f | %s | %.2f | %s | %s | %s | %s | %s |\n", sc, ms[m],
+                    med(k SUBSEP "rate"), rel, med(k SUBSEP "srv"), tc, ratio, del, med(k SUBSEP "drops"), ic)
             }
             o = sc SUBSEP "tcpclone"; t = sc SUBSEP "TCPCopy"
             if (vals[t SUBSEP "tc"] != "" && vals[o SUBSEP "tc"] != "") {
@@ -296,4 +298,10 @@ awk -F'\t' '
                     sc, x, a, c, med(o SUBSEP "del"), med(t SUBSEP "del")
             }
         }
-    }' "$RESULTS_TSV"
+        # The same medians as docs/benchmarks.md takes them.
+        printf "\n== markdown for docs/benchmarks.md:\n\n## tcpcopy: what cloning costs production, %s (`%s`)\n\n`%s`\n\n", date, commit, cmd
+        print "| scenario | mode | req/s | vs none | server s | tcpcopy s | tc/server | delivered | drops | intercept s |"
+        print "|---|---|---|---|---|---|---|---|---|---|"
+        printf "%s", md
+    }' date="$(date -u +%Y-%m-%d)" commit="$(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+    cmd="bash benches/tcpcopy_cost.sh $ROUNDS" "$RESULTS_TSV"

@@ -52,3 +52,11 @@ awk -v rps0="$RPS0" -v rps1="$RPS1" -v t="$((T1 - T0))" -v i="$((I1 - I0))" -v t
     }
 }'
 sed -n '/^tcpcopy summary/,$p' "$WORK/tcpcopy.log"
+source "$(dirname "$0")/md_table.sh"
+md_begin "tcpcopy: cloning a redis-benchmark load" "bash benches/tcpcopy_redis.sh $*"
+md_cols "client req/s without" "with tcpcopy" cloned "tcpcopy CPU per 10,000 cloned" "intercept CPU per 10,000 cloned"
+md_row "$RPS0" "$(awk -v a="$RPS1" -v b="$RPS0" 'BEGIN {printf "%d (%.1f %%)", a, b ? 100 * a / b : 0}')" \
+    "$(awk -v c="$cloned" -v w="$want" 'BEGIN {printf "%d of %d (%.3f %%)", c, w, w ? 100 * c / w : 0}')" \
+    "$(awk -v t="$((T1 - T0))" -v k="$TCK" -v c="$cloned" 'BEGIN {printf "%.3f s", c ? t / k * 10000 / c : 0}')" \
+    "$(awk -v t="$((I1 - I0))" -v k="$TCK" -v c="$cloned" 'BEGIN {printf "%.3f s", c ? t / k * 10000 / c : 0}')"
+md_end

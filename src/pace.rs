@@ -3,8 +3,8 @@
 //!
 //! Every due time is computed from an absolute origin (the start of the run, or of the current
 //! file pass) and the packet's position, never by adding a gap to the previous due time, so
-//! rounding and late wake-ups cannot accumulate into drift (tcpreplay's `--multiplier` drifts by
-//! +24–46 % because it does). Due times are nanoseconds after the start of the run.
+//! rounding and late wake-ups cannot accumulate into drift (tcpreplay's `--multiplier` does add
+//! gaps, and drifts: docs/benchmarks.md). Due times are nanoseconds after the start of the run.
 
 use crate::capture::Timestamp;
 use thiserror::Error;

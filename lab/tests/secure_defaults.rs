@@ -396,3 +396,223 @@ fn live_stream_runs_unprivileged_and_refuses_local_targets() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 }
+
+/// A 60-byte Ethernet/IPv4/UDP frame 198.18.62.1 → 198.18.62.2 carrying `seq`.
+fn udp_frame(seq: u32) -> Vec<u8> {
+    let mut f = vec![0u8; 60];
+    f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&46u16.to_be_bytes());
+    f[22] = 64;
+    f[23] = 17;
+    f[26..30].copy_from_slice(&[198, 18, 62, 1]);
+    f[30..34].copy_from_slice(&[198, 18, 62, 2]);
+    let mut sum: u32 = f[14..34]
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    f[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&9u16.to_be_bytes());
+    f[38..40].copy_from_slice(&26u16.to_be_bytes());
+    f[42..46].copy_from_slice(&seq.to_be_bytes());
+    f
+}
+
+/// replay sending on an interface: the capture sits in a directory only root can read, yet
+/// the replay runs as nobody with nothing but CAP_NET_RAW (bit 13) while it sends, and every
+/// packet still goes out; `--user root` is refused with one line.
+#[test]
+fn replay_to_an_interface_runs_unprivileged() {
+    require_root!("secure_defaults::replay_to_an_interface_runs_unprivileged");
+    require_programs!("secure_defaults", "ip");
+    let mut lab = Lab::new();
+    let ns = lab.netns("sdr");
+    let (tx_if, _rx_if) = lab.veth(&ns, "", &ns, "");
+    // tempdir() is mode 700, owned by root: nobody could not open the capture by its path.
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("in.pcap");
+    {
+        use tcpclone::capture::{LinkType, PcapWriter, Timestamp, TsPrecision};
+        let mut w =
+            PcapWriter::create(&input, LinkType::ETHERNET, TsPrecision::Micro, 65535).unwrap();
+        for i in 0..300u32 {
+            let f = udp_frame(i);
+            w.write_packet(Timestamp(u64::from(i) * 1_000_000), 60, &f)
+                .unwrap();
+        }
+    }
+    let replay = bin("replay");
+    let r = replay.to_str().unwrap();
+    let inp = input.to_str().unwrap();
+    let out = lab.exec(&ns, &format!("{r} -i {tx_if} -t --user root {inp}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is root"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // 300 packets at 150 pps: two seconds of sending to look at.
+    let log = work.path().join("replay.log");
+    let pid = lab.spawn(
+        &ns,
+        &[r, "-i", &tx_if, "--pps", "150", "--user", "nobody", inp],
+        Some(&log),
+    );
+    let nobody = tcpclone::sys::lookup_user("nobody")
+        .unwrap()
+        .uid
+        .to_string();
+    let t0 = Instant::now();
+    loop {
+        let uid = proc_status(pid, "Uid").unwrap_or_default();
+        if !uid.is_empty() && uid.split_whitespace().all(|u| u == nobody) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "still uid {uid:?} after 1 s: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Sending now (the first packets are out): nothing but CAP_NET_RAW, no way back.
+    std::thread::sleep(Duration::from_millis(300));
+    for key in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(
+            proc_status(pid, key).as_deref(),
+            Some("0000000000002000"),
+            "{key}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    assert_eq!(proc_status(pid, "NoNewPrivs").as_deref(), Some("1"));
+    // kill -0: no signal, only the wait for the end of the 2 s replay.
+    let st = lab
+        .stop(pid, "0", Duration::from_secs(10))
+        .expect("replay did not finish within 10 s");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(st.success(), "{text}");
+    assert!(text.contains("Actual: 300 packets"), "{text}");
+}
+
+/// Offline stream mode started as root: the capture (in a directory only root can read) is
+/// opened and the `--report` file created first, then the process runs as nobody with no
+/// capability at all while it replays. A target that is the capture's own server (or a `-x`
+/// online address) is refused with one line unless `--force`; a loopback test server is the
+/// ordinary case and runs.
+#[test]
+fn offline_stream_runs_unprivileged_and_refuses_the_captured_server() {
+    require_root!(
+        "secure_defaults::offline_stream_runs_unprivileged_and_refuses_the_captured_server"
+    );
+    require_programs!("secure_defaults", "ip");
+    let mut lab = Lab::new();
+    let ns = lab.netns("sdo");
+    let tcpcopy = bin("tcpcopy");
+    let t = tcpcopy.to_str().unwrap();
+    // tempdir() is mode 700, owned by root.
+    let work = tempfile::tempdir().unwrap();
+    let cap = work.path().join("redis.pcap");
+    std::fs::copy(workspace_root().join("pcaps/redis.pcap"), &cap).unwrap();
+    let c = cap.to_str().unwrap();
+    // pcaps/redis.pcap: clients → 198.18.200.2:6379.
+    for (mapping, why) in [
+        (
+            "6379-198.18.200.2:6379",
+            "the server the capture was taken from",
+        ),
+        (
+            "6379-[::ffff:198.18.200.2]:6379",
+            "the server the capture was taken from",
+        ),
+        (
+            "198.18.200.2:6379-198.18.200.2:7000",
+            "online (production) address",
+        ),
+    ] {
+        let out = lab.exec(
+            &ns,
+            &format!("{t} --stream -x {mapping} --offline {c} --topspeed"),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{mapping}: {err}");
+        assert!(
+            err.contains("refused") && err.contains(why),
+            "{mapping}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{mapping}: {err}");
+    }
+    // --force: a warning, then the replay (nothing routes there in this namespace).
+    let out = lab.exec(
+        &ns,
+        &format!("{t} --stream -x 6379-198.18.200.2:6379 --offline {c} --topspeed --force --connect-timeout 0.5"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: --force") && out.status.code() != Some(2),
+        "{err}"
+    );
+
+    // A loopback test server (a closed port: the run counts failed connections), the
+    // capture's 43 ms stretched to about 4 s by -a 0.01.
+    let report = work.path().join("r.json");
+    let log = work.path().join("stream.log");
+    let pid = lab.spawn(
+        &ns,
+        &[
+            t,
+            "--stream",
+            "-x",
+            "6379-127.0.0.1:6390",
+            "--offline",
+            c,
+            "-a",
+            "0.01",
+            "--user",
+            "nobody",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        Some(&log),
+    );
+    let nobody = tcpclone::sys::lookup_user("nobody")
+        .unwrap()
+        .uid
+        .to_string();
+    let t0 = Instant::now();
+    loop {
+        let uid = proc_status(pid, "Uid").unwrap_or_default();
+        if !uid.is_empty() && uid.split_whitespace().all(|u| u == nobody) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "still uid {uid:?} after 1 s: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for key in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(
+            proc_status(pid, key).as_deref(),
+            Some("0000000000000000"),
+            "{key}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    assert_eq!(proc_status(pid, "NoNewPrivs").as_deref(), Some("1"));
+    let st = lab
+        .stop(pid, "0", Duration::from_secs(20))
+        .expect("offline stream mode did not finish within 20 s");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(st.success(), "{text}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).expect("report JSON");
+    assert!(r.is_object(), "{text}");
+}

@@ -145,3 +145,62 @@ fn stream_mode_refuses_metrics() {
     assert!(err.starts_with("tcpcopy: --metrics:"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// `--log-format json` in stream mode: a refusal is one JSON object on stderr, and a whole
+/// offline run logs only JSON lines there (the privilege switch among them), while the
+/// report table stays on stdout.
+#[test]
+fn stream_mode_logs_json() {
+    let cap = workspace_root().join("pcaps/redis.pcap");
+    let out = Command::new(bin("tcpcopy"))
+        .args(["--stream", "--log-format", "json"])
+        .args(["-x", "6379-198.18.200.2:6379", "--offline"])
+        .arg(&cap)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let v: serde_json::Value = serde_json::from_str(err.trim()).expect("a JSON line");
+    assert_eq!(v["level"], "ERROR", "{v}");
+    assert!(
+        v["fields"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("refused"),
+        "{v}"
+    );
+
+    let out = Command::new(bin("tcpcopy"))
+        .args(["--stream", "--log-format", "json", "--topspeed"])
+        .args([
+            "--connect-timeout",
+            "0.5",
+            "-x",
+            "6379-127.0.0.1:1",
+            "--offline",
+        ])
+        .arg(&cap)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let messages: Vec<String> = err
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"));
+            v["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("privileges dropped") || m.contains("not root")),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+}

@@ -144,6 +144,15 @@ pub struct Args {
     /// an idle CPU, such as a busy VM); nano sleeps the whole wait.
     #[arg(short = 'T', long, value_name = "TIMER", value_enum, default_value_t = Timer::Hybrid)]
     pub timer: Timer,
+    /// After opening the input files, the output and the send sockets, switch to this user,
+    /// keeping only CAP_NET_RAW when sending on an interface and nothing when writing a file
+    /// (when started as root; otherwise only the capabilities are trimmed). Root is refused.
+    #[arg(long = "user", value_name = "USER", default_value = "nobody")]
+    pub user: String,
+    /// Log lines (warnings, notes, errors) as `text` or `json` (one JSON object per line on
+    /// standard error, for log shippers). The summary stays on standard output.
+    #[arg(long = "log-format", value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 /// Where the packets go.
@@ -186,6 +195,10 @@ pub struct Config {
     pub catch_up: CatchUp,
     /// How a paced sender waits.
     pub timer: Timer,
+    /// `--user`: who the process becomes once everything is open.
+    pub user: String,
+    /// `--log-format json`.
+    pub json_logs: bool,
 }
 
 /// A flag value that cannot be used; its message names the flag.
@@ -314,6 +327,8 @@ impl Args {
             rt_priority: self.rt_priority,
             catch_up: CatchUp::new(self.catch_up, CATCH_UP_MAX_DEBT_NS),
             timer: self.timer,
+            user: self.user,
+            json_logs: self.log_format == "json",
         })
     }
 }

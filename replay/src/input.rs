@@ -4,33 +4,54 @@
 use crate::pipeline::{Input, Output};
 use anyhow::Result;
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufReader, BufWriter, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tcpclone::capture::{CaptureReader, Packet, PacketSource, PcapWriter, PreloadedCapture};
 
 /// Capture files read from disk while sending; memory stays flat in the files' size.
+///
+/// Every file is opened when the input is made, so that the process can give up the
+/// privileges that opened them (a root-only capture directory) before it sends; each pass
+/// (`--loop`) reads the same open file again from its start.
 pub struct FileInput {
-    paths: Vec<PathBuf>,
-    reader: Option<CaptureReader<std::io::BufReader<File>>>,
+    files: Vec<(PathBuf, File)>,
+    reader: Option<CaptureReader<BufReader<File>>>,
 }
 
 impl FileInput {
-    /// Reads `paths` in order.
-    pub fn new(paths: Vec<PathBuf>) -> Self {
-        FileInput {
-            paths,
+    /// Opens `paths` now, to be read in order. Each call opens its own descriptions, so inputs
+    /// of different sender threads never share a file offset.
+    pub fn open_all(paths: &[PathBuf]) -> Result<Self> {
+        let files = paths
+            .iter()
+            .map(|p| {
+                File::open(p)
+                    .map(|f| (p.clone(), f))
+                    .map_err(|e| anyhow::anyhow!("{}: cannot open: {e}", p.display()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(FileInput {
+            files,
             reader: None,
-        }
+        })
     }
 }
 
 impl Input for FileInput {
     fn files(&self) -> usize {
-        self.paths.len()
+        self.files.len()
     }
     fn open(&mut self, index: usize) -> Result<()> {
-        self.reader = Some(CaptureReader::open(&self.paths[index])?);
+        let (path, file) = &self.files[index];
+        // A second handle on the same open file: rewinding it rewinds the one we keep, which
+        // no other reader uses (the previous pass's reader is replaced right here).
+        let mut f = file.try_clone()?;
+        f.seek(SeekFrom::Start(0))?;
+        self.reader = Some(CaptureReader::from_reader(
+            BufReader::with_capacity(1 << 18, f),
+            path.display().to_string(),
+        )?);
         Ok(())
     }
     fn next_packet(&mut self) -> Result<Option<Packet<'_>>> {

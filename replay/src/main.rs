@@ -1,22 +1,21 @@
-//! The `replay` binary: flags → validated values → source, editor, pacer and sink built in one
-//! place → the one loop of [`replay::pipeline::run`] → the summary.
+//! The `replay` binary: flags → validated values → everything opened in one place
+//! ([`replay::launch`]) → the switch to `--user` → the one loop of [`replay::pipeline::run`]
+//! → the summary.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use replay::cli::{Args, Config, Target};
-use replay::clock::{SystemClock, Timer, DEFAULT_SPIN};
+use replay::clock::{SystemClock, DEFAULT_SPIN};
 use replay::edit::{build_editor, output_linktype};
-use replay::input::{preload, FileInput, PreloadInput};
-use replay::pipeline::{run, Input, Limits, NoReport, Output, RunResult};
+use replay::launch::{late_note, open_all, probe, run_threads, spins_every_gap, Sink};
+use replay::pipeline::{run, RunResult};
 use replay::report::{print_summary, Reporter};
 use replay::sys;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tcpclone::capture::{
-    CaptureError, CaptureErrorKind, CaptureFormat, CaptureReader, LinkType, PcapWriter, TsPrecision,
-};
+use tcpclone::capture::{CaptureError, CaptureErrorKind, LinkType};
 use tcpclone::pace::{Pacer, Timing};
 use tcpclone::stats::ReplayStats;
 
@@ -43,79 +42,76 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let json_logs = args.log_format == "json";
+    init_logging(json_logs);
+    let log = Log { json: json_logs };
     let cfg = match args.validate() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("replay: {e}");
+            log.error(&e.to_string());
             return ExitCode::from(2);
         }
     };
-    match replay_main(cfg) {
+    match replay_main(cfg, log) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("replay: {e:#}");
+            log.error(&format!("{e:#}"));
             ExitCode::from(1)
         }
     }
 }
 
-/// What the input files say about themselves before any packet is read.
-struct Probe {
-    linktype: LinkType,
-    precision: TsPrecision,
-    snaplen: u32,
+/// `--log-format json`: warnings and errors as JSON lines through tracing; info (the privilege
+/// switch) is shown with `RUST_LOG=info`. Text keeps the one-line `replay: ...` messages.
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.with_ansi(false).init();
+    }
 }
 
-/// Link types replay can send or rewrite: those the packet layouts parse.
-const SUPPORTED_LINKTYPES: [LinkType; 6] = tcpclone::wire::LINK_TYPES;
+/// Where a message for the operator goes: `replay: ...` on stderr, or a JSON log line.
+#[derive(Clone, Copy)]
+struct Log {
+    json: bool,
+}
 
-fn probe(cfg: &Config) -> Result<Probe> {
-    let mut first = None;
-    for path in &cfg.files {
-        let r = CaptureReader::open(path)?;
-        let lt = r.linktype();
-        if !SUPPORTED_LINKTYPES.contains(&lt) {
-            let at = match r.format() {
-                CaptureFormat::Pcap => "at byte 20 (file header)",
-                _ => "in its first interface description block",
-            };
-            bail!("{}: unknown link type {} {at}; replay handles Ethernet, Linux cooked SLL/SLL2 and raw IP", path.display(), lt.0);
-        }
-        match &first {
-            None => {
-                first = Some(Probe {
-                    linktype: lt,
-                    precision: r.precision(),
-                    snaplen: r.snaplen(),
-                })
-            }
-            Some(p) if p.linktype != lt && !cfg.edits.dlt_enet() => {
-                bail!(
-                    "{}: link type {lt} differs from the first file's {}; replay them separately",
-                    path.display(),
-                    p.linktype
-                )
-            }
-            Some(_) => {}
+impl Log {
+    fn error(self, msg: &str) {
+        if self.json {
+            tracing::error!("{msg}");
+        } else {
+            eprintln!("replay: {msg}");
         }
     }
-    first.context("no input file")
+    fn warn(self, msg: &str) {
+        if self.json {
+            tracing::warn!("{msg}");
+        } else {
+            eprintln!("replay: {msg}");
+        }
+    }
 }
 
-fn replay_main(cfg: Config) -> Result<ExitCode> {
+fn replay_main(cfg: Config, log: Log) -> Result<ExitCode> {
     // Edits are compiled first: a bad edit flag is reported before any file is opened.
-    let default_mtu = match &cfg.target {
+    let iface = match &cfg.target {
         Target::Interface(name) => {
-            let iface =
-                sys::interface(name).map_err(|e| anyhow::anyhow!("-i/--intf1 {name}: {e}"))?;
-            iface.mtu
+            Some(sys::interface(name).map_err(|e| anyhow::anyhow!("-i/--intf1 {name}: {e}"))?)
         }
-        Target::File(_) => 1500,
+        Target::File(_) => None,
     };
+    let default_mtu = iface.as_ref().map_or(1500, |i| i.mtu);
     let first_editor = match build_editor(&cfg.edits, default_mtu) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("replay: {e:#}");
+            log.error(&format!("{e:#}"));
             return Ok(ExitCode::from(2));
         }
     };
@@ -123,27 +119,37 @@ fn replay_main(cfg: Config) -> Result<ExitCode> {
     let out_linktype = match output_linktype(&cfg.edits, default_mtu, probe.linktype) {
         Ok(lt) => lt,
         Err(e) => {
-            eprintln!("replay: {}: {e:#}", cfg.files[0].display());
+            log.error(&format!("{}: {e:#}", cfg.files[0].display()));
             return Ok(ExitCode::from(2));
         }
     };
+    if let (Target::Interface(name), Some(i)) = (&cfg.target, &iface) {
+        if i.hw_type == sys::ARPHRD_ETHER && out_linktype != LinkType::ETHERNET {
+            bail!(
+                "{}: a {} capture cannot be sent on Ethernet interface {name}; add --dlt enet to convert it",
+                cfg.files[0].display(),
+                probe.linktype
+            );
+        }
+        if !cfg.timing.is_top_speed() {
+            tune_paced_sender(&cfg, log);
+        }
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing the SIGINT handler")?;
+            .map_err(|e| anyhow::anyhow!("installing the SIGINT handler: {e}"))?;
     }
-    let preloaded = if cfg.preload {
-        Some(preload(&cfg.files)?)
-    } else {
-        None
-    };
-    let make_input = || -> Box<dyn Input + Send> {
-        match &preloaded {
-            Some(p) => Box::new(PreloadInput::new(Arc::clone(p))),
-            None => Box::new(FileInput::new(cfg.files.clone())),
-        }
-    };
+    // Least privilege: every input, the output and the send sockets are open now; the user
+    // gets CAP_NET_RAW only when sending on an interface, nothing when writing a file. Before
+    // any thread starts (capabilities are per thread; the metrics server is one).
+    let opened = open_all(&cfg, &probe, out_linktype, iface)?;
+    let net_raw = matches!(cfg.target, Target::Interface(_));
+    if let Err(e) = tcpclone::sys::drop_privileges(&cfg.user, net_raw) {
+        log.error(&format!("--user: dropping privileges: {e}"));
+        return Ok(ExitCode::from(2));
+    }
 
     let started = Instant::now();
     let mut stats = ReplayStats::default();
@@ -156,19 +162,13 @@ fn replay_main(cfg: Config) -> Result<ExitCode> {
     };
     let mut reporter = Reporter::new(cfg.stats_every.map(|d| d.as_nanos() as u64), !cfg.json)
         .with_metrics(published.clone());
-    let result: Result<RunResult>;
-    match &cfg.target {
-        Target::File(path) => {
-            let snaplen = if probe.snaplen == 0 {
-                tcpclone::capture::DEFAULT_SNAPLEN
-            } else {
-                probe.snaplen
-            };
-            let mut sink = PcapWriter::create(path, out_linktype, probe.precision, snaplen)?;
-            let mut input = make_input();
+    let mut inputs = opened.inputs;
+    let result: Result<RunResult> = match opened.sink {
+        Sink::File(mut sink) => {
+            let mut input = inputs.remove(0);
             let mut editor = first_editor;
             let mut clock = SystemClock::new(DEFAULT_SPIN).with_timer(cfg.timer);
-            result = run(
+            run(
                 &mut *input,
                 &mut *editor,
                 &mut Pacer::new(Timing::TopSpeed),
@@ -178,53 +178,16 @@ fn replay_main(cfg: Config) -> Result<ExitCode> {
                 &cfg.limits,
                 &stop,
                 &mut stats,
-            );
+            )
         }
-        Target::Interface(name) => {
-            let iface =
-                sys::interface(name).map_err(|e| anyhow::anyhow!("-i/--intf1 {name}: {e}"))?;
-            if iface.hw_type == sys::ARPHRD_ETHER && out_linktype != LinkType::ETHERNET {
-                bail!(
-                    "{}: a {} capture cannot be sent on Ethernet interface {name}; add --dlt enet to convert it",
-                    cfg.files[0].display(),
-                    probe.linktype
-                );
-            }
-            if !cfg.timing.is_top_speed() {
-                // The paced sender sleeps between packets: make its wake-ups precise and prompt.
-                sys::tighten_timer_slack();
-                sys::request_short_slice(Duration::from_micros(100));
-                if let Some(p) = cfg.rt_priority {
-                    if let Err(e) = sys::set_fifo(p) {
-                        eprintln!("replay: --rt-priority {p}: {e}; pacing without it");
-                    } else if let (Some((runtime, period)), true) =
-                        (sys::rt_throttling(), spins_every_gap(&cfg))
-                    {
-                        // Measured: at 10,000 pps one gap of ~40 ms each second, then a burst,
-                        // so 3 % of the gaps late and a p99 of one interval (25-58 us without).
-                        eprintln!(
-                            "replay: warning: --rt-priority {p}: at this rate the sender spins \
-                             through every gap, and the kernel's RT throttling \
-                             (kernel.sched_rt_runtime_us {runtime} of {period}) will stop it for \
-                             {} ms each {} ms; it pays only where the sender sleeps (below \
-                             10,000 pps with -T hybrid, or -T nano)",
-                            (period - runtime) / 1000,
-                            period / 1000
-                        );
-                    }
-                }
-            }
+        Sink::Interface(iface, mut senders) => {
             let origin = Instant::now();
-            if cfg.threads == 1 {
-                let mut sink =
-                    sys::PacketSender::open(&iface, true, cfg.no_tx_ring).map_err(|e| {
-                        anyhow::anyhow!("-i/--intf1 {name}: cannot open an AF_PACKET socket: {e}")
-                    })?;
-                let mut input = make_input();
+            if senders.len() == 1 {
+                let (mut input, mut sink) = (inputs.remove(0), senders.remove(0));
                 let mut editor = first_editor;
                 let mut clock =
                     SystemClock::with_origin(origin, DEFAULT_SPIN).with_timer(cfg.timer);
-                result = run(
+                run(
                     &mut *input,
                     &mut *editor,
                     &mut Pacer::new(cfg.timing).with_catch_up(cfg.catch_up),
@@ -234,13 +197,14 @@ fn replay_main(cfg: Config) -> Result<ExitCode> {
                     &cfg.limits,
                     &stop,
                     &mut stats,
-                );
+                )
             } else {
                 drop(first_editor);
-                result = run_threads(&cfg, &iface, origin, &make_input, &stop, &mut stats);
+                let lanes = inputs.into_iter().zip(senders).collect();
+                run_threads(&cfg, &iface, lanes, origin, &stop, &mut stats)
             }
         }
-    }
+    };
     reporter.finish();
     if let Some(p) = &published {
         *p.lock().unwrap_or_else(|p| p.into_inner()) = stats;
@@ -256,7 +220,7 @@ fn replay_main(cfg: Config) -> Result<ExitCode> {
         print_summary(&stats.summary(end_ns));
     }
     if let Some(note) = late_note(&cfg, &stats) {
-        eprintln!("{note}");
+        log.warn(&note);
     }
     if let Some(e) = error {
         let hint = match e.downcast_ref::<CaptureError>() {
@@ -265,152 +229,33 @@ fn replay_main(cfg: Config) -> Result<ExitCode> {
             }
             _ => "",
         };
-        eprintln!("replay: {e:#}{hint}");
+        log.error(&format!("{e:#}{hint}"));
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--threads N` at top speed: sender thread `i` sends input packets `i, i+N, i+2N, …` through
-/// its own socket and TX ring; counters are added up at the end.
-fn run_threads(
-    cfg: &Config,
-    iface: &sys::Interface,
-    origin: Instant,
-    make_input: &(dyn Fn() -> Box<dyn Input + Send> + Sync),
-    stop: &AtomicBool,
-    total: &mut ReplayStats,
-) -> Result<RunResult> {
-    let n = cfg.threads as u64;
-    let results: Vec<Result<(RunResult, ReplayStats)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n)
-            .map(|i| {
-                let mut input = make_input();
-                s.spawn(move || -> Result<(RunResult, ReplayStats)> {
-                    let mut editor = build_editor(&cfg.edits, iface.mtu)?;
-                    let mut sink = sys::PacketSender::open(iface, true, cfg.no_tx_ring)?;
-                    let mut clock =
-                        SystemClock::with_origin(origin, DEFAULT_SPIN).with_timer(cfg.timer);
-                    let limits = Limits {
-                        shard: (i, n),
-                        ..cfg.limits
-                    };
-                    let mut stats = ReplayStats::default();
-                    let r = run(
-                        &mut *input,
-                        &mut *editor,
-                        &mut Pacer::new(Timing::TopSpeed),
-                        &mut sink,
-                        &mut clock,
-                        &mut NoReport,
-                        &limits,
-                        stop,
-                        &mut stats,
-                    )?;
-                    sink.finish()?;
-                    Ok((r, stats))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("sender thread panicked")))
-            })
-            .collect()
-    });
-    let mut last: Option<RunResult> = None;
-    let mut first_err = None;
-    for r in results {
-        match r {
-            Ok((res, st)) => {
-                total.merge(&st);
-                if last.is_none_or(|l| res.end_ns > l.end_ns) {
-                    last = Some(res);
-                }
-            }
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    match first_err {
-        Some(e) => Err(e),
-        None => last.context("no sender thread ran"),
-    }
-}
-
-/// Whether the paced sender will spin through whole gaps rather than sleep in them: always with
-/// `-T gtod`; with the default timer at a fixed rate whose gap is within the starting spin
-/// window (10,000 pps and up). Capture timing and `--mbps` vary, so they are not judged.
-fn spins_every_gap(cfg: &Config) -> bool {
-    match (cfg.timer, cfg.timing) {
-        (Timer::Gtod, _) => true,
-        (Timer::Hybrid, Timing::Pps(pps)) => 1e9 / pps <= DEFAULT_SPIN.as_nanos() as f64,
-        _ => false,
-    }
-}
-
-/// A note for a paced run whose sleeping sender left more than 1 % of its packets late: the
-/// machine is slow to give a sleeping thread its CPU back, and `-T gtod` does not sleep.
-fn late_note(cfg: &Config, stats: &ReplayStats) -> Option<String> {
-    let sent = stats.packets_sent;
-    // A sender that spins every gap (-T gtod, or hybrid at 10,000 pps and up) has no sleep
-    // to blame, and -T gtod would change nothing.
-    let slow = !cfg.timing.is_top_speed()
-        && !spins_every_gap(cfg)
-        && sent >= 100
-        && stats.late * 100 > sent;
-    slow.then(|| {
-        format!(
-            "replay: note: {} of {sent} packets ({:.1} %) left half a gap or more late: this \
-             machine is slow to run the sender again after a sleep (a busy host, or a VM); \
-             -T gtod spins instead of sleeping, as tcpreplay does (a whole core)",
-            stats.late,
-            stats.late as f64 * 100.0 / sent as f64
-        )
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(args: &[&str]) -> Config {
-        Args::try_parse_from(std::iter::once("replay").chain(args.iter().copied()))
-            .unwrap()
-            .validate()
-            .unwrap()
-    }
-
-    #[test]
-    fn late_note_only_for_a_sleeping_sender_over_one_percent_late() {
-        let mut stats = ReplayStats::default();
-        for _ in 0..1000 {
-            stats.sent(60);
-        }
-        stats.late = 10;
-        let paced = config(&["-i", "e", "--pps", "1000", "a"]);
-        assert!(late_note(&paced, &stats).is_none(), "1 % is not over 1 %");
-        stats.late = 11;
-        let note = late_note(&paced, &stats).unwrap();
-        assert!(
-            note.contains("11 of 1000 packets (1.1 %)") && note.contains("-T gtod"),
-            "{note}"
-        );
-        assert!(late_note(
-            &config(&["-i", "e", "--pps", "1000", "-T", "nano", "a"]),
-            &stats
-        )
-        .is_some());
-        assert!(late_note(
-            &config(&["-i", "e", "--pps", "1000", "-T", "gtod", "a"]),
-            &stats
-        )
-        .is_none());
-        assert!(late_note(&config(&["-i", "e", "-t", "a"]), &stats).is_none());
-        // Hybrid at 10,000 pps spins every gap: no sleep to blame.
-        assert!(late_note(&config(&["-i", "e", "--pps", "10000", "a"]), &stats).is_none());
+/// The paced sender sleeps between packets: make its wake-ups precise and prompt (on this
+/// thread, which sends; before the privilege switch, as SCHED_FIFO needs CAP_SYS_NICE).
+fn tune_paced_sender(cfg: &Config, log: Log) {
+    sys::tighten_timer_slack();
+    sys::request_short_slice(Duration::from_micros(100));
+    let Some(p) = cfg.rt_priority else {
+        return;
+    };
+    if let Err(e) = sys::set_fifo(p) {
+        log.warn(&format!("--rt-priority {p}: {e}; pacing without it"));
+    } else if let (Some((runtime, period)), true) =
+        (replay::sched::rt_throttling(), spins_every_gap(cfg))
+    {
+        // What this costs at high rates is measured in docs/benchmarks.md (--rt-priority).
+        log.warn(&format!(
+            "warning: --rt-priority {p}: at this rate the sender spins through every gap, and \
+             the kernel's RT throttling (kernel.sched_rt_runtime_us {runtime} of {period}) will \
+             stop it for {} ms each {} ms; it pays only where the sender sleeps (below 10,000 \
+             pps with -T hybrid, or -T nano)",
+            (period - runtime) / 1000,
+            period / 1000
+        ));
     }
 }

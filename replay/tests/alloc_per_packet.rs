@@ -184,7 +184,7 @@ fn file_allocs_for(n: usize, preload: bool, rewrite: bool) -> u64 {
             replay::input::preload(std::slice::from_ref(&path)).unwrap(),
         ))
     } else {
-        Box::new(replay::input::FileInput::new(vec![path.clone()]))
+        Box::new(replay::input::FileInput::open_all(std::slice::from_ref(&path)).unwrap())
     };
     let mut clock = VirtualClock(0);
     let stop = AtomicBool::new(false);

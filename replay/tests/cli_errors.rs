@@ -294,3 +294,53 @@ fn pcapng_with_a_second_linktype_is_refused_clearly_after_the_first_packets() {
     assert!(stdout.contains("Actual: 2 packets"), "{stdout}");
     assert_eq!(records(&out).len(), 2);
 }
+
+/// `--log-format json`: the error is one JSON object on stderr (level, message naming the
+/// file), the summary stays on stdout; with `RUST_LOG=info` the switch to `--user` (as root) or
+/// the capability trim (not root) is logged as JSON too.
+#[test]
+fn log_format_json_gives_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.pcap");
+    let missing = dir.path().join("missing.pcap");
+    let (code, _, err) = replay(&[
+        "--log-format",
+        "json",
+        "-w",
+        out.to_str().unwrap(),
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON line");
+    assert_eq!(v["level"], "ERROR", "{v}");
+    let msg = v["fields"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("missing.pcap"), "{v}");
+
+    let input = dir.path().join("in.pcap");
+    write_pcap(&input, 5, TsPrecision::Micro);
+    let run = Command::new(env!("CARGO_BIN_EXE_replay"))
+        .args(["--log-format", "json", "--json", "-w"])
+        .arg(&out)
+        .arg(&input)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    let logged: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert!(
+        logged.iter().any(|v| {
+            let m = v["fields"]["message"].as_str().unwrap_or_default();
+            m.contains("privileges dropped to nobody") || m.contains("not root")
+        }),
+        "{err}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&run.stdout).trim()).unwrap();
+    assert!(summary.is_object(), "{summary}");
+}

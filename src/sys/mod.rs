@@ -310,7 +310,7 @@ fn prctl(option: libc::c_int, arg: libc::c_ulong, what: &str) -> Result<(), SysE
 /// Hands the free pages of every malloc arena back to the kernel (glibc's `malloc_trim`); a
 /// no-op elsewhere. glibc returns memory on its own only from the top of the main heap: pages
 /// freed inside a heap, and in the per-thread arenas (capture threads, tokio workers), stay
-/// resident after a peak (tcpcopy's soak saw 13 MB of them come back on one call under load).
+/// resident after a peak (what one call gave back in tcpcopy's soak: docs/benchmarks.md).
 /// It walks the free chunks of each arena under that arena's lock, so call it every few
 /// seconds, not per packet.
 pub fn release_free_memory() {

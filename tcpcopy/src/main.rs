@@ -23,36 +23,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.stream {
-        if cli.metrics.is_some() {
-            eprintln!("tcpcopy: --metrics: raw mode only (stream mode has no metrics yet)");
-            return ExitCode::from(2);
-        }
-        let common = match cli.validate_stream() {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("tcpcopy: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        let mut stream_opts = cli.stream_opts.clone();
-        if matches!(common.source, tcpcopy::stream::StreamSource::Live { .. }) {
-            // The key log and the target's certificate files may be root's alone: read them
-            // before the drop.
-            if let Err(e) = stream_opts.tls.preload() {
-                eprintln!("tcpcopy: {e:#}");
-                return ExitCode::from(2);
-            }
-            if let Err(code) = secure_live_stream(&cli, &common) {
-                return code;
-            }
-        }
-        return match tcpcopy::stream::run(&common, &stream_opts) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("tcpcopy: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return stream_main(&cli);
     }
     let mut settings = match cli.validate() {
         Ok(s) => s,
@@ -61,7 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let logfile = match init_logging(settings.log.as_deref(), cli.log_format == "json") {
+    let logfile = match init_logging(settings.log.as_deref(), cli.log_format == "json", "info") {
         Ok(f) => f,
         Err(e) => {
             eprintln!("tcpcopy: -l/--log: {e}");
@@ -161,6 +132,111 @@ fn main() -> ExitCode {
     }
 }
 
+/// Stream mode: validated flags, then everything privileged or path-based opened and the
+/// targets checked, then the drop to `--user`, then the replay (its threads start after).
+fn stream_main(cli: &Cli) -> ExitCode {
+    let json = cli.log_format == "json";
+    tcpcopy::stream::set_json_logs(json);
+    // Text: stream mode's own `tcpcopy: ...` lines, and tracing's warnings only (RUST_LOG=info
+    // shows the privilege switch); JSON: everything from info up, for log shippers.
+    if let Err(e) = init_logging(None, json, if json { "info" } else { "warn" }) {
+        eprintln!("tcpcopy: {e}");
+        return ExitCode::from(2);
+    }
+    let fail = |code: u8, msg: String| {
+        tcpcopy::stream::log_error(&msg);
+        ExitCode::from(code)
+    };
+    if cli.metrics.is_some() {
+        return fail(
+            2,
+            "--metrics: raw mode only (stream mode has no metrics yet)".into(),
+        );
+    }
+    let common = match cli.validate_stream() {
+        Ok(c) => c,
+        Err(e) => return fail(2, e.to_string()),
+    };
+    let mut stream_opts = cli.stream_opts.clone();
+    // The key log and the target's certificate files may be root's alone: read them before
+    // the drop.
+    if let Err(e) = stream_opts.tls.preload() {
+        return fail(2, format!("{e:#}"));
+    }
+    let secured = match &common.source {
+        tcpcopy::stream::StreamSource::Live { .. } => secure_live_stream(cli, &common),
+        tcpcopy::stream::StreamSource::Offline(path) => {
+            secure_offline_stream(cli, &common, &mut stream_opts, path)
+        }
+    };
+    if let Err(code) = secured {
+        return code;
+    }
+    match tcpcopy::stream::run(&common, &stream_opts) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(1, format!("{e:#}")),
+    }
+}
+
+/// Offline stream mode: the capture file opened (so one only root can read still replays),
+/// the targets checked against it (the capture's own server, or a `-x` online address, is
+/// refused unless --force: see `tcpcopy::stream::guard` for why loopback is not), --report
+/// files created and handed to --user, then the drop to --user keeping no capability at all.
+fn secure_offline_stream(
+    cli: &Cli,
+    common: &tcpcopy::stream::StreamCommon,
+    opts: &mut tcpcopy::stream::StreamOptions,
+    path: &std::path::Path,
+) -> Result<(), ExitCode> {
+    use tcpcopy::stream::{guard, log_error, log_warn, OpenedCapture};
+    let capture = OpenedCapture::open(path).map_err(|e| {
+        log_error(&format!("{e:#}"));
+        ExitCode::FAILURE
+    })?;
+    let servers = match capture.reader() {
+        Ok(mut r) => guard::captured_servers(&mut r, &common.mappings, guard::SCAN_PACKETS),
+        Err(e) => {
+            log_error(&format!("{e:#}"));
+            return Err(ExitCode::FAILURE);
+        }
+    };
+    let problems = guard::check_offline_targets(&common.mappings, &servers);
+    if !problems.is_empty() {
+        if !cli.force {
+            log_error(&format!(
+                "-x/--mapping: refused: {} (--force overrides)",
+                problems.join("; ")
+            ));
+            return Err(ExitCode::from(2));
+        }
+        for p in problems {
+            log_warn(&format!("warning: --force: {p}"));
+        }
+    }
+    opts.offline_capture = Some(capture);
+    create_reports_for_user(cli)?;
+    if let Err(e) = tcpclone::sys::drop_privileges(&cli.user, false) {
+        log_error(&format!("--user: dropping privileges: {e}"));
+        return Err(ExitCode::from(2));
+    }
+    Ok(())
+}
+
+/// --report files are written at the end, as --user: created now (never through a symlink)
+/// and handed to that user through the descriptor.
+fn create_reports_for_user(cli: &Cli) -> Result<(), ExitCode> {
+    for p in &cli.stream_opts.report {
+        let given = tcpclone::sys::create_nofollow(p)
+            .map_err(|e| format!("cannot create: {e}"))
+            .and_then(|f| tcpclone::sys::give_to_user(&f, p, &cli.user).map_err(|e| e.to_string()));
+        if let Err(e) = given {
+            tcpcopy::stream::log_error(&format!("--report {}: {e}", p.display()));
+            return Err(ExitCode::from(2));
+        }
+    }
+    Ok(())
+}
+
 /// Live stream mode copies production traffic as raw mode does: the same target checks
 /// (a local, loopback or `-x`-online target is refused unless --force), then --report files
 /// created (never through a symlink) and handed to --user, then the drop to --user keeping
@@ -169,25 +245,17 @@ fn secure_live_stream(cli: &Cli, common: &tcpcopy::stream::StreamCommon) -> Resu
     match tcpcopy::live::safety_check_targets(&common.mappings, &[], cli.force) {
         Ok(overridden) => {
             for p in overridden {
-                eprintln!("tcpcopy: warning: --force: {p}");
+                tcpcopy::stream::log_warn(&format!("warning: --force: {p}"));
             }
         }
         Err(e) => {
-            eprintln!("tcpcopy: {e}");
+            tcpcopy::stream::log_error(&e.to_string());
             return Err(ExitCode::from(2));
         }
     }
-    for p in &cli.stream_opts.report {
-        let given = tcpclone::sys::create_nofollow(p)
-            .map_err(|e| format!("cannot create: {e}"))
-            .and_then(|f| tcpclone::sys::give_to_user(&f, p, &cli.user).map_err(|e| e.to_string()));
-        if let Err(e) = given {
-            eprintln!("tcpcopy: --report {}: {e}", p.display());
-            return Err(ExitCode::from(2));
-        }
-    }
+    create_reports_for_user(cli)?;
     if let Err(e) = tcpclone::sys::drop_privileges(&cli.user, true) {
-        eprintln!("tcpcopy: --user: dropping privileges: {e}");
+        tcpcopy::stream::log_error(&format!("--user: dropping privileges: {e}"));
         return Err(ExitCode::from(2));
     }
     Ok(())
@@ -198,10 +266,12 @@ fn secure_live_stream(cli: &Cli, common: &tcpcopy::stream::StreamCommon) -> Resu
 fn init_logging(
     file: Option<&std::path::Path>,
     json: bool,
+    default_level: &str,
 ) -> std::io::Result<Option<tcpclone::sys::LogFile>> {
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let (writer, f) = match file {
         Some(p) => {
             let f = tcpclone::sys::LogFile::open(p).map_err(|e| {

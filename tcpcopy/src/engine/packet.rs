@@ -2,9 +2,10 @@
 //!
 //! The one hand-written parser left beside `tcpclone::wire`, on purpose: it runs for every
 //! captured segment and every intercept report, and parsing with the library's layout and views
-//! instead cost 2.9x the instructions per call, +16 % for the whole engine bench (callgrind,
-//! `tcpcopy/benches/engine.rs`; see docs/benchmarks.md). Its rules match the library's: IPv6
-//! extension headers walked, fragments refused, a zero IPv4 length read as a super-segment.
+//! instead cost more instructions per call and for the whole engine bench (callgrind over
+//! `tcpcopy/benches/engine.rs`; the figures: docs/benchmarks.md). Its rules match the
+//! library's: IPv6 extension headers walked, fragments refused, a zero IPv4 length read as a
+//! super-segment.
 //!
 //! Parsing tolerates unfinished (offloaded) checksums and GRO/GSO super-segments; building always
 //! computes every checksum in full (with `tcpclone::wire::checksum`). Never panics on malformed

@@ -9,8 +9,7 @@
 //! full or MS ms after their first packet. Block mode suits a small -B on a busy host (a capture
 //! thread kept off the CPU for a few ms overruns 128 slots). It is not the default: it wakes the
 //! capture thread less often, which leaves the host more CPU, but under load segments reach the
-//! engine later (a 3-minute soak of short connections: capture-to-engine median 142 ms against
-//! 2.3 ms in immediate mode; both delivered over 99.9 %). Neither
+//! engine later (the soak's capture-to-engine medians of both modes: docs/benchmarks.md). Neither
 //! copies in the kernel; the engine thread measures capture-to-send latency and the summary
 //! prints its percentiles.
 //!

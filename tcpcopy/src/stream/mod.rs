@@ -8,6 +8,7 @@
 //! measuring). The report lives in [`crate::report`].
 
 pub mod decode;
+pub mod guard;
 pub mod proxy;
 pub mod reassembly;
 pub mod replay;
@@ -19,6 +20,46 @@ use crate::report::Report;
 use std::path::PathBuf;
 
 pub use proxy::ProxyVersion;
+
+/// `--log-format json` in stream mode: operator messages become JSON log lines.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sends stream mode's messages as JSON log lines through tracing (`true`) or as
+/// `tcpcopy: ...` lines on stderr (the default). Set once, before the run.
+pub fn set_json_logs(on: bool) {
+    JSON_LOGS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn json_logs() -> bool {
+    JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// An error for the operator (one line).
+pub fn log_error(msg: &str) {
+    if json_logs() {
+        tracing::error!("{msg}");
+    } else {
+        eprintln!("tcpcopy: {msg}");
+    }
+}
+
+/// A warning for the operator.
+pub fn log_warn(msg: &str) {
+    if json_logs() {
+        tracing::warn!("{msg}");
+    } else {
+        eprintln!("tcpcopy: {msg}");
+    }
+}
+
+/// Progress for the operator (what is being captured, what the kernel dropped).
+pub fn log_info(msg: &str) {
+    if json_logs() {
+        tracing::info!("{msg}");
+    } else {
+        eprintln!("tcpcopy: {msg}");
+    }
+}
 
 /// Where stream mode reads its packets from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +140,9 @@ pub struct StreamOptions {
     /// TLS: decryption with a key log, replay over TLS.
     #[command(flatten)]
     pub tls: tls::TlsOptions,
+    /// Offline: the capture file, opened before the privilege drop (`None`: opened by path).
+    #[arg(skip)]
+    pub offline_capture: Option<OpenedCapture>,
 }
 
 impl Default for StreamOptions {
@@ -118,7 +162,45 @@ impl Default for StreamOptions {
             stream_idle_timeout: 120,
             duration: None,
             tls: tls::TlsOptions::default(),
+            offline_capture: None,
         }
+    }
+}
+
+/// A capture file opened once, before the switch to `--user`, so that a file only root can
+/// read still replays; every pass (`--loop`) reads it again from the start.
+#[derive(Debug, Clone)]
+pub struct OpenedCapture {
+    path: PathBuf,
+    file: std::sync::Arc<std::fs::File>,
+}
+
+impl OpenedCapture {
+    /// Opens `path` and checks that it is a capture (its header reads).
+    pub fn open(path: &std::path::Path) -> anyhow::Result<Self> {
+        let c = OpenedCapture {
+            path: path.to_path_buf(),
+            file: std::sync::Arc::new(
+                std::fs::File::open(path)
+                    .map_err(|e| anyhow::anyhow!("{}: cannot open: {e}", path.display()))?,
+            ),
+        };
+        c.reader()?;
+        Ok(c)
+    }
+
+    /// A reader from the start of the file.
+    pub fn reader(
+        &self,
+    ) -> anyhow::Result<tcpclone::capture::CaptureReader<std::io::BufReader<std::fs::File>>> {
+        use std::io::{Seek, SeekFrom};
+        // A second handle on the one open file: passes run one after the other, never at once.
+        let mut f = self.file.try_clone()?;
+        f.seek(SeekFrom::Start(0))?;
+        Ok(tcpclone::capture::CaptureReader::from_reader(
+            std::io::BufReader::with_capacity(1 << 18, f),
+            self.path.display().to_string(),
+        )?)
     }
 }
 

@@ -129,6 +129,17 @@ fn find_target(mappings: &[TargetMapping], dst: SocketAddr) -> Option<SocketAddr
         .map(|m| m.target)
 }
 
+/// The capture file: the one opened before the privilege drop, or opened now by path.
+fn open_offline(
+    opts: &StreamOptions,
+    path: &std::path::Path,
+) -> anyhow::Result<CaptureReader<std::io::BufReader<std::fs::File>>> {
+    match &opts.offline_capture {
+        Some(c) => c.reader(),
+        None => Ok(CaptureReader::open(path)?),
+    }
+}
+
 /// Replays according to `common` and `opts`. Returns the report and, when the input failed
 /// part-way (a damaged capture, a capture device gone), that error: what was read is replayed.
 pub fn run(
@@ -162,7 +173,7 @@ pub fn run(
     }
     if let StreamSource::Offline(path) = &common.source {
         // Fail before anything starts when the file cannot be read at all.
-        CaptureReader::open(path)?;
+        open_offline(opts, path)?;
     }
     let t = &opts.tls;
     if !t.target_tls
@@ -274,7 +285,7 @@ pub fn run(
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let mut src = CaptureReader::open(path)?;
+                    let mut src = open_offline(opts, path)?;
                     let span = reader.pump(&mut src, cfg.clone(), base, orig_base, &stop)?;
                     base += Duration::from_secs_f64(span.as_secs_f64() / ctx.speedup)
                         + Duration::from_millis(1);
@@ -293,11 +304,11 @@ pub fn run(
                     stop.clone(),
                     opts.duration.map(Duration::from_secs_f64),
                 )?;
-                eprintln!("tcpcopy --stream: capturing with filter `{f}`");
+                super::log_info(&format!("--stream: capturing with filter `{f}`"));
                 reader.pump(&mut src, cfg.clone(), ctx.start, Duration::ZERO, &stop)?;
                 let drops = src.kernel_drops.load(Ordering::Relaxed);
                 if drops > 0 {
-                    eprintln!("tcpcopy: the kernel dropped {drops} captured packets");
+                    super::log_warn(&format!("the kernel dropped {drops} captured packets"));
                 }
             }
         }

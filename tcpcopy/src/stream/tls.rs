@@ -177,13 +177,13 @@ pub fn load_keylog_from(
     let (log, bad) =
         KeyLog::parse(&text, &name).map_err(|e| anyhow::anyhow!("--tls-keylog {e}"))?;
     for e in bad.iter().take(10) {
-        eprintln!("tcpcopy: --tls-keylog {e} (line skipped)");
+        super::log_warn(&format!("--tls-keylog {e} (line skipped)"));
     }
     if bad.len() > 10 {
-        eprintln!(
-            "tcpcopy: --tls-keylog {name}: {} more bad lines skipped",
+        super::log_warn(&format!(
+            "--tls-keylog {name}: {} more bad lines skipped",
             bad.len() - 10
-        );
+        ));
     }
     Ok((log, bytes.len() as u64, text.lines().count()))
 }
@@ -285,10 +285,10 @@ impl TlsFilter {
         self.messages += 1;
         if self.messages <= MAX_MESSAGES {
             if let StreamEvent::Open { key, .. } = open {
-                eprintln!("tcpcopy: TLS session {} -> {}: {what}", key.src, key.dst);
+                super::log_warn(&format!("TLS session {} -> {}: {what}", key.src, key.dst));
             }
         } else if self.messages == MAX_MESSAGES + 1 {
-            eprintln!("tcpcopy: more TLS session errors are only counted (see the report)");
+            super::log_warn("more TLS session errors are only counted (see the report)");
         }
     }
 
@@ -636,7 +636,7 @@ impl KeyLogFollower {
             self.line += 1;
             n += 1;
             if let Err(e) = keys.add_line(l, &self.name, self.line) {
-                eprintln!("tcpcopy: --tls-keylog {e} (line skipped)");
+                super::log_warn(&format!("--tls-keylog {e} (line skipped)"));
             }
         }
         n

@@ -1,209 +1,22 @@
-//! The only unsafe code of `replay`: sending frames on an interface through an AF_PACKET socket
-//! with a PACKET_TX_RING (TPACKET_V2), falling back to `sendmmsg` batches when the ring cannot
-//! be set up; the interface queries (index, MTU, hardware type) it needs; the monotonic clock,
-//! absolute sleeps, timer slack and scheduling policy of the paced sender.
+//! The AF_PACKET sender: frames go out through a PACKET_TX_RING (TPACKET_V2), or `sendmmsg`
+//! batches when the ring cannot be set up. System calls only: how big a frame may be, how the
+//! ring is shaped and what a failed send does next are decided in [`crate::tx`].
 //!
 //! Frames are copied into the shared ring and handed to the kernel in batches with one `send()`
 //! kick: every few hundred frames, and whenever the loop flushes (a paced loop flushes before it
-//! waits, so a packet sent on time is kicked at once, and packets sent late go out in a batch). A full ring,
-//! ENOBUFS or EAGAIN is waited out with `poll` and counted as a retry, never dropped.
+//! waits, so a packet sent on time is kicked at once, and packets sent late go out in a batch).
+//! A full ring, ENOBUFS or EAGAIN is waited out and counted as a retry, never dropped.
 #![allow(unsafe_code)]
 
+use super::Interface;
 use crate::pipeline::Output;
-use std::ffi::CString;
+use crate::tx::{self, Retry, RetryCounts, RingGeometry, TOP_SPEED_BATCH};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tcpclone::capture::{FailReason, Packet, PacketSink, SendOutcome};
 use tcpclone::stats::ReplayStats;
-
-/// ARPHRD_ETHER: the interface carries Ethernet frames.
-pub const ARPHRD_ETHER: u16 = 1;
-
-/// What replay needs to know about an interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Interface {
-    /// Interface index.
-    pub index: i32,
-    /// MTU (largest network-layer packet).
-    pub mtu: u32,
-    /// Hardware type (ARPHRD_*).
-    pub hw_type: u16,
-}
-
-fn ifreq_for(name: &str) -> io::Result<libc::ifreq> {
-    let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a valid interface name",
-        ));
-    }
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
-    Ok(req)
-}
-
-fn socket(proto: u16) -> io::Result<OwnedFd> {
-    // SAFETY: plain system call; the returned descriptor is checked and then owned.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            proto.to_be() as i32,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Looks up an interface by name (in the current network namespace).
-pub fn interface(name: &str) -> io::Result<Interface> {
-    let cname = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
-    // SAFETY: cname is a valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-    if index == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = socket(0)?;
-    let mut req = ifreq_for(name)?;
-    // SAFETY: SIOCGIFMTU fills ifr_ifru.ifru_mtu of the ifreq we own.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFMTU, &mut req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the ioctl above wrote the mtu member of the union.
-    let mtu = unsafe { req.ifr_ifru.ifru_mtu } as u32;
-    let mut req = ifreq_for(name)?;
-    // SAFETY: SIOCGIFHWADDR fills ifr_ifru.ifru_hwaddr of the ifreq we own.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the ioctl above wrote the hwaddr member of the union.
-    let hw_type = unsafe { req.ifr_ifru.ifru_hwaddr.sa_family };
-    Ok(Interface {
-        index: index as i32,
-        mtu,
-        hw_type,
-    })
-}
-
-/// Makes this thread's sleeps wake within ~1 µs of the asked time instead of the default 50 µs
-/// timer slack, so the spin before each paced packet stays short.
-pub fn tighten_timer_slack() {
-    // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only the calling thread.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
-    }
-}
-
-/// struct sched_attr of sched_setattr(2) (the libc crate does not define it).
-#[repr(C)]
-#[derive(Default)]
-struct SchedAttr {
-    size: u32,
-    sched_policy: u32,
-    sched_flags: u64,
-    sched_nice: i32,
-    sched_priority: u32,
-    sched_runtime: u64,
-    sched_deadline: u64,
-    sched_period: u64,
-    sched_util_min: u32,
-    sched_util_max: u32,
-}
-
-/// Asks the fair scheduler for a short time slice (`slice` ≥ 100 µs) for this thread: on an
-/// EEVDF kernel (Linux ≥ 6.12) a thread waking with a slice shorter than the running task's
-/// preempts it instead of waiting for that task's slice to end, so a sender that sleeps between
-/// packets gets its core back on time when other work shares it. It does not raise the thread's
-/// share of the CPU, needs no privilege, and is ignored by older kernels (best effort).
-pub fn request_short_slice(slice: Duration) {
-    // SAFETY: getpriority reads this process's nice value; errno is reset first as the man page
-    // asks (a nice of -1 is a valid return).
-    let nice = unsafe {
-        *libc::__errno_location() = 0;
-        libc::getpriority(libc::PRIO_PROCESS, 0)
-    };
-    let attr = SchedAttr {
-        size: std::mem::size_of::<SchedAttr>() as u32,
-        sched_policy: libc::SCHED_OTHER as u32,
-        sched_nice: nice,
-        sched_runtime: slice.as_nanos() as u64,
-        ..SchedAttr::default()
-    };
-    // SAFETY: attr is a valid sched_attr whose size field matches; pid 0 is the calling thread.
-    unsafe {
-        libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0);
-    }
-}
-
-/// Runs this thread under SCHED_FIFO at `priority` (1–99), so no ordinary task delays its
-/// wake-ups. Needs CAP_SYS_NICE (or an RLIMIT_RTPRIO that allows it).
-pub fn set_fifo(priority: i32) -> io::Result<()> {
-    let p = libc::sched_param {
-        sched_priority: priority,
-    };
-    // SAFETY: p is a valid sched_param; pid 0 is the calling thread.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// The kernel's RT throttling as (runtime, period) in microseconds: SCHED_FIFO tasks of a CPU
-/// may run `runtime` of every `period`, then stop until the period ends. None when it is off
-/// (runtime -1) or cannot be read.
-pub fn rt_throttling() -> Option<(u64, u64)> {
-    let read = |name: &str| -> Option<i64> {
-        std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    };
-    let runtime = u64::try_from(read("sched_rt_runtime_us")?).ok()?;
-    let period = u64::try_from(read("sched_rt_period_us")?).ok()?;
-    (runtime < period).then_some((runtime, period))
-}
-
-/// CLOCK_MONOTONIC now, in nanoseconds (the clock `Instant` reads on Linux).
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to write into; CLOCK_MONOTONIC always exists.
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
-    }
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Sleeps until CLOCK_MONOTONIC reads `deadline_ns` (an absolute time, so neither the time spent
-/// computing the sleep nor an interrupted sleep moves the wake-up); returns early on a signal.
-pub fn sleep_until_monotonic(deadline_ns: u64) {
-    let ts = libc::timespec {
-        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
-    };
-    // SAFETY: ts is a valid timespec; no remaining-time pointer is needed with TIMER_ABSTIME.
-    unsafe {
-        libc::clock_nanosleep(
-            libc::CLOCK_MONOTONIC,
-            libc::TIMER_ABSTIME,
-            &ts,
-            std::ptr::null_mut(),
-        );
-    }
-}
 
 fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T) -> io::Result<()> {
     // SAFETY: value points to a live T of the size passed.
@@ -233,6 +46,28 @@ fn poll_out(fd: &OwnedFd, ms: i32) {
     // SAFETY: p is one valid pollfd.
     unsafe {
         libc::poll(&mut p, 1, ms);
+    }
+}
+
+/// Does what the retry policy says about the failed send `e`: returns once it is time to try
+/// again, or the error when the send failed for good.
+fn wait_to_retry(fd: &OwnedFd, retries: &mut RetryCounts, e: io::Error) -> io::Result<()> {
+    let r = tx::on_send_error(e.raw_os_error());
+    retries.count(r);
+    match r {
+        Retry::Now => Ok(()),
+        Retry::Sleep(d) => {
+            std::thread::sleep(d);
+            Ok(())
+        }
+        Retry::PollWritable(ms) => {
+            poll_out(fd, ms);
+            Ok(())
+        }
+        Retry::Fail => Err(io::Error::new(
+            e.kind(),
+            format!("AF_PACKET send failed: {e}"),
+        )),
     }
 }
 
@@ -297,25 +132,19 @@ pub struct PacketSender {
     pending: usize,
     /// Kick after this many frames.
     batch: usize,
-    retried_full: u64,
-    retried_enobufs: u64,
-    retried_eagain: u64,
+    retries: RetryCounts,
 }
 
 // SAFETY: the ring mapping is owned by this sender alone and moves with it; no other thread
 // holds a pointer into it.
 unsafe impl Send for PacketSender {}
 
-/// Frames per kick at top speed.
-const TOP_SPEED_BATCH: usize = 256;
-
 impl PacketSender {
     /// Opens a sender on `iface`. `batched` kicks the kernel every few hundred frames (top speed);
     /// otherwise every frame is kicked as it is queued. `force_mmsg` skips the TX ring.
     pub fn open(iface: &Interface, batched: bool, force_mmsg: bool) -> io::Result<Self> {
-        let fd = socket(0)?;
-        let link_header = if iface.hw_type == ARPHRD_ETHER { 14 } else { 0 };
-        let max_frame = iface.mtu as usize + link_header;
+        let fd = super::socket(0)?;
+        let max_frame = tx::max_frame(iface.mtu, iface.hw_type);
         // Send straight to the driver, as trafgen does (best effort: old kernels lack it).
         let _ = setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &1i32);
         // Room for a full ring in flight; SO_SNDBUFFORCE needs CAP_NET_ADMIN, SO_SNDBUF does not.
@@ -354,9 +183,7 @@ impl PacketSender {
             max_frame,
             pending: 0,
             batch,
-            retried_full: 0,
-            retried_enobufs: 0,
-            retried_eagain: 0,
+            retries: RetryCounts::default(),
         })
     }
 
@@ -376,20 +203,15 @@ impl PacketSender {
         let vnet = setsockopt(fd, libc::SOL_PACKET, libc::PACKET_VNET_HDR, &1i32).is_ok();
         // Frames the kernel cannot send (e.g. malformed) are skipped instead of blocking the ring.
         setsockopt(fd, libc::SOL_PACKET, libc::PACKET_LOSS, &1i32)?;
-        let frame_size = (TX_DATA_OFFSET + VNET_HDR_LEN + largest)
-            .next_power_of_two()
-            .max(2048);
-        let block_size = frame_size.max(1 << 16);
-        let block_nr = ((4usize << 20) / block_size).max(2);
-        let frame_nr = block_nr * (block_size / frame_size);
+        let g = RingGeometry::for_frames(largest, TX_DATA_OFFSET + VNET_HDR_LEN);
         let req = libc::tpacket_req {
-            tp_block_size: block_size as u32,
-            tp_block_nr: block_nr as u32,
-            tp_frame_size: frame_size as u32,
-            tp_frame_nr: frame_nr as u32,
+            tp_block_size: g.block_size as u32,
+            tp_block_nr: g.block_nr as u32,
+            tp_frame_size: g.frame_size as u32,
+            tp_frame_nr: g.frame_nr as u32,
         };
         setsockopt(fd, libc::SOL_PACKET, libc::PACKET_TX_RING, &req)?;
-        let map_len = block_size * block_nr;
+        let map_len = g.map_len();
         // SAFETY: maps the ring the kernel just allocated for this socket; checked below.
         let map = unsafe {
             libc::mmap(
@@ -407,8 +229,8 @@ impl PacketSender {
         Ok(Ring {
             map: map as *mut u8,
             map_len,
-            frame_size,
-            frame_nr,
+            frame_size: g.frame_size,
+            frame_nr: g.frame_nr,
             head: 0,
             vnet,
         })
@@ -432,12 +254,6 @@ impl PacketSender {
         }
     }
 
-    fn too_large(&self, data: &[u8]) -> bool {
-        let tagged =
-            data.len() >= 14 && matches!(u16::from_be_bytes([data[12], data[13]]), 0x8100 | 0x88a8);
-        data.len() > self.max_frame + if tagged { 4 } else { 0 }
-    }
-
     /// Hands every queued frame to the kernel without waiting for it to finish.
     fn kick(&mut self) -> io::Result<()> {
         if self.pending == 0 {
@@ -455,23 +271,7 @@ impl PacketSender {
                     return Ok(());
                 }
                 let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::ENOBUFS) => {
-                        self.retried_enobufs += 1;
-                        std::thread::sleep(Duration::from_micros(20));
-                    }
-                    Some(libc::EAGAIN) => {
-                        self.retried_eagain += 1;
-                        poll_out(&self.fd, 10);
-                    }
-                    _ => {
-                        return Err(io::Error::new(
-                            e.kind(),
-                            format!("AF_PACKET send failed: {e}"),
-                        ))
-                    }
-                }
+                wait_to_retry(&self.fd, &mut self.retries, e)?;
             },
             Mode::Mmsg(b) => {
                 b.iov.clear();
@@ -508,23 +308,7 @@ impl PacketSender {
                         continue;
                     }
                     let e = io::Error::last_os_error();
-                    match e.raw_os_error() {
-                        Some(libc::EINTR) => {}
-                        Some(libc::ENOBUFS) => {
-                            self.retried_enobufs += 1;
-                            std::thread::sleep(Duration::from_micros(20));
-                        }
-                        Some(libc::EAGAIN) => {
-                            self.retried_eagain += 1;
-                            poll_out(&self.fd, 10);
-                        }
-                        _ => {
-                            return Err(io::Error::new(
-                                e.kind(),
-                                format!("AF_PACKET send failed: {e}"),
-                            ))
-                        }
-                    }
+                    wait_to_retry(&self.fd, &mut self.retries, e)?;
                 }
                 b.lens.clear();
                 self.pending = 0;
@@ -559,14 +343,14 @@ impl PacketSink for PacketSender {
 
     fn send(&mut self, packet: &Packet<'_>) -> io::Result<SendOutcome> {
         let data = packet.data;
-        if self.too_large(data) {
+        if tx::too_large(data, self.max_frame) {
             return Ok(SendOutcome::Failed(FailReason::TooLarge));
         }
         match &mut self.mode {
             Mode::Ring(_) => {
                 if !self.slot_free() {
                     // Ring full: hand the queued frames over and wait for a slot.
-                    self.retried_full += 1;
+                    self.retries.ring_full += 1;
                     self.pending = self.pending.max(1);
                     self.kick()?;
                     while !self.slot_free() {
@@ -631,15 +415,7 @@ impl PacketSink for PacketSender {
 
 impl Output for PacketSender {
     fn drain_retries(&mut self, stats: &mut ReplayStats) {
-        stats
-            .retried
-            .add("TX ring full", std::mem::take(&mut self.retried_full));
-        stats
-            .retried
-            .add("ENOBUFS", std::mem::take(&mut self.retried_enobufs));
-        stats
-            .retried
-            .add("EAGAIN", std::mem::take(&mut self.retried_eagain));
+        self.retries.drain_into(stats);
     }
     fn finish(&mut self) -> io::Result<()> {
         self.drain()

@@ -643,7 +643,9 @@ impl KeyLogFollower {
     }
 }
 
-/// Accepts any certificate (`--target-insecure`).
+/// Accepts any certificate (`--target-insecure`), and any handshake signature: a signature made
+/// with a key whose certificate is not checked proves nothing, and verifying it (RSA) cost 6 %
+/// of a 1,000-request replay's instructions (callgrind, docs/benchmarks.md).
 #[derive(Debug)]
 struct AnyCert(Arc<CryptoProvider>);
 
@@ -660,19 +662,19 @@ impl ServerCertVerifier for AnyCert {
     }
     fn verify_tls12_signature(
         &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+        Ok(HandshakeSignatureValid::assertion())
     }
     fn verify_tls13_signature(
         &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+        Ok(HandshakeSignatureValid::assertion())
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()

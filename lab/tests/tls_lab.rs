@@ -3,7 +3,9 @@
 //! decrypted requests over TLS to a target nginx. Every request must arrive, with the same
 //! request bodies (nginx keeps each body in a file; their digests are compared), for every
 //! suite of both versions, keep-alive and one connection per request; a key log with half of
-//! the sessions replays that half and counts the rest.
+//! the sessions replays that half and counts the rest. openssl s_client resumes TLS 1.2
+//! sessions (session id and ticket) and TLS 1.3 ones (PSK, and 0-RTT early data); live, a
+//! session whose secret never comes is given up after --tls-key-wait while the others replay.
 //!
 //! Build first, same profile: `cargo build --release --workspace --all-targets`.
 use tcpclone_lab::*;
@@ -97,7 +99,7 @@ fn start_tls_nginx(
          error_log {ds}/error.log warn;\n\
          events {{ worker_connections 1024; }}\n\
          http {{\n\
-           log_format t '$ssl_protocol $ssl_cipher \"$request\" $status $request_length $ssl_client_verify';\n\
+           log_format t '$ssl_protocol $ssl_cipher $ssl_session_reused $ssl_early_data \"$request\" $status $request_length $ssl_client_verify';\n\
            access_log {ds}/access.log t;\n\
            client_body_temp_path {ds}/body; proxy_temp_path {ds}/proxy; fastcgi_temp_path {ds}/fcgi;\n\
            uwsgi_temp_path {ds}/uwsgi; scgi_temp_path {ds}/scgi;\n\
@@ -681,4 +683,283 @@ fn live_key_log_written_while_clients_run() {
     let tls = json(&report)["tls"].clone();
     assert_eq!(tls["decrypted"], sessions as u64, "{tls}");
     assert_eq!(tls["without_keys"], 0, "{tls}");
+}
+
+/// An HTTP/1.1 request that ends its connection, for openssl s_client's standard input.
+fn close_request(tag: &str) -> String {
+    format!("GET /?{tag} HTTP/1.1\r\nHost: tls.test\r\nConnection: close\r\n\r\n")
+}
+
+/// openssl s_client resumes sessions: TLS 1.2 by session id (no ticket) and by ticket, TLS 1.3
+/// by PSK, and TLS 1.3 with the request sent as 0-RTT early data. Production's nginx logs each
+/// as resumed (and the 0-RTT one as early data); the offline replay decrypts every session
+/// with openssl's key log and every request reaches the target.
+#[test]
+fn resumed_sessions_and_early_data_replayed() {
+    require_root!("tls_lab::resumption");
+    require_programs!("tls_lab::resumption", "nginx", "openssl", "tcpdump", "ss");
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let certs = tmp.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    make_certs(&certs);
+    let client = lab.netns("tlcl");
+    let prod = lab.netns("tlpr");
+    let (_, prod_if) = lab.veth(&client, "198.18.56.1/24", &prod, "198.18.56.2/24");
+    // A session cache for TLS 1.2 resumption by id; tickets are on by default.
+    let resume = "ssl_session_cache shared:tlslab:1m; ssl_early_data on;";
+    let (prod_log, _) = start_tls_nginx(
+        &mut lab,
+        &prod,
+        tmp.path(),
+        &certs,
+        "prod",
+        "198.18.56.2:443",
+        8081,
+        resume,
+    );
+    let cap = tmp.path().join("resume.pcap");
+    let td = start_tcpdump_opts(
+        &mut lab,
+        &prod,
+        &["-i", &prod_if, "-s", "0", "-B", "32768"],
+        "tcp port 443",
+        &cap,
+    );
+    let keys = tmp.path().join("resume.keys");
+    let d = tmp.path().display();
+    let s_client = |tag: &str, flags: &str| {
+        std::fs::write(tmp.path().join(format!("{tag}.req")), close_request(tag)).unwrap();
+        lab.exec_ok(
+            &client,
+            &format!(
+                "timeout 10 openssl s_client -connect 198.18.56.2:443 -servername tls.test -quiet \
+                   -keylogfile {} {flags} < {d}/{tag}.req > {d}/{tag}.out 2>&1",
+                keys.display()
+            ),
+        );
+    };
+    // (tag, flags): a full handshake that saves its session, then one that resumes it.
+    s_client(
+        "id-full",
+        &format!("-tls1_2 -no_ticket -sess_out {d}/id.sess"),
+    );
+    s_client(
+        "id-resumed",
+        &format!("-tls1_2 -no_ticket -sess_in {d}/id.sess"),
+    );
+    s_client("ticket-full", &format!("-tls1_2 -sess_out {d}/t12.sess"));
+    s_client("ticket-resumed", &format!("-tls1_2 -sess_in {d}/t12.sess"));
+    s_client("psk-full", &format!("-tls1_3 -sess_out {d}/t13.sess"));
+    s_client("psk-resumed", &format!("-tls1_3 -sess_in {d}/t13.sess"));
+    // 0-RTT: the request goes as early data, nothing on standard input.
+    std::fs::write(tmp.path().join("early.req"), close_request("early")).unwrap();
+    lab.exec_ok(
+        &client,
+        &format!(
+            "timeout 10 openssl s_client -connect 198.18.56.2:443 -servername tls.test -quiet \
+               -keylogfile {} -tls1_3 -sess_in {d}/t13.sess -early_data {d}/early.req \
+               < /dev/null > {d}/early.out 2>&1",
+            keys.display()
+        ),
+    );
+    stop_tcpdump(&mut lab, td, &cap);
+    sh(&format!("chmod 600 {}", keys.display()));
+
+    // Production really resumed (log field 3 "r") and took the 0-RTT request as early data
+    // (field 4 "1"): otherwise this test would prove nothing.
+    let prod_lines = read_lines(&prod_log);
+    assert_eq!(prod_lines.len(), 7, "{prod_lines:?}");
+    let field = |tag: &str, n: usize| -> String {
+        prod_lines
+            .iter()
+            .find(|l| l.contains(&format!("/?{tag} ")))
+            .and_then(|l| l.split_whitespace().nth(n))
+            .unwrap_or_default()
+            .to_string()
+    };
+    for tag in ["id-resumed", "ticket-resumed", "psk-resumed", "early"] {
+        assert_eq!(field(tag, 2), "r", "{tag} not resumed: {prod_lines:?}");
+    }
+    for tag in ["id-full", "ticket-full", "psk-full"] {
+        assert_eq!(field(tag, 2), ".", "{tag}: {prod_lines:?}");
+    }
+    assert_eq!(field("early", 3), "1", "0-RTT not used: {prod_lines:?}");
+    let keylog = std::fs::read_to_string(&keys).unwrap();
+    assert!(keylog.contains("CLIENT_EARLY_TRAFFIC_SECRET"), "{keylog}");
+
+    let target = lab.netns("tltg");
+    let (t_log, _) = start_tls_nginx(
+        &mut lab,
+        &target,
+        tmp.path(),
+        &certs,
+        "target",
+        "127.0.0.1:8443",
+        8082,
+        "",
+    );
+    let report = tmp.path().join("resume.json");
+    let cmd = format!(
+        "{} --stream --offline {} --tls-keylog {} --target-tls --target-ca {} -x 443-127.0.0.1:8443 --topspeed --report {}",
+        bin("tcpcopy").display(),
+        cap.display(),
+        keys.display(),
+        certs.join("ca.crt").display(),
+        report.display()
+    );
+    let out = lab.exec(&target, &cmd);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "`{cmd}` failed:\n{text}");
+    settle(7, Duration::from_secs(10), || line_count(&t_log));
+    assert_eq!(
+        requests(&t_log),
+        requests(&prod_log),
+        "requests at the target differ from production's\n{text}"
+    );
+    let tls = json(&report)["tls"].clone();
+    assert_eq!(tls["decrypted"], 7, "{tls}\n{text}");
+    assert_eq!(tls["resumed"], 4, "{tls}");
+    assert_eq!(tls["without_keys"], 0, "{tls}");
+    assert_eq!(tls["auth_failures"], 0, "{tls}");
+    assert_eq!(tls["early_rejected"], 0, "{tls}");
+}
+
+/// Live, `--tls-key-wait 1`: a session whose secrets are not in the key log is given up once
+/// the capture has run a second past it (said before the run ends, counted as without keys),
+/// and its secrets coming later change nothing; a session whose secrets are appended late
+/// (before that) and sessions whose client writes the key log as it goes are replayed.
+#[test]
+fn live_key_wait_gives_up_on_a_session_without_secrets() {
+    require_root!("tls_lab::key_wait");
+    require_programs!("tls_lab::key_wait", "nginx", "curl", "openssl", "ss");
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let certs = tmp.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    make_certs(&certs);
+    let client = lab.netns("tlcl");
+    let prod = lab.netns("tlpr");
+    let target = lab.netns("tltg");
+    let (_, prod_if) = lab.veth(&client, "198.18.57.1/24", &prod, "198.18.57.2/24");
+    lab.veth(&prod, "198.18.58.1/24", &target, "198.18.58.2/24");
+    let (prod_log, _) = start_tls_nginx(
+        &mut lab,
+        &prod,
+        tmp.path(),
+        &certs,
+        "prod",
+        "198.18.57.2:443",
+        8081,
+        "",
+    );
+    let (t_log, _) = start_tls_nginx(
+        &mut lab,
+        &target,
+        tmp.path(),
+        &certs,
+        "target",
+        "198.18.58.2:8443",
+        8082,
+        "",
+    );
+    let keys = tmp.path().join("live.keys");
+    std::fs::write(&keys, "").unwrap();
+    sh(&format!("chmod 600 {}", keys.display()));
+    let log = tmp.path().join("live.log");
+    let report = tmp.path().join("live.json");
+    let tcpcopy = bin("tcpcopy");
+    let pid = lab.spawn(
+        &prod,
+        &[
+            tcpcopy.to_str().unwrap(),
+            "--stream",
+            "-x",
+            "443-198.18.58.2:8443",
+            "-i",
+            &prod_if,
+            "--tls-keylog",
+            keys.to_str().unwrap(),
+            "--tls-key-wait",
+            "1",
+            "--target-tls",
+            "--target-insecure",
+            "--duration",
+            "60",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        Some(&log),
+    );
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !read_log().contains("capturing") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "live stream did not start: {}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let curl = |tag: &str, keylog: &Path| {
+        lab.exec_ok(
+            &client,
+            &format!(
+                "SSLKEYLOGFILE={} curl -sS -k --http1.1 --resolve tls.test:443:198.18.57.2 -o /dev/null https://tls.test/?{tag}",
+                keylog.display()
+            ),
+        );
+    };
+    let append = |from: &Path| {
+        sh(&format!("cat {} >> {}", from.display(), keys.display()));
+    };
+    // Its secrets go elsewhere: it waits.
+    let nokeys = tmp.path().join("nokeys.log");
+    curl("nokeys", &nokeys);
+    // Its secrets come after its records, within the wait.
+    let late = tmp.path().join("late.log");
+    curl("late", &late);
+    append(&late);
+    // The capture's clock (packets) moves on past the wait: the next session's packets end
+    // the first one's wait.
+    std::thread::sleep(Duration::from_millis(2500));
+    curl("keys", &keys);
+    let given_up = "no secrets in the key log for client random";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !read_log().contains(given_up) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session without secrets was not given up during the run:\n{}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Too late now: its secrets arrive, another session moves the clock, nothing replays it.
+    append(&nokeys);
+    std::thread::sleep(Duration::from_millis(200));
+    curl("after", &keys);
+    settle(3, Duration::from_secs(10), || line_count(&t_log));
+    std::thread::sleep(Duration::from_millis(300));
+    let st = lab
+        .stop(pid, "INT", Duration::from_secs(30))
+        .expect("live stream mode did not stop on SIGINT");
+    let out = read_log();
+    assert!(st.success(), "exit {st:?}: {out}");
+    assert_eq!(requests(&prod_log).values().sum::<u64>(), 4);
+    let want: BTreeMap<String, u64> = ["late", "keys", "after"]
+        .iter()
+        .map(|t| (format!("GET /?{t} HTTP/1.1"), 1))
+        .collect();
+    assert_eq!(requests(&t_log), want, "{out}");
+    assert_eq!(out.matches(given_up).count(), 1, "{out}");
+    let tls = json(&report)["tls"].clone();
+    assert_eq!(tls["decrypted"], 3, "{tls}");
+    assert_eq!(tls["without_keys"], 1, "{tls}");
 }

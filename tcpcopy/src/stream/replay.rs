@@ -296,7 +296,10 @@ pub fn run(
                 }
             }
             StreamSource::Live { interfaces, filter } => {
-                let f = build_filter(&common.mappings, opts.with_responses, filter.as_deref());
+                // --tls-keylog needs the server's side too: its ServerHello names the suite
+                // and the version, without which no record can be decrypted.
+                let both = opts.with_responses || opts.tls.tls_keylog.is_some();
+                let f = build_filter(&common.mappings, both, filter.as_deref());
                 let mut src = LiveSource::open(
                     interfaces,
                     &f,

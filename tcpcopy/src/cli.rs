@@ -599,6 +599,10 @@ impl Cli {
             (!so.diff_ignore.is_empty(), "--diff-ignore"),
             (so.duration.is_some(), "--duration"),
             (so.tls.any(), "--tls-keylog/--target-tls"),
+            (
+                so.verdict.any(),
+                "--protocol/--diff-header/--diff-ignore-path/--baseline-target/--fail-if/--junit",
+            ),
         ];
         if let Some((_, flag)) = stream_only.iter().find(|(given, _)| *given) {
             return Err(bad(flag, "only with --stream"));

@@ -188,12 +188,18 @@ fn secure_live_stream(cli: &Cli, common: &tcpcopy::stream::StreamCommon) -> Resu
             return Err(ExitCode::from(2));
         }
     }
-    for p in &cli.stream_opts.report {
+    // The --junit file too: it is written at the end, as --user.
+    for p in cli
+        .stream_opts
+        .report
+        .iter()
+        .chain(cli.stream_opts.verdict.junit.iter())
+    {
         let given = tcpclone::sys::create_nofollow(p)
             .map_err(|e| format!("cannot create: {e}"))
             .and_then(|f| tcpclone::sys::give_to_user(&f, p, &cli.user).map_err(|e| e.to_string()));
         if let Err(e) = given {
-            eprintln!("tcpcopy: --report {}: {e}", p.display());
+            eprintln!("tcpcopy: --report/--junit {}: {e}", p.display());
             return Err(ExitCode::from(2));
         }
     }

@@ -102,8 +102,8 @@ pub struct TimePoint {
 /// Latency over time.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timeline {
-    /// Bucket width in seconds (1 s, doubled as often as needed to stay under
-    /// [`MAX_TIMELINE`] points).
+    /// Bucket width in seconds: 0.1 s for runs up to 12 s, then 1 s, doubled as often as
+    /// needed to stay under [`MAX_TIMELINE`] points.
     pub bucket_s: f64,
     /// The target.
     pub test: Vec<TimePoint>,
@@ -182,8 +182,10 @@ struct EpAcc {
     compared: u64,
 }
 
-/// Per-second histograms that merge pairwise when there are too many.
+/// Histograms per time slot: 100 ms slots while the run fits in [`MAX_TIMELINE`] of them
+/// (12 s), then 1 s, then doubling; slots merge when the run outgrows them.
 struct TimeAcc {
+    /// Slot width in units of 100 ms: 1, 10, 20, 40...
     width: u64,
     buckets: Vec<Histogram<u64>>,
 }
@@ -203,20 +205,23 @@ impl TimeAcc {
         if at.as_secs() >= 360_000 {
             return;
         }
-        let mut i = (at.as_secs() / self.width) as usize;
+        let tenths = (at.as_millis() / 100) as u64;
+        let mut i = (tenths / self.width) as usize;
         while i >= MAX_TIMELINE {
+            // 100 ms slots become seconds, then seconds double.
+            let f = if self.width == 1 { 10 } else { 2 };
             let old = std::mem::take(&mut self.buckets);
-            let mut merged: Vec<Histogram<u64>> = Vec::with_capacity(old.len().div_ceil(2));
+            let mut merged: Vec<Histogram<u64>> = Vec::with_capacity(old.len() / f + 1);
             for (j, h) in old.into_iter().enumerate() {
-                if j % 2 == 0 {
+                if j % f == 0 {
                     merged.push(h);
                 } else if let Some(last) = merged.last_mut() {
                     let _ = last.add(&h);
                 }
             }
             self.buckets = merged;
-            self.width *= 2;
-            i = (at.as_secs() / self.width) as usize;
+            self.width *= f as u64;
+            i = (tenths / self.width) as usize;
         }
         while self.buckets.len() <= i {
             self.buckets.push(small_hist());
@@ -224,8 +229,9 @@ impl TimeAcc {
         let _ = self.buckets[i].record(super::micros(latency));
     }
 
+    /// The points with slots of `width` (a multiple of this side's: both sides are drawn with
+    /// the wider side's slots).
     fn points(&self, width: u64) -> Vec<TimePoint> {
-        // Both sides are drawn with the wider side's buckets.
         let k = (width / self.width).max(1) as usize;
         self.buckets
             .chunks(k)
@@ -236,7 +242,7 @@ impl TimeAcc {
                     let _ = h.add(x);
                 }
                 (!h.is_empty()).then(|| TimePoint {
-                    t_s: (i as u64 * width) as f64,
+                    t_s: (i as u64 * width) as f64 / 10.0,
                     count: h.len(),
                     p50: h.value_at_quantile(0.5) as f64 / 1000.0,
                     p99: h.value_at_quantile(0.99) as f64 / 1000.0,
@@ -471,7 +477,7 @@ impl EndpointCollector {
         let width = self.test_time.width.max(self.prod_time.width);
         let timeline = (!self.test_time.buckets.is_empty() || !self.prod_time.buckets.is_empty())
             .then(|| Timeline {
-                bucket_s: width as f64,
+                bucket_s: width as f64 / 10.0,
                 test: self.test_time.points(width),
                 production: self.prod_time.points(width),
             });
@@ -518,10 +524,10 @@ fn regression_key(e: &EndpointReport) -> (f64, f64, f64) {
     }
 }
 
-/// `5xx 3, ERR 1` from a class map.
+/// `500: 3, ERR: 1` from a class map.
 pub fn classes_text(m: &BTreeMap<String, u64>) -> String {
     m.iter()
-        .map(|(k, v)| format!("{k} {v}"))
+        .map(|(k, v)| format!("{k}: {v}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -704,7 +710,7 @@ mod tests {
         assert_eq!((dec.opaque_requests, dec.opaque_sessions), (1, 1));
         assert_eq!(dec.decoded["http"], 151);
         let tl = s.timeline.unwrap();
-        assert_eq!(tl.bucket_s, 1.0);
+        assert_eq!(tl.bucket_s, 0.1);
         assert!(tl.test[0].p99 >= 29.0);
     }
 
@@ -715,7 +721,8 @@ mod tests {
             t.add(Duration::from_secs(s), Duration::from_millis(s + 1));
         }
         assert!(t.buckets.len() <= MAX_TIMELINE);
-        assert_eq!(t.width, 16);
+        // 1000 s in at most 120 slots: 100 ms, 1 s, 2, 4, 8, 16 s.
+        assert_eq!(t.width, 160);
         let pts = t.points(t.width);
         let n: u64 = pts.iter().map(|p| p.count).sum();
         assert_eq!(n, 1000);

@@ -363,7 +363,14 @@ tr.fail td{{background:#fde2e2}}h2.fail{{color:#b00}}h2.pass{{color:#080}}</styl
             ],
             &|x: &f64| {
                 let span = t.test.len().max(t.production.len()) as f64 * t.bucket_s;
-                format!("{x:.*}", if span < 10.0 { 1 } else { 0 })
+                let decimals = if span < 1.0 {
+                    2
+                } else if span < 10.0 {
+                    1
+                } else {
+                    0
+                };
+                format!("{x:.decimals$}")
             },
         )?;
         let _ = writeln!(h, "<figure id=\"latency-over-time\">{chart}</figure>");

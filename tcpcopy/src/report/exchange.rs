@@ -432,6 +432,39 @@ mod tests {
         assert!(ex.response_opaque && ex.test.is_none());
     }
 
+    proptest::proptest! {
+        /// Any bytes, as any protocol, on either side: an exchange (maybe opaque), never a
+        /// panic; a response compared with itself never differs.
+        #[test]
+        fn any_bytes_decode_without_panic(
+            p in 0usize..3,
+            req in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            resp in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            cut in proptest::prelude::any::<bool>(),
+        ) {
+            let protocol = Protocol::ALL[p];
+            let mut request = match protocol {
+                Protocol::Http => b"GET /a/1 HTTP/1.1\r\n\r\n".to_vec(),
+                _ => b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n".to_vec(),
+            };
+            let prefix = match protocol {
+                Protocol::Http => &b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n"[..],
+                _ => &b""[..],
+            };
+            for r in [&req[..], &request.clone()[..]] {
+                let resp = [prefix, &resp[..]].concat();
+                let ex = analyze(protocol, r, cut, Some((&resp, cut)), Some((&resp, false)), Some(&cfg()));
+                if let (Some(a), Some(b)) = (&ex.production, &ex.test) {
+                    if !cut {
+                        proptest::prop_assert!(diff_fields(&a.fields, &b.fields, &cfg()).is_empty());
+                    }
+                }
+            }
+            request.extend_from_slice(&req);
+            let _ = analyze(protocol, &request, false, None, Some((&resp, true)), None);
+        }
+    }
+
     #[test]
     fn covers_only_whole_segments() {
         assert!(covers("$.ts", "$.ts"));

@@ -85,7 +85,7 @@ fn http_locations(slow: &str, boom: &str) -> String {
     )
 }
 
-const SLOW_RULE: &str = "endpoint=*: p99 > 3 * production.p99 + 40ms";
+const SLOW_RULE: &str = "endpoint=*: p99 > 3 * production.p99 + 80ms";
 const ERROR_RULE: &str = "endpoint=*: errors > 1%";
 
 #[test]

@@ -3,7 +3,7 @@
 # the `pcap` crate builds against, and the lab's real servers, clients and test oracles.
 set -euo pipefail
 PKGS=(libpcap-dev pkg-config iproute2 iputils-ping procps tcpdump tshark tcpreplay
-      nginx-light redis-server redis-tools wrk curl hyperfine time bc python3 libcap2-bin util-linux
+      nginx-light libnginx-mod-http-echo chromium redis-server redis-tools wrk curl hyperfine time bc python3 libcap2-bin util-linux
       openssl prometheus man-db systemd adduser dpkg-dev binutils)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -323,3 +323,48 @@ pub fn fd_count(pid: u32) -> Option<usize> {
         .ok()
         .map(|d| d.count())
 }
+
+/// Starts nginx (one worker, `daemon off`, runs as root) in `ns` with `main` (top-level
+/// directives such as `load_module`) and `servers` (the `server { ... }` blocks of its `http`
+/// block), files under `dir/name`. Ready when `probe` (a URL) answers curl inside `ns`.
+pub fn start_nginx_servers(
+    lab: &mut Lab,
+    ns: &str,
+    dir: &Path,
+    name: &str,
+    main: &str,
+    servers: &str,
+    probe: &str,
+) -> u32 {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let ds = d.to_str().unwrap();
+    let conf = format!(
+        "{main}\ndaemon off; master_process on; worker_processes 1; user root; pid {ds}/nginx.pid;\n\
+         error_log {ds}/error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n\
+           access_log off;\n\
+           client_body_temp_path {ds}/body; proxy_temp_path {ds}/proxy; fastcgi_temp_path {ds}/fcgi;\n\
+           uwsgi_temp_path {ds}/uwsgi; scgi_temp_path {ds}/scgi;\n\
+           {servers}\n\
+         }}\n"
+    );
+    let c = d.join("nginx.conf");
+    std::fs::write(&c, conf).unwrap();
+    let pid = lab.spawn(
+        ns,
+        &["nginx", "-c", c.to_str().unwrap(), "-p", ds],
+        Some(&d.join("stderr.log")),
+    );
+    assert!(
+        lab.wait_for(
+            ns,
+            &format!("curl -s -o /dev/null {probe}"),
+            Duration::from_secs(10)
+        ),
+        "nginx {name} in {ns} did not start: {}",
+        std::fs::read_to_string(d.join("stderr.log")).unwrap_or_default()
+    );
+    pid
+}

@@ -599,6 +599,10 @@ impl Cli {
             (!so.diff_ignore.is_empty(), "--diff-ignore"),
             (so.duration.is_some(), "--duration"),
             (so.tls.any(), "--tls-keylog/--target-tls"),
+            (
+                so.verdict.any(),
+                "--protocol/--diff-header/--diff-ignore-path/--baseline-target/--fail-if/--junit",
+            ),
         ];
         if let Some((_, flag)) = stream_only.iter().find(|(given, _)| *given) {
             return Err(bad(flag, "only with --stream"));
@@ -997,6 +1001,19 @@ mod tests {
             raw(&["--with-responses"]).unwrap_err().flag,
             "--with-responses"
         );
+        // The verdict flags are stream mode's.
+        for flag in [
+            &["--fail-if", "p99 > 1"][..],
+            &["--junit", "j.xml"],
+            &["--protocol", "http"],
+            &["--baseline-target", "198.18.1.4:80"],
+        ] {
+            assert!(
+                raw(flag).unwrap_err().flag.contains("--fail-if"),
+                "{flag:?}"
+            );
+        }
+        assert!(stream(&["--fail-if", "p99 > 1", "--junit", "j.xml"]).is_ok());
     }
 
     #[test]

@@ -8,6 +8,11 @@ use tcpcopy::cli::Cli;
 fn main() -> ExitCode {
     // scripts/gen-docs.sh: man page and completions from these flags.
     tcpclone::docgen::generate_if_asked(<Cli as clap::CommandFactory>::command);
+    // `tcpcopy report compare OLD.json NEW.json`: a command of its own (no replay, no flags of
+    // the replay modes).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "report") {
+        return report_command();
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -172,9 +177,14 @@ fn stream_main(cli: &Cli) -> ExitCode {
     if let Err(code) = secured {
         return code;
     }
+    if let Err(e) = stream_opts.verdict.rules() {
+        return fail(2, e.to_string());
+    }
+    // 0: passed, 1: a --fail-if rule failed, 2: bad flags or the run itself failed.
     match tcpcopy::stream::run(&common, &stream_opts) {
+        Ok(s) if s.verdict_failed => ExitCode::from(1),
         Ok(_) => ExitCode::SUCCESS,
-        Err(e) => fail(1, format!("{e:#}")),
+        Err(e) => fail(2, format!("{e:#}")),
     }
 }
 
@@ -225,12 +235,18 @@ fn secure_offline_stream(
 /// --report files are written at the end, as --user: created now (never through a symlink)
 /// and handed to that user through the descriptor.
 fn create_reports_for_user(cli: &Cli) -> Result<(), ExitCode> {
-    for p in &cli.stream_opts.report {
+    // The --junit file too: it is written at the end, as --user.
+    for p in cli
+        .stream_opts
+        .report
+        .iter()
+        .chain(cli.stream_opts.verdict.junit.iter())
+    {
         let given = tcpclone::sys::create_nofollow(p)
             .map_err(|e| format!("cannot create: {e}"))
             .and_then(|f| tcpclone::sys::give_to_user(&f, p, &cli.user).map_err(|e| e.to_string()));
         if let Err(e) = given {
-            tcpcopy::stream::log_error(&format!("--report {}: {e}", p.display()));
+            tcpcopy::stream::log_error(&format!("--report/--junit {}: {e}", p.display()));
             return Err(ExitCode::from(2));
         }
     }
@@ -318,4 +334,95 @@ fn reopen_on_sighup(log: Option<tcpclone::sys::LogFile>) -> std::io::Result<()> 
             }
         })?;
     Ok(())
+}
+
+/// `tcpcopy report compare OLD.json NEW.json [--fail-if EXPR]... [--report FILE]...
+/// [--junit FILE]`: NEW's figures against OLD's, the same table and verdicts as a run.
+#[derive(Debug, clap::Parser)]
+#[command(name = "tcpcopy report", about = "Work with saved reports")]
+struct ReportCli {
+    #[command(subcommand)]
+    command: ReportCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ReportCommand {
+    /// Compare two saved JSON reports: NEW's target against OLD's (`production.*` in --fail-if
+    /// rules reads OLD). Exit 0 passed, 1 a rule failed, 2 bad arguments or files.
+    Compare {
+        /// The reference run (e.g. the last release).
+        old: std::path::PathBuf,
+        /// The run under test.
+        new: std::path::PathBuf,
+        /// Fail (exit 1) when EXPR holds (repeatable; the grammar of --stream --fail-if).
+        #[arg(long, value_name = "EXPR")]
+        fail_if: Vec<String>,
+        /// Write the comparison to FILE.json and/or FILE.html (repeatable).
+        #[arg(long, value_name = "FILE")]
+        report: Vec<std::path::PathBuf>,
+        /// Write the verdicts and endpoints as JUnit XML to FILE.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<std::path::PathBuf>,
+    },
+}
+
+fn report_command() -> ExitCode {
+    use tcpcopy::report::{compare, verdict};
+    let args = std::env::args_os().skip(1);
+    let cli = match <ReportCli as clap::Parser>::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            eprintln!("tcpcopy report: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    let ReportCommand::Compare {
+        old,
+        new,
+        fail_if,
+        report,
+        junit,
+    } = cli.command;
+    let run = || -> anyhow::Result<bool> {
+        let rules = fail_if
+            .iter()
+            .map(|r| verdict::Rule::parse(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(p) = report.iter().find(|p| !tcpcopy::report::known_extension(p)) {
+            anyhow::bail!(
+                "--report {}: the file name must end in .json or .html",
+                p.display()
+            );
+        }
+        let read = |p: &std::path::Path| -> anyhow::Result<tcpcopy::report::Report> {
+            let text =
+                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            Ok(compare::load(&p.display().to_string(), &text)?)
+        };
+        let mut r = compare::compare(&read(&old)?, &read(&new)?);
+        let failed = tcpcopy::report::apply_verdicts(&mut r, &rules);
+        print!("{}", tcpcopy::report::render_table(&r));
+        eprint!("{}", verdict::failures_text(&r.verdicts));
+        tcpcopy::report::write_files(&r, &report)?;
+        if let Some(path) = &junit {
+            std::fs::write(path, verdict::render_junit(&r))
+                .map_err(|e| anyhow::anyhow!("--junit {}: {e}", path.display()))?;
+        }
+        Ok(failed)
+    };
+    match run() {
+        Ok(true) => ExitCode::from(1),
+        Ok(false) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tcpcopy report compare: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -8,6 +8,126 @@ use std::fmt::Write as _;
 
 const TEST_COLOR: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 const PROD_COLOR: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+const TEST_LIGHT: RGBColor = RGBColor(0x9e, 0xc9, 0xe8);
+const PROD_LIGHT: RGBColor = RGBColor(0xf0, 0xa0, 0xa0);
+
+/// The verdicts (first: what CI looks at), the endpoint table, the field differences and the
+/// learned noise.
+fn verdicts_and_endpoints(h: &mut String, r: &Report) {
+    if !r.verdicts.is_empty() {
+        let failed = r.verdicts.iter().filter(|v| v.failed).count();
+        let _ = writeln!(
+            h,
+            "<h2 id=\"verdicts\" class=\"{}\">Verdicts: {}</h2>\n<table><tr><th>rule</th><th>endpoint</th><th>result</th><th>values</th></tr>",
+            if failed > 0 { "fail" } else { "pass" },
+            if failed > 0 { format!("{failed} failed") } else { "all passed".to_string() }
+        );
+        for v in &r.verdicts {
+            let _ = writeln!(
+                h,
+                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                if v.failed { "fail" } else { "pass" },
+                html_escape(&v.rule),
+                html_escape(v.endpoint.as_deref().unwrap_or("(run)")),
+                if v.failed { "FAILED" } else { "passed" },
+                html_escape(&v.detail)
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    if !r.endpoints.is_empty() {
+        h.push_str("<h2 id=\"endpoints\">Endpoints (largest regressions first)</h2>\n<table><tr><th>endpoint</th><th>requests</th><th>errors test</th><th>errors production</th><th>p50 test</th><th>p50 prod</th><th>p99 test</th><th>p99 prod</th><th>p99.9 test</th><th>p99.9 prod</th><th>p99 ×</th><th>differing</th></tr>\n");
+        for e in &r.endpoints {
+            let p = e.production.as_ref();
+            let ms = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
+            let errs = |s: &super::EndpointSide| {
+                if s.errors == 0 {
+                    "0".to_string()
+                } else {
+                    format!(
+                        "{} ({})",
+                        s.errors,
+                        super::endpoints::classes_text(&s.errors_by_class)
+                    )
+                }
+            };
+            // Marked: an endpoint a rule failed on; without rules, a p99 20 % and 1 ms worse
+            // than production's, or more errors.
+            let slow = if r.verdicts.is_empty() {
+                let worse = p.is_some_and(|p| e.test.latency_ms.p99 > p.latency_ms.p99 + 1.0);
+                (e.p99_ratio.is_some_and(|x| x > 1.2) && worse)
+                    || p.map_or(e.test.errors > 0, |p| e.test.error_rate > p.error_rate)
+            } else {
+                r.verdicts
+                    .iter()
+                    .any(|v| v.failed && v.endpoint.as_deref() == Some(e.endpoint.as_str()))
+            };
+            let _ = writeln!(
+                h,
+                "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                if slow { " class=\"fail\"" } else { "" },
+                html_escape(&e.endpoint),
+                e.test.requests,
+                html_escape(&errs(&e.test)),
+                html_escape(&p.map_or("–".to_string(), errs)),
+                ms(Some(e.test.latency_ms.p50)),
+                ms(p.map(|p| p.latency_ms.p50)),
+                ms(Some(e.test.latency_ms.p99)),
+                ms(p.map(|p| p.latency_ms.p99)),
+                ms(Some(e.test.latency_ms.p999)),
+                ms(p.map(|p| p.latency_ms.p999)),
+                e.p99_ratio.map_or("–".to_string(), |x| format!("{x:.2}")),
+                e.diff.as_ref().map_or("–".to_string(), |d| format!("{}/{}", d.differing, d.compared)),
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    if let Some(d) = &r.decode {
+        let _ = writeln!(
+            h,
+            "<p>decoded: {} · opaque: {} requests in {} sessions, {} responses</p>",
+            html_escape(&super::endpoints::classes_text(&d.decoded)),
+            d.opaque_requests,
+            d.opaque_sessions,
+            d.opaque_responses
+        );
+    }
+    if let Some(d) = &r.diff {
+        if !d.fields.is_empty() {
+            h.push_str("<h2 id=\"differences\">Differing responses</h2>\n<table><tr><th>endpoint</th><th>key</th><th>field</th><th>production</th><th>test</th></tr>\n");
+            for e in &d.fields {
+                for f in &e.fields {
+                    let _ = writeln!(
+                        h,
+                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        html_escape(&e.endpoint),
+                        html_escape(e.key.as_deref().unwrap_or("")),
+                        html_escape(&f.path),
+                        html_escape(f.production.as_deref().unwrap_or("(absent)")),
+                        html_escape(f.test.as_deref().unwrap_or("(absent)"))
+                    );
+                }
+            }
+            h.push_str("</table>\n");
+        }
+        if !d.noise.is_empty() {
+            let _ = writeln!(
+                h,
+                "<h2 id=\"noise\">Noise learned from the baseline ({} responses)</h2>\n<table><tr><th>endpoint</th><th>ignored fields</th></tr>",
+                d.baseline_compared
+            );
+            for (ep, paths) in &d.noise {
+                let _ = writeln!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td></tr>",
+                    html_escape(ep),
+                    html_escape(&paths.join(", "))
+                );
+            }
+            h.push_str("</table>\n");
+        }
+    }
+}
 
 /// Percentile → position on the "nines" axis (0 → 0, 90 → 1, 99 → 2, 99.9 → 3, …).
 fn nines(p: f64) -> f64 {
@@ -152,14 +272,16 @@ pub fn render_html(r: &Report) -> Result<String, String> {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>tcpclone report</title>\n<style>\
 body{{font-family:sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}\
 td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}th:first-child,td:first-child{{text-align:left}}\
-pre{{background:#f6f6f6;padding:8px;overflow:auto}}figure{{margin:1em 0}}</style></head><body>\n\
+pre{{background:#f6f6f6;padding:8px;overflow:auto}}figure{{margin:1em 0}}\
+tr.fail td{{background:#fde2e2}}h2.fail{{color:#b00}}h2.pass{{color:#080}}</style></head><body>\n\
 <h1>tcpclone {} report</h1>\n<p>schema {} v{} · duration {:.3} s</p>\n",
         html_escape(&r.mode),
         super::SCHEMA,
         r.version,
         r.duration_s
     );
-    h.push_str("<table><tr><th></th><th>test</th><th>production</th></tr>\n");
+    verdicts_and_endpoints(&mut h, r);
+    h.push_str("<h2>Totals</h2>\n<table><tr><th></th><th>test</th><th>production</th></tr>\n");
     let p = r.production.as_ref();
     let t = &r.test;
     let mut row = |name: &str, tv: String, pv: Option<String>| {
@@ -222,6 +344,37 @@ pre{{background:#f6f6f6;padding:8px;overflow:auto}}figure{{margin:1em 0}}</style
     }
     let _ = writeln!(h, "<figure id=\"latency\">{latency}</figure>");
     let _ = writeln!(h, "<figure id=\"throughput\">{throughput}</figure>");
+    if let Some(t) = &r.latency_over_time {
+        let pts = |v: &[super::endpoints::TimePoint],
+                   f: fn(&super::endpoints::TimePoint) -> f64| {
+            v.iter()
+                .map(|p| (p.t_s + t.bucket_s / 2.0, f(p)))
+                .collect::<Vec<_>>()
+        };
+        let chart = line_chart(
+            &format!("Latency over time (p50 and p99 per {} s)", t.bucket_s),
+            "seconds since start (test: run; production: capture)",
+            "latency (ms)",
+            &[
+                ("test p99", TEST_COLOR, pts(&t.test, |p| p.p99)),
+                ("test p50", TEST_LIGHT, pts(&t.test, |p| p.p50)),
+                ("production p99", PROD_COLOR, pts(&t.production, |p| p.p99)),
+                ("production p50", PROD_LIGHT, pts(&t.production, |p| p.p50)),
+            ],
+            &|x: &f64| {
+                let span = t.test.len().max(t.production.len()) as f64 * t.bucket_s;
+                let decimals = if span < 1.0 {
+                    2
+                } else if span < 10.0 {
+                    1
+                } else {
+                    0
+                };
+                format!("{x:.decimals$}")
+            },
+        )?;
+        let _ = writeln!(h, "<figure id=\"latency-over-time\">{chart}</figure>");
+    }
     if let Some(d) = &r.diff {
         let _ = writeln!(
             h,

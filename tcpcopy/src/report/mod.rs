@@ -5,7 +5,16 @@
 //! Pure but for [`write_files`]: samples carry durations measured by the caller; nothing here
 //! reads a clock or a socket, and `render_*` return strings.
 
+pub mod compare;
+pub mod endpoints;
+pub mod exchange;
 pub mod html;
+pub mod verdict;
+
+pub use endpoints::{
+    DecodeCounts, EndpointDiff, EndpointReport, EndpointSide, FieldDiffExample, Timeline,
+};
+pub use verdict::Verdict;
 
 use hdrhistogram::Histogram;
 use regex::bytes::Regex;
@@ -91,6 +100,11 @@ pub struct RequestSample {
     pub request_preview: Vec<u8>,
     /// Responses to compare (`--diff`): production's and the test server's (capped), with lengths.
     pub diff: Option<DiffInput>,
+    /// The request and its responses decoded (endpoint, classes, fields), when the session's
+    /// protocol has a decoder.
+    pub exchange: Option<exchange::Exchange>,
+    /// A request replayed to `--baseline-target`: teaches noise, counts nowhere else.
+    pub baseline: bool,
 }
 
 /// Both responses of one request, for `--diff`.
@@ -246,6 +260,21 @@ pub struct DiffReport {
     pub ignore: Vec<String>,
     /// The first differing responses.
     pub examples: Vec<DiffExample>,
+    /// Protocol-aware comparison: the HTTP headers compared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+    /// Protocol-aware comparison: the field paths never compared (`--diff-ignore-path`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore_paths: Vec<String>,
+    /// Protocol-aware comparison: the first differing responses, by field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldDiffExample>,
+    /// Field paths learned as noise per endpoint (`--baseline-target`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub noise: std::collections::BTreeMap<String, Vec<String>>,
+    /// Baseline responses compared with production's to learn the noise.
+    #[serde(default)]
+    pub baseline_compared: u64,
 }
 
 /// A point of a latency percentile curve.
@@ -296,6 +325,18 @@ pub struct Report {
     /// TLS counters, when stream mode decrypted or replayed over TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsCounts>,
+    /// Per endpoint or command (decoded sessions), largest regressions first.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointReport>,
+    /// How many requests the decoders read, and how many were opaque.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode: Option<DecodeCounts>,
+    /// Latency p50/p99 per second (or wider buckets on long runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_over_time: Option<Timeline>,
+    /// `--fail-if` rules evaluated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<Verdict>,
 }
 
 /// The `tls:` lines of the table (also shown in the HTML report).
@@ -476,6 +517,7 @@ pub struct Collector {
     /// TLS counters, filled in by stream mode when TLS flags are given.
     pub tls: Option<TlsCounts>,
     diff: Option<(Vec<Regex>, DiffReport)>,
+    endpoints: endpoints::EndpointCollector,
 }
 
 /// A `--diff-ignore` expression that does not compile.
@@ -525,13 +567,31 @@ impl Collector {
             sessions: SessionCounts::default(),
             tls: None,
             diff,
+            endpoints: endpoints::EndpointCollector::new(None),
         })
+    }
+
+    /// Compares decoded responses field by field (protocol-aware `--diff`) with `fields`.
+    pub fn with_fields(mut self, fields: exchange::FieldConfig) -> Self {
+        if let Some((_, d)) = self.diff.as_mut() {
+            d.headers = fields.headers.clone();
+            d.ignore_paths = fields.ignore_paths.clone();
+        }
+        self.endpoints = endpoints::EndpointCollector::new(Some(fields));
+        self
     }
 
     /// Adds one request.
     pub fn record(&mut self, s: RequestSample) {
+        if s.baseline {
+            if let Some(ex) = &s.exchange {
+                self.endpoints.learn(ex);
+            }
+            return;
+        }
         self.test.requests += 1;
         let outcome = s.outcome.unwrap_or(Outcome::Unanswered);
+        let by_fields = self.endpoints.record(&s, outcome);
         let oi = match outcome {
             Outcome::Answered => 0,
             Outcome::Reset => 1,
@@ -562,7 +622,11 @@ impl Collector {
             let _ = self.prod_lat.record(micros(p.latency));
             let _ = self.prod_ttlb.record(micros(p.ttlb));
         }
-        if let (Some((res, rep)), Some(d)) = (self.diff.as_mut(), s.diff.as_ref()) {
+        let d = s
+            .diff
+            .as_ref()
+            .filter(|_| !by_fields && s.production.is_some());
+        if let (Some((res, rep)), Some(d)) = (self.diff.as_mut(), d) {
             rep.compared += 1;
             let mask = |b: &[u8]| -> Vec<u8> {
                 let mut v = b.to_vec();
@@ -617,8 +681,15 @@ impl Collector {
         let test = self.test.finish(&self.test_lat, &self.test_ttlb, floor);
         let production = (self.prod.requests > 0)
             .then(|| self.prod.finish(&self.prod_lat, &self.prod_ttlb, floor));
+        let eps = self.endpoints.finish();
         let diff = self.diff.as_ref().map(|(_, d)| {
             let mut d = d.clone();
+            // Compared field by field: equal unless a field other than noise differs.
+            d.compared += eps.compared;
+            d.matched += eps.compared - eps.differing;
+            d.fields = eps.examples.clone();
+            d.noise = eps.noise.clone();
+            d.baseline_compared = eps.baseline_compared;
             d.match_rate = if d.compared == 0 {
                 0.0
             } else {
@@ -646,8 +717,18 @@ impl Collector {
                 production: rates(&self.prod.buckets, k, bucket_s),
             },
             tls: self.tls.clone(),
+            endpoints: eps.endpoints,
+            decode: eps.decode,
+            latency_over_time: eps.timeline,
+            verdicts: Vec::new(),
         }
     }
+}
+
+/// Evaluates `rules` into `report.verdicts`; true when one failed.
+pub fn apply_verdicts(report: &mut Report, rules: &[verdict::Rule]) -> bool {
+    report.verdicts = verdict::evaluate(rules, report);
+    report.verdicts.iter().any(|v| v.failed)
 }
 
 /// Serializes a report as pretty JSON.
@@ -794,6 +875,7 @@ pub fn render_table(r: &Report) -> String {
             );
         }
     }
+    endpoints::render_text(&mut s, r);
     let _ = writeln!(s, "duration: {:.3} s", r.duration_s);
     s
 }

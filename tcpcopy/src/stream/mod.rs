@@ -14,6 +14,7 @@ pub mod reassembly;
 pub mod replay;
 pub mod source;
 pub mod tls;
+pub mod verdict;
 
 use crate::mapping::TargetMapping;
 use crate::report::Report;
@@ -143,6 +144,9 @@ pub struct StreamOptions {
     /// Offline: the capture file, opened before the privilege drop (`None`: opened by path).
     #[arg(skip)]
     pub offline_capture: Option<OpenedCapture>,
+    /// Per-endpoint report, protocol-aware diff, verdicts.
+    #[command(flatten)]
+    pub verdict: verdict::VerdictOptions,
 }
 
 impl Default for StreamOptions {
@@ -163,6 +167,7 @@ impl Default for StreamOptions {
             duration: None,
             tls: tls::TlsOptions::default(),
             offline_capture: None,
+            verdict: verdict::VerdictOptions::default(),
         }
     }
 }
@@ -209,15 +214,31 @@ impl OpenedCapture {
 pub struct StreamSummary {
     /// The full report (also printed and written to the `--report` files).
     pub report: Report,
+    /// A `--fail-if` rule held (or could not be evaluated): the run exits 1.
+    pub verdict_failed: bool,
 }
 
-/// Runs stream mode to the end: replays, prints the table, writes the `--report` files.
+/// Runs stream mode to the end: replays, evaluates the `--fail-if` rules, prints the table and
+/// the failed rules (standard error), writes the `--report` and `--junit` files.
 pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<StreamSummary> {
-    let (report, input_error) = replay::run(common, opts)?;
+    let rules = opts.verdict.rules()?;
+    let (mut report, input_error) = replay::run(common, opts)?;
+    let verdict_failed = crate::report::apply_verdicts(&mut report, &rules);
     print!("{}", crate::report::render_table(&report));
+    eprint!(
+        "{}",
+        crate::report::verdict::failures_text(&report.verdicts)
+    );
     crate::report::write_files(&report, &opts.report)?;
+    if let Some(path) = &opts.verdict.junit {
+        std::fs::write(path, crate::report::verdict::render_junit(&report))
+            .map_err(|e| anyhow::anyhow!("--junit {}: {e}", path.display()))?;
+    }
     if let Some(e) = input_error {
         return Err(e);
     }
-    Ok(StreamSummary { report })
+    Ok(StreamSummary {
+        report,
+        verdict_failed,
+    })
 }

@@ -14,6 +14,7 @@ use super::source::{build_filter, LiveSource};
 use super::tls::{Conn, KeyLogFollower, TargetTls, TlsFilter};
 use super::{StreamCommon, StreamOptions, StreamSource};
 use crate::mapping::TargetMapping;
+use crate::report::exchange::{analyze, FieldConfig};
 use crate::report::{
     Collector, DiffInput, Outcome, ProductionSample, Report, RequestSample, DIFF_CAP,
 };
@@ -26,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tcpclone::capture::CaptureReader;
 use tcpclone::capture::PacketSource;
+use tcpclone::decode::Protocol;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -64,6 +66,18 @@ struct Ctx {
     target_tls_failed: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Cancelled on SIGINT/SIGTERM: sessions not started yet are skipped, schedule waits end.
     stopping: tokio_util::sync::CancellationToken,
+    /// Verdicts (`--protocol`, `--diff` fields, `--baseline-target`).
+    verdict: VerdictCtx,
+}
+
+/// What the per-endpoint report and the protocol-aware diff need from the replay.
+struct VerdictCtx {
+    /// `--protocol`; `None`: by the captured server port.
+    protocol: Option<Protocol>,
+    /// `--diff`: compare decoded responses by these fields.
+    fields: Option<FieldConfig>,
+    /// `--baseline-target`: every session is replayed there too, to learn the noise.
+    baseline: Option<SocketAddr>,
 }
 
 /// Decrements the active-session count when a session task ends.
@@ -111,6 +125,10 @@ struct Plan {
         Arc<rustls::ClientConfig>,
         rustls::pki_types::ServerName<'static>,
     )>,
+    /// The protocol its requests and responses are decoded as.
+    protocol: Protocol,
+    /// A copy replayed to `--baseline-target` (teaches noise; not in the target's figures).
+    baseline: bool,
 }
 
 impl Plan {
@@ -216,7 +234,16 @@ pub fn run(
         }
         None => (None, None),
     };
-    let collector = Collector::new("stream", opts.diff.then_some(opts.diff_ignore.as_slice()))?;
+    let mut collector = Collector::new("stream", opts.diff.then_some(opts.diff_ignore.as_slice()))?;
+    let v = &opts.verdict;
+    let fields = opts.diff.then(|| v.field_config());
+    if let Some(f) = &fields {
+        collector = collector.with_fields(f.clone());
+    }
+    anyhow::ensure!(
+        v.baseline_target.is_none() || opts.diff,
+        "--baseline-target: needs --diff (the baseline teaches which response fields are noise)"
+    );
     let ctx = Arc::new(Ctx {
         start: Instant::now(),
         speedup: common.speedup,
@@ -238,6 +265,11 @@ pub fn run(
         target_tls,
         target_tls_failed: Mutex::new(Default::default()),
         stopping: tokio_util::sync::CancellationToken::new(),
+        verdict: VerdictCtx {
+            protocol: v.protocol()?,
+            fields,
+            baseline: v.baseline_target,
+        },
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -354,6 +386,8 @@ pub fn run(
 
 struct Route {
     txs: Vec<InboxTx>,
+    /// Production's responses go to the sessions (compared, or decoded for the report).
+    keep_server: bool,
 }
 
 struct Reader<'a> {
@@ -526,6 +560,11 @@ impl Reader<'_> {
                     .target_tls
                     .as_ref()
                     .map(|t| t.for_session(captured.as_ref(), target));
+                let protocol = self
+                    .ctx
+                    .verdict
+                    .protocol
+                    .unwrap_or_else(|| Protocol::from_port(key.dst.port()));
                 let mut txs = Vec::new();
                 for copy in 0..self.common.copies {
                     let (tx, rx) = Inbox::new();
@@ -538,6 +577,8 @@ impl Reader<'_> {
                         base,
                         orig_base,
                         tls: tls.clone(),
+                        protocol,
+                        baseline: false,
                     };
                     self.ctx.active.fetch_add(1, Ordering::SeqCst);
                     let guard = ActiveGuard(self.ctx.clone());
@@ -546,7 +587,33 @@ impl Reader<'_> {
                     txs.push(tx);
                     self.replayed += 1;
                 }
-                self.routes.insert(id, Route { txs });
+                if let Some(b) = self.ctx.verdict.baseline {
+                    // One more copy, to the baseline; not counted as replayed.
+                    let (tx, rx) = Inbox::new();
+                    let plan = Plan {
+                        id: id | 1 << 63,
+                        key,
+                        target: b,
+                        open_ts: ts,
+                        t0,
+                        base,
+                        orig_base,
+                        tls: self
+                            .ctx
+                            .target_tls
+                            .as_ref()
+                            .map(|t| t.for_session(captured.as_ref(), b)),
+                        protocol,
+                        baseline: true,
+                    };
+                    self.ctx.active.fetch_add(1, Ordering::SeqCst);
+                    let guard = ActiveGuard(self.ctx.clone());
+                    self.handle
+                        .spawn(session(self.ctx.clone(), plan, rx, guard));
+                    txs.push(tx);
+                }
+                let keep_server = self.ctx.diff || protocol != Protocol::Tcp;
+                self.routes.insert(id, Route { txs, keep_server });
             }
             StreamEvent::Data {
                 id,
@@ -560,7 +627,7 @@ impl Reader<'_> {
                     return;
                 }
                 let len = bytes.len();
-                let bytes = if side == Side::Server && !self.ctx.diff {
+                let bytes = if side == Side::Server && !self.routes[&id].keep_server {
                     Bytes::new()
                 } else {
                     bytes
@@ -678,7 +745,10 @@ impl Inbox {
 /// One request being measured.
 struct Req {
     index: u32,
+    /// The request's first bytes: [`PREVIEW`] of them, or up to [`DIFF_CAP`] when decoded.
     preview: Vec<u8>,
+    /// More request bytes were sent than `preview` holds.
+    preview_cut: bool,
     bytes_out: u64,
     last_write: Instant,
     slip: Option<Duration>,
@@ -720,7 +790,8 @@ impl Session {
                 r.first_resp.get_or_insert(at);
                 r.last_resp = Some(at);
                 r.bytes_in += data.len() as u64;
-                if self.ctx.diff && r.resp.len() < DIFF_CAP {
+                if (self.ctx.diff || self.plan.protocol != Protocol::Tcp) && r.resp.len() < DIFF_CAP
+                {
                     let n = (DIFF_CAP - r.resp.len()).min(data.len());
                     r.resp.extend_from_slice(&data[..n]);
                 }
@@ -870,7 +941,7 @@ impl Session {
         self.drain_ready();
     }
 
-    fn finish_req(&mut self, r: Req) -> RequestSample {
+    fn finish_req(&mut self, mut r: Req) -> RequestSample {
         let outcome = if r.bytes_in > 0 {
             Outcome::Answered
         } else if self.reset {
@@ -894,6 +965,21 @@ impl Session {
             }),
             _ => None,
         };
+        let exchange = (self.plan.protocol != Protocol::Tcp).then(|| {
+            let prod = r
+                .prod_resp_first_ts
+                .map(|_| (&r.prod_resp[..], r.prod_bytes > r.prod_resp.len() as u64));
+            let test = Some((&r.resp[..], r.bytes_in > r.resp.len() as u64));
+            analyze(
+                self.plan.protocol,
+                &r.preview,
+                r.preview_cut,
+                prod,
+                test,
+                self.ctx.verdict.fields.as_ref(),
+            )
+        });
+        r.preview.truncate(PREVIEW);
         let diff = (self.ctx.diff && r.prod_resp_first_ts.is_some()).then_some(DiffInput {
             production: r.prod_resp,
             production_len: r.prod_bytes,
@@ -917,6 +1003,8 @@ impl Session {
             production,
             request_preview: r.preview,
             diff,
+            exchange,
+            baseline: self.plan.baseline,
         }
     }
 
@@ -984,7 +1072,9 @@ async fn session(ctx: Arc<Ctx>, plan: Plan, items: Arc<Inbox>, _guard: ActiveGua
     let stream = match connect(&ctx, &plan).await {
         Ok(s) => s,
         Err(outcome) => {
-            ctx.connect_failed.fetch_add(1, Ordering::Relaxed);
+            if !plan.baseline {
+                ctx.connect_failed.fetch_add(1, Ordering::Relaxed);
+            }
             let mut n = 0u32;
             let mut samples = Vec::new();
             while let Some(item) = items.recv().await {
@@ -1003,6 +1093,12 @@ async fn session(ctx: Arc<Ctx>, plan: Plan, items: Arc<Inbox>, _guard: ActiveGua
                             outcome: Some(outcome),
                             bytes_out: len as u64,
                             request_preview: bytes[..bytes.len().min(PREVIEW)].to_vec(),
+                            // The endpoint of a request that never went out still counts.
+                            exchange: (plan.protocol != Protocol::Tcp).then(|| {
+                                let n = bytes.len().min(DIFF_CAP);
+                                analyze(plan.protocol, &bytes[..n], n < len, None, None, None)
+                            }),
+                            baseline: plan.baseline,
                             ..Default::default()
                         });
                         n += 1;
@@ -1064,6 +1160,7 @@ async fn session(ctx: Arc<Ctx>, plan: Plan, items: Arc<Inbox>, _guard: ActiveGua
                     s.reqs.push_back(Req {
                         index,
                         preview: Vec::new(),
+                        preview_cut: false,
                         bytes_out: 0,
                         last_write: Instant::now(),
                         slip,
@@ -1090,10 +1187,14 @@ async fn session(ctx: Arc<Ctx>, plan: Plan, items: Arc<Inbox>, _guard: ActiveGua
                     s.broken = true;
                 }
                 if let Some(r) = s.reqs.back_mut() {
-                    if r.preview.len() < PREVIEW {
-                        let n = (PREVIEW - r.preview.len()).min(bytes.len());
-                        r.preview.extend_from_slice(&bytes[..n]);
-                    }
+                    let cap = if s.plan.protocol == Protocol::Tcp {
+                        PREVIEW
+                    } else {
+                        DIFF_CAP
+                    };
+                    let n = cap.saturating_sub(r.preview.len()).min(bytes.len());
+                    r.preview.extend_from_slice(&bytes[..n]);
+                    r.preview_cut |= n < bytes.len();
                     if ok {
                         r.bytes_out += bytes.len() as u64;
                     }

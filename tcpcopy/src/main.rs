@@ -201,13 +201,13 @@ fn secure_offline_stream(
     use tcpcopy::stream::{guard, log_error, log_warn, OpenedCapture};
     let capture = OpenedCapture::open(path).map_err(|e| {
         log_error(&format!("{e:#}"));
-        ExitCode::FAILURE
+        ExitCode::from(2)
     })?;
     let servers = match capture.reader() {
         Ok(mut r) => guard::captured_servers(&mut r, &common.mappings, guard::SCAN_PACKETS),
         Err(e) => {
             log_error(&format!("{e:#}"));
-            return Err(ExitCode::FAILURE);
+            return Err(ExitCode::from(2));
         }
     };
     let problems = guard::check_offline_targets(&common.mappings, &servers);

@@ -20,7 +20,7 @@ pub use packet::checksums_ok;
 
 use crate::mapping::TargetMapping;
 use packet::{parse, OutSegment, Path, Segment, TcpOpts, ACK, RST, SYN};
-use session::{Ctx, Session};
+use session::{EngineSession, SessionCtx};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -502,7 +502,7 @@ impl Ids {
 #[derive(Debug)]
 struct Slot {
     gen: u32,
-    session: Option<Session>,
+    session: Option<EngineSession>,
 }
 
 /// A reset for a connection we hold no session for (a late answer of a finished one).
@@ -517,7 +517,7 @@ struct StrayReset {
 /// heap is small and compacting would cost more than it saves.
 const TIMERS_COMPACT_MIN: usize = 4096;
 /// Bytes charged per session against the memory budget besides its buffers.
-pub const SESSION_OVERHEAD: usize = std::mem::size_of::<Session>() + 160;
+pub const SESSION_OVERHEAD: usize = std::mem::size_of::<EngineSession>() + 160;
 
 /// The engine: all cloned sessions of one tcpcopy worker.
 #[derive(Debug)]
@@ -560,7 +560,7 @@ impl Default for Engine {
 
 macro_rules! ctx {
     ($self:ident, $now:expr) => {
-        Ctx {
+        SessionCtx {
             cfg: &$self.cfg,
             stats: &mut $self.stats,
             events: &mut $self.events,
@@ -729,7 +729,7 @@ impl Engine {
                 continue;
             };
             let mut cx = ctx!(self, now);
-            let s = Session::new(&mut cx, key, client, target, seg, fake, None);
+            let s = EngineSession::new(&mut cx, key, client, target, seg, fake, None);
             let id = self.insert(s);
             self.events
                 .push_back(EngineEvent::SessionAdded { client, target });
@@ -804,7 +804,7 @@ impl Engine {
         None
     }
 
-    fn insert(&mut self, s: Session) -> u32 {
+    fn insert(&mut self, s: EngineSession) -> u32 {
         self.mem += SESSION_OVERHEAD;
         self.stats.sessions_active += 1;
         let key = AddrPair(s.client, s.target);
@@ -832,12 +832,12 @@ impl Engine {
             return;
         };
         let reason = if old.state == session::State::TimeWait {
-            session::EndReason::Completed
+            session::RawEndReason::Completed
         } else {
-            session::EndReason::Replaced
+            session::RawEndReason::Replaced
         };
         let mut cx = ctx!(self, now);
-        let mut s = Session::new(
+        let mut s = EngineSession::new(
             &mut cx,
             old.capture,
             old.client,

@@ -16,7 +16,7 @@ pub mod nexthop;
 pub mod sys;
 pub mod worker;
 
-use crate::cli::{Settings, Source};
+use crate::config::raw::{Settings, Source};
 use crate::engine::shared::SharedClients;
 use crate::engine::EngineStats;
 use crate::engine::{Engine, EngineConfig};
@@ -135,7 +135,7 @@ pub fn safety_check_targets(
     force: bool,
 ) -> Result<Vec<String>> {
     let problems = match local_addresses() {
-        Ok(local) => crate::cli::check_mapping_targets(mappings, client_nets, &local),
+        Ok(local) => crate::config::check_mapping_targets(mappings, client_nets, &local),
         Err(e) => vec![e],
     };
     if problems.is_empty() || force {

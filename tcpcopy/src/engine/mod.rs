@@ -19,7 +19,7 @@ pub use fuzz::fuzz_engine;
 pub use packet::checksums_ok;
 
 use crate::mapping::TargetMapping;
-use packet::{parse, OutSegment, Path, Segment, TcpOpts, ACK, RST, SYN};
+use packet::{parse, OutSegment, Path, RawSegment, TcpOpts, ACK, RST, SYN};
 use session::{EngineSession, SessionCtx};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -709,7 +709,7 @@ impl Engine {
         now: Instant,
         key: FlowKey,
         target: SocketAddr,
-        seg: &Segment<'_>,
+        seg: &RawSegment<'_>,
         fake: bool,
     ) {
         if !self.sampled_in(&key) {
@@ -827,7 +827,7 @@ impl Engine {
 
     /// A new SYN on a client port that still has a session: end the old clone cleanly and start
     /// a new one on the same target-side 4-tuple with TSval still rising.
-    fn replace(&mut self, now: Instant, id: u32, seg: &Segment<'_>) {
+    fn replace(&mut self, now: Instant, id: u32, seg: &RawSegment<'_>) {
         let Some(mut old) = self.slots[id as usize].session.take() else {
             return;
         };

@@ -161,7 +161,7 @@ pub fn run(settings: Settings) -> Result<Summary> {
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let filter = capture::build_filter(&settings.mappings, settings.user_filter.as_deref());
+    let filter = capture::capture_filter(&settings.mappings, settings.user_filter.as_deref());
     info!(filter = %filter, "capture filter");
 
     let need_v4 = settings.mappings.iter().any(|m| m.target.is_ipv4());

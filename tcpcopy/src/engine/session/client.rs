@@ -4,12 +4,12 @@
 
 use super::{EngineSession, RawEndReason, SessionCtx, State};
 use crate::conversation::Held;
-use crate::engine::packet::{Segment, ACK, FIN, RST, SYN};
+use crate::engine::packet::{RawSegment, ACK, FIN, RST, SYN};
 use tcpclone::seq::SeqNumber;
 
 impl EngineSession {
     /// A captured client segment of this session (not a port-reusing SYN: the engine handles those).
-    pub fn on_captured(&mut self, cx: &mut SessionCtx<'_>, seg: &Segment<'_>) {
+    pub fn on_captured(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
         let _g = self.enter_span();
         self.timers.last_activity = cx.now;
         if let Some((v, _)) = seg.opts.ts {

@@ -23,7 +23,7 @@ mod timers;
 
 pub(crate) use send::PathRtts;
 
-use super::packet::{PathSums, Segment, TcpOpts};
+use super::packet::{PathSums, RawSegment, TcpOpts};
 use super::{EngineConfig, EngineEvent, EngineStats};
 use crate::conversation::{ClientStream, GateRules, RequestPacer};
 use send::SendSide;
@@ -150,7 +150,7 @@ impl EngineSession {
         capture: FlowKey,
         client: SocketAddr,
         target: SocketAddr,
-        seg: &Segment<'_>,
+        seg: &RawSegment<'_>,
         fake: bool,
         prev_ts: Option<SeqNumber>,
     ) -> EngineSession {
@@ -388,7 +388,7 @@ impl EngineSession {
 
 /// Options of our SYN: the client's (or, faking the handshake of a connection already open, ours),
 /// the MSS limited by our MTU and `--mss`; the timestamp echo is left for the transmit.
-fn syn_opts(cfg: &EngineConfig, seg: &Segment<'_>, v6: bool, fake: bool) -> TcpOpts {
+fn syn_opts(cfg: &EngineConfig, seg: &RawSegment<'_>, v6: bool, fake: bool) -> TcpOpts {
     let ip_len = if v6 { 40 } else { 20 };
     let mss_cap =
         u16::try_from(usize::from(cfg.mtu).saturating_sub(ip_len + 20).max(536)).unwrap_or(1460);

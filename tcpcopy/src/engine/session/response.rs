@@ -2,13 +2,13 @@
 //! windows, its answer bytes (what opens the release gate) and its FIN or RST.
 
 use super::{send::seg_limit, EngineSession, RawEndReason, SessionCtx, State};
-use crate::engine::packet::{Segment, ACK, FIN, RST, SYN};
+use crate::engine::packet::{RawSegment, ACK, FIN, RST, SYN};
 use crate::engine::EngineEvent;
 use tcpclone::seq::SeqNumber;
 
 impl EngineSession {
     /// The IP+TCP headers of one target segment (payload length from the IP header).
-    pub fn on_response(&mut self, cx: &mut SessionCtx<'_>, seg: &Segment<'_>) {
+    pub fn on_response(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
         let _g = self.enter_span();
         self.timers.last_activity = cx.now;
         if let Some((v, _)) = seg.opts.ts {
@@ -32,7 +32,7 @@ impl EngineSession {
     }
 
     /// Our SYN is out: a SYN-ACK establishes, a RST refuses, a bare ACK is a stale connection.
-    fn syn_sent_response(&mut self, cx: &mut SessionCtx<'_>, seg: &Segment<'_>) {
+    fn syn_sent_response(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
         let first = self.snd.iss + 1;
         if seg.has(SYN) && seg.has(ACK) && seg.ack == first && !seg.has(RST) {
             self.establish(cx, seg);
@@ -56,7 +56,7 @@ impl EngineSession {
 
     /// The target's SYN-ACK: the window, scaling, timestamps and MSS are settled, and the
     /// handshake's round trip is the first RTT sample.
-    fn establish(&mut self, cx: &mut SessionCtx<'_>, seg: &Segment<'_>) {
+    fn establish(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
         let now = cx.now;
         self.state = State::Established;
         cx.stats.handshakes += 1;
@@ -89,7 +89,7 @@ impl EngineSession {
 
     /// A target segment once established, in steps: a newer SYN-ACK, stale segments, an early
     /// RST (handshake redone), a RST, a lost third ACK, then ack, answer bytes and FIN.
-    fn established_response(&mut self, cx: &mut SessionCtx<'_>, seg: &Segment<'_>) {
+    fn established_response(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
         if self.adopt_newer_syn_ack(cx, seg) || self.is_stale(cx, seg) {
             return;
         }
@@ -123,7 +123,7 @@ impl EngineSession {
     /// The target answered our retransmitted SYN with a new ISN: its first request socket is
     /// gone and only the newest SYN-ACK is live (an ACK of the old one gets a RST). While the
     /// target has acknowledged none of our data, adopt it and resend with the new ack.
-    fn adopt_newer_syn_ack(&mut self, cx: &mut SessionCtx<'_>, seg: &Segment<'_>) -> bool {
+    fn adopt_newer_syn_ack(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) -> bool {
         let first = self.snd.iss + 1;
         if !(seg.has(SYN)
             && seg.has(ACK)
@@ -147,7 +147,7 @@ impl EngineSession {
     /// A late segment of an earlier connection on this 4-tuple (port reuse, re-establishment)
     /// carries sequence numbers far from ours: never let it move rcv_nxt or end the session.
     /// Nor the target's answer to our ACK of a SYN-ACK we abandoned.
-    fn is_stale(&mut self, cx: &mut SessionCtx<'_>, seg: &Segment<'_>) -> bool {
+    fn is_stale(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) -> bool {
         let d = seg.seq.diff(self.tgt.rcv_nxt);
         let stale = !(-(1 << 24)..(1 << 26)).contains(&d)
             || seg.has(RST) && self.tgt.abandoned_rcv == Some(seg.seq);
@@ -163,7 +163,11 @@ impl EngineSession {
     /// transmission: after a retransmission timeout the target may have answered (reports
     /// lost) and since dropped the connection, and a new handshake would deliver the request
     /// twice.
-    fn redo_handshake_on_early_rst(&mut self, cx: &mut SessionCtx<'_>, seg: &Segment<'_>) -> bool {
+    fn redo_handshake_on_early_rst(
+        &mut self,
+        cx: &mut SessionCtx<'_>,
+        seg: &RawSegment<'_>,
+    ) -> bool {
         let first = self.snd.iss + 1;
         if !(seg.seq == self.tgt.rcv_nxt
             && self.snd.una == first
@@ -200,7 +204,7 @@ impl EngineSession {
     }
 
     /// The target's ack and window: new data acknowledged, a duplicate ack, or a window update.
-    fn on_target_ack(&mut self, cx: &mut SessionCtx<'_>, seg: &Segment<'_>) {
+    fn on_target_ack(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
         let wnd = u32::from(seg.window) << self.snd.shift;
         if seg.ack > self.snd.una && seg.ack <= self.snd.max {
             self.on_ack_advance(cx, seg.ack);
@@ -227,7 +231,7 @@ impl EngineSession {
 
     /// The target's answer bytes: counted for the release gate, and the end of the timed
     /// request's latency.
-    fn on_answer_bytes(&mut self, cx: &mut SessionCtx<'_>, seg: &Segment<'_>) {
+    fn on_answer_bytes(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
         if seg.payload_len == 0 {
             return;
         }

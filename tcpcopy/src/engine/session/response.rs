@@ -259,8 +259,8 @@ impl EngineSession {
     fn on_ack_advance(&mut self, cx: &mut SessionCtx<'_>, ack: SeqNumber) {
         let dropped = self.stream.acked(ack, cx.mem);
         cx.stats.bytes_acked += dropped as u64;
-        if let Some(r) = self.snd.on_ack(ack, cx.now) {
-            self.rtt_sample(cx, r);
+        if let Some(r) = self.snd.on_ack(cx.cfg, ack, cx.now) {
+            cx.paths.learn(self.target.ip(), r);
         }
     }
 

@@ -203,10 +203,11 @@ impl SendSide {
         r
     }
 
-    /// The target acknowledged up to `ack` (new data) at `now`; returns the RTT to sample, if
-    /// this ack ends the measurement under way (Karn: never after a retransmission).
+    /// The target acknowledged up to `ack` (new data) at `now`. When this ack ends the RTT
+    /// measurement under way (Karn: never after a retransmission) the sample is folded in
+    /// before the timer is re-armed with the new RTO, and returned (nanoseconds) for the path.
     #[inline]
-    pub fn on_ack(&mut self, ack: SeqNumber, now: Instant) -> Option<Duration> {
+    pub fn on_ack(&mut self, cfg: &EngineConfig, ack: SeqNumber, now: Instant) -> Option<u64> {
         self.una = ack;
         if self.nxt < ack {
             self.nxt = ack;
@@ -216,7 +217,7 @@ impl SendSide {
             if ack >= probe_end {
                 self.rtt_probe = None;
                 if self.retries == 0 {
-                    sample = Some(now.saturating_duration_since(at));
+                    sample = Some(self.rtt_sample(cfg, now.saturating_duration_since(at)));
                 }
             }
         }
@@ -347,9 +348,15 @@ mod tests {
         assert_eq!((s.nxt, s.max), (SeqNumber(11), SeqNumber(11)));
         assert_eq!(s.rto_at, Some(t0 + c.initial_rto));
         let t1 = t0 + Duration::from_millis(7);
-        assert_eq!(s.on_ack(SeqNumber(5), t1), None, "probe ends at 11");
-        assert!(s.rto_at.is_some(), "data still in flight");
-        assert_eq!(s.on_ack(SeqNumber(11), t1), Some(Duration::from_millis(7)));
+        assert_eq!(s.on_ack(&c, SeqNumber(5), t1), None, "probe ends at 11");
+        assert_eq!(s.rto_at, Some(t1 + c.initial_rto), "data still in flight");
+        s.on_sent(SeqNumber(11), SeqNumber(21), t1);
+        let t2 = t0 + Duration::from_millis(10);
+        assert_eq!(s.on_ack(&c, SeqNumber(11), t2), Some(10_000_000));
+        // The timer for what is still in flight runs on the RTO this sample gave.
+        assert_ne!(s.rto, c.initial_rto);
+        assert_eq!(s.rto_at, Some(t2 + s.rto));
+        assert_eq!(s.on_ack(&c, SeqNumber(21), t2), None, "no probe under way");
         assert_eq!(s.rto_at, None);
         assert!(
             !s.on_sent(SeqNumber(1), SeqNumber(11), t1),
@@ -367,7 +374,7 @@ mod tests {
         assert_eq!(s.retries, 1);
         assert_eq!(s.rto, (c.initial_rto * 2).min(c.max_rto));
         s.on_sent(SeqNumber(0), SeqNumber(10), t0);
-        assert_eq!(s.on_ack(SeqNumber(10), t0), None);
+        assert_eq!(s.on_ack(&c, SeqNumber(10), t0), None);
         assert_eq!(s.retries, 0);
     }
 

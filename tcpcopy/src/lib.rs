@@ -2,6 +2,8 @@
 //! mode (replay over ordinary sockets) with its report.
 
 pub mod cli;
+pub mod config;
+pub(crate) mod conversation;
 pub mod engine;
 pub mod live;
 pub mod mapping;

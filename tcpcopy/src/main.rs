@@ -103,7 +103,7 @@ fn main() -> ExitCode {
     // starve the intercept channel that feeds it responses (and the service it clones).
     if settings.capture_nice < 0
         && settings.capture_pcap
-        && matches!(settings.source, tcpcopy::cli::Source::Live { .. })
+        && matches!(settings.source, tcpcopy::config::raw::Source::Live { .. })
     {
         if let Err(e) = tcpclone::sys::set_thread_nice(settings.capture_nice) {
             tracing::debug!("--capture-nice before dropping privileges: {e}");

@@ -8,24 +8,27 @@
 //! (client, service) and, for the target's responses, by the 4-tuple the target sees
 //! (client after `-c`/`-n`, target).
 
+mod config;
 mod fuzz;
 mod packet;
 mod session;
 pub mod shared;
+mod stats;
 #[cfg(test)]
 mod tests;
 
+pub use config::EngineConfig;
 pub use fuzz::fuzz_engine;
 pub use packet::checksums_ok;
+pub use stats::{EngineStats, LATENCY_BUCKETS};
 
-use crate::mapping::TargetMapping;
-use packet::{parse, OutSegment, Path, Segment, TcpOpts, ACK, RST, SYN};
-use session::{Ctx, Session};
+use packet::{parse, OutSegment, Path, RawSegment, TcpOpts, ACK, RST, SYN};
+use session::{EngineSession, SessionCtx};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tcpclone::flow::FlowKey;
 use tcpclone::seq::SeqNumber;
 use tcpclone::shrink::Shrink;
@@ -38,102 +41,6 @@ pub fn response_owner_key(ip_tcp_headers: &[u8]) -> Option<(SocketAddr, SocketAd
         SocketAddr::new(seg.dst, seg.dst_port),
         SocketAddr::new(seg.src, seg.src_port),
     ))
-}
-
-/// Configuration of the engine, built by the CLI layer from validated flags.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// `-x`: which services are copied and where to.
-    pub mappings: Vec<TargetMapping>,
-    /// `-c`: client addresses to use towards the target (empty: keep the client's own).
-    pub client_ips: Vec<IpAddr>,
-    /// `-n`: copies of each session (at least 1).
-    pub copies: u16,
-    /// `-f`: client port shift between copies and collision retries (0 means 1).
-    pub port_shift: u16,
-    /// `-r`: percentage of sessions cloned (1–100), sampled by a hash of client address and port.
-    pub percentage: u8,
-    /// `-M`: MTU of the path to the target (IP packet size limit).
-    pub mtu: u16,
-    /// `-D`: MSS limit towards the target.
-    pub mss: Option<u16>,
-    /// `-W`: don't hold a request until the previous one was answered.
-    pub no_wait: bool,
-    /// `-t`: a session with no captured segment and no response for this long ends.
-    pub session_timeout: Duration,
-    /// `-k`: a session whose target makes no progress (handshake or data unacknowledged) for this
-    /// long ends.
-    pub keepalive_timeout: Duration,
-    /// `-m` in bytes: over it new sessions are refused and buffering stops (0: unlimited).
-    pub max_memory: usize,
-    /// Largest number of client bytes one session may buffer (a clone paced by a slower target
-    /// falls behind production); beyond it the clone is reset and re-established at the next
-    /// request.
-    pub max_session_buffer: usize,
-    /// A request is released once the target went quiet this long after answering.
-    pub idle_gap: Duration,
-    /// A request is released after this long even when the target did not answer the previous one.
-    pub response_timeout: Duration,
-    /// A hole in the captured client stream that persists this long is a missed segment.
-    pub gap_timeout: Duration,
-    /// A hole followed by a request boundary (proof of a missed segment) waits only this long
-    /// for a reordered segment.
-    pub reorder_window: Duration,
-    /// Lower bound of the retransmission timeout.
-    pub min_rto: Duration,
-    /// Retransmission timeout before any RTT was measured towards a target (RFC 6298: 1 s).
-    /// Later sessions start from the RTT their target's earlier sessions measured.
-    pub initial_rto: Duration,
-    /// Upper bound of the retransmission timeout.
-    pub max_rto: Duration,
-    /// SYN retransmissions before the session is given up.
-    pub max_syn_retries: u8,
-    /// Consecutive data retransmission timeouts before the session is given up.
-    pub max_retransmits: u8,
-    /// How long a finished session lingers to re-acknowledge a retransmitted target FIN.
-    pub linger: Duration,
-    /// Emit [`EngineEvent::RequestTiming`] per answered request.
-    pub request_timing_events: bool,
-    /// Most payload bytes one [`Transmit`] may carry as a TCP super-segment for the sender (or
-    /// the kernel behind it) to cut into MSS-sized pieces (segmentation offload); a value no
-    /// larger than a session's MSS keeps one segment per transmit. Rounded down to whole MSS
-    /// pieces and kept under 64 KiB of IP packet.
-    pub gso_max: usize,
-    /// With several workers: the table of client addresses all their engines draw from
-    /// (`None`: this engine is alone and its own table suffices).
-    pub shared_clients: Option<shared::SharedClients>,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            mappings: Vec::new(),
-            client_ips: Vec::new(),
-            copies: 1,
-            port_shift: 0,
-            percentage: 100,
-            mtu: 1500,
-            mss: None,
-            no_wait: false,
-            session_timeout: Duration::from_secs(600),
-            keepalive_timeout: Duration::from_secs(60),
-            max_memory: 0,
-            max_session_buffer: 64 << 20,
-            idle_gap: Duration::from_millis(3),
-            response_timeout: Duration::from_millis(500),
-            gap_timeout: Duration::from_millis(500),
-            reorder_window: Duration::from_millis(10),
-            min_rto: Duration::from_millis(20),
-            initial_rto: Duration::from_secs(1),
-            max_rto: Duration::from_secs(2),
-            max_syn_retries: 6,
-            max_retransmits: 12,
-            linger: Duration::from_secs(2),
-            request_timing_events: false,
-            gso_max: 0,
-            shared_clients: None,
-        }
-    }
 }
 
 /// A packet ready for the sender.
@@ -179,236 +86,6 @@ pub enum EngineEvent {
         /// When the target's first answer was reported.
         answered: Instant,
     },
-}
-
-/// Number of log2 buckets in [`EngineStats::latency_us_log2`].
-pub const LATENCY_BUCKETS: usize = 24;
-
-/// Counters of one engine (plain values; the glue sums and prints them).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EngineStats {
-    /// IP packets handed to `handle_captured`.
-    pub packets_captured: u64,
-    /// Of those, not TCP, malformed, fragments, or not to a mapped service.
-    pub packets_ignored: u64,
-    /// TCP segments of mapped services.
-    pub segments_in: u64,
-    /// Client payload bytes captured.
-    pub bytes_captured: u64,
-    /// Sessions (clones, one per copy) created.
-    pub sessions_cloned: u64,
-    /// Sessions alive now.
-    pub sessions_active: u64,
-    /// Sessions ended by FIN in both directions.
-    pub sessions_completed: u64,
-    /// Sessions ended by the client's RST (carried through).
-    pub sessions_client_reset: u64,
-    /// Sessions refused: memory budget.
-    pub refused_memory: u64,
-    /// Sessions refused: no free client port/address for a copy.
-    pub refused_ports: u64,
-    /// Sessions refused: client address family cannot reach the target.
-    pub refused_family: u64,
-    /// Sessions left out by `-r`.
-    pub sampled_out: u64,
-    /// Ended: the target reset the connection.
-    pub aborted_target_reset: u64,
-    /// Ended: idle (`-t`) or stalled (`-k`) timeout.
-    pub aborted_timeout: u64,
-    /// Ended: the target never completed the handshake.
-    pub aborted_handshake: u64,
-    /// Ended: too many retransmission timeouts.
-    pub aborted_retransmits: u64,
-    /// Ended: replaced by a new connection on the same client port.
-    pub aborted_replaced: u64,
-    /// Ended: the client finished while the clone was waiting to re-establish after a gap.
-    pub aborted_gap: u64,
-    /// Clones whose target closed and whose client never did within `linger`: we sent the FIN.
-    pub half_closed_timeouts: u64,
-    /// New SYNs on a client port whose clone was still delivering: the old clone kept its
-    /// 4-tuple and the new one got another port (no reset).
-    pub reuse_detached: u64,
-    /// SYN-ACKs with a new ISN (answering a retransmitted SYN) adopted before any data was acked.
-    pub syn_ack_adopted: u64,
-    /// Handshakes done again after a target RST before any data was acked.
-    pub handshakes_redone: u64,
-    /// Handshakes completed with the target.
-    pub handshakes: u64,
-    /// Handshakes the target refused with RST.
-    pub handshakes_refused: u64,
-    /// Target RSTs on established clones.
-    pub target_resets: u64,
-    /// Segments written by `poll_transmit` (all kinds).
-    pub segments_sent: u64,
-    /// Of those, retransmissions (RTO, fast retransmit, SYN retries).
-    pub segments_retransmitted: u64,
-    /// Retransmission timeouts.
-    pub rto_expirations: u64,
-    /// Fast retransmits (three duplicate acks).
-    pub fast_retransmits: u64,
-    /// New client payload bytes sent to the target.
-    pub bytes_sent: u64,
-    /// Client payload bytes the target acknowledged.
-    pub bytes_acked: u64,
-    /// Gaps in the captured client stream (missed segments).
-    pub gaps: u64,
-    /// RSTs we sent to the target (gaps, aborts, stale connections).
-    pub resets_sent: u64,
-    /// Clones re-established after a gap.
-    pub reestablished: u64,
-    /// Buffers that hit the per-session or total limit.
-    pub buffer_overflows: u64,
-    /// Target reports handed to `handle_response`.
-    pub responses: u64,
-    /// Of those, for no known session (answered with RST when they carry an ACK).
-    pub responses_unmatched: u64,
-    /// Of those, segments of an earlier connection on the same 4-tuple (ignored).
-    pub responses_stale: u64,
-    /// Target payload bytes reported.
-    pub response_bytes: u64,
-    /// Requests sent.
-    pub requests_sent: u64,
-    /// Requests whose answer was reported.
-    pub requests_answered: u64,
-    /// Requests released by the response timeout rather than an answer.
-    pub pacing_timeouts: u64,
-    /// Sum of request latencies in microseconds.
-    pub latency_us_sum: u64,
-    /// Request latency histogram: bucket i counts latencies in [2^i, 2^(i+1)) µs.
-    pub latency_us_log2: [u64; LATENCY_BUCKETS],
-    /// Bytes accounted against the memory budget now.
-    pub memory_bytes: u64,
-}
-
-impl EngineStats {
-    /// Adds another engine's counters (the workers' totals; gauges add up too: each worker's
-    /// sessions and memory are its own).
-    pub fn merge(&mut self, o: &EngineStats) {
-        self.packets_captured += o.packets_captured;
-        self.packets_ignored += o.packets_ignored;
-        self.segments_in += o.segments_in;
-        self.bytes_captured += o.bytes_captured;
-        self.sessions_cloned += o.sessions_cloned;
-        self.sessions_active += o.sessions_active;
-        self.sessions_completed += o.sessions_completed;
-        self.sessions_client_reset += o.sessions_client_reset;
-        self.refused_memory += o.refused_memory;
-        self.refused_ports += o.refused_ports;
-        self.refused_family += o.refused_family;
-        self.sampled_out += o.sampled_out;
-        self.aborted_target_reset += o.aborted_target_reset;
-        self.aborted_timeout += o.aborted_timeout;
-        self.aborted_handshake += o.aborted_handshake;
-        self.aborted_retransmits += o.aborted_retransmits;
-        self.aborted_replaced += o.aborted_replaced;
-        self.aborted_gap += o.aborted_gap;
-        self.half_closed_timeouts += o.half_closed_timeouts;
-        self.reuse_detached += o.reuse_detached;
-        self.syn_ack_adopted += o.syn_ack_adopted;
-        self.handshakes_redone += o.handshakes_redone;
-        self.handshakes += o.handshakes;
-        self.handshakes_refused += o.handshakes_refused;
-        self.target_resets += o.target_resets;
-        self.segments_sent += o.segments_sent;
-        self.segments_retransmitted += o.segments_retransmitted;
-        self.rto_expirations += o.rto_expirations;
-        self.fast_retransmits += o.fast_retransmits;
-        self.bytes_sent += o.bytes_sent;
-        self.bytes_acked += o.bytes_acked;
-        self.gaps += o.gaps;
-        self.resets_sent += o.resets_sent;
-        self.reestablished += o.reestablished;
-        self.buffer_overflows += o.buffer_overflows;
-        self.responses += o.responses;
-        self.responses_unmatched += o.responses_unmatched;
-        self.responses_stale += o.responses_stale;
-        self.response_bytes += o.response_bytes;
-        self.requests_sent += o.requests_sent;
-        self.requests_answered += o.requests_answered;
-        self.pacing_timeouts += o.pacing_timeouts;
-        self.latency_us_sum += o.latency_us_sum;
-        self.memory_bytes += o.memory_bytes;
-        for (a, b) in self
-            .latency_us_log2
-            .iter_mut()
-            .zip(o.latency_us_log2.iter())
-        {
-            *a += b;
-        }
-    }
-
-    fn record_latency(&mut self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.requests_answered += 1;
-        self.latency_us_sum = self.latency_us_sum.saturating_add(us);
-        let b = (63 - us.max(1).leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
-        self.latency_us_log2[b] += 1;
-    }
-
-    /// Sessions ended for any reason other than a normal close.
-    pub fn aborted(&self) -> u64 {
-        self.aborted_target_reset
-            + self.aborted_timeout
-            + self.aborted_handshake
-            + self.aborted_retransmits
-            + self.aborted_replaced
-            + self.aborted_gap
-    }
-}
-
-impl std::fmt::Display for EngineStats {
-    /// One line for the final summary and `--stats`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "sessions cloned={} active={} completed={} client_reset={} aborted={} (target_reset={} timeout={} \
-             handshake={} retransmits={} replaced={} gap={}) reuse_detached={} syn_ack_adopted={} handshakes_redone={} handshakes={} handshakes_refused={} target_resets={} refused memory={} ports={} family={} sampled_out={}; \
-             segments in={} sent={} retransmitted={} (rto={} fast={}); gaps={} resets_sent={} reestablished={} \
-             overflows={}; bytes captured={} sent={} acked={}; responses={} unmatched={} stale={}; \
-             requests sent={} answered={} pacing_timeouts={} mean_latency_us={}; memory={}",
-            self.sessions_cloned,
-            self.sessions_active,
-            self.sessions_completed,
-            self.sessions_client_reset,
-            self.aborted(),
-            self.aborted_target_reset,
-            self.aborted_timeout,
-            self.aborted_handshake,
-            self.aborted_retransmits,
-            self.aborted_replaced,
-            self.aborted_gap,
-            self.reuse_detached,
-            self.syn_ack_adopted,
-            self.handshakes_redone,
-            self.handshakes,
-            self.handshakes_refused,
-            self.target_resets,
-            self.refused_memory,
-            self.refused_ports,
-            self.refused_family,
-            self.sampled_out,
-            self.segments_in,
-            self.segments_sent,
-            self.segments_retransmitted,
-            self.rto_expirations,
-            self.fast_retransmits,
-            self.gaps,
-            self.resets_sent,
-            self.reestablished,
-            self.buffer_overflows,
-            self.bytes_captured,
-            self.bytes_sent,
-            self.bytes_acked,
-            self.responses,
-            self.responses_unmatched,
-            self.responses_stale,
-            self.requests_sent,
-            self.requests_answered,
-            self.pacing_timeouts,
-            self.latency_us_sum.checked_div(self.requests_answered).unwrap_or(0),
-            self.memory_bytes,
-        )
-    }
 }
 
 /// FxHash-style hasher: the maps are keyed by addresses we saw, not by attacker-chosen strings
@@ -502,7 +179,7 @@ impl Ids {
 #[derive(Debug)]
 struct Slot {
     gen: u32,
-    session: Option<Session>,
+    session: Option<EngineSession>,
 }
 
 /// A reset for a connection we hold no session for (a late answer of a finished one).
@@ -517,7 +194,7 @@ struct StrayReset {
 /// heap is small and compacting would cost more than it saves.
 const TIMERS_COMPACT_MIN: usize = 4096;
 /// Bytes charged per session against the memory budget besides its buffers.
-pub const SESSION_OVERHEAD: usize = std::mem::size_of::<Session>() + 160;
+pub const SESSION_OVERHEAD: usize = std::mem::size_of::<EngineSession>() + 160;
 
 /// The engine: all cloned sessions of one tcpcopy worker.
 #[derive(Debug)]
@@ -560,7 +237,7 @@ impl Default for Engine {
 
 macro_rules! ctx {
     ($self:ident, $now:expr) => {
-        Ctx {
+        SessionCtx {
             cfg: &$self.cfg,
             stats: &mut $self.stats,
             events: &mut $self.events,
@@ -709,7 +386,7 @@ impl Engine {
         now: Instant,
         key: FlowKey,
         target: SocketAddr,
-        seg: &Segment<'_>,
+        seg: &RawSegment<'_>,
         fake: bool,
     ) {
         if !self.sampled_in(&key) {
@@ -729,7 +406,7 @@ impl Engine {
                 continue;
             };
             let mut cx = ctx!(self, now);
-            let s = Session::new(&mut cx, key, client, target, seg, fake, None);
+            let s = EngineSession::new(&mut cx, key, client, target, seg, fake, None);
             let id = self.insert(s);
             self.events
                 .push_back(EngineEvent::SessionAdded { client, target });
@@ -804,7 +481,7 @@ impl Engine {
         None
     }
 
-    fn insert(&mut self, s: Session) -> u32 {
+    fn insert(&mut self, s: EngineSession) -> u32 {
         self.mem += SESSION_OVERHEAD;
         self.stats.sessions_active += 1;
         let key = AddrPair(s.client, s.target);
@@ -827,17 +504,17 @@ impl Engine {
 
     /// A new SYN on a client port that still has a session: end the old clone cleanly and start
     /// a new one on the same target-side 4-tuple with TSval still rising.
-    fn replace(&mut self, now: Instant, id: u32, seg: &Segment<'_>) {
+    fn replace(&mut self, now: Instant, id: u32, seg: &RawSegment<'_>) {
         let Some(mut old) = self.slots[id as usize].session.take() else {
             return;
         };
         let reason = if old.state == session::State::TimeWait {
-            session::EndReason::Completed
+            session::RawEndReason::Completed
         } else {
-            session::EndReason::Replaced
+            session::RawEndReason::Replaced
         };
         let mut cx = ctx!(self, now);
-        let mut s = Session::new(
+        let mut s = EngineSession::new(
             &mut cx,
             old.capture,
             old.client,

@@ -35,9 +35,9 @@ pub(crate) struct TcpOpts {
     pub ts: Option<(u32, u32)>,
 }
 
-/// One parsed TCP segment.
+/// One TCP segment as raw mode's engine parses it (headers, options, the payload present).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Segment<'a> {
+pub(crate) struct RawSegment<'a> {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub src_port: u16,
@@ -53,7 +53,7 @@ pub(crate) struct Segment<'a> {
     pub payload_len: u32,
 }
 
-impl Segment<'_> {
+impl RawSegment<'_> {
     pub fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
@@ -75,7 +75,7 @@ fn be32(b: &[u8], at: usize) -> Option<u32> {
 /// Parses an IP packet carrying TCP. `headers_only`: the payload is absent (an intercept report)
 /// and its length comes from the IP header. Returns `None` for anything that is not a first or
 /// whole TCP segment.
-pub(crate) fn parse(buf: &[u8], headers_only: bool) -> Option<Segment<'_>> {
+pub(crate) fn parse(buf: &[u8], headers_only: bool) -> Option<RawSegment<'_>> {
     let version = buf.first()? >> 4;
     let (src, dst, l4_off, ip_end) = match version {
         4 => {
@@ -148,7 +148,7 @@ pub(crate) fn parse(buf: &[u8], headers_only: bool) -> Option<Segment<'_>> {
         let p = &tcp[doff..doff + avail];
         (p, avail)
     };
-    Some(Segment {
+    Some(RawSegment {
         src,
         dst,
         src_port: be16(tcp, 0)?,

@@ -145,7 +145,7 @@ impl BatchPool {
 
 /// The BPF filter: `tcp and dst port P [and dst host IP]` OR'ed across the mappings, minus
 /// anything addressed to a target (our own output), ANDed with the user's `-F`.
-pub fn build_filter(mappings: &[TargetMapping], user: Option<&str>) -> String {
+pub fn capture_filter(mappings: &[TargetMapping], user: Option<&str>) -> String {
     let wanted: Vec<String> = mappings
         .iter()
         .map(|m| match m.online_ip {
@@ -731,7 +731,7 @@ mod tests {
     #[test]
     fn filter_from_mappings() {
         let m = parse_mappings("6379-198.18.1.2:6380,198.18.0.1:80-[2001:db8::2]:80").unwrap();
-        let f = build_filter(&m, Some("not src net 198.18.5.0/24"));
+        let f = capture_filter(&m, Some("not src net 198.18.5.0/24"));
         assert_eq!(
             f,
             "(tcp and ((dst port 6379) or (dst port 80 and dst host 198.18.0.1)) and not \
@@ -747,7 +747,7 @@ mod tests {
     fn filter_excludes_our_output() {
         let m = parse_mappings("6379-198.18.1.2:6379").unwrap();
         let dead = pcap::Capture::dead(pcap::Linktype(dlt::RAW_LINUX)).unwrap();
-        let prog = dead.compile(&build_filter(&m, None), true).unwrap();
+        let prog = dead.compile(&capture_filter(&m, None), true).unwrap();
         let mut to_prod = ipv4_tcp([198, 18, 10, 2], [198, 18, 10, 1], 6379);
         assert!(prog.filter(&to_prod));
         to_prod[16..20].copy_from_slice(&[198, 18, 1, 2]);

@@ -24,22 +24,12 @@ use tracing::{info, warn};
 
 /// Connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Bytes of response headers (~60 each) queued for the engine thread at most: when it is that
-/// far behind (some 65,000 headers, a few seconds of a busy target), a connection stops
-/// reading from intercept until the engine has caught up, and TCP holds intercept back (its
-/// per-connection queue then fills and it counts what it drops). Unbounded, a 16-second lag in
-/// the soak queued 400,000 headers and 50 MB; and answers that late only make the engine
-/// retransmit what the target already has.
-pub const RESPONSE_BACKLOG: u64 = 4 << 20;
+// The queue bounds are part of -m, which `config` checks: they live there (one home).
+pub use crate::config::{COMMAND_BACKLOG, RESPONSE_BACKLOG};
 /// How often a paused connection looks whether the engine has caught up.
 const BACKLOG_POLL: Duration = Duration::from_millis(1);
 /// Commands batched into one pass before the socket is written.
 const CMD_BATCH: usize = 4096;
-/// Bytes of registration commands queued for the intercept connections at most, counted in
-/// -m: when intercept stops reading, the connection's writes stall and commands pile up here;
-/// past this they are dropped and counted as registrations lost (the connection is rebuilt
-/// after [`WRITE_TIMEOUT`] and re-sends every registration it holds).
-pub const COMMAND_BACKLOG: u64 = 1 << 20;
 /// What one queued command costs: its queue slot (~72 bytes) and its share of the queue's
 /// blocks, counted high.
 const COMMAND_COST: u64 = 128;

@@ -16,7 +16,7 @@ pub mod nexthop;
 pub mod sys;
 pub mod worker;
 
-use crate::cli::{Settings, Source};
+use crate::config::raw::{Settings, Source};
 use crate::engine::shared::SharedClients;
 use crate::engine::EngineStats;
 use crate::engine::{Engine, EngineConfig};
@@ -135,7 +135,7 @@ pub fn safety_check_targets(
     force: bool,
 ) -> Result<Vec<String>> {
     let problems = match local_addresses() {
-        Ok(local) => crate::cli::check_mapping_targets(mappings, client_nets, &local),
+        Ok(local) => crate::config::check_mapping_targets(mappings, client_nets, &local),
         Err(e) => vec![e],
     };
     if problems.is_empty() || force {
@@ -161,7 +161,7 @@ pub fn run(settings: Settings) -> Result<Summary> {
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let filter = capture::build_filter(&settings.mappings, settings.user_filter.as_deref());
+    let filter = capture::capture_filter(&settings.mappings, settings.user_filter.as_deref());
     info!(filter = %filter, "capture filter");
 
     let need_v4 = settings.mappings.iter().any(|m| m.target.is_ipv4());

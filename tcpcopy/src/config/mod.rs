@@ -1,0 +1,180 @@
+//! Validated configuration per mode, from the parsed command line ([`crate::cli::Cli`]):
+//! [`raw`] produces the [`raw::Settings`] that `live` consumes, [`stream`] the
+//! [`crate::stream::StreamCommon`] of stream mode. Here: what both share (the error type,
+//! the address-list parsers, the production safety check) and the memory the intercept queues
+//! take, which both the check of `-m` and the channel that enforces it need.
+//!
+//! Plain values only: this module never opens a socket or a file.
+
+pub mod raw;
+pub mod stream;
+
+use crate::mapping::TargetMapping;
+use ipnet::IpNet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+
+/// Largest number of client addresses a `-c` list may expand to.
+const MAX_CLIENT_IPS: usize = 1 << 16;
+
+/// Bytes of response headers (~60 each) queued for the engine thread at most (enforced by
+/// `live::channel`, counted in -m): when it is that far behind (some 65,000 headers, a few
+/// seconds of a busy target), a connection stops reading from intercept until the engine has
+/// caught up, and TCP holds intercept back (its per-connection queue then fills and it counts
+/// what it drops). Unbounded, a 16-second lag in the soak queued 400,000 headers and 50 MB; and
+/// answers that late only make the engine retransmit what the target already has.
+pub const RESPONSE_BACKLOG: u64 = 4 << 20;
+
+/// Bytes of registration commands queued for the intercept connections at most (enforced by
+/// `live::channel`), counted in -m: when intercept stops reading, the connection's writes stall
+/// and commands pile up there; past this they are dropped and counted as registrations lost
+/// (the connection is rebuilt and re-sends every registration it holds).
+pub const COMMAND_BACKLOG: u64 = 1 << 20;
+
+/// A flag that failed validation: one line naming the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag}: {why}")]
+pub struct FlagError {
+    /// The flag, as `-x/--mapping`.
+    pub flag: &'static str,
+    /// What is wrong.
+    pub why: String,
+}
+
+pub(crate) fn bad(flag: &'static str, why: impl Into<String>) -> FlagError {
+    FlagError {
+        flag,
+        why: why.into(),
+    }
+}
+
+/// Parses `-s ip[:port][,...]` (IPv6 in brackets when a port is given; host names resolve).
+pub fn parse_intercepts(list: &str, default_port: u16) -> Result<Vec<SocketAddr>, String> {
+    let mut out = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if let Ok(sa) = entry.parse::<SocketAddr>() {
+            out.push(sa);
+            continue;
+        }
+        let bare = entry
+            .strip_prefix('[')
+            .and_then(|e| e.strip_suffix(']'))
+            .unwrap_or(entry);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            out.push(SocketAddr::new(ip, default_port));
+            continue;
+        }
+        let with_port = if entry.contains(':') {
+            entry.to_string()
+        } else {
+            format!("{entry}:{default_port}")
+        };
+        let resolved = with_port
+            .to_socket_addrs()
+            .map_err(|e| format!("bad intercept address `{entry}`: {e}"))?
+            .next()
+            .ok_or_else(|| format!("`{entry}` resolves to no address"))?;
+        if resolved.port() == 0 {
+            return Err(format!("bad port in `{entry}`"));
+        }
+        out.push(resolved);
+    }
+    if out.is_empty() {
+        return Err("no intercept address given".into());
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Parses `-c`: `a.b.c.x` (hosts .1–.254), CIDRs (their hosts), single IPv4/IPv6 addresses.
+pub fn parse_client_ips(list: &str) -> Result<(Vec<IpAddr>, Vec<IpNet>), String> {
+    let mut ips = Vec::new();
+    let mut nets = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if let Some(prefix) = entry
+            .strip_suffix(".x")
+            .or_else(|| entry.strip_suffix(".X"))
+        {
+            let base: Ipv4Addr = format!("{prefix}.0")
+                .parse()
+                .map_err(|_| format!("bad client address pattern `{entry}`"))?;
+            let o = base.octets();
+            for last in 1..=254u8 {
+                ips.push(IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], last)));
+            }
+            nets.push(IpNet::new(IpAddr::V4(base), 24).expect("valid /24"));
+        } else if entry.contains('/') {
+            let net: IpNet = entry
+                .parse()
+                .map_err(|_| format!("bad client network `{entry}`"))?;
+            let hosts = net.hosts();
+            for ip in hosts {
+                ips.push(ip);
+                if ips.len() > MAX_CLIENT_IPS {
+                    return Err(format!(
+                        "`{entry}` has more than {MAX_CLIENT_IPS} addresses"
+                    ));
+                }
+            }
+            nets.push(net);
+        } else {
+            let ip: IpAddr = entry
+                .parse()
+                .map_err(|_| format!("bad client address `{entry}`"))?;
+            ips.push(ip);
+            nets.push(IpNet::from(ip));
+        }
+        if ips.len() > MAX_CLIENT_IPS {
+            return Err(format!("more than {MAX_CLIENT_IPS} client addresses"));
+        }
+    }
+    if ips.is_empty() {
+        return Err("no client address given".into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    ips.retain(|ip| seen.insert(*ip));
+    Ok((ips, nets))
+}
+
+/// Production safety (issue 5): a target must not be a local address of this host, an online
+/// address named in -x, or inside a -c range. Returns one line per refused target.
+pub fn check_targets(settings: &raw::Settings, local_addrs: &[IpAddr]) -> Vec<String> {
+    check_mapping_targets(&settings.mappings, &settings.client_nets, local_addrs)
+}
+
+/// [`check_targets`] for any mode: the `-x` targets against this host's addresses, the
+/// online addresses of `-x` and the `-c` networks. IPv4-mapped IPv6 addresses are compared as
+/// the IPv4 address they are.
+pub fn check_mapping_targets(
+    mappings: &[TargetMapping],
+    client_nets: &[IpNet],
+    local_addrs: &[IpAddr],
+) -> Vec<String> {
+    let local: Vec<IpAddr> = local_addrs.iter().map(|a| a.to_canonical()).collect();
+    let mut problems = Vec::new();
+    for m in mappings {
+        let t = m.target.ip().to_canonical();
+        if t.is_unspecified() || t.is_multicast() {
+            problems.push(format!("target {t} is not a unicast address"));
+        }
+        if t.is_loopback() || local.contains(&t) {
+            problems.push(format!(
+                "target {t} is an address of this (production) host"
+            ));
+        }
+        if mappings
+            .iter()
+            .any(|o| o.online_ip.map(|a| a.to_canonical()) == Some(t))
+        {
+            problems.push(format!(
+                "target {t} is an online (production) address named in -x"
+            ));
+        }
+        if let Some(net) = client_nets.iter().find(|n| n.contains(&t)) {
+            problems.push(format!("target {t} is inside the -c range {net}"));
+        }
+    }
+    problems.sort();
+    problems.dedup();
+    problems
+}

@@ -1,0 +1,369 @@
+//! Request boundaries and the release gate (the rules are in the parent module's header).
+//!
+//! Holds no bytes and sends nothing: the caller tells it what the client acknowledged, what the
+//! target answered and how far its send side got; it answers where the next request starts, whether
+//! it may go, when to look again, and which request's latency is being timed.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+use tcpclone::seq::SeqNumber;
+
+/// The release gate's options: what differs between modes and runs is here, not in a copy.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GateRules {
+    /// Pacing off: every request goes as soon as it is captured (`--no-wait`).
+    pub no_wait: bool,
+    /// Quiet time after the target's last answer byte that ends its answer.
+    pub idle_gap: Duration,
+    /// Longest wait for an answer after the last new byte was sent.
+    pub response_timeout: Duration,
+}
+
+/// A request boundary: client data whose ack moved since the previous client data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Boundary {
+    /// First sequence number of the request.
+    pub seq: SeqNumber,
+    /// Bytes production sent in answer to the previous request (the client's ack movement).
+    pub expected: u32,
+}
+
+/// One conversation's request pacing: boundaries not yet released, the answer counted since
+/// the last release, and the request whose latency is being timed.
+#[derive(Debug)]
+pub(crate) struct RequestPacer {
+    /// Boundaries not yet released, in sequence order.
+    boundaries: VecDeque<Boundary>,
+    /// The client's ack on its last data (or on the handshake's third ACK).
+    last_data_ack: Option<SeqNumber>,
+    /// Answer bytes (and FIN) from the target since the last release.
+    resp_since: u64,
+    /// When the target's last new answer byte came.
+    last_resp_at: Option<Instant>,
+    /// When the send side last sent a byte it had never sent before.
+    last_new_data_at: Instant,
+    /// The first byte of the request to time once it is sent.
+    timing_seq: Option<SeqNumber>,
+    /// When the timed request's last byte went (`None`: nothing is timed).
+    req_sent_at: Option<Instant>,
+}
+
+impl RequestPacer {
+    /// A pacer with nothing captured yet; `now` starts the response timeout.
+    pub fn new(now: Instant) -> RequestPacer {
+        RequestPacer {
+            boundaries: VecDeque::new(),
+            last_data_ack: None,
+            resp_since: 0,
+            last_resp_at: None,
+            last_new_data_at: now,
+            timing_seq: None,
+            req_sent_at: None,
+        }
+    }
+
+    /// Forgets the conversation (re-establishment after a capture gap); boundaries are kept as
+    /// they are, the caller clears them with the bytes ([`RequestPacer::clear_boundaries`]).
+    /// The response timeout restarts when the new handshake's SYN goes.
+    pub fn restart(&mut self) {
+        self.last_data_ack = None;
+        self.resp_since = 0;
+        self.last_resp_at = None;
+        self.req_sent_at = None;
+        self.timing_seq = None;
+    }
+
+    /// Drops every boundary not yet released (the bytes behind them are gone).
+    pub fn clear_boundaries(&mut self) {
+        self.boundaries.clear();
+    }
+
+    /// No boundary is waiting.
+    #[inline]
+    pub fn is_idle(&self) -> bool {
+        self.boundaries.is_empty()
+    }
+
+    /// The next boundary held, if any: no byte at or past it may be sent yet.
+    #[inline]
+    pub fn next_boundary(&self) -> Option<SeqNumber> {
+        self.boundaries.front().map(|b| b.seq)
+    }
+
+    /// The handshake's third ACK (no data, no FIN): the handshake is "request 0", so the first
+    /// data whose ack moved past it (a server greeting) waits for the target's greeting.
+    #[inline]
+    pub fn note_handshake_ack(&mut self, ack: SeqNumber) {
+        if self.last_data_ack.is_none() {
+            self.last_data_ack = Some(ack);
+        }
+    }
+
+    /// Client data (or a bare FIN) carrying `ack` starts at `at`: records a request boundary
+    /// there when the ack moved since the client's previous data. With `no_wait` nothing is held,
+    /// the request is only timed.
+    #[inline]
+    pub fn note_request(&mut self, ack: SeqNumber, at: SeqNumber, no_wait: bool) {
+        match self.last_data_ack {
+            Some(l) if ack > l => {
+                if !no_wait {
+                    self.boundaries.push_back(Boundary {
+                        seq: at,
+                        expected: ack.diff(l) as u32,
+                    });
+                } else if self.timing_seq.is_none() {
+                    self.timing_seq = Some(at);
+                }
+                self.last_data_ack = Some(ack);
+            }
+            Some(_) => {}
+            None => self.last_data_ack = Some(ack),
+        }
+    }
+
+    /// A data segment seen past a hole in the capture proves the hole when its ack moved: production
+    /// answered the request the hole is in.
+    #[inline]
+    pub fn proves_missed(&self, ack: Option<SeqNumber>, has_data: bool) -> bool {
+        matches!((ack, self.last_data_ack), (Some(a), Some(l)) if a > l && has_data)
+    }
+
+    /// Client data after a capture gap: starts a new request (`true`) when its ack moved; else
+    /// only follows the ack (the same request continues).
+    pub fn resync_starts_request(&self, ack: Option<SeqNumber>) -> bool {
+        matches!((ack, self.last_data_ack), (Some(a), Some(l)) if a > l)
+    }
+
+    /// Follows the client's ack while the stream is not replayed (after a capture gap).
+    pub fn follow_ack(&mut self, ack: SeqNumber) {
+        self.last_data_ack = Some(self.last_data_ack.map_or(ack, |l| l.max(ack)));
+    }
+
+    /// The release gate for boundary `b` at `now` (`peer_closed`: the target sent its FIN).
+    #[inline]
+    pub fn gate_open(
+        &self,
+        b: &Boundary,
+        now: Instant,
+        rules: &GateRules,
+        peer_closed: bool,
+    ) -> bool {
+        rules.no_wait
+            || peer_closed
+            || self.resp_since >= u64::from(b.expected)
+            || (self.resp_since > 0 && self.last_resp_at.is_some_and(|t| now >= t + rules.idle_gap))
+            || now >= self.last_new_data_at + rules.response_timeout
+    }
+
+    /// Releases every boundary the send side reached (`sent_upto`: its highest sequence number
+    /// sent) whose gate is open; returns how many went on a timeout with no answer at all.
+    #[inline]
+    pub fn release(
+        &mut self,
+        now: Instant,
+        sent_upto: SeqNumber,
+        rules: &GateRules,
+        peer_closed: bool,
+    ) -> u64 {
+        let mut timeouts = 0;
+        while let Some(b) = self.boundaries.front().copied() {
+            if sent_upto != b.seq || !self.gate_open(&b, now, rules, peer_closed) {
+                break;
+            }
+            if self.resp_since == 0 && !rules.no_wait {
+                timeouts += 1;
+            }
+            self.boundaries.pop_front();
+            self.resp_since = 0;
+            self.last_resp_at = None;
+            self.timing_seq = Some(b.seq);
+        }
+        timeouts
+    }
+
+    /// When the gate of the next boundary opens by time alone, once the send side reached it.
+    #[inline]
+    pub fn deadline(&self, sent_upto: SeqNumber, rules: &GateRules) -> Option<Instant> {
+        let b = self.boundaries.front()?;
+        if sent_upto != b.seq {
+            return None;
+        }
+        let timeout = self.last_new_data_at + rules.response_timeout;
+        match self.last_resp_at {
+            Some(t) if self.resp_since > 0 => Some(timeout.min(t + rules.idle_gap)),
+            _ => Some(timeout),
+        }
+    }
+
+    /// A handshake completed at `now`: the answer count starts over, and the first request is
+    /// timed unless one already is.
+    pub fn on_established(&mut self, now: Instant, first: SeqNumber) {
+        self.last_new_data_at = now;
+        self.resp_since = 0;
+        self.last_resp_at = None;
+        if self.timing_seq.is_none() {
+            self.timing_seq = Some(first);
+        }
+    }
+
+    /// The send side sent bytes it had never sent before (or a SYN/FIN) at `now`.
+    #[inline]
+    pub fn on_new_data_sent(&mut self, now: Instant) {
+        self.last_new_data_at = now;
+    }
+
+    /// When new data was last sent (for the handshake's RTT sample).
+    #[inline]
+    pub fn last_new_data_at(&self) -> Instant {
+        self.last_new_data_at
+    }
+
+    /// New request bytes `[seq, end)` went at `now`: returns `true` when they carry the start
+    /// of the request being timed (one more request sent). Latency counts from the request's
+    /// last byte: while its answer is awaited, each later segment of it moves the start.
+    #[inline]
+    pub fn on_request_bytes_sent(
+        &mut self,
+        seq: SeqNumber,
+        end: SeqNumber,
+        first_send: bool,
+        now: Instant,
+        no_wait: bool,
+    ) -> bool {
+        if first_send && !no_wait && self.req_sent_at.is_some() && end > seq {
+            self.req_sent_at = Some(now);
+        }
+        match self.timing_seq {
+            Some(t) if t >= seq && t < end => {
+                self.timing_seq = None;
+                self.req_sent_at = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `n` new answer bytes from the target at `now`; returns when the timed request was sent
+    /// (its latency ends now).
+    #[inline]
+    pub fn on_answer(&mut self, n: u64, now: Instant) -> Option<Instant> {
+        self.resp_since += n;
+        self.last_resp_at = Some(now);
+        self.req_sent_at.take()
+    }
+
+    /// The target's FIN: it moved production's client ack by one too.
+    #[inline]
+    pub fn on_answer_fin(&mut self, now: Instant) {
+        self.resp_since += 1;
+        self.last_resp_at = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: GateRules = GateRules {
+        no_wait: false,
+        idle_gap: Duration::from_millis(3),
+        response_timeout: Duration::from_millis(500),
+    };
+
+    fn pacer() -> (RequestPacer, Instant) {
+        let now = Instant::now();
+        let mut p = RequestPacer::new(now);
+        p.note_handshake_ack(SeqNumber(5001));
+        (p, now)
+    }
+
+    #[test]
+    fn boundary_only_when_the_ack_moves() {
+        let (mut p, _) = pacer();
+        p.note_request(SeqNumber(5001), SeqNumber(1001), false);
+        assert_eq!(p.next_boundary(), None, "first request: ack did not move");
+        p.note_request(SeqNumber(5001), SeqNumber(1010), false);
+        assert_eq!(p.next_boundary(), None, "same request continues");
+        p.note_request(SeqNumber(5101), SeqNumber(1020), false);
+        assert_eq!(p.next_boundary(), Some(SeqNumber(1020)));
+        assert_eq!(p.boundaries[0].expected, 100);
+        assert_eq!(p.last_data_ack, Some(SeqNumber(5101)));
+    }
+
+    #[test]
+    fn no_wait_times_but_never_holds() {
+        let (mut p, now) = pacer();
+        p.note_request(SeqNumber(5101), SeqNumber(1020), true);
+        assert!(p.is_idle());
+        assert!(p.on_request_bytes_sent(SeqNumber(1020), SeqNumber(1030), true, now, true));
+    }
+
+    #[test]
+    fn gate_opens_on_full_answer_idle_gap_fin_or_timeout() {
+        let (mut p, t0) = pacer();
+        p.note_request(SeqNumber(5101), SeqNumber(1020), false);
+        let b = p.boundaries[0];
+        assert!(!p.gate_open(&b, t0, &RULES, false));
+        assert!(p.gate_open(&b, t0, &RULES, true), "target closed");
+        assert!(p.gate_open(&b, t0 + RULES.response_timeout, &RULES, false));
+        p.on_answer(40, t0);
+        assert!(!p.gate_open(&b, t0 + Duration::from_millis(2), &RULES, false));
+        assert!(
+            p.gate_open(&b, t0 + RULES.idle_gap, &RULES, false),
+            "quiet after an answer"
+        );
+        p.on_answer(60, t0);
+        assert!(p.gate_open(&b, t0, &RULES, false), "all 100 bytes answered");
+    }
+
+    #[test]
+    fn release_waits_for_the_send_side_and_counts_timeouts() {
+        let (mut p, t0) = pacer();
+        p.note_request(SeqNumber(5101), SeqNumber(1020), false);
+        let late = t0 + RULES.response_timeout;
+        assert_eq!(p.release(late, SeqNumber(1010), &RULES, false), 0);
+        assert_eq!(
+            p.next_boundary(),
+            Some(SeqNumber(1020)),
+            "send side not there yet"
+        );
+        assert_eq!(p.deadline(SeqNumber(1010), &RULES), None);
+        assert_eq!(p.deadline(SeqNumber(1020), &RULES), Some(late));
+        assert_eq!(
+            p.release(late, SeqNumber(1020), &RULES, false),
+            1,
+            "no answer: a timeout"
+        );
+        assert!(p.is_idle());
+        // The released request is the one timed next.
+        assert!(p.on_request_bytes_sent(SeqNumber(1020), SeqNumber(1030), true, late, false));
+        assert_eq!(p.on_answer(5, late + RULES.idle_gap), Some(late));
+    }
+
+    #[test]
+    fn deadline_after_an_answer_is_the_idle_gap() {
+        let (mut p, t0) = pacer();
+        p.note_request(SeqNumber(5101), SeqNumber(1020), false);
+        let t1 = t0 + Duration::from_millis(10);
+        p.on_answer(1, t1);
+        assert_eq!(
+            p.deadline(SeqNumber(1020), &RULES),
+            Some(t1 + RULES.idle_gap)
+        );
+        assert_eq!(
+            p.release(t1 + RULES.idle_gap, SeqNumber(1020), &RULES, false),
+            0
+        );
+        assert!(p.is_idle());
+    }
+
+    #[test]
+    fn missed_segment_is_proven_by_a_moved_ack_with_data() {
+        let (p, _) = pacer();
+        assert!(p.proves_missed(Some(SeqNumber(5002)), true));
+        assert!(!p.proves_missed(Some(SeqNumber(5002)), false));
+        assert!(!p.proves_missed(Some(SeqNumber(5001)), true));
+        assert!(!p.proves_missed(None, true));
+        assert!(p.resync_starts_request(Some(SeqNumber(5002))));
+    }
+}

@@ -1,0 +1,349 @@
+//! The client's byte stream as captured: the in-order bytes not yet acknowledged by the target,
+//! the segments held beyond a hole, and the client's FIN.
+//!
+//! Memory is counted against a counter the caller passes in (the engine's budget is shared by
+//! all its sessions); what is counted is what is allocated, not just the bytes in use. This module
+//! decides nothing about requests (that is [`super::RequestPacer`]) and never copies a byte twice.
+
+use std::collections::{btree_map, BTreeMap, VecDeque};
+use tcpclone::seq::SeqNumber;
+
+/// A captured segment held out of order.
+#[derive(Debug)]
+pub(crate) struct Held {
+    /// Its first sequence number.
+    pub seq: SeqNumber,
+    /// The client's ack on it, if the ACK flag was set.
+    pub ack: Option<SeqNumber>,
+    /// It carried the client's FIN.
+    pub fin: bool,
+    /// Its payload.
+    pub data: Vec<u8>,
+}
+
+/// What one held segment costs beyond its bytes, counted against the memory budget: its map
+/// entry (key and `Held`) and its share of the B-tree node, counted high. Thousands of tiny
+/// segments cost far more than their payload.
+const HELD_OVERHEAD: usize = std::mem::size_of::<(i32, Held)>() + 16;
+
+/// Memory one held segment of `len` bytes accounts for.
+pub(crate) fn held_cost(len: usize) -> usize {
+    len + HELD_OVERHEAD
+}
+
+/// The client stream of one conversation.
+#[derive(Debug)]
+pub(crate) struct ClientStream {
+    /// The next sequence number expected from the client (everything before it is in order).
+    next: SeqNumber,
+    /// In-order bytes from `buf_seq` up to `next`, not yet acknowledged by the target.
+    buf: VecDeque<u8>,
+    /// Sequence number of `buf`'s first byte.
+    buf_seq: SeqNumber,
+    /// Segments held out of order, by their offset from `ooo_anchor` (sequence numbers wrap,
+    /// offsets within the window do not): finding, inserting and taking the next in order cost
+    /// O(log n) however many are held.
+    ooo: BTreeMap<i32, Held>,
+    /// `next` when the first of the held segments arrived.
+    ooo_anchor: SeqNumber,
+    /// Memory the held segments account for ([`held_cost`]).
+    ooo_bytes: usize,
+    /// Held segments are being merged back (the caller's merge loop feeds them through its own
+    /// accept path, which would start another merge).
+    merging: bool,
+    /// Where the client's FIN is, once it is in order.
+    fin: Option<SeqNumber>,
+}
+
+impl ClientStream {
+    /// An empty stream whose first byte is `start`.
+    pub fn new(start: SeqNumber) -> ClientStream {
+        ClientStream {
+            next: start,
+            buf: VecDeque::new(),
+            buf_seq: start,
+            ooo: BTreeMap::new(),
+            ooo_anchor: start,
+            ooo_bytes: 0,
+            merging: false,
+            fin: None,
+        }
+    }
+
+    /// Starts over at `start` (re-establishment after a capture gap, buffers already dropped).
+    pub fn restart(&mut self, start: SeqNumber) {
+        self.next = start;
+        self.buf_seq = start;
+    }
+
+    /// The next sequence number expected: every byte before it has been captured in order.
+    #[inline]
+    pub fn next(&self) -> SeqNumber {
+        self.next
+    }
+
+    /// Moves past bytes that are not replayed (after a capture gap).
+    pub fn skip_to(&mut self, next: SeqNumber) {
+        self.next = next;
+    }
+
+    /// Where the client's FIN is, once captured in order.
+    #[inline]
+    pub fn fin(&self) -> Option<SeqNumber> {
+        self.fin
+    }
+
+    /// The client's FIN is at `at`.
+    #[inline]
+    pub fn set_fin(&mut self, at: SeqNumber) {
+        self.fin = Some(at);
+    }
+
+    /// Bytes accounted for: the buffer's allocated capacity, not just the bytes in it, and the
+    /// held segments.
+    #[inline]
+    pub fn buffered(&self) -> usize {
+        self.buf.capacity() + self.ooo_bytes
+    }
+
+    /// Memory the held segments account for.
+    #[inline]
+    pub fn held_bytes(&self) -> usize {
+        self.ooo_bytes
+    }
+
+    /// No segment is held out of order.
+    #[inline]
+    pub fn nothing_held(&self) -> bool {
+        self.ooo.is_empty()
+    }
+
+    /// How much the buffer must grow to take `n` more bytes: doubling (amortised), never past
+    /// `cap_limit`. `None` when the bytes would not fit under `cap_limit` at all.
+    #[inline]
+    pub fn growth_for(&self, n: usize, cap_limit: usize) -> Option<usize> {
+        let need = self.buf.len() + n;
+        if need > cap_limit {
+            return None;
+        }
+        let cap = self.buf.capacity();
+        Some(if need <= cap {
+            0
+        } else {
+            need.max(cap * 2).min(cap_limit).saturating_sub(cap)
+        })
+    }
+
+    /// Appends the in-order bytes `new` (at [`ClientStream::next`]) after growing the buffer by
+    /// `grow` ([`ClientStream::growth_for`]); the allocation is added to `mem`.
+    #[inline]
+    pub fn append(&mut self, new: &[u8], grow: usize, mem: &mut usize) {
+        if grow > 0 {
+            let cap = self.buf.capacity();
+            self.buf.reserve_exact(cap + grow - self.buf.len());
+            *mem += self.buf.capacity() - cap;
+        }
+        self.buf.extend(new);
+        self.next = self.next + new.len() as u32;
+    }
+
+    /// Holds a segment captured beyond a hole. A retransmission of what is held is dropped; a
+    /// longer segment from the same place supersedes the shorter one.
+    pub fn hold(&mut self, seg: Held, mem: &mut usize) {
+        if self.ooo.is_empty() {
+            self.ooo_anchor = self.next;
+        }
+        let key = seg.seq.diff(self.ooo_anchor);
+        if let Some(h) = self.ooo.get(&key) {
+            if h.data.len() >= seg.data.len() {
+                return;
+            }
+            let old = held_cost(h.data.len());
+            self.ooo_bytes -= old;
+            *mem = mem.saturating_sub(old);
+        }
+        let cost = held_cost(seg.data.len());
+        self.ooo_bytes += cost;
+        *mem += cost;
+        self.ooo.insert(key, seg);
+    }
+
+    /// Starts merging held segments back; `false` when a merge is already running (the caller's
+    /// outer loop does the work, so a long run of held segments is not a deep recursion).
+    #[inline]
+    pub fn begin_merge(&mut self) -> bool {
+        !std::mem::replace(&mut self.merging, true)
+    }
+
+    /// The merge loop is done.
+    #[inline]
+    pub fn end_merge(&mut self) {
+        self.merging = false;
+    }
+
+    /// Takes the held segment that now starts in order (at or before [`ClientStream::next`]),
+    /// if any: the one with the lowest sequence number is the only candidate.
+    #[inline]
+    pub fn take_next_held(&mut self, mem: &mut usize) -> Option<Held> {
+        let first = self.ooo.first_entry()?;
+        if first.get().seq > self.next {
+            return None;
+        }
+        let h = first.remove();
+        let cost = held_cost(h.data.len());
+        self.ooo_bytes -= cost;
+        *mem = mem.saturating_sub(cost);
+        Some(h)
+    }
+
+    /// Drops the in-order bytes and the FIN (a capture gap), then hands back every held
+    /// segment in sequence order.
+    pub fn drop_for_gap(&mut self, mem: &mut usize) -> btree_map::IntoValues<i32, Held> {
+        *mem = mem.saturating_sub(self.buf.capacity());
+        self.buf = VecDeque::new();
+        self.fin = None;
+        let held = std::mem::take(&mut self.ooo);
+        *mem = mem.saturating_sub(self.ooo_bytes);
+        self.ooo_bytes = 0;
+        held.into_values()
+    }
+
+    /// Frees every buffer (the conversation is over or its target is gone).
+    pub fn release(&mut self, mem: &mut usize) {
+        *mem = mem.saturating_sub(self.buffered());
+        self.buf = VecDeque::new();
+        self.ooo = BTreeMap::new();
+        self.ooo_bytes = 0;
+    }
+
+    /// The target acknowledged everything before `ack`: drops those bytes and returns how many.
+    /// Gives back what a past burst left allocated: all of it once empty, down to twice the
+    /// bytes held once under a quarter of it is used.
+    #[inline]
+    pub fn acked(&mut self, ack: SeqNumber, mem: &mut usize) -> usize {
+        let drop = ack.diff(self.buf_seq).clamp(0, self.buf.len() as i32) as usize;
+        if drop > 0 {
+            self.buf.drain(..drop);
+            self.buf_seq = self.buf_seq + drop as u32;
+            let cap = self.buf.capacity();
+            if self.buf.is_empty() && cap > 16 * 1024 {
+                self.buf = VecDeque::new();
+            } else if cap > 64 * 1024 && self.buf.len() < cap / 4 {
+                self.buf.shrink_to(self.buf.len() * 2);
+            }
+            *mem = mem.saturating_sub(cap - self.buf.capacity());
+        }
+        drop
+    }
+
+    /// The `len` bytes from `seq`, in the buffer's one or two pieces; `None` when they are not
+    /// all held (acknowledged already, or not captured yet).
+    #[inline]
+    pub fn bytes(&self, seq: SeqNumber, len: usize) -> Option<(&[u8], &[u8])> {
+        let off = seq.diff(self.buf_seq);
+        if off < 0 || off as usize + len > self.buf.len() {
+            return None;
+        }
+        let off = off as usize;
+        let (a, b) = self.buf.as_slices();
+        Some(if off + len <= a.len() {
+            (&a[off..off + len], &[][..])
+        } else if off >= a.len() {
+            (&b[off - a.len()..off - a.len() + len], &[][..])
+        } else {
+            (&a[off..], &b[..len - (a.len() - off)])
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(seq: u32, data: &[u8]) -> Held {
+        Held {
+            seq: SeqNumber(seq),
+            ack: None,
+            fin: false,
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn appends_in_order_and_counts_the_allocation() {
+        let mut s = ClientStream::new(SeqNumber(100));
+        let mut mem = 0;
+        let grow = s.growth_for(5, 1 << 20).unwrap();
+        assert!(grow >= 5);
+        s.append(b"hello", grow, &mut mem);
+        assert_eq!(s.next(), SeqNumber(105));
+        assert_eq!(mem, s.buffered());
+        assert_eq!(s.bytes(SeqNumber(101), 3), Some((&b"ell"[..], &[][..])));
+        assert_eq!(s.bytes(SeqNumber(103), 3), None, "past what was captured");
+        assert_eq!(s.growth_for(10, 12), None, "over the per-session cap");
+    }
+
+    #[test]
+    fn held_segments_come_back_in_order_and_free_their_cost() {
+        let mut s = ClientStream::new(SeqNumber(0));
+        let mut mem = 0;
+        s.hold(held(10, b"bbbb"), &mut mem);
+        s.hold(held(5, b"aaaaa"), &mut mem);
+        s.hold(held(5, b"aa"), &mut mem); // a shorter retransmission: dropped
+        assert_eq!(mem, held_cost(4) + held_cost(5));
+        assert!(s.take_next_held(&mut mem).is_none(), "hole at 0..5");
+        let g = s.growth_for(5, 1 << 20).unwrap();
+        s.append(b"01234", g, &mut mem);
+        let h = s.take_next_held(&mut mem).unwrap();
+        assert_eq!((h.seq, h.data.len()), (SeqNumber(5), 5));
+        assert_eq!(s.held_bytes(), held_cost(4));
+        assert!(!s.nothing_held());
+    }
+
+    #[test]
+    fn a_longer_segment_supersedes_a_held_one() {
+        let mut s = ClientStream::new(SeqNumber(0));
+        let mut mem = 0;
+        s.hold(held(5, b"ab"), &mut mem);
+        s.hold(held(5, b"abcd"), &mut mem);
+        assert_eq!(mem, held_cost(4));
+        assert_eq!(s.held_bytes(), held_cost(4));
+    }
+
+    #[test]
+    fn acked_bytes_leave_and_wrapped_bytes_read_in_two_pieces() {
+        let mut s = ClientStream::new(SeqNumber(u32::MAX - 1));
+        let mut mem = 0;
+        let g = s.growth_for(8, 1 << 20).unwrap();
+        s.append(b"abcdefgh", g, &mut mem);
+        assert_eq!(s.acked(SeqNumber(u32::MAX - 1) + 6, &mut mem), 6);
+        let g = s.growth_for(6, 1 << 20).unwrap();
+        s.append(b"ijklmn", g, &mut mem);
+        let (a, b) = s.bytes(SeqNumber(u32::MAX - 1) + 6, 8).unwrap();
+        assert_eq!([a, b].concat(), b"ghijklmn");
+        assert_eq!(mem, s.buffered());
+    }
+
+    #[test]
+    fn a_gap_hands_back_held_segments_and_frees_everything() {
+        let mut s = ClientStream::new(SeqNumber(0));
+        let mut mem = 0;
+        let g = s.growth_for(3, 1 << 20).unwrap();
+        s.append(b"abc", g, &mut mem);
+        s.set_fin(SeqNumber(3));
+        s.hold(held(20, b"z"), &mut mem);
+        s.hold(held(9, b"y"), &mut mem);
+        let seqs: Vec<_> = s.drop_for_gap(&mut mem).map(|h| h.seq).collect();
+        assert_eq!(seqs, [SeqNumber(9), SeqNumber(20)]);
+        assert_eq!((mem, s.buffered(), s.fin()), (0, 0, None));
+    }
+
+    #[test]
+    fn one_merge_at_a_time() {
+        let mut s = ClientStream::new(SeqNumber(0));
+        assert!(s.begin_merge());
+        assert!(!s.begin_merge());
+        s.end_merge();
+        assert!(s.begin_merge());
+    }
+}

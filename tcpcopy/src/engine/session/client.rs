@@ -1,0 +1,239 @@
+//! Captured client segments: into the client stream (in order or held), request boundaries
+//! noted, and a capture gap turned into a reset of the clone and a re-establishment at the next
+//! request.
+
+use super::{EngineSession, RawEndReason, SessionCtx, State};
+use crate::conversation::Held;
+use crate::engine::packet::{RawSegment, ACK, FIN, RST, SYN};
+use tcpclone::seq::SeqNumber;
+
+impl EngineSession {
+    /// A captured client segment of this session (not a port-reusing SYN: the engine handles those).
+    pub fn on_captured(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
+        let _g = self.enter_span();
+        self.timers.last_activity = cx.now;
+        if let Some((v, _)) = seg.opts.ts {
+            self.tgt.note_client_ts(v);
+        }
+        if seg.has(SYN) {
+            return; // a retransmitted SYN: our own handshake retransmits
+        }
+        let ack = seg.has(ACK).then_some(seg.ack);
+        match self.state {
+            State::Dead | State::TimeWait => {
+                if self.state == State::Dead && (seg.has(FIN) || seg.has(RST)) {
+                    self.finish(cx, RawEndReason::TargetReset);
+                }
+            }
+            State::Resync => {
+                if seg.has(RST) || seg.has(FIN) && seg.payload.is_empty() {
+                    self.finish(cx, RawEndReason::Gap);
+                    return;
+                }
+                self.resync_feed(cx, seg.seq, ack, seg.payload, seg.has(FIN));
+            }
+            State::SynSent | State::Established => {
+                if seg.has(RST) {
+                    self.client_rst = true;
+                    self.check_client_rst(cx);
+                    return;
+                }
+                if let Some(a) = ack {
+                    if seg.payload.is_empty() && !seg.has(FIN) {
+                        self.pacer.note_handshake_ack(a);
+                    }
+                }
+                if !seg.payload.is_empty() || seg.has(FIN) {
+                    self.accept(cx, seg.seq, ack, seg.payload, seg.has(FIN));
+                }
+                self.open_gates(cx);
+            }
+        }
+    }
+
+    /// Client bytes (and FIN) at `seq`: appended when in order, held beyond a hole.
+    fn accept(
+        &mut self,
+        cx: &mut SessionCtx<'_>,
+        seq: SeqNumber,
+        ack: Option<SeqNumber>,
+        data: &[u8],
+        fin: bool,
+    ) {
+        if self.end.is_some() {
+            return;
+        }
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let end = seq + len;
+        let cap_nxt = self.stream.next();
+        if seq > cap_nxt {
+            self.hold(cx, seq, ack, data, fin);
+            return;
+        }
+        if end >= cap_nxt && !data.is_empty() {
+            let skip = cap_nxt.diff(seq) as usize;
+            let new = &data[skip.min(data.len())..];
+            if !new.is_empty() {
+                let grow = self.stream.growth_for(new.len(), cx.cfg.max_session_buffer);
+                let Some(grow) = grow.filter(|&g| cx.fits(g)) else {
+                    cx.stats.buffer_overflows += 1;
+                    self.gap(cx);
+                    return;
+                };
+                if let Some(a) = ack {
+                    self.pacer.note_request(a, cap_nxt, cx.cfg.no_wait);
+                }
+                self.stream.append(new, grow, cx.mem);
+            }
+        }
+        if fin && end == self.stream.next() && self.stream.fin().is_none() {
+            if data.is_empty() {
+                if let Some(a) = ack {
+                    self.pacer
+                        .note_request(a, self.stream.next(), cx.cfg.no_wait);
+                }
+            }
+            self.stream.set_fin(self.stream.next());
+        }
+        self.merge_held(cx);
+    }
+
+    /// A segment beyond a hole: held, with a deadline for the hole to fill.
+    fn hold(
+        &mut self,
+        cx: &mut SessionCtx<'_>,
+        seq: SeqNumber,
+        ack: Option<SeqNumber>,
+        data: &[u8],
+        fin: bool,
+    ) {
+        let cost = crate::conversation::held_cost(data.len());
+        if self.stream.held_bytes() + cost > cx.cfg.max_session_buffer || !cx.fits(cost) {
+            cx.stats.buffer_overflows += 1;
+            self.gap(cx);
+            return;
+        }
+        let held = Held {
+            seq,
+            ack,
+            fin,
+            data: data.to_vec(),
+        };
+        self.stream.hold(held, cx.mem);
+        // A request boundary beyond the hole proves a missed segment (production answered
+        // the request the hole is in); allow only a short reordering window then.
+        let wait = if self.pacer.proves_missed(ack, !data.is_empty()) {
+            cx.cfg.reorder_window
+        } else {
+            cx.cfg.gap_timeout
+        };
+        self.timers.gap_by(cx.now + wait);
+    }
+
+    /// Feeds held segments that are now in order back through `accept`.
+    fn merge_held(&mut self, cx: &mut SessionCtx<'_>) {
+        // `accept` calls back here: the outer call does the work, in a loop, so that a long
+        // run of held segments is not a recursion as deep as the run.
+        if !self.stream.begin_merge() {
+            return;
+        }
+        while let Some(h) = self.stream.take_next_held(cx.mem) {
+            self.accept(cx, h.seq, h.ack, &h.data, h.fin);
+            if self.state == State::Resync || self.end.is_some() {
+                self.stream.end_merge();
+                return;
+            }
+        }
+        self.stream.end_merge();
+        if self.stream.nothing_held() {
+            self.timers.gap_at = None;
+        }
+    }
+
+    /// A segment is missing from the capture: reset the clone and wait for the next request.
+    pub(super) fn gap(&mut self, cx: &mut SessionCtx<'_>) {
+        cx.stats.gaps += 1;
+        tracing::debug!(parent: &self.span, hole = self.stream.next().value(), "capture gap: resetting the clone");
+        if matches!(self.state, State::SynSent | State::Established) {
+            self.pending_rst = self.rst_seqs();
+            cx.stats.resets_sent += 1;
+        }
+        self.state = State::Resync;
+        self.pending_syn = false;
+        self.pending_ack = false;
+        self.snd.stop();
+        self.timers.gap_at = None;
+        self.pacer.clear_boundaries();
+        // In sequence order: the stream hands them back so.
+        for h in self.stream.drop_for_gap(cx.mem) {
+            if self.state == State::Resync {
+                self.resync_feed(cx, h.seq, h.ack, &h.data, h.fin);
+            } else if self.end.is_none() {
+                self.accept(cx, h.seq, h.ack, &h.data, h.fin);
+            }
+        }
+    }
+
+    /// Follows the client stream after a gap until a request boundary, then re-establishes.
+    fn resync_feed(
+        &mut self,
+        cx: &mut SessionCtx<'_>,
+        seq: SeqNumber,
+        ack: Option<SeqNumber>,
+        data: &[u8],
+        fin: bool,
+    ) {
+        if data.is_empty() {
+            if fin {
+                self.finish(cx, RawEndReason::Gap);
+            }
+            return;
+        }
+        let end = seq + data.len() as u32;
+        let cap_nxt = self.stream.next();
+        if seq == cap_nxt {
+            if self.pacer.resync_starts_request(ack) {
+                self.restart(cx, seq, ack, data, fin);
+                return;
+            }
+        } else if seq < cap_nxt && end <= cap_nxt {
+            return;
+        }
+        // Same request continuing, or a new run whose predecessor we did not see.
+        self.stream.skip_to(end);
+        if let Some(a) = ack {
+            self.pacer.follow_ack(a);
+        }
+        if fin {
+            self.finish(cx, RawEndReason::Gap);
+        }
+    }
+
+    /// Re-establishes the clone with a new handshake whose first byte is the request at `seq`.
+    fn restart(
+        &mut self,
+        cx: &mut SessionCtx<'_>,
+        seq: SeqNumber,
+        ack: Option<SeqNumber>,
+        data: &[u8],
+        fin: bool,
+    ) {
+        cx.stats.reestablished += 1;
+        tracing::debug!(parent: &self.span, seq = seq.value(), "re-establishing after a gap");
+        self.state = State::SynSent;
+        self.stream.restart(seq);
+        let rto = cx.paths.initial_rto(cx.cfg, self.target.ip());
+        self.snd.restart(seq - 1, rto, cx.now);
+        self.tgt.restart();
+        self.pacer.restart();
+        self.pending_syn = true;
+        self.accept(cx, seq, ack, data, fin);
+    }
+
+    /// The client's RST goes to the target once everything before it is delivered.
+    pub(super) fn check_client_rst(&mut self, cx: &mut SessionCtx<'_>) {
+        if self.client_rst && self.snd.una >= self.stream.next() {
+            self.abort(cx, RawEndReason::ClientReset);
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! One cloned connection: client stream in (as captured), target's headers in (as intercept
+//! reports them), segments to the target out.
+//!
+//! Sans-IO like the rest of the engine: time comes in through [`SessionCtx::now`]. The session
+//! is split by concern, each part a struct with its own tests:
+//!
+//! - the client stream and the request pacing: [`crate::conversation`] (the one place for the
+//!   request-boundary rule and the release gate, shared with stream mode);
+//! - our send side (sequence space, RTO/RTT, retransmission): [`send`];
+//! - the target's side (its sequence numbers, timestamps): [`target`];
+//! - the session's other timers: [`timers`];
+//!
+//! and its inputs by file: captured client segments ([`client`]), the target's segments
+//! ([`response`]), output ([`output`]). This module holds the state machine's lifecycle: creation,
+//! ending, timeouts. It never reads a clock, a socket or a file.
+
+mod client;
+mod output;
+mod response;
+mod send;
+mod target;
+mod timers;
+
+pub(crate) use send::PathRtts;
+
+use super::packet::{PathSums, RawSegment, TcpOpts};
+use super::{EngineConfig, EngineEvent, EngineStats};
+use crate::conversation::{ClientStream, GateRules, RequestPacer};
+use send::SendSide;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+use target::TargetSide;
+use tcpclone::flow::FlowKey;
+use tcpclone::seq::SeqNumber;
+use timers::{Earliest, Timers};
+
+/// Shared, mutable context a session works in: the engine's configuration, counters and
+/// budgets, and the caller's `now`.
+pub(crate) struct SessionCtx<'a> {
+    pub cfg: &'a EngineConfig,
+    pub stats: &'a mut EngineStats,
+    pub events: &'a mut VecDeque<EngineEvent>,
+    pub mem: &'a mut usize,
+    pub ip_id: &'a mut u16,
+    pub paths: &'a mut PathRtts,
+    pub now: Instant,
+}
+
+impl SessionCtx<'_> {
+    /// The release gate's rules from the engine's configuration.
+    #[inline]
+    fn gate_rules(&self) -> GateRules {
+        gate_rules(self.cfg)
+    }
+
+    /// Room in the engine's memory budget for `n` more bytes.
+    #[inline]
+    fn fits(&self, n: usize) -> bool {
+        self.cfg.max_memory == 0 || *self.mem + n <= self.cfg.max_memory
+    }
+}
+
+/// The release gate's rules from the engine's configuration.
+#[inline]
+fn gate_rules(cfg: &EngineConfig) -> GateRules {
+    GateRules {
+        no_wait: cfg.no_wait,
+        idle_gap: cfg.idle_gap,
+        response_timeout: cfg.response_timeout,
+    }
+}
+
+/// Where a session stands towards the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Our SYN is out (or about to be); captured data is held.
+    SynSent,
+    /// Handshake done; data flows.
+    Established,
+    /// A capture gap reset the clone; waiting for the next request boundary to re-establish.
+    Resync,
+    /// The target reset us; absorbing the client's segments until it ends.
+    Dead,
+    /// Both FINs exchanged; lingering to re-acknowledge a retransmitted target FIN.
+    TimeWait,
+}
+
+/// Why a raw-mode session ended (counted in [`EngineStats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RawEndReason {
+    Completed,
+    ClientReset,
+    TargetReset,
+    Timeout,
+    Handshake,
+    Retransmits,
+    Replaced,
+    Gap,
+}
+
+/// One cloned connection of the raw-mode engine.
+#[derive(Debug)]
+pub(crate) struct EngineSession {
+    /// The captured flow (client → service).
+    pub capture: FlowKey,
+    /// Client address as the target sees it.
+    pub client: SocketAddr,
+    /// Target address.
+    pub target: SocketAddr,
+    pub state: State,
+    /// The client's ISN (or the fake one), to tell a retransmitted SYN from port reuse.
+    pub client_isn: SeqNumber,
+    /// Options of our SYN (the client's, limited by our MTU and `--mss`).
+    syn_opts: TcpOpts,
+    /// The client stream as captured.
+    stream: ClientStream,
+    /// Request boundaries and the release gate.
+    pacer: RequestPacer,
+    /// The client reset its connection (carried through once its data is delivered).
+    client_rst: bool,
+    /// Our send side.
+    snd: SendSide,
+    /// The target's side.
+    tgt: TargetSide,
+    /// Timers other than the retransmission timer.
+    timers: Timers,
+    // --- pending output ---
+    pending_syn: bool,
+    pending_ack: bool,
+    pending_rst: [Option<SeqNumber>; 2],
+    /// Set when the session is over; the engine removes it once its output is flushed.
+    pub end: Option<RawEndReason>,
+    /// The deadline currently scheduled in the engine's timer heap.
+    pub timer_at: Option<Instant>,
+    /// In the engine's ready queue.
+    pub queued: bool,
+    /// Checksum sums of the fixed header words towards the target (`None`: address families
+    /// differ, nothing can be sent; the engine never pairs them).
+    sums: Option<PathSums>,
+    span: tracing::Span,
+}
+
+impl EngineSession {
+    /// A session for a captured SYN (`fake == false`) or for the first data segment of a
+    /// connection already open when we started (`fake == true`: SYN at seq − 1).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cx: &mut SessionCtx<'_>,
+        capture: FlowKey,
+        client: SocketAddr,
+        target: SocketAddr,
+        seg: &RawSegment<'_>,
+        fake: bool,
+        prev_ts: Option<SeqNumber>,
+    ) -> EngineSession {
+        let now = cx.now;
+        let iss = if fake { seg.seq - 1 } else { seg.seq };
+        let span = tracing::debug_span!("session", client = %client, target = %target);
+        let mut s = EngineSession {
+            capture,
+            client,
+            target,
+            state: State::SynSent,
+            client_isn: iss,
+            syn_opts: syn_opts(cx.cfg, seg, target.is_ipv6(), fake),
+            stream: ClientStream::new(iss + 1),
+            pacer: RequestPacer::new(now),
+            client_rst: false,
+            snd: SendSide::new(iss, cx.paths.initial_rto(cx.cfg, target.ip()), now),
+            tgt: TargetSide::new(seg.opts.ts.map_or(0, |(v, _)| v), prev_ts),
+            timers: Timers::new(now),
+            pending_syn: true,
+            pending_ack: false,
+            pending_rst: [None, None],
+            end: None,
+            timer_at: None,
+            queued: false,
+            sums: PathSums::new(client.ip(), target.ip()),
+            span,
+        };
+        tracing::trace!(parent: &s.span, fake, iss = iss.value(), "new session");
+        if fake {
+            s.on_captured(cx, seg);
+        }
+        s
+    }
+
+    /// Enters the session's span for one input; nothing to clone or enter when it is disabled
+    /// (the usual case outside debugging: `debug_span!` under an `info` filter).
+    fn enter_span(&self) -> Option<tracing::span::EnteredSpan> {
+        (!self.span.is_disabled()).then(|| self.span.clone().entered())
+    }
+
+    /// Bytes this session holds in buffers (for the memory budget).
+    pub fn buffered(&self) -> usize {
+        self.stream.buffered()
+    }
+
+    /// Our last TSval, for a session that replaces this one on the same 4-tuple.
+    pub fn last_ts(&self) -> SeqNumber {
+        self.tgt.last_ts()
+    }
+
+    /// Captured client data not yet acknowledged by the target, or sent and not yet answered with
+    /// the target's FIN: a new SYN on this client port must not reset this clone, it finishes
+    /// on its own 4-tuple.
+    pub fn still_delivering(&self) -> bool {
+        let first = self.snd.iss + 1;
+        let cap_nxt = self.stream.next();
+        self.end.is_none()
+            && matches!(self.state, State::SynSent | State::Established)
+            && (cap_nxt > self.snd.una.max(first)
+                || self.state == State::Established && cap_nxt > first && !self.tgt.fin)
+    }
+
+    /// Hands the reset of the old connection over to its replacement (port reuse).
+    pub fn inherit_reset(&mut self, old: &EngineSession) {
+        if matches!(old.state, State::SynSent | State::Established) && old.end.is_none() {
+            self.pending_rst = old.rst_seqs();
+        }
+    }
+
+    fn rst_seqs(&self) -> [Option<SeqNumber>; 2] {
+        self.snd.rst_seqs(self.state == State::SynSent)
+    }
+
+    /// Ends the session for `reason` (once): counts it, stops sending and frees its buffers.
+    pub fn finish(&mut self, cx: &mut SessionCtx<'_>, reason: RawEndReason) {
+        if self.end.is_some() {
+            return;
+        }
+        let st = &mut *cx.stats;
+        match reason {
+            RawEndReason::Completed => st.sessions_completed += 1,
+            RawEndReason::ClientReset => st.sessions_client_reset += 1,
+            RawEndReason::TargetReset => st.aborted_target_reset += 1,
+            RawEndReason::Timeout => st.aborted_timeout += 1,
+            RawEndReason::Handshake => st.aborted_handshake += 1,
+            RawEndReason::Retransmits => st.aborted_retransmits += 1,
+            RawEndReason::Replaced => st.aborted_replaced += 1,
+            RawEndReason::Gap => st.aborted_gap += 1,
+        }
+        tracing::debug!(parent: &self.span, ?reason, "session ends");
+        self.end = Some(reason);
+        self.snd.stop();
+        self.pending_syn = false;
+        self.release_buffers(cx);
+    }
+
+    fn abort(&mut self, cx: &mut SessionCtx<'_>, reason: RawEndReason) {
+        if matches!(self.state, State::SynSent | State::Established) {
+            self.pending_rst = self.rst_seqs();
+            cx.stats.resets_sent += 1;
+        }
+        self.finish(cx, reason);
+    }
+
+    fn release_buffers(&mut self, cx: &mut SessionCtx<'_>) {
+        self.stream.release(cx.mem);
+        self.pacer.clear_boundaries();
+    }
+
+    // ------------------------------------------------------------------ pacing
+
+    /// Releases the requests whose gate opened (see [`crate::conversation`]).
+    fn open_gates(&mut self, cx: &mut SessionCtx<'_>) {
+        if self.state != State::Established || self.end.is_some() || self.pacer.is_idle() {
+            return;
+        }
+        let rules = cx.gate_rules();
+        cx.stats.pacing_timeouts += self
+            .pacer
+            .release(cx.now, self.snd.max, &rules, self.tgt.fin);
+    }
+
+    // ------------------------------------------------------------------ timers
+
+    /// The earliest instant this session needs `on_timeout`.
+    pub fn next_deadline(&self, cfg: &EngineConfig) -> Option<Instant> {
+        if self.end.is_some() {
+            return None; // only flushing its last segments
+        }
+        let mut d = Earliest(self.timers.last_activity + cfg.session_timeout);
+        d.take(self.timers.linger_until);
+        d.take(self.snd.rto_at);
+        d.take(self.timers.gap_at);
+        if self.half_closed_idle() {
+            d.take(Some(self.timers.last_activity + cfg.linger));
+        }
+        if self.state == State::Established {
+            d.take(self.pacer.deadline(self.snd.max, &gate_rules(cfg)));
+        }
+        if self.outstanding() {
+            d.take(Some(self.snd.last_progress + cfg.keepalive_timeout));
+        }
+        Some(d.0)
+    }
+
+    /// The target closed, everything we had is delivered, and the client has not closed yet.
+    fn half_closed_idle(&self) -> bool {
+        self.state == State::Established
+            && self.tgt.fin
+            && self.stream.fin().is_none()
+            && !self.client_rst
+            && self.snd.una == self.stream.next()
+            && self.pacer.is_idle()
+    }
+
+    fn outstanding(&self) -> bool {
+        match self.state {
+            State::SynSent => true,
+            State::Established => self.snd.una < self.snd.max || self.snd.max < self.stream.next(),
+            _ => false,
+        }
+    }
+
+    /// Runs whatever is due at `cx.now`.
+    pub fn on_timeout(&mut self, cx: &mut SessionCtx<'_>) {
+        let _g = self.enter_span();
+        let now = cx.now;
+        if Timers::due(self.timers.linger_until, now) {
+            self.finish(cx, RawEndReason::Completed);
+            return;
+        }
+        if self.end.is_some() {
+            return;
+        }
+        if now >= self.timers.last_activity + cx.cfg.session_timeout {
+            self.abort(cx, RawEndReason::Timeout);
+            return;
+        }
+        if self.outstanding() && now >= self.snd.last_progress + cx.cfg.keepalive_timeout {
+            self.abort(cx, RawEndReason::Timeout);
+            return;
+        }
+        if self.half_closed_idle() && now >= self.timers.last_activity + cx.cfg.linger {
+            // The target closed and the client's FIN never showed up (missed by the capture, or
+            // the client lingers): close our side so the target does not sit in FIN_WAIT_2.
+            tracing::debug!(parent: &self.span, "closing a half-closed clone");
+            cx.stats.half_closed_timeouts += 1;
+            self.stream.set_fin(self.stream.next());
+            return;
+        }
+        if Timers::due(self.timers.gap_at, now) {
+            self.gap(cx);
+            return;
+        }
+        if Timers::due(self.snd.rto_at, now) {
+            self.on_rto(cx);
+            if self.end.is_some() {
+                return;
+            }
+        }
+        self.open_gates(cx);
+    }
+
+    /// The retransmission timer fired: back off, then resend the SYN, go back N, or probe a
+    /// zero window; too many tries abort the clone.
+    fn on_rto(&mut self, cx: &mut SessionCtx<'_>) {
+        self.snd.back_off(cx.cfg.max_rto);
+        match self.state {
+            State::SynSent => {
+                if self.snd.retries > cx.cfg.max_syn_retries {
+                    self.abort(cx, RawEndReason::Handshake);
+                    return;
+                }
+                cx.stats.rto_expirations += 1;
+                self.pending_syn = true;
+            }
+            State::Established => {
+                if self.snd.retries > cx.cfg.max_retransmits {
+                    self.abort(cx, RawEndReason::Retransmits);
+                    return;
+                }
+                if self.snd.una < self.snd.max {
+                    cx.stats.rto_expirations += 1;
+                    self.snd.nxt = self.snd.una; // go back N (RFC 6298 §5.4)
+                    self.snd.dupacks = 0;
+                } else if self.snd.wnd == 0 {
+                    self.snd.probe = true; // zero-window probe (RFC 9293 §3.8.6.1)
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Options of our SYN: the client's (or, faking the handshake of a connection already open, ours),
+/// the MSS limited by our MTU and `--mss`; the timestamp echo is left for the transmit.
+fn syn_opts(cfg: &EngineConfig, seg: &RawSegment<'_>, v6: bool, fake: bool) -> TcpOpts {
+    let ip_len = if v6 { 40 } else { 20 };
+    let mss_cap =
+        u16::try_from(usize::from(cfg.mtu).saturating_sub(ip_len + 20).max(536)).unwrap_or(1460);
+    let mss_lim = cfg.mss.map_or(mss_cap, |m| m.min(mss_cap));
+    if fake {
+        TcpOpts {
+            mss: Some(mss_lim),
+            wscale: Some(7),
+            sack_perm: false,
+            ts: seg.opts.ts.map(|(v, _)| (v, 0)),
+        }
+    } else {
+        TcpOpts {
+            mss: Some(seg.opts.mss.map_or(mss_lim, |m| m.min(mss_lim))),
+            wscale: seg.opts.wscale,
+            sack_perm: seg.opts.sack_perm,
+            ts: seg.opts.ts.map(|(v, _)| (v, 0)),
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! The target's segments (the headers intercept reports): the handshake, acknowledgments and
+//! windows, its answer bytes (what opens the release gate) and its FIN or RST.
+
+use super::{send::seg_limit, EngineSession, RawEndReason, SessionCtx, State};
+use crate::engine::packet::{RawSegment, ACK, FIN, RST, SYN};
+use crate::engine::EngineEvent;
+use tcpclone::seq::SeqNumber;
+
+impl EngineSession {
+    /// The IP+TCP headers of one target segment (payload length from the IP header).
+    pub fn on_response(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
+        let _g = self.enter_span();
+        self.timers.last_activity = cx.now;
+        if let Some((v, _)) = seg.opts.ts {
+            self.tgt.note_target_ts(v);
+        }
+        match self.state {
+            State::SynSent => self.syn_sent_response(cx, seg),
+            State::Established => self.established_response(cx, seg),
+            State::Resync => {
+                if seg.has(ACK) && !seg.has(RST) && !seg.has(SYN) {
+                    self.pending_rst = [Some(seg.ack), None];
+                }
+            }
+            State::Dead => {}
+            State::TimeWait => {
+                if seg.has(FIN) {
+                    self.pending_ack = true;
+                }
+            }
+        }
+    }
+
+    /// Our SYN is out: a SYN-ACK establishes, a RST refuses, a bare ACK is a stale connection.
+    fn syn_sent_response(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
+        let first = self.snd.iss + 1;
+        if seg.has(SYN) && seg.has(ACK) && seg.ack == first && !seg.has(RST) {
+            self.establish(cx, seg);
+        } else if seg.has(RST) {
+            if seg.has(ACK) && seg.ack == first {
+                cx.stats.handshakes_refused += 1;
+                self.state = State::Dead;
+                self.snd.rto_at = None;
+                self.pending_syn = false;
+                if self.stream.fin().is_some() || self.client_rst {
+                    self.finish(cx, RawEndReason::TargetReset);
+                }
+            }
+        } else if seg.has(ACK) && !seg.has(SYN) {
+            // A stale connection on this 4-tuple answers our SYN: reset it exactly
+            // (RFC 5961 §3 wants the RST at the receiver's rcv_nxt), then our SYN goes again.
+            self.pending_rst = [Some(seg.ack), None];
+            cx.stats.resets_sent += 1;
+        }
+    }
+
+    /// The target's SYN-ACK: the window, scaling, timestamps and MSS are settled, and the
+    /// handshake's round trip is the first RTT sample.
+    fn establish(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
+        let now = cx.now;
+        self.state = State::Established;
+        cx.stats.handshakes += 1;
+        self.tgt.rcv_nxt = seg.seq + 1;
+        let snd = &mut self.snd;
+        snd.una = snd.iss + 1;
+        snd.nxt = snd.nxt.max(snd.una);
+        snd.max = snd.max.max(snd.una);
+        let ws_ok = self.syn_opts.wscale.is_some() && seg.opts.wscale.is_some();
+        snd.shift = if ws_ok {
+            seg.opts.wscale.unwrap_or(0)
+        } else {
+            0
+        };
+        snd.wnd = u32::from(seg.window); // RFC 7323 §2.2: never scaled in a SYN
+        self.tgt.ts_ok = self.syn_opts.ts.is_some() && seg.opts.ts.is_some();
+        snd.seg_max = seg_limit(cx.cfg, seg.opts.mss, self.target.is_ipv6(), self.tgt.ts_ok);
+        if snd.retries == 0 {
+            let r = now.saturating_duration_since(self.pacer.last_new_data_at());
+            self.rtt_sample(cx, r);
+        }
+        self.snd.retries = 0;
+        self.snd.rto_at = None;
+        self.pending_ack = true;
+        self.snd.last_progress = now;
+        self.pacer.on_established(now, self.snd.iss + 1);
+        tracing::trace!(parent: &self.span, "established");
+        self.open_gates(cx);
+    }
+
+    /// A target segment once established, in steps: a newer SYN-ACK, stale segments, an early
+    /// RST (handshake redone), a RST, a lost third ACK, then ack, answer bytes and FIN.
+    fn established_response(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
+        if self.adopt_newer_syn_ack(cx, seg) || self.is_stale(cx, seg) {
+            return;
+        }
+        if seg.has(RST) {
+            if self.redo_handshake_on_early_rst(cx, seg) {
+                return;
+            }
+            self.on_target_reset(cx);
+            return;
+        }
+        if seg.has(SYN) {
+            self.pending_ack = true; // our third ACK was lost
+            return;
+        }
+        if seg.has(ACK) {
+            self.on_target_ack(cx, seg);
+        }
+        self.on_answer_bytes(cx, seg);
+        if seg.has(FIN) {
+            if self.tgt.take_fin(seg.seq, seg.payload_len) {
+                // Production's FIN moved the client's ack by one too.
+                self.pacer.on_answer_fin(cx.now);
+            }
+            self.pending_ack = true;
+        }
+        self.check_done(cx);
+        self.check_client_rst(cx);
+        self.open_gates(cx);
+    }
+
+    /// The target answered our retransmitted SYN with a new ISN: its first request socket is
+    /// gone and only the newest SYN-ACK is live (an ACK of the old one gets a RST). While the
+    /// target has acknowledged none of our data, adopt it and resend with the new ack.
+    fn adopt_newer_syn_ack(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) -> bool {
+        let first = self.snd.iss + 1;
+        if !(seg.has(SYN)
+            && seg.has(ACK)
+            && !seg.has(RST)
+            && seg.ack == first
+            && seg.seq + 1 != self.tgt.rcv_nxt
+            && self.snd.una == first
+            && !self.tgt.fin)
+        {
+            return false;
+        }
+        cx.stats.syn_ack_adopted += 1;
+        self.tgt.abandoned_rcv = Some(self.tgt.rcv_nxt);
+        self.tgt.rcv_nxt = seg.seq + 1;
+        self.snd.nxt = self.snd.una;
+        self.snd.dupacks = 0;
+        self.pending_ack = true;
+        true
+    }
+
+    /// A late segment of an earlier connection on this 4-tuple (port reuse, re-establishment)
+    /// carries sequence numbers far from ours: never let it move rcv_nxt or end the session.
+    /// Nor the target's answer to our ACK of a SYN-ACK we abandoned.
+    fn is_stale(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) -> bool {
+        let d = seg.seq.diff(self.tgt.rcv_nxt);
+        let stale = !(-(1 << 24)..(1 << 26)).contains(&d)
+            || seg.has(RST) && self.tgt.abandoned_rcv == Some(seg.seq);
+        if stale {
+            cx.stats.responses_stale += 1;
+        }
+        stale
+    }
+
+    /// Reset before any of our data was acked: the target dropped the request socket our ACK
+    /// was for (a newer SYN-ACK of a retransmitted SYN is on its way or lost). Do the handshake
+    /// again with the same ISN instead of losing the request. Only as the answer to our first
+    /// transmission: after a retransmission timeout the target may have answered (reports
+    /// lost) and since dropped the connection, and a new handshake would deliver the request
+    /// twice.
+    fn redo_handshake_on_early_rst(
+        &mut self,
+        cx: &mut SessionCtx<'_>,
+        seg: &RawSegment<'_>,
+    ) -> bool {
+        let first = self.snd.iss + 1;
+        if !(seg.seq == self.tgt.rcv_nxt
+            && self.snd.una == first
+            && self.snd.max > first
+            && !self.tgt.fin
+            && self.snd.retries == 0
+            && self.tgt.redone_handshakes < 2)
+        {
+            return false;
+        }
+        cx.stats.handshakes_redone += 1;
+        self.tgt.redone_handshakes += 1;
+        self.state = State::SynSent;
+        self.snd.nxt = self.snd.iss;
+        self.snd.una = self.snd.iss;
+        self.snd.dupacks = 0;
+        self.snd.stop();
+        self.pending_syn = true;
+        true
+    }
+
+    /// The target reset the clone: absorb the client until it ends (counted as the session's
+    /// end once the client closed too).
+    fn on_target_reset(&mut self, cx: &mut SessionCtx<'_>) {
+        tracing::debug!(parent: &self.span, "target reset");
+        self.state = State::Dead;
+        self.snd.stop();
+        self.release_buffers(cx);
+        if self.stream.fin().is_some() || self.client_rst {
+            self.finish(cx, RawEndReason::TargetReset);
+        } else {
+            cx.stats.target_resets += 1;
+        }
+    }
+
+    /// The target's ack and window: new data acknowledged, a duplicate ack, or a window update.
+    fn on_target_ack(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
+        let wnd = u32::from(seg.window) << self.snd.shift;
+        if seg.ack > self.snd.una && seg.ack <= self.snd.max {
+            self.on_ack_advance(cx, seg.ack);
+        } else if seg.ack == self.snd.una
+            && seg.payload_len == 0
+            && !seg.has(FIN)
+            && self.snd.max > self.snd.una
+            && wnd == self.snd.wnd
+            && self.snd.on_dupack()
+        {
+            cx.stats.fast_retransmits += 1;
+        }
+        self.snd.wnd = wnd;
+        if wnd > 0 {
+            self.snd.probe = false;
+        } else if self.snd.rto_at.is_none()
+            && self.snd.una == self.snd.max
+            && self.stream.next() > self.snd.nxt
+        {
+            // Persist timer (RFC 9293 §3.8.6.1): a lost window update must not stall us.
+            self.snd.rto_at = Some(cx.now + self.snd.rto);
+        }
+    }
+
+    /// The target's answer bytes: counted for the release gate, and the end of the timed
+    /// request's latency.
+    fn on_answer_bytes(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
+        if seg.payload_len == 0 {
+            return;
+        }
+        let now = cx.now;
+        let new = self.tgt.take_payload(seg.seq, seg.payload_len);
+        if new > 0 {
+            cx.stats.response_bytes += new;
+            self.snd.last_progress = now;
+            if let Some(sent) = self.pacer.on_answer(new, now) {
+                cx.stats.record_latency(now.saturating_duration_since(sent));
+                if cx.cfg.request_timing_events {
+                    cx.events.push_back(EngineEvent::RequestTiming {
+                        client: self.client,
+                        target: self.target,
+                        sent,
+                        answered: now,
+                    });
+                }
+            }
+        }
+        self.pending_ack = true;
+    }
+
+    /// New data acknowledged: the client stream lets go of it and the send side moves on.
+    fn on_ack_advance(&mut self, cx: &mut SessionCtx<'_>, ack: SeqNumber) {
+        let dropped = self.stream.acked(ack, cx.mem);
+        cx.stats.bytes_acked += dropped as u64;
+        if let Some(r) = self.snd.on_ack(cx.cfg, ack, cx.now) {
+            cx.paths.learn(self.target.ip(), r);
+        }
+    }
+
+    /// RFC 6298 §2 RTT estimation, for this session and its path.
+    fn rtt_sample(&mut self, cx: &mut SessionCtx<'_>, r: std::time::Duration) {
+        let r = self.snd.rtt_sample(cx.cfg, r);
+        cx.paths.learn(self.target.ip(), r);
+    }
+
+    /// Both FINs are through: linger in TIME_WAIT.
+    fn check_done(&mut self, cx: &mut SessionCtx<'_>) {
+        let fin_acked = self.stream.fin().is_some_and(|f| self.snd.una > f);
+        if self.tgt.fin && fin_acked && self.state == State::Established {
+            self.state = State::TimeWait;
+            self.snd.rto_at = None;
+            self.timers.linger_until = Some(cx.now + cx.cfg.linger);
+            self.release_buffers(cx);
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Scripted engine tests: FIN and RST.
+
+use super::*;
+
+#[test]
+fn fins_both_ways_complete_the_session() {
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            payload: b"bye",
+            flags: ACK | PSH | FIN,
+            ..TEMPLATE
+        }
+    );
+    expect!(
+        h,
+        [
+            Want {
+                payload: b"bye",
+                ..WANT
+            },
+            Want {
+                seq: CLIENT_ISN + 4,
+                flags: FIN | ACK,
+                ..WANT
+            }
+        ]
+    );
+    respond!(
+        h,
+        Seg {
+            ack: CLIENT_ISN + 5,
+            flags: FIN | ACK,
+            ..RESP
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            seq: CLIENT_ISN + 5,
+            ack: TARGET_ISN + 2,
+            flags: ACK,
+            payload: b""
+        }]
+    );
+    // The target's FIN retransmitted (our ACK lost): acknowledged again while lingering.
+    respond!(
+        h,
+        Seg {
+            ack: CLIENT_ISN + 5,
+            flags: FIN | ACK,
+            ..RESP
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            seq: CLIENT_ISN + 5,
+            ack: TARGET_ISN + 2,
+            flags: ACK,
+            payload: b""
+        }]
+    );
+    h.events();
+    h.advance(Duration::from_secs(3));
+    assert_eq!(h.e.session_count(), 0);
+    assert_eq!(
+        h.events(),
+        vec![EngineEvent::SessionRemoved {
+            client: CLIENT,
+            target: TARGET
+        }]
+    );
+    assert_eq!(h.e.stats().sessions_completed, 1);
+    assert_eq!(h.e.memory_used(), 0);
+}
+
+#[test]
+fn target_closing_first_is_acknowledged_then_the_client_fin_follows() {
+    let mut h = session_established();
+    respond!(
+        h,
+        Seg {
+            len: 100,
+            flags: FIN | ACK | PSH,
+            ..RESP
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            ack: TARGET_ISN + 102,
+            flags: ACK,
+            ..WANT
+        }]
+    );
+    send!(
+        h,
+        Seg {
+            ack: PROD_ISN + 102,
+            flags: FIN | ACK,
+            ..TEMPLATE
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            ack: TARGET_ISN + 102,
+            flags: FIN | ACK,
+            ..WANT
+        }]
+    );
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 102,
+            ack: CLIENT_ISN + 2,
+            ..RESP
+        }
+    );
+    expect!(h, []);
+    assert_eq!(h.e.stats().sessions_completed, 0);
+    h.advance(Duration::from_secs(3));
+    assert_eq!(h.e.stats().sessions_completed, 1);
+    assert_eq!(h.e.session_count(), 0);
+}
+
+#[test]
+fn late_segments_of_an_earlier_connection_are_ignored() {
+    let mut h = session_established();
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN.wrapping_add(1 << 30),
+            len: 100,
+            ..RESP
+        }
+    );
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN.wrapping_add(1 << 30),
+            flags: RST,
+            ..RESP
+        }
+    );
+    expect!(h, []);
+    respond!(h, Seg { len: 5, ..RESP });
+    expect!(
+        h,
+        [Want {
+            ack: TARGET_ISN + 6,
+            flags: ACK,
+            ..WANT
+        }]
+    );
+    assert_eq!(h.e.stats().responses_stale, 2);
+}
+
+#[test]
+fn target_reset_ends_the_session() {
+    let mut h = session_established();
+    respond!(h, Seg { flags: RST, ..RESP });
+    send!(
+        h,
+        Seg {
+            payload: b"ignored",
+            ..TEMPLATE
+        }
+    );
+    expect!(h, []);
+    send!(
+        h,
+        Seg {
+            seq: CLIENT_ISN + 8,
+            flags: FIN | ACK,
+            ..TEMPLATE
+        }
+    );
+    expect!(h, []);
+    assert_eq!(h.e.stats().aborted_target_reset, 1);
+    assert_eq!(h.e.session_count(), 0);
+}
+
+#[test]
+fn client_reset_is_carried_through() {
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            flags: RST,
+            ..TEMPLATE
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            flags: RST | ACK,
+            payload: b"",
+            ..WANT
+        }]
+    );
+    assert_eq!(h.e.stats().sessions_client_reset, 1);
+    assert_eq!(h.e.session_count(), 0);
+}
+
+#[test]
+fn client_reset_waits_for_buffered_data() {
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            payload: b"last",
+            ..TEMPLATE
+        },
+        Seg {
+            seq: CLIENT_ISN + 5,
+            flags: RST,
+            ..TEMPLATE
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            payload: b"last",
+            ..WANT
+        }]
+    );
+    respond!(
+        h,
+        Seg {
+            ack: CLIENT_ISN + 5,
+            ..RESP
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            seq: CLIENT_ISN + 5,
+            flags: RST | ACK,
+            ..WANT
+        }]
+    );
+}
+
+#[test]
+fn response_for_no_session_is_answered_with_rst() {
+    let mut h = H::new(config());
+    respond!(
+        h,
+        Seg {
+            ack: 31337,
+            flags: FIN | ACK,
+            ..RESP
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            seq: 31337,
+            ack: 0,
+            flags: RST,
+            payload: b""
+        }]
+    );
+    respond!(h, Seg { flags: RST, ..RESP });
+    expect!(h, []);
+}
+
+#[test]
+fn idle_session_times_out_and_resets_the_target() {
+    let mut h = session_established_with(EngineConfig {
+        session_timeout: Duration::from_secs(10),
+        ..config()
+    });
+    h.advance(Duration::from_secs(10));
+    expect!(
+        h,
+        [Want {
+            flags: RST | ACK,
+            ..WANT
+        }]
+    );
+    assert_eq!(h.e.stats().aborted_timeout, 1);
+    assert_eq!(h.e.session_count(), 0);
+}

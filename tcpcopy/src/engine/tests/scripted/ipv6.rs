@@ -1,0 +1,271 @@
+//! Scripted engine tests: IPv6.
+
+use super::*;
+
+#[test]
+fn ipv6_session_end_to_end() {
+    let mut h = H::new(config());
+    let syn = Seg {
+        src: CLIENT6,
+        dst: SERVICE6,
+        ..CLIENT_SYN
+    };
+    send!(h, syn);
+    let out = h.sent();
+    assert_eq!(
+        (out[0].src, out[0].dst, out[0].flags),
+        (CLIENT6, TARGET6, SYN)
+    );
+    respond!(
+        h,
+        Seg {
+            src: TARGET6,
+            dst: CLIENT6,
+            ..SYN_ACK
+        }
+    );
+    h.sent();
+    send!(
+        h,
+        Seg {
+            src: CLIENT6,
+            dst: SERVICE6,
+            payload: b"*1\r\n$4\r\nPING\r\n",
+            ..TEMPLATE
+        }
+    );
+    let out = h.sent();
+    assert_eq!(out[0].payload, b"*1\r\n$4\r\nPING\r\n");
+    assert_eq!(out[0].dst, TARGET6);
+}
+
+#[test]
+fn ipv6_client_to_ipv4_target_is_refused() {
+    let mut h = H::new(EngineConfig {
+        mappings: vec![TargetMapping {
+            online_ip: None,
+            online_port: 80,
+            target: TARGET,
+        }],
+        ..config()
+    });
+    send!(
+        h,
+        Seg {
+            src: CLIENT6,
+            dst: SocketAddr::new(SERVICE6.ip(), 80),
+            ..CLIENT_SYN
+        }
+    );
+    expect!(h, []);
+    assert_eq!(h.e.stats().refused_family, 1);
+}
+
+#[test]
+fn target_closed_and_client_silent_gets_our_fin_after_linger() {
+    let mut h = session_established();
+    respond!(
+        h,
+        Seg {
+            len: 10,
+            flags: FIN | ACK,
+            ..RESP
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            ack: TARGET_ISN + 12,
+            flags: ACK,
+            ..WANT
+        }]
+    );
+    h.advance(Duration::from_millis(1999));
+    expect!(h, []);
+    h.advance(Duration::from_millis(1));
+    expect!(
+        h,
+        [Want {
+            ack: TARGET_ISN + 12,
+            flags: FIN | ACK,
+            ..WANT
+        }]
+    );
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 12,
+            ack: CLIENT_ISN + 2,
+            ..RESP
+        }
+    );
+    h.advance(Duration::from_secs(3));
+    let st = h.e.stats();
+    assert_eq!((st.half_closed_timeouts, st.sessions_completed), (1, 1));
+    assert_eq!(h.e.session_count(), 0);
+}
+
+#[test]
+fn a_syn_ack_with_a_new_isn_before_any_ack_of_data_is_adopted() {
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            payload: b"GET / HTTP/1.1\r\n\r\n",
+            ..TEMPLATE
+        }
+    );
+    assert_eq!(h.sent()[0].ack, TARGET_ISN + 1);
+    // The target answers our retransmitted SYN from a new request socket.
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 100_000,
+            ..SYN_ACK
+        }
+    );
+    let out = h.sent();
+    assert!(
+        out.iter()
+            .any(|o| o.ack == TARGET_ISN + 100_001 && o.payload.starts_with(b"GET")),
+        "request resent with the new ack: {out:?}"
+    );
+    assert_eq!(h.e.stats().syn_ack_adopted, 1);
+    // The target's RST for our ACK of the old ISN is stale now: the clone lives on.
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 1,
+            flags: RST,
+            ..RESP
+        }
+    );
+    let st = h.e.stats();
+    assert_eq!((st.aborted(), st.target_resets), (0, 0));
+    assert_eq!(h.e.session_count(), 1);
+}
+
+#[test]
+fn a_reset_before_any_data_is_acked_redoes_the_handshake() {
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            payload: b"GET / HTTP/1.1\r\n\r\n",
+            ..TEMPLATE
+        }
+    );
+    h.sent();
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 1,
+            flags: RST,
+            ..RESP
+        }
+    );
+    let out = h.sent();
+    assert_eq!(
+        (out.len(), out[0].flags, out[0].seq),
+        (1, SYN, CLIENT_ISN),
+        "{out:?}"
+    );
+    respond!(
+        h,
+        Seg {
+            seq: 60_000,
+            ..SYN_ACK
+        }
+    );
+    let out = h.sent();
+    assert!(
+        out.iter()
+            .any(|o| o.ack == 60_001 && o.payload.starts_with(b"GET")),
+        "{out:?}"
+    );
+    let st = h.e.stats();
+    assert_eq!((st.handshakes_redone, st.target_resets), (1, 0));
+}
+
+#[test]
+fn a_reset_after_the_request_was_retransmitted_does_not_send_it_again() {
+    // The target may well have answered (its reports were lost) and dropped the connection
+    // since: its late reset must not make us deliver the request a second time.
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            payload: b"GET / HTTP/1.1\r\n\r\n",
+            ..TEMPLATE
+        }
+    );
+    h.sent();
+    h.advance(Duration::from_secs(3));
+    let again = h.sent();
+    assert!(
+        again.iter().any(|o| o.payload.starts_with(b"GET")),
+        "no retransmission: {again:?}"
+    );
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 1,
+            flags: RST,
+            ..RESP
+        }
+    );
+    let out = h.sent();
+    assert!(out.iter().all(|o| o.flags & SYN == 0), "{out:?}");
+    let st = h.e.stats();
+    assert_eq!((st.handshakes_redone, st.target_resets), (0, 1));
+}
+
+#[test]
+fn request_timing_counts_from_the_requests_last_byte() {
+    let mut h = session_established_with(EngineConfig {
+        request_timing_events: true,
+        ..config()
+    });
+    h.events();
+    // One request in two segments, the second 10 ms after the first; the answer 5 ms later.
+    send!(
+        h,
+        Seg {
+            payload: b"GET /",
+            ..TEMPLATE
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            payload: b"GET /",
+            ..WANT
+        }]
+    );
+    h.advance(ms(10));
+    send!(
+        h,
+        Seg {
+            seq: CLIENT_ISN + 6,
+            payload: b" x\r\n",
+            ..TEMPLATE
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            seq: CLIENT_ISN + 6,
+            payload: b" x\r\n",
+            ..WANT
+        }]
+    );
+    let last_byte_sent = h.now;
+    h.advance(ms(5));
+    respond!(h, Seg { len: 10, ..RESP });
+    let timing = h.events().into_iter().find_map(|e| match e {
+        EngineEvent::RequestTiming { sent, answered, .. } => Some((sent, answered)),
+        _ => None,
+    });
+    assert_eq!(timing, Some((last_byte_sent, h.now)));
+    assert_eq!(h.e.stats().requests_answered, 1);
+}

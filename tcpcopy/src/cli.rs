@@ -24,6 +24,8 @@ const MAX_CLIENT_IPS: usize = 1 << 16;
         address with -c) and sends them through a raw IP socket to the target; intercept, on the \
         host the target routes the client networks to, reports the target's responses back."
 )]
+// -a scales recorded timing: a capture file's (--offline) or a JetStream recording's (--from).
+#[command(group = clap::ArgGroup::new("timed_input").args(["offline", "from"]).multiple(true))]
 pub struct Cli {
     /// Mappings `[onlineIP:]port-targetIP:port[,...]` (IPv6 addresses in brackets).
     #[arg(short = 'x', long = "mapping", value_name = "MAPPINGS")]
@@ -183,8 +185,13 @@ pub struct Cli {
     /// Feed the engine from a capture file (pcap or pcapng) instead of an interface.
     #[arg(long = "offline", value_name = "FILE")]
     pub offline: Option<PathBuf>,
-    /// Speed-up of --offline timing (2 = twice as fast).
-    #[arg(short = 'a', long = "speedup", value_name = "F", requires = "offline")]
+    /// Speed-up of --offline (or --from) timing (2 = twice as fast).
+    #[arg(
+        short = 'a',
+        long = "speedup",
+        value_name = "F",
+        requires = "timed_input"
+    )]
     pub speedup: Option<f64>,
     /// File holding the secret shared with intercept (64 hex digits, mode 600): authenticates
     /// and encrypts the channel.
@@ -599,6 +606,7 @@ impl Cli {
             (!so.diff_ignore.is_empty(), "--diff-ignore"),
             (so.duration.is_some(), "--duration"),
             (so.tls.any(), "--tls-keylog/--target-tls"),
+            (so.fleet.active(), "--record/--from"),
         ];
         if let Some((_, flag)) = stream_only.iter().find(|(given, _)| *given) {
             return Err(bad(flag, "only with --stream"));

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod fleet;
 pub mod live;
 pub mod mapping;
 pub mod report;

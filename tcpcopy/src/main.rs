@@ -23,6 +23,22 @@ fn main() -> ExitCode {
         }
     };
     if cli.stream {
+        // Fleet mode: --list needs no -x; bad fleet flags exit 2 naming the flag.
+        if cli.stream_opts.fleet.list {
+            return match tcpcopy::fleet::list(&cli.stream_opts.fleet) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tcpcopy: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        if cli.stream_opts.fleet.active() {
+            if let Err(e) = cli.stream_opts.fleet.validate(cli.offline.is_some()) {
+                eprintln!("tcpcopy: {e}");
+                return ExitCode::from(2);
+            }
+        }
         if cli.metrics.is_some() {
             eprintln!("tcpcopy: --metrics: raw mode only (stream mode has no metrics yet)");
             return ExitCode::from(2);
@@ -35,7 +51,17 @@ fn main() -> ExitCode {
             }
         };
         let mut stream_opts = cli.stream_opts.clone();
-        if matches!(common.source, tcpcopy::stream::StreamSource::Live { .. }) {
+        // Read before the drop to --user (they may be root's alone).
+        if stream_opts.fleet.active() {
+            if let Err(e) = stream_opts.fleet.preload() {
+                eprintln!("tcpcopy: {e:#}");
+                return ExitCode::from(2);
+            }
+        }
+        // --from captures nothing: it replays a recording, like a capture file.
+        let captures = matches!(common.source, tcpcopy::stream::StreamSource::Live { .. })
+            && stream_opts.fleet.from.is_none();
+        if captures {
             // The key log and the target's certificate files may be root's alone: read them
             // before the drop.
             if let Err(e) = stream_opts.tls.preload() {

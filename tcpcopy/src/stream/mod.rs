@@ -99,6 +99,9 @@ pub struct StreamOptions {
     /// TLS: decryption with a key log, replay over TLS.
     #[command(flatten)]
     pub tls: tls::TlsOptions,
+    /// Fleet mode: record into / replay from NATS JetStream (tcpcopy/src/fleet).
+    #[command(flatten, next_help_heading = "Fleet mode (--stream --record / --from)")]
+    pub fleet: crate::fleet::FleetOptions,
 }
 
 impl Default for StreamOptions {
@@ -118,6 +121,7 @@ impl Default for StreamOptions {
             stream_idle_timeout: 120,
             duration: None,
             tls: tls::TlsOptions::default(),
+            fleet: crate::fleet::FleetOptions::default(),
         }
     }
 }
@@ -132,7 +136,10 @@ pub struct StreamSummary {
 /// Runs stream mode to the end: replays, prints the table, writes the `--report` files.
 pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<StreamSummary> {
     let (report, input_error) = replay::run(common, opts)?;
-    print!("{}", crate::report::render_table(&report));
+    // A recording replays nothing: its summary was printed instead of the table.
+    if opts.fleet.record.is_none() {
+        print!("{}", crate::report::render_table(&report));
+    }
     crate::report::write_files(&report, &opts.report)?;
     if let Some(e) = input_error {
         return Err(e);

@@ -1,0 +1,396 @@
+//! Fleet mode in the lab: sessions recorded into a real JetStream (Debian's nats-server, in its
+//! own namespace) with `tcpcopy --stream --record`, live (redis-benchmark against production
+//! redis) and from the bundled captures (`--offline`), then replayed by two workers
+//! (`--from ... --worker K/2`) in two other namespaces to a target redis or nginx, which must
+//! then have run exactly what production ran. Plus the refusals that need no root.
+//!
+//! Build first, same profile: `cargo build --release --workspace --all-targets`.
+mod common;
+use common::*;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const NATS: &str = "198.18.64.10";
+const PROD_LAN: &str = "198.18.64.2";
+const TARGET: &str = "198.18.64.30";
+const W0: &str = "198.18.64.40";
+const W1: &str = "198.18.64.41";
+
+fn tmpdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::Builder::new()
+        .prefix("fleet_lab")
+        .tempdir()
+        .expect("tempdir");
+    // Live recording runs as --user (nobody) after start.
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    d
+}
+
+/// A LAN (bridge in its own namespace) joining the broker, production, the target and two
+/// workers; production also has a veth to its client.
+struct Fleet {
+    nats: String,
+    prod: String,
+    client: String,
+    prod_if: String,
+    target: String,
+    workers: [String; 2],
+}
+
+fn fleet(lab: &mut Lab) -> Fleet {
+    let lan = lab.netns("flan");
+    lab.bridge(&lan);
+    let nats = lab.netns("fnat");
+    let prod = lab.netns("fprd");
+    let client = lab.netns("fcli");
+    let target = lab.netns("ftgt");
+    let w0 = lab.netns("fwk0");
+    let w1 = lab.netns("fwk1");
+    for (ns, ip) in [
+        (&nats, NATS),
+        (&prod, PROD_LAN),
+        (&target, TARGET),
+        (&w0, W0),
+        (&w1, W1),
+    ] {
+        lab.attach(&lan, ns, &format!("{ip}/24"));
+    }
+    let (_, prod_if) = lab.veth(&client, "198.18.65.1/24", &prod, "198.18.65.2/24");
+    Fleet {
+        nats,
+        prod,
+        client,
+        prod_if,
+        target,
+        workers: [w0, w1],
+    }
+}
+
+/// nats-server with JetStream in `ns` on `ip`:4222, its store in `dir`.
+fn start_nats(lab: &mut Lab, ns: &str, ip: &str, dir: &Path) {
+    let store = dir.join("js");
+    let log = dir.join("nats.log");
+    lab.spawn(
+        ns,
+        &[
+            "nats-server",
+            "-js",
+            "-sd",
+            store.to_str().unwrap(),
+            "-a",
+            ip,
+            "-p",
+            "4222",
+        ],
+        Some(&log),
+    );
+    assert!(
+        lab.wait_for(
+            ns,
+            &format!("ss -ltn | grep -q '{ip}:4222 '"),
+            Duration::from_secs(10)
+        ),
+        "nats-server did not start: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+fn tcpcopy() -> String {
+    bin("tcpcopy").display().to_string()
+}
+
+/// Runs tcpcopy in `ns`; panics unless it exits 0. Returns stdout and stderr.
+fn run_ok(lab: &Lab, ns: &str, args: &str) -> (String, String) {
+    let cmd = format!("{} {args}", tcpcopy());
+    let out = lab.exec(ns, &cmd);
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    assert!(out.status.success(), "`{cmd}` failed: {e}\n{o}");
+    (o, e)
+}
+
+/// The number after `label` in `text` (e.g. "17 replayed" with label " replayed").
+fn count(text: &str, label: &str) -> u64 {
+    let i = text
+        .find(label)
+        .unwrap_or_else(|| panic!("no `{label}` in:\n{text}"));
+    text[..i]
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number before `{label}` in:\n{text}"))
+}
+
+/// Both workers at once (in their namespaces), each to its end; returns their stdouts.
+fn two_workers(lab: &mut Lab, f: &Fleet, dir: &Path, args: &str) -> [String; 2] {
+    let mut pids = Vec::new();
+    for (k, ns) in f.workers.iter().enumerate() {
+        let log = dir.join(format!("worker{k}.log"));
+        let cmd = format!(
+            "exec {} --stream {args} --worker {k}/2 >{} 2>&1",
+            tcpcopy(),
+            log.display()
+        );
+        pids.push((lab.spawn(ns, &["sh", "-c", &cmd], None), log));
+    }
+    let mut outs = Vec::new();
+    for (pid, log) in pids {
+        let st = lab.stop(pid, "0", Duration::from_secs(60));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        match st {
+            Some(s) if s.success() => outs.push(text),
+            _ => panic!("worker did not finish well ({st:?}):\n{text}"),
+        }
+    }
+    [outs[0].clone(), outs[1].clone()]
+}
+
+/// Publishes `payload` on `subject` with the plain NATS protocol (a message that is not ours).
+fn publish_foreign(lab: &Lab, ns: &str, subject: &str, payload: &str) {
+    let py = format!(
+        "import socket,time\n\
+         s=socket.create_connection(('{NATS}',4222));s.recv(4096)\n\
+         s.sendall(b'CONNECT {{\"verbose\":false}}\\r\\nPUB {subject} {}\\r\\n{payload}\\r\\nPING\\r\\n')\n\
+         d=b''\n\
+         while b'PONG' not in d: d+=s.recv(4096)\n",
+        payload.len()
+    );
+    let out = lab.exec(ns, &format!("python3 -c '{py}'"));
+    assert!(
+        out.status.success(),
+        "publish: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn sum(m: &HashMap<String, u64>) -> u64 {
+    m.values().sum()
+}
+
+#[test]
+fn redis_live_recording_replayed_by_two_workers_runs_production_commands() {
+    require_root!("fleet_lab::redis_live");
+    require_programs!(
+        "fleet_lab::redis_live",
+        "nats-server",
+        "redis-server",
+        "redis-benchmark",
+        "redis-cli",
+        "python3"
+    );
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let f = fleet(&mut lab);
+    start_nats(&mut lab, &f.nats, NATS, tmp.path());
+    start_redis(
+        &mut lab,
+        &f.prod,
+        &["198.18.65.2"],
+        6379,
+        tmp.path(),
+        &[],
+        None,
+    );
+    lab.exec_ok(&f.prod, "redis-cli -h 198.18.65.2 config resetstat");
+
+    // Record live: tcpcopy on production's client-facing interface.
+    let rec_log = tmp.path().join("record.log");
+    let url = format!("nats://{NATS}:4222/prod");
+    let cmd = format!(
+        "exec {} --stream -x 6379-{TARGET}:6379 -i {} --record {url} --partitions 16 >{} 2>&1",
+        tcpcopy(),
+        f.prod_if,
+        rec_log.display()
+    );
+    let rec = lab.spawn(&f.prod, &["sh", "-c", &cmd], None);
+    let t = Instant::now();
+    while !std::fs::read_to_string(&rec_log)
+        .unwrap_or_default()
+        .contains("capturing with filter")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "recorder did not start: {}",
+            std::fs::read_to_string(&rec_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    lab.exec_ok(
+        &f.client,
+        "redis-benchmark -h 198.18.65.2 -p 6379 -n 4000 -c 8 -t set,get,incr,lpush -q",
+    );
+    let prod = commandstats(&lab, &f.prod, "198.18.65.2", 6379);
+    std::thread::sleep(Duration::from_millis(500));
+    let st = lab.stop(rec, "INT", Duration::from_secs(30));
+    let rec_out = std::fs::read_to_string(&rec_log).unwrap_or_default();
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "recorder: {st:?}\n{rec_out}"
+    );
+    assert!(
+        prod.get("set").copied().unwrap_or(0) >= 4000,
+        "production: {prod:?}"
+    );
+    let stored = count(&rec_out, " stored");
+    assert!(stored >= 8, "{rec_out}");
+    assert_eq!(count(&rec_out, " dropped (queue full)"), 0, "{rec_out}");
+    assert!(
+        !rec_out.contains("SET") && !rec_out.contains("lpush"),
+        "payload bytes in the recorder's output:\n{rec_out}"
+    );
+
+    // What the stream holds.
+    let (list, _) = run_ok(
+        &lab,
+        &f.workers[0],
+        &format!("--stream --from {url} --list"),
+    );
+    assert_eq!(count(&list, " whole)"), stored, "{list}");
+    assert!(list.contains("hosts: "), "{list}");
+
+    // A message of someone else's on one of the partitions: skipped and counted.
+    publish_foreign(&lab, &f.workers[0], "prod.p.3", "not-a-session");
+
+    // Two workers replay to the target at twice production's pace, from a common start.
+    start_redis(&mut lab, &f.target, &[TARGET], 6379, tmp.path(), &[], None);
+    lab.exec_ok(
+        &f.target,
+        &format!("redis-cli -h {TARGET} config resetstat"),
+    );
+    let outs = two_workers(
+        &mut lab,
+        &f,
+        tmp.path(),
+        &format!("-x 6379-{TARGET}:6379 --from {url} -a 2"),
+    );
+    let got = commandstats(&lab, &f.target, TARGET, 6379);
+    let replayed: u64 = outs.iter().map(|o| count(o, " replayed")).sum();
+    let repeats: u64 = outs.iter().map(|o| count(o, " repeats")).sum();
+    let foreign: u64 = outs.iter().map(|o| count(o, " foreign messages")).sum();
+    assert_eq!(replayed, stored, "{outs:?}");
+    assert_eq!(repeats, 0, "{outs:?}");
+    assert_eq!(foreign, 1, "{outs:?}");
+    // Both workers had a share.
+    assert!(outs.iter().all(|o| count(o, " replayed") > 0), "{outs:?}");
+    assert_eq!(
+        got, prod,
+        "target ran other commands than production\n{outs:?}"
+    );
+    assert!(sum(&got) >= 16_000);
+
+    // Replayed again under the same name: the durable consumers have acknowledged everything.
+    let again = two_workers(
+        &mut lab,
+        &f,
+        tmp.path(),
+        &format!("-x 6379-{TARGET}:6379 --from {url} --topspeed"),
+    );
+    assert!(
+        again.iter().all(|o| count(o, " replayed") == 0),
+        "{again:?}"
+    );
+    assert_eq!(commandstats(&lab, &f.target, TARGET, 6379), prod);
+}
+
+#[test]
+fn offline_recordings_of_the_bundled_captures_replay_to_nginx() {
+    require_root!("fleet_lab::offline_nginx");
+    require_programs!("fleet_lab::offline_nginx", "nats-server", "nginx", "curl");
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let f = fleet(&mut lab);
+    start_nats(&mut lab, &f.nats, NATS, tmp.path());
+    let url = format!("nats://{NATS}:4222/web");
+    // Two recordings into one stream: 6 GETs on one keep-alive connection, 10 GETs on 10.
+    let mut stored = 0;
+    for (pcap, sessions) in [("http_keepalive.pcap", 1), ("http_close.pcap", 10)] {
+        let p = workspace_root().join("pcaps").join(pcap);
+        let (out, _) = run_ok(
+            &lab,
+            &f.prod,
+            &format!(
+                "--stream -x 80-{TARGET}:80 --offline {} --record {url} --partitions 8",
+                p.display()
+            ),
+        );
+        assert_eq!(count(&out, " stored"), sessions, "{out}");
+        stored += sessions;
+    }
+    let access = start_nginx(
+        &mut lab,
+        &f.target,
+        tmp.path(),
+        "nginx-target",
+        &[&format!("{TARGET}:80")],
+        "$request $status",
+    );
+    let outs = two_workers(
+        &mut lab,
+        &f,
+        tmp.path(),
+        &format!("-x 80-{TARGET}:80 --from {url} --topspeed"),
+    );
+    let replayed: u64 = outs.iter().map(|o| count(o, " replayed")).sum();
+    assert_eq!(replayed, stored, "{outs:?}");
+    let log = std::fs::read_to_string(&access).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 16, "{log}\n{outs:?}");
+    assert!(lines.iter().all(|l| l.starts_with("GET /")), "{log}");
+}
+
+#[test]
+fn bad_fleet_flags_and_an_absent_broker_are_one_line_errors() {
+    let run = |args: &str| {
+        let out = std::process::Command::new(bin("tcpcopy"))
+            .args(args.split_whitespace())
+            .output()
+            .expect("run tcpcopy");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) =
+        run("--stream -x 80-198.18.0.9:80 --from nats://127.0.0.1:4222/s --worker 3/2");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.starts_with("tcpcopy: --worker:"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let (code, err) =
+        run("--stream -x 80-198.18.0.9:80 --from nats://127.0.0.1:4222/s --replicas 3");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--replicas"), "{err}");
+    let (code, err) = run("--stream -x 80-198.18.0.9:80 --from 127.0.0.1:4222/s");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--from"), "{err}");
+    let (code, err) = run("-x 80-198.18.0.9:80 --from nats://127.0.0.1:4222/s");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("only with --stream"), "{err}");
+    // Nothing listens on port 1: the error names the broker's address.
+    let (code, err) = run("--stream -x 80-198.18.0.9:80 --from nats://127.0.0.1:1/s --topspeed");
+    assert_eq!(code, Some(1), "{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("tcpcopy: ") && last.contains("cannot reach NATS at 127.0.0.1:1"),
+        "{err}"
+    );
+    let pcap = workspace_root().join("pcaps/http_close.pcap");
+    let (code, err) = run(&format!(
+        "--stream -x 80-198.18.0.9:80 --offline {} --record nats://127.0.0.1:1/s",
+        pcap.display()
+    ));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot reach NATS at 127.0.0.1:1"), "{err}");
+    // Without credentials or TLS, a warning says what crosses the network.
+    assert!(
+        err.contains("without --nats-creds or --nats-tls-ca"),
+        "{err}"
+    );
+}

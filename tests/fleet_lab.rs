@@ -151,16 +151,22 @@ fn two_workers(lab: &mut Lab, f: &Fleet, dir: &Path, args: &str) -> [String; 2] 
 }
 
 /// Publishes `payload` on `subject` with the plain NATS protocol (a message that is not ours).
-fn publish_foreign(lab: &Lab, ns: &str, subject: &str, payload: &str) {
-    let py = format!(
-        "import socket,time\n\
-         s=socket.create_connection(('{NATS}',4222));s.recv(4096)\n\
-         s.sendall(b'CONNECT {{\"verbose\":false}}\\r\\nPUB {subject} {}\\r\\n{payload}\\r\\nPING\\r\\n')\n\
-         d=b''\n\
-         while b'PONG' not in d: d+=s.recv(4096)\n",
-        payload.len()
-    );
-    let out = lab.exec(ns, &format!("python3 -c '{py}'"));
+fn publish_foreign(lab: &Lab, ns: &str, dir: &Path, subject: &str, payload: &str) {
+    let script = dir.join("publish.py");
+    std::fs::write(
+        &script,
+        format!(
+            "import socket\n\
+             s = socket.create_connection(('{NATS}', 4222), timeout=5)\n\
+             s.recv(4096)\n\
+             s.sendall(b'CONNECT {{\"verbose\":false}}\\r\\nPUB {subject} {}\\r\\n{payload}\\r\\nPING\\r\\n')\n\
+             d = b''\n\
+             while b'PONG' not in d:\n    d += s.recv(4096)\n",
+            payload.len()
+        ),
+    )
+    .unwrap();
+    let out = lab.exec(ns, &format!("python3 {}", script.display()));
     assert!(
         out.status.success(),
         "publish: {}",
@@ -256,7 +262,7 @@ fn redis_live_recording_replayed_by_two_workers_runs_production_commands() {
     assert!(list.contains("hosts: "), "{list}");
 
     // A message of someone else's on one of the partitions: skipped and counted.
-    publish_foreign(&lab, &f.workers[0], "prod.p.3", "not-a-session");
+    publish_foreign(&lab, &f.workers[0], tmp.path(), "prod.p.3", "not-a-session");
 
     // Two workers replay to the target at twice production's pace, from a common start.
     start_redis(&mut lab, &f.target, &[TARGET], 6379, tmp.path(), &[], None);
@@ -370,7 +376,7 @@ fn bad_fleet_flags_and_an_absent_broker_are_one_line_errors() {
     let (code, err) = run("--stream -x 80-198.18.0.9:80 --from 127.0.0.1:4222/s");
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--from"), "{err}");
-    let (code, err) = run("-x 80-198.18.0.9:80 --from nats://127.0.0.1:4222/s");
+    let (code, err) = run("-x 80-198.18.0.9:80 -s 198.18.0.9 --from nats://127.0.0.1:4222/s");
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("only with --stream"), "{err}");
     // Nothing listens on port 1: the error names the broker's address.

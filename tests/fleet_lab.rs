@@ -400,3 +400,287 @@ fn bad_fleet_flags_and_an_absent_broker_are_one_line_errors() {
         "{err}"
     );
 }
+
+/// The argv of cluster node `i` (0..3) on the LAN (198.18.64.10-12), its store in `dir`.
+fn node_argv(i: usize, dir: &Path) -> Vec<String> {
+    let ips = ["198.18.64.10", "198.18.64.11", "198.18.64.12"];
+    let routes = ips
+        .iter()
+        .map(|ip| format!("nats://{ip}:6222"))
+        .collect::<Vec<_>>()
+        .join(",");
+    [
+        "nats-server",
+        "-js",
+        "-sd",
+        dir.join(format!("js{i}")).to_str().unwrap(),
+        "-a",
+        ips[i],
+        "-p",
+        "4222",
+        "-n",
+        &format!("n{i}"),
+        "--cluster_name",
+        "fleet",
+        "--cluster",
+        &format!("nats://{}:6222", ips[i]),
+        "--routes",
+        &routes,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+/// Starts cluster node `i` in `ns`, logging to `dir/nats<i>.log` (appending on a restart).
+fn start_node(lab: &mut Lab, ns: &str, i: usize, dir: &Path) -> u32 {
+    let log = dir.join(format!("nats{i}.log"));
+    let argv = node_argv(i, dir).join(" ");
+    lab.spawn(
+        ns,
+        &["sh", "-c", &format!("exec {argv} >>{} 2>&1", log.display())],
+        None,
+    )
+}
+
+/// A three-node JetStream cluster on the LAN (198.18.64.10-12), each node in its own namespace.
+/// Returns the nodes' (namespace, PID) once a meta leader is elected.
+fn start_cluster(lab: &mut Lab, lan: &str, dir: &Path) -> Vec<(String, u32)> {
+    let ips = ["198.18.64.10", "198.18.64.11", "198.18.64.12"];
+    let mut nodes = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let ns = lab.netns(&format!("fn{i}"));
+        lab.attach(lan, &ns, &format!("{ip}/24"));
+        let pid = start_node(lab, &ns, i, dir);
+        nodes.push((ns, pid));
+    }
+    // JetStream is usable once the nodes elected a meta leader.
+    let t = Instant::now();
+    loop {
+        let ready = (0..3).any(|i| {
+            std::fs::read_to_string(dir.join(format!("nats{i}.log")))
+                .unwrap_or_default()
+                .contains("JetStream cluster new metadata leader")
+        });
+        if ready {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no JetStream meta leader: {}",
+            std::fs::read_to_string(dir.join("nats0.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nodes
+}
+
+#[test]
+fn cluster_node_and_worker_killed_lose_nothing() {
+    require_root!("fleet_lab::cluster_kills");
+    require_programs!(
+        "fleet_lab::cluster_kills",
+        "nats-server",
+        "redis-server",
+        "redis-benchmark",
+        "redis-cli"
+    );
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    // The fleet LAN without its single broker: the cluster joins the same bridge.
+    let lan = lab.netns("flan");
+    lab.bridge(&lan);
+    let prod = lab.netns("fprd");
+    let client = lab.netns("fcli");
+    let target = lab.netns("ftgt");
+    let w0 = lab.netns("fwk0");
+    let w1 = lab.netns("fwk1");
+    for (ns, ip) in [(&prod, PROD_LAN), (&target, TARGET), (&w0, W0), (&w1, W1)] {
+        lab.attach(&lan, ns, &format!("{ip}/24"));
+    }
+    let (_, prod_if) = lab.veth(&client, "198.18.65.1/24", &prod, "198.18.65.2/24");
+    let nodes = start_cluster(&mut lab, &lan, tmp.path());
+    let url = "nats://198.18.64.10:4222/ha";
+    // The stream, with 3 replicas, once the cluster can place them (the meta leader may be
+    // elected before the third node has joined): a recording of a capture that holds no
+    // session of the service (port 9) creates it and stores nothing.
+    let pcap = workspace_root().join("pcaps/http_close.pcap");
+    let t = Instant::now();
+    loop {
+        let out = lab.exec(
+            &prod,
+            &format!(
+                "{} --stream -x 9-{TARGET}:9 --offline {} --record {url} --replicas 3 --partitions 8",
+                tcpcopy(),
+                pcap.display()
+            ),
+        );
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "stream not created: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    start_redis(
+        &mut lab,
+        &prod,
+        &["198.18.65.2"],
+        6379,
+        tmp.path(),
+        &[],
+        None,
+    );
+    lab.exec_ok(&prod, "redis-cli -h 198.18.65.2 config resetstat");
+
+    // Record into it; one connection per request (-k 0): thousands of short sessions
+    // published while a node dies.
+    let rec_log = tmp.path().join("record.log");
+    let cmd = format!(
+        "exec {} --stream -x 6379-{TARGET}:6379 -i {prod_if} --record {url} --replicas 3 --partitions 8 >{} 2>&1",
+        tcpcopy(),
+        rec_log.display()
+    );
+    let rec = lab.spawn(&prod, &["sh", "-c", &cmd], None);
+    let t = Instant::now();
+    while !std::fs::read_to_string(&rec_log)
+        .unwrap_or_default()
+        .contains("capturing with filter")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "recorder did not start: {}",
+            std::fs::read_to_string(&rec_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let bench_log = tmp.path().join("bench.log");
+    let bench = lab.spawn(
+        &client,
+        &[
+            "redis-benchmark",
+            "-h",
+            "198.18.65.2",
+            "-n",
+            "1500",
+            "-c",
+            "4",
+            "-k",
+            "0",
+            "-t",
+            "set,get",
+            "-q",
+        ],
+        Some(&bench_log),
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    // A node other than the one the recorder connected to (it may lead the stream).
+    let (victim_ns, victim) = nodes[1].clone();
+    assert!(lab.stop(victim, "KILL", Duration::from_secs(5)).is_some());
+    let st = lab.stop(bench, "0", Duration::from_secs(60));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "redis-benchmark: {}",
+        std::fs::read_to_string(&bench_log).unwrap_or_default()
+    );
+    let prod_counts = commandstats(&lab, &prod, "198.18.65.2", 6379);
+    std::thread::sleep(Duration::from_millis(500));
+    let st = lab.stop(rec, "INT", Duration::from_secs(40));
+    let rec_out = std::fs::read_to_string(&rec_log).unwrap_or_default();
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "recorder: {st:?}\n{rec_out}"
+    );
+    let seen = count(&rec_out, " sessions seen");
+    let stored = count(&rec_out, " stored");
+    assert!(seen >= 3000, "{rec_out}");
+    assert_eq!(stored, seen, "sessions lost while a node died:\n{rec_out}");
+
+    // The operator brings the node back (it catches up from the others) before the replay.
+    start_node(&mut lab, &victim_ns, 1, tmp.path());
+    assert!(
+        lab.wait_for(
+            &victim_ns,
+            "ss -ltn | grep -q '198.18.64.11:4222 '",
+            Duration::from_secs(10)
+        ),
+        "node 1 did not come back"
+    );
+
+    // Two workers; worker 0 is killed mid-replay and started again. Its unacknowledged sessions
+    // come back after --ack-wait and are replayed again, counted as repeats.
+    start_redis(&mut lab, &target, &[TARGET], 6379, tmp.path(), &[], None);
+    lab.exec_ok(&target, &format!("redis-cli -h {TARGET} config resetstat"));
+    // At a tenth of production's pace (the recording spans under a second), so that worker 0
+    // is killed mid-way.
+    let args = format!("-x 6379-{TARGET}:6379 --from {url} --ack-wait 2 -a 0.1");
+    let spawn_worker = |lab: &mut Lab, k: usize, ns: &str, tag: &str| {
+        let log = tmp.path().join(format!("worker{k}{tag}.log"));
+        let cmd = format!(
+            "exec {} --stream {args} --worker {k}/2 >{} 2>&1",
+            tcpcopy(),
+            log.display()
+        );
+        (lab.spawn(ns, &["sh", "-c", &cmd], None), log)
+    };
+    let (p0, log0a) = spawn_worker(&mut lab, 0, &w0, "a");
+    let (p1, log1) = spawn_worker(&mut lab, 1, &w1, "");
+    // Killed once it replays: its start is agreed 1 s ahead and the recording lasts seconds.
+    let t = Instant::now();
+    while !std::fs::read_to_string(&log0a)
+        .unwrap_or_default()
+        .contains("replaying")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "worker 0 did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = std::fs::read_to_string(&log0a).unwrap_or_default();
+    assert!(
+        !before.contains("sessions received"),
+        "worker 0 had already finished: the kill came too late\n{before}"
+    );
+    let killed = lab.stop(p0, "KILL", Duration::from_secs(5));
+    assert!(
+        killed.is_some_and(|s| !s.success()),
+        "worker 0: {killed:?}\n{before}"
+    );
+    let (p0, log0) = spawn_worker(&mut lab, 0, &w0, "b");
+    let mut outs = Vec::new();
+    for (pid, log) in [(p0, log0), (p1, log1)] {
+        let st = lab.stop(pid, "0", Duration::from_secs(60));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(st.is_some_and(|s| s.success()), "worker: {st:?}\n{text}");
+        outs.push(text);
+    }
+    let repeats: u64 = outs.iter().map(|o| count(o, " repeats")).sum();
+    assert!(
+        repeats > 0,
+        "the killed worker left nothing to redeliver: {outs:?}"
+    );
+    let got = commandstats(&lab, &target, TARGET, 6379);
+    // Every production command ran; each repeated session (one command each, -k 0) ran at
+    // most once more (a session the killed worker had fetched but not sent runs only once).
+    for (cmd, n) in &prod_counts {
+        let g = got.get(cmd).copied().unwrap_or(0);
+        assert!(
+            g >= *n && g <= n + repeats,
+            "{cmd}: target {g}, production {n}, repeats {repeats}\n{got:?}\n{outs:?}"
+        );
+    }
+    assert!(
+        sum(&got) <= sum(&prod_counts) + repeats,
+        "{got:?} {prod_counts:?}"
+    );
+    assert_eq!(
+        got.keys().collect::<std::collections::BTreeSet<_>>(),
+        prod_counts.keys().collect()
+    );
+}

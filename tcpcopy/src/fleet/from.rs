@@ -122,6 +122,35 @@ fn wall_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// How long a worker retries the broker's requests that fail (timeouts while a JetStream
+/// cluster elects new leaders) before it gives up.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Opens the stream and this worker's consumers, and settles the replay's time origin (capture
+/// time `t0`) and its start (wall clock).
+async fn set_up(
+    js: &jetstream::Context,
+    s: &WorkerSettings,
+) -> anyhow::Result<(Vec<consumer::PullConsumer>, u64, u64)> {
+    let mut st = nats::open_stream(js, &s.url).await?;
+    let mut consumers = Vec::new();
+    for p in s.worker.partitions(partitions_of(&mut st, &s.url).await?) {
+        consumers.push(nats::partition_consumer(&st, &s.url, &s.replay_name, p, s.ack_wait).await?);
+    }
+    let t0 = match s.from_time {
+        Some(t) => t,
+        None => first_open(&mut st).await.unwrap_or(0),
+    };
+    let start = match (s.timed, s.start_at) {
+        (false, _) => wall_ns(),
+        (true, Some(at)) => at,
+        (true, None) => {
+            nats::agree_start(js, &st, &s.url, &s.replay_name, wall_ns() + 1_000_000_000).await?
+        }
+    };
+    Ok((consumers, t0, start))
+}
+
 /// Runs a worker to the end: until its partitions hold nothing more for it and every session
 /// it took is replayed and acknowledged, or `stop`.
 pub fn run<D: Dispatch>(
@@ -134,26 +163,22 @@ pub fn run<D: Dispatch>(
     let counters = Arc::new(WorkerCounters::default());
     let (js, consumers, t0, start) = handle.block_on(async {
         let client = nats::connect(&s.url, secrets, "worker").await?;
-        let js = jetstream::new(client);
-        let mut st = nats::open_stream(&js, &s.url).await?;
-        let mut consumers = Vec::new();
-        for p in s.worker.partitions(partitions_of(&mut st, &s.url).await?) {
-            consumers
-                .push(nats::partition_consumer(&st, &s.url, &s.replay_name, p, s.ack_wait).await?);
-        }
-        let t0 = match s.from_time {
-            Some(t) => t,
-            None => first_open(&mut st).await.unwrap_or(0),
-        };
-        let start = match (s.timed, s.start_at) {
-            (false, _) => wall_ns(),
-            (true, Some(at)) => at,
-            (true, None) => {
-                nats::agree_start(&js, &st, &s.url, &s.replay_name, wall_ns() + 1_000_000_000)
-                    .await?
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build(client);
+        // The broker answered: a JetStream cluster electing leaders (a node just died) may still
+        // time out for a while, so the set-up is retried for up to RETRY_FOR.
+        let began = Instant::now();
+        loop {
+            match set_up(&js, s).await {
+                Ok((consumers, t0, start)) => break anyhow::Ok((js, consumers, t0, start)),
+                Err(e) if began.elapsed() < RETRY_FOR => {
+                    tracing::debug!("worker set-up: {e:#}; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
             }
-        };
-        anyhow::Ok((js, consumers, t0, start))
+        }
     })?;
     let now_wall = wall_ns();
     let now = Instant::now();
@@ -193,6 +218,7 @@ pub fn run<D: Dispatch>(
     let mut replaying: HashSet<u64> = HashSet::new();
     let mut asm: Assembler<Acker> = Assembler::default();
     let mut next_id: u64 = 0;
+    let mut failing_since: Option<Instant> = None;
     let result: anyhow::Result<()> = (|| {
         loop {
             if stop.load(Ordering::Relaxed) {
@@ -200,7 +226,18 @@ pub fn run<D: Dispatch>(
             }
             let mut got = 0usize;
             for c in &consumers {
-                let msgs = handle.block_on(fetch(c))?;
+                let msgs = match handle.block_on(fetch(c)) {
+                    Ok(m) => {
+                        failing_since = None;
+                        m
+                    }
+                    Err(e) => {
+                        let since = *failing_since.get_or_insert_with(Instant::now);
+                        anyhow::ensure!(since.elapsed() < RETRY_FOR, "{e:#}");
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    }
+                };
                 got += msgs.len();
                 for m in msgs {
                     let redelivered = m.info().map(|i| i.delivered > 1).unwrap_or(false);
@@ -270,7 +307,15 @@ pub fn run<D: Dispatch>(
             // pending for anyone. Messages another worker holds unacknowledged come back after
             // --ack-wait; parts of sessions that never became whole are given up when nobody
             // else holds anything.
-            let (pending, ack_pending) = handle.block_on(pending_of(&consumers))?;
+            let (pending, ack_pending) = match handle.block_on(pending_of(&consumers)) {
+                Ok(p) => p,
+                Err(e) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    anyhow::ensure!(since.elapsed() < RETRY_FOR, "{e:#}");
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            };
             if pending > 0 {
                 continue;
             }

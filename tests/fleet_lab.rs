@@ -350,6 +350,25 @@ fn offline_recordings_of_the_bundled_captures_replay_to_nginx() {
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 16, "{log}\n{outs:?}");
     assert!(lines.iter().all(|l| l.starts_with("GET /")), "{log}");
+
+    // A window that holds none of the sessions (they were captured in 2026): all acknowledged
+    // and counted, none replayed.
+    let outs = two_workers(
+        &mut lab,
+        &f,
+        tmp.path(),
+        &format!("-x 80-{TARGET}:80 --from {url} --topspeed --replay-name old --to-time 2001-01-01T00:00:00Z"),
+    );
+    let outside: u64 = outs
+        .iter()
+        .map(|o| count(o, " outside the time window"))
+        .sum();
+    assert_eq!(outside, stored, "{outs:?}");
+    assert!(outs.iter().all(|o| count(o, " replayed") == 0), "{outs:?}");
+    assert_eq!(
+        std::fs::read_to_string(&access).unwrap().lines().count(),
+        16
+    );
 }
 
 #[test]

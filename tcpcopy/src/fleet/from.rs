@@ -6,7 +6,7 @@
 
 use super::nats::{self, Secrets};
 use super::plan::{self, Assembler, BrokerUrl, WorkerSpec};
-use super::wire::{self, CloseReason, Dir, FormatError, Record};
+use super::wire::{self, CloseReason, Dir, Record};
 use crate::stream::reassembly::{EndReason, Side, StreamEvent};
 use async_nats::jetstream::{self, consumer, message::Acker};
 use futures_util::StreamExt as _;
@@ -242,9 +242,11 @@ pub fn run<D: Dispatch>(
                 for m in msgs {
                     let redelivered = m.info().map(|i| i.delivered > 1).unwrap_or(false);
                     let (msg, ack) = m.split();
+                    // Another publisher's message, another version's, or a damaged one: none
+                    // can be replayed.
                     let part = match wire::decode(&msg.payload) {
                         Ok(p) => p,
-                        Err(FormatError::Foreign | FormatError::Version(_)) | Err(_) => {
+                        Err(_) => {
                             counters.foreign.fetch_add(1, Ordering::Relaxed);
                             let _ = ack_tx.send(vec![ack]);
                             continue;

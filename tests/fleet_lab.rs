@@ -346,6 +346,13 @@ fn offline_recordings_of_the_bundled_captures_replay_to_nginx() {
     );
     let replayed: u64 = outs.iter().map(|o| count(o, " replayed")).sum();
     assert_eq!(replayed, stored, "{outs:?}");
+    // Each request waited for its answer (recorded without production's answers, the sessions
+    // must not look as if production had not answered).
+    assert!(
+        outs.iter()
+            .all(|o| o.contains("timed out 0 · closed 0 · unanswered 0")),
+        "{outs:?}"
+    );
     let log = std::fs::read_to_string(&access).unwrap();
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 16, "{log}\n{outs:?}");

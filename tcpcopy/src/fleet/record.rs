@@ -233,7 +233,9 @@ impl Recorder {
                     dir: dir(side),
                     ts,
                     new_message,
-                    server_seen,
+                    // Without the server's data in the recording, the replayer must not take
+                    // "server seen, no answer" to mean that production did not answer.
+                    server_seen: server_seen && self.with_responses,
                     bytes,
                 });
                 self.account(id);

@@ -4,7 +4,8 @@
 set -euo pipefail
 PKGS=(libpcap-dev pkg-config iproute2 iputils-ping procps tcpdump tshark tcpreplay
       nginx-light libnginx-mod-http-echo chromium redis-server redis-tools wrk curl hyperfine time bc python3 libcap2-bin util-linux
-      openssl prometheus man-db systemd adduser dpkg-dev binutils)
+      openssl prometheus man-db systemd adduser dpkg-dev binutils
+      nats-server)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,7 +17,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The packaged services must not run on the host: the lab starts its own copies in namespaces.
-for svc in nginx redis-server prometheus prometheus-node-exporter; do
+for svc in nginx redis-server prometheus prometheus-node-exporter nats-server; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done
 command -v cargo >/dev/null || { echo "setup: cargo not found (install Rust with rustup)"; exit 1; }

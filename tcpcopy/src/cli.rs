@@ -20,6 +20,8 @@ use tcpclone::proto::DEFAULT_PORT;
         address with -c) and sends them through a raw IP socket to the target; intercept, on the \
         host the target routes the client networks to, reports the target's responses back."
 )]
+// -a scales recorded timing: a capture file's (--offline) or a JetStream recording's (--from).
+#[command(group = clap::ArgGroup::new("timed_input").args(["offline", "from"]).multiple(true))]
 pub struct Cli {
     /// Mappings `[onlineIP:]port-targetIP:port[,...]` (IPv6 addresses in brackets).
     #[arg(short = 'x', long = "mapping", value_name = "MAPPINGS")]
@@ -179,8 +181,13 @@ pub struct Cli {
     /// Feed the engine from a capture file (pcap or pcapng) instead of an interface.
     #[arg(long = "offline", value_name = "FILE")]
     pub offline: Option<PathBuf>,
-    /// Speed-up of --offline timing (2 = twice as fast).
-    #[arg(short = 'a', long = "speedup", value_name = "F", requires = "offline")]
+    /// Speed-up of --offline (or --from) timing (2 = twice as fast).
+    #[arg(
+        short = 'a',
+        long = "speedup",
+        value_name = "F",
+        requires = "timed_input"
+    )]
     pub speedup: Option<f64>,
     /// File holding the secret shared with intercept (64 hex digits, mode 600): authenticates
     /// and encrypts the channel.

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub(crate) mod conversation;
 pub mod engine;
+pub mod fleet;
 pub mod live;
 pub mod mapping;
 pub mod report;

@@ -152,6 +152,18 @@ fn stream_main(cli: &Cli) -> ExitCode {
         tcpcopy::stream::log_error(&msg);
         ExitCode::from(code)
     };
+    // Fleet mode: --list needs no -x; bad fleet flags exit 2 naming the flag.
+    if cli.stream_opts.fleet.list {
+        return match tcpcopy::fleet::list(&cli.stream_opts.fleet) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(2, format!("{e:#}")),
+        };
+    }
+    if cli.stream_opts.fleet.active() {
+        if let Err(e) = cli.stream_opts.fleet.validate(cli.offline.is_some()) {
+            return fail(2, e.to_string());
+        }
+    }
     if cli.metrics.is_some() {
         return fail(
             2,
@@ -163,12 +175,20 @@ fn stream_main(cli: &Cli) -> ExitCode {
         Err(e) => return fail(2, e.to_string()),
     };
     let mut stream_opts = cli.stream_opts.clone();
+    // NATS credentials and CA: read before the drop to --user (they may be root's alone).
+    if stream_opts.fleet.active() {
+        if let Err(e) = stream_opts.fleet.preload() {
+            return fail(2, format!("{e:#}"));
+        }
+    }
     // The key log and the target's certificate files may be root's alone: read them before
     // the drop.
     if let Err(e) = stream_opts.tls.preload() {
         return fail(2, format!("{e:#}"));
     }
     let secured = match &common.source {
+        // --from captures nothing: it replays a recording from the broker.
+        tcpcopy::stream::StreamSource::Live { .. } if stream_opts.fleet.from.is_some() => Ok(()),
         tcpcopy::stream::StreamSource::Live { .. } => secure_live_stream(cli, &common),
         tcpcopy::stream::StreamSource::Offline(path) => {
             secure_offline_stream(cli, &common, &mut stream_opts, path)

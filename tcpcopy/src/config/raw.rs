@@ -429,6 +429,7 @@ impl Cli {
             (!so.diff_ignore.is_empty(), "--diff-ignore"),
             (so.duration.is_some(), "--duration"),
             (so.tls.any(), "--tls-keylog/--target-tls"),
+            (so.fleet.active(), "--record/--from"),
             (
                 so.verdict.any(),
                 "--protocol/--diff-header/--diff-ignore-path/--baseline-target/--fail-if/--junit",

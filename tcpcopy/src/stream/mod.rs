@@ -147,6 +147,9 @@ pub struct StreamOptions {
     /// Per-endpoint report, protocol-aware diff, verdicts.
     #[command(flatten)]
     pub verdict: verdict::VerdictOptions,
+    /// Fleet mode: record into / replay from NATS JetStream (tcpcopy/src/fleet).
+    #[command(flatten, next_help_heading = "Fleet mode (--stream --record / --from)")]
+    pub fleet: crate::fleet::FleetOptions,
 }
 
 impl Default for StreamOptions {
@@ -168,6 +171,7 @@ impl Default for StreamOptions {
             tls: tls::TlsOptions::default(),
             offline_capture: None,
             verdict: verdict::VerdictOptions::default(),
+            fleet: crate::fleet::FleetOptions::default(),
         }
     }
 }
@@ -224,7 +228,10 @@ pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<Stream
     let rules = opts.verdict.rules()?;
     let (mut report, input_error) = replay::run(common, opts)?;
     let verdict_failed = crate::report::apply_verdicts(&mut report, &rules);
-    print!("{}", crate::report::render_table(&report));
+    // A recording replays nothing: its summary was printed instead of the table.
+    if opts.fleet.record.is_none() {
+        print!("{}", crate::report::render_table(&report));
+    }
     eprint!(
         "{}",
         crate::report::verdict::failures_text(&report.verdicts)

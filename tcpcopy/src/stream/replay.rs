@@ -129,6 +129,8 @@ struct Plan {
     protocol: Protocol,
     /// A copy replayed to `--baseline-target` (teaches noise; not in the target's figures).
     baseline: bool,
+    /// `--from`: acknowledges the recorded session once every copy's task has ended.
+    _done: Option<crate::fleet::from::DoneToken>,
 }
 
 impl Plan {
@@ -205,7 +207,8 @@ pub fn run(
         anyhow::bail!("--target-sni/-ca/-insecure/-cert/-key/-alpn need --target-tls");
     }
     let target_tls = t.target_tls.then(|| TargetTls::new(t)).transpose()?;
-    let live = matches!(common.source, StreamSource::Live { .. });
+    // `--from` replays a recording on its original timing, like a capture file.
+    let live = matches!(common.source, StreamSource::Live { .. }) && opts.fleet.from.is_none();
     anyhow::ensure!(
         t.tls_key_wait.is_finite() && t.tls_key_wait >= 0.0,
         "--tls-key-wait must be a number of seconds >= 0"
@@ -298,7 +301,13 @@ pub fn run(
         follower,
         followed_at: Instant::now(),
         polled_ts: 0,
+        recorder: None,
+        done_token: None,
     };
+    // Fleet mode (tcpcopy/src/fleet): --record swaps replay for the recorder, --from swaps the
+    // capture for a worker pulling from JetStream.
+    let fleet = crate::fleet::Hooks::new(opts, common, live, rt.handle())?;
+    reader.recorder = fleet.recorder;
     let cfg = ReassemblyConfig {
         servers: common
             .mappings
@@ -309,6 +318,9 @@ pub fn run(
         ..Default::default()
     };
     let result: anyhow::Result<()> = (|| {
+        if let Some(w) = &fleet.worker {
+            return crate::fleet::run_worker(&mut reader, w, opts, rt.handle(), &stop);
+        }
         match &common.source {
             StreamSource::Offline(path) => {
                 let mut base = ctx.start;
@@ -349,6 +361,9 @@ pub fn run(
         }
         Ok(())
     })();
+    if let Some(rec) = reader.recorder.take() {
+        crate::fleet::finish_recorder(rec, opts);
+    }
     // Close every session still routed (interrupted), then wait for the tasks.
     reader.routes.clear();
     if stop.load(Ordering::Relaxed) {
@@ -411,6 +426,26 @@ struct Reader<'a> {
     followed_at: Instant,
     /// Capture time of the last retry of the sessions waiting for secrets.
     polled_ts: u64,
+    /// `--record`: sessions go to JetStream instead of being replayed.
+    recorder: Option<crate::fleet::record::Recorder>,
+    /// `--from`: the token of the session being dispatched, for its plans.
+    done_token: Option<crate::fleet::from::DoneToken>,
+}
+
+impl crate::fleet::from::Dispatch for Reader<'_> {
+    fn dispatch_session(
+        &mut self,
+        events: Vec<StreamEvent>,
+        t0: u64,
+        base: Instant,
+        done: crate::fleet::from::DoneToken,
+    ) {
+        self.done_token = Some(done);
+        for ev in events {
+            self.dispatch_plain(ev, t0, base, Duration::ZERO);
+        }
+        self.done_token = None;
+    }
 }
 
 impl Reader<'_> {
@@ -530,6 +565,13 @@ impl Reader<'_> {
     }
 
     fn dispatch_plain(&mut self, ev: StreamEvent, t0: u64, base: Instant, orig_base: Duration) {
+        if let Some(rec) = self.recorder.as_mut() {
+            if matches!(ev, StreamEvent::Open { .. }) && self.tls.is_none() {
+                self.seen += 1;
+            }
+            rec.handle(ev, &self.common.mappings, self.common.percentage);
+            return;
+        }
         match ev {
             StreamEvent::Open { id, key, ts, .. } => {
                 if self.tls.is_none() {
@@ -579,6 +621,7 @@ impl Reader<'_> {
                         tls: tls.clone(),
                         protocol,
                         baseline: false,
+                        _done: self.done_token.clone(),
                     };
                     self.ctx.active.fetch_add(1, Ordering::SeqCst);
                     let guard = ActiveGuard(self.ctx.clone());
@@ -605,6 +648,7 @@ impl Reader<'_> {
                             .map(|t| t.for_session(captured.as_ref(), b)),
                         protocol,
                         baseline: true,
+                        _done: self.done_token.clone(),
                     };
                     self.ctx.active.fetch_add(1, Ordering::SeqCst);
                     let guard = ActiveGuard(self.ctx.clone());

@@ -1,0 +1,711 @@
+//! Fleet mode in the lab: sessions recorded into a real JetStream (Debian's nats-server, in its
+//! own namespace) with `tcpcopy --stream --record`, live (redis-benchmark against production
+//! redis) and from the bundled captures (`--offline`), then replayed by two workers
+//! (`--from ... --worker K/2`) in two other namespaces to a target redis or nginx, which must
+//! then have run exactly what production ran. Plus the refusals that need no root.
+//!
+//! Build first, same profile: `cargo build --release --workspace --all-targets`.
+use tcpclone_lab::*;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const NATS: &str = "198.18.64.10";
+const PROD_LAN: &str = "198.18.64.2";
+const TARGET: &str = "198.18.64.30";
+const W0: &str = "198.18.64.40";
+const W1: &str = "198.18.64.41";
+
+fn tmpdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::Builder::new()
+        .prefix("fleet_lab")
+        .tempdir()
+        .expect("tempdir");
+    // Live recording runs as --user (nobody) after start.
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    d
+}
+
+/// A LAN (bridge in its own namespace) joining the broker, production, the target and two
+/// workers; production also has a veth to its client.
+struct Fleet {
+    nats: String,
+    prod: String,
+    client: String,
+    prod_if: String,
+    target: String,
+    workers: [String; 2],
+}
+
+fn fleet(lab: &mut Lab) -> Fleet {
+    let lan = lab.netns("flan");
+    lab.bridge(&lan);
+    let nats = lab.netns("fnat");
+    let prod = lab.netns("fprd");
+    let client = lab.netns("fcli");
+    let target = lab.netns("ftgt");
+    let w0 = lab.netns("fwk0");
+    let w1 = lab.netns("fwk1");
+    for (ns, ip) in [
+        (&nats, NATS),
+        (&prod, PROD_LAN),
+        (&target, TARGET),
+        (&w0, W0),
+        (&w1, W1),
+    ] {
+        lab.attach(&lan, ns, &format!("{ip}/24"));
+    }
+    let (_, prod_if) = lab.veth(&client, "198.18.65.1/24", &prod, "198.18.65.2/24");
+    Fleet {
+        nats,
+        prod,
+        client,
+        prod_if,
+        target,
+        workers: [w0, w1],
+    }
+}
+
+/// nats-server with JetStream in `ns` on `ip`:4222, its store in `dir`.
+fn start_nats(lab: &mut Lab, ns: &str, ip: &str, dir: &Path) {
+    let store = dir.join("js");
+    let log = dir.join("nats.log");
+    lab.spawn(
+        ns,
+        &[
+            "nats-server",
+            "-js",
+            "-sd",
+            store.to_str().unwrap(),
+            "-a",
+            ip,
+            "-p",
+            "4222",
+        ],
+        Some(&log),
+    );
+    assert!(
+        lab.wait_for(
+            ns,
+            &format!("ss -ltn | grep -q '{ip}:4222 '"),
+            Duration::from_secs(10)
+        ),
+        "nats-server did not start: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+fn tcpcopy() -> String {
+    bin("tcpcopy").display().to_string()
+}
+
+/// Runs tcpcopy in `ns`; panics unless it exits 0. Returns stdout and stderr.
+fn run_ok(lab: &Lab, ns: &str, args: &str) -> (String, String) {
+    let cmd = format!("{} {args}", tcpcopy());
+    let out = lab.exec(ns, &cmd);
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    assert!(out.status.success(), "`{cmd}` failed: {e}\n{o}");
+    (o, e)
+}
+
+/// The number after `label` in `text` (e.g. "17 replayed" with label " replayed").
+fn count(text: &str, label: &str) -> u64 {
+    let i = text
+        .find(label)
+        .unwrap_or_else(|| panic!("no `{label}` in:\n{text}"));
+    text[..i]
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number before `{label}` in:\n{text}"))
+}
+
+/// Both workers at once (in their namespaces), each to its end; returns their stdouts.
+fn two_workers(lab: &mut Lab, f: &Fleet, dir: &Path, args: &str) -> [String; 2] {
+    let mut pids = Vec::new();
+    for (k, ns) in f.workers.iter().enumerate() {
+        let log = dir.join(format!("worker{k}.log"));
+        let cmd = format!(
+            "exec {} --stream {args} --worker {k}/2 >{} 2>&1",
+            tcpcopy(),
+            log.display()
+        );
+        pids.push((lab.spawn(ns, &["sh", "-c", &cmd], None), log));
+    }
+    let mut outs = Vec::new();
+    for (pid, log) in pids {
+        let st = lab.stop(pid, "0", Duration::from_secs(60));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        match st {
+            Some(s) if s.success() => outs.push(text),
+            _ => panic!("worker did not finish well ({st:?}):\n{text}"),
+        }
+    }
+    [outs[0].clone(), outs[1].clone()]
+}
+
+/// Publishes `payload` on `subject` with the plain NATS protocol (a message that is not ours).
+fn publish_foreign(lab: &Lab, ns: &str, dir: &Path, subject: &str, payload: &str) {
+    let script = dir.join("publish.py");
+    std::fs::write(
+        &script,
+        format!(
+            "import socket\n\
+             s = socket.create_connection(('{NATS}', 4222), timeout=5)\n\
+             s.recv(4096)\n\
+             s.sendall(b'CONNECT {{\"verbose\":false}}\\r\\nPUB {subject} {}\\r\\n{payload}\\r\\nPING\\r\\n')\n\
+             d = b''\n\
+             while b'PONG' not in d:\n    d += s.recv(4096)\n",
+            payload.len()
+        ),
+    )
+    .unwrap();
+    let out = lab.exec(ns, &format!("python3 {}", script.display()));
+    assert!(
+        out.status.success(),
+        "publish: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn sum(m: &HashMap<String, u64>) -> u64 {
+    m.values().sum()
+}
+
+#[test]
+fn redis_live_recording_replayed_by_two_workers_runs_production_commands() {
+    require_root!("fleet_lab::redis_live");
+    require_programs!(
+        "fleet_lab::redis_live",
+        "nats-server",
+        "redis-server",
+        "redis-benchmark",
+        "redis-cli",
+        "python3"
+    );
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let f = fleet(&mut lab);
+    start_nats(&mut lab, &f.nats, NATS, tmp.path());
+    start_redis(
+        &mut lab,
+        &f.prod,
+        &["198.18.65.2"],
+        6379,
+        tmp.path(),
+        &[],
+        None,
+    );
+    lab.exec_ok(&f.prod, "redis-cli -h 198.18.65.2 config resetstat");
+
+    // Record live: tcpcopy on production's client-facing interface.
+    let rec_log = tmp.path().join("record.log");
+    let url = format!("nats://{NATS}:4222/prod");
+    let cmd = format!(
+        "exec {} --stream -x 6379-{TARGET}:6379 -i {} --record {url} --partitions 16 >{} 2>&1",
+        tcpcopy(),
+        f.prod_if,
+        rec_log.display()
+    );
+    let rec = lab.spawn(&f.prod, &["sh", "-c", &cmd], None);
+    let t = Instant::now();
+    while !std::fs::read_to_string(&rec_log)
+        .unwrap_or_default()
+        .contains("capturing with filter")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "recorder did not start: {}",
+            std::fs::read_to_string(&rec_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    lab.exec_ok(
+        &f.client,
+        "redis-benchmark -h 198.18.65.2 -p 6379 -n 4000 -c 8 -t set,get,incr,lpush -q",
+    );
+    let prod = commandstats(&lab, &f.prod, "198.18.65.2", 6379);
+    std::thread::sleep(Duration::from_millis(500));
+    let st = lab.stop(rec, "INT", Duration::from_secs(30));
+    let rec_out = std::fs::read_to_string(&rec_log).unwrap_or_default();
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "recorder: {st:?}\n{rec_out}"
+    );
+    assert!(
+        prod.get("set").copied().unwrap_or(0) >= 4000,
+        "production: {prod:?}"
+    );
+    let stored = count(&rec_out, " stored");
+    assert!(stored >= 8, "{rec_out}");
+    assert_eq!(count(&rec_out, " dropped (queue full)"), 0, "{rec_out}");
+    assert!(
+        !rec_out.contains("SET") && !rec_out.contains("lpush"),
+        "payload bytes in the recorder's output:\n{rec_out}"
+    );
+
+    // What the stream holds.
+    let (list, _) = run_ok(
+        &lab,
+        &f.workers[0],
+        &format!("--stream --from {url} --list"),
+    );
+    assert_eq!(count(&list, " whole)"), stored, "{list}");
+    assert!(list.contains("hosts: "), "{list}");
+
+    // A message of someone else's on one of the partitions: skipped and counted.
+    publish_foreign(&lab, &f.workers[0], tmp.path(), "prod.p.3", "not-a-session");
+
+    // Two workers replay to the target at twice production's pace, from a common start.
+    start_redis(&mut lab, &f.target, &[TARGET], 6379, tmp.path(), &[], None);
+    lab.exec_ok(
+        &f.target,
+        &format!("redis-cli -h {TARGET} config resetstat"),
+    );
+    let outs = two_workers(
+        &mut lab,
+        &f,
+        tmp.path(),
+        &format!("-x 6379-{TARGET}:6379 --from {url} -a 2"),
+    );
+    let got = commandstats(&lab, &f.target, TARGET, 6379);
+    let replayed: u64 = outs.iter().map(|o| count(o, " replayed")).sum();
+    let repeats: u64 = outs.iter().map(|o| count(o, " repeats")).sum();
+    let foreign: u64 = outs.iter().map(|o| count(o, " foreign messages")).sum();
+    assert_eq!(replayed, stored, "{outs:?}");
+    assert_eq!(repeats, 0, "{outs:?}");
+    assert_eq!(foreign, 1, "{outs:?}");
+    // Both workers had a share.
+    assert!(outs.iter().all(|o| count(o, " replayed") > 0), "{outs:?}");
+    assert_eq!(
+        got, prod,
+        "target ran other commands than production\n{outs:?}"
+    );
+    assert!(sum(&got) >= 16_000);
+
+    // Replayed again under the same name: the durable consumers have acknowledged everything.
+    let again = two_workers(
+        &mut lab,
+        &f,
+        tmp.path(),
+        &format!("-x 6379-{TARGET}:6379 --from {url} --topspeed"),
+    );
+    assert!(
+        again.iter().all(|o| count(o, " replayed") == 0),
+        "{again:?}"
+    );
+    assert_eq!(commandstats(&lab, &f.target, TARGET, 6379), prod);
+}
+
+#[test]
+fn offline_recordings_of_the_bundled_captures_replay_to_nginx() {
+    require_root!("fleet_lab::offline_nginx");
+    require_programs!("fleet_lab::offline_nginx", "nats-server", "nginx", "curl");
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let f = fleet(&mut lab);
+    start_nats(&mut lab, &f.nats, NATS, tmp.path());
+    let url = format!("nats://{NATS}:4222/web");
+    // Two recordings into one stream: 6 GETs on one keep-alive connection, 10 GETs on 10.
+    let mut stored = 0;
+    for (pcap, sessions) in [("http_keepalive.pcap", 1), ("http_close.pcap", 10)] {
+        let p = workspace_root().join("pcaps").join(pcap);
+        let (out, _) = run_ok(
+            &lab,
+            &f.prod,
+            &format!(
+                "--stream -x 80-{TARGET}:80 --offline {} --record {url} --partitions 8",
+                p.display()
+            ),
+        );
+        assert_eq!(count(&out, " stored"), sessions, "{out}");
+        stored += sessions;
+    }
+    let access = start_nginx(
+        &mut lab,
+        &f.target,
+        tmp.path(),
+        "nginx-target",
+        &[&format!("{TARGET}:80")],
+        "$request $status",
+    );
+    let outs = two_workers(
+        &mut lab,
+        &f,
+        tmp.path(),
+        &format!("-x 80-{TARGET}:80 --from {url} --topspeed"),
+    );
+    let replayed: u64 = outs.iter().map(|o| count(o, " replayed")).sum();
+    assert_eq!(replayed, stored, "{outs:?}");
+    // Each request waited for its answer (recorded without production's answers, the sessions
+    // must not look as if production had not answered).
+    assert!(
+        outs.iter()
+            .all(|o| o.contains("timed out 0 · closed 0 · unanswered 0")),
+        "{outs:?}"
+    );
+    let log = std::fs::read_to_string(&access).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 16, "{log}\n{outs:?}");
+    assert!(lines.iter().all(|l| l.starts_with("GET /")), "{log}");
+
+    // A window that holds none of the sessions (they were captured in 2026): all acknowledged
+    // and counted, none replayed.
+    let outs = two_workers(
+        &mut lab,
+        &f,
+        tmp.path(),
+        &format!("-x 80-{TARGET}:80 --from {url} --topspeed --replay-name old --to-time 2001-01-01T00:00:00Z"),
+    );
+    let outside: u64 = outs
+        .iter()
+        .map(|o| count(o, " outside the time window"))
+        .sum();
+    assert_eq!(outside, stored, "{outs:?}");
+    assert!(outs.iter().all(|o| count(o, " replayed") == 0), "{outs:?}");
+    assert_eq!(
+        std::fs::read_to_string(&access).unwrap().lines().count(),
+        16
+    );
+}
+
+#[test]
+fn bad_fleet_flags_and_an_absent_broker_are_one_line_errors() {
+    let run = |args: &str| {
+        let out = std::process::Command::new(bin("tcpcopy"))
+            .args(args.split_whitespace())
+            .output()
+            .expect("run tcpcopy");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) =
+        run("--stream -x 80-198.18.0.9:80 --from nats://127.0.0.1:4222/s --worker 3/2");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.starts_with("tcpcopy: --worker:"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let (code, err) =
+        run("--stream -x 80-198.18.0.9:80 --from nats://127.0.0.1:4222/s --replicas 3");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--replicas"), "{err}");
+    let (code, err) = run("--stream -x 80-198.18.0.9:80 --from 127.0.0.1:4222/s");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--from"), "{err}");
+    let (code, err) = run("-x 80-198.18.0.9:80 -s 198.18.0.9 --from nats://127.0.0.1:4222/s");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("only with --stream"), "{err}");
+    // Nothing listens on port 1: the error names the broker's address.
+    let (code, err) = run("--stream -x 80-198.18.0.9:80 --from nats://127.0.0.1:1/s --topspeed");
+    assert_eq!(code, Some(1), "{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("tcpcopy: ") && last.contains("cannot reach NATS at 127.0.0.1:1"),
+        "{err}"
+    );
+    let pcap = workspace_root().join("pcaps/http_close.pcap");
+    let (code, err) = run(&format!(
+        "--stream -x 80-198.18.0.9:80 --offline {} --record nats://127.0.0.1:1/s",
+        pcap.display()
+    ));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot reach NATS at 127.0.0.1:1"), "{err}");
+    // Without credentials or TLS, a warning says what crosses the network.
+    assert!(
+        err.contains("without --nats-creds or --nats-tls-ca"),
+        "{err}"
+    );
+}
+
+/// The argv of cluster node `i` (0..3) on the LAN (198.18.64.10-12), its store in `dir`.
+fn node_argv(i: usize, dir: &Path) -> Vec<String> {
+    let ips = ["198.18.64.10", "198.18.64.11", "198.18.64.12"];
+    let routes = ips
+        .iter()
+        .map(|ip| format!("nats://{ip}:6222"))
+        .collect::<Vec<_>>()
+        .join(",");
+    [
+        "nats-server",
+        "-js",
+        "-sd",
+        dir.join(format!("js{i}")).to_str().unwrap(),
+        "-a",
+        ips[i],
+        "-p",
+        "4222",
+        "-n",
+        &format!("n{i}"),
+        "--cluster_name",
+        "fleet",
+        "--cluster",
+        &format!("nats://{}:6222", ips[i]),
+        "--routes",
+        &routes,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+/// Starts cluster node `i` in `ns`, logging to `dir/nats<i>.log` (appending on a restart).
+fn start_node(lab: &mut Lab, ns: &str, i: usize, dir: &Path) -> u32 {
+    let log = dir.join(format!("nats{i}.log"));
+    let argv = node_argv(i, dir).join(" ");
+    lab.spawn(
+        ns,
+        &["sh", "-c", &format!("exec {argv} >>{} 2>&1", log.display())],
+        None,
+    )
+}
+
+/// A three-node JetStream cluster on the LAN (198.18.64.10-12), each node in its own namespace.
+/// Returns the nodes' (namespace, PID) once a meta leader is elected.
+fn start_cluster(lab: &mut Lab, lan: &str, dir: &Path) -> Vec<(String, u32)> {
+    let ips = ["198.18.64.10", "198.18.64.11", "198.18.64.12"];
+    let mut nodes = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let ns = lab.netns(&format!("fn{i}"));
+        lab.attach(lan, &ns, &format!("{ip}/24"));
+        let pid = start_node(lab, &ns, i, dir);
+        nodes.push((ns, pid));
+    }
+    // JetStream is usable once the nodes elected a meta leader.
+    let t = Instant::now();
+    loop {
+        let ready = (0..3).any(|i| {
+            std::fs::read_to_string(dir.join(format!("nats{i}.log")))
+                .unwrap_or_default()
+                .contains("JetStream cluster new metadata leader")
+        });
+        if ready {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no JetStream meta leader: {}",
+            std::fs::read_to_string(dir.join("nats0.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nodes
+}
+
+#[test]
+fn cluster_node_and_worker_killed_lose_nothing() {
+    require_root!("fleet_lab::cluster_kills");
+    require_programs!(
+        "fleet_lab::cluster_kills",
+        "nats-server",
+        "redis-server",
+        "redis-benchmark",
+        "redis-cli"
+    );
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    // The fleet LAN without its single broker: the cluster joins the same bridge.
+    let lan = lab.netns("flan");
+    lab.bridge(&lan);
+    let prod = lab.netns("fprd");
+    let client = lab.netns("fcli");
+    let target = lab.netns("ftgt");
+    let w0 = lab.netns("fwk0");
+    let w1 = lab.netns("fwk1");
+    for (ns, ip) in [(&prod, PROD_LAN), (&target, TARGET), (&w0, W0), (&w1, W1)] {
+        lab.attach(&lan, ns, &format!("{ip}/24"));
+    }
+    let (_, prod_if) = lab.veth(&client, "198.18.65.1/24", &prod, "198.18.65.2/24");
+    let nodes = start_cluster(&mut lab, &lan, tmp.path());
+    let url = "nats://198.18.64.10:4222/ha";
+    // The stream, with 3 replicas, once the cluster can place them (the meta leader may be
+    // elected before the third node has joined): a recording of a capture that holds no
+    // session of the service (port 9) creates it and stores nothing.
+    let pcap = workspace_root().join("pcaps/http_close.pcap");
+    let t = Instant::now();
+    loop {
+        let out = lab.exec(
+            &prod,
+            &format!(
+                "{} --stream -x 9-{TARGET}:9 --offline {} --record {url} --replicas 3 --partitions 8",
+                tcpcopy(),
+                pcap.display()
+            ),
+        );
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "stream not created: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    start_redis(
+        &mut lab,
+        &prod,
+        &["198.18.65.2"],
+        6379,
+        tmp.path(),
+        &[],
+        None,
+    );
+    lab.exec_ok(&prod, "redis-cli -h 198.18.65.2 config resetstat");
+
+    // Record into it; one connection per request (-k 0): thousands of short sessions
+    // published while a node dies.
+    let rec_log = tmp.path().join("record.log");
+    let cmd = format!(
+        "exec {} --stream -x 6379-{TARGET}:6379 -i {prod_if} --record {url} --replicas 3 --partitions 8 >{} 2>&1",
+        tcpcopy(),
+        rec_log.display()
+    );
+    let rec = lab.spawn(&prod, &["sh", "-c", &cmd], None);
+    let t = Instant::now();
+    while !std::fs::read_to_string(&rec_log)
+        .unwrap_or_default()
+        .contains("capturing with filter")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "recorder did not start: {}",
+            std::fs::read_to_string(&rec_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let bench_log = tmp.path().join("bench.log");
+    let bench = lab.spawn(
+        &client,
+        &[
+            "redis-benchmark",
+            "-h",
+            "198.18.65.2",
+            "-n",
+            "1500",
+            "-c",
+            "4",
+            "-k",
+            "0",
+            "-t",
+            "set,get",
+            "-q",
+        ],
+        Some(&bench_log),
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    // A node other than the one the recorder connected to (it may lead the stream).
+    let (victim_ns, victim) = nodes[1].clone();
+    assert!(lab.stop(victim, "KILL", Duration::from_secs(5)).is_some());
+    let st = lab.stop(bench, "0", Duration::from_secs(60));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "redis-benchmark: {}",
+        std::fs::read_to_string(&bench_log).unwrap_or_default()
+    );
+    let prod_counts = commandstats(&lab, &prod, "198.18.65.2", 6379);
+    std::thread::sleep(Duration::from_millis(500));
+    let st = lab.stop(rec, "INT", Duration::from_secs(40));
+    let rec_out = std::fs::read_to_string(&rec_log).unwrap_or_default();
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "recorder: {st:?}\n{rec_out}"
+    );
+    let seen = count(&rec_out, " sessions seen");
+    let stored = count(&rec_out, " stored");
+    assert!(seen >= 3000, "{rec_out}");
+    assert_eq!(stored, seen, "sessions lost while a node died:\n{rec_out}");
+
+    // The operator brings the node back (it catches up from the others) before the replay.
+    start_node(&mut lab, &victim_ns, 1, tmp.path());
+    assert!(
+        lab.wait_for(
+            &victim_ns,
+            "ss -ltn | grep -q '198.18.64.11:4222 '",
+            Duration::from_secs(10)
+        ),
+        "node 1 did not come back"
+    );
+
+    // Two workers; worker 0 is killed mid-replay and started again. Its unacknowledged sessions
+    // come back after --ack-wait and are replayed again, counted as repeats.
+    start_redis(&mut lab, &target, &[TARGET], 6379, tmp.path(), &[], None);
+    lab.exec_ok(&target, &format!("redis-cli -h {TARGET} config resetstat"));
+    // At a tenth of production's pace (the recording spans under a second), so that worker 0
+    // is killed mid-way.
+    let args = format!("-x 6379-{TARGET}:6379 --from {url} --ack-wait 2 -a 0.1");
+    let spawn_worker = |lab: &mut Lab, k: usize, ns: &str, tag: &str| {
+        let log = tmp.path().join(format!("worker{k}{tag}.log"));
+        let cmd = format!(
+            "exec {} --stream {args} --worker {k}/2 >{} 2>&1",
+            tcpcopy(),
+            log.display()
+        );
+        (lab.spawn(ns, &["sh", "-c", &cmd], None), log)
+    };
+    let (p0, log0a) = spawn_worker(&mut lab, 0, &w0, "a");
+    let (p1, log1) = spawn_worker(&mut lab, 1, &w1, "");
+    // Killed once it replays: its start is agreed 1 s ahead and the recording lasts seconds.
+    let t = Instant::now();
+    while !std::fs::read_to_string(&log0a)
+        .unwrap_or_default()
+        .contains("replaying")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "worker 0 did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = std::fs::read_to_string(&log0a).unwrap_or_default();
+    assert!(
+        !before.contains("sessions received"),
+        "worker 0 had already finished: the kill came too late\n{before}"
+    );
+    let killed = lab.stop(p0, "KILL", Duration::from_secs(5));
+    assert!(
+        killed.is_some_and(|s| !s.success()),
+        "worker 0: {killed:?}\n{before}"
+    );
+    let (p0, log0) = spawn_worker(&mut lab, 0, &w0, "b");
+    let mut outs = Vec::new();
+    for (pid, log) in [(p0, log0), (p1, log1)] {
+        let st = lab.stop(pid, "0", Duration::from_secs(60));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(st.is_some_and(|s| s.success()), "worker: {st:?}\n{text}");
+        outs.push(text);
+    }
+    let repeats: u64 = outs.iter().map(|o| count(o, " repeats")).sum();
+    assert!(
+        repeats > 0,
+        "the killed worker left nothing to redeliver: {outs:?}"
+    );
+    let got = commandstats(&lab, &target, TARGET, 6379);
+    // Every production command ran; each repeated session (one command each, -k 0) ran at
+    // most once more (a session the killed worker had fetched but not sent runs only once).
+    for (cmd, n) in &prod_counts {
+        let g = got.get(cmd).copied().unwrap_or(0);
+        assert!(
+            g >= *n && g <= n + repeats,
+            "{cmd}: target {g}, production {n}, repeats {repeats}\n{got:?}\n{outs:?}"
+        );
+    }
+    assert!(
+        sum(&got) <= sum(&prod_counts) + repeats,
+        "{got:?} {prod_counts:?}"
+    );
+    assert_eq!(
+        got.keys().collect::<std::collections::BTreeSet<_>>(),
+        prod_counts.keys().collect()
+    );
+}

@@ -1,0 +1,582 @@
+//! `--from`: a replay worker. It pulls its partitions' messages from their durable consumers,
+//! assembles whole sessions ([`super::plan::Assembler`]), hands each to stream mode's replayer
+//! (through [`Dispatch`]) and acknowledges its messages once every copy of it has been
+//! replayed. A session delivered again (its worker died before acknowledging) is replayed again
+//! and counted as a repeat. Also `--list`. Payload bytes are never logged.
+
+use super::nats::{self, Secrets};
+use super::plan::{self, Assembler, BrokerUrl, WorkerSpec};
+use super::wire::{self, CloseReason, Dir, Record};
+use crate::stream::reassembly::{EndReason, Side, StreamEvent};
+use async_nats::jetstream::{self, consumer, message::Acker};
+use futures_util::StreamExt as _;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Messages fetched from one consumer at a time.
+const BATCH: usize = 512;
+
+/// Stream mode's side of a worker: replays one whole session. `done` must be kept until every
+/// copy of the session has been replayed, then dropped (that acknowledges it).
+pub trait Dispatch {
+    /// Replays the events of one session on the schedule given by capture time `t0` ↔ `base`.
+    fn dispatch_session(
+        &mut self,
+        events: Vec<StreamEvent>,
+        t0: u64,
+        base: Instant,
+        done: DoneToken,
+    );
+}
+
+/// Held by a session's replay tasks; dropped by the last, it acknowledges the session.
+#[derive(Clone)]
+pub struct DoneToken(#[allow(dead_code)] Arc<Done>);
+
+struct Done {
+    handles: Vec<Acker>,
+    acks: mpsc::UnboundedSender<Vec<Acker>>,
+    in_flight: Arc<AtomicUsize>,
+    session: u64,
+    finished: mpsc::UnboundedSender<u64>,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let _ = self.acks.send(std::mem::take(&mut self.handles));
+        let _ = self.finished.send(self.session);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a worker did (printed at the end).
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    /// Whole sessions received.
+    pub sessions: AtomicU64,
+    /// Sessions handed to the replayer.
+    pub replayed: AtomicU64,
+    /// Sessions delivered again after another delivery was not acknowledged (replayed again:
+    /// at-least-once).
+    pub repeats: AtomicU64,
+    /// Sessions outside --from-time/--to-time (acknowledged, not replayed).
+    pub outside_window: AtomicU64,
+    /// Messages that are not this format (another publisher's), acknowledged and skipped.
+    pub foreign: AtomicU64,
+    /// Sessions whose records are out of order (acknowledged, not replayed).
+    pub malformed: AtomicU64,
+    /// Sessions some part of which never came (a recorder stopped mid-publish), given up.
+    pub incomplete: AtomicU64,
+}
+
+impl WorkerCounters {
+    /// One line for the end of the run.
+    pub fn summary(&self, url: &BrokerUrl, w: WorkerSpec) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "worker {}/{} of {} at {}: {} sessions received, {} replayed, {} repeats (redelivered), \
+             {} outside the time window, {} foreign messages skipped, {} malformed, {} incomplete",
+            w.k,
+            w.n,
+            url.stream,
+            url.server,
+            g(&self.sessions),
+            g(&self.replayed),
+            g(&self.repeats),
+            g(&self.outside_window),
+            g(&self.foreign),
+            g(&self.malformed),
+            g(&self.incomplete),
+        )
+    }
+}
+
+/// A worker's settings (from the checked flags).
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Where.
+    pub url: BrokerUrl,
+    /// Which share.
+    pub worker: WorkerSpec,
+    /// `--start-at`.
+    pub start_at: Option<u64>,
+    /// `--from-time`.
+    pub from_time: Option<u64>,
+    /// `--to-time`.
+    pub to_time: Option<u64>,
+    /// `--replay-name`.
+    pub replay_name: String,
+    /// `--ack-wait`.
+    pub ack_wait: Duration,
+    /// Whether the replay keeps the original timing (not --topspeed).
+    pub timed: bool,
+}
+
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// How long a worker retries the broker's requests that fail (timeouts while a JetStream
+/// cluster elects new leaders) before it gives up.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Opens the stream and this worker's consumers, and settles the replay's time origin (capture
+/// time `t0`) and its start (wall clock).
+async fn set_up(
+    js: &jetstream::Context,
+    s: &WorkerSettings,
+) -> anyhow::Result<(Vec<consumer::PullConsumer>, u64, u64)> {
+    let mut st = nats::open_stream(js, &s.url).await?;
+    let mut consumers = Vec::new();
+    for p in s.worker.partitions(partitions_of(&mut st, &s.url).await?) {
+        consumers.push(nats::partition_consumer(&st, &s.url, &s.replay_name, p, s.ack_wait).await?);
+    }
+    let t0 = match s.from_time {
+        Some(t) => t,
+        None => first_open(&mut st).await.unwrap_or(0),
+    };
+    let start = match (s.timed, s.start_at) {
+        (false, _) => wall_ns(),
+        (true, Some(at)) => at,
+        (true, None) => {
+            nats::agree_start(js, &st, &s.url, &s.replay_name, wall_ns() + 1_000_000_000).await?
+        }
+    };
+    Ok((consumers, t0, start))
+}
+
+/// Runs a worker to the end: until its partitions hold nothing more for it and every session
+/// it took is replayed and acknowledged, or `stop`.
+pub fn run<D: Dispatch>(
+    d: &mut D,
+    s: &WorkerSettings,
+    secrets: &Secrets,
+    handle: &tokio::runtime::Handle,
+    stop: &AtomicBool,
+) -> anyhow::Result<Arc<WorkerCounters>> {
+    let counters = Arc::new(WorkerCounters::default());
+    let (js, consumers, t0, start) = handle.block_on(async {
+        let client = nats::connect(&s.url, secrets, "worker").await?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build(client);
+        // The broker answered: a JetStream cluster electing leaders (a node just died) may still
+        // time out for a while, so the set-up is retried for up to RETRY_FOR.
+        let began = Instant::now();
+        loop {
+            match set_up(&js, s).await {
+                Ok((consumers, t0, start)) => break anyhow::Ok((js, consumers, t0, start)),
+                Err(e) if began.elapsed() < RETRY_FOR => {
+                    tracing::debug!("worker set-up: {e:#}; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    })?;
+    let now_wall = wall_ns();
+    let now = Instant::now();
+    let base = if start >= now_wall {
+        now + Duration::from_nanos(start - now_wall)
+    } else {
+        now.checked_sub(Duration::from_nanos(now_wall - start))
+            .unwrap_or(now)
+    };
+    eprintln!(
+        "tcpcopy --stream: worker {}/{} replaying {} partitions of stream {} at {}{}",
+        s.worker.k,
+        s.worker.n,
+        consumers.len(),
+        s.url.stream,
+        s.url.server,
+        if s.timed {
+            format!(
+                ", capture time {} at {}",
+                plan::format_time(t0),
+                plan::format_time(start)
+            )
+        } else {
+            String::new()
+        }
+    );
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Vec<Acker>>();
+    let acker = handle.spawn(async move {
+        while let Some(batch) = ack_rx.recv().await {
+            for a in batch {
+                let _ = a.ack().await;
+            }
+        }
+    });
+    let (fin_tx, mut fin_rx) = mpsc::unbounded_channel::<u64>();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut replaying: HashSet<u64> = HashSet::new();
+    let mut asm: Assembler<Acker> = Assembler::default();
+    let mut next_id: u64 = 0;
+    let mut failing_since: Option<Instant> = None;
+    let result: anyhow::Result<()> = (|| {
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let mut got = 0usize;
+            for c in &consumers {
+                let msgs = match handle.block_on(fetch(c)) {
+                    Ok(m) => {
+                        failing_since = None;
+                        m
+                    }
+                    Err(e) => {
+                        let since = *failing_since.get_or_insert_with(Instant::now);
+                        anyhow::ensure!(since.elapsed() < RETRY_FOR, "{e:#}");
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    }
+                };
+                got += msgs.len();
+                for m in msgs {
+                    let redelivered = m.info().map(|i| i.delivered > 1).unwrap_or(false);
+                    let (msg, ack) = m.split();
+                    // Another publisher's message, another version's, or a damaged one: none
+                    // can be replayed.
+                    let part = match wire::decode(&msg.payload) {
+                        Ok(p) => p,
+                        Err(_) => {
+                            counters.foreign.fetch_add(1, Ordering::Relaxed);
+                            let _ = ack_tx.send(vec![ack]);
+                            continue;
+                        }
+                    };
+                    let Some(sess) = asm.add(part, ack, redelivered) else {
+                        continue;
+                    };
+                    while let Ok(id) = fin_rx.try_recv() {
+                        replaying.remove(&id);
+                    }
+                    if replaying.contains(&sess.session) {
+                        // Delivered again while this worker still replays it: the first
+                        // delivery's acknowledgement covers it.
+                        continue;
+                    }
+                    counters.sessions.fetch_add(1, Ordering::Relaxed);
+                    if sess.redelivered {
+                        counters.repeats.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if !plan::well_formed(&sess.records) {
+                        counters.malformed.fetch_add(1, Ordering::Relaxed);
+                        let _ = ack_tx.send(sess.handles);
+                        continue;
+                    }
+                    let open_ts = match &sess.records[0] {
+                        Record::Open { ts, .. } => *ts,
+                        _ => 0,
+                    };
+                    let inside = s.from_time.is_none_or(|f| open_ts >= f)
+                        && s.to_time.is_none_or(|t| open_ts < t);
+                    if !inside {
+                        counters.outside_window.fetch_add(1, Ordering::Relaxed);
+                        let _ = ack_tx.send(sess.handles);
+                        continue;
+                    }
+                    next_id += 1;
+                    let events = to_events(next_id, sess.records);
+                    in_flight.fetch_add(1, Ordering::SeqCst);
+                    replaying.insert(sess.session);
+                    let token = DoneToken(Arc::new(Done {
+                        handles: sess.handles,
+                        acks: ack_tx.clone(),
+                        in_flight: in_flight.clone(),
+                        session: sess.session,
+                        finished: fin_tx.clone(),
+                    }));
+                    counters.replayed.fetch_add(1, Ordering::Relaxed);
+                    d.dispatch_session(events, t0, base, token);
+                }
+            }
+            if got > 0 {
+                continue;
+            }
+            if in_flight.load(Ordering::SeqCst) > 0 {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            // Nothing came and nothing is being replayed: done when the consumers have nothing
+            // pending for anyone. Messages another worker holds unacknowledged come back after
+            // --ack-wait; parts of sessions that never became whole are given up when nobody
+            // else holds anything.
+            let (pending, ack_pending) = match handle.block_on(pending_of(&consumers)) {
+                Ok(p) => p,
+                Err(e) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    anyhow::ensure!(since.elapsed() < RETRY_FOR, "{e:#}");
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            };
+            if pending > 0 {
+                continue;
+            }
+            let held = asm.held() as u64;
+            if ack_pending <= held {
+                let waiting = asm.waiting() as u64;
+                let handles = asm.take_incomplete();
+                counters.incomplete.fetch_add(waiting, Ordering::Relaxed);
+                if !handles.is_empty() {
+                    let _ = ack_tx.send(handles);
+                }
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })();
+    drop(ack_tx);
+    // The pull loop ends with nothing in flight (or on a stop): every acknowledgement is queued;
+    // wait for the acker to send them (on a stop, tasks still replaying hold their tokens).
+    let _ = handle.block_on(async { tokio::time::timeout(Duration::from_secs(5), acker).await });
+    let _ = js;
+    result.map(|()| counters)
+}
+
+/// One no-wait batch from a consumer (empty when it has nothing).
+async fn fetch(c: &consumer::PullConsumer) -> anyhow::Result<Vec<jetstream::Message>> {
+    let mut batch = c
+        .fetch()
+        .max_messages(BATCH)
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("fetching from the stream: {e}"))?;
+    let mut out = Vec::new();
+    while let Some(m) = batch.next().await {
+        match m {
+            Ok(m) => out.push(m),
+            Err(e) => anyhow::bail!("fetching from the stream: {e}"),
+        }
+    }
+    Ok(out)
+}
+
+async fn pending_of(consumers: &[consumer::PullConsumer]) -> anyhow::Result<(u64, u64)> {
+    let mut pending = 0;
+    let mut ack_pending = 0;
+    for c in consumers {
+        let mut c = c.clone();
+        let i = c
+            .info()
+            .await
+            .map_err(|e| anyhow::anyhow!("consumer info: {e}"))?;
+        pending += i.num_pending;
+        ack_pending += i.num_ack_pending as u64;
+    }
+    Ok((pending, ack_pending))
+}
+
+/// How many partitions the stream was recorded with: as its description says (set when
+/// `--record` created it), else the highest `STREAM.p.<n>` subject + 1, at least 64.
+async fn partitions_of(st: &mut jetstream::stream::Stream, url: &BrokerUrl) -> anyhow::Result<u32> {
+    if let Some(n) = st
+        .cached_info()
+        .config
+        .description
+        .as_deref()
+        .and_then(|d| d.split_once("partitions="))
+        .and_then(|(_, n)| n.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| (1..=4096).contains(n))
+    {
+        return Ok(n);
+    }
+    let prefix = format!("{}.p.", url.stream);
+    let mut max = 0u32;
+    let mut subjects = st
+        .info_with_subjects(format!("{prefix}*"))
+        .await
+        .map_err(|e| anyhow::anyhow!("stream {} subjects: {e}", url.stream))?;
+    while let Some(x) = subjects.next().await {
+        let (subject, _) = x.map_err(|e| anyhow::anyhow!("stream {} subjects: {e}", url.stream))?;
+        if let Some(n) = subject
+            .strip_prefix(&prefix)
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            max = max.max(n + 1);
+        }
+    }
+    // Partitions with no message yet still belong to someone: round up to the default layout.
+    Ok(max.max(64))
+}
+
+/// The capture time of the first recorded session in the stream (the replay's time origin).
+async fn first_open(st: &mut jetstream::stream::Stream) -> Option<u64> {
+    let info = st.info().await.ok()?;
+    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+    for seq in first..=last.min(first.saturating_add(1000)) {
+        let Ok(m) = st.get_raw_message(seq).await else {
+            continue;
+        };
+        if let Ok(p) = wire::decode(&m.payload) {
+            if let Some(Record::Open { ts, .. }) = p.records.first() {
+                return Some(*ts);
+            }
+        }
+    }
+    None
+}
+
+/// One recorded session as stream mode's events, under local session id `id`.
+fn to_events(id: u64, records: Vec<Record>) -> Vec<StreamEvent> {
+    let side = |d: Dir| match d {
+        Dir::Client => Side::Client,
+        Dir::Server => Side::Server,
+    };
+    records
+        .into_iter()
+        .map(|r| match r {
+            Record::Open {
+                client,
+                server,
+                ts,
+                syn_seen,
+                ..
+            } => StreamEvent::Open {
+                id,
+                key: tcpclone::flow::FlowKey {
+                    src: client,
+                    dst: server,
+                },
+                ts,
+                syn_seen,
+            },
+            Record::Data {
+                dir,
+                ts,
+                new_message,
+                server_seen,
+                bytes,
+            } => StreamEvent::Data {
+                id,
+                side: side(dir),
+                ts,
+                bytes,
+                new_message,
+                server_seen,
+            },
+            Record::Fin { dir, ts } => StreamEvent::Fin {
+                id,
+                side: side(dir),
+                ts,
+            },
+            Record::Close {
+                ts,
+                reason,
+                partial,
+            } => StreamEvent::Close {
+                id,
+                ts,
+                reason: match reason {
+                    CloseReason::Fin => EndReason::Fin,
+                    CloseReason::Reset => EndReason::Reset,
+                    CloseReason::Idle => EndReason::Idle,
+                    CloseReason::Hole => EndReason::Hole,
+                    CloseReason::Replaced => EndReason::Replaced,
+                    CloseReason::EndOfInput | CloseReason::Other(_) => EndReason::EndOfInput,
+                },
+                partial,
+            },
+        })
+        .collect()
+}
+
+/// `--list`: what the stream holds.
+pub fn list(url: &BrokerUrl, secrets: &Secrets) -> anyhow::Result<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = nats::connect(url, secrets, "list").await?;
+        let js = jetstream::new(client);
+        let mut st = nats::open_stream(&js, url).await?;
+        let info = st
+            .info()
+            .await
+            .map_err(|e| anyhow::anyhow!("stream {}: {e}", url.stream))?
+            .clone();
+        let c = st
+            .create_consumer(consumer::pull::Config {
+                filter_subject: format!("{}.p.>", url.stream),
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("stream {}: {e}", url.stream))?;
+        let mut sessions = BTreeSet::new();
+        let mut closed = 0u64;
+        let mut hosts = BTreeSet::new();
+        let (mut first, mut last) = (u64::MAX, 0u64);
+        let (mut messages, mut foreign, mut payload) = (0u64, 0u64, 0u64);
+        loop {
+            let batch = fetch(&c).await?;
+            if batch.is_empty() {
+                break;
+            }
+            for m in batch {
+                messages += 1;
+                let Ok(p) = wire::decode(&m.payload) else {
+                    foreign += 1;
+                    continue;
+                };
+                sessions.insert(p.session);
+                for r in &p.records {
+                    match r {
+                        Record::Open { ts, host, .. } => {
+                            first = first.min(*ts);
+                            last = last.max(*ts);
+                            hosts.insert(host.clone());
+                        }
+                        Record::Data { bytes, ts, .. } => {
+                            payload += bytes.len() as u64;
+                            last = last.max(*ts);
+                        }
+                        Record::Close { ts, .. } => {
+                            closed += 1;
+                            last = last.max(*ts);
+                        }
+                        Record::Fin { .. } => {}
+                    }
+                }
+            }
+        }
+        let span = if first <= last {
+            format!(
+                "{} .. {} ({:.1} s)",
+                plan::format_time(first),
+                plan::format_time(last),
+                (last - first) as f64 / 1e9
+            )
+        } else {
+            "empty".into()
+        };
+        Ok(format!(
+            "stream {} at {}: {} messages ({} bytes stored, {} replicas)\n\
+             sessions: {} ({} whole), payload {} bytes\n\
+             capture time: {}\n\
+             hosts: {}\n\
+             foreign messages: {}\n",
+            url.stream,
+            url.server,
+            messages,
+            info.state.bytes,
+            info.config.num_replicas,
+            sessions.len(),
+            closed,
+            payload,
+            span,
+            hosts.into_iter().collect::<Vec<_>>().join(", "),
+            foreign,
+        ))
+    })
+}

@@ -38,7 +38,11 @@ TIMEF="%e %U %S"
 # timed OUT CMD...: runs CMD in the target netns, its stdout to OUT.out, "wall user sys" to OUT.time.
 timed() {
     local out=$1; shift
-    /usr/bin/time -f "$TIMEF" -o "$WORK/$out.time" ip netns exec "${TAG}t" "$@" >"$WORK/$out.out" 2>"$WORK/$out.err"
+    if ! /usr/bin/time -f "$TIMEF" -o "$WORK/$out.time" ip netns exec "${TAG}t" "$@" >"$WORK/$out.out" 2>"$WORK/$out.err"; then
+        echo "fleet.sh: the $out run failed:" >&2
+        tail -5 "$WORK/$out.err" >&2
+        return 1
+    fi
 }
 
 timed record "${STREAM[@]}" -x 6379-127.0.0.1:6391 --offline "$WORK/set.pcap" --record "$URL"

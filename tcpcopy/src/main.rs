@@ -93,6 +93,8 @@ fn main() -> ExitCode {
             eprintln!("tcpcopy: --user: {e}");
             return ExitCode::from(2);
         }
+        // Written at the end through this descriptor: the user may not enter the directory.
+        tcpcopy::report::keep_open(p, f);
     }
     // --capture-nice: lowering a nice value needs CAP_SYS_NICE, which is about to go. This
     // thread takes the capture threads' value now, they inherit it when live::run starts them,
@@ -264,10 +266,17 @@ fn create_reports_for_user(cli: &Cli) -> Result<(), ExitCode> {
     {
         let given = tcpclone::sys::create_nofollow(p)
             .map_err(|e| format!("cannot create: {e}"))
-            .and_then(|f| tcpclone::sys::give_to_user(&f, p, &cli.user).map_err(|e| e.to_string()));
-        if let Err(e) = given {
-            tcpcopy::stream::log_error(&format!("--report/--junit {}: {e}", p.display()));
-            return Err(ExitCode::from(2));
+            .and_then(|f| {
+                tcpclone::sys::give_to_user(&f, p, &cli.user).map_err(|e| e.to_string())?;
+                Ok(f)
+            });
+        match given {
+            // Written at the end through this descriptor: the user may not enter the directory.
+            Ok(f) => tcpcopy::report::keep_open(p, f),
+            Err(e) => {
+                tcpcopy::stream::log_error(&format!("--report/--junit {}: {e}", p.display()));
+                return Err(ExitCode::from(2));
+            }
         }
     }
     Ok(())

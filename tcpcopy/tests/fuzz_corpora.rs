@@ -23,7 +23,10 @@ fn fleet_decoder_corpus_replays() {
             decoded += 1;
         }
     });
-    assert!(n >= 10, "expected the committed seed corpus, found {n} files");
+    assert!(
+        n >= 10,
+        "expected the committed seed corpus, found {n} files"
+    );
     // The seeds include valid messages (so the fuzzer starts past the header checks).
     assert!(decoded >= 4, "only {decoded} seeds decode");
 }

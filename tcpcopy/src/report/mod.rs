@@ -753,10 +753,44 @@ pub fn write_files(report: &Report, paths: &[std::path::PathBuf]) -> anyhow::Res
                 path.display()
             ),
         };
-        std::fs::write(path, text)
+        write_output(path, text.as_bytes())
             .map_err(|e| anyhow::anyhow!("--report {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// Output files (`--report`, `--junit`) opened before the switch to `--user`, by path. A run
+/// started as root creates them while it may still enter every directory, hands them to the
+/// user, and writes them at the end through these descriptors: a directory only root can
+/// enter still receives its reports. Process-wide, as the files are the process's.
+static OPENED_OUTPUTS: std::sync::Mutex<Vec<(std::path::PathBuf, std::fs::File)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Keeps `file`, opened for `path` before a privilege drop, for [`write_output`].
+pub fn keep_open(path: &std::path::Path, file: std::fs::File) {
+    let mut o = OPENED_OUTPUTS.lock().unwrap_or_else(|p| p.into_inner());
+    o.push((path.to_path_buf(), file));
+}
+
+/// Writes `bytes` as the whole of `path`: through the descriptor [`keep_open`] holds for it
+/// when there is one (truncated first), else by path.
+pub fn write_output(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::{Seek, Write};
+    let kept = {
+        let o = OPENED_OUTPUTS.lock().unwrap_or_else(|p| p.into_inner());
+        o.iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, f)| f.try_clone())
+    };
+    match kept {
+        Some(f) => {
+            let mut f = f?;
+            f.set_len(0)?;
+            f.rewind()?;
+            f.write_all(bytes)
+        }
+        None => std::fs::write(path, bytes),
+    }
 }
 
 /// True when `path` names a report format (`.json`, `.html`, `.htm`).

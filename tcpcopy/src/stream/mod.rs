@@ -238,8 +238,11 @@ pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<Stream
     );
     crate::report::write_files(&report, &opts.report)?;
     if let Some(path) = &opts.verdict.junit {
-        std::fs::write(path, crate::report::verdict::render_junit(&report))
-            .map_err(|e| anyhow::anyhow!("--junit {}: {e}", path.display()))?;
+        crate::report::write_output(
+            path,
+            crate::report::verdict::render_junit(&report).as_bytes(),
+        )
+        .map_err(|e| anyhow::anyhow!("--junit {}: {e}", path.display()))?;
     }
     if let Some(e) = input_error {
         return Err(e);

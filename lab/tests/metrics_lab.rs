@@ -37,32 +37,6 @@ fn get(lab: &Lab, ns: &str, url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Runs `promtool check metrics` on an endpoint's text; returns its complaints (empty: ok).
-fn promtool_metrics(text: &str) -> String {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-    s.push_str(&String::from_utf8_lossy(&out.stderr));
-    if out.status.success() {
-        String::new()
-    } else {
-        format!("promtool check metrics failed:\n{s}")
-    }
-}
-
 /// One number from Prometheus' instant-query API.
 fn query(lab: &Lab, ns: &str, q: &str) -> Option<u64> {
     let url = format!(
@@ -177,7 +151,7 @@ fn prometheus_scrapes_equal_the_summaries() {
     let ic_text = get(&t.lab, &p, &format!("http://{INTERCEPT_METRICS}/metrics"));
     let mut failures = Vec::new();
     for (who, text) in [("tcpcopy", &tc_text), ("intercept", &ic_text)] {
-        let e = promtool_metrics(text);
+        let e = promtool_check_metrics(text);
         if !e.is_empty() {
             failures.push(format!("{who}: {e}"));
         }

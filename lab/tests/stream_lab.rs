@@ -827,6 +827,8 @@ fn live_stream_from_production_delivers_redis_benchmark() {
             &p.prod_if,
             "--duration",
             "60",
+            "--metrics",
+            "127.0.0.1:19190",
         ],
         Some(&log),
     );
@@ -848,7 +850,63 @@ fn live_stream_from_production_delivers_redis_benchmark() {
         "redis-benchmark -h 198.18.50.2 -p 6379 -n 20000 -c 10 -t set,get -q",
     );
     std::thread::sleep(Duration::from_secs(1));
+    // --metrics: scraped once the traffic is over, it must say what the table will say.
+    let scrape = lab.exec(
+        &p.prod,
+        "curl -sf --max-time 5 http://127.0.0.1:19190/metrics",
+    );
+    let metrics = String::from_utf8_lossy(&scrape.stdout).into_owned();
     let out = stop_live(&mut lab, pid, &log);
+    assert_eq!(promtool_check_metrics(&metrics), "", "{metrics}");
+    let metric = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+    };
+    let table_requests: u64 = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("requests")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no requests line in:\n{out}"));
+    assert_eq!(
+        metric("tcpclone_tcpcopy_stream_requests_total"),
+        table_requests,
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{} replayed",
+            metric("tcpclone_tcpcopy_stream_sessions_replayed_total")
+        )),
+        "{metrics}\n{out}"
+    );
+    let table_answered: u64 = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("answered")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no answered line in:\n{out}"));
+    assert_eq!(
+        metric("tcpclone_tcpcopy_stream_requests_answered_total"),
+        table_answered,
+        "{out}"
+    );
+    // Every answered request has its latency in the histogram.
+    assert_eq!(
+        metric("tcpclone_tcpcopy_stream_request_latency_seconds_count"),
+        table_answered,
+        "{metrics}"
+    );
     let prod = commandstats(&lab, &p.prod, "198.18.50.2", 6379);
     let got = commandstats(&lab, &target, "198.18.51.2", 6379);
     eprintln!("live: production {prod:?}, target {got:?}");

@@ -166,17 +166,12 @@ fn stream_main(cli: &Cli) -> ExitCode {
             return fail(2, e.to_string());
         }
     }
-    if cli.metrics.is_some() {
-        return fail(
-            2,
-            "--metrics: raw mode only (stream mode has no metrics yet)".into(),
-        );
-    }
     let common = match cli.validate_stream() {
         Ok(c) => c,
         Err(e) => return fail(2, e.to_string()),
     };
     let mut stream_opts = cli.stream_opts.clone();
+    stream_opts.metrics = cli.metrics;
     // NATS credentials and CA: read before the drop to --user (they may be root's alone).
     if stream_opts.fleet.active() {
         if let Err(e) = stream_opts.fleet.preload() {

@@ -425,20 +425,7 @@ fn request_latency(e: &EngineStats) -> HistogramSample {
 }
 
 fn capture_latency(h: &hdrhistogram::Histogram<u64>) -> HistogramSample {
-    let mut counts = [0u64; CAPTURE_BOUNDS.len()];
-    let mut over = 0;
-    let mut sum_us = 0f64;
-    for v in h.iter_recorded() {
-        let us = h.highest_equivalent(v.value_iterated_to());
-        let n = v.count_at_value();
-        sum_us += us as f64 * n as f64;
-        let secs = us as f64 / 1e6;
-        match CAPTURE_BOUNDS.iter().position(|&b| secs <= b) {
-            Some(i) => counts[i] += n,
-            None => over += n,
-        }
-    }
-    HistogramSample::from_buckets(sum_us / 1e6, &CAPTURE_BOUNDS, &counts, over)
+    crate::report::metrics::hdr_micros(h, &CAPTURE_BOUNDS)
 }
 
 #[cfg(test)]

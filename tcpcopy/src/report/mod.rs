@@ -9,6 +9,7 @@ pub mod compare;
 pub mod endpoints;
 pub mod exchange;
 pub mod html;
+pub mod metrics;
 pub mod verdict;
 
 pub use endpoints::{

@@ -141,6 +141,9 @@ pub struct StreamOptions {
     /// TLS: decryption with a key log, replay over TLS.
     #[command(flatten)]
     pub tls: tls::TlsOptions,
+    /// `--metrics` (the flag is tcpcopy's, shared with raw mode): serve the run's figures there.
+    #[arg(skip)]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Offline: the capture file, opened before the privilege drop (`None`: opened by path).
     #[arg(skip)]
     pub offline_capture: Option<OpenedCapture>,
@@ -169,6 +172,7 @@ impl Default for StreamOptions {
             stream_idle_timeout: 120,
             duration: None,
             tls: tls::TlsOptions::default(),
+            metrics: None,
             offline_capture: None,
             verdict: verdict::VerdictOptions::default(),
             fleet: crate::fleet::FleetOptions::default(),

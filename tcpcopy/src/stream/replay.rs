@@ -43,6 +43,17 @@ const PREVIEW: usize = 96;
 /// After the last request of a session that did not end with a FIN: quiet time that ends the response.
 const QUIET: Duration = Duration::from_millis(100);
 
+/// The reader's session counts as `--metrics` reads them (the reader keeps its own and stores
+/// them here; the summary takes the reader's at the end).
+#[derive(Default)]
+struct ReaderCounts {
+    seen: AtomicU64,
+    without_syn: AtomicU64,
+    partial: AtomicU64,
+    sampled_out: AtomicU64,
+    replayed: AtomicU64,
+}
+
 /// Shared state of a run.
 struct Ctx {
     start: Instant,
@@ -60,6 +71,8 @@ struct Ctx {
     idle: Notify,
     connect_failed: AtomicU64,
     dropped: AtomicU64,
+    /// The reader's session counts, published for `--metrics` as they change.
+    published: ReaderCounts,
     /// `--target-tls` settings.
     target_tls: Option<TargetTls>,
     /// TLS handshakes with the target that failed, by rustls's reason.
@@ -265,6 +278,7 @@ pub fn run(
         idle: Notify::new(),
         connect_failed: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
+        published: ReaderCounts::default(),
         target_tls,
         target_tls_failed: Mutex::new(Default::default()),
         stopping: tokio_util::sync::CancellationToken::new(),
@@ -303,6 +317,15 @@ pub fn run(
         polled_ts: 0,
         recorder: None,
         done_token: None,
+    };
+    let _metrics = match opts.metrics {
+        Some(addr) => Some(serve_metrics(
+            addr,
+            ctx.clone(),
+            reader.budget.clone(),
+            reader.budget_total,
+        )?),
+        None => None,
     };
     // Fleet mode (tcpcopy/src/fleet): --record swaps replay for the recorder, --from swaps the
     // capture for a worker pulling from JetStream.
@@ -399,6 +422,77 @@ pub fn run(
     Ok((c.finish(ctx.start.elapsed()), result.err()))
 }
 
+/// `--metrics`: serves the run's figures at `addr` until dropped. A scrape reads the published
+/// session counts and locks the report's collector for a moment.
+fn serve_metrics(
+    addr: std::net::SocketAddr,
+    ctx: Arc<Ctx>,
+    budget: Arc<Semaphore>,
+    budget_total: usize,
+) -> anyhow::Result<tcpclone::metrics::MetricsServer> {
+    let registry = tcpclone::metrics::registry(
+        tcpclone::build::VERSION,
+        tcpclone::build::COMMIT,
+        move || {
+            let mut s = tcpclone::metrics::Snapshot::default();
+            let p = &ctx.published;
+            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            s.counter(
+                "tcpclone_tcpcopy_stream_sessions_seen",
+                "[capture] Sessions found in the capture (or the recording)",
+                get(&p.seen),
+            );
+            s.counter(
+                "tcpclone_tcpcopy_stream_sessions_replayed",
+                "[target] Sessions replayed to the target (-n copies included)",
+                get(&p.replayed),
+            );
+            s.counter(
+                "tcpclone_tcpcopy_stream_sessions_sampled_out",
+                "[capture] Sessions skipped by -r sampling",
+                get(&p.sampled_out),
+            );
+            s.counter(
+                "tcpclone_tcpcopy_stream_sessions_without_syn",
+                "[capture] Sessions whose SYN was not captured (replayed from what was)",
+                get(&p.without_syn),
+            );
+            s.counter(
+                "tcpclone_tcpcopy_stream_sessions_partial",
+                "[capture] Sessions with bytes the capture lost (replayed up to the hole)",
+                get(&p.partial),
+            );
+            s.counter(
+                "tcpclone_tcpcopy_stream_sessions_dropped",
+                "[queue] Sessions dropped whole: the queue bound (--queue-mb) was reached",
+                get(&ctx.dropped),
+            );
+            s.counter(
+                "tcpclone_tcpcopy_stream_connect_failures",
+                "[target] Connections to the target that could not be made",
+                get(&ctx.connect_failed),
+            );
+            s.gauge(
+                "tcpclone_tcpcopy_stream_sessions_active",
+                "[target] Sessions being replayed now",
+                i64::try_from(ctx.active.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+            );
+            s.gauge(
+                "tcpclone_tcpcopy_stream_queued_bytes",
+                "[queue] Captured bytes waiting for their sessions (at most --queue-mb)",
+                i64::try_from(budget_total.saturating_sub(budget.available_permits()))
+                    .unwrap_or(i64::MAX),
+            );
+            ctx.collector
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .metrics(&mut s);
+            s
+        },
+    );
+    Ok(tcpclone::metrics::MetricsServer::start(addr, registry)?)
+}
+
 struct Route {
     txs: Vec<InboxTx>,
     /// Production's responses go to the sessions (compared, or decoded for the report).
@@ -445,10 +539,24 @@ impl crate::fleet::from::Dispatch for Reader<'_> {
             self.dispatch_plain(ev, t0, base, Duration::ZERO);
         }
         self.done_token = None;
+        self.publish(None);
     }
 }
 
 impl Reader<'_> {
+    /// Stores the session counts for `--metrics`, with `pending`: what the reassembler still
+    /// running has counted and not handed over yet.
+    fn publish(&self, pending: Option<&super::reassembly::ReassemblyStats>) {
+        let p = &self.ctx.published;
+        let (ws, pa) = pending.map_or((0, 0), |st| (st.without_syn, st.partial));
+        p.seen.store(self.seen, Ordering::Relaxed);
+        p.without_syn
+            .store(self.without_syn + ws, Ordering::Relaxed);
+        p.partial.store(self.partial + pa, Ordering::Relaxed);
+        p.sampled_out.store(self.sampled_out, Ordering::Relaxed);
+        p.replayed.store(self.replayed, Ordering::Relaxed);
+    }
+
     /// Reads `src` to its end through a fresh reassembler; returns the capture's time span.
     fn pump<S: PacketSource>(
         &mut self,
@@ -495,6 +603,7 @@ impl Reader<'_> {
             while let Some(ev) = r.poll_event() {
                 self.dispatch(ev, first, base, orig_base);
             }
+            self.publish(Some(&r.stats()));
             self.follow_keys(ts, false, first, base, orig_base);
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -508,6 +617,7 @@ impl Reader<'_> {
         let st = r.stats();
         self.without_syn += st.without_syn;
         self.partial += st.partial;
+        self.publish(None);
         if let Some(e) = read_error {
             return Err(e);
         }

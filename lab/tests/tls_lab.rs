@@ -894,6 +894,8 @@ fn live_key_wait_gives_up_on_a_session_without_secrets() {
             "60",
             "--report",
             report.to_str().unwrap(),
+            "--metrics",
+            "127.0.0.1:19192",
         ],
         Some(&log),
     );
@@ -947,11 +949,30 @@ fn live_key_wait_gives_up_on_a_session_without_secrets() {
     curl("after", &keys);
     settle(3, Duration::from_secs(10), || line_count(&t_log));
     std::thread::sleep(Duration::from_millis(300));
+    // --metrics says what the report will say.
+    let scrape = lab.exec(
+        &prod,
+        "curl -sf --max-time 5 http://127.0.0.1:19192/metrics",
+    );
+    let metrics = String::from_utf8_lossy(&scrape.stdout).into_owned();
     let st = lab
         .stop(pid, "INT", Duration::from_secs(30))
         .expect("live stream mode did not stop on SIGINT");
     let out = read_log();
     assert!(st.success(), "exit {st:?}: {out}");
+    for (name, want) in [
+        ("tcpclone_tcpcopy_stream_tls_sessions_decrypted_total", 3),
+        ("tcpclone_tcpcopy_stream_tls_sessions_without_keys_total", 1),
+    ] {
+        let got = metrics.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        });
+        assert_eq!(got, Some(want), "{name}:\n{metrics}");
+    }
     assert_eq!(requests(&prod_log).values().sum::<u64>(), 4);
     let want: BTreeMap<String, u64> = ["late", "keys", "after"]
         .iter()

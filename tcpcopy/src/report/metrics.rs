@@ -88,6 +88,20 @@ impl Collector {
             "[capture] Response bytes production sent in the capture",
             self.prod.bytes_received,
         );
+        if let Some((_, d)) = &self.diff {
+            // As the report counts them: byte comparisons, plus the field-by-field ones.
+            let eps = self.endpoints.finish();
+            s.counter(
+                "tcpclone_tcpcopy_stream_diff_compared",
+                "[target] Responses of the target compared with production's (--diff)",
+                d.compared + eps.compared,
+            );
+            s.counter(
+                "tcpclone_tcpcopy_stream_diff_matched",
+                "[target] Compared responses equal to production's (after masks and noise)",
+                d.matched + eps.compared - eps.differing,
+            );
+        }
         s.histogram(
             "tcpclone_tcpcopy_stream_request_latency_seconds",
             "[target] Time from a request's last byte sent to the target's first answer byte",

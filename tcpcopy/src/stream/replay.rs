@@ -52,6 +52,8 @@ struct ReaderCounts {
     partial: AtomicU64,
     sampled_out: AtomicU64,
     replayed: AtomicU64,
+    /// `--tls-keylog`: the decryption counts, copied when sessions come and at the end.
+    tls: Mutex<Option<crate::report::TlsCounts>>,
 }
 
 /// Shared state of a run.
@@ -312,6 +314,7 @@ pub fn run(
         sampled_out: 0,
         replayed: 0,
         tls: tls_filter,
+        tls_published_at: std::cell::Cell::new(u64::MAX),
         follower,
         followed_at: Instant::now(),
         polled_ts: 0,
@@ -422,6 +425,78 @@ pub fn run(
     Ok((c.finish(ctx.start.elapsed()), result.err()))
 }
 
+/// `--tls-keylog`'s counts as metrics (the report's `tls` section).
+fn tls_metrics(
+    s: &mut tcpclone::metrics::Snapshot,
+    t: &crate::report::TlsCounts,
+    target_failed: &Mutex<std::collections::BTreeMap<String, u64>>,
+) {
+    let rows: [(&'static str, &'static str, u64); 11] = [
+        (
+            "tcpclone_tcpcopy_stream_tls_sessions_decrypted",
+            "[capture] TLS sessions decrypted with the key log (their plaintext replayed)",
+            t.decrypted,
+        ),
+        (
+            "tcpclone_tcpcopy_stream_tls_sessions_plaintext",
+            "[capture] Sessions that were not TLS (replayed as they were)",
+            t.plaintext,
+        ),
+        (
+            "tcpclone_tcpcopy_stream_tls_sessions_without_keys",
+            "[capture] TLS sessions whose secrets are not in the key log (not replayed)",
+            t.without_keys,
+        ),
+        (
+            "tcpclone_tcpcopy_stream_tls_sessions_incomplete",
+            "[capture] TLS sessions that ended before their handshake did",
+            t.incomplete,
+        ),
+        (
+            "tcpclone_tcpcopy_stream_tls_records_auth_failed",
+            "[capture] TLS records that failed authentication (wrong key, damaged bytes)",
+            t.auth_failures,
+        ),
+        (
+            "tcpclone_tcpcopy_stream_tls_early_records_rejected",
+            "[capture] 0-RTT records the server had rejected (skipped as it skipped them)",
+            t.early_rejected,
+        ),
+        (
+            "tcpclone_tcpcopy_stream_tls_sessions_cut",
+            "[capture] TLS sessions whose bytes end inside a record (capture loss)",
+            t.cut_records,
+        ),
+        (
+            "tcpclone_tcpcopy_stream_tls_sessions_failed",
+            "[capture] TLS sessions that failed otherwise (malformed handshake, bad secret)",
+            t.failed,
+        ),
+        (
+            "tcpclone_tcpcopy_stream_tls_sessions_unsupported",
+            "[capture] TLS sessions of a cipher suite or version tcpcopy cannot decrypt",
+            t.unsupported.values().sum(),
+        ),
+        (
+            "tcpclone_tcpcopy_stream_tls_sessions_resumed",
+            "[capture] Resumed sessions among the decrypted ones",
+            t.resumed,
+        ),
+        (
+            "tcpclone_tcpcopy_stream_tls_target_handshakes_failed",
+            "[target] TLS handshakes with the target that failed (--target-tls)",
+            target_failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .sum(),
+        ),
+    ];
+    for (name, help, v) in rows {
+        s.counter(name, help, v);
+    }
+}
+
 /// `--metrics`: serves the run's figures at `addr` until dropped. A scrape reads the published
 /// session counts and locks the report's collector for a moment.
 fn serve_metrics(
@@ -483,6 +558,9 @@ fn serve_metrics(
                 i64::try_from(budget_total.saturating_sub(budget.available_permits()))
                     .unwrap_or(i64::MAX),
             );
+            if let Some(t) = p.tls.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                tls_metrics(&mut s, t, &ctx.target_tls_failed);
+            }
             ctx.collector
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -514,6 +592,8 @@ struct Reader<'a> {
     replayed: u64,
     /// `--tls-keylog`: the decryption stage between reassembly and replay.
     tls: Option<TlsFilter>,
+    /// The sum of the TLS counts when they were last published for `--metrics`.
+    tls_published_at: std::cell::Cell<u64>,
     /// Live `--tls-keylog`: reads the key log's new lines.
     follower: Option<KeyLogFollower>,
     /// When the key log was last read (wall time: it is a file, not the capture).
@@ -555,6 +635,24 @@ impl Reader<'_> {
         p.partial.store(self.partial + pa, Ordering::Relaxed);
         p.sampled_out.store(self.sampled_out, Ordering::Relaxed);
         p.replayed.store(self.replayed, Ordering::Relaxed);
+        if let Some(t) = &self.tls {
+            // A copy when a count moved (they only grow: their sum says so), not per packet.
+            let c = &t.counts;
+            let sum = c.decrypted
+                + c.plaintext
+                + c.without_keys
+                + c.incomplete
+                + c.auth_failures
+                + c.early_rejected
+                + c.cut_records
+                + c.failed
+                + c.resumed
+                + c.unsupported.values().sum::<u64>();
+            if sum != self.tls_published_at.get() {
+                self.tls_published_at.set(sum);
+                *p.tls.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+            }
+        }
     }
 
     /// Reads `src` to its end through a fresh reassembler; returns the capture's time span.

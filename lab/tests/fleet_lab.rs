@@ -404,9 +404,10 @@ fn bad_fleet_flags_and_an_absent_broker_are_one_line_errors() {
     let (code, err) = run("-x 80-198.18.0.9:80 -s 198.18.0.9 --from nats://127.0.0.1:4222/s");
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("only with --stream"), "{err}");
-    // Nothing listens on port 1: the error names the broker's address.
+    // Nothing listens on port 1: the error names the broker's address; a run that fails exits 2
+    // (1 is a --fail-if verdict's: docs/report.md).
     let (code, err) = run("--stream -x 80-198.18.0.9:80 --from nats://127.0.0.1:1/s --topspeed");
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(2), "{err}");
     let last = err.lines().last().unwrap_or("");
     assert!(
         last.starts_with("tcpcopy: ") && last.contains("cannot reach NATS at 127.0.0.1:1"),
@@ -417,7 +418,7 @@ fn bad_fleet_flags_and_an_absent_broker_are_one_line_errors() {
         "--stream -x 80-198.18.0.9:80 --offline {} --record nats://127.0.0.1:1/s",
         pcap.display()
     ));
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("cannot reach NATS at 127.0.0.1:1"), "{err}");
     // Without credentials or TLS, a warning says what crosses the network.
     assert!(

@@ -208,7 +208,8 @@ fn redis_live_recording_replayed_by_two_workers_runs_production_commands() {
     let rec_log = tmp.path().join("record.log");
     let url = format!("nats://{NATS}:4222/prod");
     let cmd = format!(
-        "exec {} --stream -x 6379-{TARGET}:6379 -i {} --record {url} --partitions 16 >{} 2>&1",
+        "exec {} --stream -x 6379-{TARGET}:6379 -i {} --record {url} --partitions 16 \
+         --metrics 127.0.0.1:19193 >{} 2>&1",
         tcpcopy(),
         f.prod_if,
         rec_log.display()
@@ -233,8 +234,30 @@ fn redis_live_recording_replayed_by_two_workers_runs_production_commands() {
     );
     let prod = commandstats(&lab, &f.prod, "198.18.65.2", 6379);
     std::thread::sleep(Duration::from_millis(500));
+    // --metrics: the recorder's counters while it runs.
+    let scrape = lab.exec(
+        &f.prod,
+        "curl -sf --max-time 5 http://127.0.0.1:19193/metrics",
+    );
+    let metrics = String::from_utf8_lossy(&scrape.stdout).into_owned();
     let st = lab.stop(rec, "INT", Duration::from_secs(30));
     let rec_out = std::fs::read_to_string(&rec_log).unwrap_or_default();
+    let metric = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+    };
+    // Every session had ended before the scrape; storing may still have been under way.
+    assert_eq!(
+        metric("tcpclone_tcpcopy_fleet_record_sessions_seen_total"),
+        count(&rec_out, " sessions seen"),
+        "{metrics}\n{rec_out}"
+    );
+    assert!(
+        metric("tcpclone_tcpcopy_fleet_record_sessions_stored_total") <= count(&rec_out, " stored"),
+        "{metrics}\n{rec_out}"
+    );
     assert!(
         st.is_some_and(|s| s.success()),
         "recorder: {st:?}\n{rec_out}"

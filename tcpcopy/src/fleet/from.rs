@@ -73,6 +73,23 @@ pub struct WorkerCounters {
 }
 
 impl WorkerCounters {
+    /// The counters as metrics (`--metrics`).
+    pub fn metrics(&self, s: &mut tcpclone::metrics::Snapshot) {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let rows: [(&'static str, &'static str, &AtomicU64); 7] = [
+            ("tcpclone_tcpcopy_fleet_worker_sessions_received", "[broker] Whole sessions this worker received from JetStream", &self.sessions),
+            ("tcpclone_tcpcopy_fleet_worker_sessions_replayed", "[target] Received sessions handed to the replayer", &self.replayed),
+            ("tcpclone_tcpcopy_fleet_worker_sessions_repeated", "[broker] Sessions delivered again after an unacknowledged delivery (replayed again)", &self.repeats),
+            ("tcpclone_tcpcopy_fleet_worker_sessions_outside_window", "[broker] Sessions outside --from-time/--to-time (acknowledged, not replayed)", &self.outside_window),
+            ("tcpclone_tcpcopy_fleet_worker_foreign_messages", "[broker] Messages not in tcpcopy's format (acknowledged, skipped)", &self.foreign),
+            ("tcpclone_tcpcopy_fleet_worker_sessions_malformed", "[broker] Sessions whose records are out of order (acknowledged, not replayed)", &self.malformed),
+            ("tcpclone_tcpcopy_fleet_worker_sessions_incomplete", "[broker] Sessions a part of which never came (given up)", &self.incomplete),
+        ];
+        for (name, help, a) in rows {
+            s.counter(name, help, g(a));
+        }
+    }
+
     /// One line for the end of the run.
     pub fn summary(&self, url: &BrokerUrl, w: WorkerSpec) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -159,8 +176,8 @@ pub fn run<D: Dispatch>(
     secrets: &Secrets,
     handle: &tokio::runtime::Handle,
     stop: &AtomicBool,
+    counters: Arc<WorkerCounters>,
 ) -> anyhow::Result<Arc<WorkerCounters>> {
-    let counters = Arc::new(WorkerCounters::default());
     let (js, consumers, t0, start) = handle.block_on(async {
         let client = nats::connect(&s.url, secrets, "worker").await?;
         let js = jetstream::ContextBuilder::new()

@@ -191,8 +191,9 @@ pub fn run_worker<D: from::Dispatch>(
     _opts: &crate::stream::StreamOptions,
     handle: &tokio::runtime::Handle,
     stop: &std::sync::atomic::AtomicBool,
+    counters: std::sync::Arc<from::WorkerCounters>,
 ) -> anyhow::Result<()> {
-    let counters = from::run(d, &w.0, &w.1, handle, stop)?;
+    let counters = from::run(d, &w.0, &w.1, handle, stop, counters)?;
     println!("{}", counters.summary(&w.0.url, w.0.worker));
     Ok(())
 }

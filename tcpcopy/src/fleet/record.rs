@@ -46,6 +46,26 @@ pub struct RecordCounters {
     pub retries: AtomicU64,
 }
 
+impl RecordCounters {
+    /// The counters as metrics (`--metrics`).
+    pub fn metrics(&self, s: &mut tcpclone::metrics::Snapshot) {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let rows: [(&'static str, &'static str, &AtomicU64); 8] = [
+            ("tcpclone_tcpcopy_fleet_record_sessions_seen", "[capture] Sessions of the recorded service seen", &self.sessions),
+            ("tcpclone_tcpcopy_fleet_record_sessions_stored", "[broker] Sessions stored in the stream (every part acknowledged)", &self.published),
+            ("tcpclone_tcpcopy_fleet_record_messages_stored", "[broker] Messages (session parts) stored", &self.messages),
+            ("tcpclone_tcpcopy_fleet_record_stored_bytes", "[broker] Payload bytes stored", &self.bytes),
+            ("tcpclone_tcpcopy_fleet_record_duplicate_parts", "[broker] Parts the broker already had (a re-send after a lost acknowledgement)", &self.duplicates),
+            ("tcpclone_tcpcopy_fleet_record_sessions_dropped_queue_full", "[queue] Sessions dropped whole: no room within --queue-mb (a slow or absent broker)", &self.dropped_full),
+            ("tcpclone_tcpcopy_fleet_record_sessions_dropped_unacknowledged", "[broker] Sessions given up at the end, the broker still not acknowledging", &self.dropped_broker),
+            ("tcpclone_tcpcopy_fleet_record_publish_retries", "[broker] Publish attempts that failed and were retried", &self.retries),
+        ];
+        for (name, help, a) in rows {
+            s.counter(name, help, g(a));
+        }
+    }
+}
+
 /// One finished session on its way to the broker.
 struct Outgoing {
     subject: String,

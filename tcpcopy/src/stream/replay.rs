@@ -321,19 +321,24 @@ pub fn run(
         recorder: None,
         done_token: None,
     };
+    // Fleet mode (tcpcopy/src/fleet): --record swaps replay for the recorder, --from swaps the
+    // capture for a worker pulling from JetStream.
+    let fleet = crate::fleet::Hooks::new(opts, common, live, rt.handle())?;
+    reader.recorder = fleet.recorder;
+    let worker_counters = Arc::new(crate::fleet::from::WorkerCounters::default());
     let _metrics = match opts.metrics {
         Some(addr) => Some(serve_metrics(
             addr,
             ctx.clone(),
             reader.budget.clone(),
             reader.budget_total,
+            FleetCounters {
+                record: reader.recorder.as_ref().map(|r| r.counters.clone()),
+                worker: fleet.worker.is_some().then(|| worker_counters.clone()),
+            },
         )?),
         None => None,
     };
-    // Fleet mode (tcpcopy/src/fleet): --record swaps replay for the recorder, --from swaps the
-    // capture for a worker pulling from JetStream.
-    let fleet = crate::fleet::Hooks::new(opts, common, live, rt.handle())?;
-    reader.recorder = fleet.recorder;
     let cfg = ReassemblyConfig {
         servers: common
             .mappings
@@ -345,7 +350,14 @@ pub fn run(
     };
     let result: anyhow::Result<()> = (|| {
         if let Some(w) = &fleet.worker {
-            return crate::fleet::run_worker(&mut reader, w, opts, rt.handle(), &stop);
+            return crate::fleet::run_worker(
+                &mut reader,
+                w,
+                opts,
+                rt.handle(),
+                &stop,
+                worker_counters.clone(),
+            );
         }
         match &common.source {
             StreamSource::Offline(path) => {
@@ -423,6 +435,14 @@ pub fn run(
         c.tls = Some(counts);
     }
     Ok((c.finish(ctx.start.elapsed()), result.err()))
+}
+
+/// Fleet mode's counters, for `--metrics`.
+struct FleetCounters {
+    /// `--record`.
+    record: Option<Arc<crate::fleet::record::RecordCounters>>,
+    /// `--from`.
+    worker: Option<Arc<crate::fleet::from::WorkerCounters>>,
 }
 
 /// `--tls-keylog`'s counts as metrics (the report's `tls` section).
@@ -504,6 +524,7 @@ fn serve_metrics(
     ctx: Arc<Ctx>,
     budget: Arc<Semaphore>,
     budget_total: usize,
+    fleet: FleetCounters,
 ) -> anyhow::Result<tcpclone::metrics::MetricsServer> {
     let registry = tcpclone::metrics::registry(
         tcpclone::build::VERSION,
@@ -558,6 +579,12 @@ fn serve_metrics(
                 i64::try_from(budget_total.saturating_sub(budget.available_permits()))
                     .unwrap_or(i64::MAX),
             );
+            if let Some(r) = &fleet.record {
+                r.metrics(&mut s);
+            }
+            if let Some(w) = &fleet.worker {
+                w.metrics(&mut s);
+            }
             if let Some(t) = p.tls.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                 tls_metrics(&mut s, t, &ctx.target_tls_failed);
             }

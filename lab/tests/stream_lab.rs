@@ -858,6 +858,30 @@ fn live_stream_from_production_delivers_redis_benchmark() {
     let metrics = String::from_utf8_lossy(&scrape.stdout).into_owned();
     let out = stop_live(&mut lab, pid, &log);
     assert_eq!(promtool_check_metrics(&metrics), "", "{metrics}");
+    // Every stream-mode metric docs/grafana-dashboard.json queries is one this run serves.
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace_root().join("docs/grafana-dashboard.json")).unwrap(),
+    )
+    .expect("dashboard is JSON");
+    let mut queried = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let e = target["expr"].as_str().unwrap();
+            for w in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if w.starts_with("tcpclone_tcpcopy_stream_") {
+                    queried += 1;
+                    let base = w.trim_end_matches("_bucket");
+                    assert!(
+                        metrics.contains(&format!("# TYPE {base} "))
+                            || metrics
+                                .contains(&format!("# TYPE {} ", base.trim_end_matches("_total"))),
+                        "the dashboard queries {w}, which stream mode does not serve:\n{metrics}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(queried >= 10, "the dashboard has no stream-mode panels");
     let metric = |name: &str| -> u64 {
         metrics
             .lines()

@@ -664,9 +664,9 @@ fn cluster_node_and_worker_killed_lose_nothing() {
     // come back after --ack-wait and are replayed again, counted as repeats.
     start_redis(&mut lab, &target, &[TARGET], 6379, tmp.path(), &[], None);
     lab.exec_ok(&target, &format!("redis-cli -h {TARGET} config resetstat"));
-    // At a tenth of production's pace (the recording spans under a second), so that worker 0
-    // is killed mid-way.
-    let args = format!("-x 6379-{TARGET}:6379 --from {url} --ack-wait 2 -a 0.1");
+    // At a twentieth of production's pace (the recording spans a fraction of a second), so that
+    // worker 0 can be killed mid-way.
+    let args = format!("-x 6379-{TARGET}:6379 --from {url} --ack-wait 2 -a 0.05");
     let spawn_worker = |lab: &mut Lab, k: usize, ns: &str, tag: &str| {
         let log = tmp.path().join(format!("worker{k}{tag}.log"));
         let cmd = format!(
@@ -690,7 +690,24 @@ fn cluster_node_and_worker_killed_lose_nothing() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(2500));
+    // Killed once the target has run a twentieth of production's commands: mid-way however
+    // fast this machine replays.
+    let set_get = |c: &std::collections::HashMap<String, u64>| -> u64 {
+        ["set", "get"].iter().filter_map(|k| c.get(*k)).sum()
+    };
+    let prod_total = set_get(&prod_counts);
+    let t = Instant::now();
+    loop {
+        let done = set_get(&commandstats(&lab, &target, TARGET, 6379));
+        if done * 20 >= prod_total {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the replay did not progress: {done} of {prod_total} commands"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let before = std::fs::read_to_string(&log0a).unwrap_or_default();
     assert!(
         !before.contains("sessions received"),

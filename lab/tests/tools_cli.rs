@@ -131,18 +131,24 @@ fn gen_docs_writes_man_pages_and_completions() {
     }
 }
 
-/// Stream mode has no metrics yet: `--metrics` there is refused in one line, not ignored.
+/// Stream mode serves `--metrics`; an address it cannot listen on is one line naming the flag
+/// and the address, exit 2, before anything is replayed.
 #[test]
-fn stream_mode_refuses_metrics() {
+fn stream_mode_metrics_on_a_busy_address_is_one_line() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
     let out = Command::new(bin("tcpcopy"))
         .args(["--stream", "-x", "6379-127.0.0.1:1", "--offline"])
         .arg(workspace_root().join("pcaps/redis.pcap"))
-        .args(["--metrics", "127.0.0.1:0"])
+        .args(["--metrics", &addr])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.starts_with("tcpcopy: --metrics:"), "{err}");
+    assert!(
+        err.starts_with(&format!("tcpcopy: --metrics {addr}: cannot listen")),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 

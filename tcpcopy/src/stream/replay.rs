@@ -725,10 +725,15 @@ impl Reader<'_> {
             if let Some(seg) = decode(p.linktype, p.data) {
                 r.handle_segment(ts, &seg);
             }
+            let mut dispatched = false;
             while let Some(ev) = r.poll_event() {
                 self.dispatch(ev, first, base, orig_base);
+                dispatched = true;
             }
-            self.publish(Some(&r.stats()));
+            // The counts move with sessions, not packets: published when an event came.
+            if dispatched {
+                self.publish(Some(&r.stats()));
+            }
             self.follow_keys(ts, false, first, base, orig_base);
             if stop.load(Ordering::Relaxed) {
                 break;

@@ -508,26 +508,69 @@ pub fn take_socket_error(fd: RawFd) -> io::Result<Option<io::Error>> {
 /// Waits until one of `fds` is readable or `timeout_ms` passes (-1: no limit); returns the
 /// readable ones' `revents` in `ready` (same order). EINTR counts as a timeout.
 pub fn poll_many(fds: &[RawFd], timeout_ms: i32, ready: &mut Vec<bool>) -> io::Result<()> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
+    let mut pfds: Vec<PollFd> = fds.iter().map(|&fd| PollFd::new(fd, true, false)).collect();
+    poll_fds(&mut pfds, timeout_ms)?;
+    ready.clear();
+    ready.extend(pfds.iter().map(|p| p.is_ready()));
+    Ok(())
+}
+
+/// One descriptor for [`poll_fds`]: what to wait for, and what happened.
+#[derive(Debug, Clone, Copy)]
+#[repr(transparent)]
+pub struct PollFd(libc::pollfd);
+
+impl PollFd {
+    /// Waits for `fd` to be readable and/or writable (errors and hang-ups are always reported).
+    pub fn new(fd: RawFd, read: bool, write: bool) -> PollFd {
+        let mut events = 0;
+        if read {
+            events |= libc::POLLIN;
+        }
+        if write {
+            events |= libc::POLLOUT;
+        }
+        PollFd(libc::pollfd {
             fd,
-            events: libc::POLLIN,
+            events,
             revents: 0,
         })
-        .collect();
-    // SAFETY: `pfds` is a valid array of exactly `len` pollfds living across the call.
-    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
-    ready.clear();
+    }
+
+    /// The descriptor.
+    pub fn fd(&self) -> RawFd {
+        self.0.fd
+    }
+
+    /// Whether the last [`poll_fds`] reported anything for it (readable, writable, error or
+    /// hang-up).
+    pub fn is_ready(&self) -> bool {
+        self.0.revents != 0
+    }
+}
+
+/// Waits until one of `fds` is ready for what it asks or `timeout_ms` passes (-1: no limit);
+/// each entry's readiness is then in it. EINTR counts as a timeout (nothing ready).
+pub fn poll_fds(fds: &mut [PollFd], timeout_ms: i32) -> io::Result<()> {
+    for p in fds.iter_mut() {
+        p.0.revents = 0;
+    }
+    // SAFETY: `PollFd` is `repr(transparent)` over `libc::pollfd`, so `fds` is a valid array of
+    // exactly `len` pollfds, borrowed mutably across the call.
+    let rc = unsafe {
+        libc::poll(
+            fds.as_mut_ptr().cast::<libc::pollfd>(),
+            fds.len() as libc::nfds_t,
+            timeout_ms,
+        )
+    };
     if rc < 0 {
         let e = io::Error::last_os_error();
-        ready.resize(fds.len(), false);
         if e.raw_os_error() == Some(libc::EINTR) {
             return Ok(());
         }
         return Err(e);
     }
-    ready.extend(pfds.iter().map(|p| p.revents != 0));
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Validated configuration per mode, from the parsed command line ([`crate::cli::Cli`]):
 //! [`raw`] produces the [`raw::Settings`] that `live` consumes, [`stream`] the
 //! [`crate::stream::StreamCommon`] of stream mode. Here: what both share (the error type,
-//! the address-list parsers, the production safety check) and the memory the intercept queues
+//! the address-list parsers, the production safety check) and the memory the intercept connections
 //! take, which both the check of `-m` and the channel that enforces it need.
 //!
 //! Plain values only: this module never opens a socket or a file.
@@ -16,18 +16,18 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 /// Largest number of client addresses a `-c` list may expand to.
 const MAX_CLIENT_IPS: usize = 1 << 16;
 
-/// Bytes of response headers (~60 each) queued for the engine thread at most (enforced by
-/// `live::channel`, counted in -m): when it is that far behind (some 65,000 headers, a few
-/// seconds of a busy target), a connection stops reading from intercept until the engine has
-/// caught up, and TCP holds intercept back (its per-connection queue then fills and it counts
-/// what it drops). Unbounded, a 16-second lag in the soak queued 400,000 headers and 50 MB; and
-/// answers that late only make the engine retransmit what the target already has.
-pub const RESPONSE_BACKLOG: u64 = 4 << 20;
+/// Bytes one connection to intercept may hold (enforced by `live::channel`, counted in -m per
+/// connection of every worker): its read buffer and at most one frame being decoded, twice
+/// (the ciphertext and the plaintext of the secure layer). Responses are handed to the engine
+/// as they are decoded, so nothing else accumulates: when the worker is behind, intercept's
+/// answers wait in the socket and TCP holds intercept back.
+pub const CHANNEL_CONN_MEMORY: u64 = 64 * 1024 + 2 * tcpclone::proto::MAX_FRAME_LEN as u64;
 
-/// Bytes of registration commands queued for the intercept connections at most (enforced by
-/// `live::channel`), counted in -m: when intercept stops reading, the connection's writes stall
-/// and commands pile up there; past this they are dropped and counted as registrations lost
-/// (the connection is rebuilt and re-sends every registration it holds).
+/// Bytes of registrations waiting for the intercept connections of one worker at most
+/// (enforced by `live::channel`), counted in -m: when intercept stops reading, the
+/// connection's writes stall and registrations pile up; past this they are dropped and counted
+/// as registrations lost (after `WRITE_TIMEOUT` the connection is rebuilt and re-sends every
+/// registration it holds).
 pub const COMMAND_BACKLOG: u64 = 1 << 20;
 
 /// A flag that failed validation: one line naming the flag.

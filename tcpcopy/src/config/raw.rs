@@ -3,7 +3,7 @@
 //! `live::run` consumes. Plain values: nothing is opened here.
 
 use super::{
-    bad, parse_client_ips, parse_intercepts, FlagError, COMMAND_BACKLOG, RESPONSE_BACKLOG,
+    bad, parse_client_ips, parse_intercepts, FlagError, CHANNEL_CONN_MEMORY, COMMAND_BACKLOG,
 };
 use crate::cli::Cli;
 use crate::mapping::{parse_mappings, TargetMapping};
@@ -131,7 +131,8 @@ impl Cli {
         let send_packet = self.send_packet()?;
         let capture_pcap = self.capture_pcap()?;
         let workers = self.workers(&source, capture_pcap)?;
-        let (rings, queues) = self.fixed_memory(&source, capture_pcap)?;
+        let (rings, queues) =
+            self.fixed_memory(&source, capture_pcap, workers, intercepts.len())?;
         self.check_capture_tuning()?;
         self.check_report_files()?;
         self.refuse_stream_only_flags()?;
@@ -360,7 +361,13 @@ impl Cli {
 
     /// What `-m` gives to other things than sessions, in MB: the capture rings and the intercept
     /// queues; refused when nothing is left for sessions.
-    fn fixed_memory(&self, source: &Source, capture_pcap: bool) -> Result<(u64, u64), FlagError> {
+    fn fixed_memory(
+        &self,
+        source: &Source,
+        capture_pcap: bool,
+        workers: usize,
+        intercepts: usize,
+    ) -> Result<(u64, u64), FlagError> {
         // Per device: the kernel ring; libpcap's thread may hold as much again of backlog
         // while the engine is behind.
         let rings = match source {
@@ -370,15 +377,17 @@ impl Cli {
             Source::Live { interfaces } => self.buffer * interfaces.len() as u64,
             Source::Offline { .. } => 0,
         };
-        // And the queues to and from intercept: response headers on their way to the engine,
-        // registrations on their way to intercept.
-        let queues = (RESPONSE_BACKLOG + COMMAND_BACKLOG).div_ceil(1 << 20);
+        // And the intercept connections: each worker's own (-C per intercept), each with its
+        // buffers, and each worker's registrations on their way to intercept.
+        let conns = (workers * intercepts) as u64 * u64::from(self.connections);
+        let queues =
+            (conns * CHANNEL_CONN_MEMORY + workers as u64 * COMMAND_BACKLOG).div_ceil(1 << 20);
         if rings + queues >= self.max_memory {
             return Err(bad(
                 "-B/--buffer",
                 format!(
                     "capture rings (and with --capture pcap their backlog) ({rings} MB) and the \
-                     intercept queues ({queues} MB) leave nothing of -m {} MB for sessions",
+                     intercept connections' buffers ({queues} MB) leave nothing of -m {} MB for sessions",
                     self.max_memory
                 ),
             ));
@@ -576,6 +585,8 @@ mod tests {
             "not port 22",
             "-D",
             "1400",
+            "--workers",
+            "2",
         ])
         .unwrap();
         let s = c.validate().unwrap();
@@ -593,10 +604,12 @@ mod tests {
                 interfaces: vec!["eth0".into(), "eth1".into()]
             }
         );
+        // 2 workers × 2 intercepts × 4 connections of 2 MiB + 64 KiB each, and 1 MiB of
+        // registrations per worker: 35 MiB.
         assert_eq!(
             s.engine_memory,
-            (512 - 2 * 16 - 5) << 20,
-            "-B 16 on two devices (the ring has no backlog) and the intercept queues (4 + 1 MB)"
+            (512 - 2 * 16 - 35) << 20,
+            "-B 16 on two devices (the ring has no backlog) and the intercept connections"
         );
         assert_eq!(
             (s.copies, s.port_shift, s.percentage, s.mss, s.connections),

@@ -33,16 +33,6 @@ use tcpclone::flow::FlowKey;
 use tcpclone::seq::SeqNumber;
 use tcpclone::shrink::Shrink;
 
-/// The target-side 4-tuple (client as the target sees it, target) a response reported by
-/// intercept belongs to: how the glue finds the worker whose engine owns the session.
-pub fn response_owner_key(ip_tcp_headers: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
-    let seg = parse(ip_tcp_headers, true)?;
-    Some((
-        SocketAddr::new(seg.dst, seg.dst_port),
-        SocketAddr::new(seg.src, seg.src_port),
-    ))
-}
-
 /// A packet ready for the sender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {

@@ -3,11 +3,11 @@
 //! With `--workers N` each worker's engine clones the sessions the kernel's fanout gave it, but
 //! `-c` and `-n` pick client addresses (towards the target) from ranges every worker draws
 //! from: two engines must never give the target the same client address and port, or their
-//! clones would collide on one 4-tuple. The table also says which worker owns a target-side
-//! 4-tuple, which is how the intercept channel routes a response to its session's worker.
+//! clones would collide on one 4-tuple. (Responses need no table: each worker registers its
+//! sessions on its own intercept connections, and intercept answers on the registering one.)
 //!
-//! Pure shared state (a mutex, no I/O); taken once per session created or removed, and once per
-//! batch of responses, never per segment.
+//! Pure shared state (a mutex, no I/O); taken once per session created or removed, never per
+//! segment.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,12 +22,6 @@ pub struct SharedClients {
     worker: u16,
 }
 
-/// Read access for the response router.
-#[derive(Debug, Clone)]
-pub struct ClientOwners {
-    table: Arc<Mutex<Table>>,
-}
-
 fn lock(t: &Mutex<Table>) -> MutexGuard<'_, Table> {
     // A worker that panicked holding the lock left a consistent map (every update is one
     // insert or remove): keep using it.
@@ -35,16 +29,15 @@ fn lock(t: &Mutex<Table>) -> MutexGuard<'_, Table> {
 }
 
 impl SharedClients {
-    /// Handles for `workers` engines over one table, and the router's view of it.
-    pub fn group(workers: usize) -> (Vec<SharedClients>, ClientOwners) {
+    /// Handles for `workers` engines over one table.
+    pub fn group(workers: usize) -> Vec<SharedClients> {
         let table = Arc::new(Mutex::new(Table::new()));
-        let handles = (0..workers)
+        (0..workers)
             .map(|w| SharedClients {
                 table: table.clone(),
                 worker: u16::try_from(w).unwrap_or(u16::MAX),
             })
-            .collect();
-        (handles, ClientOwners { table })
+            .collect()
     }
 
     /// Takes `client` towards `target` for this worker; false when any worker holds it.
@@ -68,35 +61,22 @@ impl SharedClients {
     }
 }
 
-impl ClientOwners {
-    /// Runs `f` with a lookup of the owning worker, under one lock for a whole batch.
-    pub fn with<R>(
-        &self,
-        f: impl FnOnce(&dyn Fn(SocketAddr, SocketAddr) -> Option<u16>) -> R,
-    ) -> R {
-        let t = lock(&self.table);
-        f(&|client, target| t.get(&(client, target)).copied())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn one_owner_per_four_tuple() {
-        let (w, owners) = SharedClients::group(2);
+        let w = SharedClients::group(2);
         let c: SocketAddr = "198.18.10.2:40000".parse().unwrap();
         let t: SocketAddr = "198.18.1.2:6380".parse().unwrap();
         assert!(w[0].claim(c, t));
         assert!(!w[1].claim(c, t), "another worker cannot take it");
         assert!(!w[0].claim(c, t), "nor the same one twice");
-        assert_eq!(owners.with(|o| o(c, t)), Some(0));
         w[1].release(c, t);
-        assert_eq!(owners.with(|o| o(c, t)), Some(0), "only the owner releases");
+        assert!(!w[1].claim(c, t), "only the owner releases");
         w[0].release(c, t);
-        assert_eq!(owners.with(|o| o(c, t)), None);
         assert!(w[1].claim(c, t));
-        assert_eq!(owners.with(|o| o(c, t)), Some(1));
+        assert!(!w[0].claim(c, t));
     }
 }

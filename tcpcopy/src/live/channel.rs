@@ -1,50 +1,54 @@
-//! The channel to intercept (tokio, on its own thread): `-C` connections to every `-s` address,
-//! each driven by the sans-IO [`tcpclone::proto::client::Channel`] (hello, optional secure
-//! handshake, pings, registrations replayed after a reconnect, backoff). Session registrations
-//! come from the engine's events; response headers go back to the engine thread.
+//! The channel to intercept, driven by each worker in its own poll loop: `-C` connections to
+//! every `-s` address, each run by the sans-IO [`tcpclone::proto::client::Channel`] (hello,
+//! optional secure handshake, pings, registrations replayed after a reconnect, backoff).
 //!
-//! Each session is registered on one connection per intercept (chosen by a hash of the
-//! session), so intercept routes each response once. This module never touches the engine:
-//! it talks to the engine thread through channels only.
+//! Every worker holds its own connections. It registers the sessions its engine clones on
+//! them, and intercept sends each response on the connection that registered its session
+//! (`intercept/src/router.rs`), so a response arrives at the worker that owns it: no other
+//! thread, no queue, no copy and no hand-off between a response and the engine. A thread of
+//! its own for the channel cost a third of tcpcopy's CPU on a busy redis, most of it in waking
+//! up (docs/benchmarks.md, "tcpcopy's threads on the redis load").
+//!
+//! The sockets are non-blocking; the worker polls their descriptors with its rings and calls
+//! [`InterceptLink::pump`] every round. This module never blocks and never touches the engine:
+//! response headers go to the caller's closure.
 
 use super::counters::Counters;
 use bytes::Bytes;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
-use std::net::SocketAddr;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tcpclone::proto::client::{Channel, Event};
 use tcpclone::proto::secure::Psk;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tcpclone::sys::ring::PollFd;
 use tracing::{info, warn};
 
-/// Connect timeout.
+/// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-// The queue bounds are part of -m, which `config` checks: they live there (one home).
-pub use crate::config::{COMMAND_BACKLOG, RESPONSE_BACKLOG};
-/// How often a paused connection looks whether the engine has caught up.
-const BACKLOG_POLL: Duration = Duration::from_millis(1);
-/// Commands batched into one pass before the socket is written.
-const CMD_BATCH: usize = 4096;
-/// What one queued command costs: its queue slot (~72 bytes) and its share of the queue's
-/// blocks, counted high.
-const COMMAND_COST: u64 = 128;
+// The bound on unsent registrations is part of -m, which `config` checks: it lives there.
+pub use crate::config::COMMAND_BACKLOG;
 /// A write to intercept that makes no progress for this long drops the connection (it is
 /// rebuilt, registrations re-sent): an intercept that stops reading must not stall tcpcopy.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read from one connection per call; also the read buffer's size.
+pub const READ_CHUNK: usize = 64 * 1024;
+/// Reads per connection per round at most: a busy intercept must not keep the worker from its
+/// capture (the rest waits in the socket, and TCP holds intercept back).
+const READS_PER_ROUND: usize = 8;
 
 /// Last --insecure warning (all connections together): one a minute while connected, so the
 /// log says it for as long as it matters.
-static INSECURE_WARNED: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+static INSECURE_WARNED: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
 /// How often the --insecure warning repeats while connected.
 const INSECURE_WARN_EVERY: Duration = Duration::from_secs(60);
 
 fn warn_insecure(addr: SocketAddr) {
-    let now = std::time::Instant::now();
+    let now = Instant::now();
     let mut last = INSECURE_WARNED.lock().unwrap_or_else(|p| p.into_inner());
     if last.is_none_or(|t| now.duration_since(t) >= INSECURE_WARN_EVERY) {
         *last = Some(now);
@@ -52,140 +56,7 @@ fn warn_insecure(addr: SocketAddr) {
     }
 }
 
-/// The response headers of one `Responses` frame, copied out of it back to back.
-///
-/// The decoder hands them over as slices of the frame, and the frame is a slice of the
-/// channel's read buffer: while one header waits in the queue to the engine thread it keeps
-/// that whole buffer (64 KiB and more) alive, and a read that finds the buffer still shared
-/// allocates a new one. With the engine a few hundred milliseconds behind, the soak saw
-/// 73 MB in use in this thread's malloc arena. A copy holds only the headers' own bytes
-/// (~60 each) and lets the read buffer be reused at once.
-#[derive(Debug, Default)]
-pub struct ResponseBatch {
-    data: Vec<u8>,
-    ends: Vec<u32>,
-}
-
-impl ResponseBatch {
-    /// Copies `headers` into one buffer.
-    pub fn copy_of(headers: &[Bytes]) -> Self {
-        let mut data = Vec::with_capacity(headers.iter().map(|h| h.len()).sum());
-        let mut ends = Vec::with_capacity(headers.len());
-        for h in headers {
-            data.extend_from_slice(h);
-            ends.push(data.len() as u32);
-        }
-        ResponseBatch { data, ends }
-    }
-
-    /// Number of headers.
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// Bytes of headers held.
-    pub fn bytes(&self) -> u64 {
-        self.data.len() as u64
-    }
-
-    /// Whether there is no header.
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// The headers in order.
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let h = &self.data[start..end as usize];
-            start = end as usize;
-            h
-        })
-    }
-}
-
-impl ResponseBatch {
-    fn push(&mut self, h: &[u8]) {
-        self.data.extend_from_slice(h);
-        self.ends.push(self.data.len() as u32);
-    }
-}
-
-/// One worker's inbox of responses.
-#[derive(Debug, Clone)]
-pub struct Inbox {
-    /// The queue.
-    pub tx: crossbeam_channel::Sender<ResponseBatch>,
-    /// Rung after a batch is queued (the worker may be asleep in `poll`).
-    pub wake: Option<Arc<tcpclone::sys::ring::Wake>>,
-}
-
-/// Where the channel puts what intercept reports: one inbox per worker, the one whose engine
-/// owns the response's session (responses of unknown sessions go to worker 0, whose engine
-/// counts them and answers them with a reset).
-#[derive(Debug, Clone)]
-pub struct Responses {
-    inboxes: Arc<Vec<Inbox>>,
-    owners: Option<crate::engine::shared::ClientOwners>,
-}
-
-impl Responses {
-    /// Everything to one inbox.
-    pub fn single(inbox: Inbox) -> Responses {
-        Responses {
-            inboxes: Arc::new(vec![inbox]),
-            owners: None,
-        }
-    }
-
-    /// Spread over `inboxes` by the owners' table.
-    pub fn routed(inboxes: Vec<Inbox>, owners: crate::engine::shared::ClientOwners) -> Responses {
-        Responses {
-            inboxes: Arc::new(inboxes),
-            owners: Some(owners),
-        }
-    }
-
-    /// Queues `headers` for their workers; false when the workers are gone.
-    fn deliver(&self, headers: &[Bytes], counters: &Counters) -> bool {
-        let send = |i: usize, batch: ResponseBatch| -> bool {
-            let inbox = &self.inboxes[i];
-            // Counted before the worker can take it off.
-            counters.add(&counters.responses_queued, batch.bytes());
-            let ok = inbox.tx.send(batch).is_ok();
-            if let Some(w) = &inbox.wake {
-                w.notify();
-            }
-            ok
-        };
-        match &self.owners {
-            Some(owners) if self.inboxes.len() > 1 => {
-                let mut parts: Vec<ResponseBatch> = (0..self.inboxes.len())
-                    .map(|_| ResponseBatch::default())
-                    .collect();
-                owners.with(|owner| {
-                    for h in headers {
-                        let w = crate::engine::response_owner_key(h)
-                            .and_then(|(client, target)| owner(client, target))
-                            .map_or(0, usize::from)
-                            .min(parts.len() - 1);
-                        parts[w].push(h);
-                    }
-                });
-                let mut ok = true;
-                for (i, b) in parts.into_iter().enumerate() {
-                    if !b.is_empty() {
-                        ok &= send(i, b);
-                    }
-                }
-                ok
-            }
-            _ => send(0, ResponseBatch::copy_of(headers)),
-        }
-    }
-}
-
-/// What the engine thread tells the channel.
+/// What the engine tells the channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ToChannel {
     /// Register a session (client as the target sees it, target).
@@ -194,48 +65,8 @@ pub enum ToChannel {
     Remove(SocketAddr, SocketAddr),
 }
 
-/// The engines' end of the command queue to the channel thread, bounded by
-/// [`COMMAND_BACKLOG`]. Dropping every clone shuts the channel down.
-#[derive(Debug, Clone)]
-pub struct CommandSender {
-    tx: mpsc::UnboundedSender<ToChannel>,
-    counters: Arc<Counters>,
-}
-
-impl CommandSender {
-    /// Queues `cmd`; when the queue is full (intercept not reading), drops it, counts it as a
-    /// registration lost and gives it back.
-    pub fn send(&self, cmd: ToChannel) -> Result<(), ToChannel> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let queued = &self.counters.commands_queued;
-        if queued.load(Relaxed) * COMMAND_COST >= COMMAND_BACKLOG {
-            self.counters.add(&self.counters.registrations_lost, 1);
-            return Err(cmd);
-        }
-        queued.fetch_add(1, Relaxed);
-        self.tx.send(cmd).map_err(|e| {
-            queued.fetch_sub(1, Relaxed);
-            e.0
-        })
-    }
-}
-
-/// The engine thread's handle on the channel thread.
-pub struct ChannelHandle {
-    /// Commands to the channel; dropping it (and its clones) shuts the channel down.
-    pub tx: CommandSender,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl ChannelHandle {
-    /// Closes every connection and waits (briefly) for the thread.
-    pub fn shutdown(self) {
-        drop(self.tx);
-        let _ = self.thread.join();
-    }
-}
-
 /// A random-enough instance id for `Hello` (no RNG crate: the std hasher is randomly keyed).
+/// One per process: every worker's connections say the same, so intercept sees one tcpcopy.
 pub fn instance_id() -> u64 {
     use std::hash::BuildHasher;
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -244,40 +75,393 @@ pub fn instance_id() -> u64 {
     h.finish()
 }
 
-/// Starts the channel thread.
-pub fn spawn(
-    intercepts: Vec<SocketAddr>,
-    connections: u32,
-    instance: u64,
-    psk: Option<Psk>,
-    responses: Responses,
+/// Where one connection stands.
+enum Link {
+    /// Not connected; the next attempt at `retry_at`.
+    Down { retry_at: Instant },
+    /// A non-blocking connect in progress, given up at `deadline`.
+    Connecting {
+        sock: socket2::Socket,
+        deadline: Instant,
+    },
+    /// Connected.
+    Up(TcpStream),
+}
+
+/// One connection to one intercept, for the life of the worker.
+struct Conn {
+    addr: SocketAddr,
+    /// Its index among the connections to `addr`.
+    j: usize,
+    ch: Channel,
+    link: Link,
+    /// What the channel produced and the socket has not taken yet, in order.
+    unsent: VecDeque<Bytes>,
+    /// Bytes in `unsent`.
+    unsent_bytes: u64,
+    /// How much of `unsent`'s front the socket has taken.
+    front_written: usize,
+    /// Since when `unsent` has been waiting without the socket taking anything.
+    stalled_since: Option<Instant>,
+    /// The last failure was logged (one line per outage, not per retry).
+    warned: bool,
+}
+
+impl Conn {
+    fn take_transmit(&mut self, now: Instant) {
+        while let Some(b) = self.ch.poll_transmit(now) {
+            self.unsent_bytes += b.len() as u64;
+            self.unsent.push_back(b);
+        }
+    }
+
+    fn fail(&mut self, now: Instant, why: &str, counters: &Counters) {
+        counters.add(&counters.channel_failures, 1);
+        let delay = self.ch.disconnected(now);
+        self.unsent.clear();
+        self.unsent_bytes = 0;
+        self.front_written = 0;
+        self.stalled_since = None;
+        self.link = Link::Down {
+            retry_at: now + delay,
+        };
+        if !self.warned {
+            warn!(intercept = %self.addr, conn = self.j, reason = %why, retry_in = ?delay, "intercept connection down; reconnecting");
+            self.warned = true;
+        }
+    }
+
+    /// Starts a non-blocking connect.
+    fn connect(&mut self, now: Instant, counters: &Counters) {
+        let start = || -> std::io::Result<socket2::Socket> {
+            let sock = socket2::Socket::new(
+                socket2::Domain::for_address(self.addr),
+                socket2::Type::STREAM.cloexec(),
+                Some(socket2::Protocol::TCP),
+            )?;
+            sock.set_nonblocking(true)?;
+            match sock.connect(&self.addr.into()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                Err(e) => return Err(e),
+            }
+            Ok(sock)
+        };
+        match start() {
+            Ok(sock) => {
+                self.link = Link::Connecting {
+                    sock,
+                    deadline: now + CONNECT_TIMEOUT,
+                }
+            }
+            Err(e) => self.fail(now, &format!("cannot connect: {e}"), counters),
+        }
+    }
+
+    /// Looks whether a connect in progress finished.
+    fn check_connect(&mut self, now: Instant, counters: &Counters) {
+        let Link::Connecting { sock, deadline } = &self.link else {
+            return;
+        };
+        let done = match sock.take_error() {
+            Ok(Some(e)) | Err(e) => Err(format!("cannot connect: {e}")),
+            Ok(None) => match sock.peer_addr() {
+                Ok(_) => Ok(true),
+                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(false),
+                Err(e) => Err(format!("cannot connect: {e}")),
+            },
+        };
+        match done {
+            Ok(false) if now >= *deadline => self.fail(now, "connect timed out", counters),
+            Ok(false) => {}
+            Err(why) => self.fail(now, &why, counters),
+            Ok(true) => {
+                let Link::Connecting { sock, .. } =
+                    std::mem::replace(&mut self.link, Link::Down { retry_at: now })
+                else {
+                    return;
+                };
+                let _ = sock.set_tcp_nodelay(true);
+                // The kernel gives up on data intercept has not acknowledged for as long as a
+                // stalled write is tolerated: a peer that vanished without a reset (host down,
+                // path cut) is noticed even while our writes still fit in the socket buffer.
+                let _ = sock.set_tcp_user_timeout(Some(WRITE_TIMEOUT));
+                self.link = Link::Up(sock.into());
+                self.warned = false;
+                match self.ch.connected(now) {
+                    Ok(()) => self.take_transmit(now),
+                    Err(e) => self.fail(now, &e.to_string(), counters),
+                }
+            }
+        }
+    }
+
+    /// Writes what the socket takes of `unsent`; an error or a stall past [`WRITE_TIMEOUT`]
+    /// fails the connection.
+    fn write(&mut self, now: Instant, counters: &Counters) {
+        let Link::Up(s) = &mut self.link else {
+            return;
+        };
+        let mut progressed = false;
+        let mut error = None;
+        while let Some(front) = self.unsent.front() {
+            match s.write(&front[self.front_written..]) {
+                Ok(0) => {
+                    error = Some("write: intercept took nothing".to_string());
+                    break;
+                }
+                Ok(n) => {
+                    progressed = true;
+                    self.front_written += n;
+                    if self.front_written == front.len() {
+                        self.unsent_bytes -= front.len() as u64;
+                        self.unsent.pop_front();
+                        self.front_written = 0;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    error = Some(format!("write: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some(why) = error {
+            return self.fail(now, &why, counters);
+        }
+        if self.unsent.is_empty() || progressed {
+            self.stalled_since = (!self.unsent.is_empty()).then_some(now);
+        } else if self.stalled_since.is_none() {
+            self.stalled_since = Some(now);
+        }
+        if self
+            .stalled_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= WRITE_TIMEOUT)
+        {
+            let why = format!(
+                "write: intercept took nothing for {} s",
+                WRITE_TIMEOUT.as_secs()
+            );
+            self.fail(now, &why, counters);
+        }
+    }
+
+    /// Reads what intercept sent (a bounded amount) and hands each response header to
+    /// `on_header`. Returns whether anything was read, and whether more may be waiting.
+    fn read(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        counters: &Counters,
+        on_header: &mut dyn FnMut(&[u8]),
+    ) -> (bool, bool) {
+        let mut any = false;
+        for _ in 0..READS_PER_ROUND {
+            let Link::Up(s) = &mut self.link else {
+                return (any, false);
+            };
+            let n = match s.read(buf) {
+                Ok(0) => {
+                    self.fail(now, "closed by intercept", counters);
+                    return (any, false);
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return (any, false),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.fail(now, &format!("read: {e}"), counters);
+                    return (any, false);
+                }
+            };
+            any = true;
+            if let Err(e) = self.ch.handle_input(now, &buf[..n]) {
+                self.fail(now, &e.to_string(), counters);
+                return (any, false);
+            }
+            while let Some(ev) = self.ch.poll_event() {
+                match ev {
+                    Event::Ready { version, instance } => {
+                        counters.add(&counters.channel_connects, 1);
+                        info!(intercept = %self.addr, conn = self.j, version, peer = format_args!("{instance:016x}"), sessions = self.ch.session_count(), "connected to intercept");
+                    }
+                    Event::Responses(headers) => {
+                        counters.add(&counters.responses, headers.len() as u64);
+                        for h in &headers {
+                            on_header(h);
+                        }
+                    }
+                }
+            }
+            // Pongs, and the handshake's answers.
+            self.take_transmit(now);
+            if n < buf.len() {
+                return (any, false);
+            }
+        }
+        counters.add(&counters.response_pauses, 1);
+        (any, true)
+    }
+}
+
+/// One worker's connections to every intercept.
+pub struct InterceptLink {
+    conns: Vec<Conn>,
+    /// Connections per intercept.
+    per_intercept: usize,
+    /// Bytes of registrations the sockets have not taken, over all connections, at most.
+    unsent_limit: u64,
     counters: Arc<Counters>,
-) -> std::io::Result<ChannelHandle> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let tx = CommandSender {
-        tx,
-        counters: counters.clone(),
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let thread = std::thread::Builder::new()
-        .name("intercept-channel".into())
-        .spawn(move || {
-            // Not a capture thread: back to the ordinary priority (see --capture-nice).
-            let _ = tcpclone::sys::set_thread_nice(0);
-            rt.block_on(route(
-                intercepts,
-                connections as usize,
-                instance,
-                psk,
-                rx,
-                responses,
-                counters,
-            ));
-            rt.shutdown_timeout(Duration::from_millis(200));
-        })?;
-    Ok(ChannelHandle { tx, thread })
+    buf: Box<[u8]>,
+}
+
+impl InterceptLink {
+    /// `per_intercept` connections to each of `intercepts` (connected by the first
+    /// [`pump`](Self::pump)), saying `instance` in their `Hello`; `psk` enables the secure
+    /// layer. At most `unsent_limit` bytes of registrations wait for the sockets.
+    pub fn new(
+        intercepts: &[SocketAddr],
+        per_intercept: usize,
+        instance: u64,
+        psk: Option<Psk>,
+        unsent_limit: u64,
+        counters: Arc<Counters>,
+    ) -> InterceptLink {
+        let per_intercept = per_intercept.max(1);
+        let now = Instant::now();
+        let conns = intercepts
+            .iter()
+            .flat_map(|&addr| (0..per_intercept).map(move |j| (addr, j)))
+            .map(|(addr, j)| Conn {
+                addr,
+                j,
+                ch: Channel::new(instance, psk.clone()),
+                link: Link::Down { retry_at: now },
+                unsent: VecDeque::new(),
+                unsent_bytes: 0,
+                front_written: 0,
+                stalled_since: None,
+                warned: false,
+            })
+            .collect();
+        InterceptLink {
+            conns,
+            per_intercept,
+            unsent_limit,
+            counters,
+            buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
+        }
+    }
+
+    /// Bytes of registrations waiting for the sockets, over all connections.
+    pub fn unsent_bytes(&self) -> u64 {
+        self.conns.iter().map(|c| c.unsent_bytes).sum()
+    }
+
+    /// Registers or unregisters a session with every intercept, on the connection its hash
+    /// picks (so intercept sends its responses there). Written by the next
+    /// [`write`](Self::write) or [`pump`](Self::pump). A registration that would take the
+    /// unsent bytes past the limit (intercept not reading) is dropped and counted as lost;
+    /// removals always go through, as they free intercept's table.
+    pub fn register(&mut self, now: Instant, cmd: ToChannel) {
+        let (ToChannel::Add(cl, t) | ToChannel::Remove(cl, t)) = cmd;
+        if matches!(cmd, ToChannel::Add(..)) && self.unsent_bytes() >= self.unsent_limit {
+            self.counters.add(&self.counters.registrations_lost, 1);
+            return;
+        }
+        let j = conn_of(&cl, &t, self.per_intercept);
+        for c in self.conns.iter_mut().filter(|c| c.j == j) {
+            let r = match cmd {
+                ToChannel::Add(cl, t) => c.ch.session_add(cl, t),
+                ToChannel::Remove(cl, t) => c.ch.session_remove(cl, t),
+            };
+            if let Err(e) = r {
+                self.counters.add(&self.counters.registrations_lost, 1);
+                warn!(error = %e, "registration refused");
+            }
+            c.take_transmit(now);
+        }
+    }
+
+    /// Writes what the connections have for their sockets (registrations first: intercept
+    /// must know a clone before its SYN reaches the target).
+    pub fn write(&mut self, now: Instant) {
+        for c in &mut self.conns {
+            if !c.unsent.is_empty() {
+                c.write(now, &self.counters);
+            }
+        }
+    }
+
+    /// One round: connects what is down and due, finishes connects, reads what intercept sent
+    /// (each response header to `on_header`), runs the channels' timers and writes. Returns
+    /// (anything read, more may be waiting in a socket).
+    pub fn pump(&mut self, now: Instant, on_header: &mut dyn FnMut(&[u8])) -> (bool, bool) {
+        let (mut any, mut more) = (false, false);
+        for c in &mut self.conns {
+            let counters = &*self.counters;
+            match &c.link {
+                Link::Down { retry_at } if now >= *retry_at => c.connect(now, counters),
+                Link::Down { .. } => continue,
+                Link::Connecting { .. } => {}
+                Link::Up(_) => {}
+            }
+            if matches!(c.link, Link::Connecting { .. }) {
+                c.check_connect(now, counters);
+            }
+            if matches!(c.link, Link::Up(_)) {
+                let (a, m) = c.read(now, &mut self.buf, counters, on_header);
+                any |= a;
+                more |= m;
+            }
+            if matches!(c.link, Link::Up(_)) {
+                if c.ch.poll_timeout().is_some_and(|t| t <= now) {
+                    if let Err(e) = c.ch.handle_timeout(now) {
+                        c.fail(now, &e.to_string(), counters);
+                        continue;
+                    }
+                    c.take_transmit(now);
+                }
+                if c.ch.is_insecure() && c.ch.is_ready() {
+                    warn_insecure(c.addr);
+                }
+                c.write(now, counters);
+            }
+        }
+        (any, more)
+    }
+
+    /// The earliest time [`pump`](Self::pump) has something to do without any socket event.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conns
+            .iter()
+            .filter_map(|c| match &c.link {
+                Link::Down { retry_at } => Some(*retry_at),
+                Link::Connecting { deadline, .. } => Some(*deadline),
+                Link::Up(_) => {
+                    let stall = c.stalled_since.map(|t| t + WRITE_TIMEOUT);
+                    match (c.ch.poll_timeout(), stall) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                }
+            })
+            .min()
+    }
+
+    /// The descriptors to wait on: readable for an open connection, writable for a connect in
+    /// progress or a connection with unsent bytes.
+    pub fn poll_fds(&self, out: &mut Vec<PollFd>) {
+        for c in &self.conns {
+            match &c.link {
+                Link::Down { .. } => {}
+                Link::Connecting { sock, .. } => {
+                    out.push(PollFd::new(sock.as_raw_fd(), false, true))
+                }
+                Link::Up(s) => out.push(PollFd::new(s.as_raw_fd(), true, !c.unsent.is_empty())),
+            }
+        }
+    }
 }
 
 fn conn_of(client: &SocketAddr, target: &SocketAddr, connections: usize) -> usize {
@@ -286,459 +470,101 @@ fn conn_of(client: &SocketAddr, target: &SocketAddr, connections: usize) -> usiz
     (h.finish() % connections as u64) as usize
 }
 
-/// Fans the engine's registrations out to one connection per intercept.
-async fn route(
-    intercepts: Vec<SocketAddr>,
-    c: usize,
-    instance: u64,
-    psk: Option<Psk>,
-    mut rx: mpsc::UnboundedReceiver<ToChannel>,
-    responses: Responses,
-    counters: Arc<Counters>,
-) {
-    let queued = &counters.commands_queued;
-    let mut conns: Vec<Vec<mpsc::UnboundedSender<ToChannel>>> = Vec::new();
-    let mut tasks = Vec::new();
-    for addr in &intercepts {
-        let mut row = Vec::new();
-        for j in 0..c {
-            let (tx, crx) = mpsc::unbounded_channel();
-            row.push(tx);
-            let ch = Channel::new(instance, psk.clone());
-            tasks.push(tokio::spawn(connection(
-                j,
-                *addr,
-                ch,
-                crx,
-                responses.clone(),
-                counters.clone(),
-            )));
-        }
-        conns.push(row);
-    }
-    while let Some(cmd) = rx.recv().await {
-        let (ToChannel::Add(cl, t) | ToChannel::Remove(cl, t)) = cmd;
-        let j = conn_of(&cl, &t, c);
-        // One command in, one copy per intercept out: each is counted until applied.
-        queued.fetch_add(conns.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        for row in &conns {
-            if row[j].send(cmd).is_err() {
-                queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-    }
-    for t in tasks {
-        t.abort();
-    }
-}
-
-/// Applies one registration command to the channel (it leaves the bounded queue).
-fn apply(ch: &mut Channel, cmd: ToChannel, counters: &Counters) {
-    counters
-        .commands_queued
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    let r = match cmd {
-        ToChannel::Add(cl, t) => ch.session_add(cl, t),
-        ToChannel::Remove(cl, t) => ch.session_remove(cl, t),
-    };
-    if let Err(e) = r {
-        counters.add(&counters.registrations_lost, 1);
-        warn!(error = %e, "registration refused");
-    }
-}
-
-/// One connection to one intercept, for the life of the process.
-async fn connection(
-    j: usize,
-    addr: SocketAddr,
-    mut ch: Channel,
-    mut cmds: mpsc::UnboundedReceiver<ToChannel>,
-    responses: Responses,
-    counters: Arc<Counters>,
-) {
-    let mut warned = false;
-    loop {
-        // Connect, still taking registrations (they are sent once connected).
-        let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr));
-        tokio::pin!(connect);
-        let stream = loop {
-            tokio::select! {
-                r = &mut connect => break r,
-                cmd = cmds.recv() => match cmd {
-                    Some(cmd) => apply(&mut ch, cmd, &counters),
-                    None => return,
-                },
-            }
-        };
-        let why = match stream {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                // The kernel gives up on data intercept has not acknowledged for as long as a
-                // stalled write is tolerated: a peer that vanished without a reset (host down,
-                // path cut) is noticed even while our writes still fit in the socket buffer.
-                let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(WRITE_TIMEOUT));
-                warned = false;
-                serve(j, addr, stream, &mut ch, &mut cmds, &responses, &counters).await
-            }
-            Ok(Err(e)) => format!("cannot connect: {e}"),
-            Err(_) => "connect timed out".to_string(),
-        };
-        if why.is_empty() {
-            return; // shutting down
-        }
-        counters.add(&counters.channel_failures, 1);
-        let delay = ch.disconnected(std::time::Instant::now());
-        if !warned {
-            warn!(intercept = %addr, conn = j, reason = %why, retry_in = ?delay, "intercept connection down; reconnecting");
-            warned = true;
-        }
-        let until = Instant::now() + delay;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => break,
-                cmd = cmds.recv() => match cmd {
-                    Some(cmd) => apply(&mut ch, cmd, &counters),
-                    None => return,
-                },
-            }
-        }
-    }
-}
-
-/// Runs one established connection until it fails; returns why ("" on shutdown).
-async fn serve(
-    j: usize,
-    addr: SocketAddr,
-    stream: TcpStream,
-    ch: &mut Channel,
-    cmds: &mut mpsc::UnboundedReceiver<ToChannel>,
-    responses: &Responses,
-    counters: &Counters,
-) -> String {
-    let (mut rd, mut wr) = stream.into_split();
-    if let Err(e) = ch.connected(std::time::Instant::now()) {
-        return e.to_string();
-    }
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut was_paused = false;
-    loop {
-        if ch.is_insecure() && ch.is_ready() {
-            warn_insecure(addr);
-        }
-        // Write everything the channel has for the socket.
-        while let Some(out) = ch.poll_transmit(std::time::Instant::now()) {
-            match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&out)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return format!("write: {e}"),
-                Err(_) => {
-                    return format!(
-                        "write: intercept took nothing for {} s",
-                        WRITE_TIMEOUT.as_secs()
-                    )
-                }
-            }
-        }
-        while let Some(ev) = ch.poll_event() {
-            match ev {
-                Event::Ready { version, instance } => {
-                    counters.add(&counters.channel_connects, 1);
-                    info!(intercept = %addr, conn = j, version, peer = format_args!("{instance:016x}"), sessions = ch.session_count(), "connected to intercept");
-                }
-                Event::Responses(headers) => {
-                    counters.add(&counters.responses, headers.len() as u64);
-                    if !responses.deliver(&headers, counters) {
-                        return String::new();
-                    }
-                }
-            }
-        }
-        let deadline = ch
-            .poll_timeout()
-            .map(Instant::from_std)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        // The engine is far behind: leave intercept's answers in the socket for now.
-        let paused = Counters::get(&counters.responses_queued) >= RESPONSE_BACKLOG;
-        if paused && !was_paused {
-            counters.add(&counters.response_pauses, 1);
-        }
-        was_paused = paused;
-        tokio::select! {
-            _ = tokio::time::sleep(BACKLOG_POLL), if paused => {}
-            n = rd.read(&mut buf), if !paused => match n {
-                Ok(0) => return "closed by intercept".into(),
-                Err(e) => return format!("read: {e}"),
-                Ok(n) => if let Err(e) = ch.handle_input(std::time::Instant::now(), &buf[..n]) {
-                    return e.to_string();
-                },
-            },
-            cmd = cmds.recv() => {
-                let Some(cmd) = cmd else { return String::new() };
-                apply(ch, cmd, counters);
-                for _ in 0..CMD_BATCH {
-                    match cmds.try_recv() {
-                        Ok(cmd) => apply(ch, cmd, counters),
-                        Err(_) => break,
-                    }
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                if let Err(e) = ch.handle_timeout(std::time::Instant::now()) {
-                    return e.to_string();
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn command_queue_is_bounded_and_counts_what_it_drops() {
-        let counters = Arc::new(Counters::default());
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let s = CommandSender {
-            tx,
-            counters: counters.clone(),
-        };
-        let cmd = |p: u16| {
-            ToChannel::Add(
-                SocketAddr::from(([198, 18, 0, 1], p)),
-                "198.18.0.2:80".parse().unwrap(),
-            )
-        };
-        let cap = COMMAND_BACKLOG / COMMAND_COST;
-        // Nobody takes them (intercept stopped reading): ten times the bound is offered.
-        let sent = (0..10 * cap as u32)
-            .filter(|&i| s.clone().send(cmd(i as u16)).is_ok())
-            .count() as u64;
-        assert_eq!(sent, cap);
-        assert_eq!(Counters::get(&counters.registrations_lost), 9 * cap);
-        // Applied commands leave the queue and make room again.
-        let mut ch = Channel::new(1, None);
-        for _ in 0..10 {
-            let c = rx.try_recv().unwrap();
-            apply(&mut ch, c, &counters);
-        }
-        assert_eq!(Counters::get(&counters.commands_queued), cap - 10);
-        assert!(s.send(cmd(1)).is_ok());
-    }
-
-    #[test]
-    fn response_batch_is_a_compact_copy_in_order() {
-        let frame = Bytes::from((0u8..200).collect::<Vec<u8>>());
-        let headers = vec![
-            frame.slice(0..40),
-            frame.slice(40..100),
-            frame.slice(150..200),
-        ];
-        let b = ResponseBatch::copy_of(&headers);
-        drop(headers);
-        assert_eq!(b.len(), 3);
-        let got: Vec<&[u8]> = b.iter().collect();
-        assert_eq!(got, vec![&frame[0..40], &frame[40..100], &frame[150..200]]);
-        // Only the headers' bytes are held, not the frame they came from.
-        assert_eq!(b.data.capacity(), 150);
-        assert!(ResponseBatch::copy_of(&[]).is_empty());
-    }
     use bytes::BytesMut;
+    use std::net::TcpListener;
+    use std::sync::mpsc;
     use tcpclone::proto::{encode, Decoder, Message, Role, VERSION};
 
-    /// IPv4 + TCP headers of a response from `target` to `client` (ACK).
-    fn response(client: SocketAddr, target: SocketAddr) -> Bytes {
-        let (SocketAddr::V4(c), SocketAddr::V4(t)) = (client, target) else {
-            unreachable!()
-        };
+    /// A real IPv4+TCP header (the channel's decoder checks it).
+    fn header() -> Bytes {
         let mut h = vec![0u8; 40];
         h[0] = 0x45;
         h[2..4].copy_from_slice(&40u16.to_be_bytes());
-        h[8] = 64;
         h[9] = 6;
-        h[12..16].copy_from_slice(&t.ip().octets());
-        h[16..20].copy_from_slice(&c.ip().octets());
-        h[20..22].copy_from_slice(&t.port().to_be_bytes());
-        h[22..24].copy_from_slice(&c.port().to_be_bytes());
         h[32] = 0x50;
-        h[33] = 0x10;
         Bytes::from(h)
     }
 
-    #[test]
-    fn responses_reach_the_worker_that_owns_the_session() {
-        let (workers, owners) = crate::engine::shared::SharedClients::group(3);
-        let target: SocketAddr = "198.18.1.2:6380".parse().unwrap();
-        let clients: Vec<SocketAddr> = (0..3)
-            .map(|i| format!("198.18.10.2:{}", 40000 + i).parse().unwrap())
-            .collect();
-        // Client i is owned by worker 2 - i.
-        for (i, c) in clients.iter().enumerate() {
-            assert!(workers[2 - i].claim(*c, target));
-        }
-        let wakes: Vec<_> = (0..3)
-            .map(|_| Arc::new(tcpclone::sys::ring::Wake::new().unwrap()))
-            .collect();
-        let mut rxs = Vec::new();
-        let inboxes = wakes
-            .iter()
-            .map(|w| {
-                let (tx, rx) = crossbeam_channel::unbounded();
-                rxs.push(rx);
-                Inbox {
-                    tx,
-                    wake: Some(w.clone()),
-                }
-            })
-            .collect();
-        let r = Responses::routed(inboxes, owners);
-        let stranger: SocketAddr = "198.18.10.9:1234".parse().unwrap();
-        let headers = vec![
-            response(clients[0], target),
-            response(clients[1], target),
-            response(stranger, target),
-            response(clients[0], target),
-        ];
-        let counters = Counters::default();
-        wakes[1].park();
-        assert!(r.deliver(&headers, &counters));
-        let got: Vec<Vec<Vec<u8>>> = rxs
-            .iter()
-            .map(|rx| {
-                rx.try_iter()
-                    .flat_map(|b| b.iter().map(<[u8]>::to_vec).collect::<Vec<_>>())
-                    .collect()
-            })
-            .collect();
-        assert_eq!(got[2], vec![headers[0].to_vec(), headers[3].to_vec()]);
-        assert_eq!(got[1], vec![headers[1].to_vec()]);
-        assert_eq!(
-            got[0],
-            vec![headers[2].to_vec()],
-            "unknown sessions: worker 0"
-        );
-        let mut ready = Vec::new();
-        tcpclone::sys::ring::poll_many(&[wakes[1].fd()], 0, &mut ready).unwrap();
-        assert_eq!(ready, vec![true], "the parked worker was woken");
-        assert_eq!(
-            Counters::get(&counters.responses_queued),
-            40 * 4,
-            "queued bytes counted for the backlog limit"
-        );
+    fn frame(m: &Message) -> BytesMut {
+        let mut w = BytesMut::new();
+        encode(m, &mut w).unwrap();
+        w
     }
-    use tokio::net::TcpListener;
 
-    /// A fake intercept: answers the hello, records registrations, answers each SessionAdd
-    /// with one response header, and drops the first connection after its first add.
-    async fn fake_intercept(l: TcpListener, adds: mpsc::UnboundedSender<Message>) {
-        let mut first = true;
-        loop {
-            let (mut s, _) = l.accept().await.unwrap();
-            let mut w = BytesMut::new();
-            encode(
-                &Message::Hello {
+    /// A fake intercept on its own thread: answers the hello, reports every registration it
+    /// sees, answers each `SessionAdd` with one response header, and drops its first
+    /// connection after the first add. Bounded: it serves `conns` connections, then ends.
+    fn fake_intercept(conns: usize) -> (SocketAddr, mpsc::Receiver<Message>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for n in 0..conns {
+                let Ok((mut s, _)) = l.accept() else { return };
+                let hello = Message::Hello {
                     version: VERSION,
                     role: Role::Intercept,
                     instance: 7,
-                },
-                &mut w,
-            )
-            .unwrap();
-            s.write_all(&w).await.unwrap();
-            let mut dec = Decoder::new();
-            let mut r = BytesMut::new();
-            'conn: while s.read_buf(&mut r).await.unwrap() > 0 {
-                while let Some(m) = dec.decode(&mut r).unwrap() {
-                    if let Message::SessionAdd { .. } = m {
-                        adds.send(m.clone()).unwrap();
-                        // A real IPv4+TCP header (the decoder checks it).
-                        let mut h = vec![0u8; 40];
-                        h[0] = 0x45;
-                        h[2..4].copy_from_slice(&40u16.to_be_bytes());
-                        h[9] = 6;
-                        h[32] = 0x50;
-                        let mut w = BytesMut::new();
-                        encode(
-                            &Message::Responses {
-                                headers: vec![Bytes::from(h)],
-                            },
-                            &mut w,
-                        )
-                        .unwrap();
-                        s.write_all(&w).await.unwrap();
-                        if first {
-                            first = false;
-                            break 'conn;
+                };
+                let _ = s.write_all(&frame(&hello));
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut dec = Decoder::new();
+                let mut r = BytesMut::new();
+                let mut buf = [0u8; 4096];
+                'conn: while let Ok(k @ 1..) = s.read(&mut buf) {
+                    r.extend_from_slice(&buf[..k]);
+                    while let Ok(Some(m)) = dec.decode(&mut r) {
+                        if let Message::SessionAdd { .. } = m {
+                            let _ = tx.send(m.clone());
+                            let answer = Message::Responses {
+                                headers: vec![header()],
+                            };
+                            let _ = s.write_all(&frame(&answer));
+                            if n == 0 {
+                                break 'conn;
+                            }
                         }
                     }
                 }
             }
+        });
+        (addr, rx)
+    }
+
+    /// Pumps `link` until `until` holds or 5 s pass; returns the headers it handed over.
+    fn pump_until(
+        link: &mut InterceptLink,
+        got: &mut Vec<Vec<u8>>,
+        until: impl Fn(&InterceptLink, &[Vec<u8>]) -> bool,
+    ) -> bool {
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if until(link, got) {
+                return true;
+            }
+            let mut fds = Vec::new();
+            link.poll_fds(&mut fds);
+            let _ = tcpclone::sys::ring::poll_fds(&mut fds, 10);
+            link.pump(Instant::now(), &mut |h| got.push(h.to_vec()));
         }
-    }
-
-    /// A channel (one connection) to a [`fake_intercept`] on its own thread: the handle, the
-    /// registrations the fake saw, the responses for the engine, and the counters.
-    fn channel_to_fake_intercept() -> (
-        ChannelHandle,
-        mpsc::UnboundedReceiver<Message>,
-        crossbeam_channel::Receiver<ResponseBatch>,
-        Arc<Counters>,
-    ) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let l = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
-        let addr = l.local_addr().unwrap();
-        let (add_tx, add_rx) = mpsc::unbounded_channel();
-        std::thread::spawn(move || rt.block_on(fake_intercept(l, add_tx)));
-        let counters = Arc::new(Counters::default());
-        let (resp_tx, resp_rx) = crossbeam_channel::unbounded();
-        let h = spawn(
-            vec![addr],
-            1,
-            1,
-            None,
-            Responses::single(Inbox {
-                tx: resp_tx,
-                wake: None,
-            }),
-            counters.clone(),
-        )
-        .unwrap();
-        (h, add_rx, resp_rx, counters)
-    }
-
-    #[test]
-    fn stops_reading_while_the_engine_is_a_backlog_behind() {
-        let (h, mut add_rx, resp_rx, counters) = channel_to_fake_intercept();
-        let cl: SocketAddr = "198.18.10.2:40000".parse().unwrap();
-        let t: SocketAddr = "198.18.1.2:6379".parse().unwrap();
-        h.tx.send(ToChannel::Add(cl, t)).unwrap();
-        add_rx.blocking_recv().unwrap();
-        let r = resp_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(Counters::get(&counters.responses_queued), r.bytes());
-        // The engine is now a whole backlog behind: the fake intercept closed the connection
-        // after its answer, but nothing is read, so no reconnect and no second answer.
-        counters.add(&counters.responses_queued, RESPONSE_BACKLOG);
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(resp_rx.recv_timeout(Duration::from_millis(300)).is_err());
-        assert_eq!(Counters::get(&counters.channel_connects), 1);
-        assert_eq!(Counters::get(&counters.response_pauses), 1);
-        // Caught up: reading goes on, the close is seen, the session registered again.
-        counters.sub(&counters.responses_queued, RESPONSE_BACKLOG + r.bytes());
-        assert!(resp_rx.recv_timeout(Duration::from_secs(5)).is_ok());
-        assert!(Counters::get(&counters.channel_connects) >= 2);
-        h.shutdown();
+        until(link, got)
     }
 
     #[test]
     fn registers_and_re_registers_after_reconnect() {
-        let (h, mut add_rx, resp_rx, counters) = channel_to_fake_intercept();
+        let (addr, adds) = fake_intercept(2);
+        let counters = Arc::new(Counters::default());
+        let mut link = InterceptLink::new(&[addr], 1, 1, None, COMMAND_BACKLOG, counters.clone());
         let cl: SocketAddr = "198.18.10.2:40000".parse().unwrap();
         let t: SocketAddr = "198.18.1.2:6379".parse().unwrap();
-        h.tx.send(ToChannel::Add(cl, t)).unwrap();
-        let first = add_rx.blocking_recv().unwrap();
+        // Registered before the connection is up: sent once it is.
+        link.register(Instant::now(), ToChannel::Add(cl, t));
+        let mut got = Vec::new();
+        assert!(pump_until(&mut link, &mut got, |_, g| !g.is_empty()));
+        let first = adds.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(
             first,
             Message::SessionAdd {
@@ -746,14 +572,55 @@ mod tests {
                 target: t
             }
         );
-        let r = resp_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(r.len(), 1);
-        assert_eq!(r.iter().next().map(|h| h.len()), Some(40));
-        // The fake dropped the connection: the live session must be registered again.
-        let again = add_rx.blocking_recv().unwrap();
-        assert_eq!(again, first);
-        assert!(resp_rx.recv_timeout(Duration::from_secs(5)).is_ok());
-        assert!(Counters::get(&counters.channel_connects) >= 2);
-        h.shutdown();
+        assert_eq!(got, vec![header().to_vec()]);
+        // The fake dropped the connection: the live session is registered again and answered.
+        assert!(pump_until(&mut link, &mut got, |_, g| g.len() == 2));
+        assert_eq!(adds.recv_timeout(Duration::from_secs(5)).unwrap(), first);
+        assert_eq!(Counters::get(&counters.channel_connects), 2);
+        assert_eq!(Counters::get(&counters.channel_failures), 1);
+        assert_eq!(Counters::get(&counters.responses), 2);
+    }
+
+    #[test]
+    fn unsent_registrations_are_bounded_and_counted_when_intercept_stops_reading() {
+        // An intercept that answers the hello, then reads nothing more (but holds on).
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let Ok((mut s, _)) = l.accept() else { return };
+            let hello = Message::Hello {
+                version: VERSION,
+                role: Role::Intercept,
+                instance: 7,
+            };
+            let _ = s.write_all(&frame(&hello));
+            let _ = done_rx.recv_timeout(Duration::from_secs(30));
+        });
+        let counters = Arc::new(Counters::default());
+        let limit = 64 * 1024;
+        let mut link = InterceptLink::new(&[addr], 1, 1, None, limit, counters.clone());
+        let mut got = Vec::new();
+        assert!(pump_until(&mut link, &mut got, |_, _| {
+            Counters::get(&counters.channel_connects) == 1
+        }));
+        let t: SocketAddr = "198.18.1.2:6379".parse().unwrap();
+        // Far more than the socket buffers and the limit hold: ~45 bytes each, 45 MB in all.
+        let offered = 1_000_000u32;
+        for i in 0..offered {
+            let cl = SocketAddr::from(([198, 18, (i >> 16) as u8, (i >> 8) as u8], i as u16));
+            link.register(Instant::now(), ToChannel::Add(cl, t));
+            if i % 1000 == 0 {
+                link.write(Instant::now());
+            }
+        }
+        link.write(Instant::now());
+        let lost = Counters::get(&counters.registrations_lost);
+        assert!(lost > 0, "nothing was dropped");
+        assert!(lost < u64::from(offered));
+        // At most one registration's frame over the limit waits in memory.
+        assert!(link.unsent_bytes() <= limit + 64, "{}", link.unsent_bytes());
+        assert_eq!(Counters::get(&counters.channel_failures), 0);
+        drop(done_tx);
     }
 }

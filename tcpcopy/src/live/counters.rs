@@ -57,20 +57,17 @@ pub struct Counters {
     pub channel_connects: AtomicU64,
     /// Channel connections lost or failed.
     pub channel_failures: AtomicU64,
-    /// Registrations that could not be delivered because no intercept connection was up.
+    /// Registrations dropped because the intercept connections had too much unsent already
+    /// (intercept not reading), or refused by the channel.
     pub registrations_lost: AtomicU64,
-    /// Bytes of response headers handed to the engine thread and not processed yet (a gauge;
-    /// the channel stops reading from intercept while it is at [`RESPONSE_BACKLOG`]).
-    ///
-    /// [`RESPONSE_BACKLOG`]: super::channel::RESPONSE_BACKLOG
-    pub responses_queued: AtomicU64,
-    /// Times a channel connection stopped reading because the engine was that far behind.
+    /// Times a worker stopped reading an intercept connection to serve its capture first (the
+    /// rest waits in the socket): a sign that responses arrive faster than it takes them.
     pub response_pauses: AtomicU64,
-    /// Registration commands queued between the engines and the intercept connections now (a
-    /// gauge, bounded by [`COMMAND_BACKLOG`]).
+    /// Bytes of registrations the intercept connections have not written yet, all workers (a
+    /// gauge, bounded per worker by [`COMMAND_BACKLOG`]).
     ///
     /// [`COMMAND_BACKLOG`]: super::channel::COMMAND_BACKLOG
-    pub commands_queued: AtomicU64,
+    pub registrations_unsent: AtomicU64,
 }
 
 impl Counters {
@@ -119,7 +116,7 @@ impl Counters {
             ("intercept_connects", g(&self.channel_connects)),
             ("intercept_failures", g(&self.channel_failures)),
             ("registrations_lost", g(&self.registrations_lost)),
-            ("responses_queued_bytes", g(&self.responses_queued)),
+            ("registrations_unsent_bytes", g(&self.registrations_unsent)),
             ("response_pauses", g(&self.response_pauses)),
         ]
     }

@@ -156,17 +156,17 @@ pub fn snapshot(
     counter!(
         registrations_lost,
         "intercept_registrations_lost",
-        "[intercept channel] Registrations not delivered: no intercept connection was up"
+        "[intercept channel] Registrations dropped: too much unsent to intercept already (it is not reading)"
     );
     counter!(
         response_pauses,
         "intercept_response_pauses",
-        "[intercept channel] Times a connection stopped reading because the engine was behind"
+        "[intercept channel] Times a worker left intercept's data in the socket to serve its capture first"
     );
     s.gauge(
-        "tcpclone_tcpcopy_intercept_responses_queued_bytes",
-        "[intercept channel] Bytes of response headers waiting for the engine (queue depth)",
-        i64::try_from(g(&c.responses_queued)).unwrap_or(i64::MAX),
+        "tcpclone_tcpcopy_intercept_unsent_bytes",
+        "[intercept channel] Bytes of registrations not yet written to intercept (all workers)",
+        i64::try_from(g(&c.registrations_unsent)).unwrap_or(i64::MAX),
     );
 
     macro_rules! engine {

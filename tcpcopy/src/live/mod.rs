@@ -1,11 +1,14 @@
-//! Live raw-mode glue: capture threads, raw sending, the intercept channel and signals around
-//! the sans-IO engine, which runs on its own thread (the caller's).
+//! Live raw-mode glue: the capture, the workers, the sending and signals around the sans-IO
+//! engine.
 //!
-//! Data flow: capture thread(s) → crossbeam channel of [`capture::Batch`]es → engine thread →
-//! raw socket; intercept channel (tokio thread) → crossbeam channel of response headers →
-//! engine thread; engine events → tokio channel → intercept. The engine thread sleeps in one
-//! `select` on those channels with the engine's `poll_timeout` as deadline, so any input wakes it.
-//! Nothing here decides anything about TCP: that is the engine's job.
+//! Data path: each worker thread ([`worker`]) reads its share of the capture ring in place
+//! (or copied batches from a file or libpcap), feeds the frames to its own engine, sends what
+//! the engine produced with `sendmmsg`, and runs its own connections to intercept
+//! ([`channel`]): the engine's registrations go out on them, and the responses intercept
+//! reports for this worker's sessions come back on them, to the same engine. A worker sleeps in
+//! one `poll` over its rings, its intercept sockets and a wake-up descriptor, with the engine's
+//! `poll_timeout` as deadline. This thread only starts them, waits for signals and prints
+//! `--stats`. Nothing here decides anything about TCP: that is the engine's job.
 
 pub mod capture;
 pub mod channel;
@@ -304,31 +307,10 @@ pub fn run(settings: Settings) -> Result<Summary> {
             None
         }
     };
-    let (shared_clients, owners) = SharedClients::group(workers);
-    let mut inboxes = Vec::new();
-    let mut inbox_rx = Vec::new();
-    for w in &wakes {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        inboxes.push(channel::Inbox {
-            tx,
-            wake: Some(w.clone()),
-        });
-        inbox_rx.push(rx);
-    }
-    let responses = if workers > 1 {
-        channel::Responses::routed(inboxes, owners)
-    } else {
-        channel::Responses::single(inboxes.remove(0))
-    };
-    let channel = channel::spawn(
-        settings.intercepts.clone(),
-        settings.connections,
-        channel::instance_id(),
-        psk,
-        responses,
-        counters.clone(),
-    )?;
-
+    let shared_clients = SharedClients::group(workers);
+    // One instance id for the process: intercept sees every worker's connections as one
+    // tcpcopy (a worker's sessions may move to another of its connections after a reconnect).
+    let instance = channel::instance_id();
     let origin = Instant::now();
     let engine_stats = Arc::new(Mutex::new(vec![EngineStats::default(); workers]));
     let (_metrics, published_latency) = match settings.metrics {
@@ -352,12 +334,7 @@ pub fn run(settings: Settings) -> Result<Summary> {
     // Limits split among the workers (see --workers).
     let share = |v: Option<f64>| v.map(|x| x / workers as f64);
     let mut handles = Vec::new();
-    for (index, ((feed, rx), clients)) in feeds
-        .into_iter()
-        .zip(inbox_rx)
-        .zip(shared_clients)
-        .enumerate()
-    {
+    for (index, (feed, clients)) in feeds.into_iter().zip(shared_clients).enumerate() {
         let mut cfg = engine_config(&settings);
         cfg.max_memory /= workers;
         if workers > 1 {
@@ -370,10 +347,18 @@ pub fn run(settings: Settings) -> Result<Summary> {
         if packet.is_some() && settings.max_pps.is_none() && settings.max_mbps.is_none() {
             cfg.gso_max = GSO_MAX;
         }
+        let link = channel::InterceptLink::new(
+            &settings.intercepts,
+            settings.connections as usize,
+            instance,
+            psk.clone(),
+            channel::COMMAND_BACKLOG,
+            counters.clone(),
+        );
         let worker = Worker::new(
             index,
             feed,
-            rx,
+            link,
             wakes[index].clone(),
             Engine::new(cfg),
             sys::TxQueue::new(raw, packet),
@@ -382,7 +367,6 @@ pub fn run(settings: Settings) -> Result<Summary> {
             worker::Shared {
                 counters: counters.clone(),
                 stop: stop.clone(),
-                channel_tx: channel.tx.clone(),
                 engine_stats: engine_stats.clone(),
                 report: report.clone(),
                 origin,
@@ -472,7 +456,6 @@ pub fn run(settings: Settings) -> Result<Summary> {
         .and_then(|c| Arc::try_unwrap(c).ok())
         .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
         .map(|c| raw_report(c, &final_stats, settings.copies, started.elapsed()));
-    channel.shutdown();
     for t in capture_threads {
         let _ = t.join();
     }

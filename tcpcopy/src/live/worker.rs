@@ -3,15 +3,16 @@
 //!
 //! A wake-up takes every block the kernel has handed over, feeds the frames to the engine
 //! straight from the ring (no copy, no hand-off to another thread), gives the blocks back,
-//! takes the responses intercept reported for this worker's sessions, runs due timers, and
-//! sends everything the engine produced with as few `sendmmsg` calls as the batch allows.
+//! reads the responses intercept reported for this worker's sessions from the worker's own
+//! intercept connections ([`InterceptLink`]), runs due timers, and sends everything the engine
+//! produced with as few `sendmmsg` calls as the batch allows.
 //! Files (`--offline`) and the libpcap fallback (`--capture pcap`) feed the same loop through
 //! a channel of copied batches instead of rings.
 //!
 //! Nothing here decides anything about TCP: that is the engine's job.
 
 use super::capture::{self, Batch, BatchPool, LiveRing, Skip};
-use super::channel::{ResponseBatch, ToChannel};
+use super::channel::{InterceptLink, ToChannel};
 use super::counters::Counters;
 use super::nexthop::HopStats;
 use super::sys::{Flushed, TxQueue};
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tcpclone::capture::tpacket::BlockView;
-use tcpclone::sys::ring::{poll_many, Wake};
+use tcpclone::sys::ring::{poll_fds, PollFd, Wake};
 use tracing::{info, warn};
 
 /// Longest a worker sleeps without looking at its stop flag and publishing its counters.
@@ -30,8 +31,6 @@ const MAX_SLEEP: Duration = Duration::from_millis(250);
 pub const COMPACT_EVERY: Duration = Duration::from_secs(5);
 /// How often a worker publishes its engine's counters for `--stats` and the summary.
 const PUBLISH_EVERY: Duration = Duration::from_millis(200);
-/// Most response batches taken per wake-up before captured blocks get their turn again.
-const RESPONSE_DRAIN: usize = 64;
 /// Most blocks taken from one ring per round, so that responses and timers are not starved
 /// by a ring that refills as fast as it is read.
 const BLOCKS_PER_ROUND: usize = 8;
@@ -61,8 +60,6 @@ pub struct Shared {
     pub counters: Arc<Counters>,
     /// Set to stop every worker.
     pub stop: Arc<AtomicBool>,
-    /// Commands to the intercept channel.
-    pub channel_tx: super::channel::CommandSender,
     /// Each worker's latest engine counters, by worker index.
     pub engine_stats: Arc<Mutex<Vec<EngineStats>>>,
     /// --report: every answered request's timing.
@@ -78,7 +75,6 @@ pub struct Worker {
     /// Index (0-based), also in the engine-stats table.
     pub index: usize,
     feed: Feed,
-    responses: Receiver<ResponseBatch>,
     wake: Arc<Wake>,
     core: Core,
 }
@@ -87,6 +83,10 @@ pub struct Worker {
 struct Core {
     engine: Engine,
     tx: TxQueue,
+    /// This worker's connections to intercept.
+    link: InterceptLink,
+    /// Unsent registration bytes already added to the shared gauge.
+    unsent_published: u64,
     shared: Shared,
     latency: hdrhistogram::Histogram<u64>,
     last_activity: Instant,
@@ -107,13 +107,13 @@ pub struct WorkerEnd {
 }
 
 impl Worker {
-    /// A worker over `feed`, taking responses from `responses` (with `wake` rung by their
-    /// producer and by anyone who sets the stop flag).
+    /// A worker over `feed`, registering its sessions and reading their responses on `link`
+    /// (`wake` is rung by anyone who sets the stop flag).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         index: usize,
         feed: Feed,
-        responses: Receiver<ResponseBatch>,
+        link: InterceptLink,
         wake: Arc<Wake>,
         engine: Engine,
         tx: TxQueue,
@@ -123,11 +123,12 @@ impl Worker {
         Worker {
             index,
             feed,
-            responses,
             wake,
             core: Core {
                 engine,
                 tx,
+                link,
+                unsent_published: 0,
                 shared,
                 latency: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
                     .expect("histogram bounds"),
@@ -160,17 +161,10 @@ impl Worker {
             }
             let mut busy = self.read_feed(&mut eof);
             // Responses before timers: when the worker runs behind, a retransmission timer
-            // that is due may be answered by a response already queued; firing it first would
-            // resend for nothing and load a worker that is already late.
-            for _ in 0..RESPONSE_DRAIN {
-                match self.responses.try_recv() {
-                    Ok(headers) => {
-                        self.core.take_responses(&headers);
-                        busy = true;
-                    }
-                    Err(_) => break,
-                }
-            }
+            // that is due may be answered by a response already in the socket; firing it
+            // first would resend for nothing and load a worker that is already late.
+            let (read, more) = self.core.take_responses();
+            busy |= read || more;
             let now = Instant::now();
             if self.core.engine.poll_timeout().is_some_and(|t| t <= now)
                 || self.core.held_until.is_some_and(|t| t <= now)
@@ -205,7 +199,7 @@ impl Worker {
             }
             // Nothing to do: sleep until a block, a response, the stop flag or a deadline.
             self.wake.park();
-            if !self.responses.is_empty() || self.feed_ready() {
+            if self.feed_ready() {
                 self.wake.unpark();
                 continue;
             }
@@ -216,22 +210,28 @@ impl Worker {
             if let Some(t) = self.core.held_until {
                 deadline = deadline.min(t);
             }
+            if let Some(t) = self.core.link.poll_timeout() {
+                deadline = deadline.min(t);
+            }
             if eof {
                 deadline = deadline.min(now + Duration::from_millis(50));
             }
             fds.clear();
-            fds.push(self.wake.fd());
+            fds.push(PollFd::new(self.wake.fd(), true, false));
             if let Feed::Rings(rings) = &self.feed {
-                fds.extend(rings.iter().map(|r| r.ring.fd()));
+                fds.extend(rings.iter().map(|r| PollFd::new(r.ring.fd(), true, false)));
             }
+            self.core.link.poll_fds(&mut fds);
             let wait = deadline.saturating_duration_since(Instant::now());
             // Round up: a poll that returns a few µs before a timer is due would spin.
             let ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-            if let Err(e) = poll_many(&fds, ms, &mut ready) {
+            if let Err(e) = poll_fds(&mut fds, ms) {
                 warn!(worker = self.index, error = %e, "poll failed");
                 std::thread::sleep(Duration::from_millis(10));
             }
             self.wake.unpark();
+            ready.clear();
+            ready.extend(fds.iter().map(PollFd::is_ready));
             self.take_ring_errors(&ready);
         }
         self.publish();
@@ -401,24 +401,29 @@ impl Worker {
 }
 
 impl Core {
-    /// Hands one batch of response headers from intercept to the engine.
-    fn take_responses(&mut self, headers: &ResponseBatch) {
+    /// Runs this worker's intercept connections for one round and hands every response
+    /// header they read to the engine as it is decoded. Returns (anything read, more may be
+    /// waiting in a socket).
+    fn take_responses(&mut self) -> (bool, bool) {
         let now = Instant::now();
-        for h in headers.iter() {
-            self.engine.handle_response(now, h);
-        }
-        let c = &self.shared.counters;
-        c.sub(&c.responses_queued, headers.bytes());
-        if !headers.is_empty() {
+        let engine = &mut self.engine;
+        let mut headers = 0u64;
+        let r = self.link.pump(now, &mut |h| {
+            headers += 1;
+            engine.handle_response(now, h);
+        });
+        if headers > 0 {
             self.last_activity = now;
         }
+        r
     }
 
     /// Sends everything the engine has ready (within the rate cap) and forwards its events.
     fn flush(&mut self, now: Instant) {
         // Registrations first: intercept must know a clone before its SYN reaches the target,
         // or the SYN-ACK arrives unowned (parked at best, dropped at worst).
-        self.forward_events();
+        self.forward_events(now);
+        self.link.write(now);
         let now_ns = now.saturating_duration_since(self.shared.origin).as_nanos() as u64;
         self.held_until = None;
         loop {
@@ -444,7 +449,8 @@ impl Core {
             }
             self.tx.push(t.len, t.dst, t.gso_size);
         }
-        self.forward_events();
+        self.forward_events(now);
+        self.link.write(now);
         self.send_queued(now);
     }
 
@@ -473,8 +479,8 @@ impl Core {
         }
     }
 
-    /// Forwards the engine's session events to the intercept channel.
-    fn forward_events(&mut self) {
+    /// Forwards the engine's session events to the intercept connections.
+    fn forward_events(&mut self, now: Instant) {
         while let Some(ev) = self.engine.poll_event() {
             let c = &self.shared.counters;
             let cmd = match ev {
@@ -509,7 +515,7 @@ impl Core {
                     continue;
                 }
             };
-            let _ = self.shared.channel_tx.send(cmd);
+            self.link.register(now, cmd);
         }
     }
 }
@@ -527,6 +533,13 @@ impl Worker {
             hops.unresolved - self.core.hops_published.unresolved,
         );
         self.core.hops_published = hops;
+        let unsent = self.core.link.unsent_bytes();
+        if unsent >= self.core.unsent_published {
+            c.add(&c.registrations_unsent, unsent - self.core.unsent_published);
+        } else {
+            c.sub(&c.registrations_unsent, self.core.unsent_published - unsent);
+        }
+        self.core.unsent_published = unsent;
         if let Feed::Rings(rings) = &self.feed {
             for r in rings {
                 read_ring_drops(r, &self.core.shared.counters);

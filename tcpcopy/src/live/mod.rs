@@ -24,7 +24,7 @@ use crate::engine::shared::SharedClients;
 use crate::engine::EngineStats;
 use crate::engine::{Engine, EngineConfig};
 use anyhow::{anyhow, Context, Result};
-use capture::{Batch, BatchPool, CHANNEL_BATCHES, POOL_BATCHES};
+use capture::{CopiedBatch, CopiedBatchPool, CHANNEL_BATCHES, POOL_BATCHES};
 use counters::Counters;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -217,8 +217,8 @@ pub fn run(settings: Settings) -> Result<Summary> {
         })?;
 
     let workers = settings.workers.max(1);
-    let pool = BatchPool::new(POOL_BATCHES);
-    let (cap_tx, cap_rx) = crossbeam_channel::bounded::<Batch>(CHANNEL_BATCHES);
+    let pool = CopiedBatchPool::new(POOL_BATCHES);
+    let (cap_tx, cap_rx) = crossbeam_channel::bounded::<CopiedBatch>(CHANNEL_BATCHES);
     let wakes: Vec<Arc<Wake>> = (0..workers)
         .map(|_| Wake::new().map(Arc::new))
         .collect::<Result<_, _>>()

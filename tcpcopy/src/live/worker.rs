@@ -11,7 +11,7 @@
 //!
 //! Nothing here decides anything about TCP: that is the engine's job.
 
-use super::capture::{self, Batch, BatchPool, LiveRing, Skip};
+use super::capture::{self, CopiedBatch, CopiedBatchPool, LiveRing, Skip};
 use super::channel::{InterceptLink, ToChannel};
 use super::counters::Counters;
 use super::nexthop::HopStats;
@@ -46,9 +46,9 @@ pub enum Feed {
     /// Copied batches from a file or the libpcap fallback.
     Batches {
         /// The batches; disconnected when the producer is done.
-        rx: Receiver<Batch>,
+        rx: Receiver<CopiedBatch>,
         /// Where used batches go back.
-        pool: BatchPool,
+        pool: CopiedBatchPool,
         /// Whether the end of the feed ends the run (a file).
         offline: bool,
     },

@@ -1,0 +1,171 @@
+//! The default capture: each worker's own TPACKET_V3 ring per device, read in place, the
+//! devices' rings of all workers in one fanout group (by flow hash, so a session stays on one
+//! worker), and opened again when a named device is deleted and re-created.
+
+use super::{compile_for_ring, ip_version_ok};
+use anyhow::{Context, Result};
+use std::sync::{Arc, Mutex};
+use tracing::debug;
+
+/// One device's ring of one worker.
+pub struct LiveRing {
+    /// Device name as given to -i.
+    pub name: String,
+    /// The ring.
+    pub ring: tcpclone::sys::ring::PacketRing,
+    /// The device index the ring is bound to (0: every device).
+    pub ifindex: u32,
+    /// How to open it again, shared by the device's rings of every worker.
+    pub spec: Arc<RingSpec>,
+}
+
+/// What a device's rings were opened with, to open them again on a device deleted and
+/// re-created under the same name (a new index: the old rings stay bound to the dead one and
+/// would see nothing for the rest of the run; a device that only went down and up keeps its
+/// index and its rings).
+pub struct RingSpec {
+    filter: Vec<tcpclone::sys::ring::SockFilter>,
+    block_size: usize,
+    block_count: usize,
+    retire_ms: u32,
+    workers: usize,
+    /// The index the newest rings are bound to and their fanout group: the first worker to see
+    /// a new index opens a new group, the others join it (a group's members must share one
+    /// device, so the old group cannot be joined).
+    current: Mutex<(u32, Option<u16>)>,
+}
+
+impl LiveRing {
+    /// Opens this ring again when its device name now names another device index. `Ok(true)`
+    /// when it did; `Ok(false)` when there is nothing to do (same index, `any`, or the device
+    /// is absent for now).
+    pub fn reopen_if_recreated(&mut self) -> Result<bool> {
+        use tcpclone::sys::ring::{interface_index, Fanout, PacketRing, RingConfig};
+        if self.ifindex == 0 {
+            return Ok(false);
+        }
+        let Ok(now) = interface_index(&self.name) else {
+            return Ok(false);
+        };
+        if now == self.ifindex {
+            return Ok(false);
+        }
+        let spec = &self.spec;
+        let mut current = spec.current.lock().unwrap_or_else(|p| p.into_inner());
+        let fanout = match (spec.workers, *current) {
+            (1, _) => None,
+            (_, (i, Some(group))) if i == now => Some(Fanout::Join(group)),
+            _ => Some(Fanout::New),
+        };
+        let ring = PacketRing::open(&RingConfig {
+            ifindex: now,
+            block_size: spec.block_size,
+            block_count: spec.block_count,
+            retire_ms: spec.retire_ms,
+            filter: &spec.filter,
+            fanout,
+            ignore_outgoing: true,
+        })
+        .with_context(|| format!("-i/--interface: cannot capture on `{}` again", self.name))?;
+        *current = (now, ring.fanout_id());
+        self.ring = ring;
+        self.ifindex = now;
+        Ok(true)
+    }
+}
+
+/// Block size for a ring of `bytes`: a power of two from 128 KiB (a 64 KiB GRO frame and its
+/// headers must fit) to 1 MiB, small enough that the ring has some 1,000 blocks where it can.
+/// Under a steady trickle the kernel retires a block per timeout however little it holds, so
+/// the number of blocks, not their size, sets how long a worker may fall behind before the
+/// kernel drops: 1,024 blocks of 1 ms are a second.
+pub fn ring_block_size(bytes: usize) -> usize {
+    let per = (bytes / 1024).max(1);
+    let pow = if per.is_power_of_two() {
+        per
+    } else {
+        per.next_power_of_two() / 2
+    };
+    pow.clamp(128 << 10, 1 << 20)
+}
+
+/// Opens `workers` rings on every device, each device's rings in one fanout group, `ring_bytes`
+/// per device shared among the workers. Returns the rings per worker.
+pub fn open_rings(
+    devices: &[String],
+    filter: &str,
+    ring_bytes: usize,
+    workers: usize,
+    retire_ms: u32,
+) -> Result<Vec<Vec<LiveRing>>> {
+    use tcpclone::sys::ring::{interface_index, Fanout, PacketRing, RingConfig};
+    let prog = compile_for_ring(filter)?;
+    let per_worker = (ring_bytes / workers.max(1)).max(128 << 10);
+    let block_size = ring_block_size(per_worker);
+    let block_count = (per_worker / block_size).max(2);
+    let mut out: Vec<Vec<LiveRing>> = (0..workers).map(|_| Vec::new()).collect();
+    for dev in devices {
+        let ifindex = if dev == "any" {
+            0
+        } else {
+            interface_index(dev).with_context(|| format!("-i/--interface: `{dev}`"))?
+        };
+        let mut group = None;
+        let spec = Arc::new(RingSpec {
+            filter: prog.clone(),
+            block_size,
+            block_count,
+            retire_ms,
+            workers,
+            current: Mutex::new((ifindex, None)),
+        });
+        for rings in out.iter_mut() {
+            let fanout = match (workers, group) {
+                (1, _) => None,
+                (_, None) => Some(Fanout::New),
+                (_, Some(id)) => Some(Fanout::Join(id)),
+            };
+            let ring = PacketRing::open(&RingConfig {
+                ifindex,
+                block_size,
+                block_count,
+                retire_ms,
+                filter: &prog,
+                fanout,
+                ignore_outgoing: true,
+            })
+            .with_context(|| format!("-i/--interface: cannot capture on `{dev}`"))?;
+            group = group.or(ring.fanout_id());
+            rings.push(LiveRing {
+                name: dev.clone(),
+                ring,
+                ifindex,
+                spec: spec.clone(),
+            });
+        }
+        *spec.current.lock().unwrap_or_else(|p| p.into_inner()) = (ifindex, group);
+        debug!(device = %dev, workers, block_size, block_count, "capture rings open");
+    }
+    Ok(out)
+}
+
+/// The IP packet of a ring frame, or why it is skipped.
+pub fn ring_ip<'a>(f: &tcpclone::capture::tpacket::RingFrame<'a>) -> Result<&'a [u8], Skip> {
+    use tcpclone::capture::tpacket::PACKET_OUTGOING;
+    if f.pkt_type == PACKET_OUTGOING || !f.protocol.is_ip() || !ip_version_ok(f.data) {
+        return Err(Skip::NotIp);
+    }
+    if f.truncated() {
+        return Err(Skip::Truncated);
+    }
+    Ok(f.data)
+}
+
+/// Why a captured frame does not reach the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Not IP, or this host's own output.
+    NotIp,
+    /// Cut short by the ring.
+    Truncated,
+}

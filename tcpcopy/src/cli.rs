@@ -151,7 +151,8 @@ pub struct Cli {
     /// Don't hold a request until the previous response (pipelined protocols).
     #[arg(short = 'W', long = "no-wait")]
     pub no_wait: bool,
-    /// Connections to each intercept.
+    /// Connections to each intercept, per worker (each worker registers its sessions, and
+    /// reads their responses, on its own).
     #[arg(
         short = 'C',
         long = "connections",

@@ -43,6 +43,10 @@ pub struct EndpointSide {
     pub errors_by_class: BTreeMap<String, u64>,
     /// Latency (first response byte − last request byte), ms.
     pub latency_ms: Percentiles,
+    /// The same latency as a histogram (µs, 2 significant digits; [`super::hist`]), for
+    /// `report merge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_hist: Option<String>,
 }
 
 /// Protocol-aware comparison of one endpoint.
@@ -71,6 +75,10 @@ pub struct EndpointReport {
     pub p99_ratio: Option<f64>,
     /// `--diff`: the comparison of this endpoint.
     pub diff: Option<EndpointDiff>,
+    /// `report compare`: only OLD has this endpoint (its figures are under `production`; the
+    /// `test` side is empty). Listed, not judged by `--fail-if` rules.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gone: bool,
 }
 
 /// How much of the traffic the decoders could read.
@@ -87,7 +95,7 @@ pub struct DecodeCounts {
 }
 
 /// Latency percentiles of one time bucket.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TimePoint {
     /// Bucket start, seconds since the start (test: of the run; production: of the capture).
     pub t_s: f64,
@@ -97,6 +105,10 @@ pub struct TimePoint {
     pub p50: f64,
     /// 99th percentile, ms.
     pub p99: f64,
+    /// The bucket's latencies as a histogram (µs, 2 significant digits; [`super::hist`]), for
+    /// `report merge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hist: Option<String>,
 }
 
 /// Latency over time.
@@ -170,6 +182,7 @@ impl SideEp {
                 .as_ref()
                 .map(super::percentiles)
                 .unwrap_or_default(),
+            latency_hist: self.lat.as_ref().map(super::hist::encode),
         }
     }
 }
@@ -241,14 +254,20 @@ impl TimeAcc {
                 for x in c {
                     let _ = h.add(x);
                 }
-                (!h.is_empty()).then(|| TimePoint {
-                    t_s: (i as u64 * width) as f64 / 10.0,
-                    count: h.len(),
-                    p50: h.value_at_quantile(0.5) as f64 / 1000.0,
-                    p99: h.value_at_quantile(0.99) as f64 / 1000.0,
-                })
+                (!h.is_empty()).then(|| time_point((i as u64 * width) as f64 / 10.0, &h))
             })
             .collect()
+    }
+}
+
+/// The point of a time bucket starting at `t_s` holding `h`.
+pub(crate) fn time_point(t_s: f64, h: &Histogram<u64>) -> TimePoint {
+    TimePoint {
+        t_s,
+        count: h.len(),
+        p50: h.value_at_quantile(0.5) as f64 / 1000.0,
+        p99: h.value_at_quantile(0.99) as f64 / 1000.0,
+        hist: Some(super::hist::encode(h)),
     }
 }
 
@@ -467,6 +486,7 @@ impl EndpointCollector {
                             .map(|n| n.iter().cloned().collect())
                             .unwrap_or_default(),
                     }),
+                    gone: false,
                 }
             })
             .collect();
@@ -558,6 +578,20 @@ pub fn render_text(s: &mut String, r: &super::Report) {
                 Some(p) => format!("{t:.2}/{p:.2}"),
                 None => format!("{t:.2}/–"),
             };
+            if e.gone {
+                let _ = writeln!(
+                    s,
+                    "{:<32}{:>9}{:>14}{:>20}{:>20}{:>9}  gone: only in OLD ({} requests there)",
+                    e.endpoint,
+                    0,
+                    format!("–/{}", p.map_or(0, |p| p.errors)),
+                    pair(0.0, p.map(|p| p.latency_ms.p50)).replacen("0.00", "–", 1),
+                    pair(0.0, p.map(|p| p.latency_ms.p99)).replacen("0.00", "–", 1),
+                    "–",
+                    p.map_or(0, |p| p.requests),
+                );
+                continue;
+            }
             let _ = writeln!(
                 s,
                 "{:<32}{:>9}{:>14}{:>20}{:>20}{:>9}  {} / {}",

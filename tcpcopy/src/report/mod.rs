@@ -8,7 +8,9 @@
 pub mod compare;
 pub mod endpoints;
 pub mod exchange;
+pub mod hist;
 pub mod html;
+pub mod merge;
 pub mod metrics;
 pub mod verdict;
 
@@ -26,7 +28,8 @@ use std::time::Duration;
 /// The JSON schema name written in every report.
 pub const SCHEMA: &str = "tcpclone.report";
 /// The JSON schema version; bumped on any incompatible change of field names or meaning.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version 2 added the latency histograms that `report merge` adds up.
+pub const SCHEMA_VERSION: u32 = 2;
 /// How many differing responses the report keeps as examples.
 pub const MAX_DIFF_EXAMPLES: usize = 10;
 /// Most throughput buckets in a report.
@@ -188,6 +191,10 @@ pub struct SessionCounts {
     pub dropped: u64,
     /// Connections that could not be made.
     pub connect_failed: u64,
+    /// Fleet replay (`--from`): sessions delivered again after an unacknowledged delivery and
+    /// replayed again (at-least-once), included in `replayed`.
+    #[serde(default)]
+    pub repeats: u64,
 }
 
 /// TLS counters of stream mode (`--tls-keylog`, `--target-tls`).
@@ -298,6 +305,22 @@ pub struct Throughput {
     pub production: Vec<f64>,
 }
 
+/// The run's latency histograms in HdrHistogram's V2 serialized form, base64 ([`hist`]): what
+/// `report merge` adds up (microseconds, 1 µs to 1 h, 3 significant digits).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histograms {
+    /// The target's latency (first response byte − last request byte).
+    pub test_latency: String,
+    /// The target's time to last byte.
+    pub test_ttlb: String,
+    /// Production's latency (empty histogram when unknown).
+    pub production_latency: String,
+    /// Production's time to last byte.
+    pub production_ttlb: String,
+    /// Lateness against the schedule.
+    pub slip: String,
+}
+
 /// The end-of-run report (JSON schema `tcpclone.report`, version [`SCHEMA_VERSION`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -305,8 +328,15 @@ pub struct Report {
     pub schema: String,
     /// [`SCHEMA_VERSION`].
     pub version: u32,
-    /// `stream` or `raw`.
+    /// `stream` or `raw` (`compare` for `report compare`).
     pub mode: String,
+    /// What was replayed (`offline FILE`, `live IFACE`, `jetstream STREAM (replay NAME)`):
+    /// `report merge` refuses reports of different sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// How many reports `report merge` added up into this one (absent: one run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<u32>,
     /// Wall time of the run (s).
     pub duration_s: f64,
     /// The test server.
@@ -338,6 +368,9 @@ pub struct Report {
     /// `--fail-if` rules evaluated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verdicts: Vec<Verdict>,
+    /// The latency histograms (schema version 2; absent in version 1 reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histograms: Option<Histograms>,
 }
 
 /// The `tls:` lines of the table (also shown in the HTML report).
@@ -383,16 +416,16 @@ pub struct Curves {
     pub production: Vec<CurvePoint>,
 }
 
-fn hist() -> Histogram<u64> {
+pub(crate) fn hist() -> Histogram<u64> {
     // Microseconds, 1 µs .. 1 h, 3 significant digits.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds")
 }
 
-fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     (d.as_micros() as u64).clamp(1, 3_600_000_000)
 }
 
-fn percentiles(h: &Histogram<u64>) -> Percentiles {
+pub(crate) fn percentiles(h: &Histogram<u64>) -> Percentiles {
     if h.is_empty() {
         return Percentiles::default();
     }
@@ -408,7 +441,7 @@ fn percentiles(h: &Histogram<u64>) -> Percentiles {
     }
 }
 
-fn curve(h: &Histogram<u64>) -> Vec<CurvePoint> {
+pub(crate) fn curve(h: &Histogram<u64>) -> Vec<CurvePoint> {
     if h.is_empty() {
         return Vec::new();
     }
@@ -517,6 +550,8 @@ pub struct Collector {
     pub sessions: SessionCounts,
     /// TLS counters, filled in by stream mode when TLS flags are given.
     pub tls: Option<TlsCounts>,
+    /// What is replayed ([`Report::source`]), filled in by the caller.
+    pub source: Option<String>,
     diff: Option<(Vec<Regex>, DiffReport)>,
     endpoints: endpoints::EndpointCollector,
 }
@@ -567,6 +602,7 @@ impl Collector {
             slip: hist(),
             sessions: SessionCounts::default(),
             tls: None,
+            source: None,
             diff,
             endpoints: endpoints::EndpointCollector::new(None),
         })
@@ -702,6 +738,8 @@ impl Collector {
             schema: SCHEMA.to_string(),
             version: SCHEMA_VERSION,
             mode: self.mode.clone(),
+            source: self.source.clone(),
+            merged_from: None,
             duration_s: duration.as_secs_f64(),
             test,
             production,
@@ -722,6 +760,13 @@ impl Collector {
             decode: eps.decode,
             latency_over_time: eps.timeline,
             verdicts: Vec::new(),
+            histograms: Some(Histograms {
+                test_latency: hist::encode(&self.test_lat),
+                test_ttlb: hist::encode(&self.test_ttlb),
+                production_latency: hist::encode(&self.prod_lat),
+                production_ttlb: hist::encode(&self.prod_ttlb),
+                slip: hist::encode(&self.slip),
+            }),
         }
     }
 }
@@ -883,9 +928,17 @@ pub fn render_table(r: &Report) -> String {
     let ss = &r.sessions;
     let _ = writeln!(
         s,
-        "sessions: {} in capture, {} replayed, {} partial, {} without SYN, {} sampled out, {} dropped, {} connect failed",
-        ss.seen, ss.replayed, ss.partial, ss.without_syn, ss.sampled_out, ss.dropped, ss.connect_failed
+        "sessions: {} in capture, {} replayed, {} partial, {} without SYN, {} sampled out, {} dropped, {} connect failed{}",
+        ss.seen, ss.replayed, ss.partial, ss.without_syn, ss.sampled_out, ss.dropped, ss.connect_failed,
+        if ss.repeats > 0 || r.source.as_deref().is_some_and(|s| s.starts_with("jetstream ")) {
+            format!(", {} repeats (redelivered)", ss.repeats)
+        } else {
+            String::new()
+        }
     );
+    if let Some(n) = r.merged_from {
+        let _ = writeln!(s, "merged from {n} reports");
+    }
     if let Some(t) = &r.tls {
         render_tls(&mut s, t);
     }

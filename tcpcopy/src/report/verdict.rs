@@ -546,7 +546,12 @@ pub fn evaluate(rules: &[Rule], r: &Report) -> Vec<Verdict> {
             }
             Some(glob) => {
                 let mut any = false;
-                for e in r.endpoints.iter().filter(|e| glob_match(glob, &e.endpoint)) {
+                // An endpoint only OLD has (`report compare`) is listed, not judged.
+                for e in r
+                    .endpoints
+                    .iter()
+                    .filter(|e| !e.gone && glob_match(glob, &e.endpoint))
+                {
                     any = true;
                     let (failed, detail) = rule.check(&endpoint_figures(e));
                     out.push(Verdict {
@@ -707,6 +712,7 @@ mod tests {
                 p99,
                 ..Default::default()
             },
+            latency_hist: None,
         }
     }
 
@@ -718,6 +724,7 @@ mod tests {
             test: t,
             production: Some(p),
             diff: None,
+            gone: false,
         };
         Report {
             test: SideReport {

@@ -165,7 +165,10 @@ fn redis_offline_replays_exactly_the_captured_commands_and_copies() {
     let r = json(&json_path);
     assert_eq!(r["schema"], "tcpclone.report");
     assert_eq!(r["version"], 2);
-    assert_eq!(r["source"], format!("offline {}", cap.file_name().unwrap().to_string_lossy()));
+    assert_eq!(
+        r["source"],
+        format!("offline {}", cap.file_name().unwrap().to_string_lossy())
+    );
     assert!(
         r["histograms"]["test_latency"]
             .as_str()

@@ -4,9 +4,11 @@
 //!
 //! Pure: bytes in, bytes out. Decoding never panics on bad input (an error names what failed).
 
+use super::{CurvePoint, Percentiles};
 use base64::Engine as _;
 use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
 use hdrhistogram::Histogram;
+use std::time::Duration;
 
 /// A histogram field of a report that does not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +50,52 @@ pub fn add(field: &str, a: &mut Histogram<u64>, b: &Histogram<u64>) -> Result<()
         field: field.to_string(),
         what: format!("cannot be added: {e:?}"),
     })
+}
+
+/// The run totals' histogram: microseconds, 1 µs .. 1 h, 3 significant digits.
+pub fn new() -> Histogram<u64> {
+    // Microseconds, 1 µs .. 1 h, 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds")
+}
+
+/// A duration in the histograms' unit (µs), clamped to their bounds.
+pub fn micros(d: Duration) -> u64 {
+    (d.as_micros() as u64).clamp(1, 3_600_000_000)
+}
+
+/// The report's latency figures (ms) of `h`.
+pub fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    if h.is_empty() {
+        return Percentiles::default();
+    }
+    let ms = |v: u64| v as f64 / 1000.0;
+    Percentiles {
+        count: h.len(),
+        mean: h.mean() / 1000.0,
+        p50: ms(h.value_at_quantile(0.5)),
+        p90: ms(h.value_at_quantile(0.9)),
+        p99: ms(h.value_at_quantile(0.99)),
+        p999: ms(h.value_at_quantile(0.999)),
+        max: ms(h.max()),
+    }
+}
+
+/// The percentile curve of `h`, evenly spaced in nines.
+pub fn curve(h: &Histogram<u64>) -> Vec<CurvePoint> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    // Evenly spaced in "nines": 0 %, 90 %, 99 %, 99.9 %, 99.99 %.
+    (0..=80)
+        .map(|i| {
+            let nines = f64::from(i) * 0.05;
+            let q = 1.0 - 10f64.powf(-nines);
+            CurvePoint {
+                percentile: q * 100.0,
+                ms: h.value_at_quantile(q) as f64 / 1000.0,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

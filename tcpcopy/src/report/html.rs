@@ -47,7 +47,7 @@ fn verdicts_and_endpoints(h: &mut String, r: &Report) {
                     format!(
                         "{} ({})",
                         s.errors,
-                        super::endpoints::classes_text(&s.errors_by_class)
+                        super::table::classes_text(&s.errors_by_class)
                     )
                 }
             };
@@ -89,7 +89,7 @@ fn verdicts_and_endpoints(h: &mut String, r: &Report) {
         let _ = writeln!(
             h,
             "<p>decoded: {} · opaque: {} requests in {} sessions, {} responses</p>",
-            html_escape(&super::endpoints::classes_text(&d.decoded)),
+            html_escape(&super::table::classes_text(&d.decoded)),
             d.opaque_requests,
             d.opaque_sessions,
             d.opaque_responses

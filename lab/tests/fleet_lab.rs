@@ -568,6 +568,133 @@ fn workers_reports_merge_into_one_with_exact_percentiles() {
     );
 }
 
+/// A CA and a certificate for `ip` signed by it, made with openssl in `dir` (`NAME-ca.pem`,
+/// `NAME.pem`, `NAME.key`).
+fn make_certs(lab: &Lab, ns: &str, dir: &Path, name: &str, ip: &str) {
+    let d = dir.display();
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    lab.exec_ok(
+        ns,
+        &format!(
+            "set -e; cd {d}; \
+             openssl req -x509 {ec} -keyout {name}-ca.key -out {name}-ca.pem -days 1 \
+               -subj /CN={name}-lab-ca -addext basicConstraints=critical,CA:TRUE \
+               -addext keyUsage=critical,keyCertSign 2>/dev/null; \
+             openssl req {ec} -keyout {name}.key -out {name}.csr -subj /CN=nats 2>/dev/null; \
+             printf 'subjectAltName=IP:{ip}\\nextendedKeyUsage=serverAuth\\n' > {name}.ext; \
+             openssl x509 -req -in {name}.csr -CA {name}-ca.pem -CAkey {name}-ca.key \
+               -CAcreateserial -out {name}.pem -days 1 -extfile {name}.ext 2>/dev/null"
+        ),
+    );
+}
+
+#[test]
+fn nats_tls_ca_records_and_replays_over_tls() {
+    require_root!("fleet_lab::nats_tls");
+    require_programs!("fleet_lab::nats_tls", "nats-server", "nginx", "openssl");
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let f = fleet(&mut lab);
+    let dir = tmp.path();
+    make_certs(&lab, &f.nats, dir, "broker", NATS);
+    // A second CA that did not sign the broker's certificate.
+    make_certs(&lab, &f.nats, dir, "other", NATS);
+    let (cert, key) = (dir.join("broker.pem"), dir.join("broker.key"));
+    let log = dir.join("nats.log");
+    let store = dir.join("js");
+    lab.spawn(
+        &f.nats,
+        &[
+            "nats-server",
+            "-js",
+            "-sd",
+            store.to_str().unwrap(),
+            "-a",
+            NATS,
+            "-p",
+            "4222",
+            "--tls",
+            "--tlscert",
+            cert.to_str().unwrap(),
+            "--tlskey",
+            key.to_str().unwrap(),
+        ],
+        Some(&log),
+    );
+    assert!(
+        lab.wait_for(
+            &f.nats,
+            &format!("ss -ltn | grep -q '{NATS}:4222 '"),
+            Duration::from_secs(10)
+        ),
+        "nats-server did not start: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let url = format!("nats://{NATS}:4222/sec");
+    let pcap = workspace_root().join("pcaps").join("http_close.pcap");
+    let record = |ca: &str| {
+        let out = lab.exec(
+            &f.prod,
+            &format!(
+                "{} --stream -x 80-{TARGET}:80 --offline {} --record {url} --partitions 8 \
+                 --nats-tls-ca {}",
+                tcpcopy(),
+                pcap.display(),
+                dir.join(ca).display()
+            ),
+        );
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The wrong CA: the broker is not trusted, an error naming its address, nothing recorded.
+    let (ok, out, err) = record("other-ca.pem");
+    assert!(!ok, "{out}\n{err}");
+    assert!(
+        err.contains(&format!("cannot reach NATS at {NATS}:4222")),
+        "{err}"
+    );
+    assert!(!out.contains(" stored"), "{out}");
+    // The broker's CA: recorded over TLS, without the warning about a clear connection.
+    let (ok, out, err) = record("broker-ca.pem");
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(count(&out, " stored"), 10, "{out}");
+    assert!(!err.contains("in clear"), "{err}");
+    // Replayed over TLS by two workers: nginx serves the 10 captured GETs.
+    let access = start_nginx(
+        &mut lab,
+        &f.target,
+        dir,
+        "nginx-target",
+        &[&format!("{TARGET}:80")],
+        "$request $status",
+    );
+    let ca = dir.join("broker-ca.pem");
+    let outs = two_workers(
+        &mut lab,
+        &f,
+        dir,
+        &format!(
+            "-x 80-{TARGET}:80 --from {url} --topspeed --nats-tls-ca {}",
+            ca.display()
+        ),
+    );
+    let replayed: u64 = outs.iter().map(|o| count(o, " replayed")).sum();
+    assert_eq!(replayed, 10, "{outs:?}");
+    assert!(outs.iter().all(|o| !o.contains("in clear")), "{outs:?}");
+    let lines = std::fs::read_to_string(&access).unwrap();
+    assert_eq!(lines.lines().count(), 10, "{lines}");
+    // Without the CA (plain nats://), the TLS-only broker cannot be used.
+    let out = lab.exec(
+        &f.workers[0],
+        &format!("{} --stream --from {url} --list", tcpcopy()),
+    );
+    assert!(!out.status.success());
+}
+
 #[test]
 fn bad_fleet_flags_and_an_absent_broker_are_one_line_errors() {
     let run = |args: &str| {

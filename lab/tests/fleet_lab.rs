@@ -125,14 +125,16 @@ fn count(text: &str, label: &str) -> u64 {
         .unwrap_or_else(|| panic!("no number before `{label}` in:\n{text}"))
 }
 
-/// Both workers at once (in their namespaces), each to its end; returns their stdouts.
+/// Both workers at once (in their namespaces), each to its end; returns their stdouts. `{k}`
+/// in `args` is the worker's number.
 fn two_workers(lab: &mut Lab, f: &Fleet, dir: &Path, args: &str) -> [String; 2] {
     let mut pids = Vec::new();
     for (k, ns) in f.workers.iter().enumerate() {
         let log = dir.join(format!("worker{k}.log"));
         let cmd = format!(
-            "exec {} --stream {args} --worker {k}/2 >{} 2>&1",
+            "exec {} --stream {} --worker {k}/2 >{} 2>&1",
             tcpcopy(),
+            args.replace("{k}", &k.to_string()),
             log.display()
         );
         pids.push((lab.spawn(ns, &["sh", "-c", &cmd], None), log));
@@ -398,6 +400,299 @@ fn offline_recordings_of_the_bundled_captures_replay_to_nginx() {
         std::fs::read_to_string(&access).unwrap().lines().count(),
         16
     );
+}
+
+/// A report's histogram (`histograms.NAME`), decoded here with the hdrhistogram crate.
+fn report_hist(r: &serde_json::Value, name: &str) -> hdrhistogram::Histogram<u64> {
+    use base64::Engine as _;
+    let text = r["histograms"][name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no histograms.{name} in {r}"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64");
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut std::io::Cursor::new(bytes))
+        .expect("an HdrHistogram V2 histogram")
+}
+
+#[test]
+fn workers_reports_merge_into_one_with_exact_percentiles() {
+    require_root!("fleet_lab::report_merge");
+    require_programs!(
+        "fleet_lab::report_merge",
+        "nats-server",
+        "redis-server",
+        "redis-cli"
+    );
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let f = fleet(&mut lab);
+    start_nats(&mut lab, &f.nats, NATS, tmp.path());
+    let url = format!("nats://{NATS}:4222/merge");
+    // The bundled redis capture (redis-cli, then redis-benchmark -n 200 -c 2 -t set,get) with
+    // production's answers, so that production's figures are in the reports too.
+    let pcap = workspace_root().join("pcaps").join("redis.pcap");
+    let (out, _) = run_ok(
+        &lab,
+        &f.prod,
+        &format!(
+            "--stream -x 6379-{TARGET}:6379 --offline {} --with-responses --record {url} \
+             --partitions 16",
+            pcap.display()
+        ),
+    );
+    let stored = count(&out, " stored");
+    assert!(stored >= 4, "{out}");
+    start_redis(&mut lab, &f.target, &[TARGET], 6379, tmp.path(), &[], None);
+    lab.exec_ok(
+        &f.target,
+        &format!("redis-cli -h {TARGET} config resetstat"),
+    );
+    let dir = tmp.path().display().to_string();
+    let outs = two_workers(
+        &mut lab,
+        &f,
+        tmp.path(),
+        &format!("-x 6379-{TARGET}:6379 --from {url} -a 4 --report {dir}/w{{k}}.json"),
+    );
+    let replayed: u64 = outs.iter().map(|o| count(o, " replayed")).sum();
+    let repeats: u64 = outs.iter().map(|o| count(o, " repeats")).sum();
+    assert_eq!(replayed, stored, "{outs:?}");
+    let got = commandstats(&lab, &f.target, TARGET, 6379);
+
+    // Merge: one report from both.
+    let (w0, w1) = (tmp.path().join("w0.json"), tmp.path().join("w1.json"));
+    let (all_json, all_html) = (tmp.path().join("all.json"), tmp.path().join("all.html"));
+    let (table, _) = run_ok(
+        &lab,
+        &f.workers[0],
+        &format!(
+            "report merge {} {} --report {} --report {}",
+            w0.display(),
+            w1.display(),
+            all_json.display(),
+            all_html.display()
+        ),
+    );
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let (r0, r1, m) = (read(&w0), read(&w1), read(&all_json));
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"));
+    assert_eq!(m["version"], 2);
+    assert_eq!(m["merged_from"], 2);
+    assert_eq!(m["source"], "jetstream merge (replay replay)", "{m}");
+    // Requests: the workers' sum, which is production's (plus the repeats the workers reported,
+    // each a session replayed again) and what the target redis counted.
+    let requests = n(&m["test"]["requests"]);
+    assert_eq!(
+        requests,
+        n(&r0["test"]["requests"]) + n(&r1["test"]["requests"])
+    );
+    assert_eq!(n(&m["sessions"]["repeats"]), repeats, "{table}");
+    assert_eq!(repeats, 0, "{outs:?}");
+    assert_eq!(requests, n(&m["production"]["requests"]), "{table}");
+    assert!(requests >= 400, "{table}");
+    // The real target counts as the report does, command by command (the report counts a
+    // burst of pipelined commands as one request: redis-benchmark's two CONFIG GETs).
+    for cmd in ["SET", "GET", "PING"] {
+        let ep = m["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["endpoint"] == cmd)
+            .unwrap_or_else(|| panic!("no {cmd} endpoint\n{table}"));
+        assert_eq!(
+            n(&ep["test"]["requests"]),
+            got[&cmd.to_lowercase()],
+            "{cmd}: target ran {got:?}\n{table}"
+        );
+    }
+    assert_eq!(n(&m["sessions"]["replayed"]), replayed, "{table}");
+    // Both workers had a share, so the merge merged something.
+    assert!(
+        n(&r0["test"]["requests"]) > 0 && n(&r1["test"]["requests"]) > 0,
+        "{outs:?}"
+    );
+    // Percentiles: those of both workers' histograms added (decoded here, independently).
+    for (side, name) in [
+        ("test", "test_latency"),
+        ("production", "production_latency"),
+    ] {
+        let mut h = report_hist(&r0, name);
+        h.add(report_hist(&r1, name)).unwrap();
+        assert_eq!(h.len(), n(&m[side]["latency_ms"]["count"]), "{side}");
+        for (q, key) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p999")] {
+            let want = h.value_at_quantile(q) as f64 / 1000.0;
+            assert_eq!(
+                m[side]["latency_ms"][key].as_f64().unwrap(),
+                want,
+                "{side} {key}\n{table}"
+            );
+        }
+        assert_eq!(
+            m[side]["latency_ms"]["max"].as_f64().unwrap(),
+            h.max() as f64 / 1000.0
+        );
+    }
+    assert!(table.contains("merged from 2 reports"), "{table}");
+    let page = std::fs::read_to_string(&all_html).unwrap();
+    assert!(page.contains("merged from 2 reports"), "{page}");
+
+    // Verdicts on the merged figures, and bad input: one line naming the file, exit 2.
+    let merge = |args: String| {
+        let out = lab.exec(&f.workers[0], &format!("{} report merge {args}", tcpcopy()));
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let files = format!("{} {}", w0.display(), w1.display());
+    let (code, _) = merge(format!("{files} --fail-if 'requests != {requests}'"));
+    assert_eq!(code, Some(0));
+    let (code, err) = merge(format!("{files} --fail-if 'requests == {requests}'"));
+    assert_eq!(code, Some(1), "{err}");
+    let missing = tmp.path().join("w9.json");
+    let (code, err) = merge(format!("{files} {}", missing.display()));
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+    let log = tmp.path().join("worker0.log");
+    let (code, err) = merge(format!("{} {}", w0.display(), log.display()));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{}: not a tcpclone JSON report", log.display())),
+        "{err}"
+    );
+}
+
+/// A CA and a certificate for `ip` signed by it, made with openssl in `dir` (`NAME-ca.pem`,
+/// `NAME.pem`, `NAME.key`).
+fn make_certs(lab: &Lab, ns: &str, dir: &Path, name: &str, ip: &str) {
+    let d = dir.display();
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    lab.exec_ok(
+        ns,
+        &format!(
+            "set -e; cd {d}; \
+             openssl req -x509 {ec} -keyout {name}-ca.key -out {name}-ca.pem -days 1 \
+               -subj /CN={name}-lab-ca -addext basicConstraints=critical,CA:TRUE \
+               -addext keyUsage=critical,keyCertSign 2>/dev/null; \
+             openssl req {ec} -keyout {name}.key -out {name}.csr -subj /CN=nats 2>/dev/null; \
+             printf 'subjectAltName=IP:{ip}\\nextendedKeyUsage=serverAuth\\n' > {name}.ext; \
+             openssl x509 -req -in {name}.csr -CA {name}-ca.pem -CAkey {name}-ca.key \
+               -CAcreateserial -out {name}.pem -days 1 -extfile {name}.ext 2>/dev/null"
+        ),
+    );
+}
+
+#[test]
+fn nats_tls_ca_records_and_replays_over_tls() {
+    require_root!("fleet_lab::nats_tls");
+    require_programs!("fleet_lab::nats_tls", "nats-server", "nginx", "openssl");
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let f = fleet(&mut lab);
+    let dir = tmp.path();
+    make_certs(&lab, &f.nats, dir, "broker", NATS);
+    // A second CA that did not sign the broker's certificate.
+    make_certs(&lab, &f.nats, dir, "other", NATS);
+    let (cert, key) = (dir.join("broker.pem"), dir.join("broker.key"));
+    let log = dir.join("nats.log");
+    let store = dir.join("js");
+    lab.spawn(
+        &f.nats,
+        &[
+            "nats-server",
+            "-js",
+            "-sd",
+            store.to_str().unwrap(),
+            "-a",
+            NATS,
+            "-p",
+            "4222",
+            "--tls",
+            "--tlscert",
+            cert.to_str().unwrap(),
+            "--tlskey",
+            key.to_str().unwrap(),
+        ],
+        Some(&log),
+    );
+    assert!(
+        lab.wait_for(
+            &f.nats,
+            &format!("ss -ltn | grep -q '{NATS}:4222 '"),
+            Duration::from_secs(10)
+        ),
+        "nats-server did not start: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let url = format!("nats://{NATS}:4222/sec");
+    let pcap = workspace_root().join("pcaps").join("http_close.pcap");
+    let record = |ca: &str| {
+        let out = lab.exec(
+            &f.prod,
+            &format!(
+                "{} --stream -x 80-{TARGET}:80 --offline {} --record {url} --partitions 8 \
+                 --nats-tls-ca {}",
+                tcpcopy(),
+                pcap.display(),
+                dir.join(ca).display()
+            ),
+        );
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The wrong CA: the broker is not trusted, an error naming its address, nothing recorded.
+    let (ok, out, err) = record("other-ca.pem");
+    assert!(!ok, "{out}\n{err}");
+    assert!(
+        err.contains(&format!("cannot reach NATS at {NATS}:4222")),
+        "{err}"
+    );
+    assert!(!out.contains(" stored"), "{out}");
+    // The broker's CA: recorded over TLS, without the warning about a clear connection.
+    let (ok, out, err) = record("broker-ca.pem");
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(count(&out, " stored"), 10, "{out}");
+    assert!(!err.contains("in clear"), "{err}");
+    // Replayed over TLS by two workers: nginx serves the 10 captured GETs.
+    let access = start_nginx(
+        &mut lab,
+        &f.target,
+        dir,
+        "nginx-target",
+        &[&format!("{TARGET}:80")],
+        "$request $status",
+    );
+    let ca = dir.join("broker-ca.pem");
+    let outs = two_workers(
+        &mut lab,
+        &f,
+        dir,
+        &format!(
+            "-x 80-{TARGET}:80 --from {url} --topspeed --nats-tls-ca {}",
+            ca.display()
+        ),
+    );
+    let replayed: u64 = outs.iter().map(|o| count(o, " replayed")).sum();
+    assert_eq!(replayed, 10, "{outs:?}");
+    assert!(outs.iter().all(|o| !o.contains("in clear")), "{outs:?}");
+    let lines = std::fs::read_to_string(&access).unwrap();
+    assert_eq!(lines.lines().count(), 10, "{lines}");
+    // Without the CA (plain nats://), the TLS-only broker cannot be used.
+    let out = lab.exec(
+        &f.workers[0],
+        &format!("{} --stream --from {url} --list", tcpcopy()),
+    );
+    assert!(!out.status.success());
 }
 
 #[test]

@@ -164,7 +164,17 @@ fn redis_offline_replays_exactly_the_captured_commands_and_copies() {
     );
     let r = json(&json_path);
     assert_eq!(r["schema"], "tcpclone.report");
-    assert_eq!(r["version"], 1);
+    assert_eq!(r["version"], 2);
+    assert_eq!(
+        r["source"],
+        format!("offline {}", cap.file_name().unwrap().to_string_lossy())
+    );
+    assert!(
+        r["histograms"]["test_latency"]
+            .as_str()
+            .is_some_and(|h| h.len() > 8),
+        "{table}"
+    );
     assert_eq!(r["test"]["errors"], 0, "{table}");
     assert!(
         r["production"]["latency_ms"]["p50"].as_f64().unwrap() > 0.0,

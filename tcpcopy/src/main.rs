@@ -360,8 +360,9 @@ fn reopen_on_sighup(log: Option<tcpclone::sys::LogFile>) -> std::io::Result<()> 
     Ok(())
 }
 
-/// `tcpcopy report compare OLD.json NEW.json [--fail-if EXPR]... [--report FILE]...
-/// [--junit FILE]`: NEW's figures against OLD's, the same table and verdicts as a run.
+/// `tcpcopy report compare OLD.json NEW.json` (NEW's figures against OLD's) and `tcpcopy
+/// report merge A.json B.json...` (one report from the workers'), with `[--fail-if EXPR]...
+/// [--report FILE]... [--junit FILE]`: the same table and verdicts as a run.
 #[derive(Debug, clap::Parser)]
 #[command(name = "tcpcopy report", about = "Work with saved reports")]
 struct ReportCli {
@@ -388,10 +389,27 @@ enum ReportCommand {
         #[arg(long, value_name = "FILE")]
         junit: Option<std::path::PathBuf>,
     },
+    /// Merge the JSON reports of several replay workers (`--from --worker K/N --report`) into
+    /// one: latency histograms added exactly, counts summed. Exit 0 passed, 1 a rule failed,
+    /// 2 bad arguments or files.
+    Merge {
+        /// The workers' JSON reports.
+        #[arg(required = true, value_name = "REPORT.json")]
+        reports: Vec<std::path::PathBuf>,
+        /// Fail (exit 1) when EXPR holds on the merged figures (repeatable).
+        #[arg(long, value_name = "EXPR")]
+        fail_if: Vec<String>,
+        /// Write the merged report to FILE.json and/or FILE.html (repeatable).
+        #[arg(long, value_name = "FILE")]
+        report: Vec<std::path::PathBuf>,
+        /// Write the verdicts and endpoints as JUnit XML to FILE.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<std::path::PathBuf>,
+    },
 }
 
 fn report_command() -> ExitCode {
-    use tcpcopy::report::{compare, verdict};
+    use tcpcopy::report::{compare, merge, verdict};
     let args = std::env::args_os().skip(1);
     let cli = match <ReportCli as clap::Parser>::try_parse_from(args) {
         Ok(c) => c,
@@ -407,13 +425,20 @@ fn report_command() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let ReportCommand::Compare {
-        old,
-        new,
-        fail_if,
-        report,
-        junit,
-    } = cli.command;
+    let (name, fail_if, report, junit) = match &cli.command {
+        ReportCommand::Compare {
+            fail_if,
+            report,
+            junit,
+            ..
+        } => ("compare", fail_if, report, junit),
+        ReportCommand::Merge {
+            fail_if,
+            report,
+            junit,
+            ..
+        } => ("merge", fail_if, report, junit),
+    };
     let run = || -> anyhow::Result<bool> {
         let rules = fail_if
             .iter()
@@ -425,17 +450,33 @@ fn report_command() -> ExitCode {
                 p.display()
             );
         }
-        let read = |p: &std::path::Path| -> anyhow::Result<tcpcopy::report::Report> {
-            let text =
-                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-            Ok(compare::load(&p.display().to_string(), &text)?)
+        let read = |p: &std::path::Path| -> anyhow::Result<String> {
+            std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
         };
-        let mut r = compare::compare(&read(&old)?, &read(&new)?);
+        let mut r = match &cli.command {
+            ReportCommand::Compare { old, new, .. } => {
+                let load = |p: &std::path::Path| -> anyhow::Result<tcpcopy::report::Report> {
+                    Ok(compare::load(&p.display().to_string(), &read(p)?)?)
+                };
+                compare::compare(&load(old)?, &load(new)?)
+            }
+            ReportCommand::Merge { reports, .. } => {
+                let loaded = reports
+                    .iter()
+                    .map(|p| {
+                        let path = p.display().to_string();
+                        let r = merge::load(&path, &read(p)?)?;
+                        Ok((path, r))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                merge::merge(&loaded)?
+            }
+        };
         let failed = tcpcopy::report::apply_verdicts(&mut r, &rules);
         print!("{}", tcpcopy::report::render_table(&r));
         eprint!("{}", verdict::failures_text(&r.verdicts));
-        tcpcopy::report::write_files(&r, &report)?;
-        if let Some(path) = &junit {
+        tcpcopy::report::write_files(&r, report)?;
+        if let Some(path) = junit {
             std::fs::write(path, verdict::render_junit(&r))
                 .map_err(|e| anyhow::anyhow!("--junit {}: {e}", path.display()))?;
         }
@@ -445,7 +486,7 @@ fn report_command() -> ExitCode {
         Ok(true) => ExitCode::from(1),
         Ok(false) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tcpcopy report compare: {e:#}");
+            eprintln!("tcpcopy report {name}: {e:#}");
             ExitCode::from(2)
         }
     }

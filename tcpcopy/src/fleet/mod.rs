@@ -198,6 +198,27 @@ pub fn run_worker<D: from::Dispatch>(
     Ok(())
 }
 
+/// What a run replays, for its report ([`crate::report::Report::source`]; `report merge`
+/// refuses to merge reports of different sources): a worker names its stream and replay (not
+/// the broker's address, which differs between the nodes of a cluster), a file its name.
+pub fn report_source(
+    worker: Option<&(from::WorkerSettings, nats::Secrets)>,
+    source: &crate::stream::StreamSource,
+) -> String {
+    use crate::stream::StreamSource;
+    match (worker, source) {
+        (Some((w, _)), _) => format!("jetstream {} (replay {})", w.url.stream, w.replay_name),
+        (None, StreamSource::Offline(p)) => format!(
+            "offline {}",
+            p.file_name().unwrap_or(p.as_os_str()).to_string_lossy()
+        ),
+        (None, StreamSource::Live { interfaces, .. }) if interfaces.is_empty() => {
+            "live any".to_string()
+        }
+        (None, StreamSource::Live { interfaces, .. }) => format!("live {}", interfaces.join(",")),
+    }
+}
+
 /// `--record`: delivers what is queued, then prints what was recorded.
 pub fn finish_recorder(rec: record::Recorder, opts: &crate::stream::StreamOptions) {
     let url = opts

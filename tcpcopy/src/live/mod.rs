@@ -502,6 +502,7 @@ fn raw_report(
         partial: st.aborted_gap,
         dropped: st.refused_memory + st.refused_ports + st.refused_family,
         connect_failed: st.aborted_handshake,
+        repeats: 0,
     };
     c.finish(elapsed)
 }

@@ -44,8 +44,9 @@ pub fn load(path: &str, text: &str) -> Result<Report, CompareError> {
     Ok(r)
 }
 
-/// NEW against OLD, as one report (see the module comment). Endpoints only OLD has are left
-/// out: there is nothing of NEW's to compare.
+/// NEW against OLD, as one report (see the module comment). Endpoints only OLD has are listed
+/// after the others, marked `gone` (their OLD figures as `production`, an empty `test` side):
+/// an endpoint that vanished is news, but there is nothing of NEW's to judge.
 pub fn compare(old: &Report, new: &Report) -> Report {
     let mut r = new.clone();
     r.mode = "compare".to_string();
@@ -69,6 +70,32 @@ pub fn compare(old: &Report, new: &Report) -> Report {
             .map(|p| e.test.latency_ms.p99 / p.latency_ms.p99);
     }
     super::endpoints::sort_regressions(&mut r.endpoints);
+    let mut gone: Vec<_> = old
+        .endpoints
+        .iter()
+        .filter(|o| !new.endpoints.iter().any(|e| e.endpoint == o.endpoint))
+        .map(|o| super::EndpointReport {
+            protocol: o.protocol.clone(),
+            endpoint: o.endpoint.clone(),
+            test: Default::default(),
+            production: Some(o.test.clone()),
+            p99_ratio: None,
+            diff: None,
+            gone: true,
+        })
+        .collect();
+    gone.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+    r.endpoints.extend(gone);
+    // OLD's target histograms stand where production's were, as its figures do.
+    if let Some(h) = r.histograms.as_mut() {
+        match &old.histograms {
+            Some(o) => {
+                h.production_latency = o.test_latency.clone();
+                h.production_ttlb = o.test_ttlb.clone();
+            }
+            None => r.histograms = None,
+        }
+    }
     r.verdicts.clear();
     r
 }
@@ -99,6 +126,53 @@ mod tests {
             endpoints: vec![ep("GET /a", 1.0), ep("GET /slow", slow_p99)],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn endpoints_only_old_has_are_listed_as_gone_and_not_judged() {
+        let mut old = run(1.0);
+        old.endpoints.push(EndpointReport {
+            protocol: "http".into(),
+            endpoint: "GET /retired".into(),
+            test: EndpointSide {
+                requests: 7,
+                errors: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let new = run(1.0);
+        let c = compare(&old, &new);
+        let last = c.endpoints.last().unwrap();
+        assert_eq!(last.endpoint, "GET /retired");
+        assert!(last.gone);
+        assert_eq!(last.test.requests, 0);
+        assert_eq!(last.production.as_ref().unwrap().requests, 7);
+        assert!(c.endpoints[..2].iter().all(|e| !e.gone));
+        // Table, JSON and HTML name it as gone.
+        let table = super::super::render_table(&c);
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("GET /retired") && l.contains("gone")),
+            "{table}"
+        );
+        let json = super::super::render_json(&c);
+        assert!(json.contains("\"gone\": true"), "{json}");
+        let back = load("c.json", &json).unwrap();
+        assert!(back.endpoints.iter().any(|e| e.gone));
+        let html = super::super::html::render_html(&c).unwrap();
+        assert!(
+            html.contains("GET /retired") && html.contains("gone"),
+            "{html}"
+        );
+        // A rule on every endpoint judges the two NEW has, not the gone one.
+        let rule = super::super::verdict::Rule::parse("endpoint=*: errors > 0").unwrap();
+        let v = super::super::verdict::evaluate(&[rule], &c);
+        assert_eq!(v.len(), 2);
+        assert!(v
+            .iter()
+            .all(|x| !x.failed && x.endpoint.as_deref() != Some("GET /retired")));
     }
 
     #[test]

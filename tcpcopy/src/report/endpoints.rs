@@ -43,6 +43,10 @@ pub struct EndpointSide {
     pub errors_by_class: BTreeMap<String, u64>,
     /// Latency (first response byte − last request byte), ms.
     pub latency_ms: Percentiles,
+    /// The same latency as a histogram (µs, 2 significant digits; [`super::hist`]), for
+    /// `report merge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_hist: Option<String>,
 }
 
 /// Protocol-aware comparison of one endpoint.
@@ -71,6 +75,10 @@ pub struct EndpointReport {
     pub p99_ratio: Option<f64>,
     /// `--diff`: the comparison of this endpoint.
     pub diff: Option<EndpointDiff>,
+    /// `report compare`: only OLD has this endpoint (its figures are under `production`; the
+    /// `test` side is empty). Listed, not judged by `--fail-if` rules.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gone: bool,
 }
 
 /// How much of the traffic the decoders could read.
@@ -87,7 +95,7 @@ pub struct DecodeCounts {
 }
 
 /// Latency percentiles of one time bucket.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TimePoint {
     /// Bucket start, seconds since the start (test: of the run; production: of the capture).
     pub t_s: f64,
@@ -97,6 +105,10 @@ pub struct TimePoint {
     pub p50: f64,
     /// 99th percentile, ms.
     pub p99: f64,
+    /// The bucket's latencies as a histogram (µs, 2 significant digits; [`super::hist`]), for
+    /// `report merge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hist: Option<String>,
 }
 
 /// Latency over time.
@@ -170,6 +182,7 @@ impl SideEp {
                 .as_ref()
                 .map(super::percentiles)
                 .unwrap_or_default(),
+            latency_hist: self.lat.as_ref().map(super::hist::encode),
         }
     }
 }
@@ -241,14 +254,20 @@ impl TimeAcc {
                 for x in c {
                     let _ = h.add(x);
                 }
-                (!h.is_empty()).then(|| TimePoint {
-                    t_s: (i as u64 * width) as f64 / 10.0,
-                    count: h.len(),
-                    p50: h.value_at_quantile(0.5) as f64 / 1000.0,
-                    p99: h.value_at_quantile(0.99) as f64 / 1000.0,
-                })
+                (!h.is_empty()).then(|| time_point((i as u64 * width) as f64 / 10.0, &h))
             })
             .collect()
+    }
+}
+
+/// The point of a time bucket starting at `t_s` holding `h`.
+pub(crate) fn time_point(t_s: f64, h: &Histogram<u64>) -> TimePoint {
+    TimePoint {
+        t_s,
+        count: h.len(),
+        p50: h.value_at_quantile(0.5) as f64 / 1000.0,
+        p99: h.value_at_quantile(0.99) as f64 / 1000.0,
+        hist: Some(super::hist::encode(h)),
     }
 }
 
@@ -467,6 +486,7 @@ impl EndpointCollector {
                             .map(|n| n.iter().cloned().collect())
                             .unwrap_or_default(),
                     }),
+                    gone: false,
                 }
             })
             .collect();
@@ -521,103 +541,6 @@ fn regression_key(e: &EndpointReport) -> (f64, f64, f64) {
     match e.p99_ratio {
         Some(r) => (err_up, 1.0, r),
         None => (err_up, 0.0, e.test.latency_ms.p99),
-    }
-}
-
-/// `500: 3, ERR: 1` from a class map.
-pub fn classes_text(m: &BTreeMap<String, u64>) -> String {
-    m.iter()
-        .map(|(k, v)| format!("{k}: {v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The endpoint lines of the table (with the decode counts, the field diffs, the learned noise
-/// and the verdicts).
-pub fn render_text(s: &mut String, r: &super::Report) {
-    use std::fmt::Write as _;
-    if let Some(d) = &r.decode {
-        let _ = writeln!(
-            s,
-            "decoded: {} · opaque: {} requests in {} sessions, {} responses",
-            classes_text(&d.decoded),
-            d.opaque_requests,
-            d.opaque_sessions,
-            d.opaque_responses
-        );
-    }
-    if !r.endpoints.is_empty() {
-        let _ = writeln!(
-            s,
-            "{:<32}{:>9}{:>14}{:>20}{:>20}{:>9}  errors (test / production)",
-            "endpoint", "requests", "errors", "p50 ms test/prod", "p99 ms test/prod", "p99 x"
-        );
-        for e in &r.endpoints {
-            let p = e.production.as_ref();
-            let pair = |t: f64, p: Option<f64>| match p {
-                Some(p) => format!("{t:.2}/{p:.2}"),
-                None => format!("{t:.2}/–"),
-            };
-            let _ = writeln!(
-                s,
-                "{:<32}{:>9}{:>14}{:>20}{:>20}{:>9}  {} / {}",
-                e.endpoint,
-                e.test.requests,
-                format!(
-                    "{}/{}",
-                    e.test.errors,
-                    p.map_or("–".to_string(), |p| p.errors.to_string())
-                ),
-                pair(e.test.latency_ms.p50, p.map(|p| p.latency_ms.p50)),
-                pair(e.test.latency_ms.p99, p.map(|p| p.latency_ms.p99)),
-                e.p99_ratio.map_or("–".to_string(), |x| format!("{x:.2}")),
-                classes_text(&e.test.errors_by_class),
-                p.map_or(String::new(), |p| classes_text(&p.errors_by_class)),
-            );
-        }
-    }
-    if let Some(d) = &r.diff {
-        for e in &d.fields {
-            let _ = writeln!(
-                s,
-                "  differs: {} {} (session {} request {})",
-                e.endpoint,
-                e.key.as_deref().unwrap_or(""),
-                e.session,
-                e.index
-            );
-            for f in &e.fields {
-                let _ = writeln!(
-                    s,
-                    "    {}: production {} · test {}",
-                    f.path,
-                    f.production.as_deref().unwrap_or("(absent)"),
-                    f.test.as_deref().unwrap_or("(absent)")
-                );
-            }
-        }
-        if d.baseline_compared > 0 || !d.noise.is_empty() {
-            let _ = writeln!(
-                s,
-                "noise learned from {} baseline responses:",
-                d.baseline_compared
-            );
-            for (ep, paths) in &d.noise {
-                let _ = writeln!(s, "  {ep}: {}", paths.join(", "));
-            }
-        }
-    }
-    for v in &r.verdicts {
-        let _ = writeln!(
-            s,
-            "verdict {}: {}{} — {}",
-            if v.failed { "FAIL" } else { "pass" },
-            v.rule,
-            v.endpoint
-                .as_deref()
-                .map_or(String::new(), |e| format!(" [{e}]")),
-            v.detail
-        );
     }
 }
 

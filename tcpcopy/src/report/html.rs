@@ -47,13 +47,15 @@ fn verdicts_and_endpoints(h: &mut String, r: &Report) {
                     format!(
                         "{} ({})",
                         s.errors,
-                        super::endpoints::classes_text(&s.errors_by_class)
+                        super::table::classes_text(&s.errors_by_class)
                     )
                 }
             };
             // Marked: an endpoint a rule failed on; without rules, a p99 20 % and 1 ms worse
             // than production's, or more errors.
-            let slow = if r.verdicts.is_empty() {
+            let slow = if e.gone {
+                false
+            } else if r.verdicts.is_empty() {
                 let worse = p.is_some_and(|p| e.test.latency_ms.p99 > p.latency_ms.p99 + 1.0);
                 (e.p99_ratio.is_some_and(|x| x > 1.2) && worse)
                     || p.map_or(e.test.errors > 0, |p| e.test.error_rate > p.error_rate)
@@ -64,9 +66,10 @@ fn verdicts_and_endpoints(h: &mut String, r: &Report) {
             };
             let _ = writeln!(
                 h,
-                "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr{}><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 if slow { " class=\"fail\"" } else { "" },
                 html_escape(&e.endpoint),
+                if e.gone { " <em>(gone: only in OLD)</em>" } else { "" },
                 e.test.requests,
                 html_escape(&errs(&e.test)),
                 html_escape(&p.map_or("–".to_string(), errs)),
@@ -86,7 +89,7 @@ fn verdicts_and_endpoints(h: &mut String, r: &Report) {
         let _ = writeln!(
             h,
             "<p>decoded: {} · opaque: {} requests in {} sessions, {} responses</p>",
-            html_escape(&super::endpoints::classes_text(&d.decoded)),
+            html_escape(&super::table::classes_text(&d.decoded)),
             d.opaque_requests,
             d.opaque_sessions,
             d.opaque_responses
@@ -334,8 +337,9 @@ tr.fail td{{background:#fde2e2}}h2.fail{{color:#b00}}h2.pass{{color:#080}}</styl
     h.push_str("</table>\n");
     let _ = writeln!(
         h,
-        "<p>reset {} · refused {} · timed out {} · closed {} · sessions {} replayed, {} partial, {} dropped</p>",
-        t.reset, t.refused, t.timed_out, t.closed, r.sessions.replayed, r.sessions.partial, r.sessions.dropped
+        "<p>reset {} · refused {} · timed out {} · closed {} · sessions {} replayed, {} partial, {} dropped, {} repeats (redelivered){}</p>",
+        t.reset, t.refused, t.timed_out, t.closed, r.sessions.replayed, r.sessions.partial, r.sessions.dropped, r.sessions.repeats,
+        r.merged_from.map_or(String::new(), |n| format!(" · merged from {n} reports"))
     );
     if let Some(tls) = &r.tls {
         let mut lines = String::new();

@@ -425,6 +425,11 @@ pub fn run(
     c.sessions.replayed = reader.replayed;
     c.sessions.dropped = ctx.dropped.load(Ordering::Relaxed);
     c.sessions.connect_failed = ctx.connect_failed.load(Ordering::Relaxed);
+    c.sessions.repeats = worker_counters.repeats.load(Ordering::Relaxed);
+    c.source = Some(crate::fleet::report_source(
+        fleet.worker.as_ref(),
+        &common.source,
+    ));
     if reader.tls.is_some() || ctx.target_tls.is_some() {
         let mut counts = reader.tls.take().map(|f| f.counts).unwrap_or_default();
         counts.target_handshake_failed = ctx

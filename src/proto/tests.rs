@@ -1,5 +1,5 @@
 use super::*;
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 

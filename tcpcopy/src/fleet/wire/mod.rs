@@ -108,7 +108,7 @@ impl CloseReason {
 
 /// One record of a recorded session.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Record {
+pub enum FleetRecord {
     /// The session began.
     Open {
         /// The original client address.
@@ -163,7 +163,7 @@ pub struct Part {
     /// Whether this is the session's last part.
     pub last: bool,
     /// The records, in order.
-    pub records: Vec<Record>,
+    pub records: Vec<FleetRecord>,
     /// Records of kinds this version does not know (skipped).
     pub unknown_records: u32,
 }
@@ -247,18 +247,18 @@ fn feed_addr(h: &mut Fnv, a: SocketAddr) {
 }
 /// Joins DATA records that a writer split (same side and time, no new request between), so that
 /// two cuts of one session compare equal.
-pub fn merge_data(records: Vec<Record>) -> Vec<Record> {
-    let mut out: Vec<Record> = Vec::with_capacity(records.len());
+pub fn merge_data(records: Vec<FleetRecord>) -> Vec<FleetRecord> {
+    let mut out: Vec<FleetRecord> = Vec::with_capacity(records.len());
     for r in records {
         if let (
-            Some(Record::Data {
+            Some(FleetRecord::Data {
                 dir: d0,
                 ts: t0,
                 server_seen: s0,
                 bytes: b0,
                 ..
             }),
-            Record::Data {
+            FleetRecord::Data {
                 dir,
                 ts,
                 new_message: false,

@@ -124,7 +124,7 @@ pub fn decode(msg: &Bytes) -> Result<Part, FormatError> {
                 let host = std::str::from_utf8(r.take(n, "host")?)
                     .map_err(|_| r.bad("host (not UTF-8)"))?
                     .to_string();
-                Record::Open {
+                FleetRecord::Open {
                     client,
                     server,
                     ts,
@@ -141,7 +141,7 @@ pub fn decode(msg: &Bytes) -> Result<Part, FormatError> {
                 }
                 let bytes = msg.slice(start + r.off..start + len);
                 r.off = len;
-                Record::Data {
+                FleetRecord::Data {
                     dir,
                     ts,
                     new_message: f & 1 != 0,
@@ -149,11 +149,11 @@ pub fn decode(msg: &Bytes) -> Result<Part, FormatError> {
                     bytes,
                 }
             }
-            FIN => Record::Fin {
+            FIN => FleetRecord::Fin {
                 dir: r.dir()?,
                 ts: r.u64("time")?,
             },
-            CLOSE => Record::Close {
+            CLOSE => FleetRecord::Close {
                 ts: r.u64("time")?,
                 reason: CloseReason::from_u8(r.u8("close reason")?),
                 partial: r.flag("partial flag")?,
@@ -188,7 +188,7 @@ pub fn fuzz_decode(data: &[u8]) {
     for r in &part.records {
         w.push(r);
     }
-    let again: Vec<Record> = w
+    let again: Vec<FleetRecord> = w
         .finish()
         .into_iter()
         .flat_map(|m| {

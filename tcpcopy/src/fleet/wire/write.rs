@@ -92,10 +92,10 @@ impl SessionWriter {
     }
 
     /// Adds a record.
-    pub fn push(&mut self, rec: &Record) {
+    pub fn push(&mut self, rec: &FleetRecord) {
         let mut body = Vec::with_capacity(48);
         match rec {
-            Record::Open {
+            FleetRecord::Open {
                 client,
                 server,
                 ts,
@@ -115,7 +115,7 @@ impl SessionWriter {
                 body.extend_from_slice(&host.as_bytes()[..n]);
                 self.put(OPEN, &body);
             }
-            Record::Data {
+            FleetRecord::Data {
                 dir,
                 ts,
                 new_message,
@@ -144,12 +144,12 @@ impl SessionWriter {
                     }
                 }
             }
-            Record::Fin { dir, ts } => {
+            FleetRecord::Fin { dir, ts } => {
                 body.push(dir_u8(*dir));
                 body.extend_from_slice(&ts.to_be_bytes());
                 self.put(FIN, &body);
             }
-            Record::Close {
+            FleetRecord::Close {
                 ts,
                 reason,
                 partial,

@@ -138,6 +138,36 @@ fn recovered(what: &str, got: (u64, u64), want: u64, failures: &mut Vec<String>)
     delivered(what, got, want, 0.99, failures);
 }
 
+/// A recovery phase of `n` `cmd` commands over 10 keep-alive connections from `host`, checked
+/// by [`recovered`] as "`when`, CMD x 10 keep-alive".
+fn recovered_keepalive(
+    t: &Topo,
+    host: &str,
+    when: &str,
+    cmd: &str,
+    n: u64,
+    failures: &mut Vec<String>,
+) {
+    let what = format!("{when}, {} x 10 keep-alive", cmd.to_uppercase());
+    let got = phase(t, host, cmd, &format!("-n {n} -c 10"));
+    recovered(&what, got, n, failures);
+}
+
+/// A recovery phase of `n` `cmd` commands, one connection each (5 at a time), from `host`,
+/// checked by [`recovered`] as "`when`, CMD one connection each".
+fn recovered_one_each(
+    t: &Topo,
+    host: &str,
+    when: &str,
+    cmd: &str,
+    n: u64,
+    failures: &mut Vec<String>,
+) {
+    let what = format!("{when}, {} one connection each", cmd.to_uppercase());
+    let got = phase(t, host, cmd, &format!("-n {n} -c 5 -k 0"));
+    recovered(&what, got, n, failures);
+}
+
 /// Checks a phase: production got exactly `want` and the target ≥ `min` of it (never more).
 fn delivered(what: &str, (prod, got): (u64, u64), want: u64, min: f64, failures: &mut Vec<String>) {
     let r = ratio(got, prod);
@@ -219,15 +249,19 @@ fn target_down_then_back() {
         ),
         "the target did not come back"
     );
-    recovered(
-        "after the target came back, GET x 10 keep-alive",
-        phase(&t, PROD4, "get", "-n 5000 -c 10"),
+    recovered_keepalive(
+        &t,
+        PROD4,
+        "after the target came back",
+        "get",
         5000,
         &mut failures,
     );
-    recovered(
-        "after the target came back, INCR one connection each",
-        phase(&t, PROD4, "incr", "-n 300 -c 5 -k 0"),
+    recovered_one_each(
+        &t,
+        PROD4,
+        "after the target came back",
+        "incr",
         300,
         &mut failures,
     );
@@ -276,12 +310,7 @@ fn capture_device_recreated() {
     let peer = device_of(&t, &client, CLIENT4);
     let pid = t.start_tcpcopy(&["-x", MAPPING, "-i", &dev, "--workers", "2"]);
     let mut failures = Vec::new();
-    recovered(
-        "before, SET x 10 keep-alive",
-        phase(&t, PROD4, "set", "-n 2000 -c 10"),
-        2000,
-        &mut failures,
-    );
+    recovered_keepalive(&t, PROD4, "before", "set", 2000, &mut failures);
 
     // The client link goes away with both its ends, and comes back under the same names
     // (a new device index): the old rings are bound to a device that no longer exists.
@@ -325,15 +354,19 @@ fn capture_device_recreated() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    recovered(
-        "after the device was re-created, GET x 10 keep-alive",
-        phase(&t, PROD4, "get", "-n 2000 -c 10"),
+    recovered_keepalive(
+        &t,
+        PROD4,
+        "after the device was re-created",
+        "get",
         2000,
         &mut failures,
     );
-    recovered(
-        "after the device was re-created, INCR one connection each",
-        phase(&t, PROD4, "incr", "-n 200 -c 5 -k 0"),
+    recovered_one_each(
+        &t,
+        PROD4,
+        "after the device was re-created",
+        "incr",
         200,
         &mut failures,
     );
@@ -381,9 +414,11 @@ fn target_refusing_then_resetting() {
 
     // Open again: new sessions are delivered.
     t.start_redis(&tg, REDIS_TARGET, "redis-target");
-    recovered(
-        "after the target reopened, GET x 10 keep-alive",
-        phase(&t, PROD4, "get", "-n 5000 -c 10"),
+    recovered_keepalive(
+        &t,
+        PROD4,
+        "after the target reopened",
+        "get",
         5000,
         &mut failures,
     );
@@ -422,15 +457,19 @@ fn target_refusing_then_resetting() {
     }
 
     // Calm again: new sessions are delivered.
-    recovered(
-        "after the resets stopped, INCR x 10 keep-alive",
-        phase(&t, PROD4, "incr", "-n 5000 -c 10"),
+    recovered_keepalive(
+        &t,
+        PROD4,
+        "after the resets stopped",
+        "incr",
         5000,
         &mut failures,
     );
-    recovered(
-        "after the resets stopped, SADD one connection each",
-        phase(&t, PROD4, "sadd", "-n 300 -c 5 -k 0"),
+    recovered_one_each(
+        &t,
+        PROD4,
+        "after the resets stopped",
+        "sadd",
         300,
         &mut failures,
     );
@@ -728,24 +767,9 @@ fn production_safety_capture() {
     let mapping = format!("{PROD4}:6379-{TARGET4}:6380,[{PROD6}]:6379-[{TARGET6}]:6380");
     let pid = t.start_tcpcopy(&["-x", &mapping, "-c", "198.18.20.0/28,2001:db8:20::/124"]);
     let mut failures = Vec::new();
-    recovered(
-        "IPv4 with -c, SET x 10 keep-alive",
-        phase(&t, PROD4, "set", "-n 5000 -c 10"),
-        5000,
-        &mut failures,
-    );
-    recovered(
-        "IPv6 with -c, GET x 10 keep-alive",
-        phase(&t, PROD6, "get", "-n 5000 -c 10"),
-        5000,
-        &mut failures,
-    );
-    recovered(
-        "IPv4 with -c, INCR one connection each",
-        phase(&t, PROD4, "incr", "-n 300 -c 5 -k 0"),
-        300,
-        &mut failures,
-    );
+    recovered_keepalive(&t, PROD4, "IPv4 with -c", "set", 5000, &mut failures);
+    recovered_keepalive(&t, PROD6, "IPv6 with -c", "get", 5000, &mut failures);
+    recovered_one_each(&t, PROD4, "IPv4 with -c", "incr", 300, &mut failures);
     let summary = t.stop_tcpcopy(pid);
     stop_tcpdump(&mut t.lab, sent_pid, &sent);
     let text = t.leak_report(watch, &leaks);
@@ -882,12 +906,7 @@ fn intercept_stopped_then_continued() {
         failures.push("no connection to intercept 20 s after SIGCONT".into());
     }
     std::thread::sleep(Duration::from_secs(2));
-    recovered(
-        "after SIGCONT, GET x 10 keep-alive",
-        phase(&t, PROD4, "get", "-n 5000 -c 10"),
-        5000,
-        &mut failures,
-    );
+    recovered_keepalive(&t, PROD4, "after SIGCONT", "get", 5000, &mut failures);
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let peak_kb = peak.load(Ordering::Relaxed);

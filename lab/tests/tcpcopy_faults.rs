@@ -138,24 +138,19 @@ fn recovered(what: &str, got: (u64, u64), want: u64, failures: &mut Vec<String>)
     delivered(what, got, want, 0.99, failures);
 }
 
-/// A recovery phase of `n` `cmd` commands over 10 keep-alive connections from `host`, checked
-/// by [`recovered`] as "`when`, CMD x 10 keep-alive".
-fn recovered_keepalive(
-    t: &Topo,
-    host: &str,
-    when: &str,
-    cmd: &str,
-    n: u64,
-    failures: &mut Vec<String>,
-) {
-    let what = format!("{when}, {} x 10 keep-alive", cmd.to_uppercase());
-    let got = phase(t, host, cmd, &format!("-n {n} -c 10"));
-    recovered(&what, got, n, failures);
+/// How a recovery phase's clients connect.
+#[derive(Clone, Copy)]
+enum Conns {
+    /// 10 keep-alive connections.
+    KeepAlive,
+    /// One connection per command, 5 at a time.
+    OneEach,
 }
 
-/// A recovery phase of `n` `cmd` commands, one connection each (5 at a time), from `host`,
-/// checked by [`recovered`] as "`when`, CMD one connection each".
-fn recovered_one_each(
+/// A recovery phase of `n` `cmd` commands from `host`, connected as `conns` says, checked by
+/// [`recovered`] as "`when`, CMD x 10 keep-alive" or "`when`, CMD one connection each".
+fn recovered_phase(
+    conns: Conns,
     t: &Topo,
     host: &str,
     when: &str,
@@ -163,8 +158,12 @@ fn recovered_one_each(
     n: u64,
     failures: &mut Vec<String>,
 ) {
-    let what = format!("{when}, {} one connection each", cmd.to_uppercase());
-    let got = phase(t, host, cmd, &format!("-n {n} -c 5 -k 0"));
+    let (how, args) = match conns {
+        Conns::KeepAlive => ("x 10 keep-alive", "-c 10"),
+        Conns::OneEach => ("one connection each", "-c 5 -k 0"),
+    };
+    let what = format!("{when}, {} {how}", cmd.to_uppercase());
+    let got = phase(t, host, cmd, &format!("-n {n} {args}"));
     recovered(&what, got, n, failures);
 }
 
@@ -249,7 +248,8 @@ fn target_down_then_back() {
         ),
         "the target did not come back"
     );
-    recovered_keepalive(
+    recovered_phase(
+        Conns::KeepAlive,
         &t,
         PROD4,
         "after the target came back",
@@ -257,7 +257,8 @@ fn target_down_then_back() {
         5000,
         &mut failures,
     );
-    recovered_one_each(
+    recovered_phase(
+        Conns::OneEach,
         &t,
         PROD4,
         "after the target came back",
@@ -310,7 +311,15 @@ fn capture_device_recreated() {
     let peer = device_of(&t, &client, CLIENT4);
     let pid = t.start_tcpcopy(&["-x", MAPPING, "-i", &dev, "--workers", "2"]);
     let mut failures = Vec::new();
-    recovered_keepalive(&t, PROD4, "before", "set", 2000, &mut failures);
+    recovered_phase(
+        Conns::KeepAlive,
+        &t,
+        PROD4,
+        "before",
+        "set",
+        2000,
+        &mut failures,
+    );
 
     // The client link goes away with both its ends, and comes back under the same names
     // (a new device index): the old rings are bound to a device that no longer exists.
@@ -354,7 +363,8 @@ fn capture_device_recreated() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    recovered_keepalive(
+    recovered_phase(
+        Conns::KeepAlive,
         &t,
         PROD4,
         "after the device was re-created",
@@ -362,7 +372,8 @@ fn capture_device_recreated() {
         2000,
         &mut failures,
     );
-    recovered_one_each(
+    recovered_phase(
+        Conns::OneEach,
         &t,
         PROD4,
         "after the device was re-created",
@@ -414,7 +425,8 @@ fn target_refusing_then_resetting() {
 
     // Open again: new sessions are delivered.
     t.start_redis(&tg, REDIS_TARGET, "redis-target");
-    recovered_keepalive(
+    recovered_phase(
+        Conns::KeepAlive,
         &t,
         PROD4,
         "after the target reopened",
@@ -457,7 +469,8 @@ fn target_refusing_then_resetting() {
     }
 
     // Calm again: new sessions are delivered.
-    recovered_keepalive(
+    recovered_phase(
+        Conns::KeepAlive,
         &t,
         PROD4,
         "after the resets stopped",
@@ -465,7 +478,8 @@ fn target_refusing_then_resetting() {
         5000,
         &mut failures,
     );
-    recovered_one_each(
+    recovered_phase(
+        Conns::OneEach,
         &t,
         PROD4,
         "after the resets stopped",
@@ -767,9 +781,33 @@ fn production_safety_capture() {
     let mapping = format!("{PROD4}:6379-{TARGET4}:6380,[{PROD6}]:6379-[{TARGET6}]:6380");
     let pid = t.start_tcpcopy(&["-x", &mapping, "-c", "198.18.20.0/28,2001:db8:20::/124"]);
     let mut failures = Vec::new();
-    recovered_keepalive(&t, PROD4, "IPv4 with -c", "set", 5000, &mut failures);
-    recovered_keepalive(&t, PROD6, "IPv6 with -c", "get", 5000, &mut failures);
-    recovered_one_each(&t, PROD4, "IPv4 with -c", "incr", 300, &mut failures);
+    recovered_phase(
+        Conns::KeepAlive,
+        &t,
+        PROD4,
+        "IPv4 with -c",
+        "set",
+        5000,
+        &mut failures,
+    );
+    recovered_phase(
+        Conns::KeepAlive,
+        &t,
+        PROD6,
+        "IPv6 with -c",
+        "get",
+        5000,
+        &mut failures,
+    );
+    recovered_phase(
+        Conns::OneEach,
+        &t,
+        PROD4,
+        "IPv4 with -c",
+        "incr",
+        300,
+        &mut failures,
+    );
     let summary = t.stop_tcpcopy(pid);
     stop_tcpdump(&mut t.lab, sent_pid, &sent);
     let text = t.leak_report(watch, &leaks);
@@ -906,7 +944,15 @@ fn intercept_stopped_then_continued() {
         failures.push("no connection to intercept 20 s after SIGCONT".into());
     }
     std::thread::sleep(Duration::from_secs(2));
-    recovered_keepalive(&t, PROD4, "after SIGCONT", "get", 5000, &mut failures);
+    recovered_phase(
+        Conns::KeepAlive,
+        &t,
+        PROD4,
+        "after SIGCONT",
+        "get",
+        5000,
+        &mut failures,
+    );
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let peak_kb = peak.load(Ordering::Relaxed);

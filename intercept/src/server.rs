@@ -384,7 +384,7 @@ async fn router_task(
 
 /// Why a connection ended.
 #[derive(Debug)]
-enum End {
+enum ConnEnd {
     Eof,
     Shutdown,
     Evicted,
@@ -428,7 +428,7 @@ impl PeerConn {
         let mut evict_fut = Box::pin(evict.notified());
         let (mut rd, mut wr) = self.stream.split();
 
-        let end: End = 'conn: loop {
+        let end: ConnEnd = 'conn: loop {
             let deadline = if ready {
                 let idle = last_rx + self.cfg.idle_timeout;
                 partial_since.map_or(idle, |t| idle.min(t + self.cfg.frame_timeout))
@@ -437,13 +437,13 @@ impl PeerConn {
             };
             input.reserve(8192);
             tokio::select! {
-                _ = shutdown.changed() => break End::Shutdown,
-                _ = &mut evict_fut, if !ready => break End::Evicted,
+                _ = shutdown.changed() => break ConnEnd::Shutdown,
+                _ = &mut evict_fut, if !ready => break ConnEnd::Evicted,
                 _ = sleep_until(deadline) => {
-                    break End::Timeout(if !ready { "opening" } else if partial_since.is_some_and(|t| t + self.cfg.frame_timeout <= Instant::now()) { "frame" } else { "idle" });
+                    break ConnEnd::Timeout(if !ready { "opening" } else if partial_since.is_some_and(|t| t + self.cfg.frame_timeout <= Instant::now()) { "frame" } else { "idle" });
                 }
                 f = out_rx.recv(), if ready => {
-                    let Some(f) = f else { break End::Shutdown };
+                    let Some(f) = f else { break ConnEnd::Shutdown };
                     let mut frames = vec![f];
                     while let Ok(f) = out_rx.try_recv() {
                         frames.push(f);
@@ -452,14 +452,14 @@ impl PeerConn {
                     for f in frames {
                         match &mut secure {
                             None => out.extend_from_slice(&f),
-                            Some(s) => if let Err(e) = s.write(&f, &mut out) { break 'conn End::Bad(e.to_string()) },
+                            Some(s) => if let Err(e) = s.write(&f, &mut out) { break 'conn ConnEnd::Bad(e.to_string()) },
                         }
                     }
                 }
                 r = rd.read_buf(&mut input) => {
                     match r {
-                        Ok(0) => break End::Eof,
-                        Err(e) => break End::Io(e),
+                        Ok(0) => break ConnEnd::Eof,
+                        Err(e) => break ConnEnd::Io(e),
                         Ok(_) => {}
                     }
                     let now = Instant::now();
@@ -467,34 +467,34 @@ impl PeerConn {
                     match &mut secure {
                         None => plain.unsplit(input.split()),
                         Some(s) => if let Err(e) = s.read(&mut input, &mut plain, &mut out) {
-                            break End::Bad(e.to_string());
+                            break ConnEnd::Bad(e.to_string());
                         },
                     }
                     loop {
                         let m = match decoder.decode(&mut plain) {
                             Ok(Some(m)) => m,
                             Ok(None) => break,
-                            Err(e) => break 'conn End::Bad(e.to_string()),
+                            Err(e) => break 'conn ConnEnd::Bad(e.to_string()),
                         };
                         if !ready {
                             match m {
                                 Message::Hello { version: VERSION, role: Role::Tcpcopy, instance } => {
                                     if secure.as_ref().is_some_and(|s| !s.is_established()) {
-                                        break 'conn End::Bad("Hello before the secure handshake".into());
+                                        break 'conn ConnEnd::Bad("Hello before the secure handshake".into());
                                     }
                                     if self.stats.peers_now.load(Relaxed) >= self.cfg.max_peers as u64 {
                                         self.stats.rejected_cap.fetch_add(1, Relaxed);
-                                        break 'conn End::Bad("too many tcpcopy connections".into());
+                                        break 'conn ConnEnd::Bad("too many tcpcopy connections".into());
                                     }
                                     let hello = Message::Hello { version: VERSION, role: Role::Intercept, instance: self.cfg.instance };
                                     let mut f = BytesMut::new();
-                                    if encode(&hello, &mut f).is_err() { break 'conn End::Bad("encode".into()) }
+                                    if encode(&hello, &mut f).is_err() { break 'conn ConnEnd::Bad("encode".into()) }
                                     match &mut secure {
                                         None => out.extend_from_slice(&f),
-                                        Some(s) => if let Err(e) = s.write(&f, &mut out) { break 'conn End::Bad(e.to_string()) },
+                                        Some(s) => if let Err(e) = s.write(&f, &mut out) { break 'conn ConnEnd::Bad(e.to_string()) },
                                     }
                                     if self.ctl.send(Control::Up(self.id, instance, out_tx.clone())).await.is_err() {
-                                        break 'conn End::Shutdown;
+                                        break 'conn ConnEnd::Shutdown;
                                     }
                                     self.pending.lock().remove(&self.id);
                                     ready = true;
@@ -504,9 +504,9 @@ impl PeerConn {
                                     tracing::info!("{}: tcpcopy {instance:016x} connected{}", self.addr, if secure.is_some() { " (authenticated)" } else { "" });
                                 }
                                 Message::Hello { version, role: Role::Tcpcopy, .. } => {
-                                    break 'conn End::Bad(format!("protocol version {version}, we speak {VERSION}"));
+                                    break 'conn ConnEnd::Bad(format!("protocol version {version}, we speak {VERSION}"));
                                 }
-                                other => break 'conn End::Bad(format!("{} before Hello", other.name())),
+                                other => break 'conn ConnEnd::Bad(format!("{} before Hello", other.name())),
                             }
                             continue;
                         }
@@ -518,15 +518,15 @@ impl PeerConn {
                                 let _ = encode(&Message::Pong, &mut f);
                                 match &mut secure {
                                     None => out.extend_from_slice(&f),
-                                    Some(s) => if let Err(e) = s.write(&f, &mut out) { break 'conn End::Bad(e.to_string()) },
+                                    Some(s) => if let Err(e) = s.write(&f, &mut out) { break 'conn ConnEnd::Bad(e.to_string()) },
                                 }
                                 continue;
                             }
                             Message::Pong => continue,
-                            other => break 'conn End::Bad(format!("unexpected {} from tcpcopy", other.name())),
+                            other => break 'conn ConnEnd::Bad(format!("unexpected {} from tcpcopy", other.name())),
                         };
                         if self.ctl.send(c).await.is_err() {
-                            break 'conn End::Shutdown;
+                            break 'conn ConnEnd::Shutdown;
                         }
                     }
                     let partial = !plain.is_empty() || !input.is_empty();
@@ -536,8 +536,8 @@ impl PeerConn {
             if !out.is_empty() {
                 match timeout(self.cfg.write_timeout, wr.write_all(&out)).await {
                     Ok(Ok(())) => out.clear(),
-                    Ok(Err(e)) => break End::Io(e),
-                    Err(_) => break End::Timeout("write"),
+                    Ok(Err(e)) => break ConnEnd::Io(e),
+                    Err(_) => break ConnEnd::Timeout("write"),
                 }
             }
         };
@@ -553,10 +553,10 @@ impl PeerConn {
             format!("{} (not authenticated)", self.addr)
         };
         match end {
-            End::Eof => tracing::info!("{who}: closed by peer"),
-            End::Shutdown => {}
-            End::Evicted => tracing::debug!("{who}: evicted (too many pending connections)"),
-            End::Timeout(what) => {
+            ConnEnd::Eof => tracing::info!("{who}: closed by peer"),
+            ConnEnd::Shutdown => {}
+            ConnEnd::Evicted => tracing::debug!("{who}: evicted (too many pending connections)"),
+            ConnEnd::Timeout(what) => {
                 if !ready {
                     self.stats.handshake_timeout.fetch_add(1, Relaxed);
                 } else {
@@ -564,8 +564,8 @@ impl PeerConn {
                 }
                 tracing::warn!("{who}: closed: {what} timeout");
             }
-            End::Io(e) => tracing::info!("{who}: connection error: {e}"),
-            End::Bad(why) => {
+            ConnEnd::Io(e) => tracing::info!("{who}: connection error: {e}"),
+            ConnEnd::Bad(why) => {
                 if ready {
                     self.stats.protocol_errors.fetch_add(1, Relaxed);
                 } else {

@@ -5,10 +5,12 @@
 //! fails: namespaces are deleted (their veths go with them) and only processes this lab started
 //! are killed, by PID. Addresses come from 198.18.0.0/15 and 2001:db8::/32 only.
 
+pub mod logs;
 pub mod pcap;
 pub mod servers;
 pub mod sys;
 pub mod topo;
+pub use logs::{read_json, tempdir, tempdir_for_dropped_user, wait_for_log};
 #[allow(unused_imports)]
 pub use servers::*;
 
@@ -241,6 +243,34 @@ impl Lab {
         let pid = child.id();
         self.children.push((argv.join(" "), child));
         pid
+    }
+
+    /// Starts, inside `ns`, the ignored test `test` of the running test binary as a helper
+    /// process (a fake peer, a flood), with `env_var` set to `dir` so that it finds the test's
+    /// files; its output goes to `log`. Returns its PID (killed on drop like any child).
+    pub fn spawn_helper_test(
+        &mut self,
+        ns: &str,
+        test: &str,
+        env_var: &str,
+        dir: &std::path::Path,
+        log: &std::path::Path,
+    ) -> u32 {
+        let exe = std::env::current_exe().expect("test binary path");
+        let env = format!("{env_var}={}", dir.display());
+        self.spawn(
+            ns,
+            &[
+                "env",
+                &env,
+                exe.to_str().expect("UTF-8 path"),
+                test,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ],
+            Some(log),
+        )
     }
 
     /// Sends `signal` (e.g. "INT", "TERM") to a child started by [`Lab::spawn`] and waits up to

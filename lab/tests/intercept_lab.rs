@@ -246,31 +246,14 @@ fn redis_scenario(secure: bool) {
         ],
         Some(&dir.join("tcpdump.log")),
     );
-    let exe = std::env::current_exe().unwrap();
-    let env = format!("{HELPER_ENV}={}", dir.display());
-    let hpid = lab.spawn(
-        &cli,
-        &[
-            "env",
-            &env,
-            exe.to_str().unwrap(),
-            "fake_tcpcopy_helper",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ],
-        Some(&dir.join("helper.log")),
+    let helper_log = dir.join("helper.log");
+    let hpid = lab.spawn_helper_test(&cli, "fake_tcpcopy_helper", HELPER_ENV, dir, &helper_log);
+    wait_until(
+        "the fake tcpcopy to be ready",
+        Duration::from_secs(10),
+        || dir.join("ready").exists(),
+        &[&ilog, &helper_log],
     );
-    let t0 = Instant::now();
-    while !dir.join("ready").exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "fake tcpcopy not ready; intercept log:\n{}\nhelper log:\n{}",
-            std::fs::read_to_string(&ilog).unwrap_or_default(),
-            std::fs::read_to_string(dir.join("helper.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
     // tcpdump prints "listening on" once its capture is open.
     assert!(
         lab.wait_for(
@@ -505,29 +488,14 @@ fn intercept_lab_fd_exhaustion() {
         bin("intercept").display()
     );
     let ipid = lab.spawn(&ns, &["sh", "-c", &cmd], Some(&ilog));
-    let exe = std::env::current_exe().unwrap();
-    let env = format!("{HELPER_ENV}={}", dir.display());
-    let hpid = lab.spawn(
-        &ns,
-        &[
-            "env",
-            &env,
-            exe.to_str().unwrap(),
-            "fd_flood_helper",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ],
-        Some(&dir.join("helper.log")),
+    let helper_log = dir.join("helper.log");
+    let hpid = lab.spawn_helper_test(&ns, "fd_flood_helper", HELPER_ENV, dir, &helper_log);
+    wait_until(
+        "the flood to start",
+        Duration::from_secs(10),
+        || dir.join("flooded").exists(),
+        &[&helper_log],
     );
-    let t0 = Instant::now();
-    while !dir.join("flooded").exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "flood did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
     std::thread::sleep(Duration::from_millis(300));
     let c0 = cpu_seconds(ipid);
     std::thread::sleep(Duration::from_secs(3));

@@ -183,18 +183,13 @@ impl Wire {
             argv.push(filter);
         }
         let pid = self.lab.spawn(&self.rx_ns, &argv, Some(&log));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("listening on")
-        {
-            assert!(
-                Instant::now() < deadline,
-                "tcpdump did not start: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_log(
+            &log,
+            "listening on",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            "tcpdump did not start",
+        );
         (pid, out)
     }
 

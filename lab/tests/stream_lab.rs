@@ -18,17 +18,6 @@ fn stream_bin() -> PathBuf {
     bin("tcpcopy")
 }
 
-fn tmpdir() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
-    let d = tempfile::Builder::new()
-        .prefix("stream_lab")
-        .tempdir()
-        .expect("tempdir");
-    // Live stream mode runs as --user (nobody) after start: it writes its --report files here.
-    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    d
-}
-
 /// Client and production namespaces joined by a veth: client 198.18.50.1, production 198.18.50.2.
 struct Prod {
     client: String,
@@ -98,10 +87,6 @@ fn replay_unprivileged(lab: &Lab, ns: &str, dir: &Path, args: &str) -> String {
     stdout
 }
 
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("report file")).expect("report JSON")
-}
-
 /// A capture of redis-benchmark against production redis; returns production's command counts.
 fn redis_benchmark_capture(
     lab: &mut Lab,
@@ -133,7 +118,7 @@ fn redis_offline_replays_exactly_the_captured_commands_and_copies() {
     );
     let _serial = serial();
     let mut lab = Lab::new();
-    let tmp = tmpdir();
+    let tmp = tempdir_for_dropped_user("stream_lab");
     let p = prod_pair(&mut lab);
     let cap = tmp.path().join("redis.pcap");
     let prod = redis_benchmark_capture(&mut lab, &p, tmp.path(), "-n 5000 -c 10 -t set,get", &cap);
@@ -162,7 +147,7 @@ fn redis_offline_replays_exactly_the_captured_commands_and_copies() {
         got, prod,
         "test redis ran other commands than production\n{table}"
     );
-    let r = json(&json_path);
+    let r = read_json(&json_path);
     assert_eq!(r["schema"], "tcpclone.report");
     assert_eq!(r["version"], 2);
     assert_eq!(
@@ -244,7 +229,7 @@ fn think_time_scales_with_speedup() {
     );
     let _serial = serial();
     let mut lab = Lab::new();
-    let tmp = tmpdir();
+    let tmp = tempdir_for_dropped_user("stream_lab");
     let p = prod_pair(&mut lab);
     start_redis(&mut lab, &p.prod, "198.18.50.2", 6379, tmp.path());
     let cap = tmp.path().join("think.pcap");
@@ -278,7 +263,7 @@ fn think_time_scales_with_speedup() {
             json_path.display()
         ),
     );
-    let took = json(&json_path)["duration_s"].as_f64().unwrap();
+    let took = read_json(&json_path)["duration_s"].as_f64().unwrap();
     let want = span / 2.0;
     eprintln!(
         "think time: capture {span:.3} s, -a 2 replay {took:.3} s (want {want:.3} s, {:+.2} %)",
@@ -313,7 +298,7 @@ fn nginx_keepalive_and_close_every_request_arrives_and_proxy_v2_v1() {
     require_programs!("stream_lab::nginx", "nginx", "wrk", "tcpdump", "ss");
     let _serial = serial();
     let mut lab = Lab::new();
-    let tmp = tmpdir();
+    let tmp = tempdir_for_dropped_user("stream_lab");
     let p = prod_pair(&mut lab);
     let prod_log = start_nginx(&mut lab, &p.prod, tmp.path(), "prod", "198.18.50.2:80");
     let target = lab.netns("sttg");
@@ -452,7 +437,7 @@ fn latency_through_a_5ms_delay_proxy_and_diff() {
     );
     let _serial = serial();
     let mut lab = Lab::new();
-    let tmp = tmpdir();
+    let tmp = tempdir_for_dropped_user("stream_lab");
     let p = prod_pair(&mut lab);
     start_redis(&mut lab, &p.prod, "198.18.50.2", 6379, tmp.path());
     // Keys key:0..99; the test redis (reachable from the root namespace) has other values for
@@ -516,7 +501,7 @@ fn latency_through_a_5ms_delay_proxy_and_diff() {
             dj.display()
         ),
     );
-    let d = json(&dj);
+    let d = read_json(&dj);
     let rate = d["diff"]["match_rate"].as_f64().unwrap();
     assert_eq!(d["diff"]["compared"], 400, "{table}");
     assert!((rate - 0.90).abs() <= 0.02, "match rate {rate}\n{table}");
@@ -591,7 +576,7 @@ fn latency_through_a_5ms_delay_proxy_and_diff() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let l = json(&lj);
+    let l = read_json(&lj);
     let test_p50 = l["test"]["latency_ms"]["p50"].as_f64().unwrap();
     let prod_p50 = l["production"]["latency_ms"]["p50"].as_f64().unwrap();
     eprintln!("latency p50: test {test_p50:.3} ms, production {prod_p50:.3} ms (+5 ms expected)");
@@ -655,7 +640,7 @@ fn edited_captures_with_holes_retransmissions_overlaps_replay_and_count_partial(
     );
     let _serial = serial();
     let mut lab = Lab::new();
-    let tmp = tmpdir();
+    let tmp = tempdir_for_dropped_user("stream_lab");
     let p = prod_pair(&mut lab);
     let cap = tmp.path().join("orig.pcap");
     let prod = redis_benchmark_capture(&mut lab, &p, tmp.path(), "-n 3000 -c 6 -t set", &cap);
@@ -765,7 +750,7 @@ fn edited_captures_with_holes_retransmissions_overlaps_replay_and_count_partial(
             rj.display()
         ),
     );
-    let r = json(&rj);
+    let r = read_json(&rj);
     eprintln!(
         "edited capture: {dup} retransmitted, {swapped} reordered, {overlap} overlapping, 3 holes, 1 session without SYN; report sessions {}, errors {}",
         r["sessions"], r["test"]["errors"]
@@ -817,7 +802,7 @@ fn live_stream_from_production_delivers_redis_benchmark() {
     );
     let _serial = serial();
     let mut lab = Lab::new();
-    let tmp = tmpdir();
+    let tmp = tempdir_for_dropped_user("stream_lab");
     let p = prod_pair(&mut lab);
     let target = lab.netns("sttg");
     // The target is an ordinary host next to production: no intercept, no special route.
@@ -825,12 +810,9 @@ fn live_stream_from_production_delivers_redis_benchmark() {
     start_redis(&mut lab, &p.prod, "198.18.50.2", 6379, tmp.path());
     start_redis(&mut lab, &target, "198.18.51.2", 6379, tmp.path());
     let log = tmp.path().join("live.log");
-    let bin = stream_bin();
-    let pid = lab.spawn(
+    let pid = lab.spawn_stream_live(
         &p.prod,
         &[
-            bin.to_str().unwrap(),
-            "--stream",
             "-x",
             "6379-198.18.51.2:6379",
             "-i",
@@ -840,21 +822,8 @@ fn live_stream_from_production_delivers_redis_benchmark() {
             "--metrics",
             "127.0.0.1:19190",
         ],
-        Some(&log),
+        &log,
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("capturing")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "live stream did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(200));
     lab.exec_ok(
         &p.client,
         "redis-benchmark -h 198.18.50.2 -p 6379 -n 20000 -c 10 -t set,get -q",
@@ -963,28 +932,6 @@ fn stop_live(lab: &mut Lab, pid: u32, log: &Path) -> String {
     out
 }
 
-/// Starts live stream mode in `ns` with `args`; returns its PID once it is capturing.
-fn spawn_live(lab: &mut Lab, ns: &str, args: &[&str], log: &Path) -> u32 {
-    let bin = stream_bin();
-    let mut argv = vec![bin.to_str().unwrap(), "--stream"];
-    argv.extend_from_slice(args);
-    let pid = lab.spawn(ns, &argv, Some(log));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .contains("capturing")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "live stream did not start: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    pid
-}
-
 #[test]
 fn live_with_responses_reports_production_and_a_full_queue_drops_whole_sessions() {
     require_root!("stream_lab::live_queue");
@@ -997,7 +944,7 @@ fn live_with_responses_reports_production_and_a_full_queue_drops_whole_sessions(
     );
     let _serial = serial();
     let mut lab = Lab::new();
-    let tmp = tmpdir();
+    let tmp = tempdir_for_dropped_user("stream_lab");
     let p = prod_pair(&mut lab);
     let target = lab.netns("sttg");
     lab.veth(&p.prod, "198.18.51.1/24", &target, "198.18.51.2/24");
@@ -1016,8 +963,7 @@ fn live_with_responses_reports_production_and_a_full_queue_drops_whole_sessions(
     let log = tmp.path().join("resp.log");
     let rj = tmp.path().join("resp.json");
     let rj_s = rj.to_str().unwrap().to_string();
-    let pid = spawn_live(
-        &mut lab,
+    let pid = lab.spawn_stream_live(
         &p.prod,
         &[
             "-x",
@@ -1040,7 +986,7 @@ fn live_with_responses_reports_production_and_a_full_queue_drops_whole_sessions(
     let out = stop_live(&mut lab, pid, &log);
     let prod = commandstats(&lab, &p.prod, "198.18.50.2", 6379);
     let prod_cmds: u64 = prod.values().sum();
-    let r = json(&rj);
+    let r = read_json(&rj);
     let pr = &r["production"];
     eprintln!(
         "live --with-responses: production {prod:?}; report production requests {} p50 {} ms, test requests {} p50 {} ms",
@@ -1066,8 +1012,7 @@ fn live_with_responses_reports_production_and_a_full_queue_drops_whole_sessions(
     let log = tmp.path().join("queue.log");
     let qj = tmp.path().join("queue.json");
     let qj_s = qj.to_str().unwrap().to_string();
-    let pid = spawn_live(
-        &mut lab,
+    let pid = lab.spawn_stream_live(
         &p.prod,
         &[
             "-x",
@@ -1094,7 +1039,7 @@ fn live_with_responses_reports_production_and_a_full_queue_drops_whole_sessions(
     assert!(bench.status.success(), "redis-benchmark failed");
     std::thread::sleep(Duration::from_secs(2));
     let out = stop_live(&mut lab, pid, &log);
-    let q = json(&qj);
+    let q = read_json(&qj);
     let sets = commandstats(&lab, &target, "198.18.51.2", 6379)
         .get("set")
         .copied()

@@ -138,6 +138,35 @@ fn recovered(what: &str, got: (u64, u64), want: u64, failures: &mut Vec<String>)
     delivered(what, got, want, 0.99, failures);
 }
 
+/// How a recovery phase's clients connect.
+#[derive(Clone, Copy)]
+enum Conns {
+    /// 10 keep-alive connections.
+    KeepAlive,
+    /// One connection per command, 5 at a time.
+    OneEach,
+}
+
+/// A recovery phase of `n` `cmd` commands from `host`, connected as `conns` says, checked by
+/// [`recovered`] as "`when`, CMD x 10 keep-alive" or "`when`, CMD one connection each".
+fn recovered_phase(
+    conns: Conns,
+    t: &Topo,
+    host: &str,
+    when: &str,
+    cmd: &str,
+    n: u64,
+    failures: &mut Vec<String>,
+) {
+    let (how, args) = match conns {
+        Conns::KeepAlive => ("x 10 keep-alive", "-c 10"),
+        Conns::OneEach => ("one connection each", "-c 5 -k 0"),
+    };
+    let what = format!("{when}, {} {how}", cmd.to_uppercase());
+    let got = phase(t, host, cmd, &format!("-n {n} {args}"));
+    recovered(&what, got, n, failures);
+}
+
 /// Checks a phase: production got exactly `want` and the target ≥ `min` of it (never more).
 fn delivered(what: &str, (prod, got): (u64, u64), want: u64, min: f64, failures: &mut Vec<String>) {
     let r = ratio(got, prod);
@@ -219,15 +248,21 @@ fn target_down_then_back() {
         ),
         "the target did not come back"
     );
-    recovered(
-        "after the target came back, GET x 10 keep-alive",
-        phase(&t, PROD4, "get", "-n 5000 -c 10"),
+    recovered_phase(
+        Conns::KeepAlive,
+        &t,
+        PROD4,
+        "after the target came back",
+        "get",
         5000,
         &mut failures,
     );
-    recovered(
-        "after the target came back, INCR one connection each",
-        phase(&t, PROD4, "incr", "-n 300 -c 5 -k 0"),
+    recovered_phase(
+        Conns::OneEach,
+        &t,
+        PROD4,
+        "after the target came back",
+        "incr",
         300,
         &mut failures,
     );
@@ -276,9 +311,12 @@ fn capture_device_recreated() {
     let peer = device_of(&t, &client, CLIENT4);
     let pid = t.start_tcpcopy(&["-x", MAPPING, "-i", &dev, "--workers", "2"]);
     let mut failures = Vec::new();
-    recovered(
-        "before, SET x 10 keep-alive",
-        phase(&t, PROD4, "set", "-n 2000 -c 10"),
+    recovered_phase(
+        Conns::KeepAlive,
+        &t,
+        PROD4,
+        "before",
+        "set",
         2000,
         &mut failures,
     );
@@ -325,15 +363,21 @@ fn capture_device_recreated() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    recovered(
-        "after the device was re-created, GET x 10 keep-alive",
-        phase(&t, PROD4, "get", "-n 2000 -c 10"),
+    recovered_phase(
+        Conns::KeepAlive,
+        &t,
+        PROD4,
+        "after the device was re-created",
+        "get",
         2000,
         &mut failures,
     );
-    recovered(
-        "after the device was re-created, INCR one connection each",
-        phase(&t, PROD4, "incr", "-n 200 -c 5 -k 0"),
+    recovered_phase(
+        Conns::OneEach,
+        &t,
+        PROD4,
+        "after the device was re-created",
+        "incr",
         200,
         &mut failures,
     );
@@ -381,9 +425,12 @@ fn target_refusing_then_resetting() {
 
     // Open again: new sessions are delivered.
     t.start_redis(&tg, REDIS_TARGET, "redis-target");
-    recovered(
-        "after the target reopened, GET x 10 keep-alive",
-        phase(&t, PROD4, "get", "-n 5000 -c 10"),
+    recovered_phase(
+        Conns::KeepAlive,
+        &t,
+        PROD4,
+        "after the target reopened",
+        "get",
         5000,
         &mut failures,
     );
@@ -422,15 +469,21 @@ fn target_refusing_then_resetting() {
     }
 
     // Calm again: new sessions are delivered.
-    recovered(
-        "after the resets stopped, INCR x 10 keep-alive",
-        phase(&t, PROD4, "incr", "-n 5000 -c 10"),
+    recovered_phase(
+        Conns::KeepAlive,
+        &t,
+        PROD4,
+        "after the resets stopped",
+        "incr",
         5000,
         &mut failures,
     );
-    recovered(
-        "after the resets stopped, SADD one connection each",
-        phase(&t, PROD4, "sadd", "-n 300 -c 5 -k 0"),
+    recovered_phase(
+        Conns::OneEach,
+        &t,
+        PROD4,
+        "after the resets stopped",
+        "sadd",
         300,
         &mut failures,
     );
@@ -728,21 +781,30 @@ fn production_safety_capture() {
     let mapping = format!("{PROD4}:6379-{TARGET4}:6380,[{PROD6}]:6379-[{TARGET6}]:6380");
     let pid = t.start_tcpcopy(&["-x", &mapping, "-c", "198.18.20.0/28,2001:db8:20::/124"]);
     let mut failures = Vec::new();
-    recovered(
-        "IPv4 with -c, SET x 10 keep-alive",
-        phase(&t, PROD4, "set", "-n 5000 -c 10"),
+    recovered_phase(
+        Conns::KeepAlive,
+        &t,
+        PROD4,
+        "IPv4 with -c",
+        "set",
         5000,
         &mut failures,
     );
-    recovered(
-        "IPv6 with -c, GET x 10 keep-alive",
-        phase(&t, PROD6, "get", "-n 5000 -c 10"),
+    recovered_phase(
+        Conns::KeepAlive,
+        &t,
+        PROD6,
+        "IPv6 with -c",
+        "get",
         5000,
         &mut failures,
     );
-    recovered(
-        "IPv4 with -c, INCR one connection each",
-        phase(&t, PROD4, "incr", "-n 300 -c 5 -k 0"),
+    recovered_phase(
+        Conns::OneEach,
+        &t,
+        PROD4,
+        "IPv4 with -c",
+        "incr",
         300,
         &mut failures,
     );
@@ -882,9 +944,12 @@ fn intercept_stopped_then_continued() {
         failures.push("no connection to intercept 20 s after SIGCONT".into());
     }
     std::thread::sleep(Duration::from_secs(2));
-    recovered(
-        "after SIGCONT, GET x 10 keep-alive",
-        phase(&t, PROD4, "get", "-n 5000 -c 10"),
+    recovered_phase(
+        Conns::KeepAlive,
+        &t,
+        PROD4,
+        "after SIGCONT",
+        "get",
         5000,
         &mut failures,
     );

@@ -54,13 +54,6 @@ const CASES: [(&str, &str); 9] = [
     ),
 ];
 
-fn tmpdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("tls_lab")
-        .tempdir()
-        .expect("tempdir")
-}
-
 /// A CA, an RSA and an ECDSA server certificate for `tls.test`, made with openssl.
 fn make_certs(dir: &Path) {
     let d = dir.display();
@@ -243,10 +236,6 @@ fn clients(
     (runs, sessions)
 }
 
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("report file")).expect("report JSON")
-}
-
 #[test]
 fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
     require_root!("tls_lab::nginx");
@@ -261,7 +250,7 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
     );
     let _serial = serial();
     let mut lab = Lab::new();
-    let tmp = tmpdir();
+    let tmp = tempdir("tls_lab");
     let certs = tmp.path().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     make_certs(&certs);
@@ -383,7 +372,7 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
         prod_digests,
         "request bodies differ\n{out}"
     );
-    let r = json(&report);
+    let r = read_json(&report);
     let tls = &r["tls"];
     assert_eq!(tls["decrypted"], sessions as u64, "{tls}");
     assert_eq!(tls["without_keys"], 0, "{tls}");
@@ -432,7 +421,7 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
         &format!("--target-ca {}", certs.join("other.crt").display()),
         &report,
     );
-    let r = json(&report);
+    let r = read_json(&report);
     let failed = r["tls"]["target_handshake_failed"]
         .as_object()
         .unwrap()
@@ -548,7 +537,7 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
         line_count(&h_log)
     });
     assert_eq!(requests(&h_log), kept, "{out}");
-    let tls = json(&report)["tls"].clone();
+    let tls = read_json(&report)["tls"].clone();
     let with = runs.len().div_ceil(2) as u64;
     assert_eq!(tls["decrypted"], with, "{tls}");
     assert_eq!(tls["without_keys"], runs.len() as u64 - with, "{tls}");
@@ -591,7 +580,7 @@ fn live_key_log_written_while_clients_run() {
     );
     let _serial = serial();
     let mut lab = Lab::new();
-    let tmp = tmpdir();
+    let tmp = tempdir("tls_lab");
     let certs = tmp.path().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     make_certs(&certs);
@@ -625,12 +614,9 @@ fn live_key_log_written_while_clients_run() {
     sh(&format!("chmod 600 {}", keys.display()));
     let log = tmp.path().join("live.log");
     let report = tmp.path().join("live.json");
-    let tcpcopy = bin("tcpcopy");
-    let pid = lab.spawn(
+    let pid = lab.spawn_stream_live(
         &prod,
         &[
-            tcpcopy.to_str().unwrap(),
-            "--stream",
             "-x",
             "443-198.18.55.2:8443",
             "-i",
@@ -645,21 +631,8 @@ fn live_key_log_written_while_clients_run() {
             "--report",
             report.to_str().unwrap(),
         ],
-        Some(&log),
+        &log,
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("capturing")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "live stream did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(200));
     let (_, sessions) = clients(&lab, &client, "198.18.54.2", tmp.path(), Some(&keys));
     let prod_reqs = requests(&prod_log);
     let total: u64 = prod_reqs.values().sum();
@@ -680,7 +653,7 @@ fn live_key_log_written_while_clients_run() {
         body_digests(&lab, &prod, &prod_bodies),
         "{out}"
     );
-    let tls = json(&report)["tls"].clone();
+    let tls = read_json(&report)["tls"].clone();
     assert_eq!(tls["decrypted"], sessions as u64, "{tls}");
     assert_eq!(tls["without_keys"], 0, "{tls}");
 }
@@ -700,7 +673,7 @@ fn resumed_sessions_and_early_data_replayed() {
     require_programs!("tls_lab::resumption", "nginx", "openssl", "tcpdump", "ss");
     let _serial = serial();
     let mut lab = Lab::new();
-    let tmp = tmpdir();
+    let tmp = tempdir("tls_lab");
     let certs = tmp.path().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     make_certs(&certs);
@@ -822,7 +795,7 @@ fn resumed_sessions_and_early_data_replayed() {
         requests(&prod_log),
         "requests at the target differ from production's\n{text}"
     );
-    let tls = json(&report)["tls"].clone();
+    let tls = read_json(&report)["tls"].clone();
     assert_eq!(tls["decrypted"], 7, "{tls}\n{text}");
     assert_eq!(tls["resumed"], 4, "{tls}");
     assert_eq!(tls["without_keys"], 0, "{tls}");
@@ -840,7 +813,7 @@ fn live_key_wait_gives_up_on_a_session_without_secrets() {
     require_programs!("tls_lab::key_wait", "nginx", "curl", "openssl", "ss");
     let _serial = serial();
     let mut lab = Lab::new();
-    let tmp = tmpdir();
+    let tmp = tempdir("tls_lab");
     let certs = tmp.path().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     make_certs(&certs);
@@ -874,12 +847,9 @@ fn live_key_wait_gives_up_on_a_session_without_secrets() {
     sh(&format!("chmod 600 {}", keys.display()));
     let log = tmp.path().join("live.log");
     let report = tmp.path().join("live.json");
-    let tcpcopy = bin("tcpcopy");
-    let pid = lab.spawn(
+    let pid = lab.spawn_stream_live(
         &prod,
         &[
-            tcpcopy.to_str().unwrap(),
-            "--stream",
             "-x",
             "443-198.18.58.2:8443",
             "-i",
@@ -897,19 +867,9 @@ fn live_key_wait_gives_up_on_a_session_without_secrets() {
             "--metrics",
             "127.0.0.1:19192",
         ],
-        Some(&log),
+        &log,
     );
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !read_log().contains("capturing") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "live stream did not start: {}",
-            read_log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(200));
     let curl = |tag: &str, keylog: &Path| {
         lab.exec_ok(
             &client,
@@ -934,15 +894,13 @@ fn live_key_wait_gives_up_on_a_session_without_secrets() {
     std::thread::sleep(Duration::from_millis(2500));
     curl("keys", &keys);
     let given_up = "no secrets in the key log for client random";
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !read_log().contains(given_up) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the session without secrets was not given up during the run:\n{}",
-            read_log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_log(
+        &log,
+        given_up,
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        "the session without secrets was not given up during the run",
+    );
     // Too late now: its secrets arrive, another session moves the clock, nothing replays it.
     append(&nokeys);
     std::thread::sleep(Duration::from_millis(200));
@@ -980,7 +938,7 @@ fn live_key_wait_gives_up_on_a_session_without_secrets() {
         .collect();
     assert_eq!(requests(&t_log), want, "{out}");
     assert_eq!(out.matches(given_up).count(), 1, "{out}");
-    let tls = json(&report)["tls"].clone();
+    let tls = read_json(&report)["tls"].clone();
     assert_eq!(tls["decrypted"], 3, "{tls}");
     assert_eq!(tls["without_keys"], 1, "{tls}");
 }

@@ -3,7 +3,7 @@
 
 use crate::clock::Timer;
 use crate::edit::EditFlags;
-use crate::pipeline::Limits;
+use crate::pipeline::StopLimits;
 use clap::{ArgGroup, Parser};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -174,7 +174,7 @@ pub struct Config {
     /// Pacing (always top speed when writing a file).
     pub timing: Timing,
     /// Loop, limit and duration.
-    pub limits: Limits,
+    pub limits: StopLimits,
     /// Load inputs into memory first.
     pub preload: bool,
     /// Edit flags as given, for the rewrite module's parsers.
@@ -204,15 +204,15 @@ pub struct Config {
 /// A flag value that cannot be used; its message names the flag.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct FlagError(pub String);
+pub struct ReplayFlagError(pub String);
 
-fn flag_err(msg: impl Into<String>) -> FlagError {
-    FlagError(msg.into())
+fn flag_err(msg: impl Into<String>) -> ReplayFlagError {
+    ReplayFlagError(msg.into())
 }
 
 impl Args {
     /// Checks the values that clap cannot and turns them into a [`Config`].
-    pub fn validate(self) -> Result<Config, FlagError> {
+    pub fn validate(self) -> Result<Config, ReplayFlagError> {
         let target = match (self.intf1, self.write) {
             (Some(i), None) => Target::Interface(i),
             (None, Some(w)) => Target::File(w),
@@ -311,7 +311,7 @@ impl Args {
             files: self.files,
             target,
             timing,
-            limits: Limits {
+            limits: StopLimits {
                 loops: self.loops,
                 limit: self.limit,
                 duration_ns,

@@ -2,7 +2,7 @@
 //! (`tcpclone::rewrite`, whose parsers validate them and name the flag), plus `--tso-split`,
 //! behind the pipeline's [`Editor`] trait.
 
-use crate::pipeline::{Edit, Editor, Frames, NoEdit};
+use crate::pipeline::{Edit, EditedFrames, Editor, NoEdit};
 use anyhow::Result;
 use tcpclone::capture::{LinkType, Packet};
 use tcpclone::rewrite::{tso_split, Outcome, RewriteFailure, RewriteOptions, Rewriter, TsoError};
@@ -98,7 +98,7 @@ impl Editor for RewriteEditor {
         }
     }
 
-    fn edit(&mut self, packet: &Packet<'_>, out: &mut Frames) -> Edit {
+    fn edit(&mut self, packet: &Packet<'_>, out: &mut EditedFrames) -> Edit {
         let (edit, linktype) = if self.rewrite {
             let r =
                 self.rewriter

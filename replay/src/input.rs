@@ -63,7 +63,7 @@ impl Input for FileInput {
 }
 
 /// One preloaded file: every whole record, and the error that cut it short (if any).
-pub struct Preloaded {
+pub struct PreloadedFile {
     /// The packets.
     pub capture: PreloadedCapture,
     /// Why reading stopped early, reported after the last whole record is sent.
@@ -72,13 +72,13 @@ pub struct Preloaded {
 
 /// Loads every file into memory (`-K`). A file cut short keeps its whole records; its error is
 /// reported when the replay reaches the cut. A file that cannot be opened fails here.
-pub fn preload(paths: &[PathBuf]) -> Result<Arc<Vec<Preloaded>>> {
+pub fn preload(paths: &[PathBuf]) -> Result<Arc<Vec<PreloadedFile>>> {
     let mut out = Vec::with_capacity(paths.len());
     for p in paths {
         let mut r = CaptureReader::open(p)?;
         let (mut capture, err) = PreloadedCapture::load_partial(&mut r);
         capture.shrink_to_fit();
-        out.push(Preloaded {
+        out.push(PreloadedFile {
             capture,
             error: err.map(|e| e.to_string()),
         });
@@ -89,14 +89,14 @@ pub fn preload(paths: &[PathBuf]) -> Result<Arc<Vec<Preloaded>>> {
 /// Replays preloaded files; cheap to clone for several sender threads.
 #[derive(Clone)]
 pub struct PreloadInput {
-    files: Arc<Vec<Preloaded>>,
+    files: Arc<Vec<PreloadedFile>>,
     file: usize,
     next: usize,
 }
 
 impl PreloadInput {
     /// Replays `files` (from [`preload`]).
-    pub fn new(files: Arc<Vec<Preloaded>>) -> Self {
+    pub fn new(files: Arc<Vec<PreloadedFile>>) -> Self {
         PreloadInput {
             files,
             file: 0,

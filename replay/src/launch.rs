@@ -8,7 +8,7 @@
 use crate::cli::{Config, Target};
 use crate::clock::{SystemClock, Timer, DEFAULT_SPIN};
 use crate::input::{preload, FileInput, PreloadInput};
-use crate::pipeline::{run, Input, Limits, NoReport, RunResult};
+use crate::pipeline::{run, Input, NoProgress, RunResult, StopLimits};
 use crate::sys;
 use anyhow::{bail, Context, Result};
 use std::sync::atomic::AtomicBool;
@@ -74,7 +74,7 @@ pub enum Sink {
     /// `-w FILE`, created.
     File(crate::input::FileOutput),
     /// `-i IFACE`: one AF_PACKET sender per thread, bound.
-    Interface(sys::Interface, Vec<sys::PacketSender>),
+    Interface(sys::ReplayInterface, Vec<sys::ReplaySender>),
 }
 
 /// Everything the run reads or writes, open before the privileges go.
@@ -91,7 +91,7 @@ pub fn open_all(
     cfg: &Config,
     probe: &Probe,
     out_linktype: LinkType,
-    iface: Option<sys::Interface>,
+    iface: Option<sys::ReplayInterface>,
 ) -> Result<Opened> {
     let preloaded = if cfg.preload {
         Some(preload(&cfg.files)?)
@@ -127,7 +127,7 @@ pub fn open_all(
         (Target::Interface(name), Some(iface)) => {
             let senders = (0..threads)
                 .map(|_| {
-                    sys::PacketSender::open(&iface, true, cfg.no_tx_ring).map_err(|e| {
+                    sys::ReplaySender::open(&iface, true, cfg.no_tx_ring).map_err(|e| {
                         anyhow::anyhow!("-i/--intf1 {name}: cannot open an AF_PACKET socket: {e}")
                     })
                 })
@@ -143,8 +143,8 @@ pub fn open_all(
 /// its own socket and TX ring; counters are added up at the end.
 pub fn run_threads(
     cfg: &Config,
-    iface: &sys::Interface,
-    lanes: Vec<(BoxedInput, sys::PacketSender)>,
+    iface: &sys::ReplayInterface,
+    lanes: Vec<(BoxedInput, sys::ReplaySender)>,
     origin: Instant,
     stop: &AtomicBool,
     total: &mut ReplayStats,
@@ -159,7 +159,7 @@ pub fn run_threads(
                     let mut editor = crate::edit::build_editor(&cfg.edits, iface.mtu)?;
                     let mut clock =
                         SystemClock::with_origin(origin, DEFAULT_SPIN).with_timer(cfg.timer);
-                    let limits = Limits {
+                    let limits = StopLimits {
                         shard: (i as u64, n),
                         ..cfg.limits
                     };
@@ -170,7 +170,7 @@ pub fn run_threads(
                         &mut Pacer::new(Timing::TopSpeed),
                         &mut sink,
                         &mut clock,
-                        &mut NoReport,
+                        &mut NoProgress,
                         &limits,
                         stop,
                         &mut stats,

@@ -1,9 +1,9 @@
 //! The one replay loop: read → edit → pace → send, over traits so tests can drive it with fake
 //! inputs, sinks and a virtual clock.
 //!
-//! Nothing here allocates per packet: the edit step writes into one reused [`Frames`] buffer, the
-//! packet handed to the sink borrows it, counters have fixed reason slots. The loop never reads
-//! the system clock itself; the [`Clock`] it is given does.
+//! Nothing here allocates per packet: the edit step writes into one reused [`EditedFrames`]
+//! buffer, the packet handed to the sink borrows it, counters have fixed reason slots. The loop
+//! never reads the system clock itself; the [`Clock`] it is given does.
 
 use anyhow::{Context, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +28,7 @@ pub enum Edit {
     Unchanged,
     /// The packet did not parse: the input bytes go out unchanged, and this is counted.
     Unparsed(&'static str),
-    /// Changed: send the frame(s) in the [`Frames`] buffer.
+    /// Changed: send the frame(s) in the [`EditedFrames`] buffer.
     Rewritten,
     /// Changed and cut short (e.g. `--mtu-trunc`): send the frame(s) in the buffer.
     Truncated(&'static str),
@@ -38,7 +38,7 @@ pub enum Edit {
 
 /// One or more output frames built by the edit step, in one reused buffer.
 #[derive(Debug, Default)]
-pub struct Frames {
+pub struct EditedFrames {
     /// The frames' bytes, back to back.
     pub buf: Vec<u8>,
     /// End offset in `buf` of each frame (one entry per frame; empty = one frame, all of `buf`).
@@ -48,7 +48,7 @@ pub struct Frames {
     pub orig_len: Option<u32>,
 }
 
-impl Frames {
+impl EditedFrames {
     /// Empties the buffer, keeping its capacity.
     pub fn clear(&mut self) {
         self.buf.clear();
@@ -79,7 +79,7 @@ pub trait Editor {
     }
     /// Edits `packet`; for [`Edit::Rewritten`] and [`Edit::Truncated`] the frames to send are in
     /// `out` (cleared by the caller).
-    fn edit(&mut self, packet: &Packet<'_>, out: &mut Frames) -> Edit;
+    fn edit(&mut self, packet: &Packet<'_>, out: &mut EditedFrames) -> Edit;
 }
 
 /// The editor that changes nothing.
@@ -87,7 +87,7 @@ pub trait Editor {
 pub struct NoEdit;
 
 impl Editor for NoEdit {
-    fn edit(&mut self, _packet: &Packet<'_>, _out: &mut Frames) -> Edit {
+    fn edit(&mut self, _packet: &Packet<'_>, _out: &mut EditedFrames) -> Edit {
         Edit::Unchanged
     }
 }
@@ -111,22 +111,22 @@ pub trait Output: PacketSink {
 }
 
 /// Receives the counters now and then (progress bar, `--stats N`).
-pub trait Report {
+pub trait Progress {
     /// Called every so often with the counters so far and the clock.
     fn tick(&mut self, stats: &ReplayStats, now_ns: u64);
 }
 
 /// A report that does nothing.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct NoReport;
+pub struct NoProgress;
 
-impl Report for NoReport {
+impl Progress for NoProgress {
     fn tick(&mut self, _stats: &ReplayStats, _now_ns: u64) {}
 }
 
 /// When the loop stops by itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Limits {
+pub struct StopLimits {
     /// Passes over the inputs (`--loop`); 0 = forever.
     pub loops: u64,
     /// Input packets to process at most (`--limit`).
@@ -137,10 +137,10 @@ pub struct Limits {
     pub shard: (u64, u64),
 }
 
-impl Limits {
+impl StopLimits {
     /// One pass, no limit, no shard.
     pub fn once() -> Self {
-        Limits {
+        StopLimits {
             loops: 1,
             limit: None,
             duration_ns: None,
@@ -151,7 +151,7 @@ impl Limits {
 
 /// Why the loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub enum RunEnd {
     /// Every pass over every input was done.
     Done,
     /// `--limit` packets were processed.
@@ -166,7 +166,7 @@ pub enum End {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunResult {
     /// Why the loop ended.
-    pub end: End,
+    pub end: RunEnd,
     /// Clock reading at the first packet sent (None when nothing was sent).
     pub first_ns: Option<u64>,
     /// Clock reading when the loop ended (after the final flush).
@@ -192,7 +192,7 @@ pub fn run<I, E, S, C, R>(
     sink: &mut S,
     clock: &mut C,
     report: &mut R,
-    limits: &Limits,
+    limits: &StopLimits,
     stop: &AtomicBool,
     stats: &mut ReplayStats,
 ) -> Result<RunResult>
@@ -201,9 +201,9 @@ where
     E: Editor + ?Sized,
     S: Output + ?Sized,
     C: Clock + ?Sized,
-    R: Report + ?Sized,
+    R: Progress + ?Sized,
 {
-    let mut frames = Frames::default();
+    let mut frames = EditedFrames::default();
     let paced = !pacer.timing().is_top_speed();
     let (shard_index, shard_count) = (limits.shard.0, limits.shard.1.max(1));
     let mut processed: u64 = 0; // input packets read in this run
@@ -213,7 +213,7 @@ where
     let mut pass: u64 = 0;
     let end = 'run: loop {
         if limits.loops != 0 && pass >= limits.loops {
-            break End::Done;
+            break RunEnd::Done;
         }
         pass += 1;
         let before_pass = processed;
@@ -222,10 +222,10 @@ where
             pacer.new_segment();
             loop {
                 if stop.load(Ordering::Relaxed) {
-                    break 'run End::Interrupted;
+                    break 'run RunEnd::Interrupted;
                 }
                 if limits.limit.is_some_and(|l| processed >= l) {
-                    break 'run End::Limit;
+                    break 'run RunEnd::Limit;
                 }
                 let packet = match input.next_packet() {
                     Ok(Some(p)) => p,
@@ -350,9 +350,9 @@ where
                 };
                 if !go_on {
                     break 'run if stop.load(Ordering::Relaxed) {
-                        End::Interrupted
+                        RunEnd::Interrupted
                     } else {
-                        End::Duration
+                        RunEnd::Duration
                     };
                 }
                 // Clock checks: every packet when paced (cheap next to the wait), every 256 at top speed.
@@ -360,7 +360,7 @@ where
                     let now = clock.now();
                     // (Paced runs stop on due times above, counted from the first packet.)
                     if !paced && limits.duration_ns.is_some_and(|d| now >= d) {
-                        break 'run End::Duration;
+                        break 'run RunEnd::Duration;
                     }
                     sink.drain_retries(stats);
                     report.tick(stats, now);
@@ -369,7 +369,7 @@ where
         }
         if processed == before_pass {
             // An empty input would make `--loop 0` spin forever.
-            break End::Done;
+            break RunEnd::Done;
         }
     };
     sink.finish().context("flushing output")?;
@@ -466,7 +466,7 @@ mod tests {
     /// Rewrites frames starting with 1, refuses to parse frames starting with 0xff.
     struct Marks;
     impl Editor for Marks {
-        fn edit(&mut self, p: &Packet<'_>, out: &mut Frames) -> Edit {
+        fn edit(&mut self, p: &Packet<'_>, out: &mut EditedFrames) -> Edit {
             match p.data[0] {
                 0xff => Edit::Unparsed("not IP"),
                 1 => {
@@ -489,7 +489,7 @@ mod tests {
     fn go(
         input: &mut Mem,
         timing: Timing,
-        limits: Limits,
+        limits: StopLimits,
         max: usize,
     ) -> (Result<RunResult>, Keep, ReplayStats) {
         let t = std::rc::Rc::new(std::cell::Cell::new(0));
@@ -506,7 +506,7 @@ mod tests {
             &mut Pacer::new(timing),
             &mut sink,
             &mut Virtual(t),
-            &mut NoReport,
+            &mut NoProgress,
             &limits,
             &stop,
             &mut stats,
@@ -532,8 +532,8 @@ mod tests {
             vec![frame(0, 5, 64)],
         ];
         let mut input = Mem::new(files.clone());
-        let (r, sink, stats) = go(&mut input, Timing::TopSpeed, Limits::once(), 1500);
-        assert_eq!(r.unwrap().end, End::Done);
+        let (r, sink, stats) = go(&mut input, Timing::TopSpeed, StopLimits::once(), 1500);
+        assert_eq!(r.unwrap().end, RunEnd::Done);
         let sent: Vec<Vec<u8>> = sink.sent.into_iter().map(|(_, f)| f).collect();
         let mut rewritten = files[0][1].clone();
         rewritten[1] = 0xaa;
@@ -561,7 +561,7 @@ mod tests {
             frame(0, 2, 9000),
             frame(0, 3, 60),
         ]]);
-        let (r, sink, stats) = go(&mut input, Timing::TopSpeed, Limits::once(), 1514);
+        let (r, sink, stats) = go(&mut input, Timing::TopSpeed, StopLimits::once(), 1514);
         r.unwrap();
         assert_eq!(sink.sent.len(), 2);
         assert_eq!(stats.failed.get("larger than the interface MTU"), 1);
@@ -574,13 +574,13 @@ mod tests {
         let (r, sink, _) = go(
             &mut input,
             Timing::TopSpeed,
-            Limits {
+            StopLimits {
                 loops: 3,
-                ..Limits::once()
+                ..StopLimits::once()
             },
             1500,
         );
-        assert_eq!(r.unwrap().end, End::Done);
+        assert_eq!(r.unwrap().end, RunEnd::Done);
         assert_eq!(sink.sent.len(), 30);
         assert_eq!(sink.sent[10].1, file[0]);
 
@@ -588,25 +588,25 @@ mod tests {
         let (r, sink, _) = go(
             &mut input,
             Timing::TopSpeed,
-            Limits {
+            StopLimits {
                 loops: 0,
                 limit: Some(25),
-                ..Limits::once()
+                ..StopLimits::once()
             },
             1500,
         );
-        assert_eq!(r.unwrap().end, End::Limit);
+        assert_eq!(r.unwrap().end, RunEnd::Limit);
         assert_eq!(sink.sent.len(), 25);
 
         // 1,000 pps for 1.5 s, forever: packets due at 0..1499 ms go, the next is not waited for.
         let mut input = Mem::new(vec![file]);
-        let limits = Limits {
+        let limits = StopLimits {
             loops: 0,
             duration_ns: Some(1_500_000_000),
-            ..Limits::once()
+            ..StopLimits::once()
         };
         let (r, sink, _) = go(&mut input, Timing::pps(1000.0).unwrap(), limits, 1500);
-        assert_eq!(r.unwrap().end, End::Duration);
+        assert_eq!(r.unwrap().end, RunEnd::Duration);
         assert_eq!(sink.sent.len(), 1500);
         assert_eq!(sink.sent.last().unwrap().0, 1_499_000_000);
     }
@@ -618,9 +618,9 @@ mod tests {
         let (r, sink, _) = go(
             &mut input,
             Timing::multiplier(2.0).unwrap(),
-            Limits {
+            StopLimits {
                 loops: 2,
-                ..Limits::once()
+                ..StopLimits::once()
             },
             1500,
         );
@@ -636,7 +636,7 @@ mod tests {
     fn input_error_keeps_what_came_before() {
         let mut input = Mem::new(vec![(0..10).map(|i| frame(0, i, 60)).collect()]);
         input.fail_after = Some(4);
-        let (r, sink, stats) = go(&mut input, Timing::TopSpeed, Limits::once(), 1500);
+        let (r, sink, stats) = go(&mut input, Timing::TopSpeed, StopLimits::once(), 1500);
         let e = r.unwrap_err().to_string();
         assert!(e.contains("byte 1234"), "{e}");
         assert_eq!(sink.sent.len(), 4);
@@ -649,13 +649,13 @@ mod tests {
         let (r, sink, _) = go(
             &mut input,
             Timing::TopSpeed,
-            Limits {
+            StopLimits {
                 loops: 0,
-                ..Limits::once()
+                ..StopLimits::once()
             },
             1500,
         );
-        assert_eq!(r.unwrap().end, End::Done);
+        assert_eq!(r.unwrap().end, RunEnd::Done);
         assert!(sink.sent.is_empty());
     }
 
@@ -668,9 +668,9 @@ mod tests {
             let (r, sink, _) = go(
                 &mut input,
                 Timing::TopSpeed,
-                Limits {
+                StopLimits {
                     shard: (i, 3),
-                    ..Limits::once()
+                    ..StopLimits::once()
                 },
                 1500,
             );
@@ -703,7 +703,7 @@ mod tests {
 
     /// Runs 16 packets paced by `pacer` against a clock that stalls 2.2 ms at 5 ms: the send
     /// times in 0.1 ms, the counters and how the run ended.
-    fn stalled_run(pacer: Pacer, limits: Limits) -> (Vec<u64>, ReplayStats, End) {
+    fn stalled_run(pacer: Pacer, limits: StopLimits) -> (Vec<u64>, ReplayStats, RunEnd) {
         let file: Vec<Vec<u8>> = (0..16).map(|i| frame(0, i, 60)).collect();
         let t = std::rc::Rc::new(std::cell::Cell::new(0));
         let mut sink = Keep {
@@ -723,7 +723,7 @@ mod tests {
             &mut pacer.clone(),
             &mut sink,
             &mut clock,
-            &mut NoReport,
+            &mut NoProgress,
             &limits,
             &AtomicBool::new(false),
             &mut stats,
@@ -741,7 +741,7 @@ mod tests {
     #[test]
     fn a_late_packet_is_caught_up_at_a_bounded_share() {
         let times = |pacer: Pacer| {
-            let (times, stats, _) = stalled_run(pacer, Limits::once());
+            let (times, stats, _) = stalled_run(pacer, StopLimits::once());
             // The stalled packet is the one late packet, whatever the catch-up.
             assert_eq!(stats.late, 1);
             times
@@ -775,12 +775,12 @@ mod tests {
     /// packets due at 0-7 ms leave by 9.9 ms; the one due at 8 ms would leave after 10 ms).
     #[test]
     fn duration_stops_on_wall_time_while_behind() {
-        let limits = Limits {
+        let limits = StopLimits {
             duration_ns: Some(10_000_000),
-            ..Limits::once()
+            ..StopLimits::once()
         };
         let (times, _, end) = stalled_run(Pacer::new(Timing::pps(1000.0).unwrap()), limits);
-        assert_eq!(end, End::Duration);
+        assert_eq!(end, RunEnd::Duration);
         assert_eq!(times, vec![0, 10, 20, 30, 40, 72, 81, 90]);
     }
 
@@ -828,8 +828,8 @@ mod tests {
             &mut Pacer::new(Timing::pps(1000.0).unwrap()),
             &mut sink,
             &mut Virtual(Default::default()),
-            &mut NoReport,
-            &Limits::once(),
+            &mut NoProgress,
+            &StopLimits::once(),
             &stop,
             &mut ReplayStats::default(),
         )

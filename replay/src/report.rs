@@ -1,7 +1,7 @@
 //! Progress while replaying: a live bar on a terminal (never when stderr is not a tty) and the
 //! tcpreplay-shaped summary every `--stats N` seconds.
 
-use crate::pipeline::Report;
+use crate::pipeline::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use tcpclone::stats::ReplayStats;
@@ -50,7 +50,7 @@ impl Reporter {
     }
 }
 
-impl Report for Reporter {
+impl Progress for Reporter {
     fn tick(&mut self, stats: &ReplayStats, now_ns: u64) {
         if now_ns >= self.next_bar_ns {
             if let Some(b) = &self.bar {

@@ -4,7 +4,9 @@
 
 use std::sync::atomic::AtomicBool;
 
-use replay::pipeline::{run, Clock, Edit, Editor, Frames, Input, Limits, NoReport, Output};
+use replay::pipeline::{
+    run, Clock, Edit, EditedFrames, Editor, Input, NoProgress, Output, StopLimits,
+};
 use tcpclone::capture::{LinkType, Packet, PacketSink, SendOutcome, Timestamp};
 use tcpclone::pace::{Pacer, Timing};
 use tcpclone::stats::ReplayStats;
@@ -43,7 +45,7 @@ impl Input for MemInput {
 struct TouchTtl;
 
 impl Editor for TouchTtl {
-    fn edit(&mut self, packet: &Packet<'_>, out: &mut Frames) -> Edit {
+    fn edit(&mut self, packet: &Packet<'_>, out: &mut EditedFrames) -> Edit {
         out.buf.extend_from_slice(packet.data);
         out.buf[22] = out.buf[22].wrapping_sub(1);
         Edit::Rewritten
@@ -113,9 +115,9 @@ fn allocs_for(n: usize, timing: Timing, loops: u64) -> (u64, ReplayStats) {
     let mut clock = VirtualClock(0);
     let stop = AtomicBool::new(false);
     let mut stats = ReplayStats::default();
-    let limits = Limits {
+    let limits = StopLimits {
         loops,
-        ..Limits::once()
+        ..StopLimits::once()
     };
     let before = allocs();
     run(
@@ -124,7 +126,7 @@ fn allocs_for(n: usize, timing: Timing, loops: u64) -> (u64, ReplayStats) {
         &mut pacer,
         &mut sink,
         &mut clock,
-        &mut NoReport,
+        &mut NoProgress,
         &limits,
         &stop,
         &mut stats,
@@ -212,8 +214,8 @@ fn file_allocs_for(n: usize, preload: bool, rewrite: bool) -> u64 {
         &mut Pacer::new(Timing::TopSpeed),
         &mut sink,
         &mut clock,
-        &mut NoReport,
-        &Limits::once(),
+        &mut NoProgress,
+        &StopLimits::once(),
         &stop,
         &mut stats,
     )

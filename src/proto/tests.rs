@@ -1,6 +1,7 @@
 use super::*;
+use bytes::BytesMut;
 use proptest::prelude::*;
-use std::net::{SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 /// `SessionAdd { 198.18.0.1:40000 → 198.18.0.2:6379 }` on the wire.
 const SESSION_ADD_V4: [u8; 19] = [

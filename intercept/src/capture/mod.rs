@@ -102,19 +102,19 @@ impl DeviceCapture {
 
 /// Waits between attempts to reopen a dead capture: 100 ms, doubling up to 2 s.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub struct ReopenBackoff {
     next: Duration,
 }
 
-impl Default for Backoff {
+impl Default for ReopenBackoff {
     fn default() -> Self {
-        Backoff {
+        ReopenBackoff {
             next: Duration::from_millis(100),
         }
     }
 }
 
-impl Backoff {
+impl ReopenBackoff {
     /// The wait before the next attempt.
     pub fn next_delay(&mut self) -> Duration {
         let d = self.next;
@@ -123,7 +123,7 @@ impl Backoff {
     }
 }
 
-/// Calls `open` until it succeeds, waiting as [`Backoff`] says before each attempt; `None`
+/// Calls `open` until it succeeds, waiting as [`ReopenBackoff`] says before each attempt; `None`
 /// when `stop` is set first. Failures are logged at debug level only (the caller logged the
 /// error that started this, and a device down for minutes must not flood the log).
 pub fn reopen_with_backoff<T>(
@@ -131,7 +131,7 @@ pub fn reopen_with_backoff<T>(
     stop: &AtomicBool,
     mut open: impl FnMut() -> anyhow::Result<T>,
 ) -> Option<T> {
-    let mut backoff = Backoff::default();
+    let mut backoff = ReopenBackoff::default();
     loop {
         let until = Instant::now() + backoff.next_delay();
         while Instant::now() < until && !stop.load(Relaxed) {
@@ -153,7 +153,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_two_seconds() {
-        let mut b = Backoff::default();
+        let mut b = ReopenBackoff::default();
         let ms: Vec<u128> = (0..7).map(|_| b.next_delay().as_millis()).collect();
         assert_eq!(ms, vec![100, 200, 400, 800, 1600, 2000, 2000]);
     }

@@ -8,7 +8,7 @@
 pub mod sender;
 pub mod thread;
 
-pub use sender::PacketSender;
+pub use sender::ReplaySender;
 pub use thread::{
     monotonic_ns, request_short_slice, set_fifo, sleep_until_monotonic, tighten_timer_slack,
 };
@@ -22,7 +22,7 @@ pub const ARPHRD_ETHER: u16 = 1;
 
 /// What replay needs to know about an interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Interface {
+pub struct ReplayInterface {
     /// Interface index.
     pub index: i32,
     /// MTU (largest network-layer packet).
@@ -64,7 +64,7 @@ pub(crate) fn socket(proto: u16) -> io::Result<OwnedFd> {
 }
 
 /// Looks up an interface by name (in the current network namespace).
-pub fn interface(name: &str) -> io::Result<Interface> {
+pub fn interface(name: &str) -> io::Result<ReplayInterface> {
     let cname = CString::new(name)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
     // SAFETY: cname is a valid NUL-terminated string.
@@ -87,7 +87,7 @@ pub fn interface(name: &str) -> io::Result<Interface> {
     }
     // SAFETY: the ioctl above wrote the hwaddr member of the union.
     let hw_type = unsafe { req.ifr_ifru.ifru_hwaddr.sa_family };
-    Ok(Interface {
+    Ok(ReplayInterface {
         index: index as i32,
         mtu,
         hw_type,

@@ -8,7 +8,7 @@
 //! A full ring, ENOBUFS or EAGAIN is waited out and counted as a retry, never dropped.
 #![allow(unsafe_code)]
 
-use super::Interface;
+use super::ReplayInterface;
 use crate::pipeline::Output;
 use crate::tx::{self, Retry, RetryCounts, RingGeometry, TOP_SPEED_BATCH};
 use std::io;
@@ -108,8 +108,8 @@ impl Drop for Ring {
     }
 }
 
-/// Batch of frames for the `sendmmsg` fallback.
-struct Batch {
+/// A batch of frames for the `sendmmsg` fallback.
+struct MmsgBatch {
     buf: Vec<u8>,
     lens: Vec<usize>,
     slot: usize,
@@ -119,11 +119,11 @@ struct Batch {
 
 enum Mode {
     Ring(Ring),
-    Mmsg(Batch),
+    Mmsg(MmsgBatch),
 }
 
 /// An AF_PACKET sender bound to one interface.
-pub struct PacketSender {
+pub struct ReplaySender {
     fd: OwnedFd,
     mode: Mode,
     /// Largest frame the interface takes without a VLAN tag (MTU + link header).
@@ -137,12 +137,12 @@ pub struct PacketSender {
 
 // SAFETY: the ring mapping is owned by this sender alone and moves with it; no other thread
 // holds a pointer into it.
-unsafe impl Send for PacketSender {}
+unsafe impl Send for ReplaySender {}
 
-impl PacketSender {
+impl ReplaySender {
     /// Opens a sender on `iface`. `batched` kicks the kernel every few hundred frames (top speed);
     /// otherwise every frame is kicked as it is queued. `force_mmsg` skips the TX ring.
-    pub fn open(iface: &Interface, batched: bool, force_mmsg: bool) -> io::Result<Self> {
+    pub fn open(iface: &ReplayInterface, batched: bool, force_mmsg: bool) -> io::Result<Self> {
         let fd = super::socket(0)?;
         let max_frame = tx::max_frame(iface.mtu, iface.hw_type);
         // Send straight to the driver, as trafgen does (best effort: old kernels lack it).
@@ -177,7 +177,7 @@ impl PacketSender {
             return Err(io::Error::last_os_error());
         }
         let batch = if batched { TOP_SPEED_BATCH } else { 1 };
-        Ok(PacketSender {
+        Ok(ReplaySender {
             fd,
             mode,
             max_frame,
@@ -236,9 +236,9 @@ impl PacketSender {
         })
     }
 
-    fn batch(largest: usize) -> Batch {
+    fn batch(largest: usize) -> MmsgBatch {
         let slot = largest.next_power_of_two();
-        Batch {
+        MmsgBatch {
             buf: vec![0; slot * TOP_SPEED_BATCH],
             lens: Vec::with_capacity(TOP_SPEED_BATCH),
             slot,
@@ -338,7 +338,7 @@ impl PacketSender {
     }
 }
 
-impl PacketSink for PacketSender {
+impl PacketSink for ReplaySender {
     type Error = io::Error;
 
     fn send(&mut self, packet: &Packet<'_>) -> io::Result<SendOutcome> {
@@ -413,7 +413,7 @@ impl PacketSink for PacketSender {
     }
 }
 
-impl Output for PacketSender {
+impl Output for ReplaySender {
     fn drain_retries(&mut self, stats: &mut ReplayStats) {
         self.retries.drain_into(stats);
     }

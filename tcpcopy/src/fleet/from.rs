@@ -4,9 +4,9 @@
 //! replayed. A session delivered again (its worker died before acknowledging) is replayed again
 //! and counted as a repeat. Also `--list`. Payload bytes are never logged.
 
-use super::nats::{self, Secrets};
+use super::nats::{self, BrokerSecrets};
 use super::plan::{self, Assembler, BrokerUrl, WorkerSpec};
-use super::wire::{self, CloseReason, Dir, Record};
+use super::wire::{self, CloseReason, Dir, FleetRecord};
 use crate::stream::reassembly::{EndReason, Side, StreamEvent};
 use async_nats::jetstream::{self, consumer, message::Acker};
 use futures_util::StreamExt as _;
@@ -173,7 +173,7 @@ async fn set_up(
 pub fn run<D: Dispatch>(
     d: &mut D,
     s: &WorkerSettings,
-    secrets: &Secrets,
+    secrets: &BrokerSecrets,
     handle: &tokio::runtime::Handle,
     stop: &AtomicBool,
     counters: Arc<WorkerCounters>,
@@ -290,7 +290,7 @@ pub fn run<D: Dispatch>(
                         continue;
                     }
                     let open_ts = match &sess.records[0] {
-                        Record::Open { ts, .. } => *ts,
+                        FleetRecord::Open { ts, .. } => *ts,
                         _ => 0,
                     };
                     let inside = s.from_time.is_none_or(|f| open_ts >= f)
@@ -435,7 +435,7 @@ async fn first_open(st: &mut jetstream::stream::Stream) -> Option<u64> {
             continue;
         };
         if let Ok(p) = wire::decode(&m.payload) {
-            if let Some(Record::Open { ts, .. }) = p.records.first() {
+            if let Some(FleetRecord::Open { ts, .. }) = p.records.first() {
                 return Some(*ts);
             }
         }
@@ -444,7 +444,7 @@ async fn first_open(st: &mut jetstream::stream::Stream) -> Option<u64> {
 }
 
 /// One recorded session as stream mode's events, under local session id `id`.
-fn to_events(id: u64, records: Vec<Record>) -> Vec<StreamEvent> {
+fn to_events(id: u64, records: Vec<FleetRecord>) -> Vec<StreamEvent> {
     let side = |d: Dir| match d {
         Dir::Client => Side::Client,
         Dir::Server => Side::Server,
@@ -452,7 +452,7 @@ fn to_events(id: u64, records: Vec<Record>) -> Vec<StreamEvent> {
     records
         .into_iter()
         .map(|r| match r {
-            Record::Open {
+            FleetRecord::Open {
                 client,
                 server,
                 ts,
@@ -467,7 +467,7 @@ fn to_events(id: u64, records: Vec<Record>) -> Vec<StreamEvent> {
                 ts,
                 syn_seen,
             },
-            Record::Data {
+            FleetRecord::Data {
                 dir,
                 ts,
                 new_message,
@@ -481,12 +481,12 @@ fn to_events(id: u64, records: Vec<Record>) -> Vec<StreamEvent> {
                 new_message,
                 server_seen,
             },
-            Record::Fin { dir, ts } => StreamEvent::Fin {
+            FleetRecord::Fin { dir, ts } => StreamEvent::Fin {
                 id,
                 side: side(dir),
                 ts,
             },
-            Record::Close {
+            FleetRecord::Close {
                 ts,
                 reason,
                 partial,
@@ -508,7 +508,7 @@ fn to_events(id: u64, records: Vec<Record>) -> Vec<StreamEvent> {
 }
 
 /// `--list`: what the stream holds.
-pub fn list(url: &BrokerUrl, secrets: &Secrets) -> anyhow::Result<String> {
+pub fn list(url: &BrokerUrl, secrets: &BrokerSecrets) -> anyhow::Result<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -549,20 +549,20 @@ pub fn list(url: &BrokerUrl, secrets: &Secrets) -> anyhow::Result<String> {
                 sessions.insert(p.session);
                 for r in &p.records {
                     match r {
-                        Record::Open { ts, host, .. } => {
+                        FleetRecord::Open { ts, host, .. } => {
                             first = first.min(*ts);
                             last = last.max(*ts);
                             hosts.insert(host.clone());
                         }
-                        Record::Data { bytes, ts, .. } => {
+                        FleetRecord::Data { bytes, ts, .. } => {
                             payload += bytes.len() as u64;
                             last = last.max(*ts);
                         }
-                        Record::Close { ts, .. } => {
+                        FleetRecord::Close { ts, .. } => {
                             closed += 1;
                             last = last.max(*ts);
                         }
-                        Record::Fin { .. } => {}
+                        FleetRecord::Fin { .. } => {}
                     }
                 }
             }

@@ -70,7 +70,7 @@ pub struct FleetOptions {
     pub nats_tls_ca: Option<PathBuf>,
     /// The files above, read before privileges are dropped.
     #[arg(skip)]
-    pub preloaded: Option<nats::Secrets>,
+    pub preloaded: Option<nats::BrokerSecrets>,
 }
 
 impl FleetOptions {
@@ -86,7 +86,7 @@ impl FleetOptions {
 
     /// Reads --nats-creds and --nats-tls-ca now (before the drop to --user).
     pub fn preload(&mut self) -> anyhow::Result<()> {
-        self.preloaded = Some(nats::Secrets::read(
+        self.preloaded = Some(nats::BrokerSecrets::read(
             self.nats_creds.as_deref(),
             self.nats_tls_ca.as_deref(),
         )?);
@@ -99,7 +99,7 @@ pub struct Hooks {
     /// `--record`: the recorder the reader hands its sessions to.
     pub recorder: Option<record::Recorder>,
     /// `--from`: the worker that replaces the capture.
-    pub worker: Option<(from::WorkerSettings, nats::Secrets)>,
+    pub worker: Option<(from::WorkerSettings, nats::BrokerSecrets)>,
 }
 
 impl Hooks {
@@ -122,7 +122,7 @@ impl Hooks {
         let checked = f.validate(offline).map_err(|e| anyhow::anyhow!("{e}"))?;
         let secrets = match &f.preloaded {
             Some(s) => s.clone(),
-            None => nats::Secrets::read(f.nats_creds.as_deref(), f.nats_tls_ca.as_deref())?,
+            None => nats::BrokerSecrets::read(f.nats_creds.as_deref(), f.nats_tls_ca.as_deref())?,
         };
         match checked {
             plan::Checked::Record {
@@ -187,7 +187,7 @@ impl Hooks {
 /// `--from`: runs the worker in place of the capture, then prints its line.
 pub fn run_worker<D: from::Dispatch>(
     d: &mut D,
-    w: &(from::WorkerSettings, nats::Secrets),
+    w: &(from::WorkerSettings, nats::BrokerSecrets),
     _opts: &crate::stream::StreamOptions,
     handle: &tokio::runtime::Handle,
     stop: &std::sync::atomic::AtomicBool,
@@ -240,7 +240,7 @@ pub fn list(opts: &FleetOptions) -> anyhow::Result<()> {
     };
     let secrets = match &opts.preloaded {
         Some(s) => s.clone(),
-        None => nats::Secrets::read(opts.nats_creds.as_deref(), opts.nats_tls_ca.as_deref())?,
+        None => nats::BrokerSecrets::read(opts.nats_creds.as_deref(), opts.nats_tls_ca.as_deref())?,
     };
     print!("{}", from::list(&url, &secrets)?);
     Ok(())

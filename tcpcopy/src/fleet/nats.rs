@@ -9,22 +9,22 @@ use std::time::Duration;
 
 /// `--nats-creds` and `--nats-tls-ca`, read (they may be readable by root alone).
 #[derive(Clone, Default)]
-pub struct Secrets {
+pub struct BrokerSecrets {
     creds: Option<String>,
     ca: Option<Vec<u8>>,
 }
 
-impl std::fmt::Debug for Secrets {
+impl std::fmt::Debug for BrokerSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the credentials themselves.
-        f.debug_struct("Secrets")
+        f.debug_struct("BrokerSecrets")
             .field("creds", &self.creds.is_some())
             .field("ca", &self.ca.is_some())
             .finish()
     }
 }
 
-impl Secrets {
+impl BrokerSecrets {
     /// Reads the files named.
     pub fn read(creds: Option<&Path>, ca: Option<&Path>) -> anyhow::Result<Self> {
         let creds = creds
@@ -39,7 +39,7 @@ impl Secrets {
                     .with_context(|| format!("--nats-tls-ca {}: cannot read", p.display()))
             })
             .transpose()?;
-        Ok(Secrets { creds, ca })
+        Ok(BrokerSecrets { creds, ca })
     }
 }
 
@@ -47,7 +47,7 @@ impl Secrets {
 /// connection has neither credentials nor TLS (the stream holds production payloads).
 pub async fn connect(
     url: &BrokerUrl,
-    secrets: &Secrets,
+    secrets: &BrokerSecrets,
     role: &str,
 ) -> anyhow::Result<async_nats::Client> {
     let mut o = async_nats::ConnectOptions::new()

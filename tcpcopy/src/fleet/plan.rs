@@ -2,7 +2,7 @@
 //! checks of their combinations, and the assembly of a session from its parts as a worker
 //! receives them. No sockets, no clocks.
 
-use super::wire::{Part, Record};
+use super::wire::{FleetRecord, Part};
 use super::FleetOptions;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -341,7 +341,7 @@ pub struct Assembled<H> {
     /// The session's id.
     pub session: u64,
     /// Its records, in order (OPEN first, CLOSE last).
-    pub records: Vec<Record>,
+    pub records: Vec<FleetRecord>,
     /// The handles of its messages (to acknowledge them), including duplicates.
     pub handles: Vec<H>,
     /// Some part had been delivered before (a redelivery: another worker may have replayed it).
@@ -430,14 +430,14 @@ impl<H> Assembler<H> {
 
 /// Whether a recorded session is whole and well-formed: OPEN first, CLOSE last, nothing else
 /// of those kinds in between.
-pub fn well_formed(records: &[Record]) -> bool {
+pub fn well_formed(records: &[FleetRecord]) -> bool {
     let n = records.len();
     n >= 2
-        && matches!(records[0], Record::Open { .. })
-        && matches!(records[n - 1], Record::Close { .. })
+        && matches!(records[0], FleetRecord::Open { .. })
+        && matches!(records[n - 1], FleetRecord::Close { .. })
         && records[1..n - 1]
             .iter()
-            .all(|r| matches!(r, Record::Data { .. } | Record::Fin { .. }))
+            .all(|r| matches!(r, FleetRecord::Data { .. } | FleetRecord::Fin { .. }))
 }
 
 #[cfg(test)]
@@ -560,21 +560,21 @@ mod tests {
 
     fn session_msgs(id: u64, max: usize) -> Vec<Part> {
         let mut w = SessionWriter::new(id, max);
-        w.push(&Record::Open {
+        w.push(&FleetRecord::Open {
             client: "198.18.0.1:1000".parse().unwrap(),
             server: "198.18.1.1:80".parse().unwrap(),
             ts: 1,
             syn_seen: true,
             host: "h".into(),
         });
-        w.push(&Record::Data {
+        w.push(&FleetRecord::Data {
             dir: Dir::Client,
             ts: 2,
             new_message: true,
             server_seen: false,
             bytes: Bytes::from(vec![7u8; 3000]),
         });
-        w.push(&Record::Close {
+        w.push(&FleetRecord::Close {
             ts: 3,
             reason: CloseReason::Fin,
             partial: false,
@@ -616,7 +616,7 @@ mod tests {
 
     #[test]
     fn well_formed_sessions() {
-        let recs: Vec<Record> = session_msgs(1, 1 << 20).remove(0).records;
+        let recs: Vec<FleetRecord> = session_msgs(1, 1 << 20).remove(0).records;
         assert!(well_formed(&recs));
         assert!(!well_formed(&recs[1..]));
         assert!(!well_formed(&recs[..2]));

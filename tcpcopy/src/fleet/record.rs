@@ -7,9 +7,9 @@
 //! a failed publish is retried with backoff under the same message ids (JetStream drops what
 //! it already has). Payload bytes are never logged.
 
-use super::nats::{self, NewStream, Secrets};
+use super::nats::{self, BrokerSecrets, NewStream};
 use super::plan::BrokerUrl;
-use super::wire::{self, CloseReason, Dir, Record, SessionWriter};
+use super::wire::{self, CloseReason, Dir, FleetRecord, SessionWriter};
 use crate::mapping::TargetMapping;
 use crate::stream::reassembly::{EndReason, SessionId, Side, StreamEvent};
 use async_nats::jetstream;
@@ -119,7 +119,7 @@ impl Recorder {
     /// Connects, opens (or creates) the stream and starts the publisher on `handle`'s runtime.
     pub fn start(
         s: RecordSettings,
-        secrets: &Secrets,
+        secrets: &BrokerSecrets,
         handle: &tokio::runtime::Handle,
     ) -> anyhow::Result<Recorder> {
         let (client, js) =
@@ -225,7 +225,7 @@ impl Recorder {
                     permit: None,
                     held: 0,
                 };
-                b.writer.push(&Record::Open {
+                b.writer.push(&FleetRecord::Open {
                     client: key.src,
                     server: key.dst,
                     ts,
@@ -249,7 +249,7 @@ impl Recorder {
                 let Some(b) = self.sessions.get_mut(&id) else {
                     return;
                 };
-                b.writer.push(&Record::Data {
+                b.writer.push(&FleetRecord::Data {
                     dir: dir(side),
                     ts,
                     new_message,
@@ -262,7 +262,7 @@ impl Recorder {
             }
             StreamEvent::Fin { id, side, ts } => {
                 if let Some(b) = self.sessions.get_mut(&id) {
-                    b.writer.push(&Record::Fin { dir: dir(side), ts });
+                    b.writer.push(&FleetRecord::Fin { dir: dir(side), ts });
                 }
             }
             StreamEvent::Close {
@@ -274,7 +274,7 @@ impl Recorder {
                 let Some(mut b) = self.sessions.remove(&id) else {
                     return;
                 };
-                b.writer.push(&Record::Close {
+                b.writer.push(&FleetRecord::Close {
                     ts,
                     reason: close_reason(reason),
                     partial,

@@ -5,8 +5,8 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-fn open() -> Record {
-    Record::Open {
+fn open() -> FleetRecord {
+    FleetRecord::Open {
         client: addr("198.18.0.1:40000"),
         server: addr("198.18.1.1:6379"),
         ts: 1_700_000_000_000_000_000,
@@ -15,8 +15,8 @@ fn open() -> Record {
     }
 }
 
-fn data(dir: Dir, new_message: bool, bytes: &'static [u8]) -> Record {
-    Record::Data {
+fn data(dir: Dir, new_message: bool, bytes: &'static [u8]) -> FleetRecord {
+    FleetRecord::Data {
         dir,
         ts: 1_700_000_000_000_001_000,
         new_message,
@@ -25,8 +25,8 @@ fn data(dir: Dir, new_message: bool, bytes: &'static [u8]) -> Record {
     }
 }
 
-fn close() -> Record {
-    Record::Close {
+fn close() -> FleetRecord {
+    FleetRecord::Close {
         ts: 1_700_000_000_000_002_000,
         reason: CloseReason::Fin,
         partial: false,
@@ -46,7 +46,7 @@ fn a_small_session_is_one_last_part() {
         open(),
         data(Dir::Client, true, b"*1\r\n$4\r\nPING\r\n"),
         data(Dir::Server, false, b"+PONG\r\n"),
-        Record::Fin {
+        FleetRecord::Fin {
             dir: Dir::Client,
             ts: 5,
         },
@@ -66,7 +66,7 @@ fn a_small_session_is_one_last_part() {
 #[test]
 fn header_bytes_are_as_documented() {
     let mut w = SessionWriter::new(0x0102_0304_0506_0708, 1 << 20);
-    w.push(&Record::Fin {
+    w.push(&FleetRecord::Fin {
         dir: Dir::Server,
         ts: 9,
     });
@@ -86,7 +86,7 @@ fn large_data_is_cut_into_parts_within_the_payload_limit() {
     let big: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
     let mut w = SessionWriter::new(1, 1024);
     w.push(&open());
-    w.push(&Record::Data {
+    w.push(&FleetRecord::Data {
         dir: Dir::Client,
         ts: 3,
         new_message: true,
@@ -104,7 +104,7 @@ fn large_data_is_cut_into_parts_within_the_payload_limit() {
     }
     let recs = merge_data(parts.into_iter().flat_map(|p| p.records).collect());
     assert_eq!(recs.len(), 3);
-    let Record::Data {
+    let FleetRecord::Data {
         bytes, new_message, ..
     } = &recs[1]
     else {
@@ -187,7 +187,7 @@ fn arb_dir() -> impl Strategy<Value = Dir> {
     prop_oneof![Just(Dir::Client), Just(Dir::Server)]
 }
 
-fn arb_record() -> impl Strategy<Value = Record> {
+fn arb_record() -> impl Strategy<Value = FleetRecord> {
     prop_oneof![
         (
             arb_addr(),
@@ -196,7 +196,7 @@ fn arb_record() -> impl Strategy<Value = Record> {
             any::<bool>(),
             "[a-z0-9é.-]{0,40}"
         )
-            .prop_map(|(client, server, ts, syn_seen, host)| Record::Open {
+            .prop_map(|(client, server, ts, syn_seen, host)| FleetRecord::Open {
                 client,
                 server,
                 ts,
@@ -210,18 +210,20 @@ fn arb_record() -> impl Strategy<Value = Record> {
             any::<bool>(),
             proptest::collection::vec(any::<u8>(), 0..3000)
         )
-            .prop_map(|(dir, ts, new_message, server_seen, b)| Record::Data {
+            .prop_map(|(dir, ts, new_message, server_seen, b)| FleetRecord::Data {
                 dir,
                 ts,
                 new_message,
                 server_seen,
                 bytes: Bytes::from(b)
             }),
-        (arb_dir(), any::<u64>()).prop_map(|(dir, ts)| Record::Fin { dir, ts }),
-        (any::<u64>(), any::<u8>(), any::<bool>()).prop_map(|(ts, r, partial)| Record::Close {
-            ts,
-            reason: CloseReason::from_u8(r),
-            partial
+        (arb_dir(), any::<u64>()).prop_map(|(dir, ts)| FleetRecord::Fin { dir, ts }),
+        (any::<u64>(), any::<u8>(), any::<bool>()).prop_map(|(ts, r, partial)| {
+            FleetRecord::Close {
+                ts,
+                reason: CloseReason::from_u8(r),
+                partial,
+            }
         }),
     ]
 }

@@ -202,7 +202,7 @@ pub fn run_worker<D: from::Dispatch>(
 /// refuses to merge reports of different sources): a worker names its stream and replay (not
 /// the broker's address, which differs between the nodes of a cluster), a file its name.
 pub fn report_source(
-    worker: Option<&(from::WorkerSettings, nats::Secrets)>,
+    worker: Option<&(from::WorkerSettings, nats::BrokerSecrets)>,
     source: &crate::stream::StreamSource,
 ) -> String {
     use crate::stream::StreamSource;

@@ -616,3 +616,178 @@ fn offline_stream_runs_unprivileged_and_refuses_the_captured_server() {
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).expect("report JSON");
     assert!(r.is_object(), "{text}");
 }
+
+/// Fleet replay (`--from`) started as root: the `--report` file is created first, then the
+/// worker runs as nobody with no capability at all while it pulls sessions from a real
+/// JetStream (Debian's nats-server) and replays every one to nginx. A target that is the
+/// recorded sessions' own server is refused when they arrive (nothing of them is replayed,
+/// nothing acknowledged), a `-x` online address at start, each with one error line, unless
+/// `--force`.
+#[test]
+fn fleet_replay_runs_unprivileged_and_refuses_the_recorded_server() {
+    require_root!(
+        "secure_defaults::fleet_replay_runs_unprivileged_and_refuses_the_recorded_server"
+    );
+    require_programs!("secure_defaults", "ip", "nats-server", "nginx", "curl");
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let ns = lab.netns("sdf");
+    let tcpcopy = bin("tcpcopy");
+    let t = tcpcopy.to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("js");
+    let nats_log = work.path().join("nats.log");
+    lab.spawn(
+        &ns,
+        &[
+            "nats-server",
+            "-js",
+            "-sd",
+            store.to_str().unwrap(),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "4222",
+        ],
+        Some(&nats_log),
+    );
+    assert!(
+        lab.wait_for(
+            &ns,
+            "ss -ltn | grep -q '127.0.0.1:4222 '",
+            Duration::from_secs(10)
+        ),
+        "nats-server did not start: {}",
+        std::fs::read_to_string(&nats_log).unwrap_or_default()
+    );
+    let url = "nats://127.0.0.1:4222/sd";
+    // pcaps/http_close.pcap: 10 GETs on 10 connections to 198.18.200.2:80.
+    let pcap = workspace_root().join("pcaps/http_close.pcap");
+    let out = lab.exec(
+        &ns,
+        &format!(
+            "{t} --stream -x 80-127.0.0.1:8080 --offline {} --record {url} --partitions 4",
+            pcap.display()
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "record: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let access = start_nginx(
+        &mut lab,
+        &ns,
+        work.path(),
+        "nginx-sdf",
+        &["127.0.0.1:8080"],
+        "$request $status",
+    );
+
+    // The recorded server, however spelled, and a -x online address: refused, one error line.
+    for (mapping, why) in [
+        (
+            "80-198.18.200.2:80",
+            "the server the recording was taken from",
+        ),
+        (
+            "80-[::ffff:198.18.200.2]:80",
+            "the server the recording was taken from",
+        ),
+        (
+            "198.18.200.2:80-198.18.200.2:8080",
+            "online (production) address",
+        ),
+    ] {
+        let out = lab.exec(
+            &ns,
+            &format!("{t} --stream -x {mapping} --from {url} --worker 0/1 --topspeed --replay-name refused --ack-wait 1"),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{mapping}: {err}");
+        let refusals: Vec<&str> = err.lines().filter(|l| l.contains("refused")).collect();
+        assert_eq!(refusals.len(), 1, "{mapping}: {err}");
+        assert!(refusals[0].contains(why), "{mapping}: {err}");
+    }
+    assert_eq!(
+        line_count(&access),
+        0,
+        "a refused worker replayed something"
+    );
+
+    // A sound target: as nobody, no capability, every session replayed. -a 0.05 stretches the
+    // capture's 71 ms to about 1.4 s after the start the worker publishes (1 s ahead).
+    let report = work.path().join("r.json");
+    let log = work.path().join("worker.log");
+    let pid = lab.spawn(
+        &ns,
+        &[
+            t,
+            "--stream",
+            "-x",
+            "80-127.0.0.1:8080",
+            "--from",
+            url,
+            "--worker",
+            "0/1",
+            "-a",
+            "0.05",
+            "--user",
+            "nobody",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        Some(&log),
+    );
+    let nobody = tcpclone::sys::lookup_user("nobody")
+        .unwrap()
+        .uid
+        .to_string();
+    let t0 = Instant::now();
+    loop {
+        let uid = proc_status(pid, "Uid").unwrap_or_default();
+        if !uid.is_empty() && uid.split_whitespace().all(|u| u == nobody) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "still uid {uid:?} after 1 s: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for key in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(
+            proc_status(pid, key).as_deref(),
+            Some("0000000000000000"),
+            "{key}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    assert_eq!(proc_status(pid, "NoNewPrivs").as_deref(), Some("1"));
+    let st = lab
+        .stop(pid, "0", Duration::from_secs(30))
+        .expect("the --from worker did not finish within 30 s");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(st.success(), "{text}");
+    assert!(text.contains("10 sessions received, 10 replayed"), "{text}");
+    let lines = read_lines(&access);
+    assert_eq!(lines.len(), 10, "{lines:?}\n{text}");
+    assert!(lines.iter().all(|l| l.starts_with("GET /")), "{lines:?}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).expect("report JSON");
+    assert!(r.is_object(), "{text}");
+
+    // --force: a warning, then the replay (nothing listens there in this namespace).
+    let out = lab.exec(
+        &ns,
+        &format!("{t} --stream -x 80-198.18.200.2:80 --from {url} --worker 0/1 --topspeed --replay-name forced --force --connect-timeout 0.5"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let o = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        err.contains("warning: --force") && o.contains("10 replayed"),
+        "{err}\n{o}"
+    );
+}

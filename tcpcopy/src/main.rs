@@ -185,7 +185,9 @@ fn stream_main(cli: &Cli) -> ExitCode {
     }
     let secured = match &common.source {
         // --from captures nothing: it replays a recording from the broker.
-        tcpcopy::stream::StreamSource::Live { .. } if stream_opts.fleet.from.is_some() => Ok(()),
+        tcpcopy::stream::StreamSource::Live { .. } if stream_opts.fleet.from.is_some() => {
+            secure_fleet_from(cli, &common)
+        }
         tcpcopy::stream::StreamSource::Live { .. } => secure_live_stream(cli, &common),
         tcpcopy::stream::StreamSource::Offline(path) => {
             secure_offline_stream(cli, &common, &mut stream_opts, path)
@@ -215,7 +217,7 @@ fn secure_offline_stream(
     opts: &mut tcpcopy::stream::StreamOptions,
     path: &std::path::Path,
 ) -> Result<(), ExitCode> {
-    use tcpcopy::stream::{guard, log_error, log_warn, OpenedCapture};
+    use tcpcopy::stream::{guard, log_error, OpenedCapture};
     let capture = OpenedCapture::open(path).map_err(|e| {
         log_error(&format!("{e:#}"));
         ExitCode::from(2)
@@ -228,23 +230,49 @@ fn secure_offline_stream(
         }
     };
     let problems = guard::check_offline_targets(&common.mappings, &servers);
-    if !problems.is_empty() {
-        if !cli.force {
-            log_error(&format!(
-                "-x/--mapping: refused: {} (--force overrides)",
-                problems.join("; ")
-            ));
-            return Err(ExitCode::from(2));
-        }
-        for p in problems {
-            log_warn(&format!("warning: --force: {p}"));
-        }
-    }
+    refuse_unless_forced(cli, problems)?;
     opts.offline_capture = Some(capture);
     create_reports_for_user(cli)?;
     if let Err(e) = tcpclone::sys::drop_privileges(&cli.user, false) {
         log_error(&format!("--user: dropping privileges: {e}"));
         return Err(ExitCode::from(2));
+    }
+    Ok(())
+}
+
+/// Fleet replay (`--from`) is an offline replay whose capture is on the broker: the `-x`
+/// online addresses are refused here (each recorded session's server is checked as it
+/// arrives, in `fleet::from`), then --report files are created and handed to --user, then the
+/// drop to --user keeping no capability at all. The NATS credentials, CA and key log were read
+/// just before; connecting to the broker needs no privilege, so the drop comes before it (and
+/// before the runtime's threads start: capabilities are per thread).
+fn secure_fleet_from(cli: &Cli, common: &tcpcopy::stream::StreamCommon) -> Result<(), ExitCode> {
+    use tcpcopy::stream::{guard, log_error};
+    let problems = guard::check_offline_targets(&common.mappings, &Default::default());
+    refuse_unless_forced(cli, problems)?;
+    create_reports_for_user(cli)?;
+    if let Err(e) = tcpclone::sys::drop_privileges(&cli.user, false) {
+        log_error(&format!("--user: dropping privileges: {e}"));
+        return Err(ExitCode::from(2));
+    }
+    Ok(())
+}
+
+/// The offline target check's verdict: refused in one line (exit 2), or with --force one
+/// warning per problem.
+fn refuse_unless_forced(cli: &Cli, problems: Vec<String>) -> Result<(), ExitCode> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    if !cli.force {
+        tcpcopy::stream::log_error(&format!(
+            "-x/--mapping: refused: {} (--force overrides)",
+            problems.join("; ")
+        ));
+        return Err(ExitCode::from(2));
+    }
+    for p in problems {
+        tcpcopy::stream::log_warn(&format!("warning: --force: {p}"));
     }
     Ok(())
 }

@@ -130,6 +130,10 @@ pub struct WorkerSettings {
     pub ack_wait: Duration,
     /// Whether the replay keeps the original timing (not --topspeed).
     pub timed: bool,
+    /// `-x`: a session whose recorded server is a target is refused (production).
+    pub mappings: Vec<crate::mapping::TargetMapping>,
+    /// `--force`: such a session is replayed after a warning instead.
+    pub force: bool,
 }
 
 fn wall_ns() -> u64 {
@@ -236,6 +240,7 @@ pub fn run<D: Dispatch>(
     let mut asm: Assembler<Acker> = Assembler::default();
     let mut next_id: u64 = 0;
     let mut failing_since: Option<Instant> = None;
+    let mut warned: BTreeSet<String> = BTreeSet::new();
     let result: anyhow::Result<()> = (|| {
         loop {
             if stop.load(Ordering::Relaxed) {
@@ -289,9 +294,9 @@ pub fn run<D: Dispatch>(
                         let _ = ack_tx.send(sess.handles);
                         continue;
                     }
-                    let open_ts = match &sess.records[0] {
-                        FleetRecord::Open { ts, .. } => *ts,
-                        _ => 0,
+                    let (open_ts, server) = match &sess.records[0] {
+                        FleetRecord::Open { ts, server, .. } => (*ts, Some(*server)),
+                        _ => (0, None),
                     };
                     let inside = s.from_time.is_none_or(|f| open_ts >= f)
                         && s.to_time.is_none_or(|t| open_ts < t);
@@ -299,6 +304,16 @@ pub fn run<D: Dispatch>(
                         counters.outside_window.fetch_add(1, Ordering::Relaxed);
                         let _ = ack_tx.send(sess.handles);
                         continue;
+                    }
+                    // Fail closed before any byte of it is replayed; the session stays
+                    // unacknowledged (redelivered to a worker with a sound -x).
+                    if let Some(p) = server
+                        .and_then(|a| crate::stream::guard::recorded_server_problem(&s.mappings, a))
+                    {
+                        anyhow::ensure!(s.force, "-x/--mapping: refused: {p} (--force overrides)");
+                        if warned.insert(p.clone()) {
+                            crate::stream::log_warn(&format!("warning: --force: {p}"));
+                        }
                     }
                     next_id += 1;
                     let events = to_events(next_id, sess.records);

@@ -175,6 +175,8 @@ impl Hooks {
                             replay_name,
                             ack_wait,
                             timed: !opts.topspeed,
+                            mappings: common.mappings.clone(),
+                            force: common.force,
                         },
                         secrets,
                     )),

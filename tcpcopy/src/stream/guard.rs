@@ -7,6 +7,11 @@
 //! mistake offline is a target that *is* production: an address named as online in `-x`, or
 //! the very server endpoint (address and port) the capture's sessions went to. Those are
 //! refused unless `--force`.
+//!
+//! `--from` (a fleet replay) is offline too, but has no capture file to scan first: its `-x`
+//! online addresses are checked at start ([`check_offline_targets`] with no servers), and each
+//! recorded session's server endpoint as the session arrives ([`recorded_server_problem`]),
+//! before any of it is replayed.
 
 use super::decode::decode;
 use crate::mapping::TargetMapping;
@@ -79,6 +84,16 @@ pub fn check_offline_targets(
     problems.sort();
     problems.dedup();
     problems
+}
+
+/// What is wrong with replaying a recorded session (fleet `--from`) whose original server was
+/// `server` to the mappings' targets: a target that is that server (production) is.
+pub fn recorded_server_problem(mappings: &[TargetMapping], server: SocketAddr) -> Option<String> {
+    let server = SocketAddr::new(server.ip().to_canonical(), server.port());
+    mappings
+        .iter()
+        .any(|m| SocketAddr::new(m.target.ip().to_canonical(), m.target.port()) == server)
+        .then(|| format!("target {server} is the server the recording was taken from (production)"))
 }
 
 #[cfg(test)]
@@ -186,5 +201,27 @@ mod tests {
         let mut r = CaptureReader::from_reader(&pcap[..], "t.pcap").unwrap();
         let s = captured_servers(&mut r, &maps, SCAN_PACKETS);
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn a_recorded_sessions_server_is_refused_however_spelled() {
+        let server: SocketAddr = "198.18.1.1:6379".parse().unwrap();
+        for bad in ["6379-198.18.1.1:6379", "6379-[::ffff:198.18.1.1]:6379"] {
+            let m = parse_mappings(bad).unwrap();
+            let p = recorded_server_problem(&m, server).expect(bad);
+            assert!(p.contains("the server the recording was taken from"), "{p}");
+        }
+        let mapped: SocketAddr = "[::ffff:198.18.1.1]:6379".parse().unwrap();
+        let m = parse_mappings("6379-198.18.1.1:6379").unwrap();
+        assert!(recorded_server_problem(&m, mapped).is_some());
+        // Loopback, another port, another host: test servers.
+        for ok in [
+            "6379-127.0.0.1:6379",
+            "6379-198.18.1.1:6380",
+            "6379-198.18.9.9:6379",
+        ] {
+            let m = parse_mappings(ok).unwrap();
+            assert_eq!(recorded_server_problem(&m, server), None, "{ok}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Tests of the TLS stage and the target settings.
 
-use super::*;
 use super::filter::*;
+use super::*;
 use crate::stream::reassembly::{SessionId, Side, StreamEvent};
 use bytes::Bytes;
 use tcpclone::flow::FlowKey;

@@ -164,11 +164,13 @@ impl Reader<'_> {
                 self.dispatch(ev, first, base, orig_base);
                 dispatched = true;
             }
-            // The counts move with sessions, not packets: published when an event came.
+            // Sessions given up or opened by the key log's wait move the TLS counts too.
+            dispatched |= self.follow_keys(ts, false, first, base, orig_base);
+            // The counts move with sessions, not packets: published when an event came or the
+            // sessions waiting for their secrets were retried.
             if dispatched {
                 self.publish(Some(&r.stats()));
             }
-            self.follow_keys(ts, false, first, base, orig_base);
             if stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -177,7 +179,7 @@ impl Reader<'_> {
         while let Some(ev) = r.poll_event() {
             self.dispatch(ev, t0.unwrap_or(0), base, orig_base);
         }
-        self.follow_keys(last, true, t0.unwrap_or(0), base, orig_base);
+        let _ = self.follow_keys(last, true, t0.unwrap_or(0), base, orig_base);
         let st = r.stats();
         self.without_syn += st.without_syn;
         self.partial += st.partial;
@@ -192,10 +194,18 @@ impl Reader<'_> {
 
     /// Live `--tls-keylog`: reads new key log lines (at most every 50 ms) and retries the
     /// sessions waiting for their secrets (on new lines, and every 100 ms of capture time for
-    /// the wait bound); `end`: last chance for every waiting session.
-    fn follow_keys(&mut self, ts: u64, end: bool, t0: u64, base: Instant, orig_base: Duration) {
+    /// the wait bound); `end`: last chance for every waiting session. Returns whether they
+    /// were retried (their counts may have moved).
+    fn follow_keys(
+        &mut self,
+        ts: u64,
+        end: bool,
+        t0: u64,
+        base: Instant,
+        orig_base: Duration,
+    ) -> bool {
         let (Some(f), Some(filter)) = (self.follower.as_mut(), self.tls.as_mut()) else {
-            return;
+            return false;
         };
         let mut fresh = 0;
         if end || self.followed_at.elapsed() >= Duration::from_millis(50) {
@@ -203,7 +213,7 @@ impl Reader<'_> {
             fresh = f.read_new(filter.keys_mut());
         }
         if !end && fresh == 0 && ts.saturating_sub(self.polled_ts) < 100_000_000 {
-            return;
+            return false;
         }
         self.polled_ts = ts;
         let mut evs = Vec::new();
@@ -211,6 +221,17 @@ impl Reader<'_> {
         for ev in evs {
             self.dispatch_plain(ev, t0, base, orig_base);
         }
+        true
+    }
+
+    /// Starts the task of one session copy; returns its inbox.
+    fn spawn(&self, plan: Plan) -> InboxTx {
+        let (tx, rx) = Inbox::new();
+        self.ctx.active.fetch_add(1, Ordering::SeqCst);
+        let guard = ActiveGuard(self.ctx.clone());
+        self.handle
+            .spawn(super::task::run(self.ctx.clone(), plan, rx, guard));
+        tx
     }
 
     fn drop_session(&mut self, id: SessionId) {
@@ -281,55 +302,35 @@ impl Reader<'_> {
                     .verdict
                     .protocol
                     .unwrap_or_else(|| Protocol::from_port(key.dst.port()));
-                let mut txs = Vec::new();
-                for copy in 0..self.common.copies {
-                    let (tx, rx) = Inbox::new();
-                    let plan = Plan {
-                        id: id * u64::from(self.common.copies) + u64::from(copy),
-                        key,
-                        target,
-                        open_ts: ts,
-                        t0,
-                        base,
-                        orig_base,
-                        tls: tls.clone(),
-                        protocol,
-                        baseline: false,
-                        _done: self.done_token.clone(),
-                    };
-                    self.ctx.active.fetch_add(1, Ordering::SeqCst);
-                    let guard = ActiveGuard(self.ctx.clone());
-                    self.handle
-                        .spawn(super::task::run(self.ctx.clone(), plan, rx, guard));
-                    txs.push(tx);
-                    self.replayed += 1;
-                }
+                let done = &self.done_token;
+                let plan = |id, target, tls, baseline| Plan {
+                    id,
+                    key,
+                    target,
+                    open_ts: ts,
+                    t0,
+                    base,
+                    orig_base,
+                    tls,
+                    protocol,
+                    baseline,
+                    _done: done.clone(),
+                };
+                let copies = u64::from(self.common.copies);
+                let mut plans: Vec<Plan> = (0..copies)
+                    .map(|copy| plan(id * copies + copy, target, tls.clone(), false))
+                    .collect();
+                self.replayed += copies;
                 if let Some(b) = self.ctx.verdict.baseline {
                     // One more copy, to the baseline; not counted as replayed.
-                    let (tx, rx) = Inbox::new();
-                    let plan = Plan {
-                        id: id | 1 << 63,
-                        key,
-                        target: b,
-                        open_ts: ts,
-                        t0,
-                        base,
-                        orig_base,
-                        tls: self
-                            .ctx
-                            .target_tls
-                            .as_ref()
-                            .map(|t| t.for_session(captured.as_ref(), b)),
-                        protocol,
-                        baseline: true,
-                        _done: self.done_token.clone(),
-                    };
-                    self.ctx.active.fetch_add(1, Ordering::SeqCst);
-                    let guard = ActiveGuard(self.ctx.clone());
-                    self.handle
-                        .spawn(super::task::run(self.ctx.clone(), plan, rx, guard));
-                    txs.push(tx);
+                    let tls = self
+                        .ctx
+                        .target_tls
+                        .as_ref()
+                        .map(|t| t.for_session(captured.as_ref(), b));
+                    plans.push(plan(id | 1 << 63, b, tls, true));
                 }
+                let txs = plans.into_iter().map(|p| self.spawn(p)).collect();
                 let keep_server = self.ctx.diff || protocol != Protocol::Tcp;
                 self.routes.insert(id, Route { txs, keep_server });
             }

@@ -519,6 +519,7 @@ fn raw_report(
         partial: st.aborted_gap,
         dropped: st.refused_memory + st.refused_ports + st.refused_family,
         connect_failed: st.aborted_handshake,
+        baseline_connect_failed: 0,
     };
     c.finish(elapsed)
 }

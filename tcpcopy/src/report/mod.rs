@@ -188,6 +188,10 @@ pub struct SessionCounts {
     pub dropped: u64,
     /// Connections that could not be made.
     pub connect_failed: u64,
+    /// Connections to `--baseline-target` that could not be made (stream mode; not in
+    /// `connect_failed`, which counts the test target's).
+    #[serde(default)]
+    pub baseline_connect_failed: u64,
 }
 
 /// TLS counters of stream mode (`--tls-keylog`, `--target-tls`).
@@ -886,6 +890,13 @@ pub fn render_table(r: &Report) -> String {
         "sessions: {} in capture, {} replayed, {} partial, {} without SYN, {} sampled out, {} dropped, {} connect failed",
         ss.seen, ss.replayed, ss.partial, ss.without_syn, ss.sampled_out, ss.dropped, ss.connect_failed
     );
+    if ss.baseline_connect_failed > 0 {
+        let _ = writeln!(
+            s,
+            "baseline target: {} connections could not be made",
+            ss.baseline_connect_failed
+        );
+    }
     if let Some(t) = &r.tls {
         render_tls(&mut s, t);
     }

@@ -137,6 +137,11 @@ pub(super) fn serve_metrics(
                 "[target] Connections to the target that could not be made",
                 get(&ctx.connect_failed),
             );
+            s.counter(
+                "tcpclone_tcpcopy_stream_baseline_connect_failures",
+                "[baseline] Connections to --baseline-target that could not be made",
+                get(&ctx.baseline_connect_failed),
+            );
             s.gauge(
                 "tcpclone_tcpcopy_stream_sessions_active",
                 "[target] Sessions being replayed now",

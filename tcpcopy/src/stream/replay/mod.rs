@@ -61,6 +61,8 @@ struct Ctx {
     active: AtomicUsize,
     idle: Notify,
     connect_failed: AtomicU64,
+    /// Connections to `--baseline-target` that could not be made.
+    baseline_connect_failed: AtomicU64,
     dropped: AtomicU64,
     /// The reader's session counts, published for `--metrics` as they change.
     published: ReaderCounts,
@@ -276,6 +278,7 @@ pub fn run(
         active: AtomicUsize::new(0),
         idle: Notify::new(),
         connect_failed: AtomicU64::new(0),
+        baseline_connect_failed: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
         published: ReaderCounts::default(),
         target_tls,
@@ -424,6 +427,7 @@ pub fn run(
     c.sessions.replayed = reader.replayed;
     c.sessions.dropped = ctx.dropped.load(Ordering::Relaxed);
     c.sessions.connect_failed = ctx.connect_failed.load(Ordering::Relaxed);
+    c.sessions.baseline_connect_failed = ctx.baseline_connect_failed.load(Ordering::Relaxed);
     if reader.tls.is_some() || ctx.target_tls.is_some() {
         let mut counts = reader.tls.take().map(|f| f.counts).unwrap_or_default();
         counts.target_handshake_failed = ctx

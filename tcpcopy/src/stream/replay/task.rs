@@ -163,9 +163,12 @@ pub(super) async fn run(ctx: Arc<Ctx>, plan: Plan, items: Arc<Inbox>, _guard: Ac
     let stream = match connect(&ctx, &plan).await {
         Ok(s) => s,
         Err(outcome) => {
-            if !plan.baseline {
-                ctx.connect_failed.fetch_add(1, Ordering::Relaxed);
-            }
+            let failed = if plan.baseline {
+                &ctx.baseline_connect_failed
+            } else {
+                &ctx.connect_failed
+            };
+            failed.fetch_add(1, Ordering::Relaxed);
             unsent(&ctx, &cx, &items, outcome).await;
             return;
         }

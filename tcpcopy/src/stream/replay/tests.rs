@@ -392,3 +392,31 @@ fn bad_inputs_fail_with_one_line() {
     .to_string();
     assert!(e.contains("must end in .json or .html"), "{e}");
 }
+
+#[test]
+fn baseline_target_connect_failures_are_counted_apart() {
+    // The test target answers; the baseline refuses: its failures are counted on their own,
+    // not as the test target's, and its requests stay out of the target's figures.
+    let (addr, _rx) = line_server();
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.pcap");
+    std::fs::write(&path, fixture()).unwrap();
+    let mut opts = StreamOptions {
+        topspeed: true,
+        diff: true,
+        ..Default::default()
+    };
+    opts.verdict.baseline_target = Some(refused);
+    let (r, _) = run(&common_for(addr, path), &opts).unwrap();
+    assert_eq!(r.sessions.connect_failed, 0, "{:?}", r.sessions);
+    assert_eq!(r.sessions.baseline_connect_failed, 2, "{:?}", r.sessions);
+    assert_eq!((r.test.requests, r.test.answered), (3, 3), "{r:?}");
+    assert!(crate::report::render_table(&r)
+        .contains("baseline target: 2 connections could not be made"));
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["sessions"]["baseline_connect_failed"], 2);
+}

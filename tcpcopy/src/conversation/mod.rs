@@ -19,8 +19,14 @@
 //!
 //! [`ClientStream`] holds the in-order client bytes not yet acknowledged by the target, and the
 //! segments captured beyond a hole (out of order) until the hole fills. Raw mode's engine
-//! (`engine::session`) drives both; stream mode is to adopt the same types (issue 14) so that
-//! the two modes cannot drift apart: their differences belong in [`GateRules`], not in a copy.
+//! (`engine::session`) drives both; stream mode's session core (`stream::replay::session`)
+//! holds each request production answered at a [`RequestPacer`] boundary
+//! ([`RequestPacer::note_boundary`]) released by the same gate, so that the two modes cannot
+//! drift apart: their differences belong in [`GateRules`] and in named calls, not in a copy.
+//! Stream mode's options: `idle_gap` zero (the next request goes once the answer began; its
+//! think time from the capture holds the rest), the response timeout counted from when the
+//! request reached the gate ([`RequestPacer::wait_from`]), and the answer count starting over
+//! with each request ([`RequestPacer::reset_answer`]).
 
 mod pacing;
 mod stream;

@@ -13,7 +13,9 @@ use tcpclone::seq::SeqNumber;
 pub(crate) struct GateRules {
     /// Pacing off: every request goes as soon as it is captured (`--no-wait`).
     pub no_wait: bool,
-    /// Quiet time after the target's last answer byte that ends its answer.
+    /// Quiet time after the target's last answer byte that ends its answer. Stream mode sets
+    /// it to zero: its next request goes once the answer began, then waits for its think time
+    /// in the capture (the original schedule), which holds the rest of the answer's time.
     pub idle_gap: Duration,
     /// Longest wait for an answer after the last new byte was sent.
     pub response_timeout: Duration,
@@ -97,6 +99,26 @@ impl RequestPacer {
         if self.last_data_ack.is_none() {
             self.last_data_ack = Some(ack);
         }
+    }
+
+    /// A boundary at `at` whose caller knows what production answered before it (stream mode:
+    /// the reassembled conversation says so directly, no ack to read it from); `expected` as in
+    /// [`RequestPacer::note_request`].
+    pub fn note_boundary(&mut self, at: SeqNumber, expected: u32) {
+        self.boundaries.push_back(Boundary { seq: at, expected });
+    }
+
+    /// Stream mode: the response timeout counts from `now`, when the request reached the gate
+    /// (its session task can get it long after the previous write), not from the last write.
+    pub fn wait_from(&mut self, now: Instant) {
+        self.last_new_data_at = now;
+    }
+
+    /// A request goes without a boundary released for it (stream mode: production did not
+    /// answer the one before): the answer count starts over with it.
+    pub fn reset_answer(&mut self) {
+        self.resp_since = 0;
+        self.last_resp_at = None;
     }
 
     /// Client data (or a bare FIN) carrying `ack` starts at `at`: records a request boundary
@@ -355,6 +377,33 @@ mod tests {
             0
         );
         assert!(p.is_idle());
+    }
+
+    #[test]
+    fn stream_mode_options_answer_begun_and_timeout_from_the_gate() {
+        // Stream mode: no idle gap (the answer began is enough), boundaries noted by the
+        // caller, the timeout counted from when the request reached the gate.
+        let rules = GateRules {
+            idle_gap: Duration::ZERO,
+            ..RULES
+        };
+        let (mut p, t0) = pacer();
+        let _ = p.on_answer(9, t0);
+        p.reset_answer();
+        let t1 = t0 + Duration::from_secs(5);
+        p.note_boundary(SeqNumber(3), 100);
+        p.wait_from(t1);
+        assert_eq!(p.release(t1, SeqNumber(3), &rules, false), 0);
+        assert!(!p.is_idle(), "an earlier request's answer does not count");
+        assert_eq!(
+            p.deadline(SeqNumber(3), &rules),
+            Some(t1 + RULES.response_timeout)
+        );
+        let _ = p.on_answer(1, t1 + Duration::from_millis(1));
+        let t2 = t1 + Duration::from_millis(1);
+        assert_eq!(p.deadline(SeqNumber(3), &rules), Some(t2));
+        assert_eq!(p.release(t2, SeqNumber(3), &rules, false), 0);
+        assert!(p.is_idle(), "one answer byte of 100 opens it");
     }
 
     #[test]

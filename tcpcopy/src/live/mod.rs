@@ -503,6 +503,7 @@ fn raw_report(
         dropped: st.refused_memory + st.refused_ports + st.refused_family,
         connect_failed: st.aborted_handshake,
         repeats: 0,
+        baseline_connect_failed: 0,
     };
     c.finish(elapsed)
 }

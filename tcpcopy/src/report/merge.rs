@@ -231,6 +231,7 @@ fn add_sessions(a: &mut super::SessionCounts, b: &super::SessionCounts) {
     a.dropped += b.dropped;
     a.connect_failed += b.connect_failed;
     a.repeats += b.repeats;
+    a.baseline_connect_failed += b.baseline_connect_failed;
 }
 
 fn add_map(a: &mut BTreeMap<String, u64>, b: &BTreeMap<String, u64>) {

@@ -114,6 +114,10 @@ pub struct SessionCounts {
     /// replayed again (at-least-once), included in `replayed`.
     #[serde(default)]
     pub repeats: u64,
+    /// Connections to `--baseline-target` that could not be made (stream mode; not in
+    /// `connect_failed`, which counts the test target's).
+    #[serde(default)]
+    pub baseline_connect_failed: u64,
 }
 
 /// TLS counters of stream mode (`--tls-keylog`, `--target-tls`).

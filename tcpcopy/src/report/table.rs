@@ -127,6 +127,13 @@ pub fn render_table(r: &Report) -> String {
             String::new()
         }
     );
+    if ss.baseline_connect_failed > 0 {
+        let _ = writeln!(
+            s,
+            "baseline target: {} connections could not be made",
+            ss.baseline_connect_failed
+        );
+    }
     if let Some(n) = r.merged_from {
         let _ = writeln!(s, "merged from {n} reports");
     }

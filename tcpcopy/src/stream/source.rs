@@ -37,6 +37,11 @@ pub struct LiveSource {
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Frames the kernel dropped, summed over interfaces (updated when capture ends).
     pub kernel_drops: Arc<std::sync::atomic::AtomicU64>,
+    /// When nothing was captured for a while, hand over an empty packet stamped with the wall
+    /// clock: the capture's clock moves on while the service is idle. What waits on capture
+    /// time (a TLS session waiting for its secrets from a key log) must not wait for the next
+    /// client to arrive.
+    pub idle_ticks: bool,
 }
 
 /// The BPF filter for `mappings`: client→service segments (and the service's answers with
@@ -159,6 +164,7 @@ impl LiveSource {
             deadline: duration.map(|d| Instant::now() + d),
             threads,
             kernel_drops,
+            idle_ticks: false,
         })
     }
 
@@ -188,6 +194,16 @@ impl PacketSource for LiveSource {
             } else {
                 match self.rx.recv_timeout(Duration::from_millis(50)) {
                     Ok(f) => self.current = Some(f),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) if self.idle_ticks => {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_nanos() as u64);
+                        self.current = Some(OwnedFrame {
+                            ts: Timestamp(now),
+                            linktype: LinkType::RAW,
+                            data: Vec::new(),
+                        });
+                    }
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
                     Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(None),
                 }

@@ -389,6 +389,8 @@ pub fn run(
                     stop.clone(),
                     opts.duration.map(Duration::from_secs_f64),
                 )?;
+                // Sessions waiting for their secrets wait on capture time: keep it moving.
+                src.idle_ticks = opts.tls.tls_keylog.is_some();
                 crate::stream::log_info(&format!("--stream: capturing with filter `{f}`"));
                 reader.pump(&mut src, cfg.clone(), ctx.start, Duration::ZERO, &stop)?;
                 let drops = src.kernel_drops.load(Ordering::Relaxed);

@@ -367,6 +367,38 @@ impl Decoder for HttpDecoder {
                 return Err(e);
             }
         }
+        Ok(Some(self.current()))
+    }
+
+    fn poll_partial(&mut self) -> Option<Message<'_>> {
+        // Only a message whose head was decoded and whose body is still arriving.
+        if self.opaque || matches!(self.state, State::Head | State::Tunnel) {
+            return None;
+        }
+        Some(self.current())
+    }
+
+    fn note_request(&mut self, request: &Message<'_>) {
+        if self.dir != Direction::Response {
+            return;
+        }
+        if let Detail::Http(h) = request.detail {
+            self.pending.push_back(match h.method {
+                Some("HEAD") => ReqKind::Head,
+                Some("CONNECT") => ReqKind::Connect,
+                _ => ReqKind::Other,
+            });
+        }
+    }
+
+    fn is_opaque(&self) -> bool {
+        self.opaque
+    }
+}
+
+impl HttpDecoder {
+    /// The message in `msg`, as far as it was decoded.
+    fn current(&self) -> Message<'_> {
         let m = &self.msg;
         let end = self.offset_now();
         let text = |r: (usize, usize)| std::str::from_utf8(&m.head[r.0..r.1]).unwrap_or("");
@@ -390,31 +422,14 @@ impl Decoder for HttpDecoder {
             };
             (summary, Detail::Http(head))
         };
-        Ok(Some(Message {
+        Message {
             summary,
             offset: m.offset,
             wire_len: end - m.offset,
             body: &m.body,
             body_len: m.body_len,
             detail,
-        }))
-    }
-
-    fn note_request(&mut self, request: &Message<'_>) {
-        if self.dir != Direction::Response {
-            return;
         }
-        if let Detail::Http(h) = request.detail {
-            self.pending.push_back(match h.method {
-                Some("HEAD") => ReqKind::Head,
-                Some("CONNECT") => ReqKind::Connect,
-                _ => ReqKind::Other,
-            });
-        }
-    }
-
-    fn is_opaque(&self) -> bool {
-        self.opaque
     }
 }
 

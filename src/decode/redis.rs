@@ -116,6 +116,29 @@ pub struct RedisDecoder {
     /// Reusable per message: the command's argument spans and upper-cased name.
     spans: Vec<(usize, usize)>,
     endpoint: String,
+    /// A long string reply being streamed through (see [`Streamed`]).
+    streamed: Option<Streamed>,
+}
+
+/// A top-level blob reply (`$`, `!`, `=`) longer than [`Limits::max_body`], decoded as it
+/// arrives instead of buffered whole: its first `max_body` bytes are kept (as much as a buffered
+/// reply would keep), the rest is counted and dropped, so a `GET` of a 100 MB value takes no more
+/// memory than a short one and never hits [`Limits::max_buffered`].
+#[derive(Debug, Default)]
+struct Streamed {
+    /// Stream offset of its first byte.
+    offset: u64,
+    /// Its encoded length: header line, data and the final CRLF.
+    total: u64,
+    /// Bytes of it decoded so far.
+    seen: u64,
+    /// Where the `:` of a verbatim string sits in the encoding (0: not a verbatim string).
+    colon: u64,
+    /// A byte that must be `:`, `\r` or `\n` was not; reported when the value is complete, as
+    /// a buffered decode would (it sees the bytes only once they are all there).
+    bad: bool,
+    /// The first `max_body` bytes of the encoding.
+    kept: Vec<u8>,
 }
 
 impl RedisDecoder {
@@ -132,11 +155,105 @@ impl RedisDecoder {
             opaque: false,
             spans: Vec::new(),
             endpoint: String::new(),
+            streamed: None,
         }
     }
 
+    /// True when a top-level reply of type `t` and `total` encoded bytes is streamed rather
+    /// than buffered: a blob that a message would not keep whole anyway.
+    fn streams(&self, t: u8, total: usize) -> bool {
+        self.dir == Direction::Response
+            && matches!(t, b'$' | b'!' | b'=')
+            && total > self.limits.max_body
+    }
+
+    /// Starts streaming the blob at `buf[begin..]` if [`streams`](Self::streams) says so; its
+    /// header line is complete (the scanner read its length).
+    fn start_streamed(&mut self, begin: usize, need: usize) -> bool {
+        let t = self.buf[begin];
+        if !self.streams(t, need - begin) {
+            return false;
+        }
+        let colon = match (t, find_crlf(&self.buf, begin + 1)) {
+            (b'=', Some(cr)) => (cr + 2 + 3 - begin) as u64,
+            _ => 0,
+        };
+        self.need = 0;
+        let mut kept = std::mem::take(&mut self.streamed.get_or_insert_default().kept);
+        kept.clear();
+        self.streamed = Some(Streamed {
+            offset: self.buf_offset + begin as u64,
+            total: (need - begin) as u64,
+            seen: 0,
+            colon,
+            bad: false,
+            kept,
+        });
+        true
+    }
+
+    /// The streamed blob, complete: its message, and the decoder ready for the next one.
+    fn streamed_message(&mut self) -> Option<Message<'_>> {
+        let st = self.streamed.as_mut()?;
+        let (offset, total) = (st.offset, st.total);
+        st.total = 0;
+        st.seen = 0;
+        let st = self.streamed.as_ref()?;
+        let (kind, error_prefix) = reply_class(&st.kept);
+        Some(Message {
+            summary: Summary::Response(ResponseClass::Redis { kind, error_prefix }),
+            offset,
+            wire_len: total,
+            body: &st.kept,
+            body_len: total,
+            detail: Detail::Redis(RedisDetail {
+                data: &st.kept,
+                spans: &[],
+            }),
+        })
+    }
+
+    /// Decodes what arrived of the streamed blob; `Ok(true)` once it is complete.
+    fn step_streamed(&mut self) -> Result<bool, ErrKind> {
+        let max_body = self.limits.max_body;
+        let Some(st) = self.streamed.as_mut() else {
+            return Ok(false);
+        };
+        let avail = &self.buf[self.start..];
+        let n = (avail.len() as u64).min(st.total - st.seen) as usize;
+        let chunk = &avail[..n];
+        let expect = [
+            (st.colon, b':'),
+            (st.total - 2, b'\r'),
+            (st.total - 1, b'\n'),
+        ];
+        for (pos, want) in expect {
+            if pos > 0 && pos >= st.seen && pos < st.seen + n as u64 {
+                st.bad |= chunk[(pos - st.seen) as usize] != want;
+            }
+        }
+        let keep = max_body.saturating_sub(st.kept.len()).min(n);
+        st.kept.extend_from_slice(&chunk[..keep]);
+        st.seen += n as u64;
+        self.start += n;
+        if st.seen < st.total {
+            return if self.finished {
+                Err(ErrKind::Truncated)
+            } else {
+                Ok(false)
+            };
+        }
+        if st.bad {
+            return Err(ErrKind::Malformed("blob"));
+        }
+        Ok(true)
+    }
+
     fn error(&self, kind: ErrKind) -> DecodeError {
-        let offset = self.buf_offset + self.start as u64;
+        let offset = match &self.streamed {
+            Some(st) if st.total > 0 => st.offset,
+            _ => self.buf_offset + self.start as u64,
+        };
         match kind {
             ErrKind::Malformed(what) => DecodeError::Malformed {
                 protocol: Protocol::Redis,
@@ -153,7 +270,7 @@ impl RedisDecoder {
                 limit: self.limits.max_buffered,
                 offset,
             },
-            ErrKind::Truncated => DecodeError::Truncated {
+            ErrKind::Truncated | ErrKind::Streaming => DecodeError::Truncated {
                 protocol: Protocol::Redis,
                 offset,
             },
@@ -216,11 +333,19 @@ impl RedisDecoder {
             }
             let end = match scan(&self.buf, begin, 0, self.limits.max_depth) {
                 Ok(Scan::Complete(end)) => end,
-                Ok(Scan::Incomplete(need)) => return incomplete(need, self),
+                Ok(Scan::Incomplete(need)) => {
+                    if self.start_streamed(begin, need) {
+                        return Err(ErrKind::Streaming);
+                    }
+                    return incomplete(need, self);
+                }
                 Err(ScanError::Malformed(w)) => return Err(ErrKind::Malformed(w)),
                 Err(ScanError::TooDeep) => return Err(ErrKind::TooDeep),
             };
-            if end - begin > self.limits.max_buffered {
+            // A blob that a split stream would have streamed is not held to the buffer limit
+            // either: the same bytes give the same messages however they arrive.
+            if end - begin > self.limits.max_buffered && !self.streams(self.buf[begin], end - begin)
+            {
                 return Err(ErrKind::TooLarge);
             }
             if self.dir == Direction::Request {
@@ -261,6 +386,8 @@ enum ErrKind {
     TooDeep,
     TooLarge,
     Truncated,
+    /// Not an error: a streamed blob started ([`RedisDecoder::streamed`]).
+    Streaming,
 }
 
 impl Decoder for RedisDecoder {
@@ -293,7 +420,21 @@ impl Decoder for RedisDecoder {
         if self.opaque {
             return Ok(None);
         }
-        let (begin, end) = match self.next_bounds() {
+        let in_stream = self.streamed.as_ref().is_some_and(|s| s.total > 0);
+        let bounds = if in_stream {
+            Err(ErrKind::Streaming)
+        } else {
+            self.next_bounds()
+        };
+        let bounds = match bounds {
+            Err(ErrKind::Streaming) => match self.step_streamed() {
+                Ok(true) => return Ok(self.streamed_message()),
+                Ok(false) => return Ok(None),
+                Err(k) => Err(k),
+            },
+            b => b,
+        };
+        let (begin, end) = match bounds {
             Ok(Some(b)) => b,
             Ok(None) => return Ok(None),
             Err(k) => {
@@ -341,6 +482,37 @@ impl Decoder for RedisDecoder {
                 },
             }),
         }))
+    }
+
+    fn poll_partial(&mut self) -> Option<Message<'_>> {
+        if self.opaque || self.dir != Direction::Response {
+            return None;
+        }
+        let offset = self.buf_offset + self.start as u64;
+        let (offset, body, body_len) = match &self.streamed {
+            Some(st) if st.total > 0 => (st.offset, &st.kept[..], st.seen),
+            _ => {
+                let rest = &self.buf[self.start..];
+                let keep = rest.len().min(self.limits.max_body);
+                (offset, &rest[..keep], rest.len() as u64)
+            }
+        };
+        // The type byte and its line say what the reply is; an attribute would hide it.
+        if body.first().is_none_or(|&t| t == b'|') || find_crlf(body, 1).is_none() {
+            return None;
+        }
+        let (kind, error_prefix) = reply_class(body);
+        Some(Message {
+            summary: Summary::Response(ResponseClass::Redis { kind, error_prefix }),
+            offset,
+            wire_len: body_len,
+            body,
+            body_len,
+            detail: Detail::Redis(RedisDetail {
+                data: body,
+                spans: &[],
+            }),
+        })
     }
 
     fn is_opaque(&self) -> bool {

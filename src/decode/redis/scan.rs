@@ -155,9 +155,15 @@ pub(super) fn skip_attributes(buf: &[u8], mut pos: usize, max_depth: usize) -> u
     pos
 }
 
+/// Longest error prefix kept (bytes).
+const MAX_PREFIX: usize = 64;
+
 /// The first space-separated word of an error message (`ERR`, `WRONGTYPE`).
 pub(super) fn first_word(s: &[u8]) -> &str {
     let w = s.split(|&c| c == b' ').next().unwrap_or(b"");
+    // Capped so that a streamed blob error, of which only the first bytes are kept, gets the
+    // same prefix as a buffered one.
+    let w = &w[..w.len().min(MAX_PREFIX)];
     std::str::from_utf8(w).unwrap_or("?")
 }
 

@@ -14,7 +14,7 @@ use super::source::{build_filter, LiveSource};
 use super::tls::{Conn, KeyLogFollower, TargetTls, TlsFilter};
 use super::{StreamCommon, StreamOptions, StreamSource};
 use crate::mapping::TargetMapping;
-use crate::report::exchange::{analyze, FieldConfig};
+use crate::report::exchange::{analyze_burst, arrival, FieldConfig, MAX_PIPELINED};
 use crate::report::{
     Collector, DiffInput, Outcome, ProductionSample, Report, RequestSample, DIFF_CAP,
 };
@@ -1045,6 +1045,10 @@ struct Req {
     last_resp: Option<Instant>,
     bytes_in: u64,
     resp: Vec<u8>,
+    /// When each read of `resp` arrived (offset of its first byte): the latency of each
+    /// request of a pipelined burst. Production's likewise, by capture timestamp.
+    resp_marks: Vec<(u64, Instant)>,
+    prod_marks: Vec<(u64, u64)>,
     timed_out: bool,
     expects: bool,
 }
@@ -1077,6 +1081,9 @@ impl Session {
                 if (self.ctx.diff || self.plan.protocol != Protocol::Tcp) && r.resp.len() < DIFF_CAP
                 {
                     let n = (DIFF_CAP - r.resp.len()).min(data.len());
+                    if r.resp_marks.len() < MAX_PIPELINED {
+                        r.resp_marks.push((r.resp.len() as u64, at));
+                    }
                     r.resp.extend_from_slice(&data[..n]);
                 }
             }
@@ -1225,7 +1232,9 @@ impl Session {
         self.drain_ready();
     }
 
-    fn finish_req(&mut self, mut r: Req) -> RequestSample {
+    /// The samples of one request burst: the first request's, then one per request pipelined
+    /// after it (decoded), each timed to its own response's first byte.
+    fn finish_req(&mut self, mut r: Req, out: &mut Vec<RequestSample>) {
         let outcome = if r.bytes_in > 0 {
             Outcome::Answered
         } else if self.reset {
@@ -1249,20 +1258,23 @@ impl Session {
             }),
             _ => None,
         };
-        let exchange = (self.plan.protocol != Protocol::Tcp).then(|| {
+        let mut burst = Vec::new();
+        if self.plan.protocol != Protocol::Tcp {
             let prod = r
                 .prod_resp_first_ts
                 .map(|_| (&r.prod_resp[..], r.prod_bytes > r.prod_resp.len() as u64));
             let test = Some((&r.resp[..], r.bytes_in > r.resp.len() as u64));
-            analyze(
+            burst = analyze_burst(
                 self.plan.protocol,
                 &r.preview,
                 r.preview_cut,
                 prod,
                 test,
                 self.ctx.verdict.fields.as_ref(),
-            )
-        });
+            );
+        }
+        let mut burst = burst.into_iter();
+        let exchange = burst.next().map(|p| p.exchange);
         r.preview.truncate(PREVIEW);
         let diff = (self.ctx.diff && r.prod_resp_first_ts.is_some()).then_some(DiffInput {
             production: r.prod_resp,
@@ -1270,10 +1282,11 @@ impl Session {
             test: r.resp,
             test_len: r.bytes_in,
         });
-        RequestSample {
+        let sent_at = r.last_write.saturating_duration_since(self.ctx.start);
+        let first = RequestSample {
             session: self.plan.id,
             index: r.index,
-            sent_at: r.last_write.saturating_duration_since(self.ctx.start),
+            sent_at,
             latency: r
                 .first_resp
                 .map(|f| f.saturating_duration_since(r.last_write)),
@@ -1289,6 +1302,38 @@ impl Session {
             diff,
             exchange,
             baseline: self.plan.baseline,
+        };
+        let production = first.production;
+        out.push(first);
+        for p in burst {
+            let latency = p
+                .test_at
+                .and_then(|o| arrival(&r.resp_marks, o))
+                .map(|t| t.saturating_duration_since(r.last_write));
+            let prod_at = p.production_at.and_then(|o| arrival(&r.prod_marks, o));
+            let production = production
+                .as_ref()
+                .zip(prod_at)
+                .map(|(b, ts)| ProductionSample {
+                    latency: Duration::from_nanos(ts.saturating_sub(r.prod_req_last_ts)),
+                    bytes_in: 0,
+                    ..*b
+                });
+            out.push(RequestSample {
+                session: self.plan.id,
+                index: r.index,
+                sent_at,
+                latency,
+                outcome: Some(if latency.is_some() {
+                    Outcome::Answered
+                } else {
+                    outcome
+                }),
+                production,
+                exchange: Some(p.exchange),
+                baseline: self.plan.baseline,
+                ..Default::default()
+            });
         }
     }
 
@@ -1296,7 +1341,7 @@ impl Session {
         let mut out = Vec::new();
         while self.reqs.len() > keep {
             if let Some(r) = self.reqs.pop_front() {
-                out.push(self.finish_req(r));
+                self.finish_req(r, &mut out);
             }
         }
         if !out.is_empty() {
@@ -1370,21 +1415,35 @@ async fn session(ctx: Arc<Ctx>, plan: Plan, items: Arc<Inbox>, _guard: ActiveGua
                         len,
                         ..
                     } if new_message || n == 0 => {
-                        samples.push(RequestSample {
+                        // The endpoints of requests that never went out still count, each
+                        // request of a pipelined burst too.
+                        let burst = if plan.protocol == Protocol::Tcp {
+                            Vec::new()
+                        } else {
+                            let c = bytes.len().min(DIFF_CAP);
+                            analyze_burst(plan.protocol, &bytes[..c], c < len, None, None, None)
+                        };
+                        let mut burst = burst.into_iter().map(|p| p.exchange);
+                        let sample = RequestSample {
                             session: plan.id,
                             index: n,
                             sent_at: ctx.start.elapsed(),
                             outcome: Some(outcome),
-                            bytes_out: len as u64,
-                            request_preview: bytes[..bytes.len().min(PREVIEW)].to_vec(),
-                            // The endpoint of a request that never went out still counts.
-                            exchange: (plan.protocol != Protocol::Tcp).then(|| {
-                                let n = bytes.len().min(DIFF_CAP);
-                                analyze(plan.protocol, &bytes[..n], n < len, None, None, None)
-                            }),
                             baseline: plan.baseline,
                             ..Default::default()
+                        };
+                        samples.push(RequestSample {
+                            bytes_out: len as u64,
+                            request_preview: bytes[..bytes.len().min(PREVIEW)].to_vec(),
+                            exchange: burst.next(),
+                            ..sample.clone()
                         });
+                        for ex in burst {
+                            samples.push(RequestSample {
+                                exchange: Some(ex),
+                                ..sample.clone()
+                            });
+                        }
                         n += 1;
                     }
                     Item::Close => break,
@@ -1453,6 +1512,8 @@ async fn session(ctx: Arc<Ctx>, plan: Plan, items: Arc<Inbox>, _guard: ActiveGua
                         prod_resp_last_ts: None,
                         prod_bytes: 0,
                         prod_resp: Vec::new(),
+                        resp_marks: Vec::new(),
+                        prod_marks: Vec::new(),
                         first_resp: None,
                         last_resp: None,
                         bytes_in: 0,
@@ -1501,6 +1562,9 @@ async fn session(ctx: Arc<Ctx>, plan: Plan, items: Arc<Inbox>, _guard: ActiveGua
                         r.prod_bytes += len as u64;
                         if r.prod_resp.len() < DIFF_CAP && !bytes.is_empty() {
                             let n = (DIFF_CAP - r.prod_resp.len()).min(bytes.len());
+                            if r.prod_marks.len() < MAX_PIPELINED {
+                                r.prod_marks.push((r.prod_resp.len() as u64, ts));
+                            }
                             r.prod_resp.extend_from_slice(&bytes[..n]);
                         }
                     }

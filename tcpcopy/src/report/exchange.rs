@@ -303,6 +303,96 @@ fn each_message(
     }
 }
 
+/// Fuzzing entry point (`fuzz/fuzz_targets/exchange.rs`): byte 0 picks the protocol, whether
+/// the request and the responses were cut by the cap, and whether fields are compared; then
+/// three chunks (request, production's response, the target's), each a 16-bit big-endian length
+/// and its bytes. Never panics on any bytes; checks what must hold of any burst.
+#[doc(hidden)]
+pub fn fuzz_exchange(data: &[u8]) {
+    let Some((&sel, mut rest)) = data.split_first() else {
+        return;
+    };
+    let protocol = Protocol::ALL[usize::from(sel % 3)];
+    let mut chunk = || {
+        let (len, tail) = match rest {
+            [a, b, tail @ ..] => (usize::from(*a) << 8 | usize::from(*b), tail),
+            _ => (rest.len(), &[][..]),
+        };
+        let len = len.min(tail.len());
+        let (c, tail) = tail.split_at(len);
+        rest = tail;
+        c
+    };
+    let (request, production, test) = (chunk(), chunk(), chunk());
+    let (request_cut, prod_cut, test_cut) = (sel & 4 != 0, sel & 8 != 0, sel & 16 != 0);
+    let cfg = FieldConfig {
+        headers: vec!["content-type".into()],
+        ignore_paths: vec!["$.ts".into()],
+    };
+    let fields = (sel & 32 != 0).then_some(&cfg);
+    let burst = analyze_burst(
+        protocol,
+        request,
+        request_cut,
+        Some((production, prod_cut)),
+        Some((test, test_cut)),
+        fields,
+    );
+    assert!(!burst.is_empty() && burst.len() <= MAX_PIPELINED);
+    // Responses pair in order: offsets rise, and none follows a missing one on the same side
+    // (a response after a gap would answer the wrong request).
+    for (side, bytes) in [(true, test), (false, production)] {
+        let mut last = None;
+        let mut gap = false;
+        for p in &burst {
+            let (at, r) = if side {
+                (p.test_at, &p.exchange.test)
+            } else {
+                (p.production_at, &p.exchange.production)
+            };
+            match at {
+                Some(o) => {
+                    assert!(!gap, "a response after a missing one");
+                    assert!(last.is_none_or(|l| o > l), "offsets out of order");
+                    assert!(o < bytes.len() as u64);
+                    last = Some(o);
+                }
+                None => {
+                    assert!(r.is_none());
+                    gap = true;
+                }
+            }
+        }
+    }
+    if burst[0].exchange.endpoint.is_none() {
+        assert_eq!(burst.len(), 1, "an opaque burst is one exchange");
+    }
+    // The same bytes on both sides, whole: no differences.
+    let same = analyze_burst(
+        protocol,
+        request,
+        request_cut,
+        Some((test, test_cut)),
+        Some((test, test_cut)),
+        Some(&cfg),
+    );
+    for p in &same {
+        if let (Some(a), Some(b)) = (&p.exchange.production, &p.exchange.test) {
+            assert!(diff_fields(&a.fields, &b.fields, &cfg).is_empty());
+        }
+    }
+    // The first exchange is what `analyze` gives.
+    let first = analyze(
+        protocol,
+        request,
+        request_cut,
+        Some((production, prod_cut)),
+        Some((test, test_cut)),
+        fields,
+    );
+    assert_eq!(first, burst[0].exchange);
+}
+
 fn describe_request(m: &Message<'_>) -> Option<(String, Option<String>)> {
     let Summary::Request { endpoint } = m.summary else {
         return None;

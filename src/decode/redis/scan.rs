@@ -170,13 +170,15 @@ pub(super) fn first_word(s: &[u8]) -> &str {
 /// Kind and error prefix of one complete encoded value (attributes already skipped).
 pub(super) fn reply_class(v: &[u8]) -> (ReplyKind, Option<&str>) {
     let line_end = find_crlf(v, 1).unwrap_or(v.len());
+    // RESP2 nulls: a length of -1, read as the scanner reads lengths (`-01` too).
+    let null = parse_int(v.get(1..line_end).unwrap_or(b"")) == Some(-1);
     let kind = match v.first().copied().unwrap_or(b'_') {
         b'+' => ReplyKind::Simple,
         b'-' => return (ReplyKind::Error, Some(first_word(&v[1..line_end]))),
         b':' => ReplyKind::Integer,
-        b'$' if v.starts_with(b"$-1\r") => ReplyKind::Null,
+        b'$' if null => ReplyKind::Null,
         b'$' => ReplyKind::Bulk,
-        b'*' if v.starts_with(b"*-1\r") => ReplyKind::Null,
+        b'*' if null => ReplyKind::Null,
         b'*' => ReplyKind::Array,
         b',' => ReplyKind::Double,
         b'#' => ReplyKind::Boolean,

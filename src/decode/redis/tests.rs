@@ -438,3 +438,16 @@ fn the_first_bytes_of_a_long_reply_say_its_class() {
         assert!(d.poll_partial().is_none(), "{bytes:?}");
     }
 }
+
+#[test]
+fn null_lengths_are_read_as_the_scanner_reads_them() {
+    // Found by the decode_redis fuzz target: `*-01` is a null array to the scanner; the value
+    // tree and the reply class must agree.
+    let data = b"*-01\r\n$-1\r\n";
+    let msgs = decode_all_splits(Direction::Response, data);
+    assert_eq!(msgs.len(), 2);
+    for m in &msgs {
+        assert!(m.summary.contains("Null"), "{}", m.summary);
+        assert_eq!(Value::parse(&m.body, 8), Ok(Value::Null));
+    }
+}

@@ -108,7 +108,8 @@ fn build(buf: &[u8], pos: usize) -> Option<(Value<'_>, usize)> {
         b'#' => (Value::Boolean(line == b"t"), next),
         b'(' => (Value::BigNumber(line), next),
         b'_' => (Value::Null, next),
-        b'$' | b'*' if line == b"-1" => (Value::Null, next),
+        // The scanner reads lengths with parse_int (`-01` is -1 too): so must this.
+        b'$' | b'*' if parse_int(line) == Some(-1) => (Value::Null, next),
         b'$' => blob(len()?).map(|(b, e)| (Value::Bulk(b), e))?,
         b'!' => blob(len()?).map(|(b, e)| (Value::BlobError(b), e))?,
         b'=' => {

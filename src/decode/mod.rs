@@ -130,6 +130,16 @@ pub trait Decoder {
     /// the method: a response to `HEAD` has no body). Request decoders ignore it.
     fn note_request(&mut self, _request: &Message<'_>) {}
 
+    /// The message the bytes fed so far stop inside, as far as it arrived: its head (HTTP
+    /// start line and headers, a Redis reply's type line) and its body so far (`body_len` and
+    /// `wire_len` count what arrived). For a caller that holds only the first bytes of a long
+    /// stream: the class of a response is known before its body ends. `None` when not even the
+    /// head has arrived, between messages, or once the stream is opaque. Call it after
+    /// [`poll_message`](Decoder::poll_message) returned `Ok(None)`.
+    fn poll_partial(&mut self) -> Option<Message<'_>> {
+        None
+    }
+
     /// True once an error made this stream undecodable.
     fn is_opaque(&self) -> bool;
 }

@@ -10,6 +10,12 @@
 //! Messages borrow straight from the input buffer: a reply's [`Message::body`] is its encoded
 //! value, a command's arguments are spans into it.
 
+mod scan;
+mod value;
+
+use scan::{find_crlf, parse_int, reply_class, scan, skip_attributes, Scan, ScanError};
+pub use value::Value;
+
 use super::{
     DecodeError, Decoder, Detail, Direction, Limits, Message, Protocol, ResponseClass, Summary,
 };
@@ -94,152 +100,6 @@ impl<'a> RedisDetail<'a> {
     }
 }
 
-/// What scanning a value found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scan {
-    /// The value ends at this absolute index.
-    Complete(usize),
-    /// More bytes are needed; the buffer must reach at least this length before trying again.
-    Incomplete(usize),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ScanError {
-    Malformed(&'static str),
-    TooDeep,
-}
-
-/// Index of the `\r` of the first `\r\n` at or after `pos`.
-fn find_crlf(buf: &[u8], pos: usize) -> Option<usize> {
-    let rel = buf.get(pos..)?.windows(2).position(|w| w == b"\r\n")?;
-    Some(pos + rel)
-}
-
-/// A signed decimal as RESP writes lengths and integers (a 64-bit signed value).
-fn parse_int(s: &[u8]) -> Option<i64> {
-    let (neg, digits) = match s.split_first() {
-        Some((b'-', d)) => (true, d),
-        Some((b'+', d)) => (false, d),
-        _ => (false, s),
-    };
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    // 19 digits fit in an i128 whatever they are; the range check is the conversion.
-    let v = digits
-        .iter()
-        .fold(0i128, |a, &d| a * 10 + i128::from(d - b'0'));
-    i64::try_from(if neg { -v } else { v }).ok()
-}
-
-/// Scans one RESP value starting at `pos`; `depth` is its nesting level.
-fn scan(buf: &[u8], pos: usize, depth: usize, max_depth: usize) -> Result<Scan, ScanError> {
-    if depth > max_depth {
-        return Err(ScanError::TooDeep);
-    }
-    let Some(&t) = buf.get(pos) else {
-        return Ok(Scan::Incomplete(pos + 1));
-    };
-    let Some(cr) = find_crlf(buf, pos + 1) else {
-        return Ok(Scan::Incomplete(buf.len() + 1));
-    };
-    let line = &buf[pos + 1..cr];
-    let next = cr + 2;
-    let ok = |valid: bool, what| {
-        if valid {
-            Ok(Scan::Complete(next))
-        } else {
-            Err(ScanError::Malformed(what))
-        }
-    };
-    match t {
-        b'+' | b'-' => Ok(Scan::Complete(next)),
-        b':' => ok(parse_int(line).is_some(), "integer"),
-        b'(' => {
-            let d = line.strip_prefix(b"-").unwrap_or(line);
-            ok(
-                !d.is_empty() && d.iter().all(u8::is_ascii_digit),
-                "big number",
-            )
-        }
-        b',' => ok(
-            !line.is_empty()
-                && line
-                    .iter()
-                    .all(|c| c.is_ascii_digit() || b"+-.eEinfa".contains(c)),
-            "double",
-        ),
-        b'#' => ok(line == b"t" || line == b"f", "boolean"),
-        b'_' => ok(line.is_empty(), "null"),
-        b'$' | b'!' | b'=' => {
-            let Some(len) = parse_int(line) else {
-                return Err(ScanError::Malformed("blob length"));
-            };
-            if len == -1 && t == b'$' {
-                return Ok(Scan::Complete(next));
-            }
-            let Ok(len) = usize::try_from(len) else {
-                return Err(ScanError::Malformed("blob length"));
-            };
-            if t == b'=' && len < 4 {
-                return Err(ScanError::Malformed("verbatim string"));
-            }
-            let end = next.saturating_add(len).saturating_add(2);
-            if buf.len() < end {
-                return Ok(Scan::Incomplete(end));
-            }
-            if &buf[end - 2..end] != b"\r\n" || (t == b'=' && buf[next + 3] != b':') {
-                return Err(ScanError::Malformed("blob"));
-            }
-            Ok(Scan::Complete(end))
-        }
-        b'*' | b'~' | b'>' | b'%' | b'|' => {
-            let Some(n) = parse_int(line) else {
-                return Err(ScanError::Malformed("aggregate length"));
-            };
-            if n == -1 && t == b'*' {
-                return Ok(Scan::Complete(next));
-            }
-            let Ok(n) = u64::try_from(n) else {
-                return Err(ScanError::Malformed("aggregate length"));
-            };
-            let items = if matches!(t, b'%' | b'|') { n * 2 } else { n };
-            let mut at = next;
-            for _ in 0..items {
-                match scan(buf, at, depth + 1, max_depth)? {
-                    Scan::Complete(e) => at = e,
-                    inc => return Ok(inc),
-                }
-            }
-            if t == b'|' {
-                // An attribute annotates the value that follows it: one message with it.
-                return scan(buf, at, depth, max_depth);
-            }
-            Ok(Scan::Complete(at))
-        }
-        _ => Err(ScanError::Malformed("type byte")),
-    }
-}
-
-/// Where the annotated value of a reply starts (after any attributes). The reply is complete.
-fn skip_attributes(buf: &[u8], mut pos: usize, max_depth: usize) -> usize {
-    while buf.get(pos) == Some(&b'|') {
-        let Some(cr) = find_crlf(buf, pos + 1) else {
-            return pos;
-        };
-        let n = parse_int(&buf[pos + 1..cr]).unwrap_or(0).max(0) as u64;
-        let mut at = cr + 2;
-        for _ in 0..n * 2 {
-            match scan(buf, at, 1, max_depth) {
-                Ok(Scan::Complete(e)) => at = e,
-                _ => return pos,
-            }
-        }
-        pos = at;
-    }
-    pos
-}
-
 /// The incremental RESP decoder of one direction.
 #[derive(Debug)]
 pub struct RedisDecoder {
@@ -256,6 +116,29 @@ pub struct RedisDecoder {
     /// Reusable per message: the command's argument spans and upper-cased name.
     spans: Vec<(usize, usize)>,
     endpoint: String,
+    /// A long string reply being streamed through (see [`Streamed`]).
+    streamed: Option<Streamed>,
+}
+
+/// A top-level blob reply (`$`, `!`, `=`) longer than [`Limits::max_body`], decoded as it
+/// arrives instead of buffered whole: its first `max_body` bytes are kept (as much as a buffered
+/// reply would keep), the rest is counted and dropped, so a `GET` of a 100 MB value takes no more
+/// memory than a short one and never hits [`Limits::max_buffered`].
+#[derive(Debug, Default)]
+struct Streamed {
+    /// Stream offset of its first byte.
+    offset: u64,
+    /// Its encoded length: header line, data and the final CRLF.
+    total: u64,
+    /// Bytes of it decoded so far.
+    seen: u64,
+    /// Where the `:` of a verbatim string sits in the encoding (0: not a verbatim string).
+    colon: u64,
+    /// A byte that must be `:`, `\r` or `\n` was not; reported when the value is complete, as
+    /// a buffered decode would (it sees the bytes only once they are all there).
+    bad: bool,
+    /// The first `max_body` bytes of the encoding.
+    kept: Vec<u8>,
 }
 
 impl RedisDecoder {
@@ -272,11 +155,105 @@ impl RedisDecoder {
             opaque: false,
             spans: Vec::new(),
             endpoint: String::new(),
+            streamed: None,
         }
     }
 
+    /// True when a top-level reply of type `t` and `total` encoded bytes is streamed rather
+    /// than buffered: a blob that a message would not keep whole anyway.
+    fn streams(&self, t: u8, total: usize) -> bool {
+        self.dir == Direction::Response
+            && matches!(t, b'$' | b'!' | b'=')
+            && total > self.limits.max_body
+    }
+
+    /// Starts streaming the blob at `buf[begin..]` if [`streams`](Self::streams) says so; its
+    /// header line is complete (the scanner read its length).
+    fn start_streamed(&mut self, begin: usize, need: usize) -> bool {
+        let t = self.buf[begin];
+        if !self.streams(t, need - begin) {
+            return false;
+        }
+        let colon = match (t, find_crlf(&self.buf, begin + 1)) {
+            (b'=', Some(cr)) => (cr + 2 + 3 - begin) as u64,
+            _ => 0,
+        };
+        self.need = 0;
+        let mut kept = std::mem::take(&mut self.streamed.get_or_insert_default().kept);
+        kept.clear();
+        self.streamed = Some(Streamed {
+            offset: self.buf_offset + begin as u64,
+            total: (need - begin) as u64,
+            seen: 0,
+            colon,
+            bad: false,
+            kept,
+        });
+        true
+    }
+
+    /// The streamed blob, complete: its message, and the decoder ready for the next one.
+    fn streamed_message(&mut self) -> Option<Message<'_>> {
+        let st = self.streamed.as_mut()?;
+        let (offset, total) = (st.offset, st.total);
+        st.total = 0;
+        st.seen = 0;
+        let st = self.streamed.as_ref()?;
+        let (kind, error_prefix) = reply_class(&st.kept);
+        Some(Message {
+            summary: Summary::Response(ResponseClass::Redis { kind, error_prefix }),
+            offset,
+            wire_len: total,
+            body: &st.kept,
+            body_len: total,
+            detail: Detail::Redis(RedisDetail {
+                data: &st.kept,
+                spans: &[],
+            }),
+        })
+    }
+
+    /// Decodes what arrived of the streamed blob; `Ok(true)` once it is complete.
+    fn step_streamed(&mut self) -> Result<bool, ErrKind> {
+        let max_body = self.limits.max_body;
+        let Some(st) = self.streamed.as_mut() else {
+            return Ok(false);
+        };
+        let avail = &self.buf[self.start..];
+        let n = (avail.len() as u64).min(st.total - st.seen) as usize;
+        let chunk = &avail[..n];
+        let expect = [
+            (st.colon, b':'),
+            (st.total - 2, b'\r'),
+            (st.total - 1, b'\n'),
+        ];
+        for (pos, want) in expect {
+            if pos > 0 && pos >= st.seen && pos < st.seen + n as u64 {
+                st.bad |= chunk[(pos - st.seen) as usize] != want;
+            }
+        }
+        let keep = max_body.saturating_sub(st.kept.len()).min(n);
+        st.kept.extend_from_slice(&chunk[..keep]);
+        st.seen += n as u64;
+        self.start += n;
+        if st.seen < st.total {
+            return if self.finished {
+                Err(ErrKind::Truncated)
+            } else {
+                Ok(false)
+            };
+        }
+        if st.bad {
+            return Err(ErrKind::Malformed("blob"));
+        }
+        Ok(true)
+    }
+
     fn error(&self, kind: ErrKind) -> DecodeError {
-        let offset = self.buf_offset + self.start as u64;
+        let offset = match &self.streamed {
+            Some(st) if st.total > 0 => st.offset,
+            _ => self.buf_offset + self.start as u64,
+        };
         match kind {
             ErrKind::Malformed(what) => DecodeError::Malformed {
                 protocol: Protocol::Redis,
@@ -293,7 +270,7 @@ impl RedisDecoder {
                 limit: self.limits.max_buffered,
                 offset,
             },
-            ErrKind::Truncated => DecodeError::Truncated {
+            ErrKind::Truncated | ErrKind::Streaming => DecodeError::Truncated {
                 protocol: Protocol::Redis,
                 offset,
             },
@@ -356,11 +333,19 @@ impl RedisDecoder {
             }
             let end = match scan(&self.buf, begin, 0, self.limits.max_depth) {
                 Ok(Scan::Complete(end)) => end,
-                Ok(Scan::Incomplete(need)) => return incomplete(need, self),
+                Ok(Scan::Incomplete(need)) => {
+                    if self.start_streamed(begin, need) {
+                        return Err(ErrKind::Streaming);
+                    }
+                    return incomplete(need, self);
+                }
                 Err(ScanError::Malformed(w)) => return Err(ErrKind::Malformed(w)),
                 Err(ScanError::TooDeep) => return Err(ErrKind::TooDeep),
             };
-            if end - begin > self.limits.max_buffered {
+            // A blob that a split stream would have streamed is not held to the buffer limit
+            // either: the same bytes give the same messages however they arrive.
+            if end - begin > self.limits.max_buffered && !self.streams(self.buf[begin], end - begin)
+            {
                 return Err(ErrKind::TooLarge);
             }
             if self.dir == Direction::Request {
@@ -401,6 +386,8 @@ enum ErrKind {
     TooDeep,
     TooLarge,
     Truncated,
+    /// Not an error: a streamed blob started ([`RedisDecoder::streamed`]).
+    Streaming,
 }
 
 impl Decoder for RedisDecoder {
@@ -433,7 +420,21 @@ impl Decoder for RedisDecoder {
         if self.opaque {
             return Ok(None);
         }
-        let (begin, end) = match self.next_bounds() {
+        let in_stream = self.streamed.as_ref().is_some_and(|s| s.total > 0);
+        let bounds = if in_stream {
+            Err(ErrKind::Streaming)
+        } else {
+            self.next_bounds()
+        };
+        let bounds = match bounds {
+            Err(ErrKind::Streaming) => match self.step_streamed() {
+                Ok(true) => return Ok(self.streamed_message()),
+                Ok(false) => return Ok(None),
+                Err(k) => Err(k),
+            },
+            b => b,
+        };
+        let (begin, end) = match bounds {
             Ok(Some(b)) => b,
             Ok(None) => return Ok(None),
             Err(k) => {
@@ -483,169 +484,40 @@ impl Decoder for RedisDecoder {
         }))
     }
 
+    fn poll_partial(&mut self) -> Option<Message<'_>> {
+        if self.opaque || self.dir != Direction::Response {
+            return None;
+        }
+        let offset = self.buf_offset + self.start as u64;
+        let (offset, body, body_len) = match &self.streamed {
+            Some(st) if st.total > 0 => (st.offset, &st.kept[..], st.seen),
+            _ => {
+                let rest = &self.buf[self.start..];
+                let keep = rest.len().min(self.limits.max_body);
+                (offset, &rest[..keep], rest.len() as u64)
+            }
+        };
+        // The type byte and its line say what the reply is; an attribute would hide it.
+        if body.first().is_none_or(|&t| t == b'|') || find_crlf(body, 1).is_none() {
+            return None;
+        }
+        let (kind, error_prefix) = reply_class(body);
+        Some(Message {
+            summary: Summary::Response(ResponseClass::Redis { kind, error_prefix }),
+            offset,
+            wire_len: body_len,
+            body,
+            body_len,
+            detail: Detail::Redis(RedisDetail {
+                data: body,
+                spans: &[],
+            }),
+        })
+    }
+
     fn is_opaque(&self) -> bool {
         self.opaque
     }
-}
-
-/// The first space-separated word of an error message (`ERR`, `WRONGTYPE`).
-fn first_word(s: &[u8]) -> &str {
-    let w = s.split(|&c| c == b' ').next().unwrap_or(b"");
-    std::str::from_utf8(w).unwrap_or("?")
-}
-
-/// Kind and error prefix of one complete encoded value (attributes already skipped).
-fn reply_class(v: &[u8]) -> (ReplyKind, Option<&str>) {
-    let line_end = find_crlf(v, 1).unwrap_or(v.len());
-    let kind = match v.first().copied().unwrap_or(b'_') {
-        b'+' => ReplyKind::Simple,
-        b'-' => return (ReplyKind::Error, Some(first_word(&v[1..line_end]))),
-        b':' => ReplyKind::Integer,
-        b'$' if v.starts_with(b"$-1\r") => ReplyKind::Null,
-        b'$' => ReplyKind::Bulk,
-        b'*' if v.starts_with(b"*-1\r") => ReplyKind::Null,
-        b'*' => ReplyKind::Array,
-        b',' => ReplyKind::Double,
-        b'#' => ReplyKind::Boolean,
-        b'(' => ReplyKind::BigNumber,
-        b'=' => ReplyKind::Verbatim,
-        b'%' => ReplyKind::Map,
-        b'~' => ReplyKind::Set,
-        b'>' => ReplyKind::Push,
-        b'!' => {
-            let data = v
-                .get(line_end + 2..v.len().saturating_sub(2))
-                .unwrap_or(b"");
-            return (ReplyKind::BlobError, Some(first_word(data)));
-        }
-        _ => ReplyKind::Null,
-    };
-    (kind, None)
-}
-
-/// A RESP value decoded into a tree for the protocol-aware diff, its strings borrowed from the
-/// encoded bytes (a reply's [`Message::body`]). Not for the hot path: it allocates per aggregate.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value<'a> {
-    /// Simple string.
-    Simple(&'a [u8]),
-    /// Error, the whole message (`ERR unknown command`).
-    Error(&'a [u8]),
-    /// Integer.
-    Integer(i64),
-    /// Bulk string.
-    Bulk(&'a [u8]),
-    /// Any null (RESP2 `$-1` / `*-1`, RESP3 `_`).
-    Null,
-    /// Double, as sent (`3.14`, `inf`), so that equal text compares equal.
-    Double(&'a [u8]),
-    /// Boolean.
-    Boolean(bool),
-    /// Big number, as sent.
-    BigNumber(&'a [u8]),
-    /// Verbatim string: its three-letter format (`txt`, `mkd`) and text.
-    Verbatim(&'a [u8], &'a [u8]),
-    /// Blob error, the whole message.
-    BlobError(&'a [u8]),
-    /// Array.
-    Array(Vec<Value<'a>>),
-    /// Set.
-    Set(Vec<Value<'a>>),
-    /// Push (out of band).
-    Push(Vec<Value<'a>>),
-    /// Map, pairs in order sent.
-    Map(Vec<(Value<'a>, Value<'a>)>),
-    /// A value and the attributes sent before it.
-    Attributed(Vec<(Value<'a>, Value<'a>)>, Box<Value<'a>>),
-}
-
-impl<'a> Value<'a> {
-    /// Decodes exactly one complete value filling `bytes` (nesting at most `max_depth`).
-    pub fn parse(bytes: &'a [u8], max_depth: usize) -> Result<Value<'a>, DecodeError> {
-        let malformed = |what| DecodeError::Malformed {
-            protocol: Protocol::Redis,
-            what,
-            offset: 0,
-        };
-        // Validate first, with the same scanner the decoder uses; the tree builder below then
-        // never meets a short or inconsistent value.
-        match scan(bytes, 0, 0, max_depth) {
-            Ok(Scan::Complete(end)) if end == bytes.len() => {}
-            Ok(Scan::Complete(_)) => return Err(malformed("bytes after the value")),
-            Ok(Scan::Incomplete(_)) => {
-                return Err(DecodeError::Truncated {
-                    protocol: Protocol::Redis,
-                    offset: 0,
-                })
-            }
-            Err(ScanError::Malformed(w)) => return Err(malformed(w)),
-            Err(ScanError::TooDeep) => {
-                return Err(DecodeError::TooDeep {
-                    protocol: Protocol::Redis,
-                    limit: max_depth,
-                    offset: 0,
-                })
-            }
-        }
-        build(bytes, 0)
-            .map(|(v, _)| v)
-            .ok_or_else(|| malformed("value"))
-    }
-}
-
-/// Builds the value at `pos` of bytes `scan` accepted; its end. `None` only on a scanner bug.
-fn build(buf: &[u8], pos: usize) -> Option<(Value<'_>, usize)> {
-    let t = *buf.get(pos)?;
-    let cr = find_crlf(buf, pos + 1)?;
-    let line = buf.get(pos + 1..cr)?;
-    let next = cr + 2;
-    let blob = |len: usize| buf.get(next..next + len).map(|b| (b, next + len + 2));
-    let many = |n: usize, mut at: usize| {
-        let mut v = Vec::with_capacity(n.min(1024));
-        for _ in 0..n {
-            let (x, e) = build(buf, at)?;
-            v.push(x);
-            at = e;
-        }
-        Some((v, at))
-    };
-    let pairs = |n: usize, mut at: usize| {
-        let mut v = Vec::with_capacity(n.min(1024));
-        for _ in 0..n {
-            let (k, e) = build(buf, at)?;
-            let (x, e) = build(buf, e)?;
-            v.push((k, x));
-            at = e;
-        }
-        Some((v, at))
-    };
-    let len = || parse_int(line).and_then(|l| usize::try_from(l).ok());
-    Some(match t {
-        b'+' => (Value::Simple(line), next),
-        b'-' => (Value::Error(line), next),
-        b':' => (Value::Integer(parse_int(line)?), next),
-        b',' => (Value::Double(line), next),
-        b'#' => (Value::Boolean(line == b"t"), next),
-        b'(' => (Value::BigNumber(line), next),
-        b'_' => (Value::Null, next),
-        b'$' | b'*' if line == b"-1" => (Value::Null, next),
-        b'$' => blob(len()?).map(|(b, e)| (Value::Bulk(b), e))?,
-        b'!' => blob(len()?).map(|(b, e)| (Value::BlobError(b), e))?,
-        b'=' => {
-            let (b, e) = blob(len()?)?;
-            (Value::Verbatim(b.get(..3)?, b.get(4..)?), e)
-        }
-        b'*' => many(len()?, next).map(|(v, e)| (Value::Array(v), e))?,
-        b'~' => many(len()?, next).map(|(v, e)| (Value::Set(v), e))?,
-        b'>' => many(len()?, next).map(|(v, e)| (Value::Push(v), e))?,
-        b'%' => pairs(len()?, next).map(|(v, e)| (Value::Map(v), e))?,
-        b'|' => {
-            let (attrs, e) = pairs(len()?, next)?;
-            let (v, e) = build(buf, e)?;
-            (Value::Attributed(attrs, Box::new(v)), e)
-        }
-        _ => return None,
-    })
 }
 
 #[cfg(test)]

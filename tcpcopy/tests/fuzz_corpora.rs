@@ -1,5 +1,5 @@
-//! Replays the committed fuzz corpora of tcpcopy's own targets (`fuzz/corpus/{engine,fleet_decoder}`,
-//! plus crash reproducers in `fuzz/artifacts/` if any) through their entry points, with the
+//! Replays the committed fuzz corpora of tcpcopy's own targets
+//! (`fuzz/corpus/{engine,fleet_decoder,exchange}`, plus crash reproducers in `fuzz/artifacts/` if any) through their entry points, with the
 //! library's `replay_corpus`, so every input the fuzzer found stays a test in CI.
 
 use std::path::PathBuf;
@@ -29,4 +29,17 @@ fn fleet_decoder_corpus_replays() {
     );
     // The seeds include valid messages (so the fuzzer starts past the header checks).
     assert!(decoded >= 4, "only {decoded} seeds decode");
+}
+
+#[test]
+fn exchange_corpus_replays() {
+    let n = tcpclone::fuzz::replay_corpus(
+        &fuzz_root(),
+        "exchange",
+        tcpcopy::report::exchange::fuzz_exchange,
+    );
+    assert!(
+        n >= 10,
+        "expected the committed seed corpus, found {n} files"
+    );
 }

@@ -257,3 +257,86 @@ fn status_line_without_reason() {
     assert_eq!(h.reason, Some(""));
     assert_eq!(h.status, Some(200));
 }
+
+// --- Long bodies: streamed through, not buffered ---
+
+fn response_head(framing: &str) -> Vec<u8> {
+    format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n{framing}\r\n\r\n")
+        .into_bytes()
+}
+
+#[test]
+fn one_mib_bodies_stream_in_bounded_memory() {
+    let body: Vec<u8> = (0..1usize << 20).map(|i| (i % 251) as u8).collect();
+    let mut by_length = response_head(&format!("Content-Length: {}", body.len()));
+    by_length.extend_from_slice(&body);
+    let mut chunked = response_head("Transfer-Encoding: chunked");
+    for c in body.chunks(3000) {
+        chunked.extend(format!("{:x}\r\n", c.len()).bytes());
+        chunked.extend_from_slice(c);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let lim = Limits {
+        max_body: 4096,
+        ..limits()
+    };
+    for data in [by_length, chunked] {
+        let mut stream = data.clone();
+        stream.extend_from_slice(b"HTTP/1.1 204 No Content\r\n\r\n");
+        let mut d = HttpDecoder::new(Direction::Response, lim);
+        let (mut msgs, mut most_held) = (Vec::new(), 0);
+        for piece in stream.chunks(16 << 10) {
+            d.feed(piece);
+            most_held = most_held.max(d.buf.capacity());
+            while let Some(m) = d.poll_message().unwrap() {
+                msgs.push(OwnedMessage::from(&m));
+            }
+        }
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[0].wire_len, data.len() as u64);
+        assert_eq!(msgs[0].body_len, 1 << 20);
+        assert_eq!(msgs[0].body, body[..4096]);
+        assert!(
+            msgs[1].summary.contains("status: 204"),
+            "{}",
+            msgs[1].summary
+        );
+        assert!(most_held <= 64 << 10, "buffer grew to {most_held}");
+        let (whole, err) = decode_pieces(
+            &mut HttpDecoder::new(Direction::Response, lim),
+            [&stream[..]],
+        );
+        assert_eq!((whole, err), (msgs, None));
+    }
+}
+
+#[test]
+fn the_head_of_a_long_response_is_known_before_its_body_ends() {
+    let mut data = response_head("Content-Length: 1048576");
+    let head = data.len();
+    data.resize(head + (1 << 20), b'x');
+    let mut d = HttpDecoder::new(Direction::Response, limits());
+    d.feed(&data[..64 << 10]);
+    assert_eq!(d.poll_message().unwrap(), None);
+    let m = d.poll_partial().expect("head decoded");
+    assert_eq!(
+        m.summary,
+        Summary::Response(ResponseClass::Http { status: 200 })
+    );
+    assert_eq!(m.body_len, (64 << 10) - head as u64);
+    assert_eq!(m.wire_len, 64 << 10);
+    let Detail::Http(h) = m.detail else {
+        panic!("not an HTTP head")
+    };
+    assert_eq!(
+        h.header("content-type"),
+        Some(&b"application/octet-stream"[..])
+    );
+    // Between messages or inside a head: nothing.
+    let mut d = HttpDecoder::new(Direction::Response, limits());
+    d.feed(b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Le");
+    assert!(d.poll_message().unwrap().is_some());
+    assert_eq!(d.poll_message().unwrap(), None);
+    assert!(d.poll_partial().is_none());
+}

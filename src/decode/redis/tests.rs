@@ -282,3 +282,172 @@ fn values_parse_into_trees() {
         Err(DecodeError::TooDeep { .. })
     ));
 }
+
+// --- Long string replies: streamed, not buffered ---
+
+/// `$len\r\n` + `len` bytes of a pattern + CRLF.
+fn bulk(len: usize, t: u8) -> Vec<u8> {
+    let mut v = format!("{}{len}\r\n", char::from(t)).into_bytes();
+    v.extend((0..len).map(|i| b'a' + (i % 26) as u8));
+    v.extend_from_slice(b"\r\n");
+    v
+}
+
+#[test]
+fn a_reply_past_the_buffer_limit_streams_in_bounded_memory() {
+    // 3 MiB: three times max_buffered, which made the stream opaque when values were buffered.
+    let mut data = bulk(3 << 20, b'$');
+    let big = data.len();
+    data.extend_from_slice(b"+OK\r\n");
+    let lim = limits();
+    let mut d = RedisDecoder::new(Direction::Response, lim);
+    let mut msgs = Vec::new();
+    let mut most_held = 0;
+    for piece in data.chunks(16 << 10) {
+        d.feed(piece);
+        most_held = most_held.max(d.buf.capacity());
+        while let Some(m) = d.poll_message().unwrap() {
+            msgs.push(OwnedMessage::from(&m));
+        }
+    }
+    assert!(!d.is_opaque());
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(
+        msgs[0].summary,
+        "resp Redis { kind: Bulk, error_prefix: None } bulk"
+    );
+    assert_eq!(
+        (msgs[0].wire_len, msgs[0].body_len),
+        (big as u64, big as u64)
+    );
+    assert_eq!(msgs[0].body, data[..lim.max_body]);
+    assert_eq!(msgs[1].offset, big as u64);
+    // The input buffer never held much more than one piece (a few pieces at most).
+    assert!(most_held <= 64 << 10, "buffer grew to {most_held}");
+    // Fed whole, the same messages (the stream is not held to max_buffered either).
+    let mut w = RedisDecoder::new(Direction::Response, lim);
+    let (whole, err) = decode_pieces(&mut w, [&data[..]]);
+    assert_eq!((whole, err), (msgs, None));
+}
+
+#[test]
+fn streamed_blobs_keep_their_checks_and_classes() {
+    let small = Limits {
+        max_body: 1024,
+        ..limits()
+    };
+    // 1 MiB blob error and verbatim string, split into uneven pieces, agree with whole decoding.
+    for t in [b'!', b'=', b'$'] {
+        let mut data = bulk(1 << 20, t);
+        if t == b'=' {
+            data[10..14].copy_from_slice(b"txt:");
+        }
+        if t == b'!' {
+            data[10..16].copy_from_slice(b"BIG e ");
+        }
+        let pieces: Vec<&[u8]> = data.chunks(999).collect();
+        let (a, ea) = decode_pieces(&mut RedisDecoder::new(Direction::Response, small), pieces);
+        let (b, eb) = decode_pieces(
+            &mut RedisDecoder::new(Direction::Response, small),
+            [&data[..]],
+        );
+        assert_eq!((&a, &ea), (&b, &eb), "type {}", char::from(t));
+        assert_eq!(ea, None);
+        assert_eq!(a[0].body.len(), 1024);
+        if t == b'!' {
+            assert!(a[0].summary.ends_with(" BIG"), "{}", a[0].summary);
+        }
+    }
+    // A bad final CRLF, or a verbatim string without its colon, is malformed at the value's
+    // offset, once the value is complete, in pieces as whole.
+    for bad in [b"$".as_slice(), b"="] {
+        let mut data = b"+OK\r\n".to_vec();
+        data.extend(bulk(5000, bad[0]));
+        let n = data.len();
+        data[n - 1] = b'x';
+        let pieces: Vec<&[u8]> = data.chunks(100).collect();
+        let (a, ea) = decode_pieces(&mut RedisDecoder::new(Direction::Response, small), pieces);
+        let (_, eb) = decode_pieces(
+            &mut RedisDecoder::new(Direction::Response, small),
+            [&data[..]],
+        );
+        assert_eq!(a.len(), 1);
+        assert_eq!(ea, eb);
+        assert!(
+            matches!(
+                ea,
+                Some(DecodeError::Malformed {
+                    what: "blob",
+                    offset: 5,
+                    ..
+                })
+            ),
+            "{ea:?}"
+        );
+    }
+    // Cut short: truncated at the value's offset.
+    let data = bulk(5000, b'$');
+    let (_, e) = decode_pieces(
+        &mut RedisDecoder::new(Direction::Response, small),
+        data[..3000].chunks(700),
+    );
+    assert_eq!(
+        e,
+        Some(DecodeError::Truncated {
+            protocol: Protocol::Redis,
+            offset: 0
+        })
+    );
+}
+
+#[test]
+fn the_first_bytes_of_a_long_reply_say_its_class() {
+    // What the exchange layer holds of a 1 MiB reply: its first 64 KiB.
+    let data = bulk(1 << 20, b'$');
+    for lim in [
+        limits(),
+        Limits {
+            max_body: 4096,
+            ..limits()
+        },
+    ] {
+        let mut d = RedisDecoder::new(Direction::Response, lim);
+        d.feed(&data[..64 << 10]);
+        assert_eq!(d.poll_message().unwrap(), None);
+        let m = d.poll_partial().expect("the reply's type is known");
+        assert_eq!(
+            m.summary,
+            Summary::Response(ResponseClass::Redis {
+                kind: ReplyKind::Bulk,
+                error_prefix: None
+            })
+        );
+        assert_eq!(m.body_len, 64 << 10);
+        assert_eq!(m.body.len(), (64 << 10).min(lim.max_body));
+    }
+    // No type line yet, an attribute first, between replies, or a command: nothing to say.
+    for (dir, bytes) in [
+        (Direction::Response, &b"$1048"[..]),
+        (Direction::Response, b"|1\r\n+a\r\n"),
+        (Direction::Response, b"+OK\r\n"),
+        (Direction::Request, b"*2\r\n$3\r\nGET\r\n"),
+    ] {
+        let mut d = RedisDecoder::new(dir, limits());
+        d.feed(bytes);
+        while let Ok(Some(_)) = d.poll_message() {}
+        assert!(d.poll_partial().is_none(), "{bytes:?}");
+    }
+}
+
+#[test]
+fn null_lengths_are_read_as_the_scanner_reads_them() {
+    // Found by the decode_redis fuzz target: `*-01` is a null array to the scanner; the value
+    // tree and the reply class must agree.
+    let data = b"*-01\r\n$-1\r\n";
+    let msgs = decode_all_splits(Direction::Response, data);
+    assert_eq!(msgs.len(), 2);
+    for m in &msgs {
+        assert!(m.summary.contains("Null"), "{}", m.summary);
+        assert_eq!(Value::parse(&m.body, 8), Ok(Value::Null));
+    }
+}

@@ -9,7 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use tcpclone::decode::{redis, Decoder, Detail, Direction, Limits, Message, Protocol, Summary};
+use tcpclone::decode::{
+    redis, Decoder, Detail, Direction, Limits, Message, Protocol, ResponseClass, Summary,
+};
 
 /// Longest field value kept for a diff example (characters).
 const SHOWN: usize = 120;
@@ -117,8 +119,24 @@ pub fn diff_fields(
     out
 }
 
-/// Decodes one exchange. `request` holds the request bytes (`request_cut`: more were sent than
-/// it holds); the responses likewise. `fields`: also split the responses into fields.
+/// Most requests decoded from one burst of pipelined requests; later ones are not counted
+/// (bounded work per burst; `redis-benchmark -P 16` sends 16).
+pub const MAX_PIPELINED: usize = 1024;
+
+/// One request of a burst (requests sent back to back before any answer: HTTP pipelining,
+/// Redis pipelines), paired with its own responses: HTTP/1.1 and RESP answer in request order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pipelined {
+    /// The request and its responses.
+    pub exchange: Exchange,
+    /// Offset of its response's first byte in the target's response bytes: where its latency
+    /// is read ([`arrival`]).
+    pub test_at: Option<u64>,
+    /// Likewise in production's response bytes.
+    pub production_at: Option<u64>,
+}
+
+/// Decodes the first request of `request` with its responses; see [`analyze_burst`].
 pub fn analyze(
     protocol: Protocol,
     request: &[u8],
@@ -127,66 +145,252 @@ pub fn analyze(
     test: Option<(&[u8], bool)>,
     fields: Option<&FieldConfig>,
 ) -> Exchange {
-    let limits = Limits::default();
-    let mut ex = Exchange {
-        protocol: protocol.name(),
-        ..Default::default()
-    };
-    let mut req = protocol.decoder(Direction::Request, limits);
-    let mut prod_dec = protocol.decoder(Direction::Response, limits);
-    let mut test_dec = protocol.decoder(Direction::Response, limits);
-    req.feed(request);
-    let described = first_message(req.as_mut(), !request_cut, |m| {
-        let described = describe_request(m);
-        prod_dec.note_request(m);
-        test_dec.note_request(m);
-        described
-    });
-    let Some((endpoint, key)) = described else {
-        return ex;
-    };
-    ex.endpoint = Some(endpoint);
-    ex.key = key;
-    let mut one = |dec: &mut Box<dyn Decoder + Send>, side: Option<(&[u8], bool)>| {
-        let (bytes, cut) = side?;
-        if bytes.is_empty() {
-            return None;
-        }
-        dec.feed(bytes);
-        let r = first_message(dec.as_mut(), !cut, |m| decode_response(m, fields));
-        if r.is_none() {
-            ex.response_opaque = true;
-        }
-        r
-    };
-    let p = one(&mut prod_dec, production);
-    let t = one(&mut test_dec, test);
-    ex.production = p;
-    ex.test = t;
-    ex
+    analyze_burst(protocol, request, request_cut, production, test, fields)
+        .into_iter()
+        .next()
+        .map(|p| p.exchange)
+        .unwrap_or_default()
 }
 
-/// The first message of a stream, mapped by `f`; `None` when there is none or the stream is
-/// not this protocol. `complete`: the bytes fed are the whole stream (finish may end a message
-/// that runs until close).
-fn first_message<T>(
+/// Decodes every request of a burst and pairs each with its responses, in order. `request`
+/// holds the request bytes (`request_cut`: more were sent than it holds); the responses
+/// likewise. `fields`: also split the responses into fields. Always at least one element: a
+/// burst whose first request cannot be decoded is one opaque exchange (no endpoint).
+///
+/// A response cut by the cap (its body goes on past the bytes held) is still decoded from its
+/// head ([`Decoder::poll_partial`]); responses after the cap are missing (`None`), and counted
+/// opaque. Interim HTTP responses (1xx but 101) and RESP3 pushes answer no request and are
+/// skipped.
+pub fn analyze_burst(
+    protocol: Protocol,
+    request: &[u8],
+    request_cut: bool,
+    production: Option<(&[u8], bool)>,
+    test: Option<(&[u8], bool)>,
+    fields: Option<&FieldConfig>,
+) -> Vec<Pipelined> {
+    let limits = Limits::default();
+    let mut prod_dec = protocol.decoder(Direction::Response, limits);
+    let mut test_dec = protocol.decoder(Direction::Response, limits);
+    let mut out: Vec<Pipelined> = Vec::new();
+    let mut req = protocol.decoder(Direction::Request, limits);
+    req.feed(request);
+    let mut on_request = |m: &Message<'_>| {
+        let Some((endpoint, key)) = describe_request(m) else {
+            return false;
+        };
+        prod_dec.note_request(m);
+        test_dec.note_request(m);
+        out.push(Pipelined {
+            exchange: Exchange {
+                protocol: protocol.name(),
+                endpoint: Some(endpoint),
+                key,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        out.len() < MAX_PIPELINED
+    };
+    each_message(req.as_mut(), !request_cut, |m| on_request(m));
+    if out.is_empty() {
+        out.push(Pipelined {
+            exchange: Exchange {
+                protocol: protocol.name(),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        return out;
+    }
+    for (dec, side, is_test) in [
+        (&mut prod_dec, production, false),
+        (&mut test_dec, test, true),
+    ] {
+        let Some((bytes, cut)) = side.filter(|(b, _)| !b.is_empty()) else {
+            continue;
+        };
+        dec.feed(bytes);
+        let mut next = 0;
+        let complete = each_message(dec.as_mut(), !cut, |m| {
+            if !answers_a_request(m) {
+                return true;
+            }
+            let Some(p) = out.get_mut(next) else {
+                return false;
+            };
+            next += 1;
+            let r = decode_response(m, fields, false);
+            let opaque = r.is_none();
+            let offset = Some(m.offset);
+            let ex = &mut p.exchange;
+            ex.response_opaque |= opaque;
+            if is_test {
+                (ex.test, p.test_at) = (r, offset);
+            } else {
+                (ex.production, p.production_at) = (r, offset);
+            }
+            !opaque
+        });
+        // A response whose body runs past the bytes held: its head still tells its class.
+        if complete && cut && next < out.len() {
+            if let Some(m) = dec.poll_partial().filter(|m| answers_a_request(m)) {
+                let r = decode_response(&m, fields, true);
+                let offset = Some(m.offset);
+                let p = &mut out[next];
+                next += 1;
+                p.exchange.response_opaque |= r.is_none();
+                if is_test {
+                    (p.exchange.test, p.test_at) = (r, offset);
+                } else {
+                    (p.exchange.production, p.production_at) = (r, offset);
+                }
+            }
+        }
+        // Responses the bytes held do not reach (cut by the cap, or after bytes that are not
+        // this protocol) are opaque; ones the server never sent are just missing.
+        if cut || !complete {
+            for p in out.iter_mut().skip(next) {
+                p.exchange.response_opaque = true;
+            }
+        }
+    }
+    out
+}
+
+/// Where the response at byte `offset` of a response stream arrived: the time of the last
+/// `marks` entry (offset of a read's first byte, its time; in stream order) at or before it.
+pub fn arrival<T: Copy>(marks: &[(u64, T)], offset: u64) -> Option<T> {
+    let i = marks.partition_point(|&(o, _)| o <= offset);
+    i.checked_sub(1).map(|i| marks[i].1)
+}
+
+/// A response that answers a request: not an interim HTTP response (1xx but 101), not a RESP3
+/// push, not tunnelled data.
+fn answers_a_request(m: &Message<'_>) -> bool {
+    match m.summary {
+        Summary::Response(ResponseClass::Http { status }) => {
+            !(100..200).contains(&status) || status == 101
+        }
+        Summary::Response(ResponseClass::Redis { kind, .. }) => kind != redis::ReplyKind::Push,
+        _ => true,
+    }
+}
+
+/// Feeds every message of a stream to `f` until it returns false; `complete`: the bytes fed
+/// are the whole stream (finish may end a message that runs until close). False when the
+/// stream turned out not to be this protocol.
+fn each_message(
     dec: &mut dyn Decoder,
     complete: bool,
-    f: impl FnOnce(&Message<'_>) -> Option<T>,
-) -> Option<T> {
-    match dec.poll_message() {
-        Ok(Some(m)) => return f(&m),
-        Ok(None) => {}
-        Err(_) => return None,
+    mut f: impl FnMut(&Message<'_>) -> bool,
+) -> bool {
+    let mut finished = false;
+    loop {
+        match dec.poll_message() {
+            Ok(Some(m)) => {
+                if !f(&m) {
+                    return true;
+                }
+            }
+            Ok(None) if complete && !finished => {
+                dec.finish();
+                finished = true;
+            }
+            Ok(None) => return true,
+            Err(_) => return false,
+        }
     }
-    if !complete {
-        return None;
+}
+
+/// Fuzzing entry point (`fuzz/fuzz_targets/exchange.rs`): byte 0 picks the protocol, whether
+/// the request and the responses were cut by the cap, and whether fields are compared; then
+/// three chunks (request, production's response, the target's), each a 16-bit big-endian length
+/// and its bytes. Never panics on any bytes; checks what must hold of any burst.
+#[doc(hidden)]
+pub fn fuzz_exchange(data: &[u8]) {
+    let Some((&sel, mut rest)) = data.split_first() else {
+        return;
+    };
+    let protocol = Protocol::ALL[usize::from(sel % 3)];
+    let mut chunk = || {
+        let (len, tail) = match rest {
+            [a, b, tail @ ..] => (usize::from(*a) << 8 | usize::from(*b), tail),
+            _ => (rest.len(), &[][..]),
+        };
+        let len = len.min(tail.len());
+        let (c, tail) = tail.split_at(len);
+        rest = tail;
+        c
+    };
+    let (request, production, test) = (chunk(), chunk(), chunk());
+    let (request_cut, prod_cut, test_cut) = (sel & 4 != 0, sel & 8 != 0, sel & 16 != 0);
+    let cfg = FieldConfig {
+        headers: vec!["content-type".into()],
+        ignore_paths: vec!["$.ts".into()],
+    };
+    let fields = (sel & 32 != 0).then_some(&cfg);
+    let burst = analyze_burst(
+        protocol,
+        request,
+        request_cut,
+        Some((production, prod_cut)),
+        Some((test, test_cut)),
+        fields,
+    );
+    assert!(!burst.is_empty() && burst.len() <= MAX_PIPELINED);
+    // Responses pair in order: offsets rise, and none follows a missing one on the same side
+    // (a response after a gap would answer the wrong request).
+    for (side, bytes) in [(true, test), (false, production)] {
+        let mut last = None;
+        let mut gap = false;
+        for p in &burst {
+            let (at, r) = if side {
+                (p.test_at, &p.exchange.test)
+            } else {
+                (p.production_at, &p.exchange.production)
+            };
+            match at {
+                Some(o) => {
+                    assert!(!gap, "a response after a missing one");
+                    assert!(last.is_none_or(|l| o > l), "offsets out of order");
+                    assert!(o < bytes.len() as u64);
+                    last = Some(o);
+                }
+                None => {
+                    assert!(r.is_none());
+                    gap = true;
+                }
+            }
+        }
     }
-    dec.finish();
-    match dec.poll_message() {
-        Ok(Some(m)) => f(&m),
-        _ => None,
+    if burst[0].exchange.endpoint.is_none() {
+        assert_eq!(burst.len(), 1, "an opaque burst is one exchange");
     }
+    // The same bytes on both sides, whole: no differences.
+    let same = analyze_burst(
+        protocol,
+        request,
+        request_cut,
+        Some((test, test_cut)),
+        Some((test, test_cut)),
+        Some(&cfg),
+    );
+    for p in &same {
+        if let (Some(a), Some(b)) = (&p.exchange.production, &p.exchange.test) {
+            assert!(diff_fields(&a.fields, &b.fields, &cfg).is_empty());
+        }
+    }
+    // The first exchange is what `analyze` gives.
+    let first = analyze(
+        protocol,
+        request,
+        request_cut,
+        Some((production, prod_cut)),
+        Some((test, test_cut)),
+        fields,
+    );
+    assert_eq!(first, burst[0].exchange);
 }
 
 fn describe_request(m: &Message<'_>) -> Option<(String, Option<String>)> {
@@ -205,12 +409,17 @@ fn lossy(b: &[u8], max: usize) -> String {
     super::escape(b, max)
 }
 
-fn decode_response(m: &Message<'_>, cfg: Option<&FieldConfig>) -> Option<DecodedResponse> {
+/// `partial`: the body is only the first bytes of a longer one.
+fn decode_response(
+    m: &Message<'_>,
+    cfg: Option<&FieldConfig>,
+    partial: bool,
+) -> Option<DecodedResponse> {
     let Summary::Response(class) = m.summary else {
         return None;
     };
     let label = match class {
-        tcpclone::decode::ResponseClass::Http { status } => status.to_string(),
+        ResponseClass::Http { status } => status.to_string(),
         c => c.class().to_string(),
     };
     let mut out = DecodedResponse {
@@ -236,7 +445,8 @@ fn decode_response(m: &Message<'_>, cfg: Option<&FieldConfig>) -> Option<Decoded
                 .header("content-type")
                 .is_some_and(|v| v.windows(4).any(|w| w.eq_ignore_ascii_case(b"json")));
             let parsed = (json_type || m.body.first().is_some_and(|b| matches!(b, b'{' | b'[')))
-                && !m.body_truncated();
+                && !m.body_truncated()
+                && !partial;
             match parsed
                 .then(|| serde_json::from_slice::<serde_json::Value>(m.body).ok())
                 .flatten()
@@ -247,13 +457,17 @@ fn decode_response(m: &Message<'_>, cfg: Option<&FieldConfig>) -> Option<Decoded
                     if m.body_truncated() {
                         f.insert("body_len".into(), m.body_len.to_string());
                     }
+                    if partial {
+                        // Only the first bytes were held: compare them, and say so.
+                        f.insert("body_cut".into(), "true".into());
+                    }
                 }
                 None => {}
             }
         }
         _ => match redis::Value::parse(m.body, Limits::default().max_depth) {
-            Ok(v) => flatten_redis(&v, "$".to_string(), f),
-            Err(_) => {
+            Ok(v) if !partial => flatten_redis(&v, "$".to_string(), f),
+            _ => {
                 f.insert("$".into(), lossy(m.body, usize::MAX));
             }
         },
@@ -462,6 +676,205 @@ mod tests {
             }
             request.extend_from_slice(&req);
             let _ = analyze(protocol, &request, false, None, Some((&resp, true)), None);
+        }
+    }
+
+    /// `n` Redis commands `SET k{i} v` / `GET k{i}` alternating, and their replies.
+    fn redis_burst(n: usize) -> (Vec<u8>, Vec<u8>) {
+        let (mut req, mut resp) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let k = format!("k{i}");
+            if i % 2 == 0 {
+                req.extend(
+                    format!("*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n$1\r\nv\r\n", k.len()).bytes(),
+                );
+                resp.extend_from_slice(b"+OK\r\n");
+            } else {
+                req.extend(format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len()).bytes());
+                resp.extend(format!("${}\r\n{k}\r\n", k.len()).bytes());
+            }
+        }
+        (req, resp)
+    }
+
+    #[test]
+    fn a_redis_pipeline_counts_every_command_with_its_own_reply() {
+        let (req, resp) = redis_burst(16);
+        let burst = analyze_burst(
+            Protocol::Redis,
+            &req,
+            false,
+            Some((&resp, false)),
+            Some((&resp, false)),
+            Some(&cfg()),
+        );
+        assert_eq!(burst.len(), 16);
+        let mut at = 0;
+        for (i, p) in burst.iter().enumerate() {
+            let ex = &p.exchange;
+            let (ep, class) = if i % 2 == 0 {
+                ("SET", "simple")
+            } else {
+                ("GET", "bulk")
+            };
+            assert_eq!(ex.endpoint.as_deref(), Some(ep), "request {i}");
+            assert_eq!(ex.key.as_deref(), Some(format!("k{i}").as_str()));
+            assert_eq!(ex.test.as_ref().unwrap().class, class);
+            assert_eq!(p.test_at, Some(at));
+            assert_eq!(p.production_at, Some(at));
+            assert!(!ex.response_opaque);
+            // Each reply is its own request's: the GET of k{i} answered k{i}.
+            if i % 2 == 1 {
+                let v = &ex.test.as_ref().unwrap().fields["$"];
+                assert_eq!(v, &format!("bulk k{i}"));
+            }
+            // `+OK\r\n`, or `$len\r\nk{i}\r\n`.
+            at += if i % 2 == 0 {
+                5
+            } else {
+                6 + format!("k{i}").len() as u64
+            };
+        }
+        // Replies after a RESP3 push still pair in order; a target that answered only half
+        // leaves the rest missing, not opaque.
+        let (req, resp) = redis_burst(4);
+        let mut pushed = b">2\r\n+message\r\n+hi\r\n".to_vec();
+        pushed.extend_from_slice(&resp[..5 + 8]);
+        let burst = analyze_burst(
+            Protocol::Redis,
+            &req,
+            false,
+            None,
+            Some((&pushed, false)),
+            None,
+        );
+        let classes: Vec<_> = burst
+            .iter()
+            .map(|p| p.exchange.test.as_ref().map(|t| t.class.as_str()))
+            .collect();
+        assert_eq!(classes, [Some("simple"), Some("bulk"), None, None]);
+        assert!(burst.iter().all(|p| !p.exchange.response_opaque));
+    }
+
+    #[test]
+    fn pipelined_http_pairs_responses_in_order() {
+        let req = b"GET /a/1 HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\nHost: x\r\n\r\n\
+                    POST /c HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /d HTTP/1.1\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi\
+                     HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n\
+                     HTTP/1.1 100 Continue\r\n\r\n\
+                     HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n\
+                     HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+        let burst = analyze_burst(Protocol::Http, req, false, None, Some((resp, false)), None);
+        let got: Vec<_> = burst
+            .iter()
+            .map(|p| {
+                let t = p.exchange.test.as_ref().unwrap();
+                (
+                    p.exchange.endpoint.clone().unwrap(),
+                    t.class.clone(),
+                    t.error,
+                )
+            })
+            .collect();
+        let want = [
+            ("GET /a/{id}", "200", false),
+            ("HEAD /b", "200", false),
+            ("POST /c", "201", false),
+            ("GET /d", "404", true),
+        ];
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!((g.0.as_str(), g.1.as_str(), g.2), w);
+        }
+        // The HEAD response has no body although it names 99 bytes.
+        let at_201 = resp.windows(12).position(|w| w == b"HTTP/1.1 201");
+        assert_eq!(burst[2].test_at, at_201.map(|p| p as u64));
+    }
+
+    #[test]
+    fn a_response_past_the_cap_is_classed_from_its_head() {
+        let body = vec![b'x'; 1 << 20];
+        let head = format!(
+            "HTTP/1.1 503 Busy\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let whole = [head.as_bytes(), &body].concat();
+        // What stream mode holds: the first 64 KiB, and the knowledge that more came.
+        let held = &whole[..64 << 10];
+        let req = b"GET /big HTTP/1.1\r\n\r\nGET /next HTTP/1.1\r\n\r\n";
+        let burst = analyze_burst(
+            Protocol::Http,
+            req,
+            false,
+            Some((held, true)),
+            Some((held, true)),
+            Some(&cfg()),
+        );
+        let ex = &burst[0].exchange;
+        let t = ex.test.as_ref().expect("classed from its head");
+        assert_eq!((t.class.as_str(), t.error), ("503", true));
+        assert!(!ex.response_opaque);
+        assert_eq!(t.fields["body_cut"], "true");
+        assert!(diff_fields(&ex.production.as_ref().unwrap().fields, &t.fields, &cfg()).is_empty());
+        // The next response is past the cap: not seen, counted opaque.
+        assert!(burst[1].exchange.test.is_none() && burst[1].exchange.response_opaque);
+        // A 1 MiB Redis value likewise.
+        let mut v = format!("${}\r\n", body.len()).into_bytes();
+        v.extend_from_slice(&body);
+        v.extend_from_slice(b"\r\n");
+        let ex = analyze(
+            Protocol::Redis,
+            b"GET big\r\n",
+            false,
+            None,
+            Some((&v[..64 << 10], true)),
+            Some(&cfg()),
+        );
+        assert_eq!(ex.test.map(|t| t.class), Some("bulk".to_string()));
+        assert!(!ex.response_opaque);
+        // Whole, it is a plain bulk reply with its first bytes kept.
+        let ex = analyze(
+            Protocol::Redis,
+            b"GET big\r\n",
+            false,
+            None,
+            Some((&v, false)),
+            None,
+        );
+        assert_eq!(ex.test.map(|t| t.class), Some("bulk".to_string()));
+    }
+
+    #[test]
+    fn arrival_is_the_read_that_brought_the_byte() {
+        let marks = [(0u64, 10u32), (100, 20), (250, 30)];
+        assert_eq!(arrival(&marks, 0), Some(10));
+        assert_eq!(arrival(&marks, 99), Some(10));
+        assert_eq!(arrival(&marks, 100), Some(20));
+        assert_eq!(arrival(&marks, 10_000), Some(30));
+        assert_eq!(arrival::<u32>(&[], 5), None);
+        assert_eq!(arrival(&[(5u64, 1u8)], 4), None);
+    }
+
+    proptest::proptest! {
+        /// A burst of n Redis commands, its replies cut anywhere: n exchanges; replies that
+        /// are in the bytes pair with their own command, none pair out of order.
+        #[test]
+        fn pipelines_pair_in_order(n in 1usize..40, cut in 0usize..2000) {
+            let (req, resp) = redis_burst(n);
+            let cut = cut.min(resp.len());
+            let burst = analyze_burst(Protocol::Redis, &req, false, None, Some((&resp[..cut], cut < resp.len())), None);
+            proptest::prop_assert_eq!(burst.len(), n);
+            let mut seen_missing = false;
+            for (i, p) in burst.iter().enumerate() {
+                match &p.exchange.test {
+                    Some(t) => {
+                        proptest::prop_assert!(!seen_missing);
+                        proptest::prop_assert_eq!(t.class.as_str(), if i % 2 == 0 { "simple" } else { "bulk" });
+                    }
+                    None => seen_missing = true,
+                }
+            }
         }
     }
 

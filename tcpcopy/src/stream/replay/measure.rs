@@ -4,7 +4,7 @@
 //! Pure bookkeeping: instants and bytes come from the session core, nothing here reads a clock
 //! or a socket, and nothing decides when a request goes (that is the session core's gate).
 
-use crate::report::exchange::{analyze, FieldConfig};
+use crate::report::exchange::{analyze_burst, arrival, FieldConfig, MAX_PIPELINED};
 use crate::report::{DiffInput, Outcome, ProductionSample, RequestSample, DIFF_CAP};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,8 +49,9 @@ impl SampleContext {
         }
     }
 
-    /// The sample of a request that never went out (the connection could not be made):
-    /// `bytes` are its first captured bytes, `len` how many it had.
+    /// The samples of a request burst that never went out (the connection could not be
+    /// made): `bytes` are its first captured bytes, `len` how many it had. The endpoints of
+    /// requests that never went out still count, each request of a pipelined burst too.
     pub fn unsent(
         &self,
         index: u32,
@@ -58,21 +59,34 @@ impl SampleContext {
         outcome: Outcome,
         bytes: &[u8],
         len: usize,
-    ) -> RequestSample {
-        RequestSample {
+        out: &mut Vec<RequestSample>,
+    ) {
+        let burst = if self.protocol == Protocol::Tcp {
+            Vec::new()
+        } else {
+            let n = bytes.len().min(DIFF_CAP);
+            analyze_burst(self.protocol, &bytes[..n], n < len, None, None, None)
+        };
+        let mut burst = burst.into_iter().map(|p| p.exchange);
+        let sample = RequestSample {
             session: self.session,
             index,
             sent_at: now.saturating_duration_since(self.start),
             outcome: Some(outcome),
-            bytes_out: len as u64,
-            request_preview: bytes[..bytes.len().min(PREVIEW)].to_vec(),
-            // The endpoint of a request that never went out still counts.
-            exchange: (self.protocol != Protocol::Tcp).then(|| {
-                let n = bytes.len().min(DIFF_CAP);
-                analyze(self.protocol, &bytes[..n], n < len, None, None, None)
-            }),
             baseline: self.baseline,
             ..Default::default()
+        };
+        out.push(RequestSample {
+            bytes_out: len as u64,
+            request_preview: bytes[..bytes.len().min(PREVIEW)].to_vec(),
+            exchange: burst.next(),
+            ..sample.clone()
+        });
+        for ex in burst {
+            out.push(RequestSample {
+                exchange: Some(ex),
+                ..sample.clone()
+            });
         }
     }
 }
@@ -99,6 +113,10 @@ pub(super) struct Req {
     pub last_resp: Option<Instant>,
     pub bytes_in: u64,
     pub resp: Vec<u8>,
+    /// When each read of `resp` arrived (offset of its first byte): the latency of each
+    /// request of a pipelined burst. Production's likewise, by capture timestamp.
+    pub resp_marks: Vec<(u64, Instant)>,
+    pub prod_marks: Vec<(u64, u64)>,
     /// The gate gave up waiting for its answer.
     pub timed_out: bool,
     /// Production answered it (or the capture has no server packets at all): an answer is due.
@@ -124,6 +142,8 @@ impl Req {
             last_resp: None,
             bytes_in: 0,
             resp: Vec::new(),
+            resp_marks: Vec::new(),
+            prod_marks: Vec::new(),
             timed_out: false,
             expects,
         }
@@ -148,6 +168,9 @@ impl Req {
         self.bytes_in += data.len() as u64;
         if keep && self.resp.len() < DIFF_CAP {
             let n = (DIFF_CAP - self.resp.len()).min(data.len());
+            if self.resp_marks.len() < MAX_PIPELINED {
+                self.resp_marks.push((self.resp.len() as u64, at));
+            }
             self.resp.extend_from_slice(&data[..n]);
         }
     }
@@ -159,12 +182,23 @@ impl Req {
         self.prod_bytes += len as u64;
         if self.prod_resp.len() < DIFF_CAP && !bytes.is_empty() {
             let n = (DIFF_CAP - self.prod_resp.len()).min(bytes.len());
+            if self.prod_marks.len() < MAX_PIPELINED {
+                self.prod_marks.push((self.prod_resp.len() as u64, ts));
+            }
             self.prod_resp.extend_from_slice(&bytes[..n]);
         }
     }
 
-    /// The report's sample of this request; `eof`/`reset`: how the connection ended.
-    pub fn finish(mut self, cx: &SampleContext, eof: bool, reset: bool) -> RequestSample {
+    /// The report's samples of this request burst: the first request's, then one per request
+    /// pipelined after it (decoded), each timed to its own response's first byte;
+    /// `eof`/`reset`: how the connection ended.
+    pub fn finish(
+        mut self,
+        cx: &SampleContext,
+        eof: bool,
+        reset: bool,
+        out: &mut Vec<RequestSample>,
+    ) {
         let outcome = if self.bytes_in > 0 {
             Outcome::Answered
         } else if reset {
@@ -188,7 +222,8 @@ impl Req {
             }),
             _ => None,
         };
-        let exchange = (cx.protocol != Protocol::Tcp).then(|| {
+        let mut burst = Vec::new();
+        if cx.protocol != Protocol::Tcp {
             let prod = self.prod_resp_first_ts.map(|_| {
                 (
                     &self.prod_resp[..],
@@ -196,15 +231,17 @@ impl Req {
                 )
             });
             let test = Some((&self.resp[..], self.bytes_in > self.resp.len() as u64));
-            analyze(
+            burst = analyze_burst(
                 cx.protocol,
                 &self.preview,
                 self.preview_cut,
                 prod,
                 test,
                 cx.fields.as_deref(),
-            )
-        });
+            );
+        }
+        let mut burst = burst.into_iter();
+        let exchange = burst.next().map(|p| p.exchange);
         self.preview.truncate(PREVIEW);
         let diff = (cx.diff && self.prod_resp_first_ts.is_some()).then_some(DiffInput {
             production: self.prod_resp,
@@ -212,10 +249,11 @@ impl Req {
             test: self.resp,
             test_len: self.bytes_in,
         });
-        RequestSample {
+        let sent_at = self.last_write.saturating_duration_since(cx.start);
+        let first = RequestSample {
             session: cx.session,
             index: self.index,
-            sent_at: self.last_write.saturating_duration_since(cx.start),
+            sent_at,
             latency: self
                 .first_resp
                 .map(|f| f.saturating_duration_since(self.last_write)),
@@ -231,6 +269,38 @@ impl Req {
             diff,
             exchange,
             baseline: cx.baseline,
+        };
+        let production = first.production;
+        out.push(first);
+        for p in burst {
+            let latency = p
+                .test_at
+                .and_then(|o| arrival(&self.resp_marks, o))
+                .map(|t| t.saturating_duration_since(self.last_write));
+            let prod_at = p.production_at.and_then(|o| arrival(&self.prod_marks, o));
+            let production = production
+                .as_ref()
+                .zip(prod_at)
+                .map(|(b, ts)| ProductionSample {
+                    latency: Duration::from_nanos(ts.saturating_sub(self.prod_req_last_ts)),
+                    bytes_in: 0,
+                    ..*b
+                });
+            out.push(RequestSample {
+                session: cx.session,
+                index: self.index,
+                sent_at,
+                latency,
+                outcome: Some(if latency.is_some() {
+                    Outcome::Answered
+                } else {
+                    outcome
+                }),
+                production,
+                exchange: Some(p.exchange),
+                baseline: cx.baseline,
+                ..Default::default()
+            });
         }
     }
 }

@@ -508,7 +508,7 @@ impl SessionCore {
     fn flush(&mut self, keep: usize) {
         while self.reqs.len() > keep {
             if let Some(r) = self.reqs.pop_front() {
-                self.samples.push(r.finish(&self.cx, self.eof, self.reset));
+                r.finish(&self.cx, self.eof, self.reset, &mut self.samples);
             }
         }
     }

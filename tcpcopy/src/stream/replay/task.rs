@@ -73,7 +73,7 @@ async fn unsent(ctx: &Ctx, cx: &SampleContext, items: &Inbox, outcome: Outcome) 
                 len,
                 ..
             } if new_message || n == 0 => {
-                samples.push(cx.unsent(n, Instant::now(), outcome, &bytes, len));
+                cx.unsent(n, Instant::now(), outcome, &bytes, len, &mut samples);
                 n += 1;
             }
             Item::Close => break,

@@ -1,0 +1,172 @@
+//! Pipelined requests in the lab: real clients that send many requests before any answer
+//! (`redis-benchmark -P 16`, and HTTP/1.1 pipelining written to nginx with bash's `/dev/tcp`)
+//! captured with tcpdump, replayed with `tcpcopy --stream --offline` to a second server; the
+//! report counts every request under its own endpoint, each with its own latency.
+//!
+//! Everything runs inside one namespace on loopback addresses. Build first, same profile:
+//! `cargo build --release --workspace --all-targets`.
+use tcpclone_lab::*;
+
+use std::path::Path;
+use std::time::Duration;
+
+fn tmpdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("pipeline_lab")
+        .tempdir()
+        .expect("tempdir")
+}
+
+/// Captures `client` (run in `ns`) talking to `port` on loopback into `file`; the capture must
+/// be complete.
+fn capture(lab: &mut Lab, ns: &str, port: u16, client: &str, file: &Path) {
+    let td = start_tcpdump_opts(
+        lab,
+        ns,
+        &["-i", "lo", "-s", "0", "-B", "8192"],
+        &format!("tcp port {port}"),
+        file,
+    );
+    lab.exec_ok(ns, client);
+    std::thread::sleep(Duration::from_millis(300));
+    lab.stop(td, "INT", Duration::from_secs(5))
+        .expect("tcpdump did not stop");
+    let log = std::fs::read_to_string(file.with_extension("tcpdump.log")).unwrap_or_default();
+    assert!(
+        log.lines().any(|l| l == "0 packets dropped by kernel"),
+        "capture incomplete: {log}"
+    );
+}
+
+/// Replays `cap` with `tcpcopy --stream --offline ARGS --report DIR/r.json`; the JSON report.
+fn replay(lab: &Lab, ns: &str, cap: &Path, args: &str, dir: &Path) -> (serde_json::Value, String) {
+    let report = dir.join("r.json");
+    let out = lab.exec(
+        ns,
+        &format!(
+            "timeout 60 {} --stream --offline {} {args} --report {}",
+            bin("tcpcopy").display(),
+            cap.display(),
+            report.display()
+        ),
+    );
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "tcpcopy failed: {text}");
+    let r = std::fs::read_to_string(&report).expect("report file");
+    (serde_json::from_str(&r).expect("report JSON"), text)
+}
+
+/// The report's endpoint called `name`.
+fn endpoint<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    r["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .find(|e| e["endpoint"] == name)
+        .unwrap_or_else(|| panic!("no endpoint {name} in {}", r["endpoints"]))
+}
+
+#[test]
+fn redis_benchmark_pipelines_count_every_command() {
+    require_root!("pipeline_lab::redis_benchmark");
+    require_programs!(
+        "pipeline_lab::redis_benchmark",
+        "redis-server",
+        "redis-benchmark",
+        "redis-cli",
+        "tcpdump"
+    );
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let ns = lab.netns("pipr");
+    for port in [6379, 6390] {
+        start_redis(&mut lab, &ns, &["127.0.0.1"], port, tmp.path(), &[], None);
+        lab.exec_ok(
+            &ns,
+            &format!("redis-cli -p {port} config resetstat >/dev/null"),
+        );
+    }
+    let cap = tmp.path().join("bench.pcap");
+    // 2 connections, 16 commands per burst: 320 SETs then 320 GETs.
+    capture(
+        &mut lab,
+        &ns,
+        6379,
+        "timeout 30 redis-benchmark -p 6379 -c 2 -P 16 -n 320 -r 50 -t set,get -q >/dev/null",
+        &cap,
+    );
+    // What redis-benchmark sent, as production counted it.
+    let sent = commandstats(&lab, &ns, "127.0.0.1", 6379);
+    assert_eq!(sent.get("set"), Some(&320), "{sent:?}");
+    assert_eq!(sent.get("get"), Some(&320), "{sent:?}");
+    let (r, text) = replay(&lab, &ns, &cap, "-x 6379-127.0.0.1:6390", tmp.path());
+    for (name, cmd) in [("SET", "set"), ("GET", "get")] {
+        let e = endpoint(&r, name);
+        let n = sent[cmd];
+        assert_eq!(e["protocol"], "redis");
+        assert_eq!(e["test"]["requests"], n, "{name}: {text}");
+        assert_eq!(e["test"]["errors"], 0, "{name}: {text}");
+        // Each command has its own latency (its reply's first byte), on both sides.
+        assert_eq!(e["test"]["latency_ms"]["count"], n, "{name}: {e}");
+        assert_eq!(e["production"]["requests"], n, "{name}: {e}");
+        assert_eq!(e["production"]["latency_ms"]["count"], n, "{name}: {e}");
+    }
+    // The target ran them all too.
+    let ran = commandstats(&lab, &ns, "127.0.0.1", 6390);
+    assert_eq!(
+        (ran.get("set"), ran.get("get")),
+        (Some(&320), Some(&320)),
+        "{ran:?}"
+    );
+    assert_eq!(r["decode"]["opaque_requests"], 0, "{}", r["decode"]);
+    assert_eq!(r["decode"]["opaque_responses"], 0, "{}", r["decode"]);
+}
+
+#[test]
+fn pipelined_http_requests_count_each_with_its_status() {
+    require_root!("pipeline_lab::http");
+    require_programs!("pipeline_lab::http", "nginx", "curl", "tcpdump", "bash");
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let ns = lab.netns("piph");
+    start_nginx(&mut lab, &ns, tmp.path(), "prod", &["8080"], "$request");
+    start_nginx(&mut lab, &ns, tmp.path(), "test", &["8081"], "$request");
+    // 6 connections, each one write of 5 pipelined requests (the last one closes).
+    let reqs = "GET /a HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n\
+                GET /users/1 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n\
+                HEAD /a HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n\
+                GET /users/22 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n\
+                GET /b HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n";
+    let client = format!(
+        "for i in 1 2 3 4 5 6; do \
+           exec 3<>/dev/tcp/127.0.0.1/8080 && printf '{reqs}' >&3 && timeout 5 cat <&3 >/dev/null; \
+           exec 3<&-; done"
+    );
+    let cap = tmp.path().join("http.pcap");
+    capture(&mut lab, &ns, 8080, &format!("bash -c \"{client}\""), &cap);
+    let log = std::fs::read_to_string(tmp.path().join("prod/access.log")).unwrap();
+    assert_eq!(log.lines().count(), 30, "production saw: {log}");
+    let (r, text) = replay(&lab, &ns, &cap, "-x 8080-127.0.0.1:8081", tmp.path());
+    for (name, n) in [
+        ("GET /a", 6),
+        ("HEAD /a", 6),
+        ("GET /users/{id}", 12),
+        ("GET /b", 6),
+    ] {
+        let e = endpoint(&r, name);
+        assert_eq!(e["protocol"], "http");
+        assert_eq!(e["test"]["requests"], n, "{name}: {text}");
+        assert_eq!(e["test"]["errors"], 0, "{name}: {e}");
+        assert_eq!(e["test"]["latency_ms"]["count"], n, "{name}: {e}");
+        assert_eq!(e["production"]["requests"], n, "{name}: {e}");
+    }
+    let replayed = std::fs::read_to_string(tmp.path().join("test/access.log")).unwrap();
+    assert_eq!(replayed.lines().count(), 30, "target saw: {replayed}");
+    assert_eq!(r["decode"]["opaque_responses"], 0, "{}", r["decode"]);
+}

@@ -143,10 +143,14 @@ fn pipelined_http_requests_count_each_with_its_status() {
                 HEAD /a HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n\
                 GET /users/22 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n\
                 GET /b HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n";
+    // The burst is written to a file first and sent by one `cat` (one write): bash's printf may
+    // write it in pieces, and a piece after the server spoke starts a new request mid-request.
+    let burst = tmp.path().join("burst.txt");
     let client = format!(
-        "for i in 1 2 3 4 5 6; do \
-           exec 3<>/dev/tcp/127.0.0.1/8080 && printf '{reqs}' >&3 && timeout 5 cat <&3 >/dev/null; \
-           exec 3<&-; done"
+        "printf '{reqs}' > {burst} && for i in 1 2 3 4 5 6; do \
+           exec 3<>/dev/tcp/127.0.0.1/8080 && cat {burst} >&3 && timeout 5 cat <&3 >/dev/null; \
+           exec 3<&-; done",
+        burst = burst.display()
     );
     let cap = tmp.path().join("http.pcap");
     capture(&mut lab, &ns, 8080, &format!("bash -c \"{client}\""), &cap);

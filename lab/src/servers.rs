@@ -165,6 +165,28 @@ pub fn start_tcpdump(lab: &mut Lab, ns: &str, ifc: &str, filter: &str, file: &Pa
     )
 }
 
+/// Captures `client` (a shell command run in `ns`) talking to `port` on loopback into `file`;
+/// panics unless the capture is complete. Not `stop_tcpdump`: on loopback, "received by
+/// filter" counts every packet twice.
+pub fn capture_loopback(lab: &mut Lab, ns: &str, port: u16, client: &str, file: &Path) {
+    let td = start_tcpdump_opts(
+        lab,
+        ns,
+        &["-i", "lo", "-s", "0", "-B", "8192"],
+        &format!("tcp port {port}"),
+        file,
+    );
+    lab.exec_ok(ns, client);
+    std::thread::sleep(Duration::from_millis(300));
+    lab.stop(td, "INT", Duration::from_secs(5))
+        .expect("tcpdump did not stop");
+    let log = std::fs::read_to_string(file.with_extension("tcpdump.log")).unwrap_or_default();
+    assert!(
+        log.lines().any(|l| l == "0 packets dropped by kernel"),
+        "capture incomplete: {log}"
+    );
+}
+
 /// Starts tcpdump in `ns` with `opts` (interface, snap length, direction...) plus immediate
 /// mode, packet-buffered output and numeric addresses, writing `file`; its messages go to
 /// `file` with the extension `tcpdump.log`. Returns its PID once it listens.

@@ -8,34 +8,12 @@
 use tcpclone_lab::*;
 
 use std::path::Path;
-use std::time::Duration;
 
 fn tmpdir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("pipeline_lab")
         .tempdir()
         .expect("tempdir")
-}
-
-/// Captures `client` (run in `ns`) talking to `port` on loopback into `file`; the capture must
-/// be complete.
-fn capture(lab: &mut Lab, ns: &str, port: u16, client: &str, file: &Path) {
-    let td = start_tcpdump_opts(
-        lab,
-        ns,
-        &["-i", "lo", "-s", "0", "-B", "8192"],
-        &format!("tcp port {port}"),
-        file,
-    );
-    lab.exec_ok(ns, client);
-    std::thread::sleep(Duration::from_millis(300));
-    lab.stop(td, "INT", Duration::from_secs(5))
-        .expect("tcpdump did not stop");
-    let log = std::fs::read_to_string(file.with_extension("tcpdump.log")).unwrap_or_default();
-    assert!(
-        log.lines().any(|l| l == "0 packets dropped by kernel"),
-        "capture incomplete: {log}"
-    );
 }
 
 /// Replays `cap` with `tcpcopy --stream --offline ARGS --report DIR/r.json`; the JSON report.
@@ -93,7 +71,7 @@ fn redis_benchmark_pipelines_count_every_command() {
     }
     let cap = tmp.path().join("bench.pcap");
     // 2 connections, 16 commands per burst: 320 SETs then 320 GETs.
-    capture(
+    capture_loopback(
         &mut lab,
         &ns,
         6379,
@@ -153,7 +131,7 @@ fn pipelined_http_requests_count_each_with_its_status() {
         burst = burst.display()
     );
     let cap = tmp.path().join("http.pcap");
-    capture(&mut lab, &ns, 8080, &format!("bash -c \"{client}\""), &cap);
+    capture_loopback(&mut lab, &ns, 8080, &format!("bash -c \"{client}\""), &cap);
     let log = std::fs::read_to_string(tmp.path().join("prod/access.log")).unwrap();
     assert_eq!(log.lines().count(), 30, "production saw: {log}");
     let (r, text) = replay(&lab, &ns, &cap, "-x 8080-127.0.0.1:8081", tmp.path());

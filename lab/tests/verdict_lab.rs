@@ -52,27 +52,6 @@ fn failed_verdicts(r: &serde_json::Value) -> Vec<(String, String)> {
     v
 }
 
-/// Captures `client` (a shell loop, run in `ns`) talking to `port` on loopback.
-fn capture(lab: &mut Lab, ns: &str, port: u16, client: &str, file: &Path) {
-    let td = start_tcpdump_opts(
-        lab,
-        ns,
-        &["-i", "lo", "-s", "0", "-B", "8192"],
-        &format!("tcp port {port}"),
-        file,
-    );
-    lab.exec_ok(ns, client);
-    // Not stop_tcpdump: on loopback, "received by filter" counts every packet twice.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    lab.stop(td, "INT", std::time::Duration::from_secs(5))
-        .expect("tcpdump did not stop");
-    let log = std::fs::read_to_string(file.with_extension("tcpdump.log")).unwrap_or_default();
-    assert!(
-        log.lines().any(|l| l == "0 packets dropped by kernel"),
-        "capture incomplete: {log}"
-    );
-}
-
 /// The endpoints of production: JSON on /fast, /slow, /boom and /users/ID.
 fn http_locations(slow: &str, boom: &str) -> String {
     format!(
@@ -140,7 +119,7 @@ fn nginx_slow_and_failing_endpoints_are_named_and_fail_the_run() {
     // 20 keep-alive sessions of 4 requests each (curl reuses one connection for its URLs).
     let cap = tmp.path().join("http.pcap");
     let u = "http://127.0.0.1:8080";
-    capture(
+    capture_loopback(
         &mut lab,
         &ns,
         8080,
@@ -350,8 +329,7 @@ fn redis_diff_names_the_command_and_the_key() {
         );
     }
     let cap = tmp.path().join("redis.pcap");
-    capture(
-        &mut lab,
+    capture_loopback(&mut lab,
         &ns,
         6379,
         "for i in 1 2 3; do for k in user:1 user:2 v; do redis-cli -p 6379 get $k >/dev/null || exit 1; done; \
@@ -429,7 +407,7 @@ fn baseline_target_learns_timestamp_and_id_noise_and_keeps_real_changes() {
     );
     let cap = tmp.path().join("items.pcap");
     let u = "http://127.0.0.1:8080/item";
-    capture(
+    capture_loopback(
         &mut lab,
         &ns,
         8080,

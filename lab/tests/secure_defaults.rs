@@ -580,33 +580,7 @@ fn offline_stream_runs_unprivileged_and_refuses_the_captured_server() {
         ],
         Some(&log),
     );
-    let nobody = tcpclone::sys::lookup_user("nobody")
-        .unwrap()
-        .uid
-        .to_string();
-    let t0 = Instant::now();
-    loop {
-        let uid = proc_status(pid, "Uid").unwrap_or_default();
-        if !uid.is_empty() && uid.split_whitespace().all(|u| u == nobody) {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(1),
-            "still uid {uid:?} after 1 s: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    for key in ["CapEff", "CapPrm", "CapBnd"] {
-        assert_eq!(
-            proc_status(pid, key).as_deref(),
-            Some("0000000000000000"),
-            "{key}: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-    assert_eq!(proc_status(pid, "NoNewPrivs").as_deref(), Some("1"));
+    assert_runs_as_nobody_without_capabilities(pid, &log);
     let st = lab
         .stop(pid, "0", Duration::from_secs(20))
         .expect("offline stream mode did not finish within 20 s");
@@ -739,33 +713,7 @@ fn fleet_replay_runs_unprivileged_and_refuses_the_recorded_server() {
         ],
         Some(&log),
     );
-    let nobody = tcpclone::sys::lookup_user("nobody")
-        .unwrap()
-        .uid
-        .to_string();
-    let t0 = Instant::now();
-    loop {
-        let uid = proc_status(pid, "Uid").unwrap_or_default();
-        if !uid.is_empty() && uid.split_whitespace().all(|u| u == nobody) {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(1),
-            "still uid {uid:?} after 1 s: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    for key in ["CapEff", "CapPrm", "CapBnd"] {
-        assert_eq!(
-            proc_status(pid, key).as_deref(),
-            Some("0000000000000000"),
-            "{key}: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-    assert_eq!(proc_status(pid, "NoNewPrivs").as_deref(), Some("1"));
+    assert_runs_as_nobody_without_capabilities(pid, &log);
     let st = lab
         .stop(pid, "0", Duration::from_secs(30))
         .expect("the --from worker did not finish within 30 s");
@@ -790,4 +738,36 @@ fn fleet_replay_runs_unprivileged_and_refuses_the_recorded_server() {
         err.contains("warning: --force") && o.contains("10 replayed"),
         "{err}\n{o}"
     );
+}
+
+/// Waits (1 s at most) until `pid` runs as `nobody`, then checks that it holds no capability
+/// and cannot gain one (`log`: its output, shown when it does not).
+fn assert_runs_as_nobody_without_capabilities(pid: u32, log: &Path) {
+    let nobody = tcpclone::sys::lookup_user("nobody")
+        .unwrap()
+        .uid
+        .to_string();
+    let t0 = Instant::now();
+    loop {
+        let uid = proc_status(pid, "Uid").unwrap_or_default();
+        if !uid.is_empty() && uid.split_whitespace().all(|u| u == nobody) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "still uid {uid:?} after 1 s: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for key in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(
+            proc_status(pid, key).as_deref(),
+            Some("0000000000000000"),
+            "{key}: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+    assert_eq!(proc_status(pid, "NoNewPrivs").as_deref(), Some("1"));
 }

@@ -30,7 +30,11 @@
 #   or neither), WAIT (1..60 s, default 10: how long the target may take after the load to get
 #   the last copies), RESULTS=FILE (keep the per-run table, tab-separated), LOGS=DIR (keep each
 #   run's client output and tcpcopy log), NO_BUILD=1 (use target/release/ as it is),
-#   OURS=DIR (take our tcpcopy and intercept from DIR instead, e.g. an older build for an A/B).
+#   OURS=DIR (take our tcpcopy and intercept from DIR instead, e.g. an older build for an A/B),
+#   RX_THREADS=1 (the bridge's end of production's link and the client's end receive in their
+#   own NAPI kernel threads, so that a send no longer runs the receiving namespace's stack on the
+#   sender's CPU: tcpcopy's CPU then leaves out the target's receive path and the server's
+#   leaves out the client's, as between separate hosts; needs ethtool).
 # Bounded: each load has a timeout; the target gets at most WAIT s after each load.
 set -euo pipefail
 
@@ -61,7 +65,7 @@ fi
 
 # shellcheck source=scripts/lab.sh
 source "$(dirname "$0")/../scripts/lab.sh"
-lab_init k redis-server redis-benchmark redis-cli nginx wrk ss pgrep cargo
+lab_init k redis-server redis-benchmark redis-cli nginx wrk ss pgrep cargo ${RX_THREADS:+ethtool}
 if [[ -n ${OURS:-} ]]; then
     [[ -x $OURS/tcpcopy && -x $OURS/intercept ]] || { echo "$0: OURS must hold tcpcopy and intercept" >&2; exit 2; }
     BIN=$(realpath "$OURS")
@@ -76,6 +80,11 @@ mkdir "$WORK/bin"
 cp "$BIN/tcpcopy" "$BIN/intercept" "$WORK/bin/"
 BIN=$WORK/bin
 lab_clone_topology
+if [[ -n ${RX_THREADS:-} ]]; then
+    # tcpcopy's sends (production -> bridge) and the server's answers (production -> client).
+    lab_rx_threads "$NS_BR:${TAG}pb:$NS_PROD:${TAG}pa" "$NS_CLIENT:${TAG}ca:$NS_PROD:${TAG}cb"
+    echo "== RX_THREADS: each veth end receives in its own kernel thread (no receiver's stack on the sender's CPU)"
+fi
 # One client address opening ~30,000 connections a second (nginx-close) holds every even
 # ephemeral port in TIME_WAIT within a second or two; connect() then scans them all on every
 # call (ms each) and the client, not the server, sets the rate. Let the load generator reuse
@@ -304,4 +313,4 @@ awk -F'\t' '
         print "|---|---|---|---|---|---|---|---|---|---|"
         printf "%s", md
     }' date="$(date -u +%Y-%m-%d)" commit="$(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    cmd="bash benches/tcpcopy_cost.sh $ROUNDS" "$RESULTS_TSV"
+    cmd="${RX_THREADS:+RX_THREADS=1 }bash benches/tcpcopy_cost.sh $ROUNDS" "$RESULTS_TSV"

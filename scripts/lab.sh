@@ -82,6 +82,26 @@ veth() {
     inns "$1" ip link set "$5a" up; inns "$3" ip link set "$5b" up
 }
 
+# lab_rx_threads RECV_NS:RECV_DEV:SEND_NS:SEND_DEV... : the receiving end of each veth pair
+# takes its packets in its own NAPI kernel thread instead of inside the sender's send call. A
+# send then no longer runs the receiving namespace's stack on the sender's CPU, as between
+# separate hosts. veth takes the NAPI path only for packets it may coalesce: GRO on the
+# receiving end and no TSO on the sending one (software GSO stays on).
+lab_rx_threads() {
+    local end rns rdev sns sdev
+    command -v ethtool >/dev/null || { echo "$LAB_NAME: lab_rx_threads needs ethtool" >&2; exit 2; }
+    for end in "$@"; do
+        IFS=: read -r rns rdev sns sdev <<<"$end"
+        inns "$sns" ethtool -K "$sdev" tso off >/dev/null
+        inns "$rns" ethtool -K "$rdev" gro on >/dev/null
+        inns "$rns" sh -c "echo 1 >/sys/class/net/$rdev/threaded"
+        [[ $(inns "$rns" cat "/sys/class/net/$rdev/threaded") == 1 ]] || {
+            echo "$LAB_NAME: $rdev in $rns has no threaded NAPI" >&2
+            exit 1
+        }
+    done
+}
+
 lab_bg() { "$@" & LAB_PID=$!; LAB_PIDS+=("$LAB_PID"); }
 
 redis() {

@@ -332,7 +332,13 @@ fn redis_live_recording_replayed_by_two_workers_runs_production_commands() {
 #[test]
 fn offline_recordings_of_the_bundled_captures_replay_to_nginx() {
     require_root!("fleet_lab::offline_nginx");
-    require_programs!("fleet_lab::offline_nginx", "nats-server", "nginx", "curl");
+    require_programs!(
+        "fleet_lab::offline_nginx",
+        "nats-server",
+        "nginx",
+        "curl",
+        "tcpdump"
+    );
     let _serial = serial();
     let mut lab = Lab::new();
     let tmp = tmpdir();
@@ -341,8 +347,22 @@ fn offline_recordings_of_the_bundled_captures_replay_to_nginx() {
     let url = format!("nats://{NATS}:4222/web");
     // Two recordings into one stream: 6 GETs on one keep-alive connection, 10 GETs on 10.
     let mut stored = 0;
+    // Production's requests by path, as tcpdump reads them from the captures.
+    let mut production: HashMap<String, u64> = HashMap::new();
     for (pcap, sessions) in [("http_keepalive.pcap", 1), ("http_close.pcap", 10)] {
         let p = workspace_root().join("pcaps").join(pcap);
+        let dump = lab.exec_ok(
+            &f.prod,
+            &format!("tcpdump -nn -r {} 'tcp dst port 80'", p.display()),
+        );
+        for line in String::from_utf8_lossy(&dump.stdout).lines() {
+            if let Some(path) = line
+                .split_once(": HTTP: GET ")
+                .and_then(|(_, r)| r.split_whitespace().next())
+            {
+                *production.entry(path.to_string()).or_default() += 1;
+            }
+        }
         let (out, _) = run_ok(
             &lab,
             &f.prod,
@@ -362,11 +382,12 @@ fn offline_recordings_of_the_bundled_captures_replay_to_nginx() {
         &[&format!("{TARGET}:80")],
         "$request $status",
     );
+    let dir = tmp.path().display().to_string();
     let outs = two_workers(
         &mut lab,
         &f,
         tmp.path(),
-        &format!("-x 80-{TARGET}:80 --from {url} --topspeed"),
+        &format!("-x 80-{TARGET}:80 --from {url} --topspeed --report {dir}/o{{k}}.json"),
     );
     let replayed: u64 = outs.iter().map(|o| count(o, " replayed")).sum();
     assert_eq!(replayed, stored, "{outs:?}");
@@ -381,6 +402,34 @@ fn offline_recordings_of_the_bundled_captures_replay_to_nginx() {
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 16, "{log}\n{outs:?}");
     assert!(lines.iter().all(|l| l.starts_with("GET /")), "{log}");
+    // nginx served production's requests plus exactly the repeats the workers reported (none
+    // here: nobody was killed), path by path.
+    let merged = tmp.path().join("o.json");
+    run_ok(
+        &lab,
+        &f.workers[0],
+        &format!(
+            "report merge {dir}/o0.json {dir}/o1.json --report {}",
+            merged.display()
+        ),
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&merged).unwrap()).unwrap();
+    let mut want = production.clone();
+    if let Some(rep) = m["repeated_requests"].as_object() {
+        for (ep, n) in rep {
+            // Endpoints are `GET /path` (no id-like segment in these paths).
+            let path = ep.strip_prefix("GET ").unwrap_or(ep).to_string();
+            *want.entry(path).or_default() += n.as_u64().unwrap();
+        }
+    }
+    let mut served: HashMap<String, u64> = HashMap::new();
+    for l in &lines {
+        let path = l.split_whitespace().nth(1).unwrap_or("").to_string();
+        *served.entry(path).or_default() += 1;
+    }
+    assert_eq!(served, want, "{log}\n{m}");
+    assert_eq!(sum(&production), 16, "{production:?}");
 
     // A window that holds none of the sessions (they were captured in 2026): all acknowledged
     // and counted, none replayed.
@@ -957,15 +1006,17 @@ fn cluster_node_and_worker_killed_lose_nothing() {
 
     // Two workers; worker 0 is killed mid-replay and started again. Its unacknowledged sessions
     // come back after --ack-wait and are replayed again, counted as repeats.
-    start_redis(&mut lab, &target, &[TARGET], 6379, tmp.path(), &[], None);
+    let target_redis = start_redis(&mut lab, &target, &[TARGET], 6379, tmp.path(), &[], None);
     lab.exec_ok(&target, &format!("redis-cli -h {TARGET} config resetstat"));
     // At a twentieth of production's pace (the recording spans a fraction of a second), so that
-    // worker 0 can be killed mid-way.
+    // worker 0 can be killed mid-way. Each worker writes its report (repeated requests by
+    // command).
+    let dir = tmp.path().display().to_string();
     let args = format!("-x 6379-{TARGET}:6379 --from {url} --ack-wait 2 -a 0.05");
     let spawn_worker = |lab: &mut Lab, k: usize, ns: &str, tag: &str| {
         let log = tmp.path().join(format!("worker{k}{tag}.log"));
         let cmd = format!(
-            "exec {} --stream {args} --worker {k}/2 >{} 2>&1",
+            "exec {} --stream {args} --worker {k}/2 --report {dir}/w{k}{tag}.json >{} 2>&1",
             tcpcopy(),
             log.display()
         );
@@ -1003,12 +1054,25 @@ fn cluster_node_and_worker_killed_lose_nothing() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The target stops answering for a moment first: the killed worker then dies with sessions
+    // written but not acknowledged (their commands run once the target goes on), which its
+    // successor must replay again and report as repeats.
+    let signal = |sig: &str| {
+        let st = std::process::Command::new("kill")
+            .args([sig, &target_redis.to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success(), "kill {sig} {target_redis}");
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_millis(800));
     let before = std::fs::read_to_string(&log0a).unwrap_or_default();
+    let killed = lab.stop(p0, "KILL", Duration::from_secs(5));
+    signal("-CONT");
     assert!(
         !before.contains("sessions received"),
         "worker 0 had already finished: the kill came too late\n{before}"
     );
-    let killed = lab.stop(p0, "KILL", Duration::from_secs(5));
     assert!(
         killed.is_some_and(|s| !s.success()),
         "worker 0: {killed:?}\n{before}"
@@ -1022,26 +1086,65 @@ fn cluster_node_and_worker_killed_lose_nothing() {
         outs.push(text);
     }
     let repeats: u64 = outs.iter().map(|o| count(o, " repeats")).sum();
+    let redelivered: u64 = outs.iter().map(|o| count(o, " redelivered")).sum();
     assert!(
         repeats > 0,
-        "the killed worker left nothing to redeliver: {outs:?}"
+        "the killed worker left nothing replayed again: {outs:?}"
     );
-    let got = commandstats(&lab, &target, TARGET, 6379);
-    // Every production command ran; each repeated session (one command each, -k 0) ran at
-    // most once more (a session the killed worker had fetched but not sent runs only once).
-    for (cmd, n) in &prod_counts {
-        let g = got.get(cmd).copied().unwrap_or(0);
-        assert!(
-            g >= *n && g <= n + repeats,
-            "{cmd}: target {g}, production {n}, repeats {repeats}\n{got:?}\n{outs:?}"
+    eprintln!("cluster_kills: {repeats} sessions replayed again of {redelivered} redelivered");
+    assert!(redelivered >= repeats, "{outs:?}");
+    assert!(outs.iter().all(|o| count(o, " unmarked") == 0), "{outs:?}");
+
+    // The workers' reports, merged: the repeated requests by command are the sum of theirs.
+    let (r0, r1, merged) = (
+        tmp.path().join("w0b.json"),
+        tmp.path().join("w1.json"),
+        tmp.path().join("merged.json"),
+    );
+    run_ok(
+        &lab,
+        &w0,
+        &format!(
+            "report merge {} {} --report {}",
+            r0.display(),
+            r1.display(),
+            merged.display()
+        ),
+    );
+    let repeated = |p: &Path| -> HashMap<String, u64> {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        // Endpoints as the report names them (`SET`, `CONFIG GET`), as INFO commandstats does
+        // (`set`, `config|get`).
+        v["repeated_requests"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, n)| (k.to_lowercase().replace(' ', "|"), n.as_u64().unwrap()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (rep0, rep1, rep) = (repeated(&r0), repeated(&r1), repeated(&merged));
+    for (cmd, n) in &rep {
+        assert_eq!(
+            *n,
+            rep0.get(cmd).unwrap_or(&0) + rep1.get(cmd).unwrap_or(&0),
+            "{cmd}"
         );
     }
-    assert!(
-        sum(&got) <= sum(&prod_counts) + repeats,
-        "{got:?} {prod_counts:?}"
-    );
+    // One command per session (-k 0): as many repeated requests as sessions replayed again.
+    assert_eq!(sum(&rep), repeats, "{rep:?}\n{outs:?}");
+
+    // Nothing lost, nothing extra: the target ran production's commands plus exactly the
+    // repeats the workers reported, command by command.
+    let got = commandstats(&lab, &target, TARGET, 6379);
+    let mut want = prod_counts.clone();
+    for (cmd, n) in &rep {
+        *want.entry(cmd.clone()).or_default() += n;
+    }
     assert_eq!(
-        got.keys().collect::<std::collections::BTreeSet<_>>(),
-        prod_counts.keys().collect()
+        got, want,
+        "target != production + repeats ({rep:?})\nproduction {prod_counts:?}\n{outs:?}"
     );
 }

@@ -74,6 +74,11 @@ impl BrokerUrl {
         format!("{}.p.{p}", self.stream)
     }
 
+    /// The subject of the sent mark of `session` in replay `replay` ([`super::done`]).
+    pub fn sent_subject(&self, replay: &str, session: u64) -> String {
+        format!("{}.ctl.sent.{replay}.{session}", self.stream)
+    }
+
     /// The subject holding a replay's start time.
     pub fn start_subject(&self, replay: &str) -> String {
         format!("{}.ctl.start.{replay}", self.stream)

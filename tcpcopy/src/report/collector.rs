@@ -194,7 +194,12 @@ pub struct Collector {
     pub source: Option<String>,
     pub(super) diff: Option<(Vec<Regex>, DiffReport)>,
     pub(super) endpoints: endpoints::EndpointCollector,
+    /// Fleet replay: requests of sessions replayed again, by endpoint ([`Report::repeated_requests`]).
+    pub(super) repeated: std::collections::BTreeMap<String, u64>,
 }
+
+/// The key of [`Report::repeated_requests`] for requests no decoder named.
+pub const OPAQUE_ENDPOINT: &str = "(opaque)";
 
 /// A `--diff-ignore` expression that does not compile.
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +250,7 @@ impl Collector {
             source: None,
             diff,
             endpoints: endpoints::EndpointCollector::new(None),
+            repeated: std::collections::BTreeMap::new(),
         })
     }
 
@@ -256,6 +262,20 @@ impl Collector {
         }
         self.endpoints = endpoints::EndpointCollector::new(Some(fields));
         self
+    }
+
+    /// Counts `s` (recorded too, with [`Collector::record`]) as a repeat: a request of a fleet
+    /// session a worker had replayed before, sent to the target again.
+    pub fn count_repeat(&mut self, s: &RequestSample) {
+        if s.baseline {
+            return;
+        }
+        let ep = s
+            .exchange
+            .as_ref()
+            .and_then(|e| e.endpoint.clone())
+            .unwrap_or_else(|| OPAQUE_ENDPOINT.to_string());
+        *self.repeated.entry(ep).or_default() += 1;
     }
 
     /// Adds one request.
@@ -396,6 +416,7 @@ impl Collector {
                 production: rates(&self.prod.buckets, k, bucket_s),
             },
             tls: self.tls.clone(),
+            repeated_requests: self.repeated.clone(),
             endpoints: eps.endpoints,
             decode: eps.decode,
             latency_over_time: eps.timeline,

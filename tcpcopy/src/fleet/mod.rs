@@ -3,11 +3,13 @@
 //! (`--list`).
 //!
 //! Layers: [`wire`] (pure: the versioned message format), [`plan`] (pure: flag values, worker
-//! partitions, session assembly), [`nats`] (connecting, the stream and its consumers),
-//! [`record`] (the recorder hooked into stream mode's reader), [`from`] (the worker loop
-//! that feeds stream mode's replayer), [`done`] (a replayed session's acknowledgement and sent
-//! mark) and [`list`] (`--list`). Payload bytes are never logged.
+//! partitions), [`assemble`] (pure: a session from its parts), [`nats`] (connecting, the
+//! stream and its consumers), [`record`] (the recorder hooked into stream mode's reader),
+//! [`from`] (the worker loop that feeds stream mode's replayer), [`done`] (a replayed
+//! session's acknowledgement and sent mark) and [`list`] (`--list`). Payload bytes are never
+//! logged.
 
+pub mod assemble;
 pub mod done;
 pub mod from;
 pub mod list;

@@ -792,6 +792,23 @@ fn bad_fleet_flags_and_an_absent_broker_are_one_line_errors() {
         err.contains("without --nats-creds or --nats-tls-ca"),
         "{err}"
     );
+    // A --nats-creds file that is not one: one line naming the flag and the file.
+    let tmp = tempfile::tempdir().unwrap();
+    let creds = tmp.path().join("bad.creds");
+    std::fs::write(&creds, "-----BEGIN NATS USER JWT-----\nnope\n").unwrap();
+    let (code, err) = run(&format!(
+        "--stream -x 80-198.18.0.9:80 --from nats://127.0.0.1:1/s --topspeed --nats-creds {}",
+        creds.display()
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "tcpcopy: --nats-creds {}: not a NATS credentials file",
+            creds.display()
+        )),
+        "{err}"
+    );
 }
 
 /// The argv of cluster node `i` (0..3) on the LAN (198.18.64.10-12), its store in `dir`.
@@ -1147,4 +1164,235 @@ fn cluster_node_and_worker_killed_lose_nothing() {
         got, want,
         "target != production + repeats ({rep:?})\nproduction {prod_counts:?}\n{outs:?}"
     );
+}
+
+/// A NATS JWT (header `{"typ":"JWT","alg":"ed25519-nkey"}`, base64url without padding, signed
+/// with the issuer's nkey over `header.claims`) for `sub` with `nats` claims, issued by `issuer`.
+fn nats_jwt(issuer: &nkeys::KeyPair, sub: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let iat = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = b64.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        // A unique id (the server does not check how it was made).
+        "jti": format!("{}{iat}", &sub[..20]),
+        "iat": iat,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": sub,
+        "nats": nats,
+    });
+    let signed = format!("{header}.{}", b64.encode(claims.to_string()));
+    let sig = issuer.sign(signed.as_bytes()).expect("sign");
+    format!("{signed}.{}", b64.encode(sig))
+}
+
+/// A user of `account` (JWT signed by the account's key), as a NATS credentials file.
+fn nats_creds(account: &nkeys::KeyPair, name: &str) -> String {
+    let user = nkeys::KeyPair::new_user();
+    let jwt = nats_jwt(
+        account,
+        &user.public_key(),
+        name,
+        serde_json::json!({
+            "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2
+        }),
+    );
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n\n\
+         *************************************************************\n",
+        user.seed().expect("seed")
+    )
+}
+
+#[test]
+fn nats_creds_in_operator_mode_record_and_replay_and_wrong_ones_are_one_line() {
+    require_root!("fleet_lab::nats_creds");
+    require_programs!("fleet_lab::nats_creds", "nats-server", "nginx", "curl");
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let dir = tmp.path();
+    let f = fleet(&mut lab);
+    // Operator mode: the operator signs the account (JetStream allowed), the account its users;
+    // the server trusts the operator and holds the account's JWT (memory resolver).
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let op_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "lab-operator",
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let acc_jwt = nats_jwt(
+        &operator,
+        &account.public_key(),
+        "fleet",
+        serde_json::json!({
+            "limits": {
+                "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                "wildcards": true, "conn": -1, "leaf": -1,
+                "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+            },
+            "default_permissions": {"pub": {}, "sub": {}},
+            "type": "account", "version": 2
+        }),
+    );
+    // JetStream needs the system account in operator mode.
+    let system = nkeys::KeyPair::new_account();
+    let sys_jwt = nats_jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({
+            "limits": {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                       "wildcards": true, "conn": -1, "leaf": -1},
+            "type": "account", "version": 2
+        }),
+    );
+    std::fs::write(dir.join("operator.jwt"), &op_jwt).unwrap();
+    let conf = dir.join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: \"{NATS}:4222\"\n\
+             jetstream {{ store_dir: \"{}\" }}\n\
+             operator: \"{}\"\n\
+             system_account: {}\n\
+             resolver: MEMORY\n\
+             resolver_preload: {{\n  {}: \"{acc_jwt}\"\n  {}: \"{sys_jwt}\"\n}}\n",
+            dir.join("js").display(),
+            dir.join("operator.jwt").display(),
+            system.public_key(),
+            account.public_key(),
+            system.public_key()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("nats.log");
+    lab.spawn(
+        &f.nats,
+        &["nats-server", "-c", conf.to_str().unwrap()],
+        Some(&log),
+    );
+    assert!(
+        lab.wait_for(
+            &f.nats,
+            &format!("ss -ltn | grep -q '{NATS}:4222 '"),
+            Duration::from_secs(10)
+        ),
+        "nats-server did not start: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // Credentials files readable by root alone (read before the drop to --user).
+    let write_secret = |name: &str, text: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    };
+    let good = write_secret("recorder.creds", &nats_creds(&account, "recorder"));
+    let worker = write_secret("worker.creds", &nats_creds(&account, "worker"));
+    // A user of an account the server does not know.
+    let stranger = write_secret(
+        "stranger.creds",
+        &nats_creds(&nkeys::KeyPair::new_account(), "stranger"),
+    );
+    let garbage = write_secret("garbage.creds", "not a credentials file\n");
+
+    let url = format!("nats://{NATS}:4222/auth");
+    let pcap = workspace_root().join("pcaps/http_close.pcap");
+    let record = |creds: Option<&Path>| {
+        let flag = creds
+            .map(|p| format!("--nats-creds {}", p.display()))
+            .unwrap_or_default();
+        let out = lab.exec(
+            &f.prod,
+            &format!(
+                "{} --stream -x 80-{TARGET}:80 --offline {} --record {url} --partitions 8 {flag}",
+                tcpcopy(),
+                pcap.display()
+            ),
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // No credentials: the broker refuses the connection.
+    let (code, out, err) = record(None);
+    assert_eq!(code, Some(2), "{out}\n{err}");
+    assert!(err.contains("authorization violation"), "{err}");
+    // A stranger's credentials: one line naming the flag and the file.
+    let (code, out, err) = record(Some(&stranger));
+    assert_eq!(code, Some(2), "{out}\n{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "tcpcopy: --nats-creds {}: NATS at {NATS}:4222 refused these credentials",
+            stranger.display()
+        )),
+        "{err}"
+    );
+    assert!(!out.contains(" stored"), "{out}");
+    // Not a credentials file: one line naming the flag and the file.
+    let (code, _, err) = record(Some(&garbage));
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "tcpcopy: --nats-creds {}: not a NATS credentials file",
+            garbage.display()
+        )),
+        "{err}"
+    );
+    // The account's user: recorded, without the warning for an unauthenticated connection.
+    let (code, out, err) = record(Some(&good));
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert_eq!(count(&out, " stored"), 10, "{out}");
+    assert!(!err.contains("without --nats-creds"), "{err}");
+
+    // Two workers, another user of the account each: nginx serves the 10 captured GETs.
+    let access = start_nginx(
+        &mut lab,
+        &f.target,
+        dir,
+        "nginx-target",
+        &[&format!("{TARGET}:80")],
+        "$request $status",
+    );
+    let outs = two_workers(
+        &mut lab,
+        &f,
+        dir,
+        &format!(
+            "-x 80-{TARGET}:80 --from {url} --topspeed --nats-creds {}",
+            worker.display()
+        ),
+    );
+    let replayed: u64 = outs.iter().map(|o| count(o, " replayed")).sum();
+    assert_eq!(replayed, 10, "{outs:?}");
+    let lines = std::fs::read_to_string(&access).unwrap();
+    assert_eq!(lines.lines().count(), 10, "{lines}");
+    // --list with the stranger's credentials: refused the same way.
+    let out = lab.exec(
+        &f.workers[0],
+        &format!(
+            "{} --stream --from {url} --list --nats-creds {}",
+            tcpcopy(),
+            stranger.display()
+        ),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("refused these credentials"), "{err}");
 }

@@ -350,6 +350,7 @@ mod tests {
         assert_eq!(u.stream, "prod");
         assert!(!u.tls);
         assert_eq!(u.subject(3), "prod.p.3");
+        assert_eq!(u.sent_subject("replay", 42), "prod.ctl.sent.replay.42");
         assert!(BrokerUrl::parse("tls://[2001:db8::1]:4222/s").unwrap().tls);
         for bad in [
             "198.18.0.1:4222/s",

@@ -459,6 +459,44 @@ mod tests {
     }
 
     #[test]
+    fn repeats_count_by_endpoint_and_never_the_baseline() {
+        let mut c = Collector::new("stream", None).unwrap();
+        let named = |ep: &str| RequestSample {
+            exchange: Some(exchange::Exchange {
+                protocol: "redis",
+                endpoint: Some(ep.into()),
+                ..Default::default()
+            }),
+            ..sample(0, 100, 100)
+        };
+        for s in [
+            named("SET"),
+            named("SET"),
+            named("GET"),
+            sample(1, 100, 100),
+        ] {
+            c.count_repeat(&s);
+            c.record(s);
+        }
+        let baseline = RequestSample {
+            baseline: true,
+            ..named("GET")
+        };
+        c.count_repeat(&baseline);
+        c.record(baseline);
+        c.record(named("GET"));
+        let r = c.finish(Duration::from_secs(1));
+        let want: std::collections::BTreeMap<String, u64> =
+            [("SET", 2), ("GET", 1), (OPAQUE_ENDPOINT, 1)]
+                .into_iter()
+                .map(|(k, n)| (k.to_string(), n))
+                .collect();
+        assert_eq!(r.repeated_requests, want);
+        assert_eq!(r.test.requests, 5);
+        assert!(render_json(&r).contains("\"repeated_requests\""));
+    }
+
+    #[test]
     fn percentiles_and_rates() {
         let mut c = Collector::new("stream", None).unwrap();
         for i in 0..200 {

@@ -1,6 +1,6 @@
 //! `--from`: a replay worker. It pulls its partitions' messages from their durable consumers,
-//! assembles whole sessions ([`super::plan::Assembler`]), hands each to stream mode's replayer
-//! (through [`Dispatch`]) and acknowledges its messages once every copy of it has been
+//! assembles whole sessions ([`super::assemble::Assembler`]), hands each to stream mode's
+//! replayer (through [`Dispatch`]) and acknowledges its messages once every copy of it has been
 //! replayed. A session delivered again (its worker died before acknowledging) is replayed again;
 //! it counts as a repeat when its sent mark says a worker had begun to replay it
 //! ([`super::done`]). Payload bytes are never logged.

@@ -332,7 +332,13 @@ fn redis_live_recording_replayed_by_two_workers_runs_production_commands() {
 #[test]
 fn offline_recordings_of_the_bundled_captures_replay_to_nginx() {
     require_root!("fleet_lab::offline_nginx");
-    require_programs!("fleet_lab::offline_nginx", "nats-server", "nginx", "curl");
+    require_programs!(
+        "fleet_lab::offline_nginx",
+        "nats-server",
+        "nginx",
+        "curl",
+        "tcpdump"
+    );
     let _serial = serial();
     let mut lab = Lab::new();
     let tmp = tmpdir();
@@ -341,8 +347,22 @@ fn offline_recordings_of_the_bundled_captures_replay_to_nginx() {
     let url = format!("nats://{NATS}:4222/web");
     // Two recordings into one stream: 6 GETs on one keep-alive connection, 10 GETs on 10.
     let mut stored = 0;
+    // Production's requests by path, as tcpdump reads them from the captures.
+    let mut production: HashMap<String, u64> = HashMap::new();
     for (pcap, sessions) in [("http_keepalive.pcap", 1), ("http_close.pcap", 10)] {
         let p = workspace_root().join("pcaps").join(pcap);
+        let dump = lab.exec_ok(
+            &f.prod,
+            &format!("tcpdump -nn -r {} 'tcp dst port 80'", p.display()),
+        );
+        for line in String::from_utf8_lossy(&dump.stdout).lines() {
+            if let Some(path) = line
+                .split_once(": HTTP: GET ")
+                .and_then(|(_, r)| r.split_whitespace().next())
+            {
+                *production.entry(path.to_string()).or_default() += 1;
+            }
+        }
         let (out, _) = run_ok(
             &lab,
             &f.prod,
@@ -362,11 +382,12 @@ fn offline_recordings_of_the_bundled_captures_replay_to_nginx() {
         &[&format!("{TARGET}:80")],
         "$request $status",
     );
+    let dir = tmp.path().display().to_string();
     let outs = two_workers(
         &mut lab,
         &f,
         tmp.path(),
-        &format!("-x 80-{TARGET}:80 --from {url} --topspeed"),
+        &format!("-x 80-{TARGET}:80 --from {url} --topspeed --report {dir}/o{{k}}.json"),
     );
     let replayed: u64 = outs.iter().map(|o| count(o, " replayed")).sum();
     assert_eq!(replayed, stored, "{outs:?}");
@@ -381,6 +402,34 @@ fn offline_recordings_of_the_bundled_captures_replay_to_nginx() {
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 16, "{log}\n{outs:?}");
     assert!(lines.iter().all(|l| l.starts_with("GET /")), "{log}");
+    // nginx served production's requests plus exactly the repeats the workers reported (none
+    // here: nobody was killed), path by path.
+    let merged = tmp.path().join("o.json");
+    run_ok(
+        &lab,
+        &f.workers[0],
+        &format!(
+            "report merge {dir}/o0.json {dir}/o1.json --report {}",
+            merged.display()
+        ),
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&merged).unwrap()).unwrap();
+    let mut want = production.clone();
+    if let Some(rep) = m["repeated_requests"].as_object() {
+        for (ep, n) in rep {
+            // Endpoints are `GET /path` (no id-like segment in these paths).
+            let path = ep.strip_prefix("GET ").unwrap_or(ep).to_string();
+            *want.entry(path).or_default() += n.as_u64().unwrap();
+        }
+    }
+    let mut served: HashMap<String, u64> = HashMap::new();
+    for l in &lines {
+        let path = l.split_whitespace().nth(1).unwrap_or("").to_string();
+        *served.entry(path).or_default() += 1;
+    }
+    assert_eq!(served, want, "{log}\n{m}");
+    assert_eq!(sum(&production), 16, "{production:?}");
 
     // A window that holds none of the sessions (they were captured in 2026): all acknowledged
     // and counted, none replayed.
@@ -743,6 +792,23 @@ fn bad_fleet_flags_and_an_absent_broker_are_one_line_errors() {
         err.contains("without --nats-creds or --nats-tls-ca"),
         "{err}"
     );
+    // A --nats-creds file that is not one: one line naming the flag and the file.
+    let tmp = tempfile::tempdir().unwrap();
+    let creds = tmp.path().join("bad.creds");
+    std::fs::write(&creds, "-----BEGIN NATS USER JWT-----\nnope\n").unwrap();
+    let (code, err) = run(&format!(
+        "--stream -x 80-198.18.0.9:80 --from nats://127.0.0.1:1/s --topspeed --nats-creds {}",
+        creds.display()
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "tcpcopy: --nats-creds {}: not a NATS credentials file",
+            creds.display()
+        )),
+        "{err}"
+    );
 }
 
 /// The argv of cluster node `i` (0..3) on the LAN (198.18.64.10-12), its store in `dir`.
@@ -957,15 +1023,17 @@ fn cluster_node_and_worker_killed_lose_nothing() {
 
     // Two workers; worker 0 is killed mid-replay and started again. Its unacknowledged sessions
     // come back after --ack-wait and are replayed again, counted as repeats.
-    start_redis(&mut lab, &target, &[TARGET], 6379, tmp.path(), &[], None);
+    let target_redis = start_redis(&mut lab, &target, &[TARGET], 6379, tmp.path(), &[], None);
     lab.exec_ok(&target, &format!("redis-cli -h {TARGET} config resetstat"));
     // At a twentieth of production's pace (the recording spans a fraction of a second), so that
-    // worker 0 can be killed mid-way.
+    // worker 0 can be killed mid-way. Each worker writes its report (repeated requests by
+    // command).
+    let dir = tmp.path().display().to_string();
     let args = format!("-x 6379-{TARGET}:6379 --from {url} --ack-wait 2 -a 0.05");
     let spawn_worker = |lab: &mut Lab, k: usize, ns: &str, tag: &str| {
         let log = tmp.path().join(format!("worker{k}{tag}.log"));
         let cmd = format!(
-            "exec {} --stream {args} --worker {k}/2 >{} 2>&1",
+            "exec {} --stream {args} --worker {k}/2 --report {dir}/w{k}{tag}.json >{} 2>&1",
             tcpcopy(),
             log.display()
         );
@@ -1003,12 +1071,25 @@ fn cluster_node_and_worker_killed_lose_nothing() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The target stops answering for a moment first: the killed worker then dies with sessions
+    // written but not acknowledged (their commands run once the target goes on), which its
+    // successor must replay again and report as repeats.
+    let signal = |sig: &str| {
+        let st = std::process::Command::new("kill")
+            .args([sig, &target_redis.to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success(), "kill {sig} {target_redis}");
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_millis(800));
     let before = std::fs::read_to_string(&log0a).unwrap_or_default();
+    let killed = lab.stop(p0, "KILL", Duration::from_secs(5));
+    signal("-CONT");
     assert!(
         !before.contains("sessions received"),
         "worker 0 had already finished: the kill came too late\n{before}"
     );
-    let killed = lab.stop(p0, "KILL", Duration::from_secs(5));
     assert!(
         killed.is_some_and(|s| !s.success()),
         "worker 0: {killed:?}\n{before}"
@@ -1022,26 +1103,296 @@ fn cluster_node_and_worker_killed_lose_nothing() {
         outs.push(text);
     }
     let repeats: u64 = outs.iter().map(|o| count(o, " repeats")).sum();
+    let redelivered: u64 = outs.iter().map(|o| count(o, " redelivered")).sum();
     assert!(
         repeats > 0,
-        "the killed worker left nothing to redeliver: {outs:?}"
+        "the killed worker left nothing replayed again: {outs:?}"
     );
-    let got = commandstats(&lab, &target, TARGET, 6379);
-    // Every production command ran; each repeated session (one command each, -k 0) ran at
-    // most once more (a session the killed worker had fetched but not sent runs only once).
-    for (cmd, n) in &prod_counts {
-        let g = got.get(cmd).copied().unwrap_or(0);
-        assert!(
-            g >= *n && g <= n + repeats,
-            "{cmd}: target {g}, production {n}, repeats {repeats}\n{got:?}\n{outs:?}"
+    eprintln!("cluster_kills: {repeats} sessions replayed again of {redelivered} redelivered");
+    assert!(redelivered >= repeats, "{outs:?}");
+    assert!(outs.iter().all(|o| count(o, " unmarked") == 0), "{outs:?}");
+
+    // The workers' reports, merged: the repeated requests by command are the sum of theirs.
+    let (r0, r1, merged) = (
+        tmp.path().join("w0b.json"),
+        tmp.path().join("w1.json"),
+        tmp.path().join("merged.json"),
+    );
+    run_ok(
+        &lab,
+        &w0,
+        &format!(
+            "report merge {} {} --report {}",
+            r0.display(),
+            r1.display(),
+            merged.display()
+        ),
+    );
+    let repeated = |p: &Path| -> HashMap<String, u64> {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        // Endpoints as the report names them (`SET`, `CONFIG GET`), as INFO commandstats does
+        // (`set`, `config|get`).
+        v["repeated_requests"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, n)| (k.to_lowercase().replace(' ', "|"), n.as_u64().unwrap()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (rep0, rep1, rep) = (repeated(&r0), repeated(&r1), repeated(&merged));
+    for (cmd, n) in &rep {
+        assert_eq!(
+            *n,
+            rep0.get(cmd).unwrap_or(&0) + rep1.get(cmd).unwrap_or(&0),
+            "{cmd}"
         );
     }
-    assert!(
-        sum(&got) <= sum(&prod_counts) + repeats,
-        "{got:?} {prod_counts:?}"
-    );
+    // One command per session (-k 0): as many repeated requests as sessions replayed again.
+    assert_eq!(sum(&rep), repeats, "{rep:?}\n{outs:?}");
+
+    // Nothing lost, nothing extra: the target ran production's commands plus exactly the
+    // repeats the workers reported, command by command.
+    let got = commandstats(&lab, &target, TARGET, 6379);
+    let mut want = prod_counts.clone();
+    for (cmd, n) in &rep {
+        *want.entry(cmd.clone()).or_default() += n;
+    }
     assert_eq!(
-        got.keys().collect::<std::collections::BTreeSet<_>>(),
-        prod_counts.keys().collect()
+        got, want,
+        "target != production + repeats ({rep:?})\nproduction {prod_counts:?}\n{outs:?}"
     );
+}
+
+/// A NATS JWT (header `{"typ":"JWT","alg":"ed25519-nkey"}`, base64url without padding, signed
+/// with the issuer's nkey over `header.claims`) for `sub` with `nats` claims, issued by `issuer`.
+fn nats_jwt(issuer: &nkeys::KeyPair, sub: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let iat = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = b64.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        // A unique id (the server does not check how it was made).
+        "jti": format!("{}{iat}", &sub[..20]),
+        "iat": iat,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": sub,
+        "nats": nats,
+    });
+    let signed = format!("{header}.{}", b64.encode(claims.to_string()));
+    let sig = issuer.sign(signed.as_bytes()).expect("sign");
+    format!("{signed}.{}", b64.encode(sig))
+}
+
+/// A user of `account` (JWT signed by the account's key), as a NATS credentials file.
+fn nats_creds(account: &nkeys::KeyPair, name: &str) -> String {
+    let user = nkeys::KeyPair::new_user();
+    let jwt = nats_jwt(
+        account,
+        &user.public_key(),
+        name,
+        serde_json::json!({
+            "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2
+        }),
+    );
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n\n\
+         *************************************************************\n",
+        user.seed().expect("seed")
+    )
+}
+
+#[test]
+fn nats_creds_in_operator_mode_record_and_replay_and_wrong_ones_are_one_line() {
+    require_root!("fleet_lab::nats_creds");
+    require_programs!("fleet_lab::nats_creds", "nats-server", "nginx", "curl");
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let dir = tmp.path();
+    let f = fleet(&mut lab);
+    // Operator mode: the operator signs the account (JetStream allowed), the account its users;
+    // the server trusts the operator and holds the account's JWT (memory resolver).
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let op_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "lab-operator",
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let acc_jwt = nats_jwt(
+        &operator,
+        &account.public_key(),
+        "fleet",
+        serde_json::json!({
+            "limits": {
+                "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                "wildcards": true, "conn": -1, "leaf": -1,
+                "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+            },
+            "default_permissions": {"pub": {}, "sub": {}},
+            "type": "account", "version": 2
+        }),
+    );
+    // JetStream needs the system account in operator mode.
+    let system = nkeys::KeyPair::new_account();
+    let sys_jwt = nats_jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({
+            "limits": {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                       "wildcards": true, "conn": -1, "leaf": -1},
+            "type": "account", "version": 2
+        }),
+    );
+    std::fs::write(dir.join("operator.jwt"), &op_jwt).unwrap();
+    let conf = dir.join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: \"{NATS}:4222\"\n\
+             jetstream {{ store_dir: \"{}\" }}\n\
+             operator: \"{}\"\n\
+             system_account: {}\n\
+             resolver: MEMORY\n\
+             resolver_preload: {{\n  {}: \"{acc_jwt}\"\n  {}: \"{sys_jwt}\"\n}}\n",
+            dir.join("js").display(),
+            dir.join("operator.jwt").display(),
+            system.public_key(),
+            account.public_key(),
+            system.public_key()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("nats.log");
+    lab.spawn(
+        &f.nats,
+        &["nats-server", "-c", conf.to_str().unwrap()],
+        Some(&log),
+    );
+    assert!(
+        lab.wait_for(
+            &f.nats,
+            &format!("ss -ltn | grep -q '{NATS}:4222 '"),
+            Duration::from_secs(10)
+        ),
+        "nats-server did not start: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // Credentials files readable by root alone (read before the drop to --user).
+    let write_secret = |name: &str, text: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    };
+    let good = write_secret("recorder.creds", &nats_creds(&account, "recorder"));
+    let worker = write_secret("worker.creds", &nats_creds(&account, "worker"));
+    // A user of an account the server does not know.
+    let stranger = write_secret(
+        "stranger.creds",
+        &nats_creds(&nkeys::KeyPair::new_account(), "stranger"),
+    );
+    let garbage = write_secret("garbage.creds", "not a credentials file\n");
+
+    let url = format!("nats://{NATS}:4222/auth");
+    let pcap = workspace_root().join("pcaps/http_close.pcap");
+    let record = |creds: Option<&Path>| {
+        let flag = creds
+            .map(|p| format!("--nats-creds {}", p.display()))
+            .unwrap_or_default();
+        let out = lab.exec(
+            &f.prod,
+            &format!(
+                "{} --stream -x 80-{TARGET}:80 --offline {} --record {url} --partitions 8 {flag}",
+                tcpcopy(),
+                pcap.display()
+            ),
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // No credentials: the broker refuses the connection.
+    let (code, out, err) = record(None);
+    assert_eq!(code, Some(2), "{out}\n{err}");
+    assert!(err.contains("authorization violation"), "{err}");
+    // A stranger's credentials: one line naming the flag and the file.
+    let (code, out, err) = record(Some(&stranger));
+    assert_eq!(code, Some(2), "{out}\n{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "tcpcopy: --nats-creds {}: NATS at {NATS}:4222 refused these credentials",
+            stranger.display()
+        )),
+        "{err}"
+    );
+    assert!(!out.contains(" stored"), "{out}");
+    // Not a credentials file: one line naming the flag and the file.
+    let (code, _, err) = record(Some(&garbage));
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "tcpcopy: --nats-creds {}: not a NATS credentials file",
+            garbage.display()
+        )),
+        "{err}"
+    );
+    // The account's user: recorded, without the warning for an unauthenticated connection.
+    let (code, out, err) = record(Some(&good));
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert_eq!(count(&out, " stored"), 10, "{out}");
+    assert!(!err.contains("without --nats-creds"), "{err}");
+
+    // Two workers, another user of the account each: nginx serves the 10 captured GETs.
+    let access = start_nginx(
+        &mut lab,
+        &f.target,
+        dir,
+        "nginx-target",
+        &[&format!("{TARGET}:80")],
+        "$request $status",
+    );
+    let outs = two_workers(
+        &mut lab,
+        &f,
+        dir,
+        &format!(
+            "-x 80-{TARGET}:80 --from {url} --topspeed --nats-creds {}",
+            worker.display()
+        ),
+    );
+    let replayed: u64 = outs.iter().map(|o| count(o, " replayed")).sum();
+    assert_eq!(replayed, 10, "{outs:?}");
+    let lines = std::fs::read_to_string(&access).unwrap();
+    assert_eq!(lines.lines().count(), 10, "{lines}");
+    // --list with the stranger's credentials: refused the same way.
+    let out = lab.exec(
+        &f.workers[0],
+        &format!(
+            "{} --stream --from {url} --list --nats-creds {}",
+            tcpcopy(),
+            stranger.display()
+        ),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("refused these credentials"), "{err}");
 }

@@ -338,8 +338,11 @@ fn init_logging(
 ) -> std::io::Result<Option<tcpclone::sys::LogFile>> {
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // The NATS client's connector logs each failed connection attempt as an error; tcpcopy
+    // reports a broker it cannot use in its own one line (naming the flag or the address) and
+    // counts what it retries, so that logger is off unless RUST_LOG asks for it.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},async_nats::connector=off")));
     let (writer, f) = match file {
         Some(p) => {
             let f = tcpclone::sys::LogFile::open(p).map_err(|e| {

@@ -1,9 +1,13 @@
 //! `--from`: a replay worker. It pulls its partitions' messages from their durable consumers,
-//! assembles whole sessions ([`super::plan::Assembler`]), hands each to stream mode's replayer
-//! (through [`Dispatch`]) and acknowledges its messages once every copy of it has been
-//! replayed. A session delivered again (its worker died before acknowledging) is replayed again
-//! and counted as a repeat. Also `--list`. Payload bytes are never logged.
+//! assembles whole sessions ([`super::assemble::Assembler`]), hands each to stream mode's
+//! replayer (through [`Dispatch`]) and acknowledges its messages once every copy of it has been
+//! replayed. A session delivered again (its worker died before acknowledging) is replayed again;
+//! it counts as a repeat when its sent mark says a worker had begun to replay it
+//! ([`super::done`]). Payload bytes are never logged.
 
+pub use super::done::{Dispatch, DoneToken};
+
+use super::done::{Done, SentMark};
 use super::nats::{self, BrokerSecrets};
 use super::plan::{self, Assembler, BrokerUrl, WorkerSpec};
 use super::wire::{self, CloseReason, Dir, FleetRecord};
@@ -19,39 +23,6 @@ use tokio::sync::mpsc;
 /// Messages fetched from one consumer at a time.
 const BATCH: usize = 512;
 
-/// Stream mode's side of a worker: replays one whole session. `done` must be kept until every
-/// copy of the session has been replayed, then dropped (that acknowledges it).
-pub trait Dispatch {
-    /// Replays the events of one session on the schedule given by capture time `t0` ↔ `base`.
-    fn dispatch_session(
-        &mut self,
-        events: Vec<StreamEvent>,
-        t0: u64,
-        base: Instant,
-        done: DoneToken,
-    );
-}
-
-/// Held by a session's replay tasks; dropped by the last, it acknowledges the session.
-#[derive(Clone)]
-pub struct DoneToken(#[allow(dead_code)] Arc<Done>);
-
-struct Done {
-    handles: Vec<Acker>,
-    acks: mpsc::UnboundedSender<Vec<Acker>>,
-    in_flight: Arc<AtomicUsize>,
-    session: u64,
-    finished: mpsc::UnboundedSender<u64>,
-}
-
-impl Drop for Done {
-    fn drop(&mut self) {
-        let _ = self.acks.send(std::mem::take(&mut self.handles));
-        let _ = self.finished.send(self.session);
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// What a worker did (printed at the end).
 #[derive(Debug, Default)]
 pub struct WorkerCounters {
@@ -59,9 +30,14 @@ pub struct WorkerCounters {
     pub sessions: AtomicU64,
     /// Sessions handed to the replayer.
     pub replayed: AtomicU64,
-    /// Sessions delivered again after another delivery was not acknowledged (replayed again:
-    /// at-least-once).
+    /// Sessions delivered again after another delivery was not acknowledged.
+    pub redelivered: AtomicU64,
+    /// Redelivered sessions a worker had begun to replay before (their sent mark was there):
+    /// replayed again (at-least-once), their requests counted as repeats in the report.
     pub repeats: AtomicU64,
+    /// Sessions whose sent mark could not be stored (replayed anyway; delivered again, they
+    /// would not count as repeats).
+    pub unmarked: AtomicU64,
     /// Sessions outside --from-time/--to-time (acknowledged, not replayed).
     pub outside_window: AtomicU64,
     /// Messages that are not this format (another publisher's), acknowledged and skipped.
@@ -76,10 +52,12 @@ impl WorkerCounters {
     /// The counters as metrics (`--metrics`).
     pub fn metrics(&self, s: &mut tcpclone::metrics::Snapshot) {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let rows: [(&'static str, &'static str, &AtomicU64); 7] = [
+        let rows: [(&'static str, &'static str, &AtomicU64); 9] = [
             ("tcpclone_tcpcopy_fleet_worker_sessions_received", "[broker] Whole sessions this worker received from JetStream", &self.sessions),
             ("tcpclone_tcpcopy_fleet_worker_sessions_replayed", "[target] Received sessions handed to the replayer", &self.replayed),
-            ("tcpclone_tcpcopy_fleet_worker_sessions_repeated", "[broker] Sessions delivered again after an unacknowledged delivery (replayed again)", &self.repeats),
+            ("tcpclone_tcpcopy_fleet_worker_sessions_redelivered", "[broker] Sessions delivered again after an unacknowledged delivery", &self.redelivered),
+            ("tcpclone_tcpcopy_fleet_worker_sessions_repeated", "[target] Redelivered sessions a worker had begun to replay before (replayed again)", &self.repeats),
+            ("tcpclone_tcpcopy_fleet_worker_sessions_unmarked", "[broker] Sessions whose sent mark could not be stored (replayed anyway)", &self.unmarked),
             ("tcpclone_tcpcopy_fleet_worker_sessions_outside_window", "[broker] Sessions outside --from-time/--to-time (acknowledged, not replayed)", &self.outside_window),
             ("tcpclone_tcpcopy_fleet_worker_foreign_messages", "[broker] Messages not in tcpcopy's format (acknowledged, skipped)", &self.foreign),
             ("tcpclone_tcpcopy_fleet_worker_sessions_malformed", "[broker] Sessions whose records are out of order (acknowledged, not replayed)", &self.malformed),
@@ -94,8 +72,9 @@ impl WorkerCounters {
     pub fn summary(&self, url: &BrokerUrl, w: WorkerSpec) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "worker {}/{} of {} at {}: {} sessions received, {} replayed, {} repeats (redelivered), \
-             {} outside the time window, {} foreign messages skipped, {} malformed, {} incomplete",
+            "worker {}/{} of {} at {}: {} sessions received, {} replayed, {} repeats (replayed \
+             before), {} redelivered, {} outside the time window, {} foreign messages skipped, \
+             {} malformed, {} incomplete, {} unmarked",
             w.k,
             w.n,
             url.stream,
@@ -103,10 +82,12 @@ impl WorkerCounters {
             g(&self.sessions),
             g(&self.replayed),
             g(&self.repeats),
+            g(&self.redelivered),
             g(&self.outside_window),
             g(&self.foreign),
             g(&self.malformed),
             g(&self.incomplete),
+            g(&self.unmarked),
         )
     }
 }
@@ -152,7 +133,12 @@ const RETRY_FOR: Duration = Duration::from_secs(30);
 async fn set_up(
     js: &jetstream::Context,
     s: &WorkerSettings,
-) -> anyhow::Result<(Vec<consumer::PullConsumer>, u64, u64)> {
+) -> anyhow::Result<(
+    jetstream::stream::Stream,
+    Vec<consumer::PullConsumer>,
+    u64,
+    u64,
+)> {
     let mut st = nats::open_stream(js, &s.url).await?;
     let mut consumers = Vec::new();
     for p in s.worker.partitions(partitions_of(&mut st, &s.url).await?) {
@@ -169,7 +155,7 @@ async fn set_up(
             nats::agree_start(js, &st, &s.url, &s.replay_name, wall_ns() + 1_000_000_000).await?
         }
     };
-    Ok((consumers, t0, start))
+    Ok((st, consumers, t0, start))
 }
 
 /// Runs a worker to the end: until its partitions hold nothing more for it and every session
@@ -182,7 +168,7 @@ pub fn run<D: Dispatch>(
     stop: &AtomicBool,
     counters: Arc<WorkerCounters>,
 ) -> anyhow::Result<Arc<WorkerCounters>> {
-    let (js, consumers, t0, start) = handle.block_on(async {
+    let (js, st, consumers, t0, start) = handle.block_on(async {
         let client = nats::connect(&s.url, secrets, "worker").await?;
         let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(10))
@@ -192,7 +178,7 @@ pub fn run<D: Dispatch>(
         let began = Instant::now();
         loop {
             match set_up(&js, s).await {
-                Ok((consumers, t0, start)) => break anyhow::Ok((js, consumers, t0, start)),
+                Ok((st, consumers, t0, start)) => break anyhow::Ok((js, st, consumers, t0, start)),
                 Err(e) if began.elapsed() < RETRY_FOR => {
                     tracing::debug!("worker set-up: {e:#}; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -286,7 +272,14 @@ pub fn run<D: Dispatch>(
                         continue;
                     }
                     counters.sessions.fetch_add(1, Ordering::Relaxed);
+                    let mark = s.url.sent_subject(&s.replay_name, sess.session);
+                    // Only a redelivered session can have been replayed before.
+                    let repeat = sess.redelivered
+                        && handle.block_on(was_sent(&st, &mark, &mut failing_since))?;
                     if sess.redelivered {
+                        counters.redelivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if repeat {
                         counters.repeats.fetch_add(1, Ordering::Relaxed);
                     }
                     if !plan::well_formed(&sess.records) {
@@ -319,13 +312,20 @@ pub fn run<D: Dispatch>(
                     let events = to_events(next_id, sess.records);
                     in_flight.fetch_add(1, Ordering::SeqCst);
                     replaying.insert(sess.session);
-                    let token = DoneToken(Arc::new(Done {
+                    let token = DoneToken::new(Done {
                         handles: sess.handles,
                         acks: ack_tx.clone(),
                         in_flight: in_flight.clone(),
                         session: sess.session,
                         finished: fin_tx.clone(),
-                    }));
+                        repeat,
+                        mark: SentMark {
+                            js: js.clone(),
+                            subject: mark,
+                            stored: tokio::sync::OnceCell::new(),
+                            counters: counters.clone(),
+                        },
+                    });
                     counters.replayed.fetch_add(1, Ordering::Relaxed);
                     d.dispatch_session(events, t0, base, token);
                 }
@@ -370,12 +370,38 @@ pub fn run<D: Dispatch>(
     // The pull loop ends with nothing in flight (or on a stop): every acknowledgement is queued;
     // wait for the acker to send them (on a stop, tasks still replaying hold their tokens).
     let _ = handle.block_on(async { tokio::time::timeout(Duration::from_secs(5), acker).await });
-    let _ = js;
     result.map(|()| counters)
 }
 
+/// Whether the sent mark `subject` is in the stream: a worker began to replay the session
+/// before. Failing requests (a cluster electing leaders) are retried for up to [`RETRY_FOR`].
+async fn was_sent(
+    st: &jetstream::stream::Stream,
+    subject: &str,
+    failing_since: &mut Option<Instant>,
+) -> anyhow::Result<bool> {
+    use jetstream::stream::LastRawMessageErrorKind as Kind;
+    loop {
+        match st.get_last_raw_message_by_subject(subject).await {
+            Ok(_) => {
+                *failing_since = None;
+                return Ok(true);
+            }
+            Err(e) if matches!(e.kind(), Kind::NoMessageFound) => {
+                *failing_since = None;
+                return Ok(false);
+            }
+            Err(e) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                anyhow::ensure!(since.elapsed() < RETRY_FOR, "reading {subject}: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
 /// One no-wait batch from a consumer (empty when it has nothing).
-async fn fetch(c: &consumer::PullConsumer) -> anyhow::Result<Vec<jetstream::Message>> {
+pub(super) async fn fetch(c: &consumer::PullConsumer) -> anyhow::Result<Vec<jetstream::Message>> {
     let mut batch = c
         .fetch()
         .max_messages(BATCH)
@@ -520,95 +546,4 @@ fn to_events(id: u64, records: Vec<FleetRecord>) -> Vec<StreamEvent> {
             },
         })
         .collect()
-}
-
-/// `--list`: what the stream holds.
-pub fn list(url: &BrokerUrl, secrets: &BrokerSecrets) -> anyhow::Result<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let client = nats::connect(url, secrets, "list").await?;
-        let js = jetstream::new(client);
-        let mut st = nats::open_stream(&js, url).await?;
-        let info = st
-            .info()
-            .await
-            .map_err(|e| anyhow::anyhow!("stream {}: {e}", url.stream))?
-            .clone();
-        let c = st
-            .create_consumer(consumer::pull::Config {
-                filter_subject: format!("{}.p.>", url.stream),
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(30),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("stream {}: {e}", url.stream))?;
-        let mut sessions = BTreeSet::new();
-        let mut closed = 0u64;
-        let mut hosts = BTreeSet::new();
-        let (mut first, mut last) = (u64::MAX, 0u64);
-        let (mut messages, mut foreign, mut payload) = (0u64, 0u64, 0u64);
-        loop {
-            let batch = fetch(&c).await?;
-            if batch.is_empty() {
-                break;
-            }
-            for m in batch {
-                messages += 1;
-                let Ok(p) = wire::decode(&m.payload) else {
-                    foreign += 1;
-                    continue;
-                };
-                sessions.insert(p.session);
-                for r in &p.records {
-                    match r {
-                        FleetRecord::Open { ts, host, .. } => {
-                            first = first.min(*ts);
-                            last = last.max(*ts);
-                            hosts.insert(host.clone());
-                        }
-                        FleetRecord::Data { bytes, ts, .. } => {
-                            payload += bytes.len() as u64;
-                            last = last.max(*ts);
-                        }
-                        FleetRecord::Close { ts, .. } => {
-                            closed += 1;
-                            last = last.max(*ts);
-                        }
-                        FleetRecord::Fin { .. } => {}
-                    }
-                }
-            }
-        }
-        let span = if first <= last {
-            format!(
-                "{} .. {} ({:.1} s)",
-                plan::format_time(first),
-                plan::format_time(last),
-                (last - first) as f64 / 1e9
-            )
-        } else {
-            "empty".into()
-        };
-        Ok(format!(
-            "stream {} at {}: {} messages ({} bytes stored, {} replicas)\n\
-             sessions: {} ({} whole), payload {} bytes\n\
-             capture time: {}\n\
-             hosts: {}\n\
-             foreign messages: {}\n",
-            url.stream,
-            url.server,
-            messages,
-            info.state.bytes,
-            info.config.num_replicas,
-            sessions.len(),
-            closed,
-            payload,
-            span,
-            hosts.into_iter().collect::<Vec<_>>().join(", "),
-            foreign,
-        ))
-    })
 }

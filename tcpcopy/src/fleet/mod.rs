@@ -3,11 +3,16 @@
 //! (`--list`).
 //!
 //! Layers: [`wire`] (pure: the versioned message format), [`plan`] (pure: flag values, worker
-//! partitions, session assembly), [`nats`] (connecting, the stream and its consumers),
-//! [`record`] (the recorder hooked into stream mode's reader) and [`from`] (the worker loop
-//! that feeds stream mode's replayer). Payload bytes are never logged.
+//! partitions), [`assemble`] (pure: a session from its parts), [`nats`] (connecting, the
+//! stream and its consumers), [`record`] (the recorder hooked into stream mode's reader),
+//! [`from`] (the worker loop that feeds stream mode's replayer), [`done`] (a replayed
+//! session's acknowledgement and sent mark) and [`list`] (`--list`). Payload bytes are never
+//! logged.
 
+pub mod assemble;
+pub mod done;
 pub mod from;
+pub mod list;
 pub mod nats;
 pub mod plan;
 pub mod record;
@@ -244,6 +249,6 @@ pub fn list(opts: &FleetOptions) -> anyhow::Result<()> {
         Some(s) => s.clone(),
         None => nats::BrokerSecrets::read(opts.nats_creds.as_deref(), opts.nats_tls_ca.as_deref())?,
     };
-    print!("{}", from::list(&url, &secrets)?);
+    print!("{}", list::list(&url, &secrets)?);
     Ok(())
 }

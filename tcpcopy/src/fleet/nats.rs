@@ -11,6 +11,8 @@ use std::time::Duration;
 #[derive(Clone, Default)]
 pub struct BrokerSecrets {
     creds: Option<String>,
+    /// Where the credentials came from (named when the broker refuses them).
+    creds_path: Option<std::path::PathBuf>,
     ca: Option<Vec<u8>>,
 }
 
@@ -27,6 +29,7 @@ impl std::fmt::Debug for BrokerSecrets {
 impl BrokerSecrets {
     /// Reads the files named.
     pub fn read(creds: Option<&Path>, ca: Option<&Path>) -> anyhow::Result<Self> {
+        let creds_path = creds;
         let creds = creds
             .map(|p| {
                 std::fs::read_to_string(p)
@@ -39,7 +42,11 @@ impl BrokerSecrets {
                     .with_context(|| format!("--nats-tls-ca {}: cannot read", p.display()))
             })
             .transpose()?;
-        Ok(BrokerSecrets { creds, ca })
+        Ok(BrokerSecrets {
+            creds,
+            creds_path: creds_path.map(Path::to_path_buf),
+            ca,
+        })
     }
 }
 
@@ -54,9 +61,16 @@ pub async fn connect(
         .name(format!("tcpcopy {role}"))
         .connection_timeout(Duration::from_secs(5));
     if let Some(c) = &secrets.creds {
-        o = o
-            .credentials(c)
-            .context("--nats-creds: not a NATS credentials file")?;
+        let path = secrets
+            .creds_path
+            .as_deref()
+            .map(|p| format!(" {}", p.display()))
+            .unwrap_or_default();
+        o = o.credentials(c).map_err(|e| {
+            anyhow::anyhow!(
+                "--nats-creds{path}: not a NATS credentials file (a user JWT and nkey seed): {e}"
+            )
+        })?;
     }
     if let Some(pem) = &secrets.ca {
         use rustls::pki_types::pem::PemObject;
@@ -87,9 +101,19 @@ pub async fn connect(
             url.server
         );
     }
-    o.connect(url.server.as_str())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach NATS at {}: {e}", url.server))
+    o.connect(url.server.as_str()).await.map_err(|e| {
+        use async_nats::ConnectErrorKind as Kind;
+        match (e.kind(), &secrets.creds_path) {
+            // The broker answered and refused who we are: the credentials, not the network.
+            (Kind::AuthorizationViolation | Kind::Authentication, Some(p)) => anyhow::anyhow!(
+                "--nats-creds {}: NATS at {} refused these credentials ({})",
+                p.display(),
+                url.server,
+                e.kind()
+            ),
+            _ => anyhow::anyhow!("cannot reach NATS at {}: {e}", url.server),
+        }
+    })
 }
 
 /// rustls's ring provider, as async-nats is built with (deprecated in rustls for lacking

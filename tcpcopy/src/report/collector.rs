@@ -194,7 +194,12 @@ pub struct Collector {
     pub source: Option<String>,
     pub(super) diff: Option<(Vec<Regex>, DiffReport)>,
     pub(super) endpoints: endpoints::EndpointCollector,
+    /// Fleet replay: requests of sessions replayed again, by endpoint ([`Report::repeated_requests`]).
+    pub(super) repeated: std::collections::BTreeMap<String, u64>,
 }
+
+/// The key of [`Report::repeated_requests`] for requests no decoder named.
+pub const OPAQUE_ENDPOINT: &str = "(opaque)";
 
 /// A `--diff-ignore` expression that does not compile.
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +250,7 @@ impl Collector {
             source: None,
             diff,
             endpoints: endpoints::EndpointCollector::new(None),
+            repeated: std::collections::BTreeMap::new(),
         })
     }
 
@@ -256,6 +262,20 @@ impl Collector {
         }
         self.endpoints = endpoints::EndpointCollector::new(Some(fields));
         self
+    }
+
+    /// Counts `s` (recorded too, with [`Collector::record`]) as a repeat: a request of a fleet
+    /// session a worker had replayed before, sent to the target again.
+    pub fn count_repeat(&mut self, s: &RequestSample) {
+        if s.baseline {
+            return;
+        }
+        let ep = s
+            .exchange
+            .as_ref()
+            .and_then(|e| e.endpoint.clone())
+            .unwrap_or_else(|| OPAQUE_ENDPOINT.to_string());
+        *self.repeated.entry(ep).or_default() += 1;
     }
 
     /// Adds one request.
@@ -396,6 +416,7 @@ impl Collector {
                 production: rates(&self.prod.buckets, k, bucket_s),
             },
             tls: self.tls.clone(),
+            repeated_requests: self.repeated.clone(),
             endpoints: eps.endpoints,
             decode: eps.decode,
             latency_over_time: eps.timeline,
@@ -435,6 +456,44 @@ mod tests {
             request_preview: format!("GET /k{i}\r\n").into_bytes(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn repeats_count_by_endpoint_and_never_the_baseline() {
+        let mut c = Collector::new("stream", None).unwrap();
+        let named = |ep: &str| RequestSample {
+            exchange: Some(exchange::Exchange {
+                protocol: "redis",
+                endpoint: Some(ep.into()),
+                ..Default::default()
+            }),
+            ..sample(0, 100, 100)
+        };
+        for s in [
+            named("SET"),
+            named("SET"),
+            named("GET"),
+            sample(1, 100, 100),
+        ] {
+            c.count_repeat(&s);
+            c.record(s);
+        }
+        let baseline = RequestSample {
+            baseline: true,
+            ..named("GET")
+        };
+        c.count_repeat(&baseline);
+        c.record(baseline);
+        c.record(named("GET"));
+        let r = c.finish(Duration::from_secs(1));
+        let want: std::collections::BTreeMap<String, u64> =
+            [("SET", 2), ("GET", 1), (OPAQUE_ENDPOINT, 1)]
+                .into_iter()
+                .map(|(k, n)| (k.to_string(), n))
+                .collect();
+        assert_eq!(r.repeated_requests, want);
+        assert_eq!(r.test.requests, 5);
+        assert!(render_json(&r).contains("\"repeated_requests\""));
     }
 
     #[test]

@@ -146,6 +146,7 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Report, MergeError> {
             add_side(production.get_or_insert_with(Default::default), p);
         }
         add_sessions(&mut out.sessions, &r.sessions);
+        add_map(&mut out.repeated_requests, &r.repeated_requests);
         if let Some(d) = &r.diff {
             add_diff(out.diff.get_or_insert_with(Default::default), d);
         }
@@ -537,7 +538,11 @@ mod tests {
     fn run(samples: impl Iterator<Item = RequestSample>, repeats: u64) -> Report {
         let mut c = Collector::new("stream", None).unwrap();
         c.source = Some("jetstream prod (replay replay)".into());
-        for s in samples {
+        // The first `repeats` requests are those of sessions replayed again.
+        for (i, s) in samples.enumerate() {
+            if (i as u64) < repeats {
+                c.count_repeat(&s);
+            }
             c.record(s);
         }
         c.sessions.seen = 10;
@@ -587,6 +592,16 @@ mod tests {
         assert_eq!(m.test.bytes_received, all.test.bytes_received);
         assert_eq!(m.sessions.replayed, 23);
         assert_eq!(m.sessions.repeats, 3);
+        // The repeated requests, by endpoint: the workers' added up, through their JSON.
+        let repeated = |r: &Report| r.repeated_requests.values().sum::<u64>();
+        assert_eq!((repeated(&w0), repeated(&w1)), (2, 1));
+        assert_eq!(repeated(&m), 3);
+        for (ep, n) in &m.repeated_requests {
+            let each = |r: &Report| r.repeated_requests.get(ep).copied().unwrap_or(0);
+            assert_eq!(*n, each(&w0) + each(&w1), "{ep}");
+        }
+        assert!(all.repeated_requests.is_empty());
+        assert!(!super::super::render_json(&all).contains("repeated_requests"));
         assert_eq!(m.decode, all.decode);
         // Per endpoint: the same figures as one run, histograms included.
         assert_eq!(m.endpoints.len(), 3);

@@ -24,6 +24,7 @@ pub use verdict::Verdict;
 
 pub use collector::{
     escape, Collector, DiffIgnoreError, DiffInput, Outcome, ProductionSample, RequestSample,
+    OPAQUE_ENDPOINT,
 };
 pub(crate) use hist::{curve, micros, percentiles};
 pub use table::{render_table, render_tls};
@@ -279,6 +280,11 @@ pub struct Report {
     /// TLS counters, when stream mode decrypted or replayed over TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsCounts>,
+    /// Fleet replay (`--from`): the requests of sessions a worker had replayed before (sent to
+    /// the target again: at-least-once), by endpoint or command ([`OPAQUE_ENDPOINT`] for
+    /// requests no decoder named). The target ran production's requests plus these.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub repeated_requests: std::collections::BTreeMap<String, u64>,
     /// Per endpoint or command (decoded sessions), largest regressions first.
     #[serde(default)]
     pub endpoints: Vec<EndpointReport>,

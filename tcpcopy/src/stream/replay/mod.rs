@@ -117,8 +117,9 @@ struct Plan {
     protocol: Protocol,
     /// A copy replayed to `--baseline-target` (teaches noise; not in the target's figures).
     baseline: bool,
-    /// `--from`: acknowledges the recorded session once every copy's task has ended.
-    _done: Option<crate::fleet::from::DoneToken>,
+    /// `--from`: acknowledges the recorded session once every copy's task has ended, stores
+    /// its sent mark before the first write, and says whether it is a repeat.
+    done: Option<crate::fleet::from::DoneToken>,
 }
 
 impl Plan {

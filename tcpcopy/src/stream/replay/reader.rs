@@ -314,7 +314,7 @@ impl Reader<'_> {
                     tls,
                     protocol,
                     baseline,
-                    _done: done.clone(),
+                    done: done.clone(),
                 };
                 let copies = u64::from(self.common.copies);
                 let mut plans: Vec<Plan> = (0..copies)

@@ -48,13 +48,17 @@ async fn connect(ctx: &Ctx, plan: &Plan) -> Result<Conn, Outcome> {
     }
 }
 
-/// Hands finished samples to the report's collector.
-fn record(ctx: &Ctx, samples: Vec<RequestSample>) {
+/// Hands finished samples to the report's collector; `repeat`: they are requests of a fleet
+/// session a worker had replayed before (counted as repeats too).
+fn record(ctx: &Ctx, samples: Vec<RequestSample>, repeat: bool) {
     if samples.is_empty() {
         return;
     }
     let mut c = ctx.collector.lock().unwrap_or_else(|e| e.into_inner());
     for s in samples {
+        if repeat {
+            c.count_repeat(&s);
+        }
         c.record(s);
     }
 }
@@ -80,7 +84,8 @@ async fn unsent(ctx: &Ctx, cx: &SampleContext, items: &Inbox, outcome: Outcome) 
             _ => {}
         }
     }
-    record(ctx, samples);
+    // Nothing reached the target: not a repeat, whatever happened before.
+    record(ctx, samples, false);
 }
 
 /// The target connection, as the core sees it: bytes read go into the core.
@@ -175,7 +180,11 @@ pub(super) async fn run(ctx: Arc<Ctx>, plan: Plan, items: Arc<Inbox>, _guard: Ac
     };
     let mut core = SessionCore::new(Instant::now(), cx, schedule, plan.gate_rules(&ctx));
     let mut io = Io { stream };
+    let repeat = plan.done.as_ref().is_some_and(|d| d.repeat());
     if let Some(v) = ctx.proxy {
+        if let Some(d) = &plan.done {
+            d.before_first_write().await;
+        }
         let hdr = proxy::encode(v, plan.key.src, plan.key.dst);
         if !io.send(&hdr, &mut core).await {
             core.set_broken();
@@ -223,6 +232,11 @@ pub(super) async fn run(ctx: Arc<Ctx>, plan: Plan, items: Arc<Inbox>, _guard: Ac
                 core.handle_input(Instant::now(), input);
             }
             Action::Write(bytes) => {
+                // --from: the session's sent mark is stored before its first byte goes (at once
+                // after the first time).
+                if let Some(d) = &plan.done {
+                    d.before_first_write().await;
+                }
                 // Taken before the write: an answer can be read before it returns.
                 let at = Instant::now();
                 let ok = io.send(&bytes, &mut core).await;
@@ -250,7 +264,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, plan: Plan, items: Arc<Inbox>, _guard: Ac
             }
             Action::Done => break,
         }
-        record(&ctx, core.take_samples());
+        record(&ctx, core.take_samples(), repeat);
     }
-    record(&ctx, core.take_samples());
+    record(&ctx, core.take_samples(), repeat);
 }

@@ -142,6 +142,19 @@ pub fn check_targets(settings: &raw::Settings, local_addrs: &[IpAddr]) -> Vec<St
     check_mapping_targets(&settings.mappings, &settings.client_nets, local_addrs)
 }
 
+/// [`check_mapping_targets`] against this host's address list as it was read. Fails closed:
+/// when the list could not be read (`Err`: why), that is the one problem, whatever the targets.
+pub fn check_mapping_targets_listed(
+    mappings: &[TargetMapping],
+    client_nets: &[IpNet],
+    local_addrs: Result<Vec<IpAddr>, String>,
+) -> Vec<String> {
+    match local_addrs {
+        Ok(local) => check_mapping_targets(mappings, client_nets, &local),
+        Err(why) => vec![why],
+    }
+}
+
 /// [`check_targets`] for any mode: the `-x` targets against this host's addresses, the
 /// online addresses of `-x` and the `-c` networks. IPv4-mapped IPv6 addresses are compared as
 /// the IPv4 address they are.
@@ -218,6 +231,14 @@ mod tests {
         // A lab address that is not this host's: allowed.
         assert!(check_mapping_targets(&to("198.18.1.2:80"), &[], &[]).is_empty());
         assert!(check_mapping_targets(&to("[::ffff:198.18.1.2]:80"), &[], &[]).is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_address_list_refuses_even_a_sound_target() {
+        let why = "cannot list this host's addresses to check the targets (boom)";
+        let p = check_mapping_targets_listed(&to("198.18.1.2:80"), &[], Err(why.into()));
+        assert_eq!(p, [why]);
+        assert!(check_mapping_targets_listed(&to("198.18.1.2:80"), &[], Ok(vec![])).is_empty());
     }
 
     #[test]

@@ -136,10 +136,7 @@ pub fn target_problems(
     mappings: &[crate::mapping::TargetMapping],
     client_nets: &[ipnet::IpNet],
 ) -> Vec<String> {
-    match local_addresses() {
-        Ok(local) => crate::config::check_mapping_targets(mappings, client_nets, &local),
-        Err(e) => vec![e],
-    }
+    crate::config::check_mapping_targets_listed(mappings, client_nets, local_addresses())
 }
 
 /// The production-safety rules for any mode ([`target_problems`]). With `force`, returns the

@@ -17,12 +17,14 @@ fn tmpdir() -> tempfile::TempDir {
 }
 
 /// Replays `cap` with `tcpcopy --stream --offline ARGS --report DIR/r.json`; the JSON report.
+/// `--force`: the second server is on this namespace's loopback, a local target that tcpcopy
+/// refuses without it.
 fn replay(lab: &Lab, ns: &str, cap: &Path, args: &str, dir: &Path) -> (serde_json::Value, String) {
     let report = dir.join("r.json");
     let out = lab.exec(
         ns,
         &format!(
-            "timeout 60 {} --stream --offline {} {args} --report {}",
+            "timeout 60 {} --stream --force --offline {} {args} --report {}",
             bin("tcpcopy").display(),
             cap.display(),
             report.display()

@@ -502,9 +502,10 @@ fn replay_to_an_interface_runs_unprivileged() {
 
 /// Offline stream mode started as root: the capture (in a directory only root can read) is
 /// opened and the `--report` file created first, then the process runs as nobody with no
-/// capability at all while it replays. A target that is the capture's own server (or a `-x`
-/// online address) is refused with one line unless `--force`; a loopback test server is the
-/// ordinary case and runs.
+/// capability at all while it replays to a test host next to it. A target that is the
+/// capture's own server, a `-x` online address, a loopback address (in any spelling) or an
+/// address of this host is refused with one line naming -x and the address, exit 2, unless
+/// `--force`, which warns and replays.
 #[test]
 fn offline_stream_runs_unprivileged_and_refuses_the_captured_server() {
     require_root!(
@@ -513,6 +514,9 @@ fn offline_stream_runs_unprivileged_and_refuses_the_captured_server() {
     require_programs!("secure_defaults", "ip");
     let mut lab = Lab::new();
     let ns = lab.netns("sdo");
+    // The test host: 198.18.201.2, nothing listening (connections draw resets).
+    let test_host = lab.netns("sdot");
+    lab.veth(&ns, "198.18.201.1/24", &test_host, "198.18.201.2/24");
     let tcpcopy = bin("tcpcopy");
     let t = tcpcopy.to_str().unwrap();
     // tempdir() is mode 700, owned by root.
@@ -534,6 +538,22 @@ fn offline_stream_runs_unprivileged_and_refuses_the_captured_server() {
             "198.18.200.2:6379-198.18.200.2:7000",
             "online (production) address",
         ),
+        (
+            "6379-127.0.0.1:6390",
+            "target 127.0.0.1 is an address of this (production) host",
+        ),
+        (
+            "6379-[::ffff:127.0.0.1]:6390",
+            "target 127.0.0.1 is an address of this (production) host",
+        ),
+        (
+            "6379-[::1]:6390",
+            "target ::1 is an address of this (production) host",
+        ),
+        (
+            "6379-198.18.201.1:6390",
+            "target 198.18.201.1 is an address of this (production) host",
+        ),
     ] {
         let out = lab.exec(
             &ns,
@@ -542,24 +562,46 @@ fn offline_stream_runs_unprivileged_and_refuses_the_captured_server() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{mapping}: {err}");
         assert!(
-            err.contains("refused") && err.contains(why),
+            err.starts_with("tcpcopy: -x/--mapping: refused: ") && err.contains(why),
             "{mapping}: {err}"
         );
         assert_eq!(err.trim().lines().count(), 1, "{mapping}: {err}");
     }
-    // --force: a warning, then the replay (nothing routes there in this namespace).
-    let out = lab.exec(
-        &ns,
-        &format!("{t} --stream -x 6379-198.18.200.2:6379 --offline {c} --topspeed --force --connect-timeout 0.5"),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("warning: --force") && out.status.code() != Some(2),
-        "{err}"
-    );
+    // --force: a warning, then the replay (nothing routes to the captured server in this
+    // namespace; the loopback and local ports are closed: failed connections are counted).
+    for (mapping, warned) in [
+        (
+            "6379-198.18.200.2:6379",
+            "the server the capture was taken from",
+        ),
+        (
+            "6379-127.0.0.1:6390",
+            "target 127.0.0.1 is an address of this",
+        ),
+        (
+            "6379-198.18.201.1:6390",
+            "target 198.18.201.1 is an address of this",
+        ),
+    ] {
+        let out = lab.exec(
+            &ns,
+            &format!(
+                "{t} --stream -x {mapping} --offline {c} --topspeed --force --connect-timeout 0.5"
+            ),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        let o = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{mapping}: {err}\n{o}");
+        assert!(
+            err.lines()
+                .any(|l| l.contains("warning: --force") && l.contains(warned)),
+            "{mapping}: {err}"
+        );
+        assert!(!err.contains("refused"), "{mapping}: {err}");
+    }
 
-    // A loopback test server (a closed port: the run counts failed connections), the
-    // capture's 43 ms stretched to about 4 s by -a 0.01.
+    // The test host (a closed port: the run counts failed connections), the capture's 43 ms
+    // stretched to about 4 s by -a 0.01.
     let report = work.path().join("r.json");
     let log = work.path().join("stream.log");
     let pid = lab.spawn(
@@ -568,7 +610,7 @@ fn offline_stream_runs_unprivileged_and_refuses_the_captured_server() {
             t,
             "--stream",
             "-x",
-            "6379-127.0.0.1:6390",
+            "6379-198.18.201.2:6390",
             "--offline",
             c,
             "-a",
@@ -593,10 +635,11 @@ fn offline_stream_runs_unprivileged_and_refuses_the_captured_server() {
 
 /// Fleet replay (`--from`) started as root: the `--report` file is created first, then the
 /// worker runs as nobody with no capability at all while it pulls sessions from a real
-/// JetStream (Debian's nats-server) and replays every one to nginx. A target that is the
-/// recorded sessions' own server is refused when they arrive (nothing of them is replayed,
-/// nothing acknowledged), a `-x` online address at start, each with one error line, unless
-/// `--force`.
+/// JetStream (Debian's nats-server) and replays every one to nginx on a test host next to it.
+/// A target that is the recorded sessions' own server is refused when they arrive (nothing of
+/// them is replayed, nothing acknowledged); a `-x` online address, a loopback address (in any
+/// spelling) or an address of this host at start; each with one error line naming -x and the
+/// address, exit 2, unless `--force`, which warns and replays.
 #[test]
 fn fleet_replay_runs_unprivileged_and_refuses_the_recorded_server() {
     require_root!(
@@ -606,6 +649,9 @@ fn fleet_replay_runs_unprivileged_and_refuses_the_recorded_server() {
     let _serial = serial();
     let mut lab = Lab::new();
     let ns = lab.netns("sdf");
+    // The test host: nginx on 198.18.202.2:8080.
+    let test_host = lab.netns("sdft");
+    lab.veth(&ns, "198.18.202.1/24", &test_host, "198.18.202.2/24");
     let tcpcopy = bin("tcpcopy");
     let t = tcpcopy.to_str().unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -640,7 +686,7 @@ fn fleet_replay_runs_unprivileged_and_refuses_the_recorded_server() {
     let out = lab.exec(
         &ns,
         &format!(
-            "{t} --stream -x 80-127.0.0.1:8080 --offline {} --record {url} --partitions 4",
+            "{t} --stream -x 80-198.18.202.2:8080 --offline {} --record {url} --partitions 4",
             pcap.display()
         ),
     );
@@ -651,10 +697,10 @@ fn fleet_replay_runs_unprivileged_and_refuses_the_recorded_server() {
     );
     let access = start_nginx(
         &mut lab,
-        &ns,
+        &test_host,
         work.path(),
         "nginx-sdf",
-        &["127.0.0.1:8080"],
+        &["198.18.202.2:8080"],
         "$request $status",
     );
 
@@ -672,6 +718,18 @@ fn fleet_replay_runs_unprivileged_and_refuses_the_recorded_server() {
             "198.18.200.2:80-198.18.200.2:8080",
             "online (production) address",
         ),
+        (
+            "80-127.0.0.1:8080",
+            "target 127.0.0.1 is an address of this (production) host",
+        ),
+        (
+            "80-[::ffff:127.0.0.1]:8080",
+            "target 127.0.0.1 is an address of this (production) host",
+        ),
+        (
+            "80-198.18.202.1:8080",
+            "target 198.18.202.1 is an address of this (production) host",
+        ),
     ] {
         let out = lab.exec(
             &ns,
@@ -682,6 +740,10 @@ fn fleet_replay_runs_unprivileged_and_refuses_the_recorded_server() {
         let refusals: Vec<&str> = err.lines().filter(|l| l.contains("refused")).collect();
         assert_eq!(refusals.len(), 1, "{mapping}: {err}");
         assert!(refusals[0].contains(why), "{mapping}: {err}");
+        assert!(
+            refusals[0].contains("-x/--mapping: refused: "),
+            "{mapping}: {err}"
+        );
     }
     assert_eq!(
         line_count(&access),
@@ -699,7 +761,7 @@ fn fleet_replay_runs_unprivileged_and_refuses_the_recorded_server() {
             t,
             "--stream",
             "-x",
-            "80-127.0.0.1:8080",
+            "80-198.18.202.2:8080",
             "--from",
             url,
             "--worker",
@@ -727,17 +789,38 @@ fn fleet_replay_runs_unprivileged_and_refuses_the_recorded_server() {
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).expect("report JSON");
     assert!(r.is_object(), "{text}");
 
-    // --force: a warning, then the replay (nothing listens there in this namespace).
-    let out = lab.exec(
-        &ns,
-        &format!("{t} --stream -x 80-198.18.200.2:80 --from {url} --worker 0/1 --topspeed --replay-name forced --force --connect-timeout 0.5"),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    let o = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        err.contains("warning: --force") && o.contains("10 replayed"),
-        "{err}\n{o}"
-    );
+    // --force: a warning, then the replay (nothing listens there in this namespace), for the
+    // recorded server, loopback and an address of this host; each run is a new replay name.
+    for (name, mapping, warned) in [
+        (
+            "forced",
+            "80-198.18.200.2:80",
+            "the server the recording was taken from",
+        ),
+        (
+            "forced-lo",
+            "80-127.0.0.1:8080",
+            "target 127.0.0.1 is an address of this",
+        ),
+        (
+            "forced-local",
+            "80-198.18.202.1:8080",
+            "target 198.18.202.1 is an address of this",
+        ),
+    ] {
+        let out = lab.exec(
+            &ns,
+            &format!("{t} --stream -x {mapping} --from {url} --worker 0/1 --topspeed --replay-name {name} --force --connect-timeout 0.5"),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        let o = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            err.lines()
+                .any(|l| l.contains("warning: --force") && l.contains(warned))
+                && o.contains("10 replayed"),
+            "{mapping}: {err}\n{o}"
+        );
+    }
 }
 
 /// Waits (1 s at most) until `pid` runs as `nobody`, then checks that it holds no capability

@@ -46,8 +46,10 @@ fn start_redis(lab: &mut Lab, ns: &str, bind: &str, port: u16, dir: &Path) {
 }
 
 /// Runs the replayer in `ns`; panics unless it exits 0. Returns (stdout, wall time).
+/// `--force`: every offline replay here targets a test server on the loopback of the
+/// namespace it runs in, a local target that tcpcopy refuses without it.
 fn replay(lab: &Lab, ns: &str, args: &str) -> (String, Duration) {
-    let cmd = format!("{} --stream {args}", stream_bin().display());
+    let cmd = format!("{} --stream --force {args}", stream_bin().display());
     let t = Instant::now();
     let out = lab.exec(ns, &cmd);
     let took = t.elapsed();
@@ -62,7 +64,7 @@ fn replay(lab: &Lab, ns: &str, args: &str) -> (String, Duration) {
 
 /// Runs the replayer in `ns` as user nobody with no capabilities (a copy of the binary in `dir`,
 /// which is made world-readable, so that no parent directory needs to be); panics unless it
-/// exits 0. Returns stdout.
+/// exits 0. Returns stdout. `--force` as in [`replay`]: the target is on loopback.
 fn replay_unprivileged(lab: &Lab, ns: &str, dir: &Path, args: &str) -> String {
     use std::os::unix::fs::PermissionsExt;
     let exe = dir.join("tcpcopy-unprivileged");
@@ -74,7 +76,7 @@ fn replay_unprivileged(lab: &Lab, ns: &str, dir: &Path, args: &str) -> String {
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let cmd = format!(
-        "setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all {} --stream {args}",
+        "setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all {} --stream --force {args}",
         exe.display()
     );
     let out = lab.exec(ns, &cmd);
@@ -556,9 +558,11 @@ fn latency_through_a_5ms_delay_proxy_and_diff() {
     let proxy_addr = listener.local_addr().unwrap();
     delay_proxy(listener, upstream_ns_port.1, Duration::from_millis(5));
     let lj = tmp.path().join("lat.json");
+    // --force: the delay proxy listens on this host's loopback, a local target.
     let out = Command::new(stream_bin())
         .args([
             "--stream",
+            "--force",
             "-x",
             &format!("6379-{proxy_addr}"),
             "--offline",

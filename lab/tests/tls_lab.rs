@@ -319,9 +319,11 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
 
     let target = lab.netns("tltg");
     let tcpcopy = bin("tcpcopy");
+    // --force: the target nginx listens on the loopback of the namespace the replay runs in,
+    // a local target that tcpcopy refuses without it.
     let replay = |lab: &Lab, keys: &Path, listen: &str, extra: &str, report: &Path| -> String {
         let cmd = format!(
-            "{} --stream --offline {} --tls-keylog {} --target-tls {extra} -x 443-{listen} --topspeed --report {}",
+            "{} --stream --force --offline {} --tls-keylog {} --target-tls {extra} -x 443-{listen} --topspeed --report {}",
             tcpcopy.display(),
             cap.display(),
             keys.display(),
@@ -448,10 +450,11 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
         8084,
         "",
     );
+    // --force: a loopback target, as in `replay`.
     let out = lab.exec(
         &target,
         &format!(
-            "{} --stream --offline {} --target-tls --target-insecure -x 80-127.0.0.3:8443 --topspeed",
+            "{} --stream --force --offline {} --target-tls --target-insecure -x 80-127.0.0.3:8443 --topspeed",
             tcpcopy.display(),
             cap.display()
         ),
@@ -546,12 +549,14 @@ fn nginx_tls12_tls13_every_suite_decrypted_and_replayed_over_tls() {
         "{out}"
     );
 
-    // 3. A key log that others can read is refused without --force.
+    // 3. A key log that others can read is refused without --force. The target is an address
+    // the target check lets through (not this namespace's, not the captured server), so that
+    // the key log is what is refused.
     sh(&format!("chmod 644 {}", keys.display()));
     let out = lab.exec(
         &target,
         &format!(
-            "{} --stream --offline {} --tls-keylog {} --target-tls --target-insecure -x 443-127.0.0.1:8443",
+            "{} --stream --offline {} --tls-keylog {} --target-tls --target-insecure -x 443-198.18.59.9:8443",
             tcpcopy.display(),
             cap.display(),
             keys.display()
@@ -789,8 +794,9 @@ fn resumed_sessions_and_early_data_replayed() {
         "",
     );
     let report = tmp.path().join("resume.json");
+    // --force: the target nginx listens on this namespace's loopback, a local target.
     let cmd = format!(
-        "{} --stream --offline {} --tls-keylog {} --target-tls --target-ca {} -x 443-127.0.0.1:8443 --topspeed --report {}",
+        "{} --stream --force --offline {} --tls-keylog {} --target-tls --target-ca {} -x 443-127.0.0.1:8443 --topspeed --report {}",
         bin("tcpcopy").display(),
         cap.display(),
         keys.display(),

@@ -137,8 +137,10 @@ fn gen_docs_writes_man_pages_and_completions() {
 fn stream_mode_metrics_on_a_busy_address_is_one_line() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
+    // A target that passes the target check (not an address of this host, not the capture's
+    // server), so that the --metrics error is the one reported.
     let out = Command::new(bin("tcpcopy"))
-        .args(["--stream", "-x", "6379-127.0.0.1:1", "--offline"])
+        .args(["--stream", "-x", "6379-198.18.0.9:1", "--offline"])
         .arg(workspace_root().join("pcaps/redis.pcap"))
         .args(["--metrics", &addr])
         .output()
@@ -177,8 +179,10 @@ fn stream_mode_logs_json() {
         "{v}"
     );
 
+    // --force: port 1 on loopback (closed: the run ends at once) is a local target, refused
+    // without it; its warning must be a JSON line too.
     let out = Command::new(bin("tcpcopy"))
-        .args(["--stream", "--log-format", "json", "--topspeed"])
+        .args(["--stream", "--log-format", "json", "--topspeed", "--force"])
         .args([
             "--connect-timeout",
             "0.5",
@@ -206,6 +210,12 @@ fn stream_mode_logs_json() {
         messages
             .iter()
             .any(|m| m.contains("privileges dropped") || m.contains("not root")),
+        "{err}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("warning: --force: target 127.0.0.1")),
         "{err}"
     );
     assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());

@@ -131,13 +131,15 @@ fn nginx_slow_and_failing_endpoints_are_named_and_fail_the_run() {
     );
 
     let rules = format!("--fail-if '{SLOW_RULE}' --fail-if '{ERROR_RULE}'");
+    // --force: the candidate and unchanged builds listen on this namespace's loopback, a local
+    // target that tcpcopy refuses without it.
     let run = |target: u16, name: &str| {
         let dir = tmp.path();
         let (code, out, err) = tcpcopy(
             &lab,
             &ns,
             &format!(
-                "--stream -x 8080-127.0.0.1:{target} --offline {} {rules} --report {d}/{name}.json \
+                "--stream --force -x 8080-127.0.0.1:{target} --offline {} {rules} --report {d}/{name}.json \
                  --report {d}/{name}.html --junit {d}/{name}.xml",
                 cap.display(),
                 d = dir.display()
@@ -337,11 +339,12 @@ fn redis_diff_names_the_command_and_the_key() {
         &cap,
     );
     let d = tmp.path().display();
+    // --force: the changed redis listens on this namespace's loopback, a local target.
     let (code, out, err) = tcpcopy(
         &lab,
         &ns,
         &format!(
-            "--stream -x 6379-127.0.0.1:6390 --offline {} --diff --fail-if 'diff > 0' --report {d}/r.json",
+            "--stream --force -x 6379-127.0.0.1:6390 --offline {} --diff --fail-if 'diff > 0' --report {d}/r.json",
             cap.display()
         ),
     );
@@ -418,12 +421,13 @@ fn baseline_target_learns_timestamp_and_id_noise_and_keeps_real_changes() {
         &cap,
     );
     let d = tmp.path().display();
+    // --force: the targets listen on this namespace's loopback, a local target.
     let run = |target: u16, extra: &str, name: &str| {
         let (code, out, err) = tcpcopy(
             &lab,
             &ns,
             &format!(
-                "--stream -x 8080-127.0.0.1:{target} --offline {} --diff {extra} --report {d}/{name}.json",
+                "--stream --force -x 8080-127.0.0.1:{target} --offline {} --diff {extra} --report {d}/{name}.json",
                 cap.display()
             ),
         );

@@ -202,11 +202,10 @@ pub struct Cli {
     /// CAP_NET_RAW (when started as root; otherwise only the capabilities are trimmed).
     #[arg(long = "user", value_name = "USER", default_value = "nobody")]
     pub user: String,
-    /// Replay to targets the production-safety checks refuse (one warning each). Raw and live
-    /// stream mode run on the production host: they refuse local, loopback, -x online and -c
-    /// targets. Offline stream mode and --from run on a test host: they refuse the server the
-    /// traffic was captured from and -x online addresses, but allow loopback (the usual test
-    /// server).
+    /// Replay to targets the production-safety checks refuse (one warning each). Every mode
+    /// refuses a local or loopback target, an -x online address and a -c address (also when
+    /// this host's addresses cannot be read); offline stream mode and --from also refuse the
+    /// server the traffic was captured from. A test server on this host needs --force.
     #[arg(long = "force")]
     pub force: bool,
     /// Stream mode: replay each captured session over an ordinary kernel TCP connection (no raw

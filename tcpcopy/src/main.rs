@@ -208,9 +208,9 @@ fn stream_main(cli: &Cli) -> ExitCode {
 }
 
 /// Offline stream mode: the capture file opened (so one only root can read still replays),
-/// the targets checked against it (the capture's own server, or a `-x` online address, is
-/// refused unless --force: see `tcpcopy::stream::guard` for why loopback is not), --report
-/// files created and handed to --user, then the drop to --user keeping no capability at all.
+/// the targets checked as in every mode (a local, loopback or `-x`-online target is refused
+/// unless --force) and against the capture (its own server is refused too), --report files
+/// created and handed to --user, then the drop to --user keeping no capability at all.
 fn secure_offline_stream(
     cli: &Cli,
     common: &tcpcopy::stream::StreamCommon,
@@ -229,8 +229,11 @@ fn secure_offline_stream(
             return Err(ExitCode::from(2));
         }
     };
-    let problems = guard::check_offline_targets(&common.mappings, &servers);
-    refuse_unless_forced(cli, problems)?;
+    refuse_bad_targets(
+        cli,
+        common,
+        guard::captured_server_problems(&common.mappings, &servers),
+    )?;
     opts.offline_capture = Some(capture);
     create_reports_for_user(cli)?;
     if let Err(e) = tcpclone::sys::drop_privileges(&cli.user, false) {
@@ -240,16 +243,16 @@ fn secure_offline_stream(
     Ok(())
 }
 
-/// Fleet replay (`--from`) is an offline replay whose capture is on the broker: the `-x`
-/// online addresses are refused here (each recorded session's server is checked as it
-/// arrives, in `fleet::from`), then --report files are created and handed to --user, then the
-/// drop to --user keeping no capability at all. The NATS credentials, CA and key log were read
+/// Fleet replay (`--from`) is an offline replay whose capture is on the broker: the targets
+/// are checked here as in every mode (a local, loopback or `-x`-online target is refused
+/// unless --force; each recorded session's server is checked as it arrives, in
+/// `fleet::from`), then --report files are created and handed to --user, then the drop to
+/// --user keeping no capability at all. The NATS credentials, CA and key log were read
 /// just before; connecting to the broker needs no privilege, so the drop comes before it (and
 /// before the runtime's threads start: capabilities are per thread).
 fn secure_fleet_from(cli: &Cli, common: &tcpcopy::stream::StreamCommon) -> Result<(), ExitCode> {
-    use tcpcopy::stream::{guard, log_error};
-    let problems = guard::check_offline_targets(&common.mappings, &Default::default());
-    refuse_unless_forced(cli, problems)?;
+    use tcpcopy::stream::log_error;
+    refuse_bad_targets(cli, common, Vec::new())?;
     create_reports_for_user(cli)?;
     if let Err(e) = tcpclone::sys::drop_privileges(&cli.user, false) {
         log_error(&format!("--user: dropping privileges: {e}"));
@@ -258,9 +261,19 @@ fn secure_fleet_from(cli: &Cli, common: &tcpcopy::stream::StreamCommon) -> Resul
     Ok(())
 }
 
-/// The offline target check's verdict: refused in one line (exit 2), or with --force one
-/// warning per problem.
-fn refuse_unless_forced(cli: &Cli, problems: Vec<String>) -> Result<(), ExitCode> {
+/// Stream mode's target check, live, offline and `--from` alike: the production-safety rule
+/// of every mode (`tcpcopy::live::target_problems`: local, loopback, `-x` online; it fails
+/// closed) plus the mode's own `extra` problems. Refused in one line naming -x and the
+/// addresses (exit 2), or with --force one warning per problem.
+fn refuse_bad_targets(
+    cli: &Cli,
+    common: &tcpcopy::stream::StreamCommon,
+    extra: Vec<String>,
+) -> Result<(), ExitCode> {
+    let mut problems = tcpcopy::live::target_problems(&common.mappings, &[]);
+    problems.extend(extra);
+    problems.sort();
+    problems.dedup();
     if problems.is_empty() {
         return Ok(());
     }
@@ -310,17 +323,7 @@ fn create_reports_for_user(cli: &Cli) -> Result<(), ExitCode> {
 /// created (never through a symlink) and handed to --user, then the drop to --user keeping
 /// only CAP_NET_RAW (the capture opens after it). Before any thread starts.
 fn secure_live_stream(cli: &Cli, common: &tcpcopy::stream::StreamCommon) -> Result<(), ExitCode> {
-    match tcpcopy::live::safety_check_targets(&common.mappings, &[], cli.force) {
-        Ok(overridden) => {
-            for p in overridden {
-                tcpcopy::stream::log_warn(&format!("warning: --force: {p}"));
-            }
-        }
-        Err(e) => {
-            tcpcopy::stream::log_error(&e.to_string());
-            return Err(ExitCode::from(2));
-        }
-    }
+    refuse_bad_targets(cli, common, Vec::new())?;
     create_reports_for_user(cli)?;
     if let Err(e) = tcpclone::sys::drop_privileges(&cli.user, true) {
         tcpcopy::stream::log_error(&format!("--user: dropping privileges: {e}"));

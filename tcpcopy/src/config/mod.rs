@@ -142,6 +142,19 @@ pub fn check_targets(settings: &raw::Settings, local_addrs: &[IpAddr]) -> Vec<St
     check_mapping_targets(&settings.mappings, &settings.client_nets, local_addrs)
 }
 
+/// [`check_mapping_targets`] against this host's address list as it was read. Fails closed:
+/// when the list could not be read (`Err`: why), that is the one problem, whatever the targets.
+pub fn check_mapping_targets_listed(
+    mappings: &[TargetMapping],
+    client_nets: &[IpNet],
+    local_addrs: Result<Vec<IpAddr>, String>,
+) -> Vec<String> {
+    match local_addrs {
+        Ok(local) => check_mapping_targets(mappings, client_nets, &local),
+        Err(why) => vec![why],
+    }
+}
+
 /// [`check_targets`] for any mode: the `-x` targets against this host's addresses, the
 /// online addresses of `-x` and the `-c` networks. IPv4-mapped IPv6 addresses are compared as
 /// the IPv4 address they are.
@@ -177,4 +190,92 @@ pub fn check_mapping_targets(
     problems.sort();
     problems.dedup();
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::parse_mappings;
+
+    /// A mapping to `target` built directly, so the rule itself (not the `-x` parser) has to
+    /// see through the IPv4-mapped spelling.
+    fn to(target: &str) -> Vec<TargetMapping> {
+        vec![TargetMapping {
+            online_ip: None,
+            online_port: 80,
+            target: target.parse().unwrap(),
+        }]
+    }
+
+    #[test]
+    fn loopback_is_refused_in_every_spelling() {
+        for t in [
+            "127.0.0.1:80",
+            "127.9.8.7:80",
+            "[::1]:80",
+            "[::ffff:127.0.0.1]:80",
+            "[::ffff:127.1.2.3]:80",
+        ] {
+            let p = check_mapping_targets(&to(t), &[], &[]);
+            assert_eq!(p.len(), 1, "{t}: {p:?}");
+            assert!(
+                p[0].contains("is an address of this (production) host"),
+                "{t}: {p:?}"
+            );
+        }
+        // Through the -x parser too, as the user writes it.
+        for x in ["80-[::ffff:127.0.0.1]:80", "80-[::1]:80", "80-127.0.0.1:80"] {
+            let m = parse_mappings(x).unwrap();
+            assert_eq!(check_mapping_targets(&m, &[], &[]).len(), 1, "{x}");
+        }
+        // A lab address that is not this host's: allowed.
+        assert!(check_mapping_targets(&to("198.18.1.2:80"), &[], &[]).is_empty());
+        assert!(check_mapping_targets(&to("[::ffff:198.18.1.2]:80"), &[], &[]).is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_address_list_refuses_even_a_sound_target() {
+        let why = "cannot list this host's addresses to check the targets (boom)";
+        let p = check_mapping_targets_listed(&to("198.18.1.2:80"), &[], Err(why.into()));
+        assert_eq!(p, [why]);
+        assert!(check_mapping_targets_listed(&to("198.18.1.2:80"), &[], Ok(vec![])).is_empty());
+    }
+
+    #[test]
+    fn local_addresses_match_in_either_spelling() {
+        let mapped_local: IpAddr = "::ffff:198.18.1.2".parse().unwrap();
+        let plain_local: IpAddr = "198.18.1.2".parse().unwrap();
+        for (t, local) in [
+            ("198.18.1.2:80", mapped_local),
+            ("[::ffff:198.18.1.2]:80", plain_local),
+            ("[::ffff:198.18.1.2]:80", mapped_local),
+            ("[2001:db8::2]:80", "2001:db8::2".parse().unwrap()),
+        ] {
+            let p = check_mapping_targets(&to(t), &[], &[local]);
+            assert_eq!(p.len(), 1, "{t} on {local}: {p:?}");
+            assert!(p[0].contains("of this (production) host"), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn a_target_named_online_is_refused_in_either_spelling() {
+        let m = vec![
+            TargetMapping {
+                online_ip: Some("::ffff:198.18.5.5".parse().unwrap()),
+                online_port: 6379,
+                target: "198.18.9.9:6379".parse().unwrap(),
+            },
+            TargetMapping {
+                online_ip: None,
+                online_port: 80,
+                target: "198.18.5.5:7000".parse().unwrap(),
+            },
+        ];
+        let p = check_mapping_targets(&m, &[], &[]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("198.18.5.5 is an online (production) address"),
+            "{p:?}"
+        );
+    }
 }

@@ -129,18 +129,24 @@ pub fn safety_check(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-/// The production-safety rules for any mode. Fails closed: when this host's addresses cannot
-/// be listed, the targets are refused too. With `force`, returns the problems overridden (for
-/// the caller to warn about) instead of refusing.
+/// What the production-safety rule ([`crate::config::check_mapping_targets`]) finds wrong
+/// with the targets on this host, in every mode. Fails closed: when this host's addresses
+/// cannot be listed, that is a problem too (refused unless `--force`).
+pub fn target_problems(
+    mappings: &[crate::mapping::TargetMapping],
+    client_nets: &[ipnet::IpNet],
+) -> Vec<String> {
+    crate::config::check_mapping_targets_listed(mappings, client_nets, local_addresses())
+}
+
+/// The production-safety rules for any mode ([`target_problems`]). With `force`, returns the
+/// problems overridden (for the caller to warn about) instead of refusing.
 pub fn safety_check_targets(
     mappings: &[crate::mapping::TargetMapping],
     client_nets: &[ipnet::IpNet],
     force: bool,
 ) -> Result<Vec<String>> {
-    let problems = match local_addresses() {
-        Ok(local) => crate::config::check_mapping_targets(mappings, client_nets, &local),
-        Err(e) => vec![e],
-    };
+    let problems = target_problems(mappings, client_nets);
     if problems.is_empty() || force {
         return Ok(problems);
     }

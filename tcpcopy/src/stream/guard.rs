@@ -1,17 +1,13 @@
-//! The target check of offline stream mode: replaying a capture into the very server it was
-//! captured from is the mistake to stop. Pure: the caller reads the capture and decides.
+//! Offline stream mode's extra target check: replaying a capture into the very server it was
+//! captured from. Pure: the caller reads the capture and decides.
 //!
-//! Live mode runs on the production host, so there every local or loopback target is refused
-//! (raw mode's rule). An offline replay runs anywhere, usually on a test host against a server
-//! on the same host, often on loopback: that is the ordinary case, not a mistake. What marks a
-//! mistake offline is a target that *is* production: an address named as online in `-x`, or
-//! the very server endpoint (address and port) the capture's sessions went to. Those are
-//! refused unless `--force`.
-//!
-//! `--from` (a fleet replay) is offline too, but has no capture file to scan first: its `-x`
-//! online addresses are checked at start ([`check_offline_targets`] with no servers), and each
-//! recorded session's server endpoint as the session arrives ([`recorded_server_problem`]),
-//! before any of it is replayed.
+//! Every stream mode first applies raw mode's rule (`tcpcopy::live::target_problems`: a local,
+//! loopback or `-x`-online target is refused unless `--force`, and the check fails closed). An
+//! offline replay or a fleet worker may run on any host, so the targets it must not reach also
+//! include production's server itself, which only the traffic names: the server endpoint
+//! (address and port) the capture's sessions went to ([`captured_server_problems`]), or, for
+//! `--from`, each recorded session's server as the session arrives
+//! ([`recorded_server_problem`]), before any of it is replayed.
 
 use super::decode::decode;
 use crate::mapping::TargetMapping;
@@ -54,33 +50,18 @@ pub fn captured_servers<S: PacketSource>(
     found
 }
 
-/// What is wrong with replaying offline to the mappings' targets, given the capture's server
-/// endpoints (empty: nothing).
-pub fn check_offline_targets(
+/// The targets that are one of the capture's server endpoints `captured` (production), one
+/// line each; the other rules are raw mode's (see the module comment).
+pub fn captured_server_problems(
     mappings: &[TargetMapping],
     captured: &BTreeSet<SocketAddr>,
 ) -> Vec<String> {
-    let mut problems = Vec::new();
-    for m in mappings {
-        let t = SocketAddr::new(m.target.ip().to_canonical(), m.target.port());
-        if t.ip().is_unspecified() || t.ip().is_multicast() {
-            problems.push(format!("target {} is not a unicast address", t.ip()));
-        }
-        if mappings
-            .iter()
-            .any(|o| o.online_ip.map(|a| a.to_canonical()) == Some(t.ip()))
-        {
-            problems.push(format!(
-                "target {} is an online (production) address named in -x",
-                t.ip()
-            ));
-        }
-        if captured.contains(&t) {
-            problems.push(format!(
-                "target {t} is the server the capture was taken from (production)"
-            ));
-        }
-    }
+    let mut problems: Vec<String> = mappings
+        .iter()
+        .map(|m| SocketAddr::new(m.target.ip().to_canonical(), m.target.port()))
+        .filter(|t| captured.contains(t))
+        .map(|t| format!("target {t} is the server the capture was taken from (production)"))
+        .collect();
     problems.sort();
     problems.dedup();
     problems
@@ -138,14 +119,14 @@ mod tests {
     }
 
     #[test]
-    fn the_captures_own_server_is_refused_loopback_test_servers_are_not() {
+    fn the_captures_own_server_is_found_however_spelled() {
         let pcap = capture(&[
             syn([198, 18, 0, 1], 40000, [198, 18, 1, 1], 6379),
             syn([198, 18, 0, 1], 40001, [198, 18, 1, 2], 80),
             // Another service: not a server of the mapping.
             syn([198, 18, 0, 1], 40002, [198, 18, 1, 3], 5432),
         ]);
-        let maps = parse_mappings("6379-127.0.0.1:6379").unwrap();
+        let maps = parse_mappings("6379-198.18.9.9:6379").unwrap();
         let mut r = CaptureReader::from_reader(&pcap[..], "t.pcap").unwrap();
         let servers = captured_servers(&mut r, &maps, SCAN_PACKETS);
         assert_eq!(
@@ -153,34 +134,21 @@ mod tests {
             ["198.18.1.1:6379".parse::<SocketAddr>().unwrap()]
         );
         let servers: BTreeSet<SocketAddr> = ["198.18.1.1:6379".parse().unwrap()].into();
-        // A test server on loopback, or on this host: the everyday offline replay.
-        for ok in [
-            "6379-127.0.0.1:6379",
-            "6379-198.18.9.9:6379",
-            "6379-198.18.1.1:6380",
-        ] {
+        // Another host, or the same host on another port: not this rule's (raw mode's rule
+        // judges loopback and local targets).
+        for ok in ["6379-198.18.9.9:6379", "6379-198.18.1.1:6380"] {
             let m = parse_mappings(ok).unwrap();
-            assert!(check_offline_targets(&m, &servers).is_empty(), "{ok}");
+            assert!(captured_server_problems(&m, &servers).is_empty(), "{ok}");
         }
-        // The capture's server itself, however spelled, and a -x online address.
-        for (bad, why) in [
-            (
-                "6379-198.18.1.1:6379",
-                "the server the capture was taken from",
-            ),
-            (
-                "6379-[::ffff:198.18.1.1]:6379",
-                "the server the capture was taken from",
-            ),
-            (
-                "198.18.5.5:6379-198.18.5.5:7000",
-                "online (production) address",
-            ),
-            ("6379-0.0.0.0:6379", "not a unicast address"),
-        ] {
+        // The capture's server itself, however spelled.
+        for bad in ["6379-198.18.1.1:6379", "6379-[::ffff:198.18.1.1]:6379"] {
             let m = parse_mappings(bad).unwrap();
-            let p = check_offline_targets(&m, &servers);
-            assert!(p.iter().any(|p| p.contains(why)), "{bad}: {p:?}");
+            let p = captured_server_problems(&m, &servers);
+            assert_eq!(p.len(), 1, "{bad}: {p:?}");
+            assert!(
+                p[0].contains("198.18.1.1:6379 is the server the capture was taken from"),
+                "{bad}: {p:?}"
+            );
         }
     }
 
@@ -214,12 +182,8 @@ mod tests {
         let mapped: SocketAddr = "[::ffff:198.18.1.1]:6379".parse().unwrap();
         let m = parse_mappings("6379-198.18.1.1:6379").unwrap();
         assert!(recorded_server_problem(&m, mapped).is_some());
-        // Loopback, another port, another host: test servers.
-        for ok in [
-            "6379-127.0.0.1:6379",
-            "6379-198.18.1.1:6380",
-            "6379-198.18.9.9:6379",
-        ] {
+        // Another port, another host: not the recorded server.
+        for ok in ["6379-198.18.1.1:6380", "6379-198.18.9.9:6379"] {
             let m = parse_mappings(ok).unwrap();
             assert_eq!(recorded_server_problem(&m, server), None, "{ok}");
         }

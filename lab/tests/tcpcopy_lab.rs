@@ -452,6 +452,9 @@ fn nginx_delivery(close: bool, min: f64) {
     // land a moment later (counted too early, the target seemed to get more than production).
     let prod = settle(u64::MAX, Duration::from_secs(3), || line_count(&prod_log));
     let got = settle(prod, Duration::from_secs(20), || line_count(&target_log));
+    // Read production's count again: on a loaded machine a request answered before wrk stopped
+    // can still be logged after the first settle, and the target would seem to get more.
+    let prod = prod.max(line_count(&prod_log));
     let r = ratio(got, prod);
     let what = if close {
         "wrk Connection: close"
@@ -476,7 +479,8 @@ fn nginx_delivery(close: bool, min: f64) {
     }
     assert!(
         ok,
-        "{what}: {:.3} % delivered (want ≥ {:.1} %)\n{out}\n{summary}",
+        "{what}: {got} of {prod} requests, {:.3} % delivered (want ≥ {:.1} %, no more than \
+         production's)\n{out}\n{summary}",
         100.0 * r,
         100.0 * min
     );

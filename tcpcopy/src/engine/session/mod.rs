@@ -280,6 +280,7 @@ impl EngineSession {
     // ------------------------------------------------------------------ timers
 
     /// The earliest instant this session needs `on_timeout`.
+    #[inline]
     pub fn next_deadline(&self, cfg: &EngineConfig) -> Option<Instant> {
         if self.end.is_some() {
             return None; // only flushing its last segments
@@ -301,6 +302,7 @@ impl EngineSession {
     }
 
     /// The target closed, everything we had is delivered, and the client has not closed yet.
+    #[inline]
     fn half_closed_idle(&self) -> bool {
         self.state == State::Established
             && self.tgt.fin
@@ -310,6 +312,7 @@ impl EngineSession {
             && self.pacer.is_idle()
     }
 
+    #[inline]
     fn outstanding(&self) -> bool {
         match self.state {
             State::SynSent => true,

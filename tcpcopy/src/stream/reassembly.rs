@@ -6,10 +6,10 @@
 //! to [`Reassembler::handle_segment`]. Memory is bounded by the sessions in flight: data leaves as
 //! soon as it is in order, and out-of-order data per direction is capped.
 //!
-//! The rules are the conversation core's, shared with raw mode ([`crate::conversation`]): each
-//! direction is put in order by a [`ReorderQueue`] (new parts, held segments, their cost), and a
-//! client chunk's request boundary is [`RequestBoundaries`]' decision under
-//! [`BoundaryRules::STREAM`] (the client's ack moved since its previous data, or the server sent
+//! The rules are the conversation core's, shared with raw mode (`crate::conversation`): each
+//! direction is put in order by a `ReorderQueue` (new parts, held segments, their cost), and a
+//! client chunk's request boundary is `RequestBoundaries`' decision under
+//! `BoundaryRules::STREAM` (the client's ack moved since its previous data, or the server sent
 //! data since then, or it is the first). What is stream mode's own here: both directions, sessions
 //! found by 4-tuple with their ends (FIN, RST, idle, port reuse), and a hole ends a session.
 

@@ -484,6 +484,33 @@ fn held_pieces_count_what_they_allocate() {
     assert!(!s.dirs[0].holds_any());
 }
 
+#[test]
+fn held_memory_is_counted_until_the_gap_fills_or_a_hole_ends_the_session() {
+    use crate::conversation::held_cost;
+    // Two pieces beyond a gap at CISN+1..CISN+3, counted as the conversation core counts them.
+    let beyond_a_gap = |r: &mut Reassembler| {
+        handshake(r);
+        r.handle_segment(10, &seg(true, CISN + 3, Some(SISN + 1), b"cd"));
+        r.handle_segment(11, &seg(true, CISN + 5, Some(SISN + 1), b"efg"));
+        assert_eq!(r.held_bytes(), held_cost(2) + held_cost(3));
+    };
+    let mut r = Reassembler::new(cfg());
+    beyond_a_gap(&mut r);
+    r.handle_segment(12, &seg(true, CISN + 1, Some(SISN + 1), b"ab"));
+    assert_eq!(
+        messages(&drain(&mut r)),
+        vec![(Side::Client, b"abcdefg".to_vec())]
+    );
+    assert_eq!(r.held_bytes(), 0, "the gap filled");
+    // The server acknowledges past the gap: the capture lost those bytes; the session ends
+    // and what it held is let go.
+    let mut r = Reassembler::new(cfg());
+    beyond_a_gap(&mut r);
+    r.handle_segment(12, &seg(false, SISN + 1, Some(CISN + 8), b""));
+    assert_eq!(close_of(&drain(&mut r)), Some((EndReason::Hole, true)));
+    assert_eq!(r.held_bytes(), 0, "a closed session holds nothing");
+}
+
 // --- Property: any segmentation, reordering and duplication reassembles to the original ---
 
 proptest! {

@@ -203,7 +203,7 @@ pub fn rewriter(data: &[u8]) {
         let r = rw.apply(lt, frame, frame.len() as u32, &mut out);
         if matches!(
             r.outcome,
-            Outcome::Changed | Outcome::Unchanged | Outcome::Truncated
+            RewriteOutcome::Changed | RewriteOutcome::Unchanged | RewriteOutcome::Truncated
         ) {
             assert!(
                 parse_layout(r.linktype, &out).is_ok(),
@@ -223,14 +223,14 @@ pub fn rewriter(data: &[u8]) {
 pub fn proto_decoder(data: &[u8]) {
     use crate::proto::*;
     use bytes::BytesMut;
-    let mut whole = Decoder::new();
+    let mut whole = FrameDecoder::new();
     let mut buf = BytesMut::from(data);
     let mut msgs = Vec::new();
     while let Ok(Some(m)) = whole.decode(&mut buf) {
         msgs.push(m);
     }
     // Same bytes, fed in pieces whose sizes come from the data itself.
-    let mut split = Decoder::new();
+    let mut split = FrameDecoder::new();
     let mut sbuf = BytesMut::new();
     let mut again = Vec::new();
     let mut pos = 0;
@@ -253,7 +253,7 @@ pub fn proto_decoder(data: &[u8]) {
     for m in &msgs {
         let mut out = BytesMut::new();
         encode(m, &mut out).expect("a decoded message encodes");
-        let back = Decoder::new()
+        let back = FrameDecoder::new()
             .decode(&mut out)
             .expect("re-decodes")
             .expect("whole frame");

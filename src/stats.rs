@@ -146,8 +146,8 @@ impl ReplayStats {
     }
 
     /// The summary after `elapsed_ns` nanoseconds, printable as text or JSON.
-    pub fn summary(&self, elapsed_ns: u64) -> Summary<'_> {
-        Summary {
+    pub fn summary(&self, elapsed_ns: u64) -> ReplaySummary<'_> {
+        ReplaySummary {
             stats: self,
             elapsed_ns,
         }
@@ -157,12 +157,12 @@ impl ReplayStats {
 /// Counters plus the time they took: tcpreplay's summary shape through `Display`, one JSON
 /// object through `Serialize`.
 #[derive(Debug, Clone, Copy)]
-pub struct Summary<'a> {
+pub struct ReplaySummary<'a> {
     stats: &'a ReplayStats,
     elapsed_ns: u64,
 }
 
-impl Summary<'_> {
+impl ReplaySummary<'_> {
     /// Seconds elapsed.
     pub fn seconds(&self) -> f64 {
         self.elapsed_ns as f64 / 1e9
@@ -188,7 +188,7 @@ impl Summary<'_> {
     }
 }
 
-impl fmt::Display for Summary<'_> {
+impl fmt::Display for ReplaySummary<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.stats;
         writeln!(
@@ -214,7 +214,7 @@ impl fmt::Display for Summary<'_> {
     }
 }
 
-impl Serialize for Summary<'_> {
+impl Serialize for ReplaySummary<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let st = self.stats;
         let mut m = s.serialize_struct("Summary", 13)?;

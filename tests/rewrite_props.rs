@@ -4,7 +4,7 @@
 use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
 use proptest::prelude::*;
 use tcpclone::capture::LinkType;
-use tcpclone::rewrite::{ChecksumMode, Outcome, RewriteOptions, Rewriter};
+use tcpclone::rewrite::{ChecksumMode, RewriteOptions, RewriteOutcome, Rewriter};
 use tcpclone::wire::checksum;
 use tcpclone::wire::{parse_layout, IpProtocol, IpVersion, TcpPacket, UdpPacket};
 
@@ -181,7 +181,7 @@ fn packet_and_edits() -> impl Strategy<Value = (Spec, RewriteOptions)> {
     })
 }
 
-fn rewrite(o: &RewriteOptions, mode: ChecksumMode, frame: &[u8]) -> (Outcome, Vec<u8>) {
+fn rewrite(o: &RewriteOptions, mode: ChecksumMode, frame: &[u8]) -> (RewriteOutcome, Vec<u8>) {
     let mut o = o.clone();
     o.checksums = mode;
     let rw = Rewriter::compile(&o).expect("generated options compile");
@@ -200,7 +200,7 @@ proptest! {
         let layout = parse_layout(LinkType::ETHERNET, &frame).unwrap();
         prop_assert_ne!(layout.verify_checksums(&frame).1, Some(false), "etherparse built a bad checksum?");
         let (outcome, full) = rewrite(&o, ChecksumMode::Full, &frame);
-        prop_assert!(matches!(outcome, Outcome::Changed | Outcome::Unchanged), "{:?}", outcome);
+        prop_assert!(matches!(outcome, RewriteOutcome::Changed | RewriteOutcome::Unchanged), "{:?}", outcome);
         let l = parse_layout(LinkType::ETHERNET, &full).unwrap();
         let (ip, l4) = l.verify_checksums(&full);
         prop_assert_ne!(ip, Some(false));

@@ -24,7 +24,7 @@ use std::process::Command;
 use tcpclone::capture::{
     CaptureReader, LinkType, PacketSource, PcapWriter, Timestamp, TsPrecision,
 };
-use tcpclone::rewrite::{Outcome, RewriteOptions, Rewriter};
+use tcpclone::rewrite::{RewriteOptions, RewriteOutcome, Rewriter};
 use tcpclone::wire::{
     parse_layout, EtherType, EthernetFrame, IpVersion, MacAddr, Sll2Header, SllHeader,
 };
@@ -90,7 +90,7 @@ fn theirs(args: &[&str], input: &Path) -> (LinkType, Vec<Rec>) {
 }
 
 /// Applies our rewriter; returns records and the outcomes.
-fn ours(opts: &RewriteOptions, input: &Path) -> (LinkType, Vec<Rec>, Vec<Outcome>) {
+fn ours(opts: &RewriteOptions, input: &Path) -> (LinkType, Vec<Rec>, Vec<RewriteOutcome>) {
     let rw = Rewriter::compile(opts).unwrap_or_else(|e| panic!("{e}"));
     let (lt, recs) = read_all(input);
     let out_lt = rw.output_linktype(lt).unwrap_or_else(|e| panic!("{e}"));
@@ -206,7 +206,7 @@ fn diff_ipv4(args: &[&str], files: &[&str]) {
         }
         assert!(outcomes.iter().all(|o| matches!(
             o,
-            Outcome::Changed | Outcome::Unchanged | Outcome::Truncated
+            RewriteOutcome::Changed | RewriteOutcome::Unchanged | RewriteOutcome::Truncated
         )));
     }
 }
@@ -497,7 +497,7 @@ fn cooked_to_ethernet() {
             assert_eq!(us.len(), orig.len());
             for (i, (r, x)) in us.iter().zip(&orig).enumerate() {
                 assert!(
-                    matches!(outcomes[i], Outcome::Changed),
+                    matches!(outcomes[i], RewriteOutcome::Changed),
                     "{file} record {}",
                     i + 1
                 );

@@ -3,7 +3,7 @@
 //! them. The library stays free of tokio; this thin layer lives in the binary crate.
 
 use bytes::BytesMut;
-use tcpclone::proto::{encode, Decoder, Message, ProtoError};
+use tcpclone::proto::{encode, FrameDecoder, Message, ProtoError};
 
 /// Errors of the framed stream: I/O or a malformed frame.
 #[derive(Debug, thiserror::Error)]
@@ -19,21 +19,21 @@ pub enum CodecError {
 /// Frames [`Message`]s with the protocol's length-prefixed format.
 #[derive(Debug, Default)]
 pub struct FrameCodec {
-    decoder: Decoder,
+    decoder: FrameDecoder,
 }
 
 impl FrameCodec {
     /// A codec accepting frames up to the protocol maximum.
     pub fn new() -> Self {
         FrameCodec {
-            decoder: Decoder::new(),
+            decoder: FrameDecoder::new(),
         }
     }
 
     /// A codec accepting frames up to `max` bytes.
     pub fn with_max_frame_len(max: usize) -> Self {
         FrameCodec {
-            decoder: Decoder::with_max_frame_len(max),
+            decoder: FrameDecoder::with_max_frame_len(max),
         }
     }
 }

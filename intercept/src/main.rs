@@ -16,7 +16,7 @@ use tcpclone::sys::LogFile;
 /// instance that registered each session.
 #[derive(Parser, Debug)]
 #[command(name = "intercept", version = tcpclone::build::LONG_VERSION)]
-struct Args {
+struct InterceptArgs {
     /// Capture device(s), comma-separated (e.g. `eth1` or `any`).
     #[arg(
         short = 'i',
@@ -114,7 +114,7 @@ fn read_secret(path: &std::path::Path) -> anyhow::Result<Psk> {
 }
 
 /// Refuses to serve an open, unauthenticated channel to the whole network by mistake.
-fn check_exposure(args: &Args) -> anyhow::Result<()> {
+fn check_exposure(args: &InterceptArgs) -> anyhow::Result<()> {
     if args.secret_file.is_none() && !args.insecure {
         bail!(
             "--secret-file is required: give both tcpcopy and intercept the same secret \
@@ -194,15 +194,15 @@ fn bind(addr: Option<IpAddr>, port: u16) -> anyhow::Result<std::net::TcpListener
 
 fn main() {
     // scripts/gen-docs.sh: man page and completions from these flags.
-    tcpclone::docgen::generate_if_asked(<Args as clap::CommandFactory>::command);
-    let args = Args::parse();
+    tcpclone::docgen::generate_if_asked(<InterceptArgs as clap::CommandFactory>::command);
+    let args = InterceptArgs::parse();
     if let Err(e) = run(args) {
         eprintln!("intercept: error: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: InterceptArgs) -> anyhow::Result<()> {
     if args.filter.trim().is_empty() {
         bail!("-F/--filter must select the target's responses, e.g. 'tcp and src port 6379'");
     }

@@ -469,7 +469,7 @@ impl Router {
 mod tests {
     use super::*;
     use bytes::BytesMut;
-    use tcpclone::proto::{Decoder, Message};
+    use tcpclone::proto::{FrameDecoder, Message};
 
     fn hdr(client_port: u16, seq: u32) -> Bytes {
         let mut h = vec![
@@ -494,7 +494,7 @@ mod tests {
         let mut v = Vec::new();
         while let Some((p, f)) = r.poll_transmit() {
             let mut b = BytesMut::from(&f[..]);
-            let Some(Message::Responses { headers }) = Decoder::new().decode(&mut b).unwrap()
+            let Some(Message::Responses { headers }) = FrameDecoder::new().decode(&mut b).unwrap()
             else {
                 panic!()
             };

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tcpclone::proto::secure::{Psk, SecureChannel};
-use tcpclone::proto::{encode, Decoder, Message, Role, VERSION};
+use tcpclone::proto::{encode, FrameDecoder, Message, Role, VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
@@ -416,7 +416,7 @@ impl PeerConn {
             },
             None => None,
         };
-        let mut decoder = Decoder::with_max_frame_len(MAX_INBOUND_FRAME);
+        let mut decoder = FrameDecoder::with_max_frame_len(MAX_INBOUND_FRAME);
         let mut input = BytesMut::with_capacity(4096);
         let mut plain = BytesMut::new();
         let mut out = BytesMut::new();

@@ -19,7 +19,7 @@ use tcpclone::rewrite::RewriteOptions;
     group(ArgGroup::new("output").required(true).args(["intf1", "write"])),
     group(ArgGroup::new("timing").multiple(false).args(["multiplier", "pps", "mbps", "topspeed"]))
 )]
-pub struct Args {
+pub struct ReplayArgs {
     /// Capture files (pcap or pcapng, detected by content), sent in order.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
@@ -210,7 +210,7 @@ fn flag_err(msg: impl Into<String>) -> ReplayFlagError {
     ReplayFlagError(msg.into())
 }
 
-impl Args {
+impl ReplayArgs {
     /// Checks the values that clap cannot and turns them into a [`Config`].
     pub fn validate(self) -> Result<Config, ReplayFlagError> {
         let target = match (self.intf1, self.write) {
@@ -338,7 +338,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
-        let a = Args::try_parse_from(std::iter::once("replay").chain(args.iter().copied()))
+        let a = ReplayArgs::try_parse_from(std::iter::once("replay").chain(args.iter().copied()))
             .map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())?;
         a.validate().map_err(|e| e.to_string())
     }

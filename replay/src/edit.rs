@@ -5,7 +5,9 @@
 use crate::pipeline::{Edit, EditedFrames, Editor, NoEdit};
 use anyhow::Result;
 use tcpclone::capture::{LinkType, Packet};
-use tcpclone::rewrite::{tso_split, Outcome, RewriteFailure, RewriteOptions, Rewriter, TsoError};
+use tcpclone::rewrite::{
+    tso_split, RewriteFailure, RewriteOptions, RewriteOutcome, Rewriter, TsoError,
+};
 use tcpclone::wire::{Layer, WireError};
 
 /// tcprewrite's edit flags as given on the command line, plus `--tso-split`.
@@ -105,11 +107,11 @@ impl Editor for RewriteEditor {
                     .apply(packet.linktype, packet.data, packet.orig_len, &mut out.buf);
             out.orig_len = Some(r.orig_len);
             let edit = match r.outcome {
-                Outcome::Changed => Edit::Rewritten,
-                Outcome::Unchanged => Edit::Unchanged,
-                Outcome::Truncated => Edit::Truncated("cut to the MTU (--mtu-trunc)"),
-                Outcome::Unparsed(e) => Edit::Unparsed(unparsed_reason(&e)),
-                Outcome::Failed(f) => return Edit::Dropped(failure_reason(&f)),
+                RewriteOutcome::Changed => Edit::Rewritten,
+                RewriteOutcome::Unchanged => Edit::Unchanged,
+                RewriteOutcome::Truncated => Edit::Truncated("cut to the MTU (--mtu-trunc)"),
+                RewriteOutcome::Unparsed(e) => Edit::Unparsed(unparsed_reason(&e)),
+                RewriteOutcome::Failed(f) => return Edit::Dropped(failure_reason(&f)),
             };
             (edit, r.linktype)
         } else {

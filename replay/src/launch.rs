@@ -244,11 +244,11 @@ pub fn late_note(cfg: &Config, stats: &ReplayStats) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Args;
+    use crate::cli::ReplayArgs;
     use clap::Parser;
 
     fn config(args: &[&str]) -> Config {
-        Args::try_parse_from(std::iter::once("replay").chain(args.iter().copied()))
+        ReplayArgs::try_parse_from(std::iter::once("replay").chain(args.iter().copied()))
             .unwrap()
             .validate()
             .unwrap()

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use replay::cli::{Args, Config, Target};
+use replay::cli::{Config, ReplayArgs, Target};
 use replay::clock::{SystemClock, DEFAULT_SPIN};
 use replay::edit::{build_editor, output_linktype};
 use replay::launch::{late_note, open_all, probe, run_threads, spins_every_gap, Sink};
@@ -21,8 +21,8 @@ use tcpclone::stats::ReplayStats;
 
 fn main() -> ExitCode {
     // scripts/gen-docs.sh: man page and completions from these flags.
-    tcpclone::docgen::generate_if_asked(<Args as clap::CommandFactory>::command);
-    let args = match Args::try_parse() {
+    tcpclone::docgen::generate_if_asked(<ReplayArgs as clap::CommandFactory>::command);
+    let args = match ReplayArgs::try_parse() {
         Ok(a) => a,
         Err(e) => {
             use clap::error::ErrorKind;

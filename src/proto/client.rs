@@ -17,7 +17,7 @@
 //!    kept and sent after the next `connected`.
 
 use super::secure::{Psk, SecureChannel, SecureError};
-use super::{encode, Decoder, Message, ProtoError, Role, VERSION};
+use super::{encode, FrameDecoder, Message, ProtoError, Role, VERSION};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -131,7 +131,7 @@ pub struct Channel {
     sessions: HashSet<(SocketAddr, SocketAddr)>,
     phase: Phase,
     secure: Option<SecureChannel>,
-    decoder: Decoder,
+    decoder: FrameDecoder,
     /// Ciphertext (or plain frames without a secret) ready for the socket.
     out: BytesMut,
     /// Plain frames waiting for the secure handshake to finish.
@@ -154,7 +154,7 @@ impl Channel {
             sessions: HashSet::new(),
             phase: Phase::Disconnected,
             secure: None,
-            decoder: Decoder::new(),
+            decoder: FrameDecoder::new(),
             out: BytesMut::new(),
             pending: BytesMut::new(),
             input: BytesMut::new(),
@@ -215,7 +215,7 @@ impl Channel {
     fn reset_conn(&mut self) {
         self.phase = Phase::Disconnected;
         self.secure = None;
-        self.decoder = Decoder::new();
+        self.decoder = FrameDecoder::new();
         self.out.clear();
         self.pending.clear();
         self.input.clear();
@@ -385,7 +385,7 @@ mod tests {
         secure: Option<SecureChannel>,
         input: BytesMut,
         plain: BytesMut,
-        dec: Decoder,
+        dec: FrameDecoder,
     }
 
     impl FakeIntercept {
@@ -394,7 +394,7 @@ mod tests {
                 secure: psk.map(|p| SecureChannel::responder(p).unwrap()),
                 input: BytesMut::new(),
                 plain: BytesMut::new(),
-                dec: Decoder::new(),
+                dec: FrameDecoder::new(),
             }
         }
         /// Feeds bytes from tcpcopy; returns (messages, bytes to send back).

@@ -1,4 +1,4 @@
-//! Reading frames: the incremental [`Decoder`] and the parsing of each message body.
+//! Reading frames: the incremental [`FrameDecoder`] and the parsing of each message body.
 //!
 //! A length prefix is never trusted beyond the maximum frame length, the type and body length
 //! are checked as soon as the first five bytes arrive; this module must never panic on hostile
@@ -16,19 +16,19 @@ use super::*;
 /// length allowed for that type as soon as the first 5 bytes arrive (so a hostile length
 /// prefix is rejected before any buffering), and after an error it stays failed.
 #[derive(Debug, Clone)]
-pub struct Decoder {
+pub struct FrameDecoder {
     max_frame_len: usize,
     consumed: u64,
     failed: Option<ProtoError>,
 }
 
-impl Default for Decoder {
+impl Default for FrameDecoder {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Decoder {
+impl FrameDecoder {
     /// A decoder that accepts frames up to [`MAX_FRAME_LEN`].
     pub fn new() -> Self {
         Self::with_max_frame_len(MAX_FRAME_LEN)
@@ -37,7 +37,7 @@ impl Decoder {
     /// A decoder that accepts frames up to `max` bytes (at most [`MAX_FRAME_LEN`]).
     /// intercept uses a small limit: it never receives `Responses`.
     pub fn with_max_frame_len(max: usize) -> Self {
-        Decoder {
+        FrameDecoder {
             max_frame_len: max.min(MAX_FRAME_LEN),
             consumed: 0,
             failed: None,

@@ -38,7 +38,7 @@
 //! # Layout
 //!
 //! This file holds the message types, the errors and the wire constants; `encode.rs` writes
-//! frames ([`encode`], [`ResponsesBuilder`]), `decode.rs` reads them ([`Decoder`]), and
+//! frames ([`encode`], [`ResponsesBuilder`]), `decode.rs` reads them ([`FrameDecoder`]), and
 //! `check.rs` holds the validity rules both sides apply (addresses, response headers), so that
 //! a frame that encodes always decodes.
 
@@ -49,7 +49,7 @@ mod encode;
 pub mod secure;
 
 pub use check::check_header;
-pub use decode::Decoder;
+pub use decode::FrameDecoder;
 pub use encode::{encode, ResponsesBuilder};
 
 use bytes::Bytes;
@@ -132,7 +132,7 @@ pub enum Message {
 
 /// What went wrong in a frame, and where.
 ///
-/// `offset` is the position of the offending byte in the whole stream the [`Decoder`] has
+/// `offset` is the position of the offending byte in the whole stream the [`FrameDecoder`] has
 /// been fed (counting from 0 at the first byte of the connection); for encoding errors it is
 /// the position inside the message being encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

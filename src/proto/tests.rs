@@ -19,7 +19,7 @@ const SYN_ACK_V4: [u8; 48] = [
 ];
 
 fn decode_all(bytes: &[u8]) -> Result<Vec<Message>, ProtoError> {
-    let mut d = Decoder::new();
+    let mut d = FrameDecoder::new();
     let mut b = BytesMut::from(bytes);
     let mut v = Vec::new();
     while let Some(m) = d.decode(&mut b)? {
@@ -54,7 +54,7 @@ fn responses_are_slices_of_the_frame() {
     assert_eq!(f.len(), 4 + 1 + 2 + 3 * (2 + 48));
     let mut b = f.clone();
     let frame_ptr = b.as_ptr() as usize;
-    let Some(Message::Responses { headers }) = Decoder::new().decode(&mut b).unwrap() else {
+    let Some(Message::Responses { headers }) = FrameDecoder::new().decode(&mut b).unwrap() else {
         panic!()
     };
     assert_eq!(headers.len(), 3);
@@ -94,7 +94,7 @@ fn builder_splits_when_full() {
 
 #[test]
 fn hostile_length_is_rejected_from_the_prefix_alone() {
-    let mut d = Decoder::new();
+    let mut d = FrameDecoder::new();
     let mut b = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
     assert_eq!(
         d.decode(&mut b),
@@ -108,7 +108,7 @@ fn hostile_length_is_rejected_from_the_prefix_alone() {
     // Stays failed.
     assert!(d.decode(&mut BytesMut::from(&SESSION_ADD_V4[..])).is_err());
     // A small decoder (intercept's) rejects even a plausible-looking big Responses.
-    let mut d = Decoder::with_max_frame_len(4096);
+    let mut d = FrameDecoder::with_max_frame_len(4096);
     let mut b = BytesMut::from(&[0, 1, 0, 0][..]);
     assert!(matches!(
         d.decode(&mut b),
@@ -117,7 +117,7 @@ fn hostile_length_is_rejected_from_the_prefix_alone() {
     // A Ping claiming a body is rejected at its fifth byte, before the body arrives.
     let mut b = BytesMut::from(&[0, 0, 0x10, 0, 5][..]);
     assert_eq!(
-        Decoder::new().decode(&mut b),
+        FrameDecoder::new().decode(&mut b),
         Err(ProtoError::BadLength {
             what: "Ping",
             len: 0xfff,
@@ -410,7 +410,7 @@ proptest! {
         let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
         points.push(stream.len());
         points.sort_unstable();
-        let mut d = Decoder::new();
+        let mut d = FrameDecoder::new();
         let mut buf = BytesMut::new();
         let mut got = Vec::new();
         let mut prev = 0;
@@ -458,7 +458,7 @@ fn throughput() {
     b.finish_into(&mut stream);
     let enc = t0.elapsed();
     let t1 = std::time::Instant::now();
-    let mut d = Decoder::new();
+    let mut d = FrameDecoder::new();
     let mut got = 0;
     while let Some(Message::Responses { headers }) = d.decode(&mut stream).unwrap() {
         got += headers.len();

@@ -6,7 +6,7 @@
 //! growing the caller's buffer, log, or perform I/O.
 
 use super::ip::fill_checksums;
-use super::{ChecksumMode, Outcome, RewriteFailure, Rewriter, Rewritten, VlanEdit};
+use super::{ChecksumMode, RewriteFailure, RewriteOutcome, Rewriter, Rewritten, VlanEdit};
 use crate::capture::LinkType;
 use crate::wire::{
     be16, parse_layout, put16, EtherType, IpProtocol, IpVersion, Layout, MacAddr, Sll2Header,
@@ -35,7 +35,7 @@ impl Rewriter {
         };
         let in_layout = match parse_layout(linktype, input) {
             Ok(l) => l,
-            Err(e) => return passthrough(out, Outcome::Unparsed(e)),
+            Err(e) => return passthrough(out, RewriteOutcome::Unparsed(e)),
         };
         // Layer 2: cooked -> Ethernet, MACs, VLAN.
         let mut lt = linktype;
@@ -50,7 +50,7 @@ impl Rewriter {
             let (proto, addr, hl) = if linktype == LinkType::LINUX_SLL {
                 match SllHeader::new_checked(input) {
                     Ok(h) => (h.protocol(), mac6(h.addr()), SllHeader::<&[u8]>::HEADER_LEN),
-                    Err(e) => return passthrough(out, Outcome::Unparsed(e)),
+                    Err(e) => return passthrough(out, RewriteOutcome::Unparsed(e)),
                 }
             } else {
                 match Sll2Header::new_checked(input) {
@@ -59,14 +59,17 @@ impl Rewriter {
                         mac6(h.addr()),
                         Sll2Header::<&[u8]>::HEADER_LEN,
                     ),
-                    Err(e) => return passthrough(out, Outcome::Unparsed(e)),
+                    Err(e) => return passthrough(out, RewriteOutcome::Unparsed(e)),
                 }
             };
             if proto.0 < 0x0600 {
-                return passthrough(out, Outcome::Failed(RewriteFailure::NoEtherType(proto.0)));
+                return passthrough(
+                    out,
+                    RewriteOutcome::Failed(RewriteFailure::NoEtherType(proto.0)),
+                );
             }
             let Some(smac) = self.smac.or(addr) else {
-                return passthrough(out, Outcome::Failed(RewriteFailure::NoSourceMac));
+                return passthrough(out, RewriteOutcome::Failed(RewriteFailure::NoSourceMac));
             };
             out.extend_from_slice(&self.dmac.unwrap_or_default().0);
             out.extend_from_slice(&smac.0);
@@ -101,7 +104,10 @@ impl Rewriter {
                 _ => {}
             }
         } else if self.has_l2_edits() {
-            return passthrough(out, Outcome::Failed(RewriteFailure::NotEthernet(linktype)));
+            return passthrough(
+                out,
+                RewriteOutcome::Failed(RewriteFailure::NotEthernet(linktype)),
+            );
         }
         let mut orig_len = (i64::from(orig_len) + delta).max(out.len() as i64) as u32;
         // Same link type and length: the input's layout describes the output too.
@@ -110,7 +116,7 @@ impl Rewriter {
         } else {
             match parse_layout(lt, out) {
                 Ok(l) => l,
-                Err(e) => return passthrough(out, Outcome::Unparsed(e)),
+                Err(e) => return passthrough(out, RewriteOutcome::Unparsed(e)),
             }
         };
         self.edit_l3(&layout, out);
@@ -136,7 +142,7 @@ impl Rewriter {
             }
             match parse_layout(lt, out) {
                 Ok(l) => layout = l,
-                Err(e) => return passthrough(out, Outcome::Unparsed(e)),
+                Err(e) => return passthrough(out, RewriteOutcome::Unparsed(e)),
             }
         }
         if self.mode == ChecksumMode::Full
@@ -145,11 +151,11 @@ impl Rewriter {
             fill_checksums(&layout, out);
         }
         let outcome = if truncated {
-            Outcome::Truncated
+            RewriteOutcome::Truncated
         } else if out[..] != input[..] {
-            Outcome::Changed
+            RewriteOutcome::Changed
         } else {
-            Outcome::Unchanged
+            RewriteOutcome::Unchanged
         };
         Rewritten {
             outcome,
@@ -160,13 +166,13 @@ impl Rewriter {
 
     /// Rewrites `frame` in place when no configured edit changes the length (no VLAN, DLT or
     /// truncation); otherwise returns `Failed(LengthChange)` and leaves it alone.
-    pub fn apply_in_place(&self, linktype: LinkType, frame: &mut [u8]) -> Outcome {
+    pub fn apply_in_place(&self, linktype: LinkType, frame: &mut [u8]) -> RewriteOutcome {
         if self.changes_length() {
-            return Outcome::Failed(RewriteFailure::LengthChange);
+            return RewriteOutcome::Failed(RewriteFailure::LengthChange);
         }
         let layout = match parse_layout(linktype, frame) {
             Ok(l) => l,
-            Err(e) => return Outcome::Unparsed(e),
+            Err(e) => return RewriteOutcome::Unparsed(e),
         };
         if linktype == LinkType::ETHERNET {
             if let Some(m) = self.dmac {
@@ -176,13 +182,13 @@ impl Rewriter {
                 frame[6..12].copy_from_slice(&m.0);
             }
         } else if self.has_l2_edits() {
-            return Outcome::Failed(RewriteFailure::NotEthernet(linktype));
+            return RewriteOutcome::Failed(RewriteFailure::NotEthernet(linktype));
         }
         self.edit_l3(&layout, frame);
         if self.mode == ChecksumMode::Full || (self.fixcsum && self.mode != ChecksumMode::Keep) {
             fill_checksums(&layout, frame);
         }
-        Outcome::Changed
+        RewriteOutcome::Changed
     }
 }
 

@@ -164,7 +164,7 @@ impl std::fmt::Display for RewriteFailure {
 
 /// What [`Rewriter::apply`] did with one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum RewriteOutcome {
     /// The output differs from the input.
     Changed,
     /// The output equals the input.
@@ -181,7 +181,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rewritten {
     /// What happened.
-    pub outcome: Outcome,
+    pub outcome: RewriteOutcome,
     /// Link type of the output bytes.
     pub linktype: LinkType,
     /// Wire length of the output (the input's, adjusted by header changes and truncation).

@@ -1,9 +1,12 @@
-//! Request boundaries and the release gate (the rules are in the parent module's header).
+//! The release gate (the rule is in the parent module's header): requests held at their
+//! boundaries until the target answered the one before.
 //!
-//! Holds no bytes and sends nothing: the caller tells it what the client acknowledged, what the
-//! target answered and how far its send side got; it answers where the next request starts, whether
-//! it may go, when to look again, and which request's latency is being timed.
+//! Holds no bytes and sends nothing: the caller tells it where requests start
+//! ([`super::RequestBoundaries`] decides), what the target answered and how far its send side
+//! got; it answers whether the next request may go, when to look again, and which request's
+//! latency is being timed.
 
+use super::boundary::RequestStart;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tcpclone::seq::SeqNumber;
@@ -21,7 +24,7 @@ pub(crate) struct GateRules {
     pub response_timeout: Duration,
 }
 
-/// A request boundary: client data whose ack moved since the previous client data.
+/// A request held at the gate: where it starts and what production answered the one before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Boundary {
     /// First sequence number of the request.
@@ -36,8 +39,6 @@ pub(crate) struct Boundary {
 pub(crate) struct RequestPacer {
     /// Boundaries not yet released, in sequence order.
     boundaries: VecDeque<Boundary>,
-    /// The client's ack on its last data (or on the handshake's third ACK).
-    last_data_ack: Option<SeqNumber>,
     /// Answer bytes (and FIN) from the target since the last release.
     resp_since: u64,
     /// When the target's last new answer byte came.
@@ -55,7 +56,6 @@ impl RequestPacer {
     pub fn new(now: Instant) -> RequestPacer {
         RequestPacer {
             boundaries: VecDeque::new(),
-            last_data_ack: None,
             resp_since: 0,
             last_resp_at: None,
             last_new_data_at: now,
@@ -68,7 +68,6 @@ impl RequestPacer {
     /// they are, the caller clears them with the bytes ([`RequestPacer::clear_boundaries`]).
     /// The response timeout restarts when the new handshake's SYN goes.
     pub fn restart(&mut self) {
-        self.last_data_ack = None;
         self.resp_since = 0;
         self.last_resp_at = None;
         self.req_sent_at = None;
@@ -92,18 +91,9 @@ impl RequestPacer {
         self.boundaries.front().map(|b| b.seq)
     }
 
-    /// The handshake's third ACK (no data, no FIN): the handshake is "request 0", so the first
-    /// data whose ack moved past it (a server greeting) waits for the target's greeting.
-    #[inline]
-    pub fn note_handshake_ack(&mut self, ack: SeqNumber) {
-        if self.last_data_ack.is_none() {
-            self.last_data_ack = Some(ack);
-        }
-    }
-
     /// A boundary at `at` whose caller knows what production answered before it (stream mode:
     /// the reassembled conversation says so directly, no ack to read it from); `expected` as in
-    /// [`RequestPacer::note_request`].
+    /// [`RequestStart::AckMoved`].
     pub fn note_boundary(&mut self, at: SeqNumber, expected: u32) {
         self.boundaries.push_back(Boundary { seq: at, expected });
     }
@@ -121,44 +111,18 @@ impl RequestPacer {
         self.last_resp_at = None;
     }
 
-    /// Client data (or a bare FIN) carrying `ack` starts at `at`: records a request boundary
-    /// there when the ack moved since the client's previous data. With `no_wait` nothing is held,
-    /// the request is only timed.
+    /// Client data (or a bare FIN) at `at` that [`super::RequestBoundaries`] found to be
+    /// `start`: a request whose ack moved is held there. With `no_wait` nothing is held, the
+    /// request is only timed.
     #[inline]
-    pub fn note_request(&mut self, ack: SeqNumber, at: SeqNumber, no_wait: bool) {
-        match self.last_data_ack {
-            Some(l) if ack > l => {
-                if !no_wait {
-                    self.boundaries.push_back(Boundary {
-                        seq: at,
-                        expected: ack.diff(l) as u32,
-                    });
-                } else if self.timing_seq.is_none() {
-                    self.timing_seq = Some(at);
-                }
-                self.last_data_ack = Some(ack);
+    pub fn note_request(&mut self, start: RequestStart, at: SeqNumber, no_wait: bool) {
+        if let RequestStart::AckMoved { expected } = start {
+            if !no_wait {
+                self.boundaries.push_back(Boundary { seq: at, expected });
+            } else if self.timing_seq.is_none() {
+                self.timing_seq = Some(at);
             }
-            Some(_) => {}
-            None => self.last_data_ack = Some(ack),
         }
-    }
-
-    /// A data segment seen past a hole in the capture proves the hole when its ack moved: production
-    /// answered the request the hole is in.
-    #[inline]
-    pub fn proves_missed(&self, ack: Option<SeqNumber>, has_data: bool) -> bool {
-        matches!((ack, self.last_data_ack), (Some(a), Some(l)) if a > l && has_data)
-    }
-
-    /// Client data after a capture gap: starts a new request (`true`) when its ack moved; else
-    /// only follows the ack (the same request continues).
-    pub fn resync_starts_request(&self, ack: Option<SeqNumber>) -> bool {
-        matches!((ack, self.last_data_ack), (Some(a), Some(l)) if a > l)
-    }
-
-    /// Follows the client's ack while the stream is not replayed (after a capture gap).
-    pub fn follow_ack(&mut self, ack: SeqNumber) {
-        self.last_data_ack = Some(self.last_data_ack.map_or(ack, |l| l.max(ack)));
     }
 
     /// The release gate for boundary `b` at `now` (`peer_closed`: the target sent its FIN).
@@ -292,30 +256,33 @@ mod tests {
         response_timeout: Duration::from_millis(500),
     };
 
+    const MOVED: RequestStart = RequestStart::AckMoved { expected: 100 };
+
     fn pacer() -> (RequestPacer, Instant) {
         let now = Instant::now();
-        let mut p = RequestPacer::new(now);
-        p.note_handshake_ack(SeqNumber(5001));
-        (p, now)
+        (RequestPacer::new(now), now)
     }
 
     #[test]
-    fn boundary_only_when_the_ack_moves() {
+    fn held_only_where_the_ack_moved() {
         let (mut p, _) = pacer();
-        p.note_request(SeqNumber(5001), SeqNumber(1001), false);
-        assert_eq!(p.next_boundary(), None, "first request: ack did not move");
-        p.note_request(SeqNumber(5001), SeqNumber(1010), false);
-        assert_eq!(p.next_boundary(), None, "same request continues");
-        p.note_request(SeqNumber(5101), SeqNumber(1020), false);
+        p.note_request(RequestStart::Continues, SeqNumber(1001), false);
+        p.note_request(RequestStart::First, SeqNumber(1001), false);
+        p.note_request(RequestStart::AfterServerData, SeqNumber(1010), false);
+        assert_eq!(
+            p.next_boundary(),
+            None,
+            "nothing production answered to wait for"
+        );
+        p.note_request(MOVED, SeqNumber(1020), false);
         assert_eq!(p.next_boundary(), Some(SeqNumber(1020)));
         assert_eq!(p.boundaries[0].expected, 100);
-        assert_eq!(p.last_data_ack, Some(SeqNumber(5101)));
     }
 
     #[test]
     fn no_wait_times_but_never_holds() {
         let (mut p, now) = pacer();
-        p.note_request(SeqNumber(5101), SeqNumber(1020), true);
+        p.note_request(MOVED, SeqNumber(1020), true);
         assert!(p.is_idle());
         assert!(p.on_request_bytes_sent(SeqNumber(1020), SeqNumber(1030), true, now, true));
     }
@@ -323,7 +290,7 @@ mod tests {
     #[test]
     fn gate_opens_on_full_answer_idle_gap_fin_or_timeout() {
         let (mut p, t0) = pacer();
-        p.note_request(SeqNumber(5101), SeqNumber(1020), false);
+        p.note_request(MOVED, SeqNumber(1020), false);
         let b = p.boundaries[0];
         assert!(!p.gate_open(&b, t0, &RULES, false));
         assert!(p.gate_open(&b, t0, &RULES, true), "target closed");
@@ -341,7 +308,7 @@ mod tests {
     #[test]
     fn release_waits_for_the_send_side_and_counts_timeouts() {
         let (mut p, t0) = pacer();
-        p.note_request(SeqNumber(5101), SeqNumber(1020), false);
+        p.note_request(MOVED, SeqNumber(1020), false);
         let late = t0 + RULES.response_timeout;
         assert_eq!(p.release(late, SeqNumber(1010), &RULES, false), 0);
         assert_eq!(
@@ -365,7 +332,7 @@ mod tests {
     #[test]
     fn deadline_after_an_answer_is_the_idle_gap() {
         let (mut p, t0) = pacer();
-        p.note_request(SeqNumber(5101), SeqNumber(1020), false);
+        p.note_request(MOVED, SeqNumber(1020), false);
         let t1 = t0 + Duration::from_millis(10);
         p.on_answer(1, t1);
         assert_eq!(
@@ -404,15 +371,5 @@ mod tests {
         assert_eq!(p.deadline(SeqNumber(3), &rules), Some(t2));
         assert_eq!(p.release(t2, SeqNumber(3), &rules, false), 0);
         assert!(p.is_idle(), "one answer byte of 100 opens it");
-    }
-
-    #[test]
-    fn missed_segment_is_proven_by_a_moved_ack_with_data() {
-        let (p, _) = pacer();
-        assert!(p.proves_missed(Some(SeqNumber(5002)), true));
-        assert!(!p.proves_missed(Some(SeqNumber(5002)), false));
-        assert!(!p.proves_missed(Some(SeqNumber(5001)), true));
-        assert!(!p.proves_missed(None, true));
-        assert!(p.resync_starts_request(Some(SeqNumber(5002))));
     }
 }

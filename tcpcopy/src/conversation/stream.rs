@@ -1,53 +1,24 @@
-//! The client's byte stream as captured: the in-order bytes not yet acknowledged by the target,
-//! the segments held beyond a hole, and the client's FIN.
+//! Raw mode's client stream as captured: the in-order bytes not yet acknowledged by the target,
+//! the segments held beyond a hole (the shared [`ReorderQueue`]), and the client's FIN.
 //!
 //! Memory is counted against a counter the caller passes in (the engine's budget is shared by
 //! all its sessions); what is counted is what is allocated, not just the bytes in use. This module
-//! decides nothing about requests (that is [`super::RequestPacer`]) and never copies a byte twice.
+//! decides nothing about requests (that is [`super::RequestBoundaries`]) and never copies a byte
+//! twice.
 
-use std::collections::{btree_map, BTreeMap, VecDeque};
+use super::order::{Held, ReorderQueue};
+use std::collections::{btree_map, VecDeque};
 use tcpclone::seq::SeqNumber;
-
-/// A captured segment held out of order.
-#[derive(Debug)]
-pub(crate) struct Held {
-    /// Its first sequence number.
-    pub seq: SeqNumber,
-    /// The client's ack on it, if the ACK flag was set.
-    pub ack: Option<SeqNumber>,
-    /// It carried the client's FIN.
-    pub fin: bool,
-    /// Its payload.
-    pub data: Vec<u8>,
-}
-
-/// What one held segment costs beyond its bytes, counted against the memory budget: its map
-/// entry (key and `Held`) and its share of the B-tree node, counted high. Thousands of tiny
-/// segments cost far more than their payload.
-const HELD_OVERHEAD: usize = std::mem::size_of::<(i32, Held)>() + 16;
-
-/// Memory one held segment of `len` bytes accounts for.
-pub(crate) fn held_cost(len: usize) -> usize {
-    len + HELD_OVERHEAD
-}
 
 /// The client stream of one conversation.
 #[derive(Debug)]
 pub(crate) struct ClientStream {
-    /// The next sequence number expected from the client (everything before it is in order).
-    next: SeqNumber,
+    /// The next sequence number expected from the client and the segments held beyond a hole.
+    order: ReorderQueue,
     /// In-order bytes from `buf_seq` up to `next`, not yet acknowledged by the target.
     buf: VecDeque<u8>,
     /// Sequence number of `buf`'s first byte.
     buf_seq: SeqNumber,
-    /// Segments held out of order, by their offset from `ooo_anchor` (sequence numbers wrap,
-    /// offsets within the window do not): finding, inserting and taking the next in order cost
-    /// O(log n) however many are held.
-    ooo: BTreeMap<i32, Held>,
-    /// `next` when the first of the held segments arrived.
-    ooo_anchor: SeqNumber,
-    /// Memory the held segments account for ([`held_cost`]).
-    ooo_bytes: usize,
     /// Held segments are being merged back (the caller's merge loop feeds them through its own
     /// accept path, which would start another merge).
     merging: bool,
@@ -59,12 +30,9 @@ impl ClientStream {
     /// An empty stream whose first byte is `start`.
     pub fn new(start: SeqNumber) -> ClientStream {
         ClientStream {
-            next: start,
+            order: ReorderQueue::new(start),
             buf: VecDeque::new(),
             buf_seq: start,
-            ooo: BTreeMap::new(),
-            ooo_anchor: start,
-            ooo_bytes: 0,
             merging: false,
             fin: None,
         }
@@ -72,19 +40,26 @@ impl ClientStream {
 
     /// Starts over at `start` (re-establishment after a capture gap, buffers already dropped).
     pub fn restart(&mut self, start: SeqNumber) {
-        self.next = start;
+        self.order.set_next(start);
         self.buf_seq = start;
     }
 
     /// The next sequence number expected: every byte before it has been captured in order.
     #[inline]
     pub fn next(&self) -> SeqNumber {
-        self.next
+        self.order.next()
+    }
+
+    /// The part of `data` (captured at `seq`) that is new and in order; `None` beyond a hole
+    /// (the shared rule, [`ReorderQueue::new_part`]).
+    #[inline]
+    pub fn new_part<'a>(&self, seq: SeqNumber, data: &'a [u8]) -> Option<&'a [u8]> {
+        self.order.new_part(seq, data)
     }
 
     /// Moves past bytes that are not replayed (after a capture gap).
     pub fn skip_to(&mut self, next: SeqNumber) {
-        self.next = next;
+        self.order.set_next(next);
     }
 
     /// Where the client's FIN is, once captured in order.
@@ -103,19 +78,19 @@ impl ClientStream {
     /// held segments.
     #[inline]
     pub fn buffered(&self) -> usize {
-        self.buf.capacity() + self.ooo_bytes
+        self.buf.capacity() + self.order.held_bytes()
     }
 
     /// Memory the held segments account for.
     #[inline]
     pub fn held_bytes(&self) -> usize {
-        self.ooo_bytes
+        self.order.held_bytes()
     }
 
     /// No segment is held out of order.
     #[inline]
     pub fn nothing_held(&self) -> bool {
-        self.ooo.is_empty()
+        self.order.nothing_held()
     }
 
     /// How much the buffer must grow to take `n` more bytes: doubling (amortised), never past
@@ -144,28 +119,13 @@ impl ClientStream {
             *mem += self.buf.capacity() - cap;
         }
         self.buf.extend(new);
-        self.next = self.next + new.len() as u32;
+        self.order.advance(new.len());
     }
 
-    /// Holds a segment captured beyond a hole. A retransmission of what is held is dropped; a
-    /// longer segment from the same place supersedes the shorter one.
+    /// Holds a segment captured beyond a hole ([`ReorderQueue::hold`]).
+    #[inline]
     pub fn hold(&mut self, seg: Held, mem: &mut usize) {
-        if self.ooo.is_empty() {
-            self.ooo_anchor = self.next;
-        }
-        let key = seg.seq.diff(self.ooo_anchor);
-        if let Some(h) = self.ooo.get(&key) {
-            if h.data.len() >= seg.data.len() {
-                return;
-            }
-            let old = held_cost(h.data.len());
-            self.ooo_bytes -= old;
-            *mem = mem.saturating_sub(old);
-        }
-        let cost = held_cost(seg.data.len());
-        self.ooo_bytes += cost;
-        *mem += cost;
-        self.ooo.insert(key, seg);
+        self.order.hold(seg, mem);
     }
 
     /// Starts merging held segments back; `false` when a merge is already running (the caller's
@@ -181,19 +141,11 @@ impl ClientStream {
         self.merging = false;
     }
 
-    /// Takes the held segment that now starts in order (at or before [`ClientStream::next`]),
-    /// if any: the one with the lowest sequence number is the only candidate.
+    /// Takes the held segment that now starts in order, if any
+    /// ([`ReorderQueue::take_next_held`]).
     #[inline]
     pub fn take_next_held(&mut self, mem: &mut usize) -> Option<Held> {
-        let first = self.ooo.first_entry()?;
-        if first.get().seq > self.next {
-            return None;
-        }
-        let h = first.remove();
-        let cost = held_cost(h.data.len());
-        self.ooo_bytes -= cost;
-        *mem = mem.saturating_sub(cost);
-        Some(h)
+        self.order.take_next_held(mem)
     }
 
     /// Drops the in-order bytes and the FIN (a capture gap), then hands back every held
@@ -202,18 +154,15 @@ impl ClientStream {
         *mem = mem.saturating_sub(self.buf.capacity());
         self.buf = VecDeque::new();
         self.fin = None;
-        let held = std::mem::take(&mut self.ooo);
-        *mem = mem.saturating_sub(self.ooo_bytes);
-        self.ooo_bytes = 0;
-        held.into_values()
+        self.order.take_all_held(mem)
     }
 
     /// Frees every buffer (the conversation is over or its target is gone).
     pub fn release(&mut self, mem: &mut usize) {
-        *mem = mem.saturating_sub(self.buffered());
+        *mem = mem.saturating_sub(self.buf.capacity());
         self.buf = VecDeque::new();
-        self.ooo = BTreeMap::new();
-        self.ooo_bytes = 0;
+        // Dropped: the conversation is over.
+        drop(self.order.take_all_held(mem));
     }
 
     /// The target acknowledged everything before `ack`: drops those bytes and returns how many.
@@ -258,16 +207,8 @@ impl ClientStream {
 
 #[cfg(test)]
 mod tests {
+    use super::super::order::tests::held;
     use super::*;
-
-    fn held(seq: u32, data: &[u8]) -> Held {
-        Held {
-            seq: SeqNumber(seq),
-            ack: None,
-            fin: false,
-            data: data.to_vec(),
-        }
-    }
 
     #[test]
     fn appends_in_order_and_counts_the_allocation() {
@@ -281,33 +222,6 @@ mod tests {
         assert_eq!(s.bytes(SeqNumber(101), 3), Some((&b"ell"[..], &[][..])));
         assert_eq!(s.bytes(SeqNumber(103), 3), None, "past what was captured");
         assert_eq!(s.growth_for(10, 12), None, "over the per-session cap");
-    }
-
-    #[test]
-    fn held_segments_come_back_in_order_and_free_their_cost() {
-        let mut s = ClientStream::new(SeqNumber(0));
-        let mut mem = 0;
-        s.hold(held(10, b"bbbb"), &mut mem);
-        s.hold(held(5, b"aaaaa"), &mut mem);
-        s.hold(held(5, b"aa"), &mut mem); // a shorter retransmission: dropped
-        assert_eq!(mem, held_cost(4) + held_cost(5));
-        assert!(s.take_next_held(&mut mem).is_none(), "hole at 0..5");
-        let g = s.growth_for(5, 1 << 20).unwrap();
-        s.append(b"01234", g, &mut mem);
-        let h = s.take_next_held(&mut mem).unwrap();
-        assert_eq!((h.seq, h.data.len()), (SeqNumber(5), 5));
-        assert_eq!(s.held_bytes(), held_cost(4));
-        assert!(!s.nothing_held());
-    }
-
-    #[test]
-    fn a_longer_segment_supersedes_a_held_one() {
-        let mut s = ClientStream::new(SeqNumber(0));
-        let mut mem = 0;
-        s.hold(held(5, b"ab"), &mut mem);
-        s.hold(held(5, b"abcd"), &mut mem);
-        assert_eq!(mem, held_cost(4));
-        assert_eq!(s.held_bytes(), held_cost(4));
     }
 
     #[test]

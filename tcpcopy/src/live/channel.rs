@@ -476,7 +476,7 @@ mod tests {
     use bytes::BytesMut;
     use std::net::TcpListener;
     use std::sync::mpsc;
-    use tcpclone::proto::{encode, Decoder, Message, Role, VERSION};
+    use tcpclone::proto::{encode, FrameDecoder, Message, Role, VERSION};
 
     /// A real IPv4+TCP header (the channel's decoder checks it).
     fn header() -> Bytes {
@@ -511,7 +511,7 @@ mod tests {
                 };
                 let _ = s.write_all(&frame(&hello));
                 let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut dec = Decoder::new();
+                let mut dec = FrameDecoder::new();
                 let mut r = BytesMut::new();
                 let mut buf = [0u8; 4096];
                 'conn: while let Ok(k @ 1..) = s.read(&mut buf) {

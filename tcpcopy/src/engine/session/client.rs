@@ -1,9 +1,11 @@
-//! Captured client segments: into the client stream (in order or held), request boundaries
-//! noted, and a capture gap turned into a reset of the clone and a re-establishment at the next
+//! Captured client segments: into the client stream (in order or held beyond a hole, the
+//! conversation core's [`crate::conversation::ReorderQueue`]), request boundaries found by the
+//! conversation core's rule ([`crate::conversation::RequestBoundaries`], raw mode's
+//! [`BoundaryRules::RAW`]) and held at its gate, and a capture gap turned into a reset of the clone and a re-establishment at the next
 //! request.
 
 use super::{EngineSession, RawEndReason, SessionCtx, State};
-use crate::conversation::Held;
+use crate::conversation::{BoundaryRules, Held};
 use crate::engine::packet::{RawSegment, ACK, FIN, RST, SYN};
 use tcpclone::seq::SeqNumber;
 
@@ -40,7 +42,7 @@ impl EngineSession {
                 }
                 if let Some(a) = ack {
                     if seg.payload.is_empty() && !seg.has(FIN) {
-                        self.pacer.note_handshake_ack(a);
+                        self.starts.note_handshake_ack(a);
                     }
                 }
                 if !seg.payload.is_empty() || seg.has(FIN) {
@@ -66,32 +68,28 @@ impl EngineSession {
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
         let end = seq + len;
         let cap_nxt = self.stream.next();
-        if seq > cap_nxt {
+        let Some(new) = self.stream.new_part(seq, data) else {
             self.hold(cx, seq, ack, data, fin);
             return;
-        }
-        if end >= cap_nxt && !data.is_empty() {
-            let skip = cap_nxt.diff(seq) as usize;
-            let new = &data[skip.min(data.len())..];
-            if !new.is_empty() {
-                let grow = self.stream.growth_for(new.len(), cx.cfg.max_session_buffer);
-                let Some(grow) = grow.filter(|&g| cx.fits(g)) else {
-                    cx.stats.buffer_overflows += 1;
-                    self.gap(cx);
-                    return;
-                };
-                if let Some(a) = ack {
-                    self.pacer.note_request(a, cap_nxt, cx.cfg.no_wait);
-                }
-                self.stream.append(new, grow, cx.mem);
+        };
+        if !new.is_empty() {
+            let grow = self.stream.growth_for(new.len(), cx.cfg.max_session_buffer);
+            let Some(grow) = grow.filter(|&g| cx.fits(g)) else {
+                cx.stats.buffer_overflows += 1;
+                self.gap(cx);
+                return;
+            };
+            if ack.is_some() {
+                let start = self.starts.on_client_data(ack, &BoundaryRules::RAW);
+                self.pacer.note_request(start, cap_nxt, cx.cfg.no_wait);
             }
+            self.stream.append(new, grow, cx.mem);
         }
         if fin && end == self.stream.next() && self.stream.fin().is_none() {
-            if data.is_empty() {
-                if let Some(a) = ack {
-                    self.pacer
-                        .note_request(a, self.stream.next(), cx.cfg.no_wait);
-                }
+            if data.is_empty() && ack.is_some() {
+                let start = self.starts.on_client_data(ack, &BoundaryRules::RAW);
+                self.pacer
+                    .note_request(start, self.stream.next(), cx.cfg.no_wait);
             }
             self.stream.set_fin(self.stream.next());
         }
@@ -122,7 +120,7 @@ impl EngineSession {
         self.stream.hold(held, cx.mem);
         // A request boundary beyond the hole proves a missed segment (production answered
         // the request the hole is in); allow only a short reordering window then.
-        let wait = if self.pacer.proves_missed(ack, !data.is_empty()) {
+        let wait = if self.starts.proves_missed(ack, !data.is_empty()) {
             cx.cfg.reorder_window
         } else {
             cx.cfg.gap_timeout
@@ -192,7 +190,7 @@ impl EngineSession {
         let end = seq + data.len() as u32;
         let cap_nxt = self.stream.next();
         if seq == cap_nxt {
-            if self.pacer.resync_starts_request(ack) {
+            if self.starts.ack_moved(ack) {
                 self.restart(cx, seq, ack, data, fin);
                 return;
             }
@@ -202,7 +200,7 @@ impl EngineSession {
         // Same request continuing, or a new run whose predecessor we did not see.
         self.stream.skip_to(end);
         if let Some(a) = ack {
-            self.pacer.follow_ack(a);
+            self.starts.follow_ack(a);
         }
         if fin {
             self.finish(cx, RawEndReason::Gap);
@@ -226,6 +224,7 @@ impl EngineSession {
         self.snd.restart(seq - 1, rto, cx.now);
         self.tgt.restart();
         self.pacer.restart();
+        self.starts.restart();
         self.pending_syn = true;
         self.accept(cx, seq, ack, data, fin);
     }

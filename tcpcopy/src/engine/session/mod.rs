@@ -4,8 +4,8 @@
 //! Sans-IO like the rest of the engine: time comes in through [`SessionCtx::now`]. The session
 //! is split by concern, each part a struct with its own tests:
 //!
-//! - the client stream and the request pacing: [`crate::conversation`] (the one place for the
-//!   request-boundary rule and the release gate, shared with stream mode);
+//! - the client stream, its out-of-order holds, the request boundaries and the release gate:
+//!   [`crate::conversation`] (the one place for each of these rules, shared with stream mode);
 //! - our send side (sequence space, RTO/RTT, retransmission): [`send`];
 //! - the target's side (its sequence numbers, timestamps): [`target`];
 //! - the session's other timers: [`timers`];
@@ -25,7 +25,7 @@ pub(crate) use send::PathRtts;
 
 use super::packet::{PathSums, RawSegment, TcpOpts};
 use super::{EngineConfig, EngineEvent, EngineStats};
-use crate::conversation::{ClientStream, GateRules, RequestPacer};
+use crate::conversation::{ClientStream, GateRules, RequestBoundaries, RequestPacer};
 use send::SendSide;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -115,7 +115,9 @@ pub(crate) struct EngineSession {
     syn_opts: TcpOpts,
     /// The client stream as captured.
     stream: ClientStream,
-    /// Request boundaries and the release gate.
+    /// Where requests start (raw mode's rule: the client's ack moved).
+    starts: RequestBoundaries,
+    /// The release gate.
     pacer: RequestPacer,
     /// The client reset its connection (carried through once its data is delivered).
     client_rst: bool,
@@ -165,6 +167,7 @@ impl EngineSession {
             client_isn: iss,
             syn_opts: syn_opts(cx.cfg, seg, target.is_ipv6(), fake),
             stream: ClientStream::new(iss + 1),
+            starts: RequestBoundaries::new(),
             pacer: RequestPacer::new(now),
             client_rst: false,
             snd: SendSide::new(iss, cx.paths.initial_rto(cx.cfg, target.ip()), now),
@@ -277,6 +280,7 @@ impl EngineSession {
     // ------------------------------------------------------------------ timers
 
     /// The earliest instant this session needs `on_timeout`.
+    #[inline]
     pub fn next_deadline(&self, cfg: &EngineConfig) -> Option<Instant> {
         if self.end.is_some() {
             return None; // only flushing its last segments
@@ -298,6 +302,7 @@ impl EngineSession {
     }
 
     /// The target closed, everything we had is delivered, and the client has not closed yet.
+    #[inline]
     fn half_closed_idle(&self) -> bool {
         self.state == State::Established
             && self.tgt.fin
@@ -307,6 +312,7 @@ impl EngineSession {
             && self.pacer.is_idle()
     }
 
+    #[inline]
     fn outstanding(&self) -> bool {
         match self.state {
             State::SynSent => true,

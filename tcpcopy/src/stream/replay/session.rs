@@ -52,7 +52,7 @@ impl Schedule {
 
 /// What the reassembled conversation says next, for this session.
 #[derive(Debug, Clone)]
-pub(super) enum Input {
+pub(super) enum SessionInput {
     /// Client bytes captured at `ts`; `new_message`: they begin a request; `server_seen`: the
     /// capture has server packets of this session.
     Client {
@@ -73,7 +73,7 @@ pub(super) enum Input {
 /// What the driver does next.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Action {
-    /// Hand over the next [`Input`].
+    /// Hand over the next [`SessionInput`].
     NeedInput,
     /// Write all of these bytes (reading meanwhile), then call [`SessionCore::handle_written`].
     Write(Bytes),
@@ -238,10 +238,10 @@ impl SessionCore {
     }
 
     /// The next input, after [`Action::NeedInput`].
-    pub fn handle_input(&mut self, now: Instant, input: Input) {
+    pub fn handle_input(&mut self, now: Instant, input: SessionInput) {
         debug_assert!(matches!(self.phase, Phase::Ready), "{:?}", self.phase);
         match input {
-            Input::Client {
+            SessionInput::Client {
                 ts,
                 bytes,
                 new_message,
@@ -254,19 +254,19 @@ impl SessionCore {
                     self.phase = Phase::Write { bytes, ts };
                 }
             }
-            Input::Server { ts, bytes, len } => {
+            SessionInput::Server { ts, bytes, len } => {
                 self.server_seen = true;
                 match self.reqs.back_mut() {
                     Some(r) => r.production_answered(ts, &bytes, len),
                     None => self.prod_banner = true,
                 }
             }
-            Input::ClientFin { ts } => self.enter_gate(now, Step::Fin { ts }),
-            Input::End if self.client_fin => {
+            SessionInput::ClientFin { ts } => self.enter_gate(now, Step::Fin { ts }),
+            SessionInput::End if self.client_fin => {
                 self.refine_expects();
                 self.close(now);
             }
-            Input::End => self.enter_gate(now, Step::End),
+            SessionInput::End => self.enter_gate(now, Step::End),
         }
     }
 
@@ -551,8 +551,8 @@ mod tests {
     }
 
     /// Client bytes captured at `ts_ms` of capture time.
-    fn client(ts_ms: u64, b: &[u8], new_message: bool) -> Input {
-        Input::Client {
+    fn client(ts_ms: u64, b: &[u8], new_message: bool) -> SessionInput {
+        SessionInput::Client {
             ts: ts_ms * 1_000_000,
             bytes: Bytes::copy_from_slice(b),
             new_message,
@@ -560,8 +560,8 @@ mod tests {
         }
     }
 
-    fn server(ts_ms: u64, b: &[u8]) -> Input {
-        Input::Server {
+    fn server(ts_ms: u64, b: &[u8]) -> SessionInput {
+        SessionInput::Server {
             ts: ts_ms * 1_000_000,
             bytes: Bytes::copy_from_slice(b),
             len: b.len(),
@@ -581,7 +581,7 @@ mod tests {
 
     /// Feeds `input` at `now` (the core must be asking for input) and writes what it asks for
     /// at once, successfully; returns what it asks next.
-    fn feed(c: &mut SessionCore, now: Instant, input: Input) -> Action {
+    fn feed(c: &mut SessionCore, now: Instant, input: SessionInput) -> Action {
         assert_eq!(c.poll(now), Action::NeedInput);
         c.handle_input(now, input);
         c.poll(now)
@@ -599,7 +599,7 @@ mod tests {
         c.handle_read(t0 + 3 * MS, b"R:");
         assert_eq!(c.poll(t0 + 3 * MS), write(b"a2\n"), "the answer began");
         c.handle_written(t0 + 3 * MS, true);
-        assert_eq!(feed(&mut c, t0 + 4 * MS, Input::End), Action::Done);
+        assert_eq!(feed(&mut c, t0 + 4 * MS, SessionInput::End), Action::Done);
         // The first request was answered in 3 ms.
         let s = c.take_samples();
         assert_eq!(s.len(), 2);
@@ -621,7 +621,10 @@ mod tests {
         assert_eq!(c.poll(t0 + MS), wait(t0 + MS + TIMEOUT));
         assert_eq!(c.poll(t0 + MS + TIMEOUT), write(b"a2\n"));
         c.handle_written(t0 + MS + TIMEOUT, true);
-        assert_eq!(feed(&mut c, t0 + MS + TIMEOUT, Input::End), Action::Done);
+        assert_eq!(
+            feed(&mut c, t0 + MS + TIMEOUT, SessionInput::End),
+            Action::Done
+        );
         let s = c.take_samples();
         assert_eq!(s[0].outcome, Some(Outcome::TimedOut));
     }
@@ -636,7 +639,7 @@ mod tests {
         assert_eq!(feed(&mut c, t0, client(2, b"a2\n", true)), write(b"a2\n"));
         c.handle_written(t0, true);
         // Nothing came from the target: the end does not wait for a quiet period.
-        assert_eq!(feed(&mut c, t0, Input::End), Action::Done);
+        assert_eq!(feed(&mut c, t0, SessionInput::End), Action::Done);
         let s = c.take_samples();
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].outcome, Some(Outcome::Unanswered));
@@ -655,7 +658,7 @@ mod tests {
         c.handle_written(t0 + 150 * MS, true);
         c.handle_read(t0 + 151 * MS, b"R:a1\n");
         c.handle_eof(false);
-        assert_eq!(feed(&mut c, t0 + 152 * MS, Input::End), Action::Done);
+        assert_eq!(feed(&mut c, t0 + 152 * MS, SessionInput::End), Action::Done);
         let s = c.take_samples();
         assert_eq!(s[0].outcome, Some(Outcome::Answered));
         assert_eq!(
@@ -686,7 +689,7 @@ mod tests {
             feed(&mut c, t0 + MS, client(3, b"more", false)),
             Action::NeedInput
         );
-        assert_eq!(feed(&mut c, t0 + MS, Input::End), Action::Done);
+        assert_eq!(feed(&mut c, t0 + MS, SessionInput::End), Action::Done);
         let s = c.take_samples();
         assert_eq!(s[0].outcome, Some(Outcome::Closed));
         assert_eq!(s[1].bytes_out, 0);
@@ -722,7 +725,7 @@ mod tests {
         c.handle_stop();
         assert_eq!(c.poll(t0 + 42 * MS), write(b"a2\n"));
         c.handle_written(t0 + 42 * MS, true);
-        assert_eq!(feed(&mut c, t0 + 42 * MS, Input::End), Action::Done);
+        assert_eq!(feed(&mut c, t0 + 42 * MS, SessionInput::End), Action::Done);
         let s = c.take_samples();
         assert_eq!(s[0].slip, Some(2 * MS));
         assert_eq!(s[0].latency, Some(28 * MS));
@@ -746,12 +749,12 @@ mod tests {
         feed(&mut c, t0, client(1, b"a1\n", true));
         c.handle_written(t0, true);
         feed(&mut c, t0, server(2, b"R:a1\n"));
-        c.handle_input(t0, Input::ClientFin { ts: 3_000_000 });
+        c.handle_input(t0, SessionInput::ClientFin { ts: 3_000_000 });
         assert_eq!(c.poll(t0), wait(t0 + TIMEOUT));
         c.handle_read(t0 + 5 * MS, b"R:a1\n");
         assert_eq!(c.poll(t0 + 5 * MS), Action::Shutdown);
         assert_eq!(
-            feed(&mut c, t0 + 6 * MS, Input::End),
+            feed(&mut c, t0 + 6 * MS, SessionInput::End),
             wait(t0 + 6 * MS + TIMEOUT)
         );
         c.handle_eof(false);
@@ -766,7 +769,10 @@ mod tests {
         feed(&mut c, t0, client(1, b"a1\n", true));
         c.handle_written(t0, true);
         c.handle_read(t0 + MS, b"R:");
-        assert_eq!(feed(&mut c, t0 + MS, Input::End), wait(t0 + MS + QUIET));
+        assert_eq!(
+            feed(&mut c, t0 + MS, SessionInput::End),
+            wait(t0 + MS + QUIET)
+        );
         c.handle_read(t0 + 50 * MS, b"a1\n");
         // More came during the quiet period: another one from the last byte.
         assert_eq!(c.poll(t0 + MS + QUIET), wait(t0 + 50 * MS + QUIET));

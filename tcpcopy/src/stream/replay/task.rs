@@ -6,7 +6,7 @@
 
 use super::inbox::{Inbox, Item};
 use super::measure::SampleContext;
-use super::session::{Action, Input, SessionCore};
+use super::session::{Action, SessionCore, SessionInput};
 use super::{ActiveGuard, Ctx, Plan};
 use crate::report::{Outcome, RequestSample};
 use crate::stream::proxy;
@@ -208,7 +208,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, plan: Plan, items: Arc<Inbox>, _guard: Ac
                         ..
                     }) => {
                         _permit = permit;
-                        Input::Client {
+                        SessionInput::Client {
                             ts,
                             bytes,
                             new_message,
@@ -221,13 +221,13 @@ pub(super) async fn run(ctx: Arc<Ctx>, plan: Plan, items: Arc<Inbox>, _guard: Ac
                         bytes,
                         len,
                         ..
-                    }) => Input::Server { ts, bytes, len },
+                    }) => SessionInput::Server { ts, bytes, len },
                     Some(Item::Fin {
                         side: Side::Client,
                         ts,
-                    }) => Input::ClientFin { ts },
+                    }) => SessionInput::ClientFin { ts },
                     Some(Item::Fin { .. }) => continue,
-                    Some(Item::Close) | None => Input::End,
+                    Some(Item::Close) | None => SessionInput::End,
                 };
                 core.handle_input(Instant::now(), input);
             }

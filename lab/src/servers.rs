@@ -149,8 +149,19 @@ pub fn start_nginx(
         "nginx in {ns} did not start: {}",
         std::fs::read_to_string(d.join("stderr.log")).unwrap_or_default()
     );
-    std::fs::write(d.join("access.log"), "").unwrap();
-    d.join("access.log")
+    let log = d.join("access.log");
+    if !first.contains(':') {
+        // nginx logs the probe after curl has its answer: wait for that line, or emptying the
+        // log could come first and the probe would be counted as a request.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::metadata(&log).map_or(0, |m| m.len()) == 0
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    std::fs::write(&log, "").unwrap();
+    log
 }
 
 /// Starts tcpdump in `ns` on `ifc` (snap length 4096, 32 MB buffer) writing `file`; returns

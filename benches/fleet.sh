@@ -9,6 +9,8 @@
 #    redis per run, shared by both workers of the 2-worker run): requests/s over whole runs
 #    (start-up included), beside the offline --topspeed replay of the capture.
 # Usage: sudo benches/fleet.sh [REQUESTS (default 100000)] [CONNS (default 50)]
+#   env KEEPALIVE=0: redis-benchmark opens a connection per request (-k 0), so the recording
+#   holds REQUESTS sessions of one SET each: what a worker pays per session shows.
 set -euo pipefail
 REQUESTS=${1:-100000}
 CONNS=${2:-50}
@@ -25,7 +27,8 @@ redis "${TAG}p" 198.18.71.2 6379
 ip netns exec "${TAG}p" tcpdump -i "${TAG}vb" -s 4096 -B 65536 --immediate-mode -U -n -w "$WORK/set.pcap" tcp port 6379 2>"$WORK/tcpdump.log" &
 TD=$!
 for _ in $(seq 100); do grep -q "listening on" "$WORK/tcpdump.log" 2>/dev/null && break; sleep 0.05; done
-inns "${TAG}c" redis-benchmark -h 198.18.71.2 -n "$REQUESTS" -c "$CONNS" -t set -q >/dev/null
+[[ ${KEEPALIVE:-1} =~ ^[01]$ ]] || { echo "fleet.sh: KEEPALIVE must be 0 or 1" >&2; exit 2; }
+inns "${TAG}c" redis-benchmark -h 198.18.71.2 -n "$REQUESTS" -c "$CONNS" -k "${KEEPALIVE:-1}" -t set -q >/dev/null
 sleep 1; kill -INT $TD; wait $TD || true
 grep -E "captured|dropped" "$WORK/tcpdump.log" | sed "s/^/capture: /"
 

@@ -75,8 +75,18 @@ pub enum EngineEvent {
         sent: Instant,
         /// When the target's first answer was reported.
         answered: Instant,
+        /// The first bytes of the request (the segment that carried its start, at most
+        /// [`REQUEST_PREVIEW`] bytes), for the report's endpoint.
+        request: Vec<u8>,
+        /// The first bytes of the answer as intercept reported them (`--response-prefix`;
+        /// empty without), for the report's response class.
+        answer: Vec<u8>,
     },
 }
+
+/// Most request bytes kept per timed request for the report (an HTTP request head, a Redis
+/// command and its key).
+pub const REQUEST_PREVIEW: usize = 1024;
 
 /// FxHash-style hasher: the maps are keyed by addresses we saw, not by attacker-chosen strings
 /// worth SipHash, and this is the per-packet hot path.
@@ -630,8 +640,20 @@ impl Engine {
 
     /// The IP+TCP headers of one target response, as intercept reported them.
     pub fn handle_response(&mut self, now: Instant, ip_tcp_headers: &[u8]) {
+        self.handle_response_with_prefix(now, ip_tcp_headers, &[]);
+    }
+
+    /// [`handle_response`](Self::handle_response) with the first bytes of the response's
+    /// payload (intercept's `--response-prefix`), which the report reads the answer's class
+    /// from (only with [`EngineConfig::request_timing_events`]).
+    pub fn handle_response_with_prefix(
+        &mut self,
+        now: Instant,
+        ip_tcp_headers: &[u8],
+        prefix: &[u8],
+    ) {
         self.stats.responses += 1;
-        let Some(seg) = parse(ip_tcp_headers, true) else {
+        let Some(mut seg) = parse(ip_tcp_headers, true) else {
             self.stats.responses_unmatched += 1;
             return;
         };
@@ -650,6 +672,9 @@ impl Engine {
             }
             return;
         };
+        // A response's payload is never sent anywhere: the field carries the prefix intercept
+        // reported, for the report (at most what the IP header announces).
+        seg.payload = &prefix[..prefix.len().min(seg.payload_len as usize)];
         let gen = self.slots[id as usize].gen;
         if let Some(s) = self.slots[id as usize].session.as_mut() {
             let mut cx = ctx!(self, now);

@@ -138,6 +138,8 @@ pub(crate) struct EngineSession {
     /// Checksum sums of the fixed header words towards the target (`None`: address families
     /// differ, nothing can be sent; the engine never pairs them).
     sums: Option<PathSums>,
+    /// With the report on: the first bytes of the request being timed, until its answer.
+    report_request: Option<Box<[u8]>>,
     span: tracing::Span,
 }
 
@@ -177,6 +179,7 @@ impl EngineSession {
             timer_at: None,
             queued: false,
             sums: PathSums::new(client.ip(), target.ip()),
+            report_request: None,
             span,
         };
         tracing::trace!(parent: &s.span, fake, iss = iss.value(), "new session");

@@ -3,7 +3,7 @@
 //!
 //! Pure code: time comes in as an argument, frames go out through [`Router::poll_transmit`].
 //!
-//! Rules (documented for users in the README's protocol section):
+//! Rules (documented for users in docs/security.md; the frames in docs/protocol.md):
 //! - A session is `(client, target)` as tcpcopy registers it; a captured response belongs to it
 //!   when the response's (destination, source) equals it.
 //! - A session belongs to the connection that registered it. A `SessionAdd` for it from

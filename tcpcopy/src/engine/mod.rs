@@ -23,6 +23,7 @@ pub use packet::checksums_ok;
 pub use stats::{EngineStats, LATENCY_BUCKETS};
 
 use packet::{parse, OutSegment, Path, RawSegment, TcpOpts, ACK, RST, SYN};
+pub use session::report::ProductionAnswer;
 use session::{EngineSession, SessionCtx};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -81,6 +82,9 @@ pub enum EngineEvent {
         /// The first bytes of the answer as intercept reported them (`--response-prefix`;
         /// empty without), for the report's response class.
         answer: Vec<u8>,
+        /// Production's answer to the same request, when the capture holds it (both
+        /// directions captured).
+        production: Option<ProductionAnswer>,
     },
 }
 
@@ -327,7 +331,10 @@ impl Engine {
             return;
         };
         let Some(target) = self.target_for(seg.dst, seg.dst_port) else {
-            self.stats.packets_ignored += 1;
+            // With the report on, the capture holds production's answers too.
+            if !(self.cfg.request_timing_events && self.production_answer(now, &seg)) {
+                self.stats.packets_ignored += 1;
+            }
             return;
         };
         self.stats.segments_in += 1;
@@ -350,6 +357,9 @@ impl Engine {
                 let Some(s) = self.slots[id as usize].session.as_mut() else {
                     continue;
                 };
+                if self.cfg.request_timing_events && !seg.payload.is_empty() {
+                    s.report_client_data(now, seg.seq, seg.payload.len());
+                }
                 if is_syn && seg.seq != s.client_isn {
                     self.replace(now, id, &seg);
                 } else {
@@ -365,6 +375,23 @@ impl Engine {
         } else if !seg.payload.is_empty() && !seg.has(RST) && !seg.has(SYN) {
             self.create(now, key, target, &seg, true);
         }
+    }
+
+    /// A captured segment from a service to its client (the report on): its payload is
+    /// production's answer on the clones of that connection. False when it belongs to none.
+    fn production_answer(&mut self, now: Instant, seg: &RawSegment<'_>) -> bool {
+        let key = FlowKey::new(seg.dst, seg.dst_port, seg.src, seg.src_port);
+        let Some(ids) = self.by_capture.get(&AddrPair::of_flow(&key)) else {
+            return false;
+        };
+        if !seg.payload.is_empty() {
+            for &id in ids.as_slice() {
+                if let Some(s) = self.slots[id as usize].session.as_mut() {
+                    s.report_production_data(now, seg.payload);
+                }
+            }
+        }
+        true
     }
 
     /// A SYN with a new ISN would replace (reset) a clone that is still delivering.

@@ -170,7 +170,11 @@ pub fn run(settings: Settings) -> Result<Summary> {
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let filter = capture::capture_filter(&settings.mappings, settings.user_filter.as_deref());
+    let filter = capture::capture_filter_with(
+        &settings.mappings,
+        settings.user_filter.as_deref(),
+        settings.wants_report(),
+    );
     info!(filter = %filter, "capture filter");
 
     let need_v4 = settings.mappings.iter().any(|m| m.target.is_ipv4());

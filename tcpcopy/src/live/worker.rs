@@ -501,6 +501,7 @@ impl Core {
                     answered,
                     request,
                     answer,
+                    production,
                 } => {
                     if let Some(r) = &self.shared.report {
                         use std::hash::{BuildHasher, BuildHasherDefault};
@@ -517,6 +518,17 @@ impl Core {
                                 latency: answered.saturating_duration_since(sent),
                                 request: &request,
                                 answer_prefix: &answer,
+                                production: production.as_ref().map(|p| {
+                                    crate::report::raw::RawProduction {
+                                        at: p
+                                            .request_at
+                                            .saturating_duration_since(self.shared.origin),
+                                        latency: p
+                                            .answered_at
+                                            .saturating_duration_since(p.request_at),
+                                        prefix: &p.prefix,
+                                    }
+                                }),
                             },
                         );
                         r.lock().unwrap_or_else(|p| p.into_inner()).record(sample);

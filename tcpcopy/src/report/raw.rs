@@ -8,7 +8,7 @@
 //! for (the engine emits nothing to decode otherwise).
 
 use super::exchange::{analyze, Exchange};
-use super::{Outcome, RequestSample};
+use super::{Outcome, ProductionSample, RequestSample};
 use std::time::Duration;
 use tcpclone::decode::Protocol;
 
@@ -25,6 +25,19 @@ pub struct RawAnswer<'a> {
     pub request: &'a [u8],
     /// The answer's first bytes (empty: intercept reports headers only).
     pub answer_prefix: &'a [u8],
+    /// Production's answer to the same request, when the capture holds it.
+    pub production: Option<RawProduction<'a>>,
+}
+
+/// Production's answer to a request, from the capture.
+#[derive(Debug, Clone, Copy)]
+pub struct RawProduction<'a> {
+    /// When the request's last byte was captured, since the start of the run.
+    pub at: Duration,
+    /// Request's last byte → production's first answer byte, capture times.
+    pub latency: Duration,
+    /// Its first bytes.
+    pub prefix: &'a [u8],
 }
 
 /// The start of an answer cut to its first line, made into a head the response decoder reads
@@ -49,14 +62,21 @@ fn first_line_head(protocol: Protocol, prefix: &[u8]) -> Option<Vec<u8>> {
     Some(head)
 }
 
-/// Decodes one request (as `protocol`) and the class of its answer from the prefix.
-pub fn raw_exchange(protocol: Protocol, request: &[u8], answer_prefix: &[u8]) -> Exchange {
+/// Decodes one request (as `protocol`) and the classes of its answers from their prefixes
+/// (the target's; production's when captured).
+pub fn raw_exchange(
+    protocol: Protocol,
+    request: &[u8],
+    answer_prefix: &[u8],
+    production_prefix: Option<&[u8]>,
+) -> Exchange {
     let head = first_line_head(protocol, answer_prefix);
+    let prod = production_prefix.and_then(|p| first_line_head(protocol, p));
     let mut ex = analyze(
         protocol,
         request,
         true,
-        None,
+        prod.as_deref().map(|h| (h, true)),
         head.as_deref().map(|h| (h, true)),
         None,
     );
@@ -77,8 +97,20 @@ pub fn raw_sample(protocol: Protocol, a: &RawAnswer<'_>) -> RequestSample {
         latency: Some(a.latency),
         outcome: Some(Outcome::Answered),
         request_preview: a.request[..a.request.len().min(96)].to_vec(),
-        exchange: (protocol != Protocol::Tcp)
-            .then(|| raw_exchange(protocol, a.request, a.answer_prefix)),
+        exchange: (protocol != Protocol::Tcp).then(|| {
+            raw_exchange(
+                protocol,
+                a.request,
+                a.answer_prefix,
+                a.production.map(|p| p.prefix),
+            )
+        }),
+        production: a.production.map(|p| ProductionSample {
+            latency: p.latency,
+            ttlb: p.latency,
+            bytes_in: 0,
+            at: p.at,
+        }),
         ..Default::default()
     }
 }
@@ -93,7 +125,9 @@ mod tests {
             Protocol::Http,
             b"GET /users/42 HTTP/1.1\r\nHost: x\r\n\r\n",
             b"HTTP/1.1 500 Internal Server Error\r\nServer: nginx\r\nDate: Sat, 05 De",
+            Some(b"HTTP/1.1 200 OK\r\nServer: ngi"),
         );
+        assert_eq!(ex.production.as_ref().map(|p| p.error), Some(false));
         assert_eq!(ex.endpoint.as_deref(), Some("GET /users/{id}"));
         let t = ex.test.unwrap();
         assert_eq!(t.class, "500");
@@ -103,6 +137,7 @@ mod tests {
             Protocol::Http,
             b"GET / HTTP/1.1\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nCont",
+            None,
         );
         assert_eq!(ok.test.as_ref().map(|t| t.error), Some(false));
     }
@@ -114,6 +149,7 @@ mod tests {
             Protocol::Redis,
             b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n",
             b"HTTP/1.1 200 OK\r\n",
+            None,
         );
         assert!(ex.test.is_none());
         assert!(ex.response_opaque);
@@ -122,6 +158,7 @@ mod tests {
             Protocol::Redis,
             b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n",
             b"-WRONGTYPE Operation against a k",
+            None,
         );
         assert_eq!(ex.endpoint.as_deref(), Some("GET"));
         let t = ex.test.unwrap();
@@ -131,6 +168,7 @@ mod tests {
             Protocol::Redis,
             b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n",
             b"$5\r\nhel",
+            None,
         );
         assert_eq!(ok.test.map(|t| t.error), Some(false));
     }
@@ -145,6 +183,7 @@ mod tests {
                 latency: Duration::from_millis(2),
                 request: b"POST /orders HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
                 answer_prefix: b"",
+                production: None,
             },
         );
         let ex = s.exchange.unwrap();
@@ -159,6 +198,7 @@ mod tests {
                 latency: Duration::ZERO,
                 request: b"x",
                 answer_prefix: b"y",
+                production: None,
             }
         )
         .exchange

@@ -211,10 +211,11 @@ impl EngineSession {
                 // The report's endpoint: a released request starts where the send side stood,
                 // so at this segment's first byte.
                 let n = len.min(crate::engine::REQUEST_PREVIEW);
-                self.report_request = self
+                let bytes = self
                     .stream
                     .bytes(seq, n)
                     .map(|(a, b)| [a, b].concat().into_boxed_slice());
+                self.report.get_or_insert_with(Default::default).request = bytes.map(|b| (seq, b));
             }
         }
         if self.snd.on_sent(seq, end, now) {

@@ -245,21 +245,23 @@ impl EngineSession {
                 if cx.cfg.request_timing_events {
                     // The prefix is the answer's first bytes only when this segment starts it.
                     let starts = new == u64::from(seg.payload_len);
+                    let r = self.report.get_or_insert_with(Default::default);
+                    let (request, production) = match r.request.take() {
+                        Some((seq, bytes)) => (Vec::from(bytes), r.take_production(seq)),
+                        None => (Vec::new(), None),
+                    };
                     cx.events.push_back(EngineEvent::RequestTiming {
                         client: self.client,
                         target: self.target,
                         sent,
                         answered: now,
-                        request: self
-                            .report_request
-                            .take()
-                            .map(Vec::from)
-                            .unwrap_or_default(),
+                        request,
                         answer: if starts {
                             seg.payload.to_vec()
                         } else {
                             Vec::new()
                         },
+                        production,
                     });
                 }
             }

@@ -89,3 +89,51 @@ fn without_the_report_nothing_is_kept() {
     assert!(timings(&mut h).is_empty());
     assert_eq!(h.e.stats().requests_answered, 1);
 }
+
+#[test]
+fn production_answers_from_the_capture_pair_with_their_request() {
+    let mut h = session_established_with(EngineConfig {
+        request_timing_events: true,
+        ..config()
+    });
+    h.events();
+    let req = b"GET /a HTTP/1.1\r\n\r\n";
+    send!(
+        h,
+        Seg {
+            payload: req,
+            ..TEMPLATE
+        }
+    );
+    h.sent();
+    // Production's answer, captured 3 ms after the request (service → client).
+    h.advance(ms(3));
+    let request_at = h.now - ms(3);
+    h.capture(Seg {
+        src: SERVICE,
+        dst: CLIENT,
+        seq: PROD_ISN + 1,
+        ack: CLIENT_ISN + 1 + req.len() as u32,
+        flags: ACK | PSH,
+        payload: b"HTTP/1.1 200 OK\r\n\r\n",
+        ..TEMPLATE
+    });
+    assert_eq!(
+        h.e.stats().packets_ignored,
+        0,
+        "production's answer is not ignored"
+    );
+    h.advance(ms(2));
+    respond_with_prefix(&mut h, RESP.seq, req.len(), 10, b"HTTP/1.1 5");
+    let p = h
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            EngineEvent::RequestTiming { production, .. } => production,
+            _ => None,
+        })
+        .expect("production's answer paired");
+    assert_eq!(p.request_at, request_at);
+    assert_eq!(p.answered_at, request_at + ms(3));
+    assert_eq!(p.prefix, b"HTTP/1.1 200 OK\r\n\r\n");
+}

@@ -223,14 +223,22 @@ pub fn rewriter(data: &[u8]) {
 pub fn proto_decoder(data: &[u8]) {
     use crate::proto::*;
     use bytes::BytesMut;
-    let mut whole = FrameDecoder::new();
+    // Prefixed responses are decoded under a prefix length agreed with `Options`: the last
+    // byte picks it (0..=255), so both refused and accepted prefixes are exercised.
+    let max_prefix = data.last().map_or(0, |&b| usize::from(b));
+    let decoder = || {
+        let mut d = FrameDecoder::new();
+        d.set_max_prefix(max_prefix);
+        d
+    };
+    let mut whole = decoder();
     let mut buf = BytesMut::from(data);
     let mut msgs = Vec::new();
     while let Ok(Some(m)) = whole.decode(&mut buf) {
         msgs.push(m);
     }
     // Same bytes, fed in pieces whose sizes come from the data itself.
-    let mut split = FrameDecoder::new();
+    let mut split = decoder();
     let mut sbuf = BytesMut::new();
     let mut again = Vec::new();
     let mut pos = 0;
@@ -253,7 +261,10 @@ pub fn proto_decoder(data: &[u8]) {
     for m in &msgs {
         let mut out = BytesMut::new();
         encode(m, &mut out).expect("a decoded message encodes");
-        let back = FrameDecoder::new()
+        if let Message::PrefixedResponses { entries } = m {
+            assert!(entries.iter().all(|e| e.prefix.len() <= max_prefix));
+        }
+        let back = decoder()
             .decode(&mut out)
             .expect("re-decodes")
             .expect("whole frame");

@@ -10,6 +10,11 @@ pub const MAX_LINK_HEADER: usize = 14 + 2 * 4; // Ethernet with two VLAN tags; S
 /// Snap length: link header + the largest IP + TCP header carried (256).
 pub const SNAPLEN: i32 = (MAX_LINK_HEADER + tcpclone::proto::MAX_HEADER_LEN) as i32;
 
+/// Snap length with `--response-prefix N`: room for N payload bytes after the largest header.
+pub fn snaplen(prefix: usize) -> i32 {
+    SNAPLEN + prefix.min(tcpclone::proto::MAX_PREFIX) as i32
+}
+
 /// Why a frame yields no IP + TCP header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
@@ -61,6 +66,21 @@ pub fn ip_tcp_header(linktype: LinkType, frame: &[u8]) -> Option<&[u8]> {
     frame.get(layout.l3_offset..l4 + tcp.header_len())
 }
 
+/// The IP + TCP header of a captured frame followed by up to `prefix` bytes of its payload (as
+/// far as the capture holds it, never past the IP length: link padding is not payload), or
+/// `None` as for [`ip_tcp_header`]. With `prefix` 0 it is exactly [`ip_tcp_header`].
+pub fn ip_tcp_response(linktype: LinkType, frame: &[u8], prefix: usize) -> Option<&[u8]> {
+    let header = ip_tcp_header(linktype, frame)?;
+    if prefix == 0 {
+        return Some(header);
+    }
+    // The header is a slice of `frame`: the payload follows it there.
+    let start = header.as_ptr() as usize - frame.as_ptr() as usize;
+    let (_, payload) = tcpclone::proto::split_response(frame.get(start..)?).ok()?;
+    let keep = payload.len().min(prefix);
+    frame.get(start..start + header.len() + keep)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +119,31 @@ mod tests {
             ip_tcp_header(LinkType::RAW, &with_payload(&[])),
             Some(&IP_TCP[..])
         );
+    }
+
+    #[test]
+    fn response_prefix_stops_at_the_ip_length_and_the_snap() {
+        let mut eth = with_payload(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0x08, 0x00]);
+        // Ethernet padding after the 5 payload bytes the IP length gives.
+        eth.extend_from_slice(&[0; 9]);
+        let r = ip_tcp_response(LinkType::ETHERNET, &eth, 256).unwrap();
+        assert_eq!(&r[..40], &IP_TCP[..]);
+        assert_eq!(&r[40..], b"+OK\r\n");
+        assert_eq!(
+            &ip_tcp_response(LinkType::ETHERNET, &eth, 1).unwrap()[40..],
+            b"+"
+        );
+        assert_eq!(
+            ip_tcp_response(LinkType::ETHERNET, &eth, 0),
+            ip_tcp_header(LinkType::ETHERNET, &eth)
+        );
+        // Cut by the snap length inside the payload: what was captured.
+        assert_eq!(
+            &ip_tcp_response(LinkType::ETHERNET, &eth[..14 + 42], 256).unwrap()[40..],
+            b"+O"
+        );
+        assert_eq!(snaplen(0), SNAPLEN);
+        assert_eq!(snaplen(1000), SNAPLEN + 256);
     }
 
     #[test]

@@ -83,6 +83,11 @@ struct InterceptArgs {
     /// address only).
     #[arg(long = "metrics", value_name = "ADDR:PORT")]
     metrics: Option<SocketAddr>,
+    /// Report the first N bytes of each response's payload (at most 256) to a tcpcopy that
+    /// asks for them (its `--report`/`--fail-if`: HTTP status, Redis error per endpoint);
+    /// 0 (the default): headers only. The capture keeps N more bytes per packet.
+    #[arg(long = "response-prefix", value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=256))]
+    response_prefix: u16,
     /// Log lines as `text` or `json` (one JSON object per line, for log shippers).
     #[arg(long = "log-format", value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -233,6 +238,7 @@ fn run(args: InterceptArgs) -> anyhow::Result<()> {
             &args.filter,
             backend,
             workers,
+            usize::from(args.response_prefix),
         )?);
     }
     let listener = bind(args.bind, args.port)?;
@@ -261,6 +267,7 @@ fn run(args: InterceptArgs) -> anyhow::Result<()> {
         max_pending: args.max_pending,
         max_peers: args.max_peers,
         instance: instance_id(),
+        response_prefix: args.response_prefix,
         router: intercept::router::RouterConfig {
             max_sessions_per_peer: usize::try_from(args.max_sessions_per_peer)
                 .unwrap_or(usize::MAX),

@@ -3,7 +3,7 @@
 //!
 //! Pure code: time comes in as an argument, frames go out through [`Router::poll_transmit`].
 //!
-//! Rules (documented for users in the README's protocol section):
+//! Rules (documented for users in docs/security.md; the frames in docs/protocol.md):
 //! - A session is `(client, target)` as tcpcopy registers it; a captured response belongs to it
 //!   when the response's (destination, source) equals it.
 //! - A session belongs to the connection that registered it. A `SessionAdd` for it from
@@ -30,7 +30,7 @@ use bytes::Bytes;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
-use tcpclone::proto::{check_header, ResponsesBuilder};
+use tcpclone::proto::{check_header, split_response, ResponsesBuilder};
 use tcpclone::shrink::Shrink;
 
 /// Identifies one tcpcopy connection.
@@ -109,6 +109,8 @@ pub struct RouterCounters {
 struct Peer {
     /// The tcpcopy instance id its `Hello` gave.
     instance: u64,
+    /// Payload bytes granted per response (`Options`); 0: `Responses` frames, headers only.
+    prefix: usize,
     batch: Option<ResponsesBuilder>,
     sessions: HashSet<SessionKey>,
 }
@@ -142,9 +144,10 @@ pub struct Router {
 }
 
 /// The (client, target) session a response belongs to: its (destination, source).
-/// `None` unless `h` is a valid IP + TCP header.
+/// `None` unless `h` is a valid IP + TCP header (optionally followed by payload bytes).
 pub fn session_of(h: &[u8]) -> Option<SessionKey> {
-    let tcp = check_header(h, 0, 0).ok()?;
+    let (header, _) = split_response(h).ok()?;
+    let tcp = check_header(header, 0, 0).ok()?;
     let (src, dst): (IpAddr, IpAddr) = if h[0] >> 4 == 4 {
         (
             Ipv4Addr::new(h[12], h[13], h[14], h[15]).into(),
@@ -202,6 +205,18 @@ impl Router {
     /// A tcpcopy connection of instance `instance` (its `Hello`) finished its opening.
     pub fn add_peer(&mut self, peer: PeerId, instance: u64) {
         self.peers.entry(peer).or_default().instance = instance;
+    }
+
+    /// The connection agreed on `prefix` payload bytes per response (`Options`): its batches
+    /// become `PrefixedResponses` (the batch being built goes out first, as it was).
+    pub fn set_prefix(&mut self, peer: PeerId, prefix: usize) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if let Some(f) = p.batch.take().and_then(|mut b| b.finish()) {
+            self.ready.push_back((peer, f));
+        }
+        p.prefix = prefix;
     }
 
     /// A tcpcopy connection went away at `now`: its unsent batch is forgotten, its sessions
@@ -414,9 +429,14 @@ impl Router {
             return;
         };
         let max = self.cfg.max_frame_len;
-        let b = p
-            .batch
-            .get_or_insert_with(|| ResponsesBuilder::with_max_frame_len(max));
+        let prefix = p.prefix;
+        let b = p.batch.get_or_insert_with(|| {
+            if prefix > 0 {
+                ResponsesBuilder::with_prefix(max, prefix)
+            } else {
+                ResponsesBuilder::with_max_frame_len(max)
+            }
+        });
         match b.push(h) {
             Ok(true) => {}
             Ok(false) => {

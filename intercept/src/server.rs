@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tcpclone::proto::secure::{Psk, SecureChannel};
-use tcpclone::proto::{encode, FrameDecoder, Message, Role, VERSION};
+use tcpclone::proto::{encode, FrameDecoder, Message, Role, MIN_VERSION, VERSION, VERSION_PREFIX};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
@@ -52,6 +52,9 @@ pub struct ServerConfig {
     pub router: RouterConfig,
     /// This intercept's instance id (sent in `Hello`).
     pub instance: u64,
+    /// `--response-prefix`: most payload bytes per response granted to a tcpcopy that asks
+    /// (0: none; the capture must keep that many bytes after each header).
+    pub response_prefix: u16,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +71,7 @@ impl Default for ServerConfig {
             peer_queue: 1024,
             router: RouterConfig::default(),
             instance: 0,
+            response_prefix: 0,
         }
     }
 }
@@ -164,6 +168,7 @@ enum Control {
     Down(PeerId),
     Add(PeerId, SessionKey),
     Remove(PeerId, SessionKey),
+    Prefix(PeerId, usize),
 }
 
 /// Connections still in their opening, oldest first, so a new one can evict the oldest.
@@ -307,6 +312,7 @@ async fn router_task(
         }
         Control::Add(id, k) => router.session_add(std::time::Instant::now(), id, k),
         Control::Remove(id, k) => router.session_remove(id, k),
+        Control::Prefix(id, n) => router.set_prefix(id, n),
     };
     // Memory a past peak of sessions left in the router's maps, and the allocator's free
     // pages, go back now and then.
@@ -423,6 +429,9 @@ impl PeerConn {
         let opened = Instant::now();
         let mut ready = false;
         let mut peer_instance = 0u64;
+        // The version agreed in the opening: the lower of the peer's and ours.
+        let mut version = MIN_VERSION;
+        let mut options_seen = false;
         let mut last_rx = opened;
         let mut partial_since: Option<Instant> = None;
         let mut evict_fut = Box::pin(evict.notified());
@@ -478,7 +487,8 @@ impl PeerConn {
                         };
                         if !ready {
                             match m {
-                                Message::Hello { version: VERSION, role: Role::Tcpcopy, instance } => {
+                                Message::Hello { version: v @ MIN_VERSION.., role: Role::Tcpcopy, instance } => {
+                                    version = v.min(VERSION);
                                     if secure.as_ref().is_some_and(|s| !s.is_established()) {
                                         break 'conn ConnEnd::Bad("Hello before the secure handshake".into());
                                     }
@@ -486,7 +496,7 @@ impl PeerConn {
                                         self.stats.rejected_cap.fetch_add(1, Relaxed);
                                         break 'conn ConnEnd::Bad("too many tcpcopy connections".into());
                                     }
-                                    let hello = Message::Hello { version: VERSION, role: Role::Intercept, instance: self.cfg.instance };
+                                    let hello = Message::Hello { version, role: Role::Intercept, instance: self.cfg.instance };
                                     let mut f = BytesMut::new();
                                     if encode(&hello, &mut f).is_err() { break 'conn ConnEnd::Bad("encode".into()) }
                                     match &mut secure {
@@ -504,7 +514,7 @@ impl PeerConn {
                                     tracing::info!("{}: tcpcopy {instance:016x} connected{}", self.addr, if secure.is_some() { " (authenticated)" } else { "" });
                                 }
                                 Message::Hello { version, role: Role::Tcpcopy, .. } => {
-                                    break 'conn ConnEnd::Bad(format!("protocol version {version}, we speak {VERSION}"));
+                                    break 'conn ConnEnd::Bad(format!("protocol version {version}, we speak {MIN_VERSION} to {VERSION}"));
                                 }
                                 other => break 'conn ConnEnd::Bad(format!("{} before Hello", other.name())),
                             }
@@ -523,6 +533,22 @@ impl PeerConn {
                                 continue;
                             }
                             Message::Pong => continue,
+                            // Version 2: once, the prefix tcpcopy wants; we grant what
+                            // --response-prefix allows and say so.
+                            Message::Options { response_prefix } if version >= VERSION_PREFIX && !options_seen => {
+                                options_seen = true;
+                                let granted = response_prefix.min(self.cfg.response_prefix);
+                                let mut f = BytesMut::new();
+                                let _ = encode(&Message::Options { response_prefix: granted }, &mut f);
+                                match &mut secure {
+                                    None => out.extend_from_slice(&f),
+                                    Some(s) => if let Err(e) = s.write(&f, &mut out) { break 'conn ConnEnd::Bad(e.to_string()) },
+                                }
+                                if response_prefix > 0 && granted == 0 {
+                                    tracing::info!("{}: tcpcopy asked for response prefixes; this intercept runs without --response-prefix: headers only", self.addr);
+                                }
+                                Control::Prefix(self.id, usize::from(granted))
+                            }
                             other => break 'conn ConnEnd::Bad(format!("unexpected {} from tcpcopy", other.name())),
                         };
                         if self.ctl.send(c).await.is_err() {

@@ -69,18 +69,31 @@ struct FakeTcpcopy {
     s: TcpStream,
     ch: Channel,
     got: Vec<(u16, u32)>,
+    /// The payload prefix of each response in `got` (empty without prefixes).
+    prefixes: Vec<Vec<u8>>,
 }
 
 impl FakeTcpcopy {
     async fn connect(addr: SocketAddr, instance: u64, psk: Option<Psk>) -> Result<Self, String> {
+        Self::connect_prefix(addr, instance, psk, 0).await
+    }
+
+    /// Connects asking for `prefix` payload bytes per response (0: a version-1 tcpcopy).
+    async fn connect_prefix(
+        addr: SocketAddr,
+        instance: u64,
+        psk: Option<Psk>,
+        prefix: u16,
+    ) -> Result<Self, String> {
         let s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let mut ch = Channel::new(instance, psk);
+        let mut ch = Channel::new(instance, psk).with_response_prefix(prefix);
         ch.connected(std::time::Instant::now())
             .map_err(|e| e.to_string())?;
         let mut f = FakeTcpcopy {
             s,
             ch,
             got: Vec::new(),
+            prefixes: Vec::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(3);
         while !f.ch.is_ready() {
@@ -110,8 +123,16 @@ impl FakeTcpcopy {
             .handle_input(std::time::Instant::now(), &buf[..n])
             .map_err(|e| e.to_string())?;
         while let Some(e) = self.ch.poll_event() {
-            if let Event::Responses(hs) = e {
-                self.got.extend(hs.iter().map(|h| seq_of(h)));
+            match e {
+                Event::Responses(hs) => {
+                    self.got.extend(hs.iter().map(|h| seq_of(h)));
+                    self.prefixes.extend(hs.iter().map(|_| Vec::new()));
+                }
+                Event::PrefixedResponses(es) => {
+                    self.got.extend(es.iter().map(|e| seq_of(&e.header)));
+                    self.prefixes.extend(es.iter().map(|e| e.prefix.to_vec()));
+                }
+                _ => {}
             }
         }
         self.flush().await
@@ -203,6 +224,7 @@ async fn reconnect_replays_registrations() {
         s,
         ch,
         got: Vec::new(),
+        prefixes: Vec::new(),
     };
     a.wait_for(1).await;
     assert_eq!(a.got, vec![(1000, 5)]);
@@ -430,4 +452,72 @@ async fn one_batch_is_split_by_session_and_early_ones_parked() {
     let s = &srv.stats;
     assert_eq!(s.routed.load(Relaxed), 100);
     assert_eq!((s.parked.load(Relaxed), s.unparked.load(Relaxed)), (33, 33));
+}
+
+/// A response to client `port` carrying `payload` whole (as a capture with a long snap holds it).
+fn answer(port: u16, seq: u32, payload: &[u8]) -> HeaderBatch {
+    let mut h = vec![
+        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1, //
+        0x18, 0xeb, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0,
+    ];
+    h[2..4].copy_from_slice(&(40 + payload.len() as u16).to_be_bytes());
+    h[22..24].copy_from_slice(&port.to_be_bytes());
+    h[24..28].copy_from_slice(&seq.to_be_bytes());
+    h.extend_from_slice(payload);
+    HeaderBatch::one(&h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_go_to_whoever_asked_within_the_grant_and_headers_to_the_others() {
+    let srv = start(ServerConfig {
+        response_prefix: 8,
+        ..ServerConfig::default()
+    })
+    .await;
+    // Asks for 64, gets the 8 --response-prefix allows.
+    let mut new = FakeTcpcopy::connect_prefix(srv.addr, 1, None, 64)
+        .await
+        .unwrap();
+    // A tcpcopy from before version 2 (or one without --report): headers only.
+    let mut old = FakeTcpcopy::connect(srv.addr, 2, None).await.unwrap();
+    new.add(1000).await;
+    old.add(2000).await;
+    settle().await;
+    // The grant arrived with (or before) the first prefixed batch.
+    srv.responses
+        .send(answer(1000, 1, b"-ERR unknown command\r\n"))
+        .await
+        .unwrap();
+    srv.responses
+        .send(answer(2000, 2, b"-ERR unknown command\r\n"))
+        .await
+        .unwrap();
+    srv.responses.send(answer(1000, 3, b"")).await.unwrap();
+    new.wait_for(2).await;
+    old.wait_for(1).await;
+    assert_eq!(new.ch.response_prefix(), 8);
+    assert_eq!(new.got, vec![(1000, 1), (1000, 3)]);
+    assert_eq!(new.prefixes, vec![b"-ERR unk".to_vec(), Vec::new()]);
+    assert_eq!(old.ch.response_prefix(), 0);
+    assert_eq!(old.got, vec![(2000, 2)]);
+    assert_eq!(old.prefixes, vec![Vec::<u8>::new()]);
+    assert_eq!(srv.stats.protocol_errors.load(Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intercept_without_response_prefix_grants_none() {
+    let srv = start(ServerConfig::default()).await;
+    let mut c = FakeTcpcopy::connect_prefix(srv.addr, 1, None, 64)
+        .await
+        .unwrap();
+    c.add(1000).await;
+    settle().await;
+    srv.responses
+        .send(answer(1000, 1, b"HTTP/1.1 200 OK\r\n"))
+        .await
+        .unwrap();
+    c.wait_for(1).await;
+    assert_eq!(c.ch.response_prefix(), 0);
+    assert_eq!(c.prefixes, vec![Vec::<u8>::new()]);
+    assert!(!c.ch.is_downgraded());
 }

@@ -106,6 +106,8 @@ fn harden_fake_tcpcopy() {
                         responses += hs.len() as u64;
                         std::fs::write(dir.join("responses"), format!("{responses}\n")).unwrap();
                     }
+                    // No prefix asked: intercept sends none.
+                    Event::PrefixGranted { .. } | Event::PrefixedResponses(_) => {}
                 }
             }
             if ch.handle_timeout(Instant::now()).is_err() {

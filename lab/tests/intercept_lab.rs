@@ -94,6 +94,8 @@ fn fake_tcpcopy_helper() {
                     }
                     out.flush().unwrap();
                 }
+                // No prefix asked: intercept sends none.
+                Event::PrefixGranted { .. } | Event::PrefixedResponses(_) => {}
             }
         }
         ch.handle_timeout(Instant::now()).unwrap();

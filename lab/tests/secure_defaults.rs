@@ -174,6 +174,8 @@ impl Peer {
             match ev {
                 Event::Ready { .. } => self.ready = true,
                 Event::Responses(h) => self.headers.extend(h.iter().map(|h| h.to_vec())),
+                // No prefix asked: intercept sends none.
+                Event::PrefixGranted { .. } | Event::PrefixedResponses(_) => {}
             }
         }
     }

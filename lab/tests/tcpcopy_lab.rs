@@ -394,7 +394,14 @@ fn raw_mode_report_json_and_html() {
         r["sessions"]["replayed"].as_u64().unwrap_or(0) >= 10,
         "{text}"
     );
-    // Both charts (latency percentiles, throughput), each with a test curve of several points.
+    // redis-benchmark's SETs by endpoint (raw mode decodes what the engine sends).
+    let set = r["endpoints"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["endpoint"] == "SET"))
+        .map(|e| e["test"]["requests"].as_u64().unwrap_or(0));
+    assert_eq!(set, Some(4000), "{text}");
+    // The three charts (latency percentiles, throughput, latency over time), each with a test
+    // curve of several points.
     let curves = page
         .split("<polyline")
         .skip(1)
@@ -405,7 +412,7 @@ fn raw_mode_report_json_and_html() {
         })
         .count();
     assert!(
-        page.matches("<svg").count() == 2 && curves >= 2,
+        page.matches("<svg").count() == 3 && curves >= 3,
         "--report {hs}: {} charts, {curves} curves with data points:\n{page:.2000}",
         page.matches("<svg").count()
     );

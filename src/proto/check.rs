@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use super::{ProtoError, MAX_HEADER_LEN};
+use super::{ProtoError, MAX_HEADER_LEN, MAX_PREFIX};
 
 /// Checks a session's addresses: no port 0, no unspecified or multicast address, one family.
 pub(super) fn check_session(
@@ -40,18 +40,71 @@ pub(super) fn check_session(
 /// nothing else, and returns the offset of the TCP header. `base` is added to the offsets in
 /// errors; `index` names the entry in them.
 pub fn check_header(h: &[u8], index: usize, base: u64) -> Result<usize, ProtoError> {
+    if h.len() > MAX_HEADER_LEN {
+        return Err(ProtoError::BadHeader {
+            index,
+            reason: "longer than the maximum header length",
+            offset: base + MAX_HEADER_LEN as u64,
+        });
+    }
+    let (tcp_at, header_len, _) = layout(h, index, base)?;
+    if header_len != h.len() {
+        return Err(ProtoError::BadHeader {
+            index,
+            reason: "length differs from IP + TCP header lengths",
+            offset: base + tcp_at as u64 + 12,
+        });
+    }
+    Ok(tcp_at)
+}
+
+/// Splits a captured response (IP + TCP header, then as much of the payload as was captured)
+/// into its header and its payload bytes, with the checks of [`check_header`] on the header.
+/// The payload held may be shorter than the segment's (the capture's snap length), never
+/// longer: bytes past what the IP header gives (Ethernet padding) are cut off.
+pub fn split_response(entry: &[u8]) -> Result<(&[u8], &[u8]), ProtoError> {
+    let (_, header_len, payload_len) = layout(entry, 0, 0)?;
+    let end = entry.len().min(header_len + payload_len);
+    Ok((&entry[..header_len], &entry[header_len..end]))
+}
+
+/// Checks a `PrefixedResponses` entry's prefix length against the agreed `max` and the payload
+/// length its header gives; `at` is the offset of the prefix length in errors.
+pub(super) fn check_prefix(
+    header: &[u8],
+    prefix_len: usize,
+    max: usize,
+    index: usize,
+    at: u64,
+) -> Result<(), ProtoError> {
+    let payload = layout(header, index, 0).map_or(0, |(_, _, p)| p);
+    let allowed = max.min(MAX_PREFIX).min(payload);
+    if prefix_len > allowed {
+        return Err(ProtoError::PrefixTooLong {
+            index,
+            len: prefix_len,
+            max: allowed,
+            offset: at,
+        });
+    }
+    Ok(())
+}
+
+/// The offset of the TCP header, the IP + TCP header length and the payload length the IP
+/// header gives, for `h` holding at least one complete IPv4/IPv6 + TCP header.
+fn layout(h: &[u8], index: usize, base: u64) -> Result<(usize, usize, usize), ProtoError> {
     let bad = |reason: &'static str, at: usize| ProtoError::BadHeader {
         index,
         reason,
         offset: base + at as u64,
     };
-    if h.len() > MAX_HEADER_LEN {
+    if h.len() > MAX_HEADER_LEN + MAX_PREFIX {
         return Err(bad("longer than the maximum header length", MAX_HEADER_LEN));
     }
     let Some(&first) = h.first() else {
         return Err(bad("empty", 0));
     };
-    let tcp_at = match first >> 4 {
+    let (tcp_at, ip_total) = match first >> 4 {
         4 => {
             if h.len() < 20 {
                 return Err(bad("IPv4 header truncated", h.len()));
@@ -68,24 +121,18 @@ pub fn check_header(h: &[u8], index: usize, base: u64) -> Result<usize, ProtoErr
                 return Err(bad("IPv4 fragment", 6));
             }
             let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-            if total < h.len() {
-                return Err(bad("IPv4 total length shorter than the headers", 2));
-            }
-            ihl
+            (ihl, total)
         }
         6 => {
             if h.len() < 40 {
                 return Err(bad("IPv6 header truncated", h.len()));
             }
             let payload = usize::from(u16::from_be_bytes([h[4], h[5]]));
-            if payload + 40 < h.len() {
-                return Err(bad("IPv6 payload length shorter than the headers", 4));
-            }
             let mut next = h[6];
             let mut at = 40;
             loop {
                 match next {
-                    6 => break at,
+                    6 => break (at, payload + 40),
                     // RFC 8200 §4: hop-by-hop, routing, destination options.
                     0 | 43 | 60 => {
                         if at + 8 > h.len() {
@@ -107,11 +154,19 @@ pub fn check_header(h: &[u8], index: usize, base: u64) -> Result<usize, ProtoErr
     if doff < 20 {
         return Err(bad("TCP data offset below 20", tcp_at + 12));
     }
-    if tcp_at + doff != h.len() {
+    let header_len = tcp_at + doff;
+    if header_len > h.len() || header_len > MAX_HEADER_LEN {
         return Err(bad(
             "length differs from IP + TCP header lengths",
             tcp_at + 12,
         ));
     }
-    Ok(tcp_at)
+    if ip_total < header_len {
+        return Err(if first >> 4 == 4 {
+            bad("IPv4 total length shorter than the headers", 2)
+        } else {
+            bad("IPv6 payload length shorter than the headers", 4)
+        });
+    }
+    Ok((tcp_at, header_len, ip_total - header_len))
 }

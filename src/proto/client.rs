@@ -17,7 +17,10 @@
 //!    kept and sent after the next `connected`.
 
 use super::secure::{Psk, SecureChannel, SecureError};
-use super::{encode, FrameDecoder, Message, ProtoError, Role, VERSION};
+use super::{
+    encode, FrameDecoder, Message, PrefixedResponse, ProtoError, Role, MAX_PREFIX, MIN_VERSION,
+    VERSION, VERSION_PREFIX,
+};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -45,8 +48,16 @@ pub enum ChannelError {
     #[error("unexpected {0} from intercept")]
     Unexpected(&'static str),
     /// intercept speaks another protocol version.
-    #[error("intercept speaks protocol version {0}, we speak {VERSION}")]
+    #[error("intercept speaks protocol version {0}, we speak {MIN_VERSION} to {VERSION}")]
     Version(u16),
+    /// intercept granted a longer response prefix than was asked for.
+    #[error("intercept granted a response prefix of {granted} bytes, {asked} were asked for")]
+    PrefixGrant {
+        /// Bytes granted.
+        granted: u16,
+        /// Bytes asked for.
+        asked: u16,
+    },
     /// The opening did not finish within [`HANDSHAKE_TIMEOUT`].
     #[error("handshake not finished within {HANDSHAKE_TIMEOUT:?}")]
     HandshakeTimeout,
@@ -70,6 +81,15 @@ pub enum Event {
     },
     /// A batch of the target's responses: each an IP header + TCP header (checked).
     Responses(Vec<Bytes>),
+    /// intercept answered our `Options`: it reports up to `granted` payload bytes per response
+    /// from now on (0: headers only).
+    PrefixGranted {
+        /// Payload bytes per response.
+        granted: u16,
+    },
+    /// A batch of the target's responses with the first bytes of each one's payload (checked
+    /// against the granted length).
+    PrefixedResponses(Vec<PrefixedResponse>),
 }
 
 /// Exponential reconnect backoff: 100 ms doubling to 5 s, with ±25 % jitter from a seed.
@@ -143,6 +163,15 @@ pub struct Channel {
     last_rx: Option<Instant>,
     last_tx: Option<Instant>,
     backoff: Backoff,
+    /// Response prefix bytes to ask intercept for (0: speak version 1, headers only).
+    want_prefix: u16,
+    /// The version of the `Hello` sent on this connection.
+    sent_version: u16,
+    /// The prefix intercept granted on this connection.
+    granted: u16,
+    /// intercept closed a connection during its opening after our version-2 `Hello`: an
+    /// intercept from before version 2; speak version 1 from now on.
+    downgraded: bool,
 }
 
 impl Channel {
@@ -164,7 +193,29 @@ impl Channel {
             last_rx: None,
             last_tx: None,
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5), instance),
+            want_prefix: 0,
+            sent_version: MIN_VERSION,
+            granted: 0,
+            downgraded: false,
         }
+    }
+
+    /// Asks intercept for the first `n` payload bytes of each response (at most
+    /// [`MAX_PREFIX`]; 0: headers only, protocol version 1 as before).
+    pub fn with_response_prefix(mut self, n: u16) -> Self {
+        self.want_prefix = n.min(MAX_PREFIX as u16);
+        self
+    }
+
+    /// The response prefix intercept granted on this connection (0: none, or not yet).
+    pub fn response_prefix(&self) -> u16 {
+        self.granted
+    }
+
+    /// True once an intercept refused our version-2 `Hello` (it predates response prefixes):
+    /// the channel speaks version 1, headers only, from then on.
+    pub fn is_downgraded(&self) -> bool {
+        self.downgraded
     }
 
     /// True once intercept has answered `Hello`.
@@ -193,11 +244,22 @@ impl Channel {
         if let Some(psk) = &self.psk {
             self.secure = Some(SecureChannel::initiator(psk, &mut self.out)?);
         }
+        // Version 2 only when prefixes are wanted: an older intercept refuses it.
+        self.sent_version = if self.want_prefix > 0 && !self.downgraded {
+            VERSION_PREFIX
+        } else {
+            MIN_VERSION
+        };
         self.send(&Message::Hello {
-            version: VERSION,
+            version: self.sent_version,
             role: Role::Tcpcopy,
             instance: self.instance,
         })?;
+        if self.sent_version >= VERSION_PREFIX {
+            self.send(&Message::Options {
+                response_prefix: self.want_prefix,
+            })?;
+        }
         let regs: Vec<_> = self.sessions.iter().copied().collect();
         for (client, target) in regs {
             self.send(&Message::SessionAdd { client, target })?;
@@ -208,6 +270,19 @@ impl Channel {
     /// The connection failed or closed: drops its state (registrations are kept) and returns
     /// how long to wait before reconnecting.
     pub fn disconnected(&mut self, _now: Instant) -> Duration {
+        // Closed after our version-2 Hello reached an authenticated (or plain) peer and before
+        // its answer: what an intercept from before version 2 does. Headers only from now on.
+        let hello_refused = self.phase == Phase::Opening
+            && self.sent_version >= VERSION_PREFIX
+            && self.secure.as_ref().is_none_or(|s| s.is_established());
+        if hello_refused && !self.downgraded {
+            self.downgraded = true;
+            tracing::warn!(
+                "intercept closed the connection on our protocol version {VERSION_PREFIX} Hello: \
+                 it predates response prefixes; speaking version {MIN_VERSION} (headers only, \
+                 no per-endpoint classes of the target's responses)"
+            );
+        }
         self.reset_conn();
         self.backoff.next_delay()
     }
@@ -221,6 +296,7 @@ impl Channel {
         self.input.clear();
         self.plain.clear();
         self.opened_at = None;
+        self.granted = 0;
     }
 
     /// Registers a session with this intercept (sent now if connected, else after connecting).
@@ -302,9 +378,11 @@ impl Channel {
                     },
                     Phase::Opening,
                 ) => {
-                    if version != VERSION {
+                    // intercept answers with the lower of both versions.
+                    if !(MIN_VERSION..=self.sent_version).contains(&version) {
                         return Err(ChannelError::Version(version));
                     }
+                    self.sent_version = version;
                     self.phase = Phase::Ready;
                     self.backoff.reset();
                     self.events.push_back(Event::Ready { version, instance });
@@ -316,6 +394,26 @@ impl Channel {
                 }
                 (Message::Responses { headers }, _) => {
                     self.events.push_back(Event::Responses(headers))
+                }
+                (Message::Options { response_prefix }, _)
+                    if self.sent_version >= VERSION_PREFIX =>
+                {
+                    if response_prefix > self.want_prefix {
+                        return Err(ChannelError::PrefixGrant {
+                            granted: response_prefix,
+                            asked: self.want_prefix,
+                        });
+                    }
+                    self.granted = response_prefix;
+                    self.decoder.set_max_prefix(usize::from(response_prefix));
+                    self.events.push_back(Event::PrefixGranted {
+                        granted: response_prefix,
+                    });
+                }
+                (Message::PrefixedResponses { entries }, _)
+                    if self.sent_version >= VERSION_PREFIX =>
+                {
+                    self.events.push_back(Event::PrefixedResponses(entries))
                 }
                 (Message::Ping, _) => self.send(&Message::Pong)?,
                 (Message::Pong, _) => {}
@@ -462,7 +560,7 @@ mod tests {
         assert!(!ch.is_ready());
         fi.send(
             &Message::Hello {
-                version: VERSION,
+                version: MIN_VERSION,
                 role: Role::Intercept,
                 instance: 9,
             },
@@ -479,7 +577,7 @@ mod tests {
         assert_eq!(
             ch.poll_event(),
             Some(Event::Ready {
-                version: VERSION,
+                version: MIN_VERSION,
                 instance: 9
             })
         );
@@ -573,6 +671,203 @@ mod tests {
             .session_add(a("198.18.0.1:0"), a("198.18.0.2:1"))
             .is_err());
         assert_eq!(ch.session_count(), 0);
+    }
+
+    /// An HTTP answer segment: IPv4 + TCP header whose IP length gives 17 payload bytes, and
+    /// those bytes.
+    fn http_answer() -> (Vec<u8>, &'static [u8]) {
+        let mut h = HDR.to_vec();
+        h[3] = 40 + 17;
+        (h, b"HTTP/1.1 500 Boom")
+    }
+
+    /// Opens a plain channel asking for `want` prefix bytes; the fake intercept answers as a
+    /// version-2 intercept granting `grant`. Returns the channel after the grant.
+    fn prefixed_channel(want: u16, grant: u16) -> Result<Channel, ChannelError> {
+        let t0 = Instant::now();
+        let mut ch = Channel::new(7, None).with_response_prefix(want);
+        ch.connected(t0)?;
+        let mut fi = FakeIntercept::new(None);
+        let (msgs, _) = fi.feed(&ch.poll_transmit(t0).unwrap());
+        assert_eq!(
+            msgs,
+            vec![
+                Message::Hello {
+                    version: VERSION_PREFIX,
+                    role: Role::Tcpcopy,
+                    instance: 7
+                },
+                Message::Options {
+                    response_prefix: want
+                }
+            ]
+        );
+        let mut back = BytesMut::new();
+        fi.send(
+            &Message::Hello {
+                version: VERSION_PREFIX,
+                role: Role::Intercept,
+                instance: 9,
+            },
+            &mut back,
+        );
+        fi.send(
+            &Message::Options {
+                response_prefix: grant,
+            },
+            &mut back,
+        );
+        ch.handle_input(t0, &back)?;
+        Ok(ch)
+    }
+
+    #[test]
+    fn prefix_negotiated_with_a_version_2_intercept() {
+        let mut ch = prefixed_channel(64, 12).unwrap();
+        assert_eq!(
+            ch.poll_event(),
+            Some(Event::Ready {
+                version: VERSION_PREFIX,
+                instance: 9
+            })
+        );
+        assert_eq!(ch.poll_event(), Some(Event::PrefixGranted { granted: 12 }));
+        assert_eq!(ch.response_prefix(), 12);
+        let (h, payload) = http_answer();
+        let entry = |n: usize| PrefixedResponse {
+            header: Bytes::from(h.clone()),
+            prefix: Bytes::copy_from_slice(&payload[..n]),
+        };
+        let mut f = BytesMut::new();
+        encode(
+            &Message::PrefixedResponses {
+                entries: vec![entry(12)],
+            },
+            &mut f,
+        )
+        .unwrap();
+        ch.handle_input(Instant::now(), &f).unwrap();
+        assert_eq!(
+            ch.poll_event(),
+            Some(Event::PrefixedResponses(vec![entry(12)]))
+        );
+        // One byte more than granted: a protocol error, the connection must go.
+        let mut f = BytesMut::new();
+        encode(
+            &Message::PrefixedResponses {
+                entries: vec![entry(13)],
+            },
+            &mut f,
+        )
+        .unwrap();
+        assert!(matches!(
+            ch.handle_input(Instant::now(), &f),
+            Err(ChannelError::Proto(ProtoError::PrefixTooLong {
+                len: 13,
+                max: 12,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn a_grant_above_the_ask_is_refused() {
+        assert_eq!(
+            prefixed_channel(16, 17).err(),
+            Some(ChannelError::PrefixGrant {
+                granted: 17,
+                asked: 16
+            })
+        );
+    }
+
+    #[test]
+    fn an_intercept_before_version_2_gets_version_1() {
+        let t0 = Instant::now();
+        let mut ch = Channel::new(7, None).with_response_prefix(64);
+        ch.session_add(a("198.18.0.1:40000"), a("198.18.0.2:80"))
+            .unwrap();
+        ch.connected(t0).unwrap();
+        let first = ch.poll_transmit(t0).unwrap();
+        // An intercept from before version 2 reads the Hello and closes the connection.
+        let mut old = FrameDecoder::new();
+        let mut b = BytesMut::from(&first[..]);
+        assert!(matches!(
+            old.decode(&mut b).unwrap(),
+            Some(Message::Hello { version: 2, .. })
+        ));
+        ch.disconnected(t0);
+        assert!(ch.is_downgraded());
+        ch.connected(t0).unwrap();
+        let mut fi = FakeIntercept::new(None);
+        let (msgs, _) = fi.feed(&ch.poll_transmit(t0).unwrap());
+        // Exactly what a version-1 tcpcopy sends: no Options.
+        assert_eq!(
+            msgs[0],
+            Message::Hello {
+                version: MIN_VERSION,
+                role: Role::Tcpcopy,
+                instance: 7
+            }
+        );
+        assert!(matches!(msgs[1], Message::SessionAdd { .. }));
+        assert_eq!(msgs.len(), 2);
+        let mut back = BytesMut::new();
+        fi.send(
+            &Message::Hello {
+                version: MIN_VERSION,
+                role: Role::Intercept,
+                instance: 9,
+            },
+            &mut back,
+        );
+        fi.send(
+            &Message::Responses {
+                headers: vec![Bytes::from_static(&HDR)],
+            },
+            &mut back,
+        );
+        ch.handle_input(t0, &back).unwrap();
+        assert!(ch.is_ready());
+        assert_eq!(
+            ch.poll_event(),
+            Some(Event::Ready {
+                version: MIN_VERSION,
+                instance: 9
+            })
+        );
+        assert_eq!(
+            ch.poll_event(),
+            Some(Event::Responses(vec![Bytes::from_static(&HDR)]))
+        );
+        assert_eq!(ch.response_prefix(), 0);
+        // A version-1 intercept never sends prefixed frames; one that did is out of place.
+        let (h, p) = http_answer();
+        let mut f = BytesMut::new();
+        encode(
+            &Message::PrefixedResponses {
+                entries: vec![PrefixedResponse {
+                    header: Bytes::from(h),
+                    prefix: Bytes::from_static(&p[..0]),
+                }],
+            },
+            &mut f,
+        )
+        .unwrap();
+        assert!(matches!(
+            ch.handle_input(t0, &f),
+            Err(ChannelError::Unexpected("PrefixedResponses"))
+        ));
+    }
+
+    #[test]
+    fn a_secret_mismatch_is_no_reason_to_downgrade() {
+        let t0 = Instant::now();
+        let mut ch = Channel::new(7, Some(psk())).with_response_prefix(64);
+        ch.connected(t0).unwrap();
+        let _ = ch.poll_transmit(t0);
+        ch.disconnected(t0);
+        assert!(!ch.is_downgraded());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::check::check_header;
+use super::check::{check_header, check_prefix};
 use super::*;
 
 /// Incremental frame decoder: feed it the bytes received so far, take whole messages out.
@@ -18,6 +18,8 @@ use super::*;
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
     max_frame_len: usize,
+    /// Longest `PrefixedResponses` prefix accepted: what was agreed (0 until then).
+    max_prefix: usize,
     consumed: u64,
     failed: Option<ProtoError>,
 }
@@ -39,9 +41,16 @@ impl FrameDecoder {
     pub fn with_max_frame_len(max: usize) -> Self {
         FrameDecoder {
             max_frame_len: max.min(MAX_FRAME_LEN),
+            max_prefix: 0,
             consumed: 0,
             failed: None,
         }
+    }
+
+    /// Accepts `PrefixedResponses` prefixes of up to `max` bytes (the length agreed with
+    /// `Options`, at most [`MAX_PREFIX`]); a longer one is [`ProtoError::PrefixTooLong`].
+    pub fn set_max_prefix(&mut self, max: usize) {
+        self.max_prefix = max.min(MAX_PREFIX);
     }
 
     /// Bytes of the stream consumed so far (whole frames).
@@ -64,6 +73,7 @@ impl FrameDecoder {
     }
 
     fn decode_inner(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, ProtoError> {
+        let max_prefix = self.max_prefix;
         if buf.len() < LEN_PREFIX {
             return Ok(None);
         }
@@ -89,7 +99,7 @@ impl FrameDecoder {
             return Ok(None);
         }
         let frame = buf.split_to(total).freeze();
-        let msg = parse_frame(frame, at)?;
+        let msg = parse_frame(frame, at, max_prefix)?;
         self.consumed += total as u64;
         Ok(Some(msg))
     }
@@ -103,6 +113,8 @@ fn check_type_len(ty: u8, body: usize, at: u64) -> Result<(), ProtoError> {
         TYPE_RESPONSES => ("Responses", body >= 2 + 2 + 40),
         TYPE_PING => ("Ping", body == 0),
         TYPE_PONG => ("Pong", body == 0),
+        TYPE_OPTIONS => ("Options", body == OPTIONS_BODY),
+        TYPE_PREFIXED => ("PrefixedResponses", body >= 2 + 4 + 40),
         ty => {
             return Err(ProtoError::UnknownType {
                 ty,
@@ -205,7 +217,7 @@ impl Body {
     }
 }
 
-fn parse_frame(frame: Bytes, at: u64) -> Result<Message, ProtoError> {
+fn parse_frame(frame: Bytes, at: u64, max_prefix: usize) -> Result<Message, ProtoError> {
     let ty = frame[LEN_PREFIX];
     check_type_len(ty, frame.len() - LEN_PREFIX - 1, at)?;
     let base = at + LEN_PREFIX as u64 + 1;
@@ -296,6 +308,54 @@ fn parse_frame(frame: Bytes, at: u64) -> Result<Message, ProtoError> {
                 headers.push(h);
             }
             Message::Responses { headers }
+        }
+        TYPE_OPTIONS => {
+            b.what = "Options";
+            let p_at = b.at();
+            let response_prefix = b.u16("Options response prefix")?;
+            if usize::from(response_prefix) > MAX_PREFIX {
+                return Err(ProtoError::Invalid {
+                    what: "Options response prefix",
+                    value: response_prefix.into(),
+                    offset: p_at,
+                });
+            }
+            Message::Options { response_prefix }
+        }
+        TYPE_PREFIXED => {
+            b.what = "PrefixedResponses";
+            let count_at = b.at();
+            let count = usize::from(b.u16("PrefixedResponses count")?);
+            // Each entry takes at least 4 + 40 bytes: reject an impossible count before
+            // allocating.
+            if count == 0 || count * 44 > b.b.len() - b.pos {
+                return Err(ProtoError::Invalid {
+                    what: "PrefixedResponses count",
+                    value: count as u64,
+                    offset: count_at,
+                });
+            }
+            let mut entries = Vec::with_capacity(count);
+            for index in 0..count {
+                let len_at = b.at();
+                let hlen = usize::from(b.u16("PrefixedResponses header length")?);
+                let plen_at = b.at();
+                let plen = usize::from(b.u16("PrefixedResponses prefix length")?);
+                if hlen > MAX_HEADER_LEN {
+                    return Err(ProtoError::BadHeader {
+                        index,
+                        reason: "longer than the maximum header length",
+                        offset: len_at,
+                    });
+                }
+                let h_at = b.at();
+                let header = b.take(hlen, "PrefixedResponses header")?;
+                check_header(&header, index, h_at)?;
+                check_prefix(&header, plen, max_prefix, index, plen_at)?;
+                let prefix = b.take(plen, "PrefixedResponses prefix")?;
+                entries.push(PrefixedResponse { header, prefix });
+            }
+            Message::PrefixedResponses { entries }
         }
         TYPE_PING => Message::Ping,
         TYPE_PONG => Message::Pong,

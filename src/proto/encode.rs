@@ -7,7 +7,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use std::net::{IpAddr, SocketAddr};
 
-use super::check::{check_header, check_session};
+use super::check::{check_header, check_prefix, check_session, split_response};
 use super::*;
 
 /// Appends one encoded frame for `msg` to `dst`.
@@ -55,10 +55,44 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), ProtoError> {
                 });
             }
             let mut b = ResponsesBuilder::new();
-            for h in headers {
+            for (i, h) in headers.iter().enumerate() {
+                // Exact here: a message's header never carries payload bytes.
+                check_header(h, i, 0)?;
                 if !b.push(h)? {
                     return Err(ProtoError::Unencodable {
                         what: "Responses",
+                        reason: "batch exceeds the maximum frame length or count",
+                    });
+                }
+            }
+            b.finish_into(dst);
+        }
+        Message::Options { response_prefix } => {
+            if usize::from(*response_prefix) > MAX_PREFIX {
+                return Err(ProtoError::Unencodable {
+                    what: "Options",
+                    reason: "response prefix above the maximum",
+                });
+            }
+            dst.reserve(LEN_PREFIX + 1 + OPTIONS_BODY);
+            dst.put_u32((1 + OPTIONS_BODY) as u32);
+            dst.put_u8(TYPE_OPTIONS);
+            dst.put_u16(*response_prefix);
+        }
+        Message::PrefixedResponses { entries } => {
+            if entries.is_empty() {
+                return Err(ProtoError::Unencodable {
+                    what: "PrefixedResponses",
+                    reason: "empty batch",
+                });
+            }
+            let mut b = ResponsesBuilder::with_prefix(MAX_FRAME_LEN, MAX_PREFIX);
+            for (i, e) in entries.iter().enumerate() {
+                check_header(&e.header, i, 0)?;
+                check_prefix(&e.header, e.prefix.len(), MAX_PREFIX, i, 0)?;
+                if !b.push_parts(&e.header, &e.prefix) {
+                    return Err(ProtoError::Unencodable {
+                        what: "PrefixedResponses",
                         reason: "batch exceeds the maximum frame length or count",
                     });
                 }
@@ -99,15 +133,18 @@ fn put_addr(dst: &mut BytesMut, a: &SocketAddr) {
     }
     dst.put_u16(a.port());
 }
-/// Builds a `Responses` frame in place, one header at a time, without a `Vec` of entries.
+/// Builds a `Responses` frame (or, with a prefix length, a `PrefixedResponses` frame) in
+/// place, one response at a time, without a `Vec` of entries.
 ///
-/// intercept's router keeps one builder per tcpcopy connection and copies each captured header
-/// straight into it; [`finish`](Self::finish) hands out the finished frame as `Bytes`.
+/// intercept's router keeps one builder per tcpcopy connection and copies each captured
+/// response straight into it; [`finish`](Self::finish) hands out the finished frame as `Bytes`.
 #[derive(Debug)]
 pub struct ResponsesBuilder {
     buf: BytesMut,
     count: usize,
     max_frame_len: usize,
+    /// Payload bytes kept per entry; `None`: a version-1 `Responses` frame (headers only).
+    prefix: Option<usize>,
 }
 
 impl Default for ResponsesBuilder {
@@ -124,12 +161,22 @@ impl ResponsesBuilder {
 
     /// An empty builder whose frames stay within `max` bytes (clamped to 64..=[`MAX_FRAME_LEN`]).
     pub fn with_max_frame_len(max: usize) -> Self {
-        let max_frame_len = max.clamp(64 + MAX_HEADER_LEN, MAX_FRAME_LEN);
+        let max_frame_len = max.clamp(64 + MAX_HEADER_LEN + MAX_PREFIX, MAX_FRAME_LEN);
         ResponsesBuilder {
             buf: BytesMut::new(),
             count: 0,
             max_frame_len,
+            prefix: None,
         }
+    }
+
+    /// A builder of `PrefixedResponses` frames keeping up to `prefix` payload bytes of each
+    /// response (clamped to [`MAX_PREFIX`]), frames within `max` bytes as in
+    /// [`with_max_frame_len`](Self::with_max_frame_len).
+    pub fn with_prefix(max: usize, prefix: usize) -> Self {
+        let mut b = Self::with_max_frame_len(max);
+        b.prefix = Some(prefix.min(MAX_PREFIX));
+        b
     }
 
     /// Number of headers in the batch being built.
@@ -151,34 +198,61 @@ impl ResponsesBuilder {
         }
     }
 
-    /// True when a header of `len` bytes would no longer fit.
+    /// True when an entry of `len` bytes (header and prefix) would no longer fit.
     pub fn would_overflow(&self, len: usize) -> bool {
         let cur = if self.count == 0 {
             LEN_PREFIX + 1 + 2
         } else {
             self.buf.len()
         };
-        self.count >= MAX_BATCH || cur + 2 + len > self.max_frame_len
+        let lens = if self.prefix.is_some() { 4 } else { 2 };
+        self.count >= MAX_BATCH || cur + lens + len > self.max_frame_len
     }
 
-    /// Appends one IP + TCP header after checking it. Returns `Ok(false)` (nothing appended)
-    /// when the batch is full: finish it and push again.
-    pub fn push(&mut self, header: &[u8]) -> Result<bool, ProtoError> {
-        check_header(header, self.count, 0)?;
-        if self.would_overflow(header.len()) {
-            return Ok(false);
+    /// Appends one captured response: an IP + TCP header, optionally followed by the first
+    /// bytes of its payload (as a capture with a longer snap length holds it), checked. A
+    /// `Responses` builder keeps the header only, a `PrefixedResponses` one the header and up
+    /// to its prefix length of payload. Returns `Ok(false)` (nothing appended) when the batch
+    /// is full: finish it and push again.
+    pub fn push(&mut self, response: &[u8]) -> Result<bool, ProtoError> {
+        let (header, payload) = split_response(response).map_err(|e| match e {
+            ProtoError::BadHeader { reason, offset, .. } => ProtoError::BadHeader {
+                index: self.count,
+                reason,
+                offset,
+            },
+            e => e,
+        })?;
+        let keep = self.prefix.map_or(0, |p| p.min(payload.len()));
+        Ok(self.push_parts(header, &payload[..keep]))
+    }
+
+    /// Appends a checked header and its prefix (empty for a `Responses` builder); false when
+    /// the batch is full.
+    fn push_parts(&mut self, header: &[u8], prefix: &[u8]) -> bool {
+        if self.would_overflow(header.len() + prefix.len()) {
+            return false;
         }
         if self.count == 0 {
             self.buf.clear();
-            self.buf.reserve(LEN_PREFIX + 1 + 2 + 2 + header.len());
+            self.buf
+                .reserve(LEN_PREFIX + 1 + 2 + 4 + header.len() + prefix.len());
             self.buf.put_u32(0); // patched in finish
-            self.buf.put_u8(TYPE_RESPONSES);
+            self.buf.put_u8(if self.prefix.is_some() {
+                TYPE_PREFIXED
+            } else {
+                TYPE_RESPONSES
+            });
             self.buf.put_u16(0); // patched in finish
         }
         self.buf.put_u16(header.len() as u16);
+        if self.prefix.is_some() {
+            self.buf.put_u16(prefix.len() as u16);
+        }
         self.buf.put_slice(header);
+        self.buf.put_slice(prefix);
         self.count += 1;
-        Ok(true)
+        true
     }
 
     fn patch(&mut self) {

@@ -3,7 +3,7 @@
 //! Pure encoder/decoder over byte buffers; the sockets live in the binaries. A decoder never
 //! trusts a length prefix beyond its maximum frame length and never panics on hostile input.
 //!
-//! # Wire format (version 1)
+//! # Wire format (version 2; version 1 is version 2 without types 7 and 8)
 //!
 //! Every frame is `len: u32 BE` (bytes that follow: type byte + body, ≥ 1), `type: u8`, body.
 //! The whole frame (4 + `len`) is at most [`MAX_FRAME_LEN`] bytes. All integers are big-endian.
@@ -16,6 +16,8 @@
 //! | 4    | `Responses`      | `count u16 (≥ 1)`, then `count` × (`len u16`, IP header + TCP header) |
 //! | 5    | `Ping`           | empty |
 //! | 6    | `Pong`           | empty |
+//! | 7    | `Options`        | `response_prefix u16` (version 2) |
+//! | 8    | `PrefixedResponses` | `count u16 (≥ 1)`, then `count` × (`hlen u16`, `plen u16`, header, `plen` payload bytes) (version 2) |
 //!
 //! An address is `family u8 (4 or 6), IP (4 or 16 bytes), port u16`; the port is never 0, the
 //! IP is neither unspecified nor multicast, and both addresses of a session share a family
@@ -26,6 +28,15 @@
 //! A `Hello` with a version above [`VERSION`] may carry extra trailing bytes (a later version's
 //! fields); the receiver sees the version and decides. Everything else must be exact.
 //!
+//! # Response prefixes (version 2)
+//!
+//! A `PrefixedResponses` entry is a `Responses` entry followed by the first `plen` bytes of that
+//! segment's payload (at most the payload length the IP header gives, at most the length the
+//! two ends agreed with `Options`, at most [`MAX_PREFIX`]): enough for the report to read an
+//! HTTP status line or a RESP reply's type and error prefix. An entry whose prefix is longer
+//! than agreed is a protocol error ([`ProtoError::PrefixTooLong`]): the connection is dropped,
+//! as for any malformed frame.
+//!
 //! # The conversation
 //!
 //! tcpcopy connects (and, with a secret, runs the [`secure`] handshake first), sends `Hello`
@@ -34,6 +45,15 @@
 //! intercept) and streams `Responses` batches for the sessions that connection registered.
 //! Either side may send `Ping`; the other answers `Pong`. [`client::Channel`] implements the
 //! tcpcopy side of this as pure code.
+//!
+//! Version negotiation: each end answers with the lower of the two versions (intercept answers a
+//! version-1 `Hello` with a version-1 `Hello`, so tcpcopy builds from before version 2 keep
+//! working). tcpcopy sends a version-2 `Hello` only when it wants response prefixes, followed by
+//! `Options { response_prefix: N }` (the most bytes it wants); intercept answers with its own
+//! `Options` giving what it grants (at most N, at most its `--response-prefix`, 0: none), and from
+//! then on sends `PrefixedResponses` when the grant is above 0. An intercept from before version
+//! 2 closes the connection on a version-2 `Hello`; [`client::Channel`] then falls back to
+//! version 1 (headers only) on the next connection.
 //!
 //! # Layout
 //!
@@ -49,14 +69,22 @@ mod encode;
 pub mod secure;
 
 pub use check::check_header;
+pub use check::split_response;
 pub use decode::FrameDecoder;
 pub use encode::{encode, ResponsesBuilder};
 
 use bytes::Bytes;
 use std::net::SocketAddr;
 
-/// Protocol version carried in the handshake.
-pub const VERSION: u16 = 1;
+/// Highest protocol version spoken (2: `Options` and `PrefixedResponses`).
+pub const VERSION: u16 = 2;
+/// Lowest protocol version still accepted from a peer (headers only).
+pub const MIN_VERSION: u16 = 1;
+/// The version that brought response prefixes.
+pub const VERSION_PREFIX: u16 = 2;
+/// Most payload bytes a `PrefixedResponses` entry may carry (an HTTP status line, a RESP
+/// error prefix).
+pub const MAX_PREFIX: usize = 256;
 /// intercept's default listening port (TCPCopy's 36524, kept for users' firewall rules).
 pub const DEFAULT_PORT: u16 = 36524;
 /// Largest frame either side accepts (header included).
@@ -74,8 +102,11 @@ pub(super) const TYPE_SESSION_REMOVE: u8 = 3;
 pub(super) const TYPE_RESPONSES: u8 = 4;
 pub(super) const TYPE_PING: u8 = 5;
 pub(super) const TYPE_PONG: u8 = 6;
+pub(super) const TYPE_OPTIONS: u8 = 7;
+pub(super) const TYPE_PREFIXED: u8 = 8;
 
 pub(super) const HELLO_BODY: usize = 2 + 1 + 8;
+pub(super) const OPTIONS_BODY: usize = 2;
 pub(super) const ROLE_TCPCOPY: u8 = 1;
 pub(super) const ROLE_INTERCEPT: u8 = 2;
 /// Largest `Hello` body accepted (room for a later version's fields).
@@ -128,6 +159,27 @@ pub enum Message {
     Ping,
     /// Answer to `Ping`.
     Pong,
+    /// Version 2, both ways after `Hello`: tcpcopy asks for up to `response_prefix` payload
+    /// bytes per response, intercept answers with what it grants (0: none).
+    Options {
+        /// Payload bytes per response entry, at most [`MAX_PREFIX`].
+        response_prefix: u16,
+    },
+    /// Version 2, intercept → tcpcopy once a prefix was granted: `Responses` entries each with
+    /// the first bytes of the segment's payload.
+    PrefixedResponses {
+        /// One entry per response packet.
+        entries: Vec<PrefixedResponse>,
+    },
+}
+
+/// One entry of `PrefixedResponses`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixedResponse {
+    /// IP header + TCP header, as in `Responses`.
+    pub header: Bytes,
+    /// The first bytes of the segment's payload (empty for a segment without payload).
+    pub prefix: Bytes,
 }
 
 /// What went wrong in a frame, and where.
@@ -209,6 +261,18 @@ pub enum ProtoError {
         /// Offset of the offending byte.
         offset: u64,
     },
+    /// A `PrefixedResponses` entry carries more payload than agreed, or than its segment has.
+    #[error("response {index}: prefix of {len} bytes exceeds the {max} allowed at byte {offset}")]
+    PrefixTooLong {
+        /// Index of the entry in its batch.
+        index: usize,
+        /// Prefix length found.
+        len: usize,
+        /// Most allowed (the agreed length, or the segment's payload length if shorter).
+        max: usize,
+        /// Offset of the prefix length.
+        offset: u64,
+    },
     /// A message cannot be encoded (too many or too large entries).
     #[error("cannot encode {what}: {reason}")]
     Unencodable {
@@ -229,6 +293,8 @@ impl Message {
             Message::Responses { .. } => "Responses",
             Message::Ping => "Ping",
             Message::Pong => "Pong",
+            Message::Options { .. } => "Options",
+            Message::PrefixedResponses { .. } => "PrefixedResponses",
         }
     }
 }

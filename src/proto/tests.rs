@@ -471,3 +471,109 @@ fn throughput() {
         n as f64 / dec.as_secs_f64() / 1e6
     );
 }
+
+/// An HTTP answer from 198.18.0.2:80 to 198.18.0.1:40000: IPv4 + TCP header announcing 17
+/// payload bytes, then the payload and 3 bytes of Ethernet padding, as a capture holds it.
+fn captured_answer() -> Vec<u8> {
+    let mut v = vec![
+        0x45, 0, 0, 57, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1, //
+        0, 80, 0x9c, 0x40, 0, 0, 0, 1, 0, 0, 0, 2, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0,
+    ];
+    v.extend_from_slice(b"HTTP/1.1 500 Boom");
+    v.extend_from_slice(&[0, 0, 0]);
+    v
+}
+
+#[test]
+fn options_fixture() {
+    let m = Message::Options {
+        response_prefix: 64,
+    };
+    assert_eq!(&frame(&m)[..], &[0, 0, 0, 3, 7, 0, 64][..]);
+    assert_eq!(decode_all(&[0, 0, 0, 3, 7, 0, 64]).unwrap(), vec![m]);
+    // Above the maximum: refused both ways.
+    assert!(encode(
+        &Message::Options {
+            response_prefix: 257
+        },
+        &mut BytesMut::new()
+    )
+    .is_err());
+    assert!(matches!(
+        decode_all(&[0, 0, 0, 3, 7, 1, 1]),
+        Err(ProtoError::Invalid { .. })
+    ));
+}
+
+#[test]
+fn split_response_cuts_padding_and_keeps_the_header_checks() {
+    let c = captured_answer();
+    let (h, p) = split_response(&c).unwrap();
+    assert_eq!(h.len(), 40);
+    assert_eq!(p, b"HTTP/1.1 500 Boom");
+    // Snapped short: the payload is what was captured.
+    let (_, p) = split_response(&c[..45]).unwrap();
+    assert_eq!(p, b"HTTP/");
+    assert!(split_response(&c[..30]).is_err());
+    // check_header stays exact: payload bytes are not a header.
+    assert!(check_header(&c, 0, 0).is_err());
+    assert!(check_header(&c[..40], 0, 0).is_ok());
+}
+
+#[test]
+fn prefixed_builder_keeps_the_prefix_and_the_plain_one_drops_it() {
+    let c = captured_answer();
+    let mut plain = ResponsesBuilder::new();
+    assert!(plain.push(&c).unwrap());
+    let mut b = BytesMut::from(&plain.finish().unwrap()[..]);
+    let Some(Message::Responses { headers }) = FrameDecoder::new().decode(&mut b).unwrap() else {
+        panic!()
+    };
+    assert_eq!(&headers[0][..], &c[..40]);
+
+    let mut pre = ResponsesBuilder::with_prefix(MAX_FRAME_LEN, 12);
+    assert!(pre.push(&c).unwrap());
+    assert!(pre.push(&SYN_ACK_V4).unwrap());
+    let f = pre.finish().unwrap();
+    assert_eq!(f[4], 8);
+    // The decoder refuses the 12-byte prefix until 12 bytes were agreed.
+    let mut b = BytesMut::from(&f[..]);
+    assert!(matches!(
+        FrameDecoder::new().decode(&mut b),
+        Err(ProtoError::PrefixTooLong {
+            index: 0,
+            len: 12,
+            max: 0,
+            ..
+        })
+    ));
+    let mut d = FrameDecoder::new();
+    d.set_max_prefix(12);
+    let mut b = BytesMut::from(&f[..]);
+    let Some(Message::PrefixedResponses { entries }) = d.decode(&mut b).unwrap() else {
+        panic!()
+    };
+    assert_eq!(entries.len(), 2);
+    assert_eq!(&entries[0].header[..], &c[..40]);
+    assert_eq!(&entries[0].prefix[..], b"HTTP/1.1 500");
+    assert!(entries[1].prefix.is_empty());
+    // Re-encodes to the same frame.
+    let m = Message::PrefixedResponses { entries };
+    assert_eq!(frame(&m), f);
+}
+
+#[test]
+fn a_prefix_longer_than_the_payload_is_refused() {
+    // A header announcing no payload, carrying 4 prefix bytes.
+    let mut f = vec![0, 0, 0, 0, 8, 0, 1, 0, 48, 0, 4];
+    f.extend_from_slice(&SYN_ACK_V4);
+    f.extend_from_slice(b"+OK\r");
+    let len = (f.len() - 4) as u32;
+    f[..4].copy_from_slice(&len.to_be_bytes());
+    let mut d = FrameDecoder::new();
+    d.set_max_prefix(MAX_PREFIX);
+    assert!(matches!(
+        d.decode(&mut BytesMut::from(&f[..])),
+        Err(ProtoError::PrefixTooLong { len: 4, max: 0, .. })
+    ));
+}

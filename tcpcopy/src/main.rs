@@ -81,11 +81,14 @@ fn main() -> ExitCode {
     // --report files are written at the end, as --user: create them now (a path that cannot be
     // written fails here, before anything runs) and hand them to that user.
     // Never through a symlink (O_NOFOLLOW), chowned through the descriptor.
-    for p in &settings.report {
+    for p in settings.report.iter().chain(settings.junit.iter()) {
         let f = match tcpclone::sys::create_nofollow(p) {
             Ok(f) => f,
             Err(e) => {
-                eprintln!("tcpcopy: --report {}: cannot create: {e}", p.display());
+                eprintln!(
+                    "tcpcopy: --report/--junit {}: cannot create: {e}",
+                    p.display()
+                );
                 return ExitCode::from(2);
             }
         };
@@ -130,7 +133,12 @@ fn main() -> ExitCode {
                 tracing::info!("{summary}");
             }
             eprintln!("{summary}");
-            ExitCode::SUCCESS
+            // A broken --fail-if rule fails the run, as in stream mode.
+            if summary.verdict_failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             eprintln!("tcpcopy: {e:#}");

@@ -3,7 +3,7 @@
 
 use super::{reopen_with_backoff, DEVICE_BUFFER};
 use crate::batch::HeaderBatch;
-use crate::linklayer::{ip_tcp_header, SNAPLEN};
+use crate::linklayer::{ip_tcp_response, snaplen};
 use crate::server::Stats;
 use anyhow::Context;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -19,15 +19,17 @@ pub struct PcapCapture {
     filter: String,
     cap: pcap::Capture<pcap::Active>,
     breaker: Arc<Mutex<pcap::BreakLoop>>,
+    /// Payload bytes kept after each header (`--response-prefix`).
+    prefix: usize,
 }
 
 /// Opens `device` in immediate mode with a snap length covering link + IP + TCP headers, and
-/// applies the BPF `filter`.
-pub fn open(device: &str, filter: &str) -> anyhow::Result<PcapCapture> {
+/// applies the BPF `filter`; `prefix`: payload bytes kept after each header.
+pub fn open(device: &str, filter: &str, prefix: usize) -> anyhow::Result<PcapCapture> {
     let cap = pcap::Capture::from_device(device)
         .with_context(|| format!("capture device {device}"))?
         .immediate_mode(true)
-        .snaplen(SNAPLEN)
+        .snaplen(snaplen(prefix))
         .timeout(100)
         .buffer_size(DEVICE_BUFFER as i32)
         .open()
@@ -47,6 +49,7 @@ pub fn open(device: &str, filter: &str) -> anyhow::Result<PcapCapture> {
         filter: filter.to_string(),
         cap,
         breaker,
+        prefix,
     })
 }
 
@@ -81,7 +84,7 @@ impl PcapCapture {
             match self.cap.next_packet() {
                 Ok(p) => {
                     stats.captured.fetch_add(1, Relaxed);
-                    let Some(h) = ip_tcp_header(lt, p.data) else {
+                    let Some(h) = ip_tcp_response(lt, p.data, self.prefix) else {
                         stats.not_tcp.fetch_add(1, Relaxed);
                         continue;
                     };
@@ -99,7 +102,7 @@ impl PcapCapture {
                     tracing::error!("capture on {}: {e}; reopening", self.device);
                     update_drops(&mut self.cap);
                     let Some(c) = reopen_with_backoff(&self.device, &stop, || {
-                        open(&self.device, &self.filter)
+                        open(&self.device, &self.filter, self.prefix)
                     }) else {
                         return;
                     };

@@ -54,21 +54,23 @@ pub enum DeviceCapture {
 }
 
 /// Opens the captures of `device`: `workers` rings in one fanout group, or one libpcap handle
-/// (`workers` must then be 1).
+/// (`workers` must then be 1). `prefix`: payload bytes kept after each response's header
+/// (`--response-prefix`; 0: headers only).
 pub fn open(
     device: &str,
     filter: &str,
     backend: Backend,
     workers: usize,
+    prefix: usize,
 ) -> anyhow::Result<Vec<DeviceCapture>> {
     Ok(match backend {
-        Backend::Ring => ring::open(device, filter, workers)?
+        Backend::Ring => ring::open(device, filter, workers, prefix)?
             .into_iter()
             .map(DeviceCapture::Ring)
             .collect(),
         Backend::Pcap => {
             anyhow::ensure!(workers == 1, "--workers {workers} needs --capture ring");
-            vec![DeviceCapture::Pcap(libpcap::open(device, filter)?)]
+            vec![DeviceCapture::Pcap(libpcap::open(device, filter, prefix)?)]
         }
     })
 }
@@ -177,7 +179,7 @@ mod tests {
 
     #[test]
     fn pcap_takes_one_worker() {
-        let e = open("lo", "tcp", Backend::Pcap, 2).err().unwrap();
+        let e = open("lo", "tcp", Backend::Pcap, 2, 0).err().unwrap();
         assert!(e.to_string().contains("--capture ring"), "{e}");
     }
 }

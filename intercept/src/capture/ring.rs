@@ -14,7 +14,7 @@
 
 use super::{reopen_with_backoff, DEVICE_BUFFER};
 use crate::batch::HeaderBatch;
-use crate::linklayer::ip_tcp_header;
+use crate::linklayer::ip_tcp_response;
 use crate::server::Stats;
 use anyhow::Context;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -52,6 +52,8 @@ struct DeviceRings {
     group: Mutex<Group>,
     /// `Group::generation`, readable without the lock on every round.
     generation: AtomicU64,
+    /// Payload bytes kept after each header (`--response-prefix`).
+    prefix: usize,
 }
 
 /// The device's current fanout group.
@@ -75,9 +77,17 @@ pub struct RingCapture {
 }
 
 /// Opens `workers` rings on `device` (`any`: every device), filtered by `filter`.
-pub fn open(device: &str, filter: &str, workers: usize) -> anyhow::Result<Vec<RingCapture>> {
+/// `prefix`: payload bytes kept after each header (`--response-prefix`).
+pub fn open(
+    device: &str,
+    filter: &str,
+    workers: usize,
+    prefix: usize,
+) -> anyhow::Result<Vec<RingCapture>> {
     anyhow::ensure!(workers >= 1, "--workers must be at least 1");
-    let prog = tcpclone::capture::bpf::compile_for_ring(filter, SNAP).context("-F")?;
+    let prefix = prefix.min(tcpclone::proto::MAX_PREFIX);
+    let prog =
+        tcpclone::capture::bpf::compile_for_ring(filter, SNAP + prefix as u32).context("-F")?;
     let per_ring = DEVICE_BUFFER / workers;
     let rings = Arc::new(DeviceRings {
         device: device.to_string(),
@@ -89,6 +99,7 @@ pub fn open(device: &str, filter: &str, workers: usize) -> anyhow::Result<Vec<Ri
             .and_then(|i| i32::try_from(i).ok()),
         group: Mutex::new(Group::default()),
         generation: AtomicU64::new(0),
+        prefix,
     });
     (0..workers)
         .map(|index| {
@@ -162,6 +173,16 @@ pub struct BlockCounts {
 /// as libpcap also skips them); elsewhere outgoing frames are kept, they are the responses of
 /// a target intercept runs on.
 pub fn read_block(block: &[u8], lo_ifindex: Option<i32>, batch: &mut HeaderBatch) -> BlockCounts {
+    read_block_prefix(block, lo_ifindex, 0, batch)
+}
+
+/// [`read_block`] keeping up to `prefix` payload bytes after each header.
+pub fn read_block_prefix(
+    block: &[u8],
+    lo_ifindex: Option<i32>,
+    prefix: usize,
+    batch: &mut HeaderBatch,
+) -> BlockCounts {
     let mut n = BlockCounts::default();
     let view = match BlockView::new_checked(block) {
         Ok(v) => v,
@@ -188,7 +209,7 @@ pub fn read_block(block: &[u8], lo_ifindex: Option<i32>, batch: &mut HeaderBatch
         let header = f
             .protocol
             .is_ip()
-            .then(|| ip_tcp_header(LinkType::RAW, f.data))
+            .then(|| ip_tcp_response(LinkType::RAW, f.data, prefix))
             .flatten();
         if !header.is_some_and(|h| batch.push(h)) {
             n.not_tcp += 1;
@@ -230,7 +251,7 @@ impl RingCapture {
                 let mut batch = HeaderBatch::with_capacity(
                     BlockView::new_checked(bytes).map_or(0, |v| v.num_pkts() as usize * 64),
                 );
-                let n = read_block(bytes, rings.lo_ifindex, &mut batch);
+                let n = read_block_prefix(bytes, rings.lo_ifindex, rings.prefix, &mut batch);
                 // The headers are copied: the kernel may fill the block again.
                 drop(block);
                 stats.captured.fetch_add(n.captured, Relaxed);

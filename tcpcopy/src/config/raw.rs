@@ -114,6 +114,21 @@ pub struct Settings {
     /// --report files (.json / .html): the same report as stream mode's, from the requests the
     /// engine sent and the answers intercept reported.
     pub report: Vec<PathBuf>,
+    /// --fail-if rules (checked), judged on the report at the end of the run.
+    pub fail_if: Vec<crate::report::verdict::Rule>,
+    /// --junit: the verdicts and endpoints as JUnit XML.
+    pub junit: Option<PathBuf>,
+    /// --protocol: how the report decodes requests (`None`: by the target's port).
+    pub protocol: Option<tcpclone::decode::Protocol>,
+}
+
+impl Settings {
+    /// True when the run builds a report (`--report`, `--fail-if` or `--junit`): the engine then
+    /// times every request and keeps its first bytes, and intercept is asked for response
+    /// prefixes.
+    pub fn wants_report(&self) -> bool {
+        !self.report.is_empty() || !self.fail_if.is_empty() || self.junit.is_some()
+    }
 }
 
 impl Cli {
@@ -136,6 +151,7 @@ impl Cli {
         self.check_capture_tuning()?;
         self.check_report_files()?;
         self.refuse_stream_only_flags()?;
+        let (fail_if, protocol) = self.raw_verdicts()?;
         self.check_rate_caps()?;
         self.check_channel()?;
         let stats = self.stats_interval()?;
@@ -176,7 +192,32 @@ impl Cli {
             secret_file: self.secret_file.clone(),
             psk: None,
             report: self.stream_opts.report.clone(),
+            fail_if,
+            junit: self.stream_opts.verdict.junit.clone(),
+            protocol,
         })
+    }
+
+    /// `--fail-if` and `--protocol`, which raw mode's report takes as stream mode's does.
+    #[allow(clippy::type_complexity)]
+    fn raw_verdicts(
+        &self,
+    ) -> Result<
+        (
+            Vec<crate::report::verdict::Rule>,
+            Option<tcpclone::decode::Protocol>,
+        ),
+        FlagError,
+    > {
+        let v = &self.stream_opts.verdict;
+        let rules = v.rules().map_err(|e| bad("--fail-if", e.to_string()))?;
+        let protocol = v.protocol().map_err(|e| {
+            bad(
+                "--protocol",
+                e.to_string().trim_start_matches("--protocol ").to_string(),
+            )
+        })?;
+        Ok((rules, protocol))
     }
 
     /// `-x`, required in both modes.
@@ -439,9 +480,13 @@ impl Cli {
             (so.duration.is_some(), "--duration"),
             (so.tls.any(), "--tls-keylog/--target-tls"),
             (so.fleet.active(), "--record/--from"),
+            // --protocol, --fail-if and --junit work in raw mode too; the response comparison
+            // does not (intercept reports a prefix of each answer, not the answer).
             (
-                so.verdict.any(),
-                "--protocol/--diff-header/--diff-ignore-path/--baseline-target/--fail-if/--junit",
+                !so.verdict.diff_header.is_empty()
+                    || !so.verdict.diff_ignore_path.is_empty()
+                    || so.verdict.baseline_target.is_some(),
+                "--diff-header/--diff-ignore-path/--baseline-target",
             ),
         ];
         if let Some((_, flag)) = stream_only.iter().find(|(given, _)| *given) {
@@ -704,18 +749,32 @@ mod tests {
             raw(&["--with-responses"]).unwrap_err().flag,
             "--with-responses"
         );
-        // The verdict flags are stream mode's.
+        // The comparison flags are stream mode's; the verdicts work in both.
         for flag in [
-            &["--fail-if", "p99 > 1"][..],
-            &["--junit", "j.xml"],
-            &["--protocol", "http"],
-            &["--baseline-target", "198.18.1.4:80"],
+            &["--baseline-target", "198.18.1.4:80"][..],
+            &["--diff-header", "etag"],
+            &["--diff-ignore-path", "$.ts"],
         ] {
             assert!(
-                raw(flag).unwrap_err().flag.contains("--fail-if"),
+                raw(flag).unwrap_err().flag.contains("--baseline-target"),
                 "{flag:?}"
             );
         }
+        let s = raw(&[
+            "--fail-if",
+            "endpoint=GET /x: errors > 0",
+            "--junit",
+            "j.xml",
+            "--protocol",
+            "http",
+        ])
+        .unwrap();
+        assert_eq!(s.fail_if.len(), 1);
+        assert!(s.wants_report());
+        assert_eq!(s.protocol, Some(tcpclone::decode::Protocol::Http));
+        assert!(!raw(&[]).unwrap().wants_report());
+        assert_eq!(raw(&["--fail-if", "p99 >"]).unwrap_err().flag, "--fail-if");
+        assert_eq!(raw(&["--protocol", "smtp"]).unwrap_err().flag, "--protocol");
         assert!(stream(&["--fail-if", "p99 > 1", "--junit", "j.xml"]).is_ok());
     }
 

@@ -23,6 +23,7 @@ pub use packet::checksums_ok;
 pub use stats::{EngineStats, LATENCY_BUCKETS};
 
 use packet::{parse, OutSegment, Path, RawSegment, TcpOpts, ACK, RST, SYN};
+pub use session::report::ProductionAnswer;
 use session::{EngineSession, SessionCtx};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -75,8 +76,21 @@ pub enum EngineEvent {
         sent: Instant,
         /// When the target's first answer was reported.
         answered: Instant,
+        /// The first bytes of the request (the segment that carried its start, at most
+        /// [`REQUEST_PREVIEW`] bytes), for the report's endpoint.
+        request: Vec<u8>,
+        /// The first bytes of the answer as intercept reported them (`--response-prefix`;
+        /// empty without), for the report's response class.
+        answer: Vec<u8>,
+        /// Production's answer to the same request, when the capture holds it (both
+        /// directions captured).
+        production: Option<ProductionAnswer>,
     },
 }
+
+/// Most request bytes kept per timed request for the report (an HTTP request head, a Redis
+/// command and its key).
+pub const REQUEST_PREVIEW: usize = 1024;
 
 /// FxHash-style hasher: the maps are keyed by addresses we saw, not by attacker-chosen strings
 /// worth SipHash, and this is the per-packet hot path.
@@ -317,7 +331,10 @@ impl Engine {
             return;
         };
         let Some(target) = self.target_for(seg.dst, seg.dst_port) else {
-            self.stats.packets_ignored += 1;
+            // With the report on, the capture holds production's answers too.
+            if !(self.cfg.request_timing_events && self.production_answer(now, &seg)) {
+                self.stats.packets_ignored += 1;
+            }
             return;
         };
         self.stats.segments_in += 1;
@@ -340,6 +357,9 @@ impl Engine {
                 let Some(s) = self.slots[id as usize].session.as_mut() else {
                     continue;
                 };
+                if self.cfg.request_timing_events && !seg.payload.is_empty() {
+                    s.report_client_data(now, seg.seq, seg.payload.len());
+                }
                 if is_syn && seg.seq != s.client_isn {
                     self.replace(now, id, &seg);
                 } else {
@@ -355,6 +375,23 @@ impl Engine {
         } else if !seg.payload.is_empty() && !seg.has(RST) && !seg.has(SYN) {
             self.create(now, key, target, &seg, true);
         }
+    }
+
+    /// A captured segment from a service to its client (the report on): its payload is
+    /// production's answer on the clones of that connection. False when it belongs to none.
+    fn production_answer(&mut self, now: Instant, seg: &RawSegment<'_>) -> bool {
+        let key = FlowKey::new(seg.dst, seg.dst_port, seg.src, seg.src_port);
+        let Some(ids) = self.by_capture.get(&AddrPair::of_flow(&key)) else {
+            return false;
+        };
+        if !seg.payload.is_empty() {
+            for &id in ids.as_slice() {
+                if let Some(s) = self.slots[id as usize].session.as_mut() {
+                    s.report_production_data(now, seg.payload);
+                }
+            }
+        }
+        true
     }
 
     /// A SYN with a new ISN would replace (reset) a clone that is still delivering.
@@ -630,8 +667,20 @@ impl Engine {
 
     /// The IP+TCP headers of one target response, as intercept reported them.
     pub fn handle_response(&mut self, now: Instant, ip_tcp_headers: &[u8]) {
+        self.handle_response_with_prefix(now, ip_tcp_headers, &[]);
+    }
+
+    /// [`handle_response`](Self::handle_response) with the first bytes of the response's
+    /// payload (intercept's `--response-prefix`), which the report reads the answer's class
+    /// from (only with [`EngineConfig::request_timing_events`]).
+    pub fn handle_response_with_prefix(
+        &mut self,
+        now: Instant,
+        ip_tcp_headers: &[u8],
+        prefix: &[u8],
+    ) {
         self.stats.responses += 1;
-        let Some(seg) = parse(ip_tcp_headers, true) else {
+        let Some(mut seg) = parse(ip_tcp_headers, true) else {
             self.stats.responses_unmatched += 1;
             return;
         };
@@ -650,6 +699,9 @@ impl Engine {
             }
             return;
         };
+        // A response's payload is never sent anywhere: the field carries the prefix intercept
+        // reported, for the report (at most what the IP header announces).
+        seg.payload = &prefix[..prefix.len().min(seg.payload_len as usize)];
         let gen = self.slots[id as usize].gen;
         if let Some(s) = self.slots[id as usize].session.as_mut() {
             let mut cx = ctx!(self, now);

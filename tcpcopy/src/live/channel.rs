@@ -254,7 +254,7 @@ impl Conn {
         now: Instant,
         buf: &mut [u8],
         counters: &Counters,
-        on_header: &mut dyn FnMut(&[u8]),
+        on_header: &mut dyn FnMut(&[u8], &[u8]),
     ) -> (bool, bool) {
         let mut any = false;
         for _ in 0..READS_PER_ROUND {
@@ -288,7 +288,16 @@ impl Conn {
                     Event::Responses(headers) => {
                         counters.add(&counters.responses, headers.len() as u64);
                         for h in &headers {
-                            on_header(h);
+                            on_header(h, &[]);
+                        }
+                    }
+                    Event::PrefixGranted { granted } => {
+                        info!(intercept = %self.addr, conn = self.j, granted, "intercept reports response prefixes");
+                    }
+                    Event::PrefixedResponses(entries) => {
+                        counters.add(&counters.responses, entries.len() as u64);
+                        for e in &entries {
+                            on_header(&e.header, &e.prefix);
                         }
                     }
                 }
@@ -353,6 +362,16 @@ impl InterceptLink {
         }
     }
 
+    /// Asks every intercept for the first `n` payload bytes of each response (the report's
+    /// response classes); 0: headers only, protocol version 1.
+    pub fn with_response_prefix(mut self, n: u16) -> Self {
+        for c in &mut self.conns {
+            let ch = std::mem::replace(&mut c.ch, Channel::new(0, None));
+            c.ch = ch.with_response_prefix(n);
+        }
+        self
+    }
+
     /// Bytes of registrations waiting for the sockets, over all connections.
     pub fn unsent_bytes(&self) -> u64 {
         self.conns.iter().map(|c| c.unsent_bytes).sum()
@@ -394,9 +413,10 @@ impl InterceptLink {
     }
 
     /// One round: connects what is down and due, finishes connects, reads what intercept sent
-    /// (each response header to `on_header`), runs the channels' timers and writes. Returns
+    /// (each response header, and its payload prefix when intercept grants one, to
+    /// `on_header`), runs the channels' timers and writes. Returns
     /// (anything read, more may be waiting in a socket).
-    pub fn pump(&mut self, now: Instant, on_header: &mut dyn FnMut(&[u8])) -> (bool, bool) {
+    pub fn pump(&mut self, now: Instant, on_header: &mut dyn FnMut(&[u8], &[u8])) -> (bool, bool) {
         let (mut any, mut more) = (false, false);
         for c in &mut self.conns {
             let counters = &*self.counters;
@@ -476,7 +496,7 @@ mod tests {
     use bytes::BytesMut;
     use std::net::TcpListener;
     use std::sync::mpsc;
-    use tcpclone::proto::{encode, FrameDecoder, Message, Role, VERSION};
+    use tcpclone::proto::{encode, FrameDecoder, Message, Role};
 
     /// A real IPv4+TCP header (the channel's decoder checks it).
     fn header() -> Bytes {
@@ -504,8 +524,9 @@ mod tests {
         std::thread::spawn(move || {
             for n in 0..conns {
                 let Ok((mut s, _)) = l.accept() else { return };
+                // The answer to a version-1 Hello (no report: no prefix asked).
                 let hello = Message::Hello {
-                    version: VERSION,
+                    version: tcpclone::proto::MIN_VERSION,
                     role: Role::Intercept,
                     instance: 7,
                 };
@@ -548,7 +569,7 @@ mod tests {
             let mut fds = Vec::new();
             link.poll_fds(&mut fds);
             let _ = tcpclone::sys::ring::poll_fds(&mut fds, 10);
-            link.pump(Instant::now(), &mut |h| got.push(h.to_vec()));
+            link.pump(Instant::now(), &mut |h, _| got.push(h.to_vec()));
         }
         until(link, got)
     }
@@ -590,7 +611,7 @@ mod tests {
         std::thread::spawn(move || {
             let Ok((mut s, _)) = l.accept() else { return };
             let hello = Message::Hello {
-                version: VERSION,
+                version: tcpclone::proto::MIN_VERSION,
                 role: Role::Intercept,
                 instance: 7,
             };

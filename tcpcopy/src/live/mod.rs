@@ -34,6 +34,10 @@ use tcpclone::sys::ring::Wake;
 use tracing::{error, info, warn};
 use worker::{Feed, Worker};
 
+/// Answer bytes asked of intercept per response when a report is built: an HTTP status line
+/// (`HTTP/1.1 503 Service Temporarily Unavailable` is 46 bytes) or a RESP error prefix.
+pub const REPORT_PREFIX: u16 = 64;
+
 /// The ring's block timeout without --capture-block: a segment waits at most about this long
 /// in a block before its worker sees it.
 const DEFAULT_BLOCK_MS: u32 = 1;
@@ -53,6 +57,8 @@ pub struct Summary {
     pub elapsed: Duration,
     /// CPU time of the process.
     pub cpu: Duration,
+    /// A `--fail-if` rule broke: the run exits 1.
+    pub verdict_failed: bool,
 }
 
 impl std::fmt::Display for Summary {
@@ -105,7 +111,7 @@ pub fn engine_config(s: &Settings) -> EngineConfig {
         session_timeout: s.session_timeout,
         keepalive_timeout: s.keepalive_timeout,
         max_memory: usize::try_from(s.engine_memory).unwrap_or(usize::MAX),
-        request_timing_events: !s.report.is_empty(),
+        request_timing_events: s.wants_report(),
         ..EngineConfig::default()
     }
 }
@@ -170,7 +176,11 @@ pub fn run(settings: Settings) -> Result<Summary> {
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let filter = capture::capture_filter(&settings.mappings, settings.user_filter.as_deref());
+    let filter = capture::capture_filter_with(
+        &settings.mappings,
+        settings.user_filter.as_deref(),
+        settings.wants_report(),
+    );
     info!(filter = %filter, "capture filter");
 
     let need_v4 = settings.mappings.iter().any(|m| m.target.is_ipv4());
@@ -330,7 +340,7 @@ pub fn run(settings: Settings) -> Result<Summary> {
         }
         None => (None, None),
     };
-    let report = if settings.report.is_empty() {
+    let report = if !settings.wants_report() {
         None
     } else {
         Some(Arc::new(Mutex::new(crate::report::Collector::new(
@@ -360,7 +370,12 @@ pub fn run(settings: Settings) -> Result<Summary> {
             psk.clone(),
             channel::COMMAND_BACKLOG,
             counters.clone(),
-        );
+        )
+        .with_response_prefix(if settings.wants_report() {
+            REPORT_PREFIX
+        } else {
+            0
+        });
         let worker = Worker::new(
             index,
             feed,
@@ -375,6 +390,7 @@ pub fn run(settings: Settings) -> Result<Summary> {
                 stop: stop.clone(),
                 engine_stats: engine_stats.clone(),
                 report: report.clone(),
+                protocol: settings.protocol,
                 origin,
                 latency: published_latency.clone(),
             },
@@ -465,9 +481,15 @@ pub fn run(settings: Settings) -> Result<Summary> {
     for t in capture_threads {
         let _ = t.join();
     }
-    if let Some(r) = &report {
-        print!("{}", crate::report::render_table(r));
-        crate::report::write_files(r, &settings.report)?;
+    let mut verdict_failed = false;
+    if let Some(mut r) = report {
+        verdict_failed = crate::report::conclude(
+            &mut r,
+            &settings.fail_if,
+            true,
+            &settings.report,
+            settings.junit.as_deref(),
+        )?;
     }
     let h = &latency;
     Ok(Summary {
@@ -483,6 +505,7 @@ pub fn run(settings: Settings) -> Result<Summary> {
         per_worker,
         elapsed: started.elapsed(),
         cpu: sys::cpu_time(),
+        verdict_failed,
     })
 }
 

@@ -62,8 +62,10 @@ pub struct Shared {
     pub stop: Arc<AtomicBool>,
     /// Each worker's latest engine counters, by worker index.
     pub engine_stats: Arc<Mutex<Vec<EngineStats>>>,
-    /// --report: every answered request's timing.
+    /// --report: every answered request's timing, endpoint and class.
     pub report: Option<Arc<Mutex<crate::report::Collector>>>,
+    /// --protocol: how the report decodes requests (`None`: by the target's port).
+    pub protocol: Option<tcpclone::decode::Protocol>,
     /// Time zero of the report's samples and of the rate cap.
     pub origin: Instant,
     /// --metrics: each worker's capture-to-engine latency, copied at every publish.
@@ -408,9 +410,9 @@ impl Core {
         let now = Instant::now();
         let engine = &mut self.engine;
         let mut headers = 0u64;
-        let r = self.link.pump(now, &mut |h| {
+        let r = self.link.pump(now, &mut |h, prefix| {
             headers += 1;
-            engine.handle_response(now, h);
+            engine.handle_response_with_prefix(now, h, prefix);
         });
         if headers > 0 {
             self.last_activity = now;
@@ -497,20 +499,39 @@ impl Core {
                     target,
                     sent,
                     answered,
+                    request,
+                    answer,
+                    production,
                 } => {
                     if let Some(r) = &self.shared.report {
                         use std::hash::{BuildHasher, BuildHasherDefault};
                         let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
-                        let origin = self.shared.origin;
-                        r.lock().unwrap_or_else(|p| p.into_inner()).record(
-                            crate::report::RequestSample {
+                        let protocol = self.shared.protocol.unwrap_or_else(|| {
+                            tcpclone::decode::Protocol::from_port(target.port())
+                        });
+                        // Decoded here, outside the collector's lock.
+                        let sample = crate::report::raw::raw_sample(
+                            protocol,
+                            &crate::report::raw::RawAnswer {
                                 session: h.hash_one((client, target)),
-                                sent_at: sent.saturating_duration_since(origin),
-                                latency: Some(answered.saturating_duration_since(sent)),
-                                outcome: Some(crate::report::Outcome::Answered),
-                                ..Default::default()
+                                sent_at: sent.saturating_duration_since(self.shared.origin),
+                                latency: answered.saturating_duration_since(sent),
+                                request: &request,
+                                answer_prefix: &answer,
+                                production: production.as_ref().map(|p| {
+                                    crate::report::raw::RawProduction {
+                                        at: p
+                                            .request_at
+                                            .saturating_duration_since(self.shared.origin),
+                                        latency: p
+                                            .answered_at
+                                            .saturating_duration_since(p.request_at),
+                                        prefix: &p.prefix,
+                                    }
+                                }),
                             },
                         );
+                        r.lock().unwrap_or_else(|p| p.into_inner()).record(sample);
                     }
                     continue;
                 }

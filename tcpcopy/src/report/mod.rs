@@ -14,6 +14,7 @@ pub mod html;
 mod junit;
 pub mod merge;
 pub mod metrics;
+pub mod raw;
 mod table;
 pub mod verdict;
 
@@ -315,6 +316,29 @@ pub struct Curves {
 pub fn apply_verdicts(report: &mut Report, rules: &[verdict::Rule]) -> bool {
     report.verdicts = verdict::evaluate(rules, report);
     report.verdicts.iter().any(|v| v.failed)
+}
+
+/// The end of a run in both modes: evaluates `rules` into the report, prints the table
+/// (`table`) and the broken rules (standard error), writes the `--report` files and the
+/// `--junit` file. Returns true when a rule broke (the run must exit 1).
+pub fn conclude(
+    report: &mut Report,
+    rules: &[verdict::Rule],
+    table: bool,
+    files: &[std::path::PathBuf],
+    junit: Option<&std::path::Path>,
+) -> anyhow::Result<bool> {
+    let failed = apply_verdicts(report, rules);
+    if table {
+        print!("{}", render_table(report));
+    }
+    eprint!("{}", verdict::failures_text(&report.verdicts));
+    write_files(report, files)?;
+    if let Some(path) = junit {
+        write_output(path, verdict::render_junit(report).as_bytes())
+            .map_err(|e| anyhow::anyhow!("--junit {}: {e}", path.display()))?;
+    }
+    Ok(failed)
 }
 
 /// Serializes a report as pretty JSON.

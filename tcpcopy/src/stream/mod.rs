@@ -231,23 +231,14 @@ pub struct StreamSummary {
 pub fn run(common: &StreamCommon, opts: &StreamOptions) -> anyhow::Result<StreamSummary> {
     let rules = opts.verdict.rules()?;
     let (mut report, input_error) = replay::run(common, opts)?;
-    let verdict_failed = crate::report::apply_verdicts(&mut report, &rules);
     // A recording replays nothing: its summary was printed instead of the table.
-    if opts.fleet.record.is_none() {
-        print!("{}", crate::report::render_table(&report));
-    }
-    eprint!(
-        "{}",
-        crate::report::verdict::failures_text(&report.verdicts)
-    );
-    crate::report::write_files(&report, &opts.report)?;
-    if let Some(path) = &opts.verdict.junit {
-        crate::report::write_output(
-            path,
-            crate::report::verdict::render_junit(&report).as_bytes(),
-        )
-        .map_err(|e| anyhow::anyhow!("--junit {}: {e}", path.display()))?;
-    }
+    let verdict_failed = crate::report::conclude(
+        &mut report,
+        &rules,
+        opts.fleet.record.is_none(),
+        &opts.report,
+        opts.verdict.junit.as_deref(),
+    )?;
     if let Some(e) = input_error {
         return Err(e);
     }

@@ -16,6 +16,7 @@
 
 mod client;
 mod output;
+pub(crate) mod report;
 mod response;
 mod send;
 mod target;
@@ -140,6 +141,8 @@ pub(crate) struct EngineSession {
     /// Checksum sums of the fixed header words towards the target (`None`: address families
     /// differ, nothing can be sent; the engine never pairs them).
     sums: Option<PathSums>,
+    /// With the report on: the request being timed, production's answers as captured.
+    report: Option<Box<report::SessionReport>>,
     span: tracing::Span,
 }
 
@@ -180,6 +183,7 @@ impl EngineSession {
             timer_at: None,
             queued: false,
             sums: PathSums::new(client.ip(), target.ip()),
+            report: None,
             span,
         };
         tracing::trace!(parent: &s.span, fake, iss = iss.value(), "new session");
@@ -187,6 +191,21 @@ impl EngineSession {
             s.on_captured(cx, seg);
         }
         s
+    }
+
+    /// The report (on): captured client data `[seq, seq + len)` at `now`.
+    pub fn report_client_data(&mut self, now: Instant, seq: SeqNumber, len: usize) {
+        let end = seq + u32::try_from(len).unwrap_or(u32::MAX);
+        self.report
+            .get_or_insert_with(Default::default)
+            .on_client_data(now, seq, end);
+    }
+
+    /// The report (on): production's answer bytes captured at `now`.
+    pub fn report_production_data(&mut self, now: Instant, payload: &[u8]) {
+        self.report
+            .get_or_insert_with(Default::default)
+            .on_production_data(now, payload);
     }
 
     /// Enters the session's span for one input; nothing to clone or enter when it is disabled

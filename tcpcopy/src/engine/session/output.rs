@@ -207,6 +207,16 @@ impl EngineSession {
             .on_request_bytes_sent(seq, end, first_send, now, cx.cfg.no_wait)
         {
             cx.stats.requests_sent += 1;
+            if cx.cfg.request_timing_events {
+                // The report's endpoint: a released request starts where the send side stood,
+                // so at this segment's first byte.
+                let n = len.min(crate::engine::REQUEST_PREVIEW);
+                let bytes = self
+                    .stream
+                    .bytes(seq, n)
+                    .map(|(a, b)| [a, b].concat().into_boxed_slice());
+                self.report.get_or_insert_with(Default::default).request = bytes.map(|b| (seq, b));
+            }
         }
         if self.snd.on_sent(seq, end, now) {
             self.pacer.on_new_data_sent(now);

@@ -243,11 +243,25 @@ impl EngineSession {
             if let Some(sent) = self.pacer.on_answer(new, now) {
                 cx.stats.record_latency(now.saturating_duration_since(sent));
                 if cx.cfg.request_timing_events {
+                    // The prefix is the answer's first bytes only when this segment starts it.
+                    let starts = new == u64::from(seg.payload_len);
+                    let r = self.report.get_or_insert_with(Default::default);
+                    let (request, production) = match r.request.take() {
+                        Some((seq, bytes)) => (Vec::from(bytes), r.take_production(seq)),
+                        None => (Vec::new(), None),
+                    };
                     cx.events.push_back(EngineEvent::RequestTiming {
                         client: self.client,
                         target: self.target,
                         sent,
                         answered: now,
+                        request,
+                        answer: if starts {
+                            seg.payload.to_vec()
+                        } else {
+                            Vec::new()
+                        },
+                        production,
                     });
                 }
             }

@@ -30,13 +30,29 @@ use tcpclone::wire::parse_link;
 /// The BPF filter: `tcp and dst port P [and dst host IP]` OR'ed across the mappings, minus
 /// anything addressed to a target (our own output), ANDed with the user's `-F`.
 pub fn capture_filter(mappings: &[TargetMapping], user: Option<&str>) -> String {
-    let wanted: Vec<String> = mappings
+    capture_filter_with(mappings, user, false)
+}
+
+/// [`capture_filter`]; with `production_answers` (the report on) also the services' answers
+/// (`src port P [and src host IP]`), for production's side of the report.
+pub fn capture_filter_with(
+    mappings: &[TargetMapping],
+    user: Option<&str>,
+    production_answers: bool,
+) -> String {
+    let mut wanted: Vec<String> = mappings
         .iter()
         .map(|m| match m.online_ip {
             Some(ip) => format!("(dst port {} and dst host {ip})", m.online_port),
             None => format!("(dst port {})", m.online_port),
         })
         .collect();
+    if production_answers {
+        wanted.extend(mappings.iter().map(|m| match m.online_ip {
+            Some(ip) => format!("(src port {} and src host {ip})", m.online_port),
+            None => format!("(src port {})", m.online_port),
+        }));
+    }
     let mut targets: Vec<String> = mappings
         .iter()
         .map(|m| {
@@ -133,6 +149,22 @@ mod tests {
              and not src net 127.0.0.0/8 and not src host ::1) and (not src net 198.18.5.0/24)"
         );
         // It must compile (IPv4 and IPv6 primitives alike).
+        let dead = pcap::Capture::dead(pcap::Linktype(dlt::LINUX_SLL2)).unwrap();
+        dead.compile(&f, true).unwrap();
+    }
+
+    #[test]
+    fn filter_with_production_answers() {
+        let m = parse_mappings("6379-198.18.1.2:6380,198.18.0.1:80-[2001:db8::2]:80").unwrap();
+        let f = capture_filter_with(&m, None, true);
+        assert!(
+            f.contains("(src port 6379) or (src port 80 and src host 198.18.0.1)"),
+            "{f}"
+        );
+        assert_eq!(
+            capture_filter_with(&m, None, false),
+            capture_filter(&m, None)
+        );
         let dead = pcap::Capture::dead(pcap::Linktype(dlt::LINUX_SLL2)).unwrap();
         dead.compile(&f, true).unwrap();
     }

@@ -14,6 +14,7 @@ mod memory_after_end;
 mod mid_flight;
 mod pacing;
 mod port_reuse;
+mod report;
 mod retransmission;
 mod window;
 

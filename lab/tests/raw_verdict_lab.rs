@@ -1,0 +1,305 @@
+//! Raw mode's per-endpoint report and verdicts in the lab (issue 15): live cloning of a real
+//! nginx through intercept with `--response-prefix`, the test nginx answering 500 on one path.
+//! The report names that endpoint with its 5xx count, `--fail-if` on it makes tcpcopy exit 1 at
+//! SIGINT naming the rule (and the `--junit` file says so), and the same run against an
+//! unchanged test build passes. Without `--response-prefix` on intercept the run still works:
+//! endpoints are counted, no response class is known.
+//!
+//! Topology: `tcpclone_lab::topo` (assistant layout): client → production nginx :80 with
+//! tcpcopy, target nginx :8080, intercept on the assistant. Build first, same profile:
+//! `cargo build --release --workspace --all-targets`.
+
+use std::time::Duration;
+use tcpclone_lab::topo::*;
+use tcpclone_lab::*;
+
+const ORDERS: usize = 5;
+const USERS: usize = 20;
+const RULE: &str = "endpoint=GET /orders: errors > 0";
+
+/// What one run left: tcpcopy's exit code, its log (table, broken rules, summary), the JSON
+/// report and the JUnit file.
+struct Run {
+    code: Option<i32>,
+    log: String,
+    report: serde_json::Value,
+    junit: String,
+}
+
+/// Live: clones the [`clients`] to a target nginx that answers 500 on /orders when `boom`;
+/// intercept runs with `intercept_extra`.
+fn run(boom: bool, intercept_extra: &[&str]) -> Run {
+    let mut t = servers(boom, intercept_extra);
+    let (json, junit) = (t.path("report.json"), t.path("junit.xml"));
+    let (js, ju) = (json.display().to_string(), junit.display().to_string());
+    let pid = t.start_tcpcopy(&[
+        "-x",
+        "80-198.18.1.2:8080",
+        "--report",
+        &js,
+        "--fail-if",
+        RULE,
+        "--junit",
+        &ju,
+    ]);
+    clients(&t);
+    // Every answer reaches intercept and tcpcopy within milliseconds on this lab; the
+    // keep-alive connections stay open, which the report does not wait for.
+    std::thread::sleep(Duration::from_secs(2));
+    let st = t.lab.stop(pid, "INT", Duration::from_secs(5));
+    finish(&t, st, "tcpcopy.log")
+}
+
+/// The report, the JUnit file and the log of a finished run.
+fn finish(t: &Topo, st: Option<std::process::ExitStatus>, log: &str) -> Run {
+    let log = std::fs::read_to_string(t.path(log)).unwrap_or_default();
+    let text = std::fs::read_to_string(t.path("report.json")).unwrap_or_default();
+    let report = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("--report is not JSON ({e}): {text}\ntcpcopy log:\n{log}"));
+    Run {
+        code: st.and_then(|s| s.code()),
+        log,
+        report,
+        junit: std::fs::read_to_string(t.path("junit.xml")).unwrap_or_default(),
+    }
+}
+
+/// The curl clients: `USERS` GETs of /users/ID and `ORDERS` of /orders, keep-alive, on three
+/// connections.
+fn clients(t: &Topo) {
+    let users = |from: usize, to: usize| -> String {
+        (from..to)
+            .map(|i| format!(" http://{PROD4}/users/{i}"))
+            .collect()
+    };
+    let orders: String = (0..ORDERS)
+        .map(|_| format!(" http://{PROD4}/orders"))
+        .collect();
+    for urls in [users(0, USERS / 2), orders, users(USERS / 2, USERS)] {
+        t.client(&format!("timeout 20 curl -s -o /dev/null{urls}"));
+    }
+}
+
+/// Production nginx (200 everywhere), the target nginx (500 on /orders when `boom`), intercept
+/// with `intercept_extra`.
+fn servers(boom: bool, intercept_extra: &[&str]) -> Topo {
+    let mut t = Topo::new(Layout::Assistant);
+    let (p, tg) = (t.prod.clone(), t.target.clone());
+    t.start_nginx(&p, HTTP_PROD, "nginx-prod");
+    // With a body: a bare `return 500` makes nginx close the keep-alive connection, and the
+    // requests after it on that connection would never reach the test build.
+    let orders = if boom {
+        "location = /orders { return 500 \"boom\\n\"; }"
+    } else {
+        "location = /orders { return 200 \"orders\\n\"; }"
+    };
+    let servers = format!(
+        "server {{ listen {HTTP_TARGET} reuseport; {orders} location / {{ return 200 \"ok\\n\"; }} }}"
+    );
+    let dir = t.dir.path().to_path_buf();
+    start_nginx_servers(
+        &mut t.lab,
+        &tg,
+        &dir,
+        "nginx-target",
+        "",
+        &servers,
+        &format!("http://127.0.0.1:{HTTP_TARGET}/"),
+    );
+    t.start_intercept_with(HTTP_FILTER, intercept_extra);
+    t
+}
+
+/// The report's figures of `endpoint`'s test side: (requests, errors, 5xx by class "500").
+fn endpoint(r: &Run, endpoint: &str) -> (u64, u64, u64) {
+    side(r, endpoint, "test")
+}
+
+/// [`endpoint`] of `side` (`test` or `production`).
+fn side(r: &Run, endpoint: &str, side: &str) -> (u64, u64, u64) {
+    let e = r.report["endpoints"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["endpoint"] == endpoint))
+        .unwrap_or_else(|| panic!("no endpoint {endpoint} in {:#}", r.report["endpoints"]));
+    let t = &e[side];
+    (
+        t["requests"].as_u64().unwrap_or(0),
+        t["errors"].as_u64().unwrap_or(0),
+        t["errors_by_class"]["500"].as_u64().unwrap_or(0),
+    )
+}
+
+fn failed_rules(r: &Run) -> Vec<(String, String)> {
+    r.report["verdicts"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or(&[])
+        .iter()
+        .filter(|v| v["failed"] == true)
+        .map(|v| {
+            (
+                v["rule"].as_str().unwrap_or("").to_string(),
+                v["endpoint"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+macro_rules! require_nginx_lab {
+    ($name:literal) => {
+        require_root!(concat!("raw_verdict_lab::", $name));
+        require_programs!("raw_verdict_lab", "nginx", "curl", "ss");
+    };
+}
+
+#[test]
+fn raw_mode_names_the_500_endpoint_and_fails_its_rule() {
+    require_nginx_lab!("raw_mode_names_the_500_endpoint_and_fails_its_rule");
+    let _g = serial();
+    let r = run(true, &["--response-prefix", "64"]);
+    println!("{}", r.log);
+    assert_eq!(
+        endpoint(&r, "GET /orders"),
+        (ORDERS as u64, ORDERS as u64, ORDERS as u64),
+        "{}",
+        r.log
+    );
+    assert_eq!(endpoint(&r, "GET /users/{id}"), (USERS as u64, 0, 0));
+    assert_eq!(
+        failed_rules(&r),
+        vec![(RULE.to_string(), "GET /orders".to_string())]
+    );
+    assert!(
+        r.log.contains(&format!("--fail-if `{RULE}` [GET /orders]")),
+        "the broken rule is not named:\n{}",
+        r.log
+    );
+    assert_eq!(r.code, Some(1), "exit code\n{}", r.log);
+    assert!(
+        r.junit.contains("<failure") && r.junit.contains("GET /orders"),
+        "{}",
+        r.junit
+    );
+}
+
+#[test]
+fn raw_mode_passes_on_the_unchanged_build() {
+    require_nginx_lab!("raw_mode_passes_on_the_unchanged_build");
+    let _g = serial();
+    let r = run(false, &["--response-prefix", "64"]);
+    assert_eq!(
+        endpoint(&r, "GET /orders"),
+        (ORDERS as u64, 0, 0),
+        "{}",
+        r.log
+    );
+    assert_eq!(endpoint(&r, "GET /users/{id}"), (USERS as u64, 0, 0));
+    assert!(failed_rules(&r).is_empty(), "{}", r.log);
+    assert_eq!(r.code, Some(0), "exit code\n{}", r.log);
+    assert!(!r.junit.contains("<failure"), "{}", r.junit);
+}
+
+#[test]
+fn raw_mode_without_response_prefix_counts_endpoints_but_no_classes() {
+    require_nginx_lab!("raw_mode_without_response_prefix_counts_endpoints_but_no_classes");
+    let _g = serial();
+    // intercept grants no prefix: headers only, as from an intercept before version 2.
+    let r = run(true, &[]);
+    assert_eq!(
+        endpoint(&r, "GET /orders"),
+        (ORDERS as u64, 0, 0),
+        "{}",
+        r.log
+    );
+    assert_eq!(endpoint(&r, "GET /users/{id}"), (USERS as u64, 0, 0));
+    assert_eq!(r.code, Some(0), "exit code\n{}", r.log);
+}
+
+#[test]
+fn raw_offline_with_both_directions_has_production_beside_test() {
+    require_nginx_lab!("raw_offline_with_both_directions_has_production_beside_test");
+    require_programs!("raw_verdict_lab", "tcpdump");
+    let _g = serial();
+    let mut t = servers(true, &["--response-prefix", "64"]);
+    // Recorded at the client's end of its link: an Ethernet capture holds both directions
+    // (on the production host, its own answers are outgoing, which tcpcopy's capture skips).
+    let c = t.client.clone();
+    let dev = String::from_utf8_lossy(
+        &t.lab
+            .exec(
+                &c,
+                "ip -o link show | awk -F': ' '$2 !~ /^lo/ {print $2}' | cut -d@ -f1",
+            )
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let pcap = t.path("both.pcap");
+    let tcpdump = start_tcpdump_opts(
+        &mut t.lab,
+        &c,
+        &["-i", &dev, "-s", "2048", "-Z", "root"],
+        "tcp port 80",
+        &pcap,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    clients(&t);
+    std::thread::sleep(Duration::from_millis(300));
+    t.lab
+        .stop(tcpdump, "INT", Duration::from_secs(5))
+        .expect("tcpdump stops");
+    let (js, ju) = (
+        t.path("report.json").display().to_string(),
+        t.path("junit.xml").display().to_string(),
+    );
+    let secret = secret_file(t.dir.path());
+    let tcpcopy = bin("tcpcopy");
+    let icpt = t.icpt_addr.clone();
+    let argv = [
+        tcpcopy.to_str().unwrap(),
+        "--offline",
+        pcap.to_str().unwrap(),
+        "-x",
+        "80-198.18.1.2:8080",
+        "-s",
+        &icpt,
+        "--secret-file",
+        secret.to_str().unwrap(),
+        "--report",
+        &js,
+        "--fail-if",
+        RULE,
+        "--junit",
+        &ju,
+    ];
+    let p = t.prod.clone();
+    let log = t.path("tcpcopy-offline.log");
+    let pid = t.lab.spawn(&p, &argv, Some(&log));
+    // It stops by itself at the end of the file (3 s after the last packet at most).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("tcpcopy summary")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = t.lab.stop(pid, "INT", Duration::from_secs(5));
+    let r = finish(&t, st, "tcpcopy-offline.log");
+    println!("{}", r.log);
+    assert_eq!(
+        endpoint(&r, "GET /orders"),
+        (ORDERS as u64, ORDERS as u64, ORDERS as u64),
+        "{}",
+        r.log
+    );
+    // Production answered the same requests with 200.
+    assert_eq!(side(&r, "GET /orders", "production"), (ORDERS as u64, 0, 0));
+    assert_eq!(
+        side(&r, "GET /users/{id}", "production"),
+        (USERS as u64, 0, 0)
+    );
+    // Production's latency is not checked: it is read on tcpcopy's clock as the worker feeds
+    // the file, whose batches hide sub-millisecond gaps (docs/report.md, raw mode).
+    assert_eq!(r.code, Some(1), "exit code\n{}", r.log);
+}

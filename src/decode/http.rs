@@ -21,7 +21,8 @@ pub use head::{HeaderSpan, HttpHead};
 pub use template::path_template;
 
 use super::{
-    DecodeError, Decoder, Detail, Direction, Limits, Message, Protocol, ResponseClass, Summary,
+    DecodeError, DecodedMessage, Decoder, Detail, Direction, Limits, Protocol, ResponseClass,
+    Summary,
 };
 
 /// Most headers in one message; more makes the stream opaque.
@@ -353,7 +354,7 @@ impl Decoder for HttpDecoder {
         self.finished = true;
     }
 
-    fn poll_message(&mut self) -> Result<Option<Message<'_>>, DecodeError> {
+    fn poll_message(&mut self) -> Result<Option<DecodedMessage<'_>>, DecodeError> {
         if self.opaque {
             return Ok(None);
         }
@@ -370,7 +371,7 @@ impl Decoder for HttpDecoder {
         Ok(Some(self.current()))
     }
 
-    fn poll_partial(&mut self) -> Option<Message<'_>> {
+    fn poll_partial(&mut self) -> Option<DecodedMessage<'_>> {
         // Only a message whose head was decoded and whose body is still arriving.
         if self.opaque || matches!(self.state, State::Head | State::Tunnel) {
             return None;
@@ -378,7 +379,7 @@ impl Decoder for HttpDecoder {
         Some(self.current())
     }
 
-    fn note_request(&mut self, request: &Message<'_>) {
+    fn note_request(&mut self, request: &DecodedMessage<'_>) {
         if self.dir != Direction::Response {
             return;
         }
@@ -398,7 +399,7 @@ impl Decoder for HttpDecoder {
 
 impl HttpDecoder {
     /// The message in `msg`, as far as it was decoded.
-    fn current(&self) -> Message<'_> {
+    fn current(&self) -> DecodedMessage<'_> {
         let m = &self.msg;
         let end = self.offset_now();
         let text = |r: (usize, usize)| std::str::from_utf8(&m.head[r.0..r.1]).unwrap_or("");
@@ -422,7 +423,7 @@ impl HttpDecoder {
             };
             (summary, Detail::Http(head))
         };
-        Message {
+        DecodedMessage {
             summary,
             offset: m.offset,
             wire_len: end - m.offset,

@@ -22,7 +22,7 @@ pub mod redis;
 pub struct Limits {
     /// Most bytes fed but not yet decoded (a header block, a Redis reply being assembled).
     pub max_buffered: usize,
-    /// Most body bytes kept per message; the rest is counted in [`Message::body_len`] and dropped.
+    /// Most body bytes kept per message; the rest is counted in [`DecodedMessage::body_len`] and dropped.
     pub max_body: usize,
     /// Deepest nesting of aggregate values (Redis arrays, maps...).
     pub max_depth: usize,
@@ -124,11 +124,11 @@ pub trait Decoder {
     fn finish(&mut self);
 
     /// The next complete message, `Ok(None)` when more bytes are needed (or the stream is opaque).
-    fn poll_message(&mut self) -> Result<Option<Message<'_>>, DecodeError>;
+    fn poll_message(&mut self) -> Result<Option<DecodedMessage<'_>>, DecodeError>;
 
     /// Tells a response decoder about a request of the same conversation, in order (HTTP needs
     /// the method: a response to `HEAD` has no body). Request decoders ignore it.
-    fn note_request(&mut self, _request: &Message<'_>) {}
+    fn note_request(&mut self, _request: &DecodedMessage<'_>) {}
 
     /// The message the bytes fed so far stop inside, as far as it arrived: its head (HTTP
     /// start line and headers, a Redis reply's type line) and its body so far (`body_len` and
@@ -136,7 +136,7 @@ pub trait Decoder {
     /// stream: the class of a response is known before its body ends. `None` when not even the
     /// head has arrived, between messages, or once the stream is opaque. Call it after
     /// [`poll_message`](Decoder::poll_message) returned `Ok(None)`.
-    fn poll_partial(&mut self) -> Option<Message<'_>> {
+    fn poll_partial(&mut self) -> Option<DecodedMessage<'_>> {
         None
     }
 
@@ -189,7 +189,7 @@ pub enum DecodeError {
 
 /// One decoded message, borrowed from its decoder until the next call on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Message<'a> {
+pub struct DecodedMessage<'a> {
     /// What the report groups and counts it by.
     pub summary: Summary<'a>,
     /// Offset of its first byte in the stream.
@@ -205,7 +205,7 @@ pub struct Message<'a> {
     pub detail: Detail<'a>,
 }
 
-impl Message<'_> {
+impl DecodedMessage<'_> {
     /// True when `body` holds only the first [`Limits::max_body`] bytes of the body.
     pub fn body_truncated(&self) -> bool {
         (self.body.len() as u64) < self.body_len
@@ -273,7 +273,7 @@ impl<'a> ResponseClass<'a> {
 pub enum Detail<'a> {
     /// An HTTP request or response head.
     Http(http::HttpHead<'a>),
-    /// A Redis command's arguments (replies keep their value in [`Message::body`]).
+    /// A Redis command's arguments (replies keep their value in [`DecodedMessage::body`]).
     Redis(redis::RedisDetail<'a>),
     /// Nothing beyond the bytes.
     None,
@@ -320,12 +320,12 @@ impl Decoder for TcpDecoder {
 
     fn finish(&mut self) {}
 
-    fn poll_message(&mut self) -> Result<Option<Message<'_>>, DecodeError> {
+    fn poll_message(&mut self) -> Result<Option<DecodedMessage<'_>>, DecodeError> {
         if !self.pending {
             return Ok(None);
         }
         self.pending = false;
-        Ok(Some(Message {
+        Ok(Some(DecodedMessage {
             summary: Summary::Data,
             offset: self.offset,
             wire_len: self.buf.len() as u64,
@@ -340,7 +340,7 @@ impl Decoder for TcpDecoder {
     }
 }
 
-/// An owned copy of the parts of a [`Message`] tests and the fuzz targets compare.
+/// An owned copy of the parts of a [`DecodedMessage`] tests and the fuzz targets compare.
 #[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedMessage {
@@ -351,8 +351,8 @@ pub struct OwnedMessage {
     pub body_len: u64,
 }
 
-impl From<&Message<'_>> for OwnedMessage {
-    fn from(m: &Message<'_>) -> Self {
+impl From<&DecodedMessage<'_>> for OwnedMessage {
+    fn from(m: &DecodedMessage<'_>) -> Self {
         let summary = match m.summary {
             Summary::Request { endpoint } => format!("req {endpoint}"),
             Summary::Response(c) => format!("resp {c:?} {}", c.class()),

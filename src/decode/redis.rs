@@ -7,7 +7,7 @@
 //! [`Limits::max_depth`]; a value must fit in [`Limits::max_buffered`] since it is scanned whole.
 //! RESP3 streamed strings and aggregates (`$?`, `*?`) are not decoded: they make the stream opaque.
 //!
-//! Messages borrow straight from the input buffer: a reply's [`Message::body`] is its encoded
+//! Messages borrow straight from the input buffer: a reply's [`DecodedMessage::body`] is its encoded
 //! value, a command's arguments are spans into it.
 
 mod scan;
@@ -17,7 +17,8 @@ use scan::{find_crlf, parse_int, reply_class, scan, skip_attributes, Scan, ScanE
 pub use value::Value;
 
 use super::{
-    DecodeError, Decoder, Detail, Direction, Limits, Message, Protocol, ResponseClass, Summary,
+    DecodeError, DecodedMessage, Decoder, Detail, Direction, Limits, Protocol, ResponseClass,
+    Summary,
 };
 
 /// The type of a reply, as the report counts it.
@@ -193,14 +194,14 @@ impl RedisDecoder {
     }
 
     /// The streamed blob, complete: its message, and the decoder ready for the next one.
-    fn streamed_message(&mut self) -> Option<Message<'_>> {
+    fn streamed_message(&mut self) -> Option<DecodedMessage<'_>> {
         let st = self.streamed.as_mut()?;
         let (offset, total) = (st.offset, st.total);
         st.total = 0;
         st.seen = 0;
         let st = self.streamed.as_ref()?;
         let (kind, error_prefix) = reply_class(&st.kept);
-        Some(Message {
+        Some(DecodedMessage {
             summary: Summary::Response(ResponseClass::Redis { kind, error_prefix }),
             offset,
             wire_len: total,
@@ -416,7 +417,7 @@ impl Decoder for RedisDecoder {
         self.finished = true;
     }
 
-    fn poll_message(&mut self) -> Result<Option<Message<'_>>, DecodeError> {
+    fn poll_message(&mut self) -> Result<Option<DecodedMessage<'_>>, DecodeError> {
         if self.opaque {
             return Ok(None);
         }
@@ -467,7 +468,7 @@ impl Decoder for RedisDecoder {
         };
         let wire_len = (end - begin) as u64;
         let keep = (end - begin).min(self.limits.max_body);
-        Ok(Some(Message {
+        Ok(Some(DecodedMessage {
             summary,
             offset: self.buf_offset + begin as u64,
             wire_len,
@@ -484,7 +485,7 @@ impl Decoder for RedisDecoder {
         }))
     }
 
-    fn poll_partial(&mut self) -> Option<Message<'_>> {
+    fn poll_partial(&mut self) -> Option<DecodedMessage<'_>> {
         if self.opaque || self.dir != Direction::Response {
             return None;
         }
@@ -502,7 +503,7 @@ impl Decoder for RedisDecoder {
             return None;
         }
         let (kind, error_prefix) = reply_class(body);
-        Some(Message {
+        Some(DecodedMessage {
             summary: Summary::Response(ResponseClass::Redis { kind, error_prefix }),
             offset,
             wire_len: body_len,

@@ -4,7 +4,7 @@ use super::scan::{find_crlf, parse_int, scan, Scan, ScanError};
 use crate::decode::{DecodeError, Protocol};
 
 /// A RESP value decoded into a tree for the protocol-aware diff, its strings borrowed from the
-/// encoded bytes (a reply's [`Message::body`]). Not for the hot path: it allocates per aggregate.
+/// encoded bytes (a reply's [`DecodedMessage::body`]). Not for the hot path: it allocates per aggregate.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value<'a> {
     /// Simple string.

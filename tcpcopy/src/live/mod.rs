@@ -44,7 +44,7 @@ const DEFAULT_BLOCK_MS: u32 = 1;
 
 /// What a run did, printed at exit.
 #[derive(Debug)]
-pub struct Summary {
+pub struct LiveSummary {
     /// The counters at the end, `name=value` pairs.
     pub counters: Vec<(&'static str, u64)>,
     /// The engine's own report (sessions cloned/completed/aborted, retransmissions, ...).
@@ -61,7 +61,7 @@ pub struct Summary {
     pub verdict_failed: bool,
 }
 
-impl std::fmt::Display for Summary {
+impl std::fmt::Display for LiveSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
@@ -172,7 +172,7 @@ pub fn read_secret(path: &std::path::Path) -> Result<tcpclone::proto::secure::Ps
 const GSO_MAX: usize = 64_000;
 
 /// Runs raw mode until SIGINT/SIGTERM (or the end of an --offline file) and returns the summary.
-pub fn run(settings: Settings) -> Result<Summary> {
+pub fn run(settings: Settings) -> Result<LiveSummary> {
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -492,7 +492,7 @@ pub fn run(settings: Settings) -> Result<Summary> {
         )?;
     }
     let h = &latency;
-    Ok(Summary {
+    Ok(LiveSummary {
         counters: counters.pairs(),
         engine: final_stats.to_string(),
         latency_us: (

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tcpclone::decode::{
-    redis, Decoder, Detail, Direction, Limits, Message, Protocol, ResponseClass, Summary,
+    redis, DecodedMessage, Decoder, Detail, Direction, Limits, Protocol, ResponseClass, Summary,
 };
 
 /// Longest field value kept for a diff example (characters).
@@ -175,7 +175,7 @@ pub fn analyze_burst(
     let mut out: Vec<Pipelined> = Vec::new();
     let mut req = protocol.decoder(Direction::Request, limits);
     req.feed(request);
-    let mut on_request = |m: &Message<'_>| {
+    let mut on_request = |m: &DecodedMessage<'_>| {
         let Some((endpoint, key)) = describe_request(m) else {
             return false;
         };
@@ -267,7 +267,7 @@ pub fn arrival<T: Copy>(marks: &[(u64, T)], offset: u64) -> Option<T> {
 
 /// A response that answers a request: not an interim HTTP response (1xx but 101), not a RESP3
 /// push, not tunnelled data.
-fn answers_a_request(m: &Message<'_>) -> bool {
+fn answers_a_request(m: &DecodedMessage<'_>) -> bool {
     match m.summary {
         Summary::Response(ResponseClass::Http { status }) => {
             !(100..200).contains(&status) || status == 101
@@ -283,7 +283,7 @@ fn answers_a_request(m: &Message<'_>) -> bool {
 fn each_message(
     dec: &mut dyn Decoder,
     complete: bool,
-    mut f: impl FnMut(&Message<'_>) -> bool,
+    mut f: impl FnMut(&DecodedMessage<'_>) -> bool,
 ) -> bool {
     let mut finished = false;
     loop {
@@ -393,7 +393,7 @@ pub fn fuzz_exchange(data: &[u8]) {
     assert_eq!(first, burst[0].exchange);
 }
 
-fn describe_request(m: &Message<'_>) -> Option<(String, Option<String>)> {
+fn describe_request(m: &DecodedMessage<'_>) -> Option<(String, Option<String>)> {
     let Summary::Request { endpoint } = m.summary else {
         return None;
     };
@@ -411,7 +411,7 @@ fn lossy(b: &[u8], max: usize) -> String {
 
 /// `partial`: the body is only the first bytes of a longer one.
 fn decode_response(
-    m: &Message<'_>,
+    m: &DecodedMessage<'_>,
     cfg: Option<&FieldConfig>,
     partial: bool,
 ) -> Option<DecodedResponse> {

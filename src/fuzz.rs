@@ -392,9 +392,9 @@ pub fn tls_session(data: &[u8]) {
     let empty = KeyLog::new();
     while let [h, l, tail @ ..] = rest {
         let dir = if h & 0x80 == 0 {
-            Direction::Client
+            Origin::Client
         } else {
-            Direction::Server
+            Origin::Server
         };
         let len = (usize::from(h & 0x7f) << 8 | usize::from(*l)).min(tail.len());
         for piece in tail[..len].chunks(cut) {

@@ -12,7 +12,7 @@ use rustls::{
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use tcpclone::tls::session::Output;
-use tcpclone::tls::{Direction, KeyLog, SessionStatus, TlsSession};
+use tcpclone::tls::{KeyLog, Origin, SessionStatus, TlsSession};
 
 /// Collects rustls's key log lines in the NSS format.
 #[derive(Debug, Default)]
@@ -149,7 +149,7 @@ fn pair_kx(suite_name: &str, retry: bool) -> Pair {
 fn flush(
     c: &mut ClientConnection,
     s: &mut ServerConnection,
-    wire: &mut Vec<(Direction, Vec<u8>)>,
+    wire: &mut Vec<(Origin, Vec<u8>)>,
     got: &mut [Vec<u8>; 2],
 ) {
     loop {
@@ -167,7 +167,7 @@ fn flush(
                 }
                 drain(&mut s.reader(), &mut got[0]);
             }
-            wire.push((Direction::Client, buf));
+            wire.push((Origin::Client, buf));
         }
         while s.wants_write() {
             let mut buf = Vec::new();
@@ -179,7 +179,7 @@ fn flush(
                 c.process_new_packets().unwrap();
                 drain(&mut c.reader(), &mut got[1]);
             }
-            wire.push((Direction::Server, buf));
+            wire.push((Origin::Server, buf));
         }
         if !moved {
             return;
@@ -211,7 +211,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 struct Run {
-    wire: Vec<(Direction, Vec<u8>)>,
+    wire: Vec<(Origin, Vec<u8>)>,
     sent: [Vec<u8>; 2],
 }
 
@@ -282,7 +282,7 @@ fn decrypt(run: &Run, keys: &KeyLog, cut: usize) -> ([Vec<u8>; 2], TlsSession) {
     assert_eq!(t.finish(), None);
     let mut got = [Vec::new(), Vec::new()];
     for (dir, d) in out {
-        got[if dir == Direction::Client { 0 } else { 1 }].extend_from_slice(&d);
+        got[if dir == Origin::Client { 0 } else { 1 }].extend_from_slice(&d);
     }
     (got, t)
 }
@@ -348,7 +348,7 @@ fn write_fuzz_seeds() {
             let mut seed = vec![if j == 0 { 255 } else { 7 }];
             for (d, bytes) in &run.wire {
                 for c in bytes.chunks(0x7fff) {
-                    let h = (c.len() >> 8) as u8 | if *d == Direction::Server { 0x80 } else { 0 };
+                    let h = (c.len() >> 8) as u8 | if *d == Origin::Server { 0x80 } else { 0 };
                     seed.extend_from_slice(&[h, c.len() as u8]);
                     seed.extend_from_slice(c);
                 }

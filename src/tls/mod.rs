@@ -22,4 +22,4 @@ pub mod session;
 pub mod suite;
 
 pub use keylog::{KeyLog, KeyLogError, Secrets};
-pub use session::{Direction, SessionStatus, TlsError, TlsInfo, TlsSession};
+pub use session::{Origin, SessionStatus, TlsError, TlsInfo, TlsSession};

@@ -5,7 +5,7 @@
 //! Owns the choice of keys only; it must never decrypt records nor put key material in an
 //! error.
 
-use super::{hex, Direction, Phase, SessionStatus, TlsError, TlsSession};
+use super::{hex, Origin, Phase, SessionStatus, TlsError, TlsSession};
 use crate::tls::handshake::{self, TLS12, TLS13};
 use crate::tls::keylog::KeyLog;
 use crate::tls::schedule::{key_block12, next_traffic_secret, traffic_key_iv};
@@ -20,7 +20,7 @@ impl TlsSession {
 
     pub(super) fn set13(
         &mut self,
-        dir: Direction,
+        dir: Origin,
         secret: Vec<u8>,
         phase: Phase,
     ) -> Result<(), TlsError> {
@@ -38,21 +38,21 @@ impl TlsSession {
 
     pub(super) fn on_handshake(
         &mut self,
-        dir: Direction,
+        dir: Origin,
         typ: u8,
         body: &[u8],
         keys: &KeyLog,
     ) -> Result<(), TlsError> {
         let tls13 = self.info.version == Some(TLS13);
         match (dir, typ) {
-            (Direction::Client, handshake::CLIENT_HELLO) if self.sides[0].key.is_none() => {
+            (Origin::Client, handshake::CLIENT_HELLO) if self.sides[0].key.is_none() => {
                 let ch =
                     handshake::parse_client_hello(body).ok_or(TlsError::BadHello("ClientHello"))?;
                 self.info.sni = ch.sni.clone();
                 self.info.alpn_offered = ch.alpn.clone();
                 self.client_hello = Some(ch);
             }
-            (Direction::Server, handshake::SERVER_HELLO) if self.sides[1].key.is_none() => {
+            (Origin::Server, handshake::SERVER_HELLO) if self.sides[1].key.is_none() => {
                 let sh =
                     handshake::parse_server_hello(body).ok_or(TlsError::BadHello("ServerHello"))?;
                 if sh.retry {
@@ -88,7 +88,7 @@ impl TlsSession {
                     self.status = SessionStatus::Decrypting;
                 }
             }
-            (Direction::Server, handshake::ENCRYPTED_EXTENSIONS) if tls13 => {
+            (Origin::Server, handshake::ENCRYPTED_EXTENSIONS) if tls13 => {
                 if let Some((alpn, _early)) = handshake::parse_encrypted_extensions(body) {
                     self.info.alpn = alpn;
                 }
@@ -98,13 +98,13 @@ impl TlsSession {
             {
                 let s = self.secrets.as_ref();
                 let secret = match dir {
-                    Direction::Client => s.and_then(|s| s.client_traffic.clone()),
-                    Direction::Server => s.and_then(|s| s.server_traffic.clone()),
+                    Origin::Client => s.and_then(|s| s.client_traffic.clone()),
+                    Origin::Server => s.and_then(|s| s.server_traffic.clone()),
                 };
                 let secret = secret.ok_or_else(|| self.no_keys())?;
                 self.set13(dir, secret, Phase::Application)?;
             }
-            (Direction::Client, handshake::END_OF_EARLY_DATA) if tls13 => {
+            (Origin::Client, handshake::END_OF_EARLY_DATA) if tls13 => {
                 let secret = self
                     .secrets
                     .as_ref()
@@ -149,10 +149,10 @@ impl TlsSession {
             };
             let early = secrets.client_early.clone().filter(|_| ch.early_data);
             self.secrets = Some(secrets.clone());
-            self.set13(Direction::Server, sv, Phase::Handshake)?;
+            self.set13(Origin::Server, sv, Phase::Handshake)?;
             match early {
-                Some(e) => self.set13(Direction::Client, e, Phase::Early)?,
-                None => self.set13(Direction::Client, c, Phase::Handshake)?,
+                Some(e) => self.set13(Origin::Client, e, Phase::Early)?,
+                None => self.set13(Origin::Client, c, Phase::Handshake)?,
             }
             return Ok(true);
         }

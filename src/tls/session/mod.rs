@@ -23,20 +23,20 @@ use crate::tls::keylog::{KeyLog, Secrets};
 use crate::tls::record::{self, HandshakeBuffer, RecordBuffer, RecordError};
 use crate::tls::suite::{suite_name, RecordKey, Suite};
 
-/// Which side sent bytes.
+/// Which side sent the bytes of a record (its origin).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
+pub enum Origin {
     /// Client to server.
     Client,
     /// Server to client.
     Server,
 }
 
-impl Direction {
+impl Origin {
     fn idx(self) -> usize {
         match self {
-            Direction::Client => 0,
-            Direction::Server => 1,
+            Origin::Client => 0,
+            Origin::Server => 1,
         }
     }
 }
@@ -63,8 +63,8 @@ pub enum TlsError {
     /// The record layer broke (not TLS after all, or an impossible length).
     #[error("{dir:?} records: {source}")]
     Record {
-        /// Direction.
-        dir: Direction,
+        /// Origin.
+        dir: Origin,
         /// The record error.
         source: RecordError,
     },
@@ -90,8 +90,8 @@ pub enum TlsError {
     /// The capture ended inside a record (capture loss or a cut capture).
     #[error("{dir:?} stream ends inside a record ({bytes} bytes cut)")]
     Truncated {
-        /// Direction.
-        dir: Direction,
+        /// Origin.
+        dir: Origin,
         /// Bytes of the cut record.
         bytes: usize,
     },
@@ -205,9 +205,9 @@ impl Default for TlsSession {
 pub const MAX_HELLO_HOLD: usize = 1 << 20;
 
 /// Plaintext out of a [`TlsSession`], in the order it was decrypted.
-pub type Output = Vec<(Direction, Vec<u8>)>;
+pub type Output = Vec<(Origin, Vec<u8>)>;
 
-fn push_out(out: &mut Output, dir: Direction, data: &[u8]) {
+fn push_out(out: &mut Output, dir: Origin, data: &[u8]) {
     if data.is_empty() {
         return;
     }
@@ -274,7 +274,7 @@ impl TlsSession {
     /// error that made the session fail, once, when it fails in this call.
     pub fn handle(
         &mut self,
-        dir: Direction,
+        dir: Origin,
         data: &[u8],
         keys: &KeyLog,
         out: &mut Output,
@@ -283,7 +283,7 @@ impl TlsSession {
             self.started = true;
             // TLS servers never speak first; a client that does not open with a handshake
             // record is not speaking TLS.
-            if dir == Direction::Server || data[0] != record::HANDSHAKE {
+            if dir == Origin::Server || data[0] != record::HANDSHAKE {
                 self.status = SessionStatus::Plaintext;
             }
         }
@@ -323,7 +323,7 @@ impl TlsSession {
         ) {
             return None;
         }
-        for dir in [Direction::Client, Direction::Server] {
+        for dir in [Origin::Client, Origin::Server] {
             let bytes = self.sides[dir.idx()].records.pending();
             if bytes > 0 {
                 return Some(TlsError::Truncated { dir, bytes });
@@ -350,7 +350,7 @@ impl TlsSession {
         // The server side first: its ServerHello unblocks the client side's records.
         loop {
             let mut progress = false;
-            for dir in [Direction::Server, Direction::Client] {
+            for dir in [Origin::Server, Origin::Client] {
                 match self.pump_side(dir, keys, out) {
                     Ok(p) => progress |= p,
                     Err(e) => return self.fail(e),
@@ -368,7 +368,7 @@ impl TlsSession {
     /// Processes `dir`'s whole records; returns whether any was processed.
     fn pump_side(
         &mut self,
-        dir: Direction,
+        dir: Origin,
         keys: &KeyLog,
         out: &mut Output,
     ) -> Result<bool, TlsError> {
@@ -377,7 +377,7 @@ impl TlsSession {
             let side = &mut self.sides[dir.idx()];
             // Client records after its hello wait for the ServerHello (0-RTT data needs the
             // suite that the server picks; TLS 1.2 needs the server random).
-            if dir == Direction::Client && self.client_hello.is_some() && self.suite.is_none() {
+            if dir == Origin::Client && self.client_hello.is_some() && self.suite.is_none() {
                 return Ok(progress);
             }
             let Some((header, fragment)) = side
@@ -397,7 +397,7 @@ impl TlsSession {
 
     fn on_record(
         &mut self,
-        dir: Direction,
+        dir: Origin,
         header: [u8; 5],
         fragment: Vec<u8>,
         keys: &KeyLog,
@@ -449,7 +449,7 @@ impl TlsSession {
 
     fn dispatch(
         &mut self,
-        dir: Direction,
+        dir: Origin,
         typ: u8,
         body: Vec<u8>,
         keys: &KeyLog,

@@ -51,32 +51,19 @@ fn rfc8448_client_flight() {
     let keys = rfc8448_keys(&random);
     let mut s = TlsSession::new();
     let mut out = Output::new();
-    s.handle(
-        Direction::Client,
-        &hs_record(1, &RFC8448_CH),
-        &keys,
-        &mut out,
-    )
-    .unwrap();
+    s.handle(Origin::Client, &hs_record(1, &RFC8448_CH), &keys, &mut out)
+        .unwrap();
     // The client's next records wait for the ServerHello.
-    s.handle(Direction::Client, &CLIENT_FINISHED[..10], &keys, &mut out)
+    s.handle(Origin::Client, &CLIENT_FINISHED[..10], &keys, &mut out)
         .unwrap();
     assert_eq!(s.status(), &SessionStatus::Hello);
-    s.handle(
-        Direction::Server,
-        &hs_record(2, &RFC8448_SH),
-        &keys,
-        &mut out,
-    )
-    .unwrap();
+    s.handle(Origin::Server, &hs_record(2, &RFC8448_SH), &keys, &mut out)
+        .unwrap();
     assert_eq!(s.status(), &SessionStatus::Decrypting);
     for b in CLIENT_FINISHED[10..].iter().chain(&CLIENT_APP) {
-        s.handle(Direction::Client, &[*b], &keys, &mut out).unwrap();
+        s.handle(Origin::Client, &[*b], &keys, &mut out).unwrap();
     }
-    assert_eq!(
-        out,
-        vec![(Direction::Client, (0u8..50).collect::<Vec<_>>())]
-    );
+    assert_eq!(out, vec![(Origin::Client, (0u8..50).collect::<Vec<_>>())]);
     assert_eq!(s.info().sni.as_deref(), Some("server"));
     assert_eq!(
         s.info().suite_name().as_deref(),
@@ -93,23 +80,13 @@ fn no_keys_waits_then_retries() {
     let empty = KeyLog::new();
     let mut s = TlsSession::new();
     let mut out = Output::new();
-    s.handle(
-        Direction::Client,
-        &hs_record(1, &RFC8448_CH),
-        &empty,
-        &mut out,
-    )
-    .unwrap();
-    s.handle(
-        Direction::Server,
-        &hs_record(2, &RFC8448_SH),
-        &empty,
-        &mut out,
-    )
-    .unwrap();
+    s.handle(Origin::Client, &hs_record(1, &RFC8448_CH), &empty, &mut out)
+        .unwrap();
+    s.handle(Origin::Server, &hs_record(2, &RFC8448_SH), &empty, &mut out)
+        .unwrap();
     assert_eq!(s.status(), &SessionStatus::AwaitingKeys);
     s.handle(
-        Direction::Client,
+        Origin::Client,
         &[&CLIENT_FINISHED[..], &CLIENT_APP].concat(),
         &empty,
         &mut out,
@@ -118,10 +95,7 @@ fn no_keys_waits_then_retries() {
     assert!(out.is_empty());
     assert!(s.held_bytes() >= 130);
     s.retry(&rfc8448_keys(&random), &mut out).unwrap();
-    assert_eq!(
-        out,
-        vec![(Direction::Client, (0u8..50).collect::<Vec<_>>())]
-    );
+    assert_eq!(out, vec![(Origin::Client, (0u8..50).collect::<Vec<_>>())]);
 }
 
 #[test]
@@ -136,22 +110,12 @@ fn wrong_key_counts_auth_failures_and_cut_record_reported() {
     let keys = KeyLog::parse(&text, "k").unwrap().0;
     let mut s = TlsSession::new();
     let mut out = Output::new();
+    s.handle(Origin::Client, &hs_record(1, &RFC8448_CH), &keys, &mut out)
+        .unwrap();
+    s.handle(Origin::Server, &hs_record(2, &RFC8448_SH), &keys, &mut out)
+        .unwrap();
     s.handle(
-        Direction::Client,
-        &hs_record(1, &RFC8448_CH),
-        &keys,
-        &mut out,
-    )
-    .unwrap();
-    s.handle(
-        Direction::Server,
-        &hs_record(2, &RFC8448_SH),
-        &keys,
-        &mut out,
-    )
-    .unwrap();
-    s.handle(
-        Direction::Client,
+        Origin::Client,
         &[&CLIENT_FINISHED[..], &CLIENT_APP[..40]].concat(),
         &keys,
         &mut out,
@@ -162,7 +126,7 @@ fn wrong_key_counts_auth_failures_and_cut_record_reported() {
     assert_eq!(
         s.finish(),
         Some(TlsError::Truncated {
-            dir: Direction::Client,
+            dir: Origin::Client,
             bytes: 40
         })
     );
@@ -173,17 +137,12 @@ fn client_only_capture_is_bounded() {
     let mut s = TlsSession::new();
     let mut out = Output::new();
     let keys = KeyLog::new();
-    s.handle(
-        Direction::Client,
-        &hs_record(1, &RFC8448_CH),
-        &keys,
-        &mut out,
-    )
-    .unwrap();
+    s.handle(Origin::Client, &hs_record(1, &RFC8448_CH), &keys, &mut out)
+        .unwrap();
     let rec = [&[23u8, 3, 3, 0x40, 0][..], &[0u8; 0x4000]].concat();
     let mut err = None;
     for _ in 0..100 {
-        if let Err(e) = s.handle(Direction::Client, &rec, &keys, &mut out) {
+        if let Err(e) = s.handle(Origin::Client, &rec, &keys, &mut out) {
             err = Some(e);
             break;
         }
@@ -197,20 +156,10 @@ fn plaintext_passes_through_and_bad_suite_is_named() {
     let mut s = TlsSession::new();
     let mut out = Output::new();
     let keys = KeyLog::new();
-    s.handle(
-        Direction::Client,
-        b"GET / HTTP/1.1\r\n\r\n",
-        &keys,
-        &mut out,
-    )
-    .unwrap();
-    s.handle(
-        Direction::Server,
-        b"HTTP/1.1 200 OK\r\n\r\n",
-        &keys,
-        &mut out,
-    )
-    .unwrap();
+    s.handle(Origin::Client, b"GET / HTTP/1.1\r\n\r\n", &keys, &mut out)
+        .unwrap();
+    s.handle(Origin::Server, b"HTTP/1.1 200 OK\r\n\r\n", &keys, &mut out)
+        .unwrap();
     assert_eq!(s.status(), &SessionStatus::Plaintext);
     assert_eq!(out.len(), 2);
 
@@ -219,15 +168,10 @@ fn plaintext_passes_through_and_bad_suite_is_named() {
     // TLS_AES_128_CCM_SHA256.
     sh[35] = 0x13;
     sh[36] = 0x04;
-    s.handle(
-        Direction::Client,
-        &hs_record(1, &RFC8448_CH),
-        &keys,
-        &mut out,
-    )
-    .unwrap();
+    s.handle(Origin::Client, &hs_record(1, &RFC8448_CH), &keys, &mut out)
+        .unwrap();
     let e = s
-        .handle(Direction::Server, &hs_record(2, &sh), &keys, &mut out)
+        .handle(Origin::Server, &hs_record(2, &sh), &keys, &mut out)
         .unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -235,6 +179,6 @@ fn plaintext_passes_through_and_bad_suite_is_named() {
     );
     assert!(matches!(s.status(), SessionStatus::Failed(_)));
     // Nothing more comes out, and nothing panics.
-    s.handle(Direction::Client, &CLIENT_APP, &keys, &mut out)
+    s.handle(Origin::Client, &CLIENT_APP, &keys, &mut out)
         .unwrap();
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tcpclone::tls::session::Output;
-use tcpclone::tls::{Direction, KeyLog, SessionStatus, TlsError, TlsSession};
+use tcpclone::tls::{KeyLog, Origin, SessionStatus, TlsError, TlsSession};
 
 /// What the capture's handshake said about a decrypted session (the target TLS defaults).
 #[derive(Debug, Clone, Default)]
@@ -49,10 +49,10 @@ pub struct TlsFilter {
 /// Error lines printed per run before only counting.
 const MAX_MESSAGES: usize = 20;
 
-fn side_of(d: Direction) -> Side {
+fn side_of(d: Origin) -> Side {
     match d {
-        Direction::Client => Side::Client,
-        Direction::Server => Side::Server,
+        Origin::Client => Side::Client,
+        Origin::Server => Side::Server,
     }
 }
 
@@ -143,8 +143,8 @@ impl TlsFilter {
                     return;
                 };
                 let dir = match side {
-                    Side::Client => Direction::Client,
-                    Side::Server => Direction::Server,
+                    Side::Client => Origin::Client,
+                    Side::Server => Origin::Server,
                 };
                 let mut plain = Output::new();
                 let r = p.tls.handle(dir, &bytes, &self.keys, &mut plain);

@@ -4,7 +4,17 @@
 use super::{send::seg_limit, EngineSession, RawEndReason, SessionCtx, State};
 use crate::engine::packet::{RawSegment, ACK, FIN, RST, SYN};
 use crate::engine::EngineEvent;
+use std::time::Duration;
 use tcpclone::seq::SeqNumber;
+
+/// How long after our last progress a reset without ACK still means "never accepted": less
+/// than the shortest time a connection that answered can take to vanish (FIN_WAIT2 and
+/// TIME_WAIT last a minute on Linux).
+const NO_SOCKET_RESET_WINDOW: Duration = Duration::from_secs(30);
+
+/// Handshakes one session may redo: an overloaded listener can prune a request socket more
+/// than once, but a target that keeps refusing is not retried for ever.
+const MAX_REDONE_HANDSHAKES: u8 = 3;
 
 impl EngineSession {
     /// The IP+TCP headers of one target segment (payload length from the IP header).
@@ -158,23 +168,31 @@ impl EngineSession {
     }
 
     /// Reset before any of our data was acked: the target dropped the request socket our ACK
-    /// was for (a newer SYN-ACK of a retransmitted SYN is on its way or lost). Do the handshake
-    /// again with the same ISN instead of losing the request. Only as the answer to our first
-    /// transmission: after a retransmission timeout the target may have answered (reports
-    /// lost) and since dropped the connection, and a new handshake would deliver the request
-    /// twice.
+    /// was for (a newer SYN-ACK of a retransmitted SYN is on its way or lost, or a listener
+    /// whose accept queue overflowed pruned it). Do the handshake again with the same ISN
+    /// instead of losing the request.
+    ///
+    /// After a retransmission the target might have answered (reports lost) and dropped the
+    /// connection since, and a new handshake would deliver the request twice. A connection
+    /// that answered ends with a reset carrying ACK (an abort) or, once its FIN_WAIT2 or
+    /// TIME_WAIT is over, not before a minute. So after a retransmission only a reset
+    /// without ACK (the answer of a host that has no socket for the 4-tuple) within
+    /// [`NO_SOCKET_RESET_WINDOW`] of our last progress redoes the handshake: the reset an
+    /// overloaded listener sends when our retransmitted ACK finds its request socket pruned.
     fn redo_handshake_on_early_rst(
         &mut self,
         cx: &mut SessionCtx<'_>,
         seg: &RawSegment<'_>,
     ) -> bool {
         let first = self.snd.iss + 1;
+        let no_socket_reset = !seg.has(ACK)
+            && cx.now.saturating_duration_since(self.snd.last_progress) < NO_SOCKET_RESET_WINDOW;
         if !(seg.seq == self.tgt.rcv_nxt
             && self.snd.una == first
             && self.snd.max > first
             && !self.tgt.fin
-            && self.snd.retries == 0
-            && self.tgt.redone_handshakes < 2)
+            && (self.snd.retries == 0 || no_socket_reset)
+            && self.tgt.redone_handshakes < MAX_REDONE_HANDSHAKES)
         {
             return false;
         }

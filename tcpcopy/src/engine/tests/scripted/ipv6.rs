@@ -187,10 +187,9 @@ fn a_reset_before_any_data_is_acked_redoes_the_handshake() {
     assert_eq!((st.handshakes_redone, st.target_resets), (1, 0));
 }
 
-#[test]
-fn a_reset_after_the_request_was_retransmitted_does_not_send_it_again() {
-    // The target may well have answered (its reports were lost) and dropped the connection
-    // since: its late reset must not make us deliver the request a second time.
+/// A session whose request went out and was retransmitted after `wait`; then the target's
+/// reset with `flags` arrives. Returns what we sent in answer and the stats.
+fn reset_after_retransmission(wait: Duration, flags: u8) -> (Vec<Out>, crate::engine::EngineStats) {
     let mut h = session_established();
     send!(
         h,
@@ -206,17 +205,45 @@ fn a_reset_after_the_request_was_retransmitted_does_not_send_it_again() {
         again.iter().any(|o| o.payload.starts_with(b"GET")),
         "no retransmission: {again:?}"
     );
+    h.advance(wait);
     respond!(
         h,
         Seg {
             seq: TARGET_ISN + 1,
-            flags: RST,
+            flags,
             ..RESP
         }
     );
-    let out = h.sent();
+    (h.sent(), h.e.stats())
+}
+
+#[test]
+fn an_abort_after_the_request_was_retransmitted_does_not_send_it_again() {
+    // A reset with ACK comes from a live socket: the target may well have answered (its
+    // reports were lost) and aborted since; the request must not be delivered a second time.
+    let (out, st) = reset_after_retransmission(Duration::ZERO, RST | ACK);
     assert!(out.iter().all(|o| o.flags & SYN == 0), "{out:?}");
-    let st = h.e.stats();
+    assert_eq!((st.handshakes_redone, st.target_resets), (0, 1));
+}
+
+#[test]
+fn a_no_socket_reset_of_a_retransmission_redoes_the_handshake() {
+    // An overloaded listener dropped the ACK that completed our handshake (accept queue full)
+    // and then pruned the request socket: our retransmission gets a reset without ACK. The
+    // target never had the request: do the handshake again.
+    let (out, st) = reset_after_retransmission(Duration::ZERO, RST);
+    assert!(
+        out.iter().any(|o| o.flags == SYN && o.seq == CLIENT_ISN),
+        "{out:?}"
+    );
+    assert_eq!((st.handshakes_redone, st.target_resets), (1, 0));
+}
+
+#[test]
+fn a_no_socket_reset_long_after_our_last_progress_is_final() {
+    // A minute on, a connection that answered can have ended its TIME_WAIT: no second try.
+    let (out, st) = reset_after_retransmission(Duration::from_secs(60), RST);
+    assert!(out.iter().all(|o| o.flags & SYN == 0), "{out:?}");
     assert_eq!((st.handshakes_redone, st.target_resets), (0, 1));
 }
 

@@ -42,4 +42,4 @@ mod stream;
 pub(crate) use boundary::{BoundaryRules, RequestBoundaries};
 pub(crate) use order::{held_cost, Held, ReorderQueue};
 pub(crate) use pacing::{GateRules, RequestPacer};
-pub(crate) use stream::ClientStream;
+pub(crate) use stream::{ClientStream, SparePool};

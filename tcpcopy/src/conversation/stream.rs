@@ -10,6 +10,101 @@ use super::order::{Held, ReorderQueue};
 use std::collections::{btree_map, VecDeque};
 use tcpclone::seq::SeqNumber;
 
+/// A non-empty buffer larger than this shrinks once it is mostly unused.
+const SHRINK_ABOVE: usize = 1 << 20;
+
+/// The most buffers [`SparePool`] keeps.
+const MAX_SPARES: usize = 64;
+
+/// A buffer this small stays with its session when it empties (it costs less than the pool's
+/// bookkeeping).
+const KEEP_SMALL: usize = 16 * 1024;
+
+/// Emptied client-stream buffers kept for the next burst of any session. Without it a session
+/// whose requests are large (uploads) grows a buffer from nothing for each request, copying it
+/// at each doubling and faulting its fresh pages in, and frees it again once the target
+/// acknowledged it: work per byte that outgrew the one copy the bytes need. The spares'
+/// capacity stays counted in the engine's memory (it is allocated); the pool keeps at most
+/// [`MAX_SPARES`] buffers and `limit` bytes and frees what it cannot keep.
+#[derive(Debug)]
+pub(crate) struct SparePool {
+    bufs: Vec<VecDeque<u8>>,
+    bytes: usize,
+    limit: usize,
+    /// A spare was asked for since the last [`SparePool::trim`].
+    used: bool,
+}
+
+impl SparePool {
+    /// A pool that keeps at most `limit` bytes of spare capacity.
+    pub fn new(limit: usize) -> SparePool {
+        SparePool {
+            bufs: Vec::new(),
+            bytes: 0,
+            limit,
+            used: false,
+        }
+    }
+
+    /// Capacity held by the spares (counted in the engine's memory).
+    #[inline]
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Takes an emptied buffer: kept, or freed and taken off `mem`.
+    fn put(&mut self, mut buf: VecDeque<u8>, mem: &mut usize) {
+        buf.clear();
+        let cap = buf.capacity();
+        if cap > KEEP_SMALL && self.bufs.len() < MAX_SPARES && self.bytes + cap <= self.limit {
+            self.bytes += cap;
+            self.bufs.push(buf);
+        } else {
+            *mem = mem.saturating_sub(cap);
+        }
+    }
+
+    /// A spare of at least `need` bytes, or the largest one when it is larger than `than`.
+    fn take(&mut self, need: usize, than: usize) -> Option<VecDeque<u8>> {
+        if self.bufs.is_empty() {
+            return None;
+        }
+        self.used = true;
+        let i = match self.bufs.iter().position(|b| b.capacity() >= need) {
+            Some(i) => i,
+            None => {
+                let (i, b) = self
+                    .bufs
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, b)| b.capacity())?;
+                if b.capacity() <= than {
+                    return None;
+                }
+                i
+            }
+        };
+        let b = self.bufs.swap_remove(i);
+        self.bytes -= b.capacity();
+        Some(b)
+    }
+
+    /// Frees the spares when none was asked for since the last call (the engine calls it every
+    /// few seconds: spares outlive the bursts that use them by no more than that).
+    pub fn trim(&mut self, mem: &mut usize) {
+        if !std::mem::take(&mut self.used) {
+            self.clear(mem);
+        }
+    }
+
+    /// Frees every spare (memory is short).
+    pub fn clear(&mut self, mem: &mut usize) {
+        *mem = mem.saturating_sub(self.bytes);
+        self.bytes = 0;
+        self.bufs = Vec::new();
+    }
+}
+
 /// The client stream of one conversation.
 #[derive(Debug)]
 pub(crate) struct ClientStream {
@@ -93,6 +188,20 @@ impl ClientStream {
         self.order.nothing_held()
     }
 
+    /// An empty buffer too small for `n` more bytes is swapped for a spare from `pool` (the
+    /// spare is counted in `mem` already; the small buffer is freed).
+    #[inline]
+    pub fn adopt_spare(&mut self, pool: &mut SparePool, n: usize, mem: &mut usize) {
+        let cap = self.buf.capacity();
+        if !self.buf.is_empty() || cap >= n {
+            return;
+        }
+        if let Some(spare) = pool.take(n, cap) {
+            *mem = mem.saturating_sub(cap);
+            self.buf = spare;
+        }
+    }
+
     /// How much the buffer must grow to take `n` more bytes: doubling (amortised), never past
     /// `cap_limit`. `None` when the bytes would not fit under `cap_limit` at all.
     #[inline]
@@ -150,37 +259,41 @@ impl ClientStream {
 
     /// Drops the in-order bytes and the FIN (a capture gap), then hands back every held
     /// segment in sequence order.
-    pub fn drop_for_gap(&mut self, mem: &mut usize) -> btree_map::IntoValues<i32, Held> {
-        *mem = mem.saturating_sub(self.buf.capacity());
-        self.buf = VecDeque::new();
+    pub fn drop_for_gap(
+        &mut self,
+        pool: &mut SparePool,
+        mem: &mut usize,
+    ) -> btree_map::IntoValues<i32, Held> {
+        pool.put(std::mem::take(&mut self.buf), mem);
         self.fin = None;
         self.order.take_all_held(mem)
     }
 
-    /// Frees every buffer (the conversation is over or its target is gone).
-    pub fn release(&mut self, mem: &mut usize) {
-        *mem = mem.saturating_sub(self.buf.capacity());
-        self.buf = VecDeque::new();
+    /// Gives back every buffer (the conversation is over or its target is gone).
+    pub fn release(&mut self, pool: &mut SparePool, mem: &mut usize) {
+        pool.put(std::mem::take(&mut self.buf), mem);
         // Dropped: the conversation is over.
         drop(self.order.take_all_held(mem));
     }
 
     /// The target acknowledged everything before `ack`: drops those bytes and returns how many.
-    /// Gives back what a past burst left allocated: all of it once empty, down to twice the
-    /// bytes held once under a quarter of it is used.
+    /// Gives back what a past burst left allocated: to `pool` once empty (a small buffer
+    /// stays), down to twice the bytes held once a large buffer is mostly unused (a long
+    /// conversation that never empties keeps no burst's worth for ever; not sooner, or a
+    /// large request acknowledged as it goes would shrink and grow its buffer again and again).
     #[inline]
-    pub fn acked(&mut self, ack: SeqNumber, mem: &mut usize) -> usize {
+    pub fn acked(&mut self, ack: SeqNumber, pool: &mut SparePool, mem: &mut usize) -> usize {
         let drop = ack.diff(self.buf_seq).clamp(0, self.buf.len() as i32) as usize;
         if drop > 0 {
             self.buf.drain(..drop);
             self.buf_seq = self.buf_seq + drop as u32;
             let cap = self.buf.capacity();
-            if self.buf.is_empty() && cap > 16 * 1024 {
-                self.buf = VecDeque::new();
-            } else if cap > 64 * 1024 && self.buf.len() < cap / 4 {
+            if self.buf.is_empty() && cap > KEEP_SMALL {
+                pool.put(std::mem::take(&mut self.buf), mem);
+            } else if cap > SHRINK_ABOVE && self.buf.len() < cap / 8 {
                 self.buf.shrink_to(self.buf.len() * 2);
+                *mem = mem.saturating_sub(cap - self.buf.capacity());
             }
-            *mem = mem.saturating_sub(cap - self.buf.capacity());
         }
         drop
     }
@@ -230,7 +343,8 @@ mod tests {
         let mut mem = 0;
         let g = s.growth_for(8, 1 << 20).unwrap();
         s.append(b"abcdefgh", g, &mut mem);
-        assert_eq!(s.acked(SeqNumber(u32::MAX - 1) + 6, &mut mem), 6);
+        let mut pool = SparePool::new(1 << 20);
+        assert_eq!(s.acked(SeqNumber(u32::MAX - 1) + 6, &mut pool, &mut mem), 6);
         let g = s.growth_for(6, 1 << 20).unwrap();
         s.append(b"ijklmn", g, &mut mem);
         let (a, b) = s.bytes(SeqNumber(u32::MAX - 1) + 6, 8).unwrap();
@@ -247,9 +361,93 @@ mod tests {
         s.set_fin(SeqNumber(3));
         s.hold(held(20, b"z"), &mut mem);
         s.hold(held(9, b"y"), &mut mem);
-        let seqs: Vec<_> = s.drop_for_gap(&mut mem).map(|h| h.seq).collect();
+        let mut pool = SparePool::new(0);
+        let seqs: Vec<_> = s.drop_for_gap(&mut pool, &mut mem).map(|h| h.seq).collect();
         assert_eq!(seqs, [SeqNumber(9), SeqNumber(20)]);
         assert_eq!((mem, s.buffered(), s.fin()), (0, 0, None));
+    }
+
+    /// Appends `n` bytes at the stream's end, growing as the engine does.
+    fn push(s: &mut ClientStream, pool: &mut SparePool, n: usize, mem: &mut usize) -> usize {
+        s.adopt_spare(pool, n, mem);
+        let g = s.growth_for(n, 64 << 20).unwrap();
+        s.append(&vec![7u8; n], g, mem);
+        g
+    }
+
+    #[test]
+    fn an_emptied_large_buffer_serves_the_next_burst_of_any_session() {
+        let mut pool = SparePool::new(8 << 20);
+        let mut mem = 0;
+        let mut a = ClientStream::new(SeqNumber(0));
+        for _ in 0..4 {
+            push(&mut a, &mut pool, 64 * 1024, &mut mem);
+        }
+        let cap = a.buffered();
+        assert!(cap >= 256 * 1024);
+        // Acknowledged: the buffer goes to the pool, still counted.
+        a.acked(SeqNumber(256 * 1024), &mut pool, &mut mem);
+        assert_eq!((a.buffered(), pool.bytes(), mem), (0, cap, cap));
+        // Another session's upload takes it whole: no growth, nothing newly counted.
+        let mut b = ClientStream::new(SeqNumber(0));
+        for _ in 0..4 {
+            assert_eq!(push(&mut b, &mut pool, 64 * 1024, &mut mem), 0);
+        }
+        assert_eq!((b.buffered(), pool.bytes(), mem), (cap, 0, cap));
+        // Memory short: the spares go first.
+        b.release(&mut pool, &mut mem);
+        assert_eq!(mem, cap);
+        pool.clear(&mut mem);
+        assert_eq!((pool.bytes(), mem), (0, 0));
+    }
+
+    #[test]
+    fn spares_nobody_asks_for_are_freed_at_the_next_trim() {
+        let mut pool = SparePool::new(8 << 20);
+        let mut mem = 0;
+        let mut a = ClientStream::new(SeqNumber(0));
+        push(&mut a, &mut pool, 100 * 1024, &mut mem);
+        a.acked(SeqNumber(100 * 1024), &mut pool, &mut mem);
+        let cap = pool.bytes();
+        assert!(cap > 0);
+        // Taken and given back since the last trim: kept.
+        let mut b = ClientStream::new(SeqNumber(0));
+        push(&mut b, &mut pool, 100 * 1024, &mut mem);
+        b.acked(SeqNumber(100 * 1024), &mut pool, &mut mem);
+        pool.trim(&mut mem);
+        assert_eq!((pool.bytes(), mem), (cap, cap));
+        // Nobody asked since: freed.
+        pool.trim(&mut mem);
+        assert_eq!((pool.bytes(), mem), (0, 0));
+    }
+
+    #[test]
+    fn the_pool_frees_what_it_cannot_keep_and_small_buffers_stay_home() {
+        let mut pool = SparePool::new(100 * 1024);
+        let mut mem = 0;
+        let mut a = ClientStream::new(SeqNumber(0));
+        push(&mut a, &mut pool, 200 * 1024, &mut mem);
+        a.acked(SeqNumber(200 * 1024), &mut pool, &mut mem);
+        assert_eq!((pool.bytes(), mem), (0, 0), "over the pool's limit: freed");
+        let mut b = ClientStream::new(SeqNumber(0));
+        push(&mut b, &mut pool, 100, &mut mem);
+        let small = b.buffered();
+        b.acked(SeqNumber(100), &mut pool, &mut mem);
+        assert_eq!((b.buffered(), pool.bytes(), mem), (small, 0, small));
+    }
+
+    #[test]
+    fn a_large_buffer_acknowledged_as_it_goes_keeps_its_size() {
+        let mut pool = SparePool::new(0);
+        let mut mem = 0;
+        let mut a = ClientStream::new(SeqNumber(0));
+        push(&mut a, &mut pool, 512 * 1024, &mut mem);
+        let cap = a.buffered();
+        // Acked down to a small tail, then the request goes on: no shrinking and growing.
+        a.acked(SeqNumber(500 * 1024), &mut pool, &mut mem);
+        assert_eq!(a.buffered(), cap);
+        assert_eq!(push(&mut a, &mut pool, 64 * 1024, &mut mem), 0);
+        assert_eq!(mem, a.buffered());
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub use fuzz::fuzz_engine;
 pub use packet::checksums_ok;
 pub use stats::{EngineStats, LATENCY_BUCKETS};
 
+use crate::conversation::SparePool;
 use packet::{parse, OutSegment, Path, RawSegment, TcpOpts, ACK, RST, SYN};
 pub use session::report::ProductionAnswer;
 use session::{EngineSession, SessionCtx};
@@ -200,6 +201,17 @@ const TIMERS_COMPACT_MIN: usize = 4096;
 /// Bytes charged per session against the memory budget besides its buffers.
 pub const SESSION_OVERHEAD: usize = std::mem::size_of::<EngineSession>() + 160;
 
+/// Spare buffer capacity the engine keeps for the next burst: an eighth of the memory budget,
+/// at most 64 MiB (what a few dozen concurrent uploads reuse); freed first when memory is short.
+fn spare_limit(max_memory: usize) -> usize {
+    const MAX: usize = 64 << 20;
+    if max_memory == 0 {
+        MAX
+    } else {
+        (max_memory / 8).min(MAX)
+    }
+}
+
 /// The engine: all cloned sessions of one tcpcopy worker.
 #[derive(Debug)]
 pub struct Engine {
@@ -220,6 +232,8 @@ pub struct Engine {
     events: VecDeque<EngineEvent>,
     stats: EngineStats,
     mem: usize,
+    /// Emptied client-stream buffers for the next burst (counted in `mem`).
+    spares: SparePool,
     ip_id: u16,
     /// Per target address: the RTT its sessions measured (bounded by the -x targets).
     paths: session::PathRtts,
@@ -246,6 +260,7 @@ macro_rules! ctx {
             stats: &mut $self.stats,
             events: &mut $self.events,
             mem: &mut $self.mem,
+            spares: &mut $self.spares,
             ip_id: &mut $self.ip_id,
             paths: &mut $self.paths,
             now: $now,
@@ -259,6 +274,7 @@ impl Engine {
         cfg.copies = cfg.copies.max(1);
         cfg.percentage = cfg.percentage.clamp(1, 100);
         cfg.mtu = cfg.mtu.max(576);
+        let max_memory = cfg.max_memory;
         Engine {
             cfg,
             slots: Vec::new(),
@@ -272,6 +288,7 @@ impl Engine {
             events: VecDeque::new(),
             stats: EngineStats::default(),
             mem: 0,
+            spares: SparePool::new(spare_limit(max_memory)),
             ip_id: 0,
             paths: Default::default(),
         }
@@ -299,6 +316,12 @@ impl Engine {
         self.mem
     }
 
+    /// Bytes the live sessions account for: [`Engine::memory_used`] without the spare buffers
+    /// kept for the next burst.
+    pub fn memory_in_sessions(&self) -> usize {
+        self.mem - self.spares.bytes()
+    }
+
     /// The budget's bytes counted afresh from the live sessions; tests check that the running
     /// count `memory_used` never drifts from it.
     #[cfg(test)]
@@ -307,7 +330,8 @@ impl Engine {
             .iter()
             .filter_map(|s| s.session.as_ref())
             .map(|s| SESSION_OVERHEAD + s.buffered())
-            .sum()
+            .sum::<usize>()
+            + self.spares.bytes()
     }
 
     fn target_for(&self, dst: IpAddr, port: u16) -> Option<SocketAddr> {
@@ -423,7 +447,13 @@ impl Engine {
             return;
         }
         let copies = usize::from(self.cfg.copies);
-        if self.cfg.max_memory > 0 && self.mem + SESSION_OVERHEAD * copies > self.cfg.max_memory {
+        let over = |mem: usize| {
+            self.cfg.max_memory > 0 && mem + SESSION_OVERHEAD * copies > self.cfg.max_memory
+        };
+        if over(self.mem) && self.spares.bytes() > 0 {
+            self.spares.clear(&mut self.mem);
+        }
+        if over(self.mem) {
             self.stats.refused_memory += 1;
             return;
         }
@@ -642,6 +672,7 @@ impl Engine {
     /// when nothing is oversized. (The allocator can only return what the engine frees: a map
     /// sized for yesterday's peak stays resident as long as it exists.)
     pub fn compact(&mut self) {
+        self.spares.trim(&mut self.mem);
         // Empty slots at the end go (their ids leave the free list; stale references to them
         // in the ready queue and the timers are dropped below, so a slot created again at the
         // same index cannot be mistaken for the old one).

@@ -7,6 +7,7 @@
 use super::{EngineSession, RawEndReason, SessionCtx, State};
 use crate::conversation::{BoundaryRules, Held};
 use crate::engine::packet::{RawSegment, ACK, FIN, RST, SYN};
+use std::borrow::Cow;
 use tcpclone::seq::SeqNumber;
 
 impl EngineSession {
@@ -46,20 +47,24 @@ impl EngineSession {
                     }
                 }
                 if !seg.payload.is_empty() || seg.has(FIN) {
-                    self.accept(cx, seg.seq, ack, seg.payload, seg.has(FIN));
+                    self.accept(cx, seg.seq, ack, Cow::Borrowed(seg.payload), seg.has(FIN));
                 }
                 self.open_gates(cx);
             }
         }
     }
 
-    /// Client bytes (and FIN) at `seq`: appended when in order, held beyond a hole.
+    /// Client bytes (and FIN) at `seq`: appended when in order, held beyond a hole. Bytes
+    /// already held (handed back after a gap) come owned, so that holding them again beyond
+    /// another hole moves them instead of copying: a capture that drops often leaves many
+    /// holes in one session, and copying its held bytes again at each would cost the worker
+    /// more than the capture it is behind on.
     fn accept(
         &mut self,
         cx: &mut SessionCtx<'_>,
         seq: SeqNumber,
         ack: Option<SeqNumber>,
-        data: &[u8],
+        data: Cow<'_, [u8]>,
         fin: bool,
     ) {
         if self.end.is_some() {
@@ -68,11 +73,12 @@ impl EngineSession {
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
         let end = seq + len;
         let cap_nxt = self.stream.next();
-        let Some(new) = self.stream.new_part(seq, data) else {
+        let Some(new) = self.stream.new_part(seq, &data) else {
             self.hold(cx, seq, ack, data, fin);
             return;
         };
         if !new.is_empty() {
+            self.stream.adopt_spare(cx.spares, new.len(), cx.mem);
             let grow = self.stream.growth_for(new.len(), cx.cfg.max_session_buffer);
             let Some(grow) = grow.filter(|&g| cx.fits(g)) else {
                 cx.stats.buffer_overflows += 1;
@@ -102,7 +108,7 @@ impl EngineSession {
         cx: &mut SessionCtx<'_>,
         seq: SeqNumber,
         ack: Option<SeqNumber>,
-        data: &[u8],
+        data: Cow<'_, [u8]>,
         fin: bool,
     ) {
         let cost = crate::conversation::held_cost(data.len());
@@ -111,16 +117,17 @@ impl EngineSession {
             self.gap(cx);
             return;
         }
+        let has_data = !data.is_empty();
         let held = Held {
             seq,
             ack,
             fin,
-            data: data.to_vec(),
+            data: data.into_owned(),
         };
         self.stream.hold(held, cx.mem);
         // A request boundary beyond the hole proves a missed segment (production answered
         // the request the hole is in); allow only a short reordering window then.
-        let wait = if self.starts.proves_missed(ack, !data.is_empty()) {
+        let wait = if self.starts.proves_missed(ack, has_data) {
             cx.cfg.reorder_window
         } else {
             cx.cfg.gap_timeout
@@ -136,7 +143,7 @@ impl EngineSession {
             return;
         }
         while let Some(h) = self.stream.take_next_held(cx.mem) {
-            self.accept(cx, h.seq, h.ack, &h.data, h.fin);
+            self.accept(cx, h.seq, h.ack, Cow::Owned(h.data), h.fin);
             if self.state == State::Resync || self.end.is_some() {
                 self.stream.end_merge();
                 return;
@@ -163,11 +170,11 @@ impl EngineSession {
         self.timers.gap_at = None;
         self.pacer.clear_boundaries();
         // In sequence order: the stream hands them back so.
-        for h in self.stream.drop_for_gap(cx.mem) {
+        for h in self.stream.drop_for_gap(cx.spares, cx.mem) {
             if self.state == State::Resync {
                 self.resync_feed(cx, h.seq, h.ack, &h.data, h.fin);
             } else if self.end.is_none() {
-                self.accept(cx, h.seq, h.ack, &h.data, h.fin);
+                self.accept(cx, h.seq, h.ack, Cow::Owned(h.data), h.fin);
             }
         }
     }
@@ -226,7 +233,7 @@ impl EngineSession {
         self.pacer.restart();
         self.starts.restart();
         self.pending_syn = true;
-        self.accept(cx, seq, ack, data, fin);
+        self.accept(cx, seq, ack, Cow::Borrowed(data), fin);
     }
 
     /// The client's RST goes to the target once everything before it is delivered.

@@ -26,7 +26,7 @@ pub(crate) use send::PathRtts;
 
 use super::packet::{PathSums, RawSegment, TcpOpts};
 use super::{EngineConfig, EngineEvent, EngineStats};
-use crate::conversation::{ClientStream, GateRules, RequestBoundaries, RequestPacer};
+use crate::conversation::{ClientStream, GateRules, RequestBoundaries, RequestPacer, SparePool};
 use send::SendSide;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -43,6 +43,8 @@ pub(crate) struct SessionCtx<'a> {
     pub stats: &'a mut EngineStats,
     pub events: &'a mut VecDeque<EngineEvent>,
     pub mem: &'a mut usize,
+    /// Emptied client-stream buffers, shared by the engine's sessions.
+    pub spares: &'a mut SparePool,
     pub ip_id: &'a mut u16,
     pub paths: &'a mut PathRtts,
     pub now: Instant,
@@ -55,10 +57,15 @@ impl SessionCtx<'_> {
         gate_rules(self.cfg)
     }
 
-    /// Room in the engine's memory budget for `n` more bytes.
+    /// Room in the engine's memory budget for `n` more bytes, once the spare buffers are freed
+    /// if that is what it takes.
     #[inline]
-    fn fits(&self, n: usize) -> bool {
-        self.cfg.max_memory == 0 || *self.mem + n <= self.cfg.max_memory
+    fn fits(&mut self, n: usize) -> bool {
+        let fits = |mem: usize| self.cfg.max_memory == 0 || mem + n <= self.cfg.max_memory;
+        if !fits(*self.mem) && self.spares.bytes() > 0 {
+            self.spares.clear(self.mem);
+        }
+        fits(*self.mem)
     }
 }
 
@@ -279,7 +286,7 @@ impl EngineSession {
     }
 
     fn release_buffers(&mut self, cx: &mut SessionCtx<'_>) {
-        self.stream.release(cx.mem);
+        self.stream.release(cx.spares, cx.mem);
         self.pacer.clear_boundaries();
     }
 

@@ -289,7 +289,7 @@ impl EngineSession {
 
     /// New data acknowledged: the client stream lets go of it and the send side moves on.
     fn on_ack_advance(&mut self, cx: &mut SessionCtx<'_>, ack: SeqNumber) {
-        let dropped = self.stream.acked(ack, cx.mem);
+        let dropped = self.stream.acked(ack, cx.spares, cx.mem);
         cx.stats.bytes_acked += dropped as u64;
         if let Some(r) = self.snd.on_ack(cx.cfg, ack, cx.now) {
             cx.paths.learn(self.target.ip(), r);

@@ -73,7 +73,7 @@ fn fins_both_ways_complete_the_session() {
         }]
     );
     assert_eq!(h.e.stats().sessions_completed, 1);
-    assert_eq!(h.e.memory_used(), 0);
+    assert_eq!(h.e.memory_in_sessions(), 0);
 }
 
 #[test]

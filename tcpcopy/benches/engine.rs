@@ -6,6 +6,12 @@
 //! On a noisy machine count instructions instead of time: `valgrind --tool=callgrind
 //! --toggle-collect='engine::run' target/release/deps/engine-<hash> --bench --profile-time 1`
 //! runs one iteration (50,000 steps) and counts only `run`.
+//!
+//! `engine/uploads_240k`: 8 sessions each sending 40 requests of 240 KiB in 60 KiB frames (what
+//! GRO hands a capture), each request acknowledged whole with its answer: the per-byte work of
+//! a bulk upload (one copy into the session's buffer, one into each sent super-segment, and
+//! what the buffer costs to grow and give back).
+//! `--toggle-collect='*engine::pass_uploads*'` counts it alone.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::time::{Duration, Instant};
@@ -43,6 +49,13 @@ fn packet(
     p[33] = flags;
     p[34..36].copy_from_slice(&65535u16.to_be_bytes());
     p[40..].copy_from_slice(payload);
+    p
+}
+
+/// [`packet`] for a SYN or SYN-ACK offering window scale 7 (an 8 MB window).
+fn syn_scaled(src: ([u8; 4], u16), dst: ([u8; 4], u16), seq: u32, ack: u32, flags: u8) -> Vec<u8> {
+    let mut p = packet(src, dst, seq, ack, flags, &[1, 3, 3, 7], 4);
+    p[32] = 6 << 4;
     p
 }
 
@@ -125,6 +138,97 @@ fn run(mut e: Engine, now: Instant, script: Script) -> (Engine, Script, u64) {
     (e, script, sent)
 }
 
+const UPLOAD_SESSIONS: u32 = 8;
+const UPLOADS: u32 = 40;
+/// One captured frame of an upload: what GRO hands the capture on a veth (under the IPv4
+/// total length's 64 KiB).
+const FRAME: u32 = 60 * 1024;
+/// Frames per request: a 240 KiB body.
+const FRAMES: u32 = 4;
+
+/// An engine with `UPLOAD_SESSIONS` established clones, and the script of captured upload
+/// frames (each request's last frame followed by the target's answer, which acknowledges it).
+fn setup_uploads() -> (Engine, Instant, Script) {
+    let cfg = EngineConfig {
+        mappings: vec![TargetMapping {
+            online_ip: None,
+            online_port: 80,
+            target: "198.18.1.2:8080".parse().unwrap(),
+        }],
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(cfg);
+    let now = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    let service = (SERVICE.0, 80);
+    let target = (TARGET.0, 8080);
+    for i in 0..UPLOAD_SESSIONS {
+        e.handle_captured(now, &syn_scaled(client(i), service, 1000, 0, SYN));
+        e.handle_response(now, &syn_scaled(target, client(i), 5000, 1001, SYN | ACK));
+        while e.poll_transmit(now, &mut buf).is_some() {}
+        while e.poll_event().is_some() {}
+    }
+    let body = vec![b'x'; FRAME as usize];
+    let mut script = Vec::new();
+    for r in 0..UPLOADS {
+        for f in 0..FRAMES {
+            for i in 0..UPLOAD_SESSIONS {
+                let seq = 1001 + (r * FRAMES + f) * FRAME;
+                let prod_ack = 1 + r * RESP_LEN;
+                let req = packet(
+                    client(i),
+                    service,
+                    seq,
+                    prod_ack,
+                    ACK | PSH,
+                    &body,
+                    body.len(),
+                );
+                // The target acknowledges a request whole, with its answer (a receive window
+                // as large as the body, as a warmed-up connection has).
+                let resp = if f + 1 == FRAMES {
+                    packet(
+                        target,
+                        client(i),
+                        5001 + r * RESP_LEN,
+                        1001 + (r + 1) * FRAMES * FRAME,
+                        ACK | PSH,
+                        &[],
+                        RESP_LEN as usize,
+                    )
+                } else {
+                    Vec::new()
+                };
+                script.push((req, resp));
+            }
+        }
+    }
+    (e, now, script)
+}
+
+/// [`run`] for the uploads; its own symbol for callgrind (`--toggle-collect='*engine::pass_uploads*'`).
+#[inline(never)]
+fn pass_uploads(mut e: Engine, now: Instant, script: Script) -> (Engine, Script, u64) {
+    let mut buf = vec![0u8; 65536];
+    let mut sent = 0u64;
+    let t = now + Duration::from_millis(1);
+    for (req, resp) in &script {
+        e.handle_captured(t, req);
+        while let Some(tx) = e.poll_transmit(t, &mut buf) {
+            sent += tx.len as u64;
+        }
+        if !resp.is_empty() {
+            e.handle_response(t, resp);
+            while let Some(tx) = e.poll_transmit(t, &mut buf) {
+                sent += tx.len as u64;
+            }
+        }
+    }
+    let want = u64::from(UPLOAD_SESSIONS * (UPLOADS - 1) * FRAMES * FRAME);
+    assert!(e.stats().bytes_acked >= want, "{:?}", e.stats());
+    (e, script, sent)
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine");
     g.sample_size(10);
@@ -132,6 +236,16 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(u64::from(SESSIONS * REQUESTS)));
     g.bench_function("request_response_segments", |b| {
         b.iter_batched(setup, |(e, now, s)| run(e, now, s), BatchSize::PerIteration)
+    });
+    g.throughput(Throughput::Bytes(u64::from(
+        UPLOAD_SESSIONS * UPLOADS * FRAMES * FRAME,
+    )));
+    g.bench_function("uploads_240k", |b| {
+        b.iter_batched(
+            setup_uploads,
+            |(e, now, s)| pass_uploads(e, now, s),
+            BatchSize::PerIteration,
+        )
     });
     g.finish();
 }

@@ -376,6 +376,7 @@ impl Engine {
                 self.create(now, key, target, &seg, false);
                 return;
             }
+            let mut new_connection = false;
             for &id in ids.as_slice() {
                 let gen = self.slots[id as usize].gen;
                 let Some(s) = self.slots[id as usize].session.as_mut() else {
@@ -385,12 +386,19 @@ impl Engine {
                     s.report_client_data(now, seg.seq, seg.payload.len());
                 }
                 if is_syn && seg.seq != s.client_isn {
+                    new_connection = true;
                     self.replace(now, id, &seg);
                 } else {
                     let mut cx = ctx!(self, now);
                     s.on_captured(&mut cx, &seg);
                 }
                 self.after(id, gen, true);
+            }
+            // With -n above 1 the copies of the old connection can end at different times:
+            // the new connection replaced those still there and needs the others anew.
+            let copies = usize::from(self.cfg.copies);
+            if new_connection && ids.as_slice().len() < copies {
+                self.add_copies(now, key, target, &seg, copies - ids.as_slice().len());
             }
             return;
         }
@@ -457,13 +465,43 @@ impl Engine {
             self.stats.refused_memory += 1;
             return;
         }
-        let mut ids = Vec::with_capacity(copies);
-        for k in 0..copies {
-            let Some(client) = self.allocate(&key, k, target) else {
+        self.clone_copies(now, key, target, seg, fake, copies);
+    }
+
+    /// Clones `n` more copies of the captured connection `key`, which already has some.
+    fn add_copies(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        target: SocketAddr,
+        seg: &RawSegment<'_>,
+        n: usize,
+    ) {
+        if self.cfg.max_memory > 0 && self.mem + SESSION_OVERHEAD * n > self.cfg.max_memory {
+            self.stats.refused_memory += 1;
+            return;
+        }
+        self.clone_copies(now, key, target, seg, false, n);
+    }
+
+    /// Clones `n` copies of `key` on client addresses free among live sessions and maps the
+    /// capture's 4-tuple to them (beside the copies it already has).
+    fn clone_copies(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        target: SocketAddr,
+        seg: &RawSegment<'_>,
+        fake: bool,
+        n: usize,
+    ) {
+        let mut ids = Vec::with_capacity(n);
+        for k in 0..n {
+            let Some((client, last_ts)) = self.allocate(now, &key, k, target) else {
                 continue;
             };
             let mut cx = ctx!(self, now);
-            let s = EngineSession::new(&mut cx, key, client, target, seg, fake, None);
+            let s = EngineSession::new(&mut cx, key, client, target, seg, fake, last_ts);
             let id = self.insert(s);
             self.events
                 .push_back(EngineEvent::SessionAdded { client, target });
@@ -474,14 +512,14 @@ impl Engine {
             .iter()
             .map(|&i| (i, self.slots[i as usize].gen))
             .collect();
+        let pair = AddrPair::of_flow(&key);
+        if let Some(old) = self.by_capture.remove(&pair) {
+            ids.splice(0..0, old.as_slice().iter().copied());
+        }
         match ids.len() {
             0 => return,
-            1 => self
-                .by_capture
-                .insert(AddrPair::of_flow(&key), Ids::One(ids[0])),
-            _ => self
-                .by_capture
-                .insert(AddrPair::of_flow(&key), Ids::Many(ids)),
+            1 => self.by_capture.insert(pair, Ids::One(ids[0])),
+            _ => self.by_capture.insert(pair, Ids::Many(ids)),
         };
         for (id, gen) in gens {
             self.after(id, gen, true);
@@ -489,7 +527,19 @@ impl Engine {
     }
 
     /// Picks the client address the target will see for copy `k`, free among live sessions.
-    fn allocate(&mut self, key: &FlowKey, k: usize, target: SocketAddr) -> Option<SocketAddr> {
+    /// When none is free, the first candidate whose clone only lingers in TIME_WAIT is taken
+    /// over (ended as completed), as the kernel reuses a TIME_WAIT port: with `-n` above 1
+    /// and no `-c`, the copies share the client's own port space, and at tens of thousands of
+    /// short connections a second the clones lingering 2 s hold most of it. The new clone's
+    /// TSval keeps rising from the old one's, so that the target's TIME_WAIT takes its SYN.
+    /// Returns the address and, when it was taken over, the TSval to continue from.
+    fn allocate(
+        &mut self,
+        now: Instant,
+        key: &FlowKey,
+        k: usize,
+        target: SocketAddr,
+    ) -> Option<(SocketAddr, Option<SeqNumber>)> {
         let base = key.src.port();
         let shift = usize::from(self.cfg.port_shift.max(1));
         let copies = usize::from(self.cfg.copies);
@@ -505,6 +555,7 @@ impl Engine {
         let ips = &self.cfg.client_ips;
         let ip_hash = FlowKey::new(key.src.ip(), 0, key.src.ip(), 0).src_hash() as usize;
         let mut family_ok = false;
+        let mut lingering = None;
         for attempt in 0..256usize {
             let cand = if ips.is_empty() {
                 SocketAddr::new(key.src.ip(), wrap((k + attempt * copies) * shift))
@@ -520,14 +571,48 @@ impl Engine {
                 continue;
             }
             family_ok = true;
-            if !self.by_target.contains_key(&AddrPair(cand, target))
-                && self
-                    .cfg
-                    .shared_clients
-                    .as_ref()
-                    .is_none_or(|sh| sh.claim(cand, target))
-            {
-                return Some(cand);
+            match self.by_target.get(&AddrPair(cand, target)) {
+                None => {
+                    if self
+                        .cfg
+                        .shared_clients
+                        .as_ref()
+                        .is_none_or(|sh| sh.claim(cand, target))
+                    {
+                        return Some((cand, None));
+                    }
+                }
+                Some(&id) => {
+                    let lingers = self.slots[id as usize]
+                        .session
+                        .as_ref()
+                        .is_some_and(|s| s.state == session::State::TimeWait);
+                    if lingers && lingering.is_none() {
+                        lingering = Some(id);
+                    }
+                }
+            }
+        }
+        if let Some(id) = lingering {
+            let gen = self.slots[id as usize].gen;
+            if let Some(s) = self.slots[id as usize].session.as_mut() {
+                let (client, ts) = (s.client, s.last_ts());
+                let mut cx = ctx!(self, now);
+                s.finish(&mut cx, session::RawEndReason::Completed);
+                self.stats.linger_taken_over += 1;
+                // Gone now, with whatever re-acknowledgment it still had to send.
+                if self.slots[id as usize].gen == gen {
+                    self.remove(id);
+                }
+                let free = !self.by_target.contains_key(&AddrPair(client, target))
+                    && self
+                        .cfg
+                        .shared_clients
+                        .as_ref()
+                        .is_none_or(|sh| sh.claim(client, target));
+                if free {
+                    return Some((client, Some(ts)));
+                }
             }
         }
         if family_ok {

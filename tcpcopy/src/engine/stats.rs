@@ -49,6 +49,9 @@ pub struct EngineStats {
     /// New SYNs on a client port whose clone was still delivering: the old clone kept its
     /// 4-tuple and the new one got another port (no reset).
     pub reuse_detached: u64,
+    /// Client addresses taken over from a clone lingering in TIME_WAIT for a new clone (no
+    /// free address among `-n`'s candidates); the lingering one counts as completed.
+    pub linger_taken_over: u64,
     /// SYN-ACKs with a new ISN (answering a retransmitted SYN) adopted before any data was acked.
     pub syn_ack_adopted: u64,
     /// Handshakes done again after a target RST before any data was acked.
@@ -125,6 +128,7 @@ impl EngineStats {
         self.aborted_gap += o.aborted_gap;
         self.half_closed_timeouts += o.half_closed_timeouts;
         self.reuse_detached += o.reuse_detached;
+        self.linger_taken_over += o.linger_taken_over;
         self.syn_ack_adopted += o.syn_ack_adopted;
         self.handshakes_redone += o.handshakes_redone;
         self.handshakes += o.handshakes;
@@ -184,7 +188,7 @@ impl std::fmt::Display for EngineStats {
         write!(
             f,
             "sessions cloned={} active={} completed={} client_reset={} aborted={} (target_reset={} timeout={} \
-             handshake={} retransmits={} replaced={} gap={}) reuse_detached={} syn_ack_adopted={} handshakes_redone={} handshakes={} handshakes_refused={} target_resets={} refused memory={} ports={} family={} sampled_out={}; \
+             handshake={} retransmits={} replaced={} gap={}) reuse_detached={} linger_taken_over={} syn_ack_adopted={} handshakes_redone={} handshakes={} handshakes_refused={} target_resets={} refused memory={} ports={} family={} sampled_out={}; \
              segments in={} sent={} retransmitted={} (rto={} fast={}); gaps={} resets_sent={} reestablished={} \
              overflows={}; bytes captured={} sent={} acked={}; responses={} unmatched={} stale={}; \
              requests sent={} answered={} pacing_timeouts={} mean_latency_us={}; memory={}",
@@ -200,6 +204,7 @@ impl std::fmt::Display for EngineStats {
             self.aborted_replaced,
             self.aborted_gap,
             self.reuse_detached,
+            self.linger_taken_over,
             self.syn_ack_adopted,
             self.handshakes_redone,
             self.handshakes,

@@ -292,6 +292,11 @@ pub fn snapshot(
         "[engine] New SYNs on a client port still delivering: the new clone got another port"
     );
     engine!(
+        linger_taken_over,
+        "engine_linger_taken_over",
+        "[engine] Client addresses of clones lingering in TIME_WAIT taken over by new clones"
+    );
+    engine!(
         segments_sent,
         "engine_segments_sent",
         "[engine] Segments the engine wrote (all kinds)"

@@ -324,7 +324,16 @@ impl Engine {
 
     /// A captured client→service IP packet (IPv4 or IPv6 header first; may be a GSO/GRO
     /// super-segment with an unfinished checksum).
+    #[inline]
     pub fn handle_captured(&mut self, now: Instant, ip_packet: &[u8]) {
+        self.handle_captured_at(now, now, ip_packet);
+    }
+
+    /// [`Engine::handle_captured`] of a packet the capture stamped `captured_at` (on the
+    /// capture's clock, mapped onto `now`'s): the report's production times are read on it, so
+    /// that production's latency is the capture's and not when the worker got to the packet.
+    /// Everything else runs on `now`.
+    pub fn handle_captured_at(&mut self, now: Instant, captured_at: Instant, ip_packet: &[u8]) {
         self.stats.packets_captured += 1;
         let Some(seg) = parse(ip_packet, false) else {
             self.stats.packets_ignored += 1;
@@ -332,7 +341,7 @@ impl Engine {
         };
         let Some(target) = self.target_for(seg.dst, seg.dst_port) else {
             // With the report on, the capture holds production's answers too.
-            if !(self.cfg.request_timing_events && self.production_answer(now, &seg)) {
+            if !(self.cfg.request_timing_events && self.production_answer(captured_at, &seg)) {
                 self.stats.packets_ignored += 1;
             }
             return;
@@ -358,7 +367,7 @@ impl Engine {
                     continue;
                 };
                 if self.cfg.request_timing_events && !seg.payload.is_empty() {
-                    s.report_client_data(now, seg.seq, seg.payload.len());
+                    s.report_client_data(captured_at, seg.seq, seg.payload.len());
                 }
                 if is_syn && seg.seq != s.client_isn {
                     self.replace(now, id, &seg);
@@ -374,6 +383,18 @@ impl Engine {
             self.create(now, key, target, &seg, false);
         } else if !seg.payload.is_empty() && !seg.has(RST) && !seg.has(SYN) {
             self.create(now, key, target, &seg, true);
+        }
+    }
+
+    /// A segment this host sent from a service to its client, captured at `captured_at`
+    /// (production's answer on the production host; the report on): only ever production's
+    /// side of the report, never client data, never cloned.
+    pub fn handle_production_captured(&mut self, captured_at: Instant, ip_packet: &[u8]) {
+        self.stats.packets_captured += 1;
+        let counted = self.cfg.request_timing_events
+            && parse(ip_packet, false).is_some_and(|seg| self.production_answer(captured_at, &seg));
+        if !counted {
+            self.stats.packets_ignored += 1;
         }
     }
 

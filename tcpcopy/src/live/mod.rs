@@ -181,7 +181,6 @@ pub fn run(settings: Settings) -> Result<LiveSummary> {
         settings.user_filter.as_deref(),
         settings.wants_report(),
     );
-    info!(filter = %filter, "capture filter");
 
     let need_v4 = settings.mappings.iter().any(|m| m.target.is_ipv4());
     let need_v6 = settings.mappings.iter().any(|m| m.target.is_ipv6());
@@ -243,17 +242,26 @@ pub fn run(settings: Settings) -> Result<LiveSummary> {
     let mut feeds: Vec<Feed> = Vec::new();
     match &settings.source {
         Source::Live { interfaces } if !settings.capture_pcap => {
+            // With the report on, the rings also keep production's answers sent from here.
+            let filter = capture::ring_filter(
+                &settings.mappings,
+                settings.user_filter.as_deref(),
+                settings.wants_report(),
+            );
+            info!(filter = %filter, "capture filter");
             let rings = capture::open_rings(
                 interfaces,
                 &filter,
                 settings.capture_buffer,
                 workers,
                 settings.capture_block_ms.unwrap_or(DEFAULT_BLOCK_MS),
+                settings.wants_report(),
             )?;
             feeds.extend(rings.into_iter().map(Feed::Rings));
             info!(devices = ?interfaces, ring_mb = settings.capture_buffer >> 20, workers, "capturing");
         }
         Source::Live { interfaces } => {
+            info!(filter = %filter, "capture filter");
             for lc in capture::open_live(
                 interfaces,
                 &filter,
@@ -285,6 +293,7 @@ pub fn run(settings: Settings) -> Result<LiveSummary> {
             info!(devices = ?interfaces, ring_mb = settings.capture_buffer >> 20, "capturing with libpcap");
         }
         Source::Offline { path, speedup } => {
+            info!(filter = %filter, "capture filter");
             let (path, speedup, tx, wake, p, c, s, f) = (
                 path.clone(),
                 *speedup,

@@ -181,6 +181,79 @@ fn run_production_column(slow: bool) -> Run {
     run_live(t, SLOW_RULE, &["--workers", "2"])
 }
 
+/// Runs `tcpcopy --offline pcap` in production with the report, [`RULE`] and `extra`, until
+/// the end of the file (its summary, 30 s at most), then SIGINT.
+fn run_offline_file(
+    t: &mut Topo,
+    pcap: &std::path::Path,
+    extra: &[&str],
+) -> Option<std::process::ExitStatus> {
+    let (js, ju) = (
+        t.path("report.json").display().to_string(),
+        t.path("junit.xml").display().to_string(),
+    );
+    let secret = secret_file(t.dir.path());
+    let tcpcopy = bin("tcpcopy");
+    let icpt = t.icpt_addr.clone();
+    let mut argv = vec![
+        tcpcopy.to_str().unwrap(),
+        "--offline",
+        pcap.to_str().unwrap(),
+        "-x",
+        "80-198.18.1.2:8080",
+        "-s",
+        &icpt,
+        "--secret-file",
+        secret.to_str().unwrap(),
+        "--report",
+        &js,
+        "--fail-if",
+        RULE,
+        "--junit",
+        &ju,
+    ];
+    argv.extend_from_slice(extra);
+    let p = t.prod.clone();
+    let log = t.path("tcpcopy-offline.log");
+    let pid = t.lab.spawn(&p, &argv, Some(&log));
+    // It stops by itself at the end of the file (3 s after the last packet at most).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("tcpcopy summary")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t.lab.stop(pid, "INT", Duration::from_secs(5))
+}
+
+/// Production's gap in [`known_timing`]: its answer starts this long after the request.
+const PRODUCTION_GAP: Duration = Duration::from_millis(40);
+
+/// `pcaps/http_keepalive.pcap` (curl, 6 GETs on one keep-alive connection to nginx) with
+/// timing of our own: a frame from the server right after a frame from the client comes
+/// [`PRODUCTION_GAP`] after it, every other frame 1 ms after the one before. So production
+/// answers each request 40 ms (41 when an empty ACK goes first) after its last byte.
+fn known_timing(to: &std::path::Path) {
+    use tcpclone_lab::pcap::{read_frames, write_frames};
+    let src = workspace_root().join("pcaps/http_keepalive.pcap");
+    let (linktype, mut frames) = read_frames(&src);
+    // Ethernet + IPv4 without options: the source port at byte 34.
+    let from_server = |f: &tcpclone_lab::pcap::Frame| f.data[34..36] == 80u16.to_be_bytes();
+    let mut ts = frames[0].ts.0;
+    for i in 1..frames.len() {
+        let gap = if from_server(&frames[i]) && !from_server(&frames[i - 1]) {
+            PRODUCTION_GAP
+        } else {
+            Duration::from_millis(1)
+        };
+        ts += gap.as_nanos() as u64;
+        frames[i].ts = tcpclone::capture::Timestamp(ts);
+    }
+    write_frames(to, linktype, &frames);
+}
+
 macro_rules! require_nginx_lab {
     ($name:literal) => {
         require_root!(concat!("raw_verdict_lab::", $name));
@@ -284,43 +357,7 @@ fn raw_offline_with_both_directions_has_production_beside_test() {
     t.lab
         .stop(tcpdump, "INT", Duration::from_secs(5))
         .expect("tcpdump stops");
-    let (js, ju) = (
-        t.path("report.json").display().to_string(),
-        t.path("junit.xml").display().to_string(),
-    );
-    let secret = secret_file(t.dir.path());
-    let tcpcopy = bin("tcpcopy");
-    let icpt = t.icpt_addr.clone();
-    let argv = [
-        tcpcopy.to_str().unwrap(),
-        "--offline",
-        pcap.to_str().unwrap(),
-        "-x",
-        "80-198.18.1.2:8080",
-        "-s",
-        &icpt,
-        "--secret-file",
-        secret.to_str().unwrap(),
-        "--report",
-        &js,
-        "--fail-if",
-        RULE,
-        "--junit",
-        &ju,
-    ];
-    let p = t.prod.clone();
-    let log = t.path("tcpcopy-offline.log");
-    let pid = t.lab.spawn(&p, &argv, Some(&log));
-    // It stops by itself at the end of the file (3 s after the last packet at most).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("tcpcopy summary")
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let st = t.lab.stop(pid, "INT", Duration::from_secs(5));
+    let st = run_offline_file(&mut t, &pcap, &[]);
     let r = finish(&t, st, "tcpcopy-offline.log");
     println!("{}", r.log);
     assert_eq!(
@@ -335,8 +372,7 @@ fn raw_offline_with_both_directions_has_production_beside_test() {
         side(&r, "GET /users/{id}", "production"),
         (USERS as u64, 0, 0)
     );
-    // Production's latency is not checked: it is read on tcpcopy's clock as the worker feeds
-    // the file, whose batches hide sub-millisecond gaps (docs/report.md, raw mode).
+    // Production's latency on the file's own stamps: raw_offline_production_latency_is_the_files.
     assert_eq!(r.code, Some(1), "exit code\n{}", r.log);
 }
 
@@ -389,4 +425,43 @@ fn raw_live_production_comparison_passes_on_the_unchanged_build() {
     );
     assert!(failed_verdicts(&r.report).is_empty(), "{}", r.log);
     assert_eq!(r.code, Some(0), "exit code\n{}", r.log);
+}
+
+#[test]
+fn raw_offline_production_latency_is_the_files() {
+    require_nginx_lab!("raw_offline_production_latency_is_the_files");
+    let _g = serial();
+    let mut t = servers(false, &["--response-prefix", "64"]);
+    // The capture's client network goes back through intercept, like the lab's own.
+    let target = t.target.clone();
+    t.lab.exec_ok(
+        &target,
+        &format!("ip route add 198.18.200.0/24 via {ASSIST4}"),
+    );
+    let pcap = t.path("known.pcap");
+    known_timing(&pcap);
+    // Fed ten times faster than recorded: read on tcpcopy's clock, production would answer
+    // in some 4 ms; on the file's stamps it is the recorded 40 ms.
+    let st = run_offline_file(&mut t, &pcap, &["-a", "10"]);
+    let r = finish(&t, st, "tcpcopy-offline.log");
+    println!("{}", r.log);
+    let eps = r.report["endpoints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut answered = 0;
+    for e in &eps {
+        let p = &e["production"];
+        answered += p["requests"].as_u64().unwrap_or(0);
+        for q in ["p50", "p99"] {
+            let ms = p["latency_ms"][q].as_f64().unwrap_or(0.0);
+            assert!(
+                (39.0..=45.0).contains(&ms),
+                "production {q} of {}: {ms} ms, recorded 40-41 ms\n{}",
+                e["endpoint"],
+                r.log
+            );
+        }
+    }
+    assert_eq!(answered, 6, "every GET has production's answer\n{}", r.log);
 }

@@ -86,6 +86,34 @@ pub enum EngineEvent {
         /// directions captured).
         production: Option<ProductionAnswer>,
     },
+    /// A request went out and its session ended before the target answered it (only with
+    /// [`EngineConfig::request_timing_events`]).
+    RequestUnanswered {
+        /// Client address as the target sees it.
+        client: SocketAddr,
+        /// Target address.
+        target: SocketAddr,
+        /// When the request's first byte was sent.
+        sent: Instant,
+        /// The first bytes of the request, as in [`EngineEvent::RequestTiming`].
+        request: Vec<u8>,
+        /// Why no answer came.
+        why: Unanswered,
+    },
+}
+
+/// Why a request got no answer: how its session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// The target reset the connection.
+    Reset,
+    /// The target stopped acknowledging, or the session timed out.
+    TimedOut,
+    /// The target closed the connection without answering.
+    Closed,
+    /// The capture ended the session first (the client reset it, reused its port, or
+    /// captured bytes were lost): not the target's doing.
+    Cut,
 }
 
 /// Most request bytes kept per timed request for the report (an HTTP request head, a Redis
@@ -408,7 +436,9 @@ impl Engine {
         if !seg.payload.is_empty() {
             for &id in ids.as_slice() {
                 if let Some(s) = self.slots[id as usize].session.as_mut() {
-                    s.report_production_data(now, seg.payload);
+                    if let Some(ev) = s.report_production_data(now, seg.payload) {
+                        self.events.push_back(ev);
+                    }
                 }
             }
         }
@@ -655,6 +685,16 @@ impl Engine {
         v.shrink_if_oversized();
         self.timers = BinaryHeap::from(v);
         self.timers_compact_at = (2 * self.timers.len()).max(TIMERS_COMPACT_MIN);
+    }
+
+    /// The report (on), at the end of the run: every answered request still waiting for
+    /// production's answer goes out without it ([`EngineEvent::RequestTiming`]).
+    pub fn flush_report(&mut self) {
+        for s in self.slots.iter_mut().filter_map(|s| s.session.as_mut()) {
+            if let Some(ev) = s.report_flush() {
+                self.events.push_back(ev);
+            }
+        }
     }
 
     /// Gives back memory that a past peak of sessions left behind: stale timers, capacity of

@@ -34,10 +34,6 @@ use tcpclone::sys::ring::Wake;
 use tracing::{error, info, warn};
 use worker::{Feed, Worker};
 
-/// Answer bytes asked of intercept per response when a report is built: an HTTP status line
-/// (`HTTP/1.1 503 Service Temporarily Unavailable` is 46 bytes) or a RESP error prefix.
-pub const REPORT_PREFIX: u16 = 64;
-
 /// The ring's block timeout without --capture-block: a segment waits at most about this long
 /// in a block before its worker sees it.
 const DEFAULT_BLOCK_MS: u32 = 1;
@@ -380,11 +376,7 @@ pub fn run(settings: Settings) -> Result<LiveSummary> {
             channel::COMMAND_BACKLOG,
             counters.clone(),
         )
-        .with_response_prefix(if settings.wants_report() {
-            REPORT_PREFIX
-        } else {
-            0
-        });
+        .with_response_prefix(settings.response_prefix);
         let worker = Worker::new(
             index,
             feed,
@@ -526,8 +518,12 @@ fn raw_report(
     copies: u32,
     elapsed: Duration,
 ) -> crate::report::Report {
+    // The requests never answered whose session ended are samples already (with their
+    // endpoint); those still waiting at the end count in the totals only.
     c.add_raw_totals(
-        st.requests_sent.saturating_sub(st.requests_answered),
+        st.requests_sent
+            .saturating_sub(st.requests_answered)
+            .saturating_sub(st.requests_unanswered),
         st.bytes_sent,
         st.response_bytes,
     );

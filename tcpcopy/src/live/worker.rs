@@ -239,6 +239,11 @@ impl Worker {
             ready.extend(fds.iter().map(PollFd::is_ready));
             self.take_ring_errors(&ready);
         }
+        if self.core.shared.report.is_some() {
+            // Answered requests still waiting for production's answer go in without it.
+            self.core.engine.flush_report();
+            self.core.forward_events(Instant::now());
+        }
         self.publish();
         WorkerEnd {
             stats: self.core.engine.stats(),
@@ -561,6 +566,32 @@ impl Core {
                                         prefix: &p.prefix,
                                     }
                                 }),
+                            },
+                        );
+                        r.lock().unwrap_or_else(|p| p.into_inner()).record(sample);
+                    }
+                    continue;
+                }
+                EngineEvent::RequestUnanswered {
+                    client,
+                    target,
+                    sent,
+                    request,
+                    why,
+                } => {
+                    if let Some(r) = &self.shared.report {
+                        use std::hash::{BuildHasher, BuildHasherDefault};
+                        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+                        let protocol = self.shared.protocol.unwrap_or_else(|| {
+                            tcpclone::decode::Protocol::from_port(target.port())
+                        });
+                        let sample = crate::report::raw::raw_unanswered_sample(
+                            protocol,
+                            &crate::report::raw::RawUnanswered {
+                                session: h.hash_one((client, target)),
+                                sent_at: sent.saturating_duration_since(self.shared.origin),
+                                request: &request,
+                                why,
                             },
                         );
                         r.lock().unwrap_or_else(|p| p.into_inner()).record(sample);

@@ -465,3 +465,40 @@ fn raw_offline_production_latency_is_the_files() {
     }
     assert_eq!(answered, 6, "every GET has production's answer\n{}", r.log);
 }
+
+#[test]
+fn raw_mode_response_prefix_flag_sets_the_bytes_asked() {
+    require_nginx_lab!("raw_mode_response_prefix_flag_sets_the_bytes_asked");
+    let _g = serial();
+    // intercept allows 64; tcpcopy asks 12: `HTTP/1.1 500` is exactly the status.
+    let r = run_live(
+        servers(true, &["--response-prefix", "64"]),
+        RULE,
+        &["--response-prefix", "12"],
+    );
+    assert_eq!(
+        endpoint(&r, "GET /orders"),
+        (ORDERS as u64, ORDERS as u64, ORDERS as u64),
+        "{}",
+        r.log
+    );
+    assert_eq!(r.code, Some(1), "exit code\n{}", r.log);
+    // tcpcopy asks 4: intercept grants the smaller, `HTTP` tells no class (opaque answers).
+    let r = run_live(
+        servers(true, &["--response-prefix", "64"]),
+        RULE,
+        &["--response-prefix", "4"],
+    );
+    assert_eq!(
+        endpoint(&r, "GET /orders"),
+        (ORDERS as u64, 0, 0),
+        "{}",
+        r.log
+    );
+    assert_eq!(
+        r.report["decode"]["opaque_responses"].as_u64(),
+        Some((ORDERS + USERS) as u64),
+        "{:#}",
+        r.report["decode"]
+    );
+}

@@ -10,7 +10,7 @@ pub mod pcap;
 pub mod servers;
 pub mod sys;
 pub mod topo;
-pub use logs::{read_json, tempdir, tempdir_for_dropped_user, wait_for_log};
+pub use logs::{failed_verdicts, read_json, tempdir, tempdir_for_dropped_user, wait_for_log};
 #[allow(unused_imports)]
 pub use servers::*;
 

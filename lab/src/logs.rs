@@ -1,5 +1,6 @@
 //! What the lab tests read back from the programs they start: waiting until a log says a
-//! program is ready, the temporary directories the logs and reports go to, and JSON reports.
+//! program is ready, the temporary directories the logs and reports go to, and JSON reports
+//! (read, and their failed verdicts).
 //!
 //! Every wait here is bounded by a timeout and panics with the log it waited on; nothing here
 //! starts or kills a process except [`Lab::spawn_stream_live`], through [`Lab::spawn`].
@@ -29,6 +30,26 @@ pub fn tempdir_for_dropped_user(prefix: &str) -> tempfile::TempDir {
 /// A JSON report file, parsed; panics if it is missing or not JSON.
 pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("report file")).expect("report JSON")
+}
+
+/// (rule, endpoint) of every failed verdict of a JSON report, sorted; a run-wide rule's
+/// endpoint is `(run)`.
+pub fn failed_verdicts(report: &serde_json::Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = report["verdicts"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or(&[])
+        .iter()
+        .filter(|v| v["failed"] == true)
+        .map(|v| {
+            (
+                v["rule"].as_str().unwrap_or("").to_string(),
+                v["endpoint"].as_str().unwrap_or("(run)").to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 /// Polls the file `log` every `every` until it contains `needle`, up to `timeout`; panics with

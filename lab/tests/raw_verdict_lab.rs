@@ -29,19 +29,26 @@ struct Run {
 /// Live: clones the [`clients`] to a target nginx that answers 500 on /orders when `boom`;
 /// intercept runs with `intercept_extra`.
 fn run(boom: bool, intercept_extra: &[&str]) -> Run {
-    let mut t = servers(boom, intercept_extra);
+    run_live(servers(boom, intercept_extra), RULE, &[])
+}
+
+/// Live on `t`'s servers: tcpcopy with the report, `rule` and `tcpcopy_extra`, the
+/// [`clients`], then SIGINT.
+fn run_live(mut t: Topo, rule: &str, tcpcopy_extra: &[&str]) -> Run {
     let (json, junit) = (t.path("report.json"), t.path("junit.xml"));
     let (js, ju) = (json.display().to_string(), junit.display().to_string());
-    let pid = t.start_tcpcopy(&[
+    let mut args = vec![
         "-x",
         "80-198.18.1.2:8080",
         "--report",
         &js,
         "--fail-if",
-        RULE,
+        rule,
         "--junit",
         &ju,
-    ]);
+    ];
+    args.extend_from_slice(tcpcopy_extra);
+    let pid = t.start_tcpcopy(&args);
     clients(&t);
     // Every answer reaches intercept and tcpcopy within milliseconds on this lab; the
     // keep-alive connections stay open, which the report does not wait for.
@@ -83,9 +90,6 @@ fn clients(t: &Topo) {
 /// Production nginx (200 everywhere), the target nginx (500 on /orders when `boom`), intercept
 /// with `intercept_extra`.
 fn servers(boom: bool, intercept_extra: &[&str]) -> Topo {
-    let mut t = Topo::new(Layout::Assistant);
-    let (p, tg) = (t.prod.clone(), t.target.clone());
-    t.start_nginx(&p, HTTP_PROD, "nginx-prod");
     // With a body: a bare `return 500` makes nginx close the keep-alive connection, and the
     // requests after it on that connection would never reach the test build.
     let orders = if boom {
@@ -93,8 +97,22 @@ fn servers(boom: bool, intercept_extra: &[&str]) -> Topo {
     } else {
         "location = /orders { return 200 \"orders\\n\"; }"
     };
+    servers_with("", orders, intercept_extra)
+}
+
+/// Production nginx (200 everywhere), the target nginx with `http` in its `http` block and the
+/// `orders` location, intercept with `intercept_extra`.
+fn servers_with(http: &str, orders: &str, intercept_extra: &[&str]) -> Topo {
+    let mut t = Topo::new(Layout::Assistant);
+    let (p, tg) = (t.prod.clone(), t.target.clone());
+    t.start_nginx(&p, HTTP_PROD, "nginx-prod");
+    // A static file for locations that must reach nginx's content phase (`{www}`).
+    let www = t.dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("orders"), "orders\n").unwrap();
+    let orders = orders.replace("{www}", www.to_str().unwrap());
     let servers = format!(
-        "server {{ listen {HTTP_TARGET} reuseport; {orders} location / {{ return 200 \"ok\\n\"; }} }}"
+        "{http} server {{ listen {HTTP_TARGET} reuseport; {orders} location / {{ return 200 \"ok\\n\"; }} }}"
     );
     let dir = t.dir.path().to_path_buf();
     start_nginx_servers(
@@ -129,20 +147,111 @@ fn side(r: &Run, endpoint: &str, side: &str) -> (u64, u64, u64) {
     )
 }
 
-fn failed_rules(r: &Run) -> Vec<(String, String)> {
-    r.report["verdicts"]
+/// `endpoint`'s latency percentile `p` (`p50`, `p99`) on `side`, ms.
+fn latency(r: &Run, endpoint: &str, side: &str, p: &str) -> f64 {
+    r.report["endpoints"]
         .as_array()
-        .map(|a| a.as_slice())
-        .unwrap_or(&[])
-        .iter()
-        .filter(|v| v["failed"] == true)
-        .map(|v| {
-            (
-                v["rule"].as_str().unwrap_or("").to_string(),
-                v["endpoint"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
+        .and_then(|a| a.iter().find(|e| e["endpoint"] == endpoint))
+        .and_then(|e| e[side]["latency_ms"][p].as_f64())
+        .unwrap_or_else(|| panic!("no {side} {p} of {endpoint} in {:#}", r.report["endpoints"]))
+}
+
+/// The rule of the live production column: the test build's /orders p99 against
+/// production's, with room for the path through intercept.
+const SLOW_RULE: &str = "endpoint=GET /orders: p99 > production.p99 + 100ms";
+
+/// Live with production's answers (this host's outgoing frames) in the report, on two
+/// workers: the target's /orders held back by nginx's `limit_req` when `slow` (5 a second,
+/// excess queued: each /orders after the first of a burst waits some 200 ms), a static file
+/// either way.
+fn run_production_column(slow: bool) -> Run {
+    let limit = if slow {
+        "limit_req zone=orders burst=50;"
+    } else {
+        ""
+    };
+    // `limit_req` runs after the rewrite phase, where `return` would already have answered:
+    // the answer comes from a file.
+    let orders = format!("location = /orders {{ {limit} root {{www}}; }}");
+    let t = servers_with(
+        "limit_req_zone $server_port zone=orders:1m rate=5r/s;",
+        &orders,
+        &["--response-prefix", "64"],
+    );
+    run_live(t, SLOW_RULE, &["--workers", "2"])
+}
+
+/// Runs `tcpcopy --offline pcap` in production with the report, [`RULE`] and `extra`, until
+/// the end of the file (its summary, 30 s at most), then SIGINT.
+fn run_offline_file(
+    t: &mut Topo,
+    pcap: &std::path::Path,
+    extra: &[&str],
+) -> Option<std::process::ExitStatus> {
+    let (js, ju) = (
+        t.path("report.json").display().to_string(),
+        t.path("junit.xml").display().to_string(),
+    );
+    let secret = secret_file(t.dir.path());
+    let tcpcopy = bin("tcpcopy");
+    let icpt = t.icpt_addr.clone();
+    let mut argv = vec![
+        tcpcopy.to_str().unwrap(),
+        "--offline",
+        pcap.to_str().unwrap(),
+        "-x",
+        "80-198.18.1.2:8080",
+        "-s",
+        &icpt,
+        "--secret-file",
+        secret.to_str().unwrap(),
+        "--report",
+        &js,
+        "--fail-if",
+        RULE,
+        "--junit",
+        &ju,
+    ];
+    argv.extend_from_slice(extra);
+    let p = t.prod.clone();
+    let log = t.path("tcpcopy-offline.log");
+    let pid = t.lab.spawn(&p, &argv, Some(&log));
+    // It stops by itself at the end of the file (3 s after the last packet at most).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("tcpcopy summary")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t.lab.stop(pid, "INT", Duration::from_secs(5))
+}
+
+/// Production's gap in [`known_timing`]: its answer starts this long after the request.
+const PRODUCTION_GAP: Duration = Duration::from_millis(40);
+
+/// `pcaps/http_keepalive.pcap` (curl, 6 GETs on one keep-alive connection to nginx) with
+/// timing of our own: a frame from the server right after a frame from the client comes
+/// [`PRODUCTION_GAP`] after it, every other frame 1 ms after the one before. So production
+/// answers each request 40 ms (41 when an empty ACK goes first) after its last byte.
+fn known_timing(to: &std::path::Path) {
+    use tcpclone_lab::pcap::{read_frames, write_frames};
+    let src = workspace_root().join("pcaps/http_keepalive.pcap");
+    let (linktype, mut frames) = read_frames(&src);
+    // Ethernet + IPv4 without options: the source port at byte 34.
+    let from_server = |f: &tcpclone_lab::pcap::Frame| f.data[34..36] == 80u16.to_be_bytes();
+    let mut ts = frames[0].ts.0;
+    for i in 1..frames.len() {
+        let gap = if from_server(&frames[i]) && !from_server(&frames[i - 1]) {
+            PRODUCTION_GAP
+        } else {
+            Duration::from_millis(1)
+        };
+        ts += gap.as_nanos() as u64;
+        frames[i].ts = tcpclone::capture::Timestamp(ts);
+    }
+    write_frames(to, linktype, &frames);
 }
 
 macro_rules! require_nginx_lab {
@@ -166,7 +275,7 @@ fn raw_mode_names_the_500_endpoint_and_fails_its_rule() {
     );
     assert_eq!(endpoint(&r, "GET /users/{id}"), (USERS as u64, 0, 0));
     assert_eq!(
-        failed_rules(&r),
+        failed_verdicts(&r.report),
         vec![(RULE.to_string(), "GET /orders".to_string())]
     );
     assert!(
@@ -194,7 +303,7 @@ fn raw_mode_passes_on_the_unchanged_build() {
         r.log
     );
     assert_eq!(endpoint(&r, "GET /users/{id}"), (USERS as u64, 0, 0));
-    assert!(failed_rules(&r).is_empty(), "{}", r.log);
+    assert!(failed_verdicts(&r.report).is_empty(), "{}", r.log);
     assert_eq!(r.code, Some(0), "exit code\n{}", r.log);
     assert!(!r.junit.contains("<failure"), "{}", r.junit);
 }
@@ -248,43 +357,7 @@ fn raw_offline_with_both_directions_has_production_beside_test() {
     t.lab
         .stop(tcpdump, "INT", Duration::from_secs(5))
         .expect("tcpdump stops");
-    let (js, ju) = (
-        t.path("report.json").display().to_string(),
-        t.path("junit.xml").display().to_string(),
-    );
-    let secret = secret_file(t.dir.path());
-    let tcpcopy = bin("tcpcopy");
-    let icpt = t.icpt_addr.clone();
-    let argv = [
-        tcpcopy.to_str().unwrap(),
-        "--offline",
-        pcap.to_str().unwrap(),
-        "-x",
-        "80-198.18.1.2:8080",
-        "-s",
-        &icpt,
-        "--secret-file",
-        secret.to_str().unwrap(),
-        "--report",
-        &js,
-        "--fail-if",
-        RULE,
-        "--junit",
-        &ju,
-    ];
-    let p = t.prod.clone();
-    let log = t.path("tcpcopy-offline.log");
-    let pid = t.lab.spawn(&p, &argv, Some(&log));
-    // It stops by itself at the end of the file (3 s after the last packet at most).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("tcpcopy summary")
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let st = t.lab.stop(pid, "INT", Duration::from_secs(5));
+    let st = run_offline_file(&mut t, &pcap, &[]);
     let r = finish(&t, st, "tcpcopy-offline.log");
     println!("{}", r.log);
     assert_eq!(
@@ -299,7 +372,133 @@ fn raw_offline_with_both_directions_has_production_beside_test() {
         side(&r, "GET /users/{id}", "production"),
         (USERS as u64, 0, 0)
     );
-    // Production's latency is not checked: it is read on tcpcopy's clock as the worker feeds
-    // the file, whose batches hide sub-millisecond gaps (docs/report.md, raw mode).
+    // Production's latency on the file's own stamps: raw_offline_production_latency_is_the_files.
     assert_eq!(r.code, Some(1), "exit code\n{}", r.log);
+}
+
+#[test]
+fn raw_live_has_production_beside_test_and_fails_the_slow_endpoint() {
+    require_nginx_lab!("raw_live_has_production_beside_test_and_fails_the_slow_endpoint");
+    let _g = serial();
+    let r = run_production_column(true);
+    println!("{}", r.log);
+    // Production's side comes from its answers leaving this host, every request of both
+    // endpoints, with its own latency.
+    assert_eq!(
+        side(&r, "GET /orders", "production").0,
+        ORDERS as u64,
+        "{}",
+        r.log
+    );
+    assert_eq!(side(&r, "GET /users/{id}", "production").0, USERS as u64);
+    for ep in ["GET /orders", "GET /users/{id}"] {
+        let p = latency(&r, ep, "production", "p50");
+        assert!(p > 0.0 && p < 50.0, "production p50 of {ep}: {p} ms");
+    }
+    assert_eq!(
+        endpoint(&r, "GET /orders"),
+        (ORDERS as u64, 0, 0),
+        "{}",
+        r.log
+    );
+    assert!(latency(&r, "GET /orders", "test", "p99") >= 150.0);
+    assert_eq!(
+        failed_verdicts(&r.report),
+        vec![(SLOW_RULE.to_string(), "GET /orders".to_string())],
+        "{}",
+        r.log
+    );
+    assert_eq!(r.code, Some(1), "exit code\n{}", r.log);
+}
+
+#[test]
+fn raw_live_production_comparison_passes_on_the_unchanged_build() {
+    require_nginx_lab!("raw_live_production_comparison_passes_on_the_unchanged_build");
+    let _g = serial();
+    let r = run_production_column(false);
+    // The rule is evaluated against production (an unknown production p99 would fail it).
+    assert_eq!(
+        side(&r, "GET /orders", "production").0,
+        ORDERS as u64,
+        "{}",
+        r.log
+    );
+    assert!(failed_verdicts(&r.report).is_empty(), "{}", r.log);
+    assert_eq!(r.code, Some(0), "exit code\n{}", r.log);
+}
+
+#[test]
+fn raw_offline_production_latency_is_the_files() {
+    require_nginx_lab!("raw_offline_production_latency_is_the_files");
+    let _g = serial();
+    let mut t = servers(false, &["--response-prefix", "64"]);
+    // The capture's client network goes back through intercept, like the lab's own.
+    let target = t.target.clone();
+    t.lab.exec_ok(
+        &target,
+        &format!("ip route add 198.18.200.0/24 via {ASSIST4}"),
+    );
+    let pcap = t.path("known.pcap");
+    known_timing(&pcap);
+    // Fed ten times faster than recorded: read on tcpcopy's clock, production would answer
+    // in some 4 ms; on the file's stamps it is the recorded 40 ms.
+    let st = run_offline_file(&mut t, &pcap, &["-a", "10"]);
+    let r = finish(&t, st, "tcpcopy-offline.log");
+    println!("{}", r.log);
+    let eps = r.report["endpoints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut answered = 0;
+    for e in &eps {
+        let p = &e["production"];
+        answered += p["requests"].as_u64().unwrap_or(0);
+        for q in ["p50", "p99"] {
+            let ms = p["latency_ms"][q].as_f64().unwrap_or(0.0);
+            assert!(
+                (39.0..=45.0).contains(&ms),
+                "production {q} of {}: {ms} ms, recorded 40-41 ms\n{}",
+                e["endpoint"],
+                r.log
+            );
+        }
+    }
+    assert_eq!(answered, 6, "every GET has production's answer\n{}", r.log);
+}
+
+#[test]
+fn raw_mode_response_prefix_flag_sets_the_bytes_asked() {
+    require_nginx_lab!("raw_mode_response_prefix_flag_sets_the_bytes_asked");
+    let _g = serial();
+    // intercept allows 64; tcpcopy asks 12: `HTTP/1.1 500` is exactly the status.
+    let r = run_live(
+        servers(true, &["--response-prefix", "64"]),
+        RULE,
+        &["--response-prefix", "12"],
+    );
+    assert_eq!(
+        endpoint(&r, "GET /orders"),
+        (ORDERS as u64, ORDERS as u64, ORDERS as u64),
+        "{}",
+        r.log
+    );
+    assert_eq!(r.code, Some(1), "exit code\n{}", r.log);
+    // tcpcopy asks 4: intercept grants the smaller, `HTTP` tells no class (opaque answers).
+    let r = run_live(
+        servers(true, &["--response-prefix", "64"]),
+        RULE,
+        &["--response-prefix", "4"],
+    );
+    assert_eq!(
+        endpoint(&r, "GET /orders"),
+        (ORDERS as u64, 0, 0),
+        "{}",
+        r.log
+    );
+    assert_eq!(
+        r.report["decode"]["opaque_responses"].as_u64(),
+        Some((ORDERS + USERS) as u64),
+        "{:#}",
+        r.report["decode"]
+    );
 }

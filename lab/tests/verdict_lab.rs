@@ -33,25 +33,6 @@ fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("report file")).expect("report JSON")
 }
 
-/// (rule, endpoint) of every failed verdict of a JSON report.
-fn failed_verdicts(r: &serde_json::Value) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = r["verdicts"]
-        .as_array()
-        .map(|a| a.as_slice())
-        .unwrap_or(&[])
-        .iter()
-        .filter(|v| v["failed"] == true)
-        .map(|v| {
-            (
-                v["rule"].as_str().unwrap_or("").to_string(),
-                v["endpoint"].as_str().unwrap_or("(run)").to_string(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 /// The endpoints of production: JSON on /fast, /slow, /boom and /users/ID.
 fn http_locations(slow: &str, boom: &str) -> String {
     format!(

@@ -160,6 +160,16 @@ pub struct Cli {
         default_value_t = 2
     )]
     pub connections: u32,
+    /// With a report (--report, --fail-if, --junit): the first N bytes (0-256, default 64) of
+    /// each of the target's answers to ask intercept for, where the report reads the answer's
+    /// class (an HTTP status line, a Redis error prefix). intercept grants at most its own
+    /// --response-prefix; 0 counts endpoints without classes.
+    #[arg(
+        long = "response-prefix",
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(0..=256)
+    )]
+    pub response_prefix: Option<u16>,
     /// intercept's default port.
     #[arg(short = 'p', long = "intercept-port", value_name = "PORT", default_value_t = DEFAULT_PORT)]
     pub intercept_port: u16,

@@ -29,6 +29,11 @@ pub enum Source {
     },
 }
 
+/// Answer bytes asked of intercept per response when a report is built and
+/// `--response-prefix` is not given: an HTTP status line (`HTTP/1.1 503 Service Temporarily
+/// Unavailable` is 46 bytes) or a RESP error prefix.
+pub const DEFAULT_RESPONSE_PREFIX: u16 = 64;
+
 /// Workers when --workers is not given: the service being cloned needs the host's CPUs
 /// more than tcpcopy does, so one on small hosts and a quarter of the CPUs (at most 8) on
 /// larger ones.
@@ -120,6 +125,8 @@ pub struct Settings {
     pub junit: Option<PathBuf>,
     /// --protocol: how the report decodes requests (`None`: by the target's port).
     pub protocol: Option<tcpclone::decode::Protocol>,
+    /// --response-prefix: answer bytes asked of intercept per response (0 without a report).
+    pub response_prefix: u16,
 }
 
 impl Settings {
@@ -152,6 +159,7 @@ impl Cli {
         self.check_report_files()?;
         self.refuse_stream_only_flags()?;
         let (fail_if, protocol) = self.raw_verdicts()?;
+        let response_prefix = self.response_prefix_asked()?;
         self.check_rate_caps()?;
         self.check_channel()?;
         let stats = self.stats_interval()?;
@@ -195,7 +203,24 @@ impl Cli {
             fail_if,
             junit: self.stream_opts.verdict.junit.clone(),
             protocol,
+            response_prefix,
         })
+    }
+
+    /// `--response-prefix`: what to ask intercept for; only with a report (nothing reads the
+    /// bytes otherwise), [`DEFAULT_RESPONSE_PREFIX`] when not given.
+    fn response_prefix_asked(&self) -> Result<u16, FlagError> {
+        let so = &self.stream_opts;
+        let report =
+            !so.report.is_empty() || !so.verdict.fail_if.is_empty() || so.verdict.junit.is_some();
+        match (self.response_prefix, report) {
+            (Some(_), false) => Err(bad(
+                "--response-prefix",
+                "only with --report, --fail-if or --junit (the report reads it)",
+            )),
+            (n, true) => Ok(n.unwrap_or(DEFAULT_RESPONSE_PREFIX)),
+            (None, false) => Ok(0),
+        }
     }
 
     /// `--fail-if` and `--protocol`, which raw mode's report takes as stream mode's does.
@@ -776,6 +801,44 @@ mod tests {
         assert_eq!(raw(&["--fail-if", "p99 >"]).unwrap_err().flag, "--fail-if");
         assert_eq!(raw(&["--protocol", "smtp"]).unwrap_err().flag, "--protocol");
         assert!(stream(&["--fail-if", "p99 > 1", "--junit", "j.xml"]).is_ok());
+    }
+
+    #[test]
+    fn response_prefix_is_asked_only_with_a_report() {
+        let (base, report) = (&[][..], &["--fail-if", "errors > 0"][..]);
+        let prefix = |extra: &[&str]| {
+            let mut args = vec!["-x", "80-198.18.1.2:80", "-s", "198.18.1.3"];
+            args.extend_from_slice(extra);
+            cli(&args).unwrap().validate().map(|s| s.response_prefix)
+        };
+        assert_eq!(prefix(base).unwrap(), 0, "no report: nothing asked");
+        assert_eq!(prefix(report).unwrap(), DEFAULT_RESPONSE_PREFIX);
+        assert_eq!(
+            prefix(&[report, &["--response-prefix", "200"]].concat()).unwrap(),
+            200
+        );
+        assert_eq!(
+            prefix(&[report, &["--response-prefix", "0"]].concat()).unwrap(),
+            0
+        );
+        assert!(cli(&["--response-prefix", "257"]).is_err(), "0-256");
+        assert_eq!(
+            prefix(&["--response-prefix", "32"]).unwrap_err().flag,
+            "--response-prefix"
+        );
+        let stream = cli(&[
+            "--stream",
+            "-x",
+            "80-198.18.1.2:80",
+            "--offline",
+            "f.pcap",
+            "--response-prefix",
+            "32",
+        ])
+        .unwrap()
+        .validate_stream()
+        .map(|_| ());
+        assert_eq!(stream.unwrap_err().flag, "--response-prefix");
     }
 
     #[test]

@@ -20,6 +20,12 @@ impl Cli {
                 "raw mode only (stream mode needs no intercept)",
             ));
         }
+        if self.response_prefix.is_some() {
+            return Err(bad(
+                "--response-prefix",
+                "raw mode only (stream mode reads whole answers itself)",
+            ));
+        }
         if self.client_ip.is_some() {
             return Err(bad(
                 "-c/--client-ip",

@@ -87,6 +87,34 @@ pub enum EngineEvent {
         /// directions captured).
         production: Option<ProductionAnswer>,
     },
+    /// A request went out and its session ended before the target answered it (only with
+    /// [`EngineConfig::request_timing_events`]).
+    RequestUnanswered {
+        /// Client address as the target sees it.
+        client: SocketAddr,
+        /// Target address.
+        target: SocketAddr,
+        /// When the request's first byte was sent.
+        sent: Instant,
+        /// The first bytes of the request, as in [`EngineEvent::RequestTiming`].
+        request: Vec<u8>,
+        /// Why no answer came.
+        why: Unanswered,
+    },
+}
+
+/// Why a request got no answer: how its session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// The target reset the connection.
+    Reset,
+    /// The target stopped acknowledging, or the session timed out.
+    TimedOut,
+    /// The target closed the connection without answering.
+    Closed,
+    /// The capture ended the session first (the client reset it, reused its port, or
+    /// captured bytes were lost): not the target's doing.
+    Cut,
 }
 
 /// Most request bytes kept per timed request for the report (an HTTP request head, a Redis
@@ -348,7 +376,16 @@ impl Engine {
 
     /// A captured client→service IP packet (IPv4 or IPv6 header first; may be a GSO/GRO
     /// super-segment with an unfinished checksum).
+    #[inline]
     pub fn handle_captured(&mut self, now: Instant, ip_packet: &[u8]) {
+        self.handle_captured_at(now, now, ip_packet);
+    }
+
+    /// [`Engine::handle_captured`] of a packet the capture stamped `captured_at` (on the
+    /// capture's clock, mapped onto `now`'s): the report's production times are read on it, so
+    /// that production's latency is the capture's and not when the worker got to the packet.
+    /// Everything else runs on `now`.
+    pub fn handle_captured_at(&mut self, now: Instant, captured_at: Instant, ip_packet: &[u8]) {
         self.stats.packets_captured += 1;
         let Some(seg) = parse(ip_packet, false) else {
             self.stats.packets_ignored += 1;
@@ -356,7 +393,7 @@ impl Engine {
         };
         let Some(target) = self.target_for(seg.dst, seg.dst_port) else {
             // With the report on, the capture holds production's answers too.
-            if !(self.cfg.request_timing_events && self.production_answer(now, &seg)) {
+            if !(self.cfg.request_timing_events && self.production_answer(captured_at, &seg)) {
                 self.stats.packets_ignored += 1;
             }
             return;
@@ -383,7 +420,7 @@ impl Engine {
                     continue;
                 };
                 if self.cfg.request_timing_events && !seg.payload.is_empty() {
-                    s.report_client_data(now, seg.seq, seg.payload.len());
+                    s.report_client_data(captured_at, seg.seq, seg.payload.len());
                 }
                 if is_syn && seg.seq != s.client_isn {
                     new_connection = true;
@@ -409,6 +446,18 @@ impl Engine {
         }
     }
 
+    /// A segment this host sent from a service to its client, captured at `captured_at`
+    /// (production's answer on the production host; the report on): only ever production's
+    /// side of the report, never client data, never cloned.
+    pub fn handle_production_captured(&mut self, captured_at: Instant, ip_packet: &[u8]) {
+        self.stats.packets_captured += 1;
+        let counted = self.cfg.request_timing_events
+            && parse(ip_packet, false).is_some_and(|seg| self.production_answer(captured_at, &seg));
+        if !counted {
+            self.stats.packets_ignored += 1;
+        }
+    }
+
     /// A captured segment from a service to its client (the report on): its payload is
     /// production's answer on the clones of that connection. False when it belongs to none.
     fn production_answer(&mut self, now: Instant, seg: &RawSegment<'_>) -> bool {
@@ -419,7 +468,9 @@ impl Engine {
         if !seg.payload.is_empty() {
             for &id in ids.as_slice() {
                 if let Some(s) = self.slots[id as usize].session.as_mut() {
-                    s.report_production_data(now, seg.payload);
+                    if let Some(ev) = s.report_production_data(now, seg.payload) {
+                        self.events.push_back(ev);
+                    }
                 }
             }
         }
@@ -749,6 +800,16 @@ impl Engine {
         v.shrink_if_oversized();
         self.timers = BinaryHeap::from(v);
         self.timers_compact_at = (2 * self.timers.len()).max(TIMERS_COMPACT_MIN);
+    }
+
+    /// The report (on), at the end of the run: every answered request still waiting for
+    /// production's answer goes out without it ([`EngineEvent::RequestTiming`]).
+    pub fn flush_report(&mut self) {
+        for s in self.slots.iter_mut().filter_map(|s| s.session.as_mut()) {
+            if let Some(ev) = s.report_flush() {
+                self.events.push_back(ev);
+            }
+        }
     }
 
     /// Gives back memory that a past peak of sessions left behind: stale timers, capacity of

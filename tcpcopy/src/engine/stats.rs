@@ -96,6 +96,9 @@ pub struct EngineStats {
     pub requests_answered: u64,
     /// Requests released by the response timeout rather than an answer.
     pub pacing_timeouts: u64,
+    /// With the report on: requests whose session ended before the target answered them
+    /// (each an [`super::EngineEvent::RequestUnanswered`]).
+    pub requests_unanswered: u64,
     /// Sum of request latencies in microseconds.
     pub latency_us_sum: u64,
     /// Request latency histogram: bucket i counts latencies in [2^i, 2^(i+1)) µs.
@@ -151,6 +154,7 @@ impl EngineStats {
         self.requests_sent += o.requests_sent;
         self.requests_answered += o.requests_answered;
         self.pacing_timeouts += o.pacing_timeouts;
+        self.requests_unanswered += o.requests_unanswered;
         self.latency_us_sum += o.latency_us_sum;
         self.memory_bytes += o.memory_bytes;
         for (a, b) in self

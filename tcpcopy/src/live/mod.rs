@@ -34,10 +34,6 @@ use tcpclone::sys::ring::Wake;
 use tracing::{error, info, warn};
 use worker::{Feed, Worker};
 
-/// Answer bytes asked of intercept per response when a report is built: an HTTP status line
-/// (`HTTP/1.1 503 Service Temporarily Unavailable` is 46 bytes) or a RESP error prefix.
-pub const REPORT_PREFIX: u16 = 64;
-
 /// The ring's block timeout without --capture-block: a segment waits at most about this long
 /// in a block before its worker sees it.
 const DEFAULT_BLOCK_MS: u32 = 1;
@@ -181,7 +177,6 @@ pub fn run(settings: Settings) -> Result<LiveSummary> {
         settings.user_filter.as_deref(),
         settings.wants_report(),
     );
-    info!(filter = %filter, "capture filter");
 
     let need_v4 = settings.mappings.iter().any(|m| m.target.is_ipv4());
     let need_v6 = settings.mappings.iter().any(|m| m.target.is_ipv6());
@@ -243,17 +238,26 @@ pub fn run(settings: Settings) -> Result<LiveSummary> {
     let mut feeds: Vec<Feed> = Vec::new();
     match &settings.source {
         Source::Live { interfaces } if !settings.capture_pcap => {
+            // With the report on, the rings also keep production's answers sent from here.
+            let filter = capture::ring_filter(
+                &settings.mappings,
+                settings.user_filter.as_deref(),
+                settings.wants_report(),
+            );
+            info!(filter = %filter, "capture filter");
             let rings = capture::open_rings(
                 interfaces,
                 &filter,
                 settings.capture_buffer,
                 workers,
                 settings.capture_block_ms.unwrap_or(DEFAULT_BLOCK_MS),
+                settings.wants_report(),
             )?;
             feeds.extend(rings.into_iter().map(Feed::Rings));
             info!(devices = ?interfaces, ring_mb = settings.capture_buffer >> 20, workers, "capturing");
         }
         Source::Live { interfaces } => {
+            info!(filter = %filter, "capture filter");
             for lc in capture::open_live(
                 interfaces,
                 &filter,
@@ -285,6 +289,7 @@ pub fn run(settings: Settings) -> Result<LiveSummary> {
             info!(devices = ?interfaces, ring_mb = settings.capture_buffer >> 20, "capturing with libpcap");
         }
         Source::Offline { path, speedup } => {
+            info!(filter = %filter, "capture filter");
             let (path, speedup, tx, wake, p, c, s, f) = (
                 path.clone(),
                 *speedup,
@@ -371,11 +376,7 @@ pub fn run(settings: Settings) -> Result<LiveSummary> {
             channel::COMMAND_BACKLOG,
             counters.clone(),
         )
-        .with_response_prefix(if settings.wants_report() {
-            REPORT_PREFIX
-        } else {
-            0
-        });
+        .with_response_prefix(settings.response_prefix);
         let worker = Worker::new(
             index,
             feed,
@@ -517,8 +518,12 @@ fn raw_report(
     copies: u32,
     elapsed: Duration,
 ) -> crate::report::Report {
+    // The requests never answered whose session ended are samples already (with their
+    // endpoint); those still waiting at the end count in the totals only.
     c.add_raw_totals(
-        st.requests_sent.saturating_sub(st.requests_answered),
+        st.requests_sent
+            .saturating_sub(st.requests_answered)
+            .saturating_sub(st.requests_unanswered),
         st.bytes_sent,
         st.response_bytes,
     );

@@ -79,6 +79,8 @@ pub struct Worker {
     feed: Feed,
     wake: Arc<Wake>,
     core: Core,
+    /// An --offline file's stamps on the run's clock (the report's production times).
+    file_clock: capture::FileClock,
 }
 
 /// A worker's engine and what surrounds it: the sender, the limits, the figures.
@@ -126,6 +128,7 @@ impl Worker {
             index,
             feed,
             wake,
+            file_clock: capture::FileClock::default(),
             core: Core {
                 engine,
                 tx,
@@ -236,6 +239,11 @@ impl Worker {
             ready.extend(fds.iter().map(PollFd::is_ready));
             self.take_ring_errors(&ready);
         }
+        if self.core.shared.report.is_some() {
+            // Answered requests still waiting for production's answer go in without it.
+            self.core.engine.flush_report();
+            self.core.forward_events(Instant::now());
+        }
         self.publish();
         WorkerEnd {
             stats: self.core.engine.stats(),
@@ -303,6 +311,9 @@ impl Worker {
         match &mut self.feed {
             Feed::Rings(rings) => {
                 let c = self.core.shared.counters.clone();
+                // With the report on, the rings keep production's answers (this host's
+                // outgoing frames) and the frames' stamps time production.
+                let report = self.core.shared.report.is_some();
                 for r in rings.iter_mut() {
                     for _ in 0..BLOCKS_PER_ROUND {
                         let Some(block) = r.ring.next_block() else {
@@ -310,6 +321,7 @@ impl Worker {
                         };
                         any = true;
                         let now = Instant::now();
+                        let wall_then = if report { capture::wall_ns() } else { 0 };
                         let (mut frames, mut bytes, mut not_ip, mut cut) = (0u64, 0u64, 0, 0);
                         let mut stamps = [0u64; 64];
                         let mut n_stamps = 0;
@@ -325,10 +337,21 @@ impl Worker {
                                         }
                                     };
                                     frames += 1;
-                                    match capture::ring_ip(&f) {
-                                        Ok(ip) => {
+                                    match capture::ring_ip(&f, report) {
+                                        Ok((ip, outgoing)) => {
                                             bytes += ip.len() as u64;
-                                            self.core.engine.handle_captured(now, ip);
+                                            let engine = &mut self.core.engine;
+                                            if !report {
+                                                engine.handle_captured(now, ip);
+                                            } else {
+                                                let at =
+                                                    capture::live_stamp(now, wall_then, f.ts_ns);
+                                                if outgoing {
+                                                    engine.handle_production_captured(at, ip);
+                                                } else {
+                                                    engine.handle_captured_at(now, at, ip);
+                                                }
+                                            }
                                             if n_stamps < stamps.len() {
                                                 stamps[n_stamps] = f.ts_ns;
                                                 n_stamps += 1;
@@ -373,8 +396,22 @@ impl Worker {
                         Ok(batch) => {
                             any = true;
                             let now = Instant::now();
-                            for (_, ip) in batch.iter() {
-                                self.core.engine.handle_captured(now, ip);
+                            if self.core.shared.report.is_none() {
+                                for (_, ip) in batch.iter() {
+                                    self.core.engine.handle_captured(now, ip);
+                                }
+                            } else {
+                                // The report's production times on the capture's stamps:
+                                // a file's own, or a live capture's.
+                                let wall_then = capture::wall_ns();
+                                for (_, stamp, ip) in batch.iter_stamped() {
+                                    let at = if *offline {
+                                        self.file_clock.at(now, stamp)
+                                    } else {
+                                        capture::live_stamp(now, wall_then, stamp)
+                                    };
+                                    self.core.engine.handle_captured_at(now, at, ip);
+                                }
                             }
                             let wall = capture::wall_ns();
                             for (ts, _) in batch.iter() {
@@ -529,6 +566,32 @@ impl Core {
                                         prefix: &p.prefix,
                                     }
                                 }),
+                            },
+                        );
+                        r.lock().unwrap_or_else(|p| p.into_inner()).record(sample);
+                    }
+                    continue;
+                }
+                EngineEvent::RequestUnanswered {
+                    client,
+                    target,
+                    sent,
+                    request,
+                    why,
+                } => {
+                    if let Some(r) = &self.shared.report {
+                        use std::hash::{BuildHasher, BuildHasherDefault};
+                        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+                        let protocol = self.shared.protocol.unwrap_or_else(|| {
+                            tcpclone::decode::Protocol::from_port(target.port())
+                        });
+                        let sample = crate::report::raw::raw_unanswered_sample(
+                            protocol,
+                            &crate::report::raw::RawUnanswered {
+                                session: h.hash_one((client, target)),
+                                sent_at: sent.saturating_duration_since(self.shared.origin),
+                                request: &request,
+                                why,
                             },
                         );
                         r.lock().unwrap_or_else(|p| p.into_inner()).record(sample);

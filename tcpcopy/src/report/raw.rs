@@ -9,6 +9,7 @@
 
 use super::exchange::{analyze, Exchange};
 use super::{Outcome, ProductionSample, RequestSample};
+use crate::engine::Unanswered;
 use std::time::Duration;
 use tcpclone::decode::Protocol;
 
@@ -38,6 +39,19 @@ pub struct RawProduction<'a> {
     pub latency: Duration,
     /// Its first bytes.
     pub prefix: &'a [u8],
+}
+
+/// A request whose session ended before the target answered it, and why.
+#[derive(Debug, Clone, Copy)]
+pub struct RawUnanswered<'a> {
+    /// Session number (stable within a run).
+    pub session: u64,
+    /// When the request went, since the start of the run.
+    pub sent_at: Duration,
+    /// The request's first bytes.
+    pub request: &'a [u8],
+    /// How the session ended.
+    pub why: Unanswered,
 }
 
 /// The start of an answer cut to its first line, made into a head the response decoder reads
@@ -111,6 +125,26 @@ pub fn raw_sample(protocol: Protocol, a: &RawAnswer<'_>) -> RequestSample {
             bytes_in: 0,
             at: p.at,
         }),
+        ..Default::default()
+    }
+}
+
+/// The report's sample for a request the target never answered: its endpoint, and as its
+/// error class stream mode's name for how the session ended (`reset`, `timed_out`,
+/// `closed`); a session the capture ended first is no error of the target's (counted
+/// unanswered).
+pub fn raw_unanswered_sample(protocol: Protocol, u: &RawUnanswered<'_>) -> RequestSample {
+    RequestSample {
+        session: u.session,
+        sent_at: u.sent_at,
+        outcome: Some(match u.why {
+            Unanswered::Reset => Outcome::Reset,
+            Unanswered::TimedOut => Outcome::TimedOut,
+            Unanswered::Closed => Outcome::Closed,
+            Unanswered::Cut => Outcome::Unanswered,
+        }),
+        request_preview: u.request[..u.request.len().min(96)].to_vec(),
+        exchange: (protocol != Protocol::Tcp).then(|| raw_exchange(protocol, u.request, b"", None)),
         ..Default::default()
     }
 }
@@ -203,5 +237,100 @@ mod tests {
         )
         .exchange
         .is_none());
+    }
+
+    #[test]
+    fn production_side_of_a_sample_is_the_captures_timing() {
+        let s = raw_sample(
+            Protocol::Http,
+            &RawAnswer {
+                session: 7,
+                sent_at: Duration::from_millis(900),
+                latency: Duration::from_millis(3),
+                request: b"GET /users/1 HTTP/1.1\r\n\r\n",
+                answer_prefix: b"HTTP/1.1 200 OK\r\n",
+                production: Some(RawProduction {
+                    at: Duration::from_millis(500),
+                    latency: Duration::from_millis(40),
+                    prefix: b"HTTP/1.1 404 Not Found\r\n",
+                }),
+            },
+        );
+        // Production's latency and time are the capture's, apart from the test's.
+        let p = s.production.unwrap();
+        assert_eq!(
+            (p.latency, p.at),
+            (Duration::from_millis(40), Duration::from_millis(500))
+        );
+        assert_eq!(s.latency, Some(Duration::from_millis(3)));
+        let ex = s.exchange.unwrap();
+        assert_eq!(ex.production.map(|p| p.class).as_deref(), Some("404"));
+        assert_eq!(ex.test.map(|t| t.error), Some(false));
+    }
+
+    #[test]
+    fn unanswered_requests_have_their_endpoint_and_an_error_class() {
+        use crate::report::verdict::{evaluate, Rule};
+        use crate::report::Collector;
+        let mut c = Collector::new("raw", None).unwrap();
+        let orders = b"GET /orders HTTP/1.1\r\nHost: x\r\n\r\n";
+        c.record(raw_sample(
+            Protocol::Http,
+            &RawAnswer {
+                session: 1,
+                sent_at: Duration::from_millis(1),
+                latency: Duration::from_millis(2),
+                request: orders,
+                answer_prefix: b"HTTP/1.1 200 OK\r\n",
+                production: None,
+            },
+        ));
+        for (session, why) in [
+            (2, Unanswered::TimedOut),
+            (3, Unanswered::Reset),
+            (4, Unanswered::Closed),
+            (5, Unanswered::Cut),
+        ] {
+            c.record(raw_unanswered_sample(
+                Protocol::Http,
+                &RawUnanswered {
+                    session,
+                    sent_at: Duration::from_millis(5),
+                    request: orders,
+                    why,
+                },
+            ));
+        }
+        let users = RawUnanswered {
+            session: 6,
+            sent_at: Duration::from_millis(6),
+            request: b"GET /users/9 HTTP/1.1\r\n\r\n",
+            why: Unanswered::Cut,
+        };
+        c.record(raw_unanswered_sample(Protocol::Http, &users));
+        let r = c.finish(Duration::from_secs(1));
+        let ep = |n: &str| r.endpoints.iter().find(|e| e.endpoint == n).unwrap();
+        let o = &ep("GET /orders").test;
+        assert_eq!((o.requests, o.errors), (5, 3));
+        for class in ["timed_out", "reset", "closed"] {
+            assert_eq!(o.errors_by_class.get(class), Some(&1), "{class}");
+        }
+        // Cut short by the capture: counted under its endpoint, no error of the target's.
+        let u = &ep("GET /users/{id}").test;
+        assert_eq!((u.requests, u.errors), (1, 0));
+        let rules = [
+            Rule::parse("endpoint=GET /orders: errors > 0").unwrap(),
+            Rule::parse("endpoint=GET /users/*: errors > 0").unwrap(),
+        ];
+        let v = evaluate(&rules, &r);
+        assert_eq!(
+            v.iter().map(|v| v.failed).collect::<Vec<_>>(),
+            [true, false],
+            "{v:?}"
+        );
+        // Nothing to decode in plain TCP: no endpoint, the class still counts.
+        let tcp = raw_unanswered_sample(Protocol::Tcp, &users);
+        assert!(tcp.exchange.is_none());
+        assert_eq!(tcp.outcome, Some(Outcome::Unanswered));
     }
 }

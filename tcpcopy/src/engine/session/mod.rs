@@ -25,7 +25,7 @@ mod timers;
 pub(crate) use send::PathRtts;
 
 use super::packet::{PathSums, RawSegment, TcpOpts};
-use super::{EngineConfig, EngineEvent, EngineStats};
+use super::{EngineConfig, EngineEvent, EngineStats, ProductionAnswer, Unanswered};
 use crate::conversation::{ClientStream, GateRules, RequestBoundaries, RequestPacer, SparePool};
 use send::SendSide;
 use std::collections::VecDeque;
@@ -208,11 +208,37 @@ impl EngineSession {
             .on_client_data(now, seq, end);
     }
 
-    /// The report (on): production's answer bytes captured at `now`.
-    pub fn report_production_data(&mut self, now: Instant, payload: &[u8]) {
-        self.report
+    /// The report (on): production's answer bytes captured at `now`; the timing of the request
+    /// they answer when it was waiting for them.
+    pub fn report_production_data(&mut self, now: Instant, payload: &[u8]) -> Option<EngineEvent> {
+        let (w, p) = self
+            .report
             .get_or_insert_with(Default::default)
-            .on_production_data(now, payload);
+            .on_production_data(now, payload)?;
+        Some(self.timing_event(w, Some(p)))
+    }
+
+    /// The report (on): the timing waiting for production's answer, without it (the session
+    /// ends, or the run).
+    pub fn report_flush(&mut self) -> Option<EngineEvent> {
+        let w = self.report.as_mut()?.waiting.take()?;
+        Some(self.timing_event(w, None))
+    }
+
+    fn timing_event(
+        &self,
+        w: report::Waiting,
+        production: Option<ProductionAnswer>,
+    ) -> EngineEvent {
+        EngineEvent::RequestTiming {
+            client: self.client,
+            target: self.target,
+            sent: w.sent,
+            answered: w.answered,
+            request: w.request,
+            answer: w.answer,
+            production,
+        }
     }
 
     /// Enters the session's span for one input; nothing to clone or enter when it is disabled
@@ -271,6 +297,29 @@ impl EngineSession {
             RawEndReason::Gap => st.aborted_gap += 1,
         }
         tracing::debug!(parent: &self.span, ?reason, "session ends");
+        if let Some(ev) = self.report_flush() {
+            cx.events.push_back(ev);
+        }
+        // The report (on): the request the target never answered ends here, with why.
+        if let Some(q) = self.report.as_mut().and_then(|r| r.request.take()) {
+            st.requests_unanswered += 1;
+            cx.events.push_back(EngineEvent::RequestUnanswered {
+                client: self.client,
+                target: self.target,
+                sent: q.sent,
+                request: q.bytes.into_vec(),
+                why: match reason {
+                    RawEndReason::TargetReset => Unanswered::Reset,
+                    RawEndReason::Timeout | RawEndReason::Retransmits | RawEndReason::Handshake => {
+                        Unanswered::TimedOut
+                    }
+                    RawEndReason::Completed => Unanswered::Closed,
+                    RawEndReason::ClientReset | RawEndReason::Replaced | RawEndReason::Gap => {
+                        Unanswered::Cut
+                    }
+                },
+            });
+        }
         self.end = Some(reason);
         self.snd.stop();
         self.pending_syn = false;

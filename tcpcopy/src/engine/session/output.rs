@@ -215,7 +215,12 @@ impl EngineSession {
                     .stream
                     .bytes(seq, n)
                     .map(|(a, b)| [a, b].concat().into_boxed_slice());
-                self.report.get_or_insert_with(Default::default).request = bytes.map(|b| (seq, b));
+                self.report.get_or_insert_with(Default::default).request =
+                    bytes.map(|bytes| super::report::TimedRequest {
+                        seq,
+                        sent: now,
+                        bytes,
+                    });
             }
         }
         if self.snd.on_sent(seq, end, now) {

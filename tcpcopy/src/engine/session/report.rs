@@ -37,11 +37,41 @@ pub struct ProductionAnswer {
     pub prefix: Vec<u8>,
 }
 
+/// The request being timed.
+#[derive(Debug)]
+pub(crate) struct TimedRequest {
+    /// Its first sequence number.
+    pub seq: SeqNumber,
+    /// When its first byte was sent.
+    pub sent: Instant,
+    /// Its first bytes.
+    pub bytes: Box<[u8]>,
+}
+
+/// A request the target answered before production's answer was captured: its timing waits
+/// for production's (or, at most, for the session's next answer, its end, or the end of the
+/// run), so that a production slower than the test build still has its column.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    /// The request's first sequence number.
+    pub seq: SeqNumber,
+    /// When its first byte was sent.
+    pub sent: Instant,
+    /// When the target's answer was reported.
+    pub answered: Instant,
+    /// Its first bytes.
+    pub request: Vec<u8>,
+    /// The answer's first bytes.
+    pub answer: Vec<u8>,
+}
+
 /// The report's state of one session.
 #[derive(Debug, Default)]
 pub(crate) struct SessionReport {
-    /// The request being timed: its first sequence number and first bytes.
-    pub request: Option<(SeqNumber, Box<[u8]>)>,
+    /// The request being timed (sent, not answered yet).
+    pub request: Option<TimedRequest>,
+    /// The answered request waiting for production's answer.
+    pub waiting: Option<Waiting>,
     captured: VecDeque<Captured>,
 }
 
@@ -70,12 +100,30 @@ impl SessionReport {
     }
 
     /// Production's answer bytes captured at `now` (`payload` non-empty): the first ones answer
-    /// the open request.
-    pub fn on_production_data(&mut self, now: Instant, payload: &[u8]) {
-        if let Some(c) = self.captured.back_mut().filter(|c| c.answer.is_none()) {
-            let n = payload.len().min(PRODUCTION_PREFIX);
-            c.answer = Some((now, payload[..n].into()));
+    /// the open request. Returns the waiting request they answer, with production's answer.
+    pub fn on_production_data(
+        &mut self,
+        now: Instant,
+        payload: &[u8],
+    ) -> Option<(Waiting, ProductionAnswer)> {
+        let c = self.captured.back_mut().filter(|c| c.answer.is_none())?;
+        let n = payload.len().min(PRODUCTION_PREFIX);
+        c.answer = Some((now, payload[..n].into()));
+        let seq = c.seq;
+        if self.waiting.as_ref().is_some_and(|w| w.seq == seq) {
+            let w = self.waiting.take()?;
+            let p = self.take_production(seq)?;
+            return Some((w, p));
         }
+        None
+    }
+
+    /// Whether production's answer to the request at `seq` may still be captured: the capture
+    /// has the request, not yet its answer (call after [`Self::take_production`] found none).
+    pub fn production_may_come(&self, seq: SeqNumber) -> bool {
+        self.captured
+            .front()
+            .is_some_and(|c| c.seq == seq && c.answer.is_none())
     }
 
     /// Production's answer to the request starting at `seq`, when captured; forgets it and
@@ -108,7 +156,9 @@ mod tests {
         let mut r = SessionReport::default();
         r.on_client_data(ms(0), SeqNumber(100), SeqNumber(110));
         r.on_client_data(ms(1), SeqNumber(110), SeqNumber(120)); // same request, last byte
-        r.on_production_data(ms(5), b"HTTP/1.1 200 OK\r\n");
+        assert!(r
+            .on_production_data(ms(5), b"HTTP/1.1 200 OK\r\n")
+            .is_none());
         r.on_production_data(ms(6), b"more of the body"); // not the first bytes
         r.on_client_data(ms(10), SeqNumber(120), SeqNumber(130));
         r.on_client_data(ms(10), SeqNumber(100), SeqNumber(110)); // retransmitted: no request

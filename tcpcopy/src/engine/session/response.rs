@@ -263,9 +263,34 @@ impl EngineSession {
                 if cx.cfg.request_timing_events {
                     // The prefix is the answer's first bytes only when this segment starts it.
                     let starts = new == u64::from(seg.payload_len);
+                    // A timing still waiting for production goes without it: a new answer
+                    // means a new request.
+                    if let Some(ev) = self.report_flush() {
+                        cx.events.push_back(ev);
+                    }
+                    let answer = if starts {
+                        seg.payload.to_vec()
+                    } else {
+                        Vec::new()
+                    };
                     let r = self.report.get_or_insert_with(Default::default);
                     let (request, production) = match r.request.take() {
-                        Some((seq, bytes)) => (Vec::from(bytes), r.take_production(seq)),
+                        Some(q) => {
+                            let p = r.take_production(q.seq);
+                            if p.is_none() && r.production_may_come(q.seq) {
+                                // Production has not answered yet: wait for it.
+                                r.waiting = Some(super::report::Waiting {
+                                    seq: q.seq,
+                                    sent,
+                                    answered: now,
+                                    request: Vec::from(q.bytes),
+                                    answer,
+                                });
+                                self.pending_ack = true;
+                                return;
+                            }
+                            (Vec::from(q.bytes), p)
+                        }
                         None => (Vec::new(), None),
                     };
                     cx.events.push_back(EngineEvent::RequestTiming {
@@ -274,11 +299,7 @@ impl EngineSession {
                         sent,
                         answered: now,
                         request,
-                        answer: if starts {
-                            seg.payload.to_vec()
-                        } else {
-                            Vec::new()
-                        },
+                        answer,
                         production,
                     });
                 }

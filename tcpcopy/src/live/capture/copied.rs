@@ -25,8 +25,11 @@ pub const POOL_BATCHES: usize = 64;
 pub struct CopiedBatch {
     /// Packet bytes back to back.
     pub data: Vec<u8>,
-    /// Per packet: end offset in `data` and capture time in ns since the Unix epoch.
-    pub packets: Vec<(usize, u64)>,
+    /// Per packet: end offset in `data`, when it was handed over (ns since the Unix epoch, the
+    /// capture-to-engine latency's start) and when it was captured (ns since the Unix epoch:
+    /// the same for a live capture, the file's own stamp for `--offline`; the report's
+    /// production times).
+    pub packets: Vec<(usize, u64, u64)>,
     /// When the first packet went in.
     opened: Option<Instant>,
 }
@@ -34,20 +37,31 @@ pub struct CopiedBatch {
 impl CopiedBatch {
     /// Iterates over (capture time ns, IP packet).
     pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.iter_stamped().map(|(ts, _, p)| (ts, p))
+    }
+
+    /// Iterates over (hand-over time ns, capture time ns, IP packet).
+    pub fn iter_stamped(&self) -> impl Iterator<Item = (u64, u64, &[u8])> {
         let mut start = 0;
-        self.packets.iter().map(move |&(end, ts)| {
+        self.packets.iter().map(move |&(end, ts, stamp)| {
             let p = &self.data[start..end];
             start = end;
-            (ts, p)
+            (ts, stamp, p)
         })
     }
 
+    /// A live capture's packet, captured (and handed over) at `ts_ns`.
     pub(crate) fn push(&mut self, ts_ns: u64, ip: &[u8]) {
+        self.push_stamped(ts_ns, ts_ns, ip);
+    }
+
+    /// A packet handed over at `ts_ns` that was captured at `stamp_ns` (a file's packet).
+    pub(crate) fn push_stamped(&mut self, ts_ns: u64, stamp_ns: u64, ip: &[u8]) {
         if self.packets.is_empty() {
             self.opened = Some(Instant::now());
         }
         self.data.extend_from_slice(ip);
-        self.packets.push((self.data.len(), ts_ns));
+        self.packets.push((self.data.len(), ts_ns, stamp_ns));
     }
 
     fn clear(&mut self) {

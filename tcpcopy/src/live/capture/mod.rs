@@ -24,6 +24,7 @@ pub use ring::{open_rings, ring_block_size, ring_ip, LiveRing, RingSpec, Skip};
 
 use crate::mapping::TargetMapping;
 use anyhow::{Context, Result};
+use std::time::{Duration, Instant};
 use tcpclone::capture::LinkType;
 use tcpclone::wire::parse_link;
 
@@ -48,10 +49,7 @@ pub fn capture_filter_with(
         })
         .collect();
     if production_answers {
-        wanted.extend(mappings.iter().map(|m| match m.online_ip {
-            Some(ip) => format!("(src port {} and src host {ip})", m.online_port),
-            None => format!("(src port {})", m.online_port),
-        }));
+        wanted.push(answers_clause(mappings));
     }
     let mut targets: Vec<String> = mappings
         .iter()
@@ -76,6 +74,36 @@ pub fn capture_filter_with(
         f = format!("({f}) and ({u})");
     }
     f
+}
+
+/// The filter of a capture ring: [`capture_filter_with`], and with `production_answers` (the
+/// report on) the host's own outgoing frames too, but only the services' answers among them
+/// (on the production host, production's answers are outgoing frames, which a ring opened
+/// without `PACKET_IGNORE_OUTGOING` sees). The direction test is the kernel's packet type
+/// (`inbound`: `SKF_AD_PKTTYPE`), so every other outgoing frame is dropped in the kernel.
+/// Without a report: exactly [`capture_filter`].
+pub fn ring_filter(
+    mappings: &[TargetMapping],
+    user: Option<&str>,
+    production_answers: bool,
+) -> String {
+    let f = capture_filter_with(mappings, user, production_answers);
+    if !production_answers {
+        return f;
+    }
+    format!("({f}) and (inbound or ({}))", answers_clause(mappings))
+}
+
+/// `(src port P [and src host IP]) or ...`: the services' answers.
+fn answers_clause(mappings: &[TargetMapping]) -> String {
+    mappings
+        .iter()
+        .map(|m| match m.online_ip {
+            Some(ip) => format!("(src port {} and src host {ip})", m.online_port),
+            None => format!("(src port {})", m.online_port),
+        })
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 /// pcap `DLT_*` values handled (what `pcap_datalink` returns, also for files).
@@ -133,6 +161,35 @@ pub fn wall_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// A live capture's stamp (`stamp_ns`, wall clock) on the monotonic clock: `now` less how long
+/// ago the wall clock says it was (`wall_now_ns`, read beside `now`). A stamp from the future
+/// (clock stepped back) is `now`.
+pub fn live_stamp(now: Instant, wall_now_ns: u64, stamp_ns: u64) -> Instant {
+    now.checked_sub(Duration::from_nanos(wall_now_ns.saturating_sub(stamp_ns)))
+        .unwrap_or(now)
+}
+
+/// A capture file's stamps on the monotonic clock: the first stamp seen is the instant it was
+/// seen, every later one that much later or earlier, unscaled by `--speedup` (production's
+/// latency as the file recorded it).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FileClock {
+    anchor: Option<(u64, Instant)>,
+}
+
+impl FileClock {
+    /// The instant of the file's stamp `stamp_ns`, seen at `now`.
+    pub fn at(&mut self, now: Instant, stamp_ns: u64) -> Instant {
+        let (s0, t0) = *self.anchor.get_or_insert((stamp_ns, now));
+        if stamp_ns >= s0 {
+            t0 + Duration::from_nanos(stamp_ns - s0)
+        } else {
+            t0.checked_sub(Duration::from_nanos(s0 - stamp_ns))
+                .unwrap_or(t0)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +224,36 @@ mod tests {
         );
         let dead = pcap::Capture::dead(pcap::Linktype(dlt::LINUX_SLL2)).unwrap();
         dead.compile(&f, true).unwrap();
+    }
+
+    #[test]
+    fn ring_filter_keeps_only_answers_among_outgoing_frames() {
+        let m = parse_mappings("80-198.18.1.2:8080").unwrap();
+        assert_eq!(ring_filter(&m, None, false), capture_filter(&m, None));
+        let f = ring_filter(&m, None, true);
+        assert!(f.ends_with("and (inbound or ((src port 80)))"), "{f}");
+        // The ring's compiler takes it: the direction is the kernel's packet type.
+        let prog = compile_for_ring(&f).unwrap();
+        let pkttype = tcpclone::capture::bpf::SKF_AD_OFF + tcpclone::capture::bpf::SKF_AD_PKTTYPE;
+        assert!(prog.iter().any(|i| i.k == pkttype), "{prog:?}");
+    }
+
+    #[test]
+    fn stamps_on_the_monotonic_clock() {
+        let now = Instant::now() + Duration::from_secs(10);
+        let wall = 5_000_000_000u64;
+        assert_eq!(
+            live_stamp(now, wall, wall - 3_000_000),
+            now - Duration::from_millis(3)
+        );
+        assert_eq!(live_stamp(now, wall, wall + 1), now, "from the future");
+        let mut c = FileClock::default();
+        let s0 = 1_700_000_000_000_000_000u64;
+        assert_eq!(c.at(now, s0), now);
+        // Seen 1 ms later on the run's clock, stamped 40 ms later in the file: 40 ms.
+        let later = c.at(now + Duration::from_millis(1), s0 + 40_000_000);
+        assert_eq!(later - now, Duration::from_millis(40));
+        assert_eq!(c.at(now, s0 - 2_000_000), now - Duration::from_millis(2));
     }
 
     #[test]

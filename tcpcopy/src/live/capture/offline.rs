@@ -102,8 +102,9 @@ pub fn run_offline(
             sleep_until(due, &stop);
         }
         counters.add(&counters.captured_bytes, ip.len() as u64);
-        // Live time, so the engine's latency figures stay meaningful.
-        batch.push(wall_ns(), ip);
+        // Live time, so the engine's latency figures stay meaningful; the file's own stamp
+        // for the report's production times (production's latency as it was captured).
+        batch.push_stamped(wall_ns(), p.ts.0, ip);
         if batch.due() && !ship(&tx, &wake, &pool, &mut batch, 0, &stop) {
             return Ok(());
         }

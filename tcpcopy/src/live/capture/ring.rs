@@ -29,6 +29,9 @@ pub struct RingSpec {
     block_count: usize,
     retire_ms: u32,
     workers: usize,
+    /// Whether the rings ask the kernel to skip this host's outgoing frames (not with a
+    /// report: production's answers are among them, see [`super::ring_filter`]).
+    ignore_outgoing: bool,
     /// The index the newest rings are bound to and their fanout group: the first worker to see
     /// a new index opens a new group, the others join it (a group's members must share one
     /// device, so the old group cannot be joined).
@@ -64,7 +67,7 @@ impl LiveRing {
             retire_ms: spec.retire_ms,
             filter: &spec.filter,
             fanout,
-            ignore_outgoing: true,
+            ignore_outgoing: spec.ignore_outgoing,
         })
         .with_context(|| format!("-i/--interface: cannot capture on `{}` again", self.name))?;
         *current = (now, ring.fanout_id());
@@ -90,13 +93,18 @@ pub fn ring_block_size(bytes: usize) -> usize {
 }
 
 /// Opens `workers` rings on every device, each device's rings in one fanout group, `ring_bytes`
-/// per device shared among the workers. Returns the rings per worker.
+/// per device shared among the workers. `outgoing`: keep this host's outgoing frames (the
+/// report on; `filter` is then [`super::ring_filter`], which lets only production's answers
+/// through among them); without it the kernel skips them. The fanout's hash is symmetric
+/// (computed from the addresses and ports, whatever the frame's direction), so both
+/// directions of a connection reach one worker. Returns the rings per worker.
 pub fn open_rings(
     devices: &[String],
     filter: &str,
     ring_bytes: usize,
     workers: usize,
     retire_ms: u32,
+    outgoing: bool,
 ) -> Result<Vec<Vec<LiveRing>>> {
     use tcpclone::sys::ring::{interface_index, Fanout, PacketRing, RingConfig};
     let prog = compile_for_ring(filter)?;
@@ -117,6 +125,7 @@ pub fn open_rings(
             block_count,
             retire_ms,
             workers,
+            ignore_outgoing: !outgoing,
             current: Mutex::new((ifindex, None)),
         });
         for rings in out.iter_mut() {
@@ -132,7 +141,7 @@ pub fn open_rings(
                 retire_ms,
                 filter: &prog,
                 fanout,
-                ignore_outgoing: true,
+                ignore_outgoing: !outgoing,
             })
             .with_context(|| format!("-i/--interface: cannot capture on `{dev}`"))?;
             group = group.or(ring.fanout_id());
@@ -149,16 +158,23 @@ pub fn open_rings(
     Ok(out)
 }
 
-/// The IP packet of a ring frame, or why it is skipped.
-pub fn ring_ip<'a>(f: &tcpclone::capture::tpacket::RingFrame<'a>) -> Result<&'a [u8], Skip> {
+/// The IP packet of a ring frame and whether this host sent it, or why it is skipped.
+/// `outgoing`: the ring keeps outgoing frames (the report on: they are production's answers,
+/// for [`crate::engine::Engine::handle_production_captured`], never client data); without it
+/// they are skipped (kernels before 4.20 deliver them despite `PACKET_IGNORE_OUTGOING`).
+pub fn ring_ip<'a>(
+    f: &tcpclone::capture::tpacket::RingFrame<'a>,
+    outgoing: bool,
+) -> Result<(&'a [u8], bool), Skip> {
     use tcpclone::capture::tpacket::PACKET_OUTGOING;
-    if f.pkt_type == PACKET_OUTGOING || !f.protocol.is_ip() || !ip_version_ok(f.data) {
+    let sent_here = f.pkt_type == PACKET_OUTGOING;
+    if (sent_here && !outgoing) || !f.protocol.is_ip() || !ip_version_ok(f.data) {
         return Err(Skip::NotIp);
     }
     if f.truncated() {
         return Err(Skip::Truncated);
     }
-    Ok(f.data)
+    Ok((f.data, sent_here))
 }
 
 /// Why a captured frame does not reach the engine.

@@ -4,7 +4,7 @@
 //! Pure bookkeeping: instants and bytes come from the session core, nothing here reads a clock
 //! or a socket, and nothing decides when a request goes (that is the session core's gate).
 
-use crate::report::exchange::{analyze_burst, arrival, FieldConfig, MAX_PIPELINED};
+use crate::report::exchange::{analyze_burst, BurstDecoder, FieldConfig};
 use crate::report::{DiffInput, Outcome, ProductionSample, RequestSample, DIFF_CAP};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,18 +35,15 @@ pub(super) struct SampleContext {
 }
 
 impl SampleContext {
-    /// Responses are kept: compared (`--diff`) or decoded (a protocol other than raw TCP).
+    /// Response bytes are kept (up to [`DIFF_CAP`] a burst) for the byte comparison of
+    /// `--diff`; decoding needs none kept, it reads them as they pass.
     pub fn keeps_responses(&self) -> bool {
-        self.diff || self.protocol != Protocol::Tcp
+        self.diff
     }
 
-    /// How many request bytes a request keeps: a preview, or what the decoder reads.
-    pub fn request_cap(&self) -> usize {
-        if self.protocol == Protocol::Tcp {
-            PREVIEW
-        } else {
-            DIFF_CAP
-        }
+    /// The `--diff` fields, when responses are split into fields.
+    pub fn fields(&self) -> Option<&FieldConfig> {
+        self.fields.as_deref()
     }
 
     /// The samples of a request burst that never went out (the connection could not be
@@ -64,8 +61,7 @@ impl SampleContext {
         let burst = if self.protocol == Protocol::Tcp {
             Vec::new()
         } else {
-            let n = bytes.len().min(DIFF_CAP);
-            analyze_burst(self.protocol, &bytes[..n], n < len, None, None, None)
+            analyze_burst(self.protocol, bytes, bytes.len() < len, None, None, None)
         };
         let mut burst = burst.into_iter().map(|p| p.exchange);
         let sample = RequestSample {
@@ -95,7 +91,7 @@ impl SampleContext {
 #[derive(Debug)]
 pub(super) struct Req {
     pub index: u32,
-    /// The request's first bytes: [`PREVIEW`] of them, or up to [`DIFF_CAP`] when decoded.
+    /// The request's first [`PREVIEW`] bytes.
     pub preview: Vec<u8>,
     /// More request bytes were sent than `preview` holds.
     pub preview_cut: bool,
@@ -113,10 +109,11 @@ pub(super) struct Req {
     pub last_resp: Option<Instant>,
     pub bytes_in: u64,
     pub resp: Vec<u8>,
-    /// When each read of `resp` arrived (offset of its first byte): the latency of each
-    /// request of a pipelined burst. Production's likewise, by capture timestamp.
-    pub resp_marks: Vec<(u64, Instant)>,
-    pub prod_marks: Vec<(u64, u64)>,
+    /// The burst's requests and responses decoded as they pass (a protocol other than plain
+    /// TCP): each pipelined request counted with its own response and its arrival.
+    pub burst: Option<BurstDecoder>,
+    /// The clock of the target's arrivals fed to `burst` (nanoseconds since it).
+    pub epoch: Instant,
     /// The gate gave up waiting for its answer.
     pub timed_out: bool,
     /// Production answered it (or the capture has no server packets at all): an answer is due.
@@ -125,7 +122,14 @@ pub(super) struct Req {
 
 impl Req {
     /// A request that starts at `now`, captured at `ts`.
-    pub fn new(index: u32, now: Instant, ts: u64, slip: Option<Duration>, expects: bool) -> Req {
+    pub fn new(
+        index: u32,
+        now: Instant,
+        ts: u64,
+        slip: Option<Duration>,
+        expects: bool,
+        protocol: Protocol,
+    ) -> Req {
         Req {
             index,
             preview: Vec::new(),
@@ -142,16 +146,26 @@ impl Req {
             last_resp: None,
             bytes_in: 0,
             resp: Vec::new(),
-            resp_marks: Vec::new(),
-            prod_marks: Vec::new(),
+            burst: (protocol != Protocol::Tcp).then(|| BurstDecoder::new(protocol)),
+            epoch: now,
             timed_out: false,
             expects,
         }
     }
 
     /// Bytes of the request captured at `ts` were written at `at` (`ok`: they went out).
-    pub fn wrote(&mut self, bytes: &[u8], cap: usize, ok: bool, at: Instant, ts: u64) {
-        let n = cap.saturating_sub(self.preview.len()).min(bytes.len());
+    pub fn wrote(
+        &mut self,
+        bytes: &[u8],
+        ok: bool,
+        at: Instant,
+        ts: u64,
+        fields: Option<&FieldConfig>,
+    ) {
+        if let Some(b) = &mut self.burst {
+            b.feed_request(bytes, fields);
+        }
+        let n = PREVIEW.saturating_sub(self.preview.len()).min(bytes.len());
         self.preview.extend_from_slice(&bytes[..n]);
         self.preview_cut |= n < bytes.len();
         if ok {
@@ -161,30 +175,40 @@ impl Req {
         self.prod_req_last_ts = ts;
     }
 
-    /// The target answered `data` at `at`; kept up to [`DIFF_CAP`] when `keep`.
-    pub fn answered(&mut self, at: Instant, data: &[u8], keep: bool) {
+    /// The target answered `data` at `at`: decoded as it passes, kept up to [`DIFF_CAP`] when
+    /// `keep`.
+    pub fn answered(&mut self, at: Instant, data: &[u8], keep: bool, fields: Option<&FieldConfig>) {
         self.first_resp.get_or_insert(at);
         self.last_resp = Some(at);
         self.bytes_in += data.len() as u64;
+        if let Some(b) = &mut self.burst {
+            let t = at.saturating_duration_since(self.epoch).as_nanos();
+            b.feed_test(data, u64::try_from(t).unwrap_or(u64::MAX), fields);
+        }
         if keep && self.resp.len() < DIFF_CAP {
             let n = (DIFF_CAP - self.resp.len()).min(data.len());
-            if self.resp_marks.len() < MAX_PIPELINED {
-                self.resp_marks.push((self.resp.len() as u64, at));
-            }
             self.resp.extend_from_slice(&data[..n]);
         }
     }
 
-    /// Production answered `len` bytes (`bytes`: those kept, maybe none) at capture time `ts`.
-    pub fn production_answered(&mut self, ts: u64, bytes: &[u8], len: usize) {
+    /// Production answered `len` bytes (`bytes`: those the capture kept, maybe none) at capture
+    /// time `ts`: decoded as they pass, kept up to [`DIFF_CAP`] when `keep`.
+    pub fn production_answered(
+        &mut self,
+        ts: u64,
+        bytes: &[u8],
+        len: usize,
+        keep: bool,
+        fields: Option<&FieldConfig>,
+    ) {
         self.prod_resp_first_ts.get_or_insert(ts);
         self.prod_resp_last_ts = Some(ts);
         self.prod_bytes += len as u64;
-        if self.prod_resp.len() < DIFF_CAP && !bytes.is_empty() {
+        if let Some(b) = &mut self.burst {
+            b.feed_production(bytes, ts, fields);
+        }
+        if keep && self.prod_resp.len() < DIFF_CAP && !bytes.is_empty() {
             let n = (DIFF_CAP - self.prod_resp.len()).min(bytes.len());
-            if self.prod_marks.len() < MAX_PIPELINED {
-                self.prod_marks.push((self.prod_resp.len() as u64, ts));
-            }
             self.prod_resp.extend_from_slice(&bytes[..n]);
         }
     }
@@ -222,24 +246,12 @@ impl Req {
             }),
             _ => None,
         };
-        let mut burst = Vec::new();
-        if cx.protocol != Protocol::Tcp {
-            let prod = self.prod_resp_first_ts.map(|_| {
-                (
-                    &self.prod_resp[..],
-                    self.prod_bytes > self.prod_resp.len() as u64,
-                )
-            });
-            let test = Some((&self.resp[..], self.bytes_in > self.resp.len() as u64));
-            burst = analyze_burst(
-                cx.protocol,
-                &self.preview,
-                self.preview_cut,
-                prod,
-                test,
-                cx.fields.as_deref(),
-            );
-        }
+        // Every stream of the burst is whole: what was sent and read was all fed.
+        let burst = self
+            .burst
+            .take()
+            .map(|b| b.finish(false, false, false, cx.fields()))
+            .unwrap_or_default();
         let mut burst = burst.into_iter();
         let exchange = burst.next().map(|p| p.exchange);
         self.preview.truncate(PREVIEW);
@@ -273,11 +285,10 @@ impl Req {
         let production = first.production;
         out.push(first);
         for p in burst {
-            let latency = p
-                .test_at
-                .and_then(|o| arrival(&self.resp_marks, o))
-                .map(|t| t.saturating_duration_since(self.last_write));
-            let prod_at = p.production_at.and_then(|o| arrival(&self.prod_marks, o));
+            let latency = p.test_time.map(|t| {
+                (self.epoch + Duration::from_nanos(t)).saturating_duration_since(self.last_write)
+            });
+            let prod_at = p.production_time;
             let production = production
                 .as_ref()
                 .zip(prod_at)

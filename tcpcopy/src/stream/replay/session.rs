@@ -223,7 +223,7 @@ impl SessionCore {
         let last = self.reqs.len().checked_sub(1);
         match self.reqs.iter().rposition(|r| r.last_write <= at) {
             Some(i) => {
-                self.reqs[i].answered(at, data, keep);
+                self.reqs[i].answered(at, data, keep, self.cx.fields());
                 if Some(i) == last {
                     let _ = self.pacer.on_answer(data.len() as u64, at);
                 }
@@ -257,7 +257,13 @@ impl SessionCore {
             SessionInput::Server { ts, bytes, len } => {
                 self.server_seen = true;
                 match self.reqs.back_mut() {
-                    Some(r) => r.production_answered(ts, &bytes, len),
+                    Some(r) => r.production_answered(
+                        ts,
+                        &bytes,
+                        len,
+                        self.cx.keeps_responses(),
+                        self.cx.fields(),
+                    ),
                     None => self.prod_banner = true,
                 }
             }
@@ -468,8 +474,14 @@ impl SessionCore {
         self.next_index += 1;
         // `expects` is refined when the next request comes: production answered, or no server
         // packets are in the capture at all.
-        self.reqs
-            .push_back(Req::new(index, now, ts, slip, !self.rules.no_wait));
+        self.reqs.push_back(Req::new(
+            index,
+            now,
+            ts,
+            slip,
+            !self.rules.no_wait,
+            self.cx.protocol,
+        ));
         self.pacer.reset_answer();
         self.phase = Phase::Write { bytes, ts };
     }
@@ -479,9 +491,8 @@ impl SessionCore {
         if !ok {
             self.broken = true;
         }
-        let cap = self.cx.request_cap();
         if let Some(r) = self.reqs.back_mut() {
-            r.wrote(bytes, cap, ok, at, ts);
+            r.wrote(bytes, ok, at, ts, self.cx.fields.as_deref());
         }
     }
 
@@ -526,12 +537,16 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn core(t0: Instant, timed: bool, no_wait: bool) -> SessionCore {
+        core_of(t0, timed, no_wait, Protocol::Tcp)
+    }
+
+    fn core_of(t0: Instant, timed: bool, no_wait: bool, protocol: Protocol) -> SessionCore {
         let cx = SampleContext {
             session: 7,
             start: t0,
             t0: 0,
             orig_base: Duration::ZERO,
-            protocol: Protocol::Tcp,
+            protocol,
             diff: false,
             fields: None,
             baseline: false,
@@ -608,6 +623,53 @@ mod tests {
         assert_eq!((s[0].bytes_out, s[0].bytes_in), (3, 2));
         assert_eq!(s[0].request_preview, b"a1\n");
         assert!(s[0].production.is_some());
+    }
+
+    #[test]
+    fn a_pipeline_of_any_size_counts_every_command_timed_by_its_own_read() {
+        // `redis-cli --pipe`-like: 20,000 SETs (about 700 KiB) in one burst, answered in two
+        // reads on each side; every command is counted and timed by the read that brought its
+        // reply's first byte.
+        let n = 20_000;
+        let (mut req, mut resp) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let k = format!("key:{i:06}");
+            req.extend(format!("*3\r\n$3\r\nSET\r\n$10\r\n{k}\r\n$3\r\nxyz\r\n").bytes());
+            resp.extend_from_slice(b"+OK\r\n");
+        }
+        let split = 5 * 12_345 + 2; // inside the reply of command 12,345
+        let t0 = Instant::now();
+        let mut c = core_of(t0, false, false, Protocol::Redis);
+        assert_eq!(feed(&mut c, t0, client(1, &req, true)), write(&req));
+        c.handle_written(t0, true);
+        assert_eq!(
+            feed(&mut c, t0, server(2, &resp[..split])),
+            Action::NeedInput
+        );
+        assert_eq!(
+            feed(&mut c, t0, server(3, &resp[split..])),
+            Action::NeedInput
+        );
+        c.handle_read(t0 + 2 * MS, &resp[..split]);
+        c.handle_read(t0 + 5 * MS, &resp[split..]);
+        assert!(matches!(
+            feed(&mut c, t0 + 6 * MS, SessionInput::End),
+            Action::Wait { .. }
+        ));
+        assert_eq!(c.poll(t0 + 6 * MS + 2 * TIMEOUT), Action::Done);
+        let s = c.take_samples();
+        assert_eq!(s.len(), n);
+        for (i, x) in s.iter().enumerate() {
+            let ex = x.exchange.as_ref().unwrap();
+            assert_eq!(ex.endpoint.as_deref(), Some("SET"), "command {i}");
+            assert_eq!(ex.test.as_ref().map(|t| t.class.as_str()), Some("simple"));
+            assert!(!ex.response_opaque);
+            let (test, prod) = if i <= 12_345 { (2, 1) } else { (5, 2) };
+            assert_eq!(x.latency, Some(test * MS), "command {i}");
+            assert_eq!(x.production.unwrap().latency, prod * MS, "command {i}");
+            assert_eq!(x.outcome, Some(Outcome::Answered));
+        }
+        assert_eq!(s[0].bytes_out, req.len() as u64);
     }
 
     #[test]

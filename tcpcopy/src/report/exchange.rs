@@ -135,6 +135,9 @@ pub struct Pipelined {
     pub test_time: Option<u64>,
     /// Capture time (ns) of the packet that brought production's response's first byte.
     pub production_time: Option<u64>,
+    /// The burst its last byte was written in ([`BurstDecoder::set_burst`]): a request split
+    /// across two bursts belongs to the second.
+    pub burst: u32,
 }
 
 /// Decodes every request of a burst and pairs each with its responses as the bytes pass:
@@ -150,9 +153,16 @@ pub struct Pipelined {
 pub struct BurstDecoder {
     protocol: Protocol,
     req: Box<dyn Decoder + Send>,
-    /// The request stream stopped being this protocol (or held a response-only message).
+    /// No more requests are decoded: the stream ended, or stopped being this protocol.
     req_failed: bool,
-    out: Vec<Pipelined>,
+    /// The request stream stopped being this protocol (or ended inside a request).
+    req_opaque: bool,
+    /// Requests not taken yet ([`pop_through`](Self::pop_through)), oldest first; `out[0]` is
+    /// request number `base` of the conversation.
+    out: VecDeque<Pipelined>,
+    base: usize,
+    /// The burst requests decoded now belong to.
+    tag: u32,
     production: Side,
     test: Side,
 }
@@ -169,7 +179,7 @@ impl std::fmt::Debug for BurstDecoder {
 /// One side's responses (production's or the target's) being decoded.
 struct Side {
     dec: Box<dyn Decoder + Send>,
-    /// Index in `out` of the request its next response answers.
+    /// Number (in the conversation) of the request its next response answers.
     next: usize,
     /// Bytes fed so far, and the end of the last message decoded.
     fed: u64,
@@ -202,7 +212,8 @@ impl Side {
         &mut self,
         data: &[u8],
         at: u64,
-        out: &mut [Pipelined],
+        out: &mut VecDeque<Pipelined>,
+        base: usize,
         more_requests: bool,
         fields: Option<&FieldConfig>,
         set: SetResponse,
@@ -213,20 +224,21 @@ impl Side {
         self.marks.push_back((self.fed, at));
         self.fed += data.len() as u64;
         self.dec.feed(data);
-        self.drain(out, more_requests, fields, set);
+        self.drain(out, base, more_requests, fields, set);
     }
 
     /// Pairs every complete response with its request while there is one to pair with.
     /// `more_requests`: requests may still be decoded (else a response with none is dropped).
     fn drain(
         &mut self,
-        out: &mut [Pipelined],
+        out: &mut VecDeque<Pipelined>,
+        base: usize,
         more_requests: bool,
         fields: Option<&FieldConfig>,
         set: SetResponse,
     ) {
         while !self.failed && !self.stopped {
-            if self.next >= out.len() && more_requests {
+            if self.next >= base + out.len() && more_requests {
                 // Its request is not decoded yet: the response waits in the decoder.
                 break;
             }
@@ -236,7 +248,12 @@ impl Side {
                     if !answers_a_request(&m) {
                         continue;
                     }
-                    let Some(p) = out.get_mut(self.next) else {
+                    let Some(i) = self.next.checked_sub(base) else {
+                        // Its request was already taken (reported without this response).
+                        self.next += 1;
+                        continue;
+                    };
+                    let Some(p) = out.get_mut(i) else {
                         self.stopped = true;
                         break;
                     };
@@ -265,7 +282,8 @@ impl Side {
     fn finish(
         &mut self,
         cut: bool,
-        out: &mut [Pipelined],
+        out: &mut VecDeque<Pipelined>,
+        base: usize,
         fields: Option<&FieldConfig>,
         set: SetResponse,
     ) {
@@ -275,11 +293,12 @@ impl Side {
         if !cut {
             self.dec.finish();
         }
-        self.drain(out, false, fields, set);
-        if cut && !self.failed && !self.stopped && self.next < out.len() {
+        self.drain(out, base, false, fields, set);
+        let i = self.next.saturating_sub(base);
+        if cut && !self.failed && !self.stopped && i < out.len() && self.next >= base {
             if let Some(m) = self.dec.poll_partial().filter(|m| answers_a_request(m)) {
                 let r = decode_response(&m, fields, true);
-                let p = &mut out[self.next];
+                let p = &mut out[i];
                 self.next += 1;
                 p.exchange.response_opaque |= r.is_none();
                 let when = arrival_in(&self.marks, m.offset);
@@ -289,7 +308,7 @@ impl Side {
         // Responses the bytes held do not reach (cut by a cap, or after bytes that are not
         // this protocol) are opaque; ones the server never sent are just missing.
         if cut || self.failed {
-            for p in out.iter_mut().skip(self.next) {
+            for p in out.iter_mut().skip(self.next.saturating_sub(base)) {
                 p.exchange.response_opaque = true;
             }
         }
@@ -329,15 +348,66 @@ impl BurstDecoder {
             protocol,
             req: protocol.decoder(Direction::Request, Limits::default()),
             req_failed: false,
-            out: Vec::new(),
+            req_opaque: false,
+            out: VecDeque::new(),
+            base: 0,
+            tag: 0,
             production: Side::new(protocol),
             test: Side::new(protocol),
         }
     }
 
-    /// Requests decoded so far.
+    /// The request stream is not this protocol (from some point on), or ended inside a request.
+    pub fn requests_opaque(&self) -> bool {
+        self.req_opaque
+    }
+
+    /// Requests decoded so far and not taken.
     pub fn requests(&self) -> usize {
         self.out.len()
+    }
+
+    /// Requests decoded from now on belong to burst `tag` (a conversation decoded across
+    /// bursts: stream mode feeds one decoder per connection, so that a request or response
+    /// cut by a burst boundary is still one message, paired in order).
+    pub fn set_burst(&mut self, tag: u32) {
+        self.tag = tag;
+    }
+
+    /// Takes the oldest request if it belongs to burst `tag` or an earlier one; its responses
+    /// are whatever came so far (one that comes later is dropped, the pairs after it stay).
+    pub fn pop_through(&mut self, tag: u32) -> Option<Pipelined> {
+        if self.out.front()?.burst > tag {
+            return None;
+        }
+        self.base += 1;
+        self.out.pop_front()
+    }
+
+    /// The conversation is over: every stream is whole (a message that runs until close ends
+    /// here, one cut short makes its side opaque); the requests are then taken with
+    /// [`pop_through`](Self::pop_through).
+    pub fn end(&mut self, fields: Option<&FieldConfig>) {
+        self.finish_streams(false, false, false, fields);
+    }
+
+    fn finish_streams(
+        &mut self,
+        request_cut: bool,
+        production_cut: bool,
+        test_cut: bool,
+        fields: Option<&FieldConfig>,
+    ) {
+        if !request_cut && !self.req_failed {
+            self.req.finish();
+            self.drain_requests(fields);
+        }
+        self.req_failed = true;
+        let base = self.base;
+        self.production
+            .finish(production_cut, &mut self.out, base, fields, set_production);
+        self.test
+            .finish(test_cut, &mut self.out, base, fields, set_test);
     }
 
     /// The next request bytes of the burst, in order.
@@ -354,14 +424,21 @@ impl BurstDecoder {
     pub fn feed_test(&mut self, data: &[u8], at: u64, fields: Option<&FieldConfig>) {
         let more = !self.req_failed;
         self.test
-            .feed(data, at, &mut self.out, more, fields, set_test);
+            .feed(data, at, &mut self.out, self.base, more, fields, set_test);
     }
 
     /// Production's next response bytes, captured at `ts` (ns).
     pub fn feed_production(&mut self, data: &[u8], ts: u64, fields: Option<&FieldConfig>) {
         let more = !self.req_failed;
-        self.production
-            .feed(data, ts, &mut self.out, more, fields, set_production);
+        self.production.feed(
+            data,
+            ts,
+            &mut self.out,
+            self.base,
+            more,
+            fields,
+            set_production,
+        );
     }
 
     /// The burst is over: every request with its responses, in order. `request_cut`,
@@ -380,8 +457,7 @@ impl BurstDecoder {
             self.req.finish();
             self.drain_requests(fields);
         }
-        self.req_failed = true;
-        if self.out.is_empty() {
+        if self.out.is_empty() && self.base == 0 {
             return vec![Pipelined {
                 exchange: Exchange {
                     protocol: self.protocol.name(),
@@ -390,10 +466,8 @@ impl BurstDecoder {
                 ..Default::default()
             }];
         }
-        self.production
-            .finish(production_cut, &mut self.out, fields, set_production);
-        self.test.finish(test_cut, &mut self.out, fields, set_test);
-        self.out
+        self.finish_streams(true, production_cut, test_cut, fields);
+        self.out.into()
     }
 
     fn drain_requests(&mut self, fields: Option<&FieldConfig>) {
@@ -402,33 +476,34 @@ impl BurstDecoder {
             match self.req.poll_message() {
                 Ok(Some(m)) => {
                     let Some((endpoint, key)) = describe_request(&m) else {
-                        self.req_failed = true;
+                        (self.req_failed, self.req_opaque) = (true, true);
                         break;
                     };
                     self.production.dec.note_request(&m);
                     self.test.dec.note_request(&m);
-                    self.out.push(Pipelined {
+                    self.out.push_back(Pipelined {
                         exchange: Exchange {
                             protocol: self.protocol.name(),
                             endpoint: Some(endpoint),
                             key,
                             ..Default::default()
                         },
+                        burst: self.tag,
                         ..Default::default()
                     });
                     added = true;
                 }
                 Ok(None) => break,
-                Err(_) => self.req_failed = true,
+                Err(_) => (self.req_failed, self.req_opaque) = (true, true),
             }
         }
         // Responses that waited for these requests (or, the request stream being over, for
         // none) are paired now.
         if added || self.req_failed {
-            let more = !self.req_failed;
+            let (more, base) = (!self.req_failed, self.base);
             self.production
-                .drain(&mut self.out, more, fields, set_production);
-            self.test.drain(&mut self.out, more, fields, set_test);
+                .drain(&mut self.out, base, more, fields, set_production);
+            self.test.drain(&mut self.out, base, more, fields, set_test);
         }
     }
 }

@@ -4,7 +4,7 @@
 //! Pure bookkeeping: instants and bytes come from the session core, nothing here reads a clock
 //! or a socket, and nothing decides when a request goes (that is the session core's gate).
 
-use crate::report::exchange::{analyze_burst, BurstDecoder, FieldConfig};
+use crate::report::exchange::{analyze_burst, BurstDecoder, Exchange, FieldConfig};
 use crate::report::{DiffInput, Outcome, ProductionSample, RequestSample, DIFF_CAP};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,11 +39,6 @@ impl SampleContext {
     /// `--diff`; decoding needs none kept, it reads them as they pass.
     pub fn keeps_responses(&self) -> bool {
         self.diff
-    }
-
-    /// The `--diff` fields, when responses are split into fields.
-    pub fn fields(&self) -> Option<&FieldConfig> {
-        self.fields.as_deref()
     }
 
     /// The samples of a request burst that never went out (the connection could not be
@@ -109,11 +104,6 @@ pub(super) struct Req {
     pub last_resp: Option<Instant>,
     pub bytes_in: u64,
     pub resp: Vec<u8>,
-    /// The burst's requests and responses decoded as they pass (a protocol other than plain
-    /// TCP): each pipelined request counted with its own response and its arrival.
-    pub burst: Option<BurstDecoder>,
-    /// The clock of the target's arrivals fed to `burst` (nanoseconds since it).
-    pub epoch: Instant,
     /// The gate gave up waiting for its answer.
     pub timed_out: bool,
     /// Production answered it (or the capture has no server packets at all): an answer is due.
@@ -122,14 +112,7 @@ pub(super) struct Req {
 
 impl Req {
     /// A request that starts at `now`, captured at `ts`.
-    pub fn new(
-        index: u32,
-        now: Instant,
-        ts: u64,
-        slip: Option<Duration>,
-        expects: bool,
-        protocol: Protocol,
-    ) -> Req {
+    pub fn new(index: u32, now: Instant, ts: u64, slip: Option<Duration>, expects: bool) -> Req {
         Req {
             index,
             preview: Vec::new(),
@@ -146,25 +129,13 @@ impl Req {
             last_resp: None,
             bytes_in: 0,
             resp: Vec::new(),
-            burst: (protocol != Protocol::Tcp).then(|| BurstDecoder::new(protocol)),
-            epoch: now,
             timed_out: false,
             expects,
         }
     }
 
     /// Bytes of the request captured at `ts` were written at `at` (`ok`: they went out).
-    pub fn wrote(
-        &mut self,
-        bytes: &[u8],
-        ok: bool,
-        at: Instant,
-        ts: u64,
-        fields: Option<&FieldConfig>,
-    ) {
-        if let Some(b) = &mut self.burst {
-            b.feed_request(bytes, fields);
-        }
+    pub fn wrote(&mut self, bytes: &[u8], ok: bool, at: Instant, ts: u64) {
         let n = PREVIEW.saturating_sub(self.preview.len()).min(bytes.len());
         self.preview.extend_from_slice(&bytes[..n]);
         self.preview_cut |= n < bytes.len();
@@ -175,16 +146,11 @@ impl Req {
         self.prod_req_last_ts = ts;
     }
 
-    /// The target answered `data` at `at`: decoded as it passes, kept up to [`DIFF_CAP`] when
-    /// `keep`.
-    pub fn answered(&mut self, at: Instant, data: &[u8], keep: bool, fields: Option<&FieldConfig>) {
+    /// The target answered `data` at `at`; kept up to [`DIFF_CAP`] when `keep`.
+    pub fn answered(&mut self, at: Instant, data: &[u8], keep: bool) {
         self.first_resp.get_or_insert(at);
         self.last_resp = Some(at);
         self.bytes_in += data.len() as u64;
-        if let Some(b) = &mut self.burst {
-            let t = at.saturating_duration_since(self.epoch).as_nanos();
-            b.feed_test(data, u64::try_from(t).unwrap_or(u64::MAX), fields);
-        }
         if keep && self.resp.len() < DIFF_CAP {
             let n = (DIFF_CAP - self.resp.len()).min(data.len());
             self.resp.extend_from_slice(&data[..n]);
@@ -192,21 +158,11 @@ impl Req {
     }
 
     /// Production answered `len` bytes (`bytes`: those the capture kept, maybe none) at capture
-    /// time `ts`: decoded as they pass, kept up to [`DIFF_CAP`] when `keep`.
-    pub fn production_answered(
-        &mut self,
-        ts: u64,
-        bytes: &[u8],
-        len: usize,
-        keep: bool,
-        fields: Option<&FieldConfig>,
-    ) {
+    /// time `ts`; kept up to [`DIFF_CAP`] when `keep`.
+    pub fn production_answered(&mut self, ts: u64, bytes: &[u8], len: usize, keep: bool) {
         self.prod_resp_first_ts.get_or_insert(ts);
         self.prod_resp_last_ts = Some(ts);
         self.prod_bytes += len as u64;
-        if let Some(b) = &mut self.burst {
-            b.feed_production(bytes, ts, fields);
-        }
         if keep && self.prod_resp.len() < DIFF_CAP && !bytes.is_empty() {
             let n = (DIFF_CAP - self.prod_resp.len()).min(bytes.len());
             self.prod_resp.extend_from_slice(&bytes[..n]);
@@ -214,13 +170,15 @@ impl Req {
     }
 
     /// The report's samples of this request burst: the first request's, then one per request
-    /// pipelined after it (decoded), each timed to its own response's first byte;
-    /// `eof`/`reset`: how the connection ended.
+    /// pipelined after it, each timed to its own response's first byte; `eof`/`reset`: how the
+    /// connection ended. `conv`: the connection's decoder, whose requests of this burst (and of
+    /// earlier ones not taken) are taken here.
     pub fn finish(
         mut self,
         cx: &SampleContext,
         eof: bool,
         reset: bool,
+        conv: Option<&mut BurstDecoder>,
         out: &mut Vec<RequestSample>,
     ) {
         let outcome = if self.bytes_in > 0 {
@@ -246,14 +204,23 @@ impl Req {
             }),
             _ => None,
         };
-        // Every stream of the burst is whole: what was sent and read was all fed.
-        let burst = self
-            .burst
-            .take()
-            .map(|b| b.finish(false, false, false, cx.fields()))
-            .unwrap_or_default();
+        let mut burst = Vec::new();
+        let mut opaque = None;
+        if let Some(conv) = conv {
+            while let Some(p) = conv.pop_through(self.index) {
+                burst.push(p);
+            }
+            // No request ended in this burst: it holds the start of one that ends in a later
+            // burst (nothing to count here), or bytes that are not the protocol (opaque).
+            if burst.is_empty() && conv.requests_opaque() {
+                opaque = Some(Exchange {
+                    protocol: cx.protocol.name(),
+                    ..Default::default()
+                });
+            }
+        }
         let mut burst = burst.into_iter();
-        let exchange = burst.next().map(|p| p.exchange);
+        let exchange = burst.next().map(|p| p.exchange).or(opaque);
         self.preview.truncate(PREVIEW);
         let diff = (cx.diff && self.prod_resp_first_ts.is_some()).then_some(DiffInput {
             production: self.prod_resp,
@@ -286,7 +253,7 @@ impl Req {
         out.push(first);
         for p in burst {
             let latency = p.test_time.map(|t| {
-                (self.epoch + Duration::from_nanos(t)).saturating_duration_since(self.last_write)
+                (cx.start + Duration::from_nanos(t)).saturating_duration_since(self.last_write)
             });
             let prod_at = p.production_time;
             let production = production

@@ -207,24 +207,16 @@ impl Side {
         }
     }
 
-    /// Takes the next bytes, read at `at`, and pairs the responses they complete.
-    fn feed(
-        &mut self,
-        data: &[u8],
-        at: u64,
-        out: &mut VecDeque<Pipelined>,
-        base: usize,
-        more_requests: bool,
-        fields: Option<&FieldConfig>,
-        set: SetResponse,
-    ) {
+    /// Takes the next bytes, read at `at`; false when there is nothing to decode (then
+    /// [`drain`](Self::drain) need not run).
+    fn feed(&mut self, data: &[u8], at: u64) -> bool {
         if data.is_empty() || self.failed || self.stopped {
-            return;
+            return false;
         }
         self.marks.push_back((self.fed, at));
         self.fed += data.len() as u64;
         self.dec.feed(data);
-        self.drain(out, base, more_requests, fields, set);
+        true
     }
 
     /// Pairs every complete response with its request while there is one to pair with.
@@ -422,23 +414,19 @@ impl BurstDecoder {
     /// The target's next response bytes, read at `at` (any clock in nanoseconds, the same for
     /// the whole burst).
     pub fn feed_test(&mut self, data: &[u8], at: u64, fields: Option<&FieldConfig>) {
-        let more = !self.req_failed;
-        self.test
-            .feed(data, at, &mut self.out, self.base, more, fields, set_test);
+        if self.test.feed(data, at) {
+            let (more, base) = (!self.req_failed, self.base);
+            self.test.drain(&mut self.out, base, more, fields, set_test);
+        }
     }
 
     /// Production's next response bytes, captured at `ts` (ns).
     pub fn feed_production(&mut self, data: &[u8], ts: u64, fields: Option<&FieldConfig>) {
-        let more = !self.req_failed;
-        self.production.feed(
-            data,
-            ts,
-            &mut self.out,
-            self.base,
-            more,
-            fields,
-            set_production,
-        );
+        if self.production.feed(data, ts) {
+            let (more, base) = (!self.req_failed, self.base);
+            self.production
+                .drain(&mut self.out, base, more, fields, set_production);
+        }
     }
 
     /// The burst is over: every request with its responses, in order. `request_cut`,

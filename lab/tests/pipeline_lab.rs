@@ -154,3 +154,102 @@ fn pipelined_http_requests_count_each_with_its_status() {
     assert_eq!(replayed.lines().count(), 30, "target saw: {replayed}");
     assert_eq!(r["decode"]["opaque_responses"], 0, "{}", r["decode"]);
 }
+
+/// Per-command counts of the report's endpoints (`SET` → `set`), test side.
+fn report_counts(r: &serde_json::Value) -> std::collections::HashMap<String, u64> {
+    r["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .filter(|e| e["protocol"] == "redis")
+        .map(|e| {
+            (
+                e["endpoint"].as_str().unwrap_or("").to_ascii_lowercase(),
+                e["test"]["requests"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Captures `client` against redis on 6379, replays it to redis on 6390, and checks that the
+/// report counts, per command, exactly what the target's `INFO commandstats` says it ran (and
+/// what production ran); returns the report.
+fn big_pipelines_counted(ns_name: &str, client: &str, cmds: &[&str]) -> serde_json::Value {
+    let _serial = serial();
+    let mut lab = Lab::new();
+    let tmp = tmpdir();
+    let ns = lab.netns(ns_name);
+    for port in [6379, 6390] {
+        start_redis(&mut lab, &ns, &["127.0.0.1"], port, tmp.path(), &[], None);
+        lab.exec_ok(
+            &ns,
+            &format!("redis-cli -p {port} config resetstat >/dev/null"),
+        );
+    }
+    let cap = tmp.path().join("big.pcap");
+    let client = client.replace("DIR", &tmp.path().display().to_string());
+    capture_loopback(&mut lab, &ns, 6379, &client, &cap);
+    let sent = commandstats(&lab, &ns, "127.0.0.1", 6379);
+    let (r, text) = replay(&lab, &ns, &cap, "-x 6379-127.0.0.1:6390", tmp.path());
+    let ran = commandstats(&lab, &ns, "127.0.0.1", 6390);
+    let counted = report_counts(&r);
+    for cmd in cmds {
+        assert!(sent.get(*cmd).copied().unwrap_or(0) > 0, "{cmd}: {sent:?}");
+        assert_eq!(
+            ran.get(*cmd),
+            sent.get(*cmd),
+            "target vs production: {ran:?} {sent:?}"
+        );
+        assert_eq!(
+            counted.get(*cmd),
+            ran.get(*cmd),
+            "{cmd}: report {counted:?}, target ran {ran:?}; decode {}; {text}",
+            r["decode"]
+        );
+    }
+    assert_eq!(r["decode"]["opaque_requests"], 0, "{}", r["decode"]);
+    assert_eq!(r["decode"]["opaque_responses"], 0, "{}", r["decode"]);
+    r
+}
+
+#[test]
+fn redis_benchmark_bursts_past_64_kib_count_every_command() {
+    require_root!("pipeline_lab::big_bursts");
+    require_programs!(
+        "pipeline_lab::big_bursts",
+        "redis-server",
+        "redis-benchmark",
+        "redis-cli",
+        "tcpdump"
+    );
+    // 64 commands of 1 KiB values a burst: about 70 KiB, past what one burst was decoded of
+    // before (64 KiB, 1,024 commands); 3,200 SETs then 3,200 GETs on one connection.
+    let r = big_pipelines_counted(
+        "pipbig",
+        "timeout 60 redis-benchmark -p 6379 -c 1 -P 64 -d 1024 -n 3200 -r 100 -t set,get -q >/dev/null",
+        &["set", "get"],
+    );
+    let e = endpoint(&r, "GET");
+    assert_eq!(e["test"]["latency_ms"]["count"], 3200, "{e}");
+}
+
+/// `redis-cli --pipe` writes while redis answers: the capture splits its stream into bursts
+/// around production's replies, often inside a command, and replies are cut by the bursts too;
+/// the connection's decoder still sees each command and reply whole.
+#[test]
+fn redis_cli_pipe_mass_insertion_counts_every_command() {
+    require_root!("pipeline_lab::pipe");
+    require_programs!("pipeline_lab::pipe", "redis-server", "redis-cli", "tcpdump");
+    // Mass insertion as the Redis docs show it: a file of RESP commands (30,000 of them, SET,
+    // INCR, RPUSH; about 1.4 MB) written by `redis-cli --pipe` as fast as the socket takes it.
+    let gen = "awk 'BEGIN { for (i = 0; i < 10000; i++) { \
+                 k = sprintf(\"key:%06d\", i); \
+                 printf \"*3\\r\\n$3\\r\\nSET\\r\\n$10\\r\\n%s\\r\\n$8\\r\\nvalue%03d\\r\\n\", k, i % 1000; \
+                 printf \"*2\\r\\n$4\\r\\nINCR\\r\\n$7\\r\\ncounter\\r\\n\"; \
+                 printf \"*3\\r\\n$5\\r\\nRPUSH\\r\\n$4\\r\\nlist\\r\\n$10\\r\\n%s\\r\\n\", k } }' > DIR/cmds.resp";
+    big_pipelines_counted(
+        "pippipe",
+        &format!("{gen} && timeout 60 redis-cli -p 6379 --pipe < DIR/cmds.resp >/dev/null"),
+        &["set", "incr", "rpush"],
+    );
+}

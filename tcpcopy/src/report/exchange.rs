@@ -7,8 +7,9 @@
 //! request or response the decoder cannot read makes the exchange *opaque*: counted, never an
 //! error of the run.
 
+use super::DIFF_CAP;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use tcpclone::decode::{
     redis, DecodedMessage, Decoder, Detail, Direction, Limits, Protocol, ResponseClass, Summary,
 };
@@ -119,21 +120,380 @@ pub fn diff_fields(
     out
 }
 
-/// Most requests decoded from one burst of pipelined requests; later ones are not counted
-/// (bounded work per burst; `redis-benchmark -P 16` sends 16).
-pub const MAX_PIPELINED: usize = 1024;
-
 /// One request of a burst (requests sent back to back before any answer: HTTP pipelining,
 /// Redis pipelines), paired with its own responses: HTTP/1.1 and RESP answer in request order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pipelined {
     /// The request and its responses.
     pub exchange: Exchange,
-    /// Offset of its response's first byte in the target's response bytes: where its latency
-    /// is read ([`arrival`]).
+    /// Offset of its response's first byte in the target's response bytes.
     pub test_at: Option<u64>,
     /// Likewise in production's response bytes.
     pub production_at: Option<u64>,
+    /// When the read that brought the first byte of the target's response arrived, as fed to
+    /// [`BurstDecoder::feed_test`]: where its latency is read.
+    pub test_time: Option<u64>,
+    /// Capture time (ns) of the packet that brought production's response's first byte.
+    pub production_time: Option<u64>,
+    /// The burst its last byte was written in ([`BurstDecoder::set_burst`]): a request split
+    /// across two bursts belongs to the second.
+    pub burst: u32,
+}
+
+/// Decodes every request of a burst and pairs each with its responses as the bytes pass:
+/// request bytes as they are written, each side's response bytes as they are read, so a burst
+/// of any size (`redis-cli --pipe`, `redis-benchmark -P 64`) is counted whole without holding
+/// its bytes. What it keeps: the decoders' undecoded tails (bounded by [`Limits`]), and per
+/// request its endpoint, key and classed responses (with `--diff` fields, each value cut to
+/// [`FIELD_CAP`]).
+///
+/// A response is paired with the oldest request not yet answered on its side; a response that
+/// arrives before its request is decoded waits in its decoder (an HTTP server may answer `413`
+/// before the request's body ends).
+pub struct BurstDecoder {
+    protocol: Protocol,
+    req: Box<dyn Decoder + Send>,
+    /// No more requests are decoded: the stream ended, or stopped being this protocol.
+    req_failed: bool,
+    /// The request stream stopped being this protocol (or ended inside a request).
+    req_opaque: bool,
+    /// Requests not taken yet ([`pop_through`](Self::pop_through)), oldest first; `out[0]` is
+    /// request number `base` of the conversation.
+    out: VecDeque<Pipelined>,
+    base: usize,
+    /// The burst requests decoded now belong to.
+    tag: u32,
+    production: Side,
+    test: Side,
+}
+
+impl std::fmt::Debug for BurstDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BurstDecoder")
+            .field("protocol", &self.protocol)
+            .field("requests", &self.out.len())
+            .finish()
+    }
+}
+
+/// One side's responses (production's or the target's) being decoded.
+struct Side {
+    dec: Box<dyn Decoder + Send>,
+    /// Number (in the conversation) of the request its next response answers.
+    next: usize,
+    /// Bytes fed so far, and the end of the last message decoded.
+    fed: u64,
+    consumed: u64,
+    /// (offset of a read's first byte, its arrival) for reads not yet decoded, in stream
+    /// order; the one holding byte `consumed` first. A few entries: each read is decoded as it
+    /// arrives, unless its response's request is not decoded yet.
+    marks: VecDeque<(u64, u64)>,
+    /// The stream stopped being this protocol.
+    failed: bool,
+    /// Responses came with no request left to answer: the rest of the side is not paired.
+    stopped: bool,
+}
+
+impl Side {
+    fn new(protocol: Protocol) -> Self {
+        Side {
+            dec: protocol.decoder(Direction::Response, response_limits()),
+            next: 0,
+            fed: 0,
+            consumed: 0,
+            marks: VecDeque::new(),
+            failed: false,
+            stopped: false,
+        }
+    }
+
+    /// Takes the next bytes, read at `at`; false when there is nothing to decode (then
+    /// [`drain`](Self::drain) need not run).
+    fn feed(&mut self, data: &[u8], at: u64) -> bool {
+        if data.is_empty() || self.failed || self.stopped {
+            return false;
+        }
+        self.marks.push_back((self.fed, at));
+        self.fed += data.len() as u64;
+        self.dec.feed(data);
+        true
+    }
+
+    /// Pairs every complete response with its request while there is one to pair with.
+    /// `more_requests`: requests may still be decoded (else a response with none is dropped).
+    fn drain(
+        &mut self,
+        out: &mut VecDeque<Pipelined>,
+        base: usize,
+        more_requests: bool,
+        fields: Option<&FieldConfig>,
+        set: SetResponse,
+    ) {
+        while !self.failed && !self.stopped {
+            if self.next >= base + out.len() && more_requests {
+                // Its request is not decoded yet: the response waits in the decoder.
+                break;
+            }
+            match self.dec.poll_message() {
+                Ok(Some(m)) => {
+                    self.consumed = m.offset + m.wire_len;
+                    if !answers_a_request(&m) {
+                        continue;
+                    }
+                    let Some(i) = self.next.checked_sub(base) else {
+                        // Its request was already taken (reported without this response).
+                        self.next += 1;
+                        continue;
+                    };
+                    let Some(p) = out.get_mut(i) else {
+                        self.stopped = true;
+                        break;
+                    };
+                    self.next += 1;
+                    let r = decode_response(&m, fields, false);
+                    p.exchange.response_opaque |= r.is_none();
+                    let opaque = r.is_none();
+                    let when = arrival_in(&self.marks, m.offset);
+                    set(p, r, m.offset, when);
+                    if opaque {
+                        self.failed = true;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => self.failed = true,
+            }
+        }
+        // Marks before the read that holds the next response's first byte are done with.
+        while self.marks.len() > 1 && self.marks[1].0 <= self.consumed {
+            self.marks.pop_front();
+        }
+    }
+
+    /// The side's stream ends here: `cut` says more was sent than it was fed (then the
+    /// response it stops inside is classed from its head, [`Decoder::poll_partial`]).
+    fn finish(
+        &mut self,
+        cut: bool,
+        out: &mut VecDeque<Pipelined>,
+        base: usize,
+        fields: Option<&FieldConfig>,
+        set: SetResponse,
+    ) {
+        if self.fed == 0 {
+            return;
+        }
+        if !cut {
+            self.dec.finish();
+        }
+        self.drain(out, base, false, fields, set);
+        let i = self.next.saturating_sub(base);
+        if cut && !self.failed && !self.stopped && i < out.len() && self.next >= base {
+            if let Some(m) = self.dec.poll_partial().filter(|m| answers_a_request(m)) {
+                let r = decode_response(&m, fields, true);
+                let p = &mut out[i];
+                self.next += 1;
+                p.exchange.response_opaque |= r.is_none();
+                let when = arrival_in(&self.marks, m.offset);
+                set(p, r, m.offset, when);
+            }
+        }
+        // Responses the bytes held do not reach (cut by a cap, or after bytes that are not
+        // this protocol) are opaque; ones the server never sent are just missing.
+        if cut || self.failed {
+            for p in out.iter_mut().skip(self.next.saturating_sub(base)) {
+                p.exchange.response_opaque = true;
+            }
+        }
+    }
+}
+
+/// Stores a side's response in its request: the response, its offset, its arrival.
+type SetResponse = fn(&mut Pipelined, Option<DecodedResponse>, u64, Option<u64>);
+
+fn set_test(p: &mut Pipelined, r: Option<DecodedResponse>, at: u64, t: Option<u64>) {
+    (p.exchange.test, p.test_at, p.test_time) = (r, Some(at), t);
+}
+
+fn set_production(p: &mut Pipelined, r: Option<DecodedResponse>, at: u64, t: Option<u64>) {
+    (p.exchange.production, p.production_at, p.production_time) = (r, Some(at), t);
+}
+
+/// The decoders' limits for responses: a body or value is kept up to [`DIFF_CAP`] bytes (what
+/// a field diff compares; the rest is counted), longer Redis strings are streamed through.
+fn response_limits() -> Limits {
+    Limits {
+        max_body: DIFF_CAP,
+        ..Limits::default()
+    }
+}
+
+/// The arrival of the read that brought byte `offset`, among `marks` (see [`arrival`]).
+fn arrival_in(marks: &VecDeque<(u64, u64)>, offset: u64) -> Option<u64> {
+    let i = marks.partition_point(|&(o, _)| o <= offset);
+    i.checked_sub(1).map(|i| marks[i].1)
+}
+
+impl BurstDecoder {
+    /// A burst of `protocol` requests, nothing fed yet.
+    pub fn new(protocol: Protocol) -> BurstDecoder {
+        BurstDecoder {
+            protocol,
+            req: protocol.decoder(Direction::Request, Limits::default()),
+            req_failed: false,
+            req_opaque: false,
+            out: VecDeque::new(),
+            base: 0,
+            tag: 0,
+            production: Side::new(protocol),
+            test: Side::new(protocol),
+        }
+    }
+
+    /// The request stream is not this protocol (from some point on), or ended inside a request.
+    pub fn requests_opaque(&self) -> bool {
+        self.req_opaque
+    }
+
+    /// Requests decoded so far and not taken.
+    pub fn requests(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Requests decoded from now on belong to burst `tag` (a conversation decoded across
+    /// bursts: stream mode feeds one decoder per connection, so that a request or response
+    /// cut by a burst boundary is still one message, paired in order).
+    pub fn set_burst(&mut self, tag: u32) {
+        self.tag = tag;
+    }
+
+    /// Takes the oldest request if it belongs to burst `tag` or an earlier one; its responses
+    /// are whatever came so far (one that comes later is dropped, the pairs after it stay).
+    pub fn pop_through(&mut self, tag: u32) -> Option<Pipelined> {
+        if self.out.front()?.burst > tag {
+            return None;
+        }
+        self.base += 1;
+        self.out.pop_front()
+    }
+
+    /// The conversation is over: every stream is whole (a message that runs until close ends
+    /// here, one cut short makes its side opaque); the requests are then taken with
+    /// [`pop_through`](Self::pop_through).
+    pub fn end(&mut self, fields: Option<&FieldConfig>) {
+        self.finish_streams(false, false, false, fields);
+    }
+
+    fn finish_streams(
+        &mut self,
+        request_cut: bool,
+        production_cut: bool,
+        test_cut: bool,
+        fields: Option<&FieldConfig>,
+    ) {
+        if !request_cut && !self.req_failed {
+            self.req.finish();
+            self.drain_requests(fields);
+        }
+        self.req_failed = true;
+        let base = self.base;
+        self.production
+            .finish(production_cut, &mut self.out, base, fields, set_production);
+        self.test
+            .finish(test_cut, &mut self.out, base, fields, set_test);
+    }
+
+    /// The next request bytes of the burst, in order.
+    pub fn feed_request(&mut self, data: &[u8], fields: Option<&FieldConfig>) {
+        if data.is_empty() || self.req_failed {
+            return;
+        }
+        self.req.feed(data);
+        self.drain_requests(fields);
+    }
+
+    /// The target's next response bytes, read at `at` (any clock in nanoseconds, the same for
+    /// the whole burst).
+    pub fn feed_test(&mut self, data: &[u8], at: u64, fields: Option<&FieldConfig>) {
+        if self.test.feed(data, at) {
+            let (more, base) = (!self.req_failed, self.base);
+            self.test.drain(&mut self.out, base, more, fields, set_test);
+        }
+    }
+
+    /// Production's next response bytes, captured at `ts` (ns).
+    pub fn feed_production(&mut self, data: &[u8], ts: u64, fields: Option<&FieldConfig>) {
+        if self.production.feed(data, ts) {
+            let (more, base) = (!self.req_failed, self.base);
+            self.production
+                .drain(&mut self.out, base, more, fields, set_production);
+        }
+    }
+
+    /// The burst is over: every request with its responses, in order. `request_cut`,
+    /// `production_cut`, `test_cut`: more bytes were sent on that side than were fed (a caller
+    /// that holds only the first bytes); else each stream is whole (a message that runs until
+    /// close ends here). Always at least one element: a burst whose first request cannot be
+    /// decoded is one opaque exchange (no endpoint).
+    pub fn finish(
+        mut self,
+        request_cut: bool,
+        production_cut: bool,
+        test_cut: bool,
+        fields: Option<&FieldConfig>,
+    ) -> Vec<Pipelined> {
+        if !request_cut && !self.req_failed {
+            self.req.finish();
+            self.drain_requests(fields);
+        }
+        if self.out.is_empty() && self.base == 0 {
+            return vec![Pipelined {
+                exchange: Exchange {
+                    protocol: self.protocol.name(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }];
+        }
+        self.finish_streams(true, production_cut, test_cut, fields);
+        self.out.into()
+    }
+
+    fn drain_requests(&mut self, fields: Option<&FieldConfig>) {
+        let mut added = false;
+        while !self.req_failed {
+            match self.req.poll_message() {
+                Ok(Some(m)) => {
+                    let Some((endpoint, key)) = describe_request(&m) else {
+                        (self.req_failed, self.req_opaque) = (true, true);
+                        break;
+                    };
+                    self.production.dec.note_request(&m);
+                    self.test.dec.note_request(&m);
+                    self.out.push_back(Pipelined {
+                        exchange: Exchange {
+                            protocol: self.protocol.name(),
+                            endpoint: Some(endpoint),
+                            key,
+                            ..Default::default()
+                        },
+                        burst: self.tag,
+                        ..Default::default()
+                    });
+                    added = true;
+                }
+                Ok(None) => break,
+                Err(_) => (self.req_failed, self.req_opaque) = (true, true),
+            }
+        }
+        // Responses that waited for these requests (or, the request stream being over, for
+        // none) are paired now.
+        if added || self.req_failed {
+            let (more, base) = (!self.req_failed, self.base);
+            self.production
+                .drain(&mut self.out, base, more, fields, set_production);
+            self.test.drain(&mut self.out, base, more, fields, set_test);
+        }
+    }
 }
 
 /// Decodes the first request of `request` with its responses; see [`analyze_burst`].
@@ -152,15 +512,15 @@ pub fn analyze(
         .unwrap_or_default()
 }
 
-/// Decodes every request of a burst and pairs each with its responses, in order. `request`
-/// holds the request bytes (`request_cut`: more were sent than it holds); the responses
-/// likewise. `fields`: also split the responses into fields. Always at least one element: a
-/// burst whose first request cannot be decoded is one opaque exchange (no endpoint).
+/// Decodes every request of a burst held whole (or its first bytes) and pairs each with its
+/// responses, in order: [`BurstDecoder`] fed in one piece each. `request` holds the request
+/// bytes (`request_cut`: more were sent than it holds); the responses likewise. `fields`: also
+/// split the responses into fields.
 ///
 /// A response cut by the cap (its body goes on past the bytes held) is still decoded from its
 /// head ([`Decoder::poll_partial`]); responses after the cap are missing (`None`), and counted
 /// opaque. Interim HTTP responses (1xx but 101) and RESP3 pushes answer no request and are
-/// skipped.
+/// skipped. Arrival times are not known here (`test_time`/`production_time` are `None`).
 pub fn analyze_burst(
     protocol: Protocol,
     request: &[u8],
@@ -169,91 +529,16 @@ pub fn analyze_burst(
     test: Option<(&[u8], bool)>,
     fields: Option<&FieldConfig>,
 ) -> Vec<Pipelined> {
-    let limits = Limits::default();
-    let mut prod_dec = protocol.decoder(Direction::Response, limits);
-    let mut test_dec = protocol.decoder(Direction::Response, limits);
-    let mut out: Vec<Pipelined> = Vec::new();
-    let mut req = protocol.decoder(Direction::Request, limits);
-    req.feed(request);
-    let mut on_request = |m: &DecodedMessage<'_>| {
-        let Some((endpoint, key)) = describe_request(m) else {
-            return false;
-        };
-        prod_dec.note_request(m);
-        test_dec.note_request(m);
-        out.push(Pipelined {
-            exchange: Exchange {
-                protocol: protocol.name(),
-                endpoint: Some(endpoint),
-                key,
-                ..Default::default()
-            },
-            ..Default::default()
-        });
-        out.len() < MAX_PIPELINED
-    };
-    each_message(req.as_mut(), !request_cut, |m| on_request(m));
-    if out.is_empty() {
-        out.push(Pipelined {
-            exchange: Exchange {
-                protocol: protocol.name(),
-                ..Default::default()
-            },
-            ..Default::default()
-        });
-        return out;
-    }
-    for (dec, side, is_test) in [
-        (&mut prod_dec, production, false),
-        (&mut test_dec, test, true),
-    ] {
-        let Some((bytes, cut)) = side.filter(|(b, _)| !b.is_empty()) else {
-            continue;
-        };
-        dec.feed(bytes);
-        let mut next = 0;
-        let complete = each_message(dec.as_mut(), !cut, |m| {
-            if !answers_a_request(m) {
-                return true;
-            }
-            let Some(p) = out.get_mut(next) else {
-                return false;
-            };
-            next += 1;
-            let r = decode_response(m, fields, false);
-            let opaque = r.is_none();
-            let offset = Some(m.offset);
-            let ex = &mut p.exchange;
-            ex.response_opaque |= opaque;
-            if is_test {
-                (ex.test, p.test_at) = (r, offset);
-            } else {
-                (ex.production, p.production_at) = (r, offset);
-            }
-            !opaque
-        });
-        // A response whose body runs past the bytes held: its head still tells its class.
-        if complete && cut && next < out.len() {
-            if let Some(m) = dec.poll_partial().filter(|m| answers_a_request(m)) {
-                let r = decode_response(&m, fields, true);
-                let offset = Some(m.offset);
-                let p = &mut out[next];
-                next += 1;
-                p.exchange.response_opaque |= r.is_none();
-                if is_test {
-                    (p.exchange.test, p.test_at) = (r, offset);
-                } else {
-                    (p.exchange.production, p.production_at) = (r, offset);
-                }
-            }
-        }
-        // Responses the bytes held do not reach (cut by the cap, or after bytes that are not
-        // this protocol) are opaque; ones the server never sent are just missing.
-        if cut || !complete {
-            for p in out.iter_mut().skip(next) {
-                p.exchange.response_opaque = true;
-            }
-        }
+    let mut b = BurstDecoder::new(protocol);
+    b.feed_request(request, fields);
+    let (production, production_cut) = production.unwrap_or_default();
+    let (test, test_cut) = test.unwrap_or_default();
+    b.feed_production(production, 0, fields);
+    b.feed_test(test, 0, fields);
+    let mut out = b.finish(request_cut, production_cut, test_cut, fields);
+    // No arrival times were given.
+    for p in &mut out {
+        (p.test_time, p.production_time) = (None, None);
     }
     out
 }
@@ -274,32 +559,6 @@ fn answers_a_request(m: &DecodedMessage<'_>) -> bool {
         }
         Summary::Response(ResponseClass::Redis { kind, .. }) => kind != redis::ReplyKind::Push,
         _ => true,
-    }
-}
-
-/// Feeds every message of a stream to `f` until it returns false; `complete`: the bytes fed
-/// are the whole stream (finish may end a message that runs until close). False when the
-/// stream turned out not to be this protocol.
-fn each_message(
-    dec: &mut dyn Decoder,
-    complete: bool,
-    mut f: impl FnMut(&DecodedMessage<'_>) -> bool,
-) -> bool {
-    let mut finished = false;
-    loop {
-        match dec.poll_message() {
-            Ok(Some(m)) => {
-                if !f(&m) {
-                    return true;
-                }
-            }
-            Ok(None) if complete && !finished => {
-                dec.finish();
-                finished = true;
-            }
-            Ok(None) => return true,
-            Err(_) => return false,
-        }
     }
 }
 
@@ -338,7 +597,7 @@ pub fn fuzz_exchange(data: &[u8]) {
         Some((test, test_cut)),
         fields,
     );
-    assert!(!burst.is_empty() && burst.len() <= MAX_PIPELINED);
+    assert!(!burst.is_empty());
     // Responses pair in order: offsets rise, and none follows a missing one on the same side
     // (a response after a gap would answer the wrong request).
     for (side, bytes) in [(true, test), (false, production)] {
@@ -409,6 +668,28 @@ fn lossy(b: &[u8], max: usize) -> String {
     super::escape(b, max)
 }
 
+/// Longest field value kept whole (bytes): a longer one is kept as its first bytes, its length
+/// and a hash of the whole, so that two values still compare equal exactly when they are,
+/// while a burst of many large replies does not keep them all (`--diff` on a pipeline).
+pub const FIELD_CAP: usize = 1024;
+
+/// A field value as compared: the bytes escaped, or for a value past [`FIELD_CAP`] its first
+/// bytes, its length and a hash of the whole.
+fn field_value(b: &[u8]) -> String {
+    if b.len() <= FIELD_CAP {
+        return lossy(b, usize::MAX);
+    }
+    // FNV-1a: stable across runs and builds (saved reports are compared later).
+    let hash = b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!(
+        "{}… ({} bytes, fnv1a {hash:016x})",
+        lossy(&b[..FIELD_CAP], usize::MAX),
+        b.len()
+    )
+}
+
 /// `partial`: the body is only the first bytes of a longer one.
 fn decode_response(
     m: &DecodedMessage<'_>,
@@ -453,11 +734,11 @@ fn decode_response(
             {
                 Some(v) => flatten_json(&v, "$".to_string(), f),
                 None if m.body_len > 0 => {
-                    f.insert("body".into(), lossy(m.body, usize::MAX));
+                    f.insert("body".into(), field_value(m.body));
                     if m.body_truncated() {
                         f.insert("body_len".into(), m.body_len.to_string());
                     }
-                    if partial {
+                    if partial || m.body_truncated() {
                         // Only the first bytes were held: compare them, and say so.
                         f.insert("body_cut".into(), "true".into());
                     }
@@ -466,9 +747,14 @@ fn decode_response(
             }
         }
         _ => match redis::Value::parse(m.body, Limits::default().max_depth) {
-            Ok(v) if !partial => flatten_redis(&v, "$".to_string(), f),
+            Ok(v) if !partial && !m.body_truncated() => flatten_redis(&v, "$".to_string(), f),
             _ => {
-                f.insert("$".into(), lossy(m.body, usize::MAX));
+                // Only the first bytes of a long reply were kept: compare those, and say so.
+                f.insert("$".into(), field_value(m.body));
+                if partial || m.body_truncated() {
+                    f.insert("body_len".into(), m.body_len.to_string());
+                    f.insert("body_cut".into(), "true".into());
+                }
             }
         },
     }
@@ -507,7 +793,7 @@ fn flatten_json(v: &serde_json::Value, path: String, out: &mut BTreeMap<String, 
 fn flatten_redis(v: &redis::Value<'_>, path: String, out: &mut BTreeMap<String, String>) {
     use redis::Value as V;
     let leaf = |out: &mut BTreeMap<String, String>, kind: &str, b: &[u8]| {
-        out.insert(path.clone(), format!("{kind} {}", lossy(b, usize::MAX)));
+        out.insert(path.clone(), format!("{kind} {}", field_value(b)));
     };
     match v {
         V::Simple(b) => leaf(out, "simple", b),
@@ -874,6 +1160,183 @@ mod tests {
                     }
                     None => seen_missing = true,
                 }
+            }
+        }
+    }
+
+    /// Feeds a burst to a [`BurstDecoder`] as stream mode does: the request in `req_pieces`,
+    /// then each side's responses in pieces, read `i` of the target at time `i`, production's
+    /// at `1000 + i`; returns the burst and the offset of each read of the target.
+    fn stream_burst(
+        protocol: Protocol,
+        req: &[u8],
+        resp: &[u8],
+        req_piece: usize,
+        resp_pieces: &[usize],
+        fields: Option<&FieldConfig>,
+    ) -> (Vec<Pipelined>, Vec<(u64, u64)>) {
+        let mut b = BurstDecoder::new(protocol);
+        for c in req.chunks(req_piece.max(1)) {
+            b.feed_request(c, fields);
+        }
+        let mut marks = Vec::new();
+        let (mut at, mut i) = (0, 0);
+        while at < resp.len() {
+            let n = resp_pieces[i % resp_pieces.len()].clamp(1, resp.len() - at);
+            marks.push((at as u64, i as u64));
+            b.feed_test(&resp[at..at + n], i as u64, fields);
+            b.feed_production(&resp[at..at + n], 1000 + i as u64, fields);
+            at += n;
+            i += 1;
+        }
+        (b.finish(false, false, false, fields), marks)
+    }
+
+    #[test]
+    fn twenty_thousand_pipelined_commands_in_one_burst_are_counted_exactly() {
+        // 20,000 SET/GET alternating: about 640 KiB of commands, ten times the old 64 KiB.
+        let n = 20_000;
+        let (req, resp) = redis_burst(n);
+        assert!(req.len() > 8 * DIFF_CAP);
+        let (burst, marks) = stream_burst(
+            Protocol::Redis,
+            &req,
+            &resp,
+            1448,
+            &[1448, 7, 65536, 3000],
+            Some(&cfg()),
+        );
+        assert_eq!(burst.len(), n);
+        let mut at = 0u64;
+        for (i, p) in burst.iter().enumerate() {
+            let ex = &p.exchange;
+            let k = format!("k{i}");
+            assert_eq!(ex.key.as_deref(), Some(k.as_str()), "request {i}");
+            assert!(!ex.response_opaque, "request {i}");
+            let t = ex.test.as_ref().unwrap();
+            if i % 2 == 0 {
+                assert_eq!(
+                    (ex.endpoint.as_deref(), t.class.as_str()),
+                    (Some("SET"), "simple")
+                );
+            } else {
+                assert_eq!(ex.endpoint.as_deref(), Some("GET"));
+                // Its own reply: the GET of k{i} answered k{i}.
+                assert_eq!(t.fields["$"], format!("bulk {k}"));
+            }
+            assert_eq!(ex.production, ex.test);
+            assert_eq!(p.test_at, Some(at));
+            // Timed by the read that brought its first byte.
+            assert_eq!(p.test_time, arrival(&marks, at), "request {i}");
+            assert_eq!(p.production_time, arrival(&marks, at).map(|t| t + 1000));
+            at += if i % 2 == 0 { 5 } else { 6 + k.len() as u64 };
+        }
+        // The whole burst at once gives the same exchanges.
+        let whole = analyze_burst(
+            Protocol::Redis,
+            &req,
+            false,
+            Some((&resp, false)),
+            Some((&resp, false)),
+            Some(&cfg()),
+        );
+        assert_eq!(whole.len(), n);
+        assert!(whole
+            .iter()
+            .zip(&burst)
+            .all(|(a, b)| a.exchange == b.exchange));
+    }
+
+    #[test]
+    fn a_response_that_comes_before_its_request_is_decoded_waits_for_it() {
+        // An HTTP server may answer before the request's body ends (413, 100-continue).
+        let req = b"POST /up HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcdeGET /n HTTP/1.1\r\n\r\n";
+        let resp = b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n\
+                     HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let mut b = BurstDecoder::new(Protocol::Http);
+        b.feed_request(&req[..30], None);
+        b.feed_test(&resp[..], 7, None);
+        assert_eq!(b.requests(), 0);
+        b.feed_request(&req[30..], None);
+        assert_eq!(b.requests(), 2);
+        let burst = b.finish(false, false, false, None);
+        let got: Vec<_> = burst
+            .iter()
+            .map(|p| {
+                (
+                    p.exchange.test.as_ref().unwrap().class.as_str(),
+                    p.test_time,
+                )
+            })
+            .collect();
+        assert_eq!(got, [("413", Some(7)), ("200", Some(7))]);
+        // Responses with no request left are dropped, the pairs stay.
+        let mut b = BurstDecoder::new(Protocol::Redis);
+        b.feed_request(b"PING\r\n", None);
+        b.feed_test(b"+PONG\r\n+EXTRA\r\n", 1, None);
+        let burst = b.finish(false, false, false, None);
+        assert_eq!(burst.len(), 1);
+        assert_eq!(burst[0].exchange.test.as_ref().unwrap().class, "simple");
+    }
+
+    #[test]
+    fn a_long_value_is_compared_by_its_first_bytes_and_a_hash() {
+        let v = |c: u8| {
+            let body = vec![c; 100_000];
+            [format!("${}\r\n", body.len()).as_bytes(), &body, b"\r\n"].concat()
+        };
+        let changed = |at: usize| [&v(b'a')[..at], b"b", &v(b'a')[at + 1..]].concat();
+        let a = v(b'a');
+        // A change past the first bytes shown but within the cap is found (by the hash); one
+        // past the cap is not, and the fields say the value was cut.
+        let (b, c) = (changed(50_000), changed(99_000));
+        for (other, same) in [(&a, true), (&b, false), (&c, true)] {
+            let ex = analyze(
+                Protocol::Redis,
+                b"GET k\r\n",
+                false,
+                Some((&a, false)),
+                Some((other, false)),
+                Some(&cfg()),
+            );
+            let (p, t) = (ex.production.unwrap(), ex.test.unwrap());
+            assert!(p.fields["$"].len() < 2 * FIELD_CAP);
+            assert_eq!(p.fields["body_cut"], "true");
+            assert_eq!(diff_fields(&p.fields, &t.fields, &cfg()).is_empty(), same);
+        }
+    }
+
+    proptest::proptest! {
+        /// A pipelined burst fed in pieces cut anywhere, on every side: the same exchanges as
+        /// the burst decoded whole, each timed by the read that brought its response's first
+        /// byte.
+        #[test]
+        fn split_points_anywhere_give_the_same_burst(
+            n in 1usize..60,
+            http in proptest::prelude::any::<bool>(),
+            req_piece in 1usize..400,
+            pieces in proptest::collection::vec(1usize..300, 1..8),
+        ) {
+            let (req, resp) = if http {
+                let (mut q, mut r) = (Vec::new(), Vec::new());
+                for i in 0..n {
+                    q.extend(format!("GET /u/{i} HTTP/1.1\r\nHost: x\r\n\r\n").bytes());
+                    let body = format!("{{\"id\":{i}}}");
+                    r.extend(format!("HTTP/1.1 {} OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", 200 + i % 3, body.len()).bytes());
+                }
+                (q, r)
+            } else {
+                redis_burst(n)
+            };
+            let protocol = if http { Protocol::Http } else { Protocol::Redis };
+            let (burst, marks) = stream_burst(protocol, &req, &resp, req_piece, &pieces, Some(&cfg()));
+            let whole = analyze_burst(protocol, &req, false, Some((&resp, false)), Some((&resp, false)), Some(&cfg()));
+            proptest::prop_assert_eq!(burst.len(), n);
+            for (a, b) in whole.iter().zip(&burst) {
+                proptest::prop_assert_eq!(&a.exchange, &b.exchange);
+                proptest::prop_assert!(b.exchange.test.is_some());
+                let at = b.test_at.unwrap();
+                proptest::prop_assert_eq!(b.test_time, arrival(&marks, at));
             }
         }
     }

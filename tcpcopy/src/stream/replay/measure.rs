@@ -4,7 +4,7 @@
 //! Pure bookkeeping: instants and bytes come from the session core, nothing here reads a clock
 //! or a socket, and nothing decides when a request goes (that is the session core's gate).
 
-use crate::report::exchange::{analyze_burst, arrival, FieldConfig, MAX_PIPELINED};
+use crate::report::exchange::{analyze_burst, BurstDecoder, Exchange, FieldConfig};
 use crate::report::{DiffInput, Outcome, ProductionSample, RequestSample, DIFF_CAP};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,18 +35,10 @@ pub(super) struct SampleContext {
 }
 
 impl SampleContext {
-    /// Responses are kept: compared (`--diff`) or decoded (a protocol other than raw TCP).
+    /// Response bytes are kept (up to [`DIFF_CAP`] a burst) for the byte comparison of
+    /// `--diff`; decoding needs none kept, it reads them as they pass.
     pub fn keeps_responses(&self) -> bool {
-        self.diff || self.protocol != Protocol::Tcp
-    }
-
-    /// How many request bytes a request keeps: a preview, or what the decoder reads.
-    pub fn request_cap(&self) -> usize {
-        if self.protocol == Protocol::Tcp {
-            PREVIEW
-        } else {
-            DIFF_CAP
-        }
+        self.diff
     }
 
     /// The samples of a request burst that never went out (the connection could not be
@@ -64,8 +56,7 @@ impl SampleContext {
         let burst = if self.protocol == Protocol::Tcp {
             Vec::new()
         } else {
-            let n = bytes.len().min(DIFF_CAP);
-            analyze_burst(self.protocol, &bytes[..n], n < len, None, None, None)
+            analyze_burst(self.protocol, bytes, bytes.len() < len, None, None, None)
         };
         let mut burst = burst.into_iter().map(|p| p.exchange);
         let sample = RequestSample {
@@ -95,7 +86,7 @@ impl SampleContext {
 #[derive(Debug)]
 pub(super) struct Req {
     pub index: u32,
-    /// The request's first bytes: [`PREVIEW`] of them, or up to [`DIFF_CAP`] when decoded.
+    /// The request's first [`PREVIEW`] bytes.
     pub preview: Vec<u8>,
     /// More request bytes were sent than `preview` holds.
     pub preview_cut: bool,
@@ -113,10 +104,6 @@ pub(super) struct Req {
     pub last_resp: Option<Instant>,
     pub bytes_in: u64,
     pub resp: Vec<u8>,
-    /// When each read of `resp` arrived (offset of its first byte): the latency of each
-    /// request of a pipelined burst. Production's likewise, by capture timestamp.
-    pub resp_marks: Vec<(u64, Instant)>,
-    pub prod_marks: Vec<(u64, u64)>,
     /// The gate gave up waiting for its answer.
     pub timed_out: bool,
     /// Production answered it (or the capture has no server packets at all): an answer is due.
@@ -142,16 +129,14 @@ impl Req {
             last_resp: None,
             bytes_in: 0,
             resp: Vec::new(),
-            resp_marks: Vec::new(),
-            prod_marks: Vec::new(),
             timed_out: false,
             expects,
         }
     }
 
     /// Bytes of the request captured at `ts` were written at `at` (`ok`: they went out).
-    pub fn wrote(&mut self, bytes: &[u8], cap: usize, ok: bool, at: Instant, ts: u64) {
-        let n = cap.saturating_sub(self.preview.len()).min(bytes.len());
+    pub fn wrote(&mut self, bytes: &[u8], ok: bool, at: Instant, ts: u64) {
+        let n = PREVIEW.saturating_sub(self.preview.len()).min(bytes.len());
         self.preview.extend_from_slice(&bytes[..n]);
         self.preview_cut |= n < bytes.len();
         if ok {
@@ -168,35 +153,32 @@ impl Req {
         self.bytes_in += data.len() as u64;
         if keep && self.resp.len() < DIFF_CAP {
             let n = (DIFF_CAP - self.resp.len()).min(data.len());
-            if self.resp_marks.len() < MAX_PIPELINED {
-                self.resp_marks.push((self.resp.len() as u64, at));
-            }
             self.resp.extend_from_slice(&data[..n]);
         }
     }
 
-    /// Production answered `len` bytes (`bytes`: those kept, maybe none) at capture time `ts`.
-    pub fn production_answered(&mut self, ts: u64, bytes: &[u8], len: usize) {
+    /// Production answered `len` bytes (`bytes`: those the capture kept, maybe none) at capture
+    /// time `ts`; kept up to [`DIFF_CAP`] when `keep`.
+    pub fn production_answered(&mut self, ts: u64, bytes: &[u8], len: usize, keep: bool) {
         self.prod_resp_first_ts.get_or_insert(ts);
         self.prod_resp_last_ts = Some(ts);
         self.prod_bytes += len as u64;
-        if self.prod_resp.len() < DIFF_CAP && !bytes.is_empty() {
+        if keep && self.prod_resp.len() < DIFF_CAP && !bytes.is_empty() {
             let n = (DIFF_CAP - self.prod_resp.len()).min(bytes.len());
-            if self.prod_marks.len() < MAX_PIPELINED {
-                self.prod_marks.push((self.prod_resp.len() as u64, ts));
-            }
             self.prod_resp.extend_from_slice(&bytes[..n]);
         }
     }
 
     /// The report's samples of this request burst: the first request's, then one per request
-    /// pipelined after it (decoded), each timed to its own response's first byte;
-    /// `eof`/`reset`: how the connection ended.
+    /// pipelined after it, each timed to its own response's first byte; `eof`/`reset`: how the
+    /// connection ended. `conv`: the connection's decoder, whose requests of this burst (and of
+    /// earlier ones not taken) are taken here.
     pub fn finish(
         mut self,
         cx: &SampleContext,
         eof: bool,
         reset: bool,
+        conv: Option<&mut BurstDecoder>,
         out: &mut Vec<RequestSample>,
     ) {
         let outcome = if self.bytes_in > 0 {
@@ -223,25 +205,22 @@ impl Req {
             _ => None,
         };
         let mut burst = Vec::new();
-        if cx.protocol != Protocol::Tcp {
-            let prod = self.prod_resp_first_ts.map(|_| {
-                (
-                    &self.prod_resp[..],
-                    self.prod_bytes > self.prod_resp.len() as u64,
-                )
-            });
-            let test = Some((&self.resp[..], self.bytes_in > self.resp.len() as u64));
-            burst = analyze_burst(
-                cx.protocol,
-                &self.preview,
-                self.preview_cut,
-                prod,
-                test,
-                cx.fields.as_deref(),
-            );
+        let mut opaque = None;
+        if let Some(conv) = conv {
+            while let Some(p) = conv.pop_through(self.index) {
+                burst.push(p);
+            }
+            // No request ended in this burst: it holds the start of one that ends in a later
+            // burst (nothing to count here), or bytes that are not the protocol (opaque).
+            if burst.is_empty() && conv.requests_opaque() {
+                opaque = Some(Exchange {
+                    protocol: cx.protocol.name(),
+                    ..Default::default()
+                });
+            }
         }
         let mut burst = burst.into_iter();
-        let exchange = burst.next().map(|p| p.exchange);
+        let exchange = burst.next().map(|p| p.exchange).or(opaque);
         self.preview.truncate(PREVIEW);
         let diff = (cx.diff && self.prod_resp_first_ts.is_some()).then_some(DiffInput {
             production: self.prod_resp,
@@ -273,11 +252,10 @@ impl Req {
         let production = first.production;
         out.push(first);
         for p in burst {
-            let latency = p
-                .test_at
-                .and_then(|o| arrival(&self.resp_marks, o))
-                .map(|t| t.saturating_duration_since(self.last_write));
-            let prod_at = p.production_at.and_then(|o| arrival(&self.prod_marks, o));
+            let latency = p.test_time.map(|t| {
+                (cx.start + Duration::from_nanos(t)).saturating_duration_since(self.last_write)
+            });
+            let prod_at = p.production_time;
             let production = production
                 .as_ref()
                 .zip(prod_at)

@@ -14,10 +14,12 @@
 
 use super::measure::{Req, SampleContext};
 use crate::conversation::{GateRules, RequestPacer};
+use crate::report::exchange::BurstDecoder;
 use crate::report::RequestSample;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+use tcpclone::decode::Protocol;
 use tcpclone::seq::SeqNumber;
 
 /// After the last request of a session that did not end with a FIN: quiet time that ends the response.
@@ -168,11 +170,17 @@ pub(super) struct SessionCore {
     timer_debt: Duration,
     phase: Phase,
     samples: Vec<RequestSample>,
+    /// The connection's requests and both sides' responses decoded as they pass (a protocol
+    /// other than plain TCP): one decoder for the whole conversation, so that a request or a
+    /// response that a burst boundary cuts (a client that writes while the server answers) is
+    /// still one message, and responses pair with requests in stream order.
+    conv: Option<BurstDecoder>,
 }
 
 impl SessionCore {
     /// A session connected at `now`.
     pub fn new(now: Instant, cx: SampleContext, schedule: Schedule, rules: GateRules) -> Self {
+        let cx_protocol = cx.protocol;
         SessionCore {
             cx,
             schedule,
@@ -192,6 +200,7 @@ impl SessionCore {
             timer_debt: Duration::ZERO,
             phase: Phase::Ready,
             samples: Vec::new(),
+            conv: (cx_protocol != Protocol::Tcp).then(|| BurstDecoder::new(cx_protocol)),
         }
     }
 
@@ -220,6 +229,14 @@ impl SessionCore {
     /// went before it (or is the target's greeting).
     pub fn handle_read(&mut self, at: Instant, data: &[u8]) {
         let keep = self.cx.keeps_responses();
+        if let Some(conv) = &mut self.conv {
+            let t = at.saturating_duration_since(self.cx.start).as_nanos();
+            conv.feed_test(
+                data,
+                u64::try_from(t).unwrap_or(u64::MAX),
+                self.cx.fields.as_deref(),
+            );
+        }
         let last = self.reqs.len().checked_sub(1);
         match self.reqs.iter().rposition(|r| r.last_write <= at) {
             Some(i) => {
@@ -257,7 +274,12 @@ impl SessionCore {
             SessionInput::Server { ts, bytes, len } => {
                 self.server_seen = true;
                 match self.reqs.back_mut() {
-                    Some(r) => r.production_answered(ts, &bytes, len),
+                    Some(r) => {
+                        if let Some(conv) = &mut self.conv {
+                            conv.feed_production(&bytes, ts, self.cx.fields.as_deref());
+                        }
+                        r.production_answered(ts, &bytes, len, self.cx.keeps_responses());
+                    }
                     None => self.prod_banner = true,
                 }
             }
@@ -479,9 +501,12 @@ impl SessionCore {
         if !ok {
             self.broken = true;
         }
-        let cap = self.cx.request_cap();
         if let Some(r) = self.reqs.back_mut() {
-            r.wrote(bytes, cap, ok, at, ts);
+            r.wrote(bytes, ok, at, ts);
+            if let Some(conv) = &mut self.conv {
+                conv.set_burst(r.index);
+                conv.feed_request(bytes, self.cx.fields.as_deref());
+            }
         }
     }
 
@@ -499,6 +524,10 @@ impl SessionCore {
     }
 
     fn finish(&mut self) -> Action {
+        // Every stream is whole now: a response that runs until close ends here.
+        if let Some(conv) = &mut self.conv {
+            conv.end(self.cx.fields.as_deref());
+        }
         self.flush(0);
         self.phase = Phase::Done;
         Action::Done
@@ -508,7 +537,13 @@ impl SessionCore {
     fn flush(&mut self, keep: usize) {
         while self.reqs.len() > keep {
             if let Some(r) = self.reqs.pop_front() {
-                r.finish(&self.cx, self.eof, self.reset, &mut self.samples);
+                r.finish(
+                    &self.cx,
+                    self.eof,
+                    self.reset,
+                    self.conv.as_mut(),
+                    &mut self.samples,
+                );
             }
         }
     }
@@ -526,12 +561,16 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn core(t0: Instant, timed: bool, no_wait: bool) -> SessionCore {
+        core_of(t0, timed, no_wait, Protocol::Tcp)
+    }
+
+    fn core_of(t0: Instant, timed: bool, no_wait: bool, protocol: Protocol) -> SessionCore {
         let cx = SampleContext {
             session: 7,
             start: t0,
             t0: 0,
             orig_base: Duration::ZERO,
-            protocol: Protocol::Tcp,
+            protocol,
             diff: false,
             fields: None,
             baseline: false,
@@ -608,6 +647,114 @@ mod tests {
         assert_eq!((s[0].bytes_out, s[0].bytes_in), (3, 2));
         assert_eq!(s[0].request_preview, b"a1\n");
         assert!(s[0].production.is_some());
+    }
+
+    #[test]
+    fn a_pipeline_of_any_size_counts_every_command_timed_by_its_own_read() {
+        // `redis-cli --pipe`-like: 20,000 SETs (about 700 KiB) in one burst, answered in two
+        // reads on each side; every command is counted and timed by the read that brought its
+        // reply's first byte.
+        let n = 20_000;
+        let (mut req, mut resp) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let k = format!("key:{i:06}");
+            req.extend(format!("*3\r\n$3\r\nSET\r\n$10\r\n{k}\r\n$3\r\nxyz\r\n").bytes());
+            resp.extend_from_slice(b"+OK\r\n");
+        }
+        let split = 5 * 12_345 + 2; // inside the reply of command 12,345
+        let t0 = Instant::now();
+        let mut c = core_of(t0, false, false, Protocol::Redis);
+        assert_eq!(feed(&mut c, t0, client(1, &req, true)), write(&req));
+        c.handle_written(t0, true);
+        assert_eq!(
+            feed(&mut c, t0, server(2, &resp[..split])),
+            Action::NeedInput
+        );
+        assert_eq!(
+            feed(&mut c, t0, server(3, &resp[split..])),
+            Action::NeedInput
+        );
+        c.handle_read(t0 + 2 * MS, &resp[..split]);
+        c.handle_read(t0 + 5 * MS, &resp[split..]);
+        assert!(matches!(
+            feed(&mut c, t0 + 6 * MS, SessionInput::End),
+            Action::Wait { .. }
+        ));
+        assert_eq!(c.poll(t0 + 6 * MS + 2 * TIMEOUT), Action::Done);
+        let s = c.take_samples();
+        assert_eq!(s.len(), n);
+        for (i, x) in s.iter().enumerate() {
+            let ex = x.exchange.as_ref().unwrap();
+            assert_eq!(ex.endpoint.as_deref(), Some("SET"), "command {i}");
+            assert_eq!(ex.test.as_ref().map(|t| t.class.as_str()), Some("simple"));
+            assert!(!ex.response_opaque);
+            let (test, prod) = if i <= 12_345 { (2, 1) } else { (5, 2) };
+            assert_eq!(x.latency, Some(test * MS), "command {i}");
+            assert_eq!(x.production.unwrap().latency, prod * MS, "command {i}");
+            assert_eq!(x.outcome, Some(Outcome::Answered));
+        }
+        assert_eq!(s[0].bytes_out, req.len() as u64);
+    }
+
+    #[test]
+    fn a_command_split_around_a_server_reply_is_one_command() {
+        // A client that writes while the server answers (`redis-cli --pipe`): the capture
+        // starts a new burst after production's reply, inside `SET b 2`; the target's reply to
+        // `SET a` is itself cut by the next burst.
+        let (set_a, set_b, get_a) = (
+            &b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n"[..],
+            &b"*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$1\r\n2\r\n"[..],
+            &b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n"[..],
+        );
+        let burst1 = [set_a, &set_b[..9]].concat();
+        let burst2 = [&set_b[9..], get_a].concat();
+        let t0 = Instant::now();
+        let mut c = core_of(t0, false, false, Protocol::Redis);
+        assert_eq!(feed(&mut c, t0, client(1, &burst1, true)), write(&burst1));
+        c.handle_written(t0, true);
+        assert_eq!(feed(&mut c, t0, server(2, b"+OK\r\n")), Action::NeedInput);
+        c.handle_input(t0, client(3, &burst2, true));
+        c.handle_read(t0 + MS, b"+O");
+        assert_eq!(c.poll(t0 + MS), write(&burst2));
+        c.handle_written(t0 + 2 * MS, true);
+        assert_eq!(
+            feed(&mut c, t0 + 2 * MS, server(4, b"+OK\r\n$1\r\n1\r\n")),
+            Action::NeedInput
+        );
+        c.handle_read(t0 + 4 * MS, b"K\r\n+OK\r\n$1\r\n1\r\n");
+        let _ = feed(&mut c, t0 + 5 * MS, SessionInput::End);
+        assert_eq!(c.poll(t0 + 5 * MS + 2 * TIMEOUT), Action::Done);
+        let s = c.take_samples();
+        let got: Vec<_> = s
+            .iter()
+            .map(|x| {
+                let ex = x.exchange.as_ref().unwrap();
+                (
+                    ex.endpoint.as_deref().unwrap(),
+                    ex.key.as_deref().unwrap(),
+                    ex.test.as_ref().map(|t| t.class.as_str()),
+                    ex.production.as_ref().map(|t| t.class.as_str()),
+                    x.latency,
+                    ex.response_opaque,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("SET", "a", Some("simple"), Some("simple"), Some(MS), false),
+                // Counted in the burst its last byte went in, timed from that burst's write.
+                (
+                    "SET",
+                    "b",
+                    Some("simple"),
+                    Some("simple"),
+                    Some(2 * MS),
+                    false
+                ),
+                ("GET", "a", Some("bulk"), Some("bulk"), Some(2 * MS), false),
+            ]
+        );
     }
 
     #[test]

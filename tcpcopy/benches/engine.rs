@@ -117,23 +117,33 @@ fn setup() -> (Engine, Instant, Script) {
     (e, now, script)
 }
 
-/// Returns the script so that freeing it is not measured. Never inlined, so that callgrind's
-/// `--toggle-collect='engine::run'` finds it.
-#[inline(never)]
-fn run(mut e: Engine, now: Instant, script: Script) -> (Engine, Script, u64) {
+/// Feeds the script through the engine: each captured packet, then the target's answer (none
+/// when empty), sending what each allows. Returns the bytes sent.
+#[inline(always)]
+fn drive(e: &mut Engine, now: Instant, script: &Script) -> u64 {
     let mut buf = vec![0u8; 65536];
     let mut sent = 0u64;
     let t = now + Duration::from_millis(1);
-    for (req, resp) in &script {
+    for (req, resp) in script {
         e.handle_captured(t, req);
         while let Some(tx) = e.poll_transmit(t, &mut buf) {
             sent += tx.len as u64;
         }
-        e.handle_response(t, resp);
-        while let Some(tx) = e.poll_transmit(t, &mut buf) {
-            sent += tx.len as u64;
+        if !resp.is_empty() {
+            e.handle_response(t, resp);
+            while let Some(tx) = e.poll_transmit(t, &mut buf) {
+                sent += tx.len as u64;
+            }
         }
     }
+    sent
+}
+
+/// Returns the script so that freeing it is not measured. Never inlined, so that callgrind's
+/// `--toggle-collect='engine::run'` finds it.
+#[inline(never)]
+fn run(mut e: Engine, now: Instant, script: Script) -> (Engine, Script, u64) {
+    let sent = drive(&mut e, now, &script);
     assert!(e.stats().bytes_acked >= u64::from(SESSIONS * (REQUESTS - 1)) * REQ.len() as u64);
     (e, script, sent)
 }
@@ -209,21 +219,7 @@ fn setup_uploads() -> (Engine, Instant, Script) {
 /// [`run`] for the uploads; its own symbol for callgrind (`--toggle-collect='*engine::pass_uploads*'`).
 #[inline(never)]
 fn pass_uploads(mut e: Engine, now: Instant, script: Script) -> (Engine, Script, u64) {
-    let mut buf = vec![0u8; 65536];
-    let mut sent = 0u64;
-    let t = now + Duration::from_millis(1);
-    for (req, resp) in &script {
-        e.handle_captured(t, req);
-        while let Some(tx) = e.poll_transmit(t, &mut buf) {
-            sent += tx.len as u64;
-        }
-        if !resp.is_empty() {
-            e.handle_response(t, resp);
-            while let Some(tx) = e.poll_transmit(t, &mut buf) {
-                sent += tx.len as u64;
-            }
-        }
-    }
+    let sent = drive(&mut e, now, &script);
     let want = u64::from(UPLOAD_SESSIONS * (UPLOADS - 1) * FRAMES * FRAME);
     assert!(e.stats().bytes_acked >= want, "{:?}", e.stats());
     (e, script, sent)

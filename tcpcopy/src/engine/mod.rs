@@ -434,8 +434,9 @@ impl Engine {
             // With -n above 1 the copies of the old connection can end at different times:
             // the new connection replaced those still there and needs the others anew.
             let copies = usize::from(self.cfg.copies);
-            if new_connection && ids.as_slice().len() < copies {
-                self.add_copies(now, key, target, &seg, copies - ids.as_slice().len());
+            let missing = copies.saturating_sub(ids.as_slice().len());
+            if new_connection && missing > 0 && self.room_for_sessions(missing) {
+                self.clone_copies(now, key, target, &seg, false, missing);
             }
             return;
         }
@@ -506,33 +507,25 @@ impl Engine {
             return;
         }
         let copies = usize::from(self.cfg.copies);
+        if self.room_for_sessions(copies) {
+            self.clone_copies(now, key, target, seg, fake, copies);
+        }
+    }
+
+    /// Room in the memory budget for `n` more sessions, the spare buffers freed first if that
+    /// is what it takes; a refusal is counted.
+    fn room_for_sessions(&mut self, n: usize) -> bool {
         let over = |mem: usize| {
-            self.cfg.max_memory > 0 && mem + SESSION_OVERHEAD * copies > self.cfg.max_memory
+            self.cfg.max_memory > 0 && mem + SESSION_OVERHEAD * n > self.cfg.max_memory
         };
         if over(self.mem) && self.spares.bytes() > 0 {
             self.spares.clear(&mut self.mem);
         }
         if over(self.mem) {
             self.stats.refused_memory += 1;
-            return;
+            return false;
         }
-        self.clone_copies(now, key, target, seg, fake, copies);
-    }
-
-    /// Clones `n` more copies of the captured connection `key`, which already has some.
-    fn add_copies(
-        &mut self,
-        now: Instant,
-        key: FlowKey,
-        target: SocketAddr,
-        seg: &RawSegment<'_>,
-        n: usize,
-    ) {
-        if self.cfg.max_memory > 0 && self.mem + SESSION_OVERHEAD * n > self.cfg.max_memory {
-            self.stats.refused_memory += 1;
-            return;
-        }
-        self.clone_copies(now, key, target, seg, false, n);
+        true
     }
 
     /// Clones `n` copies of `key` on client addresses free among live sessions and maps the

@@ -34,7 +34,10 @@
 #   RX_THREADS=1 (the bridge's end of production's link and the client's end receive in their
 #   own NAPI kernel threads, so that a send no longer runs the receiving namespace's stack on the
 #   sender's CPU: tcpcopy's CPU then leaves out the target's receive path and the server's
-#   leaves out the client's, as between separate hosts; needs ethtool).
+#   leaves out the client's, as between separate hosts; needs ethtool),
+#   CLIENT_RATE=RATE (tc's form, e.g. 10gbit: the client's link to production is shaped to it
+#   with a token bucket; over a bare veth an upload runs at memory speed, several GB/s, which
+#   no NIC carries), POST_CONNS (1..64, default 8: wrk's connections for nginx-post).
 # Bounded: each load has a timeout; the target gets at most WAIT s after each load.
 set -euo pipefail
 
@@ -45,10 +48,12 @@ WAIT=${WAIT:-10}
 SCENARIOS=${SCENARIOS:-redis nginx-ka nginx-close nginx-post}
 read -ra SCENS <<<"${SCENARIOS//,/ }"
 read -ra EXTRA <<<"${TCPCOPY_ARGS:-}"
-usage() { echo "usage: $0 [ROUNDS 1..20]; env SCENARIOS (redis nginx-ka nginx-close nginx-post), REQUESTS 1000..2000000, DURATION 1..60, WAIT 1..60, TCPCOPY_ARGS, TCPCOPY+INTERCEPT, RESULTS, LOGS, NO_BUILD" >&2; exit 2; }
+usage() { echo "usage: $0 [ROUNDS 1..20]; env SCENARIOS (redis nginx-ka nginx-close nginx-post), REQUESTS 1000..2000000, DURATION 1..60, WAIT 1..60, TCPCOPY_ARGS, TCPCOPY+INTERCEPT, RESULTS, LOGS, NO_BUILD, OURS, RX_THREADS, CLIENT_RATE (e.g. 10gbit), POST_CONNS 1..64" >&2; exit 2; }
 [[ $ROUNDS =~ ^[0-9]+$ && $REQUESTS =~ ^[0-9]+$ && $DURATION =~ ^[0-9]+$ && $WAIT =~ ^[0-9]+$ ]] || usage
 ((ROUNDS >= 1 && ROUNDS <= 20 && REQUESTS >= 1000 && REQUESTS <= 2000000 && DURATION >= 1 && DURATION <= 60)) || usage
 ((WAIT >= 1 && WAIT <= 60)) || usage
+[[ ${POST_CONNS:-8} =~ ^[0-9]+$ ]] && ((${POST_CONNS:-8} >= 1 && ${POST_CONNS:-8} <= 64)) || usage
+[[ ${CLIENT_RATE:-1gbit} =~ ^[0-9]+(\.[0-9]+)?[kmgt]?(bit|bps)$ ]] || usage
 [[ -z ${LOGS:-} ]] || mkdir -p "$LOGS"
 ((${#SCENS[@]} > 0)) || usage
 for s in "${SCENS[@]}"; do [[ $s =~ ^(redis|nginx-ka|nginx-close|nginx-post|idle)$ ]] || usage; done
@@ -65,7 +70,7 @@ fi
 
 # shellcheck source=scripts/lab.sh
 source "$(dirname "$0")/../scripts/lab.sh"
-lab_init k redis-server redis-benchmark redis-cli nginx wrk ss pgrep cargo ${RX_THREADS:+ethtool}
+lab_init k redis-server redis-benchmark redis-cli nginx wrk ss pgrep cargo ${RX_THREADS:+ethtool} ${CLIENT_RATE:+tc}
 if [[ -n ${OURS:-} ]]; then
     [[ -x $OURS/tcpcopy && -x $OURS/intercept ]] || { echo "$0: OURS must hold tcpcopy and intercept" >&2; exit 2; }
     BIN=$(realpath "$OURS")
@@ -90,6 +95,11 @@ fi
 # call (ms each) and the client, not the server, sets the rate. Let the load generator reuse
 # them, as busy clients do; production, target and cloners are left as they are.
 inns "$NS_CLIENT" sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1
+if [[ -n ${CLIENT_RATE:-} ]]; then
+    # The burst holds a few 64 KB GSO frames; the queue 50 ms.
+    inns "$NS_CLIENT" tc qdisc add dev "${TAG}ca" root tbf rate "$CLIENT_RATE" burst 1mb latency 50ms
+    echo "== CLIENT_RATE: the client's link to production carries at most $CLIENT_RATE"
+fi
 RESULTS_TSV=$WORK/results.tsv
 : >"$RESULTS_TSV"
 
@@ -140,7 +150,7 @@ load() { # -> requests per second; the client's output in $1
             awk -v t="$((t1 - t0))" 'BEGIN { printf "%.0f", t ? 300 / (t / 1e9) : 0 }' ;;
         nginx-ka) wrk_run "$1" -t2 -c20 http://198.18.10.1/ ;;
         nginx-close) wrk_run "$1" -t2 -c20 -H "Connection: close" http://198.18.10.1/ ;;
-        nginx-post) wrk_run "$1" -t2 -c8 -s "$WORK/post.lua" http://198.18.10.1/upload ;;
+        nginx-post) wrk_run "$1" -t2 -c${POST_CONNS:-8} -s "$WORK/post.lua" http://198.18.10.1/upload ;;
     esac
 }
 wrk_run() {
@@ -313,4 +323,4 @@ awk -F'\t' '
         print "|---|---|---|---|---|---|---|---|---|---|"
         printf "%s", md
     }' date="$(date -u +%Y-%m-%d)" commit="$(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    cmd="${RX_THREADS:+RX_THREADS=1 }bash benches/tcpcopy_cost.sh $ROUNDS" "$RESULTS_TSV"
+    cmd="${RX_THREADS:+RX_THREADS=1 }${CLIENT_RATE:+CLIENT_RATE=$CLIENT_RATE }bash benches/tcpcopy_cost.sh $ROUNDS" "$RESULTS_TSV"

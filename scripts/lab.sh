@@ -132,6 +132,11 @@ lab_clone_topology() {
     for ns in "$NS_CLIENT" "$NS_PROD" "$NS_BR" "$NS_TARGET" "$NS_ASSIST"; do mkns "$ns"; done
     veth "$NS_CLIENT" 198.18.10.2/24 "$NS_PROD" 198.18.10.1/24 "${TAG}c"
     inns "$NS_BR" ip link add br0 type bridge; inns "$NS_BR" ip link set br0 up
+    # The bridge stands for a switch: no iptables on bridged frames. Where br_netfilter is
+    # loaded (container hosts), a new namespace has it on, and every frame tcpcopy sends through
+    # the bridge would run netfilter's hooks on tcpcopy's CPU (a veth send runs the receiving
+    # side inline), which no switch costs a production host.
+    inns "$NS_BR" sh -c 'for f in /proc/sys/net/bridge/bridge-nf-call-*; do [ -e "$f" ] && echo 0 >"$f"; done; true'
     veth "$NS_PROD" 198.18.1.1/24 "$NS_BR" "" "${TAG}p"
     veth "$NS_TARGET" 198.18.1.2/24 "$NS_BR" "" "${TAG}t"
     veth "$NS_ASSIST" 198.18.1.3/24 "$NS_BR" "" "${TAG}s"

@@ -188,8 +188,14 @@ impl Lab {
     }
 
     /// Creates a bridge `br0` inside `ns` (a LAN switch host) and returns its name.
+    /// Bridged frames skip iptables, as on a switch (where br_netfilter is loaded a new
+    /// namespace has it on; `scripts/lab.sh` says why that matters).
     pub fn bridge(&mut self, ns: &str) -> String {
         self.exec_ok(ns, "ip link add br0 type bridge && ip link set br0 up");
+        self.exec_ok(
+            ns,
+            "for f in /proc/sys/net/bridge/bridge-nf-call-*; do [ -e \"$f\" ] && echo 0 >\"$f\"; done; true",
+        );
         "br0".to_string()
     }
 

@@ -154,7 +154,7 @@ lab_secret() {
 
 lab_intercept() {
     lab_secret
-    lab_bg ip netns exec "$NS_ASSIST" "$BIN/intercept" -i "${TAG}sa" -F "$1" -b 198.18.1.3 --secret-file "$WORK/secret" >"$WORK/intercept.log" 2>&1
+    lab_bg ip netns exec "$NS_ASSIST" "$BIN/intercept" -i "${TAG}sa" -F "$1" -b 198.18.1.3 --secret-file "$WORK/secret" ${LAB_INTERCEPT_ARGS:-} >"$WORK/intercept.log" 2>&1
     INTERCEPT=$LAB_PID
     for _ in $(seq 50); do inns "$NS_ASSIST" ss -Hltn 'sport = :36524' | grep -q LISTEN && return; sleep 0.1; done
     cat "$WORK/intercept.log" >&2

@@ -1,7 +1,8 @@
 //! A batch of captured IP + TCP headers: what a capture thread hands the router in one message.
 //!
-//! A ring capture sends the headers of a whole kernel block at once (one channel send and one
-//! router wake-up per block instead of per packet); the libpcap fallback sends batches of one.
+//! A ring capture sends the headers of every frame it found ready at once (one channel send and
+//! one router wake-up per capture wake-up, not per packet); the libpcap fallback sends batches
+//! of one.
 //! The headers sit back to back in one buffer, each behind its length, so a batch costs one
 //! allocation however many headers it holds.
 //!

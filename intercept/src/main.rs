@@ -71,8 +71,8 @@ struct InterceptArgs {
     /// Most tcpcopy connections.
     #[arg(long = "max-peers", default_value_t = 1024)]
     max_peers: usize,
-    /// Capture back end: `ring` (a TPACKET_V3 ring read in place, one hand-off per block of
-    /// packets) or `pcap` (libpcap in immediate mode, one hand-off per packet).
+    /// Capture back end: `ring` (a TPACKET_V2 ring read in place, each frame handed over as
+    /// it is written, one hand-off per wake-up) or `pcap` (libpcap in immediate mode, one hand-off per packet).
     #[arg(long = "capture", value_enum, default_value_t = CaptureArg::Ring)]
     capture: CaptureArg,
     /// Capture threads per device (`--capture ring`): the device's traffic is spread over

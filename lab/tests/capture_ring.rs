@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
-use tcpclone::capture::tpacket::BlockView;
-use tcpclone::sys::ring::{interface_index, Fanout, PacketRing, RingConfig, SockFilter};
+use tcpclone::capture::tpacket::{frame_v2, BlockView};
+use tcpclone::sys::ring::{interface_index, poll_many, Fanout, PacketRing, RingConfig, SockFilter};
 use tcpclone_lab::require_root;
 
 /// `filter` compiled for frames that start at the IP header (a SOCK_DGRAM ring).
@@ -24,11 +24,22 @@ fn compile(filter: &str) -> Vec<SockFilter> {
 }
 
 fn ring(filter: &[SockFilter], blocks: usize, fanout: Option<Fanout>) -> PacketRing {
+    ring_with(filter, blocks, fanout, 1, None)
+}
+
+fn ring_with(
+    filter: &[SockFilter],
+    blocks: usize,
+    fanout: Option<Fanout>,
+    retire_ms: u32,
+    frame_size: Option<usize>,
+) -> PacketRing {
     PacketRing::open(&RingConfig {
         ifindex: interface_index("lo").unwrap(),
         block_size: 128 << 10,
         block_count: blocks,
-        retire_ms: 1,
+        retire_ms,
+        frame_size,
         filter,
         fanout,
         ignore_outgoing: true,
@@ -89,6 +100,48 @@ fn blocks_handed_back_are_filled_again() {
         r.ignores_outgoing,
         "Linux 4.20+ takes PACKET_IGNORE_OUTGOING"
     );
+}
+
+/// A `TPACKET_V2` ring hands each frame over at once (its block timeout, here 5 s, plays no
+/// part), and its slots are filled again once given back.
+#[test]
+fn a_frame_ring_hands_each_frame_over_at_once_and_reuses_its_slots() {
+    require_root!("capture_ring::a_frame_ring_hands_each_frame_over_at_once_and_reuses_its_slots");
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = rx.local_addr().unwrap().port();
+    // 2 blocks of 128 KiB in 2 KiB slots: 128 frames.
+    let mut r = ring_with(
+        &compile(&format!("udp and dst port {port}")),
+        2,
+        None,
+        5_000,
+        Some(2048),
+    );
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut ready = Vec::new();
+    let mut got = 0;
+    rx.set_nonblocking(true).unwrap();
+    // 300 frames, one at a time: more than twice the slots.
+    for i in 0..300u32 {
+        tx.send_to(&i.to_be_bytes(), ("127.0.0.1", port)).unwrap();
+        let t = Instant::now();
+        poll_many(&[r.fd()], 1_000, &mut ready).unwrap();
+        assert!(
+            ready[0] && t.elapsed() < Duration::from_millis(500),
+            "frame {i} not handed over at once ({:?})",
+            t.elapsed()
+        );
+        let slot = r.next_block().expect("a frame is ready");
+        let f = frame_v2(slot.bytes()).unwrap();
+        let ihl = usize::from(f.data[0] & 0x0f) * 4;
+        assert_eq!(&f.data[ihl + 8..], &i.to_be_bytes(), "frames in order");
+        got += 1;
+        drop(slot);
+        let mut buf = [0u8; 64];
+        while rx.recv(&mut buf).is_ok() {}
+    }
+    assert_eq!(got, 300);
+    assert_eq!(r.stats().unwrap().drops, 0);
 }
 
 #[test]

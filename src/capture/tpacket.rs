@@ -1,7 +1,8 @@
 //! Views over the blocks of a Linux `TPACKET_V3` capture ring (linux/if_packet.h), read in
 //! place: the kernel hands a whole block of frames to user space at once, and the frames are
 //! borrowed from it until the block goes back ([`crate::sys::ring`] does the mapping and the
-//! hand-back; this module only reads bytes).
+//! hand-back; this module only reads bytes). [`frame_v2`] reads one frame of a `TPACKET_V2`
+//! ring, which the kernel hands over frame by frame.
 //!
 //! The ring is written by the kernel in host byte order, except the link-level protocol of
 //! `sockaddr_ll`, which is big-endian. Everything is bounds-checked: a corrupt block gives
@@ -17,6 +18,8 @@ pub const BLOCK_HEADER_LEN: usize = 48;
 pub const FRAME_HEADER_LEN: usize = 48;
 /// `struct sockaddr_ll`, which follows the frame header in `SOCK_DGRAM` and `SOCK_RAW` rings.
 pub const SOCKADDR_LL_LEN: usize = 20;
+/// `struct tpacket2_hdr` (a `TPACKET_V2` frame's header): 32 bytes, already aligned.
+pub const FRAME2_HEADER_LEN: usize = 32;
 /// `TP_STATUS_USER` (linux/if_packet.h): the block belongs to user space.
 pub const TP_STATUS_USER: u32 = 1;
 /// `TP_STATUS_KERNEL`: the block belongs to the kernel.
@@ -129,6 +132,29 @@ impl RingFrame<'_> {
     pub fn truncated(&self) -> bool {
         (self.data.len() as u64) < u64::from(self.wire_len)
     }
+}
+
+/// One frame of a `TPACKET_V2` ring (its slot: header, `sockaddr_ll`, data), checked.
+pub fn frame_v2(slot: &[u8]) -> Result<RingFrame<'_>, TpacketError> {
+    let oob = TpacketError::FrameOutOfBounds(0);
+    let hdr = slot.get(..FRAME2_HEADER_LEN + SOCKADDR_LL_LEN).ok_or(oob)?;
+    let wire_len = u32_at(hdr, 4).ok_or(oob)?;
+    let snaplen = u32_at(hdr, 8).ok_or(oob)? as usize;
+    let mac = usize::from(u16_at(hdr, 12).ok_or(oob)?);
+    let net = usize::from(u16_at(hdr, 14).ok_or(oob)?);
+    let sec = u64::from(u32_at(hdr, 16).ok_or(oob)?);
+    let nsec = u64::from(u32_at(hdr, 20).ok_or(oob)?);
+    let ll = &hdr[FRAME2_HEADER_LEN..];
+    let start = mac.min(net).max(FRAME2_HEADER_LEN + SOCKADDR_LL_LEN);
+    let data = slot.get(start..start + snaplen).ok_or(oob)?;
+    Ok(RingFrame {
+        ts_ns: sec * 1_000_000_000 + nsec,
+        wire_len,
+        pkt_type: ll[10],
+        protocol: EtherType(u16::from_be_bytes([ll[2], ll[3]])),
+        ifindex: i32::from_ne_bytes([ll[4], ll[5], ll[6], ll[7]]),
+        data,
+    })
 }
 
 /// Iterator over the frames of a [`BlockView`].
@@ -250,6 +276,28 @@ pub mod build {
         b[20..24].copy_from_slice(&len.to_ne_bytes());
         b
     }
+
+    /// A `SOCK_DGRAM` `TPACKET_V2` frame slot of `slot` bytes holding `data` (cut to fit),
+    /// handed to user space.
+    pub fn frame_v2(slot: usize, ts: u64, ty: u8, proto: u16, data: &[u8]) -> Vec<u8> {
+        let off = (FRAME2_HEADER_LEN + SOCKADDR_LL_LEN).next_multiple_of(16);
+        let mut b = vec![0u8; slot.max(off)];
+        let kept = data.len().min(b.len() - off);
+        b[0..4].copy_from_slice(&TP_STATUS_USER.to_ne_bytes());
+        b[4..8].copy_from_slice(&(data.len() as u32).to_ne_bytes());
+        b[8..12].copy_from_slice(&(kept as u32).to_ne_bytes());
+        b[12..14].copy_from_slice(&(off as u16).to_ne_bytes());
+        b[14..16].copy_from_slice(&(off as u16).to_ne_bytes());
+        b[16..20].copy_from_slice(&((ts / 1_000_000_000) as u32).to_ne_bytes());
+        b[20..24].copy_from_slice(&((ts % 1_000_000_000) as u32).to_ne_bytes());
+        let ll = FRAME2_HEADER_LEN;
+        b[ll..ll + 2].copy_from_slice(&17u16.to_ne_bytes()); // AF_PACKET
+        b[ll + 2..ll + 4].copy_from_slice(&proto.to_be_bytes());
+        b[ll + 4..ll + 8].copy_from_slice(&2i32.to_ne_bytes());
+        b[ll + 10] = ty;
+        b[off..off + kept].copy_from_slice(&data[..kept]);
+        b
+    }
 }
 
 #[cfg(test)]
@@ -280,6 +328,29 @@ mod tests {
         assert_eq!(f[1].pkt_type, PACKET_OUTGOING);
         assert_eq!(f[1].protocol, EtherType::IPV6);
         assert_eq!(f[1].data, &IP[..10]);
+    }
+
+    #[test]
+    fn a_v2_frame_reads_like_a_block_frame_and_a_bad_slot_is_an_error() {
+        let slot = super::build::frame_v2(128, 1_500_000_000_123, PACKET_OUTGOING, 0x0800, &IP);
+        let f = frame_v2(&slot).unwrap();
+        assert_eq!(f.ts_ns, 1_500_000_000_123);
+        assert_eq!(f.data, &IP[..]);
+        assert_eq!(
+            (f.protocol, f.ifindex, f.pkt_type),
+            (EtherType::IPV4, 2, PACKET_OUTGOING)
+        );
+        assert!(!f.truncated());
+        // Cut to the slot: 80 bytes leave 16 of data.
+        let cut = super::build::frame_v2(80, 1, 0, 0x0800, &IP);
+        assert!(frame_v2(&cut).unwrap().truncated());
+        // A snap length past the slot, and every prefix: errors, never panics.
+        let mut bad = slot.clone();
+        bad[8..12].copy_from_slice(&10_000u32.to_ne_bytes());
+        assert_eq!(frame_v2(&bad), Err(TpacketError::FrameOutOfBounds(0)));
+        for n in 0..slot.len() {
+            let _ = frame_v2(&slot[..n]);
+        }
     }
 
     #[test]

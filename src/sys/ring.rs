@@ -1,6 +1,11 @@
 //! A `TPACKET_V3` capture ring on an `AF_PACKET` socket of our own: the kernel fills blocks
 //! of frames in memory shared with us, and we read them in place and hand each block back.
 //! One wake-up per retired block (full, or `retire_ms` after its first frame), no copy.
+//! With [`RingConfig::frame_size`] the ring is `TPACKET_V2` instead: the kernel hands over each
+//! frame as soon as it is written and wakes the reader for it, which costs a wake-up per frame
+//! when traffic is light but never holds a frame back (a `TPACKET_V3` block holds its first
+//! frame for up to `retire_ms`, at least 1 ms); a busy reader still drains many frames per
+//! wake-up. Each "block" handed out is then one frame slot.
 //!
 //! The socket is `SOCK_DGRAM`: the kernel strips the link header, so every device (Ethernet,
 //! `any`, tun, loopback) gives frames that start at the network header, and the BPF filter is
@@ -25,7 +30,8 @@ const PACKET_STATISTICS: libc::c_int = 6;
 const PACKET_VERSION: libc::c_int = 10;
 const PACKET_FANOUT: libc::c_int = 18;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
-/// `TPACKET_V3` (enum tpacket_versions).
+/// `TPACKET_V2` and `TPACKET_V3` (enum tpacket_versions).
+const TPACKET_V2: libc::c_int = 1;
 const TPACKET_V3: libc::c_int = 2;
 /// `PACKET_FANOUT_HASH`: spread by the kernel's symmetric flow hash.
 const PACKET_FANOUT_HASH: u32 = 0;
@@ -91,6 +97,14 @@ struct TpacketReq3 {
 }
 
 #[repr(C)]
+struct TpacketReq {
+    block_size: u32,
+    block_nr: u32,
+    frame_size: u32,
+    frame_nr: u32,
+}
+
+#[repr(C)]
 #[derive(Default)]
 struct TpacketStatsV3 {
     packets: u32,
@@ -109,6 +123,10 @@ pub struct RingConfig<'a> {
     pub block_count: usize,
     /// A block with frames goes to user space at most this long after it was opened (ms).
     pub retire_ms: u32,
+    /// `Some(bytes)`: a `TPACKET_V2` ring of frame slots this large (a multiple of 16 that
+    /// divides `block_size`), each handed over on its own as soon as it is written;
+    /// `retire_ms` is then unused. `None`: `TPACKET_V3` blocks.
+    pub frame_size: Option<usize>,
     /// The BPF program, compiled for raw IP (empty: everything).
     pub filter: &'a [SockFilter],
     /// Share the device's traffic with other rings by flow hash (`PACKET_FANOUT`).
@@ -137,14 +155,20 @@ pub struct RingStats {
     pub drops: u32,
 }
 
-/// A mapped `TPACKET_V3` receive ring.
+/// A mapped `TPACKET_V3` (or, with a frame size, `TPACKET_V2`) receive ring.
 #[derive(Debug)]
 pub struct PacketRing {
     fd: OwnedFd,
     map: *mut u8,
     map_len: usize,
     block_size: usize,
-    block_count: usize,
+    /// Bytes of what is handed out at once: a block (V3) or a frame slot (V2).
+    slot_size: usize,
+    /// Number of those.
+    slot_count: usize,
+    /// Where a slot's status word is: `block_status` of a block descriptor (V3), `tp_status`
+    /// at the start of a frame (V2).
+    status_at: usize,
     next: usize,
     /// Whether the kernel accepted `PACKET_IGNORE_OUTGOING`.
     pub ignores_outgoing: bool,
@@ -227,25 +251,41 @@ impl PacketRing {
                 return Err(last("setsockopt(SO_ATTACH_FILTER)"));
             }
         }
-        setsockopt(
-            s,
-            PACKET_VERSION,
-            &TPACKET_V3,
-            "setsockopt(PACKET_VERSION, TPACKET_V3)",
-        )?;
+        let version = if cfg.frame_size.is_some() {
+            (&TPACKET_V2, "setsockopt(PACKET_VERSION, TPACKET_V2)")
+        } else {
+            (&TPACKET_V3, "setsockopt(PACKET_VERSION, TPACKET_V3)")
+        };
+        setsockopt(s, PACKET_VERSION, version.0, version.1)?;
         let ignores_outgoing = cfg.ignore_outgoing
             && setsockopt(s, PACKET_IGNORE_OUTGOING, &1 as &libc::c_int, "").is_ok();
-        let frame_size = 2048u32;
-        let req = TpacketReq3 {
-            block_size: cfg.block_size as u32,
-            block_nr: cfg.block_count as u32,
-            frame_size,
-            frame_nr: (cfg.block_size as u32 / frame_size) * cfg.block_count as u32,
-            retire_blk_tov: cfg.retire_ms.max(1),
-            sizeof_priv: 0,
-            feature_req_word: 0,
+        let (slot_size, slot_count, status_at) = match cfg.frame_size {
+            Some(frame) => {
+                let frame_nr = (cfg.block_size / frame) * cfg.block_count;
+                let req = TpacketReq {
+                    block_size: cfg.block_size as u32,
+                    block_nr: cfg.block_count as u32,
+                    frame_size: frame as u32,
+                    frame_nr: frame_nr as u32,
+                };
+                setsockopt(s, PACKET_RX_RING, &req, "setsockopt(PACKET_RX_RING)")?;
+                (frame, frame_nr, 0)
+            }
+            None => {
+                let frame_size = 2048u32;
+                let req = TpacketReq3 {
+                    block_size: cfg.block_size as u32,
+                    block_nr: cfg.block_count as u32,
+                    frame_size,
+                    frame_nr: (cfg.block_size as u32 / frame_size) * cfg.block_count as u32,
+                    retire_blk_tov: cfg.retire_ms.max(1),
+                    sizeof_priv: 0,
+                    feature_req_word: 0,
+                };
+                setsockopt(s, PACKET_RX_RING, &req, "setsockopt(PACKET_RX_RING)")?;
+                (cfg.block_size, cfg.block_count, BLOCK_STATUS_AT)
+            }
         };
-        setsockopt(s, PACKET_RX_RING, &req, "setsockopt(PACKET_RX_RING)")?;
         let map_len = cfg.block_size * cfg.block_count;
         // SAFETY: a new shared mapping of the ring the kernel just allocated for `s`; no
         // address hint, so it cannot overlap anything of ours.
@@ -267,7 +307,9 @@ impl PacketRing {
             map: map.cast(),
             map_len,
             block_size: cfg.block_size,
-            block_count: cfg.block_count,
+            slot_size,
+            slot_count,
+            status_at,
             next: 0,
             ignores_outgoing,
             fanout_id: None,
@@ -324,32 +366,40 @@ impl PacketRing {
         self.fd.as_raw_fd()
     }
 
-    fn status(&self, i: usize) -> &AtomicU32 {
-        // SAFETY: block `i` < block_count lies inside the mapping, whose start is page-aligned,
-        // so `block_status` (offset 8) is 4-byte aligned; the kernel and we access it as one
-        // 32-bit word, which is what AtomicU32 is.
-        unsafe { &*(self.map.add(i * self.block_size + BLOCK_STATUS_AT) as *const AtomicU32) }
+    /// Byte offset of slot `i` in the mapping: frames never straddle blocks, so a block's
+    /// tail shorter than a frame is skipped (none is when the frame size divides the block).
+    fn slot_at(&self, i: usize) -> usize {
+        let per_block = self.block_size / self.slot_size;
+        (i / per_block) * self.block_size + (i % per_block) * self.slot_size
     }
 
-    /// Whether the kernel has handed the next block over (without taking it).
+    fn status(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: slot `i` < slot_count lies inside the mapping, whose start is page-aligned;
+        // slots start at multiples of 16 (blocks are pages, frames TPACKET_ALIGNMENT), so the
+        // status word (offset 8 of a block, 0 of a frame) is 4-byte aligned; the kernel and we
+        // access it as one 32-bit word, which is what AtomicU32 is.
+        unsafe { &*(self.map.add(self.slot_at(i) + self.status_at) as *const AtomicU32) }
+    }
+
+    /// Whether the kernel has handed the next block (or frame) over (without taking it).
     pub fn has_block(&self) -> bool {
         self.status(self.next).load(Ordering::Acquire) & crate::capture::tpacket::TP_STATUS_USER
             != 0
     }
 
-    /// The next block the kernel has handed over, if any. The frames it holds are valid until
-    /// the returned value is dropped, which gives the block back.
+    /// The next block the kernel has handed over, if any (a `TPACKET_V2` ring: the next frame
+    /// slot). The frames it holds are valid until the returned value is dropped, which gives
+    /// the block back.
     pub fn next_block(&mut self) -> Option<RingBlock<'_>> {
         let i = self.next;
         // Acquire: the frames' bytes were written before the kernel set the status.
         if self.status(i).load(Ordering::Acquire) & crate::capture::tpacket::TP_STATUS_USER == 0 {
             return None;
         }
-        // SAFETY: the block is ours (TP_STATUS_USER) until we set it back to TP_STATUS_KERNEL
-        // in RingBlock's drop; the slice covers block `i` only, inside the mapping.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(self.map.add(i * self.block_size), self.block_size)
-        };
+        // SAFETY: the slot is ours (TP_STATUS_USER) until we set it back to TP_STATUS_KERNEL
+        // in RingBlock's drop; the slice covers slot `i` only, inside the mapping.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(self.map.add(self.slot_at(i)), self.slot_size) };
         Some(RingBlock {
             ring: self,
             bytes,
@@ -410,7 +460,8 @@ pub struct RingBlock<'a> {
 }
 
 impl RingBlock<'_> {
-    /// The block's bytes (read them with [`crate::capture::tpacket::BlockView`]).
+    /// The block's bytes (read them with [`crate::capture::tpacket::BlockView`]; a
+    /// `TPACKET_V2` frame slot with [`crate::capture::tpacket::frame_v2`]).
     pub fn bytes(&self) -> &[u8] {
         self.bytes
     }
@@ -422,7 +473,7 @@ impl Drop for RingBlock<'_> {
         self.ring
             .status(self.index)
             .store(crate::capture::tpacket::TP_STATUS_KERNEL, Ordering::Release);
-        self.ring.next = (self.index + 1) % self.ring.block_count;
+        self.ring.next = (self.index + 1) % self.ring.slot_count;
     }
 }
 

@@ -1,8 +1,9 @@
 //! Live capture of the target's responses, one thread per capture, each handing the router
 //! batches of IP + TCP headers.
 //!
-//! Two back ends: by default the library's `TPACKET_V3` ring ([`ring`]), read in place, one
-//! batch per kernel block, optionally several rings per device in a fanout group; or libpcap
+//! Two back ends: by default the library's capture ring in its frame-by-frame `TPACKET_V2`
+//! form ([`ring`]), read in place, one batch per wake-up, optionally several rings per device
+//! in a fanout group; or libpcap
 //! in immediate mode ([`libpcap`], `--capture pcap`), one batch per packet, as intercept always
 //! did. Both reopen a capture whose device went down or away, with the same backoff, and count
 //! it in the same [`Stats`] counters.
@@ -22,24 +23,25 @@ use tokio::sync::mpsc;
 /// Which capture back end to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// The library's `TPACKET_V3` ring, read in place.
+    /// The library's capture ring (`TPACKET_V2` frames), read in place.
     Ring,
     /// libpcap in immediate mode.
     Pcap,
 }
 
-/// Kernel buffer per device (the ring, or libpcap's buffer), shared by the device's rings.
-/// Under a steady trickle every ring block leaves after 1 ms however little it holds, so the
-/// number of blocks is how long intercept may be kept off the CPU before the kernel drops
-/// headers: 1,024 blocks of 64 KiB, about a second. A target that saturates its host's cores
-/// can keep intercept waiting far longer than the 128 ms that 8 MB gave, and every lost
-/// SYN-ACK or acknowledgement stalls a clone until tcpcopy retransmits.
+/// Kernel buffer per device (the ring, or libpcap's buffer), shared by the device's rings: in
+/// 256-byte frame slots (512 with a response prefix), some 260,000 headers, which a target
+/// answering 100,000 segments a second fills in over two seconds of intercept off the CPU. A
+/// target that saturates its host's cores can keep intercept waiting far longer than the
+/// 128 ms that 8 MB gave, and every lost SYN-ACK or acknowledgement stalls a clone until
+/// tcpcopy retransmits.
 pub const DEVICE_BUFFER: usize = 64 << 20;
 
 /// The router's queue: in batches (a ring block each) or, with libpcap, in headers.
 pub fn queue_len(backend: Backend) -> usize {
     match backend {
-        // A block holds at most ~500 headers: 1,024 blocks bound the queue to ~30 MB.
+        // A batch holds at most 1,024 headers: 1,024 batches bound the queue to ~64 MB (a busy
+        // ring fills its batches; a quiet one sends small ones, and then the ring buffers).
         Backend::Ring => 1024,
         Backend::Pcap => 65_536,
     }

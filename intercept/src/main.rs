@@ -294,8 +294,11 @@ fn run(args: InterceptArgs) -> anyhow::Result<()> {
 
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
+    // One runtime thread: the router and the connections' writers then run where the capture
+    // threads' batches wake them, one thread switch per batch; a second worker made it two
+    // (the writer stolen to the other thread) for no gain, the router being one task.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("tokio runtime")?;

@@ -97,6 +97,17 @@ impl SparePool {
         }
     }
 
+    /// Whether `n` more bytes fit under `limit` (0: no limit) with `mem` in use, after freeing
+    /// the spares if they alone stand in the way: memory a live session needs comes before
+    /// buffers kept for bursts that may never come.
+    pub fn room_for(&mut self, n: usize, limit: usize, mem: &mut usize) -> bool {
+        let fits = |mem: usize| limit == 0 || mem + n <= limit;
+        if !fits(*mem) && self.bytes > 0 {
+            self.clear(mem);
+        }
+        fits(*mem)
+    }
+
     /// Frees every spare (memory is short).
     pub fn clear(&mut self, mem: &mut usize) {
         *mem = mem.saturating_sub(self.bytes);
@@ -419,6 +430,24 @@ mod tests {
         // Nobody asked since: freed.
         pool.trim(&mut mem);
         assert_eq!((pool.bytes(), mem), (0, 0));
+    }
+
+    #[test]
+    fn spares_are_freed_only_when_they_alone_stand_in_the_way() {
+        let mut pool = SparePool::new(1 << 20);
+        let mut mem = 0;
+        let mut a = ClientStream::new(SeqNumber(0));
+        push(&mut a, &mut pool, 64 * 1024, &mut mem);
+        a.acked(SeqNumber(64 * 1024), &mut pool, &mut mem);
+        let spare = pool.bytes();
+        assert!(spare >= 64 * 1024 && mem == spare);
+        assert!(pool.room_for(1000, mem + 1000, &mut mem), "fits: kept");
+        assert_eq!(pool.bytes(), spare);
+        assert!(pool.room_for(1000, 0, &mut mem), "no limit: kept");
+        assert_eq!(pool.bytes(), spare);
+        assert!(pool.room_for(1000, 2000, &mut mem), "fits once the spares go");
+        assert_eq!((pool.bytes(), mem), (0, 0));
+        assert!(!pool.room_for(3000, 2000, &mut mem), "never fits");
     }
 
     #[test]

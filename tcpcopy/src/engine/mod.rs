@@ -515,17 +515,13 @@ impl Engine {
     /// Room in the memory budget for `n` more sessions, the spare buffers freed first if that
     /// is what it takes; a refusal is counted.
     fn room_for_sessions(&mut self, n: usize) -> bool {
-        let over = |mem: usize| {
-            self.cfg.max_memory > 0 && mem + SESSION_OVERHEAD * n > self.cfg.max_memory
-        };
-        if over(self.mem) && self.spares.bytes() > 0 {
-            self.spares.clear(&mut self.mem);
-        }
-        if over(self.mem) {
+        let room = self
+            .spares
+            .room_for(SESSION_OVERHEAD * n, self.cfg.max_memory, &mut self.mem);
+        if !room {
             self.stats.refused_memory += 1;
-            return false;
         }
-        true
+        room
     }
 
     /// Clones `n` copies of `key` on client addresses free among live sessions and maps the

@@ -61,11 +61,7 @@ impl SessionCtx<'_> {
     /// if that is what it takes.
     #[inline]
     fn fits(&mut self, n: usize) -> bool {
-        let fits = |mem: usize| self.cfg.max_memory == 0 || mem + n <= self.cfg.max_memory;
-        if !fits(*self.mem) && self.spares.bytes() > 0 {
-            self.spares.clear(self.mem);
-        }
-        fits(*self.mem)
+        self.spares.room_for(n, self.cfg.max_memory, self.mem)
     }
 }
 

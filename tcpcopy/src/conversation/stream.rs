@@ -10,7 +10,7 @@ use super::order::{Held, ReorderQueue};
 use std::collections::{btree_map, VecDeque};
 use tcpclone::seq::SeqNumber;
 
-/// A non-empty buffer larger than this shrinks once it is mostly unused.
+/// A non-empty buffer larger than this shrinks at the periodic trim when it is mostly unused.
 const SHRINK_ABOVE: usize = 1 << 20;
 
 /// The most buffers [`SparePool`] keeps.
@@ -64,26 +64,23 @@ impl SparePool {
         }
     }
 
-    /// A spare of at least `need` bytes, or the largest one when it is larger than `than`.
-    fn take(&mut self, need: usize, than: usize) -> Option<VecDeque<u8>> {
+    /// The largest spare, when it is larger than `than`. The largest, not the first that
+    /// holds the bytes at hand: they are the start of a burst whose size is not known yet,
+    /// and a spare taken too small grows again (a copy at each doubling, fresh pages faulted
+    /// in) while the large ones wait.
+    fn take(&mut self, than: usize) -> Option<VecDeque<u8>> {
         if self.bufs.is_empty() {
             return None;
         }
         self.used = true;
-        let i = match self.bufs.iter().position(|b| b.capacity() >= need) {
-            Some(i) => i,
-            None => {
-                let (i, b) = self
-                    .bufs
-                    .iter()
-                    .enumerate()
-                    .max_by_key(|(_, b)| b.capacity())?;
-                if b.capacity() <= than {
-                    return None;
-                }
-                i
-            }
-        };
+        let (i, b) = self
+            .bufs
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, b)| b.capacity())?;
+        if b.capacity() <= than {
+            return None;
+        }
         let b = self.bufs.swap_remove(i);
         self.bytes -= b.capacity();
         Some(b)
@@ -207,7 +204,7 @@ impl ClientStream {
         if !self.buf.is_empty() || cap >= n {
             return;
         }
-        if let Some(spare) = pool.take(n, cap) {
+        if let Some(spare) = pool.take(cap) {
             *mem = mem.saturating_sub(cap);
             self.buf = spare;
         }
@@ -288,10 +285,10 @@ impl ClientStream {
     }
 
     /// The target acknowledged everything before `ack`: drops those bytes and returns how many.
-    /// Gives back what a past burst left allocated: to `pool` once empty (a small buffer
-    /// stays), down to twice the bytes held once a large buffer is mostly unused (a long
-    /// conversation that never empties keeps no burst's worth for ever; not sooner, or a
-    /// large request acknowledged as it goes would shrink and grow its buffer again and again).
+    /// An emptied buffer goes to `pool` (a small one stays). A large one that is mostly unused
+    /// but not empty keeps its size here: [`ClientStream::trim`] shrinks it, every few seconds,
+    /// if it still is then. Shrinking on the acknowledgement made an upload that the target
+    /// acknowledges as it goes shrink and regrow its buffer with every window.
     #[inline]
     pub fn acked(&mut self, ack: SeqNumber, pool: &mut SparePool, mem: &mut usize) -> usize {
         let drop = ack.diff(self.buf_seq).clamp(0, self.buf.len() as i32) as usize;
@@ -301,12 +298,20 @@ impl ClientStream {
             let cap = self.buf.capacity();
             if self.buf.is_empty() && cap > KEEP_SMALL {
                 pool.put(std::mem::take(&mut self.buf), mem);
-            } else if cap > SHRINK_ABOVE && self.buf.len() < cap / 8 {
-                self.buf.shrink_to(self.buf.len() * 2);
-                *mem = mem.saturating_sub(cap - self.buf.capacity());
             }
         }
         drop
+    }
+
+    /// Shrinks a large buffer that is mostly unused to twice the bytes it holds (the engine
+    /// calls it every few seconds): a long conversation that never empties keeps no burst's
+    /// worth for ever.
+    pub fn trim(&mut self, mem: &mut usize) {
+        let cap = self.buf.capacity();
+        if cap > SHRINK_ABOVE && self.buf.len() < cap / 8 {
+            self.buf.shrink_to(self.buf.len() * 2);
+            *mem = mem.saturating_sub(cap - self.buf.capacity());
+        }
     }
 
     /// The `len` bytes from `seq`, in the buffer's one or two pieces; `None` when they are not
@@ -445,7 +450,10 @@ mod tests {
         assert_eq!(pool.bytes(), spare);
         assert!(pool.room_for(1000, 0, &mut mem), "no limit: kept");
         assert_eq!(pool.bytes(), spare);
-        assert!(pool.room_for(1000, 2000, &mut mem), "fits once the spares go");
+        assert!(
+            pool.room_for(1000, 2000, &mut mem),
+            "fits once the spares go"
+        );
         assert_eq!((pool.bytes(), mem), (0, 0));
         assert!(!pool.room_for(3000, 2000, &mut mem), "never fits");
     }
@@ -477,6 +485,34 @@ mod tests {
         assert_eq!(a.buffered(), cap);
         assert_eq!(push(&mut a, &mut pool, 64 * 1024, &mut mem), 0);
         assert_eq!(mem, a.buffered());
+        // Larger than 1 MiB and an eighth used when the trim comes: shrunk, and counted so.
+        push(&mut a, &mut pool, 2 << 20, &mut mem);
+        let big = a.buffered();
+        let held = 576 * 1024 + (2 << 20);
+        a.acked(SeqNumber(held as u32 - 100 * 1024), &mut pool, &mut mem);
+        assert_eq!(a.buffered(), big, "not on the acknowledgement");
+        a.trim(&mut mem);
+        assert!(a.buffered() < big && a.buffered() >= 200 * 1024);
+        assert_eq!(mem, a.buffered());
+        // A buffer still well used is left alone.
+        let now = a.buffered();
+        a.trim(&mut mem);
+        assert_eq!(a.buffered(), now);
+    }
+
+    #[test]
+    fn a_new_burst_takes_the_largest_spare() {
+        let mut pool = SparePool::new(64 << 20);
+        let mut mem = 0;
+        for n in [64 * 1024, 1 << 20, 256 * 1024] {
+            let mut s = ClientStream::new(SeqNumber(0));
+            push(&mut s, &mut pool, n, &mut mem);
+            s.acked(SeqNumber(n as u32), &mut pool, &mut mem);
+        }
+        let mut b = ClientStream::new(SeqNumber(0));
+        // The first bytes of the burst would fit the smallest; the largest is taken.
+        assert_eq!(push(&mut b, &mut pool, 1000, &mut mem), 0);
+        assert!(b.buffered() >= 1 << 20);
     }
 
     #[test]

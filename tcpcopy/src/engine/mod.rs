@@ -808,6 +808,9 @@ impl Engine {
     /// sized for yesterday's peak stays resident as long as it exists.)
     pub fn compact(&mut self) {
         self.spares.trim(&mut self.mem);
+        for s in self.slots.iter_mut().filter_map(|s| s.session.as_mut()) {
+            s.trim_buffers(&mut self.mem);
+        }
         // Empty slots at the end go (their ids leave the free list; stale references to them
         // in the ready queue and the timers are dropped below, so a slot created again at the
         // same index cannot be mistaken for the old one).

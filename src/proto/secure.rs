@@ -8,7 +8,7 @@
 //!
 //! # Wire format
 //!
-//! Before any protocol frame, the two ends run `Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s` with the
+//! Before any protocol frame, the two ends run `Noise_NNpsk0_25519_AESGCM_BLAKE2s` with the
 //! prologue [`PROLOGUE`]: the initiator (tcpcopy) sends `-> psk, e`, the responder (intercept)
 //! answers `<- e, ee`. Both messages carry an AEAD tag keyed by the PSK, so each end proves it
 //! knows the secret before any session data flows; a wrong secret fails the first message
@@ -16,16 +16,23 @@
 //! followed by `len` bytes of Noise message. Transport records carry at most
 //! [`MAX_PLAINTEXT`] bytes each; Noise's per-direction nonce makes a replayed, dropped or
 //! reordered record fail authentication, which ends the channel.
+//!
+//! AES-GCM rather than ChaCha20-Poly1305: the channel carries many small records (intercept
+//! reports each wake-up's responses at once, often one or two headers), and on CPUs with AES
+//! instructions (x86-64 and ARMv8 servers; the `aes` crate picks them at run time) a 100-byte
+//! record costs a fifth of what it costs with the ChaCha implementation snow uses, on the
+//! production host's tcpcopy too (figures: docs/benchmarks.md).
 
 use bytes::{BufMut, BytesMut};
 
 /// The Noise protocol name (Noise spec rev 34, §9 PSK modes).
-pub const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
-/// Prologue both ends mix into the handshake: binds it to this protocol and version.
-pub const PROLOGUE: &[u8] = b"tcpclone proto v1";
+pub const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_AESGCM_BLAKE2s";
+/// Prologue both ends mix into the handshake: binds it to this protocol and version (v2: the
+/// AES-GCM records; a v1 peer fails the handshake).
+pub const PROLOGUE: &[u8] = b"tcpclone proto v2";
 /// Largest Noise message (Noise spec §3).
 pub const MAX_RECORD: usize = 65535;
-/// AEAD tag length (ChaChaPoly).
+/// AEAD tag length (AES-GCM).
 pub const TAG_LEN: usize = 16;
 /// Largest plaintext per transport record.
 pub const MAX_PLAINTEXT: usize = MAX_RECORD - TAG_LEN;
@@ -58,8 +65,9 @@ pub enum SecureError {
         /// Offset of the record's length prefix.
         offset: u64,
     },
-    /// The handshake failed: the peer does not know the secret (or is not speaking Noise).
-    #[error("handshake failed at byte {offset}: peer not authenticated (wrong secret?)")]
+    /// The handshake failed: the peer does not know the secret, runs another version of the
+    /// channel, or is not speaking Noise.
+    #[error("handshake failed at byte {offset}: peer not authenticated (wrong secret, or a tcpcopy and intercept of different versions?)")]
     Handshake {
         /// Offset of the failing record.
         offset: u64,
@@ -422,6 +430,31 @@ mod tests {
     fn wrong_secret_fails_at_responder() {
         let e = pair(&psk(1), &psk(2)).unwrap_err();
         assert_eq!(e, SecureError::Handshake { offset: 0 });
+    }
+
+    #[test]
+    fn a_peer_of_the_first_channel_version_fails_the_handshake() {
+        // What a tcpcopy or intercept from before AES-GCM sends first.
+        let k = psk(1);
+        let params: snow::params::NoiseParams =
+            "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s".parse().unwrap();
+        let mut old = snow::Builder::new(params)
+            .psk(0, &k.0)
+            .unwrap()
+            .prologue(b"tcpclone proto v1")
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let mut msg = [0u8; MAX_HANDSHAKE_RECORD];
+        let n = old.write_message(&[], &mut msg).unwrap();
+        let mut input = BytesMut::new();
+        input.put_u16(n as u16);
+        input.put_slice(&msg[..n]);
+        let mut resp = SecureChannel::responder(&k).unwrap();
+        let (mut plain, mut out) = (BytesMut::new(), BytesMut::new());
+        let e = resp.read(&mut input, &mut plain, &mut out).unwrap_err();
+        assert_eq!(e, SecureError::Handshake { offset: 0 });
+        assert!(e.to_string().contains("different versions"));
     }
 
     #[test]

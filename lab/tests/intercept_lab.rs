@@ -148,7 +148,22 @@ fn intercept_lab_redis_headers() {
         "redis-cli",
         "tcpdump"
     );
-    redis_scenario(false);
+    redis_scenario(false, "ring");
+}
+
+/// The same through `--capture blocks` (`TPACKET_V3` blocks instead of frames).
+#[test]
+fn intercept_lab_redis_headers_blocks() {
+    require_root!("intercept_lab::intercept_lab_redis_headers_blocks");
+    require_programs!(
+        "intercept_lab",
+        "ip",
+        "env",
+        "redis-server",
+        "redis-cli",
+        "tcpdump"
+    );
+    redis_scenario(false, "blocks");
 }
 
 #[test]
@@ -162,12 +177,12 @@ fn intercept_lab_redis_headers_secure() {
         "redis-cli",
         "tcpdump"
     );
-    redis_scenario(true);
+    redis_scenario(true, "ring");
 }
 
 /// The scenario of the module docs; with `secure`, intercept and the fake tcpcopy share a
 /// secret (`--secret-file`, Noise handshake) and intercept allows only 127.0.0.1.
-fn redis_scenario(secure: bool) {
+fn redis_scenario(secure: bool, capture: &str) {
     use std::os::unix::fs::PermissionsExt;
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
@@ -220,6 +235,8 @@ fn redis_scenario(secure: bool) {
         "127.0.0.1",
         "--stats",
         "1",
+        "--capture",
+        capture,
     ];
     if secure {
         argv.extend([

@@ -25,6 +25,9 @@ use tokio::sync::mpsc;
 pub enum Backend {
     /// The library's capture ring (`TPACKET_V2` frames), read in place.
     Ring,
+    /// The same ring in `TPACKET_V3` blocks handed over full or 1 ms after their first frame:
+    /// fewer wake-ups for intercept and tcpcopy, but each response may wait that millisecond.
+    Blocks,
     /// libpcap in immediate mode.
     Pcap,
 }
@@ -42,7 +45,7 @@ pub fn queue_len(backend: Backend) -> usize {
     match backend {
         // A batch holds at most 1,024 headers: 1,024 batches bound the queue to ~64 MB (a busy
         // ring fills its batches; a quiet one sends small ones, and then the ring buffers).
-        Backend::Ring => 1024,
+        Backend::Ring | Backend::Blocks => 1024,
         Backend::Pcap => 65_536,
     }
 }
@@ -66,10 +69,12 @@ pub fn open(
     prefix: usize,
 ) -> anyhow::Result<Vec<DeviceCapture>> {
     Ok(match backend {
-        Backend::Ring => ring::open(device, filter, workers, prefix)?
-            .into_iter()
-            .map(DeviceCapture::Ring)
-            .collect(),
+        Backend::Ring | Backend::Blocks => {
+            ring::open(device, filter, workers, prefix, backend == Backend::Blocks)?
+                .into_iter()
+                .map(DeviceCapture::Ring)
+                .collect()
+        }
         Backend::Pcap => {
             anyhow::ensure!(workers == 1, "--workers {workers} needs --capture ring");
             vec![DeviceCapture::Pcap(libpcap::open(device, filter, prefix)?)]

@@ -10,7 +10,8 @@
 //! target's answer to one request before it sends the next of that connection. With one
 //! request in flight per connection no block ever fills, so every request paid up to a
 //! millisecond, and a clone of a busy keep-alive service (redis-benchmark, 10 connections,
-//! ~100,000 requests/s) fell behind production without bound.
+//! ~100,000 requests/s) fell behind production without bound. `--capture blocks` still reads
+//! blocks, for a target whose host has no CPU to spare for a wake-up per response.
 //!
 //! With `--workers N`, each device gets N rings in one `PACKET_FANOUT` group (the kernel
 //! spreads the traffic by flow, so one connection's responses stay in one ring and in order),
@@ -29,7 +30,7 @@ use anyhow::Context;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tcpclone::capture::tpacket::{frame_v2, PACKET_OUTGOING};
+use tcpclone::capture::tpacket::{frame_v2, BlockView, RingFrame, PACKET_OUTGOING};
 use tcpclone::capture::LinkType;
 use tcpclone::sys::ring::{interface_index, poll_many, Fanout, PacketRing, RingConfig, SockFilter};
 use tokio::sync::mpsc;
@@ -57,8 +58,9 @@ struct DeviceRings {
     prog: Vec<SockFilter>,
     workers: usize,
     block_count: usize,
-    /// Bytes per frame slot: the ring headers and the snap length, rounded up to a power of two.
-    frame_size: usize,
+    /// Bytes per frame slot: the ring headers and the snap length, rounded up to a power of two;
+    /// `None`: `TPACKET_V3` blocks (`--capture blocks`).
+    frame_size: Option<usize>,
     /// Index of `lo`, whose frames this host sends are seen twice (outgoing, then incoming).
     lo_ifindex: Option<i32>,
     group: Mutex<Group>,
@@ -89,12 +91,14 @@ pub struct RingCapture {
 }
 
 /// Opens `workers` rings on `device` (`any`: every device), filtered by `filter`.
-/// `prefix`: payload bytes kept after each header (`--response-prefix`).
+/// `prefix`: payload bytes kept after each header (`--response-prefix`); `blocks`: read
+/// `TPACKET_V3` blocks instead of frames.
 pub fn open(
     device: &str,
     filter: &str,
     workers: usize,
     prefix: usize,
+    blocks: bool,
 ) -> anyhow::Result<Vec<RingCapture>> {
     anyhow::ensure!(workers >= 1, "--workers must be at least 1");
     let prefix = prefix.min(tcpclone::proto::MAX_PREFIX);
@@ -106,7 +110,7 @@ pub fn open(
         prog,
         workers,
         block_count: (per_ring / BLOCK_SIZE).max(MIN_BLOCKS),
-        frame_size: (SLOT_HEADERS + SNAP as usize + prefix).next_power_of_two(),
+        frame_size: (!blocks).then(|| (SLOT_HEADERS + SNAP as usize + prefix).next_power_of_two()),
         lo_ifindex: interface_index("lo")
             .ok()
             .and_then(|i| i32::try_from(i).ok()),
@@ -151,7 +155,7 @@ impl DeviceRings {
             block_size: BLOCK_SIZE,
             block_count: self.block_count,
             retire_ms: 1,
-            frame_size: Some(self.frame_size),
+            frame_size: self.frame_size,
             filter: &self.prog,
             fanout,
             // Responses are often this host's own output (intercept on the target): only on
@@ -178,7 +182,8 @@ pub struct Counts {
     pub captured: u64,
     /// Captured frames that gave no IP + TCP header.
     pub not_tcp: u64,
-    /// Frame slots whose ring headers were malformed (each such frame is lost).
+    /// Frame slots (or blocks, `--capture blocks`) whose ring headers were malformed: the
+    /// frame, or the block's frames from the fault on, are lost.
     pub bad: u64,
 }
 
@@ -193,14 +198,51 @@ pub fn read_frame(
     batch: &mut HeaderBatch,
     n: &mut Counts,
 ) {
-    let f = match frame_v2(slot) {
-        Ok(f) => f,
+    match frame_v2(slot) {
+        Ok(f) => push_frame(&f, lo_ifindex, prefix, batch, n),
+        Err(e) => {
+            tracing::debug!("{e}");
+            n.bad += 1;
+        }
+    }
+}
+
+/// [`read_frame`] for every frame of a `TPACKET_V3` block (`--capture blocks`); a malformed
+/// block counts once, its frames from the fault on are lost.
+pub fn read_block(
+    block: &[u8],
+    lo_ifindex: Option<i32>,
+    prefix: usize,
+    batch: &mut HeaderBatch,
+    n: &mut Counts,
+) {
+    let view = match BlockView::new_checked(block) {
+        Ok(v) => v,
         Err(e) => {
             tracing::debug!("{e}");
             n.bad += 1;
             return;
         }
     };
+    for f in view.frames() {
+        match f {
+            Ok(f) => push_frame(&f, lo_ifindex, prefix, batch, n),
+            Err(e) => {
+                tracing::debug!("{e}");
+                n.bad += 1;
+                return;
+            }
+        }
+    }
+}
+
+fn push_frame(
+    f: &RingFrame<'_>,
+    lo_ifindex: Option<i32>,
+    prefix: usize,
+    batch: &mut HeaderBatch,
+    n: &mut Counts,
+) {
     if f.pkt_type == PACKET_OUTGOING && Some(f.ifindex) == lo_ifindex {
         return;
     }
@@ -248,7 +290,12 @@ impl RingCapture {
                     let Some(slot) = ring.next_block() else {
                         break;
                     };
-                    read_frame(
+                    let read = if rings.frame_size.is_some() {
+                        read_frame
+                    } else {
+                        read_block
+                    };
+                    read(
                         slot.bytes(),
                         rings.lo_ifindex,
                         rings.prefix,
@@ -445,6 +492,30 @@ mod tests {
         );
         assert_eq!((n.captured, n.not_tcp, n.bad), (6, 5, 0));
         assert_eq!(batch.iter().collect::<Vec<_>>(), vec![&resp[..40]]);
+    }
+
+    #[test]
+    fn a_block_reads_like_its_frames_one_by_one() {
+        let (a, b) = (with_seq(1), with_seq(2));
+        let frames = [
+            (1, PACKET_OUTGOING, 0x0800, &a[..]),
+            (2, PACKET_HOST, 0x0800, &a[..]),
+            (3, PACKET_HOST, 0x0806, &[0u8; 28][..]),
+            (4, PACKET_HOST, 0x0800, &b[..]),
+        ];
+        let blk = build::block(&frames);
+        let (mut from_block, mut nb) = (HeaderBatch::default(), Counts::default());
+        read_block(&blk, Some(BUILT_IFINDEX), 0, &mut from_block, &mut nb);
+        let mut one_by_one = HeaderBatch::default();
+        let frames: Vec<_> = frames.iter().map(|&(_, t, p, d)| (t, p, d)).collect();
+        let nf = read(&frames, Some(BUILT_IFINDEX), &mut one_by_one);
+        assert_eq!(nb, nf);
+        assert_eq!((nb.captured, nb.not_tcp, nb.bad), (3, 1, 0));
+        assert_eq!(from_block, one_by_one);
+        // A block cut short: counted bad once, what came before kept.
+        let (mut cut, mut nc) = (HeaderBatch::default(), Counts::default());
+        read_block(&blk[..20], None, 0, &mut cut, &mut nc);
+        assert_eq!((nc.captured, nc.bad, cut.len()), (0, 1, 0));
     }
 
     #[test]

@@ -37,7 +37,8 @@
 #   leaves out the client's, as between separate hosts; needs ethtool),
 #   CLIENT_RATE=RATE (tc's form, e.g. 10gbit: the client's link to production is shaped to it
 #   with a token bucket; over a bare veth an upload runs at memory speed, several GB/s, which
-#   no NIC carries), POST_CONNS (1..64, default 8: wrk's connections for nginx-post).
+#   no NIC carries), POST_CONNS (1..64, default 8: wrk's connections for nginx-post),
+#   LAB_INTERCEPT_ARGS (extra flags for our intercept, e.g. "--capture blocks").
 # Bounded: each load has a timeout; the target gets at most WAIT s after each load.
 set -euo pipefail
 

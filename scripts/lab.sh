@@ -16,7 +16,8 @@
 #                                198.18.1.1, target $NS_TARGET 198.18.1.2 and assistant
 #                                $NS_ASSIST 198.18.1.3 (forwarding off; the target routes the
 #                                client network to it, so responses die there).
-#   lab_intercept FILTER         intercept on the assistant, once it listens; pid in $INTERCEPT.
+#   lab_intercept FILTER         intercept on the assistant, once it listens; pid in $INTERCEPT
+#                                (LAB_INTERCEPT_ARGS: extra flags, e.g. "--capture blocks").
 #   lab_tcpcopy ARGS...          tcpcopy on production, once connected to intercept; pid in
 #                                $TCPCOPY. lab_stop_tcpcopy: SIGINT, then waits up to 3 s for
 #                                it to print its summary and exit.

@@ -35,9 +35,9 @@
 #   own NAPI kernel threads, so that a send no longer runs the receiving namespace's stack on the
 #   sender's CPU: tcpcopy's CPU then leaves out the target's receive path and the server's
 #   leaves out the client's, as between separate hosts; needs ethtool),
-#   CLIENT_RATE=RATE (tc's form, e.g. 10gbit: the client's link to production is shaped to it
+#   CLIENT_RATE=RATE (in bits, e.g. 10gbit: the client's link to production is shaped to it
 #   with a token bucket; over a bare veth an upload runs at memory speed, several GB/s, which
-#   no NIC carries), POST_CONNS (1..64, default 8: wrk's connections for nginx-post),
+#   no NIC carries), POST_CONNS (2..64, default 8: wrk's connections for nginx-post; it runs 2 threads),
 #   LAB_INTERCEPT_ARGS (extra flags for our intercept, e.g. "--capture blocks").
 # Bounded: each load has a timeout; the target gets at most WAIT s after each load.
 set -euo pipefail
@@ -49,12 +49,13 @@ WAIT=${WAIT:-10}
 SCENARIOS=${SCENARIOS:-redis nginx-ka nginx-close nginx-post}
 read -ra SCENS <<<"${SCENARIOS//,/ }"
 read -ra EXTRA <<<"${TCPCOPY_ARGS:-}"
-usage() { echo "usage: $0 [ROUNDS 1..20]; env SCENARIOS (redis nginx-ka nginx-close nginx-post), REQUESTS 1000..2000000, DURATION 1..60, WAIT 1..60, TCPCOPY_ARGS, TCPCOPY+INTERCEPT, RESULTS, LOGS, NO_BUILD, OURS, RX_THREADS, CLIENT_RATE (e.g. 10gbit), POST_CONNS 1..64" >&2; exit 2; }
+usage() { echo "usage: $0 [ROUNDS 1..20]; env SCENARIOS (redis nginx-ka nginx-close nginx-post), REQUESTS 1000..2000000, DURATION 1..60, WAIT 1..60, TCPCOPY_ARGS, TCPCOPY+INTERCEPT, RESULTS, LOGS, NO_BUILD, OURS, RX_THREADS, CLIENT_RATE (e.g. 10gbit), POST_CONNS 2..64, LAB_INTERCEPT_ARGS" >&2; exit 2; }
 [[ $ROUNDS =~ ^[0-9]+$ && $REQUESTS =~ ^[0-9]+$ && $DURATION =~ ^[0-9]+$ && $WAIT =~ ^[0-9]+$ ]] || usage
 ((ROUNDS >= 1 && ROUNDS <= 20 && REQUESTS >= 1000 && REQUESTS <= 2000000 && DURATION >= 1 && DURATION <= 60)) || usage
 ((WAIT >= 1 && WAIT <= 60)) || usage
-[[ ${POST_CONNS:-8} =~ ^[0-9]+$ ]] && ((${POST_CONNS:-8} >= 1 && ${POST_CONNS:-8} <= 64)) || usage
-[[ ${CLIENT_RATE:-1gbit} =~ ^[0-9]+(\.[0-9]+)?[kmgt]?(bit|bps)$ ]] || usage
+[[ ${POST_CONNS:-8} =~ ^[0-9]+$ ]] && ((${POST_CONNS:-8} >= 2 && ${POST_CONNS:-8} <= 64)) || usage
+# Bits only: tc reads "bps" as bytes per second.
+[[ ${CLIENT_RATE:-1gbit} =~ ^[0-9]+(\.[0-9]+)?[kKmMgGtT]?bit$ ]] || usage
 [[ -z ${LOGS:-} ]] || mkdir -p "$LOGS"
 ((${#SCENS[@]} > 0)) || usage
 for s in "${SCENS[@]}"; do [[ $s =~ ^(redis|nginx-ka|nginx-close|nginx-post|idle)$ ]] || usage; done
@@ -324,4 +325,4 @@ awk -F'\t' '
         print "|---|---|---|---|---|---|---|---|---|---|"
         printf "%s", md
     }' date="$(date -u +%Y-%m-%d)" commit="$(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    cmd="${RX_THREADS:+RX_THREADS=1 }${CLIENT_RATE:+CLIENT_RATE=$CLIENT_RATE }bash benches/tcpcopy_cost.sh $ROUNDS" "$RESULTS_TSV"
+    cmd="${RX_THREADS:+RX_THREADS=1 }${CLIENT_RATE:+CLIENT_RATE=$CLIENT_RATE }${POST_CONNS:+POST_CONNS=$POST_CONNS }${LAB_INTERCEPT_ARGS:+LAB_INTERCEPT_ARGS=\"$LAB_INTERCEPT_ARGS\" }${TCPCOPY_ARGS:+TCPCOPY_ARGS=\"$TCPCOPY_ARGS\" }bash benches/tcpcopy_cost.sh $ROUNDS" "$RESULTS_TSV"

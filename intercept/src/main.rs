@@ -222,7 +222,7 @@ fn run(args: InterceptArgs) -> anyhow::Result<()> {
     };
     let workers = usize::from(args.workers);
     if backend == Backend::Pcap && workers > 1 {
-        bail!("--workers {workers} needs --capture ring (libpcap captures with one thread per device)");
+        bail!("--workers {workers} needs --capture ring or blocks (libpcap captures with one thread per device)");
     }
     let allow = parse_allow(&args.allow)?;
     check_exposure(&args)?;

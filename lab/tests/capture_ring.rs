@@ -142,6 +142,21 @@ fn a_frame_ring_hands_each_frame_over_at_once_and_reuses_its_slots() {
     }
     assert_eq!(got, 300);
     assert_eq!(r.stats().unwrap().drops, 0);
+    // Frame sizes the ring cannot hold: an error naming them, no panic.
+    for bad in [0, 72, 100, 256 << 10] {
+        let e = PacketRing::open(&RingConfig {
+            ifindex: 0,
+            block_size: 128 << 10,
+            block_count: 2,
+            retire_ms: 1,
+            frame_size: Some(bad),
+            filter: &[],
+            fanout: None,
+            ignore_outgoing: true,
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains(&format!("frame size {bad}")), "{e}");
+    }
 }
 
 #[test]

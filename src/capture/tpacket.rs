@@ -278,9 +278,9 @@ pub mod build {
     }
 
     /// A `SOCK_DGRAM` `TPACKET_V2` frame slot of `slot` bytes holding `data` (cut to fit),
-    /// handed to user space.
+    /// handed to user space; the data where the kernel puts it (`TPACKET_ALIGN(52) + 16`).
     pub fn frame_v2(slot: usize, ts: u64, ty: u8, proto: u16, data: &[u8]) -> Vec<u8> {
-        let off = (FRAME2_HEADER_LEN + SOCKADDR_LL_LEN).next_multiple_of(16);
+        let off = (FRAME2_HEADER_LEN + SOCKADDR_LL_LEN).next_multiple_of(16) + 16;
         let mut b = vec![0u8; slot.max(off)];
         let kept = data.len().min(b.len() - off);
         b[0..4].copy_from_slice(&TP_STATUS_USER.to_ne_bytes());
@@ -341,8 +341,8 @@ mod tests {
             (EtherType::IPV4, 2, PACKET_OUTGOING)
         );
         assert!(!f.truncated());
-        // Cut to the slot: 80 bytes leave 16 of data.
-        let cut = super::build::frame_v2(80, 1, 0, 0x0800, &IP);
+        // Cut to the slot: 96 bytes leave 16 of data.
+        let cut = super::build::frame_v2(96, 1, 0, 0x0800, &IP);
         assert!(frame_v2(&cut).unwrap().truncated());
         // A snap length past the slot, and every prefix: errors, never panics.
         let mut bad = slot.clone();

@@ -221,6 +221,18 @@ pub fn interface_index(name: &str) -> Result<u32, SysError> {
 impl PacketRing {
     /// Opens, filters, maps and binds the ring (needs `CAP_NET_RAW`).
     pub fn open(cfg: &RingConfig<'_>) -> Result<PacketRing, SysError> {
+        if let Some(f) = cfg.frame_size {
+            // The kernel refuses these too (EINVAL); ours would divide by zero first.
+            if f < 80 || f % 16 != 0 || f > cfg.block_size {
+                return Err(SysError::Call {
+                    call: format!("packet ring: frame size {f}"),
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "must be a multiple of 16 between 80 and the block size",
+                    ),
+                });
+            }
+        }
         // Protocol 0 until bind: no frame is queued before the filter is in place.
         // SAFETY: plain integer arguments.
         let raw =

@@ -33,18 +33,19 @@ pub enum Backend {
 }
 
 /// Kernel buffer per device (the ring, or libpcap's buffer), shared by the device's rings: in
-/// 256-byte frame slots (512 with a response prefix), some 260,000 headers, which a target
-/// answering 100,000 segments a second fills in over two seconds of intercept off the CPU. A
+/// 512-byte frame slots (1,024 with a response prefix over 176 bytes), some 131,000 headers,
+/// which a target answering 100,000 segments a second fills in 1.3 s of intercept off the CPU. A
 /// target that saturates its host's cores can keep intercept waiting far longer than the
 /// 128 ms that 8 MB gave, and every lost SYN-ACK or acknowledgement stalls a clone until
 /// tcpcopy retransmits.
 pub const DEVICE_BUFFER: usize = 64 << 20;
 
-/// The router's queue: in batches (a ring block each) or, with libpcap, in headers.
+/// The router's queue: in batches (what a capture wake-up found) or, with libpcap, in headers.
 pub fn queue_len(backend: Backend) -> usize {
     match backend {
-        // A batch holds at most 1,024 headers: 1,024 batches bound the queue to ~64 MB (a busy
-        // ring fills its batches; a quiet one sends small ones, and then the ring buffers).
+        // A frame ring's batch holds at most 1,024 headers (a block ring's may pass that by one
+        // block): 1,024 batches bound the queue to about a million headers. A busy ring fills
+        // its batches; a quiet one sends small ones, and then the ring itself buffers.
         Backend::Ring | Backend::Blocks => 1024,
         Backend::Pcap => 65_536,
     }
@@ -76,7 +77,10 @@ pub fn open(
                 .collect()
         }
         Backend::Pcap => {
-            anyhow::ensure!(workers == 1, "--workers {workers} needs --capture ring");
+            anyhow::ensure!(
+                workers == 1,
+                "--workers {workers} needs --capture ring or blocks"
+            );
             vec![DeviceCapture::Pcap(libpcap::open(device, filter, prefix)?)]
         }
     })

@@ -42,8 +42,10 @@ const MIN_BLOCKS: usize = 16;
 /// Most headers in one batch: a reader that finds more frames ready sends several batches, so
 /// the router starts on the first ones sooner.
 const MAX_BATCH: usize = 1024;
-/// Bytes of a frame slot's ring headers (`tpacket2_hdr` and `sockaddr_ll`, aligned to 16).
-const SLOT_HEADERS: usize = 64;
+/// Where a `SOCK_DGRAM` `TPACKET_V2` frame's data starts in its slot: the kernel puts it at
+/// `TPACKET_ALIGN(TPACKET2_HDRLEN) + 16` (`tpacket2_hdr` and `sockaddr_ll`, aligned, plus room
+/// for a link header).
+const SLOT_HEADERS: usize = 80;
 /// Longest sleep in `poll` before looking at the stop flag again.
 const POLL_MS: i32 = 100;
 /// How often kernel drops are read and the device's index checked.
@@ -284,7 +286,8 @@ impl RingCapture {
         let mut ready = Vec::new();
         while !stop.load(Relaxed) {
             loop {
-                let mut batch = HeaderBatch::with_capacity(MAX_BATCH * 64);
+                // Small to start: a quiet target's wake-up brings one or two headers.
+                let mut batch = HeaderBatch::with_capacity(1024);
                 let mut n = Counts::default();
                 while batch.len() < MAX_BATCH {
                     let Some(slot) = ring.next_block() else {

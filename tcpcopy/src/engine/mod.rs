@@ -513,11 +513,19 @@ impl Engine {
     }
 
     /// Room in the memory budget for `n` more sessions, the spare buffers freed first if that
-    /// is what it takes; a refusal is counted.
+    /// is what it takes, then the large buffers left mostly unused since the last compaction
+    /// trimmed; a refusal is counted.
     fn room_for_sessions(&mut self, n: usize) -> bool {
-        let room = self
+        let need = SESSION_OVERHEAD * n;
+        let mut room = self
             .spares
-            .room_for(SESSION_OVERHEAD * n, self.cfg.max_memory, &mut self.mem);
+            .room_for(need, self.cfg.max_memory, &mut self.mem);
+        if !room {
+            for s in self.slots.iter_mut().filter_map(|s| s.session.as_mut()) {
+                s.trim_buffers(&mut self.mem);
+            }
+            room = self.cfg.max_memory == 0 || self.mem + need <= self.cfg.max_memory;
+        }
         if !room {
             self.stats.refused_memory += 1;
         }

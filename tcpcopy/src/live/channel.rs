@@ -263,7 +263,15 @@ impl Conn {
             };
             let n = match s.read(buf) {
                 Ok(0) => {
-                    self.fail(now, "closed by intercept", counters);
+                    // Before intercept answered our Hello, a close is how it refuses the
+                    // opening: it says why in its own log only.
+                    let why = if self.ch.is_ready() || self.ch.is_insecure() {
+                        "closed by intercept"
+                    } else {
+                        "closed by intercept during the opening (wrong secret, or a tcpcopy and \
+                         intercept of different versions?)"
+                    };
+                    self.fail(now, why, counters);
                     return (any, false);
                 }
                 Ok(n) => n,

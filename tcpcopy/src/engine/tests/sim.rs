@@ -535,6 +535,10 @@ fn run(
         }
         sim.h.e.handle_timeout(sim.h.now);
         sim.drain();
+        if steps % 64 == 0 {
+            // The live worker's periodic compaction (spares and large buffers trimmed).
+            sim.h.e.compact();
+        }
         assert_eq!(
             sim.h.e.memory_used(),
             sim.h.e.memory_recount(),

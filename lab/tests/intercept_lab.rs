@@ -139,45 +139,33 @@ fn pcap_headers(path: &Path) -> Vec<Vec<u8>> {
 
 #[test]
 fn intercept_lab_redis_headers() {
-    require_root!("intercept_lab::intercept_lab_redis_headers");
-    require_programs!(
-        "intercept_lab",
-        "ip",
-        "env",
-        "redis-server",
-        "redis-cli",
-        "tcpdump"
+    redis_headers("intercept_lab::intercept_lab_redis_headers", false, "ring");
+}
+
+#[test]
+fn intercept_lab_redis_headers_secure() {
+    redis_headers(
+        "intercept_lab::intercept_lab_redis_headers_secure",
+        true,
+        "ring",
     );
-    redis_scenario(false, "ring");
 }
 
 /// The same through `--capture blocks` (`TPACKET_V3` blocks instead of frames).
 #[test]
 fn intercept_lab_redis_headers_blocks() {
-    require_root!("intercept_lab::intercept_lab_redis_headers_blocks");
-    require_programs!(
-        "intercept_lab",
-        "ip",
-        "env",
-        "redis-server",
-        "redis-cli",
-        "tcpdump"
+    redis_headers(
+        "intercept_lab::intercept_lab_redis_headers_blocks",
+        false,
+        "blocks",
     );
-    redis_scenario(false, "blocks");
 }
 
-#[test]
-fn intercept_lab_redis_headers_secure() {
-    require_root!("intercept_lab::intercept_lab_redis_headers_secure");
-    require_programs!(
-        "intercept_lab",
-        "ip",
-        "env",
-        "redis-server",
-        "redis-cli",
-        "tcpdump"
-    );
-    redis_scenario(true, "ring");
+/// [`redis_scenario`] where it can run (root, the programs installed); a loud skip elsewhere.
+fn redis_headers(test: &str, secure: bool, capture: &str) {
+    require_root!(test);
+    require_programs!(test, "ip", "env", "redis-server", "redis-cli", "tcpdump");
+    redis_scenario(secure, capture);
 }
 
 /// The scenario of the module docs; with `secure`, intercept and the fake tcpcopy share a

@@ -207,3 +207,71 @@ fn fanout_keeps_each_flow_on_one_ring() {
     // 16 flows hashed over 2 rings all on one side: 2 in 65,536.
     assert!(!ga.is_empty() && !gb.is_empty(), "both rings got flows");
 }
+
+/// A ring that overflowed flags the first block (or frame) it hands over after the drops, and
+/// reading the drop counter clears the flag: what tells tcpcopy's worker that holes in the
+/// streams from there on are lost segments. Both forms: blocks (retired after 10 ms) and frames.
+#[test]
+fn the_first_block_after_an_overflow_is_flagged_until_the_drops_are_read() {
+    require_root!(
+        "capture_ring::the_first_block_after_an_overflow_is_flagged_until_the_drops_are_read"
+    );
+    for frame_size in [None, Some(2048)] {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let mut r = ring_with(
+            &compile(&format!("udp and dst port {port}")),
+            2,
+            None,
+            10,
+            frame_size,
+        );
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let send = |n: usize| {
+            for i in 0..n {
+                tx.send_to(&(i as u32).to_be_bytes(), ("127.0.0.1", port))
+                    .unwrap();
+            }
+        };
+        // Read every slot the kernel handed over (waiting up to 2 s for the first); returns
+        // (slots, slots flagged).
+        let take = |r: &mut PacketRing| {
+            let mut ready = Vec::new();
+            poll_many(&[r.fd()], 2_000, &mut ready).unwrap();
+            let (mut slots, mut flagged) = (0, 0);
+            while let Some(b) = r.next_block() {
+                slots += 1;
+                flagged += usize::from(b.losing());
+            }
+            (slots, flagged)
+        };
+        // Far more than 2 blocks of 128 KiB hold, with nobody reading: the kernel drops.
+        send(8_000);
+        std::thread::sleep(Duration::from_millis(50));
+        let (slots, flagged) = take(&mut r);
+        assert!(slots > 0, "{frame_size:?}: nothing captured");
+        assert_eq!(
+            flagged, 0,
+            "{frame_size:?}: slots filled before the drops are not flagged"
+        );
+        send(1);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            take(&mut r),
+            (1, 1),
+            "{frame_size:?}: the first slot after the drops"
+        );
+        let drops = r.stats().unwrap().drops;
+        assert!(drops > 0, "{frame_size:?}: the kernel counted no drop");
+        send(1);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            take(&mut r),
+            (1, 0),
+            "{frame_size:?}: flag cleared by reading the drops"
+        );
+        let mut buf = [0u8; 64];
+        rx.set_nonblocking(true).unwrap();
+        while rx.recv(&mut buf).is_ok() {}
+    }
+}

@@ -24,6 +24,9 @@ pub const FRAME2_HEADER_LEN: usize = 32;
 pub const TP_STATUS_USER: u32 = 1;
 /// `TP_STATUS_KERNEL`: the block belongs to the kernel.
 pub const TP_STATUS_KERNEL: u32 = 0;
+/// `TP_STATUS_LOSING`: the kernel dropped packets (the ring was full) since its drop counter
+/// was last read (`PACKET_STATISTICS`) before it handed this block or frame over.
+pub const TP_STATUS_LOSING: u32 = 1 << 2;
 /// `TP_STATUS_BLK_TMO`: the block was retired by its timeout rather than by being full.
 pub const TP_STATUS_BLK_TMO: u32 = 1 << 5;
 /// `PACKET_OUTGOING` (linux/if_packet.h): a frame this host sent.

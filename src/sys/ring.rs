@@ -472,6 +472,15 @@ pub struct RingBlock<'a> {
 }
 
 impl RingBlock<'_> {
+    /// Whether the kernel had dropped packets since the ring's drop counter was last read
+    /// ([`PacketRing::stats`]) when it handed this block over: some of the traffic that came
+    /// before this block's frames is missing.
+    pub fn losing(&self) -> bool {
+        self.ring.status(self.index).load(Ordering::Relaxed)
+            & crate::capture::tpacket::TP_STATUS_LOSING
+            != 0
+    }
+
     /// The block's bytes (read them with [`crate::capture::tpacket::BlockView`]; a
     /// `TPACKET_V2` frame slot with [`crate::capture::tpacket::frame_v2`]).
     pub fn bytes(&self) -> &[u8] {

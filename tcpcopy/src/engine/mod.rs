@@ -265,6 +265,8 @@ pub struct Engine {
     ip_id: u16,
     /// Per target address: the RTT its sessions measured (bounded by the -x targets).
     paths: session::PathRtts,
+    /// Until then, the capture is known to have lost packets lately ([`Engine::capture_lost`]).
+    lost_until: Option<Instant>,
 }
 
 impl Drop for Engine {
@@ -291,6 +293,7 @@ macro_rules! ctx {
             spares: &mut $self.spares,
             ip_id: &mut $self.ip_id,
             paths: &mut $self.paths,
+            capture_lossy: $self.lost_until.is_some_and(|t| $now < t),
             now: $now,
         }
     };
@@ -319,7 +322,17 @@ impl Engine {
             spares: SparePool::new(spare_limit(max_memory)),
             ip_id: 0,
             paths: Default::default(),
+            lost_until: None,
         }
+    }
+
+    /// The capture lost packets (the kernel's ring overflowed) just before what comes next.
+    /// For one gap timeout from `now`, a hole in a client stream waits only the reordering
+    /// window before it is declared a gap: the segment it misses is most likely among those
+    /// lost and will never come, and holding everything behind it for the whole gap timeout
+    /// costs a copy of every held byte and memory, on a worker that is behind already.
+    pub fn capture_lost(&mut self, now: Instant) {
+        self.lost_until = Some(now + self.cfg.gap_timeout);
     }
 
     /// The configuration in use.

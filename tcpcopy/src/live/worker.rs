@@ -321,6 +321,12 @@ impl Worker {
                         };
                         any = true;
                         let now = Instant::now();
+                        // The ring overflowed before this block: holes in the sessions' streams
+                        // from here on are most likely lost segments (see Engine::capture_lost).
+                        let losing = block.losing();
+                        if losing {
+                            self.core.engine.capture_lost(now);
+                        }
                         let wall_then = if report { capture::wall_ns() } else { 0 };
                         let (mut frames, mut bytes, mut not_ip, mut cut) = (0u64, 0u64, 0, 0);
                         let mut stamps = [0u64; 64];
@@ -369,6 +375,10 @@ impl Worker {
                         }
                         // The frames were read in place; the kernel may fill the block again.
                         drop(block);
+                        if losing {
+                            // Reading the counter resets it, and with it the next blocks' flag.
+                            read_ring_drops(r, &c);
+                        }
                         c.add(&c.captured_frames, frames);
                         c.add(&c.captured_bytes, bytes);
                         if not_ip > 0 {

@@ -126,8 +126,9 @@ impl EngineSession {
         };
         self.stream.hold(held, cx.mem);
         // A request boundary beyond the hole proves a missed segment (production answered
-        // the request the hole is in); allow only a short reordering window then.
-        let wait = if self.starts.proves_missed(ack, has_data) {
+        // the request the hole is in), and so does a capture that lost packets lately; allow
+        // only a short reordering window then.
+        let wait = if cx.capture_lossy || self.starts.proves_missed(ack, has_data) {
             cx.cfg.reorder_window
         } else {
             cx.cfg.gap_timeout

@@ -47,6 +47,8 @@ pub(crate) struct SessionCtx<'a> {
     pub spares: &'a mut SparePool,
     pub ip_id: &'a mut u16,
     pub paths: &'a mut PathRtts,
+    /// The capture lost packets lately ([`crate::engine::Engine::capture_lost`]).
+    pub capture_lossy: bool,
     pub now: Instant,
 }
 

@@ -78,6 +78,55 @@ fn gap_proven_by_a_new_request_resets_and_re_establishes() {
     );
 }
 
+/// After the capture reported lost packets, a hole is declared a gap once the reordering
+/// window passes, not the whole gap timeout (the segment it misses will not come); once the
+/// loss is a gap timeout old, holes wait the whole timeout again.
+#[test]
+fn a_hole_after_a_capture_loss_is_a_gap_after_the_reordering_window() {
+    let hole_after = |lost: Option<Duration>| {
+        let mut h = session_established();
+        send!(
+            h,
+            Seg {
+                payload: b"abc",
+                ..TEMPLATE
+            }
+        );
+        h.sent();
+        respond!(
+            h,
+            Seg {
+                ack: CLIENT_ISN + 4,
+                ..RESP
+            }
+        );
+        if let Some(ago) = lost {
+            let now = h.now;
+            h.e.capture_lost(now);
+            h.advance(ago);
+        }
+        send!(
+            h,
+            Seg {
+                seq: CLIENT_ISN + 10,
+                payload: b"xyz",
+                ..TEMPLATE
+            }
+        );
+        let t = h.now;
+        while h.sent().is_empty() {
+            assert!(h.now - t < ms(1000), "the hole was never declared a gap");
+            h.advance(ms(1));
+        }
+        assert_eq!(h.e.stats().gaps, 1);
+        h.now - t
+    };
+    assert_eq!(hole_after(None), ms(500));
+    assert_eq!(hole_after(Some(ms(0))), ms(10));
+    assert_eq!(hole_after(Some(ms(499))), ms(10));
+    assert_eq!(hole_after(Some(ms(500))), ms(500));
+}
+
 #[test]
 fn gap_found_by_timeout_resets_and_waits_for_the_next_request() {
     let mut h = session_established();

@@ -62,10 +62,15 @@ pub struct TcpLayout {
 impl TcpLayout {
     /// Reads the layout of `packet` (an IP packet with TCP right after the IP header).
     pub fn of(packet: &[u8]) -> Result<TcpLayout, GsoError> {
-        let short = |need: usize| GsoError::Truncated {
-            need,
-            have: packet.len(),
-        };
+        TcpLayout::of_split(packet, 0)
+    }
+
+    /// The layout of a packet given as its headers, whole, and `payload_len` bytes of payload
+    /// that lie elsewhere (a sender that gathers the payload from where it is kept). `of` is
+    /// `of_split(packet, 0)`.
+    pub fn of_split(packet: &[u8], payload_len: usize) -> Result<TcpLayout, GsoError> {
+        let have = packet.len().saturating_add(payload_len);
+        let short = |need: usize| GsoError::Truncated { need, have };
         let first = *packet.first().ok_or(short(1))?;
         let (v6, ip_len, total) = match first >> 4 {
             4 => {
@@ -99,14 +104,14 @@ impl TcpLayout {
             }
             _ => return Err(GsoError::NotTcp),
         };
-        if total > packet.len() {
+        if total > have {
             return Err(short(total));
         }
-        if total < ip_len + 20 {
+        if total < ip_len + 20 || packet.len() < ip_len + 20 {
             return Err(short(ip_len + 20));
         }
         let tcp_len = usize::from(packet[ip_len + 12] >> 4) * 4;
-        if tcp_len < 20 || ip_len + tcp_len > total {
+        if tcp_len < 20 || ip_len + tcp_len > total || ip_len + tcp_len > packet.len() {
             return Err(short(ip_len + tcp_len.max(20)));
         }
         Ok(TcpLayout {
@@ -371,6 +376,21 @@ mod tests {
         let mut p = v4(0);
         p[32] = 0xf0; // data offset 60 > what is there
         assert!(TcpLayout::of(&p).is_err());
+    }
+
+    /// Headers alone with the payload's length read like the whole packet; headers cut short,
+    /// or a payload length that disagrees with the IP header, are refused.
+    #[test]
+    fn a_split_layout_reads_like_the_whole_packet() {
+        for p in [v4(3000), v6(5000)] {
+            let whole = TcpLayout::of(&p).unwrap();
+            let hdr = whole.header_len();
+            let pay = whole.payload_len();
+            assert_eq!(TcpLayout::of_split(&p[..hdr], pay), Ok(whole));
+            assert!(TcpLayout::of_split(&p[..hdr], pay - 1).is_err());
+            assert!(TcpLayout::of_split(&p[..hdr - 1], pay + 1).is_err());
+            assert!(TcpLayout::of_split(&p[..19], 10_000).is_err());
+        }
     }
 
     #[test]

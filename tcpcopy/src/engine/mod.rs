@@ -15,7 +15,7 @@ mod session;
 pub mod shared;
 mod stats;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use config::EngineConfig;
 pub use fuzz::fuzz_engine;
@@ -47,6 +47,31 @@ pub struct Transmit {
     /// into. Its TCP checksum field then holds only the pseudo-header sum, for the kernel to
     /// finish (`tcpclone::wire::gso`).
     pub gso_size: Option<u16>,
+    /// From [`Engine::poll_transmit_by_ref`]: the super-segment's payload, not written after
+    /// the `len` header bytes; [`Engine::payload`] gives it.
+    pub payload: Option<PayloadRef>,
+}
+
+/// Where a super-segment's payload lies in its session's client stream (see
+/// [`Engine::poll_transmit_by_ref`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadRef {
+    id: u32,
+    gen: u32,
+    seq: SeqNumber,
+    len: u32,
+}
+
+impl PayloadRef {
+    /// Payload bytes.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether there are none (never, for a super-segment).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// Things the glue must act on besides sending packets.
@@ -294,6 +319,7 @@ macro_rules! ctx {
             ip_id: &mut $self.ip_id,
             paths: &mut $self.paths,
             capture_lossy: $self.lost_until.is_some_and(|t| $now < t),
+            payload_by_ref: false,
             now: $now,
         }
     };
@@ -934,6 +960,29 @@ impl Engine {
 
     /// Writes the next packet to send into `buf` (at least 65,535 bytes).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.next_transmit(now, buf, false)
+    }
+
+    /// [`Engine::poll_transmit`], but a super-segment's payload stays in its session: `buf`
+    /// gets its headers only and [`Transmit::payload`] says where the payload lies, for
+    /// [`Engine::payload`] to give when the packet is sent. Between the two calls the engine
+    /// may only be asked for more transmits: handling captured packets, responses or timeouts
+    /// may move or drop the bytes (the reference then gives nothing, never other bytes).
+    pub fn poll_transmit_by_ref(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.next_transmit(now, buf, true)
+    }
+
+    /// The payload of a [`Transmit`] from [`Engine::poll_transmit_by_ref`], in the client
+    /// stream's one or two pieces; `None` when the session is gone or the bytes left its buffer.
+    pub fn payload(&self, r: &PayloadRef) -> Option<(&[u8], &[u8])> {
+        let slot = self.slots.get(r.id as usize)?;
+        if slot.gen != r.gen {
+            return None;
+        }
+        slot.session.as_ref()?.payload(r.seq, r.len as usize)
+    }
+
+    fn next_transmit(&mut self, now: Instant, buf: &mut [u8], by_ref: bool) -> Option<Transmit> {
         if let Some(r) = self.strays.pop_front() {
             self.ip_id = self.ip_id.wrapping_add(1);
             let path = Path::new(r.client, r.target);
@@ -954,6 +1003,7 @@ impl Engine {
                         len,
                         dst: r.target.ip(),
                         gso_size: None,
+                        payload: None,
                     });
                 }
             }
@@ -969,6 +1019,7 @@ impl Engine {
             s.queued = false;
             let dst = s.target.ip();
             let mut cx = ctx!(self, now);
+            cx.payload_by_ref = by_ref;
             let out = s.transmit(&mut cx, buf);
             self.after(id, gen, out.is_some());
             if let Some(sent) = out {
@@ -976,6 +1027,9 @@ impl Engine {
                     len: sent.len,
                     dst,
                     gso_size: sent.gso_size,
+                    payload: sent
+                        .payload
+                        .map(|(seq, len)| PayloadRef { id, gen, seq, len }),
                 });
             }
         }

@@ -304,16 +304,28 @@ pub(crate) fn build(seg: &OutSegment<'_>, buf: &mut [u8]) -> Option<usize> {
 /// [`build`], or with `partial`, the TCP checksum left for segmentation offload to finish: the
 /// field holds the pseudo-header sum only ([`tcpclone::wire::gso::partial_tcp_checksum`]).
 pub(crate) fn build_with(seg: &OutSegment<'_>, buf: &mut [u8], partial: bool) -> Option<usize> {
+    write(seg, buf, partial, true)
+}
+
+/// The headers of the packet [`build_with`] with `partial` would write, alone: the IP header's
+/// lengths count the payload, which the caller sends from where it lies (its checksum is the
+/// kernel's to finish). Returns the headers' length.
+pub(crate) fn build_headers(seg: &OutSegment<'_>, buf: &mut [u8]) -> Option<usize> {
+    write(seg, buf, true, false)
+}
+
+fn write(seg: &OutSegment<'_>, buf: &mut [u8], partial: bool, payload: bool) -> Option<usize> {
     let path = &seg.path;
     let mut optbuf = [0u8; 40];
     let olen = write_opts(&seg.opts, &mut optbuf);
     let tcp_len = 20 + olen + seg.payload.0.len() + seg.payload.1.len();
     let ip_len = if path.src.is_ipv4() { 20 } else { 40 };
     let total = ip_len + tcp_len;
-    if buf.len() < total || total > 65535 + 40 {
+    let written = if payload { total } else { ip_len + 20 + olen };
+    if buf.len() < written || total > 65535 + 40 {
         return None;
     }
-    let (h, t) = buf[..total].split_at_mut(ip_len);
+    let (h, t) = buf[..written].split_at_mut(ip_len);
     match (path.src.ip(), path.dst.ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let total16 = u16::try_from(total).ok()?;
@@ -355,10 +367,12 @@ pub(crate) fn build_with(seg: &OutSegment<'_>, buf: &mut [u8], partial: bool) ->
     {
         d.copy_from_slice(o);
     }
-    let p0 = 20 + olen;
-    let p1 = p0 + seg.payload.0.len();
-    t[p0..p1].copy_from_slice(seg.payload.0);
-    t[p1..].copy_from_slice(seg.payload.1);
+    if payload {
+        let p0 = 20 + olen;
+        let p1 = p0 + seg.payload.0.len();
+        t[p0..p1].copy_from_slice(seg.payload.0);
+        t[p1..].copy_from_slice(seg.payload.1);
+    }
     // tcp_len < 2^17: its two 16-bit halves go into the pseudo-header sum.
     let len = tcp_len as u32;
     let c = if partial {
@@ -368,7 +382,7 @@ pub(crate) fn build_with(seg: &OutSegment<'_>, buf: &mut [u8], partial: bool) ->
         checksum::finish(checksum::sum(t, pseudo))
     };
     t[16..18].copy_from_slice(&c.to_be_bytes());
-    Some(total)
+    Some(written)
 }
 
 /// Ones'-complement partial sum of the TCP pseudo-header (RFC 9293 §3.1, RFC 8200 §8.1).

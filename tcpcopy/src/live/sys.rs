@@ -13,6 +13,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 use tcpclone::wire::gso::{segment, TcpLayout, VnetHeader, VNET_HDR_LEN};
 
+use crate::engine::{Engine, PayloadRef};
+
 use super::netlink::Netlink;
 use super::nexthop::{Hop, HopStats, NextHops};
 
@@ -182,6 +184,8 @@ pub struct Flushed {
     pub too_large: u64,
     /// Refused for another reason (or no socket for the family).
     pub refused: u64,
+    /// Of `refused`: super-segments whose payload had left the engine before the flush.
+    pub stale: u64,
     /// System calls made.
     pub calls: u64,
 }
@@ -193,6 +197,8 @@ struct Queued {
     len: usize,
     dst: IpAddr,
     gso_size: Option<u16>,
+    /// The payload after the `len` header bytes, still in the engine.
+    payload: Option<PayloadRef>,
 }
 
 /// Which socket a message goes through; a run of one lane is one `sendmmsg`.
@@ -211,6 +217,8 @@ struct Planned {
     soft: bool,
     off: usize,
     len: usize,
+    /// The payload gathered from the engine after the `len` bytes (packet lane only).
+    payload: Option<PayloadRef>,
     dst: IpAddr,
     /// Packet lane: device and next hop.
     hop: (u32, [u8; 6]),
@@ -236,6 +244,8 @@ pub struct TxQueue {
     plan: Vec<Planned>,
     soft: Vec<u8>,
     scratch: Vec<u8>,
+    /// A super-segment's headers and payload joined, to be cut in software.
+    joined: Vec<u8>,
 }
 
 impl TxQueue {
@@ -250,6 +260,7 @@ impl TxQueue {
             plan: Vec::with_capacity(TX_BATCH),
             soft: Vec::new(),
             scratch: Vec::new(),
+            joined: Vec::new(),
         }
     }
 
@@ -282,20 +293,28 @@ impl TxQueue {
     }
 
     /// Queues the `len` bytes just written into [`TxQueue::slot`]; `gso_size` marks a
-    /// super-segment (see `engine::Transmit`).
-    pub fn push(&mut self, len: usize, dst: IpAddr, gso_size: Option<u16>) {
+    /// super-segment and `payload` one whose payload the engine still holds (see
+    /// `engine::Transmit`): it is gathered from there when the queue is flushed.
+    pub fn push(
+        &mut self,
+        len: usize,
+        dst: IpAddr,
+        gso_size: Option<u16>,
+        payload: Option<PayloadRef>,
+    ) {
         self.queued.push(Queued {
             off: self.used,
             len,
             dst,
             gso_size,
+            payload,
         });
         // 16-byte aligned starts keep the IP headers aligned for the kernel's copy.
         self.used = (self.used + len).next_multiple_of(16).min(self.arena.len());
     }
 
     /// Chooses each queued packet's lane (cutting super-segments for the raw path).
-    fn plan(&mut self, now: Instant, out: &mut Flushed) {
+    fn plan(&mut self, now: Instant, engine: &Engine, out: &mut Flushed) {
         self.plan.clear();
         let mut soft_used = 0;
         for i in 0..self.queued.len() {
@@ -305,8 +324,19 @@ impl TxQueue {
             } else {
                 Lane::RawV6
             };
-            let pkt = &self.arena[q.off..q.off + q.len];
-            let layout = TcpLayout::of(pkt).ok();
+            let mut pkt = &self.arena[q.off..q.off + q.len];
+            let layout = TcpLayout::of_split(pkt, q.payload.map_or(0, |r| r.len())).ok();
+            let payload = match q.payload.map(|r| (engine.payload(&r), layout)) {
+                None => None,
+                Some((Some(p), Some(_))) => Some(p),
+                Some((gone, _)) => {
+                    // Not sent: the bytes left the engine (never expected between the engine's
+                    // transmit and this flush), or headers that do not parse.
+                    out.refused += 1;
+                    out.stale += u64::from(gone.is_none());
+                    continue;
+                }
+            };
             let hop = match (&mut self.packet, layout) {
                 (Some((_, hops)), Some(_)) => hops.hop(q.dst, now),
                 _ => Hop::Raw,
@@ -340,6 +370,7 @@ impl TxQueue {
                         soft: false,
                         off: q.off,
                         len: q.len,
+                        payload: q.payload,
                         dst: q.dst,
                         hop: (ifindex, mac),
                         ether,
@@ -350,11 +381,12 @@ impl TxQueue {
                         out.gso_frames += 1;
                     }
                 }
-                Hop::Raw if gso.is_none() => self.plan.push(Planned {
+                Hop::Raw if gso.is_none() && payload.is_none() => self.plan.push(Planned {
                     lane: raw_lane,
                     soft: false,
                     off: q.off,
                     len: q.len,
+                    payload: None,
                     dst: q.dst,
                     hop: (0, [0; 6]),
                     ether: [0; ETHER_HDR_LEN],
@@ -363,10 +395,17 @@ impl TxQueue {
                 }),
                 Hop::Raw => {
                     // The raw socket takes whole packets only: cut it here as the kernel would.
+                    if let Some((a, b)) = payload {
+                        self.joined.clear();
+                        self.joined.extend_from_slice(pkt);
+                        self.joined.extend_from_slice(a);
+                        self.joined.extend_from_slice(b);
+                        pkt = &self.joined;
+                    }
                     let g = usize::from(gso.unwrap_or(1));
                     let hdr = layout.map_or(0, |l| l.header_len());
                     // Each piece repeats the headers and starts 16-byte aligned.
-                    let need = q.len + pieces as usize * (hdr + 16);
+                    let need = pkt.len() + pieces as usize * (hdr + 16);
                     if self.soft.len() < soft_used + need {
                         self.soft.resize(soft_used + need, 0);
                     }
@@ -384,6 +423,7 @@ impl TxQueue {
                             soft: true,
                             off: soft_used,
                             len: piece.len(),
+                            payload: None,
                             dst: q.dst,
                             hop: (0, [0; 6]),
                             ether: [0; ETHER_HDR_LEN],
@@ -401,10 +441,12 @@ impl TxQueue {
         }
     }
 
-    /// Sends everything queued; never fails as a whole (failures are counted per packet).
-    pub fn flush(&mut self, now: Instant) -> Flushed {
+    /// Sends everything queued, gathering payloads left by reference from `engine` (which must
+    /// not have handled anything but transmits since they were queued); never fails as a whole
+    /// (failures are counted per packet).
+    pub fn flush(&mut self, now: Instant, engine: &Engine) -> Flushed {
         let mut out = Flushed::default();
-        self.plan(now, &mut out);
+        self.plan(now, engine, &mut out);
         let mut i = 0;
         while i < self.plan.len() {
             let lane = self.plan[i].lane;
@@ -418,7 +460,7 @@ impl TxQueue {
                 Lane::RawV6 => self.raw.v6.as_ref().map(|s| s.as_raw_fd()),
             };
             match fd {
-                Some(fd) => self.send_run(fd, i, end, &mut out),
+                Some(fd) => self.send_run(fd, i, end, engine, &mut out),
                 None => out.refused += self.plan[i..end].iter().map(|p| p.pieces).sum::<u64>(),
             }
             i = end;
@@ -430,48 +472,55 @@ impl TxQueue {
     }
 
     /// Sends plan[from..to] (one lane) with as few `sendmmsg` calls as the kernel allows.
-    fn send_run(&self, fd: RawFd, from: usize, to: usize, out: &mut Flushed) {
+    fn send_run(&self, fd: RawFd, from: usize, to: usize, engine: &Engine, out: &mut Flushed) {
         let run = &self.plan[from..to];
         let n = run.len();
         let mut ip_addrs: Vec<SockAddr> = Vec::new();
         let mut ll_addrs: Vec<libc::sockaddr_ll> = Vec::new();
-        let mut iovs: Vec<[libc::iovec; 3]> = Vec::with_capacity(n);
+        let mut iovs: Vec<([libc::iovec; 5], usize)> = Vec::with_capacity(n);
+        let mut bytes_of: Vec<usize> = Vec::with_capacity(n);
+        let iov = |b: &[u8]| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        };
         for p in run {
             let bytes = if p.soft { &self.soft } else { &self.arena };
-            let data = libc::iovec {
-                iov_base: bytes[p.off..].as_ptr() as *mut libc::c_void,
-                iov_len: p.len,
-            };
+            let data = iov(&bytes[p.off..p.off + p.len]);
             if p.lane == Lane::Packet {
                 ll_addrs.push(link_addr(p.hop.0, p.hop.1, p.dst.is_ipv6()));
-                let vnet = libc::iovec {
-                    iov_base: p.vnet.as_ptr() as *mut libc::c_void,
-                    iov_len: VNET_HDR_LEN,
-                };
-                let ether = libc::iovec {
-                    iov_base: p.ether.as_ptr() as *mut libc::c_void,
-                    iov_len: ETHER_HDR_LEN,
-                };
-                iovs.push([vnet, ether, data]);
+                // plan() found the payload; the engine has not changed since.
+                let (a, b) = p
+                    .payload
+                    .and_then(|r| engine.payload(&r))
+                    .unwrap_or((&[], &[]));
+                let mut v = [iov(&p.vnet), iov(&p.ether), data, data, data];
+                let mut k = 3;
+                for piece in [a, b] {
+                    if !piece.is_empty() {
+                        v[k] = iov(piece);
+                        k += 1;
+                    }
+                }
+                iovs.push((v, k));
+                bytes_of.push(p.len + a.len() + b.len());
             } else {
                 ip_addrs.push(SockAddr::from(SocketAddr::new(p.dst, 0)));
-                iovs.push([data, data, data]);
+                iovs.push(([data; 5], 1));
+                bytes_of.push(p.len);
             }
         }
         let mut msgs: Vec<libc::mmsghdr> = (0..n)
             .map(|k| {
                 // SAFETY: msghdr is plain integers and pointers; all-zero is a valid value.
                 let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+                h.msg_iov = iovs[k].0.as_ptr() as *mut libc::iovec;
+                h.msg_iovlen = iovs[k].1;
                 if run[k].lane == Lane::Packet {
                     h.msg_name = &ll_addrs[k] as *const libc::sockaddr_ll as *mut libc::c_void;
                     h.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-                    h.msg_iov = iovs[k].as_ptr() as *mut libc::iovec;
-                    h.msg_iovlen = 3;
                 } else {
                     h.msg_name = ip_addrs[k].as_ptr() as *mut libc::c_void;
                     h.msg_namelen = ip_addrs[k].len();
-                    h.msg_iov = iovs[k].as_ptr() as *mut libc::iovec;
-                    h.msg_iovlen = 1;
                 }
                 libc::mmsghdr {
                     msg_hdr: h,
@@ -484,15 +533,16 @@ impl TxQueue {
         while k < n {
             out.calls += 1;
             // SAFETY: msgs[k..] are initialised mmsghdrs whose name, iovec and data pointers
-            // point into `ll_addrs`/`ip_addrs`, `iovs`, `run[..].vnet`/`.ether`, `self.arena` and
-            // `self.soft`, all alive and unmoved for the call; the kernel only reads them (and
+            // point into `ll_addrs`/`ip_addrs`, `iovs`, `run[..].vnet`/`.ether`, `self.arena`,
+            // `self.soft` and the client streams of `engine` (borrowed for this whole call, so
+            // unchanged), all alive and unmoved for the call; the kernel only reads them (and
             // writes msg_len).
             let rc =
                 unsafe { libc::sendmmsg(fd, msgs[k..].as_mut_ptr(), (n - k) as libc::c_uint, 0) };
             if rc > 0 {
-                for p in &run[k..k + rc as usize] {
+                for (p, b) in run[k..k + rc as usize].iter().zip(&bytes_of[k..]) {
                     out.sent += p.pieces;
-                    out.bytes += p.len as u64;
+                    out.bytes += *b as u64;
                     if p.lane == Lane::Packet {
                         out.via_packet += p.pieces;
                     }
@@ -601,16 +651,51 @@ mod tests {
             let pkt = super_segment(n);
             q.slot()[..pkt.len()].copy_from_slice(&pkt);
             let gso = (n > 1448).then_some(1448);
-            q.push(pkt.len(), pkt_dst(), gso);
+            q.push(pkt.len(), pkt_dst(), gso, None);
             pieces += n.div_ceil(1448) as u64;
             pushed += 1;
         }
         assert!(pushed >= 4);
-        let f = q.flush(now);
+        let f = q.flush(now, &Engine::default());
         assert_eq!(f.gso_soft, pushed.div_ceil(2) as u64);
         assert_eq!(f.refused, pieces, "every piece counted once");
         assert_eq!((f.sent, f.gso_frames), (0, 0));
         assert!(q.is_empty());
+    }
+
+    /// A super-segment whose payload the engine still holds takes the raw path joined to its
+    /// headers and cut in software; one whose bytes left the engine before the flush is
+    /// counted, not sent.
+    #[test]
+    fn payloads_left_in_the_engine_are_gathered_or_counted_when_gone() {
+        use crate::engine::tests::gso::{gso_config, upload};
+        use crate::engine::tests::{session_established_with, Seg, CLIENT_ISN, RESP};
+        let mut h = session_established_with(gso_config());
+        upload(&mut h, 20_000);
+        let raw = RawSender::open(false, false).unwrap();
+        let mut q = TxQueue::new(raw, None);
+        let now = h.now;
+        let t =
+            h.e.poll_transmit_by_ref(now, q.slot())
+                .expect("a super-segment");
+        assert!(t.payload.is_some());
+        q.push(t.len, t.dst, t.gso_size, t.payload);
+        let f = q.flush(now, &h.e);
+        let pieces = 20_000u64.div_ceil(u64::from(t.gso_size.unwrap()));
+        assert_eq!((f.gso_soft, f.refused, f.stale), (1, pieces, 0));
+        // Retransmitted after the timeout, but acknowledged before the flush.
+        h.advance(Duration::from_secs(3));
+        let now = h.now;
+        let t =
+            h.e.poll_transmit_by_ref(now, q.slot())
+                .expect("a retransmission");
+        q.push(t.len, t.dst, t.gso_size, t.payload);
+        h.respond(Seg {
+            ack: CLIENT_ISN + 1 + 20_000,
+            ..RESP
+        });
+        let f = q.flush(now, &h.e);
+        assert_eq!((f.gso_soft, f.refused, f.stale), (0, 1, 1));
     }
 
     fn pkt_dst() -> IpAddr {

@@ -489,14 +489,16 @@ impl Core {
             if self.tx.is_full() {
                 self.send_queued(now);
             }
-            let Some(t) = self.engine.poll_transmit(now, self.tx.slot()) else {
+            // Super-segments' payloads stay in the sessions until the queue is flushed: the
+            // engine is asked for nothing else until then.
+            let Some(t) = self.engine.poll_transmit_by_ref(now, self.tx.slot()) else {
                 break;
             };
             self.last_activity = now;
             if let Some(cap) = self.cap.as_mut() {
-                cap.charge(now_ns, t.len);
+                cap.charge(now_ns, t.len + t.payload.map_or(0, |r| r.len()));
             }
-            self.tx.push(t.len, t.dst, t.gso_size);
+            self.tx.push(t.len, t.dst, t.gso_size, t.payload);
         }
         self.forward_events(now);
         self.link.write(now);
@@ -507,7 +509,7 @@ impl Core {
         if self.tx.is_empty() {
             return;
         }
-        let f: Flushed = self.tx.flush(now);
+        let f: Flushed = self.tx.flush(now, &self.engine);
         let c = &self.shared.counters;
         c.add(&c.sent_packets, f.sent);
         c.add(&c.sent_bytes, f.bytes);

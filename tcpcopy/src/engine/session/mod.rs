@@ -49,6 +49,8 @@ pub(crate) struct SessionCtx<'a> {
     pub paths: &'a mut PathRtts,
     /// The capture lost packets lately ([`crate::engine::Engine::capture_lost`]).
     pub capture_lossy: bool,
+    /// Leave super-segments' payload in the client stream ([`crate::engine::Engine::payload`]).
+    pub payload_by_ref: bool,
     pub now: Instant,
 }
 
@@ -243,6 +245,11 @@ impl EngineSession {
     /// (the usual case outside debugging: `debug_span!` under an `info` filter).
     fn enter_span(&self) -> Option<tracing::span::EnteredSpan> {
         (!self.span.is_disabled()).then(|| self.span.clone().entered())
+    }
+
+    /// The client stream's `len` bytes from `seq` (a payload left by reference).
+    pub fn payload(&self, seq: SeqNumber, len: usize) -> Option<(&[u8], &[u8])> {
+        self.stream.bytes(seq, len)
     }
 
     /// Bytes this session holds in buffers (for the memory budget).

@@ -10,6 +10,9 @@ use tcpclone::seq::SeqNumber;
 pub(crate) struct Sent {
     pub len: usize,
     pub gso_size: Option<u16>,
+    /// With [`SessionCtx::payload_by_ref`], a super-segment's payload left in the client stream:
+    /// `len` bytes from `seq`, after the `len` header bytes written.
+    pub payload: Option<(SeqNumber, u32)>,
 }
 
 impl EngineSession {
@@ -191,7 +194,15 @@ impl EngineSession {
         // A super-segment leaves its TCP checksum to the kernel (or to the software
         // segmentation of the fallback path): summing 64 KiB here would be wasted.
         let gso_size = (len > seg_max).then_some(seg_max as u16);
-        let n = packet::build_with(&seg, buf, gso_size.is_some())?;
+        // A super-segment's payload may stay where it is, for the sender to gather: copying
+        // 64 KiB here only for the kernel to copy it again is the sender's largest cost on
+        // uploads after the kernel's own copy.
+        let by_ref = gso_size.is_some() && cx.payload_by_ref;
+        let n = if by_ref {
+            packet::build_headers(&seg, buf)?
+        } else {
+            packet::build_with(&seg, buf, gso_size.is_some())?
+        };
         let pieces = len.div_ceil(seg_max.max(1)).max(1);
         // The pieces carry consecutive IPv4 identifications (the kernel numbers them).
         *cx.ip_id = cx.ip_id.wrapping_add((pieces - 1) as u16);
@@ -229,7 +240,11 @@ impl EngineSession {
         self.pending_ack = false;
         cx.stats.segments_sent += pieces as u64;
         tracing::trace!(parent: &self.span, seq = seq.value(), len, "data");
-        Some(Sent { len: n, gso_size })
+        Some(Sent {
+            len: n,
+            gso_size,
+            payload: by_ref.then_some((seq, len as u32)),
+        })
     }
 
     fn emit(
@@ -244,6 +259,7 @@ impl EngineSession {
         Some(Sent {
             len: n,
             gso_size: None,
+            payload: None,
         })
     }
 }

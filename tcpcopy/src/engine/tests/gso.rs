@@ -5,7 +5,7 @@
 use super::*;
 
 /// `n` bytes of client data in captured segments of 1,000 bytes.
-fn upload(h: &mut H, n: usize) {
+pub(crate) fn upload(h: &mut H, n: usize) {
     let data: &'static [u8] = Box::leak((0..n).map(|i| (i * 31 % 251) as u8).collect());
     for (k, chunk) in data.chunks(1000).enumerate() {
         send!(
@@ -19,7 +19,7 @@ fn upload(h: &mut H, n: usize) {
     }
 }
 
-fn gso_config() -> EngineConfig {
+pub(crate) fn gso_config() -> EngineConfig {
     EngineConfig {
         gso_max: 64_000,
         ..config()
@@ -120,4 +120,64 @@ fn a_cap_below_the_mss_keeps_one_segment_per_transmit() {
     let out = h.sent();
     assert_eq!(h.supers, 0);
     assert_eq!(out.len(), 4);
+}
+
+/// The live sender's way: super-segments' payloads left in the sessions and gathered after the
+/// round's last transmit give, byte for byte, what copying them gives, through a window's worth
+/// of acknowledgements and a retransmission.
+#[test]
+fn payloads_gathered_by_reference_are_the_bytes_copied_otherwise() {
+    let run = |by_ref: bool| {
+        let mut h = session_established_with(gso_config());
+        h.by_ref = by_ref;
+        upload(&mut h, 100_000);
+        let mut out = h.sent();
+        respond!(
+            h,
+            Seg {
+                ack: CLIENT_ISN + 1 + 30_000,
+                win: 65535,
+                ..RESP
+            }
+        );
+        out.extend(h.sent());
+        h.advance(Duration::from_secs(3));
+        out.extend(h.sent());
+        (shape(&out), h.supers, h.gathered)
+    };
+    let (copied, supers, none) = run(false);
+    let (gathered, supers_by_ref, n) = run(true);
+    assert_eq!(none, 0);
+    assert!(supers >= 3, "{supers}");
+    assert_eq!(
+        (supers_by_ref, n),
+        (supers, supers),
+        "every super-segment by reference"
+    );
+    assert_eq!(gathered, copied);
+}
+
+/// A reference whose bytes left the session (acknowledged, or the session gone) gives
+/// nothing, never other bytes.
+#[test]
+fn a_payload_reference_whose_bytes_left_gives_nothing() {
+    let mut h = session_established_with(gso_config());
+    upload(&mut h, 20_000);
+    let now = h.now;
+    let mut buf = vec![0u8; 70_000];
+    let tx =
+        h.e.poll_transmit_by_ref(now, &mut buf)
+            .expect("a super-segment");
+    let r = tx.payload.expect("left by reference");
+    assert!(tx.len < 100, "headers only: {}", tx.len);
+    assert_eq!(r.len(), 20_000);
+    assert!(h.e.payload(&r).is_some());
+    respond!(
+        h,
+        Seg {
+            ack: CLIENT_ISN + 1 + 20_000,
+            ..RESP
+        }
+    );
+    assert_eq!(h.e.payload(&r), None);
 }

@@ -175,6 +175,11 @@ pub(crate) struct H {
     buf: Vec<u8>,
     /// Super-segments (segmentation offload) seen by `sent`.
     pub supers: usize,
+    /// `sent` takes transmits as the live sender does: payloads by reference, gathered after
+    /// the last transmit of the round.
+    pub by_ref: bool,
+    /// Super-segments whose payload `sent` gathered by reference.
+    pub gathered: usize,
 }
 
 impl H {
@@ -186,6 +191,8 @@ impl H {
             t0,
             buf: vec![0; 70_000],
             supers: 0,
+            by_ref: false,
+            gathered: 0,
         }
     }
 
@@ -206,9 +213,30 @@ impl H {
 
     /// Drains and parses everything the engine wants to send, checking every checksum.
     pub fn sent(&mut self) -> Vec<Out> {
+        let mut round = Vec::new();
+        loop {
+            let tx = if self.by_ref {
+                self.e.poll_transmit_by_ref(self.now, &mut self.buf)
+            } else {
+                self.e.poll_transmit(self.now, &mut self.buf)
+            };
+            let Some(tx) = tx else { break };
+            round.push((tx, self.buf[..tx.len].to_vec()));
+            assert!(round.len() < 10_000, "engine keeps transmitting");
+        }
         let mut v = Vec::new();
-        while let Some(tx) = self.e.poll_transmit(self.now, &mut self.buf) {
-            let pkt = self.buf[..tx.len].to_vec();
+        for (tx, mut pkt) in round {
+            if let Some(r) = tx.payload {
+                assert!(self.by_ref && tx.gso_size.is_some());
+                let (a, b) = self
+                    .e
+                    .payload(&r)
+                    .expect("the payload is held until gathered");
+                assert_eq!(a.len() + b.len(), r.len());
+                pkt.extend_from_slice(a);
+                pkt.extend_from_slice(b);
+                self.gathered += 1;
+            }
             let pieces = match tx.gso_size {
                 // A super-segment: cut it as the kernel would, then check every piece.
                 Some(mss) => {
@@ -238,7 +266,6 @@ impl H {
                     opts: p.opts,
                 });
             }
-            assert!(v.len() < 10_000, "engine keeps transmitting");
         }
         v
     }
@@ -337,7 +364,7 @@ pub(crate) fn ip(s: &str) -> IpAddr {
 
 // After the macros: textual scope makes them visible there.
 mod fuzz_smoke;
-mod gso;
+pub(crate) mod gso;
 mod ooo;
 mod scripted;
 mod sim;

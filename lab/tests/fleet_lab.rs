@@ -948,7 +948,9 @@ fn cluster_node_and_worker_killed_lose_nothing() {
     lab.exec_ok(&prod, "redis-cli -h 198.18.65.2 config resetstat");
 
     // Record into it; one connection per request (-k 0): thousands of short sessions
-    // published while a node dies.
+    // published while a node dies. Writes to random keys (-r): each SET and INCR names its own
+    // key, so that the target's keys and counters tell which of production's commands it ran,
+    // not only how many (a repeat of one cannot hide the loss of another).
     let rec_log = tmp.path().join("record.log");
     let cmd = format!(
         "exec {} --stream -x 6379-{TARGET}:6379 -i {prod_if} --record {url} --replicas 3 --partitions 8 >{} 2>&1",
@@ -981,8 +983,10 @@ fn cluster_node_and_worker_killed_lose_nothing() {
             "4",
             "-k",
             "0",
+            "-r",
+            "100000000",
             "-t",
-            "set,get",
+            "set,incr",
             "-q",
         ],
         Some(&bench_log),
@@ -998,6 +1002,8 @@ fn cluster_node_and_worker_killed_lose_nothing() {
         std::fs::read_to_string(&bench_log).unwrap_or_default()
     );
     let prod_counts = commandstats(&lab, &prod, "198.18.65.2", 6379);
+    let prod_keys = redis_dump(&lab, &prod, "198.18.65.2");
+    assert!(prod_keys.len() > 2000, "{}", prod_keys.len());
     std::thread::sleep(Duration::from_millis(500));
     let st = lab.stop(rec, "INT", Duration::from_secs(40));
     let rec_out = std::fs::read_to_string(&rec_log).unwrap_or_default();
@@ -1055,13 +1061,13 @@ fn cluster_node_and_worker_killed_lose_nothing() {
     }
     // Killed once the target has run a twentieth of production's commands: mid-way however
     // fast this machine replays.
-    let set_get = |c: &std::collections::HashMap<String, u64>| -> u64 {
-        ["set", "get"].iter().filter_map(|k| c.get(*k)).sum()
+    let set_incr = |c: &std::collections::HashMap<String, u64>| -> u64 {
+        ["set", "incr"].iter().filter_map(|k| c.get(*k)).sum()
     };
-    let prod_total = set_get(&prod_counts);
+    let prod_total = set_incr(&prod_counts);
     let t = Instant::now();
     loop {
-        let done = set_get(&commandstats(&lab, &target, TARGET, 6379));
+        let done = set_incr(&commandstats(&lab, &target, TARGET, 6379));
         if done * 20 >= prod_total {
             break;
         }
@@ -1153,17 +1159,70 @@ fn cluster_node_and_worker_killed_lose_nothing() {
     // One command per session (-k 0): as many repeated requests as sessions replayed again.
     assert_eq!(sum(&rep), repeats, "{rep:?}\n{outs:?}");
 
-    // Nothing lost, nothing extra: the target ran production's commands plus exactly the
-    // repeats the workers reported, command by command.
+    // Nothing lost: each SET and INCR of production's ran on the target (its key is there, a
+    // counter at least production's value), and no command ran fewer times. Nothing
+    // unreported: the extras are at most the repeats the workers reported, command by command.
+    // Not exactly those: a session whose sent mark was stored (or on its way to the broker) when
+    // worker 0 was killed, but not yet written, counts as a repeat though only its successor
+    // sent it (docs/fleet.md, Replaying): `unsent` below, a few at most.
     let got = commandstats(&lab, &target, TARGET, 6379);
-    let mut want = prod_counts.clone();
-    for (cmd, n) in &rep {
-        *want.entry(cmd.clone()).or_default() += n;
+    let target_keys = redis_dump(&lab, &target, TARGET);
+    let mut lost = Vec::new();
+    for (key, p) in &prod_keys {
+        match (target_keys.get(key), key.starts_with("counter:")) {
+            (None, _) => lost.push(key),
+            (Some(t), true) if t.parse::<u64>().ok() < p.parse::<u64>().ok() => lost.push(key),
+            _ => {}
+        }
     }
-    assert_eq!(
-        got, want,
-        "target != production + repeats ({rep:?})\nproduction {prod_counts:?}\n{outs:?}"
+    assert!(
+        lost.is_empty(),
+        "{} of production's {} keys missing or behind on the target: {lost:?}",
+        lost.len(),
+        prod_keys.len()
     );
+    let extra: Vec<&String> = target_keys
+        .keys()
+        .filter(|k| !prod_keys.contains_key(*k))
+        .collect();
+    assert!(extra.is_empty(), "keys production never wrote: {extra:?}");
+    let mut unsent = 0;
+    let cmds: std::collections::BTreeSet<&String> = prod_counts.keys().chain(got.keys()).collect();
+    for cmd in cmds {
+        let (p, g, r) = (
+            prod_counts.get(cmd).copied().unwrap_or(0),
+            got.get(cmd).copied().unwrap_or(0),
+            rep.get(cmd).copied().unwrap_or(0),
+        );
+        assert!(
+            p <= g && g <= p + r,
+            "{cmd}: target ran {g}, production {p}, repeats reported {r}\n\
+             production {prod_counts:?}\ntarget {got:?}\n{outs:?}"
+        );
+        unsent += p + r - g;
+    }
+    eprintln!("cluster_kills: {unsent} repeated requests counted but sent once");
+    // The successor sent again what worker 0 had written before its kill (the target was
+    // paused: hundreds of sessions), so most reported repeats really ran twice.
+    assert!(
+        unsent * 2 < repeats,
+        "{unsent} of {repeats} repeats never ran twice\n{outs:?}"
+    );
+}
+
+/// Every key of the redis at `host`:6379 seen from `ns`, with its (string) value. One EVAL:
+/// run it after reading the commandstats.
+fn redis_dump(lab: &Lab, ns: &str, host: &str) -> HashMap<String, String> {
+    let script = "local r = {} for _, k in ipairs(redis.call('KEYS', '*')) do \
+                  r[#r + 1] = k r[#r + 1] = redis.call('GET', k) end return r";
+    let out = lab.exec_ok(ns, &format!("redis-cli -h {host} eval \"{script}\" 0"));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() % 2 == 0, "{text}");
+    lines
+        .chunks(2)
+        .map(|kv| (kv[0].to_string(), kv[1].to_string()))
+        .collect()
 }
 
 /// A NATS JWT (header `{"typ":"JWT","alg":"ed25519-nkey"}`, base64url without padding, signed

@@ -5,9 +5,15 @@
 //! before the session's first byte goes to the target. A worker that gets a session delivered
 //! again (its first worker died before acknowledging it) thus tells a session replayed before
 //! (the mark is there: a repeat, its requests counted as such) from one only fetched (no mark:
-//! replayed for the first time). The mark does not tell how far a replay got: a worker killed
-//! after storing the mark and before the first write counts one repeat too many, and a session
-//! cut after some of its requests counts all of them.
+//! replayed for the first time). So, with no session unmarked, the repeats bound what reached
+//! the target twice from above. Not exactly, as the mark does not tell how far a replay got:
+//! - a worker killed once a session's mark has left for the broker and before the session's
+//!   first write leaves a mark for a session it never sent (the broker stores a mark that was on
+//!   its way even after its sender died): that session counts as a repeat though only its
+//!   successor sends it. The window is a broker round trip (a replicated stream's commit) and a
+//!   task wake-up per session, milliseconds under load: a kill catches the few sessions
+//!   starting then;
+//! - a session cut after some of its requests counts all of them.
 
 use super::from::WorkerCounters;
 use async_nats::jetstream::{self, message::Acker};

@@ -33,7 +33,8 @@ pub struct WorkerCounters {
     /// Sessions delivered again after another delivery was not acknowledged.
     pub redelivered: AtomicU64,
     /// Redelivered sessions a worker had begun to replay before (their sent mark was there):
-    /// replayed again (at-least-once), their requests counted as repeats in the report.
+    /// replayed again (at-least-once), their requests counted as repeats in the report. An
+    /// upper bound on the sessions the target ran twice ([`super::done`] says by how much).
     pub repeats: AtomicU64,
     /// Sessions whose sent mark could not be stored (replayed anyway; delivered again, they
     /// would not count as repeats).

@@ -78,28 +78,34 @@ fn gap_proven_by_a_new_request_resets_and_re_establishes() {
     );
 }
 
+/// An established session whose first request, "abc", the target has acknowledged.
+fn abc_delivered() -> H {
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            payload: b"abc",
+            ..TEMPLATE
+        }
+    );
+    h.sent();
+    respond!(
+        h,
+        Seg {
+            ack: CLIENT_ISN + 4,
+            ..RESP
+        }
+    );
+    h
+}
+
 /// After the capture reported lost packets, a hole is declared a gap once the reordering
 /// window passes, not the whole gap timeout (the segment it misses will not come); once the
 /// loss is a gap timeout old, holes wait the whole timeout again.
 #[test]
 fn a_hole_after_a_capture_loss_is_a_gap_after_the_reordering_window() {
     let hole_after = |lost: Option<Duration>| {
-        let mut h = session_established();
-        send!(
-            h,
-            Seg {
-                payload: b"abc",
-                ..TEMPLATE
-            }
-        );
-        h.sent();
-        respond!(
-            h,
-            Seg {
-                ack: CLIENT_ISN + 4,
-                ..RESP
-            }
-        );
+        let mut h = abc_delivered();
         if let Some(ago) = lost {
             let now = h.now;
             h.e.capture_lost(now);
@@ -129,22 +135,7 @@ fn a_hole_after_a_capture_loss_is_a_gap_after_the_reordering_window() {
 
 #[test]
 fn gap_found_by_timeout_resets_and_waits_for_the_next_request() {
-    let mut h = session_established();
-    send!(
-        h,
-        Seg {
-            payload: b"abc",
-            ..TEMPLATE
-        }
-    );
-    h.sent();
-    respond!(
-        h,
-        Seg {
-            ack: CLIENT_ISN + 4,
-            ..RESP
-        }
-    );
+    let mut h = abc_delivered();
     send!(
         h,
         Seg {

@@ -292,6 +292,11 @@ impl RingCapture {
         let dev = rings.device.as_str();
         let mut last_check = Instant::now();
         let mut ready = Vec::new();
+        let read = if rings.frame_size.is_some() {
+            read_frame
+        } else {
+            read_block
+        };
         while !stop.load(Relaxed) {
             let mut found = 0;
             loop {
@@ -301,11 +306,6 @@ impl RingCapture {
                 while batch.len() < MAX_BATCH {
                     let Some(slot) = ring.next_block() else {
                         break;
-                    };
-                    let read = if rings.frame_size.is_some() {
-                        read_frame
-                    } else {
-                        read_block
                     };
                     read(
                         slot.bytes(),

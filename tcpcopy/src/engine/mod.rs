@@ -563,7 +563,9 @@ impl Engine {
             for s in self.slots.iter_mut().filter_map(|s| s.session.as_mut()) {
                 s.trim_buffers(&mut self.mem);
             }
-            room = self.cfg.max_memory == 0 || self.mem + need <= self.cfg.max_memory;
+            room = self
+                .spares
+                .room_for(need, self.cfg.max_memory, &mut self.mem);
         }
         if !room {
             self.stats.refused_memory += 1;

@@ -78,13 +78,15 @@ impl LiveRing {
     }
 }
 
-/// Block size for a ring of `bytes`: a power of two from 128 KiB (a 64 KiB GRO frame and its
-/// headers must fit) to 1 MiB, small enough that the ring has some 1,000 blocks where it can.
-/// Under a steady trickle the kernel retires a block per timeout however little it holds, so
-/// the number of blocks, not their size, sets how long a worker may fall behind before the
-/// kernel drops: 1,024 blocks of 1 ms are a second.
+/// Block size for a ring of `bytes`: a power of two from 128 KiB to 1 MiB, small enough that
+/// the ring has some 4,000 blocks where it can. Under a steady trickle the kernel retires a
+/// block per timeout however little it holds, so the number of blocks, not their size, sets
+/// how long a worker may fall behind before the kernel drops: 2,048 blocks of 1 ms (the default
+/// 256 MB) are two seconds. 128 KiB still holds two of the largest GRO frames a veth or NIC
+/// makes (45 segments of 1,448 bytes and their headers), so small blocks waste no room on
+/// uploads.
 pub fn ring_block_size(bytes: usize) -> usize {
-    let per = (bytes / 1024).max(1);
+    let per = (bytes / 4096).max(1);
     let pow = if per.is_power_of_two() {
         per
     } else {
@@ -186,4 +188,34 @@ pub enum Skip {
     NotIp,
     /// Cut short by the ring.
     Truncated,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ring_block_size;
+    use tcpclone::capture::tpacket::{BLOCK_HEADER_LEN, FRAME_HEADER_LEN, SOCKADDR_LL_LEN};
+
+    #[test]
+    fn the_default_ring_has_two_seconds_of_blocks_and_large_rings_larger_blocks() {
+        let mib = 1usize << 20;
+        assert_eq!(ring_block_size(256 * mib), 128 << 10);
+        assert_eq!((256 * mib) / ring_block_size(256 * mib), 2048);
+        assert_eq!(ring_block_size(mib), 128 << 10);
+        assert_eq!(ring_block_size(1024 * mib), 256 << 10);
+        assert_eq!(ring_block_size(3000 * mib), 512 << 10);
+        assert_eq!(ring_block_size(64 * 1024 * mib), 1 << 20);
+    }
+
+    #[test]
+    fn a_smallest_block_holds_two_of_the_largest_gro_frames() {
+        // Where the kernel puts an Ethernet frame in a TPACKET_V3 block (af_packet.c): the
+        // network header on a 16-byte boundary after the frame header and the link-layer
+        // address, each frame's start on an 8-byte boundary after the block header.
+        let align = |n: usize, a: usize| n.div_ceil(a) * a;
+        let hdr = FRAME_HEADER_LEN + SOCKADDR_LL_LEN;
+        let macoff = align(hdr + 16, 16) - 14;
+        let ip_len = 20 + 32 + 45 * 1448; // GRO stops below 64 KiB
+        let frame = align(macoff + 14 + ip_len, 8);
+        assert!(BLOCK_HEADER_LEN + 2 * frame < ring_block_size(1));
+    }
 }

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use intercept::capture::Backend;
+use intercept::capture::{Backend, DeviceCapture};
 use intercept::server::{serve, ServerConfig, Stats};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -78,8 +78,8 @@ struct InterceptArgs {
     /// immediate mode, one hand-off per packet).
     #[arg(long = "capture", value_enum, default_value_t = CaptureArg::Ring)]
     capture: CaptureArg,
-    /// Capture threads per device (`--capture ring`): the device's traffic is spread over
-    /// that many rings by flow.
+    /// Rings per device (`--capture ring`), and runtime threads to read them: the device's
+    /// traffic is spread over that many rings by flow.
     #[arg(long = "workers", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     workers: u16,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off unless given; binds that
@@ -300,29 +300,25 @@ fn run(args: InterceptArgs) -> anyhow::Result<()> {
 
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
-    // One runtime thread: the router and the connections' writers then run where the capture
-    // threads' batches wake them, one thread switch per batch; a second worker made it two
-    // (the writer stolen to the other thread) for no gain, the router being one task.
+    // One runtime thread per ring (one by default): the rings' tasks, the router and the
+    // connections' writers then run on one thread, a single wake-up per batch of answers;
+    // a second thread for one ring only moved the writers away from the router, for no gain.
+    let ring_count = captures
+        .iter()
+        .filter(|c| matches!(c, DeviceCapture::Ring(_)))
+        .count();
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(ring_count.clamp(1, 64))
         .enable_all()
         .build()
         .context("tokio runtime")?;
     let (tx, rx) = tokio::sync::mpsc::channel(intercept::capture::queue_len(backend));
-    let mut threads = Vec::new();
-    let mut breakers = Vec::new();
-    for mut c in captures {
-        breakers.extend(c.breaker());
-        let (tx, stats, stop) = (tx.clone(), stats.clone(), stop.clone());
-        let name = c.thread_name();
-        threads.push(
-            std::thread::Builder::new()
-                .name(name)
-                .spawn(move || c.run(tx, stats, stop))?,
-        );
+    let mut running = Vec::new();
+    for c in captures {
+        running.push(c.start(rt.handle(), tx.clone(), stats.clone(), stop.clone())?);
     }
     // --metrics: the queue's depth through a weak handle, so that the router still sees the
-    // queue close when the capture threads end.
+    // queue close when the captures end.
     let _metrics = match args.metrics {
         Some(addr) => {
             let weak = tx.downgrade();
@@ -385,17 +381,13 @@ fn run(args: InterceptArgs) -> anyhow::Result<()> {
         }
         let _ = sd_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_millis(500), server).await;
+        // The captures read their last kernel drops for the summary as they end.
+        stop.store(true, Relaxed);
+        for r in running {
+            r.finish(Duration::from_millis(300)).await;
+        }
         anyhow::Ok(())
     })?;
-    stop.store(true, Relaxed);
-    for b in &breakers {
-        if let Ok(b) = b.lock() {
-            b.breakloop();
-        }
-    }
-    for t in threads {
-        let _ = t.join();
-    }
     rt.shutdown_timeout(Duration::from_millis(200));
     let line = stats.line();
     tracing::info!("summary: {line}");

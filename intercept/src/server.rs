@@ -76,7 +76,7 @@ impl Default for ServerConfig {
     }
 }
 
-/// Counters shared by the capture threads, the router and the connections.
+/// Counters shared by the captures, the router and the connections.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Packets delivered by the capture (all devices).
@@ -188,7 +188,7 @@ impl Pending {
 const RESPONSES_PER_ROUND: usize = 1024;
 
 /// Serves tcpcopy connections on `listener` until `shutdown` turns true. Responses (batches of
-/// IP + TCP headers) come from `responses` (the capture threads, or a test).
+/// IP + TCP headers) come from `responses` (the captures, or a test).
 pub async fn serve(
     listener: TcpListener,
     cfg: ServerConfig,

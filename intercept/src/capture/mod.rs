@@ -1,5 +1,5 @@
-//! Live capture of the target's responses, one thread per capture, each handing the router
-//! batches of IP + TCP headers.
+//! Live capture of the target's responses, each capture handing the router batches of IP + TCP
+//! headers: a ring as a task beside the router, libpcap on a thread of its own.
 //!
 //! Two back ends: by default the library's capture ring in its frame-by-frame `TPACKET_V2`
 //! form ([`ring`]), read in place, one batch per wake-up, optionally several rings per device
@@ -51,7 +51,7 @@ pub fn queue_len(backend: Backend) -> usize {
     }
 }
 
-/// One opened capture, ready for its thread.
+/// One opened capture, ready to start.
 pub enum DeviceCapture {
     /// One ring of a device (one of `--workers`).
     Ring(ring::RingCapture),
@@ -86,29 +86,52 @@ pub fn open(
     })
 }
 
+/// A capture started by [`DeviceCapture::start`].
+pub enum Running {
+    /// A ring's task on the runtime.
+    Task(tokio::task::JoinHandle<()>),
+    /// libpcap's thread, and the handle that wakes it from a blocking read.
+    Thread(std::thread::JoinHandle<()>, Arc<Mutex<pcap::BreakLoop>>),
+}
+
 impl DeviceCapture {
-    /// A name for the capture's thread.
-    pub fn thread_name(&self) -> String {
-        match self {
-            DeviceCapture::Ring(r) => format!("capture-{}-{}", r.device(), r.index()),
-            DeviceCapture::Pcap(p) => format!("capture-{}", p.device),
-        }
+    /// Starts the capture until `stop` is set or the router's queue closes: a ring as a task
+    /// on `rt` (the runtime of the router, so that a batch costs one thread's wake-up), libpcap
+    /// on a thread of its own (its reads block).
+    pub fn start(
+        self,
+        rt: &tokio::runtime::Handle,
+        tx: mpsc::Sender<HeaderBatch>,
+        stats: Arc<Stats>,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<Running> {
+        Ok(match self {
+            DeviceCapture::Ring(r) => Running::Task(rt.spawn(r.run(tx, stats, stop))),
+            DeviceCapture::Pcap(mut p) => {
+                let breaker = p.breaker();
+                let thread = std::thread::Builder::new()
+                    .name(format!("capture-{}", p.device))
+                    .spawn(move || p.run(tx, stats, stop))?;
+                Running::Thread(thread, breaker)
+            }
+        })
     }
+}
 
-    /// A handle that wakes a libpcap capture blocked in the library: set the stop flag, then
-    /// call `breakloop()` on it. Rings look at the stop flag at least every 100 ms.
-    pub fn breaker(&mut self) -> Option<Arc<Mutex<pcap::BreakLoop>>> {
+impl Running {
+    /// Waits for the capture to end once `stop` is set (a ring looks at it at least every
+    /// 100 ms; libpcap is woken from its read), at most `within` for a ring.
+    pub async fn finish(self, within: Duration) {
         match self {
-            DeviceCapture::Ring(_) => None,
-            DeviceCapture::Pcap(p) => Some(p.breaker()),
-        }
-    }
-
-    /// Captures until `stop` is set or the router's queue closes.
-    pub fn run(self, tx: mpsc::Sender<HeaderBatch>, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
-        match self {
-            DeviceCapture::Ring(r) => r.run(tx, stats, stop),
-            DeviceCapture::Pcap(p) => p.run(tx, stats, stop),
+            Running::Task(t) => {
+                let _ = tokio::time::timeout(within, t).await;
+            }
+            Running::Thread(t, breaker) => {
+                if let Ok(b) = breaker.lock() {
+                    b.breakloop();
+                }
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
         }
     }
 }

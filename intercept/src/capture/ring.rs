@@ -1,6 +1,6 @@
 //! The ring back end (the default): the library's capture ring in its `TPACKET_V2` form, read
-//! in place. The kernel hands each frame over as soon as it is written; the capture thread
-//! copies the IP + TCP header of every frame ready into one [`HeaderBatch`], giving each slot
+//! in place. The kernel hands each frame over as soon as it is written; the ring's task, on the
+//! runtime thread of the router, copies the IP + TCP header of every frame ready into one [`HeaderBatch`], giving each slot
 //! back as it goes, and sends the batch: one channel send per wake-up, however many frames it
 //! found. A busy target fills batches of many responses; a quiet one gets each response
 //! reported at once.
@@ -15,10 +15,10 @@
 //!
 //! With `--workers N`, each device gets N rings in one `PACKET_FANOUT` group (the kernel
 //! spreads the traffic by flow, so one connection's responses stay in one ring and in order),
-//! each read by its own thread.
+//! each read by its own task, on a runtime of N threads.
 //!
 //! A ring whose device goes down or away reports an error on its socket (or its name no longer
-//! maps to its index): the thread counts it, closes the ring and reopens it with backoff, like
+//! maps to its index): the task counts it, closes the ring and reopens it with backoff, like
 //! the libpcap back end. When the rings of a group are reopened, the first one starts a new
 //! group and the others join it (the old group stays bound to the old device).
 
@@ -26,13 +26,14 @@ use super::{reopen_with_backoff, DEVICE_BUFFER};
 use crate::batch::HeaderBatch;
 use crate::linklayer::ip_tcp_response;
 use crate::server::Stats;
+use crate::sys::AsyncRing;
 use anyhow::Context;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tcpclone::capture::tpacket::{frame_v2, BlockView, RingFrame, PACKET_OUTGOING};
 use tcpclone::capture::LinkType;
-use tcpclone::sys::ring::{interface_index, poll_many, Fanout, PacketRing, RingConfig, SockFilter};
+use tcpclone::sys::ring::{interface_index, Fanout, PacketRing, RingConfig, SockFilter};
 use tokio::sync::mpsc;
 
 /// Bytes per block (the kernel allocates the ring in blocks; frames never straddle them).
@@ -54,8 +55,8 @@ const GATHER: Duration = Duration::from_micros(200);
 /// `TPACKET_ALIGN(TPACKET2_HDRLEN) + 16` (`tpacket2_hdr` and `sockaddr_ll`, aligned, plus room
 /// for a link header).
 const SLOT_HEADERS: usize = 80;
-/// Longest sleep in `poll` before looking at the stop flag again.
-const POLL_MS: i32 = 100;
+/// Longest wait for the ring before looking at the stop flag again.
+const STOP_EVERY: Duration = Duration::from_millis(100);
 /// How often kernel drops are read and the device's index checked.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Bytes of each frame the kernel keeps (from the network header): every IP + TCP header fits.
@@ -279,9 +280,19 @@ impl RingCapture {
         self.index
     }
 
-    /// Captures until `stop` is set or the router's queue closes; blocks when the router is
+    /// Captures until `stop` is set or the router's queue closes; waits when the router is
     /// behind (the kernel then drops, and those drops are counted from the ring's stats).
-    pub fn run(self, tx: mpsc::Sender<HeaderBatch>, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
+    ///
+    /// A task on the runtime thread that also runs the router and the connections' writers,
+    /// not a thread of its own: a batch then costs that thread one wake-up, where a capture
+    /// thread cost two (its own, and the router's when it handed the batch over), and those
+    /// wake-ups were most of intercept's CPU on a busy target.
+    pub async fn run(
+        self,
+        tx: mpsc::Sender<HeaderBatch>,
+        stats: Arc<Stats>,
+        stop: Arc<AtomicBool>,
+    ) {
         let RingCapture {
             rings,
             mut ring,
@@ -289,87 +300,80 @@ impl RingCapture {
             mut generation,
             ..
         } = self;
-        let dev = rings.device.as_str();
+        let dev = rings.device.clone();
         let mut last_check = Instant::now();
-        let mut ready = Vec::new();
         let read = if rings.frame_size.is_some() {
             read_frame
         } else {
             read_block
         };
-        while !stop.load(Relaxed) {
-            let mut found = 0;
-            loop {
-                // Small to start: a quiet target's wake-up brings one or two headers.
-                let mut batch = HeaderBatch::with_capacity(1024);
-                let mut n = Counts::default();
-                while batch.len() < MAX_BATCH {
-                    let Some(slot) = ring.next_block() else {
-                        break;
-                    };
-                    read(
-                        slot.bytes(),
-                        rings.lo_ifindex,
-                        rings.prefix,
-                        &mut batch,
-                        &mut n,
-                    );
-                    // The header is copied: the slot goes back to the kernel at once.
-                }
-                stats.captured.fetch_add(n.captured, Relaxed);
-                if n.not_tcp > 0 {
-                    stats.not_tcp.fetch_add(n.not_tcp, Relaxed);
-                }
-                if n.bad > 0 {
-                    stats.capture_errors.fetch_add(n.bad, Relaxed);
-                }
-                if batch.is_empty() {
-                    break;
-                }
-                found += batch.len();
-                let full = batch.len() >= MAX_BATCH;
-                if tx.blocking_send(batch).is_err() {
-                    read_drops(&ring, &stats);
+        'open: loop {
+            let mut afd = match AsyncRing::new(ring) {
+                Ok(a) => a,
+                Err(e) => {
+                    // Not expected of a socket on Linux; the ring is closed with the error.
+                    stats.capture_errors.fetch_add(1, Relaxed);
+                    tracing::error!("capture on {dev}: cannot wait on the ring: {e}");
                     return;
                 }
-                if !full || stop.load(Relaxed) {
-                    break;
+            };
+            let failed = loop {
+                if stop.load(Relaxed) {
+                    break None;
                 }
-            }
-            if found >= BUSY_BATCH && rings.frame_size.is_some() {
-                // Then on as usual: poll finds the gathered frames ready at once.
-                std::thread::sleep(GATHER);
-            }
-            let mut failed = None;
-            if last_check.elapsed() >= CHECK_EVERY {
-                last_check = Instant::now();
-                read_drops(&ring, &stats);
-                if dev != "any" {
-                    match interface_index(dev) {
-                        Ok(i) if i == ifindex => {}
-                        Ok(_) => failed = Some("device re-created".to_string()),
-                        Err(e) => failed = Some(e.to_string()),
+                let wait = (last_check + CHECK_EVERY).min(Instant::now() + STOP_EVERY);
+                let woken = tokio::select! {
+                    r = afd.wait() => match r {
+                        Ok(()) => true,
+                        Err(e) => break Some(format!("poll: {e}")),
+                    },
+                    _ = tokio::time::sleep_until(wait.into()) => false,
+                };
+                // Woken without a frame: the socket holds an error (ENETDOWN when the device
+                // went down or away).
+                if woken && !afd.ring().has_block() {
+                    match tcpclone::sys::ring::take_socket_error(afd.ring().fd()) {
+                        Ok(None) => {}
+                        Ok(Some(e)) | Err(e) => break Some(e.to_string()),
                     }
                 }
-            }
-            if failed.is_none() && rings.generation.load(Relaxed) == generation {
-                let fd = ring.fd();
-                match poll_many(&[fd], POLL_MS, &mut ready) {
-                    // Readable without a block: the socket holds an error (ENETDOWN when the
-                    // device went down or away).
-                    Ok(()) if ready.first() == Some(&true) && !ring.has_block() => {
-                        match tcpclone::sys::ring::take_socket_error(fd) {
-                            Ok(None) => {}
-                            Ok(Some(e)) | Err(e) => failed = Some(e.to_string()),
+                loop {
+                    let Some(found) = read_ready(afd.ring(), &rings, read, &tx, &stats).await
+                    else {
+                        read_drops(afd.ring(), &stats);
+                        return;
+                    };
+                    if found < BUSY_BATCH || rings.frame_size.is_none() || stop.load(Relaxed) {
+                        break;
+                    }
+                    // Many answers at once: the router and the writers send these first, then
+                    // the next ones gather with the thread off the CPU (nothing else of ours
+                    // is waiting then), one wake-up for many. Not a timer of the runtime's:
+                    // it would round 200 us up to a millisecond, and the ring's readiness
+                    // would wake the thread meanwhile anyway.
+                    tokio::task::yield_now().await;
+                    std::thread::sleep(GATHER);
+                }
+                if last_check.elapsed() >= CHECK_EVERY {
+                    last_check = Instant::now();
+                    read_drops(afd.ring(), &stats);
+                    if dev != "any" {
+                        match interface_index(&dev) {
+                            Ok(i) if i == ifindex => {}
+                            Ok(_) => break Some("device re-created".to_string()),
+                            Err(e) => break Some(e.to_string()),
                         }
                     }
-                    Ok(()) => {}
-                    Err(e) => failed = Some(format!("poll: {e}")),
                 }
-            }
+                if rings.generation.load(Relaxed) != generation {
+                    break None;
+                }
+            };
+            ring = afd.into_inner();
             let regroup = rings.generation.load(Relaxed) != generation;
             if failed.is_none() && !regroup {
-                continue;
+                // Stopped.
+                break 'open;
             }
             match &failed {
                 Some(why) => {
@@ -384,8 +388,15 @@ impl RingCapture {
             // Out of the old group before the new one forms.
             drop(ring);
             let failed_gen = failed.is_some().then_some(generation);
-            let Some(opened) = reopen_with_backoff(dev, &stop, || rings.open_ring(failed_gen))
-            else {
+            let (r, d, s) = (rings.clone(), dev.clone(), stop.clone());
+            // Off the runtime: the backoff sleeps, and the other rings and the router go on.
+            let opened = tokio::task::spawn_blocking(move || {
+                reopen_with_backoff(&d, &s, || r.open_ring(failed_gen))
+            })
+            .await
+            .ok()
+            .flatten();
+            let Some(opened) = opened else {
                 return;
             };
             (ring, ifindex, generation) = opened;
@@ -393,6 +404,53 @@ impl RingCapture {
             tracing::info!("capture on {dev} reopened");
         }
         read_drops(&ring, &stats);
+    }
+}
+
+/// Reads every frame (or block) the kernel has handed over into batches of at most
+/// [`MAX_BATCH`] headers and sends them to the router; the count of headers found, `None` once
+/// the router is gone.
+async fn read_ready(
+    ring: &mut PacketRing,
+    rings: &DeviceRings,
+    read: fn(&[u8], Option<i32>, usize, &mut HeaderBatch, &mut Counts),
+    tx: &mpsc::Sender<HeaderBatch>,
+    stats: &Stats,
+) -> Option<usize> {
+    let mut found = 0;
+    loop {
+        // Small to start: a quiet target's wake-up brings one or two headers.
+        let mut batch = HeaderBatch::with_capacity(1024);
+        let mut n = Counts::default();
+        while batch.len() < MAX_BATCH {
+            let Some(slot) = ring.next_block() else {
+                break;
+            };
+            read(
+                slot.bytes(),
+                rings.lo_ifindex,
+                rings.prefix,
+                &mut batch,
+                &mut n,
+            );
+            // The header is copied: the slot goes back to the kernel at once.
+        }
+        stats.captured.fetch_add(n.captured, Relaxed);
+        if n.not_tcp > 0 {
+            stats.not_tcp.fetch_add(n.not_tcp, Relaxed);
+        }
+        if n.bad > 0 {
+            stats.capture_errors.fetch_add(n.bad, Relaxed);
+        }
+        if batch.is_empty() {
+            return Some(found);
+        }
+        found += batch.len();
+        let full = batch.len() >= MAX_BATCH;
+        tx.send(batch).await.ok()?;
+        if !full {
+            return Some(found);
+        }
     }
 }
 

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# tcpcopy --workers N against --workers 1, with tcpcopy alone the bottleneck (issue 10): the
+# segments cloned per second while the workers drain a capture ring that a burst of many short
+# sessions filled while tcpcopy was stopped. Not a timed test; run as root.
+#
+#   1. The lab of benches/tcpcopy_cost.sh (client -> production -> target, intercept on the
+#      assistant). The target is a listener that never accepts (the kernel answers the
+#      handshakes and acknowledges the data into its accept queue, no process works), so
+#      between tcpcopy and the target only the kernel and intercept run.
+#   2. A capture of SESSIONS sessions of REQUESTS small requests each (SYN, ACK, requests,
+#      FIN) is written once.
+#   3. Per run: tcpcopy (-W: requests are not held for answers that never come) is stopped
+#      with SIGSTOP, the capture is replayed at top speed into production's interface (the
+#      kernel fills tcpcopy's rings; production has no listener, its resets are not captured),
+#      tcpcopy is continued with SIGCONT, and the drain lasts until its workers' CPU time stops
+#      growing for 300 ms. Segments cloned per second = the packets tcpcopy sent (its summary's
+#      `sent`) over that time.
+#   4. Runs alternate 1 worker and WORKERS; printed: each run, the medians and their ratio.
+#
+# On a veth a send runs the receiving namespace's stack on the sender's CPU: the target's
+# kernel work (handshakes, acknowledgements) is counted in tcpcopy's workers, in both modes.
+# Intercept shares the host's CPUs and reports every handshake and acknowledgement; on a
+# machine with as many CPUs as workers it can be the limit (its CPU time is printed).
+#
+# Usage: benches/tcpcopy_workers.sh [ROUNDS (default 3)]
+#   env SESSIONS (default 20000), REQUESTS (per session, default 20), WORKERS (default 2),
+#   NO_BUILD=1 (take target/release as it is), OURS=DIR (tcpcopy and intercept from DIR).
+set -euo pipefail
+ROUNDS=${1:-3}
+SESSIONS=${SESSIONS:-20000}
+REQUESTS=${REQUESTS:-20}
+WORKERS=${WORKERS:-2}
+[[ $ROUNDS =~ ^[0-9]+$ ]] && ((ROUNDS >= 1 && ROUNDS <= 20)) || { echo "usage: $0 [ROUNDS 1..20]" >&2; exit 2; }
+[[ $SESSIONS =~ ^[0-9]+$ ]] && ((SESSIONS >= 100 && SESSIONS <= 60000)) || { echo "$0: SESSIONS must be 100..60000" >&2; exit 2; }
+[[ $REQUESTS =~ ^[0-9]+$ ]] && ((REQUESTS >= 1 && REQUESTS <= 200)) || { echo "$0: REQUESTS must be 1..200" >&2; exit 2; }
+[[ $WORKERS =~ ^[0-9]+$ ]] && ((WORKERS >= 2 && WORKERS <= 64)) || { echo "$0: WORKERS must be 2..64" >&2; exit 2; }
+
+# shellcheck source=../scripts/lab.sh
+source "$(dirname "$0")/../scripts/lab.sh"
+lab_init tw python3 ss
+if [[ -n ${OURS:-} ]]; then
+    [[ -x $OURS/tcpcopy && -x $OURS/intercept ]] || { echo "$0: OURS must hold tcpcopy and intercept" >&2; exit 2; }
+    BIN=$(realpath "$OURS")
+elif [[ -n ${NO_BUILD:-} ]]; then
+    BIN=$LAB_ROOT/target/release
+else
+    lab_build -p tcpcopy -p intercept -p replay
+fi
+REPLAY=$LAB_ROOT/target/release/replay
+[[ -x $REPLAY ]] || (cd "$LAB_ROOT" && cargo build --release -q -p replay)
+mkdir "$WORK/bin"
+cp "$BIN/tcpcopy" "$BIN/intercept" "$REPLAY" "$WORK/bin/"
+BIN=$WORK/bin
+
+lab_clone_topology
+# The target: a listener that never accepts, with room in its queues for every session.
+inns "$NS_TARGET" sysctl -qw net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535
+lab_bg ip netns exec "$NS_TARGET" python3 -c '
+import socket, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.18.1.2", 6380))
+s.listen(65535)
+time.sleep(3600)
+'
+for _ in $(seq 50); do inns "$NS_TARGET" ss -Hltn 'sport = :6380' | grep -q LISTEN && break; sleep 0.1; done
+inns "$NS_TARGET" ss -Hltn 'sport = :6380' | grep -q LISTEN || { echo "$0: the target did not listen" >&2; exit 1; }
+
+# The capture: Ethernet to production's client-side MAC, from the client's.
+SRC_MAC=$(inns "$NS_CLIENT" cat "/sys/class/net/${TAG}ca/address")
+DST_MAC=$(inns "$NS_PROD" cat "/sys/class/net/${TAG}cb/address")
+python3 - "$WORK/burst.pcap" "$SESSIONS" "$REQUESTS" "$SRC_MAC" "$DST_MAC" <<'PY'
+import struct, sys
+out, sessions, requests = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+src_mac, dst_mac = (bytes.fromhex(m.replace(":", "")) for m in sys.argv[4:6])
+CLIENT, SERVER = bytes([198, 18, 10, 2]), bytes([198, 18, 10, 1])
+def csum(b):
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+def frame(sport, seq, ack, flags, payload=b"", opts=b""):
+    off = (20 + len(opts)) // 4
+    tcp = struct.pack("!HHIIBBHHH", sport, 6379, seq, ack, off << 4, flags, 65535, 0, 0) + opts + payload
+    c = csum(CLIENT + SERVER + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
+    tcp = tcp[:16] + struct.pack("!H", c) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, CLIENT, SERVER)
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    return dst_mac + src_mac + b"\x08\x00" + ip + tcp
+SYN, ACK, PSH, FIN = 0x02, 0x10, 0x08, 0x01
+with open(out, "wb") as f:
+    f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    t = 0
+    def put(fr):
+        global t
+        t += 1
+        f.write(struct.pack("<IIII", t // 1000000, t % 1000000, len(fr), len(fr)) + fr)
+    for i in range(sessions):
+        sport = 1024 + i
+        isn, peer = 1000 + i * 7919, 5000
+        put(frame(sport, isn, 0, SYN, opts=struct.pack("!BBH", 2, 4, 1460)))
+        put(frame(sport, isn + 1, peer + 1, ACK))
+        seq = isn + 1
+        for r in range(requests):
+            body = b"*3\r\n$3\r\nSET\r\n$8\r\nk%07d\r\n$16\r\nv%015d\r\n" % (r, i)
+            put(frame(sport, seq, peer + 1, PSH | ACK, body))
+            seq += len(body)
+        put(frame(sport, seq, peer + 1, FIN | ACK))
+PY
+PACKETS=$((SESSIONS * (REQUESTS + 3)))
+echo "== $SESSIONS sessions of $REQUESTS requests ($PACKETS packets), drained by tcpcopy --workers 1 and --workers $WORKERS, $ROUNDS round(s)"
+
+lab_intercept "tcp and src port 6380"
+ICPT=$INTERCEPT
+
+cpu_of() { # PID -> utime + stime of all its threads, in clock ticks
+    local t s=0 f
+    for t in /proc/"$1"/task/*/stat; do
+        read -r f <"$t" 2>/dev/null || continue
+        f=${f##*) }
+        read -ra a <<<"$f"
+        s=$((s + a[11] + a[12]))
+    done
+    echo "$s"
+}
+
+run() { # WORKERS -> "rate segments seconds intercept_ticks"
+    local w=$1 t0 t_last c c_last now quiet i0 sent
+    lab_tcpcopy -x 6379-198.18.1.2:6380 -s 198.18.1.3 -W --workers "$w"
+    kill -STOP "$TCPCOPY"
+    inns "$NS_CLIENT" "$BIN/replay" -i "${TAG}ca" --topspeed "$WORK/burst.pcap" >"$WORK/replay.out" 2>&1
+    sleep 0.2
+    i0=$(cpu_of "$ICPT")
+    c_last=$(cpu_of "$TCPCOPY")
+    kill -CONT "$TCPCOPY"
+    t0=$(date +%s%N)
+    t_last=$t0 quiet=0
+    # Until its CPU time has not moved for 300 ms (30 looks 10 ms apart), at most 60 s.
+    while ((quiet < 30)); do
+        sleep 0.01
+        c=$(cpu_of "$TCPCOPY")
+        now=$(date +%s%N)
+        if ((c != c_last)); then
+            c_last=$c t_last=$now quiet=0
+        else
+            quiet=$((quiet + 1))
+        fi
+        ((now - t0 < 60000000000)) || { echo "$0: tcpcopy still busy after 60 s" >&2; break; }
+    done
+    i1=$(cpu_of "$ICPT")
+    lab_stop_tcpcopy
+    sent=$(grep -o 'counters:.*' "$WORK/tcpcopy.log" | grep -o ' sent=[0-9]*' | head -1 | cut -d= -f2)
+    drops=$(grep -o ' kernel_drops=[0-9]*' "$WORK/tcpcopy.log" | head -1 | cut -d= -f2)
+    awk -v s="${sent:-0}" -v ns="$((t_last - t0))" -v i="$((i1 - i0))" -v d="${drops:-?}" -v tck="$LAB_TCK" \
+        'BEGIN { printf "%.0f %d %.3f %.2f %s\n", ns ? s / (ns / 1e9) : 0, s, ns / 1e9, i / tck, d }'
+}
+
+declare -A RATES
+printf '%-8s %-6s %12s %10s %9s %12s %12s\n' round workers "segments/s" segments "drain s" "intercept s" kernel_drops
+for r in $(seq "$ROUNDS"); do
+    for w in 1 "$WORKERS"; do
+        read -r rate segs secs icpt drops < <(run "$w")
+        printf '%-8s %-6s %12s %10s %9s %12s %12s\n' "r$r" "$w" "$rate" "$segs" "$secs" "$icpt" "$drops"
+        RATES[$w]+="$rate "
+    done
+done
+median() { tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+m1=$(median <<<"${RATES[1]}")
+mw=$(median <<<"${RATES[$WORKERS]}")
+echo
+echo "== medians: --workers 1 $m1 segments/s, --workers $WORKERS $mw segments/s: $(awk -v a="$mw" -v b="$m1" 'BEGIN { printf "%.2f", b ? a / b : 0 }')x"

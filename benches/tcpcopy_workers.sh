@@ -12,9 +12,11 @@
 #   3. Per run: tcpcopy (-W: requests are not held for answers that never come) is stopped
 #      with SIGSTOP, the capture is replayed at top speed into production's interface (the
 #      kernel fills tcpcopy's rings; production has no listener, its resets are not captured),
-#      tcpcopy is continued with SIGCONT, and the drain lasts until its workers' CPU time stops
-#      growing for 300 ms. Segments cloned per second = the packets tcpcopy sent (its summary's
-#      `sent`) over that time.
+#      tcpcopy is continued with SIGCONT, and the drain lasts until its CPU time stops growing
+#      (sampled every 10 ms). Segments cloned per second = the client segments tcpcopy took from its rings
+#      (its summary's `segments in`) over that time, provided their payload was all cloned
+#      (`cloned %`: payload bytes sent over captured). It sends fewer packets (`sent pkts`):
+#      a session's requests, all there at once, leave in a few segments.
 #   4. Runs alternate 1 worker and WORKERS; printed: each run, the medians and their ratio.
 #
 # On a veth a send runs the receiving namespace's stack on the sender's CPU: the target's
@@ -24,7 +26,8 @@
 #
 # Usage: benches/tcpcopy_workers.sh [ROUNDS (default 3)]
 #   env SESSIONS (default 20000), REQUESTS (per session, default 20), WORKERS (default 2),
-#   NO_BUILD=1 (take target/release as it is), OURS=DIR (tcpcopy and intercept from DIR).
+#   NO_BUILD=1 (take target/release as it is), OURS=DIR (tcpcopy and intercept from DIR),
+#   KEEP=DIR (keep each run's tcpcopy log there).
 set -euo pipefail
 ROUNDS=${1:-3}
 SESSIONS=${SESSIONS:-20000}
@@ -53,18 +56,28 @@ cp "$BIN/tcpcopy" "$BIN/intercept" "$REPLAY" "$WORK/bin/"
 BIN=$WORK/bin
 
 lab_clone_topology
-# The target: a listener that never accepts, with room in its queues for every session.
+# The target: a listener that never accepts, with room in its queues for every session; a new
+# one per run, so that no run meets the connections the last one left in its queue.
 inns "$NS_TARGET" sysctl -qw net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535
-lab_bg ip netns exec "$NS_TARGET" python3 -c '
+start_target() {
+    lab_bg ip netns exec "$NS_TARGET" python3 -c '
 import socket, time
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("198.18.1.2", 6380))
 s.listen(65535)
-time.sleep(3600)
+time.sleep(600)
 '
-for _ in $(seq 50); do inns "$NS_TARGET" ss -Hltn 'sport = :6380' | grep -q LISTEN && break; sleep 0.1; done
-inns "$NS_TARGET" ss -Hltn 'sport = :6380' | grep -q LISTEN || { echo "$0: the target did not listen" >&2; exit 1; }
+    TARGET=$LAB_PID
+    for _ in $(seq 50); do inns "$NS_TARGET" ss -Hltn 'sport = :6380' | grep -q LISTEN && return; sleep 0.1; done
+    echo "$0: the target did not listen" >&2
+    exit 1
+}
+# Production knows the target's MAC, as a host that talks to it does: without an entry the
+# first burst would go out through the kernel's neighbour queue, which keeps ~100 packets
+# while it resolves and drops the rest.
+TARGET_MAC=$(inns "$NS_TARGET" cat "/sys/class/net/${TAG}ta/address")
+inns "$NS_PROD" ip neigh replace 198.18.1.2 lladdr "$TARGET_MAC" dev "${TAG}pa" nud permanent
 
 # The capture: Ethernet to production's client-side MAC, from the client's.
 SRC_MAC=$(inns "$NS_CLIENT" cat "/sys/class/net/${TAG}ca/address")
@@ -112,9 +125,6 @@ PY
 PACKETS=$((SESSIONS * (REQUESTS + 3)))
 echo "== $SESSIONS sessions of $REQUESTS requests ($PACKETS packets), drained by tcpcopy --workers 1 and --workers $WORKERS, $ROUNDS round(s)"
 
-lab_intercept "tcp and src port 6380"
-ICPT=$INTERCEPT
-
 cpu_of() { # PID -> utime + stime of all its threads, in clock ticks
     local t s=0 f
     for t in /proc/"$1"/task/*/stat; do
@@ -128,6 +138,11 @@ cpu_of() { # PID -> utime + stime of all its threads, in clock ticks
 
 run() { # WORKERS -> "rate segments seconds intercept_ticks"
     local w=$1 t0 t_last c c_last now quiet i0 sent
+    # All three anew: intercept would keep the last run's sessions, which the same capture
+    # opens again, reserved for the tcpcopy that ran them for its grace period.
+    start_target
+    lab_intercept "tcp and src port 6380"
+    ICPT=$INTERCEPT
     lab_tcpcopy -x 6379-198.18.1.2:6380 -s 198.18.1.3 -W --workers "$w"
     kill -STOP "$TCPCOPY"
     inns "$NS_CLIENT" "$BIN/replay" -i "${TAG}ca" --topspeed "$WORK/burst.pcap" >"$WORK/replay.out" 2>&1
@@ -136,33 +151,47 @@ run() { # WORKERS -> "rate segments seconds intercept_ticks"
     c_last=$(cpu_of "$TCPCOPY")
     kill -CONT "$TCPCOPY"
     t0=$(date +%s%N)
-    t_last=$t0 quiet=0
-    # Until its CPU time has not moved for 300 ms (30 looks 10 ms apart), at most 60 s.
-    while ((quiet < 30)); do
+    t_last=$t0
+    # Until it has used less than 3 clock ticks in 300 ms (its timers run once a second, the
+    # drain keeps a CPU busy), at most 60 s; the drain ended at the last 30 ms in which it
+    # used 2 ticks or more.
+    local -a ts cs
+    ts=("$t0") cs=("$c_last")
+    while :; do
         sleep 0.01
         c=$(cpu_of "$TCPCOPY")
         now=$(date +%s%N)
-        if ((c != c_last)); then
-            c_last=$c t_last=$now quiet=0
-        else
-            quiet=$((quiet + 1))
-        fi
+        ts+=("$now") cs+=("$c")
+        local n=${#ts[@]}
+        if ((n > 3 && c - cs[n - 4] >= 2)); then t_last=$now; fi
+        if ((n > 30 && c - cs[n - 31] < 3)); then break; fi
         ((now - t0 < 60000000000)) || { echo "$0: tcpcopy still busy after 60 s" >&2; break; }
     done
     i1=$(cpu_of "$ICPT")
     lab_stop_tcpcopy
-    sent=$(grep -o 'counters:.*' "$WORK/tcpcopy.log" | grep -o ' sent=[0-9]*' | head -1 | cut -d= -f2)
+    lab_stop "$ICPT"
+    lab_stop "$TARGET"
+    [[ -z ${KEEP:-} ]] || { mkdir -p "$KEEP"; cp "$WORK/tcpcopy.log" "$KEEP/tcpcopy-w$w-$(date +%s%N).log"; }
+    # The summary's engine line (all workers): segments captured, packets sent, payload bytes
+    # captured and cloned.
+    local eng segs sent cap cloned drops
+    eng=$(grep -m1 '^  engine:' "$WORK/tcpcopy.log" || true)
+    segs=$(grep -o 'segments in=[0-9]*' <<<"$eng" | cut -d= -f2)
+    sent=$(grep -o ' sent=[0-9]*' <<<"$eng" | head -1 | cut -d= -f2)
+    cap=$(grep -o 'bytes captured=[0-9]*' <<<"$eng" | cut -d= -f2)
+    cloned=$(grep -o 'bytes captured=[0-9]* sent=[0-9]*' <<<"$eng" | sed 's/.*sent=//')
     drops=$(grep -o ' kernel_drops=[0-9]*' "$WORK/tcpcopy.log" | head -1 | cut -d= -f2)
-    awk -v s="${sent:-0}" -v ns="$((t_last - t0))" -v i="$((i1 - i0))" -v d="${drops:-?}" -v tck="$LAB_TCK" \
-        'BEGIN { printf "%.0f %d %.3f %.2f %s\n", ns ? s / (ns / 1e9) : 0, s, ns / 1e9, i / tck, d }'
+    awk -v g="${segs:-0}" -v s="${sent:-0}" -v c="${cap:-0}" -v b="${cloned:-0}" -v ns="$((t_last - t0))" \
+        -v i="$((i1 - i0))" -v d="${drops:-?}" -v tck="$LAB_TCK" \
+        'BEGIN { printf "%.0f %d %d %.3f %.2f %.2f %s\n", ns ? g / (ns / 1e9) : 0, g, s, ns / 1e9, c ? 100 * b / c : 0, i / tck, d }'
 }
 
 declare -A RATES
-printf '%-8s %-6s %12s %10s %9s %12s %12s\n' round workers "segments/s" segments "drain s" "intercept s" kernel_drops
+printf '%-6s %-7s %12s %10s %10s %8s %9s %11s %12s\n' round workers "segments/s" segments "sent pkts" "drain s" "cloned %" "intercept s" kernel_drops
 for r in $(seq "$ROUNDS"); do
     for w in 1 "$WORKERS"; do
-        read -r rate segs secs icpt drops < <(run "$w")
-        printf '%-8s %-6s %12s %10s %9s %12s %12s\n' "r$r" "$w" "$rate" "$segs" "$secs" "$icpt" "$drops"
+        read -r rate segs sent secs pct icpt drops < <(run "$w")
+        printf '%-6s %-7s %12s %10s %10s %8s %9s %11s %12s\n' "r$r" "$w" "$rate" "$segs" "$sent" "$secs" "$pct" "$icpt" "$drops"
         RATES[$w]+="$rate "
     done
 done

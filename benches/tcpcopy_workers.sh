@@ -15,7 +15,8 @@
 #      tcpcopy is continued with SIGCONT, and the drain lasts until its CPU time stops growing
 #      (sampled every 10 ms). Segments cloned per second = the client segments tcpcopy took from its rings
 #      (its summary's `segments in`) over that time, provided their payload was all cloned
-#      (`cloned %`: payload bytes sent over captured). It sends fewer packets (`sent pkts`):
+#      (`cloned %`: payload bytes sent over captured). `tcpcopy s`: its CPU time in the drain,
+#      all threads (a worker that keeps a CPU busy uses as many seconds as the drain lasts). It sends fewer packets (`sent pkts`):
 #      a session's requests, all there at once, leave in a few segments.
 #   4. Runs alternate 1 worker and WORKERS; printed: each run, the medians and their ratio.
 #
@@ -125,15 +126,19 @@ PY
 PACKETS=$((SESSIONS * (REQUESTS + 3)))
 echo "== $SESSIONS sessions of $REQUESTS requests ($PACKETS packets), drained by tcpcopy --workers 1 and --workers $WORKERS, $ROUNDS round(s)"
 
-cpu_of() { # PID -> utime + stime of all its threads, in clock ticks
-    local t s=0 f
+# Both set a variable rather than print: $(...) would fork, and the drain is timed by looking
+# every 10 ms.
+now_ns() { NOW=${EPOCHREALTIME/./}000; }
+cpu_of() { # PID -> TICKS: utime + stime of all its threads, in clock ticks
+    local t f
+    local -a a
+    TICKS=0
     for t in /proc/"$1"/task/*/stat; do
         read -r f <"$t" 2>/dev/null || continue
         f=${f##*) }
         read -ra a <<<"$f"
-        s=$((s + a[11] + a[12]))
+        TICKS=$((TICKS + a[11] + a[12]))
     done
-    echo "$s"
 }
 
 run() { # WORKERS -> "rate segments seconds intercept_ticks"
@@ -147,27 +152,34 @@ run() { # WORKERS -> "rate segments seconds intercept_ticks"
     kill -STOP "$TCPCOPY"
     inns "$NS_CLIENT" "$BIN/replay" -i "${TAG}ca" --topspeed "$WORK/burst.pcap" >"$WORK/replay.out" 2>&1
     sleep 0.2
-    i0=$(cpu_of "$ICPT")
-    c_last=$(cpu_of "$TCPCOPY")
+    cpu_of "$ICPT"; i0=$TICKS
+    cpu_of "$TCPCOPY"; c_last=$TICKS
     kill -CONT "$TCPCOPY"
-    t0=$(date +%s%N)
+    now_ns; t0=$NOW
     t_last=$t0
     # Until it has used less than 3 clock ticks in 300 ms (its timers run once a second, the
     # drain keeps a CPU busy), at most 60 s; the drain ended at the last 30 ms in which it
     # used 2 ticks or more.
     local -a ts cs
+    local c_last_busy=$c_last
     ts=("$t0") cs=("$c_last")
+    # Without a fork per look (no `sleep`, no `date`): the looking must not take the CPU it
+    # measures.
+    local tick
+    exec {tick}<> <(:)
     while :; do
-        sleep 0.01
-        c=$(cpu_of "$TCPCOPY")
-        now=$(date +%s%N)
+        read -rt 0.01 -u "$tick" _ || true
+        cpu_of "$TCPCOPY"; c=$TICKS
+        now_ns; now=$NOW
         ts+=("$now") cs+=("$c")
         local n=${#ts[@]}
-        if ((n > 3 && c - cs[n - 4] >= 2)); then t_last=$now; fi
+        if ((n > 3 && c - cs[n - 4] >= 2)); then t_last=$now c_last_busy=$c; fi
         if ((n > 30 && c - cs[n - 31] < 3)); then break; fi
         ((now - t0 < 60000000000)) || { echo "$0: tcpcopy still busy after 60 s" >&2; break; }
     done
-    i1=$(cpu_of "$ICPT")
+    exec {tick}>&-
+    cpu_of "$ICPT"; i1=$TICKS
+    local used=$((c_last_busy - cs[0]))
     lab_stop_tcpcopy
     lab_stop "$ICPT"
     lab_stop "$TARGET"
@@ -182,16 +194,16 @@ run() { # WORKERS -> "rate segments seconds intercept_ticks"
     cloned=$(grep -o 'bytes captured=[0-9]* sent=[0-9]*' <<<"$eng" | sed 's/.*sent=//')
     drops=$(grep -o ' kernel_drops=[0-9]*' "$WORK/tcpcopy.log" | head -1 | cut -d= -f2)
     awk -v g="${segs:-0}" -v s="${sent:-0}" -v c="${cap:-0}" -v b="${cloned:-0}" -v ns="$((t_last - t0))" \
-        -v i="$((i1 - i0))" -v d="${drops:-?}" -v tck="$LAB_TCK" \
-        'BEGIN { printf "%.0f %d %d %.3f %.2f %.2f %s\n", ns ? g / (ns / 1e9) : 0, g, s, ns / 1e9, c ? 100 * b / c : 0, i / tck, d }'
+        -v i="$((i1 - i0))" -v d="${drops:-?}" -v tck="$LAB_TCK" -v u="$used" \
+        'BEGIN { printf "%.0f %d %d %.3f %.2f %.2f %.2f %s\n", ns ? g / (ns / 1e9) : 0, g, s, ns / 1e9, u / tck, c ? 100 * b / c : 0, i / tck, d }'
 }
 
 declare -A RATES
-printf '%-6s %-7s %12s %10s %10s %8s %9s %11s %12s\n' round workers "segments/s" segments "sent pkts" "drain s" "cloned %" "intercept s" kernel_drops
+printf '%-6s %-7s %12s %10s %10s %8s %10s %9s %11s %12s\n' round workers "segments/s" segments "sent pkts" "drain s" "tcpcopy s" "cloned %" "intercept s" kernel_drops
 for r in $(seq "$ROUNDS"); do
     for w in 1 "$WORKERS"; do
-        read -r rate segs sent secs pct icpt drops < <(run "$w")
-        printf '%-6s %-7s %12s %10s %10s %8s %9s %11s %12s\n' "r$r" "$w" "$rate" "$segs" "$sent" "$secs" "$pct" "$icpt" "$drops"
+        read -r rate segs sent secs used pct icpt drops < <(run "$w")
+        printf '%-6s %-7s %12s %10s %10s %8s %10s %9s %11s %12s\n' "r$r" "$w" "$rate" "$segs" "$sent" "$secs" "$used" "$pct" "$icpt" "$drops"
         RATES[$w]+="$rate "
     done
 done

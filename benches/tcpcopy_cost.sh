@@ -73,19 +73,7 @@ fi
 # shellcheck source=scripts/lab.sh
 source "$(dirname "$0")/../scripts/lab.sh"
 lab_init k redis-server redis-benchmark redis-cli nginx wrk ss pgrep cargo ${RX_THREADS:+ethtool} ${CLIENT_RATE:+tc}
-if [[ -n ${OURS:-} ]]; then
-    [[ -x $OURS/tcpcopy && -x $OURS/intercept ]] || { echo "$0: OURS must hold tcpcopy and intercept" >&2; exit 2; }
-    BIN=$(realpath "$OURS")
-elif [[ -n ${NO_BUILD:-} ]]; then
-    BIN=$LAB_ROOT/target/release
-else
-    echo "== building tcpcopy and intercept (release)"
-    lab_build -p tcpcopy -p intercept
-fi
-# Copies, so that a build in the work tree while this runs doesn't swap the binaries under it.
-mkdir "$WORK/bin"
-cp "$BIN/tcpcopy" "$BIN/intercept" "$WORK/bin/"
-BIN=$WORK/bin
+lab_our_bins -p tcpcopy -p intercept
 lab_clone_topology
 if [[ -n ${RX_THREADS:-} ]]; then
     # tcpcopy's sends (production -> bridge) and the server's answers (production -> client).

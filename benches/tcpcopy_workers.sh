@@ -35,26 +35,19 @@ SESSIONS=${SESSIONS:-20000}
 REQUESTS=${REQUESTS:-20}
 WORKERS=${WORKERS:-2}
 [[ $ROUNDS =~ ^[0-9]+$ ]] && ((ROUNDS >= 1 && ROUNDS <= 20)) || { echo "usage: $0 [ROUNDS 1..20]" >&2; exit 2; }
-[[ $SESSIONS =~ ^[0-9]+$ ]] && ((SESSIONS >= 100 && SESSIONS <= 60000)) || { echo "$0: SESSIONS must be 100..60000" >&2; exit 2; }
+[[ $SESSIONS =~ ^[0-9]+$ ]] && ((SESSIONS >= 5000 && SESSIONS <= 60000)) || { echo "$0: SESSIONS must be 5000..60000 (a shorter drain is too short to time in clock ticks)" >&2; exit 2; }
 [[ $REQUESTS =~ ^[0-9]+$ ]] && ((REQUESTS >= 1 && REQUESTS <= 200)) || { echo "$0: REQUESTS must be 1..200" >&2; exit 2; }
 [[ $WORKERS =~ ^[0-9]+$ ]] && ((WORKERS >= 2 && WORKERS <= 64)) || { echo "$0: WORKERS must be 2..64" >&2; exit 2; }
 
 # shellcheck source=../scripts/lab.sh
 source "$(dirname "$0")/../scripts/lab.sh"
+# shellcheck source=md_table.sh
+source "$(dirname "$0")/md_table.sh"
 lab_init tw python3 ss
-if [[ -n ${OURS:-} ]]; then
-    [[ -x $OURS/tcpcopy && -x $OURS/intercept ]] || { echo "$0: OURS must hold tcpcopy and intercept" >&2; exit 2; }
-    BIN=$(realpath "$OURS")
-elif [[ -n ${NO_BUILD:-} ]]; then
-    BIN=$LAB_ROOT/target/release
-else
-    lab_build -p tcpcopy -p intercept -p replay
-fi
+lab_our_bins -p tcpcopy -p intercept -p replay
 REPLAY=$LAB_ROOT/target/release/replay
 [[ -x $REPLAY ]] || (cd "$LAB_ROOT" && cargo build --release -q -p replay)
-mkdir "$WORK/bin"
-cp "$BIN/tcpcopy" "$BIN/intercept" "$REPLAY" "$WORK/bin/"
-BIN=$WORK/bin
+cp "$REPLAY" "$BIN/"
 
 lab_clone_topology
 # The target: a listener that never accepts, with room in its queues for every session; a new
@@ -193,6 +186,7 @@ run() { # WORKERS -> "rate segments seconds intercept_ticks"
     cap=$(grep -o 'bytes captured=[0-9]*' <<<"$eng" | cut -d= -f2)
     cloned=$(grep -o 'bytes captured=[0-9]* sent=[0-9]*' <<<"$eng" | sed 's/.*sent=//')
     drops=$(grep -o ' kernel_drops=[0-9]*' "$WORK/tcpcopy.log" | head -1 | cut -d= -f2)
+    ((t_last > t0)) || echo "$0: the drain was too short to time; give more SESSIONS" >&2
     awk -v g="${segs:-0}" -v s="${sent:-0}" -v c="${cap:-0}" -v b="${cloned:-0}" -v ns="$((t_last - t0))" \
         -v i="$((i1 - i0))" -v d="${drops:-?}" -v tck="$LAB_TCK" -v u="$used" \
         'BEGIN { printf "%.0f %d %d %.3f %.2f %.2f %.2f %s\n", ns ? g / (ns / 1e9) : 0, g, s, ns / 1e9, u / tck, c ? 100 * b / c : 0, i / tck, d }'
@@ -200,15 +194,22 @@ run() { # WORKERS -> "rate segments seconds intercept_ticks"
 
 declare -A RATES
 printf '%-6s %-7s %12s %10s %10s %8s %10s %9s %11s %12s\n' round workers "segments/s" segments "sent pkts" "drain s" "tcpcopy s" "cloned %" "intercept s" kernel_drops
+md_begin "tcpcopy --workers $WORKERS against 1, a drained burst" \
+    "SESSIONS=$SESSIONS REQUESTS=$REQUESTS WORKERS=$WORKERS bash benches/tcpcopy_workers.sh $ROUNDS"
+md_cols round workers "segments/s" segments "sent pkts" "drain s" "tcpcopy CPU s" "cloned %" "intercept CPU s" "kernel drops"
 for r in $(seq "$ROUNDS"); do
     for w in 1 "$WORKERS"; do
         read -r rate segs sent secs used pct icpt drops < <(run "$w")
         printf '%-6s %-7s %12s %10s %10s %8s %10s %9s %11s %12s\n' "r$r" "$w" "$rate" "$segs" "$sent" "$secs" "$used" "$pct" "$icpt" "$drops"
+        md_row "r$r" "$w" "$(md_num "$rate")" "$(md_num "$segs")" "$(md_num "$sent")" "$secs" "$used" "$pct %" "$icpt" "$drops"
         RATES[$w]+="$rate "
     done
 done
 median() { tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 m1=$(median <<<"${RATES[1]}")
 mw=$(median <<<"${RATES[$WORKERS]}")
+ratio=$(awk -v a="$mw" -v b="$m1" 'BEGIN { printf "%.2f", b ? a / b : 0 }')
 echo
-echo "== medians: --workers 1 $m1 segments/s, --workers $WORKERS $mw segments/s: $(awk -v a="$mw" -v b="$m1" 'BEGIN { printf "%.2f", b ? a / b : 0 }')x"
+echo "== medians: --workers 1 $m1 segments/s, --workers $WORKERS $mw segments/s: ${ratio}x"
+MD_OUT+=$'\n'"Medians: \`--workers 1\` $(md_num "${m1%.*}") segments/s, \`--workers $WORKERS\` $(md_num "${mw%.*}") segments/s: **${ratio}×**."$'\n'
+md_end

@@ -6,6 +6,8 @@
 #                                every namespace and link name), $WORK (a temporary directory)
 #                                and a trap that cleans up on exit, error, Ctrl-C and SIGTERM.
 #   lab_build CARGO_ARGS...      cargo build --release in the workspace; binaries in $BIN.
+#   lab_our_bins CARGO_ARGS...   our tcpcopy and intercept ($OURS, $NO_BUILD or built), copied
+#                                to $WORK/bin, which $BIN names.
 #   mkns NS / inns NS CMD...     create a namespace (loopback up) / run CMD in it.
 #   veth NS_A ADDR_A NS_B ADDR_B NAME    veth NAMEa in NS_A, NAMEb in NS_B; addresses optional.
 #   lab_bg CMD...                run CMD in the background; its pid in $LAB_PID.
@@ -68,6 +70,24 @@ lab_cleanup() {
 lab_build() {
     cargo build --release --manifest-path "$LAB_ROOT/Cargo.toml" -q "$@"
     BIN=$LAB_ROOT/target/release
+}
+
+# Our tcpcopy and intercept: from $OURS (a directory, e.g. an older build for an A/B),
+# target/release as it is with $NO_BUILD, else built with CARGO_ARGS. Copied to $WORK/bin, which
+# $BIN then names, so that a build in the work tree during the run swaps nothing.
+lab_our_bins() {
+    if [[ -n ${OURS:-} ]]; then
+        [[ -x $OURS/tcpcopy && -x $OURS/intercept ]] || { echo "$LAB_NAME: OURS must hold tcpcopy and intercept" >&2; exit 2; }
+        BIN=$(realpath "$OURS")
+    elif [[ -n ${NO_BUILD:-} ]]; then
+        BIN=$LAB_ROOT/target/release
+    else
+        echo "== building (release): $*"
+        lab_build "$@"
+    fi
+    mkdir -p "$WORK/bin"
+    cp "$BIN/tcpcopy" "$BIN/intercept" "$WORK/bin/"
+    BIN=$WORK/bin
 }
 
 inns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }

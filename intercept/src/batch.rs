@@ -1,4 +1,4 @@
-//! A batch of captured IP + TCP headers: what a capture thread hands the router in one message.
+//! A batch of captured IP + TCP headers: what a capture hands the router in one message.
 //!
 //! A ring capture sends the headers of every frame it found ready at once (one channel send and
 //! one router wake-up per capture wake-up, not per packet); the libpcap fallback sends batches

@@ -3,7 +3,7 @@
 //!
 //! Library + binary so tests can run the server with a fake response source (no pcap, no
 //! root): [`server::serve`] takes the responses, in [`batch::HeaderBatch`]es, from an `mpsc`
-//! channel that the capture threads ([`capture`]) or a test feed.
+//! channel that the captures ([`capture`]) or a test feed.
 
 pub mod batch;
 pub mod capture;

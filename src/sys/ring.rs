@@ -543,9 +543,15 @@ impl Wake {
         self.parked.store(true, Ordering::SeqCst);
     }
 
-    /// The consumer, after waking (or deciding not to sleep): clears the flag and the counter.
-    pub fn unpark(&self) {
+    /// The consumer, after waking (or deciding not to sleep): clears the flag, and the counter
+    /// when `readable` (`poll` reported the descriptor readable). A consumer woken by anything
+    /// else makes no system call here; a count a producer writes after that stays, and the
+    /// next `poll` returns at once and drains it.
+    pub fn unpark(&self, readable: bool) {
         self.parked.store(false, Ordering::SeqCst);
+        if !readable {
+            return;
+        }
         let mut v: u64 = 0;
         // SAFETY: reads at most 8 bytes into a live u64; EAGAIN (nothing to read) is fine.
         unsafe {
@@ -703,8 +709,16 @@ mod tests {
         w.notify();
         poll_many(&[w.fd()], 0, &mut ready).unwrap();
         assert_eq!(ready, vec![true]);
-        w.unpark();
+        // Woken by something else: the counter stays for the next poll.
+        w.unpark(false);
         poll_many(&[w.fd()], 0, &mut ready).unwrap();
-        assert_eq!(ready, vec![false], "unpark clears the counter");
+        assert_eq!(ready, vec![true], "a count left is seen by the next poll");
+        w.unpark(true);
+        poll_many(&[w.fd()], 0, &mut ready).unwrap();
+        assert_eq!(
+            ready,
+            vec![false],
+            "unpark clears the counter it was told of"
+        );
     }
 }

@@ -205,7 +205,7 @@ impl Worker {
             // Nothing to do: sleep until a block, a response, the stop flag or a deadline.
             self.wake.park();
             if self.feed_ready() {
-                self.wake.unpark();
+                self.wake.unpark(false);
                 continue;
             }
             let mut deadline = now + MAX_SLEEP;
@@ -234,7 +234,8 @@ impl Worker {
                 warn!(worker = self.index, error = %e, "poll failed");
                 std::thread::sleep(Duration::from_millis(10));
             }
-            self.wake.unpark();
+            // fds[0] is the wake-up's eventfd: read only when something wrote to it.
+            self.wake.unpark(fds[0].is_ready());
             ready.clear();
             ready.extend(fds.iter().map(PollFd::is_ready));
             self.take_ring_errors(&ready);

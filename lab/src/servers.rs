@@ -178,12 +178,13 @@ pub fn start_tcpdump(lab: &mut Lab, ns: &str, ifc: &str, filter: &str, file: &Pa
 
 /// Captures `client` (a shell command run in `ns`) talking to `port` on loopback into `file`;
 /// panics unless the capture is complete. Not `stop_tcpdump`: on loopback, "received by
-/// filter" counts every packet twice.
+/// filter" counts every packet twice. A 64 MB buffer: loopback segments reach 64 KB, and 8 MB
+/// (some 128 of them) overflowed once on a busy CI machine while tcpdump waited for a CPU.
 pub fn capture_loopback(lab: &mut Lab, ns: &str, port: u16, client: &str, file: &Path) {
     let td = start_tcpdump_opts(
         lab,
         ns,
-        &["-i", "lo", "-s", "0", "-B", "8192"],
+        &["-i", "lo", "-s", "0", "-B", "65536"],
         &format!("tcp port {port}"),
         file,
     );

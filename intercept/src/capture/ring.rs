@@ -1,9 +1,9 @@
 //! The ring back end (the default): the library's capture ring in its `TPACKET_V2` form, read
 //! in place. The kernel hands each frame over as soon as it is written; the ring's task, on the
-//! runtime thread of the router, copies the IP + TCP header of every frame ready into one [`HeaderBatch`], giving each slot
-//! back as it goes, and sends the batch: one channel send per wake-up, however many frames it
-//! found. A busy target fills batches of many responses; a quiet one gets each response
-//! reported at once.
+//! runtime thread of the router, copies the IP + TCP header of every frame ready into one
+//! [`HeaderBatch`], giving each slot back as it goes, and sends the batch: one channel send per
+//! wake-up, however many frames it found. A busy target fills batches of many responses; a
+//! quiet one gets each response reported at once.
 //!
 //! Not `TPACKET_V3` blocks, although they cost fewer wake-ups: a block is handed over when full
 //! or 1 ms (the least the kernel takes) after its first frame, and tcpcopy waits for the
@@ -91,11 +91,10 @@ struct Group {
     id: Option<u16>,
 }
 
-/// One ring of a device, ready for its thread.
+/// One ring of a device, ready for its task.
 #[derive(Debug)]
 pub struct RingCapture {
     rings: Arc<DeviceRings>,
-    index: usize,
     ring: PacketRing,
     ifindex: u32,
     generation: u64,
@@ -130,11 +129,10 @@ pub fn open(
         prefix,
     });
     (0..workers)
-        .map(|index| {
+        .map(|_| {
             let (ring, ifindex, generation) = rings.open_ring(None)?;
             Ok(RingCapture {
                 rings: rings.clone(),
-                index,
                 ring,
                 ifindex,
                 generation,
@@ -270,16 +268,6 @@ fn push_frame(
 }
 
 impl RingCapture {
-    /// Device name as given to `-i`.
-    pub fn device(&self) -> &str {
-        &self.rings.device
-    }
-
-    /// Which of the device's rings this is (0-based).
-    pub fn index(&self) -> usize {
-        self.index
-    }
-
     /// Captures until `stop` is set or the router's queue closes; waits when the router is
     /// behind (the kernel then drops, and those drops are counted from the ring's stats).
     ///

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -40,6 +40,8 @@ pub const READ_CHUNK: usize = 64 * 1024;
 /// Reads per connection per round at most: a busy intercept must not keep the worker from its
 /// capture (the rest waits in the socket, and TCP holds intercept back).
 const READS_PER_ROUND: usize = 8;
+/// Messages handed to one `writev` at most.
+const WRITE_IOV: usize = 64;
 
 /// Last --insecure warning (all connections together): one a minute while connected, so the
 /// log says it for as long as it matters.
@@ -204,19 +206,32 @@ impl Conn {
         };
         let mut progressed = false;
         let mut error = None;
-        while let Some(front) = self.unsent.front() {
-            match s.write(&front[self.front_written..]) {
+        while !self.unsent.is_empty() {
+            // One system call for many messages: a busy worker registers and removes a
+            // session per short connection, and a write each cost more than its sends.
+            let mut iov = [IoSlice::new(&[]); WRITE_IOV];
+            let mut k = 0;
+            for (i, b) in self.unsent.iter().take(WRITE_IOV).enumerate() {
+                iov[i] = IoSlice::new(if i == 0 { &b[self.front_written..] } else { b });
+                k = i + 1;
+            }
+            match s.write_vectored(&iov[..k]) {
                 Ok(0) => {
                     error = Some("write: intercept took nothing".to_string());
                     break;
                 }
-                Ok(n) => {
+                Ok(mut n) => {
                     progressed = true;
-                    self.front_written += n;
-                    if self.front_written == front.len() {
-                        self.unsent_bytes -= front.len() as u64;
-                        self.unsent.pop_front();
-                        self.front_written = 0;
+                    while n > 0 {
+                        let front = &self.unsent[0];
+                        let take = n.min(front.len() - self.front_written);
+                        n -= take;
+                        self.front_written += take;
+                        if self.front_written == front.len() {
+                            self.unsent_bytes -= front.len() as u64;
+                            self.unsent.pop_front();
+                            self.front_written = 0;
+                        }
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,

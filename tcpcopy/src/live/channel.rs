@@ -667,4 +667,63 @@ mod tests {
         assert_eq!(Counters::get(&counters.channel_failures), 0);
         drop(done_tx);
     }
+
+    #[test]
+    fn queued_registrations_arrive_whole_and_in_order_through_partial_writes() {
+        // Far more than the socket buffers hold (~45 bytes each, ~9 MB), so that writev
+        // returns in the middle of a message again and again; an intercept that reads in odd
+        // sizes and decodes every message.
+        const N: u32 = 200_000;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let reader = std::thread::spawn(move || -> Vec<SocketAddr> {
+            let Ok((mut s, _)) = l.accept() else {
+                return Vec::new();
+            };
+            let hello = Message::Hello {
+                version: tcpclone::proto::MIN_VERSION,
+                role: Role::Intercept,
+                instance: 7,
+            };
+            let _ = s.write_all(&frame(&hello));
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let (mut dec, mut r, mut buf) = (FrameDecoder::new(), BytesMut::new(), [0u8; 997]);
+            let mut clients = Vec::new();
+            while clients.len() < N as usize {
+                let Ok(k @ 1..) = s.read(&mut buf) else { break };
+                r.extend_from_slice(&buf[..k]);
+                while let Ok(Some(m)) = dec.decode(&mut r) {
+                    if let Message::SessionAdd { client, .. } = m {
+                        clients.push(client);
+                    }
+                }
+            }
+            clients
+        });
+        let counters = Arc::new(Counters::default());
+        let mut link = InterceptLink::new(&[addr], 1, 1, None, u64::MAX, counters.clone());
+        let mut got = Vec::new();
+        assert!(pump_until(&mut link, &mut got, |_, _| {
+            Counters::get(&counters.channel_connects) == 1
+        }));
+        let t: SocketAddr = "198.18.1.2:6379".parse().unwrap();
+        let client = |i: u32| {
+            SocketAddr::from((
+                [198, 18, (i >> 16) as u8, (i >> 8) as u8],
+                1024 + (i & 0xff) as u16,
+            ))
+        };
+        for i in 0..N {
+            link.register(Instant::now(), ToChannel::Add(client(i), t));
+        }
+        assert!(pump_until(&mut link, &mut got, |l, _| l.unsent_bytes() == 0));
+        let clients = reader.join().unwrap();
+        assert_eq!(clients.len(), N as usize);
+        assert!(clients
+            .iter()
+            .enumerate()
+            .all(|(i, c)| *c == client(i as u32)));
+        assert_eq!(Counters::get(&counters.registrations_lost), 0);
+        assert_eq!(Counters::get(&counters.channel_failures), 0);
+    }
 }

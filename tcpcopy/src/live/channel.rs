@@ -670,10 +670,10 @@ mod tests {
 
     #[test]
     fn queued_registrations_arrive_whole_and_in_order_through_partial_writes() {
-        // Far more than the socket buffers hold (~45 bytes each, ~9 MB), so that writev
-        // returns in the middle of a message again and again; an intercept that reads in odd
-        // sizes and decodes every message.
-        const N: u32 = 200_000;
+        // Far more than the socket buffers hold (~45 bytes each, ~13 MB), and an intercept
+        // that starts reading late, then reads in odd sizes: writev returns in the middle of a
+        // message again and again. Every message must arrive whole and in order.
+        const N: u32 = 300_000;
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let reader = std::thread::spawn(move || -> Vec<SocketAddr> {
@@ -687,6 +687,7 @@ mod tests {
             };
             let _ = s.write_all(&frame(&hello));
             let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            std::thread::sleep(Duration::from_millis(300));
             let (mut dec, mut r, mut buf) = (FrameDecoder::new(), BytesMut::new(), [0u8; 997]);
             let mut clients = Vec::new();
             while clients.len() < N as usize {

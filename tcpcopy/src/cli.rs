@@ -152,12 +152,13 @@ pub struct Cli {
     #[arg(short = 'W', long = "no-wait")]
     pub no_wait: bool,
     /// Connections to each intercept, per worker (each worker registers its sessions, and
-    /// reads their responses, on its own).
+    /// reads their responses, on its own). One carries what a worker can clone: a second
+    /// splits intercept's batches of answers in two, and each half costs the worker a read.
     #[arg(
         short = 'C',
         long = "connections",
         value_name = "N",
-        default_value_t = 2
+        default_value_t = 1
     )]
     pub connections: u32,
     /// With a report (--report, --fail-if, --junit): the first N bytes (0-256, default 64) of

@@ -29,14 +29,14 @@
 #   env SESSIONS (default 20000), REQUESTS (per session, default 20), WORKERS (default 2),
 #   NO_BUILD=1 (take target/release as it is), OURS=DIR (tcpcopy and intercept from DIR),
 #   KEEP=DIR (keep each run's tcpcopy log there), RING_MB (tcpcopy's -B, the same in every run,
-#   default 512: split among the workers, each worker's share must hold the whole burst while
+#   default 1024: split among the workers, each worker's share must hold the whole burst while
 #   tcpcopy is stopped; a run whose ring overflowed is marked and left out of the medians).
 set -euo pipefail
 ROUNDS=${1:-3}
 SESSIONS=${SESSIONS:-20000}
 REQUESTS=${REQUESTS:-20}
 WORKERS=${WORKERS:-2}
-RING_MB=${RING_MB:-512}
+RING_MB=${RING_MB:-1024}
 [[ $ROUNDS =~ ^[0-9]+$ ]] && ((ROUNDS >= 1 && ROUNDS <= 20)) || { echo "usage: $0 [ROUNDS 1..20]" >&2; exit 2; }
 [[ $SESSIONS =~ ^[0-9]+$ ]] && ((SESSIONS >= 5000 && SESSIONS <= 60000)) || { echo "$0: SESSIONS must be 5000..60000 (a shorter drain is too short to time in clock ticks)" >&2; exit 2; }
 [[ $REQUESTS =~ ^[0-9]+$ ]] && ((REQUESTS >= 1 && REQUESTS <= 200)) || { echo "$0: REQUESTS must be 1..200" >&2; exit 2; }

@@ -45,7 +45,9 @@ pub struct EngineConfig {
     /// A hole followed by a request boundary (proof of a missed segment) waits only this long
     /// for a reordered segment.
     pub reorder_window: Duration,
-    /// Lower bound of the retransmission timeout.
+    /// Lower bound of the retransmission timeout. Linux's own floor (200 ms): a Linux target
+    /// delays its ACK of a last segment (a request its application answers slowly, a FIN) by
+    /// 40 ms and more, and a lower floor resends those for nothing.
     pub min_rto: Duration,
     /// Retransmission timeout before any RTT was measured towards a target (RFC 6298: 1 s).
     /// Later sessions start from the RTT their target's earlier sessions measured.
@@ -89,7 +91,7 @@ impl Default for EngineConfig {
             response_timeout: Duration::from_millis(500),
             gap_timeout: Duration::from_millis(500),
             reorder_window: Duration::from_millis(10),
-            min_rto: Duration::from_millis(20),
+            min_rto: Duration::from_millis(200),
             initial_rto: Duration::from_secs(1),
             max_rto: Duration::from_secs(2),
             max_syn_retries: 6,

@@ -112,11 +112,11 @@ fn syn_is_retransmitted_then_given_up() {
 #[test]
 fn new_sessions_start_from_the_rtt_earlier_ones_measured() {
     let mut h = session_syn_sent(config());
-    h.advance(ms(30));
+    h.advance(ms(100));
     respond!(h, SYN_ACK);
     h.sent();
     // A second connection from another client port, to the same target: its SYN is retried
-    // after SRTT + 4·RTTVAR = 30 + 4·15 = 90 ms, not after the initial 1 s.
+    // after SRTT + 4·RTTVAR = 100 + 4·50 = 300 ms, not after the initial 1 s.
     let other = SocketAddr::new(CLIENT.ip(), CLIENT.port() + 1);
     send!(
         h,
@@ -127,7 +127,7 @@ fn new_sessions_start_from_the_rtt_earlier_ones_measured() {
     );
     let first = h.sent();
     assert_eq!((first.len(), first[0].flags), (1, SYN));
-    h.advance(ms(89));
+    h.advance(ms(299));
     assert!(h.sent().is_empty());
     h.advance(ms(1));
     let again = h.sent();

@@ -19,8 +19,8 @@ fn rto_retransmits_from_the_first_unacked_byte() {
             ..WANT
         }]
     );
-    // The handshake measured an RTT of ~0 on the virtual clock: the RTO is min_rto (20 ms).
-    h.advance(ms(19));
+    // The handshake measured an RTT of ~0 on the virtual clock: the RTO is min_rto (200 ms).
+    h.advance(ms(199));
     expect!(h, []);
     h.advance(ms(1));
     expect!(
@@ -30,8 +30,8 @@ fn rto_retransmits_from_the_first_unacked_byte() {
             ..WANT
         }]
     );
-    // Backed off: 40 ms next.
-    h.advance(ms(39));
+    // Backed off: 400 ms next.
+    h.advance(ms(399));
     expect!(h, []);
     h.advance(ms(1));
     expect!(
@@ -135,9 +135,12 @@ fn rtt_sample_shortens_the_rto() {
         }
     );
     h.sent();
-    h.advance(ms(25));
+    // 2 ms samples: SRTT + 4·RTTVAR is far below the floor, which is the RTO.
+    h.advance(ms(199));
+    assert!(h.sent().is_empty());
+    h.advance(ms(1));
     let out = h.sent();
-    assert_eq!(out.len(), 1, "RTO ≈ min_rto after 2 ms samples: {out:?}");
+    assert_eq!(out.len(), 1, "RTO = min_rto after 2 ms samples: {out:?}");
 }
 
 #[test]
@@ -154,7 +157,7 @@ fn zero_window_is_probed() {
     expect!(h, []);
     // The window update is lost: the persist timer probes with one byte.
     respond!(h, Seg { win: 0, ..RESP });
-    h.advance(ms(20));
+    h.advance(ms(200));
     expect!(
         h,
         [Want {

@@ -353,10 +353,10 @@ impl Engine {
     }
 
     /// The capture lost packets (the kernel's ring overflowed) just before what comes next.
-    /// For one gap timeout from `now`, a hole in a client stream waits only the reordering
-    /// window before it is declared a gap: the segment it misses is most likely among those
-    /// lost and will never come, and holding everything behind it for the whole gap timeout
-    /// costs a copy of every held byte and memory, on a worker that is behind already.
+    /// For one gap timeout from `now`, a hole in a client stream is a gap at once: the segment
+    /// it misses is most likely among those lost and will never come, and holding everything
+    /// behind it costs a copy of every held byte and memory, on a worker that is behind
+    /// already.
     pub fn capture_lost(&mut self, now: Instant) {
         self.lost_until = Some(now + self.cfg.gap_timeout);
     }

@@ -230,11 +230,104 @@ fn noise_err(e: snow::Error) -> SecureError {
 
 fn builder(psk: &Psk) -> Result<snow::Builder<'_>, SecureError> {
     let params: snow::params::NoiseParams = NOISE_PARAMS.parse().map_err(noise_err)?;
-    snow::Builder::new(params)
+    let resolver = snow::resolvers::FallbackResolver::new(
+        Box::new(KeyedAesGcmResolver),
+        Box::new(snow::resolvers::DefaultResolver),
+    );
+    snow::Builder::with_resolver(params, Box::new(resolver))
         .psk(0, &psk.0)
         .map_err(noise_err)?
         .prologue(PROLOGUE)
         .map_err(noise_err)
+}
+
+/// Resolves Noise's AESGCM to [`KeyedAesGcm`] and nothing else (the rest is snow's own).
+struct KeyedAesGcmResolver;
+
+impl snow::resolvers::CryptoResolver for KeyedAesGcmResolver {
+    fn resolve_rng(&self) -> Option<Box<dyn snow::types::Random>> {
+        None
+    }
+    fn resolve_dh(&self, _: &snow::params::DHChoice) -> Option<Box<dyn snow::types::Dh>> {
+        None
+    }
+    fn resolve_hash(&self, _: &snow::params::HashChoice) -> Option<Box<dyn snow::types::Hash>> {
+        None
+    }
+    fn resolve_cipher(
+        &self,
+        choice: &snow::params::CipherChoice,
+    ) -> Option<Box<dyn snow::types::Cipher>> {
+        match choice {
+            snow::params::CipherChoice::AESGCM => Some(Box::new(KeyedAesGcm(None))),
+            _ => None,
+        }
+    }
+}
+
+/// Noise's AESGCM with the key schedule done once per key. snow's own cipher expands the key
+/// (and derives GHASH's) for every record, which cost each end about as much as sealing a
+/// small record of the channel (registrations, batches of headers) itself.
+struct KeyedAesGcm(Option<aes_gcm::Aes256Gcm>);
+
+impl KeyedAesGcm {
+    /// Noise's AESGCM nonce: 32 bits of zeros, then the counter big-endian.
+    fn nonce(n: u64) -> aes_gcm::Nonce<aes_gcm::aead::consts::U12> {
+        let mut b = [0u8; 12];
+        b[4..].copy_from_slice(&n.to_be_bytes());
+        b.into()
+    }
+}
+
+impl snow::types::Cipher for KeyedAesGcm {
+    fn name(&self) -> &'static str {
+        "AESGCM"
+    }
+
+    fn set(&mut self, key: &[u8; 32]) {
+        use aes_gcm::aead::KeyInit;
+        self.0 = Some(aes_gcm::Aes256Gcm::new(key.into()));
+    }
+
+    fn encrypt(&self, nonce: u64, authtext: &[u8], plaintext: &[u8], out: &mut [u8]) -> usize {
+        use aes_gcm::aead::AeadInPlace;
+        let n = plaintext.len();
+        // snow keys a cipher before it seals anything and sizes `out` for the tag; without a
+        // key nothing is written and snow's length check fails the record.
+        let (Some(c), Some(dst)) = (&self.0, out.get_mut(..n + TAG_LEN)) else {
+            return 0;
+        };
+        dst[..n].copy_from_slice(plaintext);
+        match c.encrypt_in_place_detached(&Self::nonce(nonce), authtext, &mut dst[..n]) {
+            Ok(tag) => {
+                dst[n..].copy_from_slice(&tag);
+                n + TAG_LEN
+            }
+            Err(_) => 0,
+        }
+    }
+
+    fn decrypt(
+        &self,
+        nonce: u64,
+        authtext: &[u8],
+        ciphertext: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, snow::Error> {
+        use aes_gcm::aead::AeadInPlace;
+        let n = ciphertext
+            .len()
+            .checked_sub(TAG_LEN)
+            .ok_or(snow::Error::Decrypt)?;
+        let (Some(c), Some(dst)) = (&self.0, out.get_mut(..n)) else {
+            return Err(snow::Error::Decrypt);
+        };
+        dst.copy_from_slice(&ciphertext[..n]);
+        let tag = aes_gcm::Tag::from_slice(&ciphertext[n..]);
+        c.decrypt_in_place_detached(&Self::nonce(nonce), authtext, dst, tag)
+            .map_err(|_| snow::Error::Decrypt)?;
+        Ok(n)
+    }
 }
 
 impl SecureChannel {
@@ -457,6 +550,50 @@ mod tests {
         let e = resp.read(&mut input, &mut plain, &mut out).unwrap_err();
         assert_eq!(e, SecureError::Handshake { offset: 0 });
         assert!(e.to_string().contains("different versions"));
+    }
+
+    #[test]
+    fn records_match_snows_own_aes_gcm_both_ways() {
+        // The peer keys and seals with snow's default cipher, which expands the key per record:
+        // our keyed cipher must produce and accept the very same bytes.
+        let k = psk(4);
+        let params: snow::params::NoiseParams = NOISE_PARAMS.parse().unwrap();
+        let mut hs = snow::Builder::new(params)
+            .psk(0, &k.0)
+            .unwrap()
+            .prologue(PROLOGUE)
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let frame = |body: &[u8]| {
+            let mut b = BytesMut::new();
+            b.put_u16(body.len() as u16);
+            b.put_slice(body);
+            b
+        };
+        let mut msg = [0u8; MAX_RECORD];
+        let n = hs.write_message(&[], &mut msg).unwrap();
+        let mut resp = SecureChannel::responder(&k).unwrap();
+        let (mut plain, mut out) = (BytesMut::new(), BytesMut::new());
+        resp.read(&mut frame(&msg[..n]), &mut plain, &mut out)
+            .unwrap();
+        assert!(resp.is_established());
+        let mut scratch = [0u8; MAX_RECORD];
+        hs.read_message(&out[2..], &mut scratch).unwrap();
+        let mut peer = hs.into_transport_mode().unwrap();
+        for i in 0..3u8 {
+            let sent = vec![i; 100 + usize::from(i) * 1000];
+            let n = peer.write_message(&sent, &mut msg).unwrap();
+            plain.clear();
+            resp.read(&mut frame(&msg[..n]), &mut plain, &mut BytesMut::new())
+                .unwrap();
+            assert_eq!(&plain[..], &sent[..]);
+            let back = vec![i ^ 0xff; 50 + usize::from(i) * 700];
+            let mut rec = BytesMut::new();
+            resp.write(&back, &mut rec).unwrap();
+            let got = peer.read_message(&rec[2..], &mut scratch).unwrap();
+            assert_eq!(&scratch[..got], &back[..]);
+        }
     }
 
     #[test]

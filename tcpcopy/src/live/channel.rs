@@ -537,6 +537,16 @@ mod tests {
         w
     }
 
+    /// Writes intercept's answer to a version-1 Hello (no report: no prefix asked).
+    fn answer_hello(s: &mut TcpStream) {
+        let hello = Message::Hello {
+            version: tcpclone::proto::MIN_VERSION,
+            role: Role::Intercept,
+            instance: 7,
+        };
+        let _ = s.write_all(&frame(&hello));
+    }
+
     /// A fake intercept on its own thread: answers the hello, reports every registration it
     /// sees, answers each `SessionAdd` with one response header, and drops its first
     /// connection after the first add. Bounded: it serves `conns` connections, then ends.
@@ -547,13 +557,7 @@ mod tests {
         std::thread::spawn(move || {
             for n in 0..conns {
                 let Ok((mut s, _)) = l.accept() else { return };
-                // The answer to a version-1 Hello (no report: no prefix asked).
-                let hello = Message::Hello {
-                    version: tcpclone::proto::MIN_VERSION,
-                    role: Role::Intercept,
-                    instance: 7,
-                };
-                let _ = s.write_all(&frame(&hello));
+                answer_hello(&mut s);
                 let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
                 let mut dec = FrameDecoder::new();
                 let mut r = BytesMut::new();
@@ -633,12 +637,7 @@ mod tests {
         let (done_tx, done_rx) = mpsc::channel::<()>();
         std::thread::spawn(move || {
             let Ok((mut s, _)) = l.accept() else { return };
-            let hello = Message::Hello {
-                version: tcpclone::proto::MIN_VERSION,
-                role: Role::Intercept,
-                instance: 7,
-            };
-            let _ = s.write_all(&frame(&hello));
+            answer_hello(&mut s);
             let _ = done_rx.recv_timeout(Duration::from_secs(30));
         });
         let counters = Arc::new(Counters::default());
@@ -680,12 +679,7 @@ mod tests {
             let Ok((mut s, _)) = l.accept() else {
                 return Vec::new();
             };
-            let hello = Message::Hello {
-                version: tcpclone::proto::MIN_VERSION,
-                role: Role::Intercept,
-                instance: 7,
-            };
-            let _ = s.write_all(&frame(&hello));
+            answer_hello(&mut s);
             let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
             std::thread::sleep(Duration::from_millis(300));
             let (mut dec, mut r, mut buf) = (FrameDecoder::new(), BytesMut::new(), [0u8; 997]);

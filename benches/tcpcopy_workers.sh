@@ -29,8 +29,9 @@
 #   env SESSIONS (default 20000), REQUESTS (per session, default 20), WORKERS (default 2),
 #   NO_BUILD=1 (take target/release as it is), OURS=DIR (tcpcopy and intercept from DIR),
 #   KEEP=DIR (keep each run's tcpcopy log there), RING_MB (tcpcopy's -B, the same in every run,
-#   default 1024: split among the workers, each worker's share must hold the whole burst while
-#   tcpcopy is stopped; a run whose ring overflowed is marked and left out of the medians).
+#   default 1024: split among the workers, each worker's share must hold its share of the
+#   burst while tcpcopy is stopped; a run whose ring overflowed is marked and left out of the
+#   medians).
 set -euo pipefail
 ROUNDS=${1:-3}
 SESSIONS=${SESSIONS:-20000}
@@ -207,18 +208,22 @@ for r in $(seq "$ROUNDS"); do
         printf '%-6s %-7s %12s %10s %10s %8s %10s %9s %11s %12s\n' "r$r" "$w" "$rate" "$segs" "$sent" "$secs" "$used" "$pct" "$icpt" "$drops"
         md_row "r$r" "$w" "$(md_num "$rate")" "$(md_num "$segs")" "$(md_num "$sent")" "$secs" "$used" "$pct %" "$icpt" "$drops"
         if [[ $drops != 0 ]]; then
-            # The burst did not fit in the worker's ring share: fewer segments, not a drain.
-            echo "   (r$r, $w workers: the ring overflowed, left out of the medians; raise RING_MB)"
+            # The burst did not fit in the worker's ring share (or the count is missing):
+            # fewer segments, not a drain.
+            echo "   (r$r, $w workers: kernel drops $drops, left out of the medians; raise RING_MB)"
+            EXCLUDED+="r$r/$w "
             continue
         fi
         RATES[$w]+="$rate "
     done
 done
-median() { tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-m1=$(median <<<"${RATES[1]}")
-mw=$(median <<<"${RATES[$WORKERS]}")
+median() { tr ' ' '\n' | awk NF | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+m1=$(median <<<"${RATES[1]:-}")
+mw=$(median <<<"${RATES[$WORKERS]:-}")
+m1=${m1:-0} mw=${mw:-0}
 ratio=$(awk -v a="$mw" -v b="$m1" 'BEGIN { printf "%.2f", b ? a / b : 0 }')
 echo
 echo "== medians: --workers 1 $m1 segments/s, --workers $WORKERS $mw segments/s: ${ratio}x"
+[[ -z ${EXCLUDED:-} ]] || MD_OUT+=$'\n'"Left out of the medians (their rings overflowed), round/workers: ${EXCLUDED% }."$'\n'
 MD_OUT+=$'\n'"Medians: \`--workers 1\` $(md_num "${m1%.*}") segments/s, \`--workers $WORKERS\` $(md_num "${mw%.*}") segments/s: **${ratio}×**."$'\n'
 md_end

@@ -292,8 +292,9 @@ impl snow::types::Cipher for KeyedAesGcm {
     fn encrypt(&self, nonce: u64, authtext: &[u8], plaintext: &[u8], out: &mut [u8]) -> usize {
         use aes_gcm::aead::AeadInPlace;
         let n = plaintext.len();
-        // snow keys a cipher before it seals anything and sizes `out` for the tag; without a
-        // key nothing is written and snow's length check fails the record.
+        // Never taken: snow seals only with a keyed cipher and sizes `out` for the tag. Were
+        // it taken, nothing would be written (snow would send a truncated record, which the
+        // peer refuses), rather than a panic.
         let (Some(c), Some(dst)) = (&self.0, out.get_mut(..n + TAG_LEN)) else {
             return 0;
         };

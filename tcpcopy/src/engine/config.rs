@@ -45,9 +45,9 @@ pub struct EngineConfig {
     /// A hole followed by a request boundary (proof of a missed segment) waits only this long
     /// for a reordered segment.
     pub reorder_window: Duration,
-    /// Lower bound of the retransmission timeout. Linux's own floor (200 ms): a Linux target
-    /// delays its ACK of a last segment (a request its application answers slowly, a FIN) by
-    /// 40 ms and more, and a lower floor resends those for nothing.
+    /// Lower bound of the retransmission timeout; 200 ms, Linux's `TCP_RTO_MIN`. A Linux
+    /// target delays its ACK of a last segment (a request its application answers slowly, a
+    /// FIN) by 40 ms and more, and a lower floor resends those for nothing.
     pub min_rto: Duration,
     /// Retransmission timeout before any RTT was measured towards a target (RFC 6298: 1 s).
     /// Later sessions start from the RTT their target's earlier sessions measured.

@@ -711,7 +711,8 @@ mod tests {
         for i in 0..N {
             link.register(Instant::now(), ToChannel::Add(client(i), t));
         }
-        assert!(pump_until(&mut link, &mut got, |l, _| l.unsent_bytes() == 0));
+        // A debug build on a busy machine may need more than one pump_until's 5 s.
+        assert!((0..4).any(|_| pump_until(&mut link, &mut got, |l, _| l.unsent_bytes() == 0)));
         let clients = reader.join().unwrap();
         assert_eq!(clients.len(), N as usize);
         assert!(clients

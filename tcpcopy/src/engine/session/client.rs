@@ -111,15 +111,21 @@ impl EngineSession {
         data: Cow<'_, [u8]>,
         fin: bool,
     ) {
-        if cx.capture_lossy {
+        let lossy_alone = cx.capture_lossy && self.stream.nothing_held();
+        if lossy_alone {
             // The capture lost packets lately: the segment the hole misses is among them and
             // will never come. Holding (a copy of) everything behind it for a reordering
             // window cost an overloaded worker a third more work per byte; the gap is
-            // declared now and this segment is read for the next request instead.
+            // declared now and this segment is read for the next request instead. (With
+            // segments held from before, this one joins them first: the gap hands them back
+            // in sequence order.)
             self.gap(cx);
+            if self.end.is_some() {
+                return;
+            }
             if self.state == State::Resync {
                 self.resync_feed(cx, seq, ack, &data, fin);
-            } else if self.end.is_none() {
+            } else {
                 self.accept(cx, seq, ack, data, fin);
             }
             return;
@@ -131,6 +137,7 @@ impl EngineSession {
             return;
         }
         let has_data = !data.is_empty();
+        let lossy = cx.capture_lossy;
         let held = Held {
             seq,
             ack,
@@ -138,6 +145,10 @@ impl EngineSession {
             data: data.into_owned(),
         };
         self.stream.hold(held, cx.mem);
+        if lossy {
+            self.gap(cx);
+            return;
+        }
         // A request boundary beyond the hole proves a missed segment (production answered
         // the request the hole is in); allow only a short reordering window then.
         let wait = if self.starts.proves_missed(ack, has_data) {
@@ -184,9 +195,14 @@ impl EngineSession {
         self.pacer.clear_boundaries();
         // In sequence order: the stream hands them back so.
         for h in self.stream.drop_for_gap(cx.spares, cx.mem) {
+            // A held FIN may have finished the session (which leaves it in Resync): nothing
+            // after it is read.
+            if self.end.is_some() {
+                break;
+            }
             if self.state == State::Resync {
                 self.resync_feed(cx, h.seq, h.ack, &h.data, h.fin);
-            } else if self.end.is_none() {
+            } else {
                 self.accept(cx, h.seq, h.ack, Cow::Owned(h.data), h.fin);
             }
         }

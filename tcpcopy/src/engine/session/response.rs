@@ -56,12 +56,9 @@ impl EngineSession {
                     self.finish(cx, RawEndReason::TargetReset);
                 }
             }
-        } else if seg.has(ACK) && !seg.has(SYN) && seg.ack != first {
+        } else if seg.has(ACK) && !seg.has(SYN) {
             // A stale connection on this 4-tuple answers our SYN: reset it exactly
             // (RFC 5961 §3 wants the RST at the receiver's rcv_nxt), then our SYN goes again.
-            // A bare ACK of our own SYN is not stale: the target holds this very connection
-            // (a challenge ACK overtook its SYN-ACK, or the SYN-ACK was lost); a RST there
-            // would kill it. The SYN-ACK, or our SYN's retransmission, settles it.
             self.pending_rst = [Some(seg.ack), None];
             cx.stats.resets_sent += 1;
         }

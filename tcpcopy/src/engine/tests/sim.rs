@@ -146,8 +146,11 @@ impl Sim {
                 if !c.closed && p.seq.value() == c.rcv_nxt {
                     c.closed = true;
                     c.resets += 1;
-                } else if !c.closed {
-                    // RFC 5961 §3.2: not exactly rcv_nxt → challenge ACK.
+                } else if !c.closed && c.snd_una != c.isn {
+                    // RFC 5961 §3.2: not exactly rcv_nxt → challenge ACK. Only once
+                    // established: Linux's SYN-received request socket drops such a RST
+                    // silently (a challenge ACK there would ack the client's SYN without a
+                    // SYN, which the engine takes for a stale connection and resets).
                     challenge = Some((c.snd_nxt, c.rcv_nxt));
                 }
             }

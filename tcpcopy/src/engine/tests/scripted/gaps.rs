@@ -99,9 +99,9 @@ fn abc_delivered() -> H {
     h
 }
 
-/// After the capture reported lost packets, a hole is declared a gap once the reordering
-/// window passes, not the whole gap timeout (the segment it misses will not come); once the
-/// loss is a gap timeout old, holes wait the whole timeout again.
+/// After the capture reported lost packets, a hole is declared a gap at once, not after the
+/// whole gap timeout (the segment it misses will not come); once the loss is a gap timeout
+/// old, holes wait the whole timeout again.
 #[test]
 fn a_hole_after_a_capture_loss_is_a_gap_at_once() {
     let hole_after = |lost: Option<Duration>| {

@@ -169,31 +169,16 @@ fn target_refusing_the_handshake_ends_the_session_when_the_client_does() {
 }
 
 #[test]
-fn a_stale_connection_answering_our_syn_is_reset_at_its_ack() {
-    let mut h = session_syn_sent(config());
-    // A connection of an earlier clone on this 4-tuple: its ACK is not of our SYN.
-    respond!(
-        h,
-        Seg {
-            ack: CLIENT_ISN + 5000,
-            ..RESP
-        }
-    );
-    let out = h.sent();
-    assert_eq!(out.len(), 1, "{out:?}");
-    assert_eq!((out[0].flags & RST, out[0].seq), (RST, CLIENT_ISN + 5000));
-}
-
-#[test]
-fn a_bare_ack_of_our_own_syn_is_not_reset() {
-    let mut h = session_syn_sent(config());
-    // A challenge ACK that overtook the SYN-ACK: the target holds this very connection.
-    respond!(h, RESP);
-    let out = h.sent();
-    assert!(out.iter().all(|o| o.flags & RST == 0), "{out:?}");
-    respond!(h, SYN_ACK);
-    let out = h.sent();
-    assert_eq!(out.len(), 1, "{out:?}");
-    assert_eq!((out[0].flags, out[0].seq), (ACK, CLIENT_ISN + 1));
-    assert_eq!(h.e.stats().handshakes, 1);
+fn a_connection_the_target_still_holds_answers_our_syn_and_is_reset_at_its_ack() {
+    for ack in [CLIENT_ISN + 5000, CLIENT_ISN + 1] {
+        let mut h = session_syn_sent(config());
+        // An established connection on this 4-tuple answers our SYN with a challenge ACK at
+        // its rcv_nxt: an earlier clone's, or one picked up mid-stream whose next byte is our
+        // ISN + 1. A RST exactly there ends it, and our SYN's retransmission opens ours.
+        respond!(h, Seg { ack, ..RESP });
+        let out = h.sent();
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((out[0].flags & RST, out[0].seq), (RST, ack));
+        assert_eq!(h.e.stats().resets_sent, 1);
+    }
 }

@@ -111,23 +111,13 @@ impl EngineSession {
         data: Cow<'_, [u8]>,
         fin: bool,
     ) {
-        let lossy_alone = cx.capture_lossy && self.stream.nothing_held();
-        if lossy_alone {
+        if cx.capture_lossy && self.stream.nothing_held() {
             // The capture lost packets lately: the segment the hole misses is among them and
             // will never come. Holding (a copy of) everything behind it for a reordering
             // window cost an overloaded worker a third more work per byte; the gap is
-            // declared now and this segment is read for the next request instead. (With
-            // segments held from before, this one joins them first: the gap hands them back
-            // in sequence order.)
+            // declared now and this segment is read for the next request instead.
             self.gap(cx);
-            if self.end.is_some() {
-                return;
-            }
-            if self.state == State::Resync {
-                self.resync_feed(cx, seq, ack, &data, fin);
-            } else {
-                self.accept(cx, seq, ack, data, fin);
-            }
+            self.feed_after_gap(cx, seq, ack, data, fin);
             return;
         }
         let cost = crate::conversation::held_cost(data.len());
@@ -146,6 +136,8 @@ impl EngineSession {
         };
         self.stream.hold(held, cx.mem);
         if lossy {
+            // Segments held from before the loss: this one joins them, and the gap hands them
+            // all back in sequence order.
             self.gap(cx);
             return;
         }
@@ -195,17 +187,32 @@ impl EngineSession {
         self.pacer.clear_boundaries();
         // In sequence order: the stream hands them back so.
         for h in self.stream.drop_for_gap(cx.spares, cx.mem) {
-            // A held FIN may have finished the session (which leaves it in Resync): nothing
-            // after it is read.
-            if self.end.is_some() {
+            if !self.feed_after_gap(cx, h.seq, h.ack, Cow::Owned(h.data), h.fin) {
                 break;
             }
-            if self.state == State::Resync {
-                self.resync_feed(cx, h.seq, h.ack, &h.data, h.fin);
-            } else {
-                self.accept(cx, h.seq, h.ack, Cow::Owned(h.data), h.fin);
-            }
         }
+    }
+
+    /// Reads a segment after a gap: towards the next request while resyncing, as usual once
+    /// the clone restarted. `false` once the session has ended (a FIN may have finished it,
+    /// which leaves it in Resync): nothing more is read.
+    fn feed_after_gap(
+        &mut self,
+        cx: &mut SessionCtx<'_>,
+        seq: SeqNumber,
+        ack: Option<SeqNumber>,
+        data: Cow<'_, [u8]>,
+        fin: bool,
+    ) -> bool {
+        if self.end.is_some() {
+            return false;
+        }
+        if self.state == State::Resync {
+            self.resync_feed(cx, seq, ack, &data, fin);
+        } else {
+            self.accept(cx, seq, ack, data, fin);
+        }
+        true
     }
 
     /// Follows the client stream after a gap until a request boundary, then re-establishes.

@@ -12,6 +12,10 @@
 # tcpcopy's CPU seconds (whole process, all threads, from its start of the load until the target
 # has received the copies) and its ratio to the server's, % of production's requests the target
 # answered, tcpcopy's kernel_drops and intercept's CPU seconds. Then medians over the rounds.
+# Each run's line also gives the part of tcpcopy's CPU spent while the load ran (a cloner that
+# falls behind does the rest after the client stopped, when it no longer slows production) and
+# the target server's CPU (it shares the same vCPUs: it explains a rate, it is no cost on
+# production); neither goes into the table.
 #
 # Scenarios (SCENARIOS, default all, space- or comma-separated):
 #   redis        redis-benchmark -t set,get -n REQUESTS (each; default 40,000) -c 10, full speed,
@@ -99,11 +103,13 @@ if ((need_redis)); then
     redis "$NS_PROD" 0.0.0.0 6379
     REDIS_PROD=$LAB_PID
     redis "$NS_TARGET" 0.0.0.0 6380
+    REDIS_TARGET=$LAB_PID
 fi
 if ((need_nginx)); then
     lab_nginx "$NS_PROD" 198.18.10.1 80 prod
     lab_nginx "$NS_TARGET" 198.18.1.2 8080 target
     mapfile -t NGINX_PROD < <(lab_nginx_pids prod)
+    mapfile -t NGINX_TARGET < <(lab_nginx_pids target)
     head -c 262144 /dev/zero | tr '\0' x >"$WORK/body"
     cat >"$WORK/post.lua" <<EOF
 wrk.method = "POST"
@@ -118,8 +124,8 @@ fi
 scenario() {
     SCEN=$1
     case $SCEN in
-        redis | idle) PORT=6379 TPORT=6380 SERVER=("$REDIS_PROD") ;;
-        *) PORT=80 TPORT=8080 SERVER=("${NGINX_PROD[@]}") MINLEN=0 ;;
+        redis | idle) PORT=6379 TPORT=6380 SERVER=("$REDIS_PROD") TSERVER=("$REDIS_TARGET") ;;
+        *) PORT=80 TPORT=8080 SERVER=("${NGINX_PROD[@]}") TSERVER=("${NGINX_TARGET[@]}") MINLEN=0 ;;
     esac
     [[ $SCEN != nginx-post ]] || MINLEN=262144
 }
@@ -195,16 +201,17 @@ alive() {
 secs() { awk -v t="$1" -v k="$LAB_TCK" 'BEGIN { printf "%.2f", t / k }'; }
 
 run() { # SCENARIO MODE ROUND -> one row of results.tsv
-    local round=$3 out p0 g0 s0 s1 t0 t1 i0 i1 rate want got last stable drops
+    local round=$3 out p0 g0 s0 s1 t0 t1 tm i0 i1 g1 rate want got last stable drops
     MODE=$2
     out=$WORK/$SCEN-$MODE-$round.out
     [[ $MODE == none ]] || start_cloner "$PORT" "$TPORT"
     p0=$(prod_count) g0=$(target_count)
     s0=$(lab_cpu "${SERVER[@]}")
-    if [[ $MODE != none ]]; then t0=$(lab_cpu "$CLONER") i0=$(lab_cpu "$ICPT"); fi
+    if [[ $MODE != none ]]; then t0=$(lab_cpu "$CLONER") i0=$(lab_cpu "$ICPT") g1=$(lab_cpu "${TSERVER[@]}"); fi
     rate=$(load "$out")
     [[ -z ${LOGS:-} ]] || cp "$out" "$LOGS/$SCEN-$MODE-$round.client"
     s1=$(lab_cpu "${SERVER[@]}")
+    [[ $MODE == none ]] || tm=$(lab_cpu "$CLONER")
     want=$(($(prod_count) - p0))
     if [[ $MODE == none ]]; then
         printf '%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\n' "$SCEN" "$MODE" "$round" "$rate" "$(secs $((s1 - s0)))" >>"$RESULTS_TSV"
@@ -221,7 +228,7 @@ run() { # SCENARIO MODE ROUND -> one row of results.tsv
         sleep 0.1
     done
     alive "$CLONER" tcpcopy
-    t1=$(lab_cpu "$CLONER") i1=$(lab_cpu "$ICPT")
+    t1=$(lab_cpu "$CLONER") i1=$(lab_cpu "$ICPT") g1=$(($(lab_cpu "${TSERVER[@]}") - g1))
     got=$(($(target_count) - g0))
     stop_cloner
     [[ -z ${LOGS:-} ]] || cp "$LOG" "$LOGS/$SCEN-$MODE-$round.log"
@@ -233,9 +240,11 @@ run() { # SCENARIO MODE ROUND -> one row of results.tsv
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$SCEN" "$MODE" "$round" "$rate" "$(secs $((s1 - s0)))" \
         "$(secs $((t1 - t0)))" "$(awk -v g="$got" -v w="$want" 'BEGIN { printf "%.2f", w ? 100 * g / w : 0 }')" \
         "${drops:-?}" "$(secs $((i1 - i0)))" >>"$RESULTS_TSV"
-    awk -F'\t' -v n="$want" 'END { r = $5 > 0 ? $6 / $5 : 0
-        printf "%-11s r%-2s %-8s %7s req/s           server %5ss  tcpcopy %5ss (%.2fx server)  delivered %s %% of %d  kernel_drops %s  intercept %ss\n",
-            $1, $3, $2, $4, $5, $6, r, $7, n, $8, $9 }' "$RESULTS_TSV"
+    # The target server's CPU (its share of the two vCPUs, which the client and production
+    # lose) is printed per run only: it explains a rate, it is no cost on production.
+    awk -F'\t' -v n="$want" -v tg="$(secs "$g1")" -v tm="$(secs $((tm - t0)))" 'END { r = $5 > 0 ? $6 / $5 : 0
+        printf "%-11s r%-2s %-8s %7s req/s           server %5ss  tcpcopy %5ss (%.2fx server; %ss while the load ran)  delivered %s %% of %d  kernel_drops %s  intercept %ss  target server %ss\n",
+            $1, $3, $2, $4, $5, $6, r, tm, $7, n, $8, $9, tg }' "$RESULTS_TSV"
 }
 
 # Everything here shares the machine's CPUs: anything else running skews every figure.

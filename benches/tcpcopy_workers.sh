@@ -30,8 +30,8 @@
 #   NO_BUILD=1 (take target/release as it is), OURS=DIR (tcpcopy and intercept from DIR),
 #   KEEP=DIR (keep each run's tcpcopy log there), RING_MB (tcpcopy's -B, the same in every run,
 #   default 1024: split among the workers, each worker's share must hold its share of the
-#   burst while tcpcopy is stopped; a run whose ring overflowed is marked and left out of the
-#   medians).
+#   burst while tcpcopy is stopped; a run whose ring overflowed, dropping more than 0.1 % of
+#   the segments, is marked and left out of the medians).
 set -euo pipefail
 ROUNDS=${1:-3}
 SESSIONS=${SESSIONS:-20000}
@@ -207,10 +207,11 @@ for r in $(seq "$ROUNDS"); do
         read -r rate segs sent secs used pct icpt drops < <(run "$w")
         printf '%-6s %-7s %12s %10s %10s %8s %10s %9s %11s %12s\n' "r$r" "$w" "$rate" "$segs" "$sent" "$secs" "$used" "$pct" "$icpt" "$drops"
         md_row "r$r" "$w" "$(md_num "$rate")" "$(md_num "$segs")" "$(md_num "$sent")" "$secs" "$used" "$pct %" "$icpt" "$drops"
-        if [[ $drops != 0 ]]; then
-            # The burst did not fit in the worker's ring share (or the count is missing):
-            # fewer segments, not a drain.
-            echo "   (r$r, $w workers: kernel drops $drops, left out of the medians; raise RING_MB)"
+        # A ring that overflowed (the burst did not fit in a worker's share) drained fewer
+        # segments: left out. A few drops (a handful in a million, seen with rings that held
+        # the burst with room to spare) change no rate: kept, and shown in the table.
+        if ! [[ $drops =~ ^[0-9]+$ ]] || ((drops * 1000 > segs)); then
+            echo "   (r$r, $w workers: kernel drops $drops, over 0.1 % of the segments: left out of the medians; raise RING_MB)"
             EXCLUDED+="r$r/$w "
             continue
         fi

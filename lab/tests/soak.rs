@@ -6,7 +6,10 @@
 //! production (:6379, :80) and on the target (:6380, :8080), intercept capturing both, and
 //! `tcpcopy -n 2` copying both. Mixed traffic runs in rounds until the time is up: redis-benchmark
 //! keep-alive and one connection per request, wrk keep-alive and `Connection: close`, each
-//! bounded. tcpcopy's and intercept's RSS and open file descriptors and the target's TCP sockets
+//! bounded. wrk is paced (a request per connection per millisecond at most, ~3,000–4,000 a
+//! second): unpaced, its rate grew with the machine's speed until production, tcpcopy and the
+//! target, which serves twice production's requests with `-n 2`, wanted more than the two
+//! vCPUs they share, and the soak measured that saturation instead of tcpcopy over time. tcpcopy's and intercept's RSS and open file descriptors and the target's TCP sockets
 //! (TIME-WAIT aside) are sampled at minute 2 (half-way for runs under 4 minutes) and at the end;
 //! their memory (VmRSS and its anonymous, file and shared parts) is also printed every minute.
 //!
@@ -140,18 +143,25 @@ fn soak() {
     let mut first: Option<(Duration, Sample)> = None;
     let mut rounds = 0u64;
     let mut next_minute = 1u64;
+    // wrk's delay(): milliseconds before each next request of a connection.
+    let paced = t.path("paced.lua");
+    std::fs::write(&paced, "function delay()\n  return 1\nend\n").expect("writing paced.lua");
+    let paced = paced.display();
     while Instant::now() < end {
         rounds += 1;
-        // A steady, moderate mix (a soak looks for leaks, not for the saturation point).
+        // A steady, moderate mix (a soak looks for leaks, not for the saturation point): wrk
+        // paced, see the module's doc.
         t.client(&format!(
             "timeout 60 redis-benchmark -h {PROD4} -p {REDIS_PROD} -n 2000 -c 5 -t set,get -q"
         ));
         t.client(&format!(
             "timeout 60 redis-benchmark -h {PROD4} -p {REDIS_PROD} -n 300 -c 3 -k 0 -t set -q"
         ));
-        t.client(&format!("timeout 30 wrk -t1 -c4 -d1s http://{PROD4}/"));
         t.client(&format!(
-            "timeout 30 wrk -t1 -c4 -d1s -H 'Connection: close' http://{PROD4}/"
+            "timeout 30 wrk -t1 -c4 -d1s -s {paced} http://{PROD4}/"
+        ));
+        t.client(&format!(
+            "timeout 30 wrk -t1 -c4 -d1s -s {paced} -H 'Connection: close' http://{PROD4}/"
         ));
         std::thread::sleep(Duration::from_secs(1));
         assert!(

@@ -9,7 +9,8 @@
 //! bounded. wrk is paced (a request per connection per millisecond at most, ~3,000–4,000 a
 //! second): unpaced, its rate grew with the machine's speed until production, tcpcopy and the
 //! target, which serves twice production's requests with `-n 2`, wanted more than the two
-//! vCPUs they share, and the soak measured that saturation instead of tcpcopy over time. tcpcopy's and intercept's RSS and open file descriptors and the target's TCP sockets
+//! vCPUs they share, and the soak measured that saturation instead of tcpcopy over time.
+//! tcpcopy's and intercept's RSS and open file descriptors and the target's TCP sockets
 //! (TIME-WAIT aside) are sampled at minute 2 (half-way for runs under 4 minutes) and at the end;
 //! their memory (VmRSS and its anonymous, file and shared parts) is also printed every minute.
 //!

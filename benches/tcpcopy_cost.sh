@@ -201,21 +201,23 @@ alive() {
 secs() { awk -v t="$1" -v k="$LAB_TCK" 'BEGIN { printf "%.2f", t / k }'; }
 
 run() { # SCENARIO MODE ROUND -> one row of results.tsv
-    local round=$3 out p0 g0 s0 s1 t0 t1 tm i0 i1 g1 rate want got last stable drops
+    local round=$3 out p0 g0 s0 s1 t0 t1 tm i0 i1 g1 rate want got last stable drops c0 c1 x0 x1
     MODE=$2
     out=$WORK/$SCEN-$MODE-$round.out
     [[ $MODE == none ]] || start_cloner "$PORT" "$TPORT"
     p0=$(prod_count) g0=$(target_count)
-    s0=$(lab_cpu "${SERVER[@]}")
-    if [[ $MODE != none ]]; then t0=$(lab_cpu "$CLONER") i0=$(lab_cpu "$ICPT") g1=$(lab_cpu "${TSERVER[@]}"); fi
+    s0=$(lab_cpu "${SERVER[@]}") x0=$(lab_ctx "${SERVER[@]}")
+    if [[ $MODE != none ]]; then t0=$(lab_cpu "$CLONER") i0=$(lab_cpu "$ICPT") g1=$(lab_cpu "${TSERVER[@]}") c0=$(lab_ctx "$CLONER"); fi
     rate=$(load "$out")
     [[ -z ${LOGS:-} ]] || cp "$out" "$LOGS/$SCEN-$MODE-$round.client"
-    s1=$(lab_cpu "${SERVER[@]}")
-    [[ $MODE == none ]] || tm=$(lab_cpu "$CLONER")
+    s1=$(lab_cpu "${SERVER[@]}") x1=$(lab_ctx "${SERVER[@]}")
+    # The server's context switches while the load ran: "sleeps/preemptions".
+    x1="$((${x1% *} - ${x0% *}))/$((${x1#* } - ${x0#* }))"
+    [[ $MODE == none ]] || tm=$(lab_cpu "$CLONER") c1=$(lab_ctx "$CLONER")
     want=$(($(prod_count) - p0))
     if [[ $MODE == none ]]; then
         printf '%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\n' "$SCEN" "$MODE" "$round" "$rate" "$(secs $((s1 - s0)))" >>"$RESULTS_TSV"
-        printf '%-11s r%-2s %-8s %7s req/s           server %5ss  (%d requests)\n' "$SCEN" "$round" "$MODE" "$rate" "$(secs $((s1 - s0)))" "$want"
+        printf '%-11s r%-2s %-8s %7s req/s           server %5ss  (%d requests)  server switches %s\n' "$SCEN" "$round" "$MODE" "$rate" "$(secs $((s1 - s0)))" "$want" "$x1"
         return
     fi
     # At most WAIT s for the last copies to land; done early once the target's count stops moving
@@ -242,9 +244,12 @@ run() { # SCENARIO MODE ROUND -> one row of results.tsv
         "${drops:-?}" "$(secs $((i1 - i0)))" >>"$RESULTS_TSV"
     # The target server's CPU (its share of the two vCPUs, which the client and production
     # lose) is printed per run only: it explains a rate, it is no cost on production.
-    awk -F'\t' -v n="$want" -v tg="$(secs "$g1")" -v tm="$(secs $((tm - t0)))" 'END { r = $5 > 0 ? $6 / $5 : 0
-        printf "%-11s r%-2s %-8s %7s req/s           server %5ss  tcpcopy %5ss (%.2fx server; %ss while the load ran)  delivered %s %% of %d  kernel_drops %s  intercept %ss  target server %ss\n",
-            $1, $3, $2, $4, $5, $6, r, tm, $7, n, $8, $9, tg }' "$RESULTS_TSV"
+    # Context switches while the load ran, "sleeps/preemptions": tcpcopy's wake-ups, and how often
+    # production's server slept or was preempted.
+    c1="$((${c1% *} - ${c0% *}))/$((${c1#* } - ${c0#* }))"
+    awk -F'\t' -v n="$want" -v tg="$(secs "$g1")" -v tm="$(secs $((tm - t0)))" -v cs="$c1" -v xs="$x1" 'END { r = $5 > 0 ? $6 / $5 : 0
+        printf "%-11s r%-2s %-8s %7s req/s           server %5ss  tcpcopy %5ss (%.2fx server; %ss while the load ran)  delivered %s %% of %d  kernel_drops %s  intercept %ss  target server %ss  switches tcpcopy %s server %s\n",
+            $1, $3, $2, $4, $5, $6, r, tm, $7, n, $8, $9, tg, cs, xs }' "$RESULTS_TSV"
 }
 
 # Everything here shares the machine's CPUs: anything else running skews every figure.

@@ -229,6 +229,18 @@ lab_cpu() {
     echo "$t"
 }
 
+# Context switches of PIDs, all their threads: "voluntary nonvoluntary" (a voluntary one is a
+# sleep, so each is a wake-up; a nonvoluntary one is a preemption by another task).
+lab_ctx() {
+    local pid v=0 n=0 a b
+    for pid in "$@"; do
+        read -r a b < <(awk '/^voluntary_ctxt_switches/ { v += $2 } /^nonvoluntary_ctxt_switches/ { n += $2 }
+            END { print v + 0, n + 0 }' /proc/"$pid"/task/*/status 2>/dev/null) || return 1
+        v=$((v + a)) n=$((n + b))
+    done
+    echo "$v $n"
+}
+
 lab_nginx() {
     local ns=$1 addr=$2 port=$3 name=$4 dir
     dir=$WORK/nginx-$name

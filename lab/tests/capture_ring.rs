@@ -275,3 +275,32 @@ fn the_first_block_after_an_overflow_is_flagged_until_the_drops_are_read() {
         while rx.recv(&mut buf).is_ok() {}
     }
 }
+
+/// `waiting` counts the blocks handed over and not yet taken (what tcpcopy's worker sheds
+/// connections on): none before traffic, as many as the kernel filled, fewer as they are taken.
+#[test]
+fn waiting_counts_the_blocks_not_taken_yet() {
+    require_root!("capture_ring::waiting_counts_the_blocks_not_taken_yet");
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = rx.local_addr().unwrap().port();
+    let mut r = ring_with(&compile(&format!("udp and dst port {port}")), 16, None, 10, None);
+    assert_eq!((r.waiting(), r.slot_count()), (0, 16));
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // About 118 frames of 1,000 bytes fill a 128 KiB block: 5 full blocks and a sixth that
+    // the 10 ms timeout retires.
+    for _ in 0..(5 * 118 + 40) {
+        tx.send_to(&[3u8; 1000], ("127.0.0.1", port)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let waiting = r.waiting();
+    assert!((5..=7).contains(&waiting), "waiting {waiting}, want about 6");
+    drop(r.next_block().unwrap());
+    drop(r.next_block().unwrap());
+    assert_eq!(r.waiting(), waiting - 2);
+    while r.next_block().is_some() {}
+    assert_eq!(r.waiting(), 0);
+    assert_eq!(r.stats().unwrap().drops, 0);
+    let mut buf = [0u8; 1100];
+    rx.set_nonblocking(true).unwrap();
+    while rx.recv(&mut buf).is_ok() {}
+}

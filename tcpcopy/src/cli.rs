@@ -124,6 +124,14 @@ pub struct Cli {
     /// which the packet path bypasses). With --max-pps/--max-mbps every segment is sent alone.
     #[arg(long = "send", value_name = "packet|raw", default_value = "packet")]
     pub send: String,
+    /// Never shed connections when the capture falls behind. By default a worker whose ring
+    /// is a quarter full (the host cannot give it the CPU that production's traffic needs)
+    /// stops cloning new connections, then gives up its heaviest live clones one at a time,
+    /// every 20 ms while the ring keeps filling, until it is back under a sixteenth: what the
+    /// target gets stays whole sessions (counted as `shed`) instead of the kernel dropping
+    /// frames of every session once the ring is full. The default ring capture only.
+    #[arg(long = "no-shed")]
+    pub no_shed: bool,
     /// Worker threads, each with its share of the capture (PACKET_FANOUT by flow hash), its
     /// own sessions, timers and sender (default: 1 on hosts of up to 4 CPUs, else a quarter of
     /// them, at most 8). Split among workers: -B, -m, --max-pps, --max-mbps. Shared: the

@@ -91,6 +91,8 @@ pub struct Settings {
     pub capture_pcap: bool,
     /// --send packet: the packet socket with segmentation offload where the next hop allows.
     pub send_packet: bool,
+    /// Shed connections when a worker's ring falls behind (not --no-shed).
+    pub shed: bool,
     /// --workers.
     pub workers: usize,
     /// --max-pps.
@@ -187,6 +189,7 @@ impl Cli {
             capture_block_ms: self.capture_block,
             capture_pcap,
             send_packet,
+            shed: !self.no_shed,
             workers,
             max_pps: self.max_pps,
             max_mbps: self.max_mbps,

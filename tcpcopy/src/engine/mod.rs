@@ -23,7 +23,7 @@ pub use packet::checksums_ok;
 pub use stats::{EngineStats, LATENCY_BUCKETS};
 
 use crate::conversation::SparePool;
-use packet::{parse, OutSegment, Path, RawSegment, TcpOpts, ACK, RST, SYN};
+use packet::{parse, OutSegment, Path, RawSegment, TcpOpts, ACK, FIN, RST, SYN};
 pub use session::report::ProductionAnswer;
 use session::{EngineSession, SessionCtx};
 use std::cmp::Reverse;
@@ -292,7 +292,17 @@ pub struct Engine {
     paths: session::PathRtts,
     /// Until then, the capture is known to have lost packets lately ([`Engine::capture_lost`]).
     lost_until: Option<Instant>,
+    /// The capture is falling behind ([`Engine::set_shedding`]): new connections are shed.
+    shedding: bool,
+    /// Connections shed, by captured 4-tuple, with when a segment of theirs was last seen:
+    /// their segments are ignored until they end, so that none starts a clone mid-stream.
+    shed: FastMap<AddrPair, Instant>,
 }
+
+/// Most connections one engine remembers as shed (about 100 bytes each). Past it a shed
+/// connection is not remembered: once the overload is over, its next request starts a clone
+/// mid-stream, as a connection open before tcpcopy started does.
+const MAX_SHED_FLOWS: usize = 1 << 16;
 
 impl Drop for Engine {
     fn drop(&mut self) {
@@ -349,6 +359,8 @@ impl Engine {
             ip_id: 0,
             paths: Default::default(),
             lost_until: None,
+            shedding: false,
+            shed: FastMap::default(),
         }
     }
 
@@ -359,6 +371,116 @@ impl Engine {
     /// already.
     pub fn capture_lost(&mut self, now: Instant) {
         self.lost_until = Some(now + self.cfg.gap_timeout);
+    }
+
+    /// The capture is falling behind (`on`; the worker's ring is filling faster than it is
+    /// read) or has caught up again. While on, new connections are not cloned: each is
+    /// remembered as shed and its segments ignored until it ends, so that every clone the
+    /// target sees is whole. Losing frames at random in the kernel instead breaks a little of
+    /// many sessions.
+    pub fn set_shedding(&mut self, on: bool) {
+        self.shedding = on;
+    }
+
+    /// Whether new connections are being shed ([`Engine::set_shedding`]).
+    pub fn shedding(&self) -> bool {
+        self.shedding
+    }
+
+    /// Connections remembered as shed now.
+    pub fn shed_flows(&self) -> usize {
+        self.shed.len()
+    }
+
+    /// Gives up the live clone whose client sent the most bytes since the last call (every
+    /// copy of that connection), when the capture keeps falling behind although new
+    /// connections are shed: bulk uploads are what a worker cannot keep up with, and one such
+    /// connection costs more than many small ones. Its target gets a RST; the connection's
+    /// later segments are ignored until it ends. Returns whether a clone was shed (none when
+    /// no live clone captured a byte since the last call). Linear in the sessions: the caller
+    /// calls it a few times a second at most, only while behind.
+    pub fn shed_heaviest(&mut self, now: Instant) -> bool {
+        let mut heaviest: Option<(usize, u32)> = None;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(s) = slot.session.as_mut() else {
+                continue;
+            };
+            let bytes = std::mem::take(&mut s.recent_bytes);
+            if s.is_cloning() && bytes > heaviest.map_or(0, |(_, b)| b) {
+                heaviest = Some((i, bytes));
+            }
+        }
+        let Some(pair) = heaviest.and_then(|(i, _)| {
+            self.slots[i]
+                .session
+                .as_ref()
+                .map(|s| AddrPair::of_flow(&s.capture))
+        }) else {
+            return false;
+        };
+        let ids = self
+            .by_capture
+            .get(&pair)
+            .map(|ids| ids.as_slice().to_vec())
+            .unwrap_or_default();
+        for id in ids {
+            let gen = self.slots[id as usize].gen;
+            if let Some(s) = self.slots[id as usize].session.as_mut() {
+                let mut cx = ctx!(self, now);
+                s.shed(&mut cx);
+            }
+            self.after(id, gen, true);
+        }
+        self.remember_shed(pair, now);
+        true
+    }
+
+    fn remember_shed(&mut self, pair: AddrPair, now: Instant) {
+        if self.shed.len() < MAX_SHED_FLOWS {
+            self.shed.insert(pair, now);
+        }
+    }
+
+    /// Forgets shed connections not seen for the session timeout (their client vanished
+    /// without a FIN or RST that the capture saw). Call it every few seconds.
+    pub fn expire_shed(&mut self, now: Instant) {
+        if self.shed.is_empty() {
+            return;
+        }
+        let timeout = self.cfg.session_timeout;
+        self.shed.retain(|_, seen| now.saturating_duration_since(*seen) < timeout);
+        self.shed.shrink_if_oversized();
+    }
+
+    /// A captured segment of a connection that has no clone: `true` when it is (or now
+    /// becomes) a shed connection's, counted and ignored.
+    fn shed_segment(&mut self, now: Instant, key: &FlowKey, seg: &RawSegment<'_>) -> bool {
+        let pair = AddrPair::of_flow(key);
+        let is_syn = seg.has(SYN) && !seg.has(ACK) && !seg.has(RST);
+        if let Some(seen) = self.shed.get_mut(&pair) {
+            if is_syn && !self.shedding {
+                // The client port is used again after the overload: clone the new connection.
+                self.shed.remove(&pair);
+                return false;
+            }
+            self.stats.shed_segments += 1;
+            if seg.has(FIN) || seg.has(RST) {
+                self.shed.remove(&pair);
+            } else {
+                *seen = now;
+            }
+            return true;
+        }
+        let would_clone = is_syn || !seg.payload.is_empty() && !seg.has(RST) && !seg.has(SYN);
+        if !self.shedding || !would_clone || !self.sampled_in(key) {
+            return false;
+        }
+        self.stats.shed_new += 1;
+        self.stats.shed_segments += 1;
+        if !seg.has(FIN) {
+            self.remember_shed(pair, now);
+        }
+        true
     }
 
     /// The configuration in use.
@@ -461,6 +583,9 @@ impl Engine {
                 if self.cfg.request_timing_events && !seg.payload.is_empty() {
                     s.report_client_data(captured_at, seg.seq, seg.payload.len());
                 }
+                s.recent_bytes = s
+                    .recent_bytes
+                    .saturating_add(u32::try_from(seg.payload.len()).unwrap_or(u32::MAX));
                 if is_syn && seg.seq != s.client_isn {
                     new_connection = true;
                     self.replace(now, id, &seg);
@@ -477,6 +602,9 @@ impl Engine {
             if new_connection && missing > 0 && self.room_for_sessions(missing) {
                 self.clone_copies(now, key, target, &seg, false, missing);
             }
+            return;
+        }
+        if (self.shedding || !self.shed.is_empty()) && self.shed_segment(now, &key, &seg) {
             return;
         }
         if is_syn {

@@ -32,6 +32,13 @@ pub struct EngineStats {
     pub refused_family: u64,
     /// Sessions left out by `-r`.
     pub sampled_out: u64,
+    /// Live clones given up because the capture fell behind (the heaviest first), so that the
+    /// others stay whole; not counted as aborted.
+    pub shed_sessions: u64,
+    /// New connections not cloned because the capture was falling behind.
+    pub shed_new: u64,
+    /// Captured segments of shed connections, ignored.
+    pub shed_segments: u64,
     /// Ended: the target reset the connection.
     pub aborted_target_reset: u64,
     /// Ended: idle (`-t`) or stalled (`-k`) timeout.
@@ -123,6 +130,9 @@ impl EngineStats {
         self.refused_ports += o.refused_ports;
         self.refused_family += o.refused_family;
         self.sampled_out += o.sampled_out;
+        self.shed_sessions += o.shed_sessions;
+        self.shed_new += o.shed_new;
+        self.shed_segments += o.shed_segments;
         self.aborted_target_reset += o.aborted_target_reset;
         self.aborted_timeout += o.aborted_timeout;
         self.aborted_handshake += o.aborted_handshake;
@@ -192,7 +202,7 @@ impl std::fmt::Display for EngineStats {
         write!(
             f,
             "sessions cloned={} active={} completed={} client_reset={} aborted={} (target_reset={} timeout={} \
-             handshake={} retransmits={} replaced={} gap={}) reuse_detached={} linger_taken_over={} syn_ack_adopted={} handshakes_redone={} handshakes={} handshakes_refused={} target_resets={} refused memory={} ports={} family={} sampled_out={}; \
+             handshake={} retransmits={} replaced={} gap={}) reuse_detached={} linger_taken_over={} syn_ack_adopted={} handshakes_redone={} handshakes={} handshakes_refused={} target_resets={} refused memory={} ports={} family={} sampled_out={} shed={} (new={} segments={}); \
              segments in={} sent={} retransmitted={} (rto={} fast={}); gaps={} resets_sent={} reestablished={} \
              overflows={}; bytes captured={} sent={} acked={}; responses={} unmatched={} stale={}; \
              requests sent={} answered={} pacing_timeouts={} mean_latency_us={}; memory={}",
@@ -218,6 +228,9 @@ impl std::fmt::Display for EngineStats {
             self.refused_ports,
             self.refused_family,
             self.sampled_out,
+            self.shed_sessions,
+            self.shed_new,
+            self.shed_segments,
             self.segments_in,
             self.segments_sent,
             self.segments_retransmitted,

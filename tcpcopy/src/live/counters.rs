@@ -23,6 +23,8 @@ pub struct Counters {
     pub capture_errors: AtomicU64,
     /// Capture rings opened again on a device deleted and re-created under the same name.
     pub capture_reopens: AtomicU64,
+    /// Times a worker fell a quarter of its ring behind and began to shed connections.
+    pub overloads: AtomicU64,
     /// Packets sent to the target.
     pub sent_packets: AtomicU64,
     /// Bytes sent to the target (IP packets).
@@ -98,6 +100,7 @@ impl Counters {
             ("if_drops", g(&self.if_drops)),
             ("capture_errors", g(&self.capture_errors)),
             ("capture_reopens", g(&self.capture_reopens)),
+            ("overloads", g(&self.overloads)),
             ("sent", g(&self.sent_packets)),
             ("sent_bytes", g(&self.sent_bytes)),
             ("send_calls", g(&self.send_calls)),

@@ -84,6 +84,11 @@ pub fn snapshot(
         "[capture] Capture rings opened again on a device deleted and re-created under its name"
     );
     counter!(
+        overloads,
+        "capture_overloads",
+        "[capture] Times a worker fell a quarter of its ring behind and began to shed connections"
+    );
+    counter!(
         kernel_drops,
         "kernel_dropped_packets",
         "[kernel drops] Packets the kernel dropped because the capture ring was full"
@@ -229,6 +234,21 @@ pub fn snapshot(
         sampled_out,
         "sessions_sampled_out",
         "[engine] Sessions left out by -r"
+    );
+    engine!(
+        shed_sessions,
+        "sessions_shed",
+        "[capture] Live clones given up, the heaviest first, while the capture fell behind"
+    );
+    engine!(
+        shed_new,
+        "sessions_shed_new",
+        "[capture] New connections not cloned while the capture fell behind"
+    );
+    engine!(
+        shed_segments,
+        "engine_shed_segments",
+        "[capture] Captured segments of shed connections, ignored"
     );
     engine!(
         aborted_target_reset,

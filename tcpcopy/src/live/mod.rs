@@ -394,6 +394,7 @@ pub fn run(settings: Settings) -> Result<LiveSummary> {
                 protocol: settings.protocol,
                 origin,
                 latency: published_latency.clone(),
+                shed: settings.shed,
             },
         );
         handles.push(

@@ -38,6 +38,14 @@ const BLOCKS_PER_ROUND: usize = 8;
 const RING_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// After the end of an --offline file: stop once nothing was sent or received for this long.
 const OFFLINE_IDLE: Duration = Duration::from_secs(3);
+/// A worker with this share of a ring (1/N) waiting for it is behind: it sheds connections.
+/// A quarter of the default ring is half a second of a trickle, or 64 MB.
+const SHED_FROM: usize = 4;
+/// Below this share (1/N) of every ring waiting, it has caught up and clones new connections
+/// again.
+const SHED_UNTIL: usize = 16;
+/// While behind, another heavy clone is given up this often if the backlog did not shrink.
+const SHED_EVERY: Duration = Duration::from_millis(20);
 
 /// What a worker is fed from.
 pub enum Feed {
@@ -70,6 +78,8 @@ pub struct Shared {
     pub origin: Instant,
     /// --metrics: each worker's capture-to-engine latency, copied at every publish.
     pub latency: Option<super::metrics::PublishedLatency>,
+    /// Shed connections when a ring falls behind (not --no-shed).
+    pub shed: bool,
 }
 
 /// One worker's state.
@@ -81,6 +91,9 @@ pub struct Worker {
     core: Core,
     /// An --offline file's stamps on the run's clock (the report's production times).
     file_clock: capture::FileClock,
+    /// While shedding: when the next heavy clone may be given up, and the backlog (blocks
+    /// waiting, out of the ring's) when the last one was.
+    shed_next: Option<(Instant, usize, usize)>,
 }
 
 /// A worker's engine and what surrounds it: the sender, the limits, the figures.
@@ -129,6 +142,7 @@ impl Worker {
             feed,
             wake,
             file_clock: capture::FileClock::default(),
+            shed_next: None,
             core: Core {
                 engine,
                 tx,
@@ -183,6 +197,7 @@ impl Worker {
             }
             if now >= next_compact {
                 self.core.engine.compact();
+                self.core.engine.expire_shed(now);
                 next_compact = now + COMPACT_EVERY;
             }
             if now >= next_ring_check {
@@ -306,8 +321,68 @@ impl Worker {
         }
     }
 
+    /// Sheds connections while a ring is falling behind ([`Engine::set_shedding`],
+    /// [`Engine::shed_heaviest`]): from a quarter of a ring waiting until less than a sixteenth
+    /// of each does. A full ring makes the kernel drop frames of every session alike, and a
+    /// worker that must then hold and merge around the holes falls further behind.
+    fn watch_backlog(&mut self) {
+        let Feed::Rings(rings) = &self.feed else {
+            return;
+        };
+        if !self.core.shared.shed {
+            return;
+        }
+        // The fullest ring, as (waiting, blocks).
+        let (waiting, blocks) = rings
+            .iter()
+            .map(|r| (r.ring.waiting(), r.ring.slot_count().max(1)))
+            .max_by(|a, b| (a.0 * b.1).cmp(&(b.0 * a.1)))
+            .unwrap_or((0, 1));
+        let engine = &mut self.core.engine;
+        let behind = waiting * SHED_FROM >= blocks;
+        if !engine.shedding() {
+            if behind {
+                engine.set_shedding(true);
+                let c = &self.core.shared.counters;
+                c.add(&c.overloads, 1);
+                warn!(
+                    worker = self.index,
+                    waiting_blocks = waiting,
+                    ring_blocks = blocks,
+                    "capture falling behind: shedding connections until it catches up"
+                );
+                self.shed_next = Some((Instant::now() + SHED_EVERY, waiting, blocks));
+            }
+            return;
+        }
+        if waiting * SHED_UNTIL < blocks {
+            engine.set_shedding(false);
+            self.shed_next = None;
+            let st = engine.stats();
+            info!(
+                worker = self.index,
+                shed = st.shed_sessions,
+                shed_new = st.shed_new,
+                "capture caught up: cloning new connections again"
+            );
+            return;
+        }
+        let now = Instant::now();
+        if let Some((at, was, was_blocks)) = self.shed_next {
+            if now >= at {
+                // Still at least as far behind as at the last shed (compared as shares of
+                // the ring: the fullest ring may be another one now).
+                if waiting * was_blocks >= was * blocks {
+                    engine.shed_heaviest(now);
+                }
+                self.shed_next = Some((now + SHED_EVERY, waiting, blocks));
+            }
+        }
+    }
+
     /// Feeds what the capture has to the engine; returns whether there was anything.
     fn read_feed(&mut self, eof: &mut bool) -> bool {
+        self.watch_backlog();
         let mut any = false;
         match &mut self.feed {
             Feed::Rings(rings) => {

@@ -105,6 +105,9 @@ pub(crate) enum RawEndReason {
     Retransmits,
     Replaced,
     Gap,
+    /// The capture fell behind and this clone was given up to keep the others whole
+    /// ([`crate::engine::Engine::shed_heaviest`]).
+    Shed,
 }
 
 /// One cloned connection of the raw-mode engine.
@@ -139,6 +142,9 @@ pub(crate) struct EngineSession {
     pending_syn: bool,
     pending_ack: bool,
     pending_rst: [Option<SeqNumber>; 2],
+    /// Client payload bytes captured since the engine last looked for the heaviest clone to
+    /// shed ([`crate::engine::Engine::shed_heaviest`]).
+    pub recent_bytes: u32,
     /// Set when the session is over; the engine removes it once its output is flushed.
     pub end: Option<RawEndReason>,
     /// The deadline currently scheduled in the engine's timer heap.
@@ -186,6 +192,7 @@ impl EngineSession {
             pending_syn: true,
             pending_ack: false,
             pending_rst: [None, None],
+            recent_bytes: 0,
             end: None,
             timer_at: None,
             queued: false,
@@ -306,6 +313,7 @@ impl EngineSession {
             RawEndReason::Retransmits => st.aborted_retransmits += 1,
             RawEndReason::Replaced => st.aborted_replaced += 1,
             RawEndReason::Gap => st.aborted_gap += 1,
+            RawEndReason::Shed => st.shed_sessions += 1,
         }
         tracing::debug!(parent: &self.span, ?reason, "session ends");
         if let Some(ev) = self.report_flush() {
@@ -325,7 +333,10 @@ impl EngineSession {
                         Unanswered::TimedOut
                     }
                     RawEndReason::Completed => Unanswered::Closed,
-                    RawEndReason::ClientReset | RawEndReason::Replaced | RawEndReason::Gap => {
+                    RawEndReason::ClientReset
+                    | RawEndReason::Replaced
+                    | RawEndReason::Gap
+                    | RawEndReason::Shed => {
                         Unanswered::Cut
                     }
                 },
@@ -335,6 +346,20 @@ impl EngineSession {
         self.snd.stop();
         self.pending_syn = false;
         self.release_buffers(cx);
+    }
+
+    /// Gives the clone up because the capture is falling behind: the target gets a RST and
+    /// the session ends once it is out (the engine then ignores the connection's segments).
+    pub fn shed(&mut self, cx: &mut SessionCtx<'_>) {
+        if self.end.is_none() {
+            self.abort(cx, RawEndReason::Shed);
+        }
+    }
+
+    /// Still cloning: handshaking or established, not over.
+    #[inline]
+    pub fn is_cloning(&self) -> bool {
+        self.end.is_none() && matches!(self.state, State::SynSent | State::Established)
     }
 
     fn abort(&mut self, cx: &mut SessionCtx<'_>, reason: RawEndReason) {

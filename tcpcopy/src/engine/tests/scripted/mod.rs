@@ -16,6 +16,7 @@ mod pacing;
 mod port_reuse;
 mod report;
 mod retransmission;
+mod shedding;
 mod window;
 
 fn ms(n: u64) -> Duration {

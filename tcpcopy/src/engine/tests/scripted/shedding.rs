@@ -1,0 +1,199 @@
+//! Scripted engine tests: shedding connections while the capture falls behind.
+
+use super::*;
+
+const CLIENT2: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 9), 40_002));
+
+/// Two established clones: CLIENT's (from `session_established`) and CLIENT2's.
+fn two_sessions() -> H {
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            src: CLIENT2,
+            ..CLIENT_SYN
+        },
+        Seg {
+            src: CLIENT2,
+            flags: ACK,
+            ..TEMPLATE
+        }
+    );
+    respond!(
+        h,
+        Seg {
+            dst: CLIENT2,
+            ..SYN_ACK
+        }
+    );
+    let out = h.sent();
+    assert_eq!(out.len(), 2, "SYN and handshake ACK: {out:?}");
+    h.events();
+    assert_eq!(h.e.session_count(), 2);
+    h
+}
+
+fn data(src: SocketAddr, at: u32, payload: &'static [u8]) -> Seg {
+    Seg {
+        src,
+        seq: CLIENT_ISN + 1 + at,
+        payload,
+        ..TEMPLATE
+    }
+}
+
+#[test]
+fn new_connections_are_shed_while_behind_and_stay_shed_until_they_end() {
+    let mut h = H::new(config());
+    h.e.set_shedding(true);
+    send!(h, CLIENT_SYN);
+    expect!(h, []);
+    assert!(h.events().is_empty(), "nothing registered with intercept");
+    h.e.set_shedding(false);
+    // The overload is over, but this connection was not cloned from its start: none of it
+    // is, not even as a clone started mid-stream.
+    send!(h, data(CLIENT, 0, b"GET / HTTP/1.1\r\n\r\n"));
+    expect!(h, []);
+    assert_eq!(h.e.session_count(), 0);
+    let st = h.e.stats();
+    assert_eq!((st.shed_new, st.shed_segments, st.sessions_cloned), (1, 2, 0));
+    // Its FIN ends it; a later connection from another port is cloned as usual.
+    send!(
+        h,
+        Seg {
+            flags: FIN | ACK,
+            ..data(CLIENT, 18, b"")
+        }
+    );
+    assert_eq!(h.e.shed_flows(), 0);
+    send!(
+        h,
+        Seg {
+            src: CLIENT2,
+            ..CLIENT_SYN
+        }
+    );
+    let out = h.sent();
+    assert_eq!((out.len(), out[0].flags, out[0].src), (1, SYN, CLIENT2));
+}
+
+#[test]
+fn a_connection_already_open_is_shed_when_its_first_segment_comes_while_behind() {
+    let mut h = H::new(config());
+    h.e.set_shedding(true);
+    // Data of a connection with no clone yet would start one mid-stream.
+    send!(h, data(CLIENT, 0, b"PING\r\n"));
+    h.e.set_shedding(false);
+    send!(h, data(CLIENT, 6, b"PING\r\n"));
+    expect!(h, []);
+    let st = h.e.stats();
+    assert_eq!((st.shed_new, st.shed_segments, st.sessions_cloned), (1, 2, 0));
+    // A pure ACK is never a new connection: not shed, not remembered.
+    h.e.set_shedding(true);
+    send!(
+        h,
+        Seg {
+            src: CLIENT2,
+            flags: ACK,
+            ..TEMPLATE
+        }
+    );
+    assert_eq!((h.e.stats().shed_new, h.e.shed_flows()), (1, 1));
+}
+
+#[test]
+fn the_heaviest_clone_is_reset_and_shed_and_the_others_carry_on() {
+    let mut h = two_sessions();
+    send!(
+        h,
+        data(CLIENT, 0, b"small\r\n"),
+        data(CLIENT2, 0, b"a larger request\r\n")
+    );
+    assert_eq!(h.sent().len(), 2);
+    assert!(h.e.shed_heaviest(h.now));
+    let out = h.sent();
+    // RSTs at the acknowledged and the last sequence number, as every reset of a clone.
+    assert!(
+        !out.is_empty() && out.iter().all(|o| o.src == CLIENT2 && o.flags & RST != 0),
+        "the target's end is reset, nothing else is sent: {out:?}"
+    );
+    let removed: Vec<_> = h
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            EngineEvent::SessionRemoved { client, .. } => Some(client),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(removed, vec![CLIENT2], "intercept forgets the shed clone");
+    assert_eq!(h.e.session_count(), 1);
+    let st = h.e.stats();
+    assert_eq!((st.shed_sessions, st.aborted()), (1, 0), "shed is not an abort");
+    // The shed connection's next request goes nowhere, the other's goes out as usual.
+    respond!(
+        h,
+        Seg {
+            ack: CLIENT_ISN + 1 + 7,
+            len: 5,
+            ..RESP
+        }
+    );
+    send!(
+        h,
+        data(CLIENT2, 18, b"more\r\n"),
+        Seg {
+            ack: PROD_ISN + 1 + 5,
+            ..data(CLIENT, 7, b"next\r\n")
+        }
+    );
+    h.advance(ms(10));
+    let out = h.sent();
+    assert!(
+        out.iter().all(|o| o.src == CLIENT) && out.iter().any(|o| o.payload == b"next\r\n"),
+        "{out:?}"
+    );
+    assert_eq!(h.e.stats().shed_segments, 1);
+}
+
+#[test]
+fn nothing_is_shed_when_no_clone_sent_a_byte_since_the_last_look() {
+    let mut h = two_sessions();
+    assert!(!h.e.shed_heaviest(h.now));
+    send!(h, data(CLIENT, 0, b"x"));
+    assert!(h.e.shed_heaviest(h.now));
+    assert!(!h.e.shed_heaviest(h.now), "its bytes were counted once");
+    assert_eq!(h.e.stats().shed_sessions, 1);
+}
+
+#[test]
+fn a_port_used_again_after_the_overload_is_cloned() {
+    let mut h = H::new(config());
+    h.e.set_shedding(true);
+    send!(h, CLIENT_SYN);
+    h.e.set_shedding(false);
+    // The client vanished without a FIN the capture saw, and its port comes back.
+    send!(
+        h,
+        Seg {
+            seq: CLIENT_ISN + 100_000,
+            ..CLIENT_SYN
+        }
+    );
+    let out = h.sent();
+    assert_eq!((out.len(), out[0].flags), (1, SYN));
+    assert_eq!(h.e.shed_flows(), 0);
+}
+
+#[test]
+fn shed_connections_are_forgotten_after_the_session_timeout() {
+    let mut h = H::new(EngineConfig {
+        session_timeout: Duration::from_secs(30),
+        ..config()
+    });
+    h.e.set_shedding(true);
+    send!(h, CLIENT_SYN);
+    h.e.expire_shed(h.now + Duration::from_secs(29));
+    assert_eq!(h.e.shed_flows(), 1);
+    h.e.expire_shed(h.now + Duration::from_secs(30));
+    assert_eq!(h.e.shed_flows(), 0);
+}

@@ -188,7 +188,7 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 /// five packed words instead of field by field (`derive(Hash)` on `SocketAddr` writes the
 /// variant, the octets with their length, and the port separately: six to ten hasher rounds
 /// per address on every packet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct AddrPair(SocketAddr, SocketAddr);
 
 impl AddrPair {
@@ -294,14 +294,28 @@ pub struct Engine {
     lost_until: Option<Instant>,
     /// The capture is falling behind ([`Engine::set_shedding`]): new connections are shed.
     shedding: bool,
-    /// Connections shed, by captured 4-tuple, with when a segment of theirs was last seen:
-    /// their segments are ignored until they end, so that none starts a clone mid-stream.
-    shed: FastMap<AddrPair, Instant>,
+    /// Connections shed, by captured 4-tuple: their segments are ignored until they end, or
+    /// until a request of theirs starts after the overload ([`ShedFlow`]).
+    shed: FastMap<AddrPair, ShedFlow>,
+    /// Whether a shed connection may be cloned again from its next request
+    /// ([`Engine::allow_resume`]).
+    resume_allowed: bool,
+}
+
+/// A connection shed while the capture fell behind.
+#[derive(Debug, Clone, Copy)]
+struct ShedFlow {
+    /// When a segment of it was last captured.
+    seen: Instant,
+    /// The acknowledgment number of its client's last data segment: a data segment that
+    /// acknowledges more starts a new request (the server answered in between), raw mode's
+    /// request boundary, where a clone can start again once the overload is over.
+    ack: Option<SeqNumber>,
 }
 
 /// Most connections one engine remembers as shed (about 100 bytes each). Past it a shed
-/// connection is not remembered: once the overload is over, its next request starts a clone
-/// mid-stream, as a connection open before tcpcopy started does.
+/// connection is not remembered: once the overload is over, its next data segment starts a
+/// clone mid-stream (perhaps mid-request), as a connection open before tcpcopy started does.
 const MAX_SHED_FLOWS: usize = 1 << 16;
 
 impl Drop for Engine {
@@ -361,6 +375,7 @@ impl Engine {
             lost_until: None,
             shedding: false,
             shed: FastMap::default(),
+            resume_allowed: false,
         }
     }
 
@@ -375,11 +390,20 @@ impl Engine {
 
     /// The capture is falling behind (`on`; the worker's ring is filling faster than it is
     /// read) or has caught up again. While on, new connections are not cloned: each is
-    /// remembered as shed and its segments ignored until it ends, so that every clone the
-    /// target sees is whole. Losing frames at random in the kernel instead breaks a little of
-    /// many sessions.
+    /// remembered as shed and its segments ignored until it ends or, once the overload is
+    /// over, until its next request starts (a clone then starts there, as for a connection
+    /// open before tcpcopy started). What the target sees is whole requests; frames lost at
+    /// random in the kernel instead break requests of every session.
     pub fn set_shedding(&mut self, on: bool) {
         self.shedding = on;
+        self.resume_allowed &= !on;
+    }
+
+    /// Lets one shed connection be cloned again from its next request, once not shedding:
+    /// the caller lets them back one at a time, a little apart, so that the load comes back
+    /// gradually instead of all at once and straight into another overload.
+    pub fn allow_resume(&mut self) {
+        self.resume_allowed = !self.shedding;
     }
 
     /// Whether new connections are being shed ([`Engine::set_shedding`]).
@@ -392,32 +416,41 @@ impl Engine {
         self.shed.len()
     }
 
-    /// Gives up the live clone whose client sent the most bytes since the last call (every
-    /// copy of that connection), when the capture keeps falling behind although new
-    /// connections are shed: bulk uploads are what a worker cannot keep up with, and one such
-    /// connection costs more than many small ones. Its target gets a RST; the connection's
-    /// later segments are ignored until it ends. Returns whether a clone was shed (none when
-    /// no live clone captured a byte since the last call). Linear in the sessions: the caller
-    /// calls it a few times a second at most, only while behind.
-    pub fn shed_heaviest(&mut self, now: Instant) -> bool {
-        let mut heaviest: Option<(usize, u32)> = None;
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            let Some(s) = slot.session.as_mut() else {
-                continue;
-            };
+    /// Gives up the live clones whose clients sent the most bytes since the last call (every
+    /// copy of each such connection), the heaviest first, until those given up carried `share`
+    /// (0..=1) of the bytes all live clones captured since then, and at least one: the capture
+    /// keeps falling behind although new connections are shed, and bulk uploads are what a
+    /// worker cannot keep up with. Their targets get a RST; the connections' later segments
+    /// are ignored as those of new connections shed ([`Engine::set_shedding`]). Returns how many connections were shed (none when no live
+    /// clone captured a byte since the last call). Linear in the sessions: the caller calls it
+    /// a few times a second at most, only while behind.
+    pub fn shed_heaviest(&mut self, now: Instant, share: f64) -> usize {
+        // (bytes, connection); copies of one connection (-n) count it once.
+        let mut heavy: Vec<(u32, AddrPair)> = Vec::new();
+        for s in self.slots.iter_mut().filter_map(|s| s.session.as_mut()) {
             let bytes = std::mem::take(&mut s.recent_bytes);
-            if s.is_cloning() && bytes > heaviest.map_or(0, |(_, b)| b) {
-                heaviest = Some((i, bytes));
+            if s.is_cloning() && bytes > 0 {
+                heavy.push((bytes, AddrPair::of_flow(&s.capture)));
             }
         }
-        let Some(pair) = heaviest.and_then(|(i, _)| {
-            self.slots[i]
-                .session
-                .as_ref()
-                .map(|s| AddrPair::of_flow(&s.capture))
-        }) else {
-            return false;
-        };
+        heavy.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        heavy.dedup_by(|a, b| a.1 == b.1);
+        let total: u64 = heavy.iter().map(|h| u64::from(h.0)).sum();
+        let want = (share.clamp(0.0, 1.0) * total as f64) as u64;
+        let (mut carried, mut n) = (0u64, 0usize);
+        for (bytes, pair) in heavy {
+            if n > 0 && carried >= want {
+                break;
+            }
+            carried += u64::from(bytes);
+            n += 1;
+            self.shed_connection(now, pair);
+        }
+        n
+    }
+
+    /// Resets and ends every clone of the captured connection `pair` and remembers it as shed.
+    fn shed_connection(&mut self, now: Instant, pair: AddrPair) {
         let ids = self
             .by_capture
             .get(&pair)
@@ -432,12 +465,11 @@ impl Engine {
             self.after(id, gen, true);
         }
         self.remember_shed(pair, now);
-        true
     }
 
     fn remember_shed(&mut self, pair: AddrPair, now: Instant) {
         if self.shed.len() < MAX_SHED_FLOWS {
-            self.shed.insert(pair, now);
+            self.shed.insert(pair, ShedFlow { seen: now, ack: None });
         }
     }
 
@@ -448,37 +480,48 @@ impl Engine {
             return;
         }
         let timeout = self.cfg.session_timeout;
-        self.shed.retain(|_, seen| now.saturating_duration_since(*seen) < timeout);
+        self.shed
+            .retain(|_, f| now.saturating_duration_since(f.seen) < timeout);
         self.shed.shrink_if_oversized();
     }
 
     /// A captured segment of a connection that has no clone: `true` when it is (or now
-    /// becomes) a shed connection's, counted and ignored.
+    /// becomes) a shed connection's, counted and ignored; `false` when it is to be cloned as
+    /// usual (a shed connection's new SYN or next request once the overload is over).
     fn shed_segment(&mut self, now: Instant, key: &FlowKey, seg: &RawSegment<'_>) -> bool {
         let pair = AddrPair::of_flow(key);
         let is_syn = seg.has(SYN) && !seg.has(ACK) && !seg.has(RST);
-        if let Some(seen) = self.shed.get_mut(&pair) {
-            if is_syn && !self.shedding {
-                // The client port is used again after the overload: clone the new connection.
+        let data = !seg.payload.is_empty() && !seg.has(RST) && !seg.has(SYN);
+        if let Some(f) = self.shed.get_mut(&pair) {
+            let ack = seg.has(ACK).then_some(seg.ack);
+            let new_request = data && ack.is_some() && f.ack.is_some() && ack != f.ack;
+            if !self.shedding && (is_syn || new_request && self.resume_allowed) {
+                // Over the overload: the client port is used again (a new connection), or
+                // the connection's next request starts; cloned from here.
                 self.shed.remove(&pair);
+                self.stats.shed_resumed += 1;
+                self.resume_allowed &= is_syn;
                 return false;
             }
             self.stats.shed_segments += 1;
             if seg.has(FIN) || seg.has(RST) {
                 self.shed.remove(&pair);
             } else {
-                *seen = now;
+                f.seen = now;
+                if data {
+                    f.ack = ack;
+                }
             }
             return true;
         }
-        let would_clone = is_syn || !seg.payload.is_empty() && !seg.has(RST) && !seg.has(SYN);
-        if !self.shedding || !would_clone || !self.sampled_in(key) {
+        if !self.shedding || !(is_syn || data) || !self.sampled_in(key) {
             return false;
         }
         self.stats.shed_new += 1;
         self.stats.shed_segments += 1;
-        if !seg.has(FIN) {
-            self.remember_shed(pair, now);
+        if !seg.has(FIN) && self.shed.len() < MAX_SHED_FLOWS {
+            let ack = (data && seg.has(ACK)).then_some(seg.ack);
+            self.shed.insert(pair, ShedFlow { seen: now, ack });
         }
         true
     }

@@ -39,6 +39,9 @@ pub struct EngineStats {
     pub shed_new: u64,
     /// Captured segments of shed connections, ignored.
     pub shed_segments: u64,
+    /// Shed connections cloned again once the capture caught up, from their next request
+    /// (or a new connection on their client port).
+    pub shed_resumed: u64,
     /// Ended: the target reset the connection.
     pub aborted_target_reset: u64,
     /// Ended: idle (`-t`) or stalled (`-k`) timeout.
@@ -133,6 +136,7 @@ impl EngineStats {
         self.shed_sessions += o.shed_sessions;
         self.shed_new += o.shed_new;
         self.shed_segments += o.shed_segments;
+        self.shed_resumed += o.shed_resumed;
         self.aborted_target_reset += o.aborted_target_reset;
         self.aborted_timeout += o.aborted_timeout;
         self.aborted_handshake += o.aborted_handshake;
@@ -202,7 +206,7 @@ impl std::fmt::Display for EngineStats {
         write!(
             f,
             "sessions cloned={} active={} completed={} client_reset={} aborted={} (target_reset={} timeout={} \
-             handshake={} retransmits={} replaced={} gap={}) reuse_detached={} linger_taken_over={} syn_ack_adopted={} handshakes_redone={} handshakes={} handshakes_refused={} target_resets={} refused memory={} ports={} family={} sampled_out={} shed={} (new={} segments={}); \
+             handshake={} retransmits={} replaced={} gap={}) reuse_detached={} linger_taken_over={} syn_ack_adopted={} handshakes_redone={} handshakes={} handshakes_refused={} target_resets={} refused memory={} ports={} family={} sampled_out={} shed={} (new={} segments={} resumed={}); \
              segments in={} sent={} retransmitted={} (rto={} fast={}); gaps={} resets_sent={} reestablished={} \
              overflows={}; bytes captured={} sent={} acked={}; responses={} unmatched={} stale={}; \
              requests sent={} answered={} pacing_timeouts={} mean_latency_us={}; memory={}",
@@ -231,6 +235,7 @@ impl std::fmt::Display for EngineStats {
             self.shed_sessions,
             self.shed_new,
             self.shed_segments,
+            self.shed_resumed,
             self.segments_in,
             self.segments_sent,
             self.segments_retransmitted,

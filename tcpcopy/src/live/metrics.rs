@@ -251,6 +251,11 @@ pub fn snapshot(
         "[capture] Captured segments of shed connections, ignored"
     );
     engine!(
+        shed_resumed,
+        "sessions_shed_resumed",
+        "[capture] Shed connections cloned again from their next request once the capture caught up"
+    );
+    engine!(
         aborted_target_reset,
         "sessions_aborted_target_reset",
         "[target] Sessions aborted: the target reset the connection"

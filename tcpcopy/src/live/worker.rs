@@ -44,8 +44,10 @@ const SHED_FROM: usize = 4;
 /// Below this share (1/N) of every ring waiting, it has caught up and clones new connections
 /// again.
 const SHED_UNTIL: usize = 16;
-/// While behind, another heavy clone is given up this often if the backlog did not shrink.
+/// While behind, the backlog's growth is judged over windows this long.
 const SHED_EVERY: Duration = Duration::from_millis(20);
+/// Once caught up, one shed connection is let back this often (from its next request).
+const RESUME_EVERY: Duration = Duration::from_millis(50);
 
 /// What a worker is fed from.
 pub enum Feed {
@@ -91,9 +93,13 @@ pub struct Worker {
     core: Core,
     /// An --offline file's stamps on the run's clock (the report's production times).
     file_clock: capture::FileClock,
-    /// While shedding: when the next heavy clone may be given up, and the backlog (blocks
-    /// waiting, out of the ring's) when the last one was.
-    shed_next: Option<(Instant, usize, usize)>,
+    /// While shedding: when the current window ends, the blocks waiting and
+    /// [`Worker::blocks_taken`] when it began.
+    shed_window: Option<(Instant, usize, usize)>,
+    /// Blocks taken from the rings so far (wrapping).
+    blocks_taken: usize,
+    /// When the next shed connection may be let back ([`Engine::allow_resume`]).
+    resume_at: Option<Instant>,
 }
 
 /// A worker's engine and what surrounds it: the sender, the limits, the figures.
@@ -142,7 +148,9 @@ impl Worker {
             feed,
             wake,
             file_clock: capture::FileClock::default(),
-            shed_next: None,
+            shed_window: None,
+            blocks_taken: 0,
+            resume_at: None,
             core: Core {
                 engine,
                 tx,
@@ -321,10 +329,16 @@ impl Worker {
         }
     }
 
-    /// Sheds connections while a ring is falling behind ([`Engine::set_shedding`],
-    /// [`Engine::shed_heaviest`]): from a quarter of a ring waiting until less than a sixteenth
-    /// of each does. A full ring makes the kernel drop frames of every session alike, and a
+    /// Sheds connections while the rings are falling behind ([`Engine::set_shedding`],
+    /// [`Engine::shed_heaviest`]): from a quarter of the ring space waiting until less than a
+    /// sixteenth does. A full ring makes the kernel drop frames of every session alike, and a
     /// worker that must then hold and merge around the holes falls further behind.
+    ///
+    /// New connections are shed from the start. Live clones are given up only when the
+    /// backlog still grew over a window of [`SHED_EVERY`]: as many (the heaviest first) as
+    /// carried the share of the traffic the worker could not keep up with, estimated as the
+    /// growth over what came in (the blocks taken plus the growth), at most half at once so
+    /// that one window in which the worker hardly ran does not shed everything.
     fn watch_backlog(&mut self) {
         let Feed::Rings(rings) = &self.feed else {
             return;
@@ -332,16 +346,17 @@ impl Worker {
         if !self.core.shared.shed {
             return;
         }
-        // The fullest ring, as (waiting, blocks).
-        let (waiting, blocks) = rings
-            .iter()
-            .map(|r| (r.ring.waiting(), r.ring.slot_count().max(1)))
-            .max_by(|a, b| (a.0 * b.1).cmp(&(b.0 * a.1)))
-            .unwrap_or((0, 1));
+        let (waiting, blocks) = rings.iter().fold((0, 0), |(w, n), r| {
+            (w + r.ring.waiting(), n + r.ring.slot_count())
+        });
         let engine = &mut self.core.engine;
-        let behind = waiting * SHED_FROM >= blocks;
+        let now = Instant::now();
         if !engine.shedding() {
-            if behind {
+            if engine.shed_flows() > 0 && self.resume_at.is_none_or(|t| now >= t) {
+                engine.allow_resume();
+                self.resume_at = Some(now + RESUME_EVERY);
+            }
+            if waiting * SHED_FROM >= blocks.max(1) {
                 engine.set_shedding(true);
                 let c = &self.core.shared.counters;
                 c.add(&c.overloads, 1);
@@ -351,13 +366,13 @@ impl Worker {
                     ring_blocks = blocks,
                     "capture falling behind: shedding connections until it catches up"
                 );
-                self.shed_next = Some((Instant::now() + SHED_EVERY, waiting, blocks));
+                self.shed_window = Some((now + SHED_EVERY, waiting, self.blocks_taken));
             }
             return;
         }
         if waiting * SHED_UNTIL < blocks {
             engine.set_shedding(false);
-            self.shed_next = None;
+            self.shed_window = None;
             let st = engine.stats();
             info!(
                 worker = self.index,
@@ -365,19 +380,30 @@ impl Worker {
                 shed_new = st.shed_new,
                 "capture caught up: cloning new connections again"
             );
+            self.resume_at = Some(now + RESUME_EVERY);
             return;
         }
-        let now = Instant::now();
-        if let Some((at, was, was_blocks)) = self.shed_next {
-            if now >= at {
-                // Still at least as far behind as at the last shed (compared as shares of
-                // the ring: the fullest ring may be another one now).
-                if waiting * was_blocks >= was * blocks {
-                    engine.shed_heaviest(now);
-                }
-                self.shed_next = Some((now + SHED_EVERY, waiting, blocks));
+        let Some((at, was, taken_then)) = self.shed_window else {
+            return;
+        };
+        if now < at {
+            return;
+        }
+        let taken = self.blocks_taken.wrapping_sub(taken_then);
+        if waiting > was {
+            let grew = waiting - was;
+            let share = (grew as f64 / (taken + grew) as f64).min(0.5);
+            let n = engine.shed_heaviest(now, share);
+            if n > 0 {
+                info!(
+                    worker = self.index,
+                    connections = n,
+                    share = format_args!("{share:.2}"),
+                    "capture still falling behind: heaviest clones shed"
+                );
             }
         }
+        self.shed_window = Some((now + SHED_EVERY, waiting, self.blocks_taken));
     }
 
     /// Feeds what the capture has to the engine; returns whether there was anything.
@@ -396,6 +422,7 @@ impl Worker {
                             break;
                         };
                         any = true;
+                        self.blocks_taken = self.blocks_taken.wrapping_add(1);
                         let now = Instant::now();
                         // The ring overflowed before this block: holes in the sessions' streams
                         // from here on are most likely lost segments (see Engine::capture_lost).

@@ -78,6 +78,37 @@ fn new_connections_are_shed_while_behind_and_stay_shed_until_they_end() {
 }
 
 #[test]
+fn a_shed_connection_is_cloned_again_from_its_next_request_once_caught_up() {
+    let mut h = H::new(config());
+    h.e.set_shedding(true);
+    send!(h, CLIENT_SYN, data(CLIENT, 0, b"POST /up HTTP/1.1\r\n"));
+    h.e.set_shedding(false);
+    h.e.allow_resume();
+    // The rest of the request the overload cut is not cloned (same acknowledgment: the
+    // server has not answered yet).
+    send!(h, data(CLIENT, 19, b"body"));
+    expect!(h, []);
+    // The server answered 100 bytes; the client's next request acknowledges them.
+    send!(
+        h,
+        Seg {
+            ack: PROD_ISN + 1 + 100,
+            ..data(CLIENT, 23, b"GET / HTTP/1.1\r\n\r\n")
+        }
+    );
+    let out = h.sent();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        (out[0].flags, out[0].seq),
+        (SYN, CLIENT_ISN + 23),
+        "a clone from this request on, as for a connection open before tcpcopy started"
+    );
+    let st = h.e.stats();
+    assert_eq!((st.shed_new, st.shed_segments, st.shed_resumed), (1, 3, 1));
+    assert_eq!(h.e.shed_flows(), 0);
+}
+
+#[test]
 fn a_connection_already_open_is_shed_when_its_first_segment_comes_while_behind() {
     let mut h = H::new(config());
     h.e.set_shedding(true);
@@ -110,7 +141,7 @@ fn the_heaviest_clone_is_reset_and_shed_and_the_others_carry_on() {
         data(CLIENT2, 0, b"a larger request\r\n")
     );
     assert_eq!(h.sent().len(), 2);
-    assert!(h.e.shed_heaviest(h.now));
+    assert_eq!(h.e.shed_heaviest(h.now, 0.0), 1);
     let out = h.sent();
     // RSTs at the acknowledged and the last sequence number, as every reset of a clone.
     assert!(
@@ -158,10 +189,10 @@ fn the_heaviest_clone_is_reset_and_shed_and_the_others_carry_on() {
 #[test]
 fn nothing_is_shed_when_no_clone_sent_a_byte_since_the_last_look() {
     let mut h = two_sessions();
-    assert!(!h.e.shed_heaviest(h.now));
+    assert_eq!(h.e.shed_heaviest(h.now, 0.5), 0);
     send!(h, data(CLIENT, 0, b"x"));
-    assert!(h.e.shed_heaviest(h.now));
-    assert!(!h.e.shed_heaviest(h.now), "its bytes were counted once");
+    assert_eq!(h.e.shed_heaviest(h.now, 0.5), 1);
+    assert_eq!(h.e.shed_heaviest(h.now, 0.5), 0, "its bytes were counted once");
     assert_eq!(h.e.stats().shed_sessions, 1);
 }
 
@@ -196,4 +227,87 @@ fn shed_connections_are_forgotten_after_the_session_timeout() {
     assert_eq!(h.e.shed_flows(), 1);
     h.e.expire_shed(h.now + Duration::from_secs(30));
     assert_eq!(h.e.shed_flows(), 0);
+}
+
+#[test]
+fn as_many_heavy_clones_are_shed_as_carried_the_share_asked() {
+    const CLIENT3: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 9), 40_003));
+    let shed_with = |share: f64| {
+        let mut h = two_sessions();
+        send!(
+            h,
+            Seg {
+                src: CLIENT3,
+                ..CLIENT_SYN
+            }
+        );
+        h.sent();
+        // 60, 30 and 10 bytes since the last look.
+        send!(
+            h,
+            data(CLIENT, 0, &[b'a'; 60]),
+            data(CLIENT2, 0, &[b'b'; 30]),
+            data(CLIENT3, 0, &[b'c'; 10])
+        );
+        h.sent();
+        let n = h.e.shed_heaviest(h.now, share);
+        // The RSTs go out and the shed clones are gone.
+        h.sent();
+        // Which connections are shed now: their next segment is ignored.
+        let shed: Vec<bool> = [CLIENT, CLIENT2, CLIENT3]
+            .iter()
+            .map(|&c| {
+                let before = h.e.stats().shed_segments;
+                send!(h, data(c, 100, b"z"));
+                h.e.stats().shed_segments > before
+            })
+            .collect();
+        (n, shed)
+    };
+    // The heaviest alone carried 60 %, the two heaviest 90 %.
+    assert_eq!(shed_with(0.0), (1, vec![true, false, false]), "at least one");
+    assert_eq!(shed_with(0.6), (1, vec![true, false, false]));
+    assert_eq!(shed_with(0.61), (2, vec![true, true, false]));
+    assert_eq!(shed_with(0.9), (2, vec![true, true, false]));
+    assert_eq!(shed_with(1.0), (3, vec![true, true, true]));
+}
+
+#[test]
+fn shed_connections_come_back_one_per_allowance() {
+    let mut h = H::new(config());
+    h.e.set_shedding(true);
+    for c in [CLIENT, CLIENT2] {
+        send!(h, Seg { src: c, ..CLIENT_SYN }, data(c, 0, b"req1\r\n"));
+    }
+    h.e.set_shedding(false);
+    let next = |c| Seg {
+        ack: PROD_ISN + 1 + 10,
+        ..data(c, 6, b"req2\r\n")
+    };
+    // Not allowed yet: the next requests stay shed.
+    send!(h, next(CLIENT), next(CLIENT2));
+    expect!(h, []);
+    h.e.allow_resume();
+    let later = |c| Seg {
+        ack: PROD_ISN + 1 + 20,
+        ..data(c, 12, b"req3\r\n")
+    };
+    send!(h, later(CLIENT), later(CLIENT2));
+    let out = h.sent();
+    assert_eq!(out.len(), 1, "one connection back: {out:?}");
+    assert_eq!((out[0].src, out[0].flags), (CLIENT, SYN));
+    assert_eq!((h.e.stats().shed_resumed, h.e.shed_flows()), (1, 1));
+    // An allowance given while shedding does not count.
+    h.e.set_shedding(true);
+    h.e.allow_resume();
+    h.e.set_shedding(false);
+    send!(
+        h,
+        Seg {
+            ack: PROD_ISN + 1 + 30,
+            ..data(CLIENT2, 18, b"req4\r\n")
+        }
+    );
+    expect!(h, []);
 }

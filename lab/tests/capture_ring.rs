@@ -283,7 +283,13 @@ fn waiting_counts_the_blocks_not_taken_yet() {
     require_root!("capture_ring::waiting_counts_the_blocks_not_taken_yet");
     let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = rx.local_addr().unwrap().port();
-    let mut r = ring_with(&compile(&format!("udp and dst port {port}")), 16, None, 10, None);
+    let mut r = ring_with(
+        &compile(&format!("udp and dst port {port}")),
+        16,
+        None,
+        10,
+        None,
+    );
     assert_eq!((r.waiting(), r.slot_count()), (0, 16));
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
     // About 118 frames of 1,000 bytes fill a 128 KiB block: 5 full blocks and a sixth that
@@ -293,7 +299,10 @@ fn waiting_counts_the_blocks_not_taken_yet() {
     }
     std::thread::sleep(Duration::from_millis(100));
     let waiting = r.waiting();
-    assert!((5..=7).contains(&waiting), "waiting {waiting}, want about 6");
+    assert!(
+        (5..=7).contains(&waiting),
+        "waiting {waiting}, want about 6"
+    );
     drop(r.next_block().unwrap());
     drop(r.next_block().unwrap());
     assert_eq!(r.waiting(), waiting - 2);

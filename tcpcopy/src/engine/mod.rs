@@ -469,7 +469,13 @@ impl Engine {
 
     fn remember_shed(&mut self, pair: AddrPair, now: Instant) {
         if self.shed.len() < MAX_SHED_FLOWS {
-            self.shed.insert(pair, ShedFlow { seen: now, ack: None });
+            self.shed.insert(
+                pair,
+                ShedFlow {
+                    seen: now,
+                    ack: None,
+                },
+            );
         }
     }
 

@@ -38,14 +38,17 @@ const BLOCKS_PER_ROUND: usize = 8;
 const RING_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// After the end of an --offline file: stop once nothing was sent or received for this long.
 const OFFLINE_IDLE: Duration = Duration::from_secs(3);
-/// A worker with this share of a ring (1/N) waiting for it is behind: it sheds connections.
-/// A quarter of the default ring is half a second of a trickle, or 64 MB.
-const SHED_FROM: usize = 4;
-/// Below this share (1/N) of every ring waiting, it has caught up and clones new connections
-/// again.
-const SHED_UNTIL: usize = 16;
-/// While behind, the backlog's growth is judged over windows this long.
-const SHED_EVERY: Duration = Duration::from_millis(20);
+/// A worker with this share of its ring space waiting (NUM/DEN), and growing, is about to
+/// overflow: it sheds connections ([`Worker::watch_backlog`]).
+const SHED_FULL_NUM: usize = 7;
+const SHED_FULL_DEN: usize = 8;
+/// While shedding, live clones are shed when the backlog grew and this share (1/N) waits.
+const SHED_CLONES_FROM: usize = 2;
+/// Below this share (1/N) of the ring space waiting, it has caught up and clones new
+/// connections again.
+const SHED_UNTIL: usize = 4;
+/// The backlog's growth is judged over windows this long.
+const SHED_EVERY: Duration = Duration::from_millis(10);
 /// Once caught up, one shed connection is let back this often (from its next request).
 const RESUME_EVERY: Duration = Duration::from_millis(50);
 
@@ -93,13 +96,15 @@ pub struct Worker {
     core: Core,
     /// An --offline file's stamps on the run's clock (the report's production times).
     file_clock: capture::FileClock,
-    /// While shedding: when the current window ends, the blocks waiting and
-    /// [`Worker::blocks_taken`] when it began.
+    /// The backlog's current window ([`Worker::watch_backlog`]): when it ends, the blocks
+    /// waiting and [`Worker::blocks_taken`] when it began.
     shed_window: Option<(Instant, usize, usize)>,
     /// Blocks taken from the rings so far (wrapping).
     blocks_taken: usize,
     /// When the next shed connection may be let back ([`Engine::allow_resume`]).
     resume_at: Option<Instant>,
+    /// A ring reported kernel losses since [`Worker::watch_backlog`] last ran.
+    overflowed: bool,
 }
 
 /// A worker's engine and what surrounds it: the sender, the limits, the figures.
@@ -151,6 +156,7 @@ impl Worker {
             shed_window: None,
             blocks_taken: 0,
             resume_at: None,
+            overflowed: false,
             core: Core {
                 engine,
                 tx,
@@ -329,16 +335,23 @@ impl Worker {
         }
     }
 
-    /// Sheds connections while the rings are falling behind ([`Engine::set_shedding`],
-    /// [`Engine::shed_heaviest`]): from a quarter of the ring space waiting until less than a
-    /// sixteenth does. A full ring makes the kernel drop frames of every session alike, and a
-    /// worker that must then hold and merge around the holes falls further behind.
+    /// Sheds connections once the worker's capture overflows, or is about to
+    /// ([`Engine::set_shedding`], [`Engine::shed_heaviest`]). The ring is there to absorb
+    /// bursts (the default holds a 200 MB upload that the clones send more slowly than
+    /// production received it), so nothing is shed while it copes; but once it is full the
+    /// kernel drops frames of every session alike, and a worker that must then hold and merge
+    /// around the holes falls further behind.
     ///
-    /// New connections are shed from the start. Live clones are given up only when the
-    /// backlog still grew over a window of [`SHED_EVERY`]: as many (the heaviest first) as
-    /// carried the share of the traffic the worker could not keep up with, estimated as the
-    /// growth over what came in (the blocks taken plus the growth), at most half at once so
-    /// that one window in which the worker hardly ran does not shed everything.
+    /// The backlog (blocks waiting in the rings) is judged over windows of [`SHED_EVERY`].
+    /// Shedding starts when the kernel reported losses, or when 7/8 of the ring space waits
+    /// and the backlog grew over a window in which the worker ran (one that did not run for a
+    /// while finds a backlog that shrinks as soon as it reads). New connections are then shed;
+    /// and at the end of every window over which a backlog of half the ring or more still
+    /// grew, live clones too: as many (the heaviest first) as carried the share of the traffic
+    /// the worker could not keep up with (the growth over what came in: the blocks taken plus
+    /// the growth), at most half at once, so that one window in which the worker hardly ran
+    /// does not shed everything. Under a quarter waiting it has caught up: new connections are
+    /// cloned again, and shed ones come back one per [`RESUME_EVERY`] from their next request.
     fn watch_backlog(&mut self) {
         let Feed::Rings(rings) = &self.feed else {
             return;
@@ -349,30 +362,11 @@ impl Worker {
         let (waiting, blocks) = rings.iter().fold((0, 0), |(w, n), r| {
             (w + r.ring.waiting(), n + r.ring.slot_count())
         });
-        let engine = &mut self.core.engine;
         let now = Instant::now();
-        if !engine.shedding() {
-            if engine.shed_flows() > 0 && self.resume_at.is_none_or(|t| now >= t) {
-                engine.allow_resume();
-                self.resume_at = Some(now + RESUME_EVERY);
-            }
-            if waiting * SHED_FROM >= blocks.max(1) {
-                engine.set_shedding(true);
-                let c = &self.core.shared.counters;
-                c.add(&c.overloads, 1);
-                warn!(
-                    worker = self.index,
-                    waiting_blocks = waiting,
-                    ring_blocks = blocks,
-                    "capture falling behind: shedding connections until it catches up"
-                );
-                self.shed_window = Some((now + SHED_EVERY, waiting, self.blocks_taken));
-            }
-            return;
-        }
-        if waiting * SHED_UNTIL < blocks {
+        let overflowed = std::mem::take(&mut self.overflowed);
+        let engine = &mut self.core.engine;
+        if engine.shedding() && waiting * SHED_UNTIL < blocks && !overflowed {
             engine.set_shedding(false);
-            self.shed_window = None;
             let st = engine.stats();
             info!(
                 worker = self.index,
@@ -381,29 +375,54 @@ impl Worker {
                 "capture caught up: cloning new connections again"
             );
             self.resume_at = Some(now + RESUME_EVERY);
-            return;
         }
-        let Some((at, was, taken_then)) = self.shed_window else {
+        if !engine.shedding() && engine.shed_flows() > 0 && self.resume_at.is_none_or(|t| now >= t)
+        {
+            engine.allow_resume();
+            self.resume_at = Some(now + RESUME_EVERY);
+        }
+        let mut growth = None;
+        let window = (now + SHED_EVERY, waiting, self.blocks_taken);
+        match self.shed_window {
+            None => self.shed_window = Some(window),
+            Some((end, was, taken_then)) if now >= end => {
+                self.shed_window = Some(window);
+                // A window that ended long ago: the worker did not run; judge the next one.
+                if now <= end + SHED_EVERY && waiting > was {
+                    growth = Some((waiting - was, self.blocks_taken.wrapping_sub(taken_then)));
+                }
+            }
+            Some(_) => {}
+        }
+        let full = growth.is_some() && waiting * SHED_FULL_DEN >= blocks * SHED_FULL_NUM;
+        if !engine.shedding() && (overflowed || full) {
+            engine.set_shedding(true);
+            let c = &self.core.shared.counters;
+            c.add(&c.overloads, 1);
+            warn!(
+                worker = self.index,
+                waiting_blocks = waiting,
+                ring_blocks = blocks,
+                kernel_losses = overflowed,
+                "capture overflowing: shedding connections until it catches up"
+            );
+        }
+        let Some((grew, taken)) = growth.filter(|_| engine.shedding()) else {
             return;
         };
-        if now < at {
+        if waiting * SHED_CLONES_FROM < blocks {
             return;
         }
-        let taken = self.blocks_taken.wrapping_sub(taken_then);
-        if waiting > was {
-            let grew = waiting - was;
-            let share = (grew as f64 / (taken + grew) as f64).min(0.5);
-            let n = engine.shed_heaviest(now, share);
-            if n > 0 {
-                info!(
-                    worker = self.index,
-                    connections = n,
-                    share = format_args!("{share:.2}"),
-                    "capture still falling behind: heaviest clones shed"
-                );
-            }
+        let share = (grew as f64 / (taken + grew) as f64).min(0.5);
+        let n = engine.shed_heaviest(now, share);
+        if n > 0 {
+            info!(
+                worker = self.index,
+                connections = n,
+                share = format_args!("{share:.2}"),
+                "capture still falling behind: heaviest clones shed"
+            );
         }
-        self.shed_window = Some((now + SHED_EVERY, waiting, self.blocks_taken));
     }
 
     /// Feeds what the capture has to the engine; returns whether there was anything.
@@ -429,6 +448,7 @@ impl Worker {
                         let losing = block.losing();
                         if losing {
                             self.core.engine.capture_lost(now);
+                            self.overflowed = true;
                         }
                         let wall_then = if report { capture::wall_ns() } else { 0 };
                         let (mut frames, mut bytes, mut not_ip, mut cut) = (0u64, 0u64, 0, 0);

@@ -336,9 +336,7 @@ impl EngineSession {
                     RawEndReason::ClientReset
                     | RawEndReason::Replaced
                     | RawEndReason::Gap
-                    | RawEndReason::Shed => {
-                        Unanswered::Cut
-                    }
+                    | RawEndReason::Shed => Unanswered::Cut,
                 },
             });
         }

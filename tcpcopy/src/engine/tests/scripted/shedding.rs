@@ -56,7 +56,10 @@ fn new_connections_are_shed_while_behind_and_stay_shed_until_they_end() {
     expect!(h, []);
     assert_eq!(h.e.session_count(), 0);
     let st = h.e.stats();
-    assert_eq!((st.shed_new, st.shed_segments, st.sessions_cloned), (1, 2, 0));
+    assert_eq!(
+        (st.shed_new, st.shed_segments, st.sessions_cloned),
+        (1, 2, 0)
+    );
     // Its FIN ends it; a later connection from another port is cloned as usual.
     send!(
         h,
@@ -118,7 +121,10 @@ fn a_connection_already_open_is_shed_when_its_first_segment_comes_while_behind()
     send!(h, data(CLIENT, 6, b"PING\r\n"));
     expect!(h, []);
     let st = h.e.stats();
-    assert_eq!((st.shed_new, st.shed_segments, st.sessions_cloned), (1, 2, 0));
+    assert_eq!(
+        (st.shed_new, st.shed_segments, st.sessions_cloned),
+        (1, 2, 0)
+    );
     // A pure ACK is never a new connection: not shed, not remembered.
     h.e.set_shedding(true);
     send!(
@@ -159,7 +165,11 @@ fn the_heaviest_clone_is_reset_and_shed_and_the_others_carry_on() {
     assert_eq!(removed, vec![CLIENT2], "intercept forgets the shed clone");
     assert_eq!(h.e.session_count(), 1);
     let st = h.e.stats();
-    assert_eq!((st.shed_sessions, st.aborted()), (1, 0), "shed is not an abort");
+    assert_eq!(
+        (st.shed_sessions, st.aborted()),
+        (1, 0),
+        "shed is not an abort"
+    );
     // The shed connection's next request goes nowhere, the other's goes out as usual.
     respond!(
         h,
@@ -192,7 +202,11 @@ fn nothing_is_shed_when_no_clone_sent_a_byte_since_the_last_look() {
     assert_eq!(h.e.shed_heaviest(h.now, 0.5), 0);
     send!(h, data(CLIENT, 0, b"x"));
     assert_eq!(h.e.shed_heaviest(h.now, 0.5), 1);
-    assert_eq!(h.e.shed_heaviest(h.now, 0.5), 0, "its bytes were counted once");
+    assert_eq!(
+        h.e.shed_heaviest(h.now, 0.5),
+        0,
+        "its bytes were counted once"
+    );
     assert_eq!(h.e.stats().shed_sessions, 1);
 }
 
@@ -266,7 +280,11 @@ fn as_many_heavy_clones_are_shed_as_carried_the_share_asked() {
         (n, shed)
     };
     // The heaviest alone carried 60 %, the two heaviest 90 %.
-    assert_eq!(shed_with(0.0), (1, vec![true, false, false]), "at least one");
+    assert_eq!(
+        shed_with(0.0),
+        (1, vec![true, false, false]),
+        "at least one"
+    );
     assert_eq!(shed_with(0.6), (1, vec![true, false, false]));
     assert_eq!(shed_with(0.61), (2, vec![true, true, false]));
     assert_eq!(shed_with(0.9), (2, vec![true, true, false]));
@@ -278,7 +296,14 @@ fn shed_connections_come_back_one_per_allowance() {
     let mut h = H::new(config());
     h.e.set_shedding(true);
     for c in [CLIENT, CLIENT2] {
-        send!(h, Seg { src: c, ..CLIENT_SYN }, data(c, 0, b"req1\r\n"));
+        send!(
+            h,
+            Seg {
+                src: c,
+                ..CLIENT_SYN
+            },
+            data(c, 0, b"req1\r\n")
+        );
     }
     h.e.set_shedding(false);
     let next = |c| Seg {

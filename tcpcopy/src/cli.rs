@@ -124,12 +124,14 @@ pub struct Cli {
     /// which the packet path bypasses). With --max-pps/--max-mbps every segment is sent alone.
     #[arg(long = "send", value_name = "packet|raw", default_value = "packet")]
     pub send: String,
-    /// Never shed connections when the capture falls behind. By default a worker whose ring
-    /// is a quarter full (the host cannot give it the CPU that production's traffic needs)
-    /// stops cloning new connections, then gives up its heaviest live clones one at a time,
-    /// every 20 ms while the ring keeps filling, until it is back under a sixteenth: what the
-    /// target gets stays whole sessions (counted as `shed`) instead of the kernel dropping
-    /// frames of every session once the ring is full. The default ring capture only.
+    /// Never shed connections when the capture overflows. By default a worker whose ring
+    /// overflows (the kernel drops frames) or is 7/8 full and filling stops cloning new
+    /// connections, and while half its ring or more waits and keeps filling gives up its
+    /// heaviest live clones (a RST to the target), as many as carried the traffic it could
+    /// not keep up with; under a quarter it clones new connections again and lets the shed
+    /// ones back one per 50 ms, each from its next request. The target then gets whole
+    /// requests (counted as `shed`) instead of frames lost from every session. The default
+    /// ring capture only.
     #[arg(long = "no-shed")]
     pub no_shed: bool,
     /// Worker threads, each with its share of the capture (PACKET_FANOUT by flow hash), its

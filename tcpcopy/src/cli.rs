@@ -124,14 +124,15 @@ pub struct Cli {
     /// which the packet path bypasses). With --max-pps/--max-mbps every segment is sent alone.
     #[arg(long = "send", value_name = "packet|raw", default_value = "packet")]
     pub send: String,
-    /// Never shed connections when the capture overflows. By default a worker whose ring
-    /// overflows (the kernel drops frames) or is 7/8 full and filling stops cloning new
-    /// connections, and while half its ring or more waits and keeps filling gives up its
-    /// heaviest live clones (a RST to the target), as many as carried the traffic it could
-    /// not keep up with; under a quarter it clones new connections again and lets the shed
-    /// ones back one per 50 ms, each from its next request. The target then gets whole
-    /// requests (counted as `shed`) instead of frames lost from every session. The default
-    /// ring capture only.
+    /// Never shed connections when the capture overflows. By default a worker that cannot
+    /// keep up, its ring overflowing (the kernel drops frames) or 7/8 full and not draining
+    /// while it reads, stops cloning new connections, and while half its ring or more waits
+    /// and does not drain gives up its heaviest live clones (a RST to the target), as many as
+    /// carried the traffic it could not keep up with; under a quarter it clones new
+    /// connections again and lets the shed ones back one per 50 ms, each from its next
+    /// request. The target then gets whole requests (counted as `shed`) instead of frames
+    /// lost from every session. A burst the ring holds sheds nothing. The default ring
+    /// capture only.
     #[arg(long = "no-shed")]
     pub no_shed: bool,
     /// Worker threads, each with its share of the capture (PACKET_FANOUT by flow hash), its

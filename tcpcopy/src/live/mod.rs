@@ -16,6 +16,7 @@ pub mod counters;
 pub mod metrics;
 pub mod netlink;
 pub mod nexthop;
+pub mod shed;
 pub mod sys;
 pub mod worker;
 

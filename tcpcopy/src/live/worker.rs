@@ -15,6 +15,7 @@ use super::capture::{self, CopiedBatch, CopiedBatchPool, LiveRing, Skip};
 use super::channel::{InterceptLink, ToChannel};
 use super::counters::Counters;
 use super::nexthop::HopStats;
+use super::shed::{Backlog, ShedPolicy};
 use super::sys::{Flushed, TxQueue};
 use crate::engine::{Engine, EngineEvent, EngineStats};
 use crossbeam_channel::Receiver;
@@ -38,19 +39,6 @@ const BLOCKS_PER_ROUND: usize = 8;
 const RING_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// After the end of an --offline file: stop once nothing was sent or received for this long.
 const OFFLINE_IDLE: Duration = Duration::from_secs(3);
-/// A worker with this share of its ring space waiting (NUM/DEN), and growing, is about to
-/// overflow: it sheds connections ([`Worker::watch_backlog`]).
-const SHED_FULL_NUM: usize = 7;
-const SHED_FULL_DEN: usize = 8;
-/// While shedding, live clones are shed when the backlog grew and this share (1/N) waits.
-const SHED_CLONES_FROM: usize = 2;
-/// Below this share (1/N) of the ring space waiting, it has caught up and clones new
-/// connections again.
-const SHED_UNTIL: usize = 4;
-/// The backlog's growth is judged over windows this long.
-const SHED_EVERY: Duration = Duration::from_millis(10);
-/// Once caught up, one shed connection is let back this often (from its next request).
-const RESUME_EVERY: Duration = Duration::from_millis(50);
 
 /// What a worker is fed from.
 pub enum Feed {
@@ -96,15 +84,10 @@ pub struct Worker {
     core: Core,
     /// An --offline file's stamps on the run's clock (the report's production times).
     file_clock: capture::FileClock,
-    /// The backlog's current window ([`Worker::watch_backlog`]): when it ends, the blocks
-    /// waiting and [`Worker::blocks_taken`] when it began.
-    shed_window: Option<(Instant, usize, usize)>,
+    /// When to shed connections ([`Worker::watch_backlog`]).
+    shed: ShedPolicy,
     /// Blocks taken from the rings so far (wrapping).
     blocks_taken: usize,
-    /// When the next shed connection may be let back ([`Engine::allow_resume`]).
-    resume_at: Option<Instant>,
-    /// A ring reported kernel losses since [`Worker::watch_backlog`] last ran.
-    overflowed: bool,
 }
 
 /// A worker's engine and what surrounds it: the sender, the limits, the figures.
@@ -153,10 +136,8 @@ impl Worker {
             feed,
             wake,
             file_clock: capture::FileClock::default(),
-            shed_window: None,
+            shed: ShedPolicy::default(),
             blocks_taken: 0,
-            resume_at: None,
-            overflowed: false,
             core: Core {
                 engine,
                 tx,
@@ -335,23 +316,8 @@ impl Worker {
         }
     }
 
-    /// Sheds connections once the worker's capture overflows, or is about to
-    /// ([`Engine::set_shedding`], [`Engine::shed_heaviest`]). The ring is there to absorb
-    /// bursts (the default holds a 200 MB upload that the clones send more slowly than
-    /// production received it), so nothing is shed while it copes; but once it is full the
-    /// kernel drops frames of every session alike, and a worker that must then hold and merge
-    /// around the holes falls further behind.
-    ///
-    /// The backlog (blocks waiting in the rings) is judged over windows of [`SHED_EVERY`].
-    /// Shedding starts when the kernel reported losses, or when 7/8 of the ring space waits
-    /// and the backlog grew over a window in which the worker ran (one that did not run for a
-    /// while finds a backlog that shrinks as soon as it reads). New connections are then shed;
-    /// and at the end of every window over which a backlog of half the ring or more still
-    /// grew, live clones too: as many (the heaviest first) as carried the share of the traffic
-    /// the worker could not keep up with (the growth over what came in: the blocks taken plus
-    /// the growth), at most half at once, so that one window in which the worker hardly ran
-    /// does not shed everything. Under a quarter waiting it has caught up: new connections are
-    /// cloned again, and shed ones come back one per [`RESUME_EVERY`] from their next request.
+    /// Sheds connections while the worker cannot keep up with its capture and its ring
+    /// overflows ([`super::shed`] says when).
     fn watch_backlog(&mut self) {
         let Feed::Rings(rings) = &self.feed else {
             return;
@@ -363,9 +329,18 @@ impl Worker {
             (w + r.ring.waiting(), n + r.ring.slot_count())
         });
         let now = Instant::now();
-        let overflowed = std::mem::take(&mut self.overflowed);
         let engine = &mut self.core.engine;
-        if engine.shedding() && waiting * SHED_UNTIL < blocks && !overflowed {
+        let a = self.shed.observe(
+            now,
+            Backlog {
+                waiting,
+                blocks,
+                taken: self.blocks_taken,
+            },
+            engine.shedding(),
+            engine.shed_flows() > 0,
+        );
+        if a.stop {
             engine.set_shedding(false);
             let st = engine.stats();
             info!(
@@ -374,28 +349,11 @@ impl Worker {
                 shed_new = st.shed_new,
                 "capture caught up: cloning new connections again"
             );
-            self.resume_at = Some(now + RESUME_EVERY);
         }
-        if !engine.shedding() && engine.shed_flows() > 0 && self.resume_at.is_none_or(|t| now >= t)
-        {
+        if a.allow_resume {
             engine.allow_resume();
-            self.resume_at = Some(now + RESUME_EVERY);
         }
-        let mut growth = None;
-        let window = (now + SHED_EVERY, waiting, self.blocks_taken);
-        match self.shed_window {
-            None => self.shed_window = Some(window),
-            Some((end, was, taken_then)) if now >= end => {
-                self.shed_window = Some(window);
-                // A window that ended long ago: the worker did not run; judge the next one.
-                if now <= end + SHED_EVERY && waiting > was {
-                    growth = Some((waiting - was, self.blocks_taken.wrapping_sub(taken_then)));
-                }
-            }
-            Some(_) => {}
-        }
-        let full = growth.is_some() && waiting * SHED_FULL_DEN >= blocks * SHED_FULL_NUM;
-        if !engine.shedding() && (overflowed || full) {
+        if a.start {
             engine.set_shedding(true);
             let c = &self.core.shared.counters;
             c.add(&c.overloads, 1);
@@ -403,25 +361,19 @@ impl Worker {
                 worker = self.index,
                 waiting_blocks = waiting,
                 ring_blocks = blocks,
-                kernel_losses = overflowed,
                 "capture overflowing: shedding connections until it catches up"
             );
         }
-        let Some((grew, taken)) = growth.filter(|_| engine.shedding()) else {
-            return;
-        };
-        if waiting * SHED_CLONES_FROM < blocks {
-            return;
-        }
-        let share = (grew as f64 / (taken + grew) as f64).min(0.5);
-        let n = engine.shed_heaviest(now, share);
-        if n > 0 {
-            info!(
-                worker = self.index,
-                connections = n,
-                share = format_args!("{share:.2}"),
-                "capture still falling behind: heaviest clones shed"
-            );
+        if let Some(share) = a.shed_share {
+            let n = engine.shed_heaviest(now, share);
+            if n > 0 {
+                info!(
+                    worker = self.index,
+                    connections = n,
+                    share = format_args!("{share:.2}"),
+                    "capture still falling behind: heaviest clones shed"
+                );
+            }
         }
     }
 
@@ -448,7 +400,7 @@ impl Worker {
                         let losing = block.losing();
                         if losing {
                             self.core.engine.capture_lost(now);
-                            self.overflowed = true;
+                            self.shed.overflowed();
                         }
                         let wall_then = if report { capture::wall_ns() } else { 0 };
                         let (mut frames, mut bytes, mut not_ip, mut cut) = (0u64, 0u64, 0, 0);

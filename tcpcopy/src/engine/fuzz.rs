@@ -1,11 +1,12 @@
-//! Fuzz entry point: arbitrary captured segments, responses and timeouts through one engine.
+//! Fuzz entry point: arbitrary captured segments, responses, timeouts and shedding through one
+//! engine.
 
 use super::{Engine, EngineConfig};
 use crate::mapping::TargetMapping;
 use std::time::{Duration, Instant};
 
-/// Drives an engine with `data` interpreted as a script of captured packets, target reports
-/// and clock steps; every output is drained and its checksums verified. Must never panic.
+/// Drives an engine with `data` interpreted as a script of captured packets, target reports,
+/// clock steps and shedding; every output is drained and its checksums verified. Must never panic.
 #[doc(hidden)]
 pub fn fuzz_engine(data: &[u8]) {
     let cfg = EngineConfig {
@@ -45,14 +46,26 @@ pub fn fuzz_engine(data: &[u8]) {
                 now += Duration::from_micros(u64::from(op) * 997);
                 e.handle_timeout(now);
             }
-            _ => {
-                if let Some(t) = e.poll_timeout() {
-                    if t > now {
-                        now = t;
-                    }
-                    e.handle_timeout(now);
+            // The capture falling behind: shedding on and off, heavy clones shed, shed
+            // connections let back.
+            _ => match op / 4 % 4 {
+                0 => e.set_shedding(!e.shedding()),
+                1 => {
+                    e.shed_heaviest(now, f64::from(op) / 255.0);
                 }
-            }
+                2 => {
+                    e.allow_resume();
+                    e.expire_shed(now);
+                }
+                _ => {
+                    if let Some(t) = e.poll_timeout() {
+                        if t > now {
+                            now = t;
+                        }
+                        e.handle_timeout(now);
+                    }
+                }
+            },
         }
         let mut guard = 0;
         while let Some(tx) = e.poll_transmit(now, &mut out) {

@@ -220,6 +220,78 @@ fn redis_set_64k_values_send_raw() {
 }
 
 /// The first `name=N` of the summary's counters line.
+/// An `engine:` counter of tcpcopy's summary (`name=N`, perhaps after a parenthesis).
+fn engine_counter(summary: &str, name: &str) -> u64 {
+    summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("engine:"))
+        .and_then(|l| {
+            l.split_whitespace()
+                .filter_map(|w| {
+                    w.trim_start_matches('(')
+                        .strip_prefix(name)?
+                        .strip_prefix('=')
+                })
+                .find_map(|v| v.trim_end_matches([')', ';']).parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no engine {name}= in the summary:\n{summary}"))
+}
+
+/// A capture ring far too small for a burst of uploads at memory speed (`-B 1`: 8 blocks of
+/// 128 KiB) overflows: tcpcopy sheds whole connections rather than cloning pieces of every
+/// one, nothing reaches the target twice, and once the burst is over it clones new
+/// connections again in full.
+#[test]
+fn an_overflowing_capture_sheds_connections_and_recovers() {
+    require_redis_lab!("an_overflowing_capture_sheds_connections_and_recovers");
+    let _g = serial();
+    let (mut t, pid) = Topo::redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &["-B", "1"]);
+    let (p, tg) = (t.prod.clone(), t.target.clone());
+    t.client(&format!(
+        "timeout 120 redis-benchmark -h {PROD4} -p {REDIS_PROD} -n 2000 -c 20 -t set -d 65536 -q"
+    ));
+    let prod_set = redis_calls(&t.lab, &p, REDIS_PROD, "set");
+    let got_set = settle(prod_set, Duration::from_secs(10), || {
+        redis_calls(&t.lab, &tg, REDIS_TARGET, "set")
+    });
+    println!("the burst: production {prod_set} SETs of 64 KB, target {got_set}");
+    // The recovery: new keep-alive connections, delivered in full.
+    let failures = redis_delivery(
+        &mut t,
+        pid,
+        PROD4,
+        "-n 3000 -c 5 -t incr",
+        &["incr"],
+        1,
+        0.99,
+        "after the burst, INCR x 5 keep-alive",
+    );
+    let sum = t.last_summary.clone();
+    let drops = counter(&sum, "kernel_drops");
+    let overloads = counter(&sum, "overloads");
+    let shed = engine_counter(&sum, "shed") + engine_counter(&sum, "new");
+    println!(
+        "kernel_drops {drops}, overloads {overloads}, shed {shed}, cut {}",
+        engine_counter(&sum, "gaps")
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        got_set <= prod_set,
+        "the target got more SETs than production: {got_set} > {prod_set}"
+    );
+    if drops == 0 {
+        println!(
+            "NOTE: a 1 MB ring did not overflow under 2,000 uploads of 64 KB here: shedding not \
+             exercised"
+        );
+        return;
+    }
+    assert!(
+        overloads >= 1 && shed >= 1,
+        "the ring overflowed ({drops} kernel drops) and nothing was shed:\n{sum}"
+    );
+}
+
 fn counter(summary: &str, name: &str) -> u64 {
     summary
         .lines()

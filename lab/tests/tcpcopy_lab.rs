@@ -220,23 +220,6 @@ fn redis_set_64k_values_send_raw() {
 }
 
 /// The first `name=N` of the summary's counters line.
-/// An `engine:` counter of tcpcopy's summary (`name=N`, perhaps after a parenthesis).
-fn engine_counter(summary: &str, name: &str) -> u64 {
-    summary
-        .lines()
-        .find(|l| l.trim_start().starts_with("engine:"))
-        .and_then(|l| {
-            l.split_whitespace()
-                .filter_map(|w| {
-                    w.trim_start_matches('(')
-                        .strip_prefix(name)?
-                        .strip_prefix('=')
-                })
-                .find_map(|v| v.trim_end_matches([')', ';']).parse().ok())
-        })
-        .unwrap_or_else(|| panic!("no engine {name}= in the summary:\n{summary}"))
-}
-
 /// A capture ring far too small for a burst of uploads at memory speed (`-B 1`: 8 blocks of
 /// 128 KiB) overflows: tcpcopy sheds whole connections rather than cloning pieces of every
 /// one, nothing reaches the target twice, and once the burst is over it clones new
@@ -293,15 +276,29 @@ fn an_overflowing_capture_sheds_connections_and_recovers() {
 }
 
 fn counter(summary: &str, name: &str) -> u64 {
+    summary_counter(summary, "counters:", name)
+}
+
+/// An `engine:` counter of tcpcopy's summary.
+fn engine_counter(summary: &str, name: &str) -> u64 {
+    summary_counter(summary, "engine:", name)
+}
+
+/// `name=N` on the summary line that starts with `line` (perhaps after a parenthesis).
+fn summary_counter(summary: &str, line: &str, name: &str) -> u64 {
     summary
         .lines()
-        .find(|l| l.trim_start().starts_with("counters:"))
+        .find(|l| l.trim_start().starts_with(line))
         .and_then(|l| {
             l.split_whitespace()
-                .filter_map(|w| w.strip_prefix(name)?.strip_prefix('='))
-                .find_map(|v| v.parse().ok())
+                .filter_map(|w| {
+                    w.trim_start_matches('(')
+                        .strip_prefix(name)?
+                        .strip_prefix('=')
+                })
+                .find_map(|v| v.trim_end_matches([')', ';']).parse().ok())
         })
-        .unwrap_or_else(|| panic!("no {name}= in the summary:\n{summary}"))
+        .unwrap_or_else(|| panic!("no {line} {name}= in the summary:\n{summary}"))
 }
 
 #[test]

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 /// The backlog's growth is judged over windows this long.
 pub const WINDOW: Duration = Duration::from_millis(10);
+/// ... or over this much of one, when the ring is nearly full.
+const EARLY: Duration = Duration::from_millis(1);
 /// Once caught up, one shed connection is let back this often (from its next request).
 pub const RESUME_EVERY: Duration = Duration::from_millis(50);
 /// A worker with this share of its ring space waiting (NUM/DEN), not shrinking while it reads,
@@ -104,7 +106,13 @@ impl ShedPolicy {
             self.window = Some(next);
             return a;
         };
-        if now < end {
+        // A window is judged at its end, or early once 7/8 of the ring waits and the backlog
+        // grew over at least [`EARLY`] of it: at gigabytes a second the last eighth of the
+        // ring fills in a few milliseconds.
+        let early = now + WINDOW >= end + EARLY
+            && b.waiting > was
+            && b.waiting * FULL_DEN >= b.blocks * FULL_NUM;
+        if now < end && !early {
             return a;
         }
         self.window = Some(next);
@@ -174,9 +182,23 @@ mod tests {
         let a = p.observe(t0 + 2 * WINDOW, backlog(1810, 190), true, true);
         assert!(!a.start && !a.stop && !a.allow_resume);
         assert_eq!(a.shed_share, Some(0.1));
-        // Mid-window: nothing judged.
-        let a = p.observe(t0 + 2 * WINDOW + WINDOW / 2, backlog(1900, 200), true, true);
+        // Mid-window, under 7/8 of the ring: nothing judged.
+        let a = p.observe(t0 + 2 * WINDOW + WINDOW / 2, backlog(1700, 300), true, true);
         assert_eq!(a, Actions::default());
+    }
+
+    #[test]
+    fn a_nearly_full_ring_is_judged_before_its_window_ends() {
+        let t0 = Instant::now();
+        let mut p = started(t0, 1700);
+        assert_eq!(
+            p.observe(t0 + EARLY / 2, backlog(1850, 20), false, false),
+            Actions::default()
+        );
+        // 200 more blocks waiting after a millisecond in which 40 were taken.
+        let a = p.observe(t0 + EARLY, backlog(1900, 40), false, false);
+        assert!(a.start);
+        assert_eq!(a.shed_share, Some(0.5));
     }
 
     #[test]

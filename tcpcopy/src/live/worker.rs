@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tcpclone::capture::tpacket::BlockView;
 use tcpclone::sys::ring::{poll_fds, PollFd, Wake};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Longest a worker sleeps without looking at its stop flag and publishing its counters.
 const MAX_SLEEP: Duration = Duration::from_millis(250);
@@ -39,6 +39,8 @@ const BLOCKS_PER_ROUND: usize = 8;
 const RING_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// After the end of an --offline file: stop once nothing was sent or received for this long.
 const OFFLINE_IDLE: Duration = Duration::from_secs(3);
+/// At most one log line about shedding per worker this often.
+const SHED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What a worker is fed from.
 pub enum Feed {
@@ -88,6 +90,10 @@ pub struct Worker {
     shed: ShedPolicy,
     /// Blocks taken from the rings so far (wrapping).
     blocks_taken: usize,
+    /// When a start of shedding was last logged.
+    shed_logged: Option<Instant>,
+    /// The current shedding's start was logged: its stop is too.
+    shed_stop_logs: bool,
 }
 
 /// A worker's engine and what surrounds it: the sender, the limits, the figures.
@@ -138,6 +144,8 @@ impl Worker {
             file_clock: capture::FileClock::default(),
             shed: ShedPolicy::default(),
             blocks_taken: 0,
+            shed_logged: None,
+            shed_stop_logs: false,
             core: Core {
                 engine,
                 tx,
@@ -340,15 +348,21 @@ impl Worker {
             engine.shedding(),
             engine.shed_flows() > 0,
         );
+        // Under a lasting overload a worker starts and stops shedding several times a
+        // second: a start is logged once per SHED_LOG_EVERY at most, with its stop (the
+        // counters have every event).
         if a.stop {
             engine.set_shedding(false);
-            let st = engine.stats();
-            info!(
-                worker = self.index,
-                shed = st.shed_sessions,
-                shed_new = st.shed_new,
-                "capture caught up: cloning new connections again"
-            );
+            if std::mem::take(&mut self.shed_stop_logs) {
+                let st = engine.stats();
+                info!(
+                    worker = self.index,
+                    shed = st.shed_sessions,
+                    shed_new = st.shed_new,
+                    resumed = st.shed_resumed,
+                    "capture caught up: cloning new connections again"
+                );
+            }
         }
         if a.allow_resume {
             engine.allow_resume();
@@ -357,17 +371,22 @@ impl Worker {
             engine.set_shedding(true);
             let c = &self.core.shared.counters;
             c.add(&c.overloads, 1);
-            warn!(
-                worker = self.index,
-                waiting_blocks = waiting,
-                ring_blocks = blocks,
-                "capture overflowing: shedding connections until it catches up"
-            );
+            if self.shed_logged.is_none_or(|t| now >= t + SHED_LOG_EVERY) {
+                self.shed_logged = Some(now);
+                self.shed_stop_logs = true;
+                warn!(
+                    worker = self.index,
+                    waiting_blocks = waiting,
+                    ring_blocks = blocks,
+                    overloads = Counters::get(&c.overloads),
+                    "capture overflowing: shedding connections until it catches up"
+                );
+            }
         }
         if let Some(share) = a.shed_share {
             let n = engine.shed_heaviest(now, share);
             if n > 0 {
-                info!(
+                debug!(
                     worker = self.index,
                     connections = n,
                     share = format_args!("{share:.2}"),

@@ -464,18 +464,12 @@ impl Engine {
             }
             self.after(id, gen, true);
         }
-        self.remember_shed(pair, now);
+        self.remember_shed(pair, now, None);
     }
 
-    fn remember_shed(&mut self, pair: AddrPair, now: Instant) {
+    fn remember_shed(&mut self, pair: AddrPair, now: Instant, ack: Option<SeqNumber>) {
         if self.shed.len() < MAX_SHED_FLOWS {
-            self.shed.insert(
-                pair,
-                ShedFlow {
-                    seen: now,
-                    ack: None,
-                },
-            );
+            self.shed.insert(pair, ShedFlow { seen: now, ack });
         }
     }
 
@@ -494,9 +488,14 @@ impl Engine {
     /// A captured segment of a connection that has no clone: `true` when it is (or now
     /// becomes) a shed connection's, counted and ignored; `false` when it is to be cloned as
     /// usual (a shed connection's new SYN or next request once the overload is over).
-    fn shed_segment(&mut self, now: Instant, key: &FlowKey, seg: &RawSegment<'_>) -> bool {
+    fn shed_segment(
+        &mut self,
+        now: Instant,
+        key: &FlowKey,
+        seg: &RawSegment<'_>,
+        is_syn: bool,
+    ) -> bool {
         let pair = AddrPair::of_flow(key);
-        let is_syn = seg.has(SYN) && !seg.has(ACK) && !seg.has(RST);
         let data = !seg.payload.is_empty() && !seg.has(RST) && !seg.has(SYN);
         if let Some(f) = self.shed.get_mut(&pair) {
             let ack = seg.has(ACK).then_some(seg.ack);
@@ -525,9 +524,8 @@ impl Engine {
         }
         self.stats.shed_new += 1;
         self.stats.shed_segments += 1;
-        if !seg.has(FIN) && self.shed.len() < MAX_SHED_FLOWS {
-            let ack = (data && seg.has(ACK)).then_some(seg.ack);
-            self.shed.insert(pair, ShedFlow { seen: now, ack });
+        if !seg.has(FIN) {
+            self.remember_shed(pair, now, (data && seg.has(ACK)).then_some(seg.ack));
         }
         true
     }
@@ -653,7 +651,7 @@ impl Engine {
             }
             return;
         }
-        if (self.shedding || !self.shed.is_empty()) && self.shed_segment(now, &key, &seg) {
+        if (self.shedding || !self.shed.is_empty()) && self.shed_segment(now, &key, &seg, is_syn) {
             return;
         }
         if is_syn {

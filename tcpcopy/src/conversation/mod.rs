@@ -35,11 +35,13 @@
 //!   answer count starting over with each request ([`RequestPacer::reset_answer`]).
 
 mod boundary;
+mod chunks;
 mod order;
 mod pacing;
 mod stream;
 
 pub(crate) use boundary::{BoundaryRules, RequestBoundaries};
+pub(crate) use chunks::SparePool;
 pub(crate) use order::{held_cost, Held, ReorderQueue};
 pub(crate) use pacing::{GateRules, RequestPacer};
-pub(crate) use stream::{ClientStream, SparePool};
+pub(crate) use stream::ClientStream;

@@ -727,21 +727,12 @@ impl Engine {
     }
 
     /// Room in the memory budget for `n` more sessions, the spare buffers freed first if that
-    /// is what it takes, then the large buffers left mostly unused since the last compaction
-    /// trimmed; a refusal is counted.
+    /// is what it takes; a refusal is counted.
     fn room_for_sessions(&mut self, n: usize) -> bool {
         let need = SESSION_OVERHEAD * n;
-        let mut room = self
+        let room = self
             .spares
             .room_for(need, self.cfg.max_memory, &mut self.mem);
-        if !room {
-            for s in self.slots.iter_mut().filter_map(|s| s.session.as_mut()) {
-                s.trim_buffers(&mut self.mem);
-            }
-            room = self
-                .spares
-                .room_for(need, self.cfg.max_memory, &mut self.mem);
-        }
         if !room {
             self.stats.refused_memory += 1;
         }
@@ -1032,9 +1023,6 @@ impl Engine {
     /// sized for yesterday's peak stays resident as long as it exists.)
     pub fn compact(&mut self) {
         self.spares.trim(&mut self.mem);
-        for s in self.slots.iter_mut().filter_map(|s| s.session.as_mut()) {
-            s.trim_buffers(&mut self.mem);
-        }
         // Empty slots at the end go (their ids leave the free list; stale references to them
         // in the ready queue and the timers are dropped below, so a slot created again at the
         // same index cannot be mistaken for the old one).

@@ -78,18 +78,22 @@ impl EngineSession {
             return;
         };
         if !new.is_empty() {
-            self.stream.adopt_spare(cx.spares, new.len(), cx.mem);
-            let grow = self.stream.growth_for(new.len(), cx.cfg.max_session_buffer);
-            let Some(grow) = grow.filter(|&g| cx.fits(g)) else {
+            let limit = cx.cfg.max_session_buffer;
+            let spares = cx.spares.count();
+            let grow = |cx: &SessionCtx<'_>| self.stream.growth_for(new.len(), limit, cx.spares);
+            // Making room may free the spares the first answer counted on: asked again then.
+            let fits = grow(cx).is_some_and(|g| cx.fits(g))
+                && (cx.spares.count() == spares || grow(cx).is_some_and(|g| cx.fits(g)));
+            if !fits {
                 cx.stats.buffer_overflows += 1;
                 self.gap(cx);
                 return;
-            };
+            }
             if ack.is_some() {
                 let start = self.starts.on_client_data(ack, &BoundaryRules::RAW);
                 self.pacer.note_request(start, cap_nxt, cx.cfg.no_wait);
             }
-            self.stream.append(new, grow, cx.mem);
+            self.stream.append(new, cx.spares, cx.mem);
         }
         if fin && end == self.stream.next() && self.stream.fin().is_none() {
             if data.is_empty() && ack.is_some() {

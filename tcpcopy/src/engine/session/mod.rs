@@ -264,12 +264,6 @@ impl EngineSession {
         self.stream.buffered()
     }
 
-    /// Shrinks a large client buffer that stayed mostly unused (the engine's periodic
-    /// compaction; see [`ClientStream::trim`]).
-    pub fn trim_buffers(&mut self, mem: &mut usize) {
-        self.stream.trim(mem);
-    }
-
     /// Our last TSval, for a session that replaces this one on the same 4-tuple.
     pub fn last_ts(&self) -> SeqNumber {
         self.tgt.last_ts()

@@ -83,7 +83,7 @@ impl Chunks {
         if self.small() {
             let need = self.len + n;
             let cap = self.cap;
-            if need <= cap.max(KEEP_SMALL) {
+            if need <= KEEP_SMALL {
                 if need > cap {
                     // Grows in place: a copy of at most KEEP_SMALL bytes.
                     let mut b = Vec::with_capacity(need.max(cap * 2).min(KEEP_SMALL));
@@ -174,6 +174,9 @@ impl Chunks {
     pub fn slices(&self, off: usize, len: usize) -> Option<(&[u8], &[u8])> {
         if off + len > self.len || len > CHUNK {
             return None;
+        }
+        if len == 0 {
+            return Some((&[][..], &[][..]));
         }
         let p = self.head + off;
         if self.q.len() == 1 {
@@ -335,6 +338,7 @@ mod tests {
         assert_eq!(read(&c, 2 * CHUNK + 7, CHUNK), bytes(2 * CHUNK + 7, CHUNK));
         assert_eq!(c.slices(total - 10, 11), None, "past what is held");
         assert_eq!(c.slices(0, CHUNK + 1), None, "over a chunk");
+        assert_eq!(Chunks::default().slices(0, 0), Some((&[][..], &[][..])));
         // Acknowledged past two chunks: they go to the pool, still counted; reads follow.
         c.consume(2 * CHUNK + 5, &mut pool, &mut mem);
         assert_eq!(

@@ -336,3 +336,31 @@ fn shed_connections_come_back_one_per_allowance() {
     );
     expect!(h, []);
 }
+
+#[test]
+fn a_shed_uploads_buffer_serves_the_next_upload_without_new_memory() {
+    static PART: [u8; 60_000] = [7; 60_000];
+    let mut h = two_sessions();
+    let idle = h.e.memory_used();
+    for i in 0..8u32 {
+        send!(h, data(CLIENT, i * 60_000, &PART));
+    }
+    let loaded = h.e.memory_used();
+    assert!(
+        loaded >= idle + 480_000,
+        "the upload is buffered: {idle} -> {loaded}"
+    );
+    h.sent();
+    assert_eq!(h.e.shed_heaviest(h.now, 0.0), 1);
+    // Its chunks wait for the next burst, still counted; the sessions hold none.
+    assert_eq!(h.e.memory_used(), loaded);
+    assert!(h.e.memory_in_sessions() < idle + 60_000);
+    for i in 0..8u32 {
+        send!(h, data(CLIENT2, i * 60_000, &PART));
+    }
+    assert_eq!(
+        h.e.memory_used(),
+        loaded,
+        "the other session's upload took the same chunks"
+    );
+}

@@ -18,6 +18,13 @@ pub(crate) const CHUNK: usize = 64 * 1024;
 /// (it costs less than the pool's bookkeeping); bytes beyond it move into chunks.
 pub(crate) const KEEP_SMALL: usize = 16 * 1024;
 
+/// The capacity a small buffer of `cap` bytes grows to for `need` bytes (at most
+/// [`KEEP_SMALL`]): doubling, so that a stream growing a little at a time copies little.
+/// [`Chunks::growth_for`] and [`Chunks::append`] must agree on it.
+fn small_capacity(need: usize, cap: usize) -> usize {
+    need.max(cap * 2).min(KEEP_SMALL)
+}
+
 /// The bytes of a stream, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct Chunks {
@@ -60,7 +67,7 @@ impl Chunks {
             if need <= cap {
                 0
             } else if need <= KEEP_SMALL {
-                need.max(cap * 2).min(KEEP_SMALL) - cap
+                small_capacity(need, cap) - cap
             } else {
                 need.div_ceil(CHUNK).saturating_sub(spares) * CHUNK
             }
@@ -86,7 +93,7 @@ impl Chunks {
             if need <= KEEP_SMALL {
                 if need > cap {
                     // Grows in place: a copy of at most KEEP_SMALL bytes.
-                    let mut b = Vec::with_capacity(need.max(cap * 2).min(KEEP_SMALL));
+                    let mut b = Vec::with_capacity(small_capacity(need, cap));
                     if let Some(old) = self.q.pop_back() {
                         b.extend_from_slice(&old[self.head..]);
                     }

@@ -127,16 +127,20 @@ echo "== $SESSIONS sessions of $REQUESTS requests ($PACKETS packets), drained by
 # Both set a variable rather than print: $(...) would fork, and the drain is timed by looking
 # every 10 ms.
 now_ns() { NOW=${EPOCHREALTIME/./}000; }
-cpu_of() { # PID -> TICKS: utime + stime of all its threads, in clock ticks
-    local t f
+cpu_of() { # PID -> TICKS: utime + stime of the whole process, in clock ticks
+    # The process's own stat line already sums every thread, live and ended: one read per
+    # look. Reading each thread's line instead took a read per thread every 10 ms,
+    # from the CPUs the workers it times run on (more with more threads).
+    local f
     local -a a
     TICKS=0
-    for t in /proc/"$1"/task/*/stat; do
-        read -r f <"$t" 2>/dev/null || continue
-        f=${f##*) }
-        read -ra a <<<"$f"
-        TICKS=$((TICKS + a[11] + a[12]))
-    done
+    read -r f <"/proc/$1/stat" 2>/dev/null || return 0
+    f=${f##*) }
+    set -f
+    # shellcheck disable=SC2206 # the fields after the command name: numbers and a state letter
+    a=($f)
+    set +f
+    TICKS=$((a[11] + a[12]))
 }
 
 run() { # WORKERS -> "rate segments seconds intercept_ticks"

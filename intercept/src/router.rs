@@ -28,8 +28,10 @@
 use crate::batch::HeaderBatch;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
+use tcpclone::flow::hash_socket_addr;
 use tcpclone::proto::{check_header, split_response, ResponsesBuilder};
 use tcpclone::shrink::Shrink;
 
@@ -37,13 +39,27 @@ use tcpclone::shrink::Shrink;
 pub type PeerId = u64;
 
 /// A session as tcpcopy registers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionKey {
     /// The client address as the target sees it.
     pub client: SocketAddr,
     /// The target address.
     pub target: SocketAddr,
 }
+
+/// Two or six packed words, looked up for every response.
+impl Hash for SessionKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        hash_socket_addr(&self.client, h);
+        hash_socket_addr(&self.target, h);
+    }
+}
+
+/// The router's maps. Their keys hold client addresses that production's clients chose, so
+/// the hasher is seeded per process; foldhash rather than SipHash, since a lookup runs for
+/// every response the target sends.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// Limits and timings of the router.
 #[derive(Debug, Clone)]
@@ -112,7 +128,7 @@ struct Peer {
     /// Payload bytes granted per response (`Options`); 0: `Responses` frames, headers only.
     prefix: usize,
     batch: Option<ResponsesBuilder>,
-    sessions: HashSet<SessionKey>,
+    sessions: Set<SessionKey>,
 }
 
 /// Who a registered session belongs to.
@@ -129,13 +145,13 @@ enum Owner {
 #[derive(Debug)]
 pub struct Router {
     cfg: RouterConfig,
-    sessions: HashMap<SessionKey, Owner>,
+    sessions: Map<SessionKey, Owner>,
     /// Entries of `sessions` that are `Owner::Gone`.
     gone: usize,
     /// When the next sweep of expired `Owner::Gone` entries is due.
     next_sweep: Option<Instant>,
-    peers: HashMap<PeerId, Peer>,
-    parked: HashMap<SessionKey, VecDeque<(u64, Bytes)>>,
+    peers: Map<PeerId, Peer>,
+    parked: Map<SessionKey, VecDeque<(u64, Bytes)>>,
     park_order: VecDeque<(Instant, SessionKey, u64)>,
     parked_len: usize,
     park_seq: u64,
@@ -173,11 +189,11 @@ impl Router {
     pub fn new(cfg: RouterConfig) -> Self {
         Router {
             cfg,
-            sessions: HashMap::new(),
+            sessions: Map::default(),
             gone: 0,
             next_sweep: None,
-            peers: HashMap::new(),
-            parked: HashMap::new(),
+            peers: Map::default(),
+            parked: Map::default(),
             park_order: VecDeque::new(),
             parked_len: 0,
             park_seq: 0,

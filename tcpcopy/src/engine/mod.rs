@@ -31,7 +31,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
-use tcpclone::flow::FlowKey;
+use tcpclone::flow::{hash_socket_addr, FlowKey};
 use tcpclone::seq::SeqNumber;
 use tcpclone::shrink::Shrink;
 
@@ -185,9 +185,7 @@ impl Hasher for FastHasher {
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// A map key of two socket addresses (a captured flow, or client and target), hashed as two or
-/// five packed words instead of field by field (`derive(Hash)` on `SocketAddr` writes the
-/// variant, the octets with their length, and the port separately: six to ten hasher rounds
-/// per address on every packet).
+/// six packed words ([`hash_socket_addr`]) instead of field by field, on every packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct AddrPair(SocketAddr, SocketAddr);
 
@@ -197,24 +195,10 @@ impl AddrPair {
     }
 }
 
-fn hash_addr<H: Hasher>(a: &SocketAddr, h: &mut H) {
-    match a {
-        SocketAddr::V4(a) => {
-            h.write_u64(u64::from(a.ip().to_bits()) << 16 | u64::from(a.port()));
-        }
-        SocketAddr::V6(a) => {
-            let ip = a.ip().to_bits();
-            h.write_u64(ip as u64);
-            h.write_u64((ip >> 64) as u64);
-            h.write_u64(1 << 32 | u64::from(a.port()));
-        }
-    }
-}
-
 impl Hash for AddrPair {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        hash_addr(&self.0, h);
-        hash_addr(&self.1, h);
+        hash_socket_addr(&self.0, h);
+        hash_socket_addr(&self.1, h);
     }
 }
 

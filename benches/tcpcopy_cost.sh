@@ -42,7 +42,13 @@
 #   CLIENT_RATE=RATE (in bits, e.g. 10gbit: the client's link to production is shaped to it
 #   with a token bucket; over a bare veth an upload runs at memory speed, several GB/s, which
 #   no NIC carries), POST_CONNS (2..64, default 8: wrk's connections for nginx-post; it runs 2 threads),
-#   LAB_INTERCEPT_ARGS (extra flags for our intercept, e.g. "--capture blocks").
+#   LAB_INTERCEPT_ARGS (extra flags for our intercept, e.g. "--capture blocks"),
+#   PIN=1 (production as a host of its own: CPU 0 runs the production server, the cloner and
+#   production's receive path, and nothing else; CPU 1 runs the client, and the target server
+#   and intercept in the idle class, on what the client leaves. Every veth end receives in its
+#   own NAPI thread, pinned to its host's CPU. Production's rate then falls by what the cloner
+#   takes from production's own CPU, not by the target's work, which in the default lab shares
+#   production's vCPUs as it would not between hosts; needs ethtool, taskset and chrt).
 # Bounded: each load has a timeout; the target gets at most WAIT s after each load.
 set -euo pipefail
 
@@ -53,7 +59,7 @@ WAIT=${WAIT:-10}
 SCENARIOS=${SCENARIOS:-redis nginx-ka nginx-close nginx-post}
 read -ra SCENS <<<"${SCENARIOS//,/ }"
 read -ra EXTRA <<<"${TCPCOPY_ARGS:-}"
-usage() { echo "usage: $0 [ROUNDS 1..20]; env SCENARIOS (redis nginx-ka nginx-close nginx-post), REQUESTS 1000..2000000, DURATION 1..60, WAIT 1..60, TCPCOPY_ARGS, TCPCOPY+INTERCEPT, RESULTS, LOGS, NO_BUILD, OURS, RX_THREADS, CLIENT_RATE (e.g. 10gbit), POST_CONNS 2..64, LAB_INTERCEPT_ARGS" >&2; exit 2; }
+usage() { echo "usage: $0 [ROUNDS 1..20]; env SCENARIOS (redis nginx-ka nginx-close nginx-post), REQUESTS 1000..2000000, DURATION 1..60, WAIT 1..60, TCPCOPY_ARGS, TCPCOPY+INTERCEPT, RESULTS, LOGS, NO_BUILD, OURS, RX_THREADS, CLIENT_RATE (e.g. 10gbit), POST_CONNS 2..64, LAB_INTERCEPT_ARGS, PIN" >&2; exit 2; }
 [[ $ROUNDS =~ ^[0-9]+$ && $REQUESTS =~ ^[0-9]+$ && $DURATION =~ ^[0-9]+$ && $WAIT =~ ^[0-9]+$ ]] || usage
 ((ROUNDS >= 1 && ROUNDS <= 20 && REQUESTS >= 1000 && REQUESTS <= 2000000 && DURATION >= 1 && DURATION <= 60)) || usage
 ((WAIT >= 1 && WAIT <= 60)) || usage
@@ -76,7 +82,8 @@ fi
 
 # shellcheck source=scripts/lab.sh
 source "$(dirname "$0")/../scripts/lab.sh"
-lab_init k redis-server redis-benchmark redis-cli nginx wrk ss pgrep cargo ${RX_THREADS:+ethtool} ${CLIENT_RATE:+tc}
+[[ -z ${PIN:-} ]] || (($(nproc) >= 2)) || { echo "$0: PIN=1 needs 2 CPUs" >&2; exit 2; }
+lab_init k redis-server redis-benchmark redis-cli nginx wrk ss pgrep cargo ${RX_THREADS:+ethtool} ${CLIENT_RATE:+tc} ${PIN:+ethtool taskset chrt}
 lab_our_bins -p tcpcopy -p intercept
 lab_clone_topology
 if [[ -n ${RX_THREADS:-} ]]; then
@@ -84,6 +91,43 @@ if [[ -n ${RX_THREADS:-} ]]; then
     lab_rx_threads "$NS_BR:${TAG}pb:$NS_PROD:${TAG}pa" "$NS_CLIENT:${TAG}ca:$NS_PROD:${TAG}cb"
     echo "== RX_THREADS: each veth end receives in its own kernel thread (no receiver's stack on the sender's CPU)"
 fi
+# PIN=1: which CPU runs what (see the header). Empty arrays without it.
+PROD_CPU=() OTHER_CPU=() CLIENT_PIN=()
+if [[ -n ${PIN:-} ]]; then
+    # RX_THREADS' two ends, and also the ends production receives on (from the client, and
+    # intercept's reports from the bridge), so that production's receive path and the
+    # capture's copy into the ring run on production's CPU, not inside the client's or
+    # intercept's send; and the target's end, whose receive path runs in the idle class with
+    # the target.
+    lab_rx_threads "$NS_BR:${TAG}pb:$NS_PROD:${TAG}pa" "$NS_CLIENT:${TAG}ca:$NS_PROD:${TAG}cb" \
+        "$NS_PROD:${TAG}cb:$NS_CLIENT:${TAG}ca" "$NS_PROD:${TAG}pa:$NS_BR:${TAG}pb" \
+        "$NS_TARGET:${TAG}ta:$NS_BR:${TAG}tb"
+    PROD_CPU=(taskset -a -p -c 0) OTHER_CPU=(taskset -a -p -c 1) CLIENT_PIN=(taskset -c 1)
+    pin_napi() { # DEV CPU [idle]: the NAPI threads of DEV ("napi/DEV-ID", cut to 15 characters)
+        local t c n=0
+        for t in /proc/[0-9]*; do
+            read -r c <"$t/comm" 2>/dev/null || continue
+            [[ $c == "napi/$1"* ]] || continue
+            taskset -p -c "$2" "${t#/proc/}" >/dev/null && n=$((n + 1))
+            [[ -z ${3:-} ]] || chrt -i -p 0 "${t#/proc/}"
+        done
+        ((n > 0)) || { echo "$LAB_NAME: no NAPI thread of $1 to pin" >&2; exit 1; }
+    }
+    pin_napi "${TAG}cb" 0
+    pin_napi "${TAG}pa" 0
+    pin_napi "${TAG}ca" 1
+    pin_napi "${TAG}pb" 1
+    pin_napi "${TAG}ta" 1 idle
+    echo "== PIN: CPU 0 runs production (server, cloner, its receive path); CPU 1 the client, and the target and intercept in the idle class"
+fi
+pin_prod() { # PID...: production's CPU (all their threads)
+    local p
+    ((${#PROD_CPU[@]} == 0)) || for p in "$@"; do "${PROD_CPU[@]}" "$p" >/dev/null; done
+}
+pin_other() { # PID...: the target's side, CPU 1 in the idle class
+    local p
+    ((${#OTHER_CPU[@]} == 0)) || for p in "$@"; do "${OTHER_CPU[@]}" "$p" >/dev/null; chrt -a -i -p 0 "$p"; done
+}
 # One client address opening ~30,000 connections a second (nginx-close) holds every even
 # ephemeral port in TIME_WAIT within a second or two; connect() then scans them all on every
 # call (ms each) and the client, not the server, sets the rate. Let the load generator reuse
@@ -104,12 +148,16 @@ if ((need_redis)); then
     REDIS_PROD=$LAB_PID
     redis "$NS_TARGET" 0.0.0.0 6380
     REDIS_TARGET=$LAB_PID
+    pin_prod "$REDIS_PROD"
+    pin_other "$REDIS_TARGET"
 fi
 if ((need_nginx)); then
     lab_nginx "$NS_PROD" 198.18.10.1 80 prod
     lab_nginx "$NS_TARGET" 198.18.1.2 8080 target
     mapfile -t NGINX_PROD < <(lab_nginx_pids prod)
     mapfile -t NGINX_TARGET < <(lab_nginx_pids target)
+    pin_prod "${NGINX_PROD[@]}"
+    pin_other "${NGINX_TARGET[@]}"
     head -c 262144 /dev/zero | tr '\0' x >"$WORK/body"
     cat >"$WORK/post.lua" <<EOF
 wrk.method = "POST"
@@ -134,14 +182,14 @@ target_count() { if [[ $SCEN == redis || $SCEN == idle ]]; then redis_setget "$N
 load() { # -> requests per second; the client's output in $1
     case $SCEN in
         redis)
-            inns "$NS_CLIENT" timeout 300 redis-benchmark -h 198.18.10.1 -p 6379 -n "$REQUESTS" -c 10 -t set,get -q >"$1" 2>&1
+            inns "$NS_CLIENT" "${CLIENT_PIN[@]}" timeout 300 redis-benchmark -h 198.18.10.1 -p 6379 -n "$REQUESTS" -c 10 -t set,get -q >"$1" 2>&1
             # The overall rate of SET + GET: the harmonic mean of the two.
             tr '\r' '\n' <"$1" | awk '/requests per second/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+$/) { s += 1 / $i; n++; break } }
                 END { printf "%.0f", s ? n / s : 0 }' ;;
         idle)
             local t0 t1
             t0=$(date +%s%N)
-            inns "$NS_CLIENT" timeout 60 redis-cli -h 198.18.10.1 -p 6379 -r 300 -i 0.01 SET idle v >"$1" 2>&1
+            inns "$NS_CLIENT" "${CLIENT_PIN[@]}" timeout 60 redis-cli -h 198.18.10.1 -p 6379 -r 300 -i 0.01 SET idle v >"$1" 2>&1
             t1=$(date +%s%N)
             awk -v t="$((t1 - t0))" 'BEGIN { printf "%.0f", t ? 300 / (t / 1e9) : 0 }' ;;
         nginx-ka) wrk_run "$1" -t2 -c20 http://198.18.10.1/ ;;
@@ -152,7 +200,7 @@ load() { # -> requests per second; the client's output in $1
 wrk_run() {
     local out=$1
     shift
-    inns "$NS_CLIENT" timeout $((DURATION + 30)) wrk -d "${DURATION}s" "$@" >"$out" 2>&1
+    inns "$NS_CLIENT" "${CLIENT_PIN[@]}" timeout $((DURATION + 30)) wrk -d "${DURATION}s" "$@" >"$out" 2>&1
     awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out"
 }
 
@@ -178,6 +226,8 @@ start_cloner() {
             wait_for "TCPCopy's tcpcopy connected" inns "$NS_PROD" ss -Htn state established 'dport = :36524'
             sleep 0.3 ;;
     esac
+    pin_prod "$CLONER"
+    pin_other "$ICPT"
 }
 wait_for() { # WHAT CMD...: up to 10 s for CMD to print something
     local what=$1
@@ -327,4 +377,4 @@ awk -F'\t' '
         print "|---|---|---|---|---|---|---|---|---|---|"
         printf "%s", md
     }' date="$(date -u +%Y-%m-%d)" commit="$(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    cmd="${RX_THREADS:+RX_THREADS=1 }${CLIENT_RATE:+CLIENT_RATE=$CLIENT_RATE }${POST_CONNS:+POST_CONNS=$POST_CONNS }${LAB_INTERCEPT_ARGS:+LAB_INTERCEPT_ARGS=\"$LAB_INTERCEPT_ARGS\" }${TCPCOPY_ARGS:+TCPCOPY_ARGS=\"$TCPCOPY_ARGS\" }bash benches/tcpcopy_cost.sh $ROUNDS" "$RESULTS_TSV"
+    cmd="${PIN:+PIN=1 }${RX_THREADS:+RX_THREADS=1 }${CLIENT_RATE:+CLIENT_RATE=$CLIENT_RATE }${POST_CONNS:+POST_CONNS=$POST_CONNS }${LAB_INTERCEPT_ARGS:+LAB_INTERCEPT_ARGS=\"$LAB_INTERCEPT_ARGS\" }${TCPCOPY_ARGS:+TCPCOPY_ARGS=\"$TCPCOPY_ARGS\" }bash benches/tcpcopy_cost.sh $ROUNDS" "$RESULTS_TSV"

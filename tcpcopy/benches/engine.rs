@@ -12,6 +12,12 @@
 //! a bulk upload (one copy into the session's buffer, one into each sent super-segment, and
 //! what the buffer costs to grow and give back).
 //! `--toggle-collect='*engine::pass_uploads*'` counts it alone.
+//!
+//! `engine/short_connections`: 40,000 connections of one request each (handshake, request,
+//! answer, FIN both ways), one every 25 µs of the engine's clock, with timers run as a worker
+//! runs them: what a `Connection: close` load costs per connection, the timer queue included
+//! (every connection arms deadlines that are stale by the time they come due).
+//! `--toggle-collect='*engine::pass_short*'` counts it alone.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::time::{Duration, Instant};
@@ -64,6 +70,7 @@ type Script = Vec<(Vec<u8>, Vec<u8>)>;
 
 const SERVICE: ([u8; 4], u16) = ([198, 18, 0, 1], 6379);
 const TARGET: ([u8; 4], u16) = ([198, 18, 1, 2], 6379);
+const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 const PSH: u8 = 0x08;
@@ -225,6 +232,92 @@ fn pass_uploads(mut e: Engine, now: Instant, script: Script) -> (Engine, Script,
     (e, script, sent)
 }
 
+const SHORT_CONNECTIONS: u32 = 40_000;
+/// The engine's clock between two connections' starts: 40,000 a second, so that the pass
+/// spans more than the retransmission and handshake deadlines its connections arm.
+const SHORT_EVERY: Duration = Duration::from_micros(25);
+
+/// A connection's packets in order: captured (`true`) or the target's (`false`).
+type Steps = Vec<(bool, Vec<u8>)>;
+
+/// An engine with no session yet, and each connection's steps: SYN, the target's SYN-ACK, the
+/// request, the target's answer, the client's FIN, the target's FIN.
+fn setup_short() -> (Engine, Instant, Vec<Steps>) {
+    let cfg = EngineConfig {
+        mappings: vec![TargetMapping {
+            online_ip: None,
+            online_port: 80,
+            target: "198.18.1.2:8080".parse().unwrap(),
+        }],
+        ..EngineConfig::default()
+    };
+    let service = (SERVICE.0, 80);
+    let target = (TARGET.0, 8080);
+    let n = REQ.len() as u32;
+    let steps = (0..SHORT_CONNECTIONS)
+        .map(|i| {
+            let c = (
+                [198, 19, (i >> 16) as u8, (i >> 8) as u8],
+                1024 + (i & 0xff) as u16,
+            );
+            vec![
+                (true, packet(c, service, 1000, 0, SYN, &[], 0)),
+                (false, packet(target, c, 5000, 1001, SYN | ACK, &[], 0)),
+                (true, packet(c, service, 1001, 1, ACK | PSH, REQ, REQ.len())),
+                (
+                    false,
+                    packet(target, c, 5001, 1001 + n, ACK | PSH, &[], RESP_LEN as usize),
+                ),
+                (
+                    true,
+                    packet(c, service, 1001 + n, 1 + RESP_LEN, FIN | ACK, &[], 0),
+                ),
+                (
+                    false,
+                    packet(target, c, 5001 + RESP_LEN, 1002 + n, FIN | ACK, &[], 0),
+                ),
+            ]
+        })
+        .collect();
+    (Engine::new(cfg), Instant::now(), steps)
+}
+
+/// Runs the connections one after the other on the engine's clock, sending what each step
+/// allows and running due timers after each connection, as a worker's wake-up does.
+#[inline(never)]
+fn pass_short(mut e: Engine, now: Instant, conns: Vec<Steps>) -> (Engine, Vec<Steps>, u64) {
+    let mut buf = vec![0u8; 65536];
+    let mut sent = 0u64;
+    let mut t = now;
+    for steps in &conns {
+        t += SHORT_EVERY;
+        for (captured, p) in steps {
+            if *captured {
+                e.handle_captured(t, p);
+            } else {
+                e.handle_response(t, p);
+            }
+            while let Some(tx) = e.poll_transmit(t, &mut buf) {
+                sent += tx.len as u64;
+            }
+        }
+        while e.poll_event().is_some() {}
+        if e.poll_timeout().is_some_and(|d| d <= t) {
+            e.handle_timeout(t);
+            while let Some(tx) = e.poll_transmit(t, &mut buf) {
+                sent += tx.len as u64;
+            }
+        }
+    }
+    let st = e.stats();
+    assert_eq!(st.sessions_cloned, u64::from(SHORT_CONNECTIONS), "{st:?}");
+    assert!(
+        st.bytes_acked >= u64::from(SHORT_CONNECTIONS) * REQ.len() as u64,
+        "{st:?}"
+    );
+    (e, conns, sent)
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine");
     g.sample_size(10);
@@ -240,6 +333,14 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             setup_uploads,
             |(e, now, s)| pass_uploads(e, now, s),
+            BatchSize::PerIteration,
+        )
+    });
+    g.throughput(Throughput::Elements(u64::from(SHORT_CONNECTIONS)));
+    g.bench_function("short_connections", |b| {
+        b.iter_batched(
+            setup_short,
+            |(e, now, s)| pass_short(e, now, s),
             BatchSize::PerIteration,
         )
     });

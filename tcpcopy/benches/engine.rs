@@ -20,6 +20,7 @@
 //! `--toggle-collect='*engine::pass_short*'` counts it alone.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tcpcopy::engine::{Engine, EngineConfig};
 use tcpcopy::mapping::TargetMapping;
@@ -79,17 +80,22 @@ fn client(i: u32) -> ([u8; 4], u16) {
     ([198, 19, (i >> 8) as u8, i as u8], 20_000)
 }
 
+/// The engine's configuration: production's `port` cloned to the target 198.18.1.2:`target`.
+fn config(port: u16, target: u16) -> EngineConfig {
+    EngineConfig {
+        mappings: vec![TargetMapping {
+            online_ip: None,
+            online_port: port,
+            target: SocketAddr::new(TARGET.0.into(), target),
+        }],
+        ..EngineConfig::default()
+    }
+}
+
 /// An engine with `SESSIONS` established clones, and the script of captured requests and the
 /// target's answers to run through it.
 fn setup() -> (Engine, Instant, Script) {
-    let cfg = EngineConfig {
-        mappings: vec![TargetMapping {
-            online_ip: None,
-            online_port: 6379,
-            target: "198.18.1.2:6379".parse().unwrap(),
-        }],
-        ..EngineConfig::default()
-    };
+    let cfg = config(6379, 6379);
     let mut e = Engine::new(cfg);
     let now = Instant::now();
     let mut buf = vec![0u8; 65536];
@@ -166,14 +172,7 @@ const FRAMES: u32 = 4;
 /// An engine with `UPLOAD_SESSIONS` established clones, and the script of captured upload
 /// frames (each request's last frame followed by the target's answer, which acknowledges it).
 fn setup_uploads() -> (Engine, Instant, Script) {
-    let cfg = EngineConfig {
-        mappings: vec![TargetMapping {
-            online_ip: None,
-            online_port: 80,
-            target: "198.18.1.2:8080".parse().unwrap(),
-        }],
-        ..EngineConfig::default()
-    };
+    let cfg = config(80, 8080);
     let mut e = Engine::new(cfg);
     let now = Instant::now();
     let mut buf = vec![0u8; 65536];
@@ -243,14 +242,7 @@ type Steps = Vec<(bool, Vec<u8>)>;
 /// An engine with no session yet, and each connection's steps: SYN, the target's SYN-ACK, the
 /// request, the target's answer, the client's FIN, the target's FIN.
 fn setup_short() -> (Engine, Instant, Vec<Steps>) {
-    let cfg = EngineConfig {
-        mappings: vec![TargetMapping {
-            online_ip: None,
-            online_port: 80,
-            target: "198.18.1.2:8080".parse().unwrap(),
-        }],
-        ..EngineConfig::default()
-    };
+    let cfg = config(80, 8080);
     let service = (SERVICE.0, 80);
     let target = (TARGET.0, 8080);
     let n = REQ.len() as u32;

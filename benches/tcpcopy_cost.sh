@@ -44,11 +44,13 @@
 #   no NIC carries), POST_CONNS (2..64, default 8: wrk's connections for nginx-post; it runs 2 threads),
 #   LAB_INTERCEPT_ARGS (extra flags for our intercept, e.g. "--capture blocks"),
 #   PIN=1 (production as a host of its own: CPU 0 runs the production server, the cloner and
-#   production's receive path, and nothing else; CPU 1 runs the client, and the target server
-#   and intercept in the idle class, on what the client leaves. Every veth end receives in its
-#   own NAPI thread, pinned to its host's CPU. Production's rate then falls by what the cloner
-#   takes from production's own CPU, not by the target's work, which in the default lab shares
-#   production's vCPUs as it would not between hosts; needs ethtool, taskset and chrt).
+#   production's receive path; CPU 1 runs the client, and the target server and intercept in
+#   the idle class, on what the client leaves; nothing else of the machine is moved. The ends
+#   production receives on get NAPI threads on CPU 0; the client's end, the bridge's end of
+#   production's link and the target's end get them on CPU 1, the target's in the idle class.
+#   Production's rate then falls by what the cloner takes from production's own CPU, not by
+#   the target's work, which in the default lab shares production's vCPUs as it would not
+#   between hosts; needs ethtool, taskset and chrt).
 # Bounded: each load has a timeout; the target gets at most WAIT s after each load.
 set -euo pipefail
 

@@ -6,7 +6,8 @@
 //!
 //! On a noisy machine count instructions instead of time: `valgrind --tool=callgrind
 //! --toggle-collect='*router::pass_*' target/release/deps/router-<hash> --bench --profile-time 1`
-//! runs the passes once each and counts only them.
+//! counts only the passes; it runs each a few times, so divide by the calls of
+//! `Router::handle_responses` (256 responses each) or `Router::session_add`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use intercept::batch::HeaderBatch;

@@ -55,9 +55,10 @@ impl Hash for SessionKey {
     }
 }
 
-/// The router's maps. Their keys hold client addresses that production's clients chose, so
-/// the hasher is seeded per process; foldhash rather than SipHash, since a lookup runs for
-/// every response the target sends.
+/// The router's maps: foldhash rather than SipHash, since a lookup runs for every response the
+/// target sends. Its seed differs per process but is not a secret key, and the keys hold client
+/// addresses that production's clients chose: what colliding keys could cost is bounded by the
+/// caps on sessions and parked responses (`RouterConfig`).
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 

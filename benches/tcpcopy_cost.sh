@@ -88,23 +88,24 @@ source "$(dirname "$0")/../scripts/lab.sh"
 lab_init k redis-server redis-benchmark redis-cli nginx wrk ss pgrep cargo ${RX_THREADS:+ethtool} ${CLIENT_RATE:+tc} ${PIN:+ethtool taskset chrt}
 lab_our_bins -p tcpcopy -p intercept
 lab_clone_topology
+# tcpcopy's sends (production -> bridge) and the server's answers (production -> client).
+RX_ENDS=("$NS_BR:${TAG}pb:$NS_PROD:${TAG}pa" "$NS_CLIENT:${TAG}ca:$NS_PROD:${TAG}cb")
 if [[ -n ${RX_THREADS:-} ]]; then
-    # tcpcopy's sends (production -> bridge) and the server's answers (production -> client).
-    lab_rx_threads "$NS_BR:${TAG}pb:$NS_PROD:${TAG}pa" "$NS_CLIENT:${TAG}ca:$NS_PROD:${TAG}cb"
+    lab_rx_threads "${RX_ENDS[@]}"
     echo "== RX_THREADS: each veth end receives in its own kernel thread (no receiver's stack on the sender's CPU)"
 fi
-# PIN=1: which CPU runs what (see the header). Empty arrays without it.
-PROD_CPU=() OTHER_CPU=() CLIENT_PIN=()
+# PIN=1: which CPU runs what (see the header). The client's commands start with CLIENT_PIN
+# (empty without PIN).
+CLIENT_PIN=()
 if [[ -n ${PIN:-} ]]; then
     # RX_THREADS' two ends, and also the ends production receives on (from the client, and
     # intercept's reports from the bridge), so that production's receive path and the
     # capture's copy into the ring run on production's CPU, not inside the client's or
     # intercept's send; and the target's end, whose receive path runs in the idle class with
     # the target.
-    lab_rx_threads "$NS_BR:${TAG}pb:$NS_PROD:${TAG}pa" "$NS_CLIENT:${TAG}ca:$NS_PROD:${TAG}cb" \
-        "$NS_PROD:${TAG}cb:$NS_CLIENT:${TAG}ca" "$NS_PROD:${TAG}pa:$NS_BR:${TAG}pb" \
-        "$NS_TARGET:${TAG}ta:$NS_BR:${TAG}tb"
-    PROD_CPU=(taskset -a -p -c 0) OTHER_CPU=(taskset -a -p -c 1) CLIENT_PIN=(taskset -c 1)
+    lab_rx_threads "${RX_ENDS[@]}" "$NS_PROD:${TAG}cb:$NS_CLIENT:${TAG}ca" \
+        "$NS_PROD:${TAG}pa:$NS_BR:${TAG}pb" "$NS_TARGET:${TAG}ta:$NS_BR:${TAG}tb"
+    CLIENT_PIN=(taskset -c 1)
     pin_napi() { # DEV CPU [idle]: the NAPI threads of DEV ("napi/DEV-ID", cut to 15 characters)
         local t c n=0
         for t in /proc/[0-9]*; do
@@ -122,13 +123,15 @@ if [[ -n ${PIN:-} ]]; then
     pin_napi "${TAG}ta" 1 idle
     echo "== PIN: CPU 0 runs production (server, cloner, its receive path); CPU 1 the client, and the target and intercept in the idle class"
 fi
-pin_prod() { # PID...: production's CPU (all their threads)
+pin_prod() { # PID...: production's CPU (all their threads); nothing without PIN
     local p
-    ((${#PROD_CPU[@]} == 0)) || for p in "$@"; do "${PROD_CPU[@]}" "$p" >/dev/null; done
+    [[ -n ${PIN:-} ]] || return 0
+    for p in "$@"; do taskset -a -p -c 0 "$p" >/dev/null; done
 }
-pin_other() { # PID...: the target's side, CPU 1 in the idle class
+pin_other() { # PID...: the target's side, CPU 1 in the idle class; nothing without PIN
     local p
-    ((${#OTHER_CPU[@]} == 0)) || for p in "$@"; do "${OTHER_CPU[@]}" "$p" >/dev/null; chrt -a -i -p 0 "$p"; done
+    [[ -n ${PIN:-} ]] || return 0
+    for p in "$@"; do taskset -a -p -c 1 "$p" >/dev/null; chrt -a -i -p 0 "$p"; done
 }
 # One client address opening ~30,000 connections a second (nginx-close) holds every even
 # ephemeral port in TIME_WAIT within a second or two; connect() then scans them all on every

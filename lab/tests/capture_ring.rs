@@ -313,3 +313,67 @@ fn waiting_counts_the_blocks_not_taken_yet() {
     rx.set_nonblocking(true).unwrap();
     while rx.recv(&mut buf).is_ok() {}
 }
+
+/// Bytes held from a block keep it from the kernel: the reader moves on, the kernel stops at
+/// the held block when it comes round to it (dropping, never overwriting it), the reader does
+/// not take it for a new one, and the block is filled again once the bytes are dropped. Held
+/// bytes outlive the ring.
+#[test]
+fn held_bytes_keep_their_block_until_dropped() {
+    use tcpclone::sys::ring::HoldBytes;
+    require_root!("capture_ring::held_bytes_keep_their_block_until_dropped");
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_nonblocking(true).unwrap();
+    let port = rx.local_addr().unwrap().port();
+    let mut r = ring_with(
+        &compile(&format!("udp and dst port {port}")),
+        4,
+        None,
+        10,
+        None,
+    );
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut sink = [0u8; 1100];
+    // 50 datagrams of `fill` bytes, in a block of their own (the 10 ms timeout retires it).
+    let mut burst = |fill: u8| {
+        for _ in 0..50 {
+            tx.send_to(&[fill; 1000], ("127.0.0.1", port)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(40));
+        while rx.recv(&mut sink).is_ok() {}
+    };
+    // The first datagram's payload of the next block, held.
+    let take_held = |r: &mut PacketRing| {
+        let b = r.next_block().expect("a block");
+        let view = BlockView::new_checked(b.bytes()).unwrap();
+        let f = view.frames().next().unwrap().unwrap();
+        b.hold(&f.data[28..]).unwrap()
+    };
+    burst(1);
+    let held = take_held(&mut r);
+    assert_eq!(r.oldest_held_age(), 1);
+    assert_eq!(&held[..], &[1u8; 1000][..]);
+    for fill in 2..5 {
+        burst(fill);
+        let mut got = Vec::new();
+        drain_until(&mut r, &mut got, 50);
+        assert_eq!(got.len(), 50);
+    }
+    assert_eq!(r.oldest_held_age(), 4, "the held block is the whole ring ago");
+    assert_eq!(r.stats().unwrap().drops, 0);
+    // The kernel is back at the held block: it drops, and the reader sees nothing new.
+    burst(9);
+    assert!(r.next_block().is_none(), "the held block is not a new one");
+    assert_eq!(r.stats().unwrap().drops, 50);
+    assert_eq!(&held[..], &[1u8; 1000][..], "the held bytes were not overwritten");
+    drop(held);
+    assert_eq!(r.oldest_held_age(), 0);
+    burst(10);
+    let mut got = Vec::new();
+    drain_until(&mut r, &mut got, 50);
+    assert_eq!(got.len(), 50, "the block given back is filled again");
+    burst(11);
+    let held = take_held(&mut r);
+    drop(r);
+    assert_eq!(&held[..], &[11u8; 1000][..], "held bytes outlive the ring");
+}

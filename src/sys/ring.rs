@@ -13,14 +13,25 @@
 //! `PACKET_FANOUT` group (by symmetric flow hash: one TCP connection, both directions, one
 //! socket).
 //!
+//! A block's bytes can outlive the reading of it: [`RingBlock::hold`] gives [`HeldBytes`], a
+//! counted reference to part of the block, and the block goes back to the kernel only when
+//! the last of them is dropped (a client stream keeps its upload's bytes where the kernel
+//! wrote them, instead of copying them, until the target has them). The kernel fills blocks in
+//! order and stops, dropping frames, at a block still held: the holder must let go before the
+//! kernel comes round to it ([`PacketRing::oldest_held_age`] says how close it is).
+//!
 //! Must never: give out a block the kernel still owns, or a view of a block after it went
 //! back. [`RingBlock`] borrows the ring mutably, so a second block cannot be taken while one
-//! is held, and its drop returns the block.
+//! is read; its drop returns the block unless bytes of it are held, and the last
+//! [`HeldBytes`] of a block returns it. The mapping lives as long as the ring or any held
+//! bytes of it.
 
 use super::SysError;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 
 /// `SOL_PACKET` (linux/socket.h).
 const SOL_PACKET: libc::c_int = 263;
@@ -159,6 +170,19 @@ pub struct RingStats {
 #[derive(Debug)]
 pub struct PacketRing {
     fd: OwnedFd,
+    map: Arc<Mapping>,
+    next: usize,
+    /// Slots handed out with bytes still held, oldest first (some may have been given back
+    /// since: [`PacketRing::oldest_held_age`] drops those from the front).
+    held: VecDeque<usize>,
+    /// Whether the kernel accepted `PACKET_IGNORE_OUTGOING`.
+    pub ignores_outgoing: bool,
+    fanout_id: Option<u16>,
+}
+
+/// The ring's memory, shared by the ring and the bytes held from it.
+#[derive(Debug)]
+struct Mapping {
     map: *mut u8,
     map_len: usize,
     block_size: usize,
@@ -169,15 +193,63 @@ pub struct PacketRing {
     /// Where a slot's status word is: `block_status` of a block descriptor (V3), `tp_status`
     /// at the start of a frame (V2).
     status_at: usize,
-    next: usize,
-    /// Whether the kernel accepted `PACKET_IGNORE_OUTGOING`.
-    pub ignores_outgoing: bool,
-    fanout_id: Option<u16>,
+    /// Per slot: bytes of it are held ([`HeldBytes`]), so its `TP_STATUS_USER` is ours and
+    /// not a new block's.
+    held: Box<[AtomicBool]>,
 }
 
-// SAFETY: the mapping is owned by this value alone (no other handle to it exists in the
-// process), so moving it to another thread is as safe as moving a Vec.
-unsafe impl Send for PacketRing {}
+// SAFETY: the mapping is reached only through this value, whose fields are never changed after
+// it is made; what threads share in it is read through atomics (the status words and `held`)
+// or is a held slot's bytes, which nobody writes (the kernel writes only slots it owns).
+unsafe impl Send for Mapping {}
+// SAFETY: as above: `&Mapping` gives only atomic access and reads of held slots.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Byte offset of slot `i` in the mapping: frames never straddle blocks, so a block's
+    /// tail shorter than a frame is skipped (none is when the frame size divides the block).
+    fn slot_at(&self, i: usize) -> usize {
+        let per_block = self.block_size / self.slot_size;
+        (i / per_block) * self.block_size + (i % per_block) * self.slot_size
+    }
+
+    fn status(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: slot `i` < slot_count lies inside the mapping, whose start is page-aligned;
+        // slots start at multiples of 16 (blocks are pages, frames TPACKET_ALIGNMENT), so the
+        // status word (offset 8 of a block, 0 of a frame) is 4-byte aligned; the kernel and we
+        // access it as one 32-bit word, which is what AtomicU32 is.
+        unsafe { &*(self.map.add(self.slot_at(i) + self.status_at) as *const AtomicU32) }
+    }
+
+    /// Whether slot `i` holds frames the kernel handed over and we have not read yet.
+    fn ready(&self, i: usize) -> bool {
+        // Acquire on `held` first: a slot given back is marked so only after its status went
+        // back to the kernel, so a slot seen unheld shows the kernel's status or a newer one.
+        !self.held[i].load(Ordering::Acquire)
+            && self.status(i).load(Ordering::Acquire) & crate::capture::tpacket::TP_STATUS_USER
+                != 0
+    }
+
+    /// Gives slot `i` back to the kernel.
+    fn give_back(&self, i: usize) {
+        // Release: our reads of the block happen before the kernel may write it again.
+        self.status(i)
+            .store(crate::capture::tpacket::TP_STATUS_KERNEL, Ordering::Release);
+        self.held[i].store(false, Ordering::Release);
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `map`/`map_len` are exactly what mmap returned, and nothing refers to the
+        // mapping any more (the ring and every held slot own a counted reference to it). The
+        // pages outlive the socket (mmap took references to them), so the socket may be closed
+        // first.
+        unsafe {
+            libc::munmap(self.map.cast(), self.map_len);
+        }
+    }
+}
 
 fn last(call: &str) -> SysError {
     SysError::Call {
@@ -316,13 +388,17 @@ impl PacketRing {
         }
         let ring = PacketRing {
             fd,
-            map: map.cast(),
-            map_len,
-            block_size: cfg.block_size,
-            slot_size,
-            slot_count,
-            status_at,
+            map: Arc::new(Mapping {
+                map: map.cast(),
+                map_len,
+                block_size: cfg.block_size,
+                slot_size,
+                slot_count,
+                status_at,
+                held: (0..slot_count).map(|_| AtomicBool::new(false)).collect(),
+            }),
             next: 0,
+            held: VecDeque::new(),
             ignores_outgoing,
             fanout_id: None,
         };
@@ -378,32 +454,16 @@ impl PacketRing {
         self.fd.as_raw_fd()
     }
 
-    /// Byte offset of slot `i` in the mapping: frames never straddle blocks, so a block's
-    /// tail shorter than a frame is skipped (none is when the frame size divides the block).
-    fn slot_at(&self, i: usize) -> usize {
-        let per_block = self.block_size / self.slot_size;
-        (i / per_block) * self.block_size + (i % per_block) * self.slot_size
-    }
-
-    fn status(&self, i: usize) -> &AtomicU32 {
-        // SAFETY: slot `i` < slot_count lies inside the mapping, whose start is page-aligned;
-        // slots start at multiples of 16 (blocks are pages, frames TPACKET_ALIGNMENT), so the
-        // status word (offset 8 of a block, 0 of a frame) is 4-byte aligned; the kernel and we
-        // access it as one 32-bit word, which is what AtomicU32 is.
-        unsafe { &*(self.map.add(self.slot_at(i) + self.status_at) as *const AtomicU32) }
-    }
-
     /// Whether the kernel has handed the next block (or frame) over (without taking it).
     pub fn has_block(&self) -> bool {
-        self.status(self.next).load(Ordering::Acquire) & crate::capture::tpacket::TP_STATUS_USER
-            != 0
+        self.map.ready(self.next)
     }
 
     /// Whether the kernel has handed over the block (or frame) `ahead` places after the next
     /// one as well.
     fn ready_ahead(&self, ahead: usize) -> bool {
-        let i = (self.next + ahead) % self.slot_count;
-        self.status(i).load(Ordering::Acquire) & crate::capture::tpacket::TP_STATUS_USER != 0
+        let i = (self.next + ahead) % self.map.slot_count;
+        self.map.ready(i)
     }
 
     /// How many blocks (frames of a `TPACKET_V2` ring) the kernel has handed over and the
@@ -415,7 +475,7 @@ impl PacketRing {
             return 0;
         }
         // `lo` blocks are known to wait, at most `hi` do.
-        let (mut lo, mut hi) = (1, self.slot_count);
+        let (mut lo, mut hi) = (1, self.map.slot_count);
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
             if self.ready_ahead(mid - 1) {
@@ -429,7 +489,21 @@ impl PacketRing {
 
     /// Blocks in the ring (frame slots of a `TPACKET_V2` ring).
     pub fn slot_count(&self) -> usize {
-        self.slot_count
+        self.map.slot_count
+    }
+
+    /// How many blocks (frame slots) the reader has taken since the oldest one whose bytes are
+    /// still held, 0 when none is. The kernel stops at that block once it has filled the rest
+    /// of the ring: at [`PacketRing::slot_count`] the ring is full and frames are dropped.
+    pub fn oldest_held_age(&mut self) -> usize {
+        while let Some(&i) = self.held.front() {
+            if self.map.held[i].load(Ordering::Acquire) {
+                let n = self.map.slot_count;
+                return (self.next + n - i - 1) % n + 1;
+            }
+            self.held.pop_front();
+        }
+        0
     }
 
     /// The next block the kernel has handed over, if any (a `TPACKET_V2` ring: the next frame
@@ -437,18 +511,22 @@ impl PacketRing {
     /// the block back.
     pub fn next_block(&mut self) -> Option<RingBlock<'_>> {
         let i = self.next;
-        // Acquire: the frames' bytes were written before the kernel set the status.
-        if self.status(i).load(Ordering::Acquire) & crate::capture::tpacket::TP_STATUS_USER == 0 {
+        // Acquire: the frames' bytes were written before the kernel set the status. A slot
+        // still held is not a new one: the kernel has come round to it and waits there.
+        if !self.map.ready(i) {
             return None;
         }
         // SAFETY: the slot is ours (TP_STATUS_USER) until we set it back to TP_STATUS_KERNEL
-        // in RingBlock's drop; the slice covers slot `i` only, inside the mapping.
-        let bytes =
-            unsafe { std::slice::from_raw_parts(self.map.add(self.slot_at(i)), self.slot_size) };
+        // in RingBlock's drop or the last HeldBytes' of it; the slice covers slot `i` only,
+        // inside the mapping, which lives as long as the ring.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(self.map.map.add(self.map.slot_at(i)), self.map.slot_size)
+        };
         Some(RingBlock {
             ring: self,
             bytes,
             index: i,
+            pin: std::cell::OnceCell::new(),
         })
     }
 
@@ -482,17 +560,7 @@ impl PacketRing {
 
     /// Bytes of the mapping (what `-B` pays for).
     pub fn mapped_bytes(&self) -> usize {
-        self.map_len
-    }
-}
-
-impl Drop for PacketRing {
-    fn drop(&mut self) {
-        // SAFETY: `map`/`map_len` are exactly what mmap returned; no RingBlock can be alive
-        // (it borrows the ring).
-        unsafe {
-            libc::munmap(self.map.cast(), self.map_len);
-        }
+        self.map.map_len
     }
 }
 
@@ -502,6 +570,65 @@ pub struct RingBlock<'a> {
     ring: &'a mut PacketRing,
     bytes: &'a [u8],
     index: usize,
+    /// Made by the first [`RingBlock::hold`]: the block then goes back with the last
+    /// [`HeldBytes`] of it.
+    pin: std::cell::OnceCell<Arc<Pin>>,
+}
+
+/// A block (or frame slot) kept from the kernel while bytes of it are held.
+#[derive(Debug)]
+struct Pin {
+    map: Arc<Mapping>,
+    index: usize,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.map.give_back(self.index);
+    }
+}
+
+/// Bytes of a ring block kept in place ([`RingBlock::hold`]); the block goes back to the
+/// kernel when the last of its held bytes is dropped. Cheap to clone and to narrow.
+#[derive(Debug, Clone)]
+pub struct HeldBytes {
+    pin: Arc<Pin>,
+    /// Offset in the block and length.
+    off: u32,
+    len: u32,
+}
+
+impl HeldBytes {
+    /// The bytes from `from` on (clamped to the length).
+    pub fn advance(&mut self, from: usize) {
+        let k = from.min(self.len as usize) as u32;
+        self.off += k;
+        self.len -= k;
+    }
+}
+
+impl std::ops::Deref for HeldBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        let m = &self.pin.map;
+        // SAFETY: the slot is held (its status stays TP_STATUS_USER, so the kernel does not
+        // write it) for as long as this value's pin lives, and the mapping lives as long as the
+        // pin; `off + len` lies inside the slot (checked in RingBlock::hold, only shrunk since).
+        unsafe {
+            std::slice::from_raw_parts(
+                m.map.add(m.slot_at(self.pin.index) + self.off as usize),
+                self.len as usize,
+            )
+        }
+    }
+}
+
+/// Keeps part of a block read in place, for a reader that hands out sub-slices of it
+/// ([`RingBlock`] does; a source that copied its frames holds nothing).
+pub trait HoldBytes {
+    /// `part`, which must lie inside this block, as [`HeldBytes`]; `None` otherwise.
+    fn hold(&self, part: &[u8]) -> Option<HeldBytes>;
 }
 
 impl RingBlock<'_> {
@@ -509,7 +636,7 @@ impl RingBlock<'_> {
     /// ([`PacketRing::stats`]) when it handed this block over: some of the traffic that came
     /// before this block's frames is missing.
     pub fn losing(&self) -> bool {
-        self.ring.status(self.index).load(Ordering::Relaxed)
+        self.ring.map.status(self.index).load(Ordering::Relaxed)
             & crate::capture::tpacket::TP_STATUS_LOSING
             != 0
     }
@@ -521,13 +648,39 @@ impl RingBlock<'_> {
     }
 }
 
+impl HoldBytes for RingBlock<'_> {
+    fn hold(&self, part: &[u8]) -> Option<HeldBytes> {
+        let base = self.bytes.as_ptr() as usize;
+        let at = (part.as_ptr() as usize).checked_sub(base)?;
+        if at + part.len() > self.bytes.len() {
+            return None;
+        }
+        let pin = self.pin.get_or_init(|| {
+            self.ring.map.held[self.index].store(true, Ordering::Release);
+            Arc::new(Pin {
+                map: self.ring.map.clone(),
+                index: self.index,
+            })
+        });
+        Some(HeldBytes {
+            pin: pin.clone(),
+            off: at as u32,
+            len: part.len() as u32,
+        })
+    }
+}
+
 impl Drop for RingBlock<'_> {
     fn drop(&mut self) {
-        // Release: our reads of the block happen before the kernel may write it again.
-        self.ring
-            .status(self.index)
-            .store(crate::capture::tpacket::TP_STATUS_KERNEL, Ordering::Release);
-        self.ring.next = (self.index + 1) % self.ring.slot_count;
+        match self.pin.take() {
+            // Given back by the last held bytes of it (perhaps this drop).
+            Some(pin) => {
+                self.ring.held.push_back(self.index);
+                drop(pin);
+            }
+            None => self.ring.map.give_back(self.index),
+        }
+        self.ring.next = (self.index + 1) % self.ring.map.slot_count;
     }
 }
 

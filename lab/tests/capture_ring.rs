@@ -359,13 +359,21 @@ fn held_bytes_keep_their_block_until_dropped() {
         drain_until(&mut r, &mut got, 50);
         assert_eq!(got.len(), 50);
     }
-    assert_eq!(r.oldest_held_age(), 4, "the held block is the whole ring ago");
+    assert_eq!(
+        r.oldest_held_age(),
+        4,
+        "the held block is the whole ring ago"
+    );
     assert_eq!(r.stats().unwrap().drops, 0);
     // The kernel is back at the held block: it drops, and the reader sees nothing new.
     burst(9);
     assert!(r.next_block().is_none(), "the held block is not a new one");
     assert_eq!(r.stats().unwrap().drops, 50);
-    assert_eq!(&held[..], &[1u8; 1000][..], "the held bytes were not overwritten");
+    assert_eq!(
+        &held[..],
+        &[1u8; 1000][..],
+        "the held bytes were not overwritten"
+    );
     drop(held);
     assert_eq!(r.oldest_held_age(), 0);
     burst(10);

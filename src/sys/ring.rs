@@ -27,9 +27,9 @@
 //! bytes of it.
 
 use super::SysError;
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -226,8 +226,7 @@ impl Mapping {
         // Acquire on `held` first: a slot given back is marked so only after its status went
         // back to the kernel, so a slot seen unheld shows the kernel's status or a newer one.
         !self.held[i].load(Ordering::Acquire)
-            && self.status(i).load(Ordering::Acquire) & crate::capture::tpacket::TP_STATUS_USER
-                != 0
+            && self.status(i).load(Ordering::Acquire) & crate::capture::tpacket::TP_STATUS_USER != 0
     }
 
     /// Gives slot `i` back to the kernel.
@@ -490,6 +489,24 @@ impl PacketRing {
     /// Blocks in the ring (frame slots of a `TPACKET_V2` ring).
     pub fn slot_count(&self) -> usize {
         self.map.slot_count
+    }
+
+    /// Whether bytes of the block (frame slot) taken last are still held. The kernel's `poll`
+    /// then says the ring is readable whether a new block is there or not (it looks at the
+    /// block before the one it is filling, and takes any that is not its own for one waiting
+    /// to be read): poll the ring with a timeout instead of its descriptor.
+    pub fn last_taken_held(&self) -> bool {
+        let n = self.map.slot_count;
+        self.map.held[(self.next + n - 1) % n].load(Ordering::Acquire)
+    }
+
+    /// How many blocks (frame slots) the reader has taken since the one `h` lies in (1: the
+    /// block taken last); `None` for bytes of another ring.
+    pub fn held_age(&self, h: &HeldBytes) -> Option<usize> {
+        Arc::ptr_eq(&h.pin.map, &self.map).then(|| {
+            let n = self.map.slot_count;
+            (self.next + n - h.pin.index - 1) % n + 1
+        })
     }
 
     /// How many blocks (frame slots) the reader has taken since the oldest one whose bytes are

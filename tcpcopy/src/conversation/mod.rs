@@ -41,7 +41,7 @@ mod pacing;
 mod stream;
 
 pub(crate) use boundary::{BoundaryRules, RequestBoundaries};
-pub(crate) use chunks::SparePool;
+pub(crate) use chunks::{SparePool, CHUNK};
 pub(crate) use order::{held_cost, Held, ReorderQueue};
 pub(crate) use pacing::{GateRules, RequestPacer};
 pub(crate) use stream::ClientStream;

@@ -10,6 +10,7 @@ use super::chunks::{Chunks, SparePool};
 use super::order::{Held, ReorderQueue};
 use std::collections::btree_map;
 use tcpclone::seq::SeqNumber;
+use tcpclone::sys::ring::HeldBytes;
 
 /// The client stream of one conversation.
 #[derive(Debug)]
@@ -109,6 +110,44 @@ impl ClientStream {
         self.order.advance(new.len());
     }
 
+    /// [`ClientStream::append`] of bytes that stay in the capture ring (nothing is allocated;
+    /// the caller checked [`ClientStream::growth_for`]'s limit).
+    #[inline]
+    pub fn append_ring(&mut self, new: HeldBytes) {
+        let n = new.len();
+        self.buf.append_ring(new);
+        self.order.advance(n);
+    }
+
+    /// In-order bytes captured and not yet acknowledged by the target.
+    #[inline]
+    pub fn unacked(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether some in-order bytes are still in the capture ring.
+    #[inline]
+    pub fn holds_ring(&self) -> bool {
+        self.buf.holds_ring()
+    }
+
+    /// Memory [`ClientStream::copy_ring`] allocates, the pool's spare chunks used first.
+    #[inline]
+    pub fn copy_ring_growth(&self, pool: &SparePool, which: &dyn Fn(&HeldBytes) -> bool) -> usize {
+        self.buf.copy_ring_growth(pool.count(), which)
+    }
+
+    /// Copies the bytes still in the capture ring that `which` picks into buffers of ours.
+    #[inline]
+    pub fn copy_ring(
+        &mut self,
+        pool: &mut SparePool,
+        mem: &mut usize,
+        which: &dyn Fn(&HeldBytes) -> bool,
+    ) {
+        self.buf.copy_ring(pool, mem, which);
+    }
+
     /// Holds a segment captured beyond a hole ([`ReorderQueue::hold`]).
     #[inline]
     pub fn hold(&mut self, seg: Held, mem: &mut usize) {
@@ -166,8 +205,16 @@ impl ClientStream {
         drop
     }
 
+    /// How many of the `max` bytes from `seq` one [`ClientStream::bytes`] can give (they lie
+    /// in at most two pieces); 0 when none is held there.
+    #[inline]
+    pub fn span(&self, seq: SeqNumber, max: usize) -> usize {
+        usize::try_from(seq.diff(self.buf_seq)).map_or(0, |off| self.buf.span(off, max))
+    }
+
     /// The `len` bytes from `seq`, in the buffer's one or two pieces; `None` when they are not
-    /// all held (acknowledged already, or not captured yet).
+    /// all held (acknowledged already, or not captured yet) or lie in more pieces
+    /// ([`ClientStream::span`]).
     #[inline]
     pub fn bytes(&self, seq: SeqNumber, len: usize) -> Option<(&[u8], &[u8])> {
         let off = usize::try_from(seq.diff(self.buf_seq)).ok()?;

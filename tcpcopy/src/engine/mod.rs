@@ -34,6 +34,7 @@ use std::time::Instant;
 use tcpclone::flow::{hash_socket_addr, FlowKey};
 use tcpclone::seq::SeqNumber;
 use tcpclone::shrink::Shrink;
+use tcpclone::sys::ring::{HeldBytes, HoldBytes};
 
 /// A packet ready for the sender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,6 +329,7 @@ macro_rules! ctx {
             paths: &mut $self.paths,
             capture_lossy: $self.lost_until.is_some_and(|t| $now < t),
             payload_by_ref: false,
+            hold: None,
             now: $now,
         }
     };
@@ -431,6 +433,25 @@ impl Engine {
             self.shed_connection(now, pair);
         }
         n
+    }
+
+    /// Copies the client bytes still in the capture blocks `which` picks into buffers of the
+    /// engine, so that the kernel gets those blocks back (it stops at a held block when it
+    /// comes round to it). A session the memory budget has no room for loses its bytes as in
+    /// a capture gap.
+    pub fn copy_ring_bytes(&mut self, now: Instant, which: &dyn Fn(&HeldBytes) -> bool) {
+        for i in 0..self.slots.len() {
+            let gen = self.slots[i].gen;
+            let Some(s) = self.slots[i].session.as_mut() else {
+                continue;
+            };
+            if !s.holds_ring() {
+                continue;
+            }
+            let mut cx = ctx!(self, now);
+            s.copy_ring(&mut cx, which);
+            self.after(i as u32, gen, true);
+        }
     }
 
     /// Resets and ends every clone of the captured connection `pair` and remembers it as shed.
@@ -578,6 +599,30 @@ impl Engine {
     /// that production's latency is the capture's and not when the worker got to the packet.
     /// Everything else runs on `now`.
     pub fn handle_captured_at(&mut self, now: Instant, captured_at: Instant, ip_packet: &[u8]) {
+        self.captured(now, captured_at, ip_packet, None);
+    }
+
+    /// [`Engine::handle_captured_at`] of a packet read in place from the capture block
+    /// `block`: a large in-order payload stays there instead of being copied, until the target
+    /// has it or [`Engine::copy_ring_bytes`] is called (the block goes back to the kernel when
+    /// no session holds bytes of it).
+    pub fn handle_captured_in(
+        &mut self,
+        now: Instant,
+        captured_at: Instant,
+        ip_packet: &[u8],
+        block: &dyn HoldBytes,
+    ) {
+        self.captured(now, captured_at, ip_packet, Some(block));
+    }
+
+    fn captured(
+        &mut self,
+        now: Instant,
+        captured_at: Instant,
+        ip_packet: &[u8],
+        hold: Option<&dyn HoldBytes>,
+    ) {
         self.stats.packets_captured += 1;
         let Some(seg) = parse(ip_packet, false) else {
             self.stats.packets_ignored += 1;
@@ -622,6 +667,7 @@ impl Engine {
                     self.replace(now, id, &seg);
                 } else {
                     let mut cx = ctx!(self, now);
+                    cx.hold = hold;
                     s.on_captured(&mut cx, &seg);
                 }
                 self.after(id, gen, true);

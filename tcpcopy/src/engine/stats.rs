@@ -16,6 +16,10 @@ pub struct EngineStats {
     pub segments_in: u64,
     /// Client payload bytes captured.
     pub bytes_captured: u64,
+    /// Of the client bytes kept for the target, those left in the capture ring where the
+    /// kernel wrote them instead of being copied (some are copied later, when the kernel comes
+    /// round to their block before the target has them).
+    pub bytes_in_ring: u64,
     /// Sessions (clones, one per copy) created.
     pub sessions_cloned: u64,
     /// Sessions alive now.
@@ -125,6 +129,7 @@ impl EngineStats {
         self.packets_ignored += o.packets_ignored;
         self.segments_in += o.segments_in;
         self.bytes_captured += o.bytes_captured;
+        self.bytes_in_ring += o.bytes_in_ring;
         self.sessions_cloned += o.sessions_cloned;
         self.sessions_active += o.sessions_active;
         self.sessions_completed += o.sessions_completed;
@@ -208,7 +213,7 @@ impl std::fmt::Display for EngineStats {
             "sessions cloned={} active={} completed={} client_reset={} aborted={} (target_reset={} timeout={} \
              handshake={} retransmits={} replaced={} gap={}) reuse_detached={} linger_taken_over={} syn_ack_adopted={} handshakes_redone={} handshakes={} handshakes_refused={} target_resets={} refused memory={} ports={} family={} sampled_out={} shed={} (new={} segments={} resumed={}); \
              segments in={} sent={} retransmitted={} (rto={} fast={}); gaps={} resets_sent={} reestablished={} \
-             overflows={}; bytes captured={} sent={} acked={}; responses={} unmatched={} stale={}; \
+             overflows={}; bytes captured={} sent={} acked={} in_ring={}; responses={} unmatched={} stale={}; \
              requests sent={} answered={} pacing_timeouts={} mean_latency_us={}; memory={}",
             self.sessions_cloned,
             self.sessions_active,
@@ -248,6 +253,7 @@ impl std::fmt::Display for EngineStats {
             self.bytes_captured,
             self.bytes_sent,
             self.bytes_acked,
+            self.bytes_in_ring,
             self.responses,
             self.responses_unmatched,
             self.responses_stale,

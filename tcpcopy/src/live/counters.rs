@@ -25,6 +25,9 @@ pub struct Counters {
     pub capture_reopens: AtomicU64,
     /// Times a worker fell a quarter of its ring behind and began to shed connections.
     pub overloads: AtomicU64,
+    /// Times a worker copied the client bytes its sessions still held in its ring's blocks,
+    /// because the kernel was coming round to the oldest of them (the target lagged).
+    pub ring_copyouts: AtomicU64,
     /// Packets sent to the target.
     pub sent_packets: AtomicU64,
     /// Bytes sent to the target (IP packets).
@@ -101,6 +104,7 @@ impl Counters {
             ("capture_errors", g(&self.capture_errors)),
             ("capture_reopens", g(&self.capture_reopens)),
             ("overloads", g(&self.overloads)),
+            ("ring_copyouts", g(&self.ring_copyouts)),
             ("sent", g(&self.sent_packets)),
             ("sent_bytes", g(&self.sent_bytes)),
             ("send_calls", g(&self.send_calls)),

@@ -89,6 +89,11 @@ pub fn snapshot(
         "[capture] Times a worker fell a quarter of its ring behind and began to shed connections"
     );
     counter!(
+        ring_copyouts,
+        "capture_ring_copyouts",
+        "[capture] Times a worker copied the client bytes still held in its ring, the kernel coming round to them"
+    );
+    counter!(
         kernel_drops,
         "kernel_dropped_packets",
         "[kernel drops] Packets the kernel dropped because the capture ring was full"
@@ -199,6 +204,11 @@ pub fn snapshot(
         bytes_captured,
         "engine_payload_bytes",
         "[engine] Client payload bytes captured"
+    );
+    engine!(
+        bytes_in_ring,
+        "engine_payload_bytes_in_ring",
+        "[engine] Client payload bytes kept in the capture ring instead of copied"
     );
     engine!(
         sessions_cloned,

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tcpclone::capture::tpacket::BlockView;
-use tcpclone::sys::ring::{poll_fds, PollFd, Wake};
+use tcpclone::sys::ring::{poll_fds, HeldBytes, PollFd, Wake};
 use tracing::{debug, info, warn};
 
 /// Longest a worker sleeps without looking at its stop flag and publishing its counters.
@@ -39,6 +39,15 @@ const BLOCKS_PER_ROUND: usize = 8;
 const RING_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// After the end of an --offline file: stop once nothing was sent or received for this long.
 const OFFLINE_IDLE: Duration = Duration::from_secs(3);
+/// Sessions copy the client bytes they hold in a ring's blocks once the kernel has filled this
+/// part of the ring since the oldest of those blocks (the blocks read since, and those waiting
+/// to be read): the kernel, which stops at a held block, then still has the rest ahead of it.
+const RING_HELD_PART: usize = 2;
+
+/// A worker leaves payloads in a ring only while the kernel has filled less than this part of
+/// it since the oldest block still held (or, with none, the first block not read yet).
+const RING_HOLD_PART: usize = 4;
+
 /// At most one log line about shedding per worker this often.
 const SHED_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -242,7 +251,17 @@ impl Worker {
             fds.clear();
             fds.push(PollFd::new(self.wake.fd(), true, false));
             if let Feed::Rings(rings) = &self.feed {
-                fds.extend(rings.iter().map(|r| PollFd::new(r.ring.fd(), true, false)));
+                for r in rings {
+                    if r.ring.last_taken_held() {
+                        // Its descriptor would poll readable at once (see last_taken_held):
+                        // looked at again after the block timeout, by when the kernel has
+                        // handed over anything captured now. poll skips a negative fd.
+                        deadline = deadline.min(now + r.block_timeout());
+                        fds.push(PollFd::new(-1, true, false));
+                    } else {
+                        fds.push(PollFd::new(r.ring.fd(), true, false));
+                    }
+                }
             }
             self.core.link.poll_fds(&mut fds);
             let wait = deadline.saturating_duration_since(Instant::now());
@@ -407,6 +426,10 @@ impl Worker {
                 // outgoing frames) and the frames' stamps time production.
                 let report = self.core.shared.report.is_some();
                 for r in rings.iter_mut() {
+                    // Payloads stay in the ring only while this worker keeps up with it: behind,
+                    // held blocks would soon have to be copied out (below), a block at a time.
+                    let n = r.ring.slot_count();
+                    let may_hold = r.ring.oldest_held_age() + r.ring.waiting() < n / RING_HOLD_PART;
                     for _ in 0..BLOCKS_PER_ROUND {
                         let Some(block) = r.ring.next_block() else {
                             break;
@@ -441,16 +464,17 @@ impl Worker {
                                         Ok((ip, outgoing)) => {
                                             bytes += ip.len() as u64;
                                             let engine = &mut self.core.engine;
-                                            if !report {
-                                                engine.handle_captured(now, ip);
+                                            let at = if report {
+                                                capture::live_stamp(now, wall_then, f.ts_ns)
                                             } else {
-                                                let at =
-                                                    capture::live_stamp(now, wall_then, f.ts_ns);
-                                                if outgoing {
-                                                    engine.handle_production_captured(at, ip);
-                                                } else {
-                                                    engine.handle_captured_at(now, at, ip);
-                                                }
+                                                now
+                                            };
+                                            if outgoing {
+                                                engine.handle_production_captured(at, ip);
+                                            } else if may_hold {
+                                                engine.handle_captured_in(now, at, ip, &block);
+                                            } else {
+                                                engine.handle_captured_at(now, at, ip);
                                             }
                                             if n_stamps < stamps.len() {
                                                 stamps[n_stamps] = f.ts_ns;
@@ -467,8 +491,24 @@ impl Worker {
                                 warn!(device = %r.name, "{e}");
                             }
                         }
-                        // The frames were read in place; the kernel may fill the block again.
+                        // The frames were read in place; the kernel may fill the block again once
+                        // no session holds bytes of it.
                         drop(block);
+                        // The kernel stops at a held block when it comes round to it: well
+                        // before, the sessions copy what they hold in the older blocks and let
+                        // them go (the older half: a copy-out does not copy everything at once
+                        // and stall the reading).
+                        let age = r.ring.oldest_held_age();
+                        let waiting = if age > 0 { r.ring.waiting() } else { 0 };
+                        if age > 0 && age + waiting > n / RING_HELD_PART {
+                            let ring = &r.ring;
+                            let old = |h: &HeldBytes| {
+                                ring.held_age(h)
+                                    .is_some_and(|a| a + waiting > n / (2 * RING_HELD_PART))
+                            };
+                            self.core.engine.copy_ring_bytes(now, &old);
+                            c.add(&c.ring_copyouts, 1);
+                        }
                         if losing {
                             // Reading the counter resets it, and with it the next blocks' flag.
                             read_ring_drops(r, &c);

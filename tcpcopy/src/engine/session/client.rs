@@ -10,6 +10,18 @@ use crate::engine::packet::{RawSegment, ACK, FIN, RST, SYN};
 use std::borrow::Cow;
 use tcpclone::seq::SeqNumber;
 
+/// Payloads from this size up stay in the capture block they arrived in (GRO's super-frames on
+/// uploads; a payload of one MSS is copied).
+const HOLD_MIN: usize = 8 * 1024;
+/// Payloads above this (a BIG TCP super-frame) are copied: ring bytes are copied into one chunk
+/// each when the kernel comes round to their block.
+const HOLD_MAX: usize = crate::conversation::CHUNK;
+/// Payloads stay in the ring only while the target keeps up with the session: less than this
+/// captured and not yet acknowledged by the target. Behind a lagging target, bytes wait long
+/// and would keep their blocks from the kernel until copied anyway
+/// ([`crate::engine::Engine::copy_ring_bytes`]): they are copied at once, as small ones are.
+const HOLD_BACKLOG: usize = 16 << 20;
+
 impl EngineSession {
     /// A captured client segment of this session (not a port-reusing SYN: the engine handles those).
     pub fn on_captured(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
@@ -80,7 +92,21 @@ impl EngineSession {
         if !new.is_empty() {
             let limit = cx.cfg.max_session_buffer;
             let spares = cx.spares.count();
-            let grow = |cx: &SessionCtx<'_>| self.stream.growth_for(new.len(), limit, cx.spares);
+            // A large payload stays in the capture block it arrived in: copying an upload's
+            // every byte out of the ring was the worker's largest cost on uploads, before the
+            // kernel's own copy when sending. Small ones are copied: they cost less than the
+            // piece they would make, and sends gather at most two pieces.
+            let ring =
+                (HOLD_MIN..=HOLD_MAX).contains(&new.len()) && self.stream.unacked() < HOLD_BACKLOG;
+            let in_ring = ring.then(|| cx.hold.and_then(|b| b.hold(new))).flatten();
+            let grow = |cx: &SessionCtx<'_>| {
+                let g = self.stream.growth_for(new.len(), limit, cx.spares);
+                if in_ring.is_some() {
+                    g.map(|_| 0)
+                } else {
+                    g
+                }
+            };
             // Making room may free the spares the first answer counted on: asked again then.
             let fits = grow(cx).is_some_and(|g| cx.fits(g))
                 && (cx.spares.count() == spares || grow(cx).is_some_and(|g| cx.fits(g)));
@@ -93,7 +119,13 @@ impl EngineSession {
                 let start = self.starts.on_client_data(ack, &BoundaryRules::RAW);
                 self.pacer.note_request(start, cap_nxt, cx.cfg.no_wait);
             }
-            self.stream.append(new, cx.spares, cx.mem);
+            match in_ring {
+                Some(h) => {
+                    cx.stats.bytes_in_ring += h.len() as u64;
+                    self.stream.append_ring(h);
+                }
+                None => self.stream.append(new, cx.spares, cx.mem),
+            }
         }
         if fin && end == self.stream.next() && self.stream.fin().is_none() {
             if data.is_empty() && ack.is_some() {

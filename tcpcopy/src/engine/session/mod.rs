@@ -34,6 +34,7 @@ use std::time::Instant;
 use target::TargetSide;
 use tcpclone::flow::FlowKey;
 use tcpclone::seq::SeqNumber;
+use tcpclone::sys::ring::{HeldBytes, HoldBytes};
 use timers::{Earliest, Timers};
 
 /// Shared, mutable context a session works in: the engine's configuration, counters and
@@ -51,6 +52,9 @@ pub(crate) struct SessionCtx<'a> {
     pub capture_lossy: bool,
     /// Leave super-segments' payload in the client stream ([`crate::engine::Engine::payload`]).
     pub payload_by_ref: bool,
+    /// The capture block the segment being handled lies in, when its bytes can stay there
+    /// ([`crate::engine::Engine::handle_captured_in`]).
+    pub hold: Option<&'a dyn HoldBytes>,
     pub now: Instant,
 }
 
@@ -257,6 +261,23 @@ impl EngineSession {
     /// The client stream's `len` bytes from `seq` (a payload left by reference).
     pub fn payload(&self, seq: SeqNumber, len: usize) -> Option<(&[u8], &[u8])> {
         self.stream.bytes(seq, len)
+    }
+
+    /// Whether some of the client stream's bytes are still in a capture block.
+    pub fn holds_ring(&self) -> bool {
+        self.stream.holds_ring()
+    }
+
+    /// Copies the client stream's bytes still in the capture blocks `which` picks into
+    /// buffers of ours; with no room for them in the memory budget they are dropped as in a
+    /// capture gap.
+    pub fn copy_ring(&mut self, cx: &mut SessionCtx<'_>, which: &dyn Fn(&HeldBytes) -> bool) {
+        if cx.fits(self.stream.copy_ring_growth(cx.spares, which)) {
+            self.stream.copy_ring(cx.spares, cx.mem, which);
+        } else {
+            cx.stats.buffer_overflows += 1;
+            self.gap(cx);
+        }
     }
 
     /// Bytes this session holds in buffers (for the memory budget).

@@ -100,6 +100,7 @@ impl EngineSession {
                 self.snd.fast_rexmit = false;
                 let end = self.snd.max.min(self.stream.next());
                 let len = (end.diff(self.snd.una).max(0) as usize).min(self.snd.seg_max);
+                let len = self.gatherable(self.snd.una, len);
                 if len > 0 {
                     return self.send_data(cx, self.snd.una, len, buf, id);
                 }
@@ -108,6 +109,7 @@ impl EngineSession {
             if self.snd.nxt < lim {
                 let len = (lim.diff(self.snd.nxt) as usize).min(self.snd.burst_max(cx.cfg));
                 let seq = self.snd.nxt;
+                let len = self.gatherable(seq, len);
                 let n = self.send_data(cx, seq, len, buf, id);
                 self.snd.probe = false;
                 return n;
@@ -172,6 +174,17 @@ impl EngineSession {
         self.snd.rto_at.get_or_insert(now + self.snd.rto);
         self.pending_ack = false;
         self.emit(cx, &seg, buf)
+    }
+
+    /// Of `len` bytes from `seq`, what one segment takes: the stream gives at most two pieces
+    /// at once (with capture-block pieces among them a super-segment may end short). `len`
+    /// when none is held there (the send then finds nothing, as before).
+    #[inline]
+    fn gatherable(&self, seq: SeqNumber, len: usize) -> usize {
+        match self.stream.span(seq, len) {
+            0 => len,
+            n => n,
+        }
     }
 
     fn send_data(

@@ -39,6 +39,12 @@ pub struct RingSpec {
 }
 
 impl LiveRing {
+    /// The ring's block timeout: the kernel hands a block over at most this long after its
+    /// first frame.
+    pub fn block_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::from(self.spec.retire_ms.max(1)))
+    }
+
     /// Opens this ring again when its device name now names another device index. `Ok(true)`
     /// when it did; `Ok(false)` when there is nothing to do (same index, `any`, or the device
     /// is absent for now).

@@ -30,7 +30,7 @@ use super::SysError;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// `SOL_PACKET` (linux/socket.h).
@@ -172,9 +172,12 @@ pub struct PacketRing {
     fd: OwnedFd,
     map: Arc<Mapping>,
     next: usize,
-    /// Slots handed out with bytes still held, oldest first (some may have been given back
-    /// since: [`PacketRing::oldest_held_age`] drops those from the front).
-    held: VecDeque<usize>,
+    /// Blocks (frame slots) taken so far.
+    taken: u64,
+    /// Slots handed out with bytes still held and when (in `taken`), oldest first (some may
+    /// have been given back since: [`PacketRing::oldest_held_age`] drops those from the
+    /// front).
+    held: VecDeque<(usize, u64)>,
     /// Whether the kernel accepted `PACKET_IGNORE_OUTGOING`.
     pub ignores_outgoing: bool,
     fanout_id: Option<u16>,
@@ -196,6 +199,9 @@ struct Mapping {
     /// Per slot: bytes of it are held ([`HeldBytes`]), so its `TP_STATUS_USER` is ours and
     /// not a new block's.
     held: Box<[AtomicBool]>,
+    /// Per slot: the reader's count of blocks taken when the slot was last held (tells a
+    /// hold from an earlier one of the same slot in [`PacketRing::oldest_held_age`]).
+    held_seq: Box<[AtomicU64]>,
 }
 
 // SAFETY: the mapping is reached only through this value, whose fields are never changed after
@@ -395,8 +401,10 @@ impl PacketRing {
                 slot_count,
                 status_at,
                 held: (0..slot_count).map(|_| AtomicBool::new(false)).collect(),
+                held_seq: (0..slot_count).map(|_| AtomicU64::new(0)).collect(),
             }),
             next: 0,
+            taken: 0,
             held: VecDeque::new(),
             ignores_outgoing,
             fanout_id: None,
@@ -503,20 +511,21 @@ impl PacketRing {
     /// How many blocks (frame slots) the reader has taken since the one `h` lies in (1: the
     /// block taken last); `None` for bytes of another ring.
     pub fn held_age(&self, h: &HeldBytes) -> Option<usize> {
-        Arc::ptr_eq(&h.pin.map, &self.map).then(|| {
-            let n = self.map.slot_count;
-            (self.next + n - h.pin.index - 1) % n + 1
-        })
+        // `h` keeps its slot held, so the slot's count is its hold's.
+        Arc::ptr_eq(&h.pin.map, &self.map)
+            .then(|| (self.taken - self.map.held_seq[h.pin.index].load(Ordering::Relaxed)) as usize)
     }
 
     /// How many blocks (frame slots) the reader has taken since the oldest one whose bytes are
     /// still held, 0 when none is. The kernel stops at that block once it has filled the rest
     /// of the ring: at [`PacketRing::slot_count`] the ring is full and frames are dropped.
     pub fn oldest_held_age(&mut self) -> usize {
-        while let Some(&i) = self.held.front() {
-            if self.map.held[i].load(Ordering::Acquire) {
-                let n = self.map.slot_count;
-                return (self.next + n - i - 1) % n + 1;
+        while let Some(&(i, seq)) = self.held.front() {
+            // Still held, and by this hold (not a later one of the same slot).
+            if self.map.held[i].load(Ordering::Acquire)
+                && self.map.held_seq[i].load(Ordering::Relaxed) == seq
+            {
+                return (self.taken - seq) as usize;
             }
             self.held.pop_front();
         }
@@ -673,6 +682,7 @@ impl HoldBytes for RingBlock<'_> {
             return None;
         }
         let pin = self.pin.get_or_init(|| {
+            self.ring.map.held_seq[self.index].store(self.ring.taken, Ordering::Relaxed);
             self.ring.map.held[self.index].store(true, Ordering::Release);
             Arc::new(Pin {
                 map: self.ring.map.clone(),
@@ -692,12 +702,14 @@ impl Drop for RingBlock<'_> {
         match self.pin.take() {
             // Given back by the last held bytes of it (perhaps this drop).
             Some(pin) => {
-                self.ring.held.push_back(self.index);
+                let seq = self.ring.map.held_seq[self.index].load(Ordering::Relaxed);
+                self.ring.held.push_back((self.index, seq));
                 drop(pin);
             }
             None => self.ring.map.give_back(self.index),
         }
         self.ring.next = (self.index + 1) % self.ring.map.slot_count;
+        self.ring.taken += 1;
     }
 }
 

@@ -44,6 +44,11 @@ const OFFLINE_IDLE: Duration = Duration::from_secs(3);
 /// to be read): the kernel, which stops at a held block, then still has the rest ahead of it.
 const RING_HELD_PART: usize = 2;
 
+/// A worker whose last block read is held sleeps at most this long (or the block timeout,
+/// shorter) before it looks at the ring again: a longer `--capture-block` would leave full
+/// blocks unread, and held blocks uncopied, for as long.
+const HELD_RECHECK_MAX: Duration = Duration::from_millis(1);
+
 /// A worker leaves payloads in a ring only while the kernel has filled less than this part of
 /// it since the oldest block still held (or, with none, the first block not read yet).
 const RING_HOLD_PART: usize = 4;
@@ -256,7 +261,7 @@ impl Worker {
                         // Its descriptor would poll readable at once (see last_taken_held):
                         // looked at again after the block timeout, by when the kernel has
                         // handed over anything captured now. poll skips a negative fd.
-                        deadline = deadline.min(now + r.block_timeout());
+                        deadline = deadline.min(now + r.block_timeout().min(HELD_RECHECK_MAX));
                         fds.push(PollFd::new(-1, true, false));
                     } else {
                         fds.push(PollFd::new(r.ring.fd(), true, false));
@@ -325,6 +330,9 @@ impl Worker {
                 Ok(false) => {}
                 Ok(true) => {
                     c.add(&c.capture_reopens, 1);
+                    // Bytes held in the old ring would never be found old by the new one:
+                    // copied now (rare), so that the old mapping goes too.
+                    self.core.engine.copy_ring_bytes(Instant::now(), &|_| true);
                     info!(worker = self.index, device = %r.name, ifindex = r.ifindex, "capture device re-created; ring opened again");
                 }
                 Err(e) => {

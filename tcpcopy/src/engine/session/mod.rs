@@ -272,7 +272,10 @@ impl EngineSession {
     /// buffers of ours; with no room for them in the memory budget they are dropped as in a
     /// capture gap.
     pub fn copy_ring(&mut self, cx: &mut SessionCtx<'_>, which: &dyn Fn(&HeldBytes) -> bool) {
-        if cx.fits(self.stream.copy_ring_growth(cx.spares, which)) {
+        let spares = cx.spares.count();
+        let grow = |cx: &SessionCtx<'_>| self.stream.copy_ring_growth(cx.spares, which);
+        // Making room may free the spares the first answer counted on: asked again then.
+        if cx.fits(grow(cx)) && (cx.spares.count() == spares || cx.fits(grow(cx))) {
             self.stream.copy_ring(cx.spares, cx.mem, which);
         } else {
             cx.stats.buffer_overflows += 1;

@@ -130,25 +130,32 @@ fn redis_set_get_20k_10conns() {
     );
 }
 
-#[test]
-fn redis_set_64k_values() {
-    require_redis_lab!("redis_set_64k_values");
-    let _g = serial();
-    let (mut t, pid) = Topo::redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &[]);
+/// `n` redis SETs of 64 KB over 5 connections, cloned by tcpcopy started with `extra` (after
+/// `prepare` ran on the lab); fails below `min` delivered. Returns tcpcopy's summary.
+fn redis_64k_sets(extra: &[&str], n: u32, min: f64, what: &str, prepare: fn(&mut Topo)) -> String {
+    let (mut t, pid) = Topo::redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", extra);
+    prepare(&mut t);
     let failures = redis_delivery(
         &mut t,
         pid,
         PROD4,
-        "-n 3000 -c 5 -t set -d 65536",
+        &format!("-n {n} -c 5 -t set -d 65536"),
         &["set"],
         1,
-        0.999,
-        "redis SET 64 KB x 3000 x 5",
+        min,
+        what,
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    t.last_summary.clone()
+}
+
+#[test]
+fn redis_set_64k_values() {
+    require_redis_lab!("redis_set_64k_values");
+    let _g = serial();
+    let sum = &redis_64k_sets(&[], 3000, 0.999, "redis SET 64 KB x 3000 x 5", |_| {});
     // --send packet (the default): the uploads left through the packet socket, mostly as
     // super-segments the kernel cut, not one system call's worth of work per segment.
-    let sum = &t.last_summary;
     let (sent, via_packet, gso) = (
         counter(sum, "sent"),
         counter(sum, "sent_via_packet"),
@@ -175,19 +182,8 @@ fn redis_set_64k_values() {
 fn redis_set_64k_values_small_ring() {
     require_redis_lab!("redis_set_64k_values_small_ring");
     let _g = serial();
-    let (mut t, pid) = Topo::redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &["-B", "64"]);
-    let failures = redis_delivery(
-        &mut t,
-        pid,
-        PROD4,
-        "-n 3000 -c 5 -t set -d 65536",
-        &["set"],
-        1,
-        0.2,
-        "redis SET 64 KB x 3000 x 5, 64 MB ring",
-    );
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    let sum = &t.last_summary;
+    let what = "redis SET 64 KB x 3000 x 5, 64 MB ring";
+    let sum = &redis_64k_sets(&["-B", "64"], 3000, 0.2, what, |_| {});
     let (in_ring, copyouts, drops) = (
         engine_counter(sum, "in_ring"),
         counter(sum, "ring_copyouts"),
@@ -204,21 +200,11 @@ fn redis_set_64k_values_small_ring() {
 fn redis_set_64k_values_before_the_neighbour_is_known() {
     require_redis_lab!("redis_set_64k_values_before_the_neighbour_is_known");
     let _g = serial();
-    let (mut t, pid) = Topo::redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &[]);
-    let prod = t.prod.clone();
-    t.lab.exec_ok(&prod, "ip neigh flush to 198.18.1.2");
-    let failures = redis_delivery(
-        &mut t,
-        pid,
-        PROD4,
-        "-n 1000 -c 5 -t set -d 65536",
-        &["set"],
-        1,
-        0.999,
-        "redis SET 64 KB x 1000 x 5, neighbour flushed",
-    );
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    let sum = &t.last_summary;
+    let what = "redis SET 64 KB x 1000 x 5, neighbour flushed";
+    let sum = &redis_64k_sets(&[], 1000, 0.999, what, |t| {
+        let prod = t.prod.clone();
+        t.lab.exec_ok(&prod, "ip neigh flush to 198.18.1.2");
+    });
     assert!(counter(sum, "hop_unresolved") >= 1, "{sum}");
     assert!(counter(sum, "sent_via_packet") > 0, "{sum}");
     assert_eq!(counter(sum, "send_refused"), 0, "{sum}");
@@ -229,23 +215,8 @@ fn redis_set_64k_values_before_the_neighbour_is_known() {
 fn redis_set_64k_values_send_raw() {
     require_redis_lab!("redis_set_64k_values_send_raw");
     let _g = serial();
-    let (mut t, pid) = Topo::redis_lab(
-        Layout::Assistant,
-        "6379-198.18.1.2:6380",
-        &["--send", "raw"],
-    );
-    let failures = redis_delivery(
-        &mut t,
-        pid,
-        PROD4,
-        "-n 1000 -c 5 -t set -d 65536",
-        &["set"],
-        1,
-        0.999,
-        "redis SET 64 KB x 1000 x 5, --send raw",
-    );
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    let sum = &t.last_summary;
+    let what = "redis SET 64 KB x 1000 x 5, --send raw";
+    let sum = &redis_64k_sets(&["--send", "raw"], 1000, 0.999, what, |_| {});
     assert_eq!(counter(sum, "sent_via_packet"), 0, "{sum}");
     assert_eq!(
         counter(sum, "gso_frames") + counter(sum, "gso_soft"),

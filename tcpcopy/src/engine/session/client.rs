@@ -13,8 +13,8 @@ use tcpclone::seq::SeqNumber;
 /// Payloads from this size up stay in the capture block they arrived in (GRO's super-frames on
 /// uploads; a payload of one MSS is copied).
 const HOLD_MIN: usize = 8 * 1024;
-/// Payloads above this (a BIG TCP super-frame) are copied: ring bytes are copied into one chunk
-/// each when the kernel comes round to their block.
+/// Payloads above this (a BIG TCP super-frame) are copied: a ring piece must fit in one chunk
+/// when it is copied out ([`crate::engine::Engine::copy_ring_bytes`]).
 const HOLD_MAX: usize = crate::conversation::CHUNK;
 /// Payloads stay in the ring only while the target keeps up with the session: less than this
 /// captured and not yet acknowledged by the target. Behind a lagging target, bytes wait long

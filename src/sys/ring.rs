@@ -615,22 +615,13 @@ impl Drop for Pin {
 }
 
 /// Bytes of a ring block kept in place ([`RingBlock::hold`]); the block goes back to the
-/// kernel when the last of its held bytes is dropped. Cheap to clone and to narrow.
+/// kernel when the last of its held bytes is dropped. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct HeldBytes {
     pin: Arc<Pin>,
     /// Offset in the block and length.
     off: u32,
     len: u32,
-}
-
-impl HeldBytes {
-    /// The bytes from `from` on (clamped to the length).
-    pub fn advance(&mut self, from: usize) {
-        let k = from.min(self.len as usize) as u32;
-        self.off += k;
-        self.len -= k;
-    }
 }
 
 impl std::ops::Deref for HeldBytes {

@@ -99,13 +99,10 @@ impl EngineSession {
             let ring =
                 (HOLD_MIN..=HOLD_MAX).contains(&new.len()) && self.stream.unacked() < HOLD_BACKLOG;
             let in_ring = ring.then(|| cx.hold.and_then(|b| b.hold(new))).flatten();
+            // Ring bytes allocate nothing; the session's limit counts them all the same.
             let grow = |cx: &SessionCtx<'_>| {
                 let g = self.stream.growth_for(new.len(), limit, cx.spares);
-                if in_ring.is_some() {
-                    g.map(|_| 0)
-                } else {
-                    g
-                }
+                g.map(|g| if in_ring.is_some() { 0 } else { g })
             };
             // Making room may free the spares the first answer counted on: asked again then.
             let fits = grow(cx).is_some_and(|g| cx.fits(g))

@@ -76,9 +76,15 @@ pub(crate) struct Chunks<R = HeldBytes> {
     cap: usize,
     /// Ring pieces in `q`.
     rings: usize,
-    /// `q` had ring pieces since it was last down to one buffer of ours: positions are found
-    /// by walking the pieces, which need not be full.
+    /// `q` had ring pieces since it was last down to one buffer of ours: pieces need not be
+    /// full, so positions are found by searching `starts`.
     mixed: bool,
+    /// Where each piece of `q` starts in the stream (bytes since an arbitrary origin that
+    /// never moves): `starts[i + 1] == starts[i] + q[i].len()`, since only the last piece
+    /// grows. A binary search finds a position among hundreds of ring pieces.
+    starts: VecDeque<usize>,
+    /// Where the first byte held lies in the stream (on the same origin as `starts`).
+    front: usize,
 }
 
 impl<R> Default for Chunks<R> {
@@ -90,6 +96,8 @@ impl<R> Default for Chunks<R> {
             cap: 0,
             rings: 0,
             mixed: false,
+            starts: VecDeque::new(),
+            front: 0,
         }
     }
 }
@@ -121,6 +129,23 @@ impl<R: Deref<Target = [u8]>> Chunks<R> {
                 .q
                 .back()
                 .is_none_or(|b| matches!(b, Piece::Own(b) if b.capacity() < CHUNK))
+    }
+
+    /// Puts a piece at the back: it follows the last piece, or starts at the front's piece
+    /// start when it is the first.
+    fn push(&mut self, p: Piece<R>) {
+        let start = match (self.starts.back(), self.q.back()) {
+            (Some(s), Some(b)) => s + b.len(),
+            _ => self.front - self.head,
+        };
+        self.starts.push_back(start);
+        self.q.push_back(p);
+    }
+
+    /// Takes the last piece off.
+    fn pop_back(&mut self) -> Option<Piece<R>> {
+        self.starts.pop_back();
+        self.q.pop_back()
     }
 
     /// Bytes newly allocated by appending `n` bytes when the pool has `spares` chunks.
@@ -158,17 +183,18 @@ impl<R: Deref<Target = [u8]>> Chunks<R> {
                 if need > cap {
                     // Grows in place: a copy of at most KEEP_SMALL bytes.
                     let mut b = Vec::with_capacity(small_capacity(need, cap));
-                    if let Some(Piece::Own(old)) = self.q.pop_back() {
+                    if let Some(Piece::Own(old)) = self.pop_back() {
                         b.extend_from_slice(&old[self.head..]);
                     }
                     self.head = 0;
                     *mem += b.capacity() - cap;
                     self.cap = b.capacity();
-                    self.q.push_back(Piece::Own(b));
+                    self.push(Piece::Own(b));
                 } else if let Some(Piece::Own(b)) = self.q.back_mut() {
                     if self.head + need > b.capacity() {
                         b.drain(..self.head);
                         self.head = 0;
+                        self.starts[0] = self.front;
                     }
                 }
                 if let Some(Piece::Own(b)) = self.q.back_mut() {
@@ -179,20 +205,20 @@ impl<R: Deref<Target = [u8]>> Chunks<R> {
             }
             // Into chunks: the small buffer's bytes move once, it is freed.
             let mut c = pool.take(mem);
-            if let Some(Piece::Own(old)) = self.q.pop_back() {
+            if let Some(Piece::Own(old)) = self.pop_back() {
                 c.extend_from_slice(&old[self.head..]);
                 *mem = mem.saturating_sub(old.capacity());
             }
             self.head = 0;
             self.cap = c.capacity();
-            self.q.push_back(Piece::Own(c));
+            self.push(Piece::Own(c));
         }
         while !data.is_empty() {
             let room = self.q.back().map_or(0, Piece::room);
             if room == 0 {
                 let c = pool.take(mem);
                 self.cap += c.capacity();
-                self.q.push_back(Piece::Own(c));
+                self.push(Piece::Own(c));
                 continue;
             }
             let k = room.min(data.len());
@@ -212,7 +238,7 @@ impl<R: Deref<Target = [u8]>> Chunks<R> {
         self.len += h.len();
         self.rings += 1;
         self.mixed = true;
-        self.q.push_back(Piece::Ring(h));
+        self.push(Piece::Ring(h));
     }
 
     /// Memory [`Chunks::copy_ring`] allocates for the ring pieces `which` picks when the pool
@@ -248,6 +274,7 @@ impl<R: Deref<Target = [u8]>> Chunks<R> {
             return;
         }
         let head = self.head;
+        self.starts.clear();
         for (i, p) in std::mem::take(&mut self.q).into_iter().enumerate() {
             match p {
                 Piece::Ring(h) if which(&h) => {
@@ -265,9 +292,9 @@ impl<R: Deref<Target = [u8]>> Chunks<R> {
                     let mut c = pool.take(mem);
                     c.extend_from_slice(bytes);
                     self.cap += c.capacity();
-                    self.q.push_back(Piece::Own(c));
+                    self.push(Piece::Own(c));
                 }
-                p => self.q.push_back(p),
+                p => self.push(p),
             }
         }
         if self.q.len() <= 1 && self.rings == 0 {
@@ -280,10 +307,12 @@ impl<R: Deref<Target = [u8]>> Chunks<R> {
         let n = n.min(self.len);
         self.len -= n;
         self.head += n;
+        self.front += n;
         if self.len == 0 {
             if self.small() {
                 if let Some(Piece::Own(b)) = self.q.back_mut() {
                     b.clear();
+                    self.starts[0] = self.front;
                 }
                 self.head = 0;
             } else {
@@ -294,6 +323,7 @@ impl<R: Deref<Target = [u8]>> Chunks<R> {
         // Bytes remain, so a fully consumed first piece has others behind it.
         while self.q.front().is_some_and(|b| self.head >= b.len()) {
             if let Some(p) = self.q.pop_front() {
+                self.starts.pop_front();
                 self.head -= p.len();
                 self.release(p, pool, mem);
             }
@@ -321,6 +351,8 @@ impl<R: Deref<Target = [u8]>> Chunks<R> {
                 pool.put(c, mem);
             }
         }
+        self.starts.clear();
+        self.front += self.len;
         self.head = 0;
         self.len = 0;
         self.cap = 0;
@@ -339,14 +371,10 @@ impl<R: Deref<Target = [u8]>> Chunks<R> {
                 (p / CHUNK, p % CHUNK)
             });
         }
-        for (i, b) in self.q.iter().enumerate() {
-            let l = b.len();
-            if p < l {
-                return Some((i, p));
-            }
-            p -= l;
-        }
-        None
+        let at = self.starts.front()? + p;
+        let i = self.starts.partition_point(|&s| s <= at).checked_sub(1)?;
+        p = at - self.starts[i];
+        (p < self.q[i].len()).then_some((i, p))
     }
 
     /// How many of the `max` bytes from offset `off` lie in at most two pieces (what
@@ -698,6 +726,14 @@ mod tests {
                 }
                 proptest::prop_assert_eq!(c.len(), model.len());
                 proptest::prop_assert_eq!(mem, c.capacity() + pool.bytes());
+                // Every piece starts where the one before ends, the first where the front is.
+                proptest::prop_assert_eq!(c.starts.len(), c.q.len());
+                for i in 1..c.q.len() {
+                    proptest::prop_assert_eq!(c.starts[i], c.starts[i - 1] + c.q[i - 1].len());
+                }
+                if let Some(s) = c.starts.front() {
+                    proptest::prop_assert_eq!(s + c.head, c.front);
+                }
                 if !model.is_empty() {
                     let off = n % model.len();
                     let want_len = (n / 3).min(model.len() - off).min(CHUNK);

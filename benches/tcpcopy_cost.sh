@@ -10,8 +10,11 @@
 # Per run: the client's rate (req/s; with cloning also against the round's `none` run), the
 # production server's CPU seconds during the load (redis-server, or nginx master + workers),
 # tcpcopy's CPU seconds (whole process, all threads, from its start of the load until the target
-# has received the copies) and its ratio to the server's, % of production's requests the target
-# answered, tcpcopy's kernel_drops and intercept's CPU seconds. Then medians over the rounds.
+# has received the copies) and its ratio to the server's in the same run (tc/server) and in the
+# round's `none` run (tc/alone: the server's own cost for these requests, with nothing else
+# running; beside a cloner the server is charged less CPU for the same requests, so tc/server
+# reads high), % of production's requests the target answered, tcpcopy's kernel_drops and
+# intercept's CPU seconds. Then medians over the rounds.
 # Each run's line also gives the part of tcpcopy's CPU spent while the load ran (a cloner that
 # falls behind does the rest after the client stopped, when it no longer slows production) and
 # the target server's CPU (it shares the same vCPUs: it explains a rate, it is no cost on
@@ -340,7 +343,7 @@ awk -F'\t' '
         return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
     function add(key, v) { if (v != "-" && v != "?" && v != "") vals[key] = vals[key] (vals[key] == "" ? "" : " ") v }
-    { rows[NR] = $0; if ($2 == "none") base[$1, $3] = $4
+    { rows[NR] = $0; if ($2 == "none") { base[$1, $3] = $4; alone[$1, $3] = $5 }
       if (!($1 in seen)) { seen[$1] = 1; order[++ns] = $1 }
       if (!(($1, $2) in mseen)) { mseen[$1, $2] = 1; modes[$1] = modes[$1] " " $2 } }
     END {
@@ -350,8 +353,9 @@ awk -F'\t' '
             add(k SUBSEP "del", f[7]); add(k SUBSEP "drops", f[8]); add(k SUBSEP "ic", f[9])
             if (f[2] != "none" && base[f[1], f[3]] > 0) add(k SUBSEP "rel", f[4] / base[f[1], f[3]])
             if (f[2] != "none" && f[5] > 0) add(k SUBSEP "ratio", f[6] / f[5])
+            if (f[2] != "none" && alone[f[1], f[3]] > 0) add(k SUBSEP "alone", f[6] / alone[f[1], f[3]])
         }
-        printf "%-11s %-8s %8s %8s %9s %10s %9s %10s %7s %11s\n", "scenario", "mode", "req/s", "vs none", "server s", "tcpcopy s", "tc/server", "delivered", "drops", "intercept s"
+        printf "%-11s %-8s %8s %8s %9s %10s %9s %8s %10s %7s %11s\n", "scenario", "mode", "req/s", "vs none", "server s", "tcpcopy s", "tc/server", "tc/alone", "delivered", "drops", "intercept s"
         for (s = 1; s <= ns; s++) {
             sc = order[s]; nm = split(modes[sc], ms, " ")
             for (m = 1; m <= nm; m++) {
@@ -359,12 +363,13 @@ awk -F'\t' '
                 rel = med(k SUBSEP "rel"); ratio = med(k SUBSEP "ratio"); tc = med(k SUBSEP "tc")
                 del = med(k SUBSEP "del"); ic = med(k SUBSEP "ic")
                 rel = rel == "-" ? "-" : sprintf("%.3fx", rel); ratio = ratio == "-" ? "-" : sprintf("%.2fx", ratio)
+                al = med(k SUBSEP "alone"); al = al == "-" ? "-" : sprintf("%.2fx", al)
                 tc = tc == "-" ? "-" : sprintf("%.2f", tc); del = del == "-" ? "-" : sprintf("%.2f%%", del)
                 ic = ic == "-" ? "-" : sprintf("%.2f", ic)
-                printf "%-11s %-8s %8.0f %8s %9.2f %10s %9s %10s %7s %11s\n", sc, ms[m], med(k SUBSEP "rate"),
-                    rel, med(k SUBSEP "srv"), tc, ratio, del, med(k SUBSEP "drops"), ic
-                md = md sprintf("| %s | %s | %.0f | %s | %.2f | %s | %s | %s | %s | %s |\n", sc, ms[m],
-                    med(k SUBSEP "rate"), rel, med(k SUBSEP "srv"), tc, ratio, del, med(k SUBSEP "drops"), ic)
+                printf "%-11s %-8s %8.0f %8s %9.2f %10s %9s %8s %10s %7s %11s\n", sc, ms[m], med(k SUBSEP "rate"),
+                    rel, med(k SUBSEP "srv"), tc, ratio, al, del, med(k SUBSEP "drops"), ic
+                md = md sprintf("| %s | %s | %.0f | %s | %.2f | %s | %s | %s | %s | %s | %s |\n", sc, ms[m],
+                    med(k SUBSEP "rate"), rel, med(k SUBSEP "srv"), tc, ratio, al, del, med(k SUBSEP "drops"), ic)
             }
             o = sc SUBSEP "tcpclone"; t = sc SUBSEP "TCPCopy"
             if (vals[t SUBSEP "tc"] != "" && vals[o SUBSEP "tc"] != "") {
@@ -378,8 +383,8 @@ awk -F'\t' '
         }
         # The same medians as docs/benchmarks.md takes them.
         printf "\n== markdown for docs/benchmarks.md:\n\n## tcpcopy: what cloning costs production, %s (`%s`)\n\n`%s`\n\n", date, commit, cmd
-        print "| scenario | mode | req/s | vs none | server s | tcpcopy s | tc/server | delivered | drops | intercept s |"
-        print "|---|---|---|---|---|---|---|---|---|---|"
+        print "| scenario | mode | req/s | vs none | server s | tcpcopy s | tc/server | tc/alone | delivered | drops | intercept s |"
+        print "|---|---|---|---|---|---|---|---|---|---|---|"
         printf "%s", md
     }' date="$(date -u +%Y-%m-%d)" commit="$(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     cmd="${PIN:+PIN=1 }${RX_THREADS:+RX_THREADS=1 }${CLIENT_RATE:+CLIENT_RATE=$CLIENT_RATE }${POST_CONNS:+POST_CONNS=$POST_CONNS }${LAB_INTERCEPT_ARGS:+LAB_INTERCEPT_ARGS=\"$LAB_INTERCEPT_ARGS\" }${TCPCOPY_ARGS:+TCPCOPY_ARGS=\"$TCPCOPY_ARGS\" }bash benches/tcpcopy_cost.sh $ROUNDS" "$RESULTS_TSV"

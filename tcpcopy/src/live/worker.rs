@@ -191,6 +191,11 @@ impl Worker {
         let mut eof = false;
         let mut fds = Vec::new();
         let mut ready = Vec::new();
+        // Whether intercept's sockets may hold something: after a poll, after a read that
+        // left bytes behind, or once the rings gave work (time passed). Otherwise the round
+        // that finds nothing left before sleeping skips a read that could only say EAGAIN;
+        // anything that arrives meanwhile wakes the poll at once.
+        let mut link_due = true;
         loop {
             if self.core.shared.stop.load(Ordering::Relaxed) {
                 break;
@@ -199,8 +204,11 @@ impl Worker {
             // Responses before timers: when the worker runs behind, a retransmission timer
             // that is due may be answered by a response already in the socket; firing it
             // first would resend for nothing and load a worker that is already late.
-            let (read, more) = self.core.take_responses();
-            busy |= read || more;
+            if link_due || busy {
+                let (read, more) = self.core.take_responses();
+                busy |= read || more;
+                link_due = more;
+            }
             let now = Instant::now();
             if self.core.engine.poll_timeout().is_some_and(|t| t <= now)
                 || self.core.held_until.is_some_and(|t| t <= now)
@@ -276,6 +284,7 @@ impl Worker {
                 warn!(worker = self.index, error = %e, "poll failed");
                 std::thread::sleep(Duration::from_millis(10));
             }
+            link_due = true;
             // fds[0] is the wake-up's eventfd: read only when something wrote to it.
             self.wake.unpark(fds[0].is_ready());
             ready.clear();

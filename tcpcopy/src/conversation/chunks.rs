@@ -79,9 +79,10 @@ pub(crate) struct Chunks<R = HeldBytes> {
     /// `q` had ring pieces since it was last down to one buffer of ours: pieces need not be
     /// full, so positions are found by searching `starts`.
     mixed: bool,
-    /// Where each piece of `q` starts in the stream (bytes since an arbitrary origin that
-    /// never moves): `starts[i + 1] == starts[i] + q[i].len()`, since only the last piece
-    /// grows. A binary search finds a position among hundreds of ring pieces.
+    /// While `mixed`, where each piece of `q` starts in the stream (bytes since an arbitrary
+    /// origin that never moves): `starts[i + 1] == starts[i] + q[i].len()`, since only the
+    /// last piece grows. A binary search finds a position among hundreds of ring pieces.
+    /// Empty otherwise: a stream that never holds ring bytes allocates nothing for it.
     starts: VecDeque<usize>,
     /// Where the first byte held lies in the stream (on the same origin as `starts`).
     front: usize,
@@ -131,15 +132,32 @@ impl<R: Deref<Target = [u8]>> Chunks<R> {
                 .is_none_or(|b| matches!(b, Piece::Own(b) if b.capacity() < CHUNK))
     }
 
-    /// Puts a piece at the back: it follows the last piece, or starts at the front's piece
-    /// start when it is the first.
+    /// Puts a piece at the back (while `mixed`, with its start: after the last piece, or
+    /// where the first piece starts when it is the first).
     fn push(&mut self, p: Piece<R>) {
-        let start = match (self.starts.back(), self.q.back()) {
-            (Some(s), Some(b)) => s + b.len(),
-            _ => self.front - self.head,
-        };
-        self.starts.push_back(start);
+        if self.mixed {
+            let start = match (self.starts.back(), self.q.back()) {
+                (Some(s), Some(b)) => s + b.len(),
+                _ => self.front - self.head,
+            };
+            self.starts.push_back(start);
+        }
         self.q.push_back(p);
+    }
+
+    /// Ring pieces come or go: with them, positions are searched among the pieces' starts;
+    /// without, every chunk but the last is full again.
+    fn set_mixed(&mut self, mixed: bool) {
+        if mixed && !self.mixed {
+            let mut at = self.front - self.head;
+            for p in &self.q {
+                self.starts.push_back(at);
+                at += p.len();
+            }
+        } else if !mixed {
+            self.starts.clear();
+        }
+        self.mixed = mixed;
     }
 
     /// Takes the last piece off.
@@ -194,7 +212,9 @@ impl<R: Deref<Target = [u8]>> Chunks<R> {
                     if self.head + need > b.capacity() {
                         b.drain(..self.head);
                         self.head = 0;
-                        self.starts[0] = self.front;
+                        if let Some(s) = self.starts.front_mut() {
+                            *s = self.front;
+                        }
                     }
                 }
                 if let Some(Piece::Own(b)) = self.q.back_mut() {
@@ -237,7 +257,7 @@ impl<R: Deref<Target = [u8]>> Chunks<R> {
         }
         self.len += h.len();
         self.rings += 1;
-        self.mixed = true;
+        self.set_mixed(true);
         self.push(Piece::Ring(h));
     }
 
@@ -298,7 +318,7 @@ impl<R: Deref<Target = [u8]>> Chunks<R> {
             }
         }
         if self.q.len() <= 1 && self.rings == 0 {
-            self.mixed = false;
+            self.set_mixed(false);
         }
     }
 
@@ -312,7 +332,9 @@ impl<R: Deref<Target = [u8]>> Chunks<R> {
             if self.small() {
                 if let Some(Piece::Own(b)) = self.q.back_mut() {
                     b.clear();
-                    self.starts[0] = self.front;
+                    if let Some(s) = self.starts.front_mut() {
+                        *s = self.front;
+                    }
                 }
                 self.head = 0;
             } else {
@@ -329,7 +351,7 @@ impl<R: Deref<Target = [u8]>> Chunks<R> {
             }
         }
         if self.q.len() <= 1 && self.rings == 0 {
-            self.mixed = false;
+            self.set_mixed(false);
         }
     }
 
@@ -351,13 +373,12 @@ impl<R: Deref<Target = [u8]>> Chunks<R> {
                 pool.put(c, mem);
             }
         }
-        self.starts.clear();
         self.front += self.len;
         self.head = 0;
         self.len = 0;
         self.cap = 0;
         self.rings = 0;
-        self.mixed = false;
+        self.set_mixed(false);
     }
 
     /// The piece position `p` bytes past the first piece's start lies in, and where in it.
@@ -726,9 +747,10 @@ mod tests {
                 }
                 proptest::prop_assert_eq!(c.len(), model.len());
                 proptest::prop_assert_eq!(mem, c.capacity() + pool.bytes());
-                // Every piece starts where the one before ends, the first where the front is.
-                proptest::prop_assert_eq!(c.starts.len(), c.q.len());
-                for i in 1..c.q.len() {
+                // While mixed, every piece starts where the one before ends, the first where
+                // the front is; otherwise no start is kept.
+                proptest::prop_assert_eq!(c.starts.len(), if c.mixed { c.q.len() } else { 0 });
+                for i in 1..c.starts.len() {
                     proptest::prop_assert_eq!(c.starts[i], c.starts[i - 1] + c.q[i - 1].len());
                 }
                 if let Some(s) = c.starts.front() {

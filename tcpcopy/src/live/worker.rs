@@ -204,15 +204,17 @@ impl Worker {
             // Responses before timers: when the worker runs behind, a retransmission timer
             // that is due may be answered by a response already in the socket; firing it
             // first would resend for nothing and load a worker that is already late.
-            if link_due || busy {
+            let timers_due = |core: &Core, now: Instant| {
+                core.engine.poll_timeout().is_some_and(|t| t <= now)
+                    || core.held_until.is_some_and(|t| t <= now)
+            };
+            if link_due || busy || timers_due(&self.core, Instant::now()) {
                 let (read, more) = self.core.take_responses();
                 busy |= read || more;
                 link_due = more;
             }
             let now = Instant::now();
-            if self.core.engine.poll_timeout().is_some_and(|t| t <= now)
-                || self.core.held_until.is_some_and(|t| t <= now)
-            {
+            if timers_due(&self.core, now) {
                 self.core.engine.handle_timeout(now);
             }
             self.core.flush(now);

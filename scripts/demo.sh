@@ -36,9 +36,12 @@ redis "$NS_TARGET" 0.0.0.0 6380
 echo "== intercept on the assistant (captures the target's responses)"
 lab_intercept 'tcp and src port 6380'
 
+# The client's load against production: run once alone, then cloned.
+load() { inns "$NS_CLIENT" timeout 300 redis-benchmark -h 198.18.10.1 -p 6379 -n "$REQUESTS" -c "$CONNS" -t set,get -q; }
+
 echo "== client alone first: redis-benchmark -n $REQUESTS -c $CONNS -t set,get, nothing cloning"
 A0=$(lab_cpu "$PROD_REDIS")
-inns "$NS_CLIENT" timeout 300 redis-benchmark -h 198.18.10.1 -p 6379 -n "$REQUESTS" -c "$CONNS" -t set,get -q
+load
 A1=$(lab_cpu "$PROD_REDIS")
 inns "$NS_PROD" redis-cli -p 6379 config resetstat >/dev/null # the counts below are the cloned run's
 
@@ -47,7 +50,7 @@ lab_tcpcopy -x 6379-198.18.1.2:6380 -s 198.18.1.3
 
 echo "== client: redis-benchmark -n $REQUESTS -c $CONNS -t set,get against production"
 T0=$(lab_cpu "$TCPCOPY") R0=$(lab_cpu "$PROD_REDIS")
-inns "$NS_CLIENT" timeout 300 redis-benchmark -h 198.18.10.1 -p 6379 -n "$REQUESTS" -c "$CONNS" -t set,get -q
+load
 R1=$(lab_cpu "$PROD_REDIS")
 
 want=$(redis_setget "$NS_PROD" 6379)

@@ -4,7 +4,7 @@
 //! are checked as soon as the first five bytes arrive; this module must never panic on hostile
 //! input nor touch a socket.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::check::{check_header, check_prefix};
@@ -145,37 +145,48 @@ impl Body {
     fn at(&self) -> u64 {
         self.base + self.pos as u64
     }
+    /// The next `n` bytes, kept (a reference to the frame's buffer, not a copy).
     fn take(&mut self, n: usize, field: &'static str) -> Result<Bytes, ProtoError> {
+        let at = self.pos;
+        self.field(n, field)?;
+        Ok(self.b.slice(at..at + n))
+    }
+    /// The next `n` bytes, read in place: a field's value is read at once, and a `Bytes` for
+    /// it cost an atomic count up and down on the frame's buffer, for every field of every
+    /// message.
+    fn field(&mut self, n: usize, field: &'static str) -> Result<&[u8], ProtoError> {
         if self.b.len() - self.pos < n {
             return Err(ProtoError::Truncated {
                 what: field,
                 offset: self.at(),
             });
         }
-        let s = self.b.slice(self.pos..self.pos + n);
+        let at = self.pos;
         self.pos += n;
-        Ok(s)
+        Ok(&self.b[at..at + n])
     }
     fn u8(&mut self, field: &'static str) -> Result<u8, ProtoError> {
-        Ok(self.take(1, field)?[0])
+        Ok(self.field(1, field)?[0])
     }
     fn u16(&mut self, field: &'static str) -> Result<u16, ProtoError> {
-        Ok(self.take(2, field)?.get_u16())
+        let b = self.field(2, field)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
     }
     fn u64(&mut self, field: &'static str) -> Result<u64, ProtoError> {
-        Ok(self.take(8, field)?.get_u64())
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.field(8, field)?);
+        Ok(u64::from_be_bytes(b))
     }
     fn addr(&mut self, field: &'static str) -> Result<SocketAddr, ProtoError> {
         let fam_at = self.at();
         let ip: IpAddr = match self.u8(field)? {
             4 => {
-                let o = self.take(4, field)?;
+                let o = self.field(4, field)?;
                 Ipv4Addr::new(o[0], o[1], o[2], o[3]).into()
             }
             6 => {
-                let o = self.take(16, field)?;
                 let mut a = [0u8; 16];
-                a.copy_from_slice(&o);
+                a.copy_from_slice(self.field(16, field)?);
                 Ipv6Addr::from(a).into()
             }
             f => {

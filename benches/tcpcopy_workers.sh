@@ -16,14 +16,18 @@
 #      (sampled every 10 ms). Segments cloned per second = the client segments tcpcopy took from its rings
 #      (its summary's `segments in`) over that time, provided their payload was all cloned
 #      (`cloned %`: payload bytes sent over captured). `tcpcopy s`: its CPU time in the drain,
-#      all threads (a worker that keeps a CPU busy uses as many seconds as the drain lasts). It sends fewer packets (`sent pkts`):
+#      all threads (a worker that keeps a CPU busy uses as many seconds as the drain lasts);
+#      `per worker s`: each worker thread's over the whole run (its summary). It sends fewer packets (`sent pkts`):
 #      a session's requests, all there at once, leave in a few segments.
 #   4. Runs alternate 1 worker and WORKERS; printed: each run, the medians and their ratio.
 #
 # On a veth a send runs the receiving namespace's stack on the sender's CPU: the target's
 # kernel work (handshakes, acknowledgements) is counted in tcpcopy's workers, in both modes.
 # Intercept shares the host's CPUs and reports every handshake and acknowledgement; on a
-# machine with as many CPUs as workers it can be the limit (its CPU time is printed).
+# machine with as many CPUs as workers it can be the limit (its CPU time is printed). With 2
+# workers on 2 CPUs the scheduler tends to leave intercept on one worker's CPU for the whole
+# drain: that worker gets less of it and ends later, the other's CPU idles meanwhile (`per
+# worker s` shows the split; `perf sched timehist` the tail).
 #
 # Usage: benches/tcpcopy_workers.sh [ROUNDS (default 3)]
 #   env SESSIONS (default 20000), REQUESTS (per session, default 20), WORKERS (default 2),
@@ -195,22 +199,26 @@ run() { # WORKERS -> "rate segments seconds intercept_ticks"
     cap=$(grep -o 'bytes captured=[0-9]*' <<<"$eng" | cut -d= -f2)
     cloned=$(grep -o 'bytes captured=[0-9]* sent=[0-9]*' <<<"$eng" | sed 's/.*sent=//')
     drops=$(grep -o ' kernel_drops=[0-9]*' "$WORK/tcpcopy.log" | head -1 | cut -d= -f2)
+    # Each worker's CPU time over the run (the summary's `cpu per worker:`), e.g. 0.44/0.31: a
+    # worker that shared its CPU with intercept for the drain used less, and ended later.
+    pw=$(grep -o 'cpu per worker: [0-9. s]*' "$WORK/tcpcopy.log" | head -1 | sed 's/cpu per worker: //; s/s / /g; s/s$//' |
+        awk '{ for (i = 1; i <= NF; i++) printf "%s%.2f", (i > 1 ? "/" : ""), $i }')
     ((t_last > t0)) || echo "$0: the drain was too short to time; give more SESSIONS" >&2
     awk -v g="${segs:-0}" -v s="${sent:-0}" -v c="${cap:-0}" -v b="${cloned:-0}" -v ns="$((t_last - t0))" \
-        -v i="$((i1 - i0))" -v d="${drops:-?}" -v tck="$LAB_TCK" -v u="$used" \
-        'BEGIN { printf "%.0f %d %d %.3f %.2f %.2f %.2f %s\n", ns ? g / (ns / 1e9) : 0, g, s, ns / 1e9, u / tck, c ? 100 * b / c : 0, i / tck, d }'
+        -v i="$((i1 - i0))" -v d="${drops:-?}" -v tck="$LAB_TCK" -v u="$used" -v pw="${pw:--}" \
+        'BEGIN { printf "%.0f %d %d %.3f %.2f %s %.2f %.2f %s\n", ns ? g / (ns / 1e9) : 0, g, s, ns / 1e9, u / tck, pw, c ? 100 * b / c : 0, i / tck, d }'
 }
 
 declare -A RATES
-printf '%-6s %-7s %12s %10s %10s %8s %10s %9s %11s %12s\n' round workers "segments/s" segments "sent pkts" "drain s" "tcpcopy s" "cloned %" "intercept s" kernel_drops
+printf '%-6s %-7s %12s %10s %10s %8s %10s %12s %9s %11s %12s\n' round workers "segments/s" segments "sent pkts" "drain s" "tcpcopy s" "per worker s" "cloned %" "intercept s" kernel_drops
 md_begin "tcpcopy --workers $WORKERS against 1, a drained burst" \
     "SESSIONS=$SESSIONS REQUESTS=$REQUESTS WORKERS=$WORKERS RING_MB=$RING_MB bash benches/tcpcopy_workers.sh $ROUNDS"
-md_cols round workers "segments/s" segments "sent pkts" "drain s" "tcpcopy CPU s" "cloned %" "intercept CPU s" "kernel drops"
+md_cols round workers "segments/s" segments "sent pkts" "drain s" "tcpcopy CPU s" "per worker CPU s" "cloned %" "intercept CPU s" "kernel drops"
 for r in $(seq "$ROUNDS"); do
     for w in 1 "$WORKERS"; do
-        read -r rate segs sent secs used pct icpt drops < <(run "$w")
-        printf '%-6s %-7s %12s %10s %10s %8s %10s %9s %11s %12s\n' "r$r" "$w" "$rate" "$segs" "$sent" "$secs" "$used" "$pct" "$icpt" "$drops"
-        md_row "r$r" "$w" "$(md_num "$rate")" "$(md_num "$segs")" "$(md_num "$sent")" "$secs" "$used" "$pct %" "$icpt" "$drops"
+        read -r rate segs sent secs used pw pct icpt drops < <(run "$w")
+        printf '%-6s %-7s %12s %10s %10s %8s %10s %12s %9s %11s %12s\n' "r$r" "$w" "$rate" "$segs" "$sent" "$secs" "$used" "$pw" "$pct" "$icpt" "$drops"
+        md_row "r$r" "$w" "$(md_num "$rate")" "$(md_num "$segs")" "$(md_num "$sent")" "$secs" "$used" "$pw" "$pct %" "$icpt" "$drops"
         # A ring that overflowed (the burst did not fit in a worker's share) drained fewer
         # segments: left out. A few drops (a handful in a million, seen with rings that held
         # the burst with room to spare) change no rate: kept, and shown in the table.

@@ -72,6 +72,9 @@ pub enum Values {
     Gauge(Vec<(Labels, i64)>),
     /// A histogram, one per label set.
     Histogram(Vec<(Labels, HistogramSample)>),
+    /// A monotonic counter of seconds, fractional (CPU time), one per label set (`_total` is
+    /// added to the name).
+    Seconds(Vec<(Labels, f64)>),
 }
 
 /// One metric family: its name (without `_total`), its HELP text and its values.
@@ -118,6 +121,34 @@ impl Snapshot {
             help,
             values: Values::Counter(v.iter().enumerate().map(|(i, &x)| (worker(i), x)).collect()),
         });
+    }
+
+    /// Adds an unlabelled counter of seconds.
+    pub fn seconds(&mut self, name: &'static str, help: &'static str, v: f64) {
+        self.families.push(Family {
+            name,
+            help,
+            values: Values::Seconds(vec![(Vec::new(), v)]),
+        });
+    }
+
+    /// Adds a counter of seconds with one value per worker (label `worker="i"`).
+    pub fn seconds_per_worker(&mut self, name: &'static str, help: &'static str, v: &[f64]) {
+        self.families.push(Family {
+            name,
+            help,
+            values: Values::Seconds(v.iter().enumerate().map(|(i, &x)| (worker(i), x)).collect()),
+        });
+    }
+
+    /// Adds the process's CPU time as `process_cpu_seconds_total`, the name Prometheus's own
+    /// clients give it, so that dashboards built for them read it as they are.
+    pub fn process_cpu(&mut self) {
+        self.seconds(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds (all threads)",
+            crate::sys::process_cpu_time().as_secs_f64(),
+        );
     }
 
     /// Adds a gauge with one value per worker (label `worker="i"`).
@@ -179,6 +210,13 @@ impl Collector for FnCollector {
         for fam in (self.0)().families {
             match &fam.values {
                 Values::Counter(v) => {
+                    let mut m =
+                        encoder.encode_descriptor(fam.name, fam.help, None, MetricType::Counter)?;
+                    for (labels, x) in v {
+                        ConstCounter::new(*x).encode(m.encode_family(labels)?)?;
+                    }
+                }
+                Values::Seconds(v) => {
                     let mut m =
                         encoder.encode_descriptor(fam.name, fam.help, None, MetricType::Counter)?;
                     for (labels, x) in v {
@@ -326,6 +364,8 @@ mod tests {
             let mut s = Snapshot::default();
             s.counter("tcpclone_test_sent_packets", "Packets sent (send stage)", 7);
             s.gauge_per_worker("tcpclone_test_sessions", "Live sessions (engine)", &[2, 3]);
+            s.seconds_per_worker("tcpclone_test_worker_cpu_seconds", "CPU", &[0.25, 1.5]);
+            s.process_cpu();
             s.histogram(
                 "tcpclone_test_latency_seconds",
                 "Latency",
@@ -356,6 +396,18 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("tcpclone_test_latency_seconds_count 4\n"), "{t}");
+        assert!(
+            t.contains("# TYPE tcpclone_test_worker_cpu_seconds_total counter\n")
+                && t.contains("tcpclone_test_worker_cpu_seconds_total{worker=\"0\"} 0.25\n")
+                && t.contains("tcpclone_test_worker_cpu_seconds_total{worker=\"1\"} 1.5\n"),
+            "{t}"
+        );
+        // The test process has run: its CPU time is a positive number of seconds.
+        let cpu = t
+            .lines()
+            .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(cpu.is_some_and(|c| c > 0.0), "{t}");
         assert!(
             t.contains("tcpclone_build_info{version=\"1.2.3\",commit=\"abc\"} 1\n"),
             "{t}"

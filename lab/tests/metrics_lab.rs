@@ -204,10 +204,11 @@ fn prometheus_scrapes_equal_the_summaries() {
             get(&t.lab, &p, &format!("http://{TCPCOPY_METRICS}/metrics")),
             get(&t.lab, &p, &format!("http://{INTERCEPT_METRICS}/metrics")),
         );
-        // Gauges aside (memory is compacted in the background), nothing moves any more.
+        // Gauges aside (memory is compacted in the background), nothing moves any more; CPU
+        // time aside too (answering the scrape itself costs some).
         let counters = |s: &str| -> String {
             s.lines()
-                .filter(|l| l.contains("_total"))
+                .filter(|l| l.contains("_total") && !l.contains("cpu_seconds_total"))
                 .collect::<Vec<_>>()
                 .join("\n")
         };
@@ -218,6 +219,30 @@ fn prometheus_scrapes_equal_the_summaries() {
         last = now;
     }
     std::thread::sleep(Duration::from_secs(3));
+    // What each tool cost its host: served, and moved by the traffic.
+    for (who, text, key) in [
+        (
+            "tcpcopy",
+            &last.0,
+            "tcpclone_tcpcopy_worker_cpu_seconds_total{worker=\"0\"} ",
+        ),
+        (
+            "tcpcopy",
+            &last.0,
+            "tcpclone_tcpcopy_worker_cpu_seconds_total{worker=\"1\"} ",
+        ),
+        ("tcpcopy", &last.0, "process_cpu_seconds_total "),
+        ("intercept", &last.1, "process_cpu_seconds_total "),
+    ] {
+        let v = text
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.parse::<f64>().ok());
+        println!("{who} {key}{v:?}");
+        if !v.is_some_and(|v| v > 0.0) {
+            failures.push(format!("{who}: no positive `{key}` in its metrics"));
+        }
+    }
 
     let q = |expr: &str| {
         query(&t.lab, &p, expr).unwrap_or_else(|| panic!("Prometheus has no value for {expr}"))
@@ -290,6 +315,9 @@ fn prometheus_scrapes_equal_the_summaries() {
     t.lab.stop(prom_pid, "TERM", Duration::from_secs(10));
 
     let summary = t.stop_tcpcopy(pid);
+    if !summary.contains(", cpu per worker: ") {
+        failures.push(format!("no per-worker CPU in the summary:\n{summary}"));
+    }
     t.lab.stop(icpt_pid, "INT", Duration::from_secs(5));
     let icpt_log = std::fs::read_to_string(t.path("intercept.log")).unwrap_or_default();
     let icpt_summary = icpt_log

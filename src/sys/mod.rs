@@ -320,6 +320,37 @@ pub fn release_free_memory() {
     let _ = unsafe { libc::malloc_trim(0) };
 }
 
+/// CPU time (user + system) of the whole process so far: the summaries, the benches and the
+/// `process_cpu_seconds_total` metric. Zero if the kernel refuses (it does not for our own
+/// process).
+pub fn process_cpu_time() -> std::time::Duration {
+    rusage_cpu(libc::RUSAGE_SELF)
+}
+
+/// CPU time (user + system) of the calling thread so far (Linux `RUSAGE_THREAD`): what one
+/// worker thread used, softirq work the kernel charged to it included.
+pub fn thread_cpu_time() -> std::time::Duration {
+    rusage_cpu(libc::RUSAGE_THREAD)
+}
+
+fn rusage_cpu(who: libc::c_int) -> std::time::Duration {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole `rusage` into the pointer we pass, which points to
+    // zero-initialised storage of the right type and size.
+    if unsafe { libc::getrusage(who, ru.as_mut_ptr()) } != 0 {
+        return std::time::Duration::ZERO;
+    }
+    // SAFETY: getrusage succeeded, so the struct is initialised (it was zeroed before anyway).
+    let ru = unsafe { ru.assume_init() };
+    let tv = |t: libc::timeval| {
+        std::time::Duration::new(
+            u64::try_from(t.tv_sec).unwrap_or(0),
+            u32::try_from(t.tv_usec).unwrap_or(0) * 1000,
+        )
+    };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 /// Sets the nice value of the calling thread only (Linux applies `setpriority` with a thread
 /// id to that thread, and threads it creates later start with it). Lowering it needs
 /// `CAP_SYS_NICE` or a high enough `RLIMIT_NICE`; raising it needs nothing.
@@ -496,6 +527,40 @@ impl Write for LogFile {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cpu_time_grows_with_work_and_a_thread_sees_only_its_own() {
+        let spin = |d: std::time::Duration| {
+            let t = std::time::Instant::now();
+            let mut x = 0u64;
+            while t.elapsed() < d {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        };
+        let p0 = process_cpu_time();
+        let t0 = thread_cpu_time();
+        spin(std::time::Duration::from_millis(60));
+        let other = std::thread::spawn(move || {
+            let start = thread_cpu_time();
+            spin(std::time::Duration::from_millis(60));
+            thread_cpu_time() - start
+        })
+        .join()
+        .unwrap();
+        let mine = thread_cpu_time() - t0;
+        let all = process_cpu_time() - p0;
+        // Clock ticks are coarse on some kernels: generous bounds, but each figure must move.
+        assert!(mine >= std::time::Duration::from_millis(20), "{mine:?}");
+        assert!(other >= std::time::Duration::from_millis(20), "{other:?}");
+        assert!(
+            all >= mine + other / 2,
+            "process {all:?}, thread {mine:?} + {other:?}"
+        );
+        assert!(
+            mine < std::time::Duration::from_millis(60) + other / 2,
+            "the thread's own only: {mine:?}"
+        );
+    }
+
     use super::*;
 
     #[test]

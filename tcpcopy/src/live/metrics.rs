@@ -10,11 +10,17 @@
 use super::counters::Counters;
 use crate::engine::{EngineStats, LATENCY_BUCKETS};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use tcpclone::metrics::{HistogramSample, MetricsServer, Snapshot};
 
 /// Each worker's capture-to-engine latency (µs), as last published.
 pub type PublishedLatency = Arc<Mutex<Vec<hdrhistogram::Histogram<u64>>>>;
+
+/// Each worker thread's CPU time (ns), as last published: an operator sees what tcpcopy costs
+/// the host, worker by worker (a worker sharing its CPU with a busy neighbour shows as the
+/// one that used less).
+pub type WorkerCpu = Arc<Vec<AtomicU64>>;
 
 /// Upper bounds of the capture-to-engine latency buckets, in seconds.
 const CAPTURE_BOUNDS: [f64; 13] = [
@@ -27,6 +33,7 @@ pub fn serve(
     counters: Arc<Counters>,
     engine: Arc<Mutex<Vec<EngineStats>>>,
     latency: PublishedLatency,
+    worker_cpu: WorkerCpu,
 ) -> Result<MetricsServer, tcpclone::metrics::MetricsError> {
     let registry = tcpclone::metrics::registry(
         tcpclone::build::VERSION,
@@ -34,7 +41,10 @@ pub fn serve(
         move || {
             let engine = engine.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let latency = latency.lock().unwrap_or_else(|p| p.into_inner());
-            snapshot(&counters, &engine, &latency)
+            let cpu: Vec<u64> = worker_cpu.iter().map(|c| c.load(Relaxed)).collect();
+            let mut s = snapshot(&counters, &engine, &latency, &cpu);
+            s.process_cpu();
+            s
         },
     );
     MetricsServer::start(addr, registry)
@@ -45,6 +55,7 @@ pub fn snapshot(
     c: &Counters,
     engine: &[EngineStats],
     latency: &[hdrhistogram::Histogram<u64>],
+    worker_cpu_ns: &[u64],
 ) -> Snapshot {
     let mut s = Snapshot::default();
     let g = Counters::get;
@@ -439,6 +450,12 @@ pub fn snapshot(
         "[target] Time from a request's last segment sent to its answer reported by intercept",
         engine.iter().map(request_latency).collect(),
     );
+    let cpu: Vec<f64> = worker_cpu_ns.iter().map(|&ns| ns as f64 / 1e9).collect();
+    s.seconds_per_worker(
+        "tcpclone_tcpcopy_worker_cpu_seconds",
+        "[engine] CPU time of each worker thread, user and system (the kernel's work for its sends included); the process's is process_cpu_seconds_total",
+        &cpu,
+    );
     s.histogram_per_worker(
         "tcpclone_tcpcopy_capture_to_engine_latency_seconds",
         "[capture] Time from the kernel's capture timestamp to the engine handling the packet (sent right after)",
@@ -493,7 +510,12 @@ mod tests {
         h.record(300).unwrap();
         h.record(2_000_000).unwrap();
         let reg = tcpclone::metrics::registry("v", "c", move || {
-            snapshot(&c, &[a.clone(), b.clone()], std::slice::from_ref(&h))
+            snapshot(
+                &c,
+                &[a.clone(), b.clone()],
+                std::slice::from_ref(&h),
+                &[250_000_000, 1_500_000_000],
+            )
         });
         let t = tcpclone::metrics::render(&reg);
         for want in [
@@ -509,6 +531,8 @@ mod tests {
             "tcpclone_tcpcopy_capture_to_engine_latency_seconds_bucket{worker=\"0\",le=\"1\"} 1\n",
             "tcpclone_tcpcopy_capture_to_engine_latency_seconds_bucket{worker=\"0\",le=\"+Inf\"} 2\n",
             "# HELP tcpclone_tcpcopy_kernel_dropped_packets_total [kernel drops]",
+            "tcpclone_tcpcopy_worker_cpu_seconds_total{worker=\"0\"} 0.25\n",
+            "tcpclone_tcpcopy_worker_cpu_seconds_total{worker=\"1\"} 1.5\n",
         ] {
             assert!(t.contains(want), "missing {want:?} in\n{t}");
         }

@@ -28,7 +28,7 @@ use anyhow::{anyhow, Context, Result};
 use capture::{CopiedBatch, CopiedBatchPool, CHANNEL_BATCHES, POOL_BATCHES};
 use counters::Counters;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tcpclone::sys::ring::Wake;
@@ -50,6 +50,8 @@ pub struct LiveSummary {
     pub latency_us: (u64, u64, u64, u64, u64),
     /// Sessions each worker cloned, by worker index (how the fanout spread them).
     pub per_worker: Vec<u64>,
+    /// CPU time of each worker's thread, by worker index.
+    pub per_worker_cpu: Vec<Duration>,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// CPU time of the process.
@@ -69,11 +71,17 @@ impl std::fmt::Display for LiveSummary {
         writeln!(f, "  engine: {}", self.engine)?;
         if self.per_worker.len() > 1 {
             let v: Vec<String> = self.per_worker.iter().map(u64::to_string).collect();
+            let c: Vec<String> = self
+                .per_worker_cpu
+                .iter()
+                .map(|d| format!("{:.3}s", d.as_secs_f64()))
+                .collect();
             writeln!(
                 f,
-                "  workers: {}, sessions cloned per worker: {}",
+                "  workers: {}, sessions cloned per worker: {}, cpu per worker: {}",
                 self.per_worker.len(),
-                v.join(" ")
+                v.join(" "),
+                c.join(" ")
             )?;
         }
         let mut line = String::new();
@@ -335,12 +343,20 @@ pub fn run(settings: Settings) -> Result<LiveSummary> {
     let instance = channel::instance_id();
     let origin = Instant::now();
     let engine_stats = Arc::new(Mutex::new(vec![EngineStats::default(); workers]));
+    let worker_cpu: metrics::WorkerCpu =
+        Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect());
     let (_metrics, published_latency) = match settings.metrics {
         Some(addr) => {
             let l: metrics::PublishedLatency = Arc::new(Mutex::new(
                 (0..workers).map(|_| new_latency_histogram()).collect(),
             ));
-            let server = metrics::serve(addr, counters.clone(), engine_stats.clone(), l.clone())?;
+            let server = metrics::serve(
+                addr,
+                counters.clone(),
+                engine_stats.clone(),
+                l.clone(),
+                worker_cpu.clone(),
+            )?;
             info!(address = %server.local_addr(), "serving /metrics");
             (Some(server), Some(l))
         }
@@ -396,6 +412,7 @@ pub fn run(settings: Settings) -> Result<LiveSummary> {
                 origin,
                 latency: published_latency.clone(),
                 shed: settings.shed,
+                cpu: worker_cpu.clone(),
             },
         );
         handles.push(
@@ -466,11 +483,13 @@ pub fn run(settings: Settings) -> Result<LiveSummary> {
         .expect("histogram bounds");
     let mut final_stats = EngineStats::default();
     let mut per_worker = Vec::new();
+    let mut per_worker_cpu = Vec::new();
     for h in handles {
         match h.join() {
             Ok(end) => {
                 let _ = latency.add(&end.latency);
                 per_worker.push(end.stats.sessions_cloned);
+                per_worker_cpu.push(end.cpu);
                 final_stats.merge(&end.stats);
             }
             Err(_) => error!("a worker panicked"),
@@ -506,8 +525,9 @@ pub fn run(settings: Settings) -> Result<LiveSummary> {
             h.len(),
         ),
         per_worker,
+        per_worker_cpu,
         elapsed: started.elapsed(),
-        cpu: sys::cpu_time(),
+        cpu: tcpclone::sys::process_cpu_time(),
         verdict_failed,
     })
 }

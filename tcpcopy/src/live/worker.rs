@@ -89,6 +89,8 @@ pub struct Shared {
     pub latency: Option<super::metrics::PublishedLatency>,
     /// Shed connections when a ring falls behind (not --no-shed).
     pub shed: bool,
+    /// Each worker's thread CPU time, published with its counters (`--metrics`).
+    pub cpu: super::metrics::WorkerCpu,
 }
 
 /// One worker's state.
@@ -135,6 +137,8 @@ pub struct WorkerEnd {
     pub latency: hdrhistogram::Histogram<u64>,
     /// The engine's final counters.
     pub stats: EngineStats,
+    /// CPU time the worker's thread used.
+    pub cpu: Duration,
 }
 
 impl Worker {
@@ -302,6 +306,7 @@ impl Worker {
         WorkerEnd {
             stats: self.core.engine.stats(),
             latency: self.core.latency,
+            cpu: tcpclone::sys::thread_cpu_time(),
         }
     }
 
@@ -810,6 +815,10 @@ impl Worker {
                 slot.reset();
                 let _ = slot.add(&self.core.latency);
             }
+        }
+        if let Some(c) = self.core.shared.cpu.get(self.index) {
+            let ns = tcpclone::sys::thread_cpu_time().as_nanos();
+            c.store(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
         }
     }
 }

@@ -401,7 +401,11 @@ fn two_workers_n2_with_client_ips_doubles() {
         .lines()
         .find_map(|l| l.split("sessions cloned per worker: ").nth(1))
         .map(|v| {
-            v.split_whitespace()
+            // The counts end where the workers' CPU times begin.
+            v.split(',')
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
                 .filter_map(|n| n.parse().ok())
                 .collect()
         })

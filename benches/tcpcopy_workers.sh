@@ -200,8 +200,9 @@ run() { # WORKERS -> "rate segments seconds intercept_ticks"
     cloned=$(grep -o 'bytes captured=[0-9]* sent=[0-9]*' <<<"$eng" | sed 's/.*sent=//')
     drops=$(grep -o ' kernel_drops=[0-9]*' "$WORK/tcpcopy.log" | head -1 | cut -d= -f2)
     # Each worker's CPU time over the run (the summary's `cpu per worker:`), e.g. 0.44/0.31: a
-    # worker that shared its CPU with intercept for the drain used less, and ended later.
-    pw=$(grep -o 'cpu per worker: [0-9. s]*' "$WORK/tcpcopy.log" | head -1 | sed 's/cpu per worker: //; s/s / /g; s/s$//' |
+    # worker that shared its CPU with intercept for the drain used less, and ended later. One
+    # worker: no such line, "-".
+    pw=$({ grep -o 'cpu per worker: [0-9. s]*' "$WORK/tcpcopy.log" || true; } | head -1 | sed 's/cpu per worker: //; s/s / /g; s/s$//' |
         awk '{ for (i = 1; i <= NF; i++) printf "%s%.2f", (i > 1 ? "/" : ""), $i }')
     ((t_last > t0)) || echo "$0: the drain was too short to time; give more SESSIONS" >&2
     awk -v g="${segs:-0}" -v s="${sent:-0}" -v c="${cap:-0}" -v b="${cloned:-0}" -v ns="$((t_last - t0))" \

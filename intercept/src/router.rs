@@ -269,7 +269,12 @@ impl Router {
             return;
         };
         let (instance, mine) = (me.instance, me.sessions);
-        let full = self.sessions.len() >= self.cfg.max_sessions;
+        // `entry` makes room for a key it does not find: a full table is asked first, so that
+        // a refused registration cannot grow it past the cap.
+        if self.sessions.len() >= self.cfg.max_sessions && !self.sessions.contains_key(&key) {
+            self.counters.sessions_refused += 1;
+            return;
+        }
         // One hash and one probe of the big table for the look-up and the insert: a busy
         // target's clones register and release tens of thousands of sessions a second.
         match self.sessions.entry(key) {
@@ -307,10 +312,6 @@ impl Router {
                 e.insert(Owner::Live(peer));
             }
             Entry::Vacant(e) => {
-                if full {
-                    self.counters.sessions_refused += 1;
-                    return;
-                }
                 if mine >= self.cfg.max_sessions_per_peer {
                     self.counters.sessions_over_peer_cap += 1;
                     return;
@@ -335,12 +336,11 @@ impl Router {
 
     /// `SessionRemove` from `peer`: ignored unless `peer` owns `key`.
     pub fn session_remove(&mut self, peer: PeerId, key: SessionKey) {
-        if let Entry::Occupied(e) = self.sessions.entry(key) {
-            if *e.get() == Owner::Live(peer) {
-                e.remove();
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.sessions -= 1;
-                }
+        // Not `entry`: it would make room for a key it does not find (a late or forged remove).
+        if self.sessions.get(&key) == Some(&Owner::Live(peer)) {
+            self.sessions.remove(&key);
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.sessions -= 1;
             }
         }
     }

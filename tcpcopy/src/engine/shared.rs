@@ -74,10 +74,9 @@ impl SharedClients {
     pub fn release(&self, client: SocketAddr, target: SocketAddr) {
         let key = AddrPair(client, target);
         let mut t = self.lock(&key);
-        if let std::collections::hash_map::Entry::Occupied(e) = t.entry(key) {
-            if *e.get() == self.worker {
-                e.remove();
-            }
+        // Not `entry`: it would make room for a key it does not find.
+        if t.get(&key) == Some(&self.worker) {
+            t.remove(&key);
         }
     }
 }

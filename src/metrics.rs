@@ -143,7 +143,7 @@ impl Snapshot {
 
     /// Adds the process's CPU time as `process_cpu_seconds_total`, the name Prometheus's own
     /// clients give it, so that dashboards built for them read it as they are.
-    pub fn process_cpu(&mut self) {
+    fn process_cpu(&mut self) {
         self.seconds(
             "process_cpu_seconds",
             "Total user and system CPU time spent in seconds (all threads)",
@@ -248,7 +248,9 @@ impl Collector for FnCollector {
     }
 }
 
-/// A registry holding one tool's snapshot function, plus a `tcpclone_build_info` gauge.
+/// A registry holding one tool's snapshot function, plus the process's CPU time
+/// (`process_cpu_seconds_total`: what the tool costs its host) and a `tcpclone_build_info`
+/// gauge.
 pub fn registry(
     version: &'static str,
     commit: &'static str,
@@ -257,6 +259,7 @@ pub fn registry(
     let mut r = Registry::default();
     r.register_collector(Box::new(FnCollector(Box::new(move || {
         let mut s = snapshot();
+        s.process_cpu();
         s.families.push(Family {
             name: "tcpclone_build_info",
             help: "Always 1: the version and git commit of the running binary",
@@ -365,7 +368,6 @@ mod tests {
             s.counter("tcpclone_test_sent_packets", "Packets sent (send stage)", 7);
             s.gauge_per_worker("tcpclone_test_sessions", "Live sessions (engine)", &[2, 3]);
             s.seconds_per_worker("tcpclone_test_worker_cpu_seconds", "CPU", &[0.25, 1.5]);
-            s.process_cpu();
             s.histogram(
                 "tcpclone_test_latency_seconds",
                 "Latency",

@@ -527,6 +527,8 @@ impl Write for LogFile {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn cpu_time_grows_with_work_and_a_thread_sees_only_its_own() {
         use std::time::{Duration, Instant};
@@ -565,8 +567,6 @@ mod tests {
             "the thread's own only: {mine:?}"
         );
     }
-
-    use super::*;
 
     #[test]
     fn lookup_root_and_numeric() {

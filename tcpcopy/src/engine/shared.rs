@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// ending a session took the same lock and pulled the same map's memory to its CPU, and
 /// a worker's engine showed the claim among its costs beside a second worker.
 const SHARDS: usize = 64;
+const _: () = assert!(SHARDS.is_power_of_two());
 
 type Table = FastMap<AddrPair, u16>;
 
@@ -51,7 +52,8 @@ impl SharedClients {
         key.hash(&mut h);
         // The shard from the top bits of a second multiply, not from bits the shard's map
         // uses for its bucket index and tags (then every key of a shard would share them).
-        let i = (h.finish().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % SHARDS;
+        let i = (h.finish().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (u64::BITS - SHARDS.ilog2()))
+            as usize;
         // A worker that panicked holding the lock left a consistent map (every update is one
         // insert or remove): keep using it.
         self.shards[i].0.lock().unwrap_or_else(|p| p.into_inner())

@@ -42,9 +42,7 @@ pub fn serve(
             let engine = engine.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let latency = latency.lock().unwrap_or_else(|p| p.into_inner());
             let cpu: Vec<u64> = worker_cpu.iter().map(|c| c.load(Relaxed)).collect();
-            let mut s = snapshot(&counters, &engine, &latency, &cpu);
-            s.process_cpu();
-            s
+            snapshot(&counters, &engine, &latency, &cpu)
         },
     );
     MetricsServer::start(addr, registry)

@@ -70,6 +70,11 @@ pub struct EngineStats {
     pub syn_ack_adopted: u64,
     /// Handshakes done again after a target RST before any data was acked.
     pub handshakes_redone: u64,
+    /// Redone handshakes given up because the target acknowledged our data on the first
+    /// connection after all (a SYN-cookie listener resets what follows a dropped first segment
+    /// and accepts that segment's retransmission): the first connection goes on, the request
+    /// is not sent twice.
+    pub redo_abandoned: u64,
     /// Handshakes completed with the target.
     pub handshakes: u64,
     /// Handshakes the target refused with RST.
@@ -153,6 +158,7 @@ impl EngineStats {
         self.linger_taken_over += o.linger_taken_over;
         self.syn_ack_adopted += o.syn_ack_adopted;
         self.handshakes_redone += o.handshakes_redone;
+        self.redo_abandoned += o.redo_abandoned;
         self.handshakes += o.handshakes;
         self.handshakes_refused += o.handshakes_refused;
         self.target_resets += o.target_resets;
@@ -211,7 +217,7 @@ impl std::fmt::Display for EngineStats {
         write!(
             f,
             "sessions cloned={} active={} completed={} client_reset={} aborted={} (target_reset={} timeout={} \
-             handshake={} retransmits={} replaced={} gap={}) reuse_detached={} linger_taken_over={} syn_ack_adopted={} handshakes_redone={} handshakes={} handshakes_refused={} target_resets={} refused memory={} ports={} family={} sampled_out={} shed={} (new={} segments={} resumed={}); \
+             handshake={} retransmits={} replaced={} gap={}) reuse_detached={} linger_taken_over={} syn_ack_adopted={} handshakes_redone={} redo_abandoned={} handshakes={} handshakes_refused={} target_resets={} refused memory={} ports={} family={} sampled_out={} shed={} (new={} segments={} resumed={}); \
              segments in={} sent={} retransmitted={} (rto={} fast={}); gaps={} resets_sent={} reestablished={} \
              overflows={}; bytes captured={} sent={} acked={} in_ring={}; responses={} unmatched={} stale={}; \
              requests sent={} answered={} pacing_timeouts={} mean_latency_us={}; memory={}",
@@ -230,6 +236,7 @@ impl std::fmt::Display for EngineStats {
             self.linger_taken_over,
             self.syn_ack_adopted,
             self.handshakes_redone,
+            self.redo_abandoned,
             self.handshakes,
             self.handshakes_refused,
             self.target_resets,

@@ -321,6 +321,11 @@ pub fn snapshot(
         "[target] Handshakes done again after a target RST before any data was acked"
     );
     engine!(
+        redo_abandoned,
+        "target_redo_abandoned",
+        "[target] Redone handshakes given up: the first connection acknowledged our data after all"
+    );
+    engine!(
         syn_ack_adopted,
         "target_syn_ack_adopted",
         "[target] SYN-ACKs with a new ISN adopted before any data was acked"

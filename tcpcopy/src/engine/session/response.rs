@@ -44,6 +44,10 @@ impl EngineSession {
     /// Our SYN is out: a SYN-ACK establishes, a RST refuses, a bare ACK is a stale connection.
     fn syn_sent_response(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
         let first = self.snd.iss + 1;
+        if self.abandon_redo(cx, seg) {
+            self.established_response(cx, seg);
+            return;
+        }
         if seg.has(SYN) && seg.has(ACK) && seg.ack == first && !seg.has(RST) {
             self.establish(cx, seg);
         } else if seg.has(RST) {
@@ -204,6 +208,38 @@ impl EngineSession {
         self.snd.dupacks = 0;
         self.snd.stop();
         self.pending_syn = true;
+        true
+    }
+
+    /// Redoing the handshake, a target segment acknowledges data we sent on the connection we
+    /// gave up: that connection lives, so take it up again where it is instead of resetting it
+    /// as stale and sending the request a second time on a new one.
+    ///
+    /// A reset without ACK does not prove the target has no connection: a listener in SYN-cookie
+    /// mode whose accept queue dropped our first data segment resets every later segment (its
+    /// sequence number no longer encodes the cookie) and still accepts that first segment's
+    /// retransmission, which may be on its way when the reset makes us redo the handshake. The
+    /// redo keeps our ISN, so an ack between our first byte and the highest we sent belongs to
+    /// this sequence space and no other connection's.
+    fn abandon_redo(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) -> bool {
+        let first = self.snd.iss + 1;
+        if !(self.tgt.redone_handshakes > 0
+            && seg.has(ACK)
+            && !seg.has(SYN)
+            && !seg.has(RST)
+            && seg.ack > first
+            && seg.ack <= self.snd.max)
+        {
+            return false;
+        }
+        cx.stats.redo_abandoned += 1;
+        self.state = State::Established;
+        self.pending_syn = false;
+        self.snd.una = first;
+        self.snd.nxt = first;
+        self.snd.dupacks = 0;
+        // The ack this segment carries moves `una` and re-arms the timer.
+        self.snd.rto_at = Some(cx.now + self.snd.rto);
         true
     }
 

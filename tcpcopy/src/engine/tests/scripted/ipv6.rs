@@ -240,6 +240,84 @@ fn a_no_socket_reset_of_a_retransmission_redoes_the_handshake() {
 }
 
 #[test]
+fn a_redo_gives_way_when_the_first_connection_acks_our_data_after_all() {
+    // A SYN-cookie listener whose accept queue dropped our request resets our next segment
+    // (its sequence number no longer checks as a cookie) but accepts the request's
+    // retransmission: the reset made us redo the handshake, then the first connection acks and
+    // answers. Take it up again: resetting it and sending the request on a new connection
+    // would deliver it twice.
+    let mut h = session_after_redo();
+    let req_end = CLIENT_ISN + 1 + b"GET / HTTP/1.1\r\n\r\n".len() as u32;
+    respond!(
+        h,
+        Seg {
+            ack: req_end,
+            ..RESP
+        }
+    );
+    respond!(
+        h,
+        Seg {
+            ack: req_end,
+            flags: ACK | PSH,
+            len: 100,
+            ..RESP
+        }
+    );
+    let out = h.sent();
+    assert!(
+        out.iter().all(|o| o.flags & (RST | SYN) == 0),
+        "neither a reset nor a new handshake: {out:?}"
+    );
+    assert!(
+        out.iter().all(|o| o.payload.is_empty()),
+        "the request is not sent again: {out:?}"
+    );
+    assert!(
+        out.iter()
+            .any(|o| o.flags & ACK != 0 && o.ack == TARGET_ISN + 101),
+        "the answer is acknowledged on the first connection: {out:?}"
+    );
+    let st = h.e.stats();
+    assert_eq!(
+        (
+            st.handshakes_redone,
+            st.redo_abandoned,
+            st.target_resets,
+            st.aborted()
+        ),
+        (1, 1, 0, 0)
+    );
+}
+
+/// [`reset_after_retransmission`] with a no-socket reset, leaving the harness: the handshake
+/// is being redone (our SYN went out again).
+fn session_after_redo() -> H {
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            payload: b"GET / HTTP/1.1\r\n\r\n",
+            ..TEMPLATE
+        }
+    );
+    h.sent();
+    h.advance(Duration::from_secs(3));
+    h.sent();
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 1,
+            flags: RST,
+            ..RESP
+        }
+    );
+    let out = h.sent();
+    assert!(out.iter().any(|o| o.flags == SYN), "{out:?}");
+    h
+}
+
+#[test]
 fn a_no_socket_reset_long_after_our_last_progress_is_final() {
     // A minute on, a connection that answered can have ended its TIME_WAIT: no second try.
     let (out, st) = reset_after_retransmission(Duration::from_secs(60), RST);

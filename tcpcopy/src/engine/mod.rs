@@ -303,6 +303,13 @@ struct ShedFlow {
 /// clone mid-stream (perhaps mid-request), as a connection open before tcpcopy started does.
 const MAX_SHED_FLOWS: usize = 1 << 16;
 
+/// Client-port candidates next to the client's own before [`Engine::allocate`] looks further.
+const NEAR_PORTS: usize = 16;
+
+/// The jump between far candidates: about 0.62 of the port range, odd, so that successive
+/// jumps land far from each other and from the client's block of ports.
+const FAR_PORT_STRIDE: usize = 40_009;
+
 impl Drop for Engine {
     fn drop(&mut self) {
         if self.stats.packets_captured > 0 {
@@ -812,6 +819,7 @@ impl Engine {
     }
 
     /// Picks the client address the target will see for copy `k`, free among live sessions.
+    /// Candidates: the client's port, [`NEAR_PORTS`] neighbours, then ports spread over the range.
     /// When none is free, the first candidate whose clone only lingers in TIME_WAIT is taken
     /// over (ended as completed), as the kernel reuses a TIME_WAIT port: with `-n` above 1
     /// and no `-c`, the copies share the client's own port space, and at tens of thousands of
@@ -843,7 +851,12 @@ impl Engine {
         let mut lingering = None;
         for attempt in 0..256usize {
             let cand = if ips.is_empty() {
-                SocketAddr::new(key.src.ip(), wrap((k + attempt * copies) * shift))
+                // The client's port and its neighbours first (TCPCopy's port shift), then
+                // strides across the whole range: while a slow target keeps clones alive, a
+                // burst of reused client ports can hold every neighbour (the client takes its
+                // ports in sequence), and 256 of them were all taken.
+                let far = attempt.saturating_sub(NEAR_PORTS - 1) * FAR_PORT_STRIDE;
+                SocketAddr::new(key.src.ip(), wrap((k + attempt * copies) * shift + far))
             } else {
                 let n = ips.len();
                 let i = (ip_hash % n + k + attempt) % n;

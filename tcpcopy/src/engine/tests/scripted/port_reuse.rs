@@ -98,6 +98,52 @@ fn port_reuse_while_the_clone_still_delivers_moves_the_new_one() {
 }
 
 #[test]
+fn port_reuse_finds_a_free_port_when_every_neighbour_is_taken() {
+    // A slow target keeps the clones of a client's last few hundred ports alive (the client
+    // takes its ports in sequence): the moved clone has to look past the neighbours.
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            payload: b"GET / HTTP/1.1\r\n\r\n",
+            ..TEMPLATE
+        }
+    );
+    h.sent();
+    for port in CLIENT.port() + 1..CLIENT.port() + 301 {
+        send!(
+            h,
+            Seg {
+                src: SocketAddr::new(CLIENT.ip(), port),
+                ..CLIENT_SYN
+            }
+        );
+    }
+    h.sent();
+    assert_eq!(h.e.session_count(), 301);
+    send!(
+        h,
+        Seg {
+            seq: 2_000_000,
+            ..CLIENT_SYN
+        }
+    );
+    let out = h.sent();
+    let syn = out
+        .iter()
+        .find(|o| o.flags == SYN)
+        .unwrap_or_else(|| panic!("no new SYN: {out:?}"));
+    let far = syn.src.port();
+    assert!(
+        !(CLIENT.port()..=CLIENT.port() + 300).contains(&far),
+        "a port outside the busy block: {far}"
+    );
+    let st = h.e.stats();
+    assert_eq!((st.reuse_detached, st.refused_ports), (1, 0));
+    assert_eq!(h.e.session_count(), 302);
+}
+
+#[test]
 fn port_reuse_after_a_clean_close_counts_as_completed() {
     let mut h = session_established();
     send!(

@@ -259,19 +259,19 @@ alive() {
 secs() { awk -v t="$1" -v k="$LAB_TCK" 'BEGIN { printf "%.2f", t / k }'; }
 
 run() { # SCENARIO MODE ROUND -> one row of results.tsv
-    local round=$3 out p0 g0 s0 s1 t0 t1 tm i0 i1 g1 rate want got last stable drops c0 c1 x0 x1
+    local round=$3 out p0 g0 s0 s1 t0 t1 tm i0 i1 im g1 gm ts0 rate want got last stable drops c0 c1 x0 x1
     MODE=$2
     out=$WORK/$SCEN-$MODE-$round.out
     [[ $MODE == none ]] || start_cloner "$PORT" "$TPORT"
     p0=$(prod_count) g0=$(target_count)
     s0=$(lab_cpu "${SERVER[@]}") x0=$(lab_ctx "${SERVER[@]}")
-    if [[ $MODE != none ]]; then t0=$(lab_cpu "$CLONER") i0=$(lab_cpu "$ICPT") g1=$(lab_cpu "${TSERVER[@]}") c0=$(lab_ctx "$CLONER"); fi
+    if [[ $MODE != none ]]; then t0=$(lab_cpu "$CLONER") i0=$(lab_cpu "$ICPT") ts0=$(lab_cpu "${TSERVER[@]}") c0=$(lab_ctx "$CLONER"); fi
     rate=$(load "$out")
     [[ -z ${LOGS:-} ]] || cp "$out" "$LOGS/$SCEN-$MODE-$round.client"
     s1=$(lab_cpu "${SERVER[@]}") x1=$(lab_ctx "${SERVER[@]}")
     # The server's context switches while the load ran: "sleeps/preemptions".
     x1="$((${x1% *} - ${x0% *}))/$((${x1#* } - ${x0#* }))"
-    [[ $MODE == none ]] || tm=$(lab_cpu "$CLONER") c1=$(lab_ctx "$CLONER")
+    [[ $MODE == none ]] || tm=$(lab_cpu "$CLONER") c1=$(lab_ctx "$CLONER") im=$(lab_cpu "$ICPT") gm=$(lab_cpu "${TSERVER[@]}")
     want=$(($(prod_count) - p0))
     if [[ $MODE == none ]]; then
         printf '%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\n' "$SCEN" "$MODE" "$round" "$rate" "$(secs $((s1 - s0)))" >>"$RESULTS_TSV"
@@ -288,7 +288,7 @@ run() { # SCENARIO MODE ROUND -> one row of results.tsv
         sleep 0.1
     done
     alive "$CLONER" tcpcopy
-    t1=$(lab_cpu "$CLONER") i1=$(lab_cpu "$ICPT") g1=$(($(lab_cpu "${TSERVER[@]}") - g1))
+    t1=$(lab_cpu "$CLONER") i1=$(lab_cpu "$ICPT") g1=$(($(lab_cpu "${TSERVER[@]}") - ts0))
     got=$(($(target_count) - g0))
     stop_cloner
     [[ -z ${LOGS:-} ]] || cp "$LOG" "$LOGS/$SCEN-$MODE-$round.log"
@@ -305,9 +305,12 @@ run() { # SCENARIO MODE ROUND -> one row of results.tsv
     # Context switches while the load ran, "sleeps/preemptions": tcpcopy's wake-ups, and how often
     # production's server slept or was preempted.
     c1="$((${c1% *} - ${c0% *}))/$((${c1#* } - ${c0#* }))"
-    awk -F'\t' -v n="$want" -v tg="$(secs "$g1")" -v tm="$(secs $((tm - t0)))" -v cs="$c1" -v xs="$x1" 'END { r = $5 > 0 ? $6 / $5 : 0
-        printf "%-11s r%-2s %-8s %7s req/s           server %5ss  tcpcopy %5ss (%.2fx server; %ss while the load ran)  delivered %s %% of %d  kernel_drops %s  intercept %ss  target server %ss  switches tcpcopy %s server %s\n",
-            $1, $3, $2, $4, $5, $6, r, tm, $7, n, $8, $9, tg, cs, xs }' "$RESULTS_TSV"
+    # The target's and intercept's CPU while the load ran: how much of the clones' work competed
+    # with production for the vCPUs, and how much a cloner that lags put off until after.
+    awk -F'\t' -v n="$want" -v tg="$(secs "$g1")" -v tm="$(secs $((tm - t0)))" -v cs="$c1" -v xs="$x1" \
+        -v gm="$(secs $((gm - ts0)))" -v im="$(secs $((im - i0)))" 'END { r = $5 > 0 ? $6 / $5 : 0
+        printf "%-11s r%-2s %-8s %7s req/s           server %5ss  tcpcopy %5ss (%.2fx server; %ss while the load ran)  delivered %s %% of %d  kernel_drops %s  intercept %ss (%ss while the load ran)  target server %ss (%ss while the load ran)  switches tcpcopy %s server %s\n",
+            $1, $3, $2, $4, $5, $6, r, tm, $7, n, $8, $9, im, tg, gm, cs, xs }' "$RESULTS_TSV"
 }
 
 # Everything here shares the machine's CPUs: anything else running skews every figure.

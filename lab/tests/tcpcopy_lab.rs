@@ -544,12 +544,14 @@ function request()
 end
 "#;
 
-/// How many request lines of an access log (`NGINX_LOG_FORMAT`) appear more than once.
+/// How many of the named requests (`/?r=…`) in an access log (`NGINX_LOG_FORMAT`) appear more
+/// than once (nginx logs `-` for a connection cut before its request line: not a request).
 fn requests_seen_twice(log: &Path) -> usize {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let mut seen = std::collections::HashSet::new();
     text.lines()
         .filter_map(|l| l.splitn(3, ' ').nth(2))
+        .filter(|req| req.contains("/?r="))
         .filter(|req| !seen.insert(*req))
         .count()
 }

@@ -306,8 +306,8 @@ const MAX_SHED_FLOWS: usize = 1 << 16;
 /// Client-port candidates next to the client's own before [`Engine::allocate`] looks further.
 const NEAR_PORTS: usize = 16;
 
-/// The jump between far candidates: about 0.62 of the port range, odd, so that successive
-/// jumps land far from each other and from the client's block of ports.
+/// The jump between far candidates (plus the near step): about 0.62 of the port range, so
+/// that successive jumps land far from each other and from the client's block of ports.
 const FAR_PORT_STRIDE: usize = 40_009;
 
 impl Drop for Engine {
@@ -855,7 +855,7 @@ impl Engine {
                 // strides across the whole range: while a slow target keeps clones alive, a
                 // burst of reused client ports can hold every neighbour (the client takes its
                 // ports in sequence), and 256 of them were all taken.
-                let far = attempt.saturating_sub(NEAR_PORTS - 1) * FAR_PORT_STRIDE;
+                let far = attempt.saturating_sub(NEAR_PORTS) * FAR_PORT_STRIDE;
                 SocketAddr::new(key.src.ip(), wrap((k + attempt * copies) * shift + far))
             } else {
                 let n = ips.len();

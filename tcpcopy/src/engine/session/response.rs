@@ -16,6 +16,12 @@ const NO_SOCKET_RESET_WINDOW: Duration = Duration::from_secs(30);
 /// than once, but a target that keeps refusing is not retried for ever.
 const MAX_REDONE_HANDSHAKES: u8 = 3;
 
+/// A target sequence number near enough to `rcv_nxt` to be this connection's: anything else on
+/// the 4-tuple is an earlier connection's late segment.
+fn in_receive_range(seq: SeqNumber, rcv_nxt: SeqNumber) -> bool {
+    (-(1 << 24)..(1 << 26)).contains(&seq.diff(rcv_nxt))
+}
+
 impl EngineSession {
     /// The IP+TCP headers of one target segment (payload length from the IP header).
     pub fn on_response(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
@@ -162,8 +168,7 @@ impl EngineSession {
     /// carries sequence numbers far from ours: never let it move rcv_nxt or end the session.
     /// Nor the target's answer to our ACK of a SYN-ACK we abandoned.
     fn is_stale(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) -> bool {
-        let d = seg.seq.diff(self.tgt.rcv_nxt);
-        let stale = !(-(1 << 24)..(1 << 26)).contains(&d)
+        let stale = !in_receive_range(seg.seq, self.tgt.rcv_nxt)
             || seg.has(RST) && self.tgt.abandoned_rcv == Some(seg.seq);
         if stale {
             cx.stats.responses_stale += 1;
@@ -228,18 +233,20 @@ impl EngineSession {
             && !seg.has(SYN)
             && !seg.has(RST)
             && seg.ack > first
-            && seg.ack <= self.snd.max)
+            && seg.ack <= self.snd.max
+            && in_receive_range(seg.seq, self.tgt.rcv_nxt))
         {
             return false;
         }
         cx.stats.redo_abandoned += 1;
         self.state = State::Established;
         self.pending_syn = false;
+        // A reset queued for what looked like a stale connection is for this one.
+        self.pending_rst = [None, None];
         self.snd.una = first;
         self.snd.nxt = first;
         self.snd.dupacks = 0;
         // The ack this segment carries moves `una` and re-arms the timer.
-        self.snd.rto_at = Some(cx.now + self.snd.rto);
         true
     }
 

@@ -290,6 +290,38 @@ fn a_redo_gives_way_when_the_first_connection_acks_our_data_after_all() {
     );
 }
 
+#[test]
+fn a_redo_is_not_given_up_for_an_earlier_connections_late_ack() {
+    // An ack that happens to fall in our range but whose sequence number is far from the
+    // target's: another connection's, not the one we gave up.
+    let mut h = session_after_redo();
+    let req_end = CLIENT_ISN + 1 + b"GET / HTTP/1.1\r\n\r\n".len() as u32;
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN.wrapping_add(1 << 27),
+            ack: req_end,
+            ..RESP
+        }
+    );
+    h.sent();
+    assert_eq!(h.e.stats().redo_abandoned, 0);
+    // The handshake goes on: its SYN-ACK establishes and the request goes on the new one.
+    respond!(
+        h,
+        Seg {
+            seq: 60_000,
+            ..SYN_ACK
+        }
+    );
+    let out = h.sent();
+    assert!(
+        out.iter()
+            .any(|o| o.ack == 60_001 && o.payload.starts_with(b"GET")),
+        "{out:?}"
+    );
+}
+
 /// [`reset_after_retransmission`] with a no-socket reset, leaving the harness: the handshake
 /// is being redone (our SYN went out again).
 fn session_after_redo() -> H {

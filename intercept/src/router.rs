@@ -33,7 +33,7 @@ use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use tcpclone::flow::hash_socket_addr;
-use tcpclone::proto::{check_header, split_response, ResponsesBuilder};
+use tcpclone::proto::{CheckedResponse, ResponsesBuilder};
 use tcpclone::shrink::Shrink;
 
 /// Identifies one tcpcopy connection.
@@ -166,8 +166,12 @@ pub struct Router {
 /// The (client, target) session a response belongs to: its (destination, source).
 /// `None` unless `h` is a valid IP + TCP header (optionally followed by payload bytes).
 pub fn session_of(h: &[u8]) -> Option<SessionKey> {
-    let (header, _) = split_response(h).ok()?;
-    let tcp = check_header(header, 0, 0).ok()?;
+    CheckedResponse::new(h).ok().map(|r| key_of(&r))
+}
+
+/// [`session_of`] a response checked once for both the lookup and the batch.
+fn key_of(r: &CheckedResponse<'_>) -> SessionKey {
+    let (h, tcp) = (r.header(), r.tcp_at());
     let (src, dst): (IpAddr, IpAddr) = if h[0] >> 4 == 4 {
         (
             Ipv4Addr::new(h[12], h[13], h[14], h[15]).into(),
@@ -182,10 +186,10 @@ pub fn session_of(h: &[u8]) -> Option<SessionKey> {
     };
     let sport = u16::from_be_bytes([h[tcp], h[tcp + 1]]);
     let dport = u16::from_be_bytes([h[tcp + 2], h[tcp + 3]]);
-    Some(SessionKey {
+    SessionKey {
         client: SocketAddr::new(dst, dport),
         target: SocketAddr::new(src, sport),
-    })
+    }
 }
 
 impl Router {
@@ -329,7 +333,10 @@ impl Router {
             self.parked_len -= q.len();
             for (_, h) in q {
                 self.counters.unparked += 1;
-                self.route(peer, &h);
+                // Checked when parked: this cannot fail.
+                if let Ok(r) = CheckedResponse::new(&h) {
+                    self.route(peer, &r);
+                }
             }
         }
     }
@@ -363,12 +370,13 @@ impl Router {
     /// `owned`: `header` as `Bytes` when the caller has it, so parking need not copy it.
     fn handle(&mut self, now: Instant, header: &[u8], owned: Option<&Bytes>) {
         self.counters.responses += 1;
-        let Some(key) = session_of(header) else {
+        let Ok(checked) = CheckedResponse::new(header) else {
             self.counters.malformed += 1;
             return;
         };
+        let key = key_of(&checked);
         if let Some(&Owner::Live(peer)) = self.sessions.get(&key) {
-            self.route(peer, header);
+            self.route(peer, &checked);
             return;
         }
         self.expire(now);
@@ -462,7 +470,7 @@ impl Router {
         }
     }
 
-    fn route(&mut self, peer: PeerId, h: &[u8]) {
+    fn route(&mut self, peer: PeerId, h: &CheckedResponse<'_>) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -475,19 +483,12 @@ impl Router {
                 ResponsesBuilder::with_max_frame_len(max)
             }
         });
-        match b.push(h) {
-            Ok(true) => {}
-            Ok(false) => {
-                if let Some(f) = b.finish() {
-                    self.ready.push_back((peer, f));
-                }
-                if b.push(h).unwrap_or(false) {
-                    self.counters.routed += 1;
-                }
-                return;
+        if !b.push_checked(h) {
+            // Full: send it and start the next.
+            if let Some(f) = b.finish() {
+                self.ready.push_back((peer, f));
             }
-            Err(_) => {
-                self.counters.malformed += 1;
+            if !b.push_checked(h) {
                 return;
             }
         }

@@ -63,9 +63,45 @@ pub fn check_header(h: &[u8], index: usize, base: u64) -> Result<usize, ProtoErr
 /// The payload held may be shorter than the segment's (the capture's snap length), never
 /// longer: bytes past what the IP header gives (Ethernet padding) are cut off.
 pub fn split_response(entry: &[u8]) -> Result<(&[u8], &[u8]), ProtoError> {
-    let (_, header_len, payload_len) = layout(entry, 0, 0)?;
-    let end = entry.len().min(header_len + payload_len);
-    Ok((&entry[..header_len], &entry[header_len..end]))
+    let r = CheckedResponse::new(entry)?;
+    Ok((r.header, r.payload))
+}
+
+/// A captured response checked once (as [`split_response`] does), for code that needs its
+/// parts more than once per response: intercept finds the session by it and batches it.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckedResponse<'a> {
+    header: &'a [u8],
+    payload: &'a [u8],
+    tcp_at: usize,
+}
+
+impl<'a> CheckedResponse<'a> {
+    /// Checks `entry` as [`split_response`] does.
+    pub fn new(entry: &'a [u8]) -> Result<Self, ProtoError> {
+        let (tcp_at, header_len, payload_len) = layout(entry, 0, 0)?;
+        let end = entry.len().min(header_len + payload_len);
+        Ok(CheckedResponse {
+            header: &entry[..header_len],
+            payload: &entry[header_len..end],
+            tcp_at,
+        })
+    }
+
+    /// The IP + TCP header (a valid one, exactly as long as its length fields say).
+    pub fn header(&self) -> &'a [u8] {
+        self.header
+    }
+
+    /// The payload bytes held (possibly fewer than the segment carried).
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// The offset of the TCP header in [`CheckedResponse::header`].
+    pub fn tcp_at(&self) -> usize {
+        self.tcp_at
+    }
 }
 
 /// Checks a `PrefixedResponses` entry's prefix length against the agreed `max` and the payload

@@ -7,7 +7,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use std::net::{IpAddr, SocketAddr};
 
-use super::check::{check_header, check_prefix, check_session, split_response};
+use super::check::{check_header, check_prefix, check_session, split_response, CheckedResponse};
 use super::*;
 
 /// Appends one encoded frame for `msg` to `dst`.
@@ -225,6 +225,14 @@ impl ResponsesBuilder {
         })?;
         let keep = self.prefix.map_or(0, |p| p.min(payload.len()));
         Ok(self.push_parts(header, &payload[..keep]))
+    }
+
+    /// [`ResponsesBuilder::push`] of a response already checked: `false` (nothing appended)
+    /// when the batch is full.
+    pub fn push_checked(&mut self, response: &CheckedResponse<'_>) -> bool {
+        let payload = response.payload();
+        let keep = self.prefix.map_or(0, |p| p.min(payload.len()));
+        self.push_parts(response.header(), &payload[..keep])
     }
 
     /// Appends a checked header and its prefix (empty for a `Responses` builder); false when

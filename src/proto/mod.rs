@@ -69,7 +69,7 @@ mod encode;
 pub mod secure;
 
 pub use check::check_header;
-pub use check::split_response;
+pub use check::{split_response, CheckedResponse};
 pub use decode::FrameDecoder;
 pub use encode::{encode, ResponsesBuilder};
 

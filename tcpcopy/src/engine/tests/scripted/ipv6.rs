@@ -187,14 +187,23 @@ fn a_reset_before_any_data_is_acked_redoes_the_handshake() {
     assert_eq!((st.handshakes_redone, st.target_resets), (1, 0));
 }
 
+/// The request of the sessions below.
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+
 /// A session whose request went out and was retransmitted after `wait`; then the target's
 /// reset with `flags` arrives. Returns what we sent in answer and the stats.
 fn reset_after_retransmission(wait: Duration, flags: u8) -> (Vec<Out>, crate::engine::EngineStats) {
+    let (h, out) = reset_after_retransmission_in(wait, flags);
+    (out, h.e.stats())
+}
+
+/// [`reset_after_retransmission`], the harness kept.
+fn reset_after_retransmission_in(wait: Duration, flags: u8) -> (H, Vec<Out>) {
     let mut h = session_established();
     send!(
         h,
         Seg {
-            payload: b"GET / HTTP/1.1\r\n\r\n",
+            payload: REQUEST,
             ..TEMPLATE
         }
     );
@@ -214,7 +223,8 @@ fn reset_after_retransmission(wait: Duration, flags: u8) -> (Vec<Out>, crate::en
             ..RESP
         }
     );
-    (h.sent(), h.e.stats())
+    let out = h.sent();
+    (h, out)
 }
 
 #[test]
@@ -247,7 +257,7 @@ fn a_redo_gives_way_when_the_first_connection_acks_our_data_after_all() {
     // answers. Take it up again: resetting it and sending the request on a new connection
     // would deliver it twice.
     let mut h = session_after_redo();
-    let req_end = CLIENT_ISN + 1 + b"GET / HTTP/1.1\r\n\r\n".len() as u32;
+    let req_end = CLIENT_ISN + 1 + REQUEST.len() as u32;
     respond!(
         h,
         Seg {
@@ -295,7 +305,7 @@ fn a_redo_is_not_given_up_for_an_earlier_connections_late_ack() {
     // An ack that happens to fall in our range but whose sequence number is far from the
     // target's: another connection's, not the one we gave up.
     let mut h = session_after_redo();
-    let req_end = CLIENT_ISN + 1 + b"GET / HTTP/1.1\r\n\r\n".len() as u32;
+    let req_end = CLIENT_ISN + 1 + REQUEST.len() as u32;
     respond!(
         h,
         Seg {
@@ -325,26 +335,7 @@ fn a_redo_is_not_given_up_for_an_earlier_connections_late_ack() {
 /// [`reset_after_retransmission`] with a no-socket reset, leaving the harness: the handshake
 /// is being redone (our SYN went out again).
 fn session_after_redo() -> H {
-    let mut h = session_established();
-    send!(
-        h,
-        Seg {
-            payload: b"GET / HTTP/1.1\r\n\r\n",
-            ..TEMPLATE
-        }
-    );
-    h.sent();
-    h.advance(Duration::from_secs(3));
-    h.sent();
-    respond!(
-        h,
-        Seg {
-            seq: TARGET_ISN + 1,
-            flags: RST,
-            ..RESP
-        }
-    );
-    let out = h.sent();
+    let (h, out) = reset_after_retransmission_in(Duration::ZERO, RST);
     assert!(out.iter().any(|o| o.flags == SYN), "{out:?}");
     h
 }

@@ -7,7 +7,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use std::net::{IpAddr, SocketAddr};
 
-use super::check::{check_header, check_prefix, check_session, split_response, CheckedResponse};
+use super::check::{check_header, check_prefix, check_session, CheckedResponse};
 use super::*;
 
 /// Appends one encoded frame for `msg` to `dst`.
@@ -215,7 +215,7 @@ impl ResponsesBuilder {
     /// to its prefix length of payload. Returns `Ok(false)` (nothing appended) when the batch
     /// is full: finish it and push again.
     pub fn push(&mut self, response: &[u8]) -> Result<bool, ProtoError> {
-        let (header, payload) = split_response(response).map_err(|e| match e {
+        let checked = CheckedResponse::new(response).map_err(|e| match e {
             ProtoError::BadHeader { reason, offset, .. } => ProtoError::BadHeader {
                 index: self.count,
                 reason,
@@ -223,8 +223,7 @@ impl ResponsesBuilder {
             },
             e => e,
         })?;
-        let keep = self.prefix.map_or(0, |p| p.min(payload.len()));
-        Ok(self.push_parts(header, &payload[..keep]))
+        Ok(self.push_checked(&checked))
     }
 
     /// [`ResponsesBuilder::push`] of a response already checked: `false` (nothing appended)

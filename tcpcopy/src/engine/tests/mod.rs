@@ -355,6 +355,22 @@ pub(crate) fn session_established() -> H {
     session_established_with(config())
 }
 
+/// A request of one segment.
+pub(crate) const REQUEST: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+/// The client sequence number just past [`REQUEST`].
+pub(crate) const REQUEST_END: u32 = CLIENT_ISN + 1 + REQUEST.len() as u32;
+
+/// [`session_established`] whose client sent [`REQUEST`], what went to the target read.
+pub(crate) fn request_sent() -> H {
+    let mut h = session_established();
+    h.capture(Seg {
+        payload: REQUEST,
+        ..TEMPLATE
+    });
+    h.sent();
+    h
+}
+
 #[allow(dead_code)]
 pub(crate) const ALL_FLAGS: [u8; 5] = [FIN, SYN, RST, PSH, ACK];
 #[allow(dead_code)]

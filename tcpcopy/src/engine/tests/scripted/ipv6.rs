@@ -147,15 +147,7 @@ fn a_syn_ack_with_a_new_isn_before_any_ack_of_data_is_adopted() {
 
 #[test]
 fn a_reset_before_any_data_is_acked_redoes_the_handshake() {
-    let mut h = session_established();
-    send!(
-        h,
-        Seg {
-            payload: b"GET / HTTP/1.1\r\n\r\n",
-            ..TEMPLATE
-        }
-    );
-    h.sent();
+    let mut h = request_sent();
     respond!(
         h,
         Seg {
@@ -187,9 +179,6 @@ fn a_reset_before_any_data_is_acked_redoes_the_handshake() {
     assert_eq!((st.handshakes_redone, st.target_resets), (1, 0));
 }
 
-/// The request of the sessions below.
-const REQUEST: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
-
 /// A session whose request went out and was retransmitted after `wait`; then the target's
 /// reset with `flags` arrives. Returns what we sent in answer and the stats.
 fn reset_after_retransmission(wait: Duration, flags: u8) -> (Vec<Out>, crate::engine::EngineStats) {
@@ -199,15 +188,7 @@ fn reset_after_retransmission(wait: Duration, flags: u8) -> (Vec<Out>, crate::en
 
 /// [`reset_after_retransmission`], the harness kept.
 fn reset_after_retransmission_in(wait: Duration, flags: u8) -> (H, Vec<Out>) {
-    let mut h = session_established();
-    send!(
-        h,
-        Seg {
-            payload: REQUEST,
-            ..TEMPLATE
-        }
-    );
-    h.sent();
+    let mut h = request_sent();
     h.advance(Duration::from_secs(3));
     let again = h.sent();
     assert!(
@@ -257,18 +238,17 @@ fn a_redo_gives_way_when_the_first_connection_acks_our_data_after_all() {
     // answers. Take it up again: resetting it and sending the request on a new connection
     // would deliver it twice.
     let mut h = session_after_redo();
-    let req_end = CLIENT_ISN + 1 + REQUEST.len() as u32;
     respond!(
         h,
         Seg {
-            ack: req_end,
+            ack: REQUEST_END,
             ..RESP
         }
     );
     respond!(
         h,
         Seg {
-            ack: req_end,
+            ack: REQUEST_END,
             flags: ACK | PSH,
             len: 100,
             ..RESP
@@ -305,12 +285,11 @@ fn a_redo_is_not_given_up_for_an_earlier_connections_late_ack() {
     // An ack that happens to fall in our range but whose sequence number is far from the
     // target's: another connection's, not the one we gave up.
     let mut h = session_after_redo();
-    let req_end = CLIENT_ISN + 1 + REQUEST.len() as u32;
     respond!(
         h,
         Seg {
             seq: TARGET_ISN.wrapping_add(1 << 27),
-            ack: req_end,
+            ack: REQUEST_END,
             ..RESP
         }
     );

@@ -101,15 +101,7 @@ fn port_reuse_while_the_clone_still_delivers_moves_the_new_one() {
 fn port_reuse_finds_a_free_port_when_every_neighbour_is_taken() {
     // A slow target keeps the clones of a client's last few hundred ports alive (the client
     // takes its ports in sequence): the moved clone has to look past the neighbours.
-    let mut h = session_established();
-    send!(
-        h,
-        Seg {
-            payload: b"GET / HTTP/1.1\r\n\r\n",
-            ..TEMPLATE
-        }
-    );
-    h.sent();
+    let mut h = request_sent();
     for port in CLIENT.port() + 1..CLIENT.port() + 301 {
         send!(
             h,

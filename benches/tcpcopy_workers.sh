@@ -35,18 +35,24 @@
 #   KEEP=DIR (keep each run's tcpcopy log there), RING_MB (tcpcopy's -B, the same in every run,
 #   default 1024: split among the workers, each worker's share must hold its share of the
 #   burst while tcpcopy is stopped; a run whose ring overflowed, dropping more than 0.1 % of
-#   the segments, is marked and left out of the medians).
+#   the segments, is marked and left out of the medians), BLOCK_MS (tcpcopy's --capture-block,
+#   default 50: the kernel retires a ring block at least this often however little it holds,
+#   so while tcpcopy is stopped the ring holds at most its ~4,096 blocks times BLOCK_MS of the
+#   burst; at the default 1 ms a burst injected for longer than about 4 s overflowed a ring that
+#   was mostly empty. The drain reads full blocks whatever the timeout).
 set -euo pipefail
 ROUNDS=${1:-3}
 SESSIONS=${SESSIONS:-20000}
 REQUESTS=${REQUESTS:-20}
 WORKERS=${WORKERS:-2}
 RING_MB=${RING_MB:-1024}
+BLOCK_MS=${BLOCK_MS:-50}
 [[ $ROUNDS =~ ^[0-9]+$ ]] && ((ROUNDS >= 1 && ROUNDS <= 20)) || { echo "usage: $0 [ROUNDS 1..20]" >&2; exit 2; }
 [[ $SESSIONS =~ ^[0-9]+$ ]] && ((SESSIONS >= 5000 && SESSIONS <= 60000)) || { echo "$0: SESSIONS must be 5000..60000 (a shorter drain is too short to time in clock ticks)" >&2; exit 2; }
 [[ $REQUESTS =~ ^[0-9]+$ ]] && ((REQUESTS >= 1 && REQUESTS <= 200)) || { echo "$0: REQUESTS must be 1..200" >&2; exit 2; }
 [[ $WORKERS =~ ^[0-9]+$ ]] && ((WORKERS >= 2 && WORKERS <= 64)) || { echo "$0: WORKERS must be 2..64" >&2; exit 2; }
 [[ $RING_MB =~ ^[0-9]+$ ]] && ((RING_MB >= 64 && RING_MB <= 4096)) || { echo "$0: RING_MB must be 64..4096" >&2; exit 2; }
+[[ $BLOCK_MS =~ ^[0-9]+$ ]] && ((BLOCK_MS >= 1 && BLOCK_MS <= 1000)) || { echo "$0: BLOCK_MS must be 1..1000" >&2; exit 2; }
 
 # shellcheck source=../scripts/lab.sh
 source "$(dirname "$0")/../scripts/lab.sh"
@@ -154,7 +160,7 @@ run() { # WORKERS -> "rate segments seconds intercept_ticks"
     start_target
     lab_intercept "tcp and src port 6380"
     ICPT=$INTERCEPT
-    lab_tcpcopy -x 6379-198.18.1.2:6380 -s 198.18.1.3 -W --workers "$w" -B "$RING_MB" -m $((RING_MB + 1024))
+    lab_tcpcopy -x 6379-198.18.1.2:6380 -s 198.18.1.3 -W --workers "$w" -B "$RING_MB" --capture-block "$BLOCK_MS" -m $((RING_MB + 1024))
     kill -STOP "$TCPCOPY"
     inns "$NS_CLIENT" "$BIN/replay" -i "${TAG}ca" --topspeed "$WORK/burst.pcap" >"$WORK/replay.out" 2>&1
     sleep 0.2
@@ -213,7 +219,7 @@ run() { # WORKERS -> "rate segments seconds intercept_ticks"
 declare -A RATES
 printf '%-6s %-7s %12s %10s %10s %8s %10s %12s %9s %11s %12s\n' round workers "segments/s" segments "sent pkts" "drain s" "tcpcopy s" "per worker s" "cloned %" "intercept s" kernel_drops
 md_begin "tcpcopy --workers $WORKERS against 1, a drained burst" \
-    "SESSIONS=$SESSIONS REQUESTS=$REQUESTS WORKERS=$WORKERS RING_MB=$RING_MB bash benches/tcpcopy_workers.sh $ROUNDS"
+    "SESSIONS=$SESSIONS REQUESTS=$REQUESTS WORKERS=$WORKERS RING_MB=$RING_MB BLOCK_MS=$BLOCK_MS bash benches/tcpcopy_workers.sh $ROUNDS"
 md_cols round workers "segments/s" segments "sent pkts" "drain s" "tcpcopy CPU s" "per worker CPU s" "cloned %" "intercept CPU s" "kernel drops"
 for r in $(seq "$ROUNDS"); do
     for w in 1 "$WORKERS"; do
@@ -224,7 +230,7 @@ for r in $(seq "$ROUNDS"); do
         # segments: left out. A few drops (a handful in a million, seen with rings that held
         # the burst with room to spare) change no rate: kept, and shown in the table.
         if ! [[ $drops =~ ^[0-9]+$ ]] || ((drops * 1000 > segs)); then
-            echo "   (r$r, $w workers: kernel drops $drops, over 0.1 % of the segments: left out of the medians; raise RING_MB)"
+            echo "   (r$r, $w workers: kernel drops $drops, over 0.1 % of the segments: left out of the medians; raise RING_MB or BLOCK_MS)"
             EXCLUDED+="r$r/$w "
             continue
         fi

@@ -590,8 +590,9 @@ fn nginx_delivery(close: bool, min: f64) {
     let summary = t.stop_tcpcopy(pid);
     println!("{summary}");
     let ok = prod > 1000 && r >= min && got <= prod && twice == 0;
-    if let (false, Ok(keep)) = (ok, std::env::var("TCPCLONE_KEEP_LOGS")) {
-        // For a post-mortem: both access logs and tcpcopy's log.
+    if let (true, Ok(keep)) = (!ok || got < prod, std::env::var("TCPCLONE_KEEP_LOGS")) {
+        // For a post-mortem, also of a run that lost fewer requests than it may: both access
+        // logs and tcpcopy's log.
         let dir = PathBuf::from(keep).join(format!("nginx-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let _ = std::fs::copy(&prod_log, dir.join("prod.log"));

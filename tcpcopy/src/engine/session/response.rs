@@ -27,9 +27,9 @@ impl EngineSession {
     pub fn on_response(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
         let _g = self.enter_span();
         self.timers.last_activity = cx.now;
-        if let Some((v, _)) = seg.opts.ts {
-            self.tgt.note_target_ts(v);
-        }
+        // The target's TSval is taken only from this connection's segments: a late report of
+        // an earlier connection on the 4-tuple carries another clock, and echoing it got our
+        // handshake's ACK dropped (Linux checks its TSecr) and the request lost.
         match self.state {
             State::SynSent => self.syn_sent_response(cx, seg),
             State::Established => self.established_response(cx, seg),
@@ -40,6 +40,9 @@ impl EngineSession {
             }
             State::Dead => {}
             State::TimeWait => {
+                if let Some((v, _)) = seg.opts.ts {
+                    self.tgt.note_target_ts(v);
+                }
                 if seg.has(FIN) {
                     self.pending_ack = true;
                 }
@@ -93,6 +96,9 @@ impl EngineSession {
         };
         snd.wnd = u32::from(seg.window); // RFC 7323 §2.2: never scaled in a SYN
         self.tgt.ts_ok = self.syn_opts.ts.is_some() && seg.opts.ts.is_some();
+        if let Some((v, _)) = seg.opts.ts {
+            self.tgt.start_target_ts(v);
+        }
         snd.seg_max = seg_limit(cx.cfg, seg.opts.mss, self.target.is_ipv6(), self.tgt.ts_ok);
         if snd.retries == 0 {
             let r = now.saturating_duration_since(self.pacer.last_new_data_at());
@@ -112,6 +118,9 @@ impl EngineSession {
     fn established_response(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
         if self.adopt_newer_syn_ack(cx, seg) || self.is_stale(cx, seg) {
             return;
+        }
+        if let Some((v, _)) = seg.opts.ts {
+            self.tgt.note_target_ts(v);
         }
         if seg.has(RST) {
             if self.redo_handshake_on_early_rst(cx, seg) {
@@ -158,6 +167,9 @@ impl EngineSession {
         cx.stats.syn_ack_adopted += 1;
         self.tgt.abandoned_rcv = Some(self.tgt.rcv_nxt);
         self.tgt.rcv_nxt = seg.seq + 1;
+        if let Some((v, _)) = seg.opts.ts {
+            self.tgt.start_target_ts(v);
+        }
         self.snd.nxt = self.snd.una;
         self.snd.dupacks = 0;
         self.pending_ack = true;

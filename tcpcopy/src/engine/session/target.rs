@@ -72,10 +72,17 @@ impl TargetSide {
         self.ts_client = self.ts_client.max(t);
     }
 
-    /// The target's TSval `v` on one of its segments.
+    /// The target's TSval `v` on one of this connection's segments.
     #[inline]
     pub fn note_target_ts(&mut self, v: u32) {
         self.ts_recent = self.ts_recent.max(SeqNumber(v));
+    }
+
+    /// The TSval `v` of the SYN-ACK that opens this connection: what we echo from now on,
+    /// whatever an earlier connection on the 4-tuple sent. Linux (6.x) drops an ACK completing
+    /// the handshake unless its TSecr is one of the TSvals its SYN-ACKs carried.
+    pub fn start_target_ts(&mut self, v: u32) {
+        self.ts_recent = SeqNumber(v);
     }
 
     /// Our TSval for a SYN: never lower than the last one sent.

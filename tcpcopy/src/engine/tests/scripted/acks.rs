@@ -157,6 +157,84 @@ fn timestamps_echo_the_target_and_never_go_back() {
     }
 }
 
+/// A late report of an earlier connection on the 4-tuple must not set the TSval we echo: it
+/// comes from another connection's clock, and Linux drops an ACK completing the handshake whose
+/// TSecr none of its SYN-ACKs carried (a lab run with intercept starved of CPU lost the request
+/// that way, every retransmission echoing the earlier connection's TSval).
+#[test]
+fn timestamps_echo_this_connection_not_an_earlier_one_on_the_4_tuple() {
+    const SYN_ACK_TS: u32 = 4_048_685_536;
+    // After SYN_ACK_TS in sequence-number order, so that the largest TSval seen is the wrong one.
+    const EARLIER_TS: u32 = 3_000_000;
+    let ts = |v, e| TcpOpts {
+        ts: Some((v, e)),
+        ..NO_OPTS
+    };
+    let mut h = H::new(config());
+    send!(
+        h,
+        Seg {
+            opts: TcpOpts {
+                ts: Some((1000, 0)),
+                ..SYN_OPTS
+            },
+            ..CLIENT_SYN
+        }
+    );
+    h.sent();
+    // The earlier connection's last ACK, reported after our new SYN went out.
+    respond!(
+        h,
+        Seg {
+            seq: 77_000,
+            ack: 55_000,
+            opts: ts(EARLIER_TS, 900),
+            ..RESP
+        }
+    );
+    let out = h.sent();
+    assert!(out.iter().all(|o| o.flags & RST != 0), "{out:?}");
+    respond!(
+        h,
+        Seg {
+            opts: TcpOpts {
+                ts: Some((SYN_ACK_TS, 1000)),
+                ..SYN_ACK.opts
+            },
+            ..SYN_ACK
+        }
+    );
+    let out = h.sent();
+    assert!(!out.is_empty());
+    assert!(
+        out.iter().all(|o| o.opts.ts == Some((1000, SYN_ACK_TS))),
+        "{out:?}"
+    );
+    // Established: a stale segment (far from what we expect next) leaves the echo alone too.
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 1 + (1 << 27),
+            opts: ts(EARLIER_TS + 1, 900),
+            ..RESP
+        }
+    );
+    send!(
+        h,
+        Seg {
+            payload: REQUEST,
+            opts: ts(1001, 0),
+            ..TEMPLATE
+        }
+    );
+    let out = h.sent();
+    assert!(out.iter().any(|o| o.payload == REQUEST), "{out:?}");
+    assert!(
+        out.iter().all(|o| o.opts.ts == Some((1001, SYN_ACK_TS))),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn no_timestamps_when_the_target_did_not_agree() {
     let mut h = H::new(config());

@@ -26,14 +26,24 @@ impl EngineSession {
         self.snd.limit(lim)
     }
 
-    /// Our FIN may go: everything before it sent, no request held at it, and room in the window.
+    /// Our FIN may go: everything before it sent, no request held at it, room in the window,
+    /// and, when data comes before it, some of that data acknowledged.
+    ///
+    /// Until the target acknowledges our first bytes it may have no socket for us: a listener
+    /// in SYN-cookie mode whose accept queue was full dropped the segment that completed the
+    /// handshake. It resets a FIN after that segment (the FIN's sequence number no longer checks
+    /// as a cookie), while a retransmission of the first segment still completes the handshake
+    /// once the queue has room. A FIN sent at once got every redone handshake reset the same way
+    /// and the request lost.
     fn fin_ready(&self) -> bool {
         match self.stream.fin() {
             Some(f) => {
+                let first = self.snd.iss + 1;
                 self.snd.nxt == f
                     && self.stream.next() == f
                     && self.pacer.next_boundary() != Some(f)
                     && self.snd.una + self.snd.wnd.max(1) >= f
+                    && (self.snd.una > first || f == first)
             }
             None => false,
         }

@@ -13,19 +13,28 @@ fn fins_both_ways_complete_the_session() {
             ..TEMPLATE
         }
     );
+    // The FIN waits until the target acknowledges data: see `held_fin_…` below.
     expect!(
         h,
-        [
-            Want {
-                payload: b"bye",
-                ..WANT
-            },
-            Want {
-                seq: CLIENT_ISN + 4,
-                flags: FIN | ACK,
-                ..WANT
-            }
-        ]
+        [Want {
+            payload: b"bye",
+            ..WANT
+        }]
+    );
+    respond!(
+        h,
+        Seg {
+            ack: CLIENT_ISN + 4,
+            ..RESP
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            seq: CLIENT_ISN + 4,
+            flags: FIN | ACK,
+            ..WANT
+        }]
     );
     respond!(
         h,
@@ -74,6 +83,76 @@ fn fins_both_ways_complete_the_session() {
     );
     assert_eq!(h.e.stats().sessions_completed, 1);
     assert_eq!(h.e.memory_in_sessions(), 0);
+}
+
+/// A listener in SYN-cookie mode with a full accept queue drops the segment that completes the
+/// handshake and resets a FIN behind it (the FIN no longer checks as a cookie); a retransmission
+/// of the first segment completes the handshake once the queue has room. So until the target
+/// acknowledges some data our FIN waits, and a retransmission resends the data alone (a lab
+/// run lost requests whose redone handshakes were each reset at the FIN).
+#[test]
+fn held_fin_until_the_target_acknowledges_data() {
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            payload: REQUEST,
+            flags: ACK | PSH | FIN,
+            ..TEMPLATE
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            payload: REQUEST,
+            ..WANT
+        }]
+    );
+    // No ack: the retransmission is the request alone, still without the FIN.
+    h.advance(Duration::from_secs(2));
+    expect!(
+        h,
+        [Want {
+            payload: REQUEST,
+            ..WANT
+        }]
+    );
+    // The retransmission completed the handshake: the FIN follows.
+    respond!(
+        h,
+        Seg {
+            ack: REQUEST_END,
+            ..RESP
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            seq: REQUEST_END,
+            flags: FIN | ACK,
+            ..WANT
+        }]
+    );
+}
+
+/// A FIN with no data before it needs no ack first.
+#[test]
+fn a_fin_without_data_goes_at_once() {
+    let mut h = session_established();
+    send!(
+        h,
+        Seg {
+            flags: ACK | FIN,
+            ..TEMPLATE
+        }
+    );
+    expect!(
+        h,
+        [Want {
+            flags: FIN | ACK,
+            ..WANT
+        }]
+    );
 }
 
 #[test]

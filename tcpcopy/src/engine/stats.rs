@@ -70,10 +70,11 @@ pub struct EngineStats {
     pub syn_ack_adopted: u64,
     /// Handshakes done again after a target RST before any data was acked.
     pub handshakes_redone: u64,
-    /// Redone handshakes given up because the target acknowledged our data on the first
-    /// connection after all (a SYN-cookie listener resets what follows a dropped first segment
-    /// and accepts that segment's retransmission): the first connection goes on, the request
-    /// is not sent twice.
+    /// Redone handshakes or adopted newer SYN-ACKs given up because the target acknowledged
+    /// our data on the first connection after all (a SYN-cookie listener resets what follows a
+    /// dropped first segment and accepts that segment's retransmission; our ACK of the first
+    /// SYN-ACK established it before the newer one came): the first connection goes on, the
+    /// request is not sent twice.
     pub redo_abandoned: u64,
     /// Handshakes completed with the target.
     pub handshakes: u64,

@@ -323,7 +323,7 @@ pub fn snapshot(
     engine!(
         redo_abandoned,
         "target_redo_abandoned",
-        "[target] Redone handshakes given up: the first connection acknowledged our data after all"
+        "[target] Redone handshakes or adopted SYN-ACKs given up: the first connection acknowledged our data after all"
     );
     engine!(
         syn_ack_adopted,

@@ -116,6 +116,7 @@ impl EngineSession {
     /// A target segment once established, in steps: a newer SYN-ACK, stale segments, an early
     /// RST (handshake redone), a RST, a lost third ACK, then ack, answer bytes and FIN.
     fn established_response(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
+        self.abandon_adoption(cx, seg);
         if self.adopt_newer_syn_ack(cx, seg) || self.is_stale(cx, seg) {
             return;
         }
@@ -174,6 +175,39 @@ impl EngineSession {
         self.snd.dupacks = 0;
         self.pending_ack = true;
         true
+    }
+
+    /// A segment of the connection whose SYN-ACK we gave up for a newer one acknowledges our
+    /// data: the target established that one after all (our ACK reached its request socket
+    /// before the retransmitted SYN drew the newer SYN-ACK, or a SYN-cookie listener accepted
+    /// either). Only one connection can hold the 4-tuple, so go back to it; otherwise its
+    /// answer reads as stale for ever and the target's socket never closes.
+    fn abandon_adoption(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) {
+        let Some(first_rcv) = self.tgt.abandoned_rcv else {
+            return;
+        };
+        let first = self.snd.iss + 1;
+        if !(seg.has(ACK)
+            && !seg.has(SYN)
+            && !seg.has(RST)
+            && seg.ack > first
+            && seg.ack <= self.snd.max
+            && in_receive_range(seg.seq, first_rcv)
+            && seg.seq.diff(first_rcv).unsigned_abs()
+                < seg.seq.diff(self.tgt.rcv_nxt).unsigned_abs())
+        {
+            return;
+        }
+        cx.stats.redo_abandoned += 1;
+        // The newer SYN-ACK is the abandoned one now: the target's RST for our segments on it
+        // is not for us.
+        self.tgt.abandoned_rcv = Some(self.tgt.rcv_nxt);
+        self.tgt.rcv_nxt = first_rcv;
+        if let Some((v, _)) = seg.opts.ts {
+            self.tgt.start_target_ts(v);
+        }
+        self.snd.nxt = self.snd.una;
+        self.snd.dupacks = 0;
     }
 
     /// A late segment of an earlier connection on this 4-tuple (port reuse, re-establishment)

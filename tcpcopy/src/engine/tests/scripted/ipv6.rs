@@ -146,6 +146,76 @@ fn a_syn_ack_with_a_new_isn_before_any_ack_of_data_is_adopted() {
 }
 
 #[test]
+fn an_ack_of_data_on_the_abandoned_syn_ack_takes_that_connection_back() {
+    // Our ACK of the first SYN-ACK established the target's connection before the newer
+    // SYN-ACK reached us: the target answers on the first one, which holds the 4-tuple.
+    let mut h = request_sent();
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 100_000,
+            ..SYN_ACK
+        }
+    );
+    h.sent();
+    assert_eq!(h.e.stats().syn_ack_adopted, 1);
+    respond!(
+        h,
+        Seg {
+            ack: REQUEST_END,
+            flags: ACK | PSH,
+            len: 100,
+            ..RESP
+        }
+    );
+    let out = h.sent();
+    assert!(
+        out.iter()
+            .all(|o| o.flags & (RST | SYN) == 0 && o.payload.is_empty()),
+        "neither a reset nor the request again: {out:?}"
+    );
+    assert!(
+        out.iter()
+            .any(|o| o.flags & ACK != 0 && o.ack == TARGET_ISN + 101),
+        "the answer is acknowledged on the first connection: {out:?}"
+    );
+    // Its FIN is taken too, and the target's RST for our segments on the newer SYN-ACK is
+    // not for us.
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 101,
+            ack: REQUEST_END,
+            flags: FIN | ACK,
+            ..RESP
+        }
+    );
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 100_001,
+            flags: RST,
+            ..RESP
+        }
+    );
+    let out = h.sent();
+    assert!(
+        out.iter().any(|o| o.ack == TARGET_ISN + 102),
+        "the FIN is acknowledged: {out:?}"
+    );
+    let st = h.e.stats();
+    assert_eq!(
+        (
+            st.redo_abandoned,
+            st.responses_stale,
+            st.target_resets,
+            st.aborted()
+        ),
+        (1, 1, 0, 0)
+    );
+}
+
+#[test]
 fn a_reset_before_any_data_is_acked_redoes_the_handshake() {
     let mut h = request_sent();
     respond!(

@@ -2,7 +2,7 @@
 # Installs everything tcpclone needs on a fresh Debian machine (run as root): the libpcap headers
 # the `pcap` crate builds against, and the lab's real servers, clients and test oracles.
 set -euo pipefail
-PKGS=(libpcap-dev pkg-config iproute2 iputils-ping procps tcpdump ethtool tshark tcpreplay
+PKGS=(libpcap-dev pkg-config iproute2 iputils-ping procps tcpdump ethtool tshark tcpreplay nftables
       nginx-light libnginx-mod-http-echo chromium redis-server redis-tools wrk curl hyperfine time bc python3 libcap2-bin util-linux
       openssl prometheus man-db systemd adduser dpkg-dev binutils
       nats-server)

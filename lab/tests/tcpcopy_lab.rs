@@ -556,9 +556,46 @@ fn requests_seen_twice(log: &Path) -> usize {
         .count()
 }
 
+/// Drops `per_mille` ‰ of the TCP segments the target receives on its HTTP port and as many of
+/// those it sends (nftables in the target namespace, gone with it): a lossy path both ways.
+fn lossy_target(t: &Topo, per_mille: u32) {
+    let rules = format!(
+        "table inet tcpclone_loss {{\n\
+         chain i {{ type filter hook input priority 0; tcp dport {HTTP_TARGET} numgen random mod 1000 < {per_mille} counter drop; }}\n\
+         chain o {{ type filter hook output priority 0; tcp sport {HTTP_TARGET} numgen random mod 1000 < {per_mille} counter drop; }}\n\
+         }}\n"
+    );
+    let file = t.path("loss.nft");
+    std::fs::write(&file, rules).unwrap();
+    t.lab
+        .exec_ok(&t.target, &format!("nft -f {}", file.display()));
+}
+
+/// Segments the rules of [`lossy_target`] dropped: (to the target, from it).
+fn lossy_drops(t: &Topo) -> (u64, u64) {
+    let out = t
+        .lab
+        .exec_ok(&t.target, "nft list table inet tcpclone_loss");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut n = text.lines().filter_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let i = w.iter().position(|x| *x == "packets")?;
+        w.get(i + 1)?.parse::<u64>().ok()
+    });
+    (n.next().unwrap_or(0), n.next().unwrap_or(0))
+}
+
 fn nginx_delivery(close: bool, min: f64) {
+    nginx_delivery_with(close, min, 0);
+}
+
+/// `loss`: ‰ of the segments dropped each way between the target and the LAN (0: none).
+fn nginx_delivery_with(close: bool, min: f64, loss: u32) {
     let (mut t, pid, prod_log, target_log) = Topo::nginx_lab(&[]);
     let baseline = t.half_closed();
+    if loss > 0 {
+        lossy_target(&t, loss);
+    }
     let hdr = if close { "-H 'Connection: close'" } else { "" };
     // Every request names itself (`/?r=<thread>-<n>`), so a request the target got twice
     // shows as such instead of hiding behind one that was lost.
@@ -587,9 +624,15 @@ fn nginx_delivery(close: bool, min: f64) {
         100.0 * r
     );
     let sockets = t.half_closed_report(baseline);
+    let drops = (loss > 0).then(|| lossy_drops(&t));
+    if let Some((to, from)) = drops {
+        println!("the lossy path dropped {to} segments to the target and {from} from it");
+    }
     let summary = t.stop_tcpcopy(pid);
     println!("{summary}");
-    let ok = prod > 1000 && r >= min && got <= prod && twice == 0;
+    // A lossy run that dropped nothing would prove nothing.
+    let lossy_ok = drops.is_none_or(|(to, from)| to > 0 && from > 0);
+    let ok = prod > 1000 && r >= min && got <= prod && twice == 0 && lossy_ok;
     if let (true, Ok(keep)) = (!ok || got < prod, std::env::var("TCPCLONE_KEEP_LOGS")) {
         // For a post-mortem, also of a run that lost fewer requests than it may: both access
         // logs and tcpcopy's log.
@@ -603,7 +646,8 @@ fn nginx_delivery(close: bool, min: f64) {
     assert!(
         ok,
         "{what}: {got} of {prod} requests, {:.3} % delivered, {twice} requests twice (want \
-         ≥ {:.1} %, none twice)\n{out}\n{summary}",
+         ≥ {:.1} %, none twice); segments dropped by the lossy path (to, from the target): \
+         {drops:?}\n{out}\n{summary}",
         100.0 * r,
         100.0 * min
     );
@@ -624,6 +668,27 @@ fn nginx_connection_close_wrk() {
     require_programs!("tcpcopy_lab", "nginx", "wrk", "curl", "ss");
     let _g = serial();
     nginx_delivery(true, 0.995);
+}
+
+/// A lossy path between tcpcopy and the target (1 % of the segments dropped each way, every
+/// connection's handshake, request, answer and FIN exposed): retransmissions deliver every
+/// request once, and every clone closes.
+#[test]
+fn nginx_connection_close_lossy_target() {
+    require_root!("tcpcopy_lab::nginx_connection_close_lossy_target");
+    require_programs!("tcpcopy_lab", "nginx", "wrk", "curl", "ss", "nft");
+    let _g = serial();
+    nginx_delivery_with(true, 0.995, 10);
+}
+
+/// The same lossy path under keep-alive connections: a lost segment in the middle of a
+/// conversation is retransmitted without losing or repeating a request.
+#[test]
+fn nginx_keepalive_lossy_target() {
+    require_root!("tcpcopy_lab::nginx_keepalive_lossy_target");
+    require_programs!("tcpcopy_lab", "nginx", "wrk", "curl", "ss", "nft");
+    let _g = serial();
+    nginx_delivery_with(false, 0.999, 10);
 }
 
 #[test]

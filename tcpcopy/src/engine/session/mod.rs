@@ -382,6 +382,11 @@ impl EngineSession {
         if matches!(self.state, State::SynSent | State::Established) {
             self.pending_rst = self.rst_seqs();
             cx.stats.resets_sent += 1;
+            // Nothing after the reset: an ACK behind it (of the target's FIN, say) moves a
+            // target whose copy of the reset was lost to FIN_WAIT2 for a minute, where without
+            // it the target's retransmission finds no session and draws another reset.
+            self.pending_ack = false;
+            self.state = State::Dead;
         }
         self.finish(cx, reason);
     }
@@ -492,6 +497,7 @@ impl EngineSession {
     /// zero window; too many tries abort the clone.
     fn on_rto(&mut self, cx: &mut SessionCtx<'_>) {
         self.snd.back_off(cx.cfg.max_rto);
+        self.timers.lossy = true;
         match self.state {
             State::SynSent => {
                 if self.snd.retries > cx.cfg.max_syn_retries {

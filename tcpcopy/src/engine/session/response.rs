@@ -44,6 +44,10 @@ impl EngineSession {
                     self.tgt.note_target_ts(v);
                 }
                 if seg.has(FIN) {
+                    // Our last ACK was lost: if this one is too, the next retransmission comes
+                    // twice as late.
+                    self.timers.lossy = true;
+                    self.timers.linger_from(cx.now, cx.cfg.linger);
                     self.pending_ack = true;
                 }
             }
@@ -323,6 +327,7 @@ impl EngineSession {
             && self.snd.on_dupack()
         {
             cx.stats.fast_retransmits += 1;
+            self.timers.lossy = true;
         }
         self.snd.wnd = wnd;
         if wnd > 0 {
@@ -344,6 +349,10 @@ impl EngineSession {
         }
         let now = cx.now;
         let new = self.tgt.take_payload(seg.seq, seg.payload_len);
+        if new < u64::from(seg.payload_len) {
+            // The target sent some of it again: it lost our ACK, or we lost its segment.
+            self.timers.lossy = true;
+        }
         if new > 0 {
             cx.stats.response_bytes += new;
             self.snd.last_progress = now;
@@ -418,7 +427,7 @@ impl EngineSession {
         if self.tgt.fin && fin_acked && self.state == State::Established {
             self.state = State::TimeWait;
             self.snd.rto_at = None;
-            self.timers.linger_until = Some(cx.now + cx.cfg.linger);
+            self.timers.linger_from(cx.now, cx.cfg.linger);
             self.release_buffers(cx);
         }
     }

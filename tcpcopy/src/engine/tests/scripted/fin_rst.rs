@@ -72,7 +72,11 @@ fn fins_both_ways_complete_the_session() {
         }]
     );
     h.events();
+    // A lost ACK makes the clone linger longer: the target's next retransmission, should this
+    // ACK be lost too, comes twice as late.
     h.advance(Duration::from_secs(3));
+    assert_eq!(h.e.session_count(), 1);
+    h.advance(Duration::from_secs(8));
     assert_eq!(h.e.session_count(), 0);
     assert_eq!(
         h.events(),
@@ -282,6 +286,108 @@ fn client_reset_is_carried_through() {
     );
     assert_eq!(h.e.stats().sessions_client_reset, 1);
     assert_eq!(h.e.session_count(), 0);
+}
+
+#[test]
+fn a_clone_that_lost_a_segment_lingers_longer() {
+    // Our request was lost once: the target's retransmission timeout may have grown past the
+    // default linger, and its FIN retransmitted after a lost last ACK must still find us.
+    let mut h = request_sent();
+    h.advance(Duration::from_secs(3));
+    let again = h.sent();
+    assert!(again.iter().any(|o| o.payload == REQUEST), "{again:?}");
+    respond!(
+        h,
+        Seg {
+            ack: REQUEST_END,
+            flags: ACK | PSH | FIN,
+            len: 100,
+            ..RESP
+        }
+    );
+    send!(
+        h,
+        Seg {
+            seq: REQUEST_END,
+            flags: FIN | ACK,
+            ..TEMPLATE
+        }
+    );
+    let out = h.sent();
+    assert!(out.iter().any(|o| o.flags & FIN != 0), "{out:?}");
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 102,
+            ack: REQUEST_END + 1,
+            ..RESP
+        }
+    );
+    h.sent();
+    h.advance(Duration::from_secs(3));
+    respond!(
+        h,
+        Seg {
+            seq: TARGET_ISN + 101,
+            ack: REQUEST_END + 1,
+            flags: FIN | ACK,
+            ..RESP
+        }
+    );
+    let out = h.sent();
+    assert_eq!(
+        out.iter().map(|o| (o.flags, o.ack)).collect::<Vec<_>>(),
+        vec![(ACK, TARGET_ISN + 102)],
+        "the retransmitted FIN is acknowledged, not reset: {out:?}"
+    );
+    h.advance(Duration::from_secs(11));
+    assert_eq!(h.e.session_count(), 0);
+    assert_eq!(h.e.stats().sessions_completed, 1);
+}
+
+#[test]
+fn client_reset_after_the_targets_fin_sends_no_ack_behind_the_reset() {
+    let mut h = request_sent();
+    respond!(
+        h,
+        Seg {
+            ack: REQUEST_END,
+            flags: ACK | PSH | FIN,
+            len: 100,
+            ..RESP
+        }
+    );
+    send!(
+        h,
+        Seg {
+            seq: REQUEST_END,
+            flags: RST,
+            ..TEMPLATE
+        }
+    );
+    let out = h.sent();
+    assert_eq!(
+        out.iter().map(|o| o.flags).collect::<Vec<_>>(),
+        vec![RST | ACK],
+        "the reset alone: {out:?}"
+    );
+    assert_eq!(h.e.session_count(), 0);
+    // The target never got it and retransmits its FIN: no session, another reset.
+    respond!(
+        h,
+        Seg {
+            ack: REQUEST_END,
+            flags: ACK | FIN,
+            seq: TARGET_ISN + 101,
+            ..RESP
+        }
+    );
+    let out = h.sent();
+    assert_eq!(
+        out.iter().map(|o| (o.flags, o.seq)).collect::<Vec<_>>(),
+        vec![(RST, REQUEST_END)],
+        "{out:?}"
+    );
 }
 
 #[test]

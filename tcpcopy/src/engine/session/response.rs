@@ -190,13 +190,7 @@ impl EngineSession {
         let Some(first_rcv) = self.tgt.abandoned_rcv else {
             return;
         };
-        let first = self.snd.iss + 1;
-        if !(seg.has(ACK)
-            && !seg.has(SYN)
-            && !seg.has(RST)
-            && seg.ack > first
-            && seg.ack <= self.snd.max
-            && in_receive_range(seg.seq, first_rcv)
+        if !(self.acks_our_data_near(seg, first_rcv)
             && seg.seq.diff(first_rcv).unsigned_abs()
                 < seg.seq.diff(self.tgt.rcv_nxt).unsigned_abs())
         {
@@ -212,6 +206,18 @@ impl EngineSession {
         }
         self.snd.nxt = self.snd.una;
         self.snd.dupacks = 0;
+    }
+
+    /// A plain ACK (no SYN, no RST) that acknowledges some of our data and whose sequence
+    /// number lies in the receive range around `rcv`: the target's answer on the connection
+    /// whose sequence numbers start near `rcv`.
+    fn acks_our_data_near(&self, seg: &RawSegment<'_>, rcv: SeqNumber) -> bool {
+        seg.has(ACK)
+            && !seg.has(SYN)
+            && !seg.has(RST)
+            && seg.ack > self.snd.iss + 1
+            && seg.ack <= self.snd.max
+            && in_receive_range(seg.seq, rcv)
     }
 
     /// A late segment of an earlier connection on this 4-tuple (port reuse, re-establishment)
@@ -277,17 +283,10 @@ impl EngineSession {
     /// redo keeps our ISN, so an ack between our first byte and the highest we sent belongs to
     /// this sequence space and no other connection's.
     fn abandon_redo(&mut self, cx: &mut SessionCtx<'_>, seg: &RawSegment<'_>) -> bool {
-        let first = self.snd.iss + 1;
-        if !(self.tgt.redone_handshakes > 0
-            && seg.has(ACK)
-            && !seg.has(SYN)
-            && !seg.has(RST)
-            && seg.ack > first
-            && seg.ack <= self.snd.max
-            && in_receive_range(seg.seq, self.tgt.rcv_nxt))
-        {
+        if !(self.tgt.redone_handshakes > 0 && self.acks_our_data_near(seg, self.tgt.rcv_nxt)) {
             return false;
         }
+        let first = self.snd.iss + 1;
         cx.stats.redo_abandoned += 1;
         self.state = State::Established;
         self.pending_syn = false;

@@ -39,19 +39,36 @@ const BLOCKS_PER_ROUND: usize = 8;
 const RING_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// After the end of an --offline file: stop once nothing was sent or received for this long.
 const OFFLINE_IDLE: Duration = Duration::from_secs(3);
-/// Sessions copy the client bytes they hold in a ring's blocks once the kernel has filled this
-/// part of the ring since the oldest of those blocks (the blocks read since, and those waiting
-/// to be read): the kernel, which stops at a held block, then still has the rest ahead of it.
-const RING_HELD_PART: usize = 2;
+/// What the kernel may still fill of a ring, at least, when the worker starts copying the
+/// client bytes sessions hold in its blocks out: the kernel stops at a held block when it comes
+/// round to it, and it goes on filling while the worker copies. A quarter of the ring, and up to
+/// half of it while that is less than this.
+///
+/// Not more: a copy-out is what makes a lagging clone lag more. Each byte copied out of the
+/// ring costs the worker a copy and fresh pages on top of the kernel's copy when sending, and
+/// fast uploads lost clones to full session buffers where holding longer cloned them all with
+/// less CPU (the A/B runs: docs/benchmarks.md, "ring hold").
+const COPY_HEADROOM: usize = 64 << 20;
 
 /// A worker whose last block read is held sleeps at most this long (or the block timeout,
 /// shorter) before it looks at the ring again: a longer `--capture-block` would leave full
 /// blocks unread, and held blocks uncopied, for as long.
 const HELD_RECHECK_MAX: Duration = Duration::from_millis(1);
 
-/// A worker leaves payloads in a ring only while the kernel has filled less than this part of
-/// it since the oldest block still held (or, with none, the first block not read yet).
-const RING_HOLD_PART: usize = 4;
+/// When a ring of `blocks` blocks of `block_bytes` holds client bytes: (`hold_below`,
+/// `copy_above`), in blocks the kernel filled since the oldest block still held (or, with none,
+/// the first block not read yet). Payloads stay in the ring while fewer than `hold_below`;
+/// above `copy_above` the sessions copy out the bytes they hold in blocks older than
+/// `hold_below` (not all at once: a copy-out does not stall the reading). `copy_above` leaves
+/// the kernel [`COPY_HEADROOM`]; `hold_below` is a quarter of the ring below it.
+fn ring_hold(blocks: usize, block_bytes: usize) -> (usize, usize) {
+    let quarter = blocks / 4;
+    let headroom = quarter
+        .max((blocks / 2).min(COPY_HEADROOM / block_bytes.max(1)))
+        .max(1);
+    let copy_above = blocks - headroom;
+    (copy_above - quarter, copy_above)
+}
 
 /// At most one log line about shedding per worker this often.
 const SHED_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -453,7 +470,8 @@ impl Worker {
                     // Payloads stay in the ring only while this worker keeps up with it: behind,
                     // held blocks would soon have to be copied out (below), a block at a time.
                     let n = r.ring.slot_count();
-                    let may_hold = r.ring.oldest_held_age() + r.ring.waiting() < n / RING_HOLD_PART;
+                    let (hold_below, copy_above) = ring_hold(n, r.ring.mapped_bytes() / n.max(1));
+                    let may_hold = r.ring.oldest_held_age() + r.ring.waiting() < hold_below;
                     for _ in 0..BLOCKS_PER_ROUND {
                         let Some(block) = r.ring.next_block() else {
                             break;
@@ -520,15 +538,13 @@ impl Worker {
                         drop(block);
                         // The kernel stops at a held block when it comes round to it: well
                         // before, the sessions copy what they hold in the older blocks and let
-                        // them go (the older half: a copy-out does not copy everything at once
-                        // and stall the reading).
+                        // them go (see `ring_hold`).
                         let age = r.ring.oldest_held_age();
                         let waiting = if age > 0 { r.ring.waiting() } else { 0 };
-                        if age > 0 && age + waiting > n / RING_HELD_PART {
+                        if age > 0 && age + waiting > copy_above {
                             let ring = &r.ring;
                             let old = |h: &HeldBytes| {
-                                ring.held_age(h)
-                                    .is_some_and(|a| a + waiting > n / (2 * RING_HELD_PART))
+                                ring.held_age(h).is_some_and(|a| a + waiting > hold_below)
                             };
                             self.core.engine.copy_ring_bytes(now, &old);
                             c.add(&c.ring_copyouts, 1);
@@ -828,5 +844,36 @@ pub fn read_ring_drops(r: &LiveRing, counters: &Counters) {
     match r.ring.stats() {
         Ok(s) => counters.add(&counters.kernel_drops, u64::from(s.drops)),
         Err(e) => warn!(device = %r.name, error = %e, "cannot read capture drop counters"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_rings_hold_half_and_keep_a_quarter_ahead_of_the_kernel() {
+        // The default 256 MB in 2,048 blocks of 128 KiB, and 1 GB in 4,096 of 256 KiB.
+        assert_eq!(ring_hold(2048, 128 << 10), (1024, 1536));
+        assert_eq!(ring_hold(4096, 256 << 10), (2048, 3072));
+    }
+
+    #[test]
+    fn small_rings_keep_the_headroom_up_to_half_the_ring() {
+        // 128 MB and 64 MB: half the ring is not more than the headroom.
+        assert_eq!(ring_hold(4096, 32 << 10), (1024, 2048));
+        assert_eq!(ring_hold(512, 128 << 10), (128, 256));
+        // 192 MB: the headroom is 64 MB, between a quarter and half of it.
+        assert_eq!(ring_hold(1536, 128 << 10), (640, 1024));
+    }
+
+    #[test]
+    fn holding_stops_before_copying_starts_on_any_ring() {
+        for blocks in 2..3000 {
+            for block_bytes in [0, 1, 4096, 128 << 10, 1 << 20, usize::MAX] {
+                let (hold, copy) = ring_hold(blocks, block_bytes);
+                assert!(hold <= copy && copy < blocks, "{blocks} x {block_bytes}");
+            }
+        }
     }
 }

@@ -41,33 +41,34 @@ const RING_CHECK_EVERY: Duration = Duration::from_secs(1);
 const OFFLINE_IDLE: Duration = Duration::from_secs(3);
 /// What the kernel may still fill of a ring, at least, when the worker starts copying the
 /// client bytes sessions hold in its blocks out: the kernel stops at a held block when it comes
-/// round to it, and it goes on filling while the worker copies. A quarter of the ring, and up to
-/// half of it while that is less than this.
-///
-/// Not more: a copy-out is what makes a lagging clone lag more. Each byte copied out of the
-/// ring costs the worker a copy and fresh pages on top of the kernel's copy when sending, and
-/// fast uploads lost clones to full session buffers where holding longer cloned them all with
-/// less CPU (the A/B runs: docs/benchmarks.md, "ring hold").
-const COPY_HEADROOM: usize = 64 << 20;
+/// round to it, and it goes on filling while the worker copies (at memory speed on loopback or
+/// a veth). Half the ring up to this much, and a quarter of larger rings.
+const COPY_HEADROOM: usize = 128 << 20;
 
 /// A worker whose last block read is held sleeps at most this long (or the block timeout,
 /// shorter) before it looks at the ring again: a longer `--capture-block` would leave full
 /// blocks unread, and held blocks uncopied, for as long.
 const HELD_RECHECK_MAX: Duration = Duration::from_millis(1);
 
-/// When a ring of `blocks` blocks of `block_bytes` holds client bytes: (`hold_below`,
-/// `copy_above`), in blocks the kernel filled since the oldest block still held (or, with none,
-/// the first block not read yet). Payloads stay in the ring while fewer than `hold_below`;
-/// above `copy_above` the sessions copy out the bytes they hold in blocks older than
-/// `hold_below` (not all at once: a copy-out does not stall the reading). `copy_above` leaves
-/// the kernel [`COPY_HEADROOM`]; `hold_below` is a quarter of the ring below it.
+/// When a ring of `blocks` blocks of `block_bytes` holds client bytes, in blocks the kernel
+/// filled since the oldest block still held (or, with none, the first block not read yet):
+/// payloads stay in the ring while fewer than `.0`; above `.0` too, the sessions copy out the
+/// bytes they hold in blocks older than `.1`, a quarter of the ring less (not all at once: a
+/// copy-out does not stall the reading), and hold new payloads again. `.0` leaves the kernel
+/// [`COPY_HEADROOM`].
+///
+/// Payloads are held up to the copy-out itself, not copied as they arrive from a quarter of
+/// the ring earlier on: a clone that lags for a moment then copies nothing, and one that lags
+/// for long copies what it would have copied anyway. A copy is what makes a lagging clone lag
+/// more: each byte copied out of the ring costs the worker a copy and fresh pages on top of
+/// the kernel's copy when sending (the A/B runs: docs/benchmarks.md, "ring hold").
 fn ring_hold(blocks: usize, block_bytes: usize) -> (usize, usize) {
     let quarter = blocks / 4;
     let headroom = quarter
         .max((blocks / 2).min(COPY_HEADROOM / block_bytes.max(1)))
         .max(1);
     let copy_above = blocks - headroom;
-    (copy_above - quarter, copy_above)
+    (copy_above, copy_above.saturating_sub(quarter))
 }
 
 /// At most one log line about shedding per worker this often.
@@ -470,7 +471,7 @@ impl Worker {
                     // Payloads stay in the ring only while this worker keeps up with it: behind,
                     // held blocks would soon have to be copied out (below), a block at a time.
                     let n = r.ring.slot_count();
-                    let (hold_below, copy_above) = ring_hold(n, r.ring.mapped_bytes() / n.max(1));
+                    let (hold_below, copy_older) = ring_hold(n, r.ring.mapped_bytes() / n.max(1));
                     let may_hold = r.ring.oldest_held_age() + r.ring.waiting() < hold_below;
                     for _ in 0..BLOCKS_PER_ROUND {
                         let Some(block) = r.ring.next_block() else {
@@ -541,10 +542,10 @@ impl Worker {
                         // them go (see `ring_hold`).
                         let age = r.ring.oldest_held_age();
                         let waiting = if age > 0 { r.ring.waiting() } else { 0 };
-                        if age > 0 && age + waiting > copy_above {
+                        if age > 0 && age + waiting >= hold_below {
                             let ring = &r.ring;
                             let old = |h: &HeldBytes| {
-                                ring.held_age(h).is_some_and(|a| a + waiting > hold_below)
+                                ring.held_age(h).is_some_and(|a| a + waiting > copy_older)
                             };
                             self.core.engine.copy_ring_bytes(now, &old);
                             c.add(&c.ring_copyouts, 1);
@@ -852,27 +853,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn large_rings_hold_half_and_keep_a_quarter_ahead_of_the_kernel() {
-        // The default 256 MB in 2,048 blocks of 128 KiB, and 1 GB in 4,096 of 256 KiB.
-        assert_eq!(ring_hold(2048, 128 << 10), (1024, 1536));
-        assert_eq!(ring_hold(4096, 256 << 10), (2048, 3072));
+    fn rings_up_to_256_mb_keep_half_ahead_of_the_kernel() {
+        // The default 256 MB in 2,048 blocks of 128 KiB; 128 MB; 64 MB.
+        assert_eq!(ring_hold(2048, 128 << 10), (1024, 512));
+        assert_eq!(ring_hold(4096, 32 << 10), (2048, 1024));
+        assert_eq!(ring_hold(512, 128 << 10), (256, 128));
     }
 
     #[test]
-    fn small_rings_keep_the_headroom_up_to_half_the_ring() {
-        // 128 MB and 64 MB: half the ring is not more than the headroom.
-        assert_eq!(ring_hold(4096, 32 << 10), (1024, 2048));
-        assert_eq!(ring_hold(512, 128 << 10), (128, 256));
-        // 192 MB: the headroom is 64 MB, between a quarter and half of it.
-        assert_eq!(ring_hold(1536, 128 << 10), (640, 1024));
+    fn larger_rings_keep_the_headroom_or_a_quarter() {
+        // 384 MB: 128 MB ahead; 1 GB in 4,096 blocks of 256 KiB: a quarter ahead.
+        assert_eq!(ring_hold(3072, 128 << 10), (2048, 1280));
+        assert_eq!(ring_hold(4096, 256 << 10), (3072, 2048));
     }
 
     #[test]
-    fn holding_stops_before_copying_starts_on_any_ring() {
+    fn copies_take_older_blocks_than_the_copy_point_on_any_ring() {
         for blocks in 2..3000 {
             for block_bytes in [0, 1, 4096, 128 << 10, 1 << 20, usize::MAX] {
-                let (hold, copy) = ring_hold(blocks, block_bytes);
-                assert!(hold <= copy && copy < blocks, "{blocks} x {block_bytes}");
+                let (copy_at, older) = ring_hold(blocks, block_bytes);
+                assert!(older <= copy_at && copy_at < blocks, "{blocks} x {block_bytes}");
             }
         }
     }

@@ -872,7 +872,10 @@ mod tests {
         for blocks in 2..3000 {
             for block_bytes in [0, 1, 4096, 128 << 10, 1 << 20, usize::MAX] {
                 let (copy_at, older) = ring_hold(blocks, block_bytes);
-                assert!(older <= copy_at && copy_at < blocks, "{blocks} x {block_bytes}");
+                assert!(
+                    older <= copy_at && copy_at < blocks,
+                    "{blocks} x {block_bytes}"
+                );
             }
         }
     }

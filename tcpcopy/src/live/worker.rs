@@ -52,7 +52,7 @@ const HELD_RECHECK_MAX: Duration = Duration::from_millis(1);
 
 /// When a ring of `blocks` blocks of `block_bytes` holds client bytes, in blocks the kernel
 /// filled since the oldest block still held (or, with none, the first block not read yet):
-/// payloads stay in the ring while fewer than `.0`; above `.0` too, the sessions copy out the
+/// payloads stay in the ring while fewer than `.0`; from `.0` on, the sessions copy out the
 /// bytes they hold in blocks older than `.1`, a quarter of the ring less (not all at once: a
 /// copy-out does not stall the reading), and hold new payloads again. `.0` leaves the kernel
 /// [`COPY_HEADROOM`].

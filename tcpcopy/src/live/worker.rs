@@ -45,6 +45,10 @@ const OFFLINE_IDLE: Duration = Duration::from_secs(3);
 /// a veth). Half the ring up to this much, and a quarter of larger rings.
 const COPY_HEADROOM: usize = 128 << 20;
 
+/// Most of a ring whose held bytes one copy-out copies: copying is at memory speed, and the
+/// worker reads no block meanwhile while the kernel fills them as fast.
+const COPY_BURST: usize = 16 << 20;
+
 /// A worker whose last block read is held sleeps at most this long (or the block timeout,
 /// shorter) before it looks at the ring again: a longer `--capture-block` would leave full
 /// blocks unread, and held blocks uncopied, for as long.
@@ -53,9 +57,9 @@ const HELD_RECHECK_MAX: Duration = Duration::from_millis(1);
 /// When a ring of `blocks` blocks of `block_bytes` holds client bytes, in blocks the kernel
 /// filled since the oldest block still held (or, with none, the first block not read yet):
 /// payloads stay in the ring while fewer than `.0`; from `.0` on, the sessions copy out the
-/// bytes they hold in blocks older than `.1`, a quarter of the ring less (not all at once: a
-/// copy-out does not stall the reading), and hold new payloads again. `.0` leaves the kernel
-/// [`COPY_HEADROOM`].
+/// bytes they hold in blocks older than `.1`, [`COPY_BURST`] (at most a quarter of the ring)
+/// less: not all at once, so that a copy-out does not stall the reading; and hold new payloads
+/// again. `.0` leaves the kernel [`COPY_HEADROOM`].
 ///
 /// Payloads are held up to the copy-out itself, not copied as they arrive from a quarter of
 /// the ring earlier on: a clone that lags for a moment then copies nothing, and one that lags
@@ -68,7 +72,8 @@ fn ring_hold(blocks: usize, block_bytes: usize) -> (usize, usize) {
         .max((blocks / 2).min(COPY_HEADROOM / block_bytes.max(1)))
         .max(1);
     let copy_above = blocks - headroom;
-    (copy_above, copy_above.saturating_sub(quarter))
+    let burst = quarter.min(COPY_BURST / block_bytes.max(1)).max(1);
+    (copy_above, copy_above.saturating_sub(burst))
 }
 
 /// At most one log line about shedding per worker this often.
@@ -855,16 +860,16 @@ mod tests {
     #[test]
     fn rings_up_to_256_mb_keep_half_ahead_of_the_kernel() {
         // The default 256 MB in 2,048 blocks of 128 KiB; 128 MB; 64 MB.
-        assert_eq!(ring_hold(2048, 128 << 10), (1024, 512));
-        assert_eq!(ring_hold(4096, 32 << 10), (2048, 1024));
+        assert_eq!(ring_hold(2048, 128 << 10), (1024, 896));
+        assert_eq!(ring_hold(4096, 32 << 10), (2048, 1536));
         assert_eq!(ring_hold(512, 128 << 10), (256, 128));
     }
 
     #[test]
     fn larger_rings_keep_the_headroom_or_a_quarter() {
         // 384 MB: 128 MB ahead; 1 GB in 4,096 blocks of 256 KiB: a quarter ahead.
-        assert_eq!(ring_hold(3072, 128 << 10), (2048, 1280));
-        assert_eq!(ring_hold(4096, 256 << 10), (3072, 2048));
+        assert_eq!(ring_hold(3072, 128 << 10), (2048, 1920));
+        assert_eq!(ring_hold(4096, 256 << 10), (3072, 3008));
     }
 
     #[test]

@@ -332,13 +332,27 @@ impl Topo {
     /// Waits (up to 8 s) for the target's half-closed sockets to fall back to `baseline`;
     /// returns a report (printed too) when they do not.
     pub fn half_closed_report(&self, baseline: usize) -> Option<String> {
-        let deadline = Instant::now() + Duration::from_secs(8);
+        self.half_closed_report_within(baseline, Duration::from_secs(8))
+    }
+
+    /// [`Topo::half_closed_report`], waiting up to `wait` for the sockets to close; prints how
+    /// long they took when they were there at the first look.
+    pub fn half_closed_report_within(&self, baseline: usize, wait: Duration) -> Option<String> {
+        let start = Instant::now();
         let mut n = self.half_closed();
-        while n > baseline && Instant::now() < deadline {
+        let first = n;
+        while n > baseline && start.elapsed() < wait {
             std::thread::sleep(Duration::from_millis(200));
             n = self.half_closed();
         }
         if n <= baseline {
+            if first > baseline {
+                println!(
+                    "target's {} half-closed sockets closed within {:.1} s",
+                    first - baseline,
+                    start.elapsed().as_secs_f64()
+                );
+            }
             return None;
         }
         let detail = self.lab.exec(

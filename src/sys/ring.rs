@@ -494,6 +494,13 @@ impl PacketRing {
         lo
     }
 
+    /// How many blocks (frame slots) the kernel has handed over since the ring was opened:
+    /// those taken and those waiting. Its growth over time is the rate the kernel fills the
+    /// ring at.
+    pub fn filled(&self) -> u64 {
+        self.taken + self.waiting() as u64
+    }
+
     /// Blocks in the ring (frame slots of a `TPACKET_V2` ring).
     pub fn slot_count(&self) -> usize {
         self.map.slot_count

@@ -54,23 +54,75 @@ const COPY_BURST: usize = 16 << 20;
 /// blocks unread, and held blocks uncopied, for as long.
 const HELD_RECHECK_MAX: Duration = Duration::from_millis(1);
 
+/// How long a worker may be kept from reading its ring (other threads on its core, a copy-out,
+/// a slow send) without the kernel coming round to a block the sessions hold. On a host whose
+/// cores production keeps busy, the scheduler leaves a runnable worker off its CPU for a
+/// scheduling period (24 ms by default) now and then.
+const STALL_BUDGET: Duration = Duration::from_millis(50);
+
+/// The shortest span a ring's fill rate is measured over.
+const FILL_WINDOW: Duration = Duration::from_millis(5);
+
+/// The fill rate's peak halves every this long once the kernel fills the ring more slowly.
+const FILL_HALF_LIFE: Duration = Duration::from_secs(2);
+
+/// How fast the kernel has filled a ring lately, in blocks per second: its peak over windows
+/// of at least [`FILL_WINDOW`], decaying slowly.
+#[derive(Default)]
+struct FillRate {
+    /// When the current window began, and the ring's [`PacketRing::filled`] count then.
+    ///
+    /// [`PacketRing::filled`]: tcpclone::sys::ring::PacketRing::filled
+    start: Option<(Instant, u64)>,
+    peak: f64,
+}
+
+impl FillRate {
+    /// Takes the ring's count of blocks filled so far.
+    fn update(&mut self, now: Instant, filled: u64) {
+        let Some((t, f)) = self.start else {
+            self.start = Some((now, filled));
+            return;
+        };
+        let dt = now.saturating_duration_since(t);
+        if dt < FILL_WINDOW {
+            return;
+        }
+        // A ring opened again counts from 0: that window says nothing.
+        let rate = filled.saturating_sub(f) as f64 / dt.as_secs_f64();
+        let decay = 0.5f64.powf(dt.as_secs_f64() / FILL_HALF_LIFE.as_secs_f64());
+        self.peak = rate.max(self.peak * decay);
+        self.start = Some((now, filled));
+    }
+
+    /// Blocks the kernel fills at the peak rate while the worker is kept away for
+    /// [`STALL_BUDGET`].
+    fn stall_blocks(&self) -> usize {
+        (self.peak * STALL_BUDGET.as_secs_f64()).ceil() as usize
+    }
+}
+
 /// When a ring of `blocks` blocks of `block_bytes` holds client bytes, in blocks the kernel
 /// filled since the oldest block still held (or, with none, the first block not read yet):
 /// payloads stay in the ring while fewer than `.0`; from `.0` on, the sessions copy out the
 /// bytes they hold in blocks older than `.1`, [`COPY_BURST`] (at most a quarter of the ring)
 /// less: not all at once, so that a copy-out does not stall the reading; and hold new payloads
-/// again. `.0` leaves the kernel [`COPY_HEADROOM`].
+/// again. `.0` leaves the kernel [`COPY_HEADROOM`], and at least `stall_blocks`, what it fills
+/// while the worker is kept away ([`STALL_BUDGET`]): a ring too small for that at the rate it
+/// fills holds nothing (`.0` is 0) and payloads are copied as they are read.
 ///
 /// Payloads are held up to the copy-out itself, not copied as they arrive from a quarter of
 /// the ring earlier on: a clone that lags for a moment then copies nothing, and one that lags
 /// for long copies what it would have copied anyway. A copy is what makes a lagging clone lag
 /// more: each byte copied out of the ring costs the worker a copy and fresh pages on top of
 /// the kernel's copy when sending (the A/B runs: docs/benchmarks.md, "ring hold").
-fn ring_hold(blocks: usize, block_bytes: usize) -> (usize, usize) {
+fn ring_hold(blocks: usize, block_bytes: usize, stall_blocks: usize) -> (usize, usize) {
     let quarter = blocks / 4;
     let headroom = quarter
         .max((blocks / 2).min(COPY_HEADROOM / block_bytes.max(1)))
-        .max(1);
+        .max(stall_blocks)
+        .max(1)
+        .min(blocks);
     let copy_above = blocks - headroom;
     let burst = quarter.min(COPY_BURST / block_bytes.max(1)).max(1);
     (copy_above, copy_above.saturating_sub(burst))
@@ -127,6 +179,8 @@ pub struct Worker {
     file_clock: capture::FileClock,
     /// When to shed connections ([`Worker::watch_backlog`]).
     shed: ShedPolicy,
+    /// Each ring's fill rate, by its index in the feed.
+    fill: Vec<FillRate>,
     /// Blocks taken from the rings so far (wrapping).
     blocks_taken: usize,
     /// When a start of shedding was last logged.
@@ -184,6 +238,7 @@ impl Worker {
             wake,
             file_clock: capture::FileClock::default(),
             shed: ShedPolicy::default(),
+            fill: Vec::new(),
             blocks_taken: 0,
             shed_logged: None,
             shed_stop_logs: false,
@@ -472,11 +527,14 @@ impl Worker {
                 // With the report on, the rings keep production's answers (this host's
                 // outgoing frames) and the frames' stamps time production.
                 let report = self.core.shared.report.is_some();
-                for r in rings.iter_mut() {
+                self.fill.resize_with(rings.len(), FillRate::default);
+                for (r, fill) in rings.iter_mut().zip(&mut self.fill) {
                     // Payloads stay in the ring only while this worker keeps up with it: behind,
                     // held blocks would soon have to be copied out (below), a block at a time.
                     let n = r.ring.slot_count();
-                    let (hold_below, copy_older) = ring_hold(n, r.ring.mapped_bytes() / n.max(1));
+                    fill.update(Instant::now(), r.ring.filled());
+                    let (hold_below, copy_older) =
+                        ring_hold(n, r.ring.mapped_bytes() / n.max(1), fill.stall_blocks());
                     let may_hold = r.ring.oldest_held_age() + r.ring.waiting() < hold_below;
                     for _ in 0..BLOCKS_PER_ROUND {
                         let Some(block) = r.ring.next_block() else {
@@ -860,27 +918,59 @@ mod tests {
     #[test]
     fn rings_up_to_256_mb_keep_half_ahead_of_the_kernel() {
         // The default 256 MB in 2,048 blocks of 128 KiB; 128 MB; 64 MB.
-        assert_eq!(ring_hold(2048, 128 << 10), (1024, 896));
-        assert_eq!(ring_hold(4096, 32 << 10), (2048, 1536));
-        assert_eq!(ring_hold(512, 128 << 10), (256, 128));
+        assert_eq!(ring_hold(2048, 128 << 10, 0), (1024, 896));
+        assert_eq!(ring_hold(4096, 32 << 10, 0), (2048, 1536));
+        assert_eq!(ring_hold(512, 128 << 10, 0), (256, 128));
     }
 
     #[test]
     fn larger_rings_keep_the_headroom_or_a_quarter() {
         // 384 MB: 128 MB ahead; 1 GB in 4,096 blocks of 256 KiB: a quarter ahead.
-        assert_eq!(ring_hold(3072, 128 << 10), (2048, 1920));
-        assert_eq!(ring_hold(4096, 256 << 10), (3072, 3008));
+        assert_eq!(ring_hold(3072, 128 << 10, 0), (2048, 1920));
+        assert_eq!(ring_hold(4096, 256 << 10, 0), (3072, 3008));
+    }
+
+    #[test]
+    fn a_fast_filling_ring_keeps_a_stall_ahead_of_the_kernel() {
+        // The default ring filled at 2 GB/s (16,000 blocks/s: 800 in 50 ms): half still does.
+        assert_eq!(ring_hold(2048, 128 << 10, 800), (1024, 896));
+        // At 4 GB/s: 1,600 blocks ahead.
+        assert_eq!(ring_hold(2048, 128 << 10, 1600), (448, 320));
+        // A 64 MB ring at 1 GB/s (400 blocks in 50 ms), and one it cannot hold a stall of.
+        assert_eq!(ring_hold(512, 128 << 10, 400), (112, 0));
+        assert_eq!(ring_hold(512, 128 << 10, 900), (0, 0));
+    }
+
+    #[test]
+    fn fill_rate_takes_the_peak_and_lets_it_decay() {
+        let t0 = Instant::now();
+        let mut f = FillRate::default();
+        f.update(t0, 0);
+        // Shorter than a window: nothing measured yet.
+        f.update(t0 + Duration::from_millis(1), 100);
+        assert_eq!(f.stall_blocks(), 0);
+        // 1,000 blocks in 100 ms: 10,000 a second, 500 in a stall.
+        f.update(t0 + Duration::from_millis(100), 1000);
+        assert_eq!(f.stall_blocks(), 500);
+        // Idle for two half-lives: a quarter of the peak is left.
+        f.update(t0 + Duration::from_millis(4100), 1000);
+        assert_eq!(f.stall_blocks(), 125);
+        // A ring opened again counts from 0 without a negative rate.
+        f.update(t0 + Duration::from_millis(4200), 3);
+        assert!(f.stall_blocks() <= 125);
     }
 
     #[test]
     fn copies_take_older_blocks_than_the_copy_point_on_any_ring() {
         for blocks in 2..3000 {
             for block_bytes in [0, 1, 4096, 128 << 10, 1 << 20, usize::MAX] {
-                let (copy_at, older) = ring_hold(blocks, block_bytes);
-                assert!(
-                    older <= copy_at && copy_at < blocks,
-                    "{blocks} x {block_bytes}"
-                );
+                for stall in [0, blocks / 3, blocks * 2] {
+                    let (copy_at, older) = ring_hold(blocks, block_bytes, stall);
+                    assert!(
+                        older <= copy_at && copy_at < blocks,
+                        "{blocks} x {block_bytes}, stall {stall}"
+                    );
+                }
             }
         }
     }

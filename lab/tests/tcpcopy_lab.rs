@@ -130,6 +130,57 @@ fn redis_set_get_20k_10conns() {
     );
 }
 
+/// `--nice N`: every worker runs at that nice value, and clones everything of a light load.
+#[test]
+fn workers_run_at_the_nice_value_given() {
+    require_redis_lab!("workers_run_at_the_nice_value_given");
+    let _g = serial();
+    let extra = ["--nice", "7", "--workers", "2"];
+    let (mut t, pid) = Topo::redis_lab(Layout::Assistant, "6379-198.18.1.2:6380", &extra);
+    let nices = worker_nices(pid);
+    assert!(
+        nices.len() == 2 && nices.iter().all(|&(_, n)| n == 7),
+        "tcpcopy's worker threads and their nice values: {nices:?}"
+    );
+    let failures = redis_delivery(
+        &mut t,
+        pid,
+        PROD4,
+        "-n 2000 -c 5 -t set",
+        &["set"],
+        1,
+        0.999,
+        "redis SET 2k, --nice 7",
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The `worker-N` threads of process `pid` and their nice values, from /proc.
+fn worker_nices(pid: u32) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        if !comm.starts_with("worker-") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the command's closing parenthesis start at the 3rd; nice is the 19th.
+        let nice = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(16))
+            .and_then(|n| n.parse().ok());
+        if let Some(n) = nice {
+            out.push((comm.to_string(), n));
+        }
+    }
+    out
+}
+
 /// `n` redis SETs of 64 KB over 5 connections, cloned by tcpcopy started with `extra` (after
 /// `prepare` ran on the lab); fails below `min` delivered. Returns tcpcopy's summary.
 fn redis_64k_sets(extra: &[&str], n: u32, min: f64, what: &str, prepare: fn(&mut Topo)) -> String {

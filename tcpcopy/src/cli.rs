@@ -153,6 +153,12 @@ pub struct Cli {
         allow_hyphen_values = true
     )]
     pub capture_nice: i32,
+    /// Nice value of the workers that clone (0..=19). A positive value lets the service being
+    /// cloned go first when the host's cores are all busy: the clones then lag behind it, held
+    /// in the capture ring, and catch up when the host has time again (a worker that falls a
+    /// quarter of its ring behind sheds connections, see --no-shed).
+    #[arg(long = "nice", value_name = "N", default_value_t = 0)]
+    pub nice: i32,
     /// Cap on packets per second sent to the targets (packets are held, never dropped).
     #[arg(long = "max-pps", value_name = "N")]
     pub max_pps: Option<f64>,

@@ -84,6 +84,8 @@ pub struct Settings {
     pub capture_buffer: usize,
     /// --capture-nice.
     pub capture_nice: i32,
+    /// --nice: the workers' nice value.
+    pub worker_nice: i32,
     /// --capture-block: the ring's block timeout in ms (`None`: the default, 1 ms); with
     /// --capture pcap, libpcap's block mode (`None`: immediate mode).
     pub capture_block_ms: Option<u32>,
@@ -186,6 +188,7 @@ impl Cli {
             mss,
             capture_buffer: (self.buffer << 20) as usize,
             capture_nice: self.capture_nice,
+            worker_nice: self.nice,
             capture_block_ms: self.capture_block,
             capture_pcap,
             send_packet,
@@ -469,6 +472,9 @@ impl Cli {
         if !(-20..=19).contains(&self.capture_nice) {
             return Err(bad("--capture-nice", "must be -20..=19"));
         }
+        if !(0..=19).contains(&self.nice) {
+            return Err(bad("--nice", "must be 0..=19"));
+        }
         if self
             .capture_block
             .is_some_and(|ms| !(1..=1000).contains(&ms))
@@ -708,6 +714,8 @@ mod tests {
             (&["--max-mbps", "0"], "--max-mbps"),
             (&["--max-pps", "100", "--max-mbps", "nan"], "--max-mbps"),
             (&["--capture-nice", "-21"], "--capture-nice"),
+            (&["--nice=-1"], "--nice"),
+            (&["--nice", "20"], "--nice"),
             (&["--capture-block", "0"], "--capture-block"),
             (&["--capture-block", "1001"], "--capture-block"),
             (&["--report", "r.txt"], "--report"),

@@ -413,6 +413,7 @@ pub fn run(settings: Settings) -> Result<LiveSummary> {
                 latency: published_latency.clone(),
                 shed: settings.shed,
                 cpu: worker_cpu.clone(),
+                nice: settings.worker_nice,
             },
         );
         handles.push(

@@ -166,6 +166,8 @@ pub struct Shared {
     pub shed: bool,
     /// Each worker's thread CPU time, published with its counters (`--metrics`).
     pub cpu: super::metrics::WorkerCpu,
+    /// --nice: the workers' nice value.
+    pub nice: i32,
 }
 
 /// One worker's state.
@@ -260,11 +262,12 @@ impl Worker {
 
     /// Runs until the stop flag is set (or the end of an --offline file has drained).
     pub fn run(mut self) -> WorkerEnd {
-        // Ordinary priority, whatever the thread that started us had (--capture-nice is for
-        // libpcap's capture threads only; see main).
-        if tcpclone::sys::thread_nice() != 0 {
-            if let Err(e) = tcpclone::sys::set_thread_nice(0) {
-                warn!(worker = self.index, "cannot run at nice 0: {e}");
+        // --nice, whatever the thread that started us had (--capture-nice is for libpcap's
+        // capture threads only; see main).
+        let nice = self.core.shared.nice;
+        if tcpclone::sys::thread_nice() != nice {
+            if let Err(e) = tcpclone::sys::set_thread_nice(nice) {
+                warn!(worker = self.index, "cannot run at nice {nice}: {e}");
             }
         }
         let mut next_compact = Instant::now() + COMPACT_EVERY;

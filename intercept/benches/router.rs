@@ -108,7 +108,7 @@ fn pass_register(r: &mut Router, now: Instant) {
         r.session_add(now, u64::from(i) % PEERS, key(i));
     }
     for i in 0..SESSIONS {
-        r.session_remove(u64::from(i) % PEERS, key(i));
+        r.session_remove(now, u64::from(i) % PEERS, key(i));
     }
 }
 

@@ -71,6 +71,11 @@ pub fn snapshot(st: &Stats, queue: Option<u64>) -> Snapshot {
         "dropped_unknown_packets",
         "[intercept channel] Responses dropped: no owner appeared in time, or parking was full"
     );
+    counter!(
+        routed_after_remove,
+        "routed_after_remove_packets",
+        "[intercept channel] Responses of sessions removed lately, sent to the tcpcopy that removed them"
+    );
     counter!(dropped_slow_peer, "dropped_slow_peer_packets", "[intercept channel] Responses dropped: their tcpcopy connection was not reading fast enough");
     counter!(
         sessions_refused,

@@ -24,6 +24,12 @@
 //!   per session (later ones dropped), so memory stays bounded (~20 MB at the defaults).
 //! - Parked responses are delivered in capture order on registration; expired or evicted ones
 //!   are counted as "dropped unknown".
+//! - A session's responses still go to the connection that removed it for
+//!   [`RouterConfig::removed_keep`] (at most [`RouterConfig::removed_max`] sessions remembered):
+//!   tcpcopy answers a segment of a session it no longer has with a reset, as a TCP stack
+//!   would. A FIN the target sends again because the clone's ACK or RST was lost would
+//!   otherwise be parked and dropped, and the target's socket would stay in FIN-WAIT-1 or
+//!   LAST-ACK for as long as it retries.
 
 use crate::batch::HeaderBatch;
 use bytes::Bytes;
@@ -79,6 +85,10 @@ pub struct RouterConfig {
     pub owner_grace: Duration,
     /// Largest `Responses` frame built.
     pub max_frame_len: usize,
+    /// How long a removed session's responses still go to the connection that removed it.
+    pub removed_keep: Duration,
+    /// Most removed sessions remembered for that (the oldest is forgotten first).
+    pub removed_max: usize,
 }
 
 impl Default for RouterConfig {
@@ -91,6 +101,10 @@ impl Default for RouterConfig {
             max_sessions_per_peer: 262_144,
             owner_grace: Duration::from_secs(10),
             max_frame_len: 256 * 1024,
+            // The target retransmits a FIN 0.2, 0.6, 1.4, 3, 6.2, 12.6 and 25.4 s after the
+            // first (its timeout doubling); one answer that gets through is enough.
+            removed_keep: Duration::from_secs(30),
+            removed_max: 65_536,
         }
     }
 }
@@ -120,6 +134,9 @@ pub struct RouterCounters {
     pub sessions: u64,
     /// Responses parked now.
     pub parked_now: u64,
+    /// Responses of sessions removed lately, routed to the connection that removed them
+    /// (counted in `routed` too).
+    pub routed_after_remove: u64,
 }
 
 #[derive(Debug, Default)]
@@ -161,6 +178,11 @@ pub struct Router {
     park_seq: u64,
     ready: VecDeque<(PeerId, Bytes)>,
     counters: RouterCounters,
+    /// Sessions removed lately: the connection that removed each, and when.
+    removed: Map<SessionKey, (PeerId, Instant)>,
+    /// The same, oldest first (an entry whose time differs from the map's is stale: the
+    /// session was removed again since).
+    removed_order: VecDeque<(Instant, SessionKey)>,
 }
 
 /// The (client, target) session a response belongs to: its (destination, source).
@@ -207,6 +229,8 @@ impl Router {
             park_seq: 0,
             ready: VecDeque::new(),
             counters: RouterCounters::default(),
+            removed: Map::default(),
+            removed_order: VecDeque::new(),
         }
     }
 
@@ -341,13 +365,42 @@ impl Router {
         }
     }
 
-    /// `SessionRemove` from `peer`: ignored unless `peer` owns `key`.
-    pub fn session_remove(&mut self, peer: PeerId, key: SessionKey) {
+    /// `SessionRemove` from `peer` at `now`: ignored unless `peer` owns `key`. The session's
+    /// late responses still go to `peer` for a while (see the module docs).
+    pub fn session_remove(&mut self, now: Instant, peer: PeerId, key: SessionKey) {
         // Not `entry`: it would make room for a key it does not find (a late or forged remove).
         if self.sessions.get(&key) == Some(&Owner::Live(peer)) {
             self.sessions.remove(&key);
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.sessions -= 1;
+            }
+            if self.cfg.removed_max > 0 {
+                self.forget_removed(now);
+                while self.removed_order.len() >= self.cfg.removed_max {
+                    self.forget_oldest_removed();
+                }
+                self.removed.insert(key, (peer, now));
+                self.removed_order.push_back((now, key));
+            }
+        }
+    }
+
+    /// Forgets the removed sessions older than `removed_keep`.
+    fn forget_removed(&mut self, now: Instant) {
+        let keep = self.cfg.removed_keep;
+        while self
+            .removed_order
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= keep)
+        {
+            self.forget_oldest_removed();
+        }
+    }
+
+    fn forget_oldest_removed(&mut self) {
+        if let Some((t, key)) = self.removed_order.pop_front() {
+            if self.removed.get(&key).is_some_and(|&(_, since)| since == t) {
+                self.removed.remove(&key);
             }
         }
     }
@@ -380,6 +433,13 @@ impl Router {
             return;
         }
         self.expire(now);
+        if let Some(&(peer, _)) = self.removed.get(&key) {
+            if self.peers.contains_key(&peer) {
+                self.counters.routed_after_remove += 1;
+                self.route(peer, &checked);
+                return;
+            }
+        }
         let q = self.parked.entry(key).or_default();
         if q.len() >= self.cfg.park_max_per_session {
             self.counters.dropped_unknown += 1;
@@ -438,6 +498,7 @@ impl Router {
         if let Some(limit) = now.checked_sub(self.cfg.park_timeout) {
             while self.pop_oldest(Some(limit)) {}
         }
+        self.forget_removed(now);
         if self.next_sweep.is_some_and(|t| t <= now) {
             // One pass over the table per grace period at most, and only while some
             // reservation is held.
@@ -512,6 +573,8 @@ impl Router {
         self.sessions.shrink_if_oversized();
         self.parked.shrink_if_oversized();
         self.park_order.shrink_if_oversized();
+        self.removed.shrink_if_oversized();
+        self.removed_order.shrink_if_oversized();
         self.ready.shrink_if_oversized();
     }
 
@@ -574,7 +637,7 @@ mod tests {
             r.session_add(t, 1, key(p));
         }
         for p in 1000..20_999 {
-            r.session_remove(1, key(p));
+            r.session_remove(t, 1, key(p));
         }
         let peak = r.sessions.capacity();
         assert!(peak >= 20_000, "{peak}");
@@ -613,10 +676,10 @@ mod tests {
         // The same instance's other connection takes session 1000; a late remove from the
         // old connection is ignored.
         r.session_add(t, 3, key(1000));
-        r.session_remove(1, key(1000));
+        r.session_remove(t, 1, key(1000));
         r.handle_response(t, hdr(1000, 4));
         assert_eq!(drain(&mut r), vec![(3, vec![4])]);
-        r.session_remove(3, key(1000));
+        r.session_remove(t, 3, key(1000));
         assert_eq!(r.owner(&key(1000)), None);
         assert_eq!(r.counters().routed, 4);
         assert_eq!(r.counters().sessions_owned_elsewhere, 0);
@@ -631,7 +694,7 @@ mod tests {
         r.session_add(t, 1, key(1000));
         // The thief registers the victim's session, then asks to drop it.
         r.session_add(t, 2, key(1000));
-        r.session_remove(2, key(1000));
+        r.session_remove(t, 2, key(1000));
         assert_eq!(r.owner(&key(1000)), Some(1));
         assert_eq!(r.counters().sessions_owned_elsewhere, 1);
         r.handle_response(t, hdr(1000, 5));
@@ -704,7 +767,7 @@ mod tests {
         assert_eq!((c.sessions, c.sessions_over_peer_cap), (100, 900));
         // Another peer still registers; a removal makes room again.
         r.session_add(t, 2, key(1));
-        r.session_remove(1, key(10_000));
+        r.session_remove(t, 1, key(10_000));
         r.session_add(t, 1, key(20_000));
         assert_eq!(r.owner(&key(1)), Some(2));
         assert_eq!(r.owner(&key(20_000)), Some(1));
@@ -744,11 +807,57 @@ mod tests {
         assert_eq!(r.gone, 2);
         // A repeat and a removal by the owner keep its count right: room for one again.
         r.session_add(t, 2, key(1001));
-        r.session_remove(2, key(1003));
+        r.session_remove(t, 2, key(1003));
         r.session_add(t, 2, key(1005));
         assert_eq!(r.owner(&key(1005)), Some(2));
         r.session_add(t, 2, key(1006));
         assert_eq!(r.counters().sessions_over_peer_cap, 3);
+    }
+
+    #[test]
+    fn a_removed_sessions_late_responses_go_to_its_last_owner_for_a_while() {
+        let t = Instant::now();
+        let mut r = Router::new(RouterConfig {
+            removed_keep: Duration::from_secs(30),
+            removed_max: 2,
+            ..Default::default()
+        });
+        r.add_peer(1, 7);
+        r.add_peer(2, 8);
+        for p in [1000, 1001, 1002] {
+            r.session_add(t, 1, key(p));
+        }
+        r.session_remove(t, 1, key(1000));
+        r.session_remove(t, 1, key(1001));
+        assert_eq!(r.owner(&key(1000)), None);
+        // A FIN the target sends again 3 s later reaches the connection that removed it.
+        let t3 = t + Duration::from_secs(3);
+        r.handle_response(t3, hdr(1000, 1));
+        assert_eq!(drain(&mut r), vec![(1, vec![1])]);
+        assert_eq!(r.counters().routed_after_remove, 1);
+        // At most `removed_max` are remembered, the oldest forgotten first.
+        r.session_remove(t3, 1, key(1002));
+        r.handle_response(t3, hdr(1000, 2));
+        r.handle_response(t3, hdr(1002, 3));
+        assert_eq!(drain(&mut r), vec![(1, vec![3])]);
+        assert_eq!(r.counters().parked_now, 1);
+        // A new registration of the key goes before the memory of the old one, even by
+        // another instance.
+        r.session_add(t3, 2, key(1001));
+        r.handle_response(t3, hdr(1001, 4));
+        assert_eq!(drain(&mut r), vec![(2, vec![4])]);
+        // After `removed_keep`, a response is parked like any other without an owner.
+        let t34 = t + Duration::from_secs(34);
+        r.handle_response(t34, hdr(1002, 5));
+        assert!(drain(&mut r).is_empty());
+        // So is one whose connection went away.
+        r.session_add(t34, 1, key(2000));
+        r.session_remove(t34, 1, key(2000));
+        r.remove_peer(t34, 1);
+        r.handle_response(t34, hdr(2000, 6));
+        assert!(drain(&mut r).is_empty());
+        assert_eq!(r.counters().routed_after_remove, 2);
+        assert_eq!(r.counters().parked_now, 2);
     }
 
     #[test]
@@ -783,6 +892,8 @@ mod tests {
         let cfg = RouterConfig {
             park_max: 100,
             park_max_per_session: 10,
+            // Removed sessions forgotten at once: each round below parks again.
+            removed_max: 0,
             ..Default::default()
         };
         let mut r = Router::new(cfg);
@@ -802,7 +913,7 @@ mod tests {
             let port = 60_000 + (round % 100) as u16;
             r.handle_response(t, hdr(port, round));
             r.session_add(t, 1, key(port));
-            r.session_remove(1, key(port));
+            r.session_remove(t, 1, key(port));
         }
         assert!(r.park_order.len() <= 2 * 100 + 1024 + 1);
         assert_eq!(r.counters().unparked, 5000);

@@ -97,6 +97,8 @@ pub struct Stats {
     pub dropped_unknown: AtomicU64,
     /// Responses dropped because their connection was not reading fast enough.
     pub dropped_slow_peer: AtomicU64,
+    /// Responses of sessions removed lately, routed to the connection that removed them.
+    pub routed_after_remove: AtomicU64,
     /// Sessions registered now.
     pub sessions: AtomicU64,
     /// Registrations refused (session limit).
@@ -133,7 +135,7 @@ impl Stats {
         let g = |a: &AtomicU64| a.load(Relaxed);
         format!(
             "captured {} (not tcp {}, malformed {}, kernel drops {}), routed {}, parked {} (delivered later {}), \
-             dropped unknown {}, dropped slow peer {}, sessions {} (refused {}, owned elsewhere {}, over peer cap {}), peers {} now / {} total, \
+             dropped unknown {}, dropped slow peer {}, late for removed sessions {}, sessions {} (refused {}, owned elsewhere {}, over peer cap {}), peers {} now / {} total, \
              rejected: not allowed {}, over cap {}, auth/hello failed {}, handshake timeout {}, \
              protocol errors {}, accept errors {}, capture errors {} (reopened {})",
             g(&self.captured),
@@ -145,6 +147,7 @@ impl Stats {
             g(&self.unparked),
             g(&self.dropped_unknown),
             g(&self.dropped_slow_peer),
+            g(&self.routed_after_remove),
             g(&self.sessions),
             g(&self.sessions_refused),
             g(&self.sessions_owned_elsewhere),
@@ -311,7 +314,7 @@ async fn router_task(
             peers.remove(&id);
         }
         Control::Add(id, k) => router.session_add(std::time::Instant::now(), id, k),
-        Control::Remove(id, k) => router.session_remove(id, k),
+        Control::Remove(id, k) => router.session_remove(std::time::Instant::now(), id, k),
         Control::Prefix(id, n) => router.set_prefix(id, n),
     };
     // Memory a past peak of sessions left in the router's maps, and the allocator's free
@@ -376,6 +379,9 @@ async fn router_task(
         stats.parked.store(c.parked, Relaxed);
         stats.unparked.store(c.unparked, Relaxed);
         stats.dropped_unknown.store(c.dropped_unknown, Relaxed);
+        stats
+            .routed_after_remove
+            .store(c.routed_after_remove, Relaxed);
         stats.sessions.store(c.sessions, Relaxed);
         stats.sessions_refused.store(c.sessions_refused, Relaxed);
         stats

@@ -178,11 +178,13 @@ pub struct Router {
     park_seq: u64,
     ready: VecDeque<(PeerId, Bytes)>,
     counters: RouterCounters,
-    /// Sessions removed lately: the connection that removed each, and when.
-    removed: Map<SessionKey, (PeerId, Instant)>,
-    /// The same, oldest first (an entry whose time differs from the map's is stale: the
-    /// session was removed again since).
-    removed_order: VecDeque<(Instant, SessionKey)>,
+    /// Sessions removed lately and not registered again: the connection that removed each, and
+    /// the removal's number.
+    removed: Map<SessionKey, (PeerId, u64)>,
+    /// The removals, oldest first: when, which session, its number (an entry whose number
+    /// differs from the map's is stale: the session was registered or removed again since).
+    removed_order: VecDeque<(Instant, SessionKey, u64)>,
+    removed_seq: u64,
 }
 
 /// The (client, target) session a response belongs to: its (destination, source).
@@ -231,6 +233,7 @@ impl Router {
             counters: RouterCounters::default(),
             removed: Map::default(),
             removed_order: VecDeque::new(),
+            removed_seq: 0,
         }
     }
 
@@ -350,6 +353,10 @@ impl Router {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.sessions += 1;
         }
+        // Registered again: the memory of an earlier removal must not route anything now.
+        if !self.removed.is_empty() {
+            self.removed.remove(&key);
+        }
         if self.parked.is_empty() {
             return;
         }
@@ -379,8 +386,9 @@ impl Router {
                 while self.removed_order.len() >= self.cfg.removed_max {
                     self.forget_oldest_removed();
                 }
-                self.removed.insert(key, (peer, now));
-                self.removed_order.push_back((now, key));
+                self.removed_seq += 1;
+                self.removed.insert(key, (peer, self.removed_seq));
+                self.removed_order.push_back((now, key, self.removed_seq));
             }
         }
     }
@@ -391,15 +399,15 @@ impl Router {
         while self
             .removed_order
             .front()
-            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= keep)
+            .is_some_and(|(t, _, _)| now.saturating_duration_since(*t) >= keep)
         {
             self.forget_oldest_removed();
         }
     }
 
     fn forget_oldest_removed(&mut self) {
-        if let Some((t, key)) = self.removed_order.pop_front() {
-            if self.removed.get(&key).is_some_and(|&(_, since)| since == t) {
+        if let Some((_, key, seq)) = self.removed_order.pop_front() {
+            if self.removed.get(&key).is_some_and(|&(_, s)| s == seq) {
                 self.removed.remove(&key);
             }
         }
@@ -433,10 +441,22 @@ impl Router {
             return;
         }
         self.expire(now);
+        // A removed session's late segment goes to the connection that removed it, unless the
+        // session is reserved for a departed instance (an entry of any kind here), or the
+        // segment is a SYN: that opens a new session on the same addresses, whose registration
+        // may still be on its way (parked for it, as any other).
         if let Some(&(peer, _)) = self.removed.get(&key) {
-            if self.peers.contains_key(&peer) {
+            let tcp = checked.tcp_at();
+            let syn = checked
+                .header()
+                .get(tcp + 13)
+                .is_some_and(|f| f & 0x02 != 0);
+            if !syn
+                && !self.sessions.contains_key(&key)
+                && self.peers.contains_key(&peer)
+                && self.route(peer, &checked)
+            {
                 self.counters.routed_after_remove += 1;
-                self.route(peer, &checked);
                 return;
             }
         }
@@ -531,9 +551,11 @@ impl Router {
         }
     }
 
-    fn route(&mut self, peer: PeerId, h: &CheckedResponse<'_>) {
+    /// Puts `h` in `peer`'s batch; false when it could not (no such peer, or a header too
+    /// large for a frame).
+    fn route(&mut self, peer: PeerId, h: &CheckedResponse<'_>) -> bool {
         let Some(p) = self.peers.get_mut(&peer) else {
-            return;
+            return false;
         };
         let max = self.cfg.max_frame_len;
         let prefix = p.prefix;
@@ -550,10 +572,11 @@ impl Router {
                 self.ready.push_back((peer, f));
             }
             if !b.push_checked(h) {
-                return;
+                return false;
             }
         }
         self.counters.routed += 1;
+        true
     }
 
     /// Closes every non-empty batch (call when the input queue is drained).
@@ -835,17 +858,28 @@ mod tests {
         r.handle_response(t3, hdr(1000, 1));
         assert_eq!(drain(&mut r), vec![(1, vec![1])]);
         assert_eq!(r.counters().routed_after_remove, 1);
+        // Not a SYN: that opens a new session on the same addresses, which waits (parked) for
+        // its own registration.
+        let mut syn = hdr(1000, 9).to_vec();
+        syn[33] = 0x12;
+        r.handle_response(t3, Bytes::from(syn));
+        assert!(drain(&mut r).is_empty());
         // At most `removed_max` are remembered, the oldest forgotten first.
         r.session_remove(t3, 1, key(1002));
         r.handle_response(t3, hdr(1000, 2));
         r.handle_response(t3, hdr(1002, 3));
         assert_eq!(drain(&mut r), vec![(1, vec![3])]);
-        assert_eq!(r.counters().parked_now, 1);
+        assert_eq!(r.counters().parked_now, 2);
         // A new registration of the key goes before the memory of the old one, even by
         // another instance.
         r.session_add(t3, 2, key(1001));
         r.handle_response(t3, hdr(1001, 4));
         assert_eq!(drain(&mut r), vec![(2, vec![4])]);
+        // ...and replaces it: once that owner goes, the session is reserved for its instance
+        // and nothing goes to the connection that removed it before.
+        r.remove_peer(t3, 2);
+        r.handle_response(t3, hdr(1001, 7));
+        assert!(drain(&mut r).is_empty());
         // After `removed_keep`, a response is parked like any other without an owner.
         let t34 = t + Duration::from_secs(34);
         r.handle_response(t34, hdr(1002, 5));
@@ -858,6 +892,21 @@ mod tests {
         assert!(drain(&mut r).is_empty());
         assert_eq!(r.counters().routed_after_remove, 2);
         assert_eq!(r.counters().parked_now, 2);
+        // A session removed, registered and removed again within one instant: forgetting the
+        // first removal keeps the second.
+        let mut r = Router::new(RouterConfig {
+            removed_max: 2,
+            ..Default::default()
+        });
+        r.add_peer(1, 7);
+        r.session_add(t, 1, key(5000));
+        r.session_remove(t, 1, key(5000));
+        r.session_add(t, 1, key(5000));
+        r.session_remove(t, 1, key(5000));
+        r.session_add(t, 1, key(5001));
+        r.session_remove(t, 1, key(5001));
+        r.handle_response(t, hdr(5000, 8));
+        assert_eq!(drain(&mut r), vec![(1, vec![8])]);
     }
 
     #[test]

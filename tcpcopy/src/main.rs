@@ -103,9 +103,9 @@ fn main() -> ExitCode {
     // thread takes the capture threads' value now, they inherit it when live::run starts them,
     // and live::run puts this thread back to 0 right after.
     // Only libpcap's capture thread (--capture pcap) needs it: it copies out of a ring of
-    // 64 KiB slots that overflows in a few ms. The workers that read the block ring run at the
-    // ordinary priority: the ring holds far more, and a worker ahead of everything else would
-    // starve the intercept channel that feeds it responses (and the service it clones).
+    // 64 KiB slots that overflows in a few ms. The workers that read the block ring run at
+    // --nice (0 by default), never ahead of everything else: the ring holds far more, and such a
+    // worker would starve the intercept channel that feeds it responses (and the service).
     if settings.capture_nice < 0
         && settings.capture_pcap
         && matches!(settings.source, tcpcopy::config::raw::Source::Live { .. })

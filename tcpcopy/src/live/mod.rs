@@ -423,8 +423,8 @@ pub fn run(settings: Settings) -> Result<LiveSummary> {
         );
     }
     // libpcap's capture threads inherited --capture-nice from this thread (see main); the
-    // workers set themselves to 0, and so does this thread, which only waits for signals and
-    // prints --stats.
+    // workers set themselves to --nice, and this thread, which only waits for signals and prints
+    // --stats, goes back to 0.
     if tcpclone::sys::thread_nice() != 0 {
         if let Err(e) = tcpclone::sys::set_thread_nice(0) {
             warn!("cannot put the main thread back to nice 0: {e}");

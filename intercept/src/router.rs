@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use tcpclone::flow::hash_socket_addr;
 use tcpclone::proto::{CheckedResponse, ResponsesBuilder};
 use tcpclone::shrink::Shrink;
+use tcpclone::wire::TcpFlags;
 
 /// Identifies one tcpcopy connection.
 pub type PeerId = u64;
@@ -436,7 +437,8 @@ impl Router {
             return;
         };
         let key = key_of(&checked);
-        if let Some(&Owner::Live(peer)) = self.sessions.get(&key) {
+        let owner = self.sessions.get(&key).copied();
+        if let Some(Owner::Live(peer)) = owner {
             self.route(peer, &checked);
             return;
         }
@@ -446,13 +448,8 @@ impl Router {
         // segment is a SYN: that opens a new session on the same addresses, whose registration
         // may still be on its way (parked for it, as any other).
         if let Some(&(peer, _)) = self.removed.get(&key) {
-            let tcp = checked.tcp_at();
-            let syn = checked
-                .header()
-                .get(tcp + 13)
-                .is_some_and(|f| f & 0x02 != 0);
-            if !syn
-                && !self.sessions.contains_key(&key)
+            if owner.is_none()
+                && !checked.tcp_flags().contains(TcpFlags::SYN)
                 && self.peers.contains_key(&peer)
                 && self.route(peer, &checked)
             {

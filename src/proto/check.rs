@@ -102,6 +102,12 @@ impl<'a> CheckedResponse<'a> {
     pub fn tcp_at(&self) -> usize {
         self.tcp_at
     }
+
+    /// The TCP control bits (the header was checked: they are there).
+    pub fn tcp_flags(&self) -> crate::wire::TcpFlags {
+        let at = self.tcp_at + 12;
+        crate::wire::TcpFlags(u16::from_be_bytes([self.header[at], self.header[at + 1]]) & 0x01ff)
+    }
 }
 
 /// Checks a `PrefixedResponses` entry's prefix length against the agreed `max` and the payload

@@ -109,9 +109,10 @@ impl FillRate {
 /// payloads stay in the ring while fewer than `.0`; from `.0` on, the sessions copy out the
 /// bytes they hold in blocks older than `.1`, [`COPY_BURST`] (at most a quarter of the ring)
 /// less: not all at once, so that a copy-out does not stall the reading (all of them where `.0`
-/// is that close to the kernel, on a small ring filled fast); and hold new payloads again. `.0` leaves the kernel [`COPY_HEADROOM`], and at least `stall_blocks`, what it fills
-/// while the worker is kept away ([`STALL_BUDGET`]): a ring too small for that at the rate it
-/// fills holds nothing (`.0` is 0) and payloads are copied as they are read.
+/// is that close to the kernel, on a small ring filled fast); and hold new payloads again. `.0`
+/// leaves the kernel [`COPY_HEADROOM`], and at least `stall_blocks`, what it fills while the
+/// worker is kept away ([`STALL_BUDGET`]): a ring too small for that at the rate it fills holds
+/// nothing (`.0` is 0) and payloads are copied as they are read.
 ///
 /// Payloads are held up to the copy-out itself, not copied as they arrive from a quarter of
 /// the ring earlier on: a clone that lags for a moment then copies nothing, and one that lags

@@ -373,6 +373,9 @@ fn held_bytes_keep_their_block_until_dropped() {
     burst(9);
     assert!(r.next_block().is_none(), "the held block is not a new one");
     assert_eq!(r.stats().unwrap().drops, 1);
+    // How tcpcopy tells a stop at a held block (its `ring_hold_overruns`): the blocks since
+    // the oldest held one and those waiting fill the ring.
+    assert!(r.oldest_held_age() + r.waiting() >= r.slot_count());
     assert_eq!(
         &held[..],
         &[1u8; 1000][..],

@@ -155,8 +155,8 @@ pub struct Cli {
     pub capture_nice: i32,
     /// Nice value of the workers that clone (0..=19). A positive value lets the service being
     /// cloned go first when the host's cores are all busy: the clones then lag behind it, held
-    /// in the capture ring, and catch up when the host has time again (a worker that falls a
-    /// quarter of its ring behind sheds connections, see --no-shed).
+    /// in the capture ring, and catch up when the host has time again (a worker whose ring is
+    /// nearly full and not draining sheds connections, see --no-shed).
     #[arg(long = "nice", value_name = "N", default_value_t = 0)]
     pub nice: i32,
     /// Cap on packets per second sent to the targets (packets are held, never dropped).

@@ -23,11 +23,15 @@ pub struct Counters {
     pub capture_errors: AtomicU64,
     /// Capture rings opened again on a device deleted and re-created under the same name.
     pub capture_reopens: AtomicU64,
-    /// Times a worker fell a quarter of its ring behind and began to shed connections.
+    /// Times a worker fell behind with its ring nearly full (7/8) and began to shed
+    /// connections.
     pub overloads: AtomicU64,
     /// Times a worker copied the client bytes its sessions still held in its ring's blocks,
     /// because the kernel was coming round to the oldest of them (the target lagged).
     pub ring_copyouts: AtomicU64,
+    /// Times a worker found the kernel stopped at a block its sessions still held: the ring
+    /// was full up to it, and the kernel dropped frames because of the hold (should stay 0).
+    pub ring_hold_overruns: AtomicU64,
     /// Packets sent to the target.
     pub sent_packets: AtomicU64,
     /// Bytes sent to the target (IP packets).
@@ -105,6 +109,7 @@ impl Counters {
             ("capture_reopens", g(&self.capture_reopens)),
             ("overloads", g(&self.overloads)),
             ("ring_copyouts", g(&self.ring_copyouts)),
+            ("ring_hold_overruns", g(&self.ring_hold_overruns)),
             ("sent", g(&self.sent_packets)),
             ("sent_bytes", g(&self.sent_bytes)),
             ("send_calls", g(&self.send_calls)),

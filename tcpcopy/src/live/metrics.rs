@@ -95,12 +95,17 @@ pub fn snapshot(
     counter!(
         overloads,
         "capture_overloads",
-        "[capture] Times a worker fell a quarter of its ring behind and began to shed connections"
+        "[capture] Times a worker fell behind with its ring nearly full and began to shed connections"
     );
     counter!(
         ring_copyouts,
         "capture_ring_copyouts",
         "[capture] Times a worker copied the client bytes still held in its ring, the kernel coming round to them"
+    );
+    counter!(
+        ring_hold_overruns,
+        "capture_ring_hold_overruns",
+        "[capture] Times the kernel was found stopped at a ring block still held (frames dropped because of the hold)"
     );
     counter!(
         kernel_drops,

@@ -611,6 +611,12 @@ impl Worker {
                         // them go (see `ring_hold`).
                         let age = r.ring.oldest_held_age();
                         let waiting = if age > 0 { r.ring.waiting() } else { 0 };
+                        // The kernel fills blocks in order and cannot pass a held one: a ring
+                        // full up to it stays full until the copy-out below (reading a block
+                        // moves one from `waiting` to `age`), so this sees every such stop.
+                        if age > 0 && age + waiting >= n {
+                            c.add(&c.ring_hold_overruns, 1);
+                        }
                         if age > 0 && age + waiting >= hold_below {
                             let ring = &r.ring;
                             let old = |h: &HeldBytes| {
@@ -923,7 +929,8 @@ mod tests {
 
     #[test]
     fn rings_up_to_256_mb_keep_half_ahead_of_the_kernel() {
-        // The default 256 MB in 2,048 blocks of 128 KiB; 128 MB; 64 MB.
+        // The default 256 MB in 1,024 blocks of 256 KiB (and 2,048 of 128 KiB); 128 MB; 64 MB.
+        assert_eq!(ring_hold(1024, 256 << 10, 0), (512, 448));
         assert_eq!(ring_hold(2048, 128 << 10, 0), (1024, 896));
         assert_eq!(ring_hold(4096, 32 << 10, 0), (2048, 1536));
         assert_eq!(ring_hold(512, 128 << 10, 0), (256, 128));

@@ -938,7 +938,7 @@ mod tests {
 
     #[test]
     fn larger_rings_keep_the_headroom_or_a_quarter() {
-        // 384 MB: 128 MB ahead; 1 GB in 4,096 blocks of 256 KiB: a quarter ahead.
+        // 384 MB: 128 MB ahead; 1 GB (as 4,096 blocks of 256 KiB): a quarter ahead.
         assert_eq!(ring_hold(3072, 128 << 10, 0), (2048, 1920));
         assert_eq!(ring_hold(4096, 256 << 10, 0), (3072, 3008));
     }

@@ -37,9 +37,9 @@
 #   burst while tcpcopy is stopped; a run whose ring overflowed, dropping more than 0.1 % of
 #   the segments, is marked and left out of the medians), BLOCK_MS (tcpcopy's --capture-block,
 #   default 50: the kernel retires a ring block at least this often however little it holds,
-#   so while tcpcopy is stopped the ring holds at most its ~1,024 blocks times BLOCK_MS of the
-#   burst; at the default 1 ms a burst injected for longer than about a second overflows a ring
-#   that is mostly empty. The drain reads full blocks whatever the timeout).
+#   so while tcpcopy is stopped the ring holds at most its ~4,096 blocks times BLOCK_MS of the
+#   burst; at the default 1 ms a burst injected for longer than about 4 s overflowed a ring that
+#   was mostly empty. The drain reads full blocks whatever the timeout).
 set -euo pipefail
 ROUNDS=${1:-3}
 SESSIONS=${SESSIONS:-20000}

@@ -228,10 +228,10 @@ fn redis_set_64k_values() {
 /// may be left to fill it while the worker waits for a CPU here (both are busy): the sessions
 /// hold few payloads in it, copy the rest as they read them, and copy out what they hold before
 /// the kernel comes round to their blocks. Holding half the ring whatever the rate, as before,
-/// stopped the kernel at a held block in about half of the runs.
+/// lost frames in about half of the runs.
 ///
 /// The worker cannot keep up with this burst: it sheds connections once 7/8 of the ring waits
-/// (30–65 % delivered in this lab), so only a part of the SETs is asked for; and when it is
+/// (28–50 % delivered in this lab), so only a part of the SETs is asked for; and when it is
 /// kept off its CPU just then, the kernel drops a few frames at the end of the ring (kernel
 /// drops, counted). What is checked is that those were never the hold's: the kernel was never
 /// found stopped at a held block.

@@ -929,8 +929,7 @@ mod tests {
 
     #[test]
     fn rings_up_to_256_mb_keep_half_ahead_of_the_kernel() {
-        // The default 256 MB in 1,024 blocks of 256 KiB (and 2,048 of 128 KiB); 128 MB; 64 MB.
-        assert_eq!(ring_hold(1024, 256 << 10, 0), (512, 448));
+        // The default 256 MB in 2,048 blocks of 128 KiB; 128 MB; 64 MB.
         assert_eq!(ring_hold(2048, 128 << 10, 0), (1024, 896));
         assert_eq!(ring_hold(4096, 32 << 10, 0), (2048, 1536));
         assert_eq!(ring_hold(512, 128 << 10, 0), (256, 128));
@@ -938,7 +937,7 @@ mod tests {
 
     #[test]
     fn larger_rings_keep_the_headroom_or_a_quarter() {
-        // 384 MB: 128 MB ahead; 1 GB (as 4,096 blocks of 256 KiB): a quarter ahead.
+        // 384 MB: 128 MB ahead; 1 GB in 4,096 blocks of 256 KiB: a quarter ahead.
         assert_eq!(ring_hold(3072, 128 << 10, 0), (2048, 1920));
         assert_eq!(ring_hold(4096, 256 << 10, 0), (3072, 3008));
     }

@@ -84,32 +84,27 @@ impl LiveRing {
     }
 }
 
-/// Block size for a ring of `bytes`: a power of two from 256 KiB to 1 MiB, some 1,000 blocks
-/// where the ring is large enough, and down to 128 KiB to keep 256 blocks in a small one.
+/// Block size for a ring of `bytes`: a power of two from 128 KiB to 1 MiB, small enough that
+/// the ring has some 4,000 blocks where it can. Under a steady trickle the kernel retires a
+/// block per timeout however little it holds, so the number of blocks, not their size, sets
+/// how long a worker may fall behind before the kernel drops: 2,048 blocks of 1 ms (the default
+/// 256 MB) are two seconds. 128 KiB still holds two of the largest GRO frames a veth or NIC
+/// makes (45 segments of 1,448 bytes and their headers).
 ///
-/// Large enough for uploads: the kernel starts a new block when the next frame does not fit,
-/// so a block can waste up to one of the largest GRO frames (64 KiB). Uploads of 64 KiB
-/// requests come as one such frame and a few hundred bytes: in 128 KiB blocks the second
-/// request's frame misses by a few hundred bytes, so every block held one request and the ring
-/// half its size in uploads (redis SETs of 64 KB: 2,997 blocks filled for 197 MB). 256 KiB
-/// blocks hold three, 1 MiB fifteen.
-///
-/// Not fewer blocks than that: under a steady trickle the kernel retires a block per timeout
-/// however little it holds, so the number of blocks sets how long a worker may fall behind
-/// before the kernel drops: 1,024 blocks of 1 ms (the default 256 MB) are a second.
+/// It wastes room on some uploads: the kernel starts a new block when the next frame does not
+/// fit, and a 64 KB request that comes as one such frame and a few hundred bytes leaves too
+/// little for the next request's (redis SETs of 64 KB: one per block, 2,997 blocks filled for
+/// 197 MB). Blocks of 256 KiB hold three, but a default ring of them has half the blocks: a
+/// worker that fell a second behind on short connections (a lossy target, 28,000
+/// connections/s) overflowed it, where 2,048 blocks held.
 pub fn ring_block_size(bytes: usize) -> usize {
-    const MIN_BLOCKS: usize = 256;
-    let per = (bytes / 1024).max(1);
+    let per = (bytes / 4096).max(1);
     let pow = if per.is_power_of_two() {
         per
     } else {
         per.next_power_of_two() / 2
     };
-    let mut size = pow.clamp(256 << 10, 1 << 20);
-    while size > 128 << 10 && bytes / size < MIN_BLOCKS {
-        size /= 2;
-    }
-    size
+    pow.clamp(128 << 10, 1 << 20)
 }
 
 /// Opens `workers` rings on every device, each device's rings in one fanout group, `ring_bytes`
@@ -213,37 +208,14 @@ mod tests {
     use tcpclone::capture::tpacket::{BLOCK_HEADER_LEN, FRAME_HEADER_LEN, SOCKADDR_LL_LEN};
 
     #[test]
-    fn the_default_ring_has_a_second_of_blocks_and_large_rings_larger_blocks() {
+    fn the_default_ring_has_two_seconds_of_blocks_and_large_rings_larger_blocks() {
         let mib = 1usize << 20;
-        assert_eq!(ring_block_size(256 * mib), 256 << 10);
-        assert_eq!((256 * mib) / ring_block_size(256 * mib), 1024);
-        // Two workers share the default: half a second each.
-        assert_eq!((128 * mib) / ring_block_size(128 * mib), 512);
-        assert_eq!(ring_block_size(64 * mib), 256 << 10);
-        // Small rings keep 256 blocks, down to the smallest block.
-        assert_eq!(ring_block_size(32 * mib), 128 << 10);
+        assert_eq!(ring_block_size(256 * mib), 128 << 10);
+        assert_eq!((256 * mib) / ring_block_size(256 * mib), 2048);
         assert_eq!(ring_block_size(mib), 128 << 10);
-        assert_eq!(ring_block_size(1), 128 << 10);
-        assert_eq!(ring_block_size(512 * mib), 512 << 10);
-        assert_eq!(ring_block_size(1024 * mib), 1 << 20);
+        assert_eq!(ring_block_size(1024 * mib), 256 << 10);
+        assert_eq!(ring_block_size(3000 * mib), 512 << 10);
         assert_eq!(ring_block_size(64 * 1024 * mib), 1 << 20);
-    }
-
-    #[test]
-    fn a_default_block_holds_three_64k_requests() {
-        // A 64 KiB request (a redis SET of 64 KB: 65,583 bytes) comes as a GRO frame of 45
-        // segments and one of the rest; a 128 KiB block misses the second request's large
-        // frame by a few hundred bytes.
-        let align = |n: usize, a: usize| n.div_ceil(a) * a;
-        let hdr = FRAME_HEADER_LEN + SOCKADDR_LL_LEN;
-        let macoff = align(hdr + 16, 16) - 14;
-        let frame = |payload: usize| align(macoff + 14 + 20 + 32 + payload, 8);
-        let request = frame(45 * 1448) + frame(65_583 - 45 * 1448);
-        let fits = |block: usize| (block - BLOCK_HEADER_LEN) / request;
-        // (The last request's small frame may start the next block: a slight overestimate.)
-        assert_eq!(fits(128 << 10), 1);
-        assert_eq!(fits(ring_block_size(256 << 20)), 3);
-        assert!(BLOCK_HEADER_LEN + request + frame(45 * 1448) > 128 << 10);
     }
 
     #[test]
@@ -257,5 +229,23 @@ mod tests {
         let ip_len = 20 + 32 + 45 * 1448; // GRO stops below 64 KiB
         let frame = align(macoff + 14 + ip_len, 8);
         assert!(BLOCK_HEADER_LEN + 2 * frame < ring_block_size(1));
+    }
+
+    #[test]
+    fn a_smallest_block_holds_one_64k_request_and_256k_three() {
+        // A 64 KiB request (a redis SET of 64 KB: 65,583 bytes) comes as a GRO frame of 45
+        // segments and one of the rest; a 128 KiB block misses the second request's large
+        // frame by a few hundred bytes.
+        let align = |n: usize, a: usize| n.div_ceil(a) * a;
+        let hdr = FRAME_HEADER_LEN + SOCKADDR_LL_LEN;
+        let macoff = align(hdr + 16, 16) - 14;
+        let frame = |payload: usize| align(macoff + 14 + 20 + 32 + payload, 8);
+        let request = frame(45 * 1448) + frame(65_583 - 45 * 1448);
+        let fits = |block: usize| (block - BLOCK_HEADER_LEN) / request;
+        // (The last request's small frame may start the next block: a slight overestimate.)
+        assert_eq!(fits(128 << 10), 1);
+        assert_eq!(fits(ring_block_size(256 << 20)), 1);
+        assert_eq!(fits(256 << 10), 3);
+        assert!(BLOCK_HEADER_LEN + request + frame(45 * 1448) > 128 << 10);
     }
 }

@@ -256,6 +256,50 @@ fn redis_set_64k_values_small_ring() {
     );
 }
 
+/// What `redis_set_64k_values_small_ring` checks can fail: a worker kept from its CPU
+/// (SIGSTOP) while its session holds payloads in the ring (the target's redis is stopped, so
+/// they stay unacknowledged) leaves the kernel to fill the rest of the ring; it stops at the held
+/// block and drops, and tcpcopy counts that in `ring_hold_overruns` once it runs again.
+#[test]
+fn a_held_block_that_stops_the_kernel_is_counted() {
+    require_redis_lab!("a_held_block_that_stops_the_kernel_is_counted");
+    let _g = serial();
+    let mut t = Topo::new(Layout::Assistant);
+    let (p, tg) = (t.prod.clone(), t.target.clone());
+    t.start_redis(&p, REDIS_PROD, "redis-prod");
+    let target_redis = t.start_redis(&tg, REDIS_TARGET, "redis-target");
+    t.start_intercept(REDIS_FILTER);
+    let pid = t.start_tcpcopy(&["-x", "6379-198.18.1.2:6380"]);
+    let sets = |n: u32, c: u32| {
+        format!(
+            "timeout 60 redis-benchmark -h {PROD4} -p {REDIS_PROD} -n {n} -c {c} -t set -d 65536 -q"
+        )
+    };
+    // 20 SETs on one connection: the stopped target takes the first into its window, the
+    // clone waits for its answer, and the rest stay in the ring.
+    sh(&format!("kill -STOP {target_redis}"));
+    t.client(&sets(20, 1));
+    std::thread::sleep(Duration::from_millis(300));
+    // More than the default ring's 2,048 blocks (one 64 KB SET takes a block) while tcpcopy
+    // is stopped.
+    sh(&format!("kill -STOP {pid}"));
+    t.client(&sets(2500, 5));
+    sh(&format!("kill -CONT {pid}"));
+    std::thread::sleep(Duration::from_millis(1000));
+    sh(&format!("kill -CONT {target_redis}"));
+    std::thread::sleep(Duration::from_millis(500));
+    let sum = t.stop_tcpcopy(pid);
+    let (overruns, drops) = (
+        counter(&sum, "ring_hold_overruns"),
+        counter(&sum, "kernel_drops"),
+    );
+    assert!(
+        overruns >= 1 && drops >= 1,
+        "expected the kernel stopped at the held block and counted: ring_hold_overruns={overruns} \
+         kernel_drops={drops}\n{sum}"
+    );
+}
+
 #[test]
 fn redis_set_64k_values_before_the_neighbour_is_known() {
     require_redis_lab!("redis_set_64k_values_before_the_neighbour_is_known");

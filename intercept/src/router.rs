@@ -196,7 +196,7 @@ pub fn session_of(h: &[u8]) -> Option<SessionKey> {
 
 /// [`session_of`] a response checked once for both the lookup and the batch.
 fn key_of(r: &CheckedResponse<'_>) -> SessionKey {
-    let (h, tcp) = (r.header(), r.tcp_at());
+    let h = r.header();
     let (src, dst): (IpAddr, IpAddr) = if h[0] >> 4 == 4 {
         (
             Ipv4Addr::new(h[12], h[13], h[14], h[15]).into(),
@@ -209,11 +209,10 @@ fn key_of(r: &CheckedResponse<'_>) -> SessionKey {
         d.copy_from_slice(&h[24..40]);
         (Ipv6Addr::from(s).into(), Ipv6Addr::from(d).into())
     };
-    let sport = u16::from_be_bytes([h[tcp], h[tcp + 1]]);
-    let dport = u16::from_be_bytes([h[tcp + 2], h[tcp + 3]]);
+    let tcp = r.tcp();
     SessionKey {
-        client: SocketAddr::new(dst, dport),
-        target: SocketAddr::new(src, sport),
+        client: SocketAddr::new(dst, tcp.dst_port()),
+        target: SocketAddr::new(src, tcp.src_port()),
     }
 }
 
@@ -449,7 +448,7 @@ impl Router {
         // may still be on its way (parked for it, as any other).
         if let Some(&(peer, _)) = self.removed.get(&key) {
             if owner.is_none()
-                && !checked.tcp_flags().contains(TcpFlags::SYN)
+                && !checked.tcp().flags().contains(TcpFlags::SYN)
                 && self.peers.contains_key(&peer)
                 && self.route(peer, &checked)
             {

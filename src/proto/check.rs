@@ -103,10 +103,9 @@ impl<'a> CheckedResponse<'a> {
         self.tcp_at
     }
 
-    /// The TCP control bits (the header was checked: they are there).
-    pub fn tcp_flags(&self) -> crate::wire::TcpFlags {
-        let at = self.tcp_at + 12;
-        crate::wire::TcpFlags(u16::from_be_bytes([self.header[at], self.header[at + 1]]) & 0x01ff)
+    /// The TCP header as a view (checked with the rest: its fields are there).
+    pub fn tcp(&self) -> crate::wire::TcpPacket<&'a [u8]> {
+        crate::wire::TcpPacket::new_prechecked(&self.header[self.tcp_at..])
     }
 }
 
@@ -211,4 +210,29 @@ fn layout(h: &[u8], index: usize, base: u64) -> Result<(usize, usize, usize), Pr
         });
     }
     Ok((tcp_at, header_len, ip_total - header_len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::TcpFlags;
+
+    /// An IPv6 response with a hop-by-hop header before TCP: the view starts at the TCP header.
+    #[test]
+    fn the_tcp_view_starts_past_ipv6_extension_headers() {
+        let mut h = vec![0u8; 40 + 8 + 20];
+        h[0] = 0x60;
+        h[4..6].copy_from_slice(&(8u16 + 20).to_be_bytes());
+        h[6] = 0; // hop-by-hop
+        h[40] = 6; // then TCP
+        h[48..50].copy_from_slice(&8080u16.to_be_bytes());
+        h[50..52].copy_from_slice(&40000u16.to_be_bytes());
+        h[60] = 5 << 4;
+        h[61] = 0x12; // SYN + ACK
+        let r = CheckedResponse::new(&h).unwrap();
+        assert_eq!(r.tcp_at(), 48);
+        let tcp = r.tcp();
+        assert_eq!((tcp.src_port(), tcp.dst_port()), (8080, 40000));
+        assert!(tcp.flags().contains(TcpFlags::SYN) && tcp.flags().contains(TcpFlags::ACK));
+    }
 }

@@ -146,6 +146,13 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         Ok(TcpPacket { buffer })
     }
 
+    /// A view of a header the caller has already checked as [`TcpPacket::new_checked`] does
+    /// (the protocol's response checks do), so it is not checked twice per response.
+    pub(crate) fn new_prechecked(buffer: T) -> Self {
+        debug_assert!(TcpPacket::new_checked(buffer.as_ref()).is_ok());
+        TcpPacket { buffer }
+    }
+
     /// Gives the buffer back.
     pub fn into_inner(self) -> T {
         self.buffer

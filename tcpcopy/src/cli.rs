@@ -168,6 +168,14 @@ pub struct Cli {
     /// Don't hold a request until the previous response (pipelined protocols).
     #[arg(short = 'W', long = "no-wait")]
     pub no_wait: bool,
+    /// A request waits for the target's answer to the previous one at most until it is MS
+    /// behind production (when its client sent it); then it goes behind the unanswered one, as
+    /// a pipelining client's would, so that a target slower than production does not fall
+    /// further behind with every request. A closing FIN always waits for the answer. 0: wait
+    /// for the answer (or the response timeout) however far behind. Raw mode only.
+    /// [default: 20]
+    #[arg(long = "max-lag", value_name = "MS")]
+    pub max_lag: Option<u64>,
     /// Connections to each intercept, per worker (each worker registers its sessions, and
     /// reads their responses, on its own). One carries what a worker can clone: a second
     /// splits intercept's batches of answers in two, and each half costs the worker a read.

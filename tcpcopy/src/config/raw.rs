@@ -103,6 +103,8 @@ pub struct Settings {
     pub max_mbps: Option<f64>,
     /// -W.
     pub no_wait: bool,
+    /// --max-lag (`None`: 0, off).
+    pub max_lag: Option<Duration>,
     /// -C.
     pub connections: u32,
     /// -l.
@@ -197,6 +199,11 @@ impl Cli {
             max_pps: self.max_pps,
             max_mbps: self.max_mbps,
             no_wait: self.no_wait,
+            max_lag: match self.max_lag {
+                None => Some(crate::engine::DEFAULT_MAX_LAG),
+                Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms)),
+            },
             connections: self.connections,
             log: self.log.clone(),
             pid_file: self.pid_file.clone(),
@@ -351,6 +358,9 @@ impl Cli {
         }
         if self.keepalive_timeout == 0 || self.keepalive_timeout > 86_400 {
             return Err(bad("-k/--keepalive-timeout", "must be 1..=86400 seconds"));
+        }
+        if self.max_lag.is_some_and(|ms| ms > 60_000) {
+            return Err(bad("--max-lag", "must be 0..=60000 ms"));
         }
         Ok(())
     }
@@ -752,6 +762,23 @@ mod tests {
     }
 
     #[test]
+    fn max_lag_defaults_on_and_zero_turns_it_off() {
+        let lag = |extra: &[&str]| {
+            let mut args = vec!["-x", "80-198.18.1.2:80", "-s", "198.18.1.3"];
+            args.extend_from_slice(extra);
+            cli(&args).unwrap().validate().map(|s| s.max_lag)
+        };
+        assert_eq!(lag(&[]).unwrap(), Some(crate::engine::DEFAULT_MAX_LAG));
+        assert_eq!(lag(&["--max-lag", "0"]).unwrap(), None);
+        assert_eq!(
+            lag(&["--max-lag", "250"]).unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(lag(&["--max-lag", "60001"]).unwrap_err().flag, "--max-lag");
+        assert!(cli(&["--max-lag", "-1"]).is_err());
+    }
+
+    #[test]
     fn flags_of_the_other_mode_are_refused() {
         let stream = |extra: &[&str]| {
             let mut args = vec!["--stream", "-x", "80-198.18.1.2:80", "--offline", "f.pcap"];
@@ -768,6 +795,7 @@ mod tests {
             "-c/--client-ip"
         );
         assert_eq!(stream(&["--max-pps", "10"]).unwrap_err().flag, "--max-pps");
+        assert_eq!(stream(&["--max-lag", "5"]).unwrap_err().flag, "--max-lag");
         // Raw mode takes --report (its own report) but not the replay-only flags.
         let raw = |extra: &[&str]| {
             let mut args = vec!["-x", "80-198.18.1.2:80", "-s", "198.18.1.3"];

@@ -26,6 +26,12 @@ impl Cli {
                 "raw mode only (stream mode reads whole answers itself)",
             ));
         }
+        if self.max_lag.is_some() {
+            return Err(bad(
+                "--max-lag",
+                "raw mode only (stream mode's requests keep the capture's timing)",
+            ));
+        }
         if self.client_ip.is_some() {
             return Err(bad(
                 "-c/--client-ip",

@@ -22,12 +22,14 @@
 //!   expects to hear back. Stream mode's options ([`BoundaryRules::STREAM`]): the first data
 //!   starts a request, and so does data after production's answer bytes were captured (a
 //!   capture can hold the answer without the client's ack of it).
-//! - **The release gate** ([`RequestPacer::gate_open`], `pacing.rs`): a request held at a
+//! - **The release gate** ([`RequestPacer::release`], `pacing.rs`): a request held at a
 //!   boundary is released once all of the send side reached the boundary and one of these holds:
 //!   pacing is off ([`GateRules::no_wait`]); the target closed; the target answered at least as
 //!   many bytes as production did; the target answered something and then was quiet for
 //!   [`GateRules::idle_gap`]; or nothing new was sent for [`GateRules::response_timeout`]
-//!   (counted as a pacing timeout when the target answered nothing). Stream mode's session core
+//!   (counted as a pacing timeout when the target answered nothing). Raw mode adds one: a
+//!   request with data captured [`GateRules::max_lag`] ago goes unanswered-behind (pipelined);
+//!   the answer it did not wait for is then owed before the next request's own counts. Stream mode's session core
 //!   holds each request production answered ([`RequestPacer::note_boundary`], with production's
 //!   answer as the reassembly saw it); its options: `idle_gap` zero (the next request goes once
 //!   the answer began; its think time from the capture holds the rest), the response timeout

@@ -22,6 +22,12 @@ pub(crate) struct GateRules {
     pub idle_gap: Duration,
     /// Longest wait for an answer after the last new byte was sent.
     pub response_timeout: Duration,
+    /// Longest a request with data waits at the gate after it was captured (`None`: as long as
+    /// the other rules say). A target slower than production would otherwise fall further
+    /// behind with every request of a busy connection, and its backlog would fill the capture
+    /// ring until connections are shed; past this lag the request goes behind the unanswered
+    /// one instead, as a pipelining client's would.
+    pub max_lag: Option<Duration>,
 }
 
 /// A request held at the gate: where it starts and what production answered the one before.
@@ -31,6 +37,30 @@ pub(crate) struct Boundary {
     pub seq: SeqNumber,
     /// Bytes production sent in answer to the previous request (the client's ack movement).
     pub expected: u32,
+    /// When the request was captured, for [`GateRules::max_lag`]; `None` for a bare FIN (a
+    /// server may abort a request whose client closed, so a FIN never goes before the answer)
+    /// and in stream mode.
+    pub captured_at: Option<Instant>,
+}
+
+/// Why a gate opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opened {
+    /// The answer came (or the target closed, went quiet after answering, or timed out, or
+    /// pacing is off): the answer count starts over.
+    Answered,
+    /// [`GateRules::max_lag`] passed first: the request goes behind the unanswered one, whose
+    /// answer is still owed.
+    Lagged,
+}
+
+/// What one [`RequestPacer::release`] let go other than on an answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Released {
+    /// Requests released by the response timeout with no answer at all.
+    pub timeouts: u64,
+    /// Requests released by [`GateRules::max_lag`] before the previous one's answer.
+    pub lagged: u64,
 }
 
 /// One conversation's request pacing: boundaries not yet released, the answer counted since
@@ -39,8 +69,14 @@ pub(crate) struct Boundary {
 pub(crate) struct RequestPacer {
     /// Boundaries not yet released, in sequence order.
     boundaries: VecDeque<Boundary>,
-    /// Answer bytes (and FIN) from the target since the last release.
+    /// Answer bytes (and FIN) from the target since the last release on an answer.
     resp_since: u64,
+    /// Answer bytes production sent to the requests released by lag since then: the target
+    /// owes them before the next request's own answer counts.
+    owed: u64,
+    /// The first request released by lag while a timed one awaits its answer: the timed
+    /// request's bytes end there (later bytes are not its last segments).
+    timed_end: Option<SeqNumber>,
     /// When the target's last new answer byte came.
     last_resp_at: Option<Instant>,
     /// When the send side last sent a byte it had never sent before.
@@ -57,6 +93,8 @@ impl RequestPacer {
         RequestPacer {
             boundaries: VecDeque::new(),
             resp_since: 0,
+            owed: 0,
+            timed_end: None,
             last_resp_at: None,
             last_new_data_at: now,
             timing_seq: None,
@@ -69,6 +107,8 @@ impl RequestPacer {
     /// The response timeout restarts when the new handshake's SYN goes.
     pub fn restart(&mut self) {
         self.resp_since = 0;
+        self.owed = 0;
+        self.timed_end = None;
         self.last_resp_at = None;
         self.req_sent_at = None;
         self.timing_seq = None;
@@ -95,7 +135,11 @@ impl RequestPacer {
     /// the reassembled conversation says so directly, no ack to read it from); `expected` as in
     /// [`RequestStart::AckMoved`].
     pub fn note_boundary(&mut self, at: SeqNumber, expected: u32) {
-        self.boundaries.push_back(Boundary { seq: at, expected });
+        self.boundaries.push_back(Boundary {
+            seq: at,
+            expected,
+            captured_at: None,
+        });
     }
 
     /// Stream mode: the response timeout counts from `now`, when the request reached the gate
@@ -108,41 +152,59 @@ impl RequestPacer {
     /// answer the one before): the answer count starts over with it.
     pub fn reset_answer(&mut self) {
         self.resp_since = 0;
+        self.owed = 0;
         self.last_resp_at = None;
     }
 
     /// Client data (or a bare FIN) at `at` that [`super::RequestBoundaries`] found to be
     /// `start`: a request whose ack moved is held there. With `no_wait` nothing is held, the
-    /// request is only timed.
+    /// request is only timed. `captured_at`: when data was captured (`None` for a bare FIN).
     #[inline]
-    pub fn note_request(&mut self, start: RequestStart, at: SeqNumber, no_wait: bool) {
+    pub fn note_request(
+        &mut self,
+        start: RequestStart,
+        at: SeqNumber,
+        no_wait: bool,
+        captured_at: Option<Instant>,
+    ) {
         if let RequestStart::AckMoved { expected } = start {
             if !no_wait {
-                self.boundaries.push_back(Boundary { seq: at, expected });
+                self.boundaries.push_back(Boundary {
+                    seq: at,
+                    expected,
+                    captured_at,
+                });
             } else if self.timing_seq.is_none() {
                 self.timing_seq = Some(at);
             }
         }
     }
 
-    /// The release gate for boundary `b` at `now` (`peer_closed`: the target sent its FIN).
+    /// The release gate for boundary `b` at `now` (`peer_closed`: the target sent its FIN):
+    /// whether it is open, and why.
     #[inline]
-    pub fn gate_open(
+    fn gate(
         &self,
         b: &Boundary,
         now: Instant,
         rules: &GateRules,
         peer_closed: bool,
-    ) -> bool {
-        rules.no_wait
+    ) -> Option<Opened> {
+        let answered = rules.no_wait
             || peer_closed
-            || self.resp_since >= u64::from(b.expected)
-            || (self.resp_since > 0 && self.last_resp_at.is_some_and(|t| now >= t + rules.idle_gap))
-            || now >= self.last_new_data_at + rules.response_timeout
+            || self.resp_since >= self.owed + u64::from(b.expected)
+            || (self.resp_since > self.owed
+                && self.last_resp_at.is_some_and(|t| now >= t + rules.idle_gap))
+            || now >= self.last_new_data_at + rules.response_timeout;
+        if answered {
+            return Some(Opened::Answered);
+        }
+        let lag_end = b.captured_at.zip(rules.max_lag).map(|(t, lag)| t + lag);
+        lag_end.is_some_and(|t| now >= t).then_some(Opened::Lagged)
     }
 
     /// Releases every boundary the send side reached (`sent_upto`: its highest sequence number
-    /// sent) whose gate is open; returns how many went on a timeout with no answer at all.
+    /// sent) whose gate is open; says how many went with no answer.
     #[inline]
     pub fn release(
         &mut self,
@@ -150,21 +212,39 @@ impl RequestPacer {
         sent_upto: SeqNumber,
         rules: &GateRules,
         peer_closed: bool,
-    ) -> u64 {
-        let mut timeouts = 0;
+    ) -> Released {
+        let mut r = Released::default();
         while let Some(b) = self.boundaries.front().copied() {
-            if sent_upto != b.seq || !self.gate_open(&b, now, rules, peer_closed) {
+            if sent_upto != b.seq {
                 break;
             }
-            if self.resp_since == 0 && !rules.no_wait {
-                timeouts += 1;
-            }
+            let Some(why) = self.gate(&b, now, rules, peer_closed) else {
+                break;
+            };
             self.boundaries.pop_front();
-            self.resp_since = 0;
-            self.last_resp_at = None;
-            self.timing_seq = Some(b.seq);
+            match why {
+                Opened::Answered => {
+                    if self.resp_since == 0 && !rules.no_wait {
+                        r.timeouts += 1;
+                    }
+                    self.resp_since = 0;
+                    self.owed = 0;
+                    self.last_resp_at = None;
+                    self.timing_seq = Some(b.seq);
+                    self.timed_end = None;
+                }
+                Opened::Lagged => {
+                    // Not timed: its answer comes behind the one awaited, whose latency the
+                    // next answer ends.
+                    r.lagged += 1;
+                    self.owed += u64::from(b.expected);
+                    if self.req_sent_at.is_some() || self.timing_seq.is_some() {
+                        self.timed_end.get_or_insert(b.seq);
+                    }
+                }
+            }
         }
-        timeouts
+        r
     }
 
     /// When the gate of the next boundary opens by time alone, once the send side reached it.
@@ -174,11 +254,14 @@ impl RequestPacer {
         if sent_upto != b.seq {
             return None;
         }
-        let timeout = self.last_new_data_at + rules.response_timeout;
-        match self.last_resp_at {
-            Some(t) if self.resp_since > 0 => Some(timeout.min(t + rules.idle_gap)),
-            _ => Some(timeout),
+        let mut at = self.last_new_data_at + rules.response_timeout;
+        if let Some(t) = self.last_resp_at.filter(|_| self.resp_since > self.owed) {
+            at = at.min(t + rules.idle_gap);
         }
+        if let Some(t) = b.captured_at.zip(rules.max_lag).map(|(t, lag)| t + lag) {
+            at = at.min(t);
+        }
+        Some(at)
     }
 
     /// A handshake completed at `now`: the answer count starts over, and the first request is
@@ -186,6 +269,7 @@ impl RequestPacer {
     pub fn on_established(&mut self, now: Instant, first: SeqNumber) {
         self.last_new_data_at = now;
         self.resp_since = 0;
+        self.owed = 0;
         self.last_resp_at = None;
         if self.timing_seq.is_none() {
             self.timing_seq = Some(first);
@@ -216,7 +300,8 @@ impl RequestPacer {
         now: Instant,
         no_wait: bool,
     ) -> bool {
-        if first_send && !no_wait && self.req_sent_at.is_some() && end > seq {
+        let timed_bytes = self.timed_end.is_none_or(|e| seq < e);
+        if first_send && !no_wait && self.req_sent_at.is_some() && end > seq && timed_bytes {
             self.req_sent_at = Some(now);
         }
         match self.timing_seq {
@@ -254,6 +339,7 @@ mod tests {
         no_wait: false,
         idle_gap: Duration::from_millis(3),
         response_timeout: Duration::from_millis(500),
+        max_lag: None,
     };
 
     const MOVED: RequestStart = RequestStart::AckMoved { expected: 100 };
@@ -266,15 +352,15 @@ mod tests {
     #[test]
     fn held_only_where_the_ack_moved() {
         let (mut p, _) = pacer();
-        p.note_request(RequestStart::Continues, SeqNumber(1001), false);
-        p.note_request(RequestStart::First, SeqNumber(1001), false);
-        p.note_request(RequestStart::AfterServerData, SeqNumber(1010), false);
+        p.note_request(RequestStart::Continues, SeqNumber(1001), false, None);
+        p.note_request(RequestStart::First, SeqNumber(1001), false, None);
+        p.note_request(RequestStart::AfterServerData, SeqNumber(1010), false, None);
         assert_eq!(
             p.next_boundary(),
             None,
             "nothing production answered to wait for"
         );
-        p.note_request(MOVED, SeqNumber(1020), false);
+        p.note_request(MOVED, SeqNumber(1020), false, None);
         assert_eq!(p.next_boundary(), Some(SeqNumber(1020)));
         assert_eq!(p.boundaries[0].expected, 100);
     }
@@ -282,7 +368,7 @@ mod tests {
     #[test]
     fn no_wait_times_but_never_holds() {
         let (mut p, now) = pacer();
-        p.note_request(MOVED, SeqNumber(1020), true);
+        p.note_request(MOVED, SeqNumber(1020), true, None);
         assert!(p.is_idle());
         assert!(p.on_request_bytes_sent(SeqNumber(1020), SeqNumber(1030), true, now, true));
     }
@@ -290,27 +376,34 @@ mod tests {
     #[test]
     fn gate_opens_on_full_answer_idle_gap_fin_or_timeout() {
         let (mut p, t0) = pacer();
-        p.note_request(MOVED, SeqNumber(1020), false);
+        p.note_request(MOVED, SeqNumber(1020), false, None);
         let b = p.boundaries[0];
-        assert!(!p.gate_open(&b, t0, &RULES, false));
-        assert!(p.gate_open(&b, t0, &RULES, true), "target closed");
-        assert!(p.gate_open(&b, t0 + RULES.response_timeout, &RULES, false));
+        assert!(p.gate(&b, t0, &RULES, false).is_none());
+        assert!(p.gate(&b, t0, &RULES, true).is_some(), "target closed");
+        assert!(p
+            .gate(&b, t0 + RULES.response_timeout, &RULES, false)
+            .is_some());
         p.on_answer(40, t0);
-        assert!(!p.gate_open(&b, t0 + Duration::from_millis(2), &RULES, false));
+        assert!(p
+            .gate(&b, t0 + Duration::from_millis(2), &RULES, false)
+            .is_none());
         assert!(
-            p.gate_open(&b, t0 + RULES.idle_gap, &RULES, false),
+            p.gate(&b, t0 + RULES.idle_gap, &RULES, false).is_some(),
             "quiet after an answer"
         );
         p.on_answer(60, t0);
-        assert!(p.gate_open(&b, t0, &RULES, false), "all 100 bytes answered");
+        assert!(
+            p.gate(&b, t0, &RULES, false).is_some(),
+            "all 100 bytes answered"
+        );
     }
 
     #[test]
     fn release_waits_for_the_send_side_and_counts_timeouts() {
         let (mut p, t0) = pacer();
-        p.note_request(MOVED, SeqNumber(1020), false);
+        p.note_request(MOVED, SeqNumber(1020), false, None);
         let late = t0 + RULES.response_timeout;
-        assert_eq!(p.release(late, SeqNumber(1010), &RULES, false), 0);
+        assert_eq!(p.release(late, SeqNumber(1010), &RULES, false).timeouts, 0);
         assert_eq!(
             p.next_boundary(),
             Some(SeqNumber(1020)),
@@ -319,7 +412,7 @@ mod tests {
         assert_eq!(p.deadline(SeqNumber(1010), &RULES), None);
         assert_eq!(p.deadline(SeqNumber(1020), &RULES), Some(late));
         assert_eq!(
-            p.release(late, SeqNumber(1020), &RULES, false),
+            p.release(late, SeqNumber(1020), &RULES, false).timeouts,
             1,
             "no answer: a timeout"
         );
@@ -332,7 +425,7 @@ mod tests {
     #[test]
     fn deadline_after_an_answer_is_the_idle_gap() {
         let (mut p, t0) = pacer();
-        p.note_request(MOVED, SeqNumber(1020), false);
+        p.note_request(MOVED, SeqNumber(1020), false, None);
         let t1 = t0 + Duration::from_millis(10);
         p.on_answer(1, t1);
         assert_eq!(
@@ -341,7 +434,7 @@ mod tests {
         );
         assert_eq!(
             p.release(t1 + RULES.idle_gap, SeqNumber(1020), &RULES, false),
-            0
+            Released::default()
         );
         assert!(p.is_idle());
     }
@@ -360,7 +453,7 @@ mod tests {
         let t1 = t0 + Duration::from_secs(5);
         p.note_boundary(SeqNumber(3), 100);
         p.wait_from(t1);
-        assert_eq!(p.release(t1, SeqNumber(3), &rules, false), 0);
+        assert_eq!(p.release(t1, SeqNumber(3), &rules, false).timeouts, 0);
         assert!(!p.is_idle(), "an earlier request's answer does not count");
         assert_eq!(
             p.deadline(SeqNumber(3), &rules),
@@ -369,7 +462,121 @@ mod tests {
         let _ = p.on_answer(1, t1 + Duration::from_millis(1));
         let t2 = t1 + Duration::from_millis(1);
         assert_eq!(p.deadline(SeqNumber(3), &rules), Some(t2));
-        assert_eq!(p.release(t2, SeqNumber(3), &rules, false), 0);
+        assert_eq!(p.release(t2, SeqNumber(3), &rules, false).timeouts, 0);
         assert!(p.is_idle(), "one answer byte of 100 opens it");
+    }
+
+    const LAGGING: GateRules = GateRules {
+        max_lag: Some(Duration::from_millis(20)),
+        ..RULES
+    };
+
+    #[test]
+    fn a_request_past_the_lag_goes_before_the_answer_which_is_then_owed() {
+        let (mut p, t0) = pacer();
+        let lag = LAGGING.max_lag.unwrap();
+        p.note_request(MOVED, SeqNumber(1020), false, Some(t0));
+        p.note_request(MOVED, SeqNumber(1040), false, Some(t0));
+        assert_eq!(p.deadline(SeqNumber(1020), &LAGGING), Some(t0 + lag));
+        let early = t0 + lag - Duration::from_millis(1);
+        assert_eq!(
+            p.release(early, SeqNumber(1020), &LAGGING, false),
+            Released::default()
+        );
+        let late = t0 + lag;
+        assert_eq!(
+            p.release(late, SeqNumber(1020), &LAGGING, false),
+            Released {
+                timeouts: 0,
+                lagged: 1
+            }
+        );
+        assert_eq!(p.next_boundary(), Some(SeqNumber(1040)));
+        // The first request's answer (100 bytes, as production's) is owed: it does not open
+        // the second's gate; the second's own 100 do.
+        p.on_answer(100, late);
+        let b = p.boundaries[0];
+        assert_eq!(
+            p.gate(&b, late, &RULES, false),
+            None,
+            "owed answer, no lag rule"
+        );
+        assert_eq!(p.gate(&b, late, &LAGGING, false), Some(Opened::Lagged));
+        p.on_answer(100, late);
+        assert_eq!(p.gate(&b, late, &LAGGING, false), Some(Opened::Answered));
+        assert_eq!(
+            p.release(late, SeqNumber(1040), &LAGGING, false),
+            Released::default()
+        );
+        assert!(p.is_idle());
+        assert_eq!(p.owed, 0, "in step again");
+    }
+
+    #[test]
+    fn a_bare_fin_and_stream_mode_never_go_by_lag() {
+        let (mut p, t0) = pacer();
+        p.note_request(MOVED, SeqNumber(1020), false, None);
+        let late = t0 + Duration::from_millis(100);
+        assert_eq!(
+            p.release(late, SeqNumber(1020), &LAGGING, false),
+            Released::default()
+        );
+        assert_eq!(
+            p.deadline(SeqNumber(1020), &LAGGING),
+            Some(t0 + RULES.response_timeout)
+        );
+        // Off (--max-lag 0): data waits for the answer however old.
+        let (mut p, t0) = pacer();
+        p.note_request(MOVED, SeqNumber(1020), false, Some(t0));
+        assert_eq!(
+            p.release(late, SeqNumber(1020), &RULES, false),
+            Released::default()
+        );
+    }
+
+    #[test]
+    fn a_pipelined_request_neither_moves_nor_takes_the_timed_ones_latency() {
+        let (mut p, t0) = pacer();
+        p.on_established(t0, SeqNumber(1000));
+        assert!(p.on_request_bytes_sent(SeqNumber(1000), SeqNumber(1020), true, t0, false));
+        p.note_request(MOVED, SeqNumber(1020), false, Some(t0));
+        let late = t0 + Duration::from_millis(20);
+        assert_eq!(p.release(late, SeqNumber(1020), &LAGGING, false).lagged, 1);
+        // The pipelined request's bytes go: the timed request's last byte stays at t0.
+        assert!(!p.on_request_bytes_sent(SeqNumber(1020), SeqNumber(1040), true, late, false));
+        assert_eq!(p.on_answer(100, late + Duration::from_millis(1)), Some(t0));
+        assert_eq!(p.on_answer(100, late + Duration::from_millis(2)), None);
+    }
+
+    #[test]
+    fn quiet_after_the_owed_answer_alone_does_not_open_the_gate() {
+        let (mut p, t0) = pacer();
+        p.note_request(MOVED, SeqNumber(1020), false, Some(t0));
+        p.note_request(
+            RequestStart::AckMoved { expected: 50 },
+            SeqNumber(1040),
+            false,
+            Some(t0 + Duration::from_secs(1)),
+        );
+        let late = t0 + Duration::from_millis(20);
+        assert_eq!(p.release(late, SeqNumber(1020), &LAGGING, false).lagged, 1);
+        p.on_answer(100, late);
+        let quiet = late + RULES.idle_gap;
+        assert_eq!(
+            p.release(quiet, SeqNumber(1040), &LAGGING, false),
+            Released::default()
+        );
+        assert_eq!(
+            p.deadline(SeqNumber(1040), &LAGGING),
+            Some(t0 + RULES.response_timeout),
+            "no idle gap: what came was owed"
+        );
+        p.on_answer(10, quiet);
+        assert_eq!(
+            p.release(quiet + RULES.idle_gap, SeqNumber(1040), &LAGGING, false),
+            Released::default(),
+            "the second request's answer began and went quiet"
+        );
+        assert!(p.is_idle());
     }
 }

@@ -6,6 +6,13 @@ use crate::mapping::TargetMapping;
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// `--max-lag`'s default. Long enough that a target answering within a few milliseconds of
+/// production keeps the conversation's order of request and answer; short enough that the
+/// client bytes a lagging session holds stay a small part of the capture ring even under
+/// uploads at gigabytes a second (the ring fills while a clone falls behind, and a ring 7/8
+/// full sheds connections).
+pub const DEFAULT_MAX_LAG: Duration = Duration::from_millis(20);
+
 /// Configuration of the engine, built by the CLI layer from validated flags.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -40,6 +47,9 @@ pub struct EngineConfig {
     pub idle_gap: Duration,
     /// A request is released after this long even when the target did not answer the previous one.
     pub response_timeout: Duration,
+    /// `--max-lag`: a request with data is released at most this long after it was captured,
+    /// answered or not (`None`: it waits for the answer or the response timeout).
+    pub max_lag: Option<Duration>,
     /// A hole in the captured client stream that persists this long is a missed segment.
     pub gap_timeout: Duration,
     /// A hole followed by a request boundary (proof of a missed segment) waits only this long
@@ -89,6 +99,7 @@ impl Default for EngineConfig {
             max_session_buffer: 64 << 20,
             idle_gap: Duration::from_millis(3),
             response_timeout: Duration::from_millis(500),
+            max_lag: Some(DEFAULT_MAX_LAG),
             gap_timeout: Duration::from_millis(500),
             reorder_window: Duration::from_millis(10),
             min_rto: Duration::from_millis(200),

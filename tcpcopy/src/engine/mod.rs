@@ -17,7 +17,7 @@ mod stats;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use config::EngineConfig;
+pub use config::{EngineConfig, DEFAULT_MAX_LAG};
 pub use fuzz::fuzz_engine;
 pub use packet::checksums_ok;
 pub use stats::{EngineStats, LATENCY_BUCKETS};

@@ -110,12 +110,16 @@ pub struct EngineStats {
     pub responses_stale: u64,
     /// Target payload bytes reported.
     pub response_bytes: u64,
-    /// Requests sent.
+    /// Requests sent and timed (every request but those sent pipelined, which are counted in
+    /// `requests_pipelined`: their answer comes behind the one awaited).
     pub requests_sent: u64,
     /// Requests whose answer was reported.
     pub requests_answered: u64,
     /// Requests released by the response timeout rather than an answer.
     pub pacing_timeouts: u64,
+    /// Requests sent before the target answered the previous one: they were `--max-lag`
+    /// behind production.
+    pub requests_pipelined: u64,
     /// With the report on: requests whose session ended before the target answered them
     /// (each an [`super::EngineEvent::RequestUnanswered`]).
     pub requests_unanswered: u64,
@@ -180,6 +184,7 @@ impl EngineStats {
         self.requests_sent += o.requests_sent;
         self.requests_answered += o.requests_answered;
         self.pacing_timeouts += o.pacing_timeouts;
+        self.requests_pipelined += o.requests_pipelined;
         self.requests_unanswered += o.requests_unanswered;
         self.latency_us_sum += o.latency_us_sum;
         self.memory_bytes += o.memory_bytes;
@@ -221,7 +226,7 @@ impl std::fmt::Display for EngineStats {
              handshake={} retransmits={} replaced={} gap={}) reuse_detached={} linger_taken_over={} syn_ack_adopted={} handshakes_redone={} redo_abandoned={} handshakes={} handshakes_refused={} target_resets={} refused memory={} ports={} family={} sampled_out={} shed={} (new={} segments={} resumed={}); \
              segments in={} sent={} retransmitted={} (rto={} fast={}); gaps={} resets_sent={} reestablished={} \
              overflows={}; bytes captured={} sent={} acked={} in_ring={}; responses={} unmatched={} stale={}; \
-             requests sent={} answered={} pacing_timeouts={} mean_latency_us={}; memory={}",
+             requests sent={} answered={} pacing_timeouts={} pipelined={} mean_latency_us={}; memory={}",
             self.sessions_cloned,
             self.sessions_active,
             self.sessions_completed,
@@ -268,6 +273,7 @@ impl std::fmt::Display for EngineStats {
             self.requests_sent,
             self.requests_answered,
             self.pacing_timeouts,
+            self.requests_pipelined,
             self.latency_us_sum.checked_div(self.requests_answered).unwrap_or(0),
             self.memory_bytes,
         )

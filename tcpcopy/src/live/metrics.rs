@@ -435,6 +435,11 @@ pub fn snapshot(
         "requests_pacing_timeouts",
         "[target] Requests released by the response timeout rather than an answer"
     );
+    engine!(
+        requests_pipelined,
+        "requests_pipelined",
+        "[target] Requests sent before the previous one's answer, --max-lag behind production"
+    );
     let aborted: Vec<u64> = engine.iter().map(EngineStats::aborted).collect();
     s.counter_per_worker(
         "tcpclone_tcpcopy_sessions_aborted",

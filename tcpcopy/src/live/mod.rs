@@ -113,6 +113,7 @@ pub fn engine_config(s: &Settings) -> EngineConfig {
         mtu: s.mtu,
         mss: s.mss,
         no_wait: s.no_wait,
+        max_lag: s.max_lag,
         session_timeout: s.session_timeout,
         keepalive_timeout: s.keepalive_timeout,
         max_memory: usize::try_from(s.engine_memory).unwrap_or(usize::MAX),

@@ -114,7 +114,8 @@ impl EngineSession {
             }
             if ack.is_some() {
                 let start = self.starts.on_client_data(ack, &BoundaryRules::RAW);
-                self.pacer.note_request(start, cap_nxt, cx.cfg.no_wait);
+                self.pacer
+                    .note_request(start, cap_nxt, cx.cfg.no_wait, Some(cx.now));
             }
             match in_ring {
                 Some(h) => {
@@ -128,7 +129,7 @@ impl EngineSession {
             if data.is_empty() && ack.is_some() {
                 let start = self.starts.on_client_data(ack, &BoundaryRules::RAW);
                 self.pacer
-                    .note_request(start, self.stream.next(), cx.cfg.no_wait);
+                    .note_request(start, self.stream.next(), cx.cfg.no_wait, None);
             }
             self.stream.set_fin(self.stream.next());
         }

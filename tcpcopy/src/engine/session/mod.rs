@@ -80,6 +80,7 @@ fn gate_rules(cfg: &EngineConfig) -> GateRules {
         no_wait: cfg.no_wait,
         idle_gap: cfg.idle_gap,
         response_timeout: cfg.response_timeout,
+        max_lag: cfg.max_lag,
     }
 }
 
@@ -404,9 +405,11 @@ impl EngineSession {
             return;
         }
         let rules = cx.gate_rules();
-        cx.stats.pacing_timeouts += self
+        let r = self
             .pacer
             .release(cx.now, self.snd.max, &rules, self.tgt.fin);
+        cx.stats.pacing_timeouts += r.timeouts;
+        cx.stats.requests_pipelined += r.lagged;
     }
 
     // ------------------------------------------------------------------ timers

@@ -153,6 +153,8 @@ impl Plan {
             no_wait: ctx.no_wait,
             idle_gap: Duration::ZERO,
             response_timeout: ctx.response_timeout,
+            // The capture's own timing paces stream mode's requests.
+            max_lag: None,
         }
     }
 }

@@ -316,7 +316,8 @@ impl SessionCore {
                 Phase::Answer(step) => {
                     let timeouts = self
                         .pacer
-                        .release(now, self.client_off, &self.rules, self.eof);
+                        .release(now, self.client_off, &self.rules, self.eof)
+                        .timeouts;
                     if !self.pacer.is_idle() {
                         let until = self
                             .pacer
@@ -585,6 +586,7 @@ mod tests {
             no_wait,
             idle_gap: Duration::ZERO,
             response_timeout: TIMEOUT,
+            max_lag: None,
         };
         SessionCore::new(t0, cx, schedule, rules)
     }

@@ -111,7 +111,10 @@ fn request_released_when_the_target_goes_idle() {
 
 #[test]
 fn request_released_by_the_response_timeout() {
-    let mut h = session_established();
+    let mut h = session_established_with(EngineConfig {
+        max_lag: None,
+        ..config()
+    });
     two_requests(&mut h);
     respond!(
         h,
@@ -132,6 +135,36 @@ fn request_released_by_the_response_timeout() {
         }]
     );
     assert_eq!(h.e.stats().pacing_timeouts, 1);
+}
+
+#[test]
+fn a_request_max_lag_behind_goes_before_the_answer() {
+    let mut h = session_established();
+    two_requests(&mut h);
+    let lag = config().max_lag.expect("on by default");
+    h.advance(lag - ms(1));
+    expect!(h, []);
+    h.advance(ms(1));
+    expect!(
+        h,
+        [Want {
+            seq: CLIENT_ISN + 5,
+            payload: b"req2",
+            ..WANT
+        }]
+    );
+    let st = h.e.stats();
+    assert_eq!((st.requests_pipelined, st.pacing_timeouts), (1, 0));
+    // req1's answer (10 bytes, as production's) was owed; req2's own comes after it.
+    respond!(
+        h,
+        Seg {
+            ack: CLIENT_ISN + 9,
+            len: 10,
+            ..RESP
+        }
+    );
+    assert_eq!(h.e.stats().requests_answered, 1);
 }
 
 #[test]

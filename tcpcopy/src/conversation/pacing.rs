@@ -264,6 +264,16 @@ impl RequestPacer {
         Some(at)
     }
 
+    /// Until when requests sent pipelined ([`GateRules::max_lag`]) still await an answer before
+    /// the one the target is on, if any: the target reads those from its socket after answering,
+    /// and a reset of the connection meanwhile would destroy them unread. `None` once their
+    /// answers came; past the instant given, the response timeout after the last new byte, the
+    /// wait is over whatever came.
+    #[inline]
+    pub fn owed_until(&self, rules: &GateRules) -> Option<Instant> {
+        (self.resp_since < self.owed).then(|| self.last_new_data_at + rules.response_timeout)
+    }
+
     /// A handshake completed at `now`: the answer count starts over, and the first request is
     /// timed unless one already is.
     pub fn on_established(&mut self, now: Instant, first: SeqNumber) {

@@ -306,9 +306,17 @@ impl EngineSession {
         self.accept(cx, seq, ack, Cow::Borrowed(data), fin);
     }
 
-    /// The client's RST goes to the target once everything before it is delivered.
+    /// The client's RST goes to the target once everything before it is delivered, and the
+    /// target answered the requests sent pipelined before the last one (a reset destroys
+    /// what its application has not read yet; production answered them before the client reset).
     pub(super) fn check_client_rst(&mut self, cx: &mut SessionCtx<'_>) {
-        if self.client_rst && self.snd.una >= self.stream.next() {
+        if self.client_rst
+            && self.snd.una >= self.stream.next()
+            && self
+                .pacer
+                .owed_until(&cx.gate_rules())
+                .is_none_or(|t| cx.now >= t)
+        {
             self.abort(cx, RawEndReason::ClientReset);
         }
     }

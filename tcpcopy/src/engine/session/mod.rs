@@ -429,6 +429,9 @@ impl EngineSession {
         }
         if self.state == State::Established {
             d.take(self.pacer.deadline(self.snd.max, &gate_rules(cfg)));
+            if self.client_rst {
+                d.take(self.pacer.owed_until(&gate_rules(cfg)));
+            }
         }
         if self.outstanding() {
             d.take(Some(self.snd.last_progress + cfg.keepalive_timeout));
@@ -494,6 +497,7 @@ impl EngineSession {
             }
         }
         self.open_gates(cx);
+        self.check_client_rst(cx);
     }
 
     /// The retransmission timer fired: back off, then resend the SYN, go back N, or probe a

@@ -216,3 +216,65 @@ fn server_greeting_is_awaited_before_the_first_request() {
         }]
     );
 }
+
+/// req2 sent pipelined (req1 unanswered), both acknowledged by the target's kernel, then the
+/// client's reset.
+fn pipelined_then_reset(h: &mut H) {
+    two_requests(h);
+    h.advance(config().max_lag.expect("on by default"));
+    expect!(
+        h,
+        [Want {
+            seq: CLIENT_ISN + 5,
+            payload: b"req2",
+            ..WANT
+        }]
+    );
+    respond!(
+        h,
+        Seg {
+            ack: CLIENT_ISN + 9,
+            ..RESP
+        }
+    );
+    send!(
+        h,
+        Seg {
+            flags: RST,
+            ..TEMPLATE
+        }
+    );
+}
+
+#[test]
+fn a_client_reset_waits_for_the_answer_owed_to_a_pipelined_request() {
+    let mut h = session_established();
+    pipelined_then_reset(&mut h);
+    // A reset now would destroy req2 in the target's socket, unread.
+    expect!(h, []);
+    respond!(
+        h,
+        Seg {
+            ack: CLIENT_ISN + 9,
+            len: 10,
+            ..RESP
+        }
+    );
+    let out = h.sent();
+    assert!(out.iter().any(|o| o.flags & RST != 0), "{out:?}");
+    assert_eq!(h.e.stats().sessions_client_reset, 1);
+    assert_eq!(h.e.session_count(), 0);
+}
+
+#[test]
+fn a_client_reset_waits_for_an_owed_answer_no_longer_than_the_response_timeout() {
+    let mut h = session_established();
+    pipelined_then_reset(&mut h);
+    // Counted from req2's sending, the last new byte.
+    h.advance(config().response_timeout - ms(1));
+    expect!(h, []);
+    h.advance(ms(1));
+    let out = h.sent();
+    assert!(out.iter().any(|o| o.flags & RST != 0), "{out:?}");
+    assert_eq!(h.e.session_count(), 0);
+}

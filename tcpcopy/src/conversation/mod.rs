@@ -45,5 +45,5 @@ mod stream;
 pub(crate) use boundary::{BoundaryRules, RequestBoundaries};
 pub(crate) use chunks::{SparePool, CHUNK};
 pub(crate) use order::{held_cost, Held, ReorderQueue};
-pub(crate) use pacing::{GateRules, RequestPacer};
+pub(crate) use pacing::{GateRules, RequestPacer, PIPELINE_MIN_BYTES};
 pub(crate) use stream::ClientStream;

@@ -22,13 +22,26 @@ pub(crate) struct GateRules {
     pub idle_gap: Duration,
     /// Longest wait for an answer after the last new byte was sent.
     pub response_timeout: Duration,
-    /// Longest a request with data waits at the gate after it was captured (`None`: as long as
-    /// the other rules say). A target slower than production would otherwise fall further
-    /// behind with every request of a busy connection, and its backlog would fill the capture
-    /// ring until connections are shed; past this lag the request goes behind the unanswered
-    /// one instead, as a pipelining client's would.
+    /// Longest a request with data waits at the gate after it was captured, once its session
+    /// holds [`GateRules::lag_min_bytes`] not sent (`None`: as long as the other rules say). A target
+    /// slower than production would otherwise fall further behind with every request of a
+    /// busy connection, and the requests waiting would fill the capture ring until connections
+    /// are shed; past this lag the request goes behind the unanswered one instead, as a
+    /// pipelining client's would.
     pub max_lag: Option<Duration>,
+    /// Client bytes captured and not sent below which [`GateRules::max_lag`] does not apply
+    /// ([`PIPELINE_MIN_BYTES`] but in tests).
+    pub lag_min_bytes: u64,
 }
+
+/// Client bytes captured and not sent below which a session's requests wait for their answers
+/// however late ([`GateRules::max_lag`]). Small requests waiting hold little of the capture
+/// ring: a clone that lags behind them only runs late, and catches up once production's
+/// client pauses. Sending them pipelined would make the target keep pace with production, and
+/// a target that shares production's CPUs (as in our lab) would then take production's CPU
+/// while it runs. From one 64 KB upload on, waiting holds ring blocks and gets connections
+/// shed.
+pub(crate) const PIPELINE_MIN_BYTES: u64 = 64 << 10;
 
 /// A request held at the gate: where it starts and what production answered the one before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,8 +193,8 @@ impl RequestPacer {
         }
     }
 
-    /// The release gate for boundary `b` at `now` (`peer_closed`: the target sent its FIN):
-    /// whether it is open, and why.
+    /// The release gate for boundary `b` at `now` (`peer_closed`: the target sent its FIN;
+    /// `ahead`: client bytes captured beyond the send side): whether it is open, and why.
     #[inline]
     fn gate(
         &self,
@@ -189,6 +202,7 @@ impl RequestPacer {
         now: Instant,
         rules: &GateRules,
         peer_closed: bool,
+        ahead: u64,
     ) -> Option<Opened> {
         let answered = rules.no_wait
             || peer_closed
@@ -199,12 +213,23 @@ impl RequestPacer {
         if answered {
             return Some(Opened::Answered);
         }
-        let lag_end = b.captured_at.zip(rules.max_lag).map(|(t, lag)| t + lag);
-        lag_end.is_some_and(|t| now >= t).then_some(Opened::Lagged)
+        self.lag_end(b, rules, ahead)
+            .is_some_and(|t| now >= t)
+            .then_some(Opened::Lagged)
+    }
+
+    /// When `b` goes by [`GateRules::max_lag`], if it may.
+    #[inline]
+    fn lag_end(&self, b: &Boundary, rules: &GateRules, ahead: u64) -> Option<Instant> {
+        if ahead < rules.lag_min_bytes {
+            return None;
+        }
+        b.captured_at.zip(rules.max_lag).map(|(t, lag)| t + lag)
     }
 
     /// Releases every boundary the send side reached (`sent_upto`: its highest sequence number
-    /// sent) whose gate is open; says how many went with no answer.
+    /// sent; `ahead`: client bytes captured beyond it) whose gate is open; says how many went
+    /// with no answer.
     #[inline]
     pub fn release(
         &mut self,
@@ -212,13 +237,14 @@ impl RequestPacer {
         sent_upto: SeqNumber,
         rules: &GateRules,
         peer_closed: bool,
+        ahead: u64,
     ) -> Released {
         let mut r = Released::default();
         while let Some(b) = self.boundaries.front().copied() {
             if sent_upto != b.seq {
                 break;
             }
-            let Some(why) = self.gate(&b, now, rules, peer_closed) else {
+            let Some(why) = self.gate(&b, now, rules, peer_closed, ahead) else {
                 break;
             };
             self.boundaries.pop_front();
@@ -249,7 +275,7 @@ impl RequestPacer {
 
     /// When the gate of the next boundary opens by time alone, once the send side reached it.
     #[inline]
-    pub fn deadline(&self, sent_upto: SeqNumber, rules: &GateRules) -> Option<Instant> {
+    pub fn deadline(&self, sent_upto: SeqNumber, rules: &GateRules, ahead: u64) -> Option<Instant> {
         let b = self.boundaries.front()?;
         if sent_upto != b.seq {
             return None;
@@ -258,7 +284,7 @@ impl RequestPacer {
         if let Some(t) = self.last_resp_at.filter(|_| self.resp_since > self.owed) {
             at = at.min(t + rules.idle_gap);
         }
-        if let Some(t) = b.captured_at.zip(rules.max_lag).map(|(t, lag)| t + lag) {
+        if let Some(t) = self.lag_end(b, rules, ahead) {
             at = at.min(t);
         }
         Some(at)
@@ -350,7 +376,11 @@ mod tests {
         idle_gap: Duration::from_millis(3),
         response_timeout: Duration::from_millis(500),
         max_lag: None,
+        lag_min_bytes: PIPELINE_MIN_BYTES,
     };
+
+    /// Enough bytes beyond the send side for the lag rule.
+    const BIG: u64 = PIPELINE_MIN_BYTES;
 
     const MOVED: RequestStart = RequestStart::AckMoved { expected: 100 };
 
@@ -388,22 +418,23 @@ mod tests {
         let (mut p, t0) = pacer();
         p.note_request(MOVED, SeqNumber(1020), false, None);
         let b = p.boundaries[0];
-        assert!(p.gate(&b, t0, &RULES, false).is_none());
-        assert!(p.gate(&b, t0, &RULES, true).is_some(), "target closed");
+        assert!(p.gate(&b, t0, &RULES, false, BIG).is_none());
+        assert!(p.gate(&b, t0, &RULES, true, BIG).is_some(), "target closed");
         assert!(p
-            .gate(&b, t0 + RULES.response_timeout, &RULES, false)
+            .gate(&b, t0 + RULES.response_timeout, &RULES, false, BIG)
             .is_some());
         p.on_answer(40, t0);
         assert!(p
-            .gate(&b, t0 + Duration::from_millis(2), &RULES, false)
+            .gate(&b, t0 + Duration::from_millis(2), &RULES, false, BIG)
             .is_none());
         assert!(
-            p.gate(&b, t0 + RULES.idle_gap, &RULES, false).is_some(),
+            p.gate(&b, t0 + RULES.idle_gap, &RULES, false, BIG)
+                .is_some(),
             "quiet after an answer"
         );
         p.on_answer(60, t0);
         assert!(
-            p.gate(&b, t0, &RULES, false).is_some(),
+            p.gate(&b, t0, &RULES, false, BIG).is_some(),
             "all 100 bytes answered"
         );
     }
@@ -413,16 +444,21 @@ mod tests {
         let (mut p, t0) = pacer();
         p.note_request(MOVED, SeqNumber(1020), false, None);
         let late = t0 + RULES.response_timeout;
-        assert_eq!(p.release(late, SeqNumber(1010), &RULES, false).timeouts, 0);
+        assert_eq!(
+            p.release(late, SeqNumber(1010), &RULES, false, BIG)
+                .timeouts,
+            0
+        );
         assert_eq!(
             p.next_boundary(),
             Some(SeqNumber(1020)),
             "send side not there yet"
         );
-        assert_eq!(p.deadline(SeqNumber(1010), &RULES), None);
-        assert_eq!(p.deadline(SeqNumber(1020), &RULES), Some(late));
+        assert_eq!(p.deadline(SeqNumber(1010), &RULES, BIG), None);
+        assert_eq!(p.deadline(SeqNumber(1020), &RULES, BIG), Some(late));
         assert_eq!(
-            p.release(late, SeqNumber(1020), &RULES, false).timeouts,
+            p.release(late, SeqNumber(1020), &RULES, false, BIG)
+                .timeouts,
             1,
             "no answer: a timeout"
         );
@@ -439,11 +475,11 @@ mod tests {
         let t1 = t0 + Duration::from_millis(10);
         p.on_answer(1, t1);
         assert_eq!(
-            p.deadline(SeqNumber(1020), &RULES),
+            p.deadline(SeqNumber(1020), &RULES, BIG),
             Some(t1 + RULES.idle_gap)
         );
         assert_eq!(
-            p.release(t1 + RULES.idle_gap, SeqNumber(1020), &RULES, false),
+            p.release(t1 + RULES.idle_gap, SeqNumber(1020), &RULES, false, BIG),
             Released::default()
         );
         assert!(p.is_idle());
@@ -463,16 +499,16 @@ mod tests {
         let t1 = t0 + Duration::from_secs(5);
         p.note_boundary(SeqNumber(3), 100);
         p.wait_from(t1);
-        assert_eq!(p.release(t1, SeqNumber(3), &rules, false).timeouts, 0);
+        assert_eq!(p.release(t1, SeqNumber(3), &rules, false, BIG).timeouts, 0);
         assert!(!p.is_idle(), "an earlier request's answer does not count");
         assert_eq!(
-            p.deadline(SeqNumber(3), &rules),
+            p.deadline(SeqNumber(3), &rules, BIG),
             Some(t1 + RULES.response_timeout)
         );
         let _ = p.on_answer(1, t1 + Duration::from_millis(1));
         let t2 = t1 + Duration::from_millis(1);
-        assert_eq!(p.deadline(SeqNumber(3), &rules), Some(t2));
-        assert_eq!(p.release(t2, SeqNumber(3), &rules, false).timeouts, 0);
+        assert_eq!(p.deadline(SeqNumber(3), &rules, BIG), Some(t2));
+        assert_eq!(p.release(t2, SeqNumber(3), &rules, false, BIG).timeouts, 0);
         assert!(p.is_idle(), "one answer byte of 100 opens it");
     }
 
@@ -487,15 +523,15 @@ mod tests {
         let lag = LAGGING.max_lag.unwrap();
         p.note_request(MOVED, SeqNumber(1020), false, Some(t0));
         p.note_request(MOVED, SeqNumber(1040), false, Some(t0));
-        assert_eq!(p.deadline(SeqNumber(1020), &LAGGING), Some(t0 + lag));
+        assert_eq!(p.deadline(SeqNumber(1020), &LAGGING, BIG), Some(t0 + lag));
         let early = t0 + lag - Duration::from_millis(1);
         assert_eq!(
-            p.release(early, SeqNumber(1020), &LAGGING, false),
+            p.release(early, SeqNumber(1020), &LAGGING, false, BIG),
             Released::default()
         );
         let late = t0 + lag;
         assert_eq!(
-            p.release(late, SeqNumber(1020), &LAGGING, false),
+            p.release(late, SeqNumber(1020), &LAGGING, false, BIG),
             Released {
                 timeouts: 0,
                 lagged: 1
@@ -507,15 +543,18 @@ mod tests {
         p.on_answer(100, late);
         let b = p.boundaries[0];
         assert_eq!(
-            p.gate(&b, late, &RULES, false),
+            p.gate(&b, late, &RULES, false, BIG),
             None,
             "owed answer, no lag rule"
         );
-        assert_eq!(p.gate(&b, late, &LAGGING, false), Some(Opened::Lagged));
+        assert_eq!(p.gate(&b, late, &LAGGING, false, BIG), Some(Opened::Lagged));
         p.on_answer(100, late);
-        assert_eq!(p.gate(&b, late, &LAGGING, false), Some(Opened::Answered));
         assert_eq!(
-            p.release(late, SeqNumber(1040), &LAGGING, false),
+            p.gate(&b, late, &LAGGING, false, BIG),
+            Some(Opened::Answered)
+        );
+        assert_eq!(
+            p.release(late, SeqNumber(1040), &LAGGING, false, BIG),
             Released::default()
         );
         assert!(p.is_idle());
@@ -528,18 +567,30 @@ mod tests {
         p.note_request(MOVED, SeqNumber(1020), false, None);
         let late = t0 + Duration::from_millis(100);
         assert_eq!(
-            p.release(late, SeqNumber(1020), &LAGGING, false),
+            p.release(late, SeqNumber(1020), &LAGGING, false, BIG),
             Released::default()
         );
         assert_eq!(
-            p.deadline(SeqNumber(1020), &LAGGING),
+            p.deadline(SeqNumber(1020), &LAGGING, BIG),
+            Some(t0 + RULES.response_timeout)
+        );
+        // Short requests (less than PIPELINE_MIN_BYTES captured and not sent) wait too.
+        let (mut p, t0) = pacer();
+        p.note_request(MOVED, SeqNumber(1020), false, Some(t0));
+        let small = PIPELINE_MIN_BYTES - 1;
+        assert_eq!(
+            p.release(late, SeqNumber(1020), &LAGGING, false, small),
+            Released::default()
+        );
+        assert_eq!(
+            p.deadline(SeqNumber(1020), &LAGGING, small),
             Some(t0 + RULES.response_timeout)
         );
         // Off (--max-lag 0): data waits for the answer however old.
         let (mut p, t0) = pacer();
         p.note_request(MOVED, SeqNumber(1020), false, Some(t0));
         assert_eq!(
-            p.release(late, SeqNumber(1020), &RULES, false),
+            p.release(late, SeqNumber(1020), &RULES, false, BIG),
             Released::default()
         );
     }
@@ -551,7 +602,11 @@ mod tests {
         assert!(p.on_request_bytes_sent(SeqNumber(1000), SeqNumber(1020), true, t0, false));
         p.note_request(MOVED, SeqNumber(1020), false, Some(t0));
         let late = t0 + Duration::from_millis(20);
-        assert_eq!(p.release(late, SeqNumber(1020), &LAGGING, false).lagged, 1);
+        assert_eq!(
+            p.release(late, SeqNumber(1020), &LAGGING, false, BIG)
+                .lagged,
+            1
+        );
         // The pipelined request's bytes go: the timed request's last byte stays at t0.
         assert!(!p.on_request_bytes_sent(SeqNumber(1020), SeqNumber(1040), true, late, false));
         assert_eq!(p.on_answer(100, late + Duration::from_millis(1)), Some(t0));
@@ -569,21 +624,31 @@ mod tests {
             Some(t0 + Duration::from_secs(1)),
         );
         let late = t0 + Duration::from_millis(20);
-        assert_eq!(p.release(late, SeqNumber(1020), &LAGGING, false).lagged, 1);
+        assert_eq!(
+            p.release(late, SeqNumber(1020), &LAGGING, false, BIG)
+                .lagged,
+            1
+        );
         p.on_answer(100, late);
         let quiet = late + RULES.idle_gap;
         assert_eq!(
-            p.release(quiet, SeqNumber(1040), &LAGGING, false),
+            p.release(quiet, SeqNumber(1040), &LAGGING, false, BIG),
             Released::default()
         );
         assert_eq!(
-            p.deadline(SeqNumber(1040), &LAGGING),
+            p.deadline(SeqNumber(1040), &LAGGING, BIG),
             Some(t0 + RULES.response_timeout),
             "no idle gap: what came was owed"
         );
         p.on_answer(10, quiet);
         assert_eq!(
-            p.release(quiet + RULES.idle_gap, SeqNumber(1040), &LAGGING, false),
+            p.release(
+                quiet + RULES.idle_gap,
+                SeqNumber(1040),
+                &LAGGING,
+                false,
+                BIG
+            ),
             Released::default(),
             "the second request's answer began and went quiet"
         );

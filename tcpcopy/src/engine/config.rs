@@ -50,6 +50,9 @@ pub struct EngineConfig {
     /// `--max-lag`: a request with data is released at most this long after it was captured,
     /// answered or not (`None`: it waits for the answer or the response timeout).
     pub max_lag: Option<Duration>,
+    /// Client bytes a session holds unsent below which `max_lag` does not apply (see
+    /// `conversation::PIPELINE_MIN_BYTES`; scripted tests lower it to use short requests).
+    pub lag_min_bytes: u64,
     /// A hole in the captured client stream that persists this long is a missed segment.
     pub gap_timeout: Duration,
     /// A hole followed by a request boundary (proof of a missed segment) waits only this long
@@ -100,6 +103,7 @@ impl Default for EngineConfig {
             idle_gap: Duration::from_millis(3),
             response_timeout: Duration::from_millis(500),
             max_lag: Some(DEFAULT_MAX_LAG),
+            lag_min_bytes: crate::conversation::PIPELINE_MIN_BYTES,
             gap_timeout: Duration::from_millis(500),
             reorder_window: Duration::from_millis(10),
             min_rto: Duration::from_millis(200),

@@ -81,6 +81,7 @@ fn gate_rules(cfg: &EngineConfig) -> GateRules {
         idle_gap: cfg.idle_gap,
         response_timeout: cfg.response_timeout,
         max_lag: cfg.max_lag,
+        lag_min_bytes: cfg.lag_min_bytes,
     }
 }
 
@@ -407,7 +408,7 @@ impl EngineSession {
         let rules = cx.gate_rules();
         let r = self
             .pacer
-            .release(cx.now, self.snd.max, &rules, self.tgt.fin);
+            .release(cx.now, self.snd.max, &rules, self.tgt.fin, self.unsent());
         cx.stats.pacing_timeouts += r.timeouts;
         cx.stats.requests_pipelined += r.lagged;
     }
@@ -428,7 +429,10 @@ impl EngineSession {
             d.take(Some(self.timers.last_activity + cfg.linger));
         }
         if self.state == State::Established {
-            d.take(self.pacer.deadline(self.snd.max, &gate_rules(cfg)));
+            d.take(
+                self.pacer
+                    .deadline(self.snd.max, &gate_rules(cfg), self.unsent()),
+            );
             if self.client_rst {
                 d.take(self.pacer.owed_until(&gate_rules(cfg)));
             }
@@ -448,6 +452,12 @@ impl EngineSession {
             && !self.client_rst
             && self.snd.una == self.stream.next()
             && self.pacer.is_idle()
+    }
+
+    /// Client bytes captured and not sent yet (for the release gate's lag rule).
+    #[inline]
+    fn unsent(&self) -> u64 {
+        self.stream.next().diff(self.snd.max).max(0) as u64
     }
 
     #[inline]

@@ -155,6 +155,7 @@ impl Plan {
             response_timeout: ctx.response_timeout,
             // The capture's own timing paces stream mode's requests.
             max_lag: None,
+            lag_min_bytes: 0,
         }
     }
 }

@@ -316,12 +316,12 @@ impl SessionCore {
                 Phase::Answer(step) => {
                     let timeouts = self
                         .pacer
-                        .release(now, self.client_off, &self.rules, self.eof)
+                        .release(now, self.client_off, &self.rules, self.eof, 0)
                         .timeouts;
                     if !self.pacer.is_idle() {
                         let until = self
                             .pacer
-                            .deadline(self.client_off, &self.rules)
+                            .deadline(self.client_off, &self.rules, 0)
                             .unwrap_or(now);
                         self.phase = Phase::Answer(step);
                         return Action::Wait {
@@ -587,6 +587,7 @@ mod tests {
             idle_gap: Duration::ZERO,
             response_timeout: TIMEOUT,
             max_lag: None,
+            lag_min_bytes: 0,
         };
         SessionCore::new(t0, cx, schedule, rules)
     }

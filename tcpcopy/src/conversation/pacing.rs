@@ -35,13 +35,14 @@ pub(crate) struct GateRules {
 }
 
 /// Client bytes captured and not sent below which a session's requests wait for their answers
-/// however late ([`GateRules::max_lag`]). Small requests waiting hold little of the capture
-/// ring: a clone that lags behind them only runs late, and catches up once production's
-/// client pauses. Sending them pipelined would make the target keep pace with production, and
-/// a target that shares production's CPUs (as in our lab) would then take production's CPU
-/// while it runs. From one 64 KB upload on, waiting holds ring blocks and gets connections
-/// shed.
-pub(crate) const PIPELINE_MIN_BYTES: u64 = 64 << 10;
+/// however late ([`GateRules::max_lag`]). Small requests are copied out of the capture ring as
+/// they come, so waiting ones cost only their bytes: a clone that lags behind them runs late
+/// and catches up once production's client pauses. Sent pipelined, they would make the target
+/// keep pace with production, and a target that shares production's CPUs (as in our lab) would
+/// then take production's CPU while it runs; a clone of a busy keep-alive connection there
+/// lagged by tens of KiB of requests. Uploads stay in the ring, and reach this in a few
+/// requests: waiting longer would fill the ring and get connections shed.
+pub(crate) const PIPELINE_MIN_BYTES: u64 = 1 << 20;
 
 /// A request held at the gate: where it starts and what production answered the one before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -136,7 +136,7 @@ fn request_released_by_the_response_timeout() {
 }
 
 /// The lag rule for the short requests of these scripts (by default a session must hold
-/// 64 KiB unsent: `request_released_by_the_response_timeout` shows short ones wait).
+/// 1 MiB unsent: `request_released_by_the_response_timeout` shows short ones wait).
 fn pipelining() -> EngineConfig {
     EngineConfig {
         lag_min_bytes: 1,

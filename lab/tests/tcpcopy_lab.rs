@@ -304,6 +304,50 @@ fn a_held_block_that_stops_the_kernel_is_counted() {
     );
 }
 
+/// 64 KB SETs on one connection while the target's redis is stopped: no answer comes, the
+/// clone's requests pile up, and once the session holds 1 MiB unsent a request `--max-lag`
+/// (20 ms) behind production goes behind the unanswered one (`pipelined`), into what the
+/// target's socket takes. With `--max-lag 0` none goes that way. Every SET reaches the target
+/// either way once it runs again.
+fn uploads_to_a_stopped_target(extra: &[&str]) -> u64 {
+    let mut t = Topo::new(Layout::Assistant);
+    let (p, tg) = (t.prod.clone(), t.target.clone());
+    t.start_redis(&p, REDIS_PROD, "redis-prod");
+    let target_redis = t.start_redis(&tg, REDIS_TARGET, "redis-target");
+    t.start_intercept(REDIS_FILTER);
+    let mut args = vec!["-x", "6379-198.18.1.2:6380"];
+    args.extend_from_slice(extra);
+    let pid = t.start_tcpcopy(&args);
+    sh(&format!("kill -STOP {target_redis}"));
+    t.client(&format!(
+        "timeout 60 redis-benchmark -h {PROD4} -p {REDIS_PROD} -n 200 -c 1 -t set -d 65536 -q"
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    sh(&format!("kill -CONT {target_redis}"));
+    let prod = redis_calls(&t.lab, &p, REDIS_PROD, "set");
+    let got = settle(prod, Duration::from_secs(20), || {
+        redis_calls(&t.lab, &tg, REDIS_TARGET, "set")
+    });
+    let sum = t.stop_tcpcopy(pid);
+    let pipelined = engine_counter(&sum, "pipelined");
+    println!("{extra:?}: production {prod} SETs, target {got}, pipelined={pipelined}");
+    assert!(
+        prod == 200 && got == prod,
+        "{extra:?}: the target got {got} of production's {prod} SETs\n{sum}"
+    );
+    pipelined
+}
+
+#[test]
+fn uploads_behind_a_stopped_target_go_pipelined() {
+    require_redis_lab!("uploads_behind_a_stopped_target_go_pipelined");
+    let _g = serial();
+    let on = uploads_to_a_stopped_target(&[]);
+    assert!(on > 0, "expected SETs sent before the previous answer: pipelined={on}");
+    let off = uploads_to_a_stopped_target(&["--max-lag", "0"]);
+    assert_eq!(off, 0, "--max-lag 0 waits for every answer");
+}
+
 #[test]
 fn redis_set_64k_values_before_the_neighbour_is_known() {
     require_redis_lab!("redis_set_64k_values_before_the_neighbour_is_known");

@@ -343,7 +343,10 @@ fn uploads_behind_a_stopped_target_go_pipelined() {
     require_redis_lab!("uploads_behind_a_stopped_target_go_pipelined");
     let _g = serial();
     let on = uploads_to_a_stopped_target(&[]);
-    assert!(on > 0, "expected SETs sent before the previous answer: pipelined={on}");
+    assert!(
+        on > 0,
+        "expected SETs sent before the previous answer: pipelined={on}"
+    );
     let off = uploads_to_a_stopped_target(&["--max-lag", "0"]);
     assert_eq!(off, 0, "--max-lag 0 waits for every answer");
 }

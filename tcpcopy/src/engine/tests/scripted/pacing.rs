@@ -121,7 +121,13 @@ fn request_released_by_the_response_timeout() {
             ..RESP
         }
     );
-    h.advance(ms(499));
+    req2_goes_after(&mut h, ms(500));
+    assert_eq!(h.e.stats().pacing_timeouts, 1);
+}
+
+/// Nothing goes for `wait` less a millisecond; then req2 of [`two_requests`] does.
+fn req2_goes_after(h: &mut H, wait: Duration) {
+    h.advance(wait - ms(1));
     expect!(h, []);
     h.advance(ms(1));
     expect!(
@@ -132,7 +138,6 @@ fn request_released_by_the_response_timeout() {
             ..WANT
         }]
     );
-    assert_eq!(h.e.stats().pacing_timeouts, 1);
 }
 
 /// The lag rule for the short requests of these scripts (by default a session must hold
@@ -148,18 +153,7 @@ fn pipelining() -> EngineConfig {
 fn a_request_max_lag_behind_goes_before_the_answer() {
     let mut h = session_established_with(pipelining());
     two_requests(&mut h);
-    let lag = config().max_lag.expect("on by default");
-    h.advance(lag - ms(1));
-    expect!(h, []);
-    h.advance(ms(1));
-    expect!(
-        h,
-        [Want {
-            seq: CLIENT_ISN + 5,
-            payload: b"req2",
-            ..WANT
-        }]
-    );
+    req2_goes_after(&mut h, config().max_lag.expect("on by default"));
     let st = h.e.stats();
     assert_eq!((st.requests_pipelined, st.pacing_timeouts), (1, 0));
     // req1's answer (10 bytes, as production's) was owed; req2's own comes after it.
@@ -228,15 +222,7 @@ fn server_greeting_is_awaited_before_the_first_request() {
 /// client's reset.
 fn pipelined_then_reset(h: &mut H) {
     two_requests(h);
-    h.advance(config().max_lag.expect("on by default"));
-    expect!(
-        h,
-        [Want {
-            seq: CLIENT_ISN + 5,
-            payload: b"req2",
-            ..WANT
-        }]
-    );
+    req2_goes_after(h, config().max_lag.expect("on by default"));
     respond!(
         h,
         Seg {

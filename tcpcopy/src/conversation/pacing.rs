@@ -23,11 +23,11 @@ pub(crate) struct GateRules {
     /// Longest wait for an answer after the last new byte was sent.
     pub response_timeout: Duration,
     /// Longest a request with data waits at the gate after it was captured, once its session
-    /// holds [`GateRules::lag_min_bytes`] not sent (`None`: as long as the other rules say). A target
-    /// slower than production would otherwise fall further behind with every request of a
-    /// busy connection, and the requests waiting would fill the capture ring until connections
-    /// are shed; past this lag the request goes behind the unanswered one instead, as a
-    /// pipelining client's would.
+    /// holds [`GateRules::lag_min_bytes`] not sent (`None`: as long as the other rules say).
+    /// A target slower than production would otherwise fall further behind with every request
+    /// of a busy connection, and the requests waiting would fill the capture ring until
+    /// connections are shed; past this lag the request goes behind the unanswered one instead,
+    /// as a pipelining client's would.
     pub max_lag: Option<Duration>,
     /// Client bytes captured and not sent below which [`GateRules::max_lag`] does not apply
     /// ([`PIPELINE_MIN_BYTES`] but in tests).
@@ -40,7 +40,7 @@ pub(crate) struct GateRules {
 /// and catches up once production's client pauses. Sent pipelined, they would make the target
 /// keep pace with production, and a target that shares production's CPUs (as in our lab) would
 /// then take production's CPU while it runs; a clone of a busy keep-alive connection there
-/// lagged by tens of KiB of requests. Uploads stay in the ring, and reach this in a few
+/// lagged by more than 64 KiB of requests. Uploads stay in the ring, and reach this in a few
 /// requests: waiting longer would fill the ring and get connections shed.
 pub(crate) const PIPELINE_MIN_BYTES: u64 = 1 << 20;
 

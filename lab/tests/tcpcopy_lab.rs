@@ -234,8 +234,12 @@ fn redis_set_64k_values() {
 /// the kernel comes round to their blocks. Holding half the ring whatever the rate, as before,
 /// lost frames in about half of the runs.
 ///
-/// The worker cannot keep up with this burst: it sheds connections once 7/8 of the ring waits
-/// (28–50 % delivered in this lab), so only a part of the SETs is asked for; and when it is
+/// The worker cannot keep up with this burst: it sheds connections once 7/8 of the ring waits,
+/// so only a part of the SETs is asked for (5 %: the clone worked at all). How large a part
+/// depends on when the worker falls that far behind: 28–100 % delivered in this lab while each
+/// request waited for its answer; with `--max-lag` 12.7–34.3 %, since requests sent pipelined
+/// load the worker with the target's receive path (a veth runs it in the send) while it
+/// should be reading (4 runs each way: 32–34 % against 31–100 %); and when it is
 /// kept off its CPU just then, the kernel drops a few frames at the end of the ring (kernel
 /// drops, counted). What is checked is that those were never the hold's: the kernel was never
 /// found stopped at a held block.
@@ -244,7 +248,7 @@ fn redis_set_64k_values_small_ring() {
     require_redis_lab!("redis_set_64k_values_small_ring");
     let _g = serial();
     let what = "redis SET 64 KB x 3000 x 5, 64 MB ring";
-    let sum = &redis_64k_sets(&["-B", "64"], 3000, 0.2, what, |_| {});
+    let sum = &redis_64k_sets(&["-B", "64"], 3000, 0.05, what, |_| {});
     let (in_ring, copyouts, overruns, drops) = (
         engine_counter(sum, "in_ring"),
         counter(sum, "ring_copyouts"),

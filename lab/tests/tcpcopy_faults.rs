@@ -667,9 +667,17 @@ fn slow_target(budget_mb: u64, ring_mb: u64, check: SlowCheck) {
             }
         }
         SlowCheck::Behaviour => {
-            if refused + overflows == 0 {
-                failures
-                    .push("the memory budget was never hit (nothing refused or overflowed)".into());
+            // On a busy machine the worker can fall behind its 8 MB ring while the target is
+            // stopped (CI once: 802 kernel drops, the worker 24 ms late): it then sheds the
+            // stalled sessions, which lets go of what they held before the budget is reached.
+            // That bounds memory too; one of the two must have happened.
+            let shed = summary_value(&summary, "engine:", "shed");
+            if refused + overflows == 0 && (drops == 0 || shed == 0) {
+                failures.push(format!(
+                    "the memory budget was never hit (nothing refused or overflowed), and no \
+                     overflowing capture shed the stalled sessions instead (kernel drops \
+                     {drops}, shed {shed})"
+                ));
             }
             if timed_out == 0 {
                 failures.push("no stalled session timed out".into());

@@ -19,7 +19,11 @@
 #      all threads (a worker that keeps a CPU busy uses as many seconds as the drain lasts);
 #      `per worker s`: each worker thread's over the whole run (its summary). It sends fewer packets (`sent pkts`):
 #      a session's requests, all there at once, leave in a few segments.
-#   4. Runs alternate 1 worker and WORKERS; printed: each run, the medians and their ratio.
+#   4. One drain with WORKERS first, not counted (warm-up: the first drain after the lab is
+#      built is the slowest, whatever its workers: the kernel grows its caches for the target's
+#      tens of thousands of sockets, `allocate_slab` inside tcpcopy's sends). Then the runs
+#      alternate, 1 worker and WORKERS in odd rounds, WORKERS and 1 in even ones, so that
+#      neither mode always follows the other; printed: each run, the medians and their ratio.
 #
 # On a veth a send runs the receiving namespace's stack on the sender's CPU: the target's
 # kernel work (handshakes, acknowledgements) is counted in tcpcopy's workers, in both modes.
@@ -221,8 +225,12 @@ printf '%-6s %-7s %12s %10s %10s %8s %10s %12s %9s %11s %12s\n' round workers "s
 md_begin "tcpcopy --workers $WORKERS against 1, a drained burst" \
     "SESSIONS=$SESSIONS REQUESTS=$REQUESTS WORKERS=$WORKERS RING_MB=$RING_MB BLOCK_MS=$BLOCK_MS bash benches/tcpcopy_workers.sh $ROUNDS"
 md_cols round workers "segments/s" segments "sent pkts" "drain s" "tcpcopy CPU s" "per worker CPU s" "cloned %" "intercept CPU s" "kernel drops"
+read -r rate _ _ secs _ < <(run "$WORKERS")
+echo "(warm-up, $WORKERS workers, not counted: $rate segments/s, drain $secs s)"
 for r in $(seq "$ROUNDS"); do
-    for w in 1 "$WORKERS"; do
+    order=(1 "$WORKERS")
+    ((r % 2)) || order=("$WORKERS" 1)
+    for w in "${order[@]}"; do
         read -r rate segs sent secs used pw pct icpt drops < <(run "$w")
         printf '%-6s %-7s %12s %10s %10s %8s %10s %12s %9s %11s %12s\n' "r$r" "$w" "$rate" "$segs" "$sent" "$secs" "$used" "$pw" "$pct" "$icpt" "$drops"
         md_row "r$r" "$w" "$(md_num "$rate")" "$(md_num "$segs")" "$(md_num "$sent")" "$secs" "$used" "$pw" "$pct %" "$icpt" "$drops"

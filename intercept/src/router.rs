@@ -36,7 +36,7 @@ use bytes::Bytes;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tcpclone::flow::hash_socket_addr;
 use tcpclone::proto::{CheckedResponse, ResponsesBuilder};
@@ -196,19 +196,7 @@ pub fn session_of(h: &[u8]) -> Option<SessionKey> {
 
 /// [`session_of`] a response checked once for both the lookup and the batch.
 fn key_of(r: &CheckedResponse<'_>) -> SessionKey {
-    let h = r.header();
-    let (src, dst): (IpAddr, IpAddr) = if h[0] >> 4 == 4 {
-        (
-            Ipv4Addr::new(h[12], h[13], h[14], h[15]).into(),
-            Ipv4Addr::new(h[16], h[17], h[18], h[19]).into(),
-        )
-    } else {
-        let mut s = [0u8; 16];
-        let mut d = [0u8; 16];
-        s.copy_from_slice(&h[8..24]);
-        d.copy_from_slice(&h[24..40]);
-        (Ipv6Addr::from(s).into(), Ipv6Addr::from(d).into())
-    };
+    let (src, dst) = r.addrs();
     let tcp = r.tcp();
     SessionKey {
         client: SocketAddr::new(dst, tcp.dst_port()),

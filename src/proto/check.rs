@@ -3,7 +3,7 @@
 //!
 //! Pure checks over values and bytes; they must never allocate or panic on any input.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::{ProtoError, MAX_HEADER_LEN, MAX_PREFIX};
 
@@ -106,6 +106,17 @@ impl<'a> CheckedResponse<'a> {
     /// The TCP header as a view (checked with the rest: its fields are there).
     pub fn tcp(&self) -> crate::wire::TcpPacket<&'a [u8]> {
         crate::wire::TcpPacket::new_prechecked(&self.header[self.tcp_at..])
+    }
+
+    /// The IP header's source and destination (checked with the rest: the header is whole).
+    pub fn addrs(&self) -> (IpAddr, IpAddr) {
+        if self.header[0] >> 4 == 4 {
+            let (s, d) = crate::wire::layout_addrs_v4(self.header);
+            (s.into(), d.into())
+        } else {
+            let (s, d) = crate::wire::layout_addrs_v6(self.header);
+            (s.into(), d.into())
+        }
     }
 }
 
@@ -234,5 +245,50 @@ mod tests {
         let tcp = r.tcp();
         assert_eq!((tcp.src_port(), tcp.dst_port()), (8080, 40000));
         assert!(tcp.flags().contains(TcpFlags::SYN) && tcp.flags().contains(TcpFlags::ACK));
+        h[8..24].copy_from_slice(
+            &"2001:db8::2"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        h[24..40].copy_from_slice(
+            &"2001:db8::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        let r = CheckedResponse::new(&h).unwrap();
+        assert_eq!(
+            r.addrs(),
+            (
+                "2001:db8::2".parse().unwrap(),
+                "2001:db8::1".parse().unwrap()
+            )
+        );
+    }
+
+    /// An IPv4 response with options: the addresses come from the fixed header.
+    #[test]
+    fn ipv4_addresses_and_ports_of_a_response_with_options() {
+        let mut h = vec![0u8; 24 + 20];
+        h[0] = 0x46; // IHL 6: one word of options
+        h[2..4].copy_from_slice(&44u16.to_be_bytes());
+        h[9] = 6;
+        h[12..16].copy_from_slice(&[198, 18, 1, 2]);
+        h[16..20].copy_from_slice(&[198, 18, 10, 2]);
+        h[24..26].copy_from_slice(&6380u16.to_be_bytes());
+        h[26..28].copy_from_slice(&40000u16.to_be_bytes());
+        h[36] = 5 << 4;
+        h[37] = 0x10; // ACK
+        let r = CheckedResponse::new(&h).unwrap();
+        assert_eq!(r.tcp_at(), 24);
+        assert_eq!(
+            r.addrs(),
+            (
+                "198.18.1.2".parse().unwrap(),
+                "198.18.10.2".parse().unwrap()
+            )
+        );
+        assert_eq!((r.tcp().src_port(), r.tcp().dst_port()), (6380, 40000));
     }
 }

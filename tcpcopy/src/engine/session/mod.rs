@@ -429,12 +429,10 @@ impl EngineSession {
             d.take(Some(self.timers.last_activity + cfg.linger));
         }
         if self.state == State::Established {
-            d.take(
-                self.pacer
-                    .deadline(self.snd.max, &gate_rules(cfg), self.unsent()),
-            );
+            let rules = gate_rules(cfg);
+            d.take(self.pacer.deadline(self.snd.max, &rules, self.unsent()));
             if self.client_rst {
-                d.take(self.pacer.owed_until(&gate_rules(cfg)));
+                d.take(self.pacer.owed_until(&rules));
             }
         }
         if self.outstanding() {

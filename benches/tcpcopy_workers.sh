@@ -35,6 +35,10 @@
 #
 # Usage: benches/tcpcopy_workers.sh [ROUNDS (default 3)]
 #   env SESSIONS (default 20000), REQUESTS (per session, default 20), WORKERS (default 2),
+#   RX_THREADS=1 (the target's receive path in a NAPI kernel thread instead of inside the
+#   workers' sends, as with the target on another host; needs ethtool: `tcpcopy s` then leaves
+#   that path out, but the link has one queue, so its one thread, not tcpcopy, sets the
+#   drain's pace and the ratio says nothing about the workers),
 #   NO_BUILD=1 (take target/release as it is), OURS=DIR (tcpcopy and intercept from DIR),
 #   KEEP=DIR (keep each run's tcpcopy log there), RING_MB (tcpcopy's -B, the same in every run,
 #   default 1024: split among the workers, each worker's share must hold its share of the
@@ -62,13 +66,20 @@ BLOCK_MS=${BLOCK_MS:-50}
 source "$(dirname "$0")/../scripts/lab.sh"
 # shellcheck source=md_table.sh
 source "$(dirname "$0")/md_table.sh"
-lab_init tw python3 ss
+lab_init tw python3 ss ${RX_THREADS:+ethtool}
 lab_our_bins -p tcpcopy -p intercept -p replay
 REPLAY=$LAB_ROOT/target/release/replay
 [[ -x $REPLAY ]] || (cd "$LAB_ROOT" && cargo build --release -q -p replay)
 cp "$REPLAY" "$BIN/"
 
 lab_clone_topology
+if [[ -n ${RX_THREADS:-} ]]; then
+    # The bridge's end of production's link receives in its own NAPI kernel thread: the
+    # target's receive path (handshakes, sockets, acknowledgements) leaves the workers' sends,
+    # as it would with the target on another host.
+    lab_rx_threads "$NS_BR:${TAG}pb:$NS_PROD:${TAG}pa"
+    echo "== RX_THREADS: the target's receive path runs in a NAPI thread, not in tcpcopy's sends"
+fi
 # The target: a listener that never accepts, with room in its queues for every session; a new
 # one per run, so that no run meets the connections the last one left in its queue.
 inns "$NS_TARGET" sysctl -qw net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535
@@ -223,7 +234,7 @@ run() { # WORKERS -> "rate segments seconds intercept_ticks"
 declare -A RATES
 printf '%-6s %-7s %12s %10s %10s %8s %10s %12s %9s %11s %12s\n' round workers "segments/s" segments "sent pkts" "drain s" "tcpcopy s" "per worker s" "cloned %" "intercept s" kernel_drops
 md_begin "tcpcopy --workers $WORKERS against 1, a drained burst" \
-    "SESSIONS=$SESSIONS REQUESTS=$REQUESTS WORKERS=$WORKERS RING_MB=$RING_MB BLOCK_MS=$BLOCK_MS bash benches/tcpcopy_workers.sh $ROUNDS"
+    "${RX_THREADS:+RX_THREADS=1 }SESSIONS=$SESSIONS REQUESTS=$REQUESTS WORKERS=$WORKERS RING_MB=$RING_MB BLOCK_MS=$BLOCK_MS bash benches/tcpcopy_workers.sh $ROUNDS"
 md_cols round workers "segments/s" segments "sent pkts" "drain s" "tcpcopy CPU s" "per worker CPU s" "cloned %" "intercept CPU s" "kernel drops"
 read -r rate _ _ secs _ < <(run "$WORKERS")
 echo "(warm-up, $WORKERS workers, not counted: $rate segments/s, drain $secs s)"

@@ -30,7 +30,7 @@ use super::SysError;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// `SOL_PACKET` (linux/socket.h).
@@ -181,6 +181,9 @@ pub struct PacketRing {
     /// Whether the kernel accepted `PACKET_IGNORE_OUTGOING`.
     pub ignores_outgoing: bool,
     fanout_id: Option<u16>,
+    /// The last count [`PacketRing::waiting`] found, less the slots taken since: where its
+    /// search starts. An atomic only so that `waiting` can take `&self` in a shared ring.
+    waiting_hint: AtomicUsize,
 }
 
 /// The ring's memory, shared by the ring and the bytes held from it.
@@ -293,6 +296,55 @@ pub fn interface_index(name: &str) -> Result<u32, SysError> {
         return Err(last(&format!("if_nametoindex({name:?})")));
     }
     Ok(i)
+}
+
+/// How many of `n` slots in a row are ready, given `ready(k)`: whether the slot `k` places
+/// after the reader's next one is; the kernel fills them in order, so `ready` is true up to
+/// the count and false after it. `hint` is a guess of the count (the last one found): three
+/// looks confirm it, and a wrong one still narrows the binary search (a dozen looks for
+/// thousands of slots, each at a block of its own in a mapping of hundreds of MB, which the
+/// worker pays once or twice per block it reads).
+fn count_ready(n: usize, hint: usize, ready: impl Fn(usize) -> bool) -> usize {
+    if n == 0 || !ready(0) {
+        return 0;
+    }
+    // `lo` slots are known to be ready, at most `hi` are. From the hint, steps of 1, 2, 4...
+    // towards the count bound it (the count moves by a few between looks), then halving.
+    let (mut lo, mut hi) = (1, n);
+    let h = hint.clamp(1, n);
+    let mut step = 1;
+    if ready(h - 1) {
+        lo = h;
+        while lo < hi {
+            let probe = (h + step).min(hi);
+            if !ready(probe - 1) {
+                hi = probe - 1;
+                break;
+            }
+            lo = probe;
+            step *= 2;
+        }
+    } else {
+        hi = h - 1;
+        while lo < hi {
+            let probe = h.saturating_sub(step).max(lo);
+            if ready(probe - 1) {
+                lo = probe;
+                break;
+            }
+            hi = probe - 1;
+            step *= 2;
+        }
+    }
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if ready(mid - 1) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
 }
 
 impl PacketRing {
@@ -408,6 +460,7 @@ impl PacketRing {
             held: VecDeque::new(),
             ignores_outgoing,
             fanout_id: None,
+            waiting_hint: AtomicUsize::new(0),
         };
         // SAFETY: sockaddr_ll is plain integers; all-zero is valid before we fill it.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -475,23 +528,13 @@ impl PacketRing {
 
     /// How many blocks (frames of a `TPACKET_V2` ring) the kernel has handed over and the
     /// reader has not taken yet: how far behind the reader is, out of
-    /// [`PacketRing::slot_count`]. The kernel fills them in order, so a binary search of their
-    /// status words finds it (a dozen loads for thousands of blocks).
+    /// [`PacketRing::slot_count`]. The kernel fills them in order, so a search of their status
+    /// words from the last count finds it ([`count_ready`]: three loads when it did not move).
     pub fn waiting(&self) -> usize {
-        if !self.ready_ahead(0) {
-            return 0;
-        }
-        // `lo` blocks are known to wait, at most `hi` do.
-        let (mut lo, mut hi) = (1, self.map.slot_count);
-        while lo < hi {
-            let mid = (lo + hi).div_ceil(2);
-            if self.ready_ahead(mid - 1) {
-                lo = mid;
-            } else {
-                hi = mid - 1;
-            }
-        }
-        lo
+        let hint = self.waiting_hint.load(Ordering::Relaxed);
+        let n = count_ready(self.map.slot_count, hint, |k| self.ready_ahead(k));
+        self.waiting_hint.store(n, Ordering::Relaxed);
+        n
     }
 
     /// How many blocks (frame slots) the kernel has handed over since the ring was opened:
@@ -708,6 +751,8 @@ impl Drop for RingBlock<'_> {
         }
         self.ring.next = (self.index + 1) % self.ring.map.slot_count;
         self.ring.taken += 1;
+        let hint = self.ring.waiting_hint.get_mut();
+        *hint = hint.saturating_sub(1);
     }
 }
 
@@ -867,6 +912,50 @@ pub fn poll_fds(fds: &mut [PollFd], timeout_ms: i32) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::count_ready;
+
+    /// Every count of ready slots in rings of up to 40, from every hint: the same count as
+    /// looking at each slot, and from a right hint in three looks.
+    #[test]
+    fn count_ready_finds_the_count_from_any_hint() {
+        for n in (0..=40usize).chain([2047, 2048]) {
+            // Every count and hint of the small rings; of the default ring's 2,048 blocks, a
+            // sample (with the counts next to each hint).
+            let by = if n > 40 { 61 } else { 1 };
+            let counts = (0..=n).step_by(by).chain([1, n.saturating_sub(1), n]);
+            for w in counts.filter(|&w| w <= n) {
+                for hint in (0..=n + 2)
+                    .step_by(by)
+                    .flat_map(|h| [h, h + 1, h.saturating_sub(1), w + 2, w.saturating_sub(3)])
+                {
+                    let looks = std::cell::Cell::new(0);
+                    let got = count_ready(n, hint, |k| {
+                        assert!(k < n.max(1), "looked past the ring: {k} of {n}");
+                        looks.set(looks.get() + 1);
+                        k < w
+                    });
+                    assert_eq!(got, w, "n {n}, ready {w}, hint {hint}");
+                    if hint == w && w > 1 {
+                        assert!(looks.get() <= 3, "n {n}, ready {w}: {} looks", looks.get());
+                    }
+                    let log = (usize::BITS - n.leading_zeros()) as usize;
+                    assert!(
+                        looks.get() <= 2 * log + 3,
+                        "n {n}, ready {w}, hint {hint}: {} looks",
+                        looks.get()
+                    );
+                    if w > 0 && hint.abs_diff(w) <= 3 {
+                        assert!(
+                            looks.get() <= 7,
+                            "n {n}, ready {w}, hint {hint}: {} looks",
+                            looks.get()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     use super::*;
 
     #[test]
